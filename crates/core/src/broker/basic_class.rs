@@ -1,0 +1,315 @@
+//! `basic.*` methods except publish: qos, consume, cancel, get, ack, nack/reject, recover; and
+//! detaching consumers (with auto-delete).
+
+use std::collections::BTreeSet;
+
+use warren_wire::{
+    BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetEmpty, BasicGetOk,
+    BasicQos, BasicQosOk, Method, ShortStr,
+};
+
+use super::queue_class::REPLY_TO_QUEUE;
+use super::{Broker, Ctx};
+use crate::channel::{Consumer, Mode, TxOp, Unacked};
+use crate::queue::{ConsumerRef, QueueId};
+use crate::user::Access;
+use crate::{AmqpError, Effect};
+
+impl Broker {
+    pub(super) fn basic_qos(&mut self, ctx: Ctx, m: BasicQos, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        if m.prefetch_size != 0 {
+            return Err(AmqpError::not_implemented(format!("prefetch_size!=0 ({})", m.prefetch_size)));
+        }
+        if let Some(ch) = self.channel_mut(ctx) {
+            // RabbitMQ 3.3+: global=false limits each consumer created afterwards, global=true
+            // limits the channel as a whole.
+            if m.global {
+                ch.prefetch_global = m.prefetch_count;
+            } else {
+                ch.prefetch_consumer = m.prefetch_count;
+            }
+        }
+        self.reply(ctx, Method::BasicQosOk(BasicQosOk {}), out);
+        self.deliver_channel(ctx, out);
+        Ok(())
+    }
+
+    pub(super) fn basic_consume(&mut self, ctx: Ctx, m: BasicConsume, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let (vhost, _) = self.session(ctx.conn)?;
+        if m.queue.as_str() == REPLY_TO_QUEUE {
+            return self.consume_reply_to(ctx, m, out);
+        }
+        let name = self.resolve_queue_name(ctx, m.queue)?;
+        self.check_access(ctx.conn, Access::Read, "queue", &name)?;
+        let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        let tag = if m.consumer_tag.is_empty() {
+            self.generate_name("amq.ctag-", ctx.conn)
+        } else {
+            m.consumer_tag
+        };
+        let prefetch = {
+            let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+            if ch.consumers.contains_key(&tag) {
+                return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+            }
+            ch.prefetch_consumer
+        };
+        let queue = self.queues.get_mut(&id).ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
+        if queue.exclusive_consumer.is_some() || (m.exclusive && !queue.consumers.is_empty()) {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{name}' in vhost '{vhost}' in exclusive use"
+            )));
+        }
+        let cref = ConsumerRef {
+            conn: ctx.conn,
+            channel: ctx.channel,
+            tag: tag.clone(),
+        };
+        queue.consumers.push_back(cref.clone());
+        if m.exclusive {
+            queue.exclusive_consumer = Some(cref);
+        }
+        queue.had_consumer = true;
+        queue.last_used = self.now;
+        if let Some(ch) = self.channel_mut(ctx) {
+            ch.consumers.insert(
+                tag.clone(),
+                Consumer {
+                    tag: tag.clone(),
+                    queue: id,
+                    no_ack: m.no_ack,
+                    prefetch,
+                    unacked: 0,
+                    arguments: m.arguments,
+                },
+            );
+        }
+        if !m.nowait {
+            self.reply(ctx, Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }), out);
+        }
+        self.deliver(id, out);
+        Ok(())
+    }
+
+    /// Direct reply-to: a no-ack consumer on the pseudo-queue gives the channel a private address
+    /// that publishes with `reply_to = amq.rabbitmq.reply-to` carry.
+    fn consume_reply_to(&mut self, ctx: Ctx, m: BasicConsume, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        if !m.no_ack {
+            return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
+        }
+        let tag = if m.consumer_tag.is_empty() {
+            self.generate_name("amq.ctag-", ctx.conn)
+        } else {
+            m.consumer_tag
+        };
+        let key = self.generate_name("", ctx.conn);
+        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        if ch.reply_to_consumer.is_some() {
+            return Err(AmqpError::precondition_failed("reply consumer already set"));
+        }
+        if ch.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+        }
+        ch.reply_to_consumer = Some(tag.clone());
+        ch.reply_to_key = Some(key.clone());
+        self.reply_to.insert(key, (ctx.conn, ctx.channel));
+        if !m.nowait {
+            self.reply(ctx, Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }), out);
+        }
+        Ok(())
+    }
+
+    pub(super) fn basic_cancel(&mut self, ctx: Ctx, m: BasicCancel, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let Some(ch) = self.channel_mut(ctx) else {
+            return Ok(());
+        };
+        if ch.reply_to_consumer.as_ref() == Some(&m.consumer_tag) {
+            ch.reply_to_consumer = None;
+            if let Some(key) = ch.reply_to_key.take() {
+                self.reply_to.remove(&key);
+            }
+        } else if let Some(consumer) = ch.consumers.remove(&m.consumer_tag) {
+            let cref = ConsumerRef {
+                conn: ctx.conn,
+                channel: ctx.channel,
+                tag: m.consumer_tag.clone(),
+            };
+            self.detach_consumer(consumer.queue, &cref, out);
+        }
+        // Cancelling an unknown tag is not an error (RabbitMQ answers cancel-ok).
+        if !m.nowait {
+            let ok = BasicCancelOk {
+                consumer_tag: m.consumer_tag,
+            };
+            self.reply(ctx, Method::BasicCancelOk(ok), out);
+        }
+        Ok(())
+    }
+
+    /// Removes a consumer from its queue; an auto-delete queue that loses its last consumer is
+    /// deleted (RabbitMQ's rule: only once it has had one).
+    pub(crate) fn detach_consumer(&mut self, id: QueueId, consumer: &ConsumerRef, out: &mut Vec<Effect>) {
+        let Some(q) = self.queues.get_mut(&id) else {
+            return;
+        };
+        q.remove_consumer(consumer);
+        q.last_used = self.now;
+        if q.auto_delete && q.had_consumer && q.consumers.is_empty() {
+            self.remove_queue(id, out);
+        }
+    }
+
+    pub(super) fn basic_get(&mut self, ctx: Ctx, m: BasicGet, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let (vhost, _) = self.session(ctx.conn)?;
+        let name = self.resolve_queue_name(ctx, m.queue)?;
+        self.check_access(ctx.conn, Access::Read, "queue", &name)?;
+        let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        self.expire_queue(id, out);
+        let queue = self.queues.get_mut(&id).ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
+        queue.last_used = self.now;
+        let Some((seq, entry)) = queue.checkout(m.no_ack) else {
+            let empty = BasicGetEmpty {
+                cluster_id: ShortStr::default(),
+            };
+            self.reply(ctx, Method::BasicGetEmpty(empty), out);
+            return Ok(());
+        };
+        let message_count = queue.ready_count();
+        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        let delivery_tag = ch.next_tag();
+        if !m.no_ack {
+            ch.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue: id,
+                    seq,
+                    consumer_tag: None,
+                },
+            );
+        }
+        let message = entry.message;
+        out.push(Effect::SendContent {
+            conn: ctx.conn,
+            channel: ctx.channel,
+            method: Method::BasicGetOk(BasicGetOk {
+                delivery_tag,
+                redelivered: entry.redelivered,
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+                message_count,
+            }),
+            properties: message.properties.clone(),
+            body: message.body.clone(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn basic_ack(
+        &mut self,
+        ctx: Ctx,
+        delivery_tag: u64,
+        multiple: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        if let Some(pending) = self.tx_pending(ctx) {
+            pending.push(TxOp::Ack {
+                delivery_tag,
+                multiple,
+            });
+            return Ok(());
+        }
+        let settled = self.take_unacked(ctx, delivery_tag, multiple)?;
+        let mut touched = BTreeSet::new();
+        for u in settled {
+            if let Some(q) = self.queues.get_mut(&u.queue) {
+                q.settle(u.seq);
+                touched.insert(u.queue);
+            }
+        }
+        self.after_settle(ctx, touched, out);
+        Ok(())
+    }
+
+    pub(crate) fn basic_nack(
+        &mut self,
+        ctx: Ctx,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        if let Some(pending) = self.tx_pending(ctx) {
+            pending.push(TxOp::Nack {
+                delivery_tag,
+                multiple,
+                requeue,
+            });
+            return Ok(());
+        }
+        let taken = self.take_unacked(ctx, delivery_tag, multiple)?;
+        let mut touched = BTreeSet::new();
+        for u in taken {
+            touched.insert(u.queue);
+            if requeue {
+                if let Some(q) = self.queues.get_mut(&u.queue) {
+                    q.requeue(u.seq);
+                }
+            } else if let Some(entry) = self.queues.get_mut(&u.queue).and_then(|q| q.settle(u.seq)) {
+                self.dead_letter(u.queue, entry, "rejected", out);
+            }
+        }
+        self.after_settle(ctx, touched, out);
+        Ok(())
+    }
+
+    /// `basic.recover`: every unacked delivery of the channel goes back to its queue.
+    pub(super) fn basic_recover(&mut self, ctx: Ctx, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let Some(ch) = self.channel_mut(ctx) else {
+            return Ok(());
+        };
+        let unacked = std::mem::take(&mut ch.unacked);
+        for c in ch.consumers.values_mut() {
+            c.unacked = 0;
+        }
+        for u in unacked.into_values() {
+            if let Some(q) = self.queues.get_mut(&u.queue) {
+                q.requeue(u.seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the deliveries an ack/nack covers and returns their credit to their consumers.
+    fn take_unacked(&mut self, ctx: Ctx, delivery_tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        let taken = ch
+            .take_unacked(delivery_tag, multiple)
+            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}")))?;
+        for (_, u) in &taken {
+            if let Some(c) = u.consumer_tag.as_ref().and_then(|t| ch.consumers.get_mut(t)) {
+                c.unacked = c.unacked.saturating_sub(1);
+            }
+        }
+        Ok(taken.into_iter().map(|(_, u)| u).collect())
+    }
+
+    /// After acks or nacks: queues that got messages back and this channel's consumers (whose
+    /// credit grew) get a chance to deliver.
+    fn after_settle(&mut self, ctx: Ctx, touched: BTreeSet<QueueId>, out: &mut Vec<Effect>) {
+        for q in touched {
+            self.deliver(q, out);
+        }
+        self.deliver_channel(ctx, out);
+    }
+
+    /// The pending operations of a channel in tx mode, or `None` outside a transaction.
+    pub(super) fn tx_pending(&mut self, ctx: Ctx) -> Option<&mut Vec<TxOp>> {
+        match &mut self.channel_mut(ctx)?.mode {
+            Mode::Tx { pending } => Some(pending),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `channel.*` methods and the cleanup of a channel's state when it closes for any reason.
+
+use std::collections::BTreeSet;
+
+use warren_wire::{ChannelFlow, ChannelFlowOk, ChannelOpenOk, Method};
+
+use super::{Broker, Ctx};
+use crate::channel::Channel;
+use crate::queue::ConsumerRef;
+use crate::{AmqpError, Effect};
+
+impl Broker {
+    pub(super) fn channel_open(&mut self, ctx: Ctx, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let conn = self
+            .connections
+            .get_mut(&ctx.conn)
+            .ok_or_else(|| AmqpError::command_invalid("connection not open"))?;
+        if conn.vhost.is_none() {
+            return Err(AmqpError::command_invalid("channel.open before connection.open"));
+        }
+        if conn.channels.contains_key(&ctx.channel) {
+            return Err(AmqpError::channel_error("second 'channel.open' seen"));
+        }
+        conn.channels.insert(ctx.channel, Channel::new());
+        self.reply(ctx, Method::ChannelOpenOk(ChannelOpenOk::default()), out);
+        Ok(())
+    }
+
+    pub(super) fn channel_close(&mut self, ctx: Ctx, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        self.close_channel_state(ctx, out);
+        self.reply(ctx, Method::ChannelCloseOk(Default::default()), out);
+        Ok(())
+    }
+
+    pub(super) fn channel_flow(
+        &mut self,
+        ctx: Ctx,
+        m: ChannelFlow,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        if !m.active {
+            // RabbitMQ 3.x no longer lets clients pause deliveries with channel.flow.
+            return Err(AmqpError::not_implemented("active=false"));
+        }
+        if let Some(ch) = self.channel_mut(ctx) {
+            ch.flow_active = true;
+        }
+        self.reply(ctx, Method::ChannelFlowOk(ChannelFlowOk { active: true }), out);
+        self.deliver_channel(ctx, out);
+        Ok(())
+    }
+
+    /// Drops a channel: its unacked messages go back to their queues (in their original places,
+    /// marked redelivered), its consumers are removed (auto-delete queues may go), and the queues
+    /// that got messages back are offered to their other consumers. Idempotent.
+    pub(crate) fn close_channel_state(&mut self, ctx: Ctx, out: &mut Vec<Effect>) {
+        let Some(channel) = self
+            .connections
+            .get_mut(&ctx.conn)
+            .and_then(|c| c.channels.remove(&ctx.channel))
+        else {
+            return;
+        };
+        if let Some(key) = &channel.reply_to_key {
+            self.reply_to.remove(key);
+        }
+        let mut touched = BTreeSet::new();
+        for unacked in channel.unacked.values() {
+            if let Some(q) = self.queues.get_mut(&unacked.queue) {
+                if q.requeue(unacked.seq) {
+                    touched.insert(unacked.queue);
+                }
+            }
+        }
+        let mut consumers: Vec<_> = channel.consumers.values().collect();
+        consumers.sort_by(|a, b| a.tag.cmp(&b.tag));
+        for consumer in consumers {
+            let cref = ConsumerRef {
+                conn: ctx.conn,
+                channel: ctx.channel,
+                tag: consumer.tag.clone(),
+            };
+            self.detach_consumer(consumer.queue, &cref, out);
+        }
+        for q in touched {
+            self.deliver(q, out);
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The broker state machine: owns every vhost, user, exchange, queue and connection, and turns each
+//! [`Input`] into [`Effect`]s. Method handlers live in one file per AMQP class; shared-state changes
+//! go through [`Command`]s ([`Broker::submit`]) so the same path serves one node and a cluster.
+
+mod basic_class;
+mod channel_class;
+mod connection_class;
+mod delivery;
+mod exchange_class;
+mod publish;
+mod queue_class;
+mod tick;
+mod tx_class;
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use warren_wire::{Method, ShortStr};
+
+use crate::command::{Command, Op, Origin, STATE_MACHINE_VERSION};
+use crate::connection::Connection;
+use crate::error::ErrorScope;
+use crate::queue::{Queue, QueueId};
+use crate::user::{hash_password, Access, Permission, User};
+use crate::vhost::Vhost;
+use crate::{AmqpError, ChannelId, ConnId, Effect, Input, Millis};
+
+/// Broker settings that are not part of the replicated state.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// The user created at first start (RabbitMQ: guest).
+    pub default_user: String,
+    pub default_pass: String,
+    /// The vhost created at first start, on which the default user gets full permissions.
+    pub default_vhost: String,
+    /// Users that may log in only from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+    /// When true, shared-state changes leave as [`Effect::Propose`] and take effect when fed back
+    /// as [`Input::Applied`]; when false they are applied at once.
+    pub replicated: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            default_vhost: "/".into(),
+            loopback_users: vec!["guest".into()],
+            replicated: false,
+        }
+    }
+}
+
+/// The whole broker model. Deterministic: the same inputs with the same `now` give the same effects.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    vhosts: HashMap<ShortStr, Vhost>,
+    users: HashMap<String, User>,
+    permissions: HashMap<(String, ShortStr), Permission>,
+    queues: HashMap<QueueId, Queue>,
+    next_queue_id: QueueId,
+    connections: HashMap<ConnId, Connection>,
+    /// Direct reply-to addresses (the part after `amq.rabbitmq.reply-to.`) → their channel.
+    reply_to: HashMap<ShortStr, (ConnId, ChannelId)>,
+    /// Feeds generated names (`amq.gen-…`, `amq.ctag-…`, reply-to keys).
+    name_counter: u64,
+    /// The `now` of the input being handled.
+    now: Millis,
+}
+
+/// Where a channel-level method came from: the error path needs all of it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx {
+    pub(crate) conn: ConnId,
+    pub(crate) channel: ChannelId,
+}
+
+impl Ctx {
+    pub(crate) fn origin(self) -> Origin {
+        Origin {
+            conn: self.conn,
+            channel: self.channel,
+        }
+    }
+}
+
+impl Broker {
+    /// A broker with the default vhost and the default user (full permissions on it).
+    pub fn new(config: BrokerConfig) -> Broker {
+        let mut broker = Broker {
+            vhosts: HashMap::new(),
+            users: HashMap::new(),
+            permissions: HashMap::new(),
+            queues: HashMap::new(),
+            next_queue_id: 1,
+            connections: HashMap::new(),
+            reply_to: HashMap::new(),
+            name_counter: 0,
+            now: 0,
+            config,
+        };
+        let vhost = ShortStr::from(broker.config.default_vhost.as_str());
+        broker.add_vhost(vhost.clone());
+        let (user, pass) = (broker.config.default_user.clone(), broker.config.default_pass.clone());
+        broker.add_user(&user, &pass, [0x57, 0x61, 0x72, 0x6e], vec!["administrator".into()]);
+        broker.set_permission(&user, vhost, Permission::all());
+        broker
+    }
+
+    /// Creates a vhost with the predeclared exchanges (no-op if it exists).
+    pub fn add_vhost(&mut self, name: ShortStr) {
+        self.vhosts
+            .entry(name.clone())
+            .or_insert_with(|| Vhost::new(name));
+    }
+
+    /// Creates or replaces a user; `salt` comes from the caller so the core stays deterministic.
+    pub fn add_user(&mut self, name: &str, password: &str, salt: [u8; 4], tags: Vec<String>) {
+        self.users.insert(
+            name.to_owned(),
+            User {
+                name: name.to_owned(),
+                password_hash: hash_password(salt, password),
+                tags,
+            },
+        );
+    }
+
+    /// Grants `user` the permission on `vhost` (replacing any previous one).
+    pub fn set_permission(&mut self, user: &str, vhost: ShortStr, permission: Permission) {
+        self.permissions.insert((user.to_owned(), vhost), permission);
+    }
+
+    /// Handles one input and appends the resulting effects to `effects`, in the order the runtime
+    /// must apply them.
+    pub fn handle(&mut self, now: Millis, input: Input, effects: &mut Vec<Effect>) {
+        self.now = now;
+        match input {
+            Input::Login {
+                conn,
+                mechanism,
+                username,
+                password,
+                peer_loopback,
+                client_properties,
+            } => self.login(
+                conn,
+                &mechanism,
+                &username,
+                &password,
+                peer_loopback,
+                &client_properties,
+                effects,
+            ),
+            Input::OpenVhost { conn, vhost } => self.open_vhost(conn, &vhost, effects),
+            Input::Method {
+                conn,
+                channel,
+                method,
+            } => {
+                let ctx = Ctx { conn, channel };
+                let (class_id, method_id) = (method.class_id(), method.method_id());
+                if let Err(e) = self.method(ctx, method, effects) {
+                    self.fail(ctx, e.caused_by(class_id, method_id), effects);
+                }
+            }
+            Input::Publish {
+                conn,
+                channel,
+                publish,
+                properties,
+                body,
+            } => {
+                let ctx = Ctx { conn, channel };
+                if let Err(e) = self.publish(ctx, publish, properties, body, effects) {
+                    self.fail(ctx, e.caused_by(60, 40), effects);
+                }
+            }
+            Input::Writable { conn, writable } => self.set_writable(conn, writable, effects),
+            Input::ConnectionClosed { conn } => self.close_connection_state(conn, effects),
+            Input::Applied { command } => self.apply(command, effects),
+            Input::Tick => self.tick(effects),
+        }
+    }
+
+    /// Dispatches a channel-level method to its class's handler.
+    fn method(&mut self, ctx: Ctx, method: Method, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        if let Method::ChannelOpen(_) = method {
+            return self.channel_open(ctx, out);
+        }
+        if self.channel_mut(ctx).is_none() {
+            // The runtime forwards only methods of open channels; a method for a channel the core
+            // already closed (a race with our channel.close) is dropped, as the spec requires.
+            if let Method::ChannelClose(_) = method {
+                out.push(Effect::Send {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    method: Method::ChannelCloseOk(Default::default()),
+                });
+            }
+            return Ok(());
+        }
+        match method {
+            Method::ChannelClose(_) => self.channel_close(ctx, out),
+            Method::ChannelCloseOk(_) => Ok(()),
+            Method::ChannelFlow(m) => self.channel_flow(ctx, m, out),
+            Method::ChannelFlowOk(_) => Ok(()),
+            Method::AccessRequest(_) => {
+                self.reply(ctx, Method::AccessRequestOk(warren_wire::AccessRequestOk { ticket: 1 }), out);
+                Ok(())
+            }
+            Method::ExchangeDeclare(m) => self.exchange_declare(ctx, m, out),
+            Method::ExchangeDelete(m) => self.exchange_delete(ctx, m, out),
+            Method::ExchangeBind(m) => self.exchange_bind(ctx, m, out),
+            Method::ExchangeUnbind(m) => self.exchange_unbind(ctx, m, out),
+            Method::QueueDeclare(m) => self.queue_declare(ctx, m, out),
+            Method::QueueBind(m) => self.queue_bind(ctx, m, out),
+            Method::QueueUnbind(m) => self.queue_unbind(ctx, m, out),
+            Method::QueuePurge(m) => self.queue_purge(ctx, m, out),
+            Method::QueueDelete(m) => self.queue_delete(ctx, m, out),
+            Method::BasicQos(m) => self.basic_qos(ctx, m, out),
+            Method::BasicConsume(m) => self.basic_consume(ctx, m, out),
+            Method::BasicCancel(m) => self.basic_cancel(ctx, m, out),
+            Method::BasicGet(m) => self.basic_get(ctx, m, out),
+            Method::BasicAck(m) => self.basic_ack(ctx, m.delivery_tag, m.multiple, out),
+            Method::BasicNack(m) => {
+                self.basic_nack(ctx, m.delivery_tag, m.multiple, m.requeue, out)
+            }
+            Method::BasicReject(m) => self.basic_nack(ctx, m.delivery_tag, false, m.requeue, out),
+            Method::BasicRecover(m) => {
+                self.basic_recover(ctx, m.requeue)?;
+                self.reply(ctx, Method::BasicRecoverOk(Default::default()), out);
+                self.deliver_channel(ctx, out);
+                Ok(())
+            }
+            Method::BasicRecoverAsync(m) => {
+                self.basic_recover(ctx, m.requeue)?;
+                self.deliver_channel(ctx, out);
+                Ok(())
+            }
+            Method::TxSelect(_) => self.tx_select(ctx, out),
+            Method::TxCommit(_) => self.tx_commit(ctx, out),
+            Method::TxRollback(_) => self.tx_rollback(ctx, out),
+            Method::ConfirmSelect(m) => self.confirm_select(ctx, m.nowait, out),
+            // RabbitMQ's rabbit_channel answers every other method with this hard error.
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    /// Replicates (clustered) or applies (single node) a shared-state change.
+    pub(crate) fn submit(&mut self, origin: Option<Origin>, op: Op, out: &mut Vec<Effect>) {
+        let command = Command {
+            version: STATE_MACHINE_VERSION,
+            origin,
+            issued_at: self.now,
+            op,
+        };
+        if self.config.replicated {
+            out.push(Effect::Propose { command });
+        } else {
+            self.apply(command, out);
+        }
+    }
+
+    /// Applies a committed command; replies and errors go to its origin.
+    fn apply(&mut self, command: Command, out: &mut Vec<Effect>) {
+        let origin = command.origin;
+        let now = command.issued_at;
+        let (class_id, method_id) = op_method(&command.op);
+        let result = match command.op {
+            Op::DeclareExchange {
+                vhost,
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+                nowait,
+            } => self.apply_declare_exchange(
+                origin,
+                &vhost,
+                name,
+                &kind,
+                (durable, auto_delete, internal),
+                arguments,
+                nowait,
+                out,
+            ),
+            Op::DeleteExchange {
+                vhost,
+                name,
+                if_unused,
+                nowait,
+            } => self.apply_delete_exchange(origin, &vhost, &name, if_unused, nowait, out),
+            Op::DeclareQueue {
+                vhost,
+                name,
+                durable,
+                exclusive,
+                auto_delete,
+                arguments,
+                nowait,
+            } => self.apply_declare_queue(
+                origin,
+                &vhost,
+                name,
+                (durable, exclusive, auto_delete),
+                arguments,
+                nowait,
+                now,
+                out,
+            ),
+            Op::DeleteQueue {
+                vhost,
+                name,
+                if_unused,
+                if_empty,
+                nowait,
+            } => self.apply_delete_queue(origin, &vhost, &name, if_unused, if_empty, nowait, out),
+            Op::PurgeQueue {
+                vhost,
+                name,
+                nowait,
+            } => self.apply_purge_queue(origin, &vhost, &name, nowait, out),
+            Op::Bind {
+                vhost,
+                source,
+                destination,
+                routing_key,
+                arguments,
+                nowait,
+            } => self.apply_bind(origin, &vhost, &source, destination, &routing_key, &arguments, nowait, out),
+            Op::Unbind {
+                vhost,
+                source,
+                destination,
+                routing_key,
+                arguments,
+                nowait,
+            } => self.apply_unbind(origin, &vhost, &source, &destination, &routing_key, &arguments, nowait, out),
+            Op::Publish {
+                vhost,
+                exchange,
+                routing_key,
+                mandatory,
+                confirm,
+                properties,
+                body,
+            } => self.apply_publish(
+                origin,
+                &vhost,
+                exchange,
+                routing_key,
+                mandatory,
+                confirm,
+                properties,
+                body,
+                now,
+                out,
+            ),
+        };
+        if let (Err(e), Some(origin)) = (result, origin) {
+            let ctx = Ctx {
+                conn: origin.conn,
+                channel: origin.channel,
+            };
+            self.fail(ctx, e.caused_by(class_id, method_id), out);
+        }
+    }
+
+    /// Turns an error into `channel.close` or `connection.close`, dropping the closed state first.
+    pub(crate) fn fail(&mut self, ctx: Ctx, error: AmqpError, out: &mut Vec<Effect>) {
+        match error.scope() {
+            ErrorScope::Channel => {
+                if self.channel_mut(ctx).is_none() {
+                    return;
+                }
+                self.close_channel_state(ctx, out);
+                out.push(Effect::CloseChannel {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    error,
+                });
+            }
+            ErrorScope::Connection => {
+                if !self.connections.contains_key(&ctx.conn) {
+                    return;
+                }
+                self.close_connection_state(ctx.conn, out);
+                out.push(Effect::CloseConnection {
+                    conn: ctx.conn,
+                    error,
+                });
+            }
+        }
+    }
+
+    /// Sends a content-less method back on the context's channel.
+    pub(crate) fn reply(&self, ctx: Ctx, method: Method, out: &mut Vec<Effect>) {
+        out.push(Effect::Send {
+            conn: ctx.conn,
+            channel: ctx.channel,
+            method,
+        });
+    }
+
+    /// Sends a reply to an origin, if the command had one.
+    pub(crate) fn reply_origin(origin: Option<Origin>, method: Method, out: &mut Vec<Effect>) {
+        if let Some(o) = origin {
+            out.push(Effect::Send {
+                conn: o.conn,
+                channel: o.channel,
+                method,
+            });
+        }
+    }
+
+    pub(crate) fn channel_mut(&mut self, ctx: Ctx) -> Option<&mut crate::channel::Channel> {
+        self.connections
+            .get_mut(&ctx.conn)?
+            .channels
+            .get_mut(&ctx.channel)
+    }
+
+    /// The vhost and user of an open connection.
+    pub(crate) fn session(&self, conn: ConnId) -> Result<(ShortStr, String), AmqpError> {
+        let c = self
+            .connections
+            .get(&conn)
+            .ok_or_else(|| AmqpError::command_invalid("connection not open"))?;
+        match (&c.vhost, &c.user) {
+            (Some(v), Some(u)) => Ok((v.clone(), u.clone())),
+            _ => Err(AmqpError::command_invalid("connection not open")),
+        }
+    }
+
+    /// Checks the user's permission for `access` on a resource, with RabbitMQ's refusal text.
+    pub(crate) fn check_access(
+        &self,
+        conn: ConnId,
+        access: Access,
+        resource_kind: &str,
+        name: &str,
+    ) -> Result<(), AmqpError> {
+        let (vhost, user) = self.session(conn)?;
+        let allowed = self
+            .permissions
+            .get(&(user.clone(), vhost.clone()))
+            .is_some_and(|p| p.allows(access, name));
+        if allowed {
+            Ok(())
+        } else {
+            Err(AmqpError::access_refused(format!(
+                "access to {resource_kind} '{name}' in vhost '{vhost}' refused for user '{user}'"
+            )))
+        }
+    }
+
+    /// A fresh name with RabbitMQ's shape: `prefix` + 22 url-safe base64 characters.
+    pub(crate) fn generate_name(&mut self, prefix: &str, conn: ConnId) -> ShortStr {
+        self.name_counter += 1;
+        let mut hasher = Sha256::new();
+        hasher.update(self.name_counter.to_be_bytes());
+        hasher.update(conn.to_be_bytes());
+        hasher.update(self.now.to_be_bytes());
+        let digest = hasher.finalize();
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+        ShortStr::from(format!("{prefix}{encoded}"))
+    }
+
+    /// Looks up a queue by name in a vhost.
+    pub(crate) fn queue_id(&self, vhost: &ShortStr, name: &str) -> Option<QueueId> {
+        self.vhosts.get(vhost)?.queues.get(name).copied()
+    }
+}
+
+/// The (class, method) ids an operation answers, for error replies.
+fn op_method(op: &Op) -> (u16, u16) {
+    match op {
+        Op::DeclareExchange { .. } => (40, 10),
+        Op::DeleteExchange { .. } => (40, 20),
+        Op::Bind {
+            destination: crate::command::Destination::Exchange(_),
+            ..
+        } => (40, 30),
+        Op::Unbind {
+            destination: crate::command::Destination::Exchange(_),
+            ..
+        } => (40, 40),
+        Op::DeclareQueue { .. } => (50, 10),
+        Op::Bind { .. } => (50, 20),
+        Op::PurgeQueue { .. } => (50, 30),
+        Op::DeleteQueue { .. } => (50, 40),
+        Op::Unbind { .. } => (50, 50),
+        Op::Publish { .. } => (60, 40),
+    }
+}
+
+#[cfg(test)]
+mod tests;

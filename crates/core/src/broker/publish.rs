@@ -1,0 +1,374 @@
+//! `basic.publish`: access and property checks on the channel, then the replicated
+//! [`Op::Publish`] that routes (default exchange, bindings, exchange-to-exchange, alternate
+//! exchanges), enqueues with overflow rules, returns unroutable mandatory messages and confirms.
+//! Also dead-lettering, which republishes through a queue's dead-letter exchange.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warren_wire::{
+    BasicAck, BasicNack, BasicProperties, BasicPublish, BasicReturn, FieldTable, FieldValue, LongStr, Method,
+    ShortStr,
+};
+
+use super::exchange_class::no_exchange;
+use super::queue_class::REPLY_TO_QUEUE;
+use super::{Broker, Ctx};
+use crate::channel::{Mode, TxOp};
+use crate::command::{Destination, Op, Origin};
+use crate::message::Message;
+use crate::queue::{Entry, Overflow, QueueId};
+use crate::user::Access;
+use crate::{AmqpError, Effect, Millis};
+
+/// Prefix of a direct reply-to address.
+const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
+impl Broker {
+    pub(super) fn publish(
+        &mut self,
+        ctx: Ctx,
+        publish: BasicPublish,
+        mut properties: BasicProperties,
+        body: Bytes,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let (vhost, user) = self.session(ctx.conn)?;
+        if publish.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        // The default exchange is "amq.default" for permission checks, as in RabbitMQ.
+        let resource = if publish.exchange.is_empty() { "amq.default" } else { publish.exchange.as_str() };
+        self.check_access(ctx.conn, Access::Write, "exchange", resource)?;
+        if let Some(claimed) = &properties.user_id {
+            if claimed.as_str() != user {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{claimed}' but authenticated user was '{user}'"
+                )));
+            }
+        }
+        // The exchange must exist before the command is proposed (also in a
+        // transaction), so that an error closes the
+        // channel before later publishes on it are accepted.
+        let exchange = self
+            .vhosts
+            .get(&vhost)
+            .and_then(|v| v.exchanges.get(&publish.exchange))
+            .ok_or_else(|| no_exchange(&publish.exchange, &vhost))?;
+        if exchange.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{vhost}'",
+                publish.exchange
+            )));
+        }
+        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        if properties.reply_to.as_ref().is_some_and(|r| r.as_str() == REPLY_TO_QUEUE) {
+            let key = ch
+                .reply_to_key
+                .clone()
+                .ok_or_else(|| AmqpError::precondition_failed("fast reply consumer does not exist"))?;
+            properties.reply_to = Some(ShortStr::from(format!("{REPLY_TO_PREFIX}{key}")));
+        }
+        let confirm = match &mut ch.mode {
+            Mode::Tx { pending } => {
+                pending.push(TxOp::Publish {
+                    publish,
+                    properties,
+                    body,
+                });
+                return Ok(());
+            }
+            Mode::Confirm { next_publish_seq } => {
+                let seq = *next_publish_seq;
+                *next_publish_seq += 1;
+                Some(seq)
+            }
+            Mode::Plain => None,
+        };
+        self.submit(
+            Some(ctx.origin()),
+            Op::Publish {
+                vhost,
+                exchange: publish.exchange,
+                routing_key: publish.routing_key,
+                mandatory: publish.mandatory,
+                confirm,
+                properties,
+                body,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_publish(
+        &mut self,
+        origin: Option<Origin>,
+        vhost: &ShortStr,
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        mandatory: bool,
+        confirm: Option<u64>,
+        properties: BasicProperties,
+        body: Bytes,
+        now: Millis,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        if !self.vhosts.get(vhost).is_some_and(|v| v.exchanges.contains_key(&exchange)) {
+            return Err(no_exchange(&exchange, vhost));
+        }
+        let message = Arc::new(Message {
+            exchange,
+            routing_key,
+            properties,
+            body,
+        });
+        let (routed, rejected) = if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
+            (self.deliver_reply(&message, out), false)
+        } else {
+            let queues = self.route(vhost, &message.exchange, &message.routing_key, message.properties.headers.as_ref());
+            let routed = !queues.is_empty();
+            let mut rejected = false;
+            for id in queues {
+                rejected |= !self.enqueue(id, Arc::clone(&message), now, out);
+            }
+            (routed, rejected)
+        };
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        if !routed && mandatory {
+            out.push(Effect::SendContent {
+                conn: origin.conn,
+                channel: origin.channel,
+                method: Method::BasicReturn(BasicReturn {
+                    reply_code: warren_wire::constants::NO_ROUTE,
+                    reply_text: ShortStr::from("NO_ROUTE"),
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                }),
+                properties: message.properties.clone(),
+                body: message.body.clone(),
+            });
+        }
+        if let Some(delivery_tag) = confirm {
+            let method = if rejected {
+                Method::BasicNack(BasicNack {
+                    delivery_tag,
+                    multiple: false,
+                    requeue: false,
+                })
+            } else {
+                Method::BasicAck(BasicAck {
+                    delivery_tag,
+                    multiple: false,
+                })
+            };
+            Self::reply_origin(Some(origin), method, out);
+        }
+        Ok(())
+    }
+
+    /// Appends a message to a queue, applying `x-max-length`/`x-overflow`, then delivers. Returns
+    /// false if the queue refused it (`reject-publish`), which nacks a confirm.
+    fn enqueue(&mut self, id: QueueId, message: Arc<Message>, now: Millis, out: &mut Vec<Effect>) -> bool {
+        let Some(q) = self.queues.get_mut(&id) else {
+            return true;
+        };
+        let len = message.body_len();
+        let mut dropped = Vec::new();
+        if q.would_overflow(len) {
+            match q.args.overflow.unwrap_or(Overflow::DropHead) {
+                Overflow::DropHead => {
+                    while q.would_overflow(len) {
+                        match q.drop_head() {
+                            Some(e) => dropped.push(e),
+                            None => break,
+                        }
+                    }
+                    if q.would_overflow(len) {
+                        // A message bigger than x-max-length-bytes on its own: RabbitMQ drops it.
+                        for e in dropped {
+                            self.dead_letter(id, e, "maxlen", out);
+                        }
+                        return true;
+                    }
+                }
+                Overflow::RejectPublish => return false,
+                Overflow::RejectPublishDlx => {
+                    let entry = Entry {
+                        message,
+                        redelivered: false,
+                        expires_at: None,
+                    };
+                    self.dead_letter(id, entry, "maxlen", out);
+                    return false;
+                }
+            }
+        }
+        q.push(message, now);
+        for e in dropped {
+            self.dead_letter(id, e, "maxlen", out);
+        }
+        self.deliver(id, out);
+        true
+    }
+
+    /// The queues a message published to `exchange` with `routing_key` reaches: the default
+    /// exchange by queue name, otherwise bindings followed through exchange-to-exchange bindings,
+    /// using an exchange's alternate exchange when its own bindings match nothing. Each queue once.
+    pub(crate) fn route(
+        &self,
+        vhost: &ShortStr,
+        exchange: &ShortStr,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Vec<QueueId> {
+        let Some(v) = self.vhosts.get(vhost) else {
+            return Vec::new();
+        };
+        if exchange.is_empty() {
+            return v.queues.get(routing_key).copied().into_iter().collect();
+        }
+        let mut queues = BTreeSet::new();
+        let mut visited = HashSet::new();
+        let mut pending = vec![exchange.clone()];
+        let mut matched = Vec::new();
+        while let Some(name) = pending.pop() {
+            if !visited.insert(name.clone()) {
+                continue;
+            }
+            let Some(x) = v.exchanges.get(&name) else {
+                continue;
+            };
+            matched.clear();
+            x.bindings.route(routing_key, headers, &mut matched);
+            if matched.is_empty() {
+                if let Some(ae) = x.alternate_exchange() {
+                    pending.push(ShortStr::from(ae));
+                }
+            }
+            for d in matched.drain(..) {
+                match d {
+                    Destination::Queue(q) => {
+                        if let Some(id) = v.queues.get(&q) {
+                            queues.insert(*id);
+                        }
+                    }
+                    Destination::Exchange(e) => pending.push(e),
+                }
+            }
+        }
+        queues.into_iter().collect()
+    }
+
+    /// Delivers a reply published to a direct reply-to address straight to the waiting consumer.
+    /// Returns false if the address is unknown (its channel is gone): the reply is dropped.
+    fn deliver_reply(&mut self, message: &Arc<Message>, out: &mut Vec<Effect>) -> bool {
+        let key = &message.routing_key[REPLY_TO_PREFIX.len()..];
+        let Some(&(conn, channel)) = self.reply_to.get(key) else {
+            return false;
+        };
+        let ctx = Ctx { conn, channel };
+        let Some(ch) = self.channel_mut(ctx) else {
+            return false;
+        };
+        let Some(tag) = ch.reply_to_consumer.clone() else {
+            return false;
+        };
+        let delivery_tag = ch.next_tag();
+        let entry = Entry {
+            message: Arc::clone(message),
+            redelivered: false,
+            expires_at: None,
+        };
+        self.send_delivery(ctx, tag, delivery_tag, entry, out);
+        true
+    }
+
+    /// Republishes a message that left queue `id` (rejected, expired, over max length) through the
+    /// queue's dead-letter exchange, recording the death in `x-death` as RabbitMQ does. Without a
+    /// dead-letter exchange the message is dropped.
+    pub(crate) fn dead_letter(&mut self, id: QueueId, entry: Entry, reason: &str, out: &mut Vec<Effect>) {
+        let Some(q) = self.queues.get(&id) else {
+            return;
+        };
+        let Some(dlx) = q.args.dead_letter_exchange.clone() else {
+            return;
+        };
+        let vhost = q.vhost.clone();
+        let queue_name = q.name.clone();
+        let original = entry.message;
+        let routing_key = q
+            .args
+            .dead_letter_routing_key
+            .clone()
+            .unwrap_or_else(|| original.routing_key.clone());
+        let mut properties = original.properties.clone();
+        let mut headers = properties.headers.take().unwrap_or_default();
+        record_death(&mut headers, &queue_name, reason, &original, self.now);
+        properties.headers = Some(headers);
+        // RabbitMQ removes the per-message TTL so the dead-lettered copy does not expire again.
+        properties.expiration = None;
+        let message = Arc::new(Message {
+            exchange: dlx.clone(),
+            routing_key,
+            properties,
+            body: original.body.clone(),
+        });
+        let targets = self.route(&vhost, &dlx, &message.routing_key, message.properties.headers.as_ref());
+        let now = self.now;
+        for target in targets {
+            // A message expiring or overflowing back into the queue it left would cycle forever;
+            // RabbitMQ drops it in that case.
+            if target == id && reason != "rejected" {
+                continue;
+            }
+            self.enqueue(target, Arc::clone(&message), now, out);
+        }
+    }
+}
+
+/// Updates the `x-death` header (one entry per queue and reason, newest first, with a count) and
+/// the `x-first-death-*` headers.
+fn record_death(headers: &mut FieldTable, queue: &ShortStr, reason: &str, message: &Message, now: Millis) {
+    let mut deaths = match headers.remove("x-death") {
+        Some(FieldValue::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    let same = |v: &FieldValue| match v {
+        FieldValue::Table(t) => {
+            t.get("queue").and_then(FieldValue::as_str) == Some(queue.as_str())
+                && t.get("reason").and_then(FieldValue::as_str) == Some(reason)
+        }
+        _ => false,
+    };
+    let mut count = 1;
+    if let Some(pos) = deaths.iter().position(same) {
+        if let FieldValue::Table(t) = deaths.remove(pos) {
+            count += t.get("count").and_then(FieldValue::as_i64).unwrap_or(0);
+        }
+    }
+    let mut death = FieldTable::default();
+    death.insert("count", FieldValue::I64(count));
+    death.insert("reason", FieldValue::LongStr(LongStr::from(reason)));
+    death.insert("queue", FieldValue::LongStr(LongStr::from(queue.as_str())));
+    death.insert("time", FieldValue::Timestamp(now / 1000));
+    death.insert("exchange", FieldValue::LongStr(LongStr::from(message.exchange.as_str())));
+    death.insert(
+        "routing-keys",
+        FieldValue::Array(vec![FieldValue::LongStr(LongStr::from(message.routing_key.as_str()))]),
+    );
+    deaths.insert(0, FieldValue::Table(death));
+    headers.insert("x-death", FieldValue::Array(deaths));
+    if headers.get("x-first-death-reason").is_none() {
+        headers.insert("x-first-death-reason", FieldValue::LongStr(LongStr::from(reason)));
+        headers.insert("x-first-death-queue", FieldValue::LongStr(LongStr::from(queue.as_str())));
+        headers.insert(
+            "x-first-death-exchange",
+            FieldValue::LongStr(LongStr::from(message.exchange.as_str())),
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! `queue.*` methods: declare (with RabbitMQ's equivalence and exclusivity rules), bind, unbind,
+//! purge, delete; and removing a queue with everything that refers to it.
+
+use warren_wire::{
+    FieldTable, Method, QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete, QueueDeleteOk,
+    QueuePurge, QueuePurgeOk, QueueUnbind, ShortStr,
+};
+
+use super::{Broker, Ctx};
+use crate::command::{Destination, Op, Origin};
+use crate::queue::{Queue, QueueArgs, QueueId, EQUIVALENCE_ARGS};
+use crate::user::Access;
+use crate::{AmqpError, ConnId, Effect, Millis};
+
+/// The pseudo-queue of direct reply-to (RabbitMQ's "Direct Reply-to" page).
+pub(crate) const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
+
+pub(crate) fn no_queue(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_found(format!("no queue '{name}' in vhost '{vhost}'"))
+}
+
+pub(crate) fn locked(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::resource_locked(format!(
+        "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+    ))
+}
+
+impl Broker {
+    /// Resolves a queue name from a method: empty means the channel's last declared queue.
+    pub(super) fn resolve_queue_name(&mut self, ctx: Ctx, name: ShortStr) -> Result<ShortStr, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+        self.channel_mut(ctx)
+            .and_then(|ch| ch.last_queue.clone())
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    /// Finds a queue the connection may use: it exists and is not another connection's exclusive
+    /// queue.
+    pub(super) fn usable_queue(&self, conn: ConnId, vhost: &ShortStr, name: &str) -> Result<QueueId, AmqpError> {
+        let id = self
+            .queue_id(vhost, name)
+            .ok_or_else(|| no_queue(name, vhost))?;
+        match self.queues.get(&id) {
+            Some(q) if q.exclusive_owner.is_some_and(|owner| owner != conn) => Err(locked(name, vhost)),
+            Some(_) => Ok(id),
+            None => Err(no_queue(name, vhost)),
+        }
+    }
+
+    pub(super) fn queue_declare(&mut self, ctx: Ctx, m: QueueDeclare, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let (vhost, _) = self.session(ctx.conn)?;
+        if m.queue.as_str() == REPLY_TO_QUEUE {
+            if !m.nowait {
+                let ok = QueueDeclareOk {
+                    queue: m.queue,
+                    message_count: 0,
+                    consumer_count: 0,
+                };
+                self.reply(ctx, Method::QueueDeclareOk(ok), out);
+            }
+            return Ok(());
+        }
+        if m.passive {
+            let name = self.resolve_queue_name(ctx, m.queue)?;
+            let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+            let q = self.queues.get_mut(&id).ok_or_else(|| no_queue(&name, &vhost))?;
+            q.last_used = self.now;
+            let ok = QueueDeclareOk {
+                queue: name.clone(),
+                message_count: q.ready_count(),
+                consumer_count: q.consumer_count(),
+            };
+            if let Some(ch) = self.channel_mut(ctx) {
+                ch.last_queue = Some(name);
+            }
+            if !m.nowait {
+                self.reply(ctx, Method::QueueDeclareOk(ok), out);
+            }
+            return Ok(());
+        }
+        let name = if m.queue.is_empty() {
+            self.generate_name("amq.gen-", ctx.conn)
+        } else {
+            if m.queue.starts_with("amq.") {
+                return Err(AmqpError::access_refused(format!(
+                    "queue name '{}' contains reserved prefix 'amq.*'",
+                    m.queue
+                )));
+            }
+            m.queue
+        };
+        self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
+        QueueArgs::parse(&m.arguments).map_err(AmqpError::precondition_failed)?;
+        if let Some(v) = m.arguments.get("x-dead-letter-exchange").and_then(|v| v.as_str()) {
+            self.check_access(ctx.conn, Access::Write, "exchange", v)?;
+        }
+        if let Some(ch) = self.channel_mut(ctx) {
+            ch.last_queue = Some(name.clone());
+        }
+        self.submit(
+            Some(ctx.origin()),
+            Op::DeclareQueue {
+                vhost,
+                name,
+                durable: m.durable,
+                exclusive: m.exclusive,
+                auto_delete: m.auto_delete,
+                arguments: m.arguments,
+                nowait: m.nowait,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_declare_queue(
+        &mut self,
+        origin: Option<Origin>,
+        vhost: &ShortStr,
+        name: ShortStr,
+        (durable, exclusive, auto_delete): (bool, bool, bool),
+        arguments: FieldTable,
+        nowait: bool,
+        now: Millis,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let owner = if exclusive { origin.map(|o| o.conn) } else { None };
+        if let Some(id) = self.queue_id(vhost, &name) {
+            let q = self.queues.get_mut(&id).ok_or_else(|| no_queue(&name, vhost))?;
+            if q.exclusive_owner.is_some() && q.exclusive_owner != owner || q.exclusive_owner.is_none() && exclusive {
+                return Err(locked(&name, vhost));
+            }
+            let inequivalent = |arg: &str, received: bool, current: bool| {
+                AmqpError::precondition_failed(format!(
+                    "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
+                ))
+            };
+            if q.durable != durable {
+                return Err(inequivalent("durable", durable, q.durable));
+            }
+            if q.auto_delete != auto_delete {
+                return Err(inequivalent("auto_delete", auto_delete, q.auto_delete));
+            }
+            for key in EQUIVALENCE_ARGS {
+                let (old, new) = (q.arguments.get(key), arguments.get(key));
+                if !args_equivalent(old, new) {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "inequivalent arg '{key}' for queue '{name}' in vhost '{vhost}': received {} but current is {}",
+                        describe(new),
+                        describe(old)
+                    )));
+                }
+            }
+            q.last_used = now;
+            let ok = QueueDeclareOk {
+                queue: name,
+                message_count: q.ready_count(),
+                consumer_count: q.consumer_count(),
+            };
+            if !nowait {
+                Self::reply_origin(origin, Method::QueueDeclareOk(ok), out);
+            }
+            return Ok(());
+        }
+        if exclusive && owner.is_some_and(|c| !self.connections.contains_key(&c)) {
+            // The declaring connection closed before the command was applied: nothing to own it.
+            return Ok(());
+        }
+        let args = QueueArgs::parse(&arguments).map_err(AmqpError::precondition_failed)?;
+        let id = self.next_queue_id;
+        self.next_queue_id += 1;
+        let queue = Queue::new(id, vhost.clone(), name.clone(), durable, owner, auto_delete, arguments, args, now);
+        self.queues.insert(id, queue);
+        let v = self
+            .vhosts
+            .get_mut(vhost)
+            .ok_or_else(|| AmqpError::not_found(format!("no vhost '{vhost}'")))?;
+        v.queues.insert(name.clone(), id);
+        // Every queue is bound to the default exchange by its name; routing through "" is done by
+        // name lookup, so no binding is stored.
+        if !nowait {
+            let ok = QueueDeclareOk {
+                queue: name,
+                message_count: 0,
+                consumer_count: 0,
+            };
+            Self::reply_origin(origin, Method::QueueDeclareOk(ok), out);
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_bind(&mut self, ctx: Ctx, m: QueueBind, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let (vhost, _) = self.session(ctx.conn)?;
+        let queue = self.resolve_queue_name(ctx, m.queue)?;
+        // queue.bind: an empty routing key with an empty queue name means the last queue's name.
+        let routing_key = if m.routing_key.is_empty() && queue.is_empty() {
+            queue.clone()
+        } else {
+            m.routing_key
+        };
+        self.check_bind_access(ctx, &queue, "queue", &m.exchange)?;
+        if self.queue_id(&vhost, &queue).is_some() {
+            self.usable_queue(ctx.conn, &vhost, &queue)?;
+        }
+        self.submit(
+            Some(ctx.origin()),
+            Op::Bind {
+                vhost,
+                source: m.exchange,
+                destination: Destination::Queue(queue),
+                routing_key,
+                arguments: m.arguments,
+                nowait: m.nowait,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    pub(super) fn queue_unbind(&mut self, ctx: Ctx, m: QueueUnbind, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let (vhost, _) = self.session(ctx.conn)?;
+        let queue = self.resolve_queue_name(ctx, m.queue)?;
+        self.check_bind_access(ctx, &queue, "queue", &m.exchange)?;
+        if self.queue_id(&vhost, &queue).is_some() {
+            self.usable_queue(ctx.conn, &vhost, &queue)?;
+        }
+        self.submit(
+            Some(ctx.origin()),
+            Op::Unbind {
+                vhost,
+                source: m.exchange,
+                destination: Destination::Queue(queue),
+                routing_key: m.routing_key,
+                arguments: m.arguments,
+                nowait: false,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    pub(super) fn queue_purge(&mut self, ctx: Ctx, m: QueuePurge, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let (vhost, _) = self.session(ctx.conn)?;
+        let name = self.resolve_queue_name(ctx, m.queue)?;
+        self.check_access(ctx.conn, Access::Read, "queue", &name)?;
+        self.usable_queue(ctx.conn, &vhost, &name)?;
+        self.submit(
+            Some(ctx.origin()),
+            Op::PurgeQueue {
+                vhost,
+                name,
+                nowait: m.nowait,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    pub(super) fn apply_purge_queue(
+        &mut self,
+        origin: Option<Origin>,
+        vhost: &ShortStr,
+        name: &ShortStr,
+        nowait: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let id = self.queue_id(vhost, name).ok_or_else(|| no_queue(name, vhost))?;
+        let q = self.queues.get_mut(&id).ok_or_else(|| no_queue(name, vhost))?;
+        let message_count = q.purge();
+        if !nowait {
+            Self::reply_origin(origin, Method::QueuePurgeOk(QueuePurgeOk { message_count }), out);
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_delete(&mut self, ctx: Ctx, m: QueueDelete, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+        let (vhost, _) = self.session(ctx.conn)?;
+        let name = self.resolve_queue_name(ctx, m.queue)?;
+        self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
+        if self.queue_id(&vhost, &name).is_some() {
+            self.usable_queue(ctx.conn, &vhost, &name)?;
+        }
+        self.submit(
+            Some(ctx.origin()),
+            Op::DeleteQueue {
+                vhost,
+                name,
+                if_unused: m.if_unused,
+                if_empty: m.if_empty,
+                nowait: m.nowait,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_delete_queue(
+        &mut self,
+        origin: Option<Origin>,
+        vhost: &ShortStr,
+        name: &ShortStr,
+        if_unused: bool,
+        if_empty: bool,
+        nowait: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let mut message_count = 0;
+        if let Some(id) = self.queue_id(vhost, name) {
+            if let Some(q) = self.queues.get(&id) {
+                if if_unused && q.consumer_count() > 0 {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{vhost}' in use"
+                    )));
+                }
+                if if_empty && !q.is_empty() {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{vhost}' is not empty"
+                    )));
+                }
+                message_count = q.ready_count();
+            }
+            self.remove_queue(id, out);
+        }
+        // Deleting a queue that does not exist succeeds with a count of 0, as in RabbitMQ 3.x.
+        if !nowait {
+            Self::reply_origin(origin, Method::QueueDeleteOk(QueueDeleteOk { message_count }), out);
+        }
+        Ok(())
+    }
+
+    /// Removes a queue: its bindings, its consumers (each told with `basic.cancel` when its client
+    /// announced `consumer_cancel_notify`), and auto-delete exchanges left without bindings.
+    pub(crate) fn remove_queue(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        let Some(queue) = self.queues.remove(&id) else {
+            return;
+        };
+        let vhost = queue.vhost.clone();
+        let mut emptied = Vec::new();
+        if let Some(v) = self.vhosts.get_mut(&vhost) {
+            if v.queues.get(&queue.name) == Some(&id) {
+                v.queues.remove(&queue.name);
+            }
+            let dest = Destination::Queue(queue.name.clone());
+            for x in v.exchanges.values_mut() {
+                if x.bindings.remove_destination(&dest) > 0 && x.auto_delete && x.bindings.is_empty() {
+                    emptied.push(x.name.clone());
+                }
+            }
+        }
+        for x in emptied {
+            self.remove_exchange(&vhost, &x);
+        }
+        for consumer in &queue.consumers {
+            let Some(conn) = self.connections.get_mut(&consumer.conn) else {
+                continue;
+            };
+            let notify = conn.consumer_cancel_notify;
+            if let Some(ch) = conn.channels.get_mut(&consumer.channel) {
+                ch.consumers.remove(&consumer.tag);
+                if notify {
+                    out.push(Effect::Send {
+                        conn: consumer.conn,
+                        channel: consumer.channel,
+                        method: Method::BasicCancel(warren_wire::BasicCancel {
+                            consumer_tag: consumer.tag.clone(),
+                            nowait: true,
+                        }),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Argument equivalence as RabbitMQ checks it: same value, integers compared by value whatever
+/// their width.
+fn args_equivalent(a: Option<&warren_wire::FieldValue>, b: Option<&warren_wire::FieldValue>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => x == y,
+        },
+        _ => false,
+    }
+}
+
+fn describe(v: Option<&warren_wire::FieldValue>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) => {
+            let shown = match (v.as_str(), v.as_i64()) {
+                (Some(s), _) => s.to_owned(),
+                (None, Some(n)) => n.to_string(),
+                _ => format!("{v:?}"),
+            };
+            format!("the value '{shown}' of type '{}'", crate::queue::type_name(v))
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! Behaviour tests of the whole core: inputs in, the exact effects out. No sockets, no runtime.
+
+use bytes::Bytes;
+use warren_wire::*;
+
+use super::*;
+use crate::{Effect, Input, DELIVERY_CREDIT_BYTES};
+
+const C1: ConnId = 1;
+const C2: ConnId = 2;
+
+fn caps() -> FieldTable {
+    let mut caps = FieldTable::default();
+    caps.insert("consumer_cancel_notify", FieldValue::Bool(true));
+    let mut props = FieldTable::default();
+    props.insert("capabilities", FieldValue::Table(caps));
+    props
+}
+
+struct World {
+    broker: Broker,
+    now: Millis,
+}
+
+impl World {
+    fn new() -> World {
+        let mut w = World {
+            broker: Broker::new(BrokerConfig::default()),
+            now: 1_000,
+        };
+        w.connect(C1);
+        w.connect(C2);
+        w
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.broker.handle(self.now, input, &mut out);
+        out
+    }
+
+    fn connect(&mut self, conn: ConnId) {
+        let e = self.input(Input::Login {
+            conn,
+            mechanism: "PLAIN".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+            peer_loopback: true,
+            client_properties: caps(),
+        });
+        assert_eq!(e, vec![Effect::Authenticated { conn, user: "guest".into() }]);
+        let e = self.input(Input::OpenVhost { conn, vhost: "/".into() });
+        assert_eq!(e.len(), 1);
+        self.method(conn, 1, Method::ChannelOpen(ChannelOpen::default()));
+    }
+
+    fn method(&mut self, conn: ConnId, channel: ChannelId, method: Method) -> Vec<Effect> {
+        self.input(Input::Method { conn, channel, method })
+    }
+
+    fn publish(&mut self, conn: ConnId, exchange: &str, key: &str, body: &'static str) -> Vec<Effect> {
+        self.publish_with(conn, exchange, key, body, false, BasicProperties::default())
+    }
+
+    fn publish_with(
+        &mut self,
+        conn: ConnId,
+        exchange: &str,
+        key: &str,
+        body: &'static str,
+        mandatory: bool,
+        properties: BasicProperties,
+    ) -> Vec<Effect> {
+        self.input(Input::Publish {
+            conn,
+            channel: 1,
+            publish: BasicPublish {
+                ticket: 0,
+                exchange: exchange.into(),
+                routing_key: key.into(),
+                mandatory,
+                immediate: false,
+            },
+            properties,
+            body: Bytes::from_static(body.as_bytes()),
+        })
+    }
+
+    fn declare(&mut self, conn: ConnId, name: &str) -> Vec<Effect> {
+        self.method(
+            conn,
+            1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: name.into(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn consume(&mut self, conn: ConnId, queue: &str, tag: &str, no_ack: bool) -> Vec<Effect> {
+        self.method(
+            conn,
+            1,
+            Method::BasicConsume(BasicConsume {
+                queue: queue.into(),
+                consumer_tag: tag.into(),
+                no_ack,
+                ..Default::default()
+            }),
+        )
+    }
+}
+
+fn send(conn: ConnId, method: Method) -> Effect {
+    Effect::Send { conn, channel: 1, method }
+}
+
+fn deliver(conn: ConnId, tag: &str, delivery_tag: u64, redelivered: bool, key: &str, body: &'static str) -> Effect {
+    Effect::SendContent {
+        conn,
+        channel: 1,
+        method: Method::BasicDeliver(BasicDeliver {
+            consumer_tag: tag.into(),
+            delivery_tag,
+            redelivered,
+            exchange: "".into(),
+            routing_key: key.into(),
+        }),
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(body.as_bytes()),
+    }
+}
+
+/// The bodies of the deliveries among `effects`, in order.
+fn bodies(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendContent { body, .. } => Some(String::from_utf8_lossy(body).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn close_channel(e: &[Effect]) -> Option<(u16, String)> {
+    e.iter().find_map(|e| match e {
+        Effect::CloseChannel { error, .. } => Some((error.code, error.text.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn wrong_password_is_refused_with_rabbitmq_text() {
+    let mut w = World::new();
+    let e = w.input(Input::Login {
+        conn: 9,
+        mechanism: "PLAIN".into(),
+        username: "guest".into(),
+        password: "nope".into(),
+        peer_loopback: true,
+        client_properties: FieldTable::default(),
+    });
+    assert_eq!(
+        e,
+        vec![Effect::CloseConnection {
+            conn: 9,
+            error: AmqpError {
+                code: 403,
+                text: "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.".into(),
+                class_id: 10,
+                method_id: 11,
+            }
+        }]
+    );
+}
+
+#[test]
+fn guest_is_refused_from_a_remote_address() {
+    let mut w = World::new();
+    let e = w.input(Input::Login {
+        conn: 9,
+        mechanism: "AMQPLAIN".into(),
+        username: "guest".into(),
+        password: "guest".into(),
+        peer_loopback: false,
+        client_properties: FieldTable::default(),
+    });
+    assert!(matches!(&e[..], [Effect::CloseConnection { error, .. }] if error.code == 403));
+}
+
+#[test]
+fn unknown_vhost_is_not_allowed() {
+    let mut w = World::new();
+    w.input(Input::Login {
+        conn: 9,
+        mechanism: "PLAIN".into(),
+        username: "guest".into(),
+        password: "guest".into(),
+        peer_loopback: true,
+        client_properties: FieldTable::default(),
+    });
+    let e = w.input(Input::OpenVhost { conn: 9, vhost: "nope".into() });
+    assert!(matches!(&e[..], [Effect::CloseConnection { error, .. }]
+        if error.code == 530 && error.text == "NOT_ALLOWED - vhost nope not found"));
+}
+
+#[test]
+fn declare_get_and_inequivalent_redeclare() {
+    let mut w = World::new();
+    assert_eq!(
+        w.declare(C1, "orders"),
+        vec![send(
+            C1,
+            Method::QueueDeclareOk(QueueDeclareOk {
+                queue: "orders".into(),
+                message_count: 0,
+                consumer_count: 0
+            })
+        )]
+    );
+    assert_eq!(w.publish(C1, "", "orders", "o1"), vec![]);
+    let e = w.method(C1, 1, Method::BasicGet(BasicGet { queue: "orders".into(), no_ack: true, ..Default::default() }));
+    assert_eq!(
+        e,
+        vec![Effect::SendContent {
+            conn: C1,
+            channel: 1,
+            method: Method::BasicGetOk(BasicGetOk {
+                delivery_tag: 1,
+                redelivered: false,
+                exchange: "".into(),
+                routing_key: "orders".into(),
+                message_count: 0,
+            }),
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"o1"),
+        }]
+    );
+    let e = w.method(
+        C1,
+        1,
+        Method::QueueDeclare(QueueDeclare { queue: "orders".into(), durable: true, ..Default::default() }),
+    );
+    assert_eq!(
+        close_channel(&e),
+        Some((
+            406,
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'orders' in vhost '/': received 'true' but current is 'false'".into()
+        ))
+    );
+}
+
+#[test]
+fn passive_declare_of_missing_queue_is_not_found() {
+    let mut w = World::new();
+    let e = w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "nope".into(), passive: true, ..Default::default() }));
+    assert_eq!(close_channel(&e), Some((404, "NOT_FOUND - no queue 'nope' in vhost '/'".into())));
+}
+
+#[test]
+fn server_named_queues_have_the_amq_gen_prefix() {
+    let mut w = World::new();
+    let e = w.declare(C1, "");
+    let [Effect::Send { method: Method::QueueDeclareOk(ok), .. }] = &e[..] else {
+        panic!("unexpected {e:?}");
+    };
+    assert!(ok.queue.starts_with("amq.gen-") && ok.queue.len() == 30, "{}", ok.queue);
+}
+
+#[test]
+fn competing_consumers_get_messages_round_robin() {
+    let mut w = World::new();
+    w.declare(C1, "work");
+    w.consume(C1, "work", "a", true);
+    w.consume(C2, "work", "b", true);
+    let mut e = Vec::new();
+    for body in ["1", "2", "3", "4"] {
+        e.extend(w.publish(C1, "", "work", body));
+    }
+    assert_eq!(
+        e,
+        vec![
+            deliver(C1, "a", 1, false, "work", "1"),
+            deliver(C2, "b", 1, false, "work", "2"),
+            deliver(C1, "a", 2, false, "work", "3"),
+            deliver(C2, "b", 2, false, "work", "4"),
+        ]
+    );
+}
+
+#[test]
+fn prefetch_limits_unacked_deliveries_per_consumer() {
+    let mut w = World::new();
+    w.declare(C1, "work");
+    w.method(C1, 1, Method::BasicQos(BasicQos { prefetch_count: 2, ..Default::default() }));
+    w.consume(C1, "work", "a", false);
+    let mut e = Vec::new();
+    for body in ["1", "2", "3", "4", "5"] {
+        e.extend(w.publish(C2, "", "work", body));
+    }
+    assert_eq!(bodies(&e), vec!["1", "2"]);
+    let e = w.method(C1, 1, Method::BasicAck(BasicAck { delivery_tag: 1, multiple: false }));
+    assert_eq!(e, vec![deliver(C1, "a", 3, false, "work", "3")]);
+    let e = w.method(C1, 1, Method::BasicAck(BasicAck { delivery_tag: 3, multiple: true }));
+    assert_eq!(bodies(&e), vec!["4", "5"]);
+}
+
+#[test]
+fn global_qos_is_shared_by_the_channels_consumers() {
+    let mut w = World::new();
+    w.declare(C1, "q1");
+    w.declare(C1, "q2");
+    w.method(C1, 1, Method::BasicQos(BasicQos { prefetch_count: 3, global: true, ..Default::default() }));
+    w.consume(C1, "q1", "a", false);
+    w.consume(C1, "q2", "b", false);
+    let mut e = Vec::new();
+    for body in ["1", "2"] {
+        e.extend(w.publish(C2, "", "q1", body));
+        e.extend(w.publish(C2, "", "q2", body));
+    }
+    assert_eq!(e.len(), 3, "three deliveries across both consumers: {e:?}");
+}
+
+#[test]
+fn unknown_delivery_tag_is_a_precondition_failure() {
+    let mut w = World::new();
+    let e = w.method(C1, 1, Method::BasicAck(BasicAck { delivery_tag: 7, multiple: false }));
+    assert_eq!(close_channel(&e), Some((406, "PRECONDITION_FAILED - unknown delivery tag 7".into())));
+}
+
+#[test]
+fn requeued_messages_keep_their_place_and_are_marked_redelivered() {
+    let mut w = World::new();
+    w.declare(C1, "q");
+    for body in ["1", "2", "3"] {
+        w.publish(C1, "", "q", body);
+    }
+    let get = |w: &mut World| w.method(C1, 1, Method::BasicGet(BasicGet { queue: "q".into(), no_ack: false, ..Default::default() }));
+    get(&mut w);
+    get(&mut w);
+    w.method(C1, 1, Method::BasicNack(BasicNack { delivery_tag: 2, multiple: true, requeue: true }));
+    let e = w.consume(C1, "q", "c", true);
+    let redelivered: Vec<_> = e
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendContent { method: Method::BasicDeliver(d), body, .. } => Some((d.redelivered, body.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        redelivered,
+        vec![
+            (true, Bytes::from_static(b"1")),
+            (true, Bytes::from_static(b"2")),
+            (false, Bytes::from_static(b"3"))
+        ]
+    );
+}
+
+#[test]
+fn closing_a_channel_requeues_its_unacked_messages_to_other_consumers() {
+    let mut w = World::new();
+    w.declare(C1, "q");
+    w.method(C1, 1, Method::BasicQos(BasicQos { prefetch_count: 1, ..Default::default() }));
+    w.consume(C1, "q", "a", false);
+    w.publish(C2, "", "q", "m");
+    w.consume(C2, "q", "b", false);
+    let e = w.method(C1, 1, Method::ChannelClose(ChannelClose::default()));
+    assert_eq!(
+        e,
+        vec![
+            deliver(C2, "b", 1, true, "q", "m"),
+            send(C1, Method::ChannelCloseOk(ChannelCloseOk {})),
+        ]
+    );
+}
+
+#[test]
+fn publisher_confirms_and_mandatory_returns() {
+    let mut w = World::new();
+    w.method(C1, 1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+    w.declare(C1, "q");
+    assert_eq!(
+        w.publish(C1, "", "q", "x"),
+        vec![send(C1, Method::BasicAck(BasicAck { delivery_tag: 1, multiple: false }))]
+    );
+    let e = w.publish_with(C1, "amq.direct", "nowhere", "y", true, BasicProperties::default());
+    assert_eq!(
+        e,
+        vec![
+            Effect::SendContent {
+                conn: C1,
+                channel: 1,
+                method: Method::BasicReturn(BasicReturn {
+                    reply_code: 312,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: "amq.direct".into(),
+                    routing_key: "nowhere".into(),
+                }),
+                properties: BasicProperties::default(),
+                body: Bytes::from_static(b"y"),
+            },
+            send(C1, Method::BasicAck(BasicAck { delivery_tag: 2, multiple: false })),
+        ]
+    );
+    let e = w.method(C1, 1, Method::TxSelect(TxSelect {}));
+    assert_eq!(close_channel(&e), Some((406, "PRECONDITION_FAILED - cannot switch from confirm to tx mode".into())));
+}
+
+#[test]
+fn transactions_defer_publishes_until_commit() {
+    let mut w = World::new();
+    w.declare(C1, "q");
+    w.consume(C2, "q", "c", true);
+    w.method(C1, 1, Method::TxSelect(TxSelect {}));
+    assert_eq!(w.publish(C1, "", "q", "dropped"), vec![]);
+    assert_eq!(w.method(C1, 1, Method::TxRollback(TxRollback {})), vec![send(C1, Method::TxRollbackOk(TxRollbackOk {}))]);
+    assert_eq!(w.publish(C1, "", "q", "kept"), vec![]);
+    let e = w.method(C1, 1, Method::TxCommit(TxCommit {}));
+    assert_eq!(e, vec![deliver(C2, "c", 1, false, "q", "kept"), send(C1, Method::TxCommitOk(TxCommitOk {}))]);
+}
+
+#[test]
+fn exclusive_queues_are_locked_to_their_connection_and_die_with_it() {
+    let mut w = World::new();
+    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "mine".into(), exclusive: true, ..Default::default() }));
+    let e = w.method(C2, 1, Method::QueueDeclare(QueueDeclare { queue: "mine".into(), passive: true, ..Default::default() }));
+    assert_eq!(close_channel(&e).map(|(c, _)| c), Some(405));
+    w.input(Input::ConnectionClosed { conn: C1 });
+    w.method(C2, 2, Method::ChannelOpen(ChannelOpen::default()));
+    let e = w.method(C2, 2, Method::QueueDeclare(QueueDeclare { queue: "mine".into(), passive: true, ..Default::default() }));
+    assert_eq!(close_channel(&e).map(|(c, _)| c), Some(404));
+}
+
+#[test]
+fn auto_delete_queue_goes_with_its_last_consumer_and_deleted_queues_cancel_consumers() {
+    let mut w = World::new();
+    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "tmp".into(), auto_delete: true, ..Default::default() }));
+    w.consume(C1, "tmp", "a", true);
+    w.method(C1, 1, Method::BasicCancel(BasicCancel { consumer_tag: "a".into(), nowait: false }));
+    assert!(w.broker.queue_id(&"/".into(), "tmp").is_none());
+
+    w.declare(C1, "doomed");
+    w.consume(C2, "doomed", "b", true);
+    let e = w.method(C1, 1, Method::QueueDelete(QueueDelete { queue: "doomed".into(), ..Default::default() }));
+    assert_eq!(
+        e,
+        vec![
+            send(C2, Method::BasicCancel(BasicCancel { consumer_tag: "b".into(), nowait: true })),
+            send(C1, Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 })),
+        ]
+    );
+}
+
+#[test]
+fn topic_exchange_routes_by_pattern() {
+    let mut w = World::new();
+    for (q, pattern) in [("en", "*.en.#"), ("tw", "twitter.#")] {
+        w.declare(C1, q);
+        w.method(C1, 1, Method::QueueBind(QueueBind { queue: q.into(), exchange: "amq.topic".into(), routing_key: pattern.into(), ..Default::default() }));
+    }
+    w.publish(C1, "amq.topic", "news.en.uk", "a");
+    w.publish(C1, "amq.topic", "twitter", "b");
+    w.publish(C1, "amq.topic", "twitter.en", "c");
+    let count = |w: &mut World, q: &str| {
+        let e = w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: q.into(), passive: true, ..Default::default() }));
+        match &e[..] {
+            [Effect::Send { method: Method::QueueDeclareOk(ok), .. }] => ok.message_count,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(count(&mut w, "en"), 1);
+    assert_eq!(count(&mut w, "tw"), 2);
+}
+
+#[test]
+fn direct_reply_to_round_trip() {
+    let mut w = World::new();
+    w.declare(C2, "rpc");
+    w.consume(C2, "rpc", "server", true);
+    w.consume(C1, "amq.rabbitmq.reply-to", "client", true);
+    let props = BasicProperties { reply_to: Some("amq.rabbitmq.reply-to".into()), ..Default::default() };
+    let e = w.publish_with(C1, "", "rpc", "ping", false, props);
+    let reply_to = match &e[..] {
+        [Effect::SendContent { properties, .. }] => properties.reply_to.clone().expect("rewritten"),
+        other => panic!("{other:?}"),
+    };
+    assert!(reply_to.starts_with("amq.rabbitmq.reply-to.") && reply_to.len() > 23);
+    let e = w.publish(C2, "", &reply_to, "pong");
+    assert!(matches!(&e[..], [Effect::SendContent { conn: C1, method: Method::BasicDeliver(d), body, .. }]
+        if d.consumer_tag.as_str() == "client" && body.as_ref() == b"pong"));
+}
+
+#[test]
+fn rejected_messages_are_dead_lettered_with_x_death() {
+    let mut w = World::new();
+    w.declare(C1, "failures");
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange", FieldValue::LongStr("".into()));
+    args.insert("x-dead-letter-routing-key", FieldValue::LongStr("failures".into()));
+    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "stage1".into(), arguments: args, ..Default::default() }));
+    w.publish(C1, "", "stage1", "bad");
+    w.method(C1, 1, Method::BasicGet(BasicGet { queue: "stage1".into(), ..Default::default() }));
+    w.method(C1, 1, Method::BasicReject(BasicReject { delivery_tag: 1, requeue: false }));
+    let e = w.method(C1, 1, Method::BasicGet(BasicGet { queue: "failures".into(), no_ack: true, ..Default::default() }));
+    let [Effect::SendContent { properties, body, .. }] = &e[..] else { panic!("{e:?}") };
+    assert_eq!(body.as_ref(), b"bad");
+    let headers = properties.headers.as_ref().expect("x-death");
+    assert_eq!(headers.get("x-first-death-reason").and_then(FieldValue::as_str), Some("rejected"));
+    assert_eq!(headers.get("x-first-death-queue").and_then(FieldValue::as_str), Some("stage1"));
+}
+
+#[test]
+fn message_ttl_expires_messages_on_tick() {
+    let mut w = World::new();
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl", FieldValue::I32(100));
+    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "ttl".into(), arguments: args, ..Default::default() }));
+    w.publish(C1, "", "ttl", "old");
+    w.now += 100;
+    w.input(Input::Tick);
+    let e = w.method(C1, 1, Method::BasicGet(BasicGet { queue: "ttl".into(), no_ack: true, ..Default::default() }));
+    assert!(matches!(&e[..], [Effect::Send { method: Method::BasicGetEmpty(_), .. }]));
+}
+
+#[test]
+fn delivery_credit_bounds_what_is_in_flight_to_a_connection() {
+    let mut w = World::new();
+    w.declare(C1, "big");
+    w.consume(C1, "big", "a", true);
+    w.input(Input::Writable { conn: C1, writable: false });
+    static BODY: [u8; 64 * 1024] = [7; 64 * 1024];
+    for _ in 0..40 {
+        w.input(Input::Publish {
+            conn: C2,
+            channel: 1,
+            publish: BasicPublish { routing_key: "big".into(), ..Default::default() },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(&BODY),
+        });
+    }
+    let e = w.input(Input::Writable { conn: C1, writable: true });
+    let delivered = e.iter().filter(|e| matches!(e, Effect::SendContent { .. })).count();
+    let per_message = BODY.len() as i64;
+    assert_eq!(delivered as i64, DELIVERY_CREDIT_BYTES / per_message);
+    assert_eq!(e.last(), Some(&Effect::AwaitWritable { conn: C1 }));
+}
+
+#[test]
+fn reserved_names_and_immediate_are_refused() {
+    let mut w = World::new();
+    let e = w.method(C1, 1, Method::ExchangeDeclare(ExchangeDeclare { exchange: "amq.mine".into(), kind: "direct".into(), ..Default::default() }));
+    assert_eq!(close_channel(&e), Some((403, "ACCESS_REFUSED - exchange name 'amq.mine' contains reserved prefix 'amq.*'".into())));
+    let e = w.input(Input::Publish {
+        conn: C2,
+        channel: 1,
+        publish: BasicPublish { immediate: true, ..Default::default() },
+        properties: BasicProperties::default(),
+        body: Bytes::new(),
+    });
+    assert!(matches!(&e[..], [Effect::CloseConnection { error, .. }]
+        if error.code == 540 && error.text == "NOT_IMPLEMENTED - immediate=true"));
+}
+
+#[test]
+fn exchange_to_exchange_bindings_and_alternate_exchanges_route() {
+    let mut w = World::new();
+    w.declare(C1, "all");
+    w.declare(C1, "lost");
+    let mut args = FieldTable::default();
+    args.insert("alternate-exchange", FieldValue::LongStr("ae".into()));
+    w.method(C1, 1, Method::ExchangeDeclare(ExchangeDeclare { exchange: "ae".into(), kind: "fanout".into(), ..Default::default() }));
+    w.method(C1, 1, Method::ExchangeDeclare(ExchangeDeclare { exchange: "src".into(), kind: "direct".into(), arguments: args, ..Default::default() }));
+    w.method(C1, 1, Method::ExchangeBind(ExchangeBind { destination: "amq.fanout".into(), source: "src".into(), routing_key: "k".into(), ..Default::default() }));
+    w.method(C1, 1, Method::QueueBind(QueueBind { queue: "all".into(), exchange: "amq.fanout".into(), ..Default::default() }));
+    w.method(C1, 1, Method::QueueBind(QueueBind { queue: "lost".into(), exchange: "ae".into(), ..Default::default() }));
+    w.publish(C1, "src", "k", "via-e2e");
+    w.publish(C1, "src", "other", "via-ae");
+    let get = |w: &mut World, q: &str| bodies(&w.method(C1, 1, Method::BasicGet(BasicGet { queue: q.into(), no_ack: true, ..Default::default() })));
+    assert_eq!(get(&mut w, "all"), vec!["via-e2e"]);
+    assert_eq!(get(&mut w, "lost"), vec!["via-ae"]);
+}

@@ -1,0 +1,163 @@
+//! One AMQP channel's state: its consumers, the deliveries awaiting ack (by delivery tag), its
+//! prefetch limits, flow state, and whether it is in confirm or transaction mode.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use warren_wire::{BasicProperties, BasicPublish, FieldTable, ShortStr};
+
+use crate::queue::QueueId;
+
+/// A consumer on this channel (`basic.consume`).
+#[derive(Clone, Debug)]
+pub(crate) struct Consumer {
+    pub(crate) tag: ShortStr,
+    pub(crate) queue: QueueId,
+    pub(crate) no_ack: bool,
+    /// Per-consumer prefetch limit (0 = unlimited), fixed when the consumer was created.
+    pub(crate) prefetch: u16,
+    /// Deliveries to this consumer not yet acked.
+    pub(crate) unacked: u32,
+    pub(crate) arguments: FieldTable,
+}
+
+/// A delivery awaiting ack: which queue message it is and which consumer got it (none for
+/// `basic.get`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Unacked {
+    pub(crate) queue: QueueId,
+    pub(crate) seq: u64,
+    pub(crate) consumer_tag: Option<ShortStr>,
+}
+
+/// An operation deferred by `tx.select` until `tx.commit`.
+#[derive(Clone, Debug)]
+pub(crate) enum TxOp {
+    Publish {
+        publish: BasicPublish,
+        properties: BasicProperties,
+        body: Bytes,
+    },
+    Ack {
+        delivery_tag: u64,
+        multiple: bool,
+    },
+    Nack {
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+}
+
+/// The publishing mode of a channel; confirm and tx exclude each other, as in RabbitMQ.
+#[derive(Clone, Debug)]
+pub(crate) enum Mode {
+    Plain,
+    /// Publisher confirms: the sequence number the next publish gets (starting at 1).
+    Confirm {
+        next_publish_seq: u64,
+    },
+    /// Transactional: the operations since the last commit/rollback.
+    Tx {
+        pending: Vec<TxOp>,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Channel {
+    next_delivery_tag: u64,
+    pub(crate) unacked: BTreeMap<u64, Unacked>,
+    pub(crate) consumers: HashMap<ShortStr, Consumer>,
+    /// `basic.qos` global=false: the limit given to consumers created afterwards.
+    pub(crate) prefetch_consumer: u16,
+    /// `basic.qos` global=true: a limit shared by all consumers of the channel.
+    pub(crate) prefetch_global: u16,
+    /// `channel.flow`: when false, nothing is delivered to this channel's consumers.
+    pub(crate) flow_active: bool,
+    pub(crate) mode: Mode,
+    /// The consumer tag of this channel's direct reply-to consumer, if any.
+    pub(crate) reply_to_consumer: Option<ShortStr>,
+    /// The secret part of this channel's direct reply-to address.
+    pub(crate) reply_to_key: Option<ShortStr>,
+    /// The last queue declared on this channel: an empty queue name in later methods means it.
+    pub(crate) last_queue: Option<ShortStr>,
+}
+
+impl Channel {
+    pub(crate) fn new() -> Channel {
+        Channel {
+            next_delivery_tag: 1,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            prefetch_consumer: 0,
+            prefetch_global: 0,
+            flow_active: true,
+            mode: Mode::Plain,
+            reply_to_consumer: None,
+            reply_to_key: None,
+            last_queue: None,
+        }
+    }
+
+    /// Allocates the next delivery tag (1, 2, 3, ... per channel, as the spec requires).
+    pub(crate) fn next_tag(&mut self) -> u64 {
+        let tag = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        tag
+    }
+
+    /// Whether the channel-wide (global) prefetch limit leaves room for one more delivery.
+    pub(crate) fn global_credit(&self) -> bool {
+        self.prefetch_global == 0 || self.unacked.len() < usize::from(self.prefetch_global)
+    }
+
+    /// Removes and returns the unacked deliveries an ack/nack with `delivery_tag`/`multiple`
+    /// covers, or `None` if the tag is unknown (a 406 for the caller). Tag 0 with multiple means
+    /// "everything outstanding", as the spec says.
+    pub(crate) fn take_unacked(
+        &mut self,
+        delivery_tag: u64,
+        multiple: bool,
+    ) -> Option<Vec<(u64, Unacked)>> {
+        if multiple {
+            if delivery_tag != 0 && !self.unacked.contains_key(&delivery_tag) {
+                return None;
+            }
+            let upto = if delivery_tag == 0 { u64::MAX } else { delivery_tag };
+            let keep = self.unacked.split_off(&upto.saturating_add(1));
+            let taken = std::mem::replace(&mut self.unacked, keep);
+            Some(taken.into_iter().collect())
+        } else {
+            self.unacked
+                .remove(&delivery_tag)
+                .map(|u| vec![(delivery_tag, u)])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unacked(seq: u64) -> Unacked {
+        Unacked {
+            queue: 1,
+            seq,
+            consumer_tag: None,
+        }
+    }
+
+    #[test]
+    fn multiple_ack_takes_everything_up_to_the_tag() {
+        let mut ch = Channel::new();
+        for seq in 1..=5 {
+            let tag = ch.next_tag();
+            ch.unacked.insert(tag, unacked(seq));
+        }
+        let taken = ch.take_unacked(3, true).expect("known tag");
+        assert_eq!(taken.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(ch.unacked.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
+        assert!(ch.take_unacked(3, false).is_none());
+        assert_eq!(ch.take_unacked(0, true).map(|v| v.len()), Some(2));
+    }
+}

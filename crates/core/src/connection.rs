@@ -1,0 +1,54 @@
+//! One client connection as the core sees it: who logged in, which vhost it opened, its channels,
+//! the capabilities its client announced and whether its socket can take more deliveries.
+
+use std::collections::BTreeMap;
+
+use warren_wire::{FieldTable, FieldValue, ShortStr};
+
+use crate::channel::Channel;
+use crate::ChannelId;
+
+/// Delivery credit granted per `Input::Writable { writable: true }`: 1 MiB.
+pub const DELIVERY_CREDIT_BYTES: i64 = 1 << 20;
+
+/// Bytes a delivery costs against the credit besides its body (method + header frames).
+pub(crate) const DELIVERY_OVERHEAD_BYTES: i64 = 256;
+
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) user: Option<String>,
+    pub(crate) vhost: Option<ShortStr>,
+    pub(crate) channels: BTreeMap<ChannelId, Channel>,
+    /// False while the runtime reports the outbound buffer above its limit.
+    pub(crate) writable: bool,
+    /// Bytes the core may still deliver before it must wait for `Input::Writable`.
+    pub(crate) credit: i64,
+    /// An `Effect::AwaitWritable` was emitted and not yet answered.
+    pub(crate) awaiting_writable: bool,
+    /// The client announced `consumer_cancel_notify`: it understands server-sent `basic.cancel`.
+    pub(crate) consumer_cancel_notify: bool,
+}
+
+impl Connection {
+    pub(crate) fn new() -> Connection {
+        Connection {
+            user: None,
+            vhost: None,
+            channels: BTreeMap::new(),
+            writable: true,
+            credit: DELIVERY_CREDIT_BYTES,
+            awaiting_writable: false,
+            consumer_cancel_notify: false,
+        }
+    }
+
+    /// Reads the client's `capabilities` table from its `client-properties`.
+    pub(crate) fn set_client_properties(&mut self, props: &FieldTable) {
+        if let Some(FieldValue::Table(caps)) = props.get("capabilities") {
+            self.consumer_cancel_notify = caps
+                .get("consumer_cancel_notify")
+                .and_then(FieldValue::as_bool)
+                .unwrap_or(false);
+        }
+    }
+}

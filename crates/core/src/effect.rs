@@ -1,0 +1,49 @@
+//! What the core asks the runtime to do: frames to send, channels and connections to close,
+//! commands to replicate. Effects are plain data, applied by the runtime in the order given.
+
+use bytes::Bytes;
+use warren_wire::{BasicProperties, Method};
+
+use crate::{AmqpError, ChannelId, Command, ConnId};
+
+/// One effect produced by [`crate::Broker::handle`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send a content-less method frame (replies, confirms, server-sent `basic.cancel`, ...).
+    /// Channel 0 carries connection-class methods such as `connection.open-ok`.
+    Send {
+        conn: ConnId,
+        channel: ChannelId,
+        method: Method,
+    },
+    /// Send a method with content: `basic.deliver`, `basic.get-ok` or `basic.return`, followed by
+    /// the content header and the body frames (the body is shared, never copied).
+    SendContent {
+        conn: ConnId,
+        channel: ChannelId,
+        method: Method,
+        properties: BasicProperties,
+        body: Bytes,
+    },
+    /// Login accepted: the runtime continues the handshake with `connection.tune`.
+    Authenticated { conn: ConnId, user: String },
+    /// The core has already dropped the channel's state (unacked messages requeued, consumers
+    /// gone); the runtime sends `channel.close` with this error, discards further frames on the
+    /// channel and frees it when the client's `channel.close-ok` arrives.
+    CloseChannel {
+        conn: ConnId,
+        channel: ChannelId,
+        error: AmqpError,
+    },
+    /// The core has already dropped the connection's state; the runtime sends
+    /// `connection.close` with this error and closes the socket after `close-ok` (or a timeout).
+    CloseConnection { conn: ConnId, error: AmqpError },
+    /// The core has used up this connection's delivery credit (see `Input::Writable`) and will
+    /// deliver nothing more to it until the runtime answers `Input::Writable { writable: true }`,
+    /// which it must do as soon as the connection's outbound buffer is below its low watermark
+    /// (at once if it already is).
+    AwaitWritable { conn: ConnId },
+    /// Replicate this command; feed it back as [`crate::Input::Applied`] once committed.
+    /// Only produced when the broker runs in replicated mode.
+    Propose { command: Command },
+}

@@ -1,0 +1,64 @@
+//! An exchange: its declaration (kind, flags, arguments) and its bindings. Routing itself lives in
+//! [`crate::routing`]; this type only owns one exchange's state.
+
+use warren_wire::{FieldTable, FieldValue, ShortStr};
+
+use crate::command::Destination;
+use crate::routing::{BindingTable, ExchangeKind};
+
+/// One exchange in a vhost.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    pub(crate) name: ShortStr,
+    pub(crate) kind: ExchangeKind,
+    pub(crate) durable: bool,
+    pub(crate) auto_delete: bool,
+    pub(crate) internal: bool,
+    pub(crate) arguments: FieldTable,
+    pub(crate) bindings: BindingTable<Destination>,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        name: ShortStr,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Exchange {
+        Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            bindings: BindingTable::new(kind),
+        }
+    }
+
+    /// The `alternate-exchange` argument, if set (RabbitMQ's "Alternate Exchanges" page).
+    pub(crate) fn alternate_exchange(&self) -> Option<&str> {
+        match self.arguments.get("alternate-exchange") {
+            Some(FieldValue::LongStr(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+            _ => None,
+        }
+    }
+
+    /// The default exchange ("") and the `amq.*` exchanges cannot be deleted or redeclared
+    /// differently by clients.
+    pub(crate) fn is_default(&self) -> bool {
+        self.name.is_empty()
+    }
+}
+
+/// The exchanges every vhost starts with, as in RabbitMQ: name, kind.
+pub(crate) const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];

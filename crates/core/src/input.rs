@@ -1,0 +1,54 @@
+//! What the runtime feeds into the core: decoded client methods, assembled messages, connection
+//! life-cycle events, applied replicated commands and clock ticks.
+
+use bytes::Bytes;
+use warren_wire::{BasicProperties, BasicPublish, FieldTable, Method};
+
+use crate::{ChannelId, Command, ConnId};
+
+/// One input to [`crate::Broker::handle`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// The client answered `connection.start` and the runtime decoded its SASL response.
+    /// Answered by [`crate::Effect::Authenticated`] or a `connection.close` 403.
+    Login {
+        conn: ConnId,
+        /// "PLAIN" or "AMQPLAIN", used in the refusal text.
+        mechanism: String,
+        username: String,
+        password: String,
+        /// The peer connects from a loopback address (guest is accepted only from loopback).
+        peer_loopback: bool,
+        client_properties: FieldTable,
+    },
+    /// `connection.open`: answered by `connection.open-ok` or a `connection.close` 530.
+    OpenVhost { conn: ConnId, vhost: String },
+    /// Any method the client sent on a channel other than 0, including `channel.open`,
+    /// `channel.close`, `channel.close-ok` and `channel.flow`, but not `basic.publish`.
+    Method {
+        conn: ConnId,
+        channel: ChannelId,
+        method: Method,
+    },
+    /// A complete `basic.publish`: the method, its content header's properties and the whole body.
+    Publish {
+        conn: ConnId,
+        channel: ChannelId,
+        publish: BasicPublish,
+        properties: BasicProperties,
+        body: Bytes,
+    },
+    /// The connection's outbound buffer went above its high watermark (`false`), or is below its
+    /// low watermark again (`true`, also the answer to `Effect::AwaitWritable`). While not
+    /// writable nothing is delivered to the connection's consumers; `true` also grants a fresh
+    /// delivery credit of `DELIVERY_CREDIT_BYTES`, so the bytes the core can put in flight to a
+    /// connection are bounded even within one `handle` call.
+    Writable { conn: ConnId, writable: bool },
+    /// The connection is gone (socket closed, `connection.close` done, or heartbeat missed):
+    /// its unacked messages are requeued, its consumers cancelled, its exclusive queues deleted.
+    ConnectionClosed { conn: ConnId },
+    /// A replicated command came back committed (clustered mode only).
+    Applied { command: Command },
+    /// Periodic tick: message TTLs and queue expiry are evaluated against `now`.
+    Tick,
+}

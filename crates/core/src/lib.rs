@@ -1,0 +1,36 @@
+//! Warren's broker core: the whole AMQP model (vhosts, users, exchanges, routing, queues, consumers,
+//! credit, confirms, transactions) as one deterministic state machine.
+//!
+//! The only entry point is [`Broker::handle`]: inputs in, [`Effect`]s out. The core never does I/O,
+//! never reads the clock (time comes in as `now`), never spawns and never blocks; the runtime that
+//! drives it (the `warren-server` crate) owns sockets and timers.
+
+pub mod routing;
+
+mod broker;
+mod channel;
+mod command;
+pub(crate) mod connection;
+mod effect;
+mod error;
+mod exchange;
+mod input;
+mod message;
+mod queue;
+mod user;
+mod vhost;
+
+pub use broker::{Broker, BrokerConfig};
+pub use connection::DELIVERY_CREDIT_BYTES;
+pub use command::{Command, Origin, STATE_MACHINE_VERSION};
+pub use effect::Effect;
+pub use error::{AmqpError, ErrorScope};
+pub use input::Input;
+pub use user::{hash_password, Permission, User};
+
+/// Identifies one client connection; chosen by the runtime, unique for the life of the process.
+pub type ConnId = u64;
+/// An AMQP channel number within a connection (1..=channel-max).
+pub type ChannelId = u16;
+/// Milliseconds since the Unix epoch, as given by the runtime (or by the leader's log entry).
+pub type Millis = u64;

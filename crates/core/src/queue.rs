@@ -1,0 +1,390 @@
+//! A queue: its declaration, its messages (ready, in the order they must be delivered, and
+//! checked out to consumers until settled) and its consumers in round-robin order.
+//!
+//! Every message gets a sequence number when enqueued; ready messages are kept ordered by it, so a
+//! requeued message goes back to its original place, as RabbitMQ's classic queues do.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use warren_wire::{FieldTable, FieldValue, ShortStr};
+
+use crate::message::Message;
+use crate::{ChannelId, ConnId, Millis};
+
+/// A globally unique id for one incarnation of a queue (a queue deleted and declared again gets a
+/// new id, so stale references to the old one never touch the new one).
+pub(crate) type QueueId = u64;
+
+/// A message in a queue, with its per-queue delivery state.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) message: Arc<Message>,
+    pub(crate) redelivered: bool,
+    /// Absolute expiry (from `x-message-ttl` or the `expiration` property), if any.
+    pub(crate) expires_at: Option<Millis>,
+}
+
+/// Identifies a consumer: the channel it lives on and its tag.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ConsumerRef {
+    pub(crate) conn: ConnId,
+    pub(crate) channel: ChannelId,
+    pub(crate) tag: ShortStr,
+}
+
+/// What to do when `x-max-length`/`x-max-length-bytes` is reached (`x-overflow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    DropHead,
+    RejectPublish,
+    RejectPublishDlx,
+}
+
+/// The queue arguments Warren interprets, parsed and validated from `queue.declare`'s table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct QueueArgs {
+    pub(crate) message_ttl: Option<u64>,
+    pub(crate) expires: Option<u64>,
+    pub(crate) max_length: Option<u64>,
+    pub(crate) max_length_bytes: Option<u64>,
+    pub(crate) overflow: Option<Overflow>,
+    pub(crate) dead_letter_exchange: Option<ShortStr>,
+    pub(crate) dead_letter_routing_key: Option<ShortStr>,
+}
+
+/// The argument keys compared on redeclare (RabbitMQ compares only the arguments it knows).
+pub(crate) const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-queue-type",
+    "x-queue-mode",
+];
+
+impl QueueArgs {
+    /// Parses and validates the arguments; the error is RabbitMQ's 406 text.
+    pub(crate) fn parse(args: &FieldTable) -> Result<QueueArgs, String> {
+        let mut parsed = QueueArgs::default();
+        let non_negative = |key: &str| -> Result<Option<u64>, String> {
+            match args.get(key) {
+                None => Ok(None),
+                Some(v) => match v.as_i64() {
+                    Some(n) if n >= 0 => Ok(Some(n as u64)),
+                    Some(n) => Err(format!("invalid arg '{key}' for queue: {{value_negative,{n}}}")),
+                    None => Err(format!("invalid arg '{key}' for queue: {{unacceptable_type,{}}}", type_name(v))),
+                },
+            }
+        };
+        parsed.message_ttl = non_negative("x-message-ttl")?;
+        parsed.expires = non_negative("x-expires")?;
+        if parsed.expires == Some(0) {
+            return Err("invalid arg 'x-expires' for queue: {value_zero,0}".into());
+        }
+        parsed.max_length = non_negative("x-max-length")?;
+        parsed.max_length_bytes = non_negative("x-max-length-bytes")?;
+        if let Some(v) = args.get("x-overflow") {
+            parsed.overflow = Some(match v.as_str() {
+                Some("drop-head") => Overflow::DropHead,
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => return Err(format!("invalid arg 'x-overflow' for queue: {{invalid_value,{v:?}}}")),
+            });
+        }
+        if let Some(v) = args.get("x-dead-letter-exchange") {
+            match v.as_str() {
+                Some(s) => parsed.dead_letter_exchange = Some(ShortStr::from(s)),
+                None => return Err(format!("invalid arg 'x-dead-letter-exchange' for queue: {{unacceptable_type,{}}}", type_name(v))),
+            }
+        }
+        if let Some(v) = args.get("x-dead-letter-routing-key") {
+            match v.as_str() {
+                Some(s) => parsed.dead_letter_routing_key = Some(ShortStr::from(s)),
+                None => return Err(format!("invalid arg 'x-dead-letter-routing-key' for queue: {{unacceptable_type,{}}}", type_name(v))),
+            }
+            if parsed.dead_letter_exchange.is_none() {
+                return Err("invalid arg 'x-dead-letter-routing-key' for queue: {routing_key_but_no_dlx_defined}".into());
+            }
+        }
+        if let Some(v) = args.get("x-queue-type") {
+            match v.as_str() {
+                Some("classic") | Some("quorum") => {}
+                Some(other) => return Err(format!("invalid arg 'x-queue-type' for queue: {{unsupported_queue_type,'{other}'}}")),
+                None => return Err(format!("invalid arg 'x-queue-type' for queue: {{unacceptable_type,{}}}", type_name(v))),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// RabbitMQ's name for a field type in error texts.
+pub(crate) fn type_name(v: &FieldValue) -> &'static str {
+    match v {
+        FieldValue::Bool(_) => "bool",
+        FieldValue::I8(_) | FieldValue::U8(_) => "byte",
+        FieldValue::I16(_) | FieldValue::U16(_) => "short",
+        FieldValue::I32(_) | FieldValue::U32(_) => "signedint",
+        FieldValue::I64(_) => "long",
+        FieldValue::F32(_) => "float",
+        FieldValue::F64(_) => "double",
+        FieldValue::Decimal { .. } => "decimal",
+        FieldValue::LongStr(_) => "longstr",
+        FieldValue::ByteArray(_) => "binary",
+        FieldValue::Array(_) => "array",
+        FieldValue::Timestamp(_) => "timestamp",
+        FieldValue::Table(_) => "table",
+        FieldValue::Void => "void",
+    }
+}
+
+/// One queue.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    pub(crate) id: QueueId,
+    pub(crate) name: ShortStr,
+    pub(crate) vhost: ShortStr,
+    pub(crate) durable: bool,
+    pub(crate) exclusive_owner: Option<ConnId>,
+    pub(crate) auto_delete: bool,
+    pub(crate) arguments: FieldTable,
+    pub(crate) args: QueueArgs,
+    ready: BTreeMap<u64, Entry>,
+    ready_bytes: u64,
+    checked_out: HashMap<u64, Entry>,
+    next_seq: u64,
+    /// Consumers in round-robin order: the front is offered the next message.
+    pub(crate) consumers: VecDeque<ConsumerRef>,
+    /// The consumer that holds this queue exclusively (`basic.consume` exclusive=true).
+    pub(crate) exclusive_consumer: Option<ConsumerRef>,
+    /// Set once a consumer has attached: auto-delete applies only after that.
+    pub(crate) had_consumer: bool,
+    /// When the queue was last used (declared, consumed from, got from), for `x-expires`.
+    pub(crate) last_used: Millis,
+}
+
+impl Queue {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: QueueId,
+        vhost: ShortStr,
+        name: ShortStr,
+        durable: bool,
+        exclusive_owner: Option<ConnId>,
+        auto_delete: bool,
+        arguments: FieldTable,
+        args: QueueArgs,
+        now: Millis,
+    ) -> Queue {
+        Queue {
+            id,
+            name,
+            vhost,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+            ready: BTreeMap::new(),
+            ready_bytes: 0,
+            checked_out: HashMap::new(),
+            next_seq: 1,
+            consumers: VecDeque::new(),
+            exclusive_consumer: None,
+            had_consumer: false,
+            last_used: now,
+        }
+    }
+
+    /// Messages ready for delivery (what `queue.declare-ok` reports).
+    pub(crate) fn ready_count(&self) -> u32 {
+        u32::try_from(self.ready.len()).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn unacked_count(&self) -> usize {
+        self.checked_out.len()
+    }
+
+    pub(crate) fn consumer_count(&self) -> u32 {
+        u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// Whether one more message of `len` bytes would exceed `x-max-length`/`x-max-length-bytes`.
+    pub(crate) fn would_overflow(&self, len: u64) -> bool {
+        self.args
+            .max_length
+            .is_some_and(|max| self.ready.len() as u64 >= max)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes + len > max)
+    }
+
+    /// Appends a message at the tail; returns its sequence number.
+    pub(crate) fn push(&mut self, message: Arc<Message>, now: Millis) -> u64 {
+        let ttl = match (self.args.message_ttl, message.expiration_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready_bytes += message.body_len();
+        self.ready.insert(
+            seq,
+            Entry {
+                message,
+                redelivered: false,
+                expires_at: ttl.map(|t| now.saturating_add(t)),
+            },
+        );
+        seq
+    }
+
+    /// Removes the oldest ready message (for drop-head overflow and expiry).
+    pub(crate) fn drop_head(&mut self) -> Option<Entry> {
+        let (_, entry) = self.ready.pop_first()?;
+        self.ready_bytes -= entry.message.body_len();
+        Some(entry)
+    }
+
+    /// Peeks at the oldest ready message.
+    pub(crate) fn head(&self) -> Option<&Entry> {
+        self.ready.first_key_value().map(|(_, e)| e)
+    }
+
+    /// Takes the head message for delivery. If `settle` is false it is kept as checked out until
+    /// [`Queue::settle`] or [`Queue::requeue`]; returns its sequence number and entry.
+    pub(crate) fn checkout(&mut self, settle: bool) -> Option<(u64, Entry)> {
+        let (seq, entry) = self.ready.pop_first()?;
+        self.ready_bytes -= entry.message.body_len();
+        if !settle {
+            self.checked_out.insert(seq, entry.clone());
+        }
+        Some((seq, entry))
+    }
+
+    /// A checked-out message was acked (or rejected without requeue): it leaves the queue.
+    pub(crate) fn settle(&mut self, seq: u64) -> Option<Entry> {
+        self.checked_out.remove(&seq)
+    }
+
+    /// A checked-out message goes back to its original place, marked redelivered.
+    pub(crate) fn requeue(&mut self, seq: u64) -> bool {
+        match self.checked_out.remove(&seq) {
+            Some(mut entry) => {
+                entry.redelivered = true;
+                self.ready_bytes += entry.message.body_len();
+                self.ready.insert(seq, entry);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every ready message; returns how many (checked-out messages stay, as in RabbitMQ).
+    pub(crate) fn purge(&mut self) -> u32 {
+        let n = self.ready_count();
+        self.ready.clear();
+        self.ready_bytes = 0;
+        n
+    }
+
+    /// Removes and returns the ready messages whose TTL has passed at `now`. Like RabbitMQ, only
+    /// messages at the head are expired eagerly; a later one expires when it reaches the head.
+    pub(crate) fn expire(&mut self, now: Millis) -> Vec<Entry> {
+        let mut expired = Vec::new();
+        while let Some(entry) = self.head() {
+            match entry.expires_at {
+                Some(at) if at <= now => {
+                    if let Some(e) = self.drop_head() {
+                        expired.push(e);
+                    }
+                }
+                _ => break,
+            }
+        }
+        expired
+    }
+
+    pub(crate) fn remove_consumer(&mut self, consumer: &ConsumerRef) {
+        self.consumers.retain(|c| c != consumer);
+        if self.exclusive_consumer.as_ref() == Some(consumer) {
+            self.exclusive_consumer = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use warren_wire::BasicProperties;
+
+    fn msg(body: &'static str) -> Arc<Message> {
+        Arc::new(Message {
+            exchange: ShortStr::from(""),
+            routing_key: ShortStr::from("q"),
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body.as_bytes()),
+        })
+    }
+
+    fn queue() -> Queue {
+        let args = QueueArgs::default();
+        Queue::new(1, "/".into(), "q".into(), false, None, false, FieldTable::default(), args, 0)
+    }
+
+    #[test]
+    fn requeued_message_returns_to_its_original_place() {
+        let mut q = queue();
+        for b in ["1", "2", "3"] {
+            q.push(msg(b), 0);
+        }
+        let (s1, _) = q.checkout(false).expect("1");
+        let (s2, _) = q.checkout(false).expect("2");
+        assert!(q.requeue(s2));
+        assert!(q.requeue(s1));
+        let order: Vec<_> = std::iter::from_fn(|| q.checkout(true))
+            .map(|(_, e)| (e.message.body.clone(), e.redelivered))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (Bytes::from_static(b"1"), true),
+                (Bytes::from_static(b"2"), true),
+                (Bytes::from_static(b"3"), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn ttl_expires_only_from_the_head() {
+        let mut q = queue();
+        q.args.message_ttl = Some(10);
+        q.push(msg("a"), 0);
+        q.push(msg("b"), 5);
+        assert_eq!(q.expire(9).len(), 0);
+        assert_eq!(q.expire(10).len(), 1);
+        assert_eq!(q.ready_count(), 1);
+        assert_eq!(q.expire(15).len(), 1);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn argument_validation_uses_rabbitmq_wording() {
+        let mut t = FieldTable::default();
+        t.insert("x-message-ttl", FieldValue::I32(-1));
+        assert_eq!(
+            QueueArgs::parse(&t),
+            Err("invalid arg 'x-message-ttl' for queue: {value_negative,-1}".to_string())
+        );
+    }
+}

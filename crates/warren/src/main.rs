@@ -1,0 +1,2 @@
+//! warren binary.
+fn main() {}
