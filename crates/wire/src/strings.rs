@@ -2,14 +2,22 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 use bytes::Bytes;
 
 /// An AMQP `shortstr`: at most 255 bytes of UTF-8 (validated on decode). Cloning is a reference
-/// count, not a copy.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// count, not a copy. Hashes, compares and orders exactly as the `str` it holds, so maps keyed by
+/// `ShortStr` can be queried with `&str`.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ShortStr(Bytes);
+
+impl Hash for ShortStr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 impl ShortStr {
     /// Wraps bytes already known to be UTF-8.
