@@ -49,6 +49,14 @@ pub enum Input {
     ConnectionClosed { conn: ConnId },
     /// A replicated command came back committed (clustered mode only).
     Applied { command: Command },
+    /// The runtime found a channel-level protocol error the core cannot see (e.g. a message larger
+    /// than the configured maximum): the core drops the channel's state as for any channel error
+    /// and answers with [`crate::Effect::CloseChannel`] (or `CloseConnection` for a hard error).
+    ChannelError {
+        conn: ConnId,
+        channel: ChannelId,
+        error: crate::AmqpError,
+    },
     /// Periodic tick: message TTLs and queue expiry are evaluated against `now`.
     Tick,
 }

@@ -1,1 +1,14 @@
-//! AMQP front end.
+//! Warren's AMQP 0-9-1 front end on tokio: the listener, one task per connection, and the task
+//! that owns the broker core. Protocol logic lives in the sans-io [`Session`] and in `warren-core`;
+//! this crate only moves bytes, inputs and effects between them.
+
+mod broker_task;
+mod clock;
+mod config;
+mod connection;
+mod server;
+mod session;
+
+pub use config::ServerConfig;
+pub use server::Server;
+pub use session::Session;

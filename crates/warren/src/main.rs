@@ -1,2 +1,166 @@
-//! warren binary.
-fn main() {}
+//! The `warren` broker binary: reads flags and an optional TOML file, starts the AMQP listener and
+//! stops cleanly on SIGINT/SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+use tracing::info;
+use warren_core::{Broker, BrokerConfig};
+use warren_server::{Server, ServerConfig};
+
+/// Warren: a replicated AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
+///
+/// Every flag can also be set in the TOML file given with --config (same names, with
+/// underscores: `port = 5673`, `data_dir = "/var/lib/warren"`); flags win over the file.
+#[derive(Parser, Debug, Default)]
+#[command(name = "warren", version, about, long_about)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "WARREN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address the AMQP listener binds to [default: 0.0.0.0].
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// AMQP port [default: 5672].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Directory for the node's data [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Heartbeat interval offered to clients, in seconds; 0 disables [default: 60].
+    #[arg(long)]
+    heartbeat: Option<u16>,
+    /// Largest frame offered to clients, in bytes [default: 131072].
+    #[arg(long)]
+    frame_max: Option<u32>,
+    /// Highest channel number a client may use [default: 2047].
+    #[arg(long)]
+    channel_max: Option<u16>,
+    /// Milliseconds a client has to finish the AMQP handshake [default: 10000].
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
+    /// Largest message body accepted, in bytes [default: 134217728].
+    #[arg(long)]
+    max_message_size: Option<u64>,
+    /// User created at first start with full permissions on "/" [default: guest].
+    #[arg(long)]
+    default_user: Option<String>,
+    /// Password of the default user [default: guest].
+    #[arg(long, env = "WARREN_DEFAULT_PASS", hide_env_values = true)]
+    default_pass: Option<String>,
+    /// Users that may log in from loopback addresses only; repeat or separate with commas;
+    /// pass an empty string to allow every user from anywhere [default: guest].
+    #[arg(long, value_delimiter = ',')]
+    loopback_users: Option<Vec<String>>,
+    /// Log filter in RUST_LOG syntax [default: info].
+    #[arg(long, env = "WARREN_LOG")]
+    log: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    heartbeat: Option<u16>,
+    frame_max: Option<u32>,
+    channel_max: Option<u16>,
+    handshake_timeout_ms: Option<u64>,
+    max_message_size: Option<u64>,
+    default_user: Option<String>,
+    default_pass: Option<String>,
+    loopback_users: Option<Vec<String>>,
+    log: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let log = args.log.or(file.log).unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("bad --log filter")?)
+        .init();
+
+    let defaults = ServerConfig::default();
+    let bind = args.bind.or(file.bind).unwrap_or(defaults.listen.ip());
+    let port = args.port.or(file.port).unwrap_or(5672);
+    let frame_max = args.frame_max.or(file.frame_max).unwrap_or(defaults.frame_max);
+    anyhow::ensure!(frame_max >= 4096, "--frame-max must be at least 4096");
+    let server_config = ServerConfig {
+        listen: SocketAddr::new(bind, port),
+        channel_max: args.channel_max.or(file.channel_max).unwrap_or(defaults.channel_max),
+        frame_max,
+        heartbeat: args.heartbeat.or(file.heartbeat).unwrap_or(defaults.heartbeat),
+        handshake_timeout: args
+            .handshake_timeout_ms
+            .or(file.handshake_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.handshake_timeout),
+        max_message_size: args.max_message_size.or(file.max_message_size).unwrap_or(defaults.max_message_size),
+        ..defaults
+    };
+    let broker_defaults = BrokerConfig::default();
+    let loopback_users: Vec<String> = args
+        .loopback_users
+        .or(file.loopback_users)
+        .unwrap_or(broker_defaults.loopback_users.clone())
+        .into_iter()
+        .filter(|u| !u.is_empty())
+        .collect();
+    let broker_config = BrokerConfig {
+        default_user: args.default_user.or(file.default_user).unwrap_or(broker_defaults.default_user.clone()),
+        default_pass: args.default_pass.or(file.default_pass).unwrap_or(broker_defaults.default_pass.clone()),
+        loopback_users,
+        ..broker_defaults
+    };
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server = Server::bind(server_config, Broker::new(broker_config))
+            .await
+            .with_context(|| format!("binding {bind}:{port}"))?;
+        info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "warren started");
+        server.run(shutdown_signal()).await?;
+        info!("warren stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -286,3 +286,12 @@ fn write_value(w: &mut BytesMut, v: &FieldValue) {
         FieldValue::Void => w.put_u8(b'V'),
     }
 }
+
+/// Decodes the entries of a field table that comes without its length prefix (the AMQPLAIN SASL
+/// response is one).
+pub fn decode_table_body(body: Bytes) -> Result<FieldTable, WireError> {
+    let mut framed = BytesMut::with_capacity(body.len() + 4);
+    framed.put_u32(body.len() as u32);
+    framed.put_slice(&body);
+    Reader::new(framed.freeze()).table()
+}

@@ -182,6 +182,7 @@ impl Broker {
             Input::Writable { conn, writable } => self.set_writable(conn, writable, effects),
             Input::ConnectionClosed { conn } => self.close_connection_state(conn, effects),
             Input::Applied { command } => self.apply(command, effects),
+            Input::ChannelError { conn, channel, error } => self.fail(Ctx { conn, channel }, error, effects),
             Input::Tick => self.tick(effects),
         }
     }

@@ -1,0 +1,87 @@
+//! The tokio task of one client connection: moves bytes between the socket and its [`Session`],
+//! forwards the session's inputs to the broker task and applies the effects that come back.
+//!
+//! Back-pressure: the socket is not read while the outbound buffer is above the high watermark,
+//! so a client that does not read cannot make the server buffer without bound.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+use warren_core::{ConnId, Input};
+
+use crate::broker_task::ToBroker;
+use crate::clock::now_ms;
+use crate::session::Session;
+use crate::ServerConfig;
+
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: ConnId,
+    config: ServerConfig,
+    broker: mpsc::Sender<ToBroker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (effects_tx, mut effects_rx) = mpsc::unbounded_channel();
+    if broker.send(ToBroker::Register { conn, effects: effects_tx }).await.is_err() {
+        return;
+    }
+    let high = config.high_watermark;
+    let mut session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms());
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut inputs: Vec<Input> = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        return;
+    }
+    loop {
+        if session.is_finished() && session.out().is_empty() {
+            break;
+        }
+        let want_read = !session.is_finished() && session.out().len() < high;
+        let want_write = !session.out().is_empty();
+        tokio::select! {
+            r = rd.read_buf(&mut inbuf), if want_read => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => session.receive(&mut inbuf, now_ms(), &mut inputs),
+            },
+            r = wr.write_buf(session.out()), if want_write => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => session.after_write(&mut inputs),
+            },
+            Some(effects) = effects_rx.recv() => {
+                let now = now_ms();
+                for e in effects {
+                    session.apply(e, now, &mut inputs);
+                }
+            }
+            _ = ticker.tick() => session.tick(now_ms(), &mut inputs),
+            r = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                if r.is_ok() {
+                    session.shutdown(now_ms(), &mut inputs);
+                }
+            }
+        }
+        for input in inputs.drain(..) {
+            if broker.send(ToBroker::Input(input)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    debug!(conn, %peer, "connection ended");
+    if session.known_to_core() {
+        let _ = broker.send(ToBroker::Input(Input::ConnectionClosed { conn })).await;
+    }
+    let _ = broker.send(ToBroker::Unregister { conn }).await;
+}

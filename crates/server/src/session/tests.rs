@@ -1,0 +1,1 @@
+//! Session tests: bytes in, bytes out, no socket.
