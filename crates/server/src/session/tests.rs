@@ -1,1 +1,359 @@
-//! Session tests: bytes in, bytes out, no socket.
+//! Session tests: client bytes in, server frames and core inputs out. No socket, no runtime.
+
+use bytes::{Buf, Bytes, BytesMut};
+use proptest::prelude::*;
+use warren_core::{AmqpError, Effect, Input};
+use warren_wire::*;
+
+use super::Session;
+use crate::ServerConfig;
+
+const CONN: u64 = 7;
+
+fn drain(out: &mut OutBuf) -> BytesMut {
+    let mut bytes = BytesMut::new();
+    while out.has_remaining() {
+        let c = out.chunk();
+        bytes.extend_from_slice(c);
+        let n = c.len();
+        out.advance(n);
+    }
+    bytes
+}
+
+fn frames(bytes: &mut BytesMut) -> Vec<Frame> {
+    let dec = FrameDecoder::new(1 << 20);
+    let mut v = Vec::new();
+    while let Some(f) = dec.decode(bytes).expect("server frames decode") {
+        v.push(f);
+    }
+    v
+}
+
+struct Client {
+    session: Session,
+    now: u64,
+    inputs: Vec<Input>,
+    /// Bytes received but not yet a whole frame, as a socket reader keeps them.
+    inbuf: BytesMut,
+}
+
+impl Client {
+    fn new(config: ServerConfig) -> Client {
+        Client { session: Session::new(CONN, &config, true, 0), now: 0, inputs: Vec::new(), inbuf: BytesMut::new() }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.inbuf.extend_from_slice(bytes);
+        self.session.receive(&mut self.inbuf, self.now, &mut self.inputs);
+    }
+
+    fn send(&mut self, channel: u16, m: Method) {
+        let mut out = OutBuf::new();
+        out.push_method(channel, &m);
+        let bytes = drain(&mut out);
+        self.send_raw(&bytes);
+    }
+
+    fn server_frames(&mut self) -> Vec<Frame> {
+        let mut b = drain(self.session.out());
+        frames(&mut b)
+    }
+
+    fn take_inputs(&mut self) -> Vec<Input> {
+        std::mem::take(&mut self.inputs)
+    }
+
+    fn apply(&mut self, e: Effect) {
+        self.session.apply(e, self.now, &mut self.inputs);
+    }
+
+    /// Runs the whole handshake with heartbeat `hb`; leaves the session open.
+    fn open(config: ServerConfig, hb: u16) -> Client {
+        let mut c = Client::new(config);
+        c.send_raw(PROTOCOL_HEADER);
+        assert!(matches!(&c.server_frames()[..], [Frame::Method { channel: 0, method: Method::ConnectionStart(_) }]));
+        c.send(
+            0,
+            Method::ConnectionStartOk(ConnectionStartOk {
+                client_properties: FieldTable::default(),
+                mechanism: "PLAIN".into(),
+                response: LongStr::from(&b"\0guest\0guest"[..]),
+                locale: "en_US".into(),
+            }),
+        );
+        let login = c.take_inputs();
+        assert!(matches!(&login[..], [Input::Login { username, password, .. }] if username == "guest" && password == "guest"));
+        c.apply(Effect::Authenticated { conn: CONN, user: "guest".into() });
+        let tune = c.server_frames();
+        assert_eq!(
+            tune,
+            vec![Frame::Method {
+                channel: 0,
+                method: Method::ConnectionTune(ConnectionTune { channel_max: 2047, frame_max: 131072, heartbeat: 60 })
+            }]
+        );
+        c.send(0, Method::ConnectionTuneOk(ConnectionTuneOk { channel_max: 2047, frame_max: 131072, heartbeat: hb }));
+        c.send(0, Method::ConnectionOpen(ConnectionOpen { virtual_host: "/".into(), ..Default::default() }));
+        assert_eq!(c.take_inputs(), vec![Input::OpenVhost { conn: CONN, vhost: "/".into() }]);
+        c.apply(Effect::Send { conn: CONN, channel: 0, method: Method::ConnectionOpenOk(Default::default()) });
+        assert!(c.session.is_open());
+        c.server_frames();
+        c
+    }
+
+    fn expect_connection_close(&mut self, code: u16) -> String {
+        let f = self.server_frames();
+        match &f[..] {
+            [.., Frame::Method { channel: 0, method: Method::ConnectionClose(m) }] if m.reply_code == code => m.reply_text.to_string(),
+            other => panic!("expected connection.close {code}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_protocol_header_is_answered_with_ours_and_closed() {
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(b"AMQP\x00\x00\x09\x00");
+    assert_eq!(&drain(c.session.out())[..], PROTOCOL_HEADER);
+    assert!(c.session.is_finished());
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(b"GET / HTTP/1.1\r\n");
+    assert_eq!(&drain(c.session.out())[..], PROTOCOL_HEADER);
+    assert!(c.session.is_finished());
+}
+
+#[test]
+fn amqplain_login_is_decoded() {
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(PROTOCOL_HEADER);
+    c.server_frames();
+    let mut table = FieldTable::default();
+    table.insert("LOGIN", FieldValue::from("bob"));
+    table.insert("PASSWORD", FieldValue::from("s3cret"));
+    let mut body = BytesMut::new();
+    // An AMQPLAIN response is a table without its length prefix.
+    let m = Method::ExchangeDeclare(ExchangeDeclare { arguments: table, ..Default::default() });
+    m.encode(&mut body);
+    // class, method, ticket, exchange, type, bits: 9 bytes; then the table's 4-byte length.
+    let response = Bytes::copy_from_slice(&body[13..]);
+    c.send(
+        0,
+        Method::ConnectionStartOk(ConnectionStartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "AMQPLAIN".into(),
+            response: LongStr::from(response),
+            locale: "en_US".into(),
+        }),
+    );
+    assert!(matches!(&c.take_inputs()[..], [Input::Login { username, password, mechanism, .. }]
+        if username == "bob" && password == "s3cret" && mechanism == "AMQPLAIN"));
+}
+
+#[test]
+fn tune_ok_above_server_frame_max_is_refused() {
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(PROTOCOL_HEADER);
+    c.send(
+        0,
+        Method::ConnectionStartOk(ConnectionStartOk {
+            mechanism: "PLAIN".into(),
+            response: LongStr::from(&b"\0guest\0guest"[..]),
+            ..Default::default()
+        }),
+    );
+    c.apply(Effect::Authenticated { conn: CONN, user: "guest".into() });
+    c.server_frames();
+    c.send(0, Method::ConnectionTuneOk(ConnectionTuneOk { channel_max: 0, frame_max: 1 << 24, heartbeat: 0 }));
+    let text = c.expect_connection_close(530);
+    assert!(text.starts_with("NOT_ALLOWED - frame_max=16777216"), "{text}");
+    assert!(matches!(&c.take_inputs()[..], [_, Input::ConnectionClosed { conn: CONN }]));
+}
+
+#[test]
+fn publish_content_is_assembled_across_frames() {
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(1, Method::ChannelOpen(Default::default()));
+    c.take_inputs();
+    let publish = Method::BasicPublish(BasicPublish { exchange: "".into(), routing_key: "q".into(), ..Default::default() });
+    let mut out = OutBuf::new();
+    out.push_delivery(1, &publish, &BasicProperties::default(), Bytes::from(vec![5u8; 10_000]), 4096);
+    let bytes = drain(&mut out);
+    // Byte by byte: the session must never mistake a partial frame for an error.
+    for b in bytes.iter() {
+        c.send_raw(&[*b]);
+    }
+    match &c.take_inputs()[..] {
+        [Input::Publish { channel: 1, body, publish, .. }] => {
+            assert_eq!(body.len(), 10_000);
+            assert_eq!(publish.routing_key, "q");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn body_longer_than_declared_closes_the_connection() {
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(1, Method::ChannelOpen(Default::default()));
+    c.send(1, Method::BasicPublish(BasicPublish { routing_key: "q".into(), ..Default::default() }));
+    let mut raw = BytesMut::new();
+    encode_frame(&mut raw, 2, 1, |w| {
+        ContentHeader { class_id: 60, weight: 0, body_size: 2, properties: Default::default() }.encode(w)
+    });
+    encode_frame(&mut raw, 3, 1, |w| w.extend_from_slice(b"abc"));
+    c.send_raw(&raw);
+    c.expect_connection_close(501);
+    assert!(matches!(c.take_inputs().last(), Some(Input::ConnectionClosed { conn: CONN })));
+}
+
+#[test]
+fn frames_on_unopened_channels_and_bad_frames_close_the_connection() {
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(3, Method::QueueDeclare(Default::default()));
+    let text = c.expect_connection_close(504);
+    assert_eq!(text, "CHANNEL_ERROR - expected 'channel.open'");
+
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send_raw(&[1, 0, 1, 0x7f, 0, 0, 0]);
+    c.expect_connection_close(501);
+
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send_raw(&[8, 0, 0, 0, 0, 0, 0, 0x00]);
+    c.expect_connection_close(501);
+
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(1, Method::ChannelOpen(Default::default()));
+    let mut raw = BytesMut::new();
+    encode_frame(&mut raw, 3, 1, |w| w.extend_from_slice(b"stray body"));
+    c.send_raw(&raw);
+    c.expect_connection_close(505);
+}
+
+#[test]
+fn a_message_above_max_size_closes_only_its_channel() {
+    let config = ServerConfig { max_message_size: 10, ..Default::default() };
+    let mut c = Client::open(config, 0);
+    c.send(1, Method::ChannelOpen(Default::default()));
+    c.take_inputs();
+    let publish = Method::BasicPublish(BasicPublish { routing_key: "q".into(), ..Default::default() });
+    let mut out = OutBuf::new();
+    out.push_delivery(1, &publish, &BasicProperties::default(), Bytes::from(vec![1u8; 11]), 4096);
+    let raw = drain(&mut out);
+    c.send_raw(&raw);
+    let error = AmqpError::precondition_failed("message size 11 is larger than configured max size 10").caused_by(60, 40);
+    assert_eq!(c.take_inputs(), vec![Input::ChannelError { conn: CONN, channel: 1, error }]);
+    assert!(!c.session.is_finished());
+}
+
+#[test]
+fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
+    let mut c = Client::open(ServerConfig::default(), 2);
+    c.now = 1_000;
+    c.session.tick(c.now, &mut c.inputs);
+    assert_eq!(c.server_frames(), vec![Frame::Heartbeat { channel: 0 }]);
+    c.now = 3_000;
+    c.send_raw(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+    c.now = 6_999;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(!c.session.is_finished());
+    c.now = 7_000;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(c.session.is_finished(), "4 s (2 heartbeats) of silence");
+    assert_eq!(c.take_inputs(), vec![Input::ConnectionClosed { conn: CONN }]);
+}
+
+#[test]
+fn handshake_timeout_closes_a_client_that_never_opens() {
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(PROTOCOL_HEADER);
+    c.now = 9_999;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(!c.session.is_finished());
+    c.now = 10_000;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(c.session.is_finished());
+}
+
+#[test]
+fn server_channel_close_discards_until_close_ok() {
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(1, Method::ChannelOpen(Default::default()));
+    c.take_inputs();
+    c.apply(Effect::CloseChannel { conn: CONN, channel: 1, error: AmqpError::not_found("no queue 'x' in vhost '/'") });
+    assert!(matches!(&c.server_frames()[..], [Frame::Method { channel: 1, method: Method::ChannelClose(m) }] if m.reply_code == 404));
+    c.send(1, Method::QueueDeclare(Default::default()));
+    assert_eq!(c.take_inputs(), vec![]);
+    c.send(1, Method::ChannelCloseOk(Default::default()));
+    c.send(1, Method::ChannelOpen(Default::default()));
+    assert!(matches!(&c.take_inputs()[..], [Input::Method { channel: 1, method: Method::ChannelOpen(_), .. }]));
+}
+
+#[test]
+fn client_close_is_answered_and_reported_to_the_core() {
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(0, Method::ConnectionClose(ConnectionClose { reply_code: 200, reply_text: "bye".into(), ..Default::default() }));
+    assert_eq!(c.server_frames(), vec![Frame::Method { channel: 0, method: Method::ConnectionCloseOk(ConnectionCloseOk {}) }]);
+    assert!(c.session.is_finished());
+    assert_eq!(c.take_inputs(), vec![Input::ConnectionClosed { conn: CONN }]);
+}
+
+fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        // Arbitrary bytes.
+        proptest::collection::vec(any::<u8>(), 0..64),
+        // Well-formed frames of any type with arbitrary payloads on low channels.
+        (prop_oneof![Just(1u8), Just(2), Just(3), Just(8)], 0u16..4, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+            |(t, ch, payload)| {
+                let mut b = BytesMut::new();
+                encode_frame(&mut b, t, ch, |w| w.extend_from_slice(&payload));
+                b.to_vec()
+            }
+        ),
+        // Plausible methods.
+        (0u16..4, prop_oneof![
+            Just(Method::ChannelOpen(Default::default())),
+            Just(Method::ChannelClose(Default::default())),
+            Just(Method::ChannelCloseOk(Default::default())),
+            Just(Method::BasicPublish(Default::default())),
+            Just(Method::QueueDeclare(Default::default())),
+            Just(Method::ConnectionClose(Default::default())),
+            Just(Method::ConnectionOpen(Default::default())),
+        ])
+        .prop_map(|(ch, m)| {
+            let mut out = OutBuf::new();
+            out.push_method(ch, &m);
+            drain(&mut out).to_vec()
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+    /// The connection state machine's fuzz property: any sequence of client bytes after the
+    /// handshake never panics, and the server's output is always valid frames.
+    #[test]
+    fn arbitrary_client_input_never_panics(chunks in proptest::collection::vec(arb_frame(), 0..12)) {
+        let mut c = Client::open(ServerConfig::default(), 0);
+        for chunk in chunks {
+            c.send_raw(&chunk);
+            let effects: Vec<Effect> = Vec::new();
+            for e in effects { c.apply(e); }
+            c.now += 100;
+            c.session.tick(c.now, &mut c.inputs);
+        }
+        let mut out = drain(c.session.out());
+        let dec = FrameDecoder::new(1 << 20);
+        while let Some(_f) = dec.decode(&mut out).expect("server output is always valid frames") {}
+        prop_assert!(out.is_empty());
+    }
+
+    #[test]
+    fn arbitrary_bytes_before_the_handshake_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut c = Client::new(ServerConfig::default());
+        c.send_raw(PROTOCOL_HEADER);
+        c.send_raw(&bytes);
+        c.session.tick(20_000, &mut c.inputs);
+        prop_assert!(c.session.is_finished() || !c.session.is_open());
+    }
+}
