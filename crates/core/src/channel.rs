@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use warren_wire::{BasicProperties, BasicPublish, FieldTable, ShortStr};
+use warren_wire::{BasicProperties, BasicPublish, ShortStr};
 
 use crate::queue::QueueId;
 
@@ -18,7 +18,6 @@ pub(crate) struct Consumer {
     pub(crate) prefetch: u16,
     /// Deliveries to this consumer not yet acked.
     pub(crate) unacked: u32,
-    pub(crate) arguments: FieldTable,
 }
 
 /// A delivery awaiting ack: which queue message it is and which consumer got it (none for
@@ -31,6 +30,8 @@ pub(crate) struct Unacked {
 }
 
 /// An operation deferred by `tx.select` until `tx.commit`.
+// A publish is by far the common entry; boxing it would cost an allocation per publish.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(crate) enum TxOp {
     Publish {
@@ -123,7 +124,11 @@ impl Channel {
             if delivery_tag != 0 && !self.unacked.contains_key(&delivery_tag) {
                 return None;
             }
-            let upto = if delivery_tag == 0 { u64::MAX } else { delivery_tag };
+            let upto = if delivery_tag == 0 {
+                u64::MAX
+            } else {
+                delivery_tag
+            };
             let keep = self.unacked.split_off(&upto.saturating_add(1));
             let taken = std::mem::replace(&mut self.unacked, keep);
             Some(taken.into_iter().collect())
@@ -155,7 +160,10 @@ mod tests {
             ch.unacked.insert(tag, unacked(seq));
         }
         let taken = ch.take_unacked(3, true).expect("known tag");
-        assert_eq!(taken.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            taken.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         assert_eq!(ch.unacked.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
         assert!(ch.take_unacked(3, false).is_none());
         assert_eq!(ch.take_unacked(0, true).map(|v| v.len()), Some(2));

@@ -40,6 +40,8 @@ pub enum Destination {
 }
 
 /// The operations of the state machine. Append-only (see the module docs).
+// Publish is by far the most frequent command; boxing it would cost an allocation per publish.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     DeclareExchange {

@@ -45,12 +45,6 @@ impl Exchange {
             _ => None,
         }
     }
-
-    /// The default exchange ("") and the `amq.*` exchanges cannot be deleted or redeclared
-    /// differently by clients.
-    pub(crate) fn is_default(&self) -> bool {
-        self.name.is_empty()
-    }
 }
 
 /// The exchanges every vhost starts with, as in RabbitMQ: name, kind.

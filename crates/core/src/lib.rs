@@ -21,8 +21,8 @@ mod user;
 mod vhost;
 
 pub use broker::{Broker, BrokerConfig};
-pub use connection::DELIVERY_CREDIT_BYTES;
 pub use command::{Command, Origin, STATE_MACHINE_VERSION};
+pub use connection::DELIVERY_CREDIT_BYTES;
 pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};
 pub use input::Input;

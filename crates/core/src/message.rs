@@ -6,21 +6,21 @@ use warren_wire::{BasicProperties, ShortStr};
 
 /// A message as published: where it was published to, its properties and its body.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Message {
-    pub exchange: ShortStr,
-    pub routing_key: ShortStr,
-    pub properties: BasicProperties,
-    pub body: Bytes,
+pub(crate) struct Message {
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
+    pub(crate) properties: BasicProperties,
+    pub(crate) body: Bytes,
 }
 
 impl Message {
     /// Bytes counted against `x-max-length-bytes` (the body, as RabbitMQ counts).
-    pub fn body_len(&self) -> u64 {
+    pub(crate) fn body_len(&self) -> u64 {
         self.body.len() as u64
     }
 
     /// The per-message TTL from the `expiration` property, in milliseconds, if valid.
-    pub fn expiration_ms(&self) -> Option<u64> {
+    pub(crate) fn expiration_ms(&self) -> Option<u64> {
         self.properties
             .expiration
             .as_ref()

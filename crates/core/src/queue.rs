@@ -76,8 +76,13 @@ impl QueueArgs {
                 None => Ok(None),
                 Some(v) => match v.as_i64() {
                     Some(n) if n >= 0 => Ok(Some(n as u64)),
-                    Some(n) => Err(format!("invalid arg '{key}' for queue: {{value_negative,{n}}}")),
-                    None => Err(format!("invalid arg '{key}' for queue: {{unacceptable_type,{}}}", type_name(v))),
+                    Some(n) => Err(format!(
+                        "invalid arg '{key}' for queue: {{value_negative,{n}}}"
+                    )),
+                    None => Err(format!(
+                        "invalid arg '{key}' for queue: {{unacceptable_type,{}}}",
+                        type_name(v)
+                    )),
                 },
             }
         };
@@ -93,19 +98,31 @@ impl QueueArgs {
                 Some("drop-head") => Overflow::DropHead,
                 Some("reject-publish") => Overflow::RejectPublish,
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-                _ => return Err(format!("invalid arg 'x-overflow' for queue: {{invalid_value,{v:?}}}")),
+                _ => {
+                    return Err(format!(
+                        "invalid arg 'x-overflow' for queue: {{invalid_value,{v:?}}}"
+                    ))
+                }
             });
         }
         if let Some(v) = args.get("x-dead-letter-exchange") {
             match v.as_str() {
                 Some(s) => parsed.dead_letter_exchange = Some(ShortStr::from(s)),
-                None => return Err(format!("invalid arg 'x-dead-letter-exchange' for queue: {{unacceptable_type,{}}}", type_name(v))),
+                None => {
+                    return Err(format!(
+                        "invalid arg 'x-dead-letter-exchange' for queue: {{unacceptable_type,{}}}",
+                        type_name(v)
+                    ))
+                }
             }
         }
         if let Some(v) = args.get("x-dead-letter-routing-key") {
             match v.as_str() {
                 Some(s) => parsed.dead_letter_routing_key = Some(ShortStr::from(s)),
-                None => return Err(format!("invalid arg 'x-dead-letter-routing-key' for queue: {{unacceptable_type,{}}}", type_name(v))),
+                None => return Err(format!(
+                    "invalid arg 'x-dead-letter-routing-key' for queue: {{unacceptable_type,{}}}",
+                    type_name(v)
+                )),
             }
             if parsed.dead_letter_exchange.is_none() {
                 return Err("invalid arg 'x-dead-letter-routing-key' for queue: {routing_key_but_no_dlx_defined}".into());
@@ -114,8 +131,15 @@ impl QueueArgs {
         if let Some(v) = args.get("x-queue-type") {
             match v.as_str() {
                 Some("classic") | Some("quorum") => {}
-                Some(other) => return Err(format!("invalid arg 'x-queue-type' for queue: {{unsupported_queue_type,'{other}'}}")),
-                None => return Err(format!("invalid arg 'x-queue-type' for queue: {{unacceptable_type,{}}}", type_name(v))),
+                Some(other) => return Err(format!(
+                    "invalid arg 'x-queue-type' for queue: {{unsupported_queue_type,'{other}'}}"
+                )),
+                None => {
+                    return Err(format!(
+                        "invalid arg 'x-queue-type' for queue: {{unacceptable_type,{}}}",
+                        type_name(v)
+                    ))
+                }
             }
         }
         Ok(parsed)
@@ -203,10 +227,6 @@ impl Queue {
     /// Messages ready for delivery (what `queue.declare-ok` reports).
     pub(crate) fn ready_count(&self) -> u32 {
         u32::try_from(self.ready.len()).unwrap_or(u32::MAX)
-    }
-
-    pub(crate) fn unacked_count(&self) -> usize {
-        self.checked_out.len()
     }
 
     pub(crate) fn consumer_count(&self) -> u32 {
@@ -339,7 +359,17 @@ mod tests {
 
     fn queue() -> Queue {
         let args = QueueArgs::default();
-        Queue::new(1, "/".into(), "q".into(), false, None, false, FieldTable::default(), args, 0)
+        Queue::new(
+            1,
+            "/".into(),
+            "q".into(),
+            false,
+            None,
+            false,
+            FieldTable::default(),
+            args,
+            0,
+        )
     }
 
     #[test]

@@ -10,24 +10,29 @@ use crate::queue::QueueId;
 
 #[derive(Debug)]
 pub(crate) struct Vhost {
-    pub(crate) name: ShortStr,
     pub(crate) exchanges: HashMap<ShortStr, Exchange>,
     pub(crate) queues: HashMap<ShortStr, QueueId>,
 }
 
 impl Vhost {
     /// A vhost with RabbitMQ's predeclared exchanges (the default exchange and `amq.*`).
-    pub(crate) fn new(name: ShortStr) -> Vhost {
+    pub(crate) fn new() -> Vhost {
         let exchanges = PREDECLARED
             .iter()
             .map(|(n, kind)| {
                 let name = ShortStr::from(*n);
-                let x = Exchange::new(name.clone(), *kind, true, false, false, FieldTable::default());
+                let x = Exchange::new(
+                    name.clone(),
+                    *kind,
+                    true,
+                    false,
+                    false,
+                    FieldTable::default(),
+                );
                 (name, x)
             })
             .collect();
         Vhost {
-            name,
             exchanges,
             queues: HashMap::new(),
         }

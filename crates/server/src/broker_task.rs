@@ -15,11 +15,18 @@ use warren_core::{Broker, ConnId, Effect, Input};
 use crate::clock::now_ms;
 
 /// Messages to the broker task.
+// Inputs (mostly publishes) dominate; boxing them would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ToBroker {
-    Register { conn: ConnId, effects: mpsc::UnboundedSender<Vec<Effect>> },
+    Register {
+        conn: ConnId,
+        effects: mpsc::UnboundedSender<Vec<Effect>>,
+    },
     Input(Input),
-    Unregister { conn: ConnId },
+    Unregister {
+        conn: ConnId,
+    },
 }
 
 /// How many queued inputs the broker task takes per wake-up.
@@ -60,8 +67,12 @@ pub(crate) async fn run(mut broker: Broker, mut rx: mpsc::Receiver<ToBroker>) {
                         for effect in effects.drain(..) {
                             match effect {
                                 // Single node: a proposed command is committed as soon as proposed.
-                                Effect::Propose { command } => pending.push(Input::Applied { command }),
-                                other => by_conn.entry(effect_conn(&other)).or_default().push(other),
+                                Effect::Propose { command } => {
+                                    pending.push(Input::Applied { command })
+                                }
+                                other => {
+                                    by_conn.entry(effect_conn(&other)).or_default().push(other)
+                                }
                             }
                         }
                     }

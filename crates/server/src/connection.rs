@@ -29,7 +29,14 @@ pub(crate) async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let (effects_tx, mut effects_rx) = mpsc::unbounded_channel();
-    if broker.send(ToBroker::Register { conn, effects: effects_tx }).await.is_err() {
+    if broker
+        .send(ToBroker::Register {
+            conn,
+            effects: effects_tx,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let high = config.high_watermark;
@@ -81,7 +88,9 @@ pub(crate) async fn run(
     let _ = wr.shutdown().await;
     debug!(conn, %peer, "connection ended");
     if session.known_to_core() {
-        let _ = broker.send(ToBroker::Input(Input::ConnectionClosed { conn })).await;
+        let _ = broker
+            .send(ToBroker::Input(Input::ConnectionClosed { conn }))
+            .await;
     }
     let _ = broker.send(ToBroker::Unregister { conn }).await;
 }

@@ -26,7 +26,11 @@ impl Server {
     /// Binds the listener (so the caller learns the real port before serving).
     pub async fn bind(config: ServerConfig, broker: Broker) -> io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(Server { listener, config, broker })
+        Ok(Server {
+            listener,
+            config,
+            broker,
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -60,7 +64,10 @@ impl Server {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
-        info!(connections = tasks.len(), "shutting down: closing client connections");
+        info!(
+            connections = tasks.len(),
+            "shutting down: closing client connections"
+        );
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(Duration::from_secs(5), async {
             while tasks.join_next().await.is_some() {}

@@ -12,13 +12,13 @@ use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 use warren_core::{AmqpError, ConnId, Effect, Input, Millis};
 use warren_wire::constants::{
-    CHANNEL_ERROR, COMMAND_INVALID, CONNECTION_FORCED, FRAME_ERROR, NOT_ALLOWED, PRECONDITION_FAILED,
-    UNEXPECTED_FRAME,
+    CHANNEL_ERROR, COMMAND_INVALID, CONNECTION_FORCED, FRAME_ERROR, NOT_ALLOWED,
+    PRECONDITION_FAILED, UNEXPECTED_FRAME,
 };
 use warren_wire::{
-    BasicProperties, BasicPublish, ChannelClose, ChannelCloseOk, ConnectionClose, ConnectionCloseOk,
-    ConnectionStart, ConnectionTune, ConnectionUpdateSecretOk, ContentHeader, FieldTable, FieldValue,
-    Frame, FrameDecoder, LongStr, Method, OutBuf, PROTOCOL_HEADER,
+    BasicProperties, BasicPublish, ChannelClose, ChannelCloseOk, ConnectionClose,
+    ConnectionCloseOk, ConnectionStart, ConnectionTune, ConnectionUpdateSecretOk, ContentHeader,
+    FieldTable, FieldValue, Frame, FrameDecoder, LongStr, Method, OutBuf, PROTOCOL_HEADER,
 };
 
 use crate::ServerConfig;
@@ -40,6 +40,8 @@ enum Phase {
 }
 
 /// Where a channel is in its life; a channel not in the map is free.
+// One per open channel; the large variant is the common one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum ChannelState {
     Open(Content),
@@ -50,11 +52,17 @@ enum ChannelState {
 }
 
 /// Content assembly of a `basic.publish` on one channel.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Content {
     Idle,
     AwaitHeader(BasicPublish),
-    AwaitBody { publish: BasicPublish, properties: BasicProperties, size: u64, body: Body },
+    AwaitBody {
+        publish: BasicPublish,
+        properties: BasicProperties,
+        size: u64,
+        body: Body,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -199,7 +207,10 @@ impl Session {
                     buf.clear();
                     let code = e.reply_code();
                     let (class_id, method_id) = match e {
-                        warren_wire::WireError::UnknownMethod { class_id, method_id } => (class_id, method_id),
+                        warren_wire::WireError::UnknownMethod {
+                            class_id,
+                            method_id,
+                        } => (class_id, method_id),
                         _ => (0, 0),
                     };
                     let text = match code {
@@ -207,7 +218,11 @@ impl Session {
                         COMMAND_INVALID => format!("unknown method {class_id}/{method_id}"),
                         _ => e.to_string(),
                     };
-                    self.connection_error(AmqpError::new(code, text).caused_by(class_id, method_id), now, inputs);
+                    self.connection_error(
+                        AmqpError::new(code, text).caused_by(class_id, method_id),
+                        now,
+                        inputs,
+                    );
                     break;
                 }
             }
@@ -239,9 +254,18 @@ impl Session {
         }
         let mut props = FieldTable::default();
         props.insert("capabilities", FieldValue::Table(caps));
-        props.insert("cluster_name", FieldValue::from(self.config.cluster_name.as_str()));
-        props.insert("copyright", FieldValue::from("Copyright (c) the Warren authors"));
-        props.insert("information", FieldValue::from("Licensed under the Apache License 2.0"));
+        props.insert(
+            "cluster_name",
+            FieldValue::from(self.config.cluster_name.as_str()),
+        );
+        props.insert(
+            "copyright",
+            FieldValue::from("Copyright (c) the Warren authors"),
+        );
+        props.insert(
+            "information",
+            FieldValue::from("Licensed under the Apache License 2.0"),
+        );
         props.insert("platform", FieldValue::from("Rust"));
         props.insert("product", FieldValue::from("Warren"));
         props.insert("version", FieldValue::from(env!("CARGO_PKG_VERSION")));
@@ -258,44 +282,65 @@ impl Session {
     fn frame(&mut self, frame: Frame, now: Millis, inputs: &mut Vec<Input>) {
         match self.phase {
             Phase::Closing => {
-                if let Frame::Method { channel: 0, method: Method::ConnectionCloseOk(_) } = frame {
+                if let Frame::Method {
+                    channel: 0,
+                    method: Method::ConnectionCloseOk(_),
+                } = frame
+                {
                     self.finished = true;
-                } else if let Frame::Method { channel: 0, method: Method::ConnectionClose(_) } = frame {
+                } else if let Frame::Method {
+                    channel: 0,
+                    method: Method::ConnectionClose(_),
+                } = frame
+                {
                     // Both sides closed at once: answer, and we are done.
-                    self.out.push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+                    self.out
+                        .push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
                     self.finished = true;
                 }
             }
             Phase::AwaitHeader => {}
             Phase::AwaitStartOk => match frame {
-                Frame::Method { channel: 0, method: Method::ConnectionStartOk(m) } => {
-                    match sasl_credentials(m.mechanism.as_str(), m.response.as_bytes()) {
-                        Ok((username, password)) => {
-                            self.known_to_core = true;
-                            self.phase = Phase::AwaitLogin;
-                            inputs.push(Input::Login {
-                                conn: self.conn,
-                                mechanism: m.mechanism.to_string(),
-                                username,
-                                password,
-                                peer_loopback: self.peer_loopback,
-                                client_properties: m.client_properties,
-                            });
-                        }
-                        Err(e) => self.connection_error(e.caused_by(10, 11), now, inputs),
+                Frame::Method {
+                    channel: 0,
+                    method: Method::ConnectionStartOk(m),
+                } => match sasl_credentials(m.mechanism.as_str(), m.response.as_bytes()) {
+                    Ok((username, password)) => {
+                        self.known_to_core = true;
+                        self.phase = Phase::AwaitLogin;
+                        inputs.push(Input::Login {
+                            conn: self.conn,
+                            mechanism: m.mechanism.to_string(),
+                            username,
+                            password,
+                            peer_loopback: self.peer_loopback,
+                            client_properties: m.client_properties,
+                        });
                     }
-                }
+                    Err(e) => self.connection_error(e.caused_by(10, 11), now, inputs),
+                },
                 _ => self.handshake_violation("connection.start-ok", now, inputs),
             },
-            Phase::AwaitLogin => self.handshake_violation("nothing before connection.tune", now, inputs),
+            Phase::AwaitLogin => {
+                self.handshake_violation("nothing before connection.tune", now, inputs)
+            }
             Phase::AwaitTuneOk => match frame {
-                Frame::Method { channel: 0, method: Method::ConnectionTuneOk(m) } => self.tune_ok(m, now, inputs),
+                Frame::Method {
+                    channel: 0,
+                    method: Method::ConnectionTuneOk(m),
+                } => self.tune_ok(m, now, inputs),
                 _ => self.handshake_violation("connection.tune-ok", now, inputs),
             },
             Phase::AwaitOpen => match frame {
-                Frame::Method { channel: 0, method: Method::ConnectionOpen(m) } => {
+                Frame::Method {
+                    channel: 0,
+                    method: Method::ConnectionOpen(m),
+                } => {
                     self.phase = Phase::AwaitOpenOk;
-                    inputs.push(Input::OpenVhost { conn: self.conn, vhost: m.virtual_host.to_string() });
+                    inputs.push(Input::OpenVhost {
+                        conn: self.conn,
+                        vhost: m.virtual_host.to_string(),
+                    });
                 }
                 Frame::Heartbeat { .. } => {}
                 _ => self.handshake_violation("connection.open", now, inputs),
@@ -313,18 +358,38 @@ impl Session {
     fn tune_ok(&mut self, m: warren_wire::ConnectionTuneOk, now: Millis, inputs: &mut Vec<Input>) {
         let server_frame_max = self.config.frame_max;
         if m.frame_max != 0 && m.frame_max < warren_wire::constants::FRAME_MIN_SIZE {
-            let e = AmqpError::new(NOT_ALLOWED, format!("frame_max={} < {} min size", m.frame_max, warren_wire::constants::FRAME_MIN_SIZE));
+            let e = AmqpError::new(
+                NOT_ALLOWED,
+                format!(
+                    "frame_max={} < {} min size",
+                    m.frame_max,
+                    warren_wire::constants::FRAME_MIN_SIZE
+                ),
+            );
             return self.connection_error(e.caused_by(10, 31), now, inputs);
         }
         if m.frame_max == 0 || m.frame_max > server_frame_max {
-            let e = AmqpError::new(NOT_ALLOWED, format!("frame_max={} > {} max size", m.frame_max, server_frame_max));
+            let e = AmqpError::new(
+                NOT_ALLOWED,
+                format!("frame_max={} > {} max size", m.frame_max, server_frame_max),
+            );
             return self.connection_error(e.caused_by(10, 31), now, inputs);
         }
         if m.channel_max > self.config.channel_max {
-            let e = AmqpError::new(NOT_ALLOWED, format!("channel_max={} > {} max", m.channel_max, self.config.channel_max));
+            let e = AmqpError::new(
+                NOT_ALLOWED,
+                format!(
+                    "channel_max={} > {} max",
+                    m.channel_max, self.config.channel_max
+                ),
+            );
             return self.connection_error(e.caused_by(10, 31), now, inputs);
         }
-        self.channel_max = if m.channel_max == 0 { self.config.channel_max } else { m.channel_max };
+        self.channel_max = if m.channel_max == 0 {
+            self.config.channel_max
+        } else {
+            m.channel_max
+        };
         self.frame_max = m.frame_max;
         self.decoder.set_frame_max(m.frame_max);
         self.heartbeat_ms = Millis::from(m.heartbeat) * 1000;
@@ -338,33 +403,58 @@ impl Session {
             return self.channel_zero(frame, now, inputs);
         }
         if channel > self.channel_max {
-            let e = AmqpError::new(CHANNEL_ERROR, format!("channel number {channel} is out of range 1..{}", self.channel_max));
+            let e = AmqpError::new(
+                CHANNEL_ERROR,
+                format!(
+                    "channel number {channel} is out of range 1..{}",
+                    self.channel_max
+                ),
+            );
             return self.connection_error(e, now, inputs);
         }
         let conn = self.conn;
         match self.channels.get_mut(&channel) {
             None => match frame {
-                Frame::Method { method: Method::ChannelOpen(m), .. } => {
-                    self.channels.insert(channel, ChannelState::Open(Content::Idle));
-                    inputs.push(Input::Method { conn, channel, method: Method::ChannelOpen(m) });
+                Frame::Method {
+                    method: Method::ChannelOpen(m),
+                    ..
+                } => {
+                    self.channels
+                        .insert(channel, ChannelState::Open(Content::Idle));
+                    inputs.push(Input::Method {
+                        conn,
+                        channel,
+                        method: Method::ChannelOpen(m),
+                    });
                 }
                 Frame::Heartbeat { .. } => {}
                 Frame::Method { method, .. } => {
-                    let e = AmqpError::new(CHANNEL_ERROR, "expected 'channel.open'").caused_by(method.class_id(), method.method_id());
+                    let e = AmqpError::new(CHANNEL_ERROR, "expected 'channel.open'")
+                        .caused_by(method.class_id(), method.method_id());
                     self.connection_error(e, now, inputs);
                 }
                 _ => {
-                    let e = AmqpError::new(CHANNEL_ERROR, format!("content frame on channel {channel}, which is not open"));
+                    let e = AmqpError::new(
+                        CHANNEL_ERROR,
+                        format!("content frame on channel {channel}, which is not open"),
+                    );
                     self.connection_error(e, now, inputs);
                 }
             },
             Some(ChannelState::ClientClosing) => {}
             Some(ChannelState::ServerClosing) => match frame {
-                Frame::Method { method: Method::ChannelCloseOk(_), .. } => {
+                Frame::Method {
+                    method: Method::ChannelCloseOk(_),
+                    ..
+                } => {
                     self.channels.remove(&channel);
                 }
-                Frame::Method { method: Method::ChannelClose(_), .. } => {
-                    self.out.push_method(channel, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                Frame::Method {
+                    method: Method::ChannelClose(_),
+                    ..
+                } => {
+                    self.out
+                        .push_method(channel, &Method::ChannelCloseOk(ChannelCloseOk {}));
                 }
                 _ => {}
             },
@@ -379,14 +469,25 @@ impl Session {
                         }
                         Method::ChannelClose(m) => {
                             self.channels.insert(channel, ChannelState::ClientClosing);
-                            inputs.push(Input::Method { conn, channel, method: Method::ChannelClose(m) });
+                            inputs.push(Input::Method {
+                                conn,
+                                channel,
+                                method: Method::ChannelClose(m),
+                            });
                         }
                         m if m.class_id() == 10 => {
-                            let e = AmqpError::new(COMMAND_INVALID, format!("{} is not allowed on channel {channel}", m.name()))
-                                .caused_by(m.class_id(), m.method_id());
+                            let e = AmqpError::new(
+                                COMMAND_INVALID,
+                                format!("{} is not allowed on channel {channel}", m.name()),
+                            )
+                            .caused_by(m.class_id(), m.method_id());
                             self.connection_error(e, now, inputs);
                         }
-                        method => inputs.push(Input::Method { conn, channel, method }),
+                        method => inputs.push(Input::Method {
+                            conn,
+                            channel,
+                            method,
+                        }),
                     },
                     (Content::Idle, Frame::Heartbeat { .. }) => {}
                     (Content::Idle, _) => {
@@ -401,7 +502,15 @@ impl Session {
                             .caused_by(60, 40);
                         self.connection_error(e, now, inputs);
                     }
-                    (Content::AwaitBody { publish, properties, size, mut body }, Frame::Body { payload, .. }) => {
+                    (
+                        Content::AwaitBody {
+                            publish,
+                            properties,
+                            size,
+                            mut body,
+                        },
+                        Frame::Body { payload, .. },
+                    ) => {
                         if body.len() as u64 + payload.len() as u64 > size {
                             let e = AmqpError::new(FRAME_ERROR, format!("content body is larger than the {size} bytes its header declared"))
                                 .caused_by(60, 40);
@@ -409,13 +518,29 @@ impl Session {
                         }
                         body.push(payload);
                         if body.len() as u64 == size {
-                            inputs.push(Input::Publish { conn, channel, publish, properties, body: body.into_bytes() });
-                        } else if let Some(ChannelState::Open(c)) = self.channels.get_mut(&channel) {
-                            *c = Content::AwaitBody { publish, properties, size, body };
+                            inputs.push(Input::Publish {
+                                conn,
+                                channel,
+                                publish,
+                                properties,
+                                body: body.into_bytes(),
+                            });
+                        } else if let Some(ChannelState::Open(c)) = self.channels.get_mut(&channel)
+                        {
+                            *c = Content::AwaitBody {
+                                publish,
+                                properties,
+                                size,
+                                body,
+                            };
                         }
                     }
                     (Content::AwaitBody { .. }, _) => {
-                        let e = AmqpError::new(UNEXPECTED_FRAME, "expected content body, got non content body frame instead").caused_by(60, 40);
+                        let e = AmqpError::new(
+                            UNEXPECTED_FRAME,
+                            "expected content body, got non content body frame instead",
+                        )
+                        .caused_by(60, 40);
                         self.connection_error(e, now, inputs);
                     }
                 }
@@ -423,49 +548,97 @@ impl Session {
         }
     }
 
-    fn content_header(&mut self, channel: u16, publish: BasicPublish, header: ContentHeader, now: Millis, inputs: &mut Vec<Input>) {
+    fn content_header(
+        &mut self,
+        channel: u16,
+        publish: BasicPublish,
+        header: ContentHeader,
+        now: Millis,
+        inputs: &mut Vec<Input>,
+    ) {
         let conn = self.conn;
         if header.class_id != 60 {
-            let e = AmqpError::new(UNEXPECTED_FRAME, format!("content header for class {} after basic.publish", header.class_id)).caused_by(60, 40);
+            let e = AmqpError::new(
+                UNEXPECTED_FRAME,
+                format!(
+                    "content header for class {} after basic.publish",
+                    header.class_id
+                ),
+            )
+            .caused_by(60, 40);
             return self.connection_error(e, now, inputs);
         }
         if header.body_size > self.config.max_message_size {
             let error = AmqpError::new(
                 PRECONDITION_FAILED,
-                format!("message size {} is larger than configured max size {}", header.body_size, self.config.max_message_size),
+                format!(
+                    "message size {} is larger than configured max size {}",
+                    header.body_size, self.config.max_message_size
+                ),
             )
             .caused_by(60, 40);
             // The body frames that follow are discarded while the channel closes.
             self.channels.insert(channel, ChannelState::ServerClosing);
-            inputs.push(Input::ChannelError { conn, channel, error });
+            inputs.push(Input::ChannelError {
+                conn,
+                channel,
+                error,
+            });
             return;
         }
         if header.body_size == 0 {
-            inputs.push(Input::Publish { conn, channel, publish, properties: header.properties, body: Bytes::new() });
+            inputs.push(Input::Publish {
+                conn,
+                channel,
+                publish,
+                properties: header.properties,
+                body: Bytes::new(),
+            });
             return;
         }
         if let Some(ChannelState::Open(c)) = self.channels.get_mut(&channel) {
-            *c = Content::AwaitBody { publish, properties: header.properties, size: header.body_size, body: Body::Empty };
+            *c = Content::AwaitBody {
+                publish,
+                properties: header.properties,
+                size: header.body_size,
+                body: Body::Empty,
+            };
         }
     }
 
     fn channel_zero(&mut self, frame: Frame, now: Millis, inputs: &mut Vec<Input>) {
         match frame {
             Frame::Heartbeat { .. } => {}
-            Frame::Method { method: Method::ConnectionClose(m), .. } => {
+            Frame::Method {
+                method: Method::ConnectionClose(m),
+                ..
+            } => {
                 debug!(conn = self.conn, code = m.reply_code, text = %m.reply_text, "client closed the connection");
-                self.out.push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+                self.out
+                    .push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
                 self.finished = true;
                 self.forget(inputs);
             }
-            Frame::Method { method: Method::ConnectionUpdateSecret(_), .. } => {
+            Frame::Method {
+                method: Method::ConnectionUpdateSecret(_),
+                ..
+            } => {
                 // Warren's users authenticate with passwords only; there is no secret to expire.
-                self.out.push_method(0, &Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {}));
+                self.out.push_method(
+                    0,
+                    &Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {}),
+                );
             }
-            Frame::Method { method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_), .. } => {}
+            Frame::Method {
+                method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_),
+                ..
+            } => {}
             Frame::Method { method, .. } => {
-                let e = AmqpError::new(COMMAND_INVALID, format!("{} is not allowed on channel 0", method.name()))
-                    .caused_by(method.class_id(), method.method_id());
+                let e = AmqpError::new(
+                    COMMAND_INVALID,
+                    format!("{} is not allowed on channel 0", method.name()),
+                )
+                .caused_by(method.class_id(), method.method_id());
                 self.connection_error(e, now, inputs);
             }
             _ => {
@@ -512,7 +685,9 @@ impl Session {
             return;
         }
         match effect {
-            Effect::Send { channel, method, .. } => {
+            Effect::Send {
+                channel, method, ..
+            } => {
                 if self.phase == Phase::Closing {
                     return;
                 }
@@ -523,16 +698,30 @@ impl Session {
                     }
                     _ => {}
                 }
-                if channel != 0 && matches!(self.channels.get(&channel), Some(ChannelState::ServerClosing)) {
+                if channel != 0
+                    && matches!(
+                        self.channels.get(&channel),
+                        Some(ChannelState::ServerClosing)
+                    )
+                {
                     return;
                 }
                 self.out.push_method(channel, &method);
             }
-            Effect::SendContent { channel, method, properties, body, .. } => {
-                if self.phase == Phase::Closing || !matches!(self.channels.get(&channel), Some(ChannelState::Open(_))) {
+            Effect::SendContent {
+                channel,
+                method,
+                properties,
+                body,
+                ..
+            } => {
+                if self.phase == Phase::Closing
+                    || !matches!(self.channels.get(&channel), Some(ChannelState::Open(_)))
+                {
                     return;
                 }
-                self.out.push_delivery(channel, &method, &properties, body, self.frame_max);
+                self.out
+                    .push_delivery(channel, &method, &properties, body, self.frame_max);
             }
             Effect::Authenticated { user, .. } => {
                 debug!(conn = self.conn, %user, "authenticated");
@@ -570,7 +759,10 @@ impl Session {
                 self.awaiting_writable = true;
                 self.after_write(inputs);
             }
-            Effect::Propose { .. } => warn!(conn = self.conn, "a replicated command was addressed to a connection"),
+            Effect::Propose { .. } => warn!(
+                conn = self.conn,
+                "a replicated command was addressed to a connection"
+            ),
         }
     }
 
@@ -578,7 +770,10 @@ impl Session {
     pub fn after_write(&mut self, inputs: &mut Vec<Input>) {
         if self.awaiting_writable && self.out.len() <= self.config.low_watermark {
             self.awaiting_writable = false;
-            inputs.push(Input::Writable { conn: self.conn, writable: true });
+            inputs.push(Input::Writable {
+                conn: self.conn,
+                writable: true,
+            });
         }
     }
 
@@ -595,15 +790,26 @@ impl Session {
             return;
         }
         let handshake_ms = self.config.handshake_timeout.as_millis() as Millis;
-        if !matches!(self.phase, Phase::Open | Phase::AwaitOpenOk) && now.saturating_sub(self.started_at) >= handshake_ms {
+        if !matches!(self.phase, Phase::Open | Phase::AwaitOpenOk)
+            && now.saturating_sub(self.started_at) >= handshake_ms
+        {
             info!(conn = self.conn, "handshake timeout");
             self.finished = true;
             self.forget(inputs);
             return;
         }
-        if self.heartbeat_ms > 0 && matches!(self.phase, Phase::Open | Phase::AwaitOpenOk | Phase::AwaitOpen) {
+        if self.heartbeat_ms > 0
+            && matches!(
+                self.phase,
+                Phase::Open | Phase::AwaitOpenOk | Phase::AwaitOpen
+            )
+        {
             if now.saturating_sub(self.last_received) >= 2 * self.heartbeat_ms {
-                warn!(conn = self.conn, timeout_s = self.heartbeat_ms / 1000, "missed heartbeats from client, closing connection");
+                warn!(
+                    conn = self.conn,
+                    timeout_s = self.heartbeat_ms / 1000,
+                    "missed heartbeats from client, closing connection"
+                );
                 self.finished = true;
                 self.forget(inputs);
                 return;
@@ -621,7 +827,10 @@ impl Session {
             return;
         }
         if self.phase == Phase::Open || self.phase == Phase::AwaitOpenOk {
-            let e = AmqpError::new(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'");
+            let e = AmqpError::new(
+                CONNECTION_FORCED,
+                "broker forced connection closure with reason 'shutdown'",
+            );
             self.send_connection_close(&e, now);
             self.close_deadline = Some(now + 1_000);
         } else {
@@ -653,14 +862,22 @@ fn sasl_credentials(mechanism: &str, response: &[u8]) -> Result<(String, String)
         }
         "AMQPLAIN" => {
             // A field table without its length prefix.
-            let table = warren_wire::decode_table_body(Bytes::copy_from_slice(response)).map_err(|_| refused())?;
-            let text = |key: &str| table.get(key).and_then(FieldValue::as_str).map(str::to_owned);
+            let table = warren_wire::decode_table_body(Bytes::copy_from_slice(response))
+                .map_err(|_| refused())?;
+            let text = |key: &str| {
+                table
+                    .get(key)
+                    .and_then(FieldValue::as_str)
+                    .map(str::to_owned)
+            };
             match (text("LOGIN"), text("PASSWORD")) {
                 (Some(u), Some(p)) => Ok((u, p)),
                 _ => Err(refused()),
             }
         }
-        other => Err(AmqpError::access_refused(format!("unsupported authentication mechanism '{other}'"))),
+        other => Err(AmqpError::access_refused(format!(
+            "unsupported authentication mechanism '{other}'"
+        ))),
     }
 }
 

@@ -83,8 +83,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let file = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<FileConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
         }
         None => FileConfig::default(),
     };
@@ -98,19 +100,31 @@ fn main() -> anyhow::Result<()> {
     let defaults = ServerConfig::default();
     let bind = args.bind.or(file.bind).unwrap_or(defaults.listen.ip());
     let port = args.port.or(file.port).unwrap_or(5672);
-    let frame_max = args.frame_max.or(file.frame_max).unwrap_or(defaults.frame_max);
+    let frame_max = args
+        .frame_max
+        .or(file.frame_max)
+        .unwrap_or(defaults.frame_max);
     anyhow::ensure!(frame_max >= 4096, "--frame-max must be at least 4096");
     let server_config = ServerConfig {
         listen: SocketAddr::new(bind, port),
-        channel_max: args.channel_max.or(file.channel_max).unwrap_or(defaults.channel_max),
+        channel_max: args
+            .channel_max
+            .or(file.channel_max)
+            .unwrap_or(defaults.channel_max),
         frame_max,
-        heartbeat: args.heartbeat.or(file.heartbeat).unwrap_or(defaults.heartbeat),
+        heartbeat: args
+            .heartbeat
+            .or(file.heartbeat)
+            .unwrap_or(defaults.heartbeat),
         handshake_timeout: args
             .handshake_timeout_ms
             .or(file.handshake_timeout_ms)
             .map(Duration::from_millis)
             .unwrap_or(defaults.handshake_timeout),
-        max_message_size: args.max_message_size.or(file.max_message_size).unwrap_or(defaults.max_message_size),
+        max_message_size: args
+            .max_message_size
+            .or(file.max_message_size)
+            .unwrap_or(defaults.max_message_size),
         ..defaults
     };
     let broker_defaults = BrokerConfig::default();
@@ -122,15 +136,27 @@ fn main() -> anyhow::Result<()> {
         .filter(|u| !u.is_empty())
         .collect();
     let broker_config = BrokerConfig {
-        default_user: args.default_user.or(file.default_user).unwrap_or(broker_defaults.default_user.clone()),
-        default_pass: args.default_pass.or(file.default_pass).unwrap_or(broker_defaults.default_pass.clone()),
+        default_user: args
+            .default_user
+            .or(file.default_user)
+            .unwrap_or(broker_defaults.default_user.clone()),
+        default_pass: args
+            .default_pass
+            .or(file.default_pass)
+            .unwrap_or(broker_defaults.default_pass.clone()),
         loopback_users,
         ..broker_defaults
     };
-    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("data"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let server = Server::bind(server_config, Broker::new(broker_config))
             .await

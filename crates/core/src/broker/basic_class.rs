@@ -16,9 +16,17 @@ use crate::user::Access;
 use crate::{AmqpError, Effect};
 
 impl Broker {
-    pub(super) fn basic_qos(&mut self, ctx: Ctx, m: BasicQos, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn basic_qos(
+        &mut self,
+        ctx: Ctx,
+        m: BasicQos,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         if m.prefetch_size != 0 {
-            return Err(AmqpError::not_implemented(format!("prefetch_size!=0 ({})", m.prefetch_size)));
+            return Err(AmqpError::not_implemented(format!(
+                "prefetch_size!=0 ({})",
+                m.prefetch_size
+            )));
         }
         if let Some(ch) = self.channel_mut(ctx) {
             // RabbitMQ 3.3+: global=false limits each consumer created afterwards, global=true
@@ -34,7 +42,12 @@ impl Broker {
         Ok(())
     }
 
-    pub(super) fn basic_consume(&mut self, ctx: Ctx, m: BasicConsume, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn basic_consume(
+        &mut self,
+        ctx: Ctx,
+        m: BasicConsume,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         if m.queue.as_str() == REPLY_TO_QUEUE {
             return self.consume_reply_to(ctx, m, out);
@@ -48,13 +61,20 @@ impl Broker {
             m.consumer_tag
         };
         let prefetch = {
-            let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+            let ch = self
+                .channel_mut(ctx)
+                .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
             if ch.consumers.contains_key(&tag) {
-                return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+                return Err(AmqpError::not_allowed(format!(
+                    "attempt to reuse consumer tag '{tag}'"
+                )));
             }
             ch.prefetch_consumer
         };
-        let queue = self.queues.get_mut(&id).ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
+        let queue = self
+            .queues
+            .get_mut(&id)
+            .ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
         if queue.exclusive_consumer.is_some() || (m.exclusive && !queue.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!(
                 "queue '{name}' in vhost '{vhost}' in exclusive use"
@@ -80,12 +100,15 @@ impl Broker {
                     no_ack: m.no_ack,
                     prefetch,
                     unacked: 0,
-                    arguments: m.arguments,
                 },
             );
         }
         if !m.nowait {
-            self.reply(ctx, Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }), out);
+            self.reply(
+                ctx,
+                Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }),
+                out,
+            );
         }
         self.deliver(id, out);
         Ok(())
@@ -93,9 +116,16 @@ impl Broker {
 
     /// Direct reply-to: a no-ack consumer on the pseudo-queue gives the channel a private address
     /// that publishes with `reply_to = amq.rabbitmq.reply-to` carry.
-    fn consume_reply_to(&mut self, ctx: Ctx, m: BasicConsume, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    fn consume_reply_to(
+        &mut self,
+        ctx: Ctx,
+        m: BasicConsume,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         if !m.no_ack {
-            return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
+            return Err(AmqpError::precondition_failed(
+                "reply consumer cannot acknowledge",
+            ));
         }
         let tag = if m.consumer_tag.is_empty() {
             self.generate_name("amq.ctag-", ctx.conn)
@@ -103,23 +133,36 @@ impl Broker {
             m.consumer_tag
         };
         let key = self.generate_name("", ctx.conn);
-        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         if ch.reply_to_consumer.is_some() {
             return Err(AmqpError::precondition_failed("reply consumer already set"));
         }
         if ch.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
         }
         ch.reply_to_consumer = Some(tag.clone());
         ch.reply_to_key = Some(key.clone());
         self.reply_to.insert(key, (ctx.conn, ctx.channel));
         if !m.nowait {
-            self.reply(ctx, Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }), out);
+            self.reply(
+                ctx,
+                Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }),
+                out,
+            );
         }
         Ok(())
     }
 
-    pub(super) fn basic_cancel(&mut self, ctx: Ctx, m: BasicCancel, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn basic_cancel(
+        &mut self,
+        ctx: Ctx,
+        m: BasicCancel,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let Some(ch) = self.channel_mut(ctx) else {
             return Ok(());
         };
@@ -148,7 +191,12 @@ impl Broker {
 
     /// Removes a consumer from its queue; an auto-delete queue that loses its last consumer is
     /// deleted (RabbitMQ's rule: only once it has had one).
-    pub(crate) fn detach_consumer(&mut self, id: QueueId, consumer: &ConsumerRef, out: &mut Vec<Effect>) {
+    pub(crate) fn detach_consumer(
+        &mut self,
+        id: QueueId,
+        consumer: &ConsumerRef,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(q) = self.queues.get_mut(&id) else {
             return;
         };
@@ -159,13 +207,21 @@ impl Broker {
         }
     }
 
-    pub(super) fn basic_get(&mut self, ctx: Ctx, m: BasicGet, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn basic_get(
+        &mut self,
+        ctx: Ctx,
+        m: BasicGet,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
         self.expire_queue(id, out);
-        let queue = self.queues.get_mut(&id).ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
+        let queue = self
+            .queues
+            .get_mut(&id)
+            .ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
         queue.last_used = self.now;
         let Some((seq, entry)) = queue.checkout(m.no_ack) else {
             let empty = BasicGetEmpty {
@@ -175,7 +231,9 @@ impl Broker {
             return Ok(());
         };
         let message_count = queue.ready_count();
-        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         let delivery_tag = ch.next_tag();
         if !m.no_ack {
             ch.unacked.insert(
@@ -254,7 +312,8 @@ impl Broker {
                 if let Some(q) = self.queues.get_mut(&u.queue) {
                     q.requeue(u.seq);
                 }
-            } else if let Some(entry) = self.queues.get_mut(&u.queue).and_then(|q| q.settle(u.seq)) {
+            } else if let Some(entry) = self.queues.get_mut(&u.queue).and_then(|q| q.settle(u.seq))
+            {
                 self.dead_letter(u.queue, entry, "rejected", out);
             }
         }
@@ -283,13 +342,24 @@ impl Broker {
     }
 
     /// Removes the deliveries an ack/nack covers and returns their credit to their consumers.
-    fn take_unacked(&mut self, ctx: Ctx, delivery_tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
-        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
-        let taken = ch
-            .take_unacked(delivery_tag, multiple)
-            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}")))?;
+    fn take_unacked(
+        &mut self,
+        ctx: Ctx,
+        delivery_tag: u64,
+        multiple: bool,
+    ) -> Result<Vec<Unacked>, AmqpError> {
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        let taken = ch.take_unacked(delivery_tag, multiple).ok_or_else(|| {
+            AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}"))
+        })?;
         for (_, u) in &taken {
-            if let Some(c) = u.consumer_tag.as_ref().and_then(|t| ch.consumers.get_mut(t)) {
+            if let Some(c) = u
+                .consumer_tag
+                .as_ref()
+                .and_then(|t| ch.consumers.get_mut(t))
+            {
                 c.unacked = c.unacked.saturating_sub(1);
             }
         }

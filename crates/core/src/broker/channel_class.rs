@@ -10,13 +10,19 @@ use crate::queue::ConsumerRef;
 use crate::{AmqpError, Effect};
 
 impl Broker {
-    pub(super) fn channel_open(&mut self, ctx: Ctx, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn channel_open(
+        &mut self,
+        ctx: Ctx,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let conn = self
             .connections
             .get_mut(&ctx.conn)
             .ok_or_else(|| AmqpError::command_invalid("connection not open"))?;
         if conn.vhost.is_none() {
-            return Err(AmqpError::command_invalid("channel.open before connection.open"));
+            return Err(AmqpError::command_invalid(
+                "channel.open before connection.open",
+            ));
         }
         if conn.channels.contains_key(&ctx.channel) {
             return Err(AmqpError::channel_error("second 'channel.open' seen"));
@@ -26,7 +32,11 @@ impl Broker {
         Ok(())
     }
 
-    pub(super) fn channel_close(&mut self, ctx: Ctx, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn channel_close(
+        &mut self,
+        ctx: Ctx,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         self.close_channel_state(ctx, out);
         self.reply(ctx, Method::ChannelCloseOk(Default::default()), out);
         Ok(())
@@ -45,7 +55,11 @@ impl Broker {
         if let Some(ch) = self.channel_mut(ctx) {
             ch.flow_active = true;
         }
-        self.reply(ctx, Method::ChannelFlowOk(ChannelFlowOk { active: true }), out);
+        self.reply(
+            ctx,
+            Method::ChannelFlowOk(ChannelFlowOk { active: true }),
+            out,
+        );
         self.deliver_channel(ctx, out);
         Ok(())
     }

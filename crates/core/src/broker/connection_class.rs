@@ -23,7 +23,8 @@ impl Broker {
             .users
             .get(username)
             .is_some_and(|u| u.check_password(password));
-        let loopback_ok = peer_loopback || !self.config.loopback_users.iter().any(|u| u == username);
+        let loopback_ok =
+            peer_loopback || !self.config.loopback_users.iter().any(|u| u == username);
         if !(password_ok && loopback_ok) {
             // RabbitMQ's text; the reason (bad password, unknown user, loopback-only user) is
             // logged by the runtime, never told to the client.

@@ -53,7 +53,8 @@ impl Broker {
                     continue;
                 };
                 let has_credit = consumer.no_ack
-                    || ((consumer.prefetch == 0 || consumer.unacked < u32::from(consumer.prefetch))
+                    || ((consumer.prefetch == 0
+                        || consumer.unacked < u32::from(consumer.prefetch))
                         && ch.global_credit());
                 if ch.flow_active && has_credit {
                     chosen = Some((candidate, consumer.no_ack));

@@ -122,7 +122,11 @@ impl Broker {
                 return Err(inequivalent("type", kind.as_str(), x.kind.as_str()));
             }
             if x.durable != durable {
-                return Err(inequivalent("durable", &durable.to_string(), &x.durable.to_string()));
+                return Err(inequivalent(
+                    "durable",
+                    &durable.to_string(),
+                    &x.durable.to_string(),
+                ));
             }
             if x.auto_delete != auto_delete {
                 return Err(inequivalent(
@@ -132,7 +136,11 @@ impl Broker {
                 ));
             }
             if x.internal != internal {
-                return Err(inequivalent("internal", &internal.to_string(), &x.internal.to_string()));
+                return Err(inequivalent(
+                    "internal",
+                    &internal.to_string(),
+                    &x.internal.to_string(),
+                ));
             }
             let (old_ae, new_ae) = (
                 x.arguments.get("alternate-exchange"),
@@ -146,7 +154,14 @@ impl Broker {
                 )));
             }
         } else {
-            let x = Exchange::new(name.clone(), kind, durable, auto_delete, internal, arguments);
+            let x = Exchange::new(
+                name.clone(),
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            );
             v.exchanges.insert(name, x);
         }
         if !nowait {
@@ -388,7 +403,9 @@ impl Broker {
         }
         match destination {
             Destination::Exchange(d) if !v.exchanges.contains_key(d) => Err(no_exchange(d, vhost)),
-            Destination::Queue(q) if !v.queues.contains_key(q) => Err(super::queue_class::no_queue(q, vhost)),
+            Destination::Queue(q) if !v.queues.contains_key(q) => {
+                Err(super::queue_class::no_queue(q, vhost))
+            }
             _ => Ok(()),
         }
     }

@@ -104,17 +104,23 @@ impl Broker {
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
         broker.add_vhost(vhost.clone());
-        let (user, pass) = (broker.config.default_user.clone(), broker.config.default_pass.clone());
-        broker.add_user(&user, &pass, [0x57, 0x61, 0x72, 0x6e], vec!["administrator".into()]);
+        let (user, pass) = (
+            broker.config.default_user.clone(),
+            broker.config.default_pass.clone(),
+        );
+        broker.add_user(
+            &user,
+            &pass,
+            [0x57, 0x61, 0x72, 0x6e],
+            vec!["administrator".into()],
+        );
         broker.set_permission(&user, vhost, Permission::all());
         broker
     }
 
     /// Creates a vhost with the predeclared exchanges (no-op if it exists).
     pub fn add_vhost(&mut self, name: ShortStr) {
-        self.vhosts
-            .entry(name.clone())
-            .or_insert_with(|| Vhost::new(name));
+        self.vhosts.entry(name).or_insert_with(Vhost::new);
     }
 
     /// Creates or replaces a user; `salt` comes from the caller so the core stays deterministic.
@@ -131,7 +137,8 @@ impl Broker {
 
     /// Grants `user` the permission on `vhost` (replacing any previous one).
     pub fn set_permission(&mut self, user: &str, vhost: ShortStr, permission: Permission) {
-        self.permissions.insert((user.to_owned(), vhost), permission);
+        self.permissions
+            .insert((user.to_owned(), vhost), permission);
     }
 
     /// Handles one input and appends the resulting effects to `effects`, in the order the runtime
@@ -182,7 +189,11 @@ impl Broker {
             Input::Writable { conn, writable } => self.set_writable(conn, writable, effects),
             Input::ConnectionClosed { conn } => self.close_connection_state(conn, effects),
             Input::Applied { command } => self.apply(command, effects),
-            Input::ChannelError { conn, channel, error } => self.fail(Ctx { conn, channel }, error, effects),
+            Input::ChannelError {
+                conn,
+                channel,
+                error,
+            } => self.fail(Ctx { conn, channel }, error, effects),
             Input::Tick => self.tick(effects),
         }
     }
@@ -210,7 +221,11 @@ impl Broker {
             Method::ChannelFlow(m) => self.channel_flow(ctx, m, out),
             Method::ChannelFlowOk(_) => Ok(()),
             Method::AccessRequest(_) => {
-                self.reply(ctx, Method::AccessRequestOk(warren_wire::AccessRequestOk { ticket: 1 }), out);
+                self.reply(
+                    ctx,
+                    Method::AccessRequestOk(warren_wire::AccessRequestOk { ticket: 1 }),
+                    out,
+                );
                 Ok(())
             }
             Method::ExchangeDeclare(m) => self.exchange_declare(ctx, m, out),
@@ -334,7 +349,16 @@ impl Broker {
                 routing_key,
                 arguments,
                 nowait,
-            } => self.apply_bind(origin, &vhost, &source, destination, &routing_key, &arguments, nowait, out),
+            } => self.apply_bind(
+                origin,
+                &vhost,
+                &source,
+                destination,
+                &routing_key,
+                &arguments,
+                nowait,
+                out,
+            ),
             Op::Unbind {
                 vhost,
                 source,
@@ -342,7 +366,16 @@ impl Broker {
                 routing_key,
                 arguments,
                 nowait,
-            } => self.apply_unbind(origin, &vhost, &source, &destination, &routing_key, &arguments, nowait, out),
+            } => self.apply_unbind(
+                origin,
+                &vhost,
+                &source,
+                &destination,
+                &routing_key,
+                &arguments,
+                nowait,
+                out,
+            ),
             Op::Publish {
                 vhost,
                 exchange,
@@ -456,7 +489,8 @@ impl Broker {
             Ok(())
         } else {
             Err(AmqpError::access_refused(format!(
-                "access to {resource_kind} '{name}' in vhost '{vhost}' refused for user '{user}'"
+                "{} access to {resource_kind} '{name}' in vhost '{vhost}' refused for user '{user}'",
+                access.as_str()
             )))
         }
     }

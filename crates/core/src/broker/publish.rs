@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use warren_wire::{
-    BasicAck, BasicNack, BasicProperties, BasicPublish, BasicReturn, FieldTable, FieldValue, LongStr, Method,
-    ShortStr,
+    BasicAck, BasicNack, BasicProperties, BasicPublish, BasicReturn, FieldTable, FieldValue,
+    LongStr, Method, ShortStr,
 };
 
 use super::exchange_class::no_exchange;
@@ -39,7 +39,11 @@ impl Broker {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         // The default exchange is "amq.default" for permission checks, as in RabbitMQ.
-        let resource = if publish.exchange.is_empty() { "amq.default" } else { publish.exchange.as_str() };
+        let resource = if publish.exchange.is_empty() {
+            "amq.default"
+        } else {
+            publish.exchange.as_str()
+        };
         self.check_access(ctx.conn, Access::Write, "exchange", resource)?;
         if let Some(claimed) = &properties.user_id {
             if claimed.as_str() != user {
@@ -62,12 +66,17 @@ impl Broker {
                 publish.exchange
             )));
         }
-        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
-        if properties.reply_to.as_ref().is_some_and(|r| r.as_str() == REPLY_TO_QUEUE) {
-            let key = ch
-                .reply_to_key
-                .clone()
-                .ok_or_else(|| AmqpError::precondition_failed("fast reply consumer does not exist"))?;
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        if properties
+            .reply_to
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO_QUEUE)
+        {
+            let key = ch.reply_to_key.clone().ok_or_else(|| {
+                AmqpError::precondition_failed("fast reply consumer does not exist")
+            })?;
             properties.reply_to = Some(ShortStr::from(format!("{REPLY_TO_PREFIX}{key}")));
         }
         let confirm = match &mut ch.mode {
@@ -116,7 +125,11 @@ impl Broker {
         now: Millis,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
-        if !self.vhosts.get(vhost).is_some_and(|v| v.exchanges.contains_key(&exchange)) {
+        if !self
+            .vhosts
+            .get(vhost)
+            .is_some_and(|v| v.exchanges.contains_key(&exchange))
+        {
             return Err(no_exchange(&exchange, vhost));
         }
         let message = Arc::new(Message {
@@ -125,17 +138,23 @@ impl Broker {
             properties,
             body,
         });
-        let (routed, rejected) = if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
-            (self.deliver_reply(&message, out), false)
-        } else {
-            let queues = self.route(vhost, &message.exchange, &message.routing_key, message.properties.headers.as_ref());
-            let routed = !queues.is_empty();
-            let mut rejected = false;
-            for id in queues {
-                rejected |= !self.enqueue(id, Arc::clone(&message), now, out);
-            }
-            (routed, rejected)
-        };
+        let (routed, rejected) =
+            if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
+                (self.deliver_reply(&message, out), false)
+            } else {
+                let queues = self.route(
+                    vhost,
+                    &message.exchange,
+                    &message.routing_key,
+                    message.properties.headers.as_ref(),
+                );
+                let routed = !queues.is_empty();
+                let mut rejected = false;
+                for id in queues {
+                    rejected |= !self.enqueue(id, Arc::clone(&message), now, out);
+                }
+                (routed, rejected)
+            };
         let Some(origin) = origin else {
             return Ok(());
         };
@@ -173,7 +192,13 @@ impl Broker {
 
     /// Appends a message to a queue, applying `x-max-length`/`x-overflow`, then delivers. Returns
     /// false if the queue refused it (`reject-publish`), which nacks a confirm.
-    fn enqueue(&mut self, id: QueueId, message: Arc<Message>, now: Millis, out: &mut Vec<Effect>) -> bool {
+    fn enqueue(
+        &mut self,
+        id: QueueId,
+        message: Arc<Message>,
+        now: Millis,
+        out: &mut Vec<Effect>,
+    ) -> bool {
         let Some(q) = self.queues.get_mut(&id) else {
             return true;
         };
@@ -291,7 +316,13 @@ impl Broker {
     /// Republishes a message that left queue `id` (rejected, expired, over max length) through the
     /// queue's dead-letter exchange, recording the death in `x-death` as RabbitMQ does. Without a
     /// dead-letter exchange the message is dropped.
-    pub(crate) fn dead_letter(&mut self, id: QueueId, entry: Entry, reason: &str, out: &mut Vec<Effect>) {
+    pub(crate) fn dead_letter(
+        &mut self,
+        id: QueueId,
+        entry: Entry,
+        reason: &str,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(q) = self.queues.get(&id) else {
             return;
         };
@@ -318,7 +349,12 @@ impl Broker {
             properties,
             body: original.body.clone(),
         });
-        let targets = self.route(&vhost, &dlx, &message.routing_key, message.properties.headers.as_ref());
+        let targets = self.route(
+            &vhost,
+            &dlx,
+            &message.routing_key,
+            message.properties.headers.as_ref(),
+        );
         let now = self.now;
         for target in targets {
             // A message expiring or overflowing back into the queue it left would cycle forever;
@@ -333,7 +369,13 @@ impl Broker {
 
 /// Updates the `x-death` header (one entry per queue and reason, newest first, with a count) and
 /// the `x-first-death-*` headers.
-fn record_death(headers: &mut FieldTable, queue: &ShortStr, reason: &str, message: &Message, now: Millis) {
+fn record_death(
+    headers: &mut FieldTable,
+    queue: &ShortStr,
+    reason: &str,
+    message: &Message,
+    now: Millis,
+) {
     let mut deaths = match headers.remove("x-death") {
         Some(FieldValue::Array(a)) => a,
         _ => Vec::new(),
@@ -356,16 +398,27 @@ fn record_death(headers: &mut FieldTable, queue: &ShortStr, reason: &str, messag
     death.insert("reason", FieldValue::LongStr(LongStr::from(reason)));
     death.insert("queue", FieldValue::LongStr(LongStr::from(queue.as_str())));
     death.insert("time", FieldValue::Timestamp(now / 1000));
-    death.insert("exchange", FieldValue::LongStr(LongStr::from(message.exchange.as_str())));
+    death.insert(
+        "exchange",
+        FieldValue::LongStr(LongStr::from(message.exchange.as_str())),
+    );
     death.insert(
         "routing-keys",
-        FieldValue::Array(vec![FieldValue::LongStr(LongStr::from(message.routing_key.as_str()))]),
+        FieldValue::Array(vec![FieldValue::LongStr(LongStr::from(
+            message.routing_key.as_str(),
+        ))]),
     );
     deaths.insert(0, FieldValue::Table(death));
     headers.insert("x-death", FieldValue::Array(deaths));
     if headers.get("x-first-death-reason").is_none() {
-        headers.insert("x-first-death-reason", FieldValue::LongStr(LongStr::from(reason)));
-        headers.insert("x-first-death-queue", FieldValue::LongStr(LongStr::from(queue.as_str())));
+        headers.insert(
+            "x-first-death-reason",
+            FieldValue::LongStr(LongStr::from(reason)),
+        );
+        headers.insert(
+            "x-first-death-queue",
+            FieldValue::LongStr(LongStr::from(queue.as_str())),
+        );
         headers.insert(
             "x-first-death-exchange",
             FieldValue::LongStr(LongStr::from(message.exchange.as_str())),

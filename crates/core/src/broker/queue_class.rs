@@ -27,7 +27,11 @@ pub(crate) fn locked(name: &str, vhost: &str) -> AmqpError {
 
 impl Broker {
     /// Resolves a queue name from a method: empty means the channel's last declared queue.
-    pub(super) fn resolve_queue_name(&mut self, ctx: Ctx, name: ShortStr) -> Result<ShortStr, AmqpError> {
+    pub(super) fn resolve_queue_name(
+        &mut self,
+        ctx: Ctx,
+        name: ShortStr,
+    ) -> Result<ShortStr, AmqpError> {
         if !name.is_empty() {
             return Ok(name);
         }
@@ -38,18 +42,30 @@ impl Broker {
 
     /// Finds a queue the connection may use: it exists and is not another connection's exclusive
     /// queue.
-    pub(super) fn usable_queue(&self, conn: ConnId, vhost: &ShortStr, name: &str) -> Result<QueueId, AmqpError> {
+    pub(super) fn usable_queue(
+        &self,
+        conn: ConnId,
+        vhost: &ShortStr,
+        name: &str,
+    ) -> Result<QueueId, AmqpError> {
         let id = self
             .queue_id(vhost, name)
             .ok_or_else(|| no_queue(name, vhost))?;
         match self.queues.get(&id) {
-            Some(q) if q.exclusive_owner.is_some_and(|owner| owner != conn) => Err(locked(name, vhost)),
+            Some(q) if q.exclusive_owner.is_some_and(|owner| owner != conn) => {
+                Err(locked(name, vhost))
+            }
             Some(_) => Ok(id),
             None => Err(no_queue(name, vhost)),
         }
     }
 
-    pub(super) fn queue_declare(&mut self, ctx: Ctx, m: QueueDeclare, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn queue_declare(
+        &mut self,
+        ctx: Ctx,
+        m: QueueDeclare,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         if m.queue.as_str() == REPLY_TO_QUEUE {
             if !m.nowait {
@@ -65,7 +81,10 @@ impl Broker {
         if m.passive {
             let name = self.resolve_queue_name(ctx, m.queue)?;
             let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-            let q = self.queues.get_mut(&id).ok_or_else(|| no_queue(&name, &vhost))?;
+            let q = self
+                .queues
+                .get_mut(&id)
+                .ok_or_else(|| no_queue(&name, &vhost))?;
             q.last_used = self.now;
             let ok = QueueDeclareOk {
                 queue: name.clone(),
@@ -93,7 +112,11 @@ impl Broker {
         };
         self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
         QueueArgs::parse(&m.arguments).map_err(AmqpError::precondition_failed)?;
-        if let Some(v) = m.arguments.get("x-dead-letter-exchange").and_then(|v| v.as_str()) {
+        if let Some(v) = m
+            .arguments
+            .get("x-dead-letter-exchange")
+            .and_then(|v| v.as_str())
+        {
             self.check_access(ctx.conn, Access::Write, "exchange", v)?;
         }
         if let Some(ch) = self.channel_mut(ctx) {
@@ -127,10 +150,19 @@ impl Broker {
         now: Millis,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
-        let owner = if exclusive { origin.map(|o| o.conn) } else { None };
+        let owner = if exclusive {
+            origin.map(|o| o.conn)
+        } else {
+            None
+        };
         if let Some(id) = self.queue_id(vhost, &name) {
-            let q = self.queues.get_mut(&id).ok_or_else(|| no_queue(&name, vhost))?;
-            if q.exclusive_owner.is_some() && q.exclusive_owner != owner || q.exclusive_owner.is_none() && exclusive {
+            let q = self
+                .queues
+                .get_mut(&id)
+                .ok_or_else(|| no_queue(&name, vhost))?;
+            if q.exclusive_owner.is_some() && q.exclusive_owner != owner
+                || q.exclusive_owner.is_none() && exclusive
+            {
                 return Err(locked(&name, vhost));
             }
             let inequivalent = |arg: &str, received: bool, current: bool| {
@@ -172,7 +204,17 @@ impl Broker {
         let args = QueueArgs::parse(&arguments).map_err(AmqpError::precondition_failed)?;
         let id = self.next_queue_id;
         self.next_queue_id += 1;
-        let queue = Queue::new(id, vhost.clone(), name.clone(), durable, owner, auto_delete, arguments, args, now);
+        let queue = Queue::new(
+            id,
+            vhost.clone(),
+            name.clone(),
+            durable,
+            owner,
+            auto_delete,
+            arguments,
+            args,
+            now,
+        );
         self.queues.insert(id, queue);
         let v = self
             .vhosts
@@ -192,7 +234,12 @@ impl Broker {
         Ok(())
     }
 
-    pub(super) fn queue_bind(&mut self, ctx: Ctx, m: QueueBind, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn queue_bind(
+        &mut self,
+        ctx: Ctx,
+        m: QueueBind,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         let queue = self.resolve_queue_name(ctx, m.queue)?;
         // queue.bind: an empty routing key with an empty queue name means the last queue's name.
@@ -220,7 +267,12 @@ impl Broker {
         Ok(())
     }
 
-    pub(super) fn queue_unbind(&mut self, ctx: Ctx, m: QueueUnbind, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn queue_unbind(
+        &mut self,
+        ctx: Ctx,
+        m: QueueUnbind,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         let queue = self.resolve_queue_name(ctx, m.queue)?;
         self.check_bind_access(ctx, &queue, "queue", &m.exchange)?;
@@ -242,7 +294,12 @@ impl Broker {
         Ok(())
     }
 
-    pub(super) fn queue_purge(&mut self, ctx: Ctx, m: QueuePurge, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn queue_purge(
+        &mut self,
+        ctx: Ctx,
+        m: QueuePurge,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
@@ -267,16 +324,30 @@ impl Broker {
         nowait: bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
-        let id = self.queue_id(vhost, name).ok_or_else(|| no_queue(name, vhost))?;
-        let q = self.queues.get_mut(&id).ok_or_else(|| no_queue(name, vhost))?;
+        let id = self
+            .queue_id(vhost, name)
+            .ok_or_else(|| no_queue(name, vhost))?;
+        let q = self
+            .queues
+            .get_mut(&id)
+            .ok_or_else(|| no_queue(name, vhost))?;
         let message_count = q.purge();
         if !nowait {
-            Self::reply_origin(origin, Method::QueuePurgeOk(QueuePurgeOk { message_count }), out);
+            Self::reply_origin(
+                origin,
+                Method::QueuePurgeOk(QueuePurgeOk { message_count }),
+                out,
+            );
         }
         Ok(())
     }
 
-    pub(super) fn queue_delete(&mut self, ctx: Ctx, m: QueueDelete, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
+    pub(super) fn queue_delete(
+        &mut self,
+        ctx: Ctx,
+        m: QueueDelete,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
@@ -327,7 +398,11 @@ impl Broker {
         }
         // Deleting a queue that does not exist succeeds with a count of 0, as in RabbitMQ 3.x.
         if !nowait {
-            Self::reply_origin(origin, Method::QueueDeleteOk(QueueDeleteOk { message_count }), out);
+            Self::reply_origin(
+                origin,
+                Method::QueueDeleteOk(QueueDeleteOk { message_count }),
+                out,
+            );
         }
         Ok(())
     }
@@ -346,7 +421,10 @@ impl Broker {
             }
             let dest = Destination::Queue(queue.name.clone());
             for x in v.exchanges.values_mut() {
-                if x.bindings.remove_destination(&dest) > 0 && x.auto_delete && x.bindings.is_empty() {
+                if x.bindings.remove_destination(&dest) > 0
+                    && x.auto_delete
+                    && x.bindings.is_empty()
+                {
                     emptied.push(x.name.clone());
                 }
             }
@@ -378,7 +456,10 @@ impl Broker {
 
 /// Argument equivalence as RabbitMQ checks it: same value, integers compared by value whatever
 /// their width.
-fn args_equivalent(a: Option<&warren_wire::FieldValue>, b: Option<&warren_wire::FieldValue>) -> bool {
+fn args_equivalent(
+    a: Option<&warren_wire::FieldValue>,
+    b: Option<&warren_wire::FieldValue>,
+) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(x), Some(y)) => match (x.as_i64(), y.as_i64()) {
@@ -398,7 +479,10 @@ fn describe(v: Option<&warren_wire::FieldValue>) -> String {
                 (None, Some(n)) => n.to_string(),
                 _ => format!("{v:?}"),
             };
-            format!("the value '{shown}' of type '{}'", crate::queue::type_name(v))
+            format!(
+                "the value '{shown}' of type '{}'",
+                crate::queue::type_name(v)
+            )
         }
     }
 }

@@ -48,17 +48,36 @@ impl World {
             peer_loopback: true,
             client_properties: caps(),
         });
-        assert_eq!(e, vec![Effect::Authenticated { conn, user: "guest".into() }]);
-        let e = self.input(Input::OpenVhost { conn, vhost: "/".into() });
+        assert_eq!(
+            e,
+            vec![Effect::Authenticated {
+                conn,
+                user: "guest".into()
+            }]
+        );
+        let e = self.input(Input::OpenVhost {
+            conn,
+            vhost: "/".into(),
+        });
         assert_eq!(e.len(), 1);
         self.method(conn, 1, Method::ChannelOpen(ChannelOpen::default()));
     }
 
     fn method(&mut self, conn: ConnId, channel: ChannelId, method: Method) -> Vec<Effect> {
-        self.input(Input::Method { conn, channel, method })
+        self.input(Input::Method {
+            conn,
+            channel,
+            method,
+        })
     }
 
-    fn publish(&mut self, conn: ConnId, exchange: &str, key: &str, body: &'static str) -> Vec<Effect> {
+    fn publish(
+        &mut self,
+        conn: ConnId,
+        exchange: &str,
+        key: &str,
+        body: &'static str,
+    ) -> Vec<Effect> {
         self.publish_with(conn, exchange, key, body, false, BasicProperties::default())
     }
 
@@ -112,10 +131,21 @@ impl World {
 }
 
 fn send(conn: ConnId, method: Method) -> Effect {
-    Effect::Send { conn, channel: 1, method }
+    Effect::Send {
+        conn,
+        channel: 1,
+        method,
+    }
 }
 
-fn deliver(conn: ConnId, tag: &str, delivery_tag: u64, redelivered: bool, key: &str, body: &'static str) -> Effect {
+fn deliver(
+    conn: ConnId,
+    tag: &str,
+    delivery_tag: u64,
+    redelivered: bool,
+    key: &str,
+    body: &'static str,
+) -> Effect {
     Effect::SendContent {
         conn,
         channel: 1,
@@ -199,7 +229,10 @@ fn unknown_vhost_is_not_allowed() {
         peer_loopback: true,
         client_properties: FieldTable::default(),
     });
-    let e = w.input(Input::OpenVhost { conn: 9, vhost: "nope".into() });
+    let e = w.input(Input::OpenVhost {
+        conn: 9,
+        vhost: "nope".into(),
+    });
     assert!(matches!(&e[..], [Effect::CloseConnection { error, .. }]
         if error.code == 530 && error.text == "NOT_ALLOWED - vhost nope not found"));
 }
@@ -219,7 +252,15 @@ fn declare_get_and_inequivalent_redeclare() {
         )]
     );
     assert_eq!(w.publish(C1, "", "orders", "o1"), vec![]);
-    let e = w.method(C1, 1, Method::BasicGet(BasicGet { queue: "orders".into(), no_ack: true, ..Default::default() }));
+    let e = w.method(
+        C1,
+        1,
+        Method::BasicGet(BasicGet {
+            queue: "orders".into(),
+            no_ack: true,
+            ..Default::default()
+        }),
+    );
     assert_eq!(
         e,
         vec![Effect::SendContent {
@@ -239,7 +280,11 @@ fn declare_get_and_inequivalent_redeclare() {
     let e = w.method(
         C1,
         1,
-        Method::QueueDeclare(QueueDeclare { queue: "orders".into(), durable: true, ..Default::default() }),
+        Method::QueueDeclare(QueueDeclare {
+            queue: "orders".into(),
+            durable: true,
+            ..Default::default()
+        }),
     );
     assert_eq!(
         close_channel(&e),
@@ -253,18 +298,37 @@ fn declare_get_and_inequivalent_redeclare() {
 #[test]
 fn passive_declare_of_missing_queue_is_not_found() {
     let mut w = World::new();
-    let e = w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "nope".into(), passive: true, ..Default::default() }));
-    assert_eq!(close_channel(&e), Some((404, "NOT_FOUND - no queue 'nope' in vhost '/'".into())));
+    let e = w.method(
+        C1,
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "nope".into(),
+            passive: true,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        close_channel(&e),
+        Some((404, "NOT_FOUND - no queue 'nope' in vhost '/'".into()))
+    );
 }
 
 #[test]
 fn server_named_queues_have_the_amq_gen_prefix() {
     let mut w = World::new();
     let e = w.declare(C1, "");
-    let [Effect::Send { method: Method::QueueDeclareOk(ok), .. }] = &e[..] else {
+    let [Effect::Send {
+        method: Method::QueueDeclareOk(ok),
+        ..
+    }] = &e[..]
+    else {
         panic!("unexpected {e:?}");
     };
-    assert!(ok.queue.starts_with("amq.gen-") && ok.queue.len() == 30, "{}", ok.queue);
+    assert!(
+        ok.queue.starts_with("amq.gen-") && ok.queue.len() == 30,
+        "{}",
+        ok.queue
+    );
 }
 
 #[test]
@@ -292,16 +356,37 @@ fn competing_consumers_get_messages_round_robin() {
 fn prefetch_limits_unacked_deliveries_per_consumer() {
     let mut w = World::new();
     w.declare(C1, "work");
-    w.method(C1, 1, Method::BasicQos(BasicQos { prefetch_count: 2, ..Default::default() }));
+    w.method(
+        C1,
+        1,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 2,
+            ..Default::default()
+        }),
+    );
     w.consume(C1, "work", "a", false);
     let mut e = Vec::new();
     for body in ["1", "2", "3", "4", "5"] {
         e.extend(w.publish(C2, "", "work", body));
     }
     assert_eq!(bodies(&e), vec!["1", "2"]);
-    let e = w.method(C1, 1, Method::BasicAck(BasicAck { delivery_tag: 1, multiple: false }));
+    let e = w.method(
+        C1,
+        1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
     assert_eq!(e, vec![deliver(C1, "a", 3, false, "work", "3")]);
-    let e = w.method(C1, 1, Method::BasicAck(BasicAck { delivery_tag: 3, multiple: true }));
+    let e = w.method(
+        C1,
+        1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 3,
+            multiple: true,
+        }),
+    );
     assert_eq!(bodies(&e), vec!["4", "5"]);
 }
 
@@ -310,7 +395,15 @@ fn global_qos_is_shared_by_the_channels_consumers() {
     let mut w = World::new();
     w.declare(C1, "q1");
     w.declare(C1, "q2");
-    w.method(C1, 1, Method::BasicQos(BasicQos { prefetch_count: 3, global: true, ..Default::default() }));
+    w.method(
+        C1,
+        1,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 3,
+            global: true,
+            ..Default::default()
+        }),
+    );
     w.consume(C1, "q1", "a", false);
     w.consume(C1, "q2", "b", false);
     let mut e = Vec::new();
@@ -324,8 +417,18 @@ fn global_qos_is_shared_by_the_channels_consumers() {
 #[test]
 fn unknown_delivery_tag_is_a_precondition_failure() {
     let mut w = World::new();
-    let e = w.method(C1, 1, Method::BasicAck(BasicAck { delivery_tag: 7, multiple: false }));
-    assert_eq!(close_channel(&e), Some((406, "PRECONDITION_FAILED - unknown delivery tag 7".into())));
+    let e = w.method(
+        C1,
+        1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 7,
+            multiple: false,
+        }),
+    );
+    assert_eq!(
+        close_channel(&e),
+        Some((406, "PRECONDITION_FAILED - unknown delivery tag 7".into()))
+    );
 }
 
 #[test]
@@ -335,15 +438,37 @@ fn requeued_messages_keep_their_place_and_are_marked_redelivered() {
     for body in ["1", "2", "3"] {
         w.publish(C1, "", "q", body);
     }
-    let get = |w: &mut World| w.method(C1, 1, Method::BasicGet(BasicGet { queue: "q".into(), no_ack: false, ..Default::default() }));
+    let get = |w: &mut World| {
+        w.method(
+            C1,
+            1,
+            Method::BasicGet(BasicGet {
+                queue: "q".into(),
+                no_ack: false,
+                ..Default::default()
+            }),
+        )
+    };
     get(&mut w);
     get(&mut w);
-    w.method(C1, 1, Method::BasicNack(BasicNack { delivery_tag: 2, multiple: true, requeue: true }));
+    w.method(
+        C1,
+        1,
+        Method::BasicNack(BasicNack {
+            delivery_tag: 2,
+            multiple: true,
+            requeue: true,
+        }),
+    );
     let e = w.consume(C1, "q", "c", true);
     let redelivered: Vec<_> = e
         .iter()
         .filter_map(|e| match e {
-            Effect::SendContent { method: Method::BasicDeliver(d), body, .. } => Some((d.redelivered, body.clone())),
+            Effect::SendContent {
+                method: Method::BasicDeliver(d),
+                body,
+                ..
+            } => Some((d.redelivered, body.clone())),
             _ => None,
         })
         .collect();
@@ -361,7 +486,14 @@ fn requeued_messages_keep_their_place_and_are_marked_redelivered() {
 fn closing_a_channel_requeues_its_unacked_messages_to_other_consumers() {
     let mut w = World::new();
     w.declare(C1, "q");
-    w.method(C1, 1, Method::BasicQos(BasicQos { prefetch_count: 1, ..Default::default() }));
+    w.method(
+        C1,
+        1,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        }),
+    );
     w.consume(C1, "q", "a", false);
     w.publish(C2, "", "q", "m");
     w.consume(C2, "q", "b", false);
@@ -378,13 +510,30 @@ fn closing_a_channel_requeues_its_unacked_messages_to_other_consumers() {
 #[test]
 fn publisher_confirms_and_mandatory_returns() {
     let mut w = World::new();
-    w.method(C1, 1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+    w.method(
+        C1,
+        1,
+        Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+    );
     w.declare(C1, "q");
     assert_eq!(
         w.publish(C1, "", "q", "x"),
-        vec![send(C1, Method::BasicAck(BasicAck { delivery_tag: 1, multiple: false }))]
+        vec![send(
+            C1,
+            Method::BasicAck(BasicAck {
+                delivery_tag: 1,
+                multiple: false
+            })
+        )]
     );
-    let e = w.publish_with(C1, "amq.direct", "nowhere", "y", true, BasicProperties::default());
+    let e = w.publish_with(
+        C1,
+        "amq.direct",
+        "nowhere",
+        "y",
+        true,
+        BasicProperties::default(),
+    );
     assert_eq!(
         e,
         vec![
@@ -400,11 +549,23 @@ fn publisher_confirms_and_mandatory_returns() {
                 properties: BasicProperties::default(),
                 body: Bytes::from_static(b"y"),
             },
-            send(C1, Method::BasicAck(BasicAck { delivery_tag: 2, multiple: false })),
+            send(
+                C1,
+                Method::BasicAck(BasicAck {
+                    delivery_tag: 2,
+                    multiple: false
+                })
+            ),
         ]
     );
     let e = w.method(C1, 1, Method::TxSelect(TxSelect {}));
-    assert_eq!(close_channel(&e), Some((406, "PRECONDITION_FAILED - cannot switch from confirm to tx mode".into())));
+    assert_eq!(
+        close_channel(&e),
+        Some((
+            406,
+            "PRECONDITION_FAILED - cannot switch from confirm to tx mode".into()
+        ))
+    );
 }
 
 #[test]
@@ -414,40 +575,104 @@ fn transactions_defer_publishes_until_commit() {
     w.consume(C2, "q", "c", true);
     w.method(C1, 1, Method::TxSelect(TxSelect {}));
     assert_eq!(w.publish(C1, "", "q", "dropped"), vec![]);
-    assert_eq!(w.method(C1, 1, Method::TxRollback(TxRollback {})), vec![send(C1, Method::TxRollbackOk(TxRollbackOk {}))]);
+    assert_eq!(
+        w.method(C1, 1, Method::TxRollback(TxRollback {})),
+        vec![send(C1, Method::TxRollbackOk(TxRollbackOk {}))]
+    );
     assert_eq!(w.publish(C1, "", "q", "kept"), vec![]);
     let e = w.method(C1, 1, Method::TxCommit(TxCommit {}));
-    assert_eq!(e, vec![deliver(C2, "c", 1, false, "q", "kept"), send(C1, Method::TxCommitOk(TxCommitOk {}))]);
+    assert_eq!(
+        e,
+        vec![
+            deliver(C2, "c", 1, false, "q", "kept"),
+            send(C1, Method::TxCommitOk(TxCommitOk {}))
+        ]
+    );
 }
 
 #[test]
 fn exclusive_queues_are_locked_to_their_connection_and_die_with_it() {
     let mut w = World::new();
-    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "mine".into(), exclusive: true, ..Default::default() }));
-    let e = w.method(C2, 1, Method::QueueDeclare(QueueDeclare { queue: "mine".into(), passive: true, ..Default::default() }));
+    w.method(
+        C1,
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            exclusive: true,
+            ..Default::default()
+        }),
+    );
+    let e = w.method(
+        C2,
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            passive: true,
+            ..Default::default()
+        }),
+    );
     assert_eq!(close_channel(&e).map(|(c, _)| c), Some(405));
     w.input(Input::ConnectionClosed { conn: C1 });
     w.method(C2, 2, Method::ChannelOpen(ChannelOpen::default()));
-    let e = w.method(C2, 2, Method::QueueDeclare(QueueDeclare { queue: "mine".into(), passive: true, ..Default::default() }));
+    let e = w.method(
+        C2,
+        2,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            passive: true,
+            ..Default::default()
+        }),
+    );
     assert_eq!(close_channel(&e).map(|(c, _)| c), Some(404));
 }
 
 #[test]
 fn auto_delete_queue_goes_with_its_last_consumer_and_deleted_queues_cancel_consumers() {
     let mut w = World::new();
-    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "tmp".into(), auto_delete: true, ..Default::default() }));
+    w.method(
+        C1,
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "tmp".into(),
+            auto_delete: true,
+            ..Default::default()
+        }),
+    );
     w.consume(C1, "tmp", "a", true);
-    w.method(C1, 1, Method::BasicCancel(BasicCancel { consumer_tag: "a".into(), nowait: false }));
+    w.method(
+        C1,
+        1,
+        Method::BasicCancel(BasicCancel {
+            consumer_tag: "a".into(),
+            nowait: false,
+        }),
+    );
     assert!(w.broker.queue_id(&"/".into(), "tmp").is_none());
 
     w.declare(C1, "doomed");
     w.consume(C2, "doomed", "b", true);
-    let e = w.method(C1, 1, Method::QueueDelete(QueueDelete { queue: "doomed".into(), ..Default::default() }));
+    let e = w.method(
+        C1,
+        1,
+        Method::QueueDelete(QueueDelete {
+            queue: "doomed".into(),
+            ..Default::default()
+        }),
+    );
     assert_eq!(
         e,
         vec![
-            send(C2, Method::BasicCancel(BasicCancel { consumer_tag: "b".into(), nowait: true })),
-            send(C1, Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 })),
+            send(
+                C2,
+                Method::BasicCancel(BasicCancel {
+                    consumer_tag: "b".into(),
+                    nowait: true
+                })
+            ),
+            send(
+                C1,
+                Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 })
+            ),
         ]
     );
 }
@@ -457,15 +682,35 @@ fn topic_exchange_routes_by_pattern() {
     let mut w = World::new();
     for (q, pattern) in [("en", "*.en.#"), ("tw", "twitter.#")] {
         w.declare(C1, q);
-        w.method(C1, 1, Method::QueueBind(QueueBind { queue: q.into(), exchange: "amq.topic".into(), routing_key: pattern.into(), ..Default::default() }));
+        w.method(
+            C1,
+            1,
+            Method::QueueBind(QueueBind {
+                queue: q.into(),
+                exchange: "amq.topic".into(),
+                routing_key: pattern.into(),
+                ..Default::default()
+            }),
+        );
     }
     w.publish(C1, "amq.topic", "news.en.uk", "a");
     w.publish(C1, "amq.topic", "twitter", "b");
     w.publish(C1, "amq.topic", "twitter.en", "c");
     let count = |w: &mut World, q: &str| {
-        let e = w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: q.into(), passive: true, ..Default::default() }));
+        let e = w.method(
+            C1,
+            1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: q.into(),
+                passive: true,
+                ..Default::default()
+            }),
+        );
         match &e[..] {
-            [Effect::Send { method: Method::QueueDeclareOk(ok), .. }] => ok.message_count,
+            [Effect::Send {
+                method: Method::QueueDeclareOk(ok),
+                ..
+            }] => ok.message_count,
             other => panic!("{other:?}"),
         }
     };
@@ -479,7 +724,10 @@ fn direct_reply_to_round_trip() {
     w.declare(C2, "rpc");
     w.consume(C2, "rpc", "server", true);
     w.consume(C1, "amq.rabbitmq.reply-to", "client", true);
-    let props = BasicProperties { reply_to: Some("amq.rabbitmq.reply-to".into()), ..Default::default() };
+    let props = BasicProperties {
+        reply_to: Some("amq.rabbitmq.reply-to".into()),
+        ..Default::default()
+    };
     let e = w.publish_with(C1, "", "rpc", "ping", false, props);
     let reply_to = match &e[..] {
         [Effect::SendContent { properties, .. }] => properties.reply_to.clone().expect("rewritten"),
@@ -487,8 +735,10 @@ fn direct_reply_to_round_trip() {
     };
     assert!(reply_to.starts_with("amq.rabbitmq.reply-to.") && reply_to.len() > 23);
     let e = w.publish(C2, "", &reply_to, "pong");
-    assert!(matches!(&e[..], [Effect::SendContent { conn: C1, method: Method::BasicDeliver(d), body, .. }]
-        if d.consumer_tag.as_str() == "client" && body.as_ref() == b"pong"));
+    assert!(
+        matches!(&e[..], [Effect::SendContent { conn: C1, method: Method::BasicDeliver(d), body, .. }]
+        if d.consumer_tag.as_str() == "client" && body.as_ref() == b"pong")
+    );
 }
 
 #[test]
@@ -497,17 +747,65 @@ fn rejected_messages_are_dead_lettered_with_x_death() {
     w.declare(C1, "failures");
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange", FieldValue::LongStr("".into()));
-    args.insert("x-dead-letter-routing-key", FieldValue::LongStr("failures".into()));
-    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "stage1".into(), arguments: args, ..Default::default() }));
+    args.insert(
+        "x-dead-letter-routing-key",
+        FieldValue::LongStr("failures".into()),
+    );
+    w.method(
+        C1,
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "stage1".into(),
+            arguments: args,
+            ..Default::default()
+        }),
+    );
     w.publish(C1, "", "stage1", "bad");
-    w.method(C1, 1, Method::BasicGet(BasicGet { queue: "stage1".into(), ..Default::default() }));
-    w.method(C1, 1, Method::BasicReject(BasicReject { delivery_tag: 1, requeue: false }));
-    let e = w.method(C1, 1, Method::BasicGet(BasicGet { queue: "failures".into(), no_ack: true, ..Default::default() }));
-    let [Effect::SendContent { properties, body, .. }] = &e[..] else { panic!("{e:?}") };
+    w.method(
+        C1,
+        1,
+        Method::BasicGet(BasicGet {
+            queue: "stage1".into(),
+            ..Default::default()
+        }),
+    );
+    w.method(
+        C1,
+        1,
+        Method::BasicReject(BasicReject {
+            delivery_tag: 1,
+            requeue: false,
+        }),
+    );
+    let e = w.method(
+        C1,
+        1,
+        Method::BasicGet(BasicGet {
+            queue: "failures".into(),
+            no_ack: true,
+            ..Default::default()
+        }),
+    );
+    let [Effect::SendContent {
+        properties, body, ..
+    }] = &e[..]
+    else {
+        panic!("{e:?}")
+    };
     assert_eq!(body.as_ref(), b"bad");
     let headers = properties.headers.as_ref().expect("x-death");
-    assert_eq!(headers.get("x-first-death-reason").and_then(FieldValue::as_str), Some("rejected"));
-    assert_eq!(headers.get("x-first-death-queue").and_then(FieldValue::as_str), Some("stage1"));
+    assert_eq!(
+        headers
+            .get("x-first-death-reason")
+            .and_then(FieldValue::as_str),
+        Some("rejected")
+    );
+    assert_eq!(
+        headers
+            .get("x-first-death-queue")
+            .and_then(FieldValue::as_str),
+        Some("stage1")
+    );
 }
 
 #[test]
@@ -515,12 +813,34 @@ fn message_ttl_expires_messages_on_tick() {
     let mut w = World::new();
     let mut args = FieldTable::default();
     args.insert("x-message-ttl", FieldValue::I32(100));
-    w.method(C1, 1, Method::QueueDeclare(QueueDeclare { queue: "ttl".into(), arguments: args, ..Default::default() }));
+    w.method(
+        C1,
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "ttl".into(),
+            arguments: args,
+            ..Default::default()
+        }),
+    );
     w.publish(C1, "", "ttl", "old");
     w.now += 100;
     w.input(Input::Tick);
-    let e = w.method(C1, 1, Method::BasicGet(BasicGet { queue: "ttl".into(), no_ack: true, ..Default::default() }));
-    assert!(matches!(&e[..], [Effect::Send { method: Method::BasicGetEmpty(_), .. }]));
+    let e = w.method(
+        C1,
+        1,
+        Method::BasicGet(BasicGet {
+            queue: "ttl".into(),
+            no_ack: true,
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(
+        &e[..],
+        [Effect::Send {
+            method: Method::BasicGetEmpty(_),
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -528,19 +848,31 @@ fn delivery_credit_bounds_what_is_in_flight_to_a_connection() {
     let mut w = World::new();
     w.declare(C1, "big");
     w.consume(C1, "big", "a", true);
-    w.input(Input::Writable { conn: C1, writable: false });
+    w.input(Input::Writable {
+        conn: C1,
+        writable: false,
+    });
     static BODY: [u8; 64 * 1024] = [7; 64 * 1024];
     for _ in 0..40 {
         w.input(Input::Publish {
             conn: C2,
             channel: 1,
-            publish: BasicPublish { routing_key: "big".into(), ..Default::default() },
+            publish: BasicPublish {
+                routing_key: "big".into(),
+                ..Default::default()
+            },
             properties: BasicProperties::default(),
             body: Bytes::from_static(&BODY),
         });
     }
-    let e = w.input(Input::Writable { conn: C1, writable: true });
-    let delivered = e.iter().filter(|e| matches!(e, Effect::SendContent { .. })).count();
+    let e = w.input(Input::Writable {
+        conn: C1,
+        writable: true,
+    });
+    let delivered = e
+        .iter()
+        .filter(|e| matches!(e, Effect::SendContent { .. }))
+        .count();
     let per_message = BODY.len() as i64;
     assert_eq!(delivered as i64, DELIVERY_CREDIT_BYTES / per_message);
     assert_eq!(e.last(), Some(&Effect::AwaitWritable { conn: C1 }));
@@ -549,12 +881,29 @@ fn delivery_credit_bounds_what_is_in_flight_to_a_connection() {
 #[test]
 fn reserved_names_and_immediate_are_refused() {
     let mut w = World::new();
-    let e = w.method(C1, 1, Method::ExchangeDeclare(ExchangeDeclare { exchange: "amq.mine".into(), kind: "direct".into(), ..Default::default() }));
-    assert_eq!(close_channel(&e), Some((403, "ACCESS_REFUSED - exchange name 'amq.mine' contains reserved prefix 'amq.*'".into())));
+    let e = w.method(
+        C1,
+        1,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "amq.mine".into(),
+            kind: "direct".into(),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        close_channel(&e),
+        Some((
+            403,
+            "ACCESS_REFUSED - exchange name 'amq.mine' contains reserved prefix 'amq.*'".into()
+        ))
+    );
     let e = w.input(Input::Publish {
         conn: C2,
         channel: 1,
-        publish: BasicPublish { immediate: true, ..Default::default() },
+        publish: BasicPublish {
+            immediate: true,
+            ..Default::default()
+        },
         properties: BasicProperties::default(),
         body: Bytes::new(),
     });
@@ -569,14 +918,66 @@ fn exchange_to_exchange_bindings_and_alternate_exchanges_route() {
     w.declare(C1, "lost");
     let mut args = FieldTable::default();
     args.insert("alternate-exchange", FieldValue::LongStr("ae".into()));
-    w.method(C1, 1, Method::ExchangeDeclare(ExchangeDeclare { exchange: "ae".into(), kind: "fanout".into(), ..Default::default() }));
-    w.method(C1, 1, Method::ExchangeDeclare(ExchangeDeclare { exchange: "src".into(), kind: "direct".into(), arguments: args, ..Default::default() }));
-    w.method(C1, 1, Method::ExchangeBind(ExchangeBind { destination: "amq.fanout".into(), source: "src".into(), routing_key: "k".into(), ..Default::default() }));
-    w.method(C1, 1, Method::QueueBind(QueueBind { queue: "all".into(), exchange: "amq.fanout".into(), ..Default::default() }));
-    w.method(C1, 1, Method::QueueBind(QueueBind { queue: "lost".into(), exchange: "ae".into(), ..Default::default() }));
+    w.method(
+        C1,
+        1,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "ae".into(),
+            kind: "fanout".into(),
+            ..Default::default()
+        }),
+    );
+    w.method(
+        C1,
+        1,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "src".into(),
+            kind: "direct".into(),
+            arguments: args,
+            ..Default::default()
+        }),
+    );
+    w.method(
+        C1,
+        1,
+        Method::ExchangeBind(ExchangeBind {
+            destination: "amq.fanout".into(),
+            source: "src".into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        }),
+    );
+    w.method(
+        C1,
+        1,
+        Method::QueueBind(QueueBind {
+            queue: "all".into(),
+            exchange: "amq.fanout".into(),
+            ..Default::default()
+        }),
+    );
+    w.method(
+        C1,
+        1,
+        Method::QueueBind(QueueBind {
+            queue: "lost".into(),
+            exchange: "ae".into(),
+            ..Default::default()
+        }),
+    );
     w.publish(C1, "src", "k", "via-e2e");
     w.publish(C1, "src", "other", "via-ae");
-    let get = |w: &mut World, q: &str| bodies(&w.method(C1, 1, Method::BasicGet(BasicGet { queue: q.into(), no_ack: true, ..Default::default() })));
+    let get = |w: &mut World, q: &str| {
+        bodies(&w.method(
+            C1,
+            1,
+            Method::BasicGet(BasicGet {
+                queue: q.into(),
+                no_ack: true,
+                ..Default::default()
+            }),
+        ))
+    };
     assert_eq!(get(&mut w, "all"), vec!["via-e2e"]);
     assert_eq!(get(&mut w, "lost"), vec!["via-ae"]);
 }

@@ -10,12 +10,20 @@ use crate::{AmqpError, Effect};
 
 impl Broker {
     pub(super) fn tx_select(&mut self, ctx: Ctx, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
-        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         match ch.mode {
             Mode::Confirm { .. } => {
-                return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"))
+                return Err(AmqpError::precondition_failed(
+                    "cannot switch from confirm to tx mode",
+                ))
             }
-            Mode::Plain => ch.mode = Mode::Tx { pending: Vec::new() },
+            Mode::Plain => {
+                ch.mode = Mode::Tx {
+                    pending: Vec::new(),
+                }
+            }
             Mode::Tx { .. } => {}
         }
         self.reply(ctx, Method::TxSelectOk(TxSelectOk {}), out);
@@ -23,10 +31,16 @@ impl Broker {
     }
 
     pub(super) fn tx_commit(&mut self, ctx: Ctx, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
-        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         let pending = match &mut ch.mode {
             Mode::Tx { pending } => std::mem::take(pending),
-            _ => return Err(AmqpError::precondition_failed("channel is not transactional")),
+            _ => {
+                return Err(AmqpError::precondition_failed(
+                    "channel is not transactional",
+                ))
+            }
         };
         // Run the deferred operations through the ordinary paths, outside tx mode.
         ch.mode = Mode::Plain;
@@ -47,7 +61,9 @@ impl Broker {
             } => self.basic_nack(ctx, delivery_tag, multiple, requeue, out),
         });
         if let Some(ch) = self.channel_mut(ctx) {
-            ch.mode = Mode::Tx { pending: Vec::new() };
+            ch.mode = Mode::Tx {
+                pending: Vec::new(),
+            };
         }
         result?;
         self.reply(ctx, Method::TxCommitOk(TxCommitOk {}), out);
@@ -57,19 +73,36 @@ impl Broker {
     pub(super) fn tx_rollback(&mut self, ctx: Ctx, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
         match self.tx_pending(ctx) {
             Some(pending) => pending.clear(),
-            None => return Err(AmqpError::precondition_failed("channel is not transactional")),
+            None => {
+                return Err(AmqpError::precondition_failed(
+                    "channel is not transactional",
+                ))
+            }
         }
         self.reply(ctx, Method::TxRollbackOk(TxRollbackOk {}), out);
         Ok(())
     }
 
-    pub(super) fn confirm_select(&mut self, ctx: Ctx, nowait: bool, out: &mut Vec<Effect>) -> Result<(), AmqpError> {
-        let ch = self.channel_mut(ctx).ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+    pub(super) fn confirm_select(
+        &mut self,
+        ctx: Ctx,
+        nowait: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         match ch.mode {
             Mode::Tx { .. } => {
-                return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"))
+                return Err(AmqpError::precondition_failed(
+                    "cannot switch from tx to confirm mode",
+                ))
             }
-            Mode::Plain => ch.mode = Mode::Confirm { next_publish_seq: 1 },
+            Mode::Plain => {
+                ch.mode = Mode::Confirm {
+                    next_publish_seq: 1,
+                }
+            }
             Mode::Confirm { .. } => {}
         }
         if !nowait {

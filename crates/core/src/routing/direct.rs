@@ -12,7 +12,9 @@ pub(super) struct DirectIndex<D> {
 
 impl<D> Default for DirectIndex<D> {
     fn default() -> Self {
-        DirectIndex { by_key: HashMap::new() }
+        DirectIndex {
+            by_key: HashMap::new(),
+        }
     }
 }
 

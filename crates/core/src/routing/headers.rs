@@ -37,14 +37,19 @@ fn values_equal(a: &FieldValue, b: &FieldValue) -> bool {
 /// Whether a message with `headers` matches a binding with `arguments`. Binding keys starting
 /// with `x-` take part only in the `-with-x` modes; a void binding value matches any value.
 pub(super) fn matches(arguments: &FieldTable, headers: &FieldTable) -> bool {
-    let mode = arguments.get("x-match").and_then(FieldValue::as_str).unwrap_or("all");
+    let mode = arguments
+        .get("x-match")
+        .and_then(FieldValue::as_str)
+        .unwrap_or("all");
     let (all, with_x) = match mode {
         "any" => (false, false),
         "all-with-x" => (true, true),
         "any-with-x" => (false, true),
         _ => (true, false),
     };
-    let mut keys = arguments.iter().filter(|(k, _)| *k != "x-match" && (with_x || !k.starts_with("x-")));
+    let mut keys = arguments
+        .iter()
+        .filter(|(k, _)| *k != "x-match" && (with_x || !k.starts_with("x-")));
     let hit = |(k, v): (&str, &FieldValue)| match headers.get(k) {
         Some(h) => matches!(v, FieldValue::Void) || values_equal(v, h),
         None => false,
@@ -66,8 +71,16 @@ mod tests {
 
     #[test]
     fn all_and_any() {
-        let all = table(&[("x-match", "all".into()), ("a", "1".into()), ("b", FieldValue::I32(2))]);
-        let any = table(&[("x-match", "any".into()), ("a", "1".into()), ("b", FieldValue::I32(2))]);
+        let all = table(&[
+            ("x-match", "all".into()),
+            ("a", "1".into()),
+            ("b", FieldValue::I32(2)),
+        ]);
+        let any = table(&[
+            ("x-match", "any".into()),
+            ("a", "1".into()),
+            ("b", FieldValue::I32(2)),
+        ]);
         let both = table(&[("a", "1".into()), ("b", FieldValue::I64(2))]);
         let one = table(&[("a", "1".into())]);
         assert!(matches(&all, &both));

@@ -66,7 +66,12 @@ pub struct BindingTable<D> {
 
 impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
     pub fn new(kind: ExchangeKind) -> BindingTable<D> {
-        BindingTable { kind, bindings: Vec::new(), direct: DirectIndex::default(), topic: TopicTrie::default() }
+        BindingTable {
+            kind,
+            bindings: Vec::new(),
+            direct: DirectIndex::default(),
+            topic: TopicTrie::default(),
+        }
     }
 
     pub fn kind(&self) -> ExchangeKind {
@@ -75,7 +80,10 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
 
     /// Adds a binding; returns false (and changes nothing) if the same binding exists.
     pub fn bind(&mut self, destination: D, routing_key: &str, arguments: &FieldTable) -> bool {
-        if self.position(&destination, routing_key, arguments).is_some() {
+        if self
+            .position(&destination, routing_key, arguments)
+            .is_some()
+        {
             return false;
         }
         match self.kind {
@@ -106,8 +114,9 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
     /// Removes every binding to `destination` (the queue or exchange is being deleted); returns
     /// how many there were.
     pub fn remove_destination(&mut self, destination: &D) -> usize {
-        let (gone, kept): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.bindings).into_iter().partition(|b| &b.destination == destination);
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.bindings)
+            .into_iter()
+            .partition(|b| &b.destination == destination);
         self.bindings = kept;
         for b in &gone {
             self.unindex(b);
@@ -123,9 +132,16 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
         }
     }
 
-    fn position(&self, destination: &D, routing_key: &str, arguments: &FieldTable) -> Option<usize> {
+    fn position(
+        &self,
+        destination: &D,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Option<usize> {
         self.bindings.iter().position(|b| {
-            &b.destination == destination && b.routing_key.as_str() == routing_key && &b.arguments == arguments
+            &b.destination == destination
+                && b.routing_key.as_str() == routing_key
+                && &b.arguments == arguments
         })
     }
 
@@ -194,7 +210,11 @@ mod tests {
         assert_eq!(routed(&t, "b"), vec![2]);
         assert_eq!(routed(&t, "c"), Vec::<u32>::new());
         assert!(t.unbind(&1, "a", &FieldTable::default()));
-        assert_eq!(routed(&t, "a"), vec![1], "the binding with arguments remains");
+        assert_eq!(
+            routed(&t, "a"),
+            vec![1],
+            "the binding with arguments remains"
+        );
         assert_eq!(t.remove_destination(&1), 1);
         assert_eq!(routed(&t, "a"), Vec::<u32>::new());
     }

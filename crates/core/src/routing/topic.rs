@@ -15,7 +15,12 @@ struct Node<D> {
 
 impl<D> Default for Node<D> {
     fn default() -> Self {
-        Node { words: HashMap::new(), star: None, hash: None, here: Vec::new() }
+        Node {
+            words: HashMap::new(),
+            star: None,
+            hash: None,
+            here: Vec::new(),
+        }
     }
 }
 
@@ -32,7 +37,9 @@ pub(super) struct TopicTrie<D> {
 
 impl<D> Default for TopicTrie<D> {
     fn default() -> Self {
-        TopicTrie { root: Node::default() }
+        TopicTrie {
+            root: Node::default(),
+        }
     }
 }
 

@@ -40,12 +40,18 @@ struct Client {
 
 impl Client {
     fn new(config: ServerConfig) -> Client {
-        Client { session: Session::new(CONN, &config, true, 0), now: 0, inputs: Vec::new(), inbuf: BytesMut::new() }
+        Client {
+            session: Session::new(CONN, &config, true, 0),
+            now: 0,
+            inputs: Vec::new(),
+            inbuf: BytesMut::new(),
+        }
     }
 
     fn send_raw(&mut self, bytes: &[u8]) {
         self.inbuf.extend_from_slice(bytes);
-        self.session.receive(&mut self.inbuf, self.now, &mut self.inputs);
+        self.session
+            .receive(&mut self.inbuf, self.now, &mut self.inputs);
     }
 
     fn send(&mut self, channel: u16, m: Method) {
@@ -72,7 +78,13 @@ impl Client {
     fn open(config: ServerConfig, hb: u16) -> Client {
         let mut c = Client::new(config);
         c.send_raw(PROTOCOL_HEADER);
-        assert!(matches!(&c.server_frames()[..], [Frame::Method { channel: 0, method: Method::ConnectionStart(_) }]));
+        assert!(matches!(
+            &c.server_frames()[..],
+            [Frame::Method {
+                channel: 0,
+                method: Method::ConnectionStart(_)
+            }]
+        ));
         c.send(
             0,
             Method::ConnectionStartOk(ConnectionStartOk {
@@ -83,20 +95,52 @@ impl Client {
             }),
         );
         let login = c.take_inputs();
-        assert!(matches!(&login[..], [Input::Login { username, password, .. }] if username == "guest" && password == "guest"));
-        c.apply(Effect::Authenticated { conn: CONN, user: "guest".into() });
+        assert!(
+            matches!(&login[..], [Input::Login { username, password, .. }] if username == "guest" && password == "guest")
+        );
+        c.apply(Effect::Authenticated {
+            conn: CONN,
+            user: "guest".into(),
+        });
         let tune = c.server_frames();
         assert_eq!(
             tune,
             vec![Frame::Method {
                 channel: 0,
-                method: Method::ConnectionTune(ConnectionTune { channel_max: 2047, frame_max: 131072, heartbeat: 60 })
+                method: Method::ConnectionTune(ConnectionTune {
+                    channel_max: 2047,
+                    frame_max: 131072,
+                    heartbeat: 60
+                })
             }]
         );
-        c.send(0, Method::ConnectionTuneOk(ConnectionTuneOk { channel_max: 2047, frame_max: 131072, heartbeat: hb }));
-        c.send(0, Method::ConnectionOpen(ConnectionOpen { virtual_host: "/".into(), ..Default::default() }));
-        assert_eq!(c.take_inputs(), vec![Input::OpenVhost { conn: CONN, vhost: "/".into() }]);
-        c.apply(Effect::Send { conn: CONN, channel: 0, method: Method::ConnectionOpenOk(Default::default()) });
+        c.send(
+            0,
+            Method::ConnectionTuneOk(ConnectionTuneOk {
+                channel_max: 2047,
+                frame_max: 131072,
+                heartbeat: hb,
+            }),
+        );
+        c.send(
+            0,
+            Method::ConnectionOpen(ConnectionOpen {
+                virtual_host: "/".into(),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            c.take_inputs(),
+            vec![Input::OpenVhost {
+                conn: CONN,
+                vhost: "/".into()
+            }]
+        );
+        c.apply(Effect::Send {
+            conn: CONN,
+            channel: 0,
+            method: Method::ConnectionOpenOk(Default::default()),
+        });
         assert!(c.session.is_open());
         c.server_frames();
         c
@@ -105,7 +149,10 @@ impl Client {
     fn expect_connection_close(&mut self, code: u16) -> String {
         let f = self.server_frames();
         match &f[..] {
-            [.., Frame::Method { channel: 0, method: Method::ConnectionClose(m) }] if m.reply_code == code => m.reply_text.to_string(),
+            [.., Frame::Method {
+                channel: 0,
+                method: Method::ConnectionClose(m),
+            }] if m.reply_code == code => m.reply_text.to_string(),
             other => panic!("expected connection.close {code}, got {other:?}"),
         }
     }
@@ -133,7 +180,10 @@ fn amqplain_login_is_decoded() {
     table.insert("PASSWORD", FieldValue::from("s3cret"));
     let mut body = BytesMut::new();
     // An AMQPLAIN response is a table without its length prefix.
-    let m = Method::ExchangeDeclare(ExchangeDeclare { arguments: table, ..Default::default() });
+    let m = Method::ExchangeDeclare(ExchangeDeclare {
+        arguments: table,
+        ..Default::default()
+    });
     m.encode(&mut body);
     // class, method, ticket, exchange, type, bits: 9 bytes; then the table's 4-byte length.
     let response = Bytes::copy_from_slice(&body[13..]);
@@ -146,8 +196,10 @@ fn amqplain_login_is_decoded() {
             locale: "en_US".into(),
         }),
     );
-    assert!(matches!(&c.take_inputs()[..], [Input::Login { username, password, mechanism, .. }]
-        if username == "bob" && password == "s3cret" && mechanism == "AMQPLAIN"));
+    assert!(
+        matches!(&c.take_inputs()[..], [Input::Login { username, password, mechanism, .. }]
+        if username == "bob" && password == "s3cret" && mechanism == "AMQPLAIN")
+    );
 }
 
 #[test]
@@ -162,12 +214,28 @@ fn tune_ok_above_server_frame_max_is_refused() {
             ..Default::default()
         }),
     );
-    c.apply(Effect::Authenticated { conn: CONN, user: "guest".into() });
+    c.apply(Effect::Authenticated {
+        conn: CONN,
+        user: "guest".into(),
+    });
     c.server_frames();
-    c.send(0, Method::ConnectionTuneOk(ConnectionTuneOk { channel_max: 0, frame_max: 1 << 24, heartbeat: 0 }));
+    c.send(
+        0,
+        Method::ConnectionTuneOk(ConnectionTuneOk {
+            channel_max: 0,
+            frame_max: 1 << 24,
+            heartbeat: 0,
+        }),
+    );
     let text = c.expect_connection_close(530);
-    assert!(text.starts_with("NOT_ALLOWED - frame_max=16777216"), "{text}");
-    assert!(matches!(&c.take_inputs()[..], [_, Input::ConnectionClosed { conn: CONN }]));
+    assert!(
+        text.starts_with("NOT_ALLOWED - frame_max=16777216"),
+        "{text}"
+    );
+    assert!(matches!(
+        &c.take_inputs()[..],
+        [_, Input::ConnectionClosed { conn: CONN }]
+    ));
 }
 
 #[test]
@@ -175,16 +243,31 @@ fn publish_content_is_assembled_across_frames() {
     let mut c = Client::open(ServerConfig::default(), 0);
     c.send(1, Method::ChannelOpen(Default::default()));
     c.take_inputs();
-    let publish = Method::BasicPublish(BasicPublish { exchange: "".into(), routing_key: "q".into(), ..Default::default() });
+    let publish = Method::BasicPublish(BasicPublish {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        ..Default::default()
+    });
     let mut out = OutBuf::new();
-    out.push_delivery(1, &publish, &BasicProperties::default(), Bytes::from(vec![5u8; 10_000]), 4096);
+    out.push_delivery(
+        1,
+        &publish,
+        &BasicProperties::default(),
+        Bytes::from(vec![5u8; 10_000]),
+        4096,
+    );
     let bytes = drain(&mut out);
     // Byte by byte: the session must never mistake a partial frame for an error.
     for b in bytes.iter() {
         c.send_raw(&[*b]);
     }
     match &c.take_inputs()[..] {
-        [Input::Publish { channel: 1, body, publish, .. }] => {
+        [Input::Publish {
+            channel: 1,
+            body,
+            publish,
+            ..
+        }] => {
             assert_eq!(body.len(), 10_000);
             assert_eq!(publish.routing_key, "q");
         }
@@ -196,15 +279,30 @@ fn publish_content_is_assembled_across_frames() {
 fn body_longer_than_declared_closes_the_connection() {
     let mut c = Client::open(ServerConfig::default(), 0);
     c.send(1, Method::ChannelOpen(Default::default()));
-    c.send(1, Method::BasicPublish(BasicPublish { routing_key: "q".into(), ..Default::default() }));
+    c.send(
+        1,
+        Method::BasicPublish(BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        }),
+    );
     let mut raw = BytesMut::new();
     encode_frame(&mut raw, 2, 1, |w| {
-        ContentHeader { class_id: 60, weight: 0, body_size: 2, properties: Default::default() }.encode(w)
+        ContentHeader {
+            class_id: 60,
+            weight: 0,
+            body_size: 2,
+            properties: Default::default(),
+        }
+        .encode(w)
     });
     encode_frame(&mut raw, 3, 1, |w| w.extend_from_slice(b"abc"));
     c.send_raw(&raw);
     c.expect_connection_close(501);
-    assert!(matches!(c.take_inputs().last(), Some(Input::ConnectionClosed { conn: CONN })));
+    assert!(matches!(
+        c.take_inputs().last(),
+        Some(Input::ConnectionClosed { conn: CONN })
+    ));
 }
 
 #[test]
@@ -232,17 +330,38 @@ fn frames_on_unopened_channels_and_bad_frames_close_the_connection() {
 
 #[test]
 fn a_message_above_max_size_closes_only_its_channel() {
-    let config = ServerConfig { max_message_size: 10, ..Default::default() };
+    let config = ServerConfig {
+        max_message_size: 10,
+        ..Default::default()
+    };
     let mut c = Client::open(config, 0);
     c.send(1, Method::ChannelOpen(Default::default()));
     c.take_inputs();
-    let publish = Method::BasicPublish(BasicPublish { routing_key: "q".into(), ..Default::default() });
+    let publish = Method::BasicPublish(BasicPublish {
+        routing_key: "q".into(),
+        ..Default::default()
+    });
     let mut out = OutBuf::new();
-    out.push_delivery(1, &publish, &BasicProperties::default(), Bytes::from(vec![1u8; 11]), 4096);
+    out.push_delivery(
+        1,
+        &publish,
+        &BasicProperties::default(),
+        Bytes::from(vec![1u8; 11]),
+        4096,
+    );
     let raw = drain(&mut out);
     c.send_raw(&raw);
-    let error = AmqpError::precondition_failed("message size 11 is larger than configured max size 10").caused_by(60, 40);
-    assert_eq!(c.take_inputs(), vec![Input::ChannelError { conn: CONN, channel: 1, error }]);
+    let error =
+        AmqpError::precondition_failed("message size 11 is larger than configured max size 10")
+            .caused_by(60, 40);
+    assert_eq!(
+        c.take_inputs(),
+        vec![Input::ChannelError {
+            conn: CONN,
+            channel: 1,
+            error
+        }]
+    );
     assert!(!c.session.is_finished());
 }
 
@@ -260,7 +379,10 @@ fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
     c.now = 7_000;
     c.session.tick(c.now, &mut c.inputs);
     assert!(c.session.is_finished(), "4 s (2 heartbeats) of silence");
-    assert_eq!(c.take_inputs(), vec![Input::ConnectionClosed { conn: CONN }]);
+    assert_eq!(
+        c.take_inputs(),
+        vec![Input::ConnectionClosed { conn: CONN }]
+    );
 }
 
 #[test]
@@ -280,22 +402,51 @@ fn server_channel_close_discards_until_close_ok() {
     let mut c = Client::open(ServerConfig::default(), 0);
     c.send(1, Method::ChannelOpen(Default::default()));
     c.take_inputs();
-    c.apply(Effect::CloseChannel { conn: CONN, channel: 1, error: AmqpError::not_found("no queue 'x' in vhost '/'") });
-    assert!(matches!(&c.server_frames()[..], [Frame::Method { channel: 1, method: Method::ChannelClose(m) }] if m.reply_code == 404));
+    c.apply(Effect::CloseChannel {
+        conn: CONN,
+        channel: 1,
+        error: AmqpError::not_found("no queue 'x' in vhost '/'"),
+    });
+    assert!(
+        matches!(&c.server_frames()[..], [Frame::Method { channel: 1, method: Method::ChannelClose(m) }] if m.reply_code == 404)
+    );
     c.send(1, Method::QueueDeclare(Default::default()));
     assert_eq!(c.take_inputs(), vec![]);
     c.send(1, Method::ChannelCloseOk(Default::default()));
     c.send(1, Method::ChannelOpen(Default::default()));
-    assert!(matches!(&c.take_inputs()[..], [Input::Method { channel: 1, method: Method::ChannelOpen(_), .. }]));
+    assert!(matches!(
+        &c.take_inputs()[..],
+        [Input::Method {
+            channel: 1,
+            method: Method::ChannelOpen(_),
+            ..
+        }]
+    ));
 }
 
 #[test]
 fn client_close_is_answered_and_reported_to_the_core() {
     let mut c = Client::open(ServerConfig::default(), 0);
-    c.send(0, Method::ConnectionClose(ConnectionClose { reply_code: 200, reply_text: "bye".into(), ..Default::default() }));
-    assert_eq!(c.server_frames(), vec![Frame::Method { channel: 0, method: Method::ConnectionCloseOk(ConnectionCloseOk {}) }]);
+    c.send(
+        0,
+        Method::ConnectionClose(ConnectionClose {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        c.server_frames(),
+        vec![Frame::Method {
+            channel: 0,
+            method: Method::ConnectionCloseOk(ConnectionCloseOk {})
+        }]
+    );
     assert!(c.session.is_finished());
-    assert_eq!(c.take_inputs(), vec![Input::ConnectionClosed { conn: CONN }]);
+    assert_eq!(
+        c.take_inputs(),
+        vec![Input::ConnectionClosed { conn: CONN }]
+    );
 }
 
 fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
@@ -303,28 +454,34 @@ fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
         // Arbitrary bytes.
         proptest::collection::vec(any::<u8>(), 0..64),
         // Well-formed frames of any type with arbitrary payloads on low channels.
-        (prop_oneof![Just(1u8), Just(2), Just(3), Just(8)], 0u16..4, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
-            |(t, ch, payload)| {
+        (
+            prop_oneof![Just(1u8), Just(2), Just(3), Just(8)],
+            0u16..4,
+            proptest::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(t, ch, payload)| {
                 let mut b = BytesMut::new();
                 encode_frame(&mut b, t, ch, |w| w.extend_from_slice(&payload));
                 b.to_vec()
-            }
-        ),
+            }),
         // Plausible methods.
-        (0u16..4, prop_oneof![
-            Just(Method::ChannelOpen(Default::default())),
-            Just(Method::ChannelClose(Default::default())),
-            Just(Method::ChannelCloseOk(Default::default())),
-            Just(Method::BasicPublish(Default::default())),
-            Just(Method::QueueDeclare(Default::default())),
-            Just(Method::ConnectionClose(Default::default())),
-            Just(Method::ConnectionOpen(Default::default())),
-        ])
-        .prop_map(|(ch, m)| {
-            let mut out = OutBuf::new();
-            out.push_method(ch, &m);
-            drain(&mut out).to_vec()
-        }),
+        (
+            0u16..4,
+            prop_oneof![
+                Just(Method::ChannelOpen(Default::default())),
+                Just(Method::ChannelClose(Default::default())),
+                Just(Method::ChannelCloseOk(Default::default())),
+                Just(Method::BasicPublish(Default::default())),
+                Just(Method::QueueDeclare(Default::default())),
+                Just(Method::ConnectionClose(Default::default())),
+                Just(Method::ConnectionOpen(Default::default())),
+            ]
+        )
+            .prop_map(|(ch, m)| {
+                let mut out = OutBuf::new();
+                out.push_method(ch, &m);
+                drain(&mut out).to_vec()
+            }),
     ]
 }
 
