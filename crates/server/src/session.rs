@@ -185,12 +185,14 @@ impl Session {
         self.last_received = now;
         if self.phase == Phase::AwaitHeader {
             if buf.len() < PROTOCOL_HEADER.len() {
-                if !PROTOCOL_HEADER.starts_with(&buf[..]) {
+                if !b"AMQP".starts_with(&buf[..buf.len().min(4)]) {
                     self.refuse_protocol(buf);
                 }
                 return;
             }
-            if &buf[..PROTOCOL_HEADER.len()] != PROTOCOL_HEADER {
+            // RabbitMQ also takes the AMQP 0-9 header (`AMQP 1 1 0 9`) for 0-9-1.
+            let header = &buf[..PROTOCOL_HEADER.len()];
+            if header != PROTOCOL_HEADER && header != b"AMQP\x01\x01\x00\x09" {
                 self.refuse_protocol(buf);
                 return;
             }
@@ -208,6 +210,10 @@ impl Session {
                     let code = e.reply_code();
                     let (class_id, method_id) = match e {
                         warren_wire::WireError::UnknownMethod {
+                            class_id,
+                            method_id,
+                        }
+                        | warren_wire::WireError::BadArguments {
                             class_id,
                             method_id,
                         } => (class_id, method_id),
@@ -412,6 +418,13 @@ impl Session {
             );
             return self.connection_error(e, now, inputs);
         }
+        if let Frame::Heartbeat { .. } = frame {
+            let e = AmqpError::new(
+                UNEXPECTED_FRAME,
+                format!("heartbeat frame on channel {channel}"),
+            );
+            return self.connection_error(e, now, inputs);
+        }
         let conn = self.conn;
         match self.channels.get_mut(&channel) {
             None => match frame {
@@ -427,7 +440,6 @@ impl Session {
                         method: Method::ChannelOpen(m),
                     });
                 }
-                Frame::Heartbeat { .. } => {}
                 Frame::Method { method, .. } => {
                     let e = AmqpError::new(CHANNEL_ERROR, "expected 'channel.open'")
                         .caused_by(method.class_id(), method.method_id());
@@ -489,9 +501,11 @@ impl Session {
                             method,
                         }),
                     },
-                    (Content::Idle, Frame::Heartbeat { .. }) => {}
                     (Content::Idle, _) => {
-                        let e = AmqpError::new(UNEXPECTED_FRAME, format!("expected method frame, got non method frame instead on channel {channel}"));
+                        let e = AmqpError::new(
+                            UNEXPECTED_FRAME,
+                            "expected method frame, got non method frame instead",
+                        );
                         self.connection_error(e, now, inputs);
                     }
                     (Content::AwaitHeader(publish), Frame::Header { header, .. }) => {
@@ -633,16 +647,17 @@ impl Session {
                 method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_),
                 ..
             } => {}
+            // RabbitMQ's codes and wording for frames that do not belong on channel 0.
             Frame::Method { method, .. } => {
                 let e = AmqpError::new(
-                    COMMAND_INVALID,
-                    format!("{} is not allowed on channel 0", method.name()),
+                    CHANNEL_ERROR,
+                    "unexpected method in connection state running",
                 )
                 .caused_by(method.class_id(), method.method_id());
                 self.connection_error(e, now, inputs);
             }
             _ => {
-                let e = AmqpError::new(CHANNEL_ERROR, "content frame on channel 0");
+                let e = AmqpError::new(UNEXPECTED_FRAME, "content frame on channel 0");
                 self.connection_error(e, now, inputs);
             }
         }

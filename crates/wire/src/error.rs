@@ -17,6 +17,9 @@ pub enum WireError {
     /// A class/method pair the protocol does not define.
     #[error("unknown method {class_id}/{method_id}")]
     UnknownMethod { class_id: u16, method_id: u16 },
+    /// A method frame whose arguments cannot be decoded (too short, trailing bytes, bad table).
+    #[error("cannot decode the arguments of {}", crate::method_name(*class_id, *method_id).unwrap_or("a method"))]
+    BadArguments { class_id: u16, method_id: u16 },
     /// A payload that ends early, has bytes left over, a bad field type, bad UTF-8, or nests
     /// tables deeper than [`crate::MAX_NESTING`].
     #[error("malformed {what}")]
@@ -29,7 +32,8 @@ impl WireError {
         match self {
             WireError::FrameTooLarge { .. }
             | WireError::BadFrameEnd { .. }
-            | WireError::UnknownFrameType { .. } => constants::FRAME_ERROR,
+            | WireError::UnknownFrameType { .. }
+            | WireError::BadArguments { .. } => constants::FRAME_ERROR,
             WireError::UnknownMethod { .. } => constants::COMMAND_INVALID,
             WireError::Syntax { .. } => constants::SYNTAX_ERROR,
         }

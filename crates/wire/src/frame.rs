@@ -254,10 +254,13 @@ mod tests {
         });
         let mut w = BytesMut::new();
         m.encode(&mut w);
-        assert!(matches!(
+        assert_eq!(
             Method::decode(w.freeze()),
-            Err(WireError::Syntax { .. })
-        ));
+            Err(WireError::BadArguments {
+                class_id: 40,
+                method_id: 10
+            })
+        );
     }
 
     proptest! {

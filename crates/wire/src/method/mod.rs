@@ -19,11 +19,16 @@ impl Method {
         let mut r = Reader::new(payload);
         let class_id = r.u16()?;
         let method_id = r.u16()?;
-        let m = Method::decode_args(class_id, method_id, &mut r)?;
+        let bad = WireError::BadArguments {
+            class_id,
+            method_id,
+        };
+        let m = Method::decode_args(class_id, method_id, &mut r).map_err(|e| match e {
+            WireError::UnknownMethod { .. } => e,
+            _ => bad.clone(),
+        })?;
         if r.remaining() != 0 {
-            return Err(WireError::Syntax {
-                what: "method arguments (trailing bytes)",
-            });
+            return Err(bad);
         }
         Ok(m)
     }
