@@ -389,7 +389,7 @@ impl Broker {
                 }
                 if if_empty && !q.is_empty() {
                     return Err(AmqpError::precondition_failed(format!(
-                        "queue '{name}' in vhost '{vhost}' is not empty"
+                        "queue '{name}' in vhost '{vhost}' not empty"
                     )));
                 }
                 message_count = q.ready_count();
