@@ -49,14 +49,25 @@ impl Broker {
         Broker::start_with(&[]).expect("warren starts")
     }
 
-    /// Starts a node with extra command-line flags.
+    /// Starts a node with extra command-line flags (or uses `WARREN_TEST_URI`).
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Broker> {
         if let Ok(uri) = std::env::var("WARREN_TEST_URI") {
             let rest = uri.split('@').nth(1).unwrap_or("127.0.0.1:5672");
             let hostport = rest.split('/').next().unwrap_or(rest);
             let addr = hostport.parse().context("WARREN_TEST_URI host:port")?;
-            return Ok(Broker { child: None, data_dir: None, addr, uri });
+            return Ok(Broker {
+                child: None,
+                data_dir: None,
+                addr,
+                uri,
+            });
         }
+        Broker::start_own(extra)
+    }
+
+    /// Always starts a `warren` process, even when `WARREN_TEST_URI` is set: for tests of the
+    /// process itself (flags, shutdown, timeouts).
+    pub fn start_own(extra: &[&str]) -> anyhow::Result<Broker> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
@@ -112,6 +123,11 @@ impl Broker {
             .as_ref()
             .and_then(|d| std::fs::read_to_string(d.join("warren.log")).ok())
             .unwrap_or_default()
+    }
+
+    /// The process id of a node this kit started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Whether the broker process is still running (true for an external broker).
@@ -189,8 +205,16 @@ pub struct RawConn {
 /// A frame the server sent, as far as the raw tests care.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RawFrame {
-    Method { channel: u16, class: u16, method: u16, args: Vec<u8> },
-    Other { kind: u8, channel: u16 },
+    Method {
+        channel: u16,
+        class: u16,
+        method: u16,
+        args: Vec<u8>,
+    },
+    Other {
+        kind: u8,
+        channel: u16,
+    },
 }
 
 /// A close method the server sent: (channel, reply code, reply text, class, method).
@@ -228,21 +252,40 @@ impl RawConn {
     /// Connects and sends nothing.
     pub fn connect(addr: SocketAddr) -> RawConn {
         let stream = TcpStream::connect(addr).expect("tcp connect");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        RawConn { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Connects and completes the handshake as guest on "/" (heartbeats off), then opens channel 1.
     pub fn open(addr: SocketAddr) -> RawConn {
         let mut c = RawConn::connect(addr);
         c.send(b"AMQP\x00\x00\x09\x01");
-        assert!(matches!(c.read_frame(), Some(RawFrame::Method { class: 10, method: 10, .. })));
+        assert!(matches!(
+            c.read_frame(),
+            Some(RawFrame::Method {
+                class: 10,
+                method: 10,
+                ..
+            })
+        ));
         let mut start_ok = long_str(b"");
         start_ok.extend(short_str("PLAIN"));
         start_ok.extend(long_str(b"\0guest\0guest"));
         start_ok.extend(short_str("en_US"));
         c.send(&frame(1, 0, &method(10, 11, &start_ok)));
-        assert!(matches!(c.read_frame(), Some(RawFrame::Method { class: 10, method: 30, .. })));
+        assert!(matches!(
+            c.read_frame(),
+            Some(RawFrame::Method {
+                class: 10,
+                method: 30,
+                ..
+            })
+        ));
         let mut tune_ok = 2047u16.to_be_bytes().to_vec();
         tune_ok.extend_from_slice(&131072u32.to_be_bytes());
         tune_ok.extend_from_slice(&0u16.to_be_bytes());
@@ -251,9 +294,24 @@ impl RawConn {
         open.extend(short_str(""));
         open.push(0);
         c.send(&frame(1, 0, &method(10, 40, &open)));
-        assert!(matches!(c.read_frame(), Some(RawFrame::Method { class: 10, method: 41, .. })));
+        assert!(matches!(
+            c.read_frame(),
+            Some(RawFrame::Method {
+                class: 10,
+                method: 41,
+                ..
+            })
+        ));
         c.send(&frame(1, 1, &method(20, 10, &short_str(""))));
-        assert!(matches!(c.read_frame(), Some(RawFrame::Method { channel: 1, class: 20, method: 11, .. })));
+        assert!(matches!(
+            c.read_frame(),
+            Some(RawFrame::Method {
+                channel: 1,
+                class: 20,
+                method: 11,
+                ..
+            })
+        ));
         c
     }
 
@@ -292,7 +350,8 @@ impl RawConn {
         let mut chunk = [0u8; 65536];
         loop {
             if self.buf.len() >= 7 {
-                let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]) as usize;
+                let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]])
+                    as usize;
                 if self.buf.len() >= size + 8 {
                     let f: Vec<u8> = self.buf.drain(..size + 8).collect();
                     let channel = u16::from_be_bytes([f[1], f[2]]);
@@ -304,7 +363,10 @@ impl RawConn {
                             args: f[11..7 + size].to_vec(),
                         });
                     }
-                    return Some(RawFrame::Other { kind: f[0], channel });
+                    return Some(RawFrame::Other {
+                        kind: f[0],
+                        channel,
+                    });
                 }
             }
             match self.stream.read(&mut chunk) {
@@ -317,7 +379,13 @@ impl RawConn {
     /// Reads frames until a `connection.close` or `channel.close` arrives.
     pub fn expect_close(&mut self) -> Close {
         while let Some(f) = self.read_frame() {
-            if let RawFrame::Method { channel, class, method, args } = f {
+            if let RawFrame::Method {
+                channel,
+                class,
+                method,
+                args,
+            } = f
+            {
                 if (class, method) == (10, 50) || (class, method) == (20, 40) {
                     let code = u16::from_be_bytes([args[0], args[1]]);
                     let len = args[2] as usize;

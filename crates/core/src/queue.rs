@@ -119,10 +119,12 @@ impl QueueArgs {
         if let Some(v) = args.get("x-dead-letter-routing-key") {
             match v.as_str() {
                 Some(s) => parsed.dead_letter_routing_key = Some(ShortStr::from(s)),
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "invalid arg 'x-dead-letter-routing-key' for queue: {{unacceptable_type,{}}}",
                     type_name(v)
-                )),
+                ))
+                }
             }
             if parsed.dead_letter_exchange.is_none() {
                 return Err("invalid arg 'x-dead-letter-routing-key' for queue: {routing_key_but_no_dlx_defined}".into());
@@ -131,9 +133,11 @@ impl QueueArgs {
         if let Some(v) = args.get("x-queue-type") {
             match v.as_str() {
                 Some("classic") | Some("quorum") => {}
-                Some(other) => return Err(format!(
+                Some(other) => {
+                    return Err(format!(
                     "invalid arg 'x-queue-type' for queue: {{unsupported_queue_type,'{other}'}}"
-                )),
+                ))
+                }
                 None => {
                     return Err(format!(
                         "invalid arg 'x-queue-type' for queue: {{unacceptable_type,{}}}",
