@@ -168,6 +168,35 @@ pub async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(STEP, f).await.expect("step timed out")
 }
 
+/// `queue.declare` with passive=true: the queue's counts, or the error that closed the channel.
+pub async fn declare_passive(ch: &lapin::Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    within(ch.queue_declare(
+        queue.into(),
+        lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    ))
+    .await
+}
+
+/// Declares a server-named exclusive queue and returns its name.
+pub async fn exclusive_queue(ch: &lapin::Channel) -> String {
+    within(ch.queue_declare(
+        "".into(),
+        lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    ))
+    .await
+    .expect("queue.declare")
+    .name()
+    .to_string()
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);

@@ -8,7 +8,7 @@ use warren_tests::lapin::message::Delivery;
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::FieldTable;
 use warren_tests::lapin::{BasicProperties, Channel, Consumer, Event};
-use warren_tests::{reply_code, reply_text, unique, within, Broker};
+use warren_tests::{declare_passive, reply_code, reply_text, unique, within, Broker};
 
 async fn declare(ch: &Channel, name: &str) {
     within(ch.queue_declare(
@@ -194,16 +194,7 @@ async fn consumer_tags_exclusive_consume_cancel_and_server_cancel() {
         .await
         .unwrap();
     publish(&ch, &q3, "two").await;
-    let left = within(ch.queue_declare(
-        q3.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    let left = declare_passive(&ch, &q3).await.unwrap();
     assert_eq!(left.message_count(), 1);
 }
 
@@ -327,17 +318,12 @@ async fn get_ack_nack_reject_multiple_and_unknown_tags() {
         ["2", "4"],
         "requeued messages keep their original order"
     );
-    let _ = ch.basic_ack(9999, BasicAckOptions::default()).await;
-    let err = within(ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap_err();
+    // Queue the declare right behind the bad ack, so it is pending when the channel closes.
+    let (_, declared) = tokio::join!(
+        ch.basic_ack(9999, BasicAckOptions::default()),
+        declare_passive(&ch, &q)
+    );
+    let err = declared.unwrap_err();
     assert_eq!(reply_code(&err), Some(406));
     assert_eq!(
         reply_text(&err).unwrap(),

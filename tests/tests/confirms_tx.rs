@@ -6,20 +6,10 @@ use futures_lite::StreamExt;
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::FieldTable;
 use warren_tests::lapin::{BasicProperties, Channel};
-use warren_tests::{reply_code, reply_text, unique, within, Broker};
+use warren_tests::{declare_passive, reply_code, reply_text, unique, within, Broker};
 
 async fn count(ch: &Channel, q: &str) -> u32 {
-    within(ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap()
-    .message_count()
+    declare_passive(ch, q).await.unwrap().message_count()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,21 +4,7 @@
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::{AMQPValue, FieldTable, ShortString};
 use warren_tests::lapin::{BasicProperties, Channel, ExchangeKind};
-use warren_tests::{reply_code, reply_text, unique, within, Broker};
-
-async fn queue(ch: &Channel) -> String {
-    let q = within(ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
-    q.name().to_string()
-}
+use warren_tests::{exclusive_queue, reply_code, reply_text, unique, within, Broker};
 
 async fn bind(ch: &Channel, q: &str, x: &str, key: &str, args: FieldTable) {
     within(ch.queue_bind(
@@ -94,12 +80,12 @@ async fn predeclared_exchanges_exist_and_route_by_type() {
         .unwrap_or_else(|e| panic!("{x}: {e}"));
     }
     let (d, f1, f2, t, h_all, h_any) = (
-        queue(&ch).await,
-        queue(&ch).await,
-        queue(&ch).await,
-        queue(&ch).await,
-        queue(&ch).await,
-        queue(&ch).await,
+        exclusive_queue(&ch).await,
+        exclusive_queue(&ch).await,
+        exclusive_queue(&ch).await,
+        exclusive_queue(&ch).await,
+        exclusive_queue(&ch).await,
+        exclusive_queue(&ch).await,
     );
     bind(&ch, &d, "amq.direct", "red", FieldTable::default()).await;
     bind(&ch, &f1, "amq.fanout", "", FieldTable::default()).await;
@@ -188,7 +174,7 @@ async fn topic_hash_matches_zero_words() {
     within(ch.confirm_select(ConfirmSelectOptions::default()))
         .await
         .unwrap();
-    let q = queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     bind(&ch, &q, "amq.topic", "logs.#.error", FieldTable::default()).await;
     for key in [
         "logs.error",
@@ -257,7 +243,7 @@ async fn exchange_to_exchange_bindings_and_alternate_exchanges() {
     ))
     .await
     .unwrap();
-    let (q_dst, q_ae) = (queue(&ch).await, queue(&ch).await);
+    let (q_dst, q_ae) = (exclusive_queue(&ch).await, exclusive_queue(&ch).await);
     bind(&ch, &q_dst, &dst, "orders.new", FieldTable::default()).await;
     bind(&ch, &q_ae, &ae, "", FieldTable::default()).await;
     publish(
@@ -363,7 +349,7 @@ async fn declare_rules_reserved_names_internal_and_if_unused() {
     .unwrap_err();
     assert_eq!(reply_code(&err), Some(406));
     let ch = within(conn.create_channel()).await.unwrap();
-    let q = queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     bind(&ch, &q, &x, "k", FieldTable::default()).await;
     let err = within(ch.exchange_delete(
         x.as_str().into(),

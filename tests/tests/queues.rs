@@ -3,7 +3,7 @@
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::FieldTable;
 use warren_tests::lapin::BasicProperties;
-use warren_tests::{reply_code, reply_text, unique, within, Broker};
+use warren_tests::{declare_passive, reply_code, reply_text, unique, within, Broker};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn declare_ok_counts_server_names_and_inequivalent_redeclare() {
@@ -52,16 +52,7 @@ async fn declare_ok_counts_server_names_and_inequivalent_redeclare() {
     ))
     .await
     .unwrap();
-    let passive = within(ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    let passive = declare_passive(&ch, &name).await.unwrap();
     assert_eq!(
         (passive.message_count(), passive.consumer_count()),
         (2, 1),
@@ -102,32 +93,14 @@ async fn exclusive_queues_are_locked_and_die_with_their_connection() {
     .unwrap();
     let other = broker.connect().await;
     let och = within(other.create_channel()).await.unwrap();
-    let err = within(och.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap_err();
+    let err = declare_passive(&och, &name).await.unwrap_err();
     assert_eq!(reply_code(&err), Some(405));
     assert!(reply_text(&err).unwrap().starts_with(&format!(
         "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}'"
     )));
     within(owner.close(200, "bye".into())).await.unwrap();
     let och = within(other.create_channel()).await.unwrap();
-    let err = within(och.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap_err();
+    let err = declare_passive(&och, &name).await.unwrap_err();
     assert_eq!(reply_code(&err), Some(404));
 }
 
@@ -164,30 +137,12 @@ async fn auto_delete_queue_goes_when_its_last_consumer_cancels() {
     within(ch.basic_cancel("a".into(), BasicCancelOptions::default()))
         .await
         .unwrap();
-    let q = within(ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    let q = declare_passive(&ch, &name).await.unwrap();
     assert_eq!(q.consumer_count(), 1, "still there with one consumer");
     within(ch.basic_cancel("b".into(), BasicCancelOptions::default()))
         .await
         .unwrap();
-    let err = within(ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap_err();
+    let err = declare_passive(&ch, &name).await.unwrap_err();
     assert_eq!(reply_code(&err), Some(404));
 }
 

@@ -9,7 +9,8 @@ use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::FieldTable;
 use warren_tests::lapin::BasicProperties;
 use warren_tests::{
-    frame, long_str, method, reply_code, reply_text, short_str, within, Broker, RawConn, RawFrame,
+    declare_passive, frame, long_str, method, reply_code, reply_text, short_str, within, Broker,
+    RawConn, RawFrame,
 };
 
 fn own_node(extra: &[&str]) -> Broker {
@@ -213,17 +214,7 @@ async fn a_consumer_that_stops_reading_does_not_get_the_whole_queue_buffered() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let left = within(ch.queue_declare(
-        "stuck".into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap()
-    .message_count();
+    let left = declare_passive(&ch, "stuck").await.unwrap().message_count();
     // Socket buffers, the 4 MiB outbound high watermark and 1 MiB of delivery credit hold a
     // handful of 1 MiB messages; the rest must still be waiting in the queue.
     assert!(
