@@ -1,0 +1,39 @@
+//! Opening the RocksDB database and its column families.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+/// Raft log entries, keyed by big-endian log index.
+pub const CF_LOGS: &str = "logs";
+/// Small records: vote, committed log id, last purged log id.
+pub const CF_META: &str = "meta";
+/// The state machine's own data (applied state, last-applied log id).
+pub const CF_STATE: &str = "state";
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct StoreError {
+    what: &'static str,
+    #[source]
+    source: rocksdb::Error,
+}
+
+/// Opens (creating if needed) the database under `path` with Warren's column families.
+pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Durability comes from WAL fsyncs; never skip the WAL.
+    opts.set_manual_wal_flush(false);
+    let cfs = [CF_LOGS, CF_META, CF_STATE]
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    DB::open_cf_descriptors(&opts, path, cfs)
+        .map(Arc::new)
+        .map_err(|source| StoreError {
+            what: "opening the RocksDB store",
+            source,
+        })
+}

@@ -1,0 +1,14 @@
+//! Warren's durable storage on RocksDB: the Raft log, the vote and the committed log id
+//! ([`RocksLogStore`], openraft's v2 `RaftLogStorage`).
+//!
+//! The rule this crate keeps: nothing is reported durable before it is fsynced. The vote is
+//! written with a synced write before `save_vote` returns; appended entries are written at once
+//! and their `IOFlushed` callbacks fire only after a WAL fsync, which one background thread does
+//! for every append that arrived meanwhile (group commit: one fsync for many appends).
+
+mod db;
+mod log_store;
+mod syncer;
+
+pub use db::{open, StoreError, CF_LOGS, CF_META, CF_STATE};
+pub use log_store::RocksLogStore;
