@@ -1,0 +1,9 @@
+//! Generated gRPC/prost types for Warren's node-to-node protocol (`proto/warren/*.proto`).
+//! Nothing here is hand-written logic; conversions to openraft types live in `warren-raft`.
+
+#![allow(unreachable_pub, clippy::all)]
+
+/// Raft RPCs between nodes (`proto/warren/raft.proto`).
+pub mod raft {
+    tonic::include_proto!("warren.raft.v1");
+}
