@@ -21,7 +21,7 @@ mod user;
 mod vhost;
 
 pub use broker::{Broker, BrokerConfig};
-pub use command::{Command, Origin, STATE_MACHINE_VERSION};
+pub use command::{Command, Destination, Op, Origin, STATE_MACHINE_VERSION};
 pub use connection::DELIVERY_CREDIT_BYTES;
 pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};

@@ -295,3 +295,20 @@ pub fn decode_table_body(body: Bytes) -> Result<FieldTable, WireError> {
     framed.put_slice(&body);
     Reader::new(framed.freeze()).table()
 }
+
+/// Appends a field table with its 4-byte length prefix, as AMQP writes one.
+pub fn encode_table(w: &mut BytesMut, table: &FieldTable) {
+    write_table(w, table);
+}
+
+/// Decodes one length-prefixed field table that fills `bytes` exactly.
+pub fn decode_table(bytes: Bytes) -> Result<FieldTable, WireError> {
+    let mut r = Reader::new(bytes);
+    let table = r.table()?;
+    if r.remaining() != 0 {
+        return Err(WireError::Syntax {
+            what: "field table (trailing bytes)",
+        });
+    }
+    Ok(table)
+}

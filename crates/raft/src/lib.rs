@@ -1,0 +1,12 @@
+//! Warren's Raft layer, the adapters around openraft: the type configuration, how a
+//! [`warren_core::Command`] is written into the log ([`LogCommand`]), the gRPC network that carries
+//! Raft RPCs between nodes ([`network::Network`]) and the gRPC service that receives them
+//! ([`service::RaftService`]). Storage is `warren-store`; the broker model is `warren-core`.
+
+mod command_codec;
+pub mod network;
+pub mod service;
+mod types;
+
+pub use command_codec::{decode_command, encode_command, CodecError, LogCommand};
+pub use types::{GroupId, NodeId, TypeConfig, WarrenNode, METADATA_GROUP};
