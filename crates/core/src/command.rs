@@ -108,4 +108,11 @@ pub enum Op {
         properties: BasicProperties,
         body: Bytes,
     },
+    /// Messages of a queue instance were acked, or delivered with no-ack: they leave the queue.
+    /// Applying it where they are still ready (a replica, or a log replay after a restart) removes
+    /// them there too, so an acked message never comes back.
+    Settle { queue: u64, seqs: Vec<u64> },
+    /// Messages were rejected or nacked without requeue: they leave the queue and are
+    /// dead-lettered if the queue has a dead-letter exchange.
+    Reject { queue: u64, seqs: Vec<u64> },
 }

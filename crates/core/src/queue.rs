@@ -295,9 +295,15 @@ impl Queue {
         Some((seq, entry))
     }
 
-    /// A checked-out message was acked (or rejected without requeue): it leaves the queue.
+    /// A message was acked (or rejected without requeue): it leaves the queue, whether this
+    /// replica had it checked out or (replaying the log, or on a replica) still ready.
     pub(crate) fn settle(&mut self, seq: u64) -> Option<Entry> {
-        self.checked_out.remove(&seq)
+        if let Some(entry) = self.checked_out.remove(&seq) {
+            return Some(entry);
+        }
+        let entry = self.ready.remove(&seq)?;
+        self.ready_bytes -= entry.message.body_len();
+        Some(entry)
     }
 
     /// A checked-out message goes back to its original place, marked redelivered.

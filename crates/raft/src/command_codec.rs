@@ -35,6 +35,8 @@ impl fmt::Display for LogCommand {
             Op::Bind { .. } => "bind",
             Op::Unbind { .. } => "unbind",
             Op::Publish { .. } => "publish",
+            Op::Settle { .. } => "settle",
+            Op::Reject { .. } => "reject",
         };
         f.write_str(name)
     }
@@ -258,6 +260,18 @@ pub fn encode_command(c: &Command) -> Bytes {
             w.put_u32(body.len() as u32);
             w.put_slice(body);
         }
+        Op::Settle { queue, seqs } | Op::Reject { queue, seqs } => {
+            w.put_u8(if matches!(c.op, Op::Settle { .. }) {
+                8
+            } else {
+                9
+            });
+            w.put_u64(*queue);
+            w.put_u32(seqs.len() as u32);
+            for seq in seqs {
+                w.put_u64(*seq);
+            }
+        }
     }
     w.freeze()
 }
@@ -434,6 +448,18 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 body,
             }
         }
+        tag @ (8 | 9) => {
+            let queue = r.u64()?;
+            let n = r.u32()? as usize;
+            // Each seq takes 8 bytes: refuse a count the payload cannot hold before allocating.
+            r.need(n.saturating_mul(8))?;
+            let seqs = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            if tag == 8 {
+                Op::Settle { queue, seqs }
+            } else {
+                Op::Reject { queue, seqs }
+            }
+        }
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.0.has_remaining() {
@@ -562,6 +588,18 @@ mod tests {
                         }
                     }
                 ),
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u64>(), 0..10),
+                any::<bool>()
+            )
+                .prop_map(|(queue, seqs, settle)| {
+                    if settle {
+                        Op::Settle { queue, seqs }
+                    } else {
+                        Op::Reject { queue, seqs }
+                    }
+                }),
         ]
     }
 

@@ -1,7 +1,7 @@
 //! `basic.*` methods except publish: qos, consume, cancel, get, ack, nack/reject, recover; and
 //! detaching consumers (with auto-delete).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use warren_wire::{
     BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetEmpty, BasicGetOk,
@@ -11,6 +11,7 @@ use warren_wire::{
 use super::queue_class::REPLY_TO_QUEUE;
 use super::{Broker, Ctx};
 use crate::channel::{Consumer, Mode, TxOp, Unacked};
+use crate::command::Op;
 use crate::queue::{ConsumerRef, QueueId};
 use crate::user::Access;
 use crate::{AmqpError, Effect};
@@ -235,7 +236,19 @@ impl Broker {
             .channel_mut(ctx)
             .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         let delivery_tag = ch.next_tag();
-        if !m.no_ack {
+        if m.no_ack {
+            self.submit(
+                None,
+                Op::Settle {
+                    queue: id,
+                    seqs: vec![seq],
+                },
+                out,
+            );
+        } else {
+            let Some(ch) = self.channel_mut(ctx) else {
+                return Err(AmqpError::channel_error("channel closed"));
+            };
             ch.unacked.insert(
                 delivery_tag,
                 Unacked {
@@ -277,12 +290,13 @@ impl Broker {
             return Ok(());
         }
         let settled = self.take_unacked(ctx, delivery_tag, multiple)?;
-        let mut touched = BTreeSet::new();
+        let mut by_queue: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         for u in settled {
-            if let Some(q) = self.queues.get_mut(&u.queue) {
-                q.settle(u.seq);
-                touched.insert(u.queue);
-            }
+            by_queue.entry(u.queue).or_default().push(u.seq);
+        }
+        let touched: BTreeSet<QueueId> = by_queue.keys().copied().collect();
+        for (queue, seqs) in by_queue {
+            self.submit(None, Op::Settle { queue, seqs }, out);
         }
         self.after_settle(ctx, touched, out);
         Ok(())
@@ -306,16 +320,20 @@ impl Broker {
         }
         let taken = self.take_unacked(ctx, delivery_tag, multiple)?;
         let mut touched = BTreeSet::new();
+        let mut rejected: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         for u in taken {
             touched.insert(u.queue);
             if requeue {
+                // Local: the message goes back to its place here; replicas still have it ready.
                 if let Some(q) = self.queues.get_mut(&u.queue) {
                     q.requeue(u.seq);
                 }
-            } else if let Some(entry) = self.queues.get_mut(&u.queue).and_then(|q| q.settle(u.seq))
-            {
-                self.dead_letter(u.queue, entry, "rejected", out);
+            } else {
+                rejected.entry(u.queue).or_default().push(u.seq);
             }
+        }
+        for (queue, seqs) in rejected {
+            self.submit(None, Op::Reject { queue, seqs }, out);
         }
         self.after_settle(ctx, touched, out);
         Ok(())
@@ -364,6 +382,24 @@ impl Broker {
             }
         }
         Ok(taken.into_iter().map(|(_, u)| u).collect())
+    }
+
+    /// Applies a committed [`Op::Settle`]: the messages leave the queue (see `Queue::settle`).
+    pub(super) fn apply_settle(&mut self, queue: QueueId, seqs: &[u64]) {
+        if let Some(q) = self.queues.get_mut(&queue) {
+            for seq in seqs {
+                q.settle(*seq);
+            }
+        }
+    }
+
+    /// Applies a committed [`Op::Reject`]: the messages leave the queue and are dead-lettered.
+    pub(super) fn apply_reject(&mut self, queue: QueueId, seqs: &[u64], out: &mut Vec<Effect>) {
+        for seq in seqs {
+            if let Some(entry) = self.queues.get_mut(&queue).and_then(|q| q.settle(*seq)) {
+                self.dead_letter(queue, entry, "rejected", out);
+            }
+        }
     }
 
     /// After acks or nacks: queues that got messages back and this channel's consumers (whose

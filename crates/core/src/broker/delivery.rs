@@ -8,14 +8,31 @@ use warren_wire::{BasicDeliver, Method};
 
 use super::{Broker, Ctx};
 use crate::channel::Unacked;
+use crate::command::Op;
 use crate::connection::DELIVERY_OVERHEAD_BYTES;
 use crate::queue::{Entry, QueueId};
 use crate::Effect;
 
 impl Broker {
     /// Delivers ready messages of queue `id` to its consumers until the queue is empty or no
-    /// consumer has credit. Expired messages met at the head are dead-lettered first.
+    /// consumer has credit. Expired messages met at the head are dead-lettered first. Messages
+    /// delivered to no-ack consumers are settled with one [`Op::Settle`].
     pub(crate) fn deliver(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        let mut settled = Vec::new();
+        self.deliver_ready(id, &mut settled, out);
+        if !settled.is_empty() {
+            self.submit(
+                None,
+                Op::Settle {
+                    queue: id,
+                    seqs: settled,
+                },
+                out,
+            );
+        }
+    }
+
+    fn deliver_ready(&mut self, id: QueueId, settled: &mut Vec<u64>, out: &mut Vec<Effect>) {
         self.expire_queue(id, out);
         loop {
             let Some(queue) = self.queues.get_mut(&id) else {
@@ -77,7 +94,9 @@ impl Broker {
                 return;
             };
             let delivery_tag = ch.next_tag();
-            if !no_ack {
+            if no_ack {
+                settled.push(seq);
+            } else {
                 ch.unacked.insert(
                     delivery_tag,
                     Unacked {

@@ -396,6 +396,14 @@ impl Broker {
                 now,
                 out,
             ),
+            Op::Settle { queue, seqs } => {
+                self.apply_settle(queue, &seqs);
+                Ok(())
+            }
+            Op::Reject { queue, seqs } => {
+                self.apply_reject(queue, &seqs, out);
+                Ok(())
+            }
         };
         if let (Err(e), Some(origin)) = (result, origin) {
             let ctx = Ctx {
@@ -532,6 +540,8 @@ fn op_method(op: &Op) -> (u16, u16) {
         Op::DeleteQueue { .. } => (50, 40),
         Op::Unbind { .. } => (50, 50),
         Op::Publish { .. } => (60, 40),
+        Op::Settle { .. } => (60, 80),
+        Op::Reject { .. } => (60, 90),
     }
 }
 

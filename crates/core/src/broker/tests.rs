@@ -981,3 +981,187 @@ fn exchange_to_exchange_bindings_and_alternate_exchanges_route() {
     assert_eq!(get(&mut w, "all"), vec!["via-e2e"]);
     assert_eq!(get(&mut w, "lost"), vec!["via-ae"]);
 }
+
+/// A replicated broker: every proposed command is "committed" at once and also recorded, as
+/// the Raft log would record it.
+struct Replicated {
+    broker: Broker,
+    log: Vec<Command>,
+    now: Millis,
+}
+
+impl Replicated {
+    fn new() -> Replicated {
+        Replicated {
+            broker: Broker::new(BrokerConfig {
+                replicated: true,
+                ..BrokerConfig::default()
+            }),
+            log: Vec::new(),
+            now: 1_000,
+        }
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Effect> {
+        let mut pending = vec![input];
+        let mut client_effects = Vec::new();
+        while let Some(input) = pending.pop() {
+            let mut out = Vec::new();
+            self.broker.handle(self.now, input, &mut out);
+            for e in out {
+                match e {
+                    Effect::Propose { command } => {
+                        self.log.push(command.clone());
+                        pending.push(Input::Applied { command });
+                    }
+                    other => client_effects.push(other),
+                }
+            }
+        }
+        client_effects
+    }
+
+    fn open(&mut self, conn: ConnId) {
+        self.input(Input::Login {
+            conn,
+            mechanism: "PLAIN".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+            peer_loopback: true,
+            client_properties: caps(),
+        });
+        self.input(Input::OpenVhost {
+            conn,
+            vhost: "/".into(),
+        });
+        self.input(Input::Method {
+            conn,
+            channel: 1,
+            method: Method::ChannelOpen(ChannelOpen::default()),
+        });
+    }
+
+    fn method(&mut self, conn: ConnId, method: Method) -> Vec<Effect> {
+        self.input(Input::Method {
+            conn,
+            channel: 1,
+            method,
+        })
+    }
+
+    fn publish(&mut self, conn: ConnId, key: &str, body: &'static str) {
+        self.input(Input::Publish {
+            conn,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: key.into(),
+                ..Default::default()
+            },
+            properties: BasicProperties {
+                delivery_mode: Some(2),
+                ..Default::default()
+            },
+            body: Bytes::from_static(body.as_bytes()),
+        });
+    }
+
+    fn get_all(&mut self, conn: ConnId, queue: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        loop {
+            let e = self.method(
+                conn,
+                Method::BasicGet(BasicGet {
+                    queue: queue.into(),
+                    no_ack: true,
+                    ..Default::default()
+                }),
+            );
+            match &e[..] {
+                [Effect::SendContent { body, .. }] => {
+                    got.push(String::from_utf8_lossy(body).into_owned())
+                }
+                _ => return got,
+            }
+        }
+    }
+}
+
+#[test]
+fn acks_rejects_and_no_ack_deliveries_are_replicated_so_a_replay_never_returns_them() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    let mut dlx_args = FieldTable::default();
+    dlx_args.insert("x-dead-letter-exchange", FieldValue::from(""));
+    dlx_args.insert("x-dead-letter-routing-key", FieldValue::from("dead"));
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "dead".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "work".into(),
+            durable: true,
+            arguments: dlx_args,
+            ..Default::default()
+        }),
+    );
+    for body in ["1", "2", "3", "4", "5", "6"] {
+        a.publish(C1, "work", body);
+    }
+    // get 1..4 with acks pending, ack 1 and 2 (multiple), reject 3, requeue 4; get 5 with no-ack.
+    for _ in 0..4 {
+        a.method(
+            C1,
+            Method::BasicGet(BasicGet {
+                queue: "work".into(),
+                ..Default::default()
+            }),
+        );
+    }
+    a.method(
+        C1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        }),
+    );
+    a.method(
+        C1,
+        Method::BasicReject(BasicReject {
+            delivery_tag: 3,
+            requeue: false,
+        }),
+    );
+    a.method(
+        C1,
+        Method::BasicNack(BasicNack {
+            delivery_tag: 4,
+            multiple: false,
+            requeue: true,
+        }),
+    );
+    a.method(
+        C1,
+        Method::BasicGet(BasicGet {
+            queue: "work".into(),
+            no_ack: true,
+            ..Default::default()
+        }),
+    );
+
+    // Replay the log into a fresh broker: what it holds is what survives a restart.
+    let mut b = Replicated::new();
+    for command in a.log.clone() {
+        b.input(Input::Applied { command });
+    }
+    b.open(C2);
+    // 1 and 2 were acked, 3 rejected (dead-lettered); 4 was requeued to its old place, so the
+    // no-ack get took 4 again: gone. 5 and 6 were never settled: still there, in order.
+    assert_eq!(b.get_all(C2, "work"), ["5", "6"]);
+    assert_eq!(b.get_all(C2, "dead"), ["3"]);
+}
