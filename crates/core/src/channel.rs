@@ -78,6 +78,11 @@ pub(crate) struct Channel {
     pub(crate) mode: Mode,
     /// The consumer tag of this channel's direct reply-to consumer, if any.
     pub(crate) reply_to_consumer: Option<ShortStr>,
+    /// Commands proposed on behalf of this channel and not yet applied (replicated mode).
+    pub(crate) in_flight: u32,
+    /// Methods that arrived while commands were in flight: they run, in order, once those are
+    /// applied, so a client reads its own writes (a passive declare after a publish counts it).
+    pub(crate) deferred: std::collections::VecDeque<crate::Input>,
     /// The secret part of this channel's direct reply-to address.
     pub(crate) reply_to_key: Option<ShortStr>,
     /// The last queue declared on this channel: an empty queue name in later methods means it.
@@ -95,6 +100,8 @@ impl Channel {
             flow_active: true,
             mode: Mode::Plain,
             reply_to_consumer: None,
+            in_flight: 0,
+            deferred: std::collections::VecDeque::new(),
             reply_to_key: None,
             last_queue: None,
         }

@@ -115,4 +115,9 @@ pub enum Op {
     /// Messages were rejected or nacked without requeue: they leave the queue and are
     /// dead-lettered if the queue has a dead-letter exchange.
     Reject { queue: u64, seqs: Vec<u64> },
+    /// A node restarted and replayed the log: what does not survive a restart (non-durable and
+    /// exclusive queues and exchanges, non-persistent messages) is dropped, and every message
+    /// left is marked redelivered (it may have been delivered before the restart). Logged, so
+    /// that a later replay passes through the same state.
+    Recover,
 }

@@ -319,6 +319,19 @@ impl Queue {
         }
     }
 
+    /// After a restart: non-persistent messages are gone and every message left may have been
+    /// delivered before, so it is marked redelivered (checked-out messages are ready again).
+    pub(crate) fn keep_persistent_after_restart(&mut self) {
+        let checked_out = std::mem::take(&mut self.checked_out);
+        self.ready.extend(checked_out);
+        self.ready
+            .retain(|_, e| e.message.properties.delivery_mode == Some(2));
+        for e in self.ready.values_mut() {
+            e.redelivered = true;
+        }
+        self.ready_bytes = self.ready.values().map(|e| e.message.body_len()).sum();
+    }
+
     /// Drops every ready message; returns how many (checked-out messages stay, as in RabbitMQ).
     pub(crate) fn purge(&mut self) -> u32 {
         let n = self.ready_count();

@@ -37,6 +37,7 @@ impl fmt::Display for LogCommand {
             Op::Publish { .. } => "publish",
             Op::Settle { .. } => "settle",
             Op::Reject { .. } => "reject",
+            Op::Recover => "recover",
         };
         f.write_str(name)
     }
@@ -272,6 +273,7 @@ pub fn encode_command(c: &Command) -> Bytes {
                 w.put_u64(*seq);
             }
         }
+        Op::Recover => w.put_u8(10),
     }
     w.freeze()
 }
@@ -460,6 +462,7 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 Op::Reject { queue, seqs }
             }
         }
+        10 => Op::Recover,
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.0.has_remaining() {
@@ -493,6 +496,7 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
+            Just(Op::Recover),
             (s(), s(), s(), any::<[bool; 4]>(), table()).prop_map(
                 |(vhost, name, kind, b, arguments)| Op::DeclareExchange {
                     vhost,

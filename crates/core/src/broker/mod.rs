@@ -9,6 +9,7 @@ mod delivery;
 mod exchange_class;
 mod publish;
 mod queue_class;
+mod recovery;
 mod tick;
 mod tx_class;
 
@@ -145,6 +146,60 @@ impl Broker {
     /// must apply them.
     pub fn handle(&mut self, now: Millis, input: Input, effects: &mut Vec<Effect>) {
         self.now = now;
+        let input = match self.defer_while_in_flight(input) {
+            Some(input) => input,
+            None => return,
+        };
+        self.handle_now(input, effects);
+    }
+
+    /// Keeps a channel's own writes visible to it: while commands it caused are in flight, its
+    /// other methods wait (publishes still go straight on: the log keeps them in order). Returns
+    /// the input if it can run now.
+    fn defer_while_in_flight(&mut self, input: Input) -> Option<Input> {
+        let ctx = match &input {
+            Input::Method { conn, channel, .. } | Input::Publish { conn, channel, .. } => Ctx {
+                conn: *conn,
+                channel: *channel,
+            },
+            _ => return Some(input),
+        };
+        let Some(ch) = self.channel_mut(ctx) else {
+            return Some(input);
+        };
+        let is_publish = matches!(input, Input::Publish { .. });
+        if !ch.deferred.is_empty() || (ch.in_flight > 0 && !is_publish) {
+            ch.deferred.push_back(input);
+            return None;
+        }
+        Some(input)
+    }
+
+    /// A command a channel caused was applied: once none is in flight, its deferred methods run.
+    fn command_applied(&mut self, ctx: Ctx, out: &mut Vec<Effect>) {
+        if let Some(ch) = self.channel_mut(ctx) {
+            ch.in_flight = ch.in_flight.saturating_sub(1);
+        }
+        loop {
+            let Some(ch) = self.channel_mut(ctx) else {
+                return;
+            };
+            let runnable = match ch.deferred.front() {
+                None => false,
+                Some(Input::Publish { .. }) => true,
+                Some(_) => ch.in_flight == 0,
+            };
+            if !runnable {
+                return;
+            }
+            let Some(input) = ch.deferred.pop_front() else {
+                return;
+            };
+            self.handle_now(input, out);
+        }
+    }
+
+    fn handle_now(&mut self, input: Input, effects: &mut Vec<Effect>) {
         match input {
             Input::Login {
                 conn,
@@ -275,6 +330,14 @@ impl Broker {
             op,
         };
         if self.config.replicated {
+            if let Some(o) = origin {
+                if let Some(ch) = self.channel_mut(Ctx {
+                    conn: o.conn,
+                    channel: o.channel,
+                }) {
+                    ch.in_flight += 1;
+                }
+            }
             out.push(Effect::Propose { command });
         } else {
             self.apply(command, out);
@@ -404,7 +467,20 @@ impl Broker {
                 self.apply_reject(queue, &seqs, out);
                 Ok(())
             }
+            Op::Recover => {
+                self.apply_recover(out);
+                Ok(())
+            }
         };
+        if let Some(o) = origin {
+            self.command_applied(
+                Ctx {
+                    conn: o.conn,
+                    channel: o.channel,
+                },
+                out,
+            );
+        }
         if let (Err(e), Some(origin)) = (result, origin) {
             let ctx = Ctx {
                 conn: origin.conn,
@@ -542,6 +618,7 @@ fn op_method(op: &Op) -> (u16, u16) {
         Op::Publish { .. } => (60, 40),
         Op::Settle { .. } => (60, 80),
         Op::Reject { .. } => (60, 90),
+        Op::Recover => (0, 0),
     }
 }
 

@@ -1165,3 +1165,270 @@ fn acks_rejects_and_no_ack_deliveries_are_replicated_so_a_replay_never_returns_t
     assert_eq!(b.get_all(C2, "work"), ["5", "6"]);
     assert_eq!(b.get_all(C2, "dead"), ["3"]);
 }
+
+#[test]
+fn a_channel_reads_its_own_writes_while_they_are_being_replicated() {
+    // Commands are proposed but not committed until we say so.
+    let mut broker = Broker::new(BrokerConfig {
+        replicated: true,
+        ..BrokerConfig::default()
+    });
+    let mut proposed = Vec::new();
+    let step = |broker: &mut Broker, input: Input, proposed: &mut Vec<Command>| {
+        let mut out = Vec::new();
+        broker.handle(1_000, input, &mut out);
+        let mut client = Vec::new();
+        for e in out {
+            match e {
+                Effect::Propose { command } => proposed.push(command),
+                other => client.push(other),
+            }
+        }
+        client
+    };
+    step(
+        &mut broker,
+        Input::Login {
+            conn: C1,
+            mechanism: "PLAIN".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+            peer_loopback: true,
+            client_properties: caps(),
+        },
+        &mut proposed,
+    );
+    step(
+        &mut broker,
+        Input::OpenVhost {
+            conn: C1,
+            vhost: "/".into(),
+        },
+        &mut proposed,
+    );
+    step(
+        &mut broker,
+        Input::Method {
+            conn: C1,
+            channel: 1,
+            method: Method::ChannelOpen(ChannelOpen::default()),
+        },
+        &mut proposed,
+    );
+    let declare = Input::Method {
+        conn: C1,
+        channel: 1,
+        method: Method::QueueDeclare(QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    };
+    assert_eq!(
+        step(&mut broker, declare, &mut proposed),
+        vec![],
+        "declare-ok waits for the commit"
+    );
+    let publish = Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"m"),
+    };
+    assert_eq!(step(&mut broker, publish, &mut proposed), vec![]);
+    let passive = Input::Method {
+        conn: C1,
+        channel: 1,
+        method: Method::QueueDeclare(QueueDeclare {
+            queue: "q".into(),
+            passive: true,
+            ..Default::default()
+        }),
+    };
+    assert_eq!(
+        step(&mut broker, passive, &mut proposed),
+        vec![],
+        "the passive declare waits for the channel's writes"
+    );
+    assert_eq!(
+        proposed.len(),
+        2,
+        "the publish was proposed right behind the declare"
+    );
+    // Commit the declare: declare-ok. Commit the publish: now the passive declare runs and sees it.
+    let first = proposed.remove(0);
+    let e = step(
+        &mut broker,
+        Input::Applied { command: first },
+        &mut proposed,
+    );
+    assert_eq!(
+        e,
+        vec![send(
+            C1,
+            Method::QueueDeclareOk(QueueDeclareOk {
+                queue: "q".into(),
+                message_count: 0,
+                consumer_count: 0
+            })
+        )]
+    );
+    let second = proposed.remove(0);
+    let e = step(
+        &mut broker,
+        Input::Applied { command: second },
+        &mut proposed,
+    );
+    assert_eq!(
+        e,
+        vec![send(
+            C1,
+            Method::QueueDeclareOk(QueueDeclareOk {
+                queue: "q".into(),
+                message_count: 1,
+                consumer_count: 0
+            })
+        )]
+    );
+}
+
+#[test]
+fn recovery_keeps_durable_entities_and_persistent_messages_only() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.method(
+        C1,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "keep-x".into(),
+            kind: "fanout".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "lose-x".into(),
+            kind: "fanout".into(),
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "keep".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "lose".into(),
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            durable: true,
+            exclusive: true,
+            ..Default::default()
+        }),
+    );
+    a.publish(C1, "keep", "persistent");
+    a.input(Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            routing_key: "keep".into(),
+            ..Default::default()
+        },
+        properties: BasicProperties {
+            delivery_mode: Some(1),
+            ..Default::default()
+        },
+        body: Bytes::from_static(b"transient"),
+    });
+    let mut b = Replicated::new();
+    for command in a.log.clone() {
+        b.input(Input::Applied { command });
+    }
+    b.input(Input::Applied {
+        command: Command {
+            version: STATE_MACHINE_VERSION,
+            origin: None,
+            issued_at: 2_000,
+            op: Op::Recover,
+        },
+    });
+    b.open(C2);
+    let passive = |b: &mut Replicated, q: &str| {
+        let e = b.method(
+            C2,
+            Method::QueueDeclare(QueueDeclare {
+                queue: q.into(),
+                passive: true,
+                ..Default::default()
+            }),
+        );
+        let code = close_channel(&e).map(|(code, _)| code);
+        if code.is_some() {
+            b.input(Input::Method {
+                conn: C2,
+                channel: 1,
+                method: Method::ChannelCloseOk(Default::default()),
+            });
+            b.input(Input::Method {
+                conn: C2,
+                channel: 1,
+                method: Method::ChannelOpen(ChannelOpen::default()),
+            });
+        }
+        code
+    };
+    assert_eq!(passive(&mut b, "keep"), None);
+    assert_eq!(passive(&mut b, "lose"), Some(404));
+    assert_eq!(passive(&mut b, "mine"), Some(404));
+    let e = b.method(
+        C2,
+        Method::BasicGet(BasicGet {
+            queue: "keep".into(),
+            no_ack: true,
+            ..Default::default()
+        }),
+    );
+    match &e[..] {
+        [Effect::SendContent {
+            method: Method::BasicGetOk(ok),
+            body,
+            ..
+        }] => {
+            assert_eq!(&body[..], b"persistent");
+            assert!(
+                ok.redelivered,
+                "it may have been delivered before the restart"
+            );
+            assert_eq!(
+                ok.message_count, 0,
+                "the non-persistent message did not survive"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = b.method(
+        C2,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "lose-x".into(),
+            kind: "fanout".into(),
+            passive: true,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(close_channel(&e).map(|(code, _)| code), Some(404));
+}

@@ -1,0 +1,36 @@
+//! What a restart keeps: after a node replays its log it applies [`Op::Recover`], which drops
+//! what RabbitMQ does not keep across a restart (non-durable exchanges, non-durable and
+//! exclusive queues, non-persistent messages) and marks every message left as redelivered.
+
+use super::Broker;
+use crate::Effect;
+
+impl Broker {
+    pub(super) fn apply_recover(&mut self, out: &mut Vec<Effect>) {
+        let transient_queues: Vec<_> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.durable || q.exclusive_owner.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in transient_queues {
+            self.remove_queue(id, out);
+        }
+        let transient_exchanges: Vec<_> = self
+            .vhosts
+            .iter()
+            .flat_map(|(vhost, v)| {
+                v.exchanges
+                    .values()
+                    .filter(|x| !x.durable)
+                    .map(move |x| (vhost.clone(), x.name.clone()))
+            })
+            .collect();
+        for (vhost, name) in transient_exchanges {
+            self.remove_exchange(&vhost, &name);
+        }
+        for q in self.queues.values_mut() {
+            q.keep_persistent_after_restart();
+        }
+    }
+}
