@@ -83,6 +83,8 @@ pub(crate) struct Channel {
     /// Methods that arrived while commands were in flight: they run, in order, once those are
     /// applied, so a client reads its own writes (a passive declare after a publish counts it).
     pub(crate) deferred: std::collections::VecDeque<crate::Input>,
+    /// Replies that may only be sent once the channel's commands are applied (tx.commit-ok).
+    pub(crate) replies_when_applied: Vec<warren_wire::Method>,
     /// The secret part of this channel's direct reply-to address.
     pub(crate) reply_to_key: Option<ShortStr>,
     /// The last queue declared on this channel: an empty queue name in later methods means it.
@@ -102,6 +104,7 @@ impl Channel {
             reply_to_consumer: None,
             in_flight: 0,
             deferred: std::collections::VecDeque::new(),
+            replies_when_applied: Vec::new(),
             reply_to_key: None,
             last_queue: None,
         }

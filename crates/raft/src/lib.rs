@@ -5,7 +5,9 @@
 
 mod command_codec;
 pub mod network;
+pub mod node;
 pub mod service;
+pub mod state_machine;
 mod types;
 
 pub use command_codec::{decode_command, encode_command, CodecError, LogCommand};

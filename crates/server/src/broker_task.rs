@@ -4,13 +4,21 @@
 //! Inputs arrive over one bounded channel (publishers wait when the broker is busy). Effects go
 //! back over unbounded per-connection channels so the broker never waits on a slow client; what
 //! can pile up there is bounded by the core's delivery credit and by the client's own requests.
+//!
+//! With [`Replication::Raft`], commands the core proposes are handed, in order, to Raft; the
+//! committed ones come back from the Raft state machine and are applied here. Committed commands
+//! are always served before new client input, and client input waits while too many proposals
+//! are in flight, so a slow disk slows publishers down instead of filling memory.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use openraft::Raft;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
-use warren_core::{Broker, ConnId, Effect, Input};
+use tracing::{debug, error, warn};
+use warren_core::{Broker, Command, ConnId, Effect, Input};
+use warren_raft::state_machine::{AppliedBatch, BrokerStateMachine};
+use warren_raft::{LogCommand, TypeConfig};
 
 use crate::clock::now_ms;
 
@@ -29,21 +37,141 @@ pub(crate) enum ToBroker {
     },
 }
 
+/// How the broker's shared-state commands are made durable.
+pub enum Replication {
+    /// Applied at once, in memory (front-end tests).
+    Local,
+    /// Through a Raft group: sent, in order, to `proposals` (see [`spawn_proposer`]), applied
+    /// when they come back committed on `applied`. The broker task must run before the Raft
+    /// node starts: a restarting node replays its log into it from `Raft::new` on.
+    Raft {
+        proposals: mpsc::UnboundedSender<Command>,
+        applied: mpsc::Receiver<AppliedBatch>,
+    },
+}
+
+/// The running broker task; connections talk to it through [`BrokerHandle::sender`].
+pub struct BrokerHandle {
+    pub(crate) tx: mpsc::Sender<ToBroker>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerHandle {
+    /// Starts the broker task.
+    pub fn spawn(broker: Broker, replication: Replication) -> BrokerHandle {
+        let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
+        let task = tokio::spawn(run(broker, rx, replication));
+        BrokerHandle { tx, task }
+    }
+
+    /// Waits (bounded) for the task to finish once every sender is gone.
+    pub(crate) async fn stop(self) {
+        drop(self.tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
 /// How many queued inputs the broker task takes per wake-up.
 const BATCH: usize = 256;
 /// Capacity of the input channel shared by all connections.
 pub(crate) const INPUT_CAPACITY: usize = 4096;
+/// Proposals in flight above which client input waits for commits.
+const MAX_IN_FLIGHT: usize = 8192;
 
-pub(crate) async fn run(mut broker: Broker, mut rx: mpsc::Receiver<ToBroker>) {
-    let mut connections: HashMap<ConnId, mpsc::UnboundedSender<Vec<Effect>>> = HashMap::new();
+struct Task {
+    broker: Broker,
+    connections: HashMap<ConnId, mpsc::UnboundedSender<Vec<Effect>>>,
+    by_conn: HashMap<ConnId, Vec<Effect>>,
+    effects: Vec<Effect>,
+    proposals: Option<mpsc::UnboundedSender<Command>>,
+    in_flight: usize,
+}
+
+impl Task {
+    fn handle(&mut self, now: u64, input: Input) {
+        let mut pending = vec![input];
+        while let Some(input) = pending.pop() {
+            self.broker.handle(now, input, &mut self.effects);
+            for effect in self.effects.drain(..) {
+                match effect {
+                    Effect::Propose { command } => match &self.proposals {
+                        Some(p) => {
+                            self.in_flight += 1;
+                            if p.send(command).is_err() {
+                                error!("the Raft proposer has stopped; a command is lost");
+                            }
+                        }
+                        // Local: committed as soon as proposed.
+                        None => pending.push(Input::Applied { command }),
+                    },
+                    other => self
+                        .by_conn
+                        .entry(effect_conn(&other))
+                        .or_default()
+                        .push(other),
+                }
+            }
+        }
+    }
+
+    fn message(&mut self, now: u64, msg: ToBroker) {
+        match msg {
+            ToBroker::Register { conn, effects } => {
+                self.connections.insert(conn, effects);
+            }
+            ToBroker::Unregister { conn } => {
+                self.connections.remove(&conn);
+            }
+            ToBroker::Input(input) => self.handle(now, input),
+        }
+    }
+
+    fn flush(&mut self) {
+        for (conn, list) in self.by_conn.drain() {
+            match self.connections.get(&conn) {
+                Some(tx) => {
+                    if tx.send(list).is_err() {
+                        self.connections.remove(&conn);
+                    }
+                }
+                // Replies to commands replayed from the log after a restart land here.
+                None => debug!(conn, "effects for a connection that is gone"),
+            }
+        }
+    }
+}
+
+async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Replication) {
+    let (proposals, mut applied) = match replication {
+        Replication::Local => (None, None),
+        Replication::Raft { proposals, applied } => (Some(proposals), Some(applied)),
+    };
+    let mut task = Task {
+        broker,
+        connections: HashMap::new(),
+        by_conn: HashMap::new(),
+        effects: Vec::new(),
+        proposals,
+        in_flight: 0,
+    };
     let mut batch = Vec::with_capacity(BATCH);
-    let mut effects = Vec::new();
-    let mut by_conn: HashMap<ConnId, Vec<Effect>> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let accept_input = task.in_flight < MAX_IN_FLIGHT;
         tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => {
+            biased;
+            Some(b) = async { match applied.as_mut() { Some(a) => a.recv().await, None => None } }, if applied.is_some() => {
+                let now = now_ms();
+                for command in b.commands {
+                    task.in_flight = task.in_flight.saturating_sub(1);
+                    task.handle(now, Input::Applied { command });
+                }
+                task.flush();
+                let _ = b.done.send(());
+                continue;
+            }
+            n = rx.recv_many(&mut batch, BATCH), if accept_input => {
                 if n == 0 {
                     debug!("all connections and the server are gone; broker task ends");
                     return;
@@ -53,43 +181,26 @@ pub(crate) async fn run(mut broker: Broker, mut rx: mpsc::Receiver<ToBroker>) {
         }
         let now = now_ms();
         for msg in batch.drain(..) {
-            match msg {
-                ToBroker::Register { conn, effects } => {
-                    connections.insert(conn, effects);
-                }
-                ToBroker::Unregister { conn } => {
-                    connections.remove(&conn);
-                }
-                ToBroker::Input(input) => {
-                    let mut pending = vec![input];
-                    while let Some(input) = pending.pop() {
-                        broker.handle(now, input, &mut effects);
-                        for effect in effects.drain(..) {
-                            match effect {
-                                // Single node: a proposed command is committed as soon as proposed.
-                                Effect::Propose { command } => {
-                                    pending.push(Input::Applied { command })
-                                }
-                                other => {
-                                    by_conn.entry(effect_conn(&other)).or_default().push(other)
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            task.message(now, msg);
         }
-        for (conn, list) in by_conn.drain() {
-            match connections.get(&conn) {
-                Some(tx) => {
-                    if tx.send(list).is_err() {
-                        connections.remove(&conn);
-                    }
-                }
-                None => warn!(conn, "effects for a connection that is gone"),
-            }
-        }
+        task.flush();
     }
+}
+
+/// Starts the task that hands the broker's proposals to Raft in order, without waiting for each
+/// to commit (they come back through the state machine).
+pub fn spawn_proposer(
+    raft: Raft<TypeConfig, BrokerStateMachine>,
+    mut proposals: mpsc::UnboundedReceiver<Command>,
+) {
+    tokio::spawn(async move {
+        while let Some(command) = proposals.recv().await {
+            if let Err(e) = raft.client_write_ff(LogCommand(command), None).await {
+                warn!(error = %e, "Raft stopped; proposals are no longer accepted");
+                return;
+            }
+        }
+    });
 }
 
 fn effect_conn(e: &Effect) -> ConnId {

@@ -9,6 +9,7 @@ mod connection;
 mod server;
 mod session;
 
+pub use broker_task::{spawn_proposer, BrokerHandle, Replication};
 pub use config::ServerConfig;
 pub use server::Server;
 pub use session::Session;

@@ -7,24 +7,35 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 use warren_core::Broker;
 
-use crate::broker_task::{self, ToBroker, INPUT_CAPACITY};
+use crate::broker_task::BrokerHandle;
+use crate::clock::now_ms;
 use crate::{connection, ServerConfig};
 
 /// A bound, not yet running AMQP server.
 pub struct Server {
     listener: TcpListener,
     config: ServerConfig,
-    broker: Broker,
+    broker: BrokerHandle,
 }
 
 impl Server {
-    /// Binds the listener (so the caller learns the real port before serving).
+    /// Binds the listener (so the caller learns the real port before serving), in front of an
+    /// in-memory broker that applies commands at once.
     pub async fn bind(config: ServerConfig, broker: Broker) -> io::Result<Server> {
+        Server::bind_to(
+            config,
+            BrokerHandle::spawn(broker, crate::Replication::Local),
+        )
+        .await
+    }
+
+    /// Binds the listener in front of a running broker task (e.g. one replicated through Raft).
+    pub async fn bind_to(config: ServerConfig, broker: BrokerHandle) -> io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
@@ -39,11 +50,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then closes every connection and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let (to_broker, from_conns) = mpsc::channel::<ToBroker>(INPUT_CAPACITY);
-        let broker_handle = tokio::spawn(broker_task::run(self.broker, from_conns));
+        let to_broker = self.broker.tx.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let mut next_conn = 1u64;
+        // Connection ids are never reused, not even across restarts: commands replayed from the
+        // log name the connections of earlier runs.
+        let mut next_conn = now_ms().saturating_mul(1000).max(1);
         tokio::pin!(shutdown);
         info!(addr = %self.listener.local_addr()?, "listening for AMQP 0-9-1 clients");
         loop {
@@ -78,7 +90,7 @@ impl Server {
             tasks.abort_all();
         }
         drop(to_broker);
-        let _ = tokio::time::timeout(Duration::from_secs(2), broker_handle).await;
+        self.broker.stop().await;
         Ok(())
     }
 }

@@ -9,8 +9,10 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Deserialize;
 use tracing::info;
-use warren_core::{Broker, BrokerConfig};
-use warren_server::{Server, ServerConfig};
+use warren_core::{Broker, BrokerConfig, Command, Op, STATE_MACHINE_VERSION};
+use warren_raft::state_machine::BrokerStateMachine;
+use warren_raft::{LogCommand, WarrenNode};
+use warren_server::{spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
 
 /// Warren: a replicated AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 ///
@@ -59,6 +61,10 @@ struct Args {
     /// Log filter in RUST_LOG syntax [default: info].
     #[arg(long, env = "WARREN_LOG")]
     log: Option<String>,
+    /// This node's id in its cluster; never reuse the id of a node whose data was wiped
+    /// [default: 1].
+    #[arg(long)]
+    node_id: Option<u64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -77,6 +83,7 @@ struct FileConfig {
     default_pass: Option<String>,
     loopback_users: Option<Vec<String>>,
     log: Option<String>,
+    node_id: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,18 +161,57 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
+    let node_id = args.node_id.or(file.node_id).unwrap_or(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let server = Server::bind(server_config, Broker::new(broker_config))
+        // Every durable byte goes through this node's Raft group (a group of one for now),
+        // logged in RocksDB under the data directory.
+        let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
+        let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
+        // The broker task runs first: a restarting node replays its log into it.
+        let broker = BrokerHandle::spawn(
+            Broker::new(BrokerConfig { replicated: true, ..broker_config }),
+            Replication::Raft { proposals: proposals_tx, applied: applied_rx },
+        );
+        let started = std::time::Instant::now();
+        let node = warren_raft::node::start(
+            &data_dir,
+            node_id,
+            WarrenNode { grpc_addr: String::new(), amqp_addr: server_config.listen.to_string() },
+            BrokerStateMachine::new(applied_tx),
+        )
+        .await
+        .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;
+        let raft = node.raft.clone();
+        spawn_proposer(raft.clone(), proposals_rx);
+        warren_raft::node::wait_until_leading_and_applied(&raft, node_id, Duration::from_secs(600))
+            .await
+            .context("waiting for the log to be replayed")?;
+        if node.restarted {
+            let recover = Command { version: STATE_MACHINE_VERSION, origin: None, issued_at: now_ms(), op: Op::Recover };
+            raft.client_write(LogCommand(recover))
+                .await
+                .map_err(|e| anyhow::anyhow!("recovering after restart: {e}"))?;
+            info!(elapsed_ms = started.elapsed().as_millis() as u64, "log replayed; state recovered");
+        }
+        let server = Server::bind_to(server_config, broker)
             .await
             .with_context(|| format!("binding {bind}:{port}"))?;
-        info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "warren started");
+        info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), node_id, version = env!("CARGO_PKG_VERSION"), "warren started");
         server.run(shutdown_signal()).await?;
+        let _ = raft.shutdown().await;
         info!("warren stopped");
         Ok(())
     })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -175,10 +175,26 @@ impl Broker {
         Some(input)
     }
 
-    /// A command a channel caused was applied: once none is in flight, its deferred methods run.
+    /// Sends `method` once the channel has no command in flight (at once if it has none).
+    pub(crate) fn reply_when_applied(&mut self, ctx: Ctx, method: Method, out: &mut Vec<Effect>) {
+        match self.channel_mut(ctx) {
+            Some(ch) if ch.in_flight > 0 => ch.replies_when_applied.push(method),
+            _ => self.reply(ctx, method, out),
+        }
+    }
+
+    /// A command a channel caused was applied: once none is in flight, its held replies go out
+    /// and its deferred methods run.
     fn command_applied(&mut self, ctx: Ctx, out: &mut Vec<Effect>) {
+        let mut replies = Vec::new();
         if let Some(ch) = self.channel_mut(ctx) {
             ch.in_flight = ch.in_flight.saturating_sub(1);
+            if ch.in_flight == 0 {
+                replies = std::mem::take(&mut ch.replies_when_applied);
+            }
+        }
+        for method in replies {
+            self.reply(ctx, method, out);
         }
         loop {
             let Some(ch) = self.channel_mut(ctx) else {

@@ -66,7 +66,8 @@ impl Broker {
             };
         }
         result?;
-        self.reply(ctx, Method::TxCommitOk(TxCommitOk {}), out);
+        // commit-ok means the publishes are in their queues: in replicated mode, once applied.
+        self.reply_when_applied(ctx, Method::TxCommitOk(TxCommitOk {}), out);
         Ok(())
     }
 

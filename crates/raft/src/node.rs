@@ -1,0 +1,94 @@
+//! Starting a node's Raft group on its data directory: open RocksDB, build openraft, and form a
+//! one-member cluster the first time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::storage::RaftLogStorage;
+use openraft::{Config, Raft, RaftLogReader, SnapshotPolicy};
+use tracing::info;
+
+use crate::network::NetworkFactory;
+use crate::state_machine::BrokerStateMachine;
+use crate::{NodeId, TypeConfig, WarrenNode, METADATA_GROUP};
+
+/// Why a node could not start its Raft group.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] warren_store::StoreError),
+    #[error("reading the raft log: {0}")]
+    Log(#[from] std::io::Error),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A started Raft group and whether it had a log before (a restart).
+pub struct StartedNode {
+    pub raft: Raft<TypeConfig, BrokerStateMachine>,
+    pub restarted: bool,
+}
+
+/// Opens `data_dir/raft` and starts node `id`; a node with no log and no vote forms a new
+/// one-member cluster of itself.
+pub async fn start(
+    data_dir: &Path,
+    id: NodeId,
+    node: WarrenNode,
+    sm: BrokerStateMachine,
+) -> Result<StartedNode, StartError> {
+    let db = warren_store::open(&data_dir.join("raft"))?;
+    let mut store = warren_store::RocksLogStore::<TypeConfig>::new(db)?;
+    let log = store.get_log_state().await?;
+    let vote = store.read_vote().await?;
+    let restarted = log.last_log_id.is_some() || vote.is_some();
+    let config = Config {
+        cluster_name: "warren".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        // No snapshots yet: the state machine is rebuilt from the whole log.
+        snapshot_policy: SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        id,
+        Arc::new(config),
+        NetworkFactory::new(METADATA_GROUP),
+        store,
+        sm,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    if !restarted {
+        info!(node = id, "forming a new one-node cluster");
+        let members = BTreeMap::from([(id, node)]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+    }
+    Ok(StartedNode { raft, restarted })
+}
+
+/// Waits until `id` leads and has applied its whole log (on a restart: the replay is done).
+pub async fn wait_until_leading_and_applied(
+    raft: &Raft<TypeConfig, BrokerStateMachine>,
+    id: NodeId,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    raft.wait(Some(timeout))
+        .metrics(
+            |m| {
+                m.current_leader == Some(id)
+                    && m.last_applied.as_ref().map(|l| l.index) == m.last_log_index
+            },
+            "leader with its log applied",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| StartError::Raft(e.to_string()))
+}
