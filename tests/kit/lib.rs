@@ -1,24 +1,38 @@
 //! The shared end-to-end test kit: starts real `warren` processes on loopback ports it picks,
-//! connects real AMQP clients (lapin) to them, and speaks raw frames for bad-input tests.
+//! connects real AMQP clients (lapin) to them, and speaks hand-written frames ([`raw`]).
 //!
-//! Set `WARREN_TEST_URI` to run the same tests against a broker started elsewhere (e.g. RabbitMQ,
-//! to check that a test encodes RabbitMQ's behaviour).
+//! Set `WARREN_TEST_URI` to run the same tests against a broker started elsewhere (RabbitMQ 3.10,
+//! to check that every test encodes RabbitMQ's behaviour); then [`Broker::start`] starts nothing.
 
-use std::io::{Read, Write};
+pub mod raw;
+
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use futures_lite::StreamExt;
 pub use lapin;
-use lapin::{Connection, ConnectionProperties};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::Confirmation;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, Event};
+pub use raw::{RawConn, RawFrame};
 
 /// How long any single awaited step may take before the test fails instead of hanging.
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// A broker under test: a `warren` child process, or an external broker.
+/// How long a broker process may take to accept TCP connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A broker under test: a `warren` child process this kit started, or an external broker.
 pub struct Broker {
     child: Option<Child>,
     data_dir: Option<PathBuf>,
@@ -26,7 +40,9 @@ pub struct Broker {
     uri: String,
 }
 
-fn warren_bin() -> PathBuf {
+/// The `warren` binary: `WARREN_BIN`, else `$CARGO_TARGET_DIR/debug/warren`, else the
+/// workspace's `target/debug/warren`.
+pub fn warren_bin() -> PathBuf {
     if let Ok(p) = std::env::var("WARREN_BIN") {
         return p.into();
     }
@@ -36,11 +52,26 @@ fn warren_bin() -> PathBuf {
     target.join("debug/warren")
 }
 
+/// Whether the tests run against a broker started elsewhere (`WARREN_TEST_URI`).
+pub fn is_external() -> bool {
+    std::env::var_os("WARREN_TEST_URI").is_some()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("the OS hands out a free loopback port")
+}
+
+/// A directory no other test (or earlier run) uses.
+fn fresh_dir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(unique("warren-test"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 impl Broker {
@@ -51,31 +82,43 @@ impl Broker {
 
     /// Starts a node with extra command-line flags (or uses `WARREN_TEST_URI`).
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Broker> {
-        if let Ok(uri) = std::env::var("WARREN_TEST_URI") {
-            let rest = uri.split('@').nth(1).unwrap_or("127.0.0.1:5672");
-            let hostport = rest.split('/').next().unwrap_or(rest);
-            let addr = hostport.parse().context("WARREN_TEST_URI host:port")?;
-            return Ok(Broker {
-                child: None,
-                data_dir: None,
-                addr,
-                uri,
-            });
+        match std::env::var("WARREN_TEST_URI") {
+            Ok(uri) => Broker::external(uri),
+            Err(_) => Broker::start_own(extra),
         }
-        Broker::start_own(extra)
+    }
+
+    fn external(uri: String) -> anyhow::Result<Broker> {
+        let rest = uri.split('@').nth(1).unwrap_or(&uri);
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let addr = hostport
+            .parse()
+            .with_context(|| format!("WARREN_TEST_URI needs a numeric host:port: {uri}"))?;
+        Ok(Broker {
+            child: None,
+            data_dir: None,
+            addr,
+            uri,
+        })
     }
 
     /// Always starts a `warren` process, even when `WARREN_TEST_URI` is set: for tests of the
-    /// process itself (flags, shutdown, timeouts).
+    /// process itself (flags, shutdown, timeouts). Retries on another port if the one picked was
+    /// taken in the meantime.
     pub fn start_own(extra: &[&str]) -> anyhow::Result<Broker> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let mut last = None;
+        for _ in 0..3 {
+            match Broker::spawn(extra) {
+                Ok(b) => return Ok(b),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts were made"))
+    }
+
+    fn spawn(extra: &[&str]) -> anyhow::Result<Broker> {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "warren-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)?;
+        let dir = fresh_dir()?;
         let log = std::fs::File::create(dir.join("warren.log"))?;
         let bin = warren_bin();
         let child = Command::new(&bin)
@@ -83,6 +126,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&dir)
             .args(extra)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -94,25 +138,36 @@ impl Broker {
             addr,
             uri: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(broker);
             }
-            if let Some(Some(status)) = broker.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
-                bail!("warren exited early: {status}; log: {}", broker.log());
+            if !broker.is_running() {
+                bail!("warren exited before listening on {addr}; log:\n{}", broker.log());
             }
             if Instant::now() > deadline {
-                bail!("warren did not listen on {addr} within 30 s");
+                bail!("warren did not listen on {addr} within {START_TIMEOUT:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
+    /// `amqp://guest:guest@127.0.0.1:PORT/%2f` (or `WARREN_TEST_URI`).
     pub fn uri(&self) -> &str {
         &self.uri
     }
 
+    /// The URI with `vhost` (already percent-encoded) instead of "/".
+    pub fn uri_with_vhost(&self, vhost: &str) -> String {
+        let base = self.uri.split('?').next().unwrap_or(&self.uri);
+        let at = base.rfind('/').expect("an amqp URI has a path");
+        let host_end = base[..at].rfind('@').map_or(0, |i| i + 1);
+        assert!(at > host_end, "an amqp URI has a vhost path");
+        format!("{}/{vhost}", &base[..at])
+    }
+
+    /// The AMQP listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -160,271 +215,161 @@ impl Drop for Broker {
 pub async fn connect(uri: &str) -> Connection {
     within(Connection::connect(uri, ConnectionProperties::default()))
         .await
-        .expect("connect")
+        .unwrap_or_else(|e| panic!("connect to {uri}: {e}"))
 }
 
 /// Awaits `f`, panicking after [`STEP`] so a hang fails the test.
-pub async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(STEP, f).await.expect("step timed out")
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(STEP, f)
+        .await
+        .expect("step timed out")
+}
+
+/// A name no other test, process or earlier run uses.
+pub fn unique(prefix: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The reply code and text of the channel.close or connection.close behind a lapin error; panics
+/// if the error is something else.
+pub fn closed_with(e: &lapin::Error) -> (u16, String) {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => (p.get_id(), p.get_message().to_string()),
+        other => panic!("expected an AMQP error from the server, got {other:?}"),
+    }
+}
+
+/// The first error the connection reports (the server's connection.close), within [`STEP`].
+pub async fn connection_error(events: &mut (impl futures_lite::Stream<Item = Event> + Unpin)) -> lapin::Error {
+    loop {
+        match within(events.next()).await {
+            Some(Event::Error(e)) => return e,
+            Some(_) => continue,
+            None => panic!("the connection's events ended without an error"),
+        }
+    }
+}
+
+/// Opens a channel.
+pub async fn channel(conn: &Connection) -> Channel {
+    within(conn.create_channel()).await.expect("channel.open")
+}
+
+/// Opens a channel in publisher-confirm mode: [`publish`] on it returns once the broker took
+/// the message, so what follows sees it.
+pub async fn confirm_channel(conn: &Connection) -> Channel {
+    let ch = channel(conn).await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .expect("confirm.select");
+    ch
+}
+
+/// Publishes and, on a confirm channel, waits for the broker's confirm.
+pub async fn publish(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Confirmation {
+    let confirm = within(ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    ))
+    .await
+    .expect("basic.publish");
+    within(confirm).await.expect("publisher confirm")
+}
+
+/// Declares `name` with `options` and no arguments.
+pub async fn declare_queue(ch: &Channel, name: &str, options: QueueDeclareOptions) -> lapin::Queue {
+    within(ch.queue_declare(name.into(), options, FieldTable::default()))
+        .await
+        .unwrap_or_else(|e| panic!("queue.declare {name}: {e}"))
 }
 
 /// `queue.declare` with passive=true: the queue's counts, or the error that closed the channel.
-pub async fn declare_passive(ch: &lapin::Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+pub async fn declare_passive(ch: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
     within(ch.queue_declare(
         queue.into(),
-        lapin::options::QueueDeclareOptions {
+        QueueDeclareOptions {
             passive: true,
             ..Default::default()
         },
-        lapin::types::FieldTable::default(),
+        FieldTable::default(),
     ))
     .await
 }
 
 /// Declares a server-named exclusive queue and returns its name.
-pub async fn exclusive_queue(ch: &lapin::Channel) -> String {
-    within(ch.queue_declare(
-        "".into(),
-        lapin::options::QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        lapin::types::FieldTable::default(),
-    ))
-    .await
-    .expect("queue.declare")
-    .name()
-    .to_string()
+pub async fn exclusive_queue(ch: &Channel) -> String {
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    declare_queue(ch, "", options).await.name().to_string()
 }
 
-/// A name no other test uses.
-pub fn unique(prefix: &str) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        Instant::now().elapsed().subsec_nanos()
-    )
-}
-
-/// The reply code of a lapin error that closed a channel or connection.
-pub fn reply_code(e: &lapin::Error) -> Option<u16> {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(p) => Some(p.get_id()),
-        _ => None,
+/// Every body left in the queue, in order (basic.get no-ack until get-empty).
+pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(m) = within(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
+        .await
+        .expect("basic.get")
+    {
+        out.push(String::from_utf8_lossy(&m.delivery.data).into_owned());
     }
+    out
 }
 
-/// The reply text of a lapin protocol error.
-pub fn reply_text(e: &lapin::Error) -> Option<String> {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(p) => Some(p.get_message().to_string()),
-        _ => None,
-    }
+/// Starts a consumer with the given tag ("" lets the server pick one).
+pub async fn consume(ch: &Channel, queue: &str, tag: &str, options: BasicConsumeOptions) -> Consumer {
+    within(ch.basic_consume(queue.into(), tag.into(), options, FieldTable::default()))
+        .await
+        .unwrap_or_else(|e| panic!("basic.consume {queue}: {e}"))
 }
 
-/// A hand-driven AMQP connection for sending bytes no client library would send. Its tiny
-/// encoder is written here, independent of Warren's codec.
-pub struct RawConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
+/// The consumer's next delivery, within [`STEP`].
+pub async fn next_delivery(c: &mut Consumer) -> Delivery {
+    within(c.next())
+        .await
+        .expect("the consumer ended")
+        .expect("a delivery")
 }
 
-/// A frame the server sent, as far as the raw tests care.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RawFrame {
-    Method {
-        channel: u16,
-        class: u16,
-        method: u16,
-        args: Vec<u8>,
-    },
-    Other {
-        kind: u8,
-        channel: u16,
-    },
+/// Whether no delivery arrives for `ms` milliseconds.
+pub async fn stays_quiet(c: &mut Consumer, ms: u64) -> bool {
+    tokio::time::timeout(Duration::from_millis(ms), c.next())
+        .await
+        .is_err()
 }
 
-/// A close method the server sent: (channel, reply code, reply text, class, method).
-pub type Close = (u16, u16, String, u16, u16);
-
-pub fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![kind];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f.push(0xCE);
-    f
+/// The body of a delivery as text.
+pub fn body(d: &Delivery) -> String {
+    String::from_utf8_lossy(&d.data).into_owned()
 }
 
-pub fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
-    let mut p = class.to_be_bytes().to_vec();
-    p.extend_from_slice(&method.to_be_bytes());
-    p.extend_from_slice(args);
-    p
-}
-
-pub fn short_str(s: &str) -> Vec<u8> {
-    let mut v = vec![s.len() as u8];
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-pub fn long_str(b: &[u8]) -> Vec<u8> {
-    let mut v = (b.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(b);
-    v
-}
-
-impl RawConn {
-    /// Connects and sends nothing.
-    pub fn connect(addr: SocketAddr) -> RawConn {
-        let stream = TcpStream::connect(addr).expect("tcp connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        RawConn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Connects and completes the handshake as guest on "/" (heartbeats off), then opens channel 1.
-    pub fn open(addr: SocketAddr) -> RawConn {
-        let mut c = RawConn::connect(addr);
-        c.send(b"AMQP\x00\x00\x09\x01");
-        assert!(matches!(
-            c.read_frame(),
-            Some(RawFrame::Method {
-                class: 10,
-                method: 10,
-                ..
-            })
-        ));
-        let mut start_ok = long_str(b"");
-        start_ok.extend(short_str("PLAIN"));
-        start_ok.extend(long_str(b"\0guest\0guest"));
-        start_ok.extend(short_str("en_US"));
-        c.send(&frame(1, 0, &method(10, 11, &start_ok)));
-        assert!(matches!(
-            c.read_frame(),
-            Some(RawFrame::Method {
-                class: 10,
-                method: 30,
-                ..
-            })
-        ));
-        let mut tune_ok = 2047u16.to_be_bytes().to_vec();
-        tune_ok.extend_from_slice(&131072u32.to_be_bytes());
-        tune_ok.extend_from_slice(&0u16.to_be_bytes());
-        c.send(&frame(1, 0, &method(10, 31, &tune_ok)));
-        let mut open = short_str("/");
-        open.extend(short_str(""));
-        open.push(0);
-        c.send(&frame(1, 0, &method(10, 40, &open)));
-        assert!(matches!(
-            c.read_frame(),
-            Some(RawFrame::Method {
-                class: 10,
-                method: 41,
-                ..
-            })
-        ));
-        c.send(&frame(1, 1, &method(20, 10, &short_str(""))));
-        assert!(matches!(
-            c.read_frame(),
-            Some(RawFrame::Method {
-                channel: 1,
-                class: 20,
-                method: 11,
-                ..
-            })
-        ));
-        c
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write");
-    }
-
-    /// Reads raw bytes until `n` arrived or the peer closed; returns what arrived.
-    pub fn read_bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut out = std::mem::take(&mut self.buf);
-        let mut chunk = [0u8; 4096];
-        while out.len() < n {
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(k) => out.extend_from_slice(&chunk[..k]),
-            }
-        }
-        out
-    }
-
-    /// Whether the server closed the socket (EOF) within the read timeout.
-    pub fn is_closed_by_peer(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// The next frame, or `None` on EOF/timeout.
-    pub fn read_frame(&mut self) -> Option<RawFrame> {
-        let mut chunk = [0u8; 65536];
-        loop {
-            if self.buf.len() >= 7 {
-                let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]])
-                    as usize;
-                if self.buf.len() >= size + 8 {
-                    let f: Vec<u8> = self.buf.drain(..size + 8).collect();
-                    let channel = u16::from_be_bytes([f[1], f[2]]);
-                    if f[0] == 1 {
-                        return Some(RawFrame::Method {
-                            channel,
-                            class: u16::from_be_bytes([f[7], f[8]]),
-                            method: u16::from_be_bytes([f[9], f[10]]),
-                            args: f[11..7 + size].to_vec(),
-                        });
-                    }
-                    return Some(RawFrame::Other {
-                        kind: f[0],
-                        channel,
-                    });
-                }
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
-            }
-        }
-    }
-
-    /// Reads frames until a `connection.close` or `channel.close` arrives.
-    pub fn expect_close(&mut self) -> Close {
-        while let Some(f) = self.read_frame() {
-            if let RawFrame::Method {
-                channel,
-                class,
-                method,
-                args,
-            } = f
-            {
-                if (class, method) == (10, 50) || (class, method) == (20, 40) {
-                    let code = u16::from_be_bytes([args[0], args[1]]);
-                    let len = args[2] as usize;
-                    let text = String::from_utf8_lossy(&args[3..3 + len]).into_owned();
-                    let c = u16::from_be_bytes([args[3 + len], args[4 + len]]);
-                    let m = u16::from_be_bytes([args[5 + len], args[6 + len]]);
-                    return (channel, code, text, c, m);
-                }
-            }
-        }
-        panic!("no close arrived");
-    }
+/// Checks from a fresh lapin connection that the broker still routes, confirms and delivers.
+pub async fn assert_serves_clients(broker: &Broker) {
+    let conn = broker.connect().await;
+    let ch = confirm_channel(&conn).await;
+    let q = exclusive_queue(&ch).await;
+    let confirmation = publish(&ch, "", &q, b"still here", BasicProperties::default()).await;
+    assert!(confirmation.is_ack(), "publish confirmed");
+    assert_eq!(drain(&ch, &q).await, ["still here"]);
+    within(conn.close(200, "bye".into()))
+        .await
+        .expect("connection.close");
 }

@@ -1,197 +1,180 @@
-//! Connection negotiation: server properties and capabilities, login and vhost refusal, tune,
-//! heartbeats, many channels.
+//! Connection negotiation as clients see it: connection.start's server properties and
+//! capabilities, login and vhost refusal, tune values, heartbeats, many channels on one connection.
 
 use std::time::{Duration, Instant};
 
-use warren_tests::lapin::options::*;
-use warren_tests::lapin::types::FieldTable;
+use warren_tests::lapin::options::QueueDeclareOptions;
 use warren_tests::lapin::{BasicProperties, Connection, ConnectionProperties};
+use warren_tests::raw::{method_frame, Args, Field, FRAME_HEARTBEAT, PROTOCOL_HEADER};
 use warren_tests::{
-    frame, long_str, method, reply_code, reply_text, short_str, within, Broker, RawConn, RawFrame,
+    channel, closed_with, confirm_channel, connect, declare_passive, declare_queue, publish,
+    unique, within, Broker, RawConn,
 };
 
-#[tokio::test(flavor = "multi_thread")]
-async fn connection_start_announces_rabbitmq_capabilities() {
-    let broker = Broker::start();
-    let mut raw = RawConn::connect(broker.addr());
-    raw.send(b"AMQP\x00\x00\x09\x01");
-    let Some(RawFrame::Method {
-        channel: 0,
-        class: 10,
-        method: 10,
-        args,
-    }) = raw.read_frame()
-    else {
-        panic!("expected connection.start");
-    };
-    assert_eq!(&args[..2], &[0, 9], "version 0-9");
-    let text = String::from_utf8_lossy(&args);
-    for cap in [
-        "publisher_confirms",
-        "exchange_exchange_bindings",
-        "basic.nack",
-        "consumer_cancel_notify",
-        "connection.blocked",
-        "authentication_failure_close",
-        "per_consumer_qos",
-        "direct_reply_to",
-    ] {
-        assert!(
-            text.contains(&format!("{cap}t\u{1}")),
-            "capability {cap} is announced as true"
-        );
-    }
-    for key in [
-        "product", "version", "platform", "PLAIN", "AMQPLAIN", "en_US",
-    ] {
-        assert!(text.contains(key), "{key}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn tune_is_negotiated_and_many_channels_work() {
-    let broker = Broker::start();
-    let conn = broker.connect().await;
-    assert_eq!(conn.configuration().frame_max(), 131_072);
-    assert_eq!(conn.configuration().heartbeat(), 60);
-    assert_eq!(conn.configuration().channel_max(), 2047);
-    let mut channels = Vec::new();
-    for _ in 0..200 {
-        channels.push(within(conn.create_channel()).await.unwrap());
-    }
-    let q = within(channels[0].queue_declare(
-        "".into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
-    for ch in &channels {
-        within(ch.basic_publish(
-            "".into(),
-            q.name().clone(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        ))
-        .await
-        .unwrap();
-    }
-    let q = within(channels[199].queue_declare(
-        q.name().clone(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(q.message_count(), 200);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_password_and_unknown_vhost_are_refused() {
-    let broker = Broker::start();
-    let bad = broker.uri().replace("guest:guest", "guest:wrong");
-    let err = within(Connection::connect(&bad, ConnectionProperties::default()))
-        .await
-        .unwrap_err();
-    assert_eq!(reply_code(&err), Some(403), "{err}");
-    assert_eq!(
-        reply_text(&err).unwrap(),
-        "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
-    );
-    let unknown = broker.uri().replace("/%2f", "/nope");
-    let err = within(Connection::connect(
-        &unknown,
-        ConnectionProperties::default(),
-    ))
-    .await
-    .unwrap_err();
-    assert_eq!(reply_code(&err), Some(530), "{err}");
-    assert_eq!(
-        reply_text(&err).unwrap(),
-        "NOT_ALLOWED - vhost nope not found"
-    );
-}
+/// The capabilities RabbitMQ 3.10 announces and clients look for before using an extension.
+const CAPABILITIES: [&str; 8] = [
+    "publisher_confirms",
+    "exchange_exchange_bindings",
+    "basic.nack",
+    "consumer_cancel_notify",
+    "connection.blocked",
+    "authentication_failure_close",
+    "per_consumer_qos",
+    "direct_reply_to",
+];
 
 #[test]
-fn amqplain_login_works() {
+fn connection_start_announces_product_mechanisms_and_capabilities() {
     let broker = Broker::start();
-    let mut c = RawConn::connect(broker.addr());
-    c.send(b"AMQP\x00\x00\x09\x01");
-    assert!(matches!(
-        c.read_frame(),
-        Some(RawFrame::Method {
-            class: 10,
-            method: 10,
-            ..
-        })
-    ));
-    // AMQPLAIN: a field table without its length prefix.
-    let mut table = short_str("LOGIN");
-    table.push(b'S');
-    table.extend(long_str(b"guest"));
-    table.extend(short_str("PASSWORD"));
-    table.push(b'S');
-    table.extend(long_str(b"guest"));
-    let mut start_ok = long_str(b"");
-    start_ok.extend(short_str("AMQPLAIN"));
-    start_ok.extend(long_str(&table));
-    start_ok.extend(short_str("en_US"));
-    c.send(&frame(1, 0, &method(10, 11, &start_ok)));
+    let mut raw = RawConn::connect(broker.addr());
+    raw.send(PROTOCOL_HEADER);
+    let start = raw.expect_method(0, (10, 10));
+    let mut args = start.args();
+    assert_eq!((args.octet(), args.octet()), (0, 9), "protocol version 0-9");
+    let props = args.table();
+    let mechanisms = String::from_utf8(args.long()).unwrap();
+    let locales = String::from_utf8(args.long()).unwrap();
+    for key in ["product", "version", "platform"] {
+        match props.get(key) {
+            Some(Field::Str(s)) => assert!(!s.is_empty(), "{key} is empty"),
+            other => panic!("server property {key} is {other:?}"),
+        }
+    }
+    let caps = props.get("capabilities").expect("a capabilities table");
+    for cap in CAPABILITIES {
+        assert_eq!(caps.get(cap), Some(&Field::Bool(true)), "capability {cap}");
+    }
+    let mechanisms: Vec<&str> = mechanisms.split(' ').collect();
     assert!(
-        matches!(
-            c.read_frame(),
-            Some(RawFrame::Method {
-                class: 10,
-                method: 30,
-                ..
-            })
-        ),
-        "connection.tune"
+        mechanisms.contains(&"PLAIN") && mechanisms.contains(&"AMQPLAIN"),
+        "{mechanisms:?}"
     );
+    assert_eq!(locales, "en_US");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tune_offers_rabbitmq_defaults() {
+    let broker = Broker::start();
+    let conn = broker.connect().await;
+    let config = conn.configuration();
+    assert_eq!(
+        (config.channel_max(), config.frame_max(), config.heartbeat()),
+        (2047, 131_072, 60)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lower_heartbeat_asked_by_the_client_is_used() {
+    let broker = Broker::start();
+    let conn = connect(&format!("{}?heartbeat=5", broker.uri())).await;
+    assert_eq!(conn.configuration().heartbeat(), 5);
+    // The connection stays usable across a few heartbeat intervals.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ch = channel(&conn).await;
+    let q = declare_queue(&ch, "", QueueDeclareOptions { exclusive: true, ..Default::default() }).await;
+    assert!(q.name().as_str().starts_with("amq.gen-"));
 }
 
 #[test]
 fn heartbeats_flow_and_a_silent_client_is_disconnected() {
     let broker = Broker::start();
-    let mut c = RawConn::connect(broker.addr());
-    c.send(b"AMQP\x00\x00\x09\x01");
-    c.read_frame();
-    let mut start_ok = long_str(b"");
-    start_ok.extend(short_str("PLAIN"));
-    start_ok.extend(long_str(b"\0guest\0guest"));
-    start_ok.extend(short_str("en_US"));
-    c.send(&frame(1, 0, &method(10, 11, &start_ok)));
-    c.read_frame();
-    // Ask for a 1 s heartbeat, then say nothing at all.
-    let mut tune_ok = 2047u16.to_be_bytes().to_vec();
-    tune_ok.extend_from_slice(&131072u32.to_be_bytes());
-    tune_ok.extend_from_slice(&1u16.to_be_bytes());
-    c.send(&frame(1, 0, &method(10, 31, &tune_ok)));
-    let mut open = short_str("/");
-    open.extend(short_str(""));
-    open.push(0);
-    c.send(&frame(1, 0, &method(10, 40, &open)));
+    // Ask for a 1 s heartbeat in tune-ok, then never send anything again.
+    let mut raw = RawConn::handshake_with(broker.addr(), 1);
     let started = Instant::now();
-    let mut heartbeats = 0;
-    while let Some(f) = c.read_frame() {
-        if f == (RawFrame::Other {
-            kind: 8,
-            channel: 0,
-        }) {
-            heartbeats += 1;
-        }
-    }
+    let frames = raw.expect_disconnect(Duration::from_secs(10));
     let silent_for = started.elapsed();
-    assert!(heartbeats >= 1, "the server sends heartbeats");
+    let heartbeats = frames.iter().filter(|f| f.kind == FRAME_HEARTBEAT).count();
+    assert!(heartbeats >= 1, "the server sent heartbeats: {frames:?}");
+    assert!(
+        frames.iter().all(|f| f.kind == FRAME_HEARTBEAT && f.channel == 0),
+        "only heartbeats on channel 0: {frames:?}"
+    );
     assert!(
         silent_for < Duration::from_secs(5),
-        "closed after missed heartbeats, not later ({silent_for:?})"
+        "dropped after two missed heartbeats, not {silent_for:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_is_refused_with_403() {
+    let broker = Broker::start();
+    let bad = broker.uri().replacen("guest:guest", "guest:wrong", 1);
+    let err = within(Connection::connect(&bad, ConnectionProperties::default()))
+        .await
+        .expect_err("login refused");
+    assert_eq!(
+        closed_with(&err),
+        (
+            403,
+            "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.".into()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_vhost_is_refused_with_530() {
+    let broker = Broker::start();
+    let vhost = unique("no-such-vhost");
+    let err = within(Connection::connect(
+        &broker.uri_with_vhost(&vhost),
+        ConnectionProperties::default(),
+    ))
+    .await
+    .expect_err("vhost refused");
+    assert_eq!(
+        closed_with(&err),
+        (530, format!("NOT_ALLOWED - vhost {vhost} not found"))
+    );
+}
+
+#[test]
+fn amqplain_login_is_accepted() {
+    let broker = Broker::start();
+    let mut raw = RawConn::connect(broker.addr());
+    raw.send(PROTOCOL_HEADER);
+    raw.expect_method(0, (10, 10));
+    // AMQPLAIN's response is a field table without its length prefix.
+    let table = Args::new()
+        .short("LOGIN")
+        .octet(b'S')
+        .long(b"guest")
+        .short("PASSWORD")
+        .octet(b'S')
+        .long(b"guest");
+    let start_ok = Args::new()
+        .empty_table()
+        .short("AMQPLAIN")
+        .long(&table.0)
+        .short("en_US");
+    raw.send(&method_frame(0, 10, 11, &start_ok.0));
+    raw.expect_method(0, (10, 30)); // connection.tune
+    raw.send_tune_ok(2047, 131_072, 0);
+    raw.send_open("/");
+    raw.expect_method(0, (10, 41)); // connection.open-ok
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_channels_share_one_connection() {
+    let broker = Broker::start();
+    let conn = broker.connect().await;
+    let mut channels = Vec::new();
+    for _ in 0..200 {
+        channels.push(confirm_channel(&conn).await);
+    }
+    let ids: std::collections::HashSet<u16> = channels.iter().map(|c| c.id()).collect();
+    assert_eq!(ids.len(), 200, "distinct channel numbers");
+    let q = unique("many-channels");
+    declare_queue(&channels[0], &q, QueueDeclareOptions { exclusive: true, ..Default::default() }).await;
+    for ch in &channels {
+        let confirmation = publish(ch, "", &q, b"x", BasicProperties::default()).await;
+        assert!(confirmation.is_ack());
+    }
+    let counted = declare_passive(&channels[199], &q).await.unwrap();
+    assert_eq!(counted.message_count(), 200);
+    // Closing some channels leaves the others working.
+    for ch in &channels[..100] {
+        within(ch.close(200, "bye".into())).await.unwrap();
+    }
+    let counted = declare_passive(&channels[150], &q).await.unwrap();
+    assert_eq!(counted.message_count(), 200);
 }

@@ -8,27 +8,15 @@ use std::time::{Duration, Instant};
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::FieldTable;
 use warren_tests::lapin::BasicProperties;
-use warren_tests::{
-    declare_passive, frame, long_str, method, reply_code, reply_text, short_str, within, Broker,
-    RawConn, RawFrame,
-};
+use warren_tests::raw::{method_frame, Args, PROTOCOL_HEADER};
+use warren_tests::{closed_with, declare_passive, warren_bin, within, Broker, RawConn};
 
 fn own_node(extra: &[&str]) -> Broker {
     Broker::start_own(extra).expect("warren starts")
 }
 
 fn warren() -> Command {
-    let bin = std::env::var("WARREN_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::var("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|_| {
-                    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
-                })
-                .join("debug/warren")
-        });
-    Command::new(bin)
+    Command::new(warren_bin())
 }
 
 #[test]
@@ -65,25 +53,12 @@ fn a_config_file_sets_the_defaults_flags_override() {
     writeln!(f, "heartbeat = 7\nframe_max = 8192\nchannel_max = 10").unwrap();
     let broker = own_node(&["--config", path.to_str().unwrap(), "--channel-max", "12"]);
     let mut c = RawConn::connect(broker.addr());
-    c.send(b"AMQP\x00\x00\x09\x01");
-    c.read_frame();
-    let mut start_ok = long_str(b"");
-    start_ok.extend(short_str("PLAIN"));
-    start_ok.extend(long_str(b"\0guest\0guest"));
-    start_ok.extend(short_str("en_US"));
-    c.send(&frame(1, 0, &method(10, 11, &start_ok)));
-    let Some(RawFrame::Method {
-        class: 10,
-        method: 30,
-        args,
-        ..
-    }) = c.read_frame()
-    else {
-        panic!("tune")
-    };
-    let channel_max = u16::from_be_bytes([args[0], args[1]]);
-    let frame_max = u32::from_be_bytes([args[2], args[3], args[4], args[5]]);
-    let heartbeat = u16::from_be_bytes([args[6], args[7]]);
+    c.send(PROTOCOL_HEADER);
+    c.expect_method(0, (10, 10));
+    c.send_start_ok_plain("guest", "guest");
+    let tune = c.expect_method(0, (10, 30));
+    let mut args = tune.args();
+    let (channel_max, frame_max, heartbeat) = (args.u16(), args.u32(), args.u16());
     assert_eq!((channel_max, frame_max, heartbeat), (12, 8192, 7));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -92,9 +67,10 @@ fn a_config_file_sets_the_defaults_flags_override() {
 fn a_client_that_never_finishes_the_handshake_is_dropped() {
     let broker = own_node(&["--handshake-timeout-ms", "500"]);
     let mut c = RawConn::connect(broker.addr());
-    c.send(b"AMQP\x00\x00\x09\x01");
+    c.send(PROTOCOL_HEADER);
     let started = Instant::now();
-    assert!(c.is_closed_by_peer(), "socket closed");
+    let frames = c.expect_disconnect(Duration::from_secs(4));
+    assert_eq!(frames.len(), 1, "connection.start only: {frames:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
@@ -108,10 +84,10 @@ fn sigterm_closes_clients_with_320_connection_forced() {
         .status()
         .unwrap()
         .success());
-    let (channel, code, text, _, _) = c.expect_close();
-    assert_eq!((channel, code), (0, 320));
+    let close = c.expect_server_close(Duration::from_secs(10));
+    assert_eq!((close.channel, close.reply_code), (0, 320));
     assert_eq!(
-        text,
+        close.reply_text,
         "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -149,10 +125,12 @@ async fn a_message_over_max_message_size_closes_only_its_channel() {
     .await
     .unwrap();
     let err = within(c).await.unwrap_err();
-    assert_eq!(reply_code(&err), Some(406));
     assert_eq!(
-        reply_text(&err).unwrap(),
-        "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000"
+        closed_with(&err),
+        (
+            406,
+            "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000".into()
+        )
     );
     let ch = within(conn.create_channel()).await.unwrap();
     within(ch.basic_publish(
@@ -203,12 +181,13 @@ async fn a_consumer_that_stops_reading_does_not_get_the_whole_queue_buffered() {
     let addr = broker.addr();
     let stuck = tokio::task::spawn_blocking(move || {
         let mut c = RawConn::open(addr);
-        let mut args = vec![0, 0];
-        args.extend(short_str("stuck"));
-        args.extend(short_str("ctag"));
-        args.push(0b10); // no-ack
-        args.extend(long_str(b""));
-        c.send(&frame(1, 1, &method(60, 20, &args)));
+        let args = Args::new()
+            .u16(0)
+            .short("stuck")
+            .short("ctag")
+            .bits(&[false, true, false, false]) // no-local, no-ack, exclusive, no-wait
+            .empty_table();
+        c.send(&method_frame(1, 60, 20, &args.0));
         c
     })
     .await
