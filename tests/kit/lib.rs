@@ -36,6 +36,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Broker {
     child: Option<Child>,
     data_dir: Option<PathBuf>,
+    /// The extra flags the node was started with, reused on restart.
+    extra: Vec<String>,
     addr: SocketAddr,
     uri: String,
 }
@@ -97,6 +99,7 @@ impl Broker {
         Ok(Broker {
             child: None,
             data_dir: None,
+            extra: Vec::new(),
             addr,
             uri,
         })
@@ -119,38 +122,62 @@ impl Broker {
     fn spawn(extra: &[&str]) -> anyhow::Result<Broker> {
         let port = free_port();
         let dir = fresh_dir()?;
-        let log = std::fs::File::create(dir.join("warren.log"))?;
+        let mut broker = Broker {
+            child: None,
+            data_dir: Some(dir),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            uri: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        };
+        broker.launch()?;
+        Ok(broker)
+    }
+
+    /// Runs the binary on this broker's port and data dir, appending to its log, and waits until
+    /// the port accepts TCP connections.
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let dir = self.data_dir.clone().context("only a node this kit owns is launched")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("warren.log"))?;
         let bin = warren_bin();
         let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
             .arg("--data-dir")
             .arg(&dir)
-            .args(extra)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut broker = Broker {
-            child: Some(child),
-            data_dir: Some(dir),
-            addr,
-            uri: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(broker);
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
             }
-            if !broker.is_running() {
-                bail!("warren exited before listening on {addr}; log:\n{}", broker.log());
+            if !self.is_running() {
+                bail!("warren exited before listening on {}; log:\n{}", self.addr, self.log());
             }
             if Instant::now() > deadline {
-                bail!("warren did not listen on {addr} within {START_TIMEOUT:?}");
+                bail!("warren did not listen on {} within {START_TIMEOUT:?}", self.addr);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the node with SIGKILL (no shutdown of any kind) and starts it again on the same
+    /// port and data dir with the same flags.
+    pub fn kill9_and_restart(&mut self) -> anyhow::Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .context("kill9_and_restart needs a node this kit started (Broker::start_own)")?;
+        child.kill()?;
+        child.wait()?;
+        self.launch()
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f` (or `WARREN_TEST_URI`).
@@ -244,6 +271,22 @@ pub fn closed_with(e: &lapin::Error) -> (u16, String) {
     match e.kind() {
         lapin::ErrorKind::ProtocolError(p) => (p.get_id(), p.get_message().to_string()),
         other => panic!("expected an AMQP error from the server, got {other:?}"),
+    }
+}
+
+/// The reply code of a lapin error that closed a channel or connection.
+pub fn reply_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => Some(p.get_id()),
+        _ => None,
+    }
+}
+
+/// The reply text of a lapin error that closed a channel or connection.
+pub fn reply_text(e: &lapin::Error) -> Option<String> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => Some(p.get_message().to_string()),
+        _ => None,
     }
 }
 
@@ -372,4 +415,14 @@ pub async fn assert_serves_clients(broker: &Broker) {
     within(conn.close(200, "bye".into()))
         .await
         .expect("connection.close");
+}
+
+/// [`assert_serves_clients`] for plain (non-async) tests, on a runtime of its own.
+pub fn assert_serves_clients_blocking(broker: &Broker) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(assert_serves_clients(broker));
 }

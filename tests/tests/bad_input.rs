@@ -1,143 +1,278 @@
-//! Malformed and misplaced frames: each closes only the offending connection with the reply code
-//! RabbitMQ uses, and other clients carry on.
+//! Malformed and misplaced frames sent by hand: each gets RabbitMQ's reply (code, and text where
+//! RabbitMQ's wording is not an Erlang term dump), only the offending connection ends, and a
+//! fresh lapin client is served normally afterwards.
 
-use warren_tests::lapin::options::*;
-use warren_tests::lapin::types::FieldTable;
-use warren_tests::lapin::BasicProperties;
-use warren_tests::{frame, long_str, method, short_str, within, Broker, RawConn};
+use std::time::Duration;
 
-fn publish_frames() -> Vec<u8> {
-    let mut args = vec![0, 0];
-    args.extend(short_str(""));
-    args.extend(short_str("q"));
-    args.push(0);
-    frame(1, 1, &method(60, 40, &args))
+use warren_tests::raw::{
+    basic_publish, body_frame, content_header, frame, method_frame, queue_declare, Args,
+    ServerClose, FRAME_HEARTBEAT, PROTOCOL_HEADER, RAW_FRAME_MAX,
+};
+use warren_tests::{assert_serves_clients_blocking, Broker, RawConn};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Sends `bytes` after a clean handshake and channel.open on channel 1; returns the
+/// connection.close the server answers with, after checking that the server closes the socket
+/// once the close-ok is sent and that other clients are still served.
+fn hard_error(broker: &Broker, bytes: &[u8]) -> ServerClose {
+    let mut raw = RawConn::open(broker.addr());
+    raw.send(bytes);
+    let close = raw.expect_server_close(WAIT);
+    assert_eq!(
+        (close.channel, close.close_method),
+        (0, (10, 50)),
+        "a connection.close: {close:?}"
+    );
+    raw.send_close_ok();
+    raw.expect_disconnect(WAIT);
+    assert_serves_clients_blocking(broker);
+    close
 }
 
-fn header(size: u64) -> Vec<u8> {
-    let mut p = 60u16.to_be_bytes().to_vec();
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&size.to_be_bytes());
-    p.extend_from_slice(&0u16.to_be_bytes());
-    frame(2, 1, &p)
-}
-
-fn queue_declare_args() -> Vec<u8> {
-    let mut args = vec![0, 0];
-    args.extend(short_str("q"));
-    args.push(0);
-    args.extend(long_str(b""));
-    args
-}
-
-/// Sends `bytes` after a clean handshake and returns the connection.close code.
-fn close_code(broker: &Broker, bytes: &[u8]) -> u16 {
-    let mut c = RawConn::open(broker.addr());
-    c.send(bytes);
-    let (channel, code, text, _, _) = c.expect_close();
-    assert_eq!(channel, 0, "a connection-level close: {code} {text}");
-    assert!(!text.is_empty());
-    code
+fn code_and_text(c: &ServerClose) -> (u16, &str) {
+    (c.reply_code, c.reply_text.as_str())
 }
 
 #[test]
-fn wrong_protocol_header_gets_ours_back() {
+fn an_unsupported_protocol_header_gets_0_9_1_back_and_the_socket_closed() {
     let broker = Broker::start();
-    let mut c = RawConn::connect(broker.addr());
-    c.send(b"AMQP\x00\x00\x09\x00");
-    assert_eq!(c.read_bytes(8), b"AMQP\x00\x00\x09\x01");
-    assert!(c.is_closed_by_peer());
+    for header in [
+        &b"AMQP\x00\x00\x09\x00"[..],
+        b"AMQP\x01\x01\x00\x0a",
+        b"AMQP\x00\x01\x00\x00",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut raw = RawConn::connect(broker.addr());
+        raw.send(header);
+        assert_eq!(
+            raw.read_bytes(8, WAIT),
+            PROTOCOL_HEADER,
+            "answer to {header:?}"
+        );
+        let after = raw.expect_disconnect(WAIT);
+        assert!(after.is_empty(), "nothing after the header: {after:?}");
+    }
+    assert_serves_clients_blocking(&broker);
 }
 
 #[test]
-fn frame_errors_close_with_501() {
+fn an_unknown_frame_type_is_a_501_frame_error() {
     let broker = Broker::start();
-    // Larger than frame-max (checked before the payload arrives).
+    let close = hard_error(&broker, &frame(9, 1, b"abc"));
+    assert_eq!(close.reply_code, 501);
+    assert!(close.reply_text.starts_with("FRAME_ERROR - "), "{close:?}");
+}
+
+#[test]
+fn a_frame_larger_than_frame_max_is_a_501_frame_error() {
+    let broker = Broker::start();
+    // Only the frame header: the size alone must be refused, before any payload arrives.
     let mut oversized = vec![1, 0, 1];
-    oversized.extend_from_slice(&200_000u32.to_be_bytes());
-    oversized.extend_from_slice(&[0; 100]);
-    assert_eq!(close_code(&broker, &oversized), 501);
-    // Bad frame-end octet.
-    let mut bad_end = frame(1, 1, &method(20, 20, &[1]));
-    *bad_end.last_mut().unwrap() = 0;
-    assert_eq!(close_code(&broker, &bad_end), 501);
-    // Unknown frame type.
-    assert_eq!(close_code(&broker, &frame(9, 1, b"abc")), 501);
-    // Arguments that cannot be decoded.
+    oversized.extend_from_slice(&(RAW_FRAME_MAX + 1).to_be_bytes());
+    let close = hard_error(&broker, &oversized);
+    assert_eq!(close.reply_code, 501);
+    assert!(close.reply_text.starts_with("FRAME_ERROR - "), "{close:?}");
+}
+
+#[test]
+fn a_body_frame_of_exactly_frame_max_is_accepted() {
+    let broker = Broker::start();
+    let mut raw = RawConn::open(broker.addr());
+    let declare = Args::new()
+        .u16(0)
+        .short("")
+        .bits(&[false, false, true, false, false])
+        .empty_table();
+    raw.send(&method_frame(1, 50, 10, &declare.0));
+    let queue = raw.expect_method(1, (50, 11)).args().short();
+    // Confirm mode: the basic.ack says the queue has the message (RabbitMQ answers a passive
+    // declare ahead of deliveries still on their way to the queue).
+    raw.send(&method_frame(1, 85, 10, &Args::new().bits(&[false]).0));
+    raw.expect_method(1, (85, 11));
+    // A whole frame is 8 octets of framing plus the payload; frame-max counts all of it.
+    let payload = vec![b'x'; RAW_FRAME_MAX as usize - 8];
+    let body = body_frame(1, &payload);
+    assert_eq!(body.len(), RAW_FRAME_MAX as usize, "the body frame is exactly frame-max");
+    let mut bytes = basic_publish(1, "", &queue);
+    bytes.extend(content_header(1, payload.len() as u64));
+    bytes.extend(body);
+    raw.send(&bytes);
+    raw.expect_method(1, (60, 80)); // basic.ack
+    raw.send(&queue_declare(1, &queue, true));
+    let ok = raw.expect_method(1, (50, 11));
+    let mut args = ok.args();
+    assert_eq!(args.short(), queue);
+    assert_eq!(args.u32(), 1, "the message arrived");
+}
+
+#[test]
+fn a_bad_frame_end_octet_is_a_501_frame_error() {
+    let broker = Broker::start();
+    let mut bad_end = method_frame(1, 20, 20, &[1]);
+    *bad_end.last_mut().expect("a frame has an end octet") = 0;
+    let close = hard_error(&broker, &bad_end);
+    assert_eq!(close.reply_code, 501);
+    assert!(close.reply_text.starts_with("FRAME_ERROR - "), "{close:?}");
+}
+
+#[test]
+fn method_arguments_that_cannot_be_decoded_are_a_501_frame_error() {
+    let broker = Broker::start();
+    // queue.declare whose queue name claims 6 bytes but has 1.
+    let close = hard_error(&broker, &method_frame(1, 50, 10, &[0, 0, 6, b'q']));
+    assert_eq!(close.reply_code, 501);
+    assert!(
+        close.reply_text.starts_with("FRAME_ERROR - cannot decode"),
+        "{close:?}"
+    );
+    assert_eq!(close.cause, (50, 10));
+}
+
+/// RabbitMQ 3.10 drops the socket without a connection.close on an unknown class or method id
+/// (its reader process exits). The user-visible outcome that must hold: the connection ends.
+/// A server that says why first may only use 540 NOT_IMPLEMENTED or 503 COMMAND_INVALID.
+#[test]
+fn an_unknown_class_or_method_ends_the_connection() {
+    let broker = Broker::start();
+    for (channel, class, method) in [(1, 20, 99), (1, 99, 10), (1, 60, 99), (0, 10, 99)] {
+        let mut raw = RawConn::open(broker.addr());
+        raw.send(&method_frame(channel, class, method, &[]));
+        let frames = raw.expect_disconnect(WAIT);
+        for f in &frames {
+            assert_eq!(f.method_id(), Some((10, 50)), "only a connection.close: {f:?}");
+            let code = f.args().u16();
+            assert!(code == 540 || code == 503, "close code {code} for {class}/{method}");
+        }
+        assert_serves_clients_blocking(&broker);
+    }
+}
+
+/// RabbitMQ 3.10 does not notice a body longer than its header declared when it arrives; the
+/// channel then waits for more content, nothing is delivered, and the next method on the channel
+/// is a 505 UNEXPECTED_FRAME.
+#[test]
+fn a_body_longer_than_its_header_declared_is_never_delivered_and_505_follows() {
+    let broker = Broker::start();
+    let mut raw = RawConn::open(broker.addr());
+    let declare = Args::new()
+        .u16(0)
+        .short("")
+        .bits(&[false, false, true, false, false])
+        .empty_table();
+    raw.send(&method_frame(1, 50, 10, &declare.0));
+    let queue = raw.expect_method(1, (50, 11)).args().short();
+    let mut bytes = basic_publish(1, "", &queue);
+    bytes.extend(content_header(1, 2));
+    bytes.extend(body_frame(1, b"abcd"));
+    bytes.extend(queue_declare(1, &queue, true));
+    raw.send(&bytes);
+    let close = raw.expect_server_close(WAIT);
+    assert_eq!((close.channel, close.close_method), (0, (10, 50)));
     assert_eq!(
-        close_code(&broker, &frame(1, 1, &method(50, 10, &[0, 0, 6, b'q']))),
-        501
+        code_and_text(&close),
+        (
+            505,
+            "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
+        )
+    );
+    raw.send_close_ok();
+    raw.expect_disconnect(WAIT);
+    assert_serves_clients_blocking(&broker);
+}
+
+#[test]
+fn a_method_on_a_channel_never_opened_is_504() {
+    let broker = Broker::start();
+    let close = hard_error(&broker, &queue_declare(5, "q", false));
+    assert_eq!(
+        code_and_text(&close),
+        (504, "CHANNEL_ERROR - expected 'channel.open'")
+    );
+    assert_eq!(close.cause, (50, 10));
+}
+
+#[test]
+fn opening_an_open_channel_again_is_504() {
+    let broker = Broker::start();
+    let close = hard_error(&broker, &method_frame(1, 20, 10, &Args::new().short("").0));
+    assert_eq!(
+        code_and_text(&close),
+        (504, "CHANNEL_ERROR - second 'channel.open' seen")
     );
 }
 
 #[test]
-fn misplaced_frames_close_with_504_and_505() {
+fn a_channel_method_on_channel_0_is_504() {
     let broker = Broker::start();
-    // A method on a channel that was never opened.
+    let get = Args::new().u16(0).short("q").bits(&[false]);
+    let close = hard_error(&broker, &method_frame(0, 60, 70, &get.0));
     assert_eq!(
-        close_code(
-            &broker,
-            &frame(1, 5, &method(50, 10, &queue_declare_args()))
-        ),
-        504
+        code_and_text(&close),
+        (504, "CHANNEL_ERROR - unexpected method in connection state running")
     );
-    // A content header with no basic.publish before it.
-    assert_eq!(close_code(&broker, &header(2)), 505);
-    // A method where a content header belongs.
-    let mut bytes = publish_frames();
-    bytes.extend(frame(1, 1, &method(50, 10, &queue_declare_args())));
-    assert_eq!(close_code(&broker, &bytes), 505);
-    // Content on channel 0.
-    assert_eq!(close_code(&broker, &frame(3, 0, b"abc")), 505);
-    // A channel method on channel 0.
-    let mut get = vec![0, 0];
-    get.extend(short_str("q"));
-    get.push(0);
+    assert_eq!(close.cause, (60, 70));
+}
+
+#[test]
+fn a_content_header_without_a_publish_is_505() {
+    let broker = Broker::start();
+    let close = hard_error(&broker, &content_header(1, 2));
     assert_eq!(
-        close_code(&broker, &frame(1, 0, &method(60, 70, &get))),
-        504
+        code_and_text(&close),
+        (
+            505,
+            "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+        )
     );
-    // A heartbeat on a channel other than 0.
-    assert_eq!(close_code(&broker, &frame(8, 1, b"")), 505);
+}
+
+#[test]
+fn a_method_where_the_content_header_belongs_is_505() {
+    let broker = Broker::start();
+    let mut bytes = basic_publish(1, "", "q");
+    bytes.extend(queue_declare(1, "q", false));
+    let close = hard_error(&broker, &bytes);
+    assert_eq!(
+        code_and_text(&close),
+        (
+            505,
+            "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
+        )
+    );
+    assert_eq!(close.cause, (60, 40));
+}
+
+#[test]
+fn content_or_heartbeats_on_the_wrong_channel_are_505() {
+    let broker = Broker::start();
+    let close = hard_error(&broker, &body_frame(0, b"abc"));
+    assert_eq!(close.reply_code, 505);
+    assert!(close.reply_text.starts_with("UNEXPECTED_FRAME - "), "{close:?}");
+    let close = hard_error(&broker, &frame(FRAME_HEARTBEAT, 1, b""));
+    assert_eq!(close.reply_code, 505);
+    assert!(close.reply_text.starts_with("UNEXPECTED_FRAME - "), "{close:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_broken_client_does_not_disturb_a_healthy_one() {
+async fn many_broken_clients_do_not_disturb_a_healthy_one() {
     let broker = Broker::start();
     let conn = broker.connect().await;
-    let ch = within(conn.create_channel()).await.unwrap();
-    let q = within(ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    let ch = warren_tests::confirm_channel(&conn).await;
+    let q = warren_tests::exclusive_queue(&ch).await;
     let addr = broker.addr();
     tokio::task::spawn_blocking(move || {
-        for i in 0..50u8 {
-            let mut c = RawConn::open(addr);
-            c.send(&[i, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xce]);
-            c.expect_close();
+        for i in 0..30u8 {
+            let mut raw = RawConn::open(addr);
+            raw.send(&[i, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xce]);
+            let close = raw.expect_server_close(WAIT);
+            assert!(close.reply_code >= 500, "a hard error: {close:?}");
+            // Hang up without close-ok, as a broken client would.
         }
     })
     .await
-    .unwrap();
-    within(ch.basic_publish(
-        "".into(),
-        q.name().clone(),
-        BasicPublishOptions::default(),
-        b"fine",
-        BasicProperties::default(),
-    ))
-    .await
-    .unwrap();
-    let m = within(ch.basic_get(q.name().clone(), BasicGetOptions { no_ack: true }))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(m.delivery.data, b"fine");
+    .expect("the broken clients ran");
+    let c = warren_tests::publish(&ch, "", &q, b"fine", Default::default()).await;
+    assert!(c.is_ack());
+    assert_eq!(warren_tests::drain(&ch, &q).await, ["fine"]);
 }

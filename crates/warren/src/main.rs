@@ -58,7 +58,7 @@ struct Args {
     /// pass an empty string to allow every user from anywhere [default: guest].
     #[arg(long, value_delimiter = ',')]
     loopback_users: Option<Vec<String>>,
-    /// Log filter in RUST_LOG syntax [default: info].
+    /// Log filter in RUST_LOG syntax [default: info,openraft=warn].
     #[arg(long, env = "WARREN_LOG")]
     log: Option<String>,
     /// This node's id in its cluster; never reuse the id of a node whose data was wiped
@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
-    let log = args.log.or(file.log).unwrap_or_else(|| "info".into());
+    let log = args.log.or(file.log).unwrap_or_else(|| "info,openraft=warn".into());
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
