@@ -97,7 +97,10 @@ fn main() -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
-    let log = args.log.or(file.log).unwrap_or_else(|| "info,openraft=warn".into());
+    let log = args
+        .log
+        .or(file.log)
+        .unwrap_or_else(|| "info,openraft=warn".into());
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
