@@ -21,8 +21,8 @@ use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::FieldTable;
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, Event};
 pub use raw::{RawConn, RawFrame};
 
@@ -136,14 +136,22 @@ impl Broker {
     /// Runs the binary on this broker's port and data dir, appending to its log, and waits until
     /// the port accepts TCP connections.
     fn launch(&mut self) -> anyhow::Result<()> {
-        let dir = self.data_dir.clone().context("only a node this kit owns is launched")?;
+        let dir = self
+            .data_dir
+            .clone()
+            .context("only a node this kit owns is launched")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("warren.log"))?;
         let bin = warren_bin();
         let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.addr.port().to_string(),
+            ])
             .arg("--data-dir")
             .arg(&dir)
             .args(&self.extra)
@@ -159,10 +167,17 @@ impl Broker {
                 return Ok(());
             }
             if !self.is_running() {
-                bail!("warren exited before listening on {}; log:\n{}", self.addr, self.log());
+                bail!(
+                    "warren exited before listening on {}; log:\n{}",
+                    self.addr,
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("warren did not listen on {} within {START_TIMEOUT:?}", self.addr);
+                bail!(
+                    "warren did not listen on {} within {START_TIMEOUT:?}",
+                    self.addr
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -247,9 +262,7 @@ pub async fn connect(uri: &str) -> Connection {
 
 /// Awaits `f`, panicking after [`STEP`] so a hang fails the test.
 pub async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(STEP, f)
-        .await
-        .expect("step timed out")
+    tokio::time::timeout(STEP, f).await.expect("step timed out")
 }
 
 /// A name no other test, process or earlier run uses.
@@ -291,7 +304,9 @@ pub fn reply_text(e: &lapin::Error) -> Option<String> {
 }
 
 /// The first error the connection reports (the server's connection.close), within [`STEP`].
-pub async fn connection_error(events: &mut (impl futures_lite::Stream<Item = Event> + Unpin)) -> lapin::Error {
+pub async fn connection_error(
+    events: &mut (impl futures_lite::Stream<Item = Event> + Unpin),
+) -> lapin::Error {
     loop {
         match within(events.next()).await {
             Some(Event::Error(e)) => return e,
@@ -378,7 +393,12 @@ pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
 }
 
 /// Starts a consumer with the given tag ("" lets the server pick one).
-pub async fn consume(ch: &Channel, queue: &str, tag: &str, options: BasicConsumeOptions) -> Consumer {
+pub async fn consume(
+    ch: &Channel,
+    queue: &str,
+    tag: &str,
+    options: BasicConsumeOptions,
+) -> Consumer {
     within(ch.basic_consume(queue.into(), tag.into(), options, FieldTable::default()))
         .await
         .unwrap_or_else(|e| panic!("basic.consume {queue}: {e}"))
@@ -417,12 +437,17 @@ pub async fn assert_serves_clients(broker: &Broker) {
         .expect("connection.close");
 }
 
-/// [`assert_serves_clients`] for plain (non-async) tests, on a runtime of its own.
-pub fn assert_serves_clients_blocking(broker: &Broker) {
+/// Runs async test code from a plain (non-async) test, on a runtime of its own.
+pub fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime")
-        .block_on(assert_serves_clients(broker));
+        .block_on(f)
+}
+
+/// [`assert_serves_clients`] for plain (non-async) tests.
+pub fn assert_serves_clients_blocking(broker: &Broker) {
+    block_on(assert_serves_clients(broker));
 }

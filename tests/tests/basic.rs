@@ -20,7 +20,14 @@ async fn filled_queue(conn: &Connection, n: usize) -> String {
     };
     declare_queue(&ch, &q, options).await;
     for i in 0..n {
-        let c = publish(&ch, "", &q, i.to_string().as_bytes(), BasicProperties::default()).await;
+        let c = publish(
+            &ch,
+            "",
+            &q,
+            i.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
         assert!(c.is_ack());
     }
     q
@@ -49,30 +56,53 @@ async fn an_unroutable_mandatory_publish_is_returned_with_312_no_route() {
         ..Default::default()
     };
     let props = BasicProperties::default().with_message_id("m1".into());
-    let confirm = within(ch.basic_publish("".into(), nowhere.as_str().into(), mandatory, b"lost", props))
-        .await
-        .unwrap();
+    let confirm = within(ch.basic_publish(
+        "".into(),
+        nowhere.as_str().into(),
+        mandatory,
+        b"lost",
+        props,
+    ))
+    .await
+    .unwrap();
     let confirmation = within(confirm).await.unwrap();
-    assert!(confirmation.is_ack(), "an unroutable message is still confirmed");
+    assert!(
+        confirmation.is_ack(),
+        "an unroutable message is still confirmed"
+    );
     let returned = confirmation.take_message().expect("basic.return");
     assert_eq!(
         (returned.reply_code, returned.reply_text.as_str()),
         (312, "NO_ROUTE")
     );
     assert_eq!(
-        (returned.delivery.exchange.as_str(), returned.delivery.routing_key.as_str()),
+        (
+            returned.delivery.exchange.as_str(),
+            returned.delivery.routing_key.as_str()
+        ),
         ("", nowhere.as_str())
     );
     assert_eq!(returned.delivery.data, b"lost");
     assert_eq!(
-        returned.delivery.properties.message_id().as_ref().map(|s| s.as_str()),
+        returned
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
         Some("m1")
     );
     // Routable mandatory messages are not returned; unroutable non-mandatory ones are dropped.
     let q = filled_queue(&conn, 0).await;
-    let confirm = within(ch.basic_publish("".into(), q.as_str().into(), mandatory, b"kept", BasicProperties::default()))
-        .await
-        .unwrap();
+    let confirm = within(ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        mandatory,
+        b"kept",
+        BasicProperties::default(),
+    ))
+    .await
+    .unwrap();
     assert!(within(confirm).await.unwrap().take_message().is_none());
     let c = publish(&ch, "", &nowhere, b"dropped", BasicProperties::default()).await;
     assert!(c.is_ack() && c.take_message().is_none());
@@ -90,7 +120,14 @@ async fn immediate_publishes_close_the_connection_with_540() {
         ..Default::default()
     };
     // The publish itself may succeed or fail locally; the connection.close is what counts.
-    let _ = within(ch.basic_publish("".into(), "q".into(), immediate, b"x", BasicProperties::default())).await;
+    let _ = within(ch.basic_publish(
+        "".into(),
+        "q".into(),
+        immediate,
+        b"x",
+        BasicProperties::default(),
+    ))
+    .await;
     let err = connection_error(&mut events).await;
     assert_eq!(
         closed_with(&err),
@@ -120,7 +157,15 @@ async fn an_exclusive_consumer_shuts_out_others_with_403() {
     let conn = broker.connect().await;
     let ch = channel(&conn).await;
     let q = unique("excl-consume");
-    declare_queue(&ch, &q, QueueDeclareOptions { auto_delete: true, ..Default::default() }).await;
+    declare_queue(
+        &ch,
+        &q,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+    )
+    .await;
     let exclusive = BasicConsumeOptions {
         exclusive: true,
         ..Default::default()
@@ -129,22 +174,43 @@ async fn an_exclusive_consumer_shuts_out_others_with_403() {
     let in_exclusive_use = format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use");
     let other = broker.connect().await;
     let och = channel(&other).await;
-    let err = within(och.basic_consume(q.as_str().into(), "second".into(), acked(), FieldTable::default()))
-        .await
-        .unwrap_err();
+    let err = within(och.basic_consume(
+        q.as_str().into(),
+        "second".into(),
+        acked(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(closed_with(&err), (403, in_exclusive_use.clone()));
     // The other way round: an exclusive consume on a queue that already has a consumer.
     let q2 = unique("shared-consume");
     let ch2 = channel(&conn).await;
-    declare_queue(&ch2, &q2, QueueDeclareOptions { auto_delete: true, ..Default::default() }).await;
+    declare_queue(
+        &ch2,
+        &q2,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+    )
+    .await;
     let _plain = consume(&ch2, &q2, "plain", acked()).await;
     let och = channel(&other).await;
-    let err = within(och.basic_consume(q2.as_str().into(), "excl".into(), exclusive, FieldTable::default()))
-        .await
-        .unwrap_err();
+    let err = within(och.basic_consume(
+        q2.as_str().into(),
+        "excl".into(),
+        exclusive,
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (403, format!("ACCESS_REFUSED - queue '{q2}' in vhost '/' in exclusive use"))
+        (
+            403,
+            format!("ACCESS_REFUSED - queue '{q2}' in vhost '/' in exclusive use")
+        )
     );
 }
 
@@ -155,12 +221,20 @@ async fn reusing_a_consumer_tag_on_a_channel_closes_the_connection_with_530() {
     let q = filled_queue(&conn, 0).await;
     let ch = channel(&conn).await;
     let _mine = consume(&ch, &q, "mine", acked()).await;
-    let err = within(ch.basic_consume(q.as_str().into(), "mine".into(), acked(), FieldTable::default()))
-        .await
-        .unwrap_err();
+    let err = within(ch.basic_consume(
+        q.as_str().into(),
+        "mine".into(),
+        acked(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (530, "NOT_ALLOWED - attempt to reuse consumer tag 'mine'".into())
+        (
+            530,
+            "NOT_ALLOWED - attempt to reuse consumer tag 'mine'".into()
+        )
     );
     assert!(!conn.status().connected(), "a connection-level error");
 }
@@ -171,7 +245,16 @@ async fn cancel_stops_deliveries() {
     let conn = broker.connect().await;
     let q = filled_queue(&conn, 1).await;
     let ch = confirm_channel(&conn).await;
-    let mut c = consume(&ch, &q, "c", BasicConsumeOptions { no_ack: true, ..Default::default() }).await;
+    let mut c = consume(
+        &ch,
+        &q,
+        "c",
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(body(&next_delivery(&mut c).await), "0");
     within(ch.basic_cancel("c".into(), BasicCancelOptions::default()))
         .await
@@ -200,7 +283,9 @@ async fn deleting_a_queue_cancels_its_consumers_from_the_server() {
         .await
         .unwrap();
     assert!(
-        within(futures_lite::StreamExt::next(&mut c)).await.is_none(),
+        within(futures_lite::StreamExt::next(&mut c))
+            .await
+            .is_none(),
         "the consumer's stream ends on the server's basic.cancel"
     );
     // The channel itself stays open.
@@ -225,8 +310,14 @@ async fn prefetch_limits_each_consumer() {
         got_a.push(next_delivery(&mut a).await);
         got_b.push(next_delivery(&mut b).await);
     }
-    assert!(stays_quiet(&mut a, 300).await, "a fourth delivery to a exceeds prefetch 3");
-    assert!(stays_quiet(&mut b, 50).await, "a fourth delivery to b exceeds prefetch 3");
+    assert!(
+        stays_quiet(&mut a, 300).await,
+        "a fourth delivery to a exceeds prefetch 3"
+    );
+    assert!(
+        stays_quiet(&mut b, 50).await,
+        "a fourth delivery to b exceeds prefetch 3"
+    );
     within(got_a[0].acker.ack(BasicAckOptions::default()))
         .await
         .unwrap();
@@ -255,7 +346,10 @@ async fn global_prefetch_is_shared_by_the_channels_consumers() {
             d = next_delivery(&mut b) => held.push(d),
         }
     }
-    assert!(stays_quiet(&mut a, 300).await && stays_quiet(&mut b, 50).await, "4 across both");
+    assert!(
+        stays_quiet(&mut a, 300).await && stays_quiet(&mut b, 50).await,
+        "4 across both"
+    );
     within(ch.basic_ack(held[3].delivery_tag, BasicAckOptions { multiple: true }))
         .await
         .unwrap();
@@ -302,21 +396,37 @@ async fn ack_nack_and_reject_with_multiple_and_requeue() {
     for _ in 0..7 {
         tags.push(get(&ch, &q).await.delivery_tag);
     }
-    assert_eq!(tags, (1..=7).collect::<Vec<u64>>(), "tags count from 1 per channel");
+    assert_eq!(
+        tags,
+        (1..=7).collect::<Vec<u64>>(),
+        "tags count from 1 per channel"
+    );
     // ack 1..=2 (multiple); nack 3..=4 (multiple, requeue); reject 5 (drop);
     // nack 6 (drop); reject 7 (requeue).
     within(ch.basic_ack(tags[1], BasicAckOptions { multiple: true }))
         .await
         .unwrap();
-    within(ch.basic_nack(tags[3], BasicNackOptions { multiple: true, requeue: true }))
-        .await
-        .unwrap();
+    within(ch.basic_nack(
+        tags[3],
+        BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        },
+    ))
+    .await
+    .unwrap();
     within(ch.basic_reject(tags[4], BasicRejectOptions { requeue: false }))
         .await
         .unwrap();
-    within(ch.basic_nack(tags[5], BasicNackOptions { multiple: false, requeue: false }))
-        .await
-        .unwrap();
+    within(ch.basic_nack(
+        tags[5],
+        BasicNackOptions {
+            multiple: false,
+            requeue: false,
+        },
+    ))
+    .await
+    .unwrap();
     within(ch.basic_reject(tags[6], BasicRejectOptions { requeue: true }))
         .await
         .unwrap();
@@ -325,7 +435,10 @@ async fn ack_nack_and_reject_with_multiple_and_requeue() {
         .await
         .unwrap()
     {
-        assert!(m.delivery.redelivered, "requeued messages are marked redelivered");
+        assert!(
+            m.delivery.redelivered,
+            "requeued messages are marked redelivered"
+        );
         back.push(body(&m.delivery));
     }
     assert_eq!(back, ["2", "3", "6"]);
@@ -348,7 +461,10 @@ async fn an_unknown_delivery_tag_closes_the_channel_with_406() {
     );
     assert_eq!(
         closed_with(&declared.unwrap_err()),
-        (406, format!("PRECONDITION_FAILED - unknown delivery tag {tag}"))
+        (
+            406,
+            format!("PRECONDITION_FAILED - unknown delivery tag {tag}")
+        )
     );
     let ch = channel(&conn).await;
     let (_, declared) = tokio::join!(
@@ -357,7 +473,10 @@ async fn an_unknown_delivery_tag_closes_the_channel_with_406() {
     );
     assert_eq!(
         closed_with(&declared.unwrap_err()),
-        (406, "PRECONDITION_FAILED - unknown delivery tag 9999".into())
+        (
+            406,
+            "PRECONDITION_FAILED - unknown delivery tag 9999".into()
+        )
     );
     assert!(conn.status().connected(), "only the channel closed");
 }
@@ -382,7 +501,9 @@ async fn recover_redelivers_unacked_messages_marked_redelivered() {
         let d = next_delivery(&mut c).await;
         assert!(d.redelivered);
         again.push(body(&d));
-        within(d.acker.ack(BasicAckOptions::default())).await.unwrap();
+        within(d.acker.ack(BasicAckOptions::default()))
+            .await
+            .unwrap();
     }
     assert_eq!(again, ["0", "1", "2"]);
     assert!(stays_quiet(&mut c, 300).await);
@@ -398,7 +519,14 @@ async fn two_consumers_take_turns() {
     let mut b = consume(&ch_b, &q, "b", acked()).await;
     let pub_ch = confirm_channel(&conn).await;
     for i in 0..6 {
-        publish(&pub_ch, "", &q, i.to_string().as_bytes(), BasicProperties::default()).await;
+        publish(
+            &pub_ch,
+            "",
+            &q,
+            i.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
     }
     let mut from_a = Vec::new();
     let mut from_b = Vec::new();
@@ -406,7 +534,19 @@ async fn two_consumers_take_turns() {
         from_a.push(body(&next_delivery(&mut a).await));
         from_b.push(body(&next_delivery(&mut b).await));
     }
-    assert_eq!((from_a, from_b), (vec!["0", "2", "4"].into_iter().map(String::from).collect::<Vec<_>>(), vec!["1", "3", "5"].into_iter().map(String::from).collect::<Vec<_>>()));
+    assert_eq!(
+        (from_a, from_b),
+        (
+            vec!["0", "2", "4"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+            vec!["1", "3", "5"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -439,7 +579,9 @@ async fn unacked_messages_are_requeued_when_their_channel_closes() {
     for _ in 0..4 {
         first.push(next_delivery(&mut a).await);
     }
-    within(first[1].acker.ack(BasicAckOptions::default())).await.unwrap();
+    within(first[1].acker.ack(BasicAckOptions::default()))
+        .await
+        .unwrap();
     within(ch_a.close(200, "bye".into())).await.unwrap();
     let ch_b = channel(&conn).await;
     let mut b = consume(&ch_b, &q, "b", acked()).await;
@@ -449,6 +591,10 @@ async fn unacked_messages_are_requeued_when_their_channel_closes() {
         assert!(d.redelivered);
         again.push(body(&d));
     }
-    assert_eq!(again, ["0", "2", "3"], "the acked one is gone; the rest keep their order");
+    assert_eq!(
+        again,
+        ["0", "2", "3"],
+        "the acked one is gone; the rest keep their order"
+    );
     assert!(stays_quiet(&mut b, 300).await);
 }

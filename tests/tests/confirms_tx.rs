@@ -116,7 +116,10 @@ async fn confirm_and_tx_modes_exclude_each_other() {
     let err = within(ch.tx_select()).await.unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (406, "PRECONDITION_FAILED - cannot switch from confirm to tx mode".into())
+        (
+            406,
+            "PRECONDITION_FAILED - cannot switch from confirm to tx mode".into()
+        )
     );
     let ch = channel(&conn).await;
     within(ch.tx_select()).await.unwrap();
@@ -125,7 +128,10 @@ async fn confirm_and_tx_modes_exclude_each_other() {
         .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (406, "PRECONDITION_FAILED - cannot switch from tx to confirm mode".into())
+        (
+            406,
+            "PRECONDITION_FAILED - cannot switch from tx to confirm mode".into()
+        )
     );
     assert!(conn.status().connected(), "channel errors only");
 }
@@ -150,7 +156,11 @@ async fn transactional_publishes_are_invisible_until_commit_and_rollback_discard
     // Still transactional after commit and rollback: the next publish waits for a commit too.
     send(&ch, &q, "d").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ready(&observer, &q).await, 2, "c rolled back, d not yet committed");
+    assert_eq!(
+        ready(&observer, &q).await,
+        2,
+        "c rolled back, d not yet committed"
+    );
     within(ch.tx_commit()).await.unwrap();
     assert_eq!(drain(&observer, &q).await, ["a", "b", "d"]);
 }
@@ -197,12 +207,18 @@ async fn commit_or_rollback_without_select_is_406() {
     let err = within(ch.tx_commit()).await.unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (406, "PRECONDITION_FAILED - channel is not transactional".into())
+        (
+            406,
+            "PRECONDITION_FAILED - channel is not transactional".into()
+        )
     );
     let ch = channel(&conn).await;
     let err = within(ch.tx_rollback()).await.unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (406, "PRECONDITION_FAILED - channel is not transactional".into())
+        (
+            406,
+            "PRECONDITION_FAILED - channel is not transactional".into()
+        )
     );
 }

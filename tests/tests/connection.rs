@@ -71,7 +71,15 @@ async fn a_lower_heartbeat_asked_by_the_client_is_used() {
     // The connection stays usable across a few heartbeat intervals.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ch = channel(&conn).await;
-    let q = declare_queue(&ch, "", QueueDeclareOptions { exclusive: true, ..Default::default() }).await;
+    let q = declare_queue(
+        &ch,
+        "",
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(q.name().as_str().starts_with("amq.gen-"));
 }
 
@@ -86,7 +94,9 @@ fn heartbeats_flow_and_a_silent_client_is_disconnected() {
     let heartbeats = frames.iter().filter(|f| f.kind == FRAME_HEARTBEAT).count();
     assert!(heartbeats >= 1, "the server sent heartbeats: {frames:?}");
     assert!(
-        frames.iter().all(|f| f.kind == FRAME_HEARTBEAT && f.channel == 0),
+        frames
+            .iter()
+            .all(|f| f.kind == FRAME_HEARTBEAT && f.channel == 0),
         "only heartbeats on channel 0: {frames:?}"
     );
     assert!(
@@ -164,7 +174,15 @@ async fn two_hundred_channels_share_one_connection() {
     let ids: std::collections::HashSet<u16> = channels.iter().map(|c| c.id()).collect();
     assert_eq!(ids.len(), 200, "distinct channel numbers");
     let q = unique("many-channels");
-    declare_queue(&channels[0], &q, QueueDeclareOptions { exclusive: true, ..Default::default() }).await;
+    declare_queue(
+        &channels[0],
+        &q,
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+    )
+    .await;
     for ch in &channels {
         let confirmation = publish(ch, "", &q, b"x", BasicProperties::default()).await;
         assert!(confirmation.is_ack());

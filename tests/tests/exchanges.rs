@@ -24,7 +24,14 @@ async fn declare_passive(ch: &Channel, name: &str) -> warren_tests::lapin::Resul
         passive: true,
         ..Default::default()
     };
-    declare(ch, name, ExchangeKind::Direct, passive, FieldTable::default()).await
+    declare(
+        ch,
+        name,
+        ExchangeKind::Direct,
+        passive,
+        FieldTable::default(),
+    )
+    .await
 }
 
 async fn bind(ch: &Channel, q: &str, x: &str, key: &str, args: FieldTable) {
@@ -83,7 +90,10 @@ async fn passive_declare_of_a_missing_exchange_is_404_and_closes_only_the_channe
     let err = declare_passive(&ch, &missing).await.unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (404, format!("NOT_FOUND - no exchange '{missing}' in vhost '/'"))
+        (
+            404,
+            format!("NOT_FOUND - no exchange '{missing}' in vhost '/'")
+        )
     );
     assert!(!ch.status().connected(), "the channel is closed");
     let ch = channel(&conn).await;
@@ -100,16 +110,34 @@ async fn redeclaring_with_another_type_or_durability_is_406() {
         durable: true,
         ..Default::default()
     };
-    declare(&ch, &x, ExchangeKind::Direct, durable, FieldTable::default())
-        .await
-        .unwrap();
+    declare(
+        &ch,
+        &x,
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     // The same declaration again is fine.
-    declare(&ch, &x, ExchangeKind::Direct, durable, FieldTable::default())
-        .await
-        .unwrap();
-    let err = declare(&ch, &x, ExchangeKind::Fanout, durable, FieldTable::default())
-        .await
-        .unwrap_err();
+    declare(
+        &ch,
+        &x,
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let err = declare(
+        &ch,
+        &x,
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         closed_with(&err),
         (
@@ -138,7 +166,10 @@ async fn redeclaring_with_another_type_or_durability_is_406() {
     within(ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()))
         .await
         .unwrap();
-    assert_eq!(closed_with(&declare_passive(&ch, &x).await.unwrap_err()).0, 404);
+    assert_eq!(
+        closed_with(&declare_passive(&ch, &x).await.unwrap_err()).0,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,21 +206,37 @@ async fn an_auto_delete_exchange_goes_with_its_last_binding() {
         auto_delete: true,
         ..Default::default()
     };
-    declare(&ch, &x, ExchangeKind::Direct, auto_delete, FieldTable::default())
-        .await
-        .unwrap();
+    declare(
+        &ch,
+        &x,
+        ExchangeKind::Direct,
+        auto_delete,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let (q1, q2) = (exclusive_queue(&ch).await, exclusive_queue(&ch).await);
     bind(&ch, &q1, &x, "a", FieldTable::default()).await;
     bind(&ch, &q2, &x, "b", FieldTable::default()).await;
-    within(ch.queue_unbind(q1.as_str().into(), x.as_str().into(), "a".into(), FieldTable::default()))
-        .await
-        .unwrap();
+    within(ch.queue_unbind(
+        q1.as_str().into(),
+        x.as_str().into(),
+        "a".into(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
     declare_passive(&ch, &x)
         .await
         .expect("still there with one binding left");
-    within(ch.queue_unbind(q2.as_str().into(), x.as_str().into(), "b".into(), FieldTable::default()))
-        .await
-        .unwrap();
+    within(ch.queue_unbind(
+        q2.as_str().into(),
+        x.as_str().into(),
+        "b".into(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
     let err = declare_passive(&ch, &x).await.unwrap_err();
     assert_eq!(
         closed_with(&err),
@@ -223,17 +270,28 @@ async fn delete_if_unused_refuses_a_bound_exchange() {
         .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (406, format!("PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use"))
+        (
+            406,
+            format!("PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use")
+        )
     );
     let ch = channel(&conn).await;
     declare_passive(&ch, &x).await.expect("not deleted");
-    within(ch.queue_unbind(q.as_str().into(), x.as_str().into(), "k".into(), FieldTable::default()))
-        .await
-        .unwrap();
+    within(ch.queue_unbind(
+        q.as_str().into(),
+        x.as_str().into(),
+        "k".into(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
     within(ch.exchange_delete(x.as_str().into(), if_unused))
         .await
         .expect("unused now");
-    assert_eq!(closed_with(&declare_passive(&ch, &x).await.unwrap_err()).0, 404);
+    assert_eq!(
+        closed_with(&declare_passive(&ch, &x).await.unwrap_err()).0,
+        404
+    );
     // Deleting an exchange that does not exist succeeds, as in RabbitMQ 3.x.
     let ch = channel(&conn).await;
     within(ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()))
@@ -252,16 +310,28 @@ async fn an_internal_exchange_refuses_publishes_but_routes_from_other_exchanges(
         auto_delete: true,
         ..Default::default()
     };
-    declare(&ch, &internal, ExchangeKind::Fanout, internal_opts, FieldTable::default())
-        .await
-        .unwrap();
+    declare(
+        &ch,
+        &internal,
+        ExchangeKind::Fanout,
+        internal_opts,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let auto = ExchangeDeclareOptions {
         auto_delete: true,
         ..Default::default()
     };
-    declare(&ch, &front, ExchangeKind::Fanout, auto, FieldTable::default())
-        .await
-        .unwrap();
+    declare(
+        &ch,
+        &front,
+        ExchangeKind::Fanout,
+        auto,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     within(ch.exchange_bind(
         internal.as_str().into(),
         front.as_str().into(),
@@ -289,7 +359,9 @@ async fn an_internal_exchange_refuses_publishes_but_routes_from_other_exchanges(
         closed_with(&err),
         (
             403,
-            format!("ACCESS_REFUSED - cannot publish to internal exchange '{internal}' in vhost '/'")
+            format!(
+                "ACCESS_REFUSED - cannot publish to internal exchange '{internal}' in vhost '/'"
+            )
         )
     );
 }
@@ -394,7 +466,10 @@ async fn headers_match_all_or_any() {
     bind(&ch, &any, "amq.headers", "", args("any")).await;
     let cases: [(&str, &[(&str, &str)]); 5] = [
         ("both", &[("format", "pdf"), ("type", "report")]),
-        ("both+extra", &[("format", "pdf"), ("type", "report"), ("x", "y")]),
+        (
+            "both+extra",
+            &[("format", "pdf"), ("type", "report"), ("x", "y")],
+        ),
         ("format", &[("format", "pdf")]),
         ("wrong value", &[("format", "zip"), ("type", "log")]),
         ("none", &[]),

@@ -13,7 +13,14 @@ use warren_tests::{
 
 async fn fill(ch: &Channel, q: &str, n: usize) {
     for i in 0..n {
-        let c = publish(ch, "", q, i.to_string().as_bytes(), BasicProperties::default()).await;
+        let c = publish(
+            ch,
+            "",
+            q,
+            i.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
         assert!(c.is_ack());
     }
 }
@@ -37,7 +44,9 @@ async fn an_empty_name_gets_a_server_generated_amq_gen_name() {
         assert_eq!((q.message_count(), q.consumer_count()), (0, 0));
     }
     assert_ne!(a.name(), b.name());
-    declare_passive(&ch, a.name().as_str()).await.expect("it exists");
+    declare_passive(&ch, a.name().as_str())
+        .await
+        .expect("it exists");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,7 +165,9 @@ async fn another_connection_cannot_use_an_exclusive_queue() {
         .unwrap_err();
     assert_eq!(closed_with(&err), (405, locked));
     // The owner still uses it.
-    declare_passive(&ch, &q).await.expect("the owner's queue is intact");
+    declare_passive(&ch, &q)
+        .await
+        .expect("the owner's queue is intact");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,7 +211,9 @@ async fn an_auto_delete_queue_goes_when_its_last_consumer_cancels() {
     declare_queue(&ch, &q, auto_delete).await;
     // Never consumed: it stays.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    declare_passive(&ch, &q).await.expect("an unused auto-delete queue stays");
+    declare_passive(&ch, &q)
+        .await
+        .expect("an unused auto-delete queue stays");
     // lapin cancels a consumer when its handle is dropped: keep both handles alive.
     let _a = consume(&ch, &q, "a", BasicConsumeOptions::default()).await;
     let _b = consume(&ch, &q, "b", BasicConsumeOptions::default()).await;
@@ -237,9 +250,12 @@ async fn purge_reports_how_many_ready_messages_it_removed() {
         .unwrap();
     assert_eq!(purged, 4);
     assert_eq!(declare_passive(&ch, &q).await.unwrap().message_count(), 0);
-    within(ch.basic_reject(out.delivery.delivery_tag, BasicRejectOptions { requeue: true }))
-        .await
-        .unwrap();
+    within(ch.basic_reject(
+        out.delivery.delivery_tag,
+        BasicRejectOptions { requeue: true },
+    ))
+    .await
+    .unwrap();
     assert_eq!(drain(&ch, &q).await, ["0"], "the unacked one survived");
     let purged = within(ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()))
         .await
@@ -264,7 +280,10 @@ async fn delete_if_empty_and_if_unused_refuse_with_406() {
         .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (406, format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"))
+        (
+            406,
+            format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty")
+        )
     );
     let consumer_ch = channel(&conn).await;
     within(consumer_ch.basic_qos(1, BasicQosOptions::default()))
@@ -282,14 +301,23 @@ async fn delete_if_empty_and_if_unused_refuse_with_406() {
         .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (406, format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"))
+        (
+            406,
+            format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use")
+        )
     );
     let ch = channel(&conn).await;
     let deleted = within(ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
         .await
         .unwrap();
-    assert_eq!(deleted, 1, "delete-ok counts the ready message, not the unacked one");
-    assert_eq!(closed_with(&declare_passive(&ch, &q).await.unwrap_err()).0, 404);
+    assert_eq!(
+        deleted, 1,
+        "delete-ok counts the ready message, not the unacked one"
+    );
+    assert_eq!(
+        closed_with(&declare_passive(&ch, &q).await.unwrap_err()).0,
+        404
+    );
     // Deleting a queue that does not exist succeeds, as in RabbitMQ 3.x.
     let ch = channel(&conn).await;
     let deleted = within(ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
@@ -323,7 +351,14 @@ async fn bind_and_unbind_change_routing() {
     ))
     .await
     .unwrap();
-    publish(&ch, "amq.direct", &q, b"after unbind", BasicProperties::default()).await;
+    publish(
+        &ch,
+        "amq.direct",
+        &q,
+        b"after unbind",
+        BasicProperties::default(),
+    )
+    .await;
     publish(&ch, "", &q, b"default exchange", BasicProperties::default()).await;
     assert_eq!(drain(&ch, &q).await, ["bound", "default exchange"]);
     // Unbinding what is not bound succeeds.
@@ -347,7 +382,10 @@ async fn bind_and_unbind_change_routing() {
     .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (404, format!("NOT_FOUND - no exchange '{missing}' in vhost '/'"))
+        (
+            404,
+            format!("NOT_FOUND - no exchange '{missing}' in vhost '/'")
+        )
     );
     let ch = channel(&conn).await;
     let missing = unique("no-queue");
@@ -362,6 +400,9 @@ async fn bind_and_unbind_change_routing() {
     .unwrap_err();
     assert_eq!(
         closed_with(&err),
-        (404, format!("NOT_FOUND - no queue '{missing}' in vhost '/'"))
+        (
+            404,
+            format!("NOT_FOUND - no queue '{missing}' in vhost '/'")
+        )
     );
 }

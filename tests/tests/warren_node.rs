@@ -129,7 +129,8 @@ async fn a_message_over_max_message_size_closes_only_its_channel() {
         closed_with(&err),
         (
             406,
-            "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000".into()
+            "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000"
+                .into()
         )
     );
     let ch = within(conn.create_channel()).await.unwrap();

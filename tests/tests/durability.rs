@@ -1,0 +1,177 @@
+//! What survives `kill -9` of a node: every durable entity and every confirmed persistent
+//! message that was not acked; nothing acked comes back; transient state is gone, as after a
+//! RabbitMQ restart. These tests kill their own `warren` process.
+
+use futures_lite::StreamExt;
+use warren_tests::lapin::options::*;
+use warren_tests::lapin::types::FieldTable;
+use warren_tests::lapin::{BasicProperties, ExchangeKind};
+use warren_tests::{declare_passive, reply_code, within, Broker};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confirmed_messages_and_durable_topology_survive_kill_9_and_acked_ones_do_not_return() {
+    let mut broker = Broker::start_own(&[]).expect("warren starts");
+    {
+        let conn = broker.connect().await;
+        let ch = within(conn.create_channel()).await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        within(ch.exchange_declare(
+            "orders".into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await
+        .unwrap();
+        within(ch.queue_declare("kept".into(), durable, FieldTable::default()))
+            .await
+            .unwrap();
+        within(ch.queue_bind(
+            "kept".into(),
+            "orders".into(),
+            "order.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        .unwrap();
+        within(ch.queue_declare(
+            "transient".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        .unwrap();
+        within(ch.confirm_select(ConfirmSelectOptions::default()))
+            .await
+            .unwrap();
+        let mut confirms = Vec::new();
+        for i in 0..500u32 {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            confirms.push(
+                within(ch.basic_publish(
+                    "orders".into(),
+                    "order.new".into(),
+                    BasicPublishOptions::default(),
+                    i.to_string().as_bytes(),
+                    props,
+                ))
+                .await
+                .unwrap(),
+            );
+        }
+        // A non-persistent message: lost on restart, as in RabbitMQ.
+        confirms.push(
+            within(ch.basic_publish(
+                "orders".into(),
+                "order.new".into(),
+                BasicPublishOptions::default(),
+                b"not persistent",
+                BasicProperties::default(),
+            ))
+            .await
+            .unwrap(),
+        );
+        for c in confirms {
+            assert!(within(c).await.unwrap().is_ack());
+        }
+        // Consume and ack the first 100.
+        let consumer_ch = within(conn.create_channel()).await.unwrap();
+        within(consumer_ch.basic_qos(100, BasicQosOptions::default()))
+            .await
+            .unwrap();
+        let mut consumer = within(consumer_ch.basic_consume(
+            "kept".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        .unwrap();
+        let mut last_tag = 0;
+        for i in 0..100 {
+            let d = within(consumer.next()).await.unwrap().unwrap();
+            assert_eq!(d.data, i.to_string().as_bytes());
+            last_tag = d.delivery_tag;
+        }
+        within(consumer_ch.basic_ack(last_tag, BasicAckOptions { multiple: true }))
+            .await
+            .unwrap();
+        // The ack is a replicated command: a publish confirmed after it was logged after it.
+        let c = within(ch.basic_publish(
+            "".into(),
+            "transient".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        ))
+        .await
+        .unwrap();
+        within(c).await.unwrap();
+        // 500 persistent + 1 non-persistent, 100 acked, the next 100 out to the consumer
+        // (prefetch 100) and not acked: 301 ready.
+        assert_eq!(
+            declare_passive(&ch, "kept").await.unwrap().message_count(),
+            301
+        );
+    }
+    broker
+        .kill9_and_restart()
+        .expect("warren restarts after kill -9");
+    let conn = broker.connect().await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    let q = declare_passive(&ch, "kept")
+        .await
+        .expect("the durable queue is back");
+    assert_eq!(
+        q.message_count(),
+        400,
+        "every confirmed persistent message not acked, and nothing else"
+    );
+    let first = within(ch.basic_get("kept".into(), BasicGetOptions { no_ack: true }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.delivery.data, b"100",
+        "acked messages 0..99 did not come back"
+    );
+    assert!(first.delivery.redelivered);
+    // The durable binding still routes.
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    let c = within(ch.basic_publish(
+        "orders".into(),
+        "order.late".into(),
+        BasicPublishOptions::default(),
+        b"late",
+        BasicProperties::default().with_delivery_mode(2),
+    ))
+    .await
+    .unwrap();
+    assert!(within(c).await.unwrap().is_ack());
+    // 399 left after the get, plus the late one.
+    assert_eq!(
+        declare_passive(&ch, "kept").await.unwrap().message_count(),
+        400
+    );
+    // Transient state is gone.
+    let err = declare_passive(&ch, "transient").await.unwrap_err();
+    assert_eq!(reply_code(&err), Some(404));
+    // And it survives a second kill: the recovery itself is in the log.
+    drop(conn);
+    broker.kill9_and_restart().expect("warren restarts again");
+    let conn = broker.connect().await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    assert_eq!(
+        declare_passive(&ch, "kept").await.unwrap().message_count(),
+        400
+    );
+}
