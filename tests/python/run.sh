@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
-# Python client tests: installs pika and kombu into venvs (reused when their requirements did not
-# change), then runs pytest. Against a running broker: WARREN_TEST_URL=amqp://... bash run.sh
+# Python client tests (pika 1.3, pika 0.13, kombu) against Warren or, with
+# WARREN_TEST_URL=amqp://guest:guest@host:port/, against a broker already running.
+#
+# Venvs: ${WARREN_PY_VENV:-${CARGO_TARGET_DIR:-<repo>/target}/py-venv} (pika 1.x, kombu, pytest)
+# and the same path with suffix -pika013 (pika 0.13 for the blog's old-API programs). pip runs
+# only when a venv is missing or its requirements (or the Python version) changed.
+# Extra arguments go to pytest, e.g. `bash tests/python/run.sh -k rpc`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-venv_base="${WARREN_PY_VENV:-${CARGO_TARGET_DIR:-$root/target}/py-venv}"
+venv="${WARREN_PY_VENV:-${CARGO_TARGET_DIR:-$root/target}/py-venv}"
 
-make_venv() { # dir requirements-file
-    local dir="$1" req="$2" stamp
-    stamp="$(sha256sum "$req" | cut -c1-16)"
-    if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" ]]; then
+make_venv() { # dir requirements-file [file.pth to add to site-packages]
+    local dir="$1" req="$2" pth="${3:-}" stamp
+    stamp="$({ cat "$req" ${pth:+"$pth"}; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)"
+    if [[ -f "$dir/.requirements-hash" && "$(cat "$dir/.requirements-hash")" == "$stamp" ]] &&
+        "$dir/bin/python" -c '' 2>/dev/null; then
         return
     fi
+    echo "run.sh: creating $dir" >&2
     rm -rf "$dir"
-    if ! python3 -m venv "$dir" 2>/dev/null; then
-        apt-get install -y -q python3-venv >/dev/null
+    if ! python3 -m venv "$dir" >/dev/null 2>&1; then
+        rm -rf "$dir"
+        echo "run.sh: python3 -m venv failed; installing Debian's python3-venv" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
         python3 -m venv "$dir"
     fi
-    "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
-    echo "$stamp" > "$dir/.stamp"
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$req"
+    if [[ -n "$pth" ]]; then
+        cp "$pth" "$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/"
+    fi
+    echo "$stamp" > "$dir/.requirements-hash"
 }
 
-make_venv "$venv_base" "$here/requirements.txt"
-make_venv "$venv_base-pika013" "$here/requirements-pika013.txt"
-export WARREN_PY_LEGACY="$venv_base-pika013/bin/python"
+make_venv "$venv" "$here/requirements.txt"
+# pika 0.13 calls collections.Callable, an alias Python 3.10 removed: the .pth restores it in that
+# venv (a fix to the Python runtime, not to the programs or the broker).
+make_venv "$venv-pika013" "$here/requirements-pika013.txt" "$here/pika013-compat.pth"
+export WARREN_PY_LEGACY="$venv-pika013/bin/python"
+export PYTHONDONTWRITEBYTECODE=1
 cd "$here"
-exec "$venv_base/bin/python" -m pytest -q -p no:cacheprovider "$@"
+exec "$venv/bin/python" -m pytest -q "$@"

@@ -1,84 +1,208 @@
-"""The seed documents' programs, run unchanged (see seeds/README.md) against the broker."""
+"""The seed documents' programs (tests/python/seeds/, see the header of each for what changed
+versus its document), run as their users run them: as separate processes against the broker.
+
+The programs fix their own names ('order', 'order_notify', 'number', ...): these tests delete
+those before and after use, so that a run against a shared broker starts clean.
+"""
 import collections
+import json
+import sys
+import uuid
 
 import pika
 import pytest
 
-
-def purge(amqp_url, queue):
-    """Empties a queue left by an earlier run against the same broker, if it exists."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        conn.channel().queue_purge(queue)
-    except pika.exceptions.ChannelClosedByBroker as e:
-        assert e.reply_code == 404
-    conn.close()
+from helpers import delete_exchanges, delete_queues, exchange_exists, queue_counts, wait_until
 
 
-def delete_queues(amqp_url, *queues):
-    """Removes queues (and so their bindings) left by an earlier run against the same broker."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    ch = conn.channel()
-    for q in queues:
-        ch.queue_delete(q)
-    conn.close()
+# --- the pika blog: publish.py, notify.py, report.py (pika 0.13 API) -----------------------------
+
+@pytest.fixture
+def blog(connect):
+    conn = connect()
+    delete_queues(conn, "order_notify", "order_report")
+    delete_exchanges(conn, "order")
+    yield conn
+    delete_queues(conn, "order_notify", "order_report")
+    delete_exchanges(conn, "order")
 
 
-def test_order_notify_and_report(program, legacy_python, amqp_url):
-    delete_queues(amqp_url, "order_notify", "order_report")
-    # The blog publishes first and notes the messages go nowhere: no queue is bound yet. Then it
-    # starts the consumers and publishes again.
-    publisher = program("pika_blog/publish.py", legacy_python)
-    assert publisher.finish() == 0, "".join(publisher.lines)
+def run_to_end(program, path, python=None, args=()):
+    p = program(path, python, args)
+    assert p.finish() == 0, f"{path} failed:\n{p.output}"
+    return p
+
+
+def test_blog_order_reaches_notify_and_report(program, legacy_python, blog):
+    # As in the blog: the first publish goes nowhere (no queue is bound yet) ...
+    first = run_to_end(program, "pika_blog/publish.py", legacy_python)
+    assert first.lines == [" [x] Sent notify message", " [x] Sent report message"]
+    # ... then both consumers start, and the next order reaches each of them.
     notify = program("pika_blog/notify.py", legacy_python)
     report = program("pika_blog/report.py", legacy_python)
+    notify.wait_for(" [*] Waiting for notify messages. To exit press CTRL+C")
+    report.wait_for(" [*] Waiting for report messages. To exit press CTRL+C")
+    run_to_end(program, "pika_blog/publish.py", legacy_python)
+    notify.wait_for(" [x] Done")
+    report.wait_for(" [x] Done")
+    assert [l for l in notify.lines if l.startswith(" [x]")] == [
+        " [x] Notifying john.doe@example.com", " [x] Done"]
+    fields = dict(l.strip().split(": ", 1) for l in report.lines if ": " in l)
+    assert fields["User Email"] == "john.doe@example.com"
+    assert fields["Product"] == "Leather Jacket"
+    assert fields["Quantity"] == "1"
+    uuid.UUID(fields["ID"])
+    assert sum(l == " [x] Generating report" for l in report.lines) == 1, "the first order was unroutable"
+    # Both queues are empty, each with its consumer still attached.
+    assert queue_counts(blog, "order_notify") == (0, 1)
+    assert queue_counts(blog, "order_report") == (0, 1)
+
+
+def test_blog_orders_wait_for_a_consumer_that_was_down(program, legacy_python, blog):
+    """The blog: "When the consumer is up again, it will receive those messages that web
+    application has sent." Also: publish.py works unchanged with pika 1.3 as with pika 0.13."""
+    run_to_end(program, "pika_blog/publish.py", legacy_python)  # declares 'order' (notify.py binds to it)
+    notify = program("pika_blog/notify.py", legacy_python)
     notify.wait_for("Waiting for notify messages")
-    report.wait_for("Waiting for report messages")
-    publisher = program("pika_blog/publish.py", legacy_python)
-    assert publisher.finish() == 0, "".join(publisher.lines)
-    assert publisher.lines == [" [x] Sent notify message\n", " [x] Sent report message\n"]
-    notify.wait_for("Notifying john.doe@example.com")
-    notify.wait_for("[x] Done")
-    report.wait_for("Product: Leather Jacket")
-    report.wait_for("User Email: john.doe@example.com")
-    # The first run's messages were unroutable: each consumer saw exactly one order.
     notify.stop()
-    report.stop()
-    assert sum("Notifying" in l for l in notify.lines) == 1
-    assert sum("Generating report" in l for l in report.lines) == 1
+    wait_until(lambda: queue_counts(blog, "order_notify") == (0, 0), what="the consumer to go")
+    run_to_end(program, "pika_blog/publish.py", legacy_python)
+    run_to_end(program, "pika_blog/publish.py", sys.executable)  # pika 1.3.2
+    wait_until(lambda: queue_counts(blog, "order_notify") == (2, 0), what="2 waiting orders")
+    notify = program("pika_blog/notify.py", legacy_python)
+    notify.wait_for(" [x] Done", count=2)
+    assert [l for l in notify.lines if "Notifying" in l] == [" [x] Notifying john.doe@example.com"] * 2
+    assert queue_counts(blog, "order_notify") == (0, 1)
 
 
-def test_kombu_number_squares_with_competing_consumers(program, amqp_url):
-    purge(amqp_url, "number")
-    # Declare the queue before the consumers start so that both attach before the burst.
-    producer = program("summercamp/number_producer.py")
-    assert producer.finish() == 0, "".join(producer.lines)
-    purge(amqp_url, "number")
+# --- the summer camp: kombu number_producer.py / number_consumer.py -------------------------------
+
+@pytest.fixture
+def numbers(connect):
+    conn = connect()
+    delete_queues(conn, "number")
+    delete_exchanges(conn, "number")
+    yield conn
+    delete_queues(conn, "number")
+    delete_exchanges(conn, "number")
+
+
+def squares(program_):
+    return [int(l) for l in program_.lines if l.strip().isdigit()]
+
+
+def test_number_producer_fills_the_queue_and_a_consumer_squares_in_order(program, numbers):
+    # "Run it and just watch in the admin panel how it fills up the queue."
+    run_to_end(program, "summercamp/number_producer.py")
+    wait_until(lambda: queue_counts(numbers, "number") == (1000, 0), what="1000 numbers queued")
+    ch = numbers.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("number", durable=False, passive=False)
+    assert e.value.reply_code == 406, "the notebook's queue is durable"
+    consumer = program("summercamp/number_consumer.py")
+    wait_until(lambda: len(squares(consumer)) >= 1000, timeout=30, what=f"1000 squares:\n{consumer.output}")
+    assert squares(consumer) == [i * i for i in range(1000)], "one consumer: squares in publish order"
+    wait_until(lambda: queue_counts(numbers, "number") == (0, 1), what="an empty queue")
+
+
+def test_number_squares_shared_by_competing_consumers(program, numbers):
+    # "If we launch more instances of the consumer ... they will eat the messages much more quickly."
     consumers = [program("summercamp/number_consumer.py") for _ in range(2)]
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    ch = conn.channel()
-    import time
+    wait_until(lambda: (queue_counts(numbers, "number") or (0, 0))[1] == 2, timeout=20,
+               what="two consumers on 'number'")
+    run_to_end(program, "summercamp/number_producer.py")
+    wait_until(lambda: sum(len(squares(c)) for c in consumers) >= 1000, timeout=30,
+               what="1000 squares from the two consumers")
+    wait_until(lambda: queue_counts(numbers, "number") == (0, 2), what="an empty queue")
+    got = [collections.Counter(squares(c)) for c in consumers]
+    assert got[0] + got[1] == collections.Counter(i * i for i in range(1000)), "each number squared exactly once"
+    assert min(sum(g.values()) for g in got) >= 100, f"work is shared: {[sum(g.values()) for g in got]}"
 
-    deadline = time.time() + 20
-    while ch.queue_declare("number", durable=True, passive=True).method.consumer_count < 2:
-        assert time.time() < deadline, "consumers did not attach"
-        time.sleep(0.1)
-    producer = program("summercamp/number_producer.py")
-    assert producer.finish() == 0, "".join(producer.lines)
-    deadline = time.time() + 30
-    while True:
-        for c in consumers:
-            c.proc.poll()
-        q = ch.queue_declare("number", durable=True, passive=True).method
-        if q.message_count == 0:
-            break
-        assert time.time() < deadline, f"{q.message_count} numbers never consumed"
-        time.sleep(0.2)
-    conn.close()
-    time.sleep(0.5)
-    for c in consumers:
-        c.stop()
-    squares = [collections.Counter(int(l) for l in c.lines if l.strip().isdigit()) for c in consumers]
-    total = squares[0] + squares[1]
-    assert total == collections.Counter(i * i for i in range(1000)), "every number squared exactly once"
-    assert all(len(s) > 100 for s in squares), f"work is shared: {[sum(s.values()) for s in squares]}"
+
+# --- the summer camp chat exercise (summercamp/chat.py) -------------------------------------------
+
+@pytest.fixture
+def chat(program, connect, name):
+    prefix = f"{name}.chat"
+
+    def run(speaker, *args):
+        return program("summercamp/chat.py", args=(speaker, *args), env={"CHAT_PREFIX": prefix})
+
+    yield run
+    delete_exchanges(connect(), *(f"{prefix}.{x}" for x in ("all", "topics", "direct", "chosen")))
+
+
+def chat_listeners(chat, interests):
+    listeners = {user: chat(user, "listen", *topics) for user, topics in interests.items()}
+    for user, p in listeners.items():
+        p.wait_for(f"{user} is listening")
+    return listeners
+
+
+def say(chat, *args):
+    p = chat(*args)
+    assert p.finish() == 0, p.output
+
+
+def inbox(listener, until):
+    """The lines a listener printed, once it has printed `until` (the last message sent)."""
+    listener.wait_for(until)
+    return [l for l in listener.lines if " <- " in l]
+
+
+def test_chat_fanout_reaches_everyone_and_topic_only_the_interested(chat):
+    people = chat_listeners(chat, {"ann": ["python.#"], "bob": ["rust.*", "*.release"], "cid": []})
+    say(chat, "ann", "all", "hello everyone")
+    say(chat, "bob", "topic", "python.asyncio.tips", "py news")
+    say(chat, "ann", "topic", "rust.tokio", "rs news")
+    say(chat, "ann", "topic", "rust.tokio.deep", "too deep for rust.*")
+    say(chat, "cid", "topic", "go.release", "go 1.22 is out")
+    say(chat, "cid", "topic", "haskell", "nobody listens")
+    say(chat, "cid", "all", "bye")
+    assert inbox(people["ann"], "cid: bye") == [
+        "ann <- ann: hello everyone", "ann <- bob: py news", "ann <- cid: bye"]
+    assert inbox(people["bob"], "cid: bye") == [
+        "bob <- ann: hello everyone", "bob <- ann: rs news", "bob <- cid: go 1.22 is out", "bob <- cid: bye"]
+    assert inbox(people["cid"], "cid: bye") == ["cid <- ann: hello everyone", "cid <- cid: bye"]
+
+
+def test_chat_direct_reaches_one_and_headers_the_chosen(chat):
+    people = chat_listeners(chat, {"ann": [], "bob": [], "cid": []})
+    say(chat, "ann", "one", "cid", "psst cid")
+    say(chat, "cid", "chosen", "ann,bob", "for ann and bob")
+    say(chat, "bob", "chosen", "dan", "dan is not here")
+    say(chat, "bob", "one", "ann", "hi ann")
+    say(chat, "ann", "all", "bye")
+    assert inbox(people["ann"], "ann: bye") == [
+        "ann <- cid: for ann and bob", "ann <- bob: hi ann", "ann <- ann: bye"]
+    assert inbox(people["bob"], "ann: bye") == ["bob <- cid: for ann and bob", "bob <- ann: bye"]
+    assert inbox(people["cid"], "ann: bye") == ["cid <- ann: psst cid", "cid <- ann: bye"]
+
+
+# --- the nzpug slide's consumer (py-amqp) ----------------------------------------------------------
+
+@pytest.mark.parametrize("kind,binding_key,routed,unrouted", [
+    ("direct", "crawl", "crawl", ["process", "crawl.web"]),
+    ("fanout", "ignored", "anything", []),
+    ("topic", "crawl.*", "crawl.web", ["crawl.web.deep", "crawl", "process.web"]),
+])
+def test_nzpug_consumer_gets_what_its_binding_routes(program, connect, name, kind, binding_key, routed, unrouted):
+    exchange, queue = f"{name}.{kind}", f"{name}.q"
+    consumer = program("nzpug/consumer.py", env={
+        "EXCHANGE": exchange, "EXCHANGE_TYPE": kind, "QUEUE": queue, "ROUTING_KEY": binding_key})
+    conn = connect()
+    wait_until(lambda: queue_counts(conn, queue) == (0, 1), timeout=20,
+               what=f"the consumer to attach:\n{consumer.output}")
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish(exchange, routed, b"first")
+    for key in unrouted:
+        ch.basic_publish(exchange, key, f"not for me ({key})".encode())
+    ch.basic_publish(exchange, routed, b"last")
+    consumer.wait_for("b'last'")
+    assert consumer.lines == ["b'first'", "b'last'"]
+    # py-amqp declares queues and exchanges auto-delete by default: when the consumer goes, its
+    # queue goes, and with its last binding gone, the exchange too.
+    consumer.stop()
+    wait_until(lambda: queue_counts(conn, queue) is None, what="the auto-delete queue to go")
+    wait_until(lambda: not exchange_exists(conn, exchange), what="the auto-delete exchange to go")

@@ -1,10 +1,20 @@
+# Seed program "publish.py" from the pika blog (shared/seeds/002_3d1d4cfac00116e8.txt), run with
+# pika 0.13 and pika 1.3 alike.
+# Changed versus the document, and nothing else:
+#   1. added `import os`;
+#   2. pika.ConnectionParameters('localhost') -> pika.ConnectionParameters(
+#          os.environ.get('WARREN_HOST', 'localhost'), int(os.environ.get('WARREN_PORT', '5672')))
+#      so the tests can point it at a broker on another host/port; with neither variable set it
+#      connects exactly as the original (localhost:5672).
 # publish.py
 import pika
 import json
+import os
 import uuid
 
 
-connection = pika.BlockingConnection(pika.ConnectionParameters('localhost'))
+connection = pika.BlockingConnection(pika.ConnectionParameters(
+    os.environ.get('WARREN_HOST', 'localhost'), int(os.environ.get('WARREN_PORT', '5672'))))
 channel = connection.channel()
 
 channel.exchange_declare(
