@@ -120,4 +120,12 @@ pub enum Op {
     /// left is marked redelivered (it may have been delivered before the restart). Logged, so
     /// that a later replay passes through the same state.
     Recover,
+    /// A queue instance goes away without a client asking: auto-delete after its last consumer,
+    /// exclusive queue of a closed connection, `x-expires`. Decided on the node that saw it, and
+    /// logged so that every replica and every replay removes the same queue.
+    RemoveQueue { queue: u64 },
+    /// Messages at the head of a queue whose TTL has passed at the command's time are
+    /// dead-lettered (or dropped): logged, so expiry enqueues into dead-letter queues in the same
+    /// order everywhere.
+    Expire { queue: u64 },
 }

@@ -342,6 +342,12 @@ impl Queue {
 
     /// Removes and returns the ready messages whose TTL has passed at `now`. Like RabbitMQ, only
     /// messages at the head are expired eagerly; a later one expires when it reaches the head.
+    /// Whether the message at the head has expired at `now`.
+    pub(crate) fn head_expired(&self, now: Millis) -> bool {
+        self.head()
+            .is_some_and(|e| e.expires_at.is_some_and(|at| at <= now))
+    }
+
     pub(crate) fn expire(&mut self, now: Millis) -> Vec<Entry> {
         let mut expired = Vec::new();
         while let Some(entry) = self.head() {

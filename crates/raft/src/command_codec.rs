@@ -38,6 +38,8 @@ impl fmt::Display for LogCommand {
             Op::Settle { .. } => "settle",
             Op::Reject { .. } => "reject",
             Op::Recover => "recover",
+            Op::RemoveQueue { .. } => "remove-queue",
+            Op::Expire { .. } => "expire",
         };
         f.write_str(name)
     }
@@ -274,6 +276,14 @@ pub fn encode_command(c: &Command) -> Bytes {
             }
         }
         Op::Recover => w.put_u8(10),
+        Op::RemoveQueue { queue } => {
+            w.put_u8(11);
+            w.put_u64(*queue);
+        }
+        Op::Expire { queue } => {
+            w.put_u8(12);
+            w.put_u64(*queue);
+        }
     }
     w.freeze()
 }
@@ -463,6 +473,8 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
             }
         }
         10 => Op::Recover,
+        11 => Op::RemoveQueue { queue: r.u64()? },
+        12 => Op::Expire { queue: r.u64()? },
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.0.has_remaining() {
@@ -497,6 +509,8 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             Just(Op::Recover),
+            any::<u64>().prop_map(|queue| Op::RemoveQueue { queue }),
+            any::<u64>().prop_map(|queue| Op::Expire { queue }),
             (s(), s(), s(), any::<[bool; 4]>(), table()).prop_map(
                 |(vhost, name, kind, b, arguments)| Op::DeclareExchange {
                     vhost,

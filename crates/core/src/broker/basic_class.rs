@@ -204,7 +204,7 @@ impl Broker {
         q.remove_consumer(consumer);
         q.last_used = self.now;
         if q.auto_delete && q.had_consumer && q.consumers.is_empty() {
-            self.remove_queue(id, out);
+            self.remove_queue_now_and_log(id, out);
         }
     }
 
@@ -218,13 +218,19 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        self.expire_queue(id, out);
+        // An expired head still waiting for its Op::Expire is never handed out.
+        let expiring = self.expire_queue(id, out);
         let queue = self
             .queues
             .get_mut(&id)
             .ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
         queue.last_used = self.now;
-        let Some((seq, entry)) = queue.checkout(m.no_ack) else {
+        let checked_out = if expiring {
+            None
+        } else {
+            queue.checkout(m.no_ack)
+        };
+        let Some((seq, entry)) = checked_out else {
             let empty = BasicGetEmpty {
                 cluster_id: ShortStr::default(),
             };

@@ -122,7 +122,7 @@ impl Broker {
             .map(|q| q.id)
             .collect();
         for id in exclusive {
-            self.remove_queue(id, out);
+            self.remove_queue_now_and_log(id, out);
         }
     }
 }

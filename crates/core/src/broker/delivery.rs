@@ -33,7 +33,10 @@ impl Broker {
     }
 
     fn deliver_ready(&mut self, id: QueueId, settled: &mut Vec<u64>, out: &mut Vec<Effect>) {
-        self.expire_queue(id, out);
+        if self.expire_queue(id, out) {
+            // The expired head goes first; apply_expire delivers again.
+            return;
+        }
         loop {
             let Some(queue) = self.queues.get_mut(&id) else {
                 return;

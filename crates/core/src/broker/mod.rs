@@ -487,6 +487,14 @@ impl Broker {
                 self.apply_recover(out);
                 Ok(())
             }
+            Op::RemoveQueue { queue } => {
+                self.remove_queue(queue, out);
+                Ok(())
+            }
+            Op::Expire { queue } => {
+                self.apply_expire(queue, now, out);
+                Ok(())
+            }
         };
         if let Some(o) = origin {
             self.command_applied(
@@ -634,7 +642,7 @@ fn op_method(op: &Op) -> (u16, u16) {
         Op::Publish { .. } => (60, 40),
         Op::Settle { .. } => (60, 80),
         Op::Reject { .. } => (60, 90),
-        Op::Recover => (0, 0),
+        Op::Recover | Op::RemoveQueue { .. } | Op::Expire { .. } => (0, 0),
     }
 }
 

@@ -409,6 +409,14 @@ impl Broker {
 
     /// Removes a queue: its bindings, its consumers (each told with `basic.cancel` when its client
     /// announced `consumer_cancel_notify`), and auto-delete exchanges left without bindings.
+    /// Removes a queue that goes by itself (auto-delete, exclusive owner gone, `x-expires`) at
+    /// once, as RabbitMQ does, and logs an [`Op::RemoveQueue`] so replicas and replays remove it at
+    /// the same point of the log (applying it here again is a no-op: queue ids are never reused).
+    pub(crate) fn remove_queue_now_and_log(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        self.remove_queue(id, out);
+        self.submit(None, Op::RemoveQueue { queue: id }, out);
+    }
+
     pub(crate) fn remove_queue(&mut self, id: QueueId, out: &mut Vec<Effect>) {
         let Some(queue) = self.queues.remove(&id) else {
             return;

@@ -1432,3 +1432,144 @@ fn recovery_keeps_durable_entities_and_persistent_messages_only() {
     );
     assert_eq!(close_channel(&e).map(|(code, _)| code), Some(404));
 }
+
+#[test]
+fn queues_that_go_by_themselves_go_in_the_log_too_so_a_replay_agrees() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    // An auto-delete queue goes with its last consumer; a new queue of the same name follows.
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "jobs".into(),
+            durable: true,
+            auto_delete: true,
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::BasicConsume(BasicConsume {
+            queue: "jobs".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::BasicCancel(BasicCancel {
+            consumer_tag: "c".into(),
+            nowait: false,
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "jobs".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    for body in ["1", "2"] {
+        a.publish(C1, "jobs", body);
+    }
+    a.method(
+        C1,
+        Method::BasicGet(BasicGet {
+            queue: "jobs".into(),
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
+    // An exclusive queue goes with its connection; another connection declares the name again.
+    a.open(C2);
+    a.method(
+        C2,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            exclusive: true,
+            ..Default::default()
+        }),
+    );
+    a.input(Input::ConnectionClosed { conn: C2 });
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.publish(C1, "mine", "m");
+
+    let mut b = Replicated::new();
+    for command in a.log.clone() {
+        b.input(Input::Applied { command });
+    }
+    b.open(C2);
+    assert_eq!(
+        b.get_all(C2, "jobs"),
+        ["2"],
+        "the acked message is gone on the replica too"
+    );
+    assert_eq!(b.get_all(C2, "mine"), ["m"]);
+}
+
+#[test]
+fn message_expiry_is_logged_and_dead_letters_in_the_same_order_on_replay() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl", FieldValue::I32(100));
+    args.insert("x-dead-letter-exchange", FieldValue::from(""));
+    args.insert("x-dead-letter-routing-key", FieldValue::from("expired"));
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "expired".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "short".into(),
+            durable: true,
+            arguments: args,
+            ..Default::default()
+        }),
+    );
+    a.publish(C1, "short", "old");
+    a.now += 1_000;
+    a.input(Input::Tick);
+    a.publish(C1, "expired", "direct");
+    a.method(
+        C1,
+        Method::BasicGet(BasicGet {
+            queue: "expired".into(),
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
+    let mut b = Replicated::new();
+    for command in a.log.clone() {
+        b.input(Input::Applied { command });
+    }
+    b.open(C2);
+    // On both, "old" was dead-lettered before "direct" arrived, and the ack took "old".
+    assert_eq!(b.get_all(C2, "expired"), ["direct"]);
+    assert_eq!(b.get_all(C2, "short"), Vec::<String>::new());
+}

@@ -1,9 +1,11 @@
 //! Time-driven work, evaluated against the `now` of each input: message TTL expiry (with
-//! dead-lettering) and `x-expires` queue expiry.
+//! dead-lettering) and `x-expires` queue expiry. Both are decided here and carried out as
+//! commands ([`Op::Expire`], [`Op::RemoveQueue`]), so replicas and replays agree.
 
 use super::Broker;
+use crate::command::Op;
 use crate::queue::QueueId;
-use crate::Effect;
+use crate::{Effect, Millis};
 
 impl Broker {
     pub(super) fn tick(&mut self, out: &mut Vec<Effect>) {
@@ -18,20 +20,31 @@ impl Broker {
                         .is_some_and(|ttl| self.now >= q.last_used.saturating_add(ttl))
             });
             if expired {
-                self.remove_queue(id, out);
+                self.remove_queue_now_and_log(id, out);
             }
         }
     }
 
-    /// Dead-letters (or drops) the messages at the head of a queue whose TTL has passed.
-    pub(crate) fn expire_queue(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+    /// Asks for the expired head of a queue to go (an [`Op::Expire`]); returns whether it had
+    /// one. Until the command is applied the expired messages stay, undelivered.
+    pub(crate) fn expire_queue(&mut self, id: QueueId, out: &mut Vec<Effect>) -> bool {
         let now = self.now;
+        if !self.queues.get(&id).is_some_and(|q| q.head_expired(now)) {
+            return false;
+        }
+        self.submit(None, Op::Expire { queue: id }, out);
+        self.queues.get(&id).is_some_and(|q| q.head_expired(now))
+    }
+
+    /// Applies an [`Op::Expire`] at the command's time: the expired head is dead-lettered.
+    pub(super) fn apply_expire(&mut self, id: QueueId, at: Millis, out: &mut Vec<Effect>) {
         let expired = match self.queues.get_mut(&id) {
-            Some(q) => q.expire(now),
+            Some(q) => q.expire(at),
             None => return,
         };
         for entry in expired {
             self.dead_letter(id, entry, "expired", out);
         }
+        self.deliver(id, out);
     }
 }
