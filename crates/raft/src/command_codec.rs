@@ -6,11 +6,11 @@
 
 use std::fmt;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use warren_core::{Command, Destination, Op, Origin};
-use warren_wire::{BasicProperties, ContentHeader, FieldTable, ShortStr};
+use warren_wire::{BasicProperties, ContentHeader, FieldTable, Reader, ShortStr, WireError};
 
 /// Version of this byte format (not of the state machine: that is `Command::version`).
 const FORMAT: u8 = 1;
@@ -288,69 +288,34 @@ pub fn encode_command(c: &Command) -> Bytes {
     w.freeze()
 }
 
-struct Reader(Bytes);
+impl From<WireError> for CodecError {
+    fn from(e: WireError) -> CodecError {
+        match e {
+            WireError::Syntax { what } => CodecError(what),
+            _ => CodecError("bad field"),
+        }
+    }
+}
 
-const SHORT: CodecError = CodecError("too short");
+fn read_bool(r: &mut Reader) -> Result<bool, CodecError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(CodecError("bad bool")),
+    }
+}
 
-impl Reader {
-    fn need(&self, n: usize) -> Result<(), CodecError> {
-        if self.0.remaining() < n {
-            Err(SHORT)
-        } else {
-            Ok(())
-        }
-    }
-    fn u8(&mut self) -> Result<u8, CodecError> {
-        self.need(1)?;
-        Ok(self.0.get_u8())
-    }
-    fn u16(&mut self) -> Result<u16, CodecError> {
-        self.need(2)?;
-        Ok(self.0.get_u16())
-    }
-    fn u32(&mut self) -> Result<u32, CodecError> {
-        self.need(4)?;
-        Ok(self.0.get_u32())
-    }
-    fn u64(&mut self) -> Result<u64, CodecError> {
-        self.need(8)?;
-        Ok(self.0.get_u64())
-    }
-    fn bool(&mut self) -> Result<bool, CodecError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(CodecError("bad bool")),
-        }
-    }
-    fn bytes(&mut self, n: usize) -> Result<Bytes, CodecError> {
-        self.need(n)?;
-        Ok(self.0.split_to(n))
-    }
-    fn str(&mut self) -> Result<ShortStr, CodecError> {
-        let n = usize::from(self.u8()?);
-        let b = self.bytes(n)?;
-        let s = std::str::from_utf8(&b).map_err(|_| CodecError("shortstr not UTF-8"))?;
-        Ok(ShortStr::from(s))
-    }
-    fn table(&mut self) -> Result<FieldTable, CodecError> {
-        self.need(4)?;
-        let n = u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]) as usize;
-        let b = self.bytes(4 + n)?;
-        warren_wire::decode_table(b).map_err(|_| CodecError("bad field table"))
-    }
-    fn dest(&mut self) -> Result<Destination, CodecError> {
-        match self.u8()? {
-            0 => Ok(Destination::Queue(self.str()?)),
-            1 => Ok(Destination::Exchange(self.str()?)),
-            _ => Err(CodecError("bad destination kind")),
-        }
+fn read_dest(r: &mut Reader) -> Result<Destination, CodecError> {
+    match r.u8()? {
+        0 => Ok(Destination::Queue(r.short_str()?)),
+        1 => Ok(Destination::Exchange(r.short_str()?)),
+        _ => Err(CodecError("bad destination kind")),
     }
 }
 
 /// Decodes a command written by [`encode_command`].
 pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
-    let mut r = Reader(bytes);
+    let mut r = Reader::new(bytes);
     if r.u8()? != FORMAT {
         return Err(CodecError("unknown format version"));
     }
@@ -366,9 +331,13 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
     let issued_at = r.u64()?;
     let op = match r.u8()? {
         0 => {
-            let (vhost, name, kind) = (r.str()?, r.str()?, r.str()?);
-            let (durable, auto_delete, internal, nowait) =
-                (r.bool()?, r.bool()?, r.bool()?, r.bool()?);
+            let (vhost, name, kind) = (r.short_str()?, r.short_str()?, r.short_str()?);
+            let (durable, auto_delete, internal, nowait) = (
+                read_bool(&mut r)?,
+                read_bool(&mut r)?,
+                read_bool(&mut r)?,
+                read_bool(&mut r)?,
+            );
             Op::DeclareExchange {
                 vhost,
                 name,
@@ -381,15 +350,19 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
             }
         }
         1 => Op::DeleteExchange {
-            vhost: r.str()?,
-            name: r.str()?,
-            if_unused: r.bool()?,
-            nowait: r.bool()?,
+            vhost: r.short_str()?,
+            name: r.short_str()?,
+            if_unused: read_bool(&mut r)?,
+            nowait: read_bool(&mut r)?,
         },
         2 => {
-            let (vhost, name) = (r.str()?, r.str()?);
-            let (durable, exclusive, auto_delete, nowait) =
-                (r.bool()?, r.bool()?, r.bool()?, r.bool()?);
+            let (vhost, name) = (r.short_str()?, r.short_str()?);
+            let (durable, exclusive, auto_delete, nowait) = (
+                read_bool(&mut r)?,
+                read_bool(&mut r)?,
+                read_bool(&mut r)?,
+                read_bool(&mut r)?,
+            );
             Op::DeclareQueue {
                 vhost,
                 name,
@@ -401,21 +374,25 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
             }
         }
         3 => Op::DeleteQueue {
-            vhost: r.str()?,
-            name: r.str()?,
-            if_unused: r.bool()?,
-            if_empty: r.bool()?,
-            nowait: r.bool()?,
+            vhost: r.short_str()?,
+            name: r.short_str()?,
+            if_unused: read_bool(&mut r)?,
+            if_empty: read_bool(&mut r)?,
+            nowait: read_bool(&mut r)?,
         },
         4 => Op::PurgeQueue {
-            vhost: r.str()?,
-            name: r.str()?,
-            nowait: r.bool()?,
+            vhost: r.short_str()?,
+            name: r.short_str()?,
+            nowait: read_bool(&mut r)?,
         },
         tag @ (5 | 6) => {
-            let (vhost, source, destination, routing_key) =
-                (r.str()?, r.str()?, r.dest()?, r.str()?);
-            let (arguments, nowait) = (r.table()?, r.bool()?);
+            let (vhost, source, destination, routing_key) = (
+                r.short_str()?,
+                r.short_str()?,
+                read_dest(&mut r)?,
+                r.short_str()?,
+            );
+            let (arguments, nowait) = (r.table()?, read_bool(&mut r)?);
             if tag == 5 {
                 Op::Bind {
                     vhost,
@@ -437,8 +414,12 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
             }
         }
         7 => {
-            let (vhost, exchange, routing_key, mandatory) =
-                (r.str()?, r.str()?, r.str()?, r.bool()?);
+            let (vhost, exchange, routing_key, mandatory) = (
+                r.short_str()?,
+                r.short_str()?,
+                r.short_str()?,
+                read_bool(&mut r)?,
+            );
             let confirm = match r.u8()? {
                 0 => None,
                 1 => Some(r.u64()?),
@@ -464,7 +445,9 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
             let queue = r.u64()?;
             let n = r.u32()? as usize;
             // Each seq takes 8 bytes: refuse a count the payload cannot hold before allocating.
-            r.need(n.saturating_mul(8))?;
+            if r.remaining() < n.saturating_mul(8) {
+                return Err(CodecError("too short"));
+            }
             let seqs = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
             if tag == 8 {
                 Op::Settle { queue, seqs }
@@ -477,7 +460,7 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
         12 => Op::Expire { queue: r.u64()? },
         _ => return Err(CodecError("unknown op tag")),
     };
-    if r.0.has_remaining() {
+    if r.remaining() != 0 {
         return Err(CodecError("trailing bytes"));
     }
     Ok(Command {

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use warren_core::Millis;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> Millis {
+pub fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)

@@ -10,6 +10,7 @@ mod server;
 mod session;
 
 pub use broker_task::{spawn_proposer, BrokerHandle, Replication};
+pub use clock::now_ms;
 pub use config::ServerConfig;
 pub use server::Server;
 pub use session::Session;

@@ -12,7 +12,7 @@ use tracing::info;
 use warren_core::{Broker, BrokerConfig, Command, Op, STATE_MACHINE_VERSION};
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{LogCommand, WarrenNode};
-use warren_server::{spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
+use warren_server::{now_ms, spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
 
 /// Warren: a replicated AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 ///
@@ -208,13 +208,6 @@ fn main() -> anyhow::Result<()> {
         info!("warren stopped");
         Ok(())
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Completes on SIGINT or SIGTERM.

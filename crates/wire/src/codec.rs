@@ -9,8 +9,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::table::{FieldTable, FieldValue, MAX_NESTING};
 use crate::{LongStr, ShortStr, WireError};
 
-/// A cursor over one frame payload.
-pub(crate) struct Reader {
+/// A cursor over a payload in AMQP's encodings (also used for Warren's own log records). Strings,
+/// byte arrays and tables it returns share the payload's memory; every read checks the remaining
+/// length first, so a short payload is an error, never a panic.
+pub struct Reader {
     buf: Bytes,
     depth: usize,
 }
@@ -20,11 +22,11 @@ const SHORT: WireError = WireError::Syntax {
 };
 
 impl Reader {
-    pub(crate) fn new(buf: Bytes) -> Reader {
+    pub fn new(buf: Bytes) -> Reader {
         Reader { buf, depth: 0 }
     }
 
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.buf.remaining()
     }
 
@@ -36,7 +38,7 @@ impl Reader {
         }
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
+    pub fn u8(&mut self) -> Result<u8, WireError> {
         self.need(1)?;
         Ok(self.buf.get_u8())
     }
@@ -46,7 +48,7 @@ impl Reader {
         Ok(self.buf.get_i8())
     }
 
-    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
+    pub fn u16(&mut self) -> Result<u16, WireError> {
         self.need(2)?;
         Ok(self.buf.get_u16())
     }
@@ -56,7 +58,7 @@ impl Reader {
         Ok(self.buf.get_i16())
     }
 
-    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
+    pub fn u32(&mut self) -> Result<u32, WireError> {
         self.need(4)?;
         Ok(self.buf.get_u32())
     }
@@ -66,7 +68,7 @@ impl Reader {
         Ok(self.buf.get_i32())
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
+    pub fn u64(&mut self) -> Result<u64, WireError> {
         self.need(8)?;
         Ok(self.buf.get_u64())
     }
@@ -86,12 +88,12 @@ impl Reader {
         Ok(self.buf.get_f64())
     }
 
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<Bytes, WireError> {
+    pub fn bytes(&mut self, n: usize) -> Result<Bytes, WireError> {
         self.need(n)?;
         Ok(self.buf.split_to(n))
     }
 
-    pub(crate) fn short_str(&mut self) -> Result<ShortStr, WireError> {
+    pub fn short_str(&mut self) -> Result<ShortStr, WireError> {
         let n = usize::from(self.u8()?);
         let b = self.bytes(n)?;
         ShortStr::from_utf8(b).ok_or(WireError::Syntax {
@@ -105,7 +107,7 @@ impl Reader {
     }
 
     /// Reads a length-prefixed table; nested tables and arrays count towards [`MAX_NESTING`].
-    pub(crate) fn table(&mut self) -> Result<FieldTable, WireError> {
+    pub fn table(&mut self) -> Result<FieldTable, WireError> {
         let n = self.u32()? as usize;
         let body = self.bytes(n)?;
         let mut inner = Reader {

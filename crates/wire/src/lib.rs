@@ -16,7 +16,7 @@ mod properties;
 mod strings;
 mod table;
 
-pub use codec::{decode_table, decode_table_body, encode_table};
+pub use codec::{decode_table, decode_table_body, encode_table, Reader};
 pub use error::WireError;
 pub use frame::{encode_frame, Frame, FrameDecoder, FRAME_END, FRAME_HEADER_SIZE, PROTOCOL_HEADER};
 pub use method::*;
