@@ -5,7 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // prost-build finds protoc through $PROTOC.
     std::env::set_var("PROTOC", protoc);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): a build-script binary is reused from a shared target
+    // directory by clones in other places, and must not carry the first clone's path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let raft = root.join("warren/raft.proto");
     println!("cargo:rerun-if-changed={}", raft.display());
     tonic_prost_build::configure().compile_protos(&[raft], &[root])?;

@@ -195,6 +195,11 @@ impl Broker {
         self.launch()
     }
 
+    /// The data directory of a node this kit started.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
+    }
+
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f` (or `WARREN_TEST_URI`).
     pub fn uri(&self) -> &str {
         &self.uri
@@ -261,6 +266,21 @@ pub async fn connect(uri: &str) -> Connection {
 }
 
 /// Awaits `f`, panicking after [`STEP`] so a hang fails the test.
+/// Bytes used by the files under `dir` (recursively); 0 if it does not exist.
+pub fn disk_usage(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 pub async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(STEP, f).await.expect("step timed out")
 }

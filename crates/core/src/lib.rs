@@ -17,6 +17,7 @@ mod exchange;
 mod input;
 mod message;
 mod queue;
+pub mod snapshot;
 mod user;
 mod vhost;
 
@@ -26,6 +27,7 @@ pub use connection::DELIVERY_CREDIT_BYTES;
 pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};
 pub use input::Input;
+pub use snapshot::{Snapshot, SnapshotError};
 pub use user::{hash_password, Permission, User};
 
 /// Identifies one client connection; chosen by the runtime, unique for the life of the process.

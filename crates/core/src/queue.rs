@@ -363,6 +363,35 @@ impl Queue {
         expired
     }
 
+    /// Every message still in the queue, ready or checked out, in sequence order (snapshots).
+    pub(crate) fn all_entries(&self) -> Vec<(u64, &Entry)> {
+        let mut all: Vec<(u64, &Entry)> = self
+            .ready
+            .iter()
+            .map(|(s, e)| (*s, e))
+            .chain(self.checked_out.iter().map(|(s, e)| (*s, e)))
+            .collect();
+        all.sort_unstable_by_key(|(s, _)| *s);
+        all
+    }
+
+    /// The next sequence number this queue will give a message.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Replaces the queue's messages with `entries` (all ready), restoring from a snapshot.
+    pub(crate) fn restore(
+        &mut self,
+        next_seq: u64,
+        entries: impl IntoIterator<Item = (u64, Entry)>,
+    ) {
+        self.checked_out.clear();
+        self.ready = entries.into_iter().collect();
+        self.ready_bytes = self.ready.values().map(|e| e.message.body_len()).sum();
+        self.next_seq = next_seq;
+    }
+
     pub(crate) fn remove_consumer(&mut self, consumer: &ConsumerRef) {
         self.consumers.retain(|c| c != consumer);
         if self.exclusive_consumer.as_ref() == Some(consumer) {

@@ -18,7 +18,7 @@ const FORMAT: u8 = 1;
 /// Why bytes from the log did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("undecodable command in the log: {0}")]
-pub struct CodecError(&'static str);
+pub struct CodecError(pub(crate) &'static str);
 
 /// A command as the Raft log carries it.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,21 +87,21 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 }
 
-fn put_str(w: &mut BytesMut, s: &ShortStr) {
+pub(crate) fn put_str(w: &mut BytesMut, s: &ShortStr) {
     let b = s.as_bytes();
     w.put_u8(b.len().min(255) as u8);
     w.put_slice(&b[..b.len().min(255)]);
 }
 
-fn put_bool(w: &mut BytesMut, b: bool) {
+pub(crate) fn put_bool(w: &mut BytesMut, b: bool) {
     w.put_u8(u8::from(b));
 }
 
-fn put_table(w: &mut BytesMut, t: &FieldTable) {
+pub(crate) fn put_table(w: &mut BytesMut, t: &FieldTable) {
     warren_wire::encode_table(w, t);
 }
 
-fn put_dest(w: &mut BytesMut, d: &Destination) {
+pub(crate) fn put_dest(w: &mut BytesMut, d: &Destination) {
     match d {
         Destination::Queue(q) => {
             w.put_u8(0);
@@ -112,6 +112,26 @@ fn put_dest(w: &mut BytesMut, d: &Destination) {
             put_str(w, x);
         }
     }
+}
+
+/// Basic properties in their AMQP content-header encoding, length-prefixed.
+pub(crate) fn put_properties(w: &mut BytesMut, properties: &BasicProperties, body_len: usize) {
+    let header = ContentHeader {
+        class_id: 60,
+        weight: 0,
+        body_size: body_len as u64,
+        properties: properties.clone(),
+    };
+    let mut h = BytesMut::new();
+    header.encode(&mut h);
+    w.put_u32(h.len() as u32);
+    w.put_slice(&h);
+}
+
+pub(crate) fn read_properties(r: &mut Reader) -> Result<BasicProperties, CodecError> {
+    let n = r.u32()? as usize;
+    let header = ContentHeader::decode(r.bytes(n)?).map_err(|_| CodecError("bad properties"))?;
+    Ok(header.properties)
 }
 
 /// Encodes a command for the log.
@@ -250,16 +270,7 @@ pub fn encode_command(c: &Command) -> Bytes {
                 }
                 None => w.put_u8(0),
             }
-            let header = ContentHeader {
-                class_id: 60,
-                weight: 0,
-                body_size: body.len() as u64,
-                properties: properties.clone(),
-            };
-            let mut h = BytesMut::new();
-            header.encode(&mut h);
-            w.put_u32(h.len() as u32);
-            w.put_slice(&h);
+            put_properties(&mut w, properties, body.len());
             w.put_u32(body.len() as u32);
             w.put_slice(body);
         }
@@ -297,7 +308,7 @@ impl From<WireError> for CodecError {
     }
 }
 
-fn read_bool(r: &mut Reader) -> Result<bool, CodecError> {
+pub(crate) fn read_bool(r: &mut Reader) -> Result<bool, CodecError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
@@ -305,7 +316,7 @@ fn read_bool(r: &mut Reader) -> Result<bool, CodecError> {
     }
 }
 
-fn read_dest(r: &mut Reader) -> Result<Destination, CodecError> {
+pub(crate) fn read_dest(r: &mut Reader) -> Result<Destination, CodecError> {
     match r.u8()? {
         0 => Ok(Destination::Queue(r.short_str()?)),
         1 => Ok(Destination::Exchange(r.short_str()?)),
@@ -425,10 +436,7 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 1 => Some(r.u64()?),
                 _ => return Err(CodecError("bad confirm flag")),
             };
-            let n = r.u32()? as usize;
-            let header =
-                ContentHeader::decode(r.bytes(n)?).map_err(|_| CodecError("bad properties"))?;
-            let properties: BasicProperties = header.properties;
+            let properties = read_properties(&mut r)?;
             let n = r.u32()? as usize;
             let body = r.bytes(n)?;
             Op::Publish {

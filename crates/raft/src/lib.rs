@@ -7,8 +7,10 @@ mod command_codec;
 pub mod network;
 pub mod node;
 pub mod service;
+mod snapshot_codec;
 pub mod state_machine;
 mod types;
 
 pub use command_codec::{decode_command, encode_command, CodecError, LogCommand};
+pub use snapshot_codec::{decode_snapshot, encode_snapshot};
 pub use types::{GroupId, NodeId, TypeConfig, WarrenNode, METADATA_GROUP};

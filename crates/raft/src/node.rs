@@ -25,19 +25,41 @@ pub enum StartError {
     Raft(String),
 }
 
+/// Tunables of a node's Raft group.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Build a snapshot after this many log entries since the last one; the log up to it is
+    /// then purged.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so a follower that is only a little behind catches up
+    /// from the log instead of a whole snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for NodeOptions {
+    fn default() -> NodeOptions {
+        NodeOptions {
+            snapshot_every: 20_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
 /// A started Raft group and whether it had a log before (a restart).
 pub struct StartedNode {
     pub raft: Raft<TypeConfig, BrokerStateMachine>,
     pub restarted: bool,
 }
 
-/// Opens `data_dir/raft` and starts node `id`; a node with no log and no vote forms a new
+/// Opens `data_dir/raft` (the log; the state machine keeps its snapshots beside it) and starts
+/// node `id`; a node with no log and no vote forms a new
 /// one-member cluster of itself.
 pub async fn start(
     data_dir: &Path,
     id: NodeId,
     node: WarrenNode,
     sm: BrokerStateMachine,
+    options: &NodeOptions,
 ) -> Result<StartedNode, StartError> {
     let db = warren_store::open(&data_dir.join("raft"))?;
     let mut store = warren_store::RocksLogStore::<TypeConfig>::new(db)?;
@@ -49,8 +71,8 @@ pub async fn start(
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
-        // No snapshots yet: the state machine is rebuilt from the whole log.
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
+        max_in_snapshot_log_to_keep: options.keep_after_snapshot,
         ..Default::default()
     }
     .validate()

@@ -1,20 +1,28 @@
-//! The Raft state machine of a Warren node: committed commands go, in log order and in batches,
-//! to the task that owns the broker core, and `apply` returns only once the broker has applied
-//! them. The broker's state is rebuilt at start-up by replaying the log (snapshots are not built
-//! yet, so the log is never purged: see `docs/architecture.md`).
+//! The Raft state machine of a Warren node. The broker itself lives in the task that owns the
+//! broker core; this adapter hands it committed commands in log order and in batches (`apply`
+//! returns only once the broker has applied them), asks it for a [`Snapshot`] of its replicated
+//! state when openraft wants one, and gives it a snapshot to restore from (at start-up, or when a
+//! lagging follower is sent one by the leader).
+//!
+//! Snapshots are files: `<dir>/current` holds the last one (openraft's meta, then the encoded
+//! broker state), written to a temporary file, fsynced and renamed, so a crash leaves either the
+//! old or the new one whole. Once a snapshot is written openraft may purge the log up to it.
 
-use std::io;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use tokio::sync::{mpsc, oneshot};
-use warren_core::Command;
+use tracing::info;
+use warren_core::{Command, Snapshot, SnapshotError};
 
-use crate::{LogCommand, TypeConfig};
+use crate::{decode_snapshot, encode_snapshot, LogCommand, TypeConfig};
 
 /// Committed commands for the broker, and how to say they were applied.
 #[derive(Debug)]
@@ -23,26 +31,49 @@ pub struct AppliedBatch {
     pub done: oneshot::Sender<()>,
 }
 
+/// What the state machine asks of the task that owns the broker.
+#[derive(Debug)]
+pub enum BrokerRequest {
+    /// Apply these committed commands, in order.
+    Apply(AppliedBatch),
+    /// Answer with the replicated state as it is now (after everything applied so far).
+    TakeSnapshot { reply: oneshot::Sender<Snapshot> },
+    /// Replace the replicated state with this one.
+    Restore {
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Result<(), SnapshotError>>,
+    },
+}
+
 #[derive(Default)]
 struct Applied {
     last_applied: Option<LogIdOf<TypeConfig>>,
     membership: StoredMembershipOf<TypeConfig>,
 }
 
-/// Forwards committed commands to the broker task.
+/// Forwards committed commands to the broker task and keeps its snapshots.
 #[derive(Clone)]
 pub struct BrokerStateMachine {
-    to_broker: mpsc::Sender<AppliedBatch>,
+    to_broker: mpsc::Sender<BrokerRequest>,
     applied: Arc<Mutex<Applied>>,
+    snapshots: Arc<SnapshotFiles>,
 }
 
 impl BrokerStateMachine {
-    /// A state machine that hands committed commands to `to_broker`.
-    pub fn new(to_broker: mpsc::Sender<AppliedBatch>) -> BrokerStateMachine {
-        BrokerStateMachine {
+    /// A state machine that hands committed commands to `to_broker` and keeps its snapshots in
+    /// `snapshot_dir` (created if missing).
+    pub fn new(
+        to_broker: mpsc::Sender<BrokerRequest>,
+        snapshot_dir: &Path,
+    ) -> io::Result<BrokerStateMachine> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        Ok(BrokerStateMachine {
             to_broker,
             applied: Arc::default(),
-        }
+            snapshots: Arc::new(SnapshotFiles {
+                dir: snapshot_dir.to_owned(),
+            }),
+        })
     }
 
     fn lock(&self) -> io::Result<std::sync::MutexGuard<'_, Applied>> {
@@ -50,29 +81,70 @@ impl BrokerStateMachine {
             .lock()
             .map_err(|_| io::Error::other("state machine lock poisoned"))
     }
+
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> BrokerRequest,
+    ) -> io::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.to_broker
+            .send(request(tx))
+            .await
+            .map_err(|_| io::Error::other("the broker task has stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the broker task stopped before answering"))
+    }
 }
 
-fn no_snapshots() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "Warren does not build snapshots yet; the log is kept whole",
-    )
+/// A consistent view of the broker taken between two applies, turned into a snapshot file.
+pub struct SnapshotBuilder {
+    view: io::Result<(
+        Snapshot,
+        Option<LogIdOf<TypeConfig>>,
+        StoredMembershipOf<TypeConfig>,
+    )>,
+    snapshots: Arc<SnapshotFiles>,
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for BrokerStateMachine {
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        Err(no_snapshots())
+        let (snapshot, last_log_id, last_membership) = match &self.view {
+            Ok(v) => v.clone(),
+            Err(e) => return Err(io::Error::new(e.kind(), e.to_string())),
+        };
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id,
+            last_membership,
+        };
+        let files = Arc::clone(&self.snapshots);
+        let meta2 = meta.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let data = encode_snapshot(&snapshot);
+            files.save(&meta2, &data)?;
+            Ok::<_, io::Error>(data)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        info!(
+            last_log_id = ?meta.last_log_id,
+            bytes = data.len(),
+            "snapshot written"
+        );
+        Ok(SnapshotOf::<TypeConfig, Vec<u8>> {
+            meta,
+            snapshot: data,
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
     type SnapshotData = Vec<u8>;
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder;
 
-    /// The broker lives in memory: after a restart nothing is applied yet, so openraft replays
-    /// the whole log into it.
+    /// The broker lives in memory: after a restart nothing is applied yet; openraft restores the
+    /// last snapshot (`install_snapshot`) and replays the log after it.
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
@@ -108,7 +180,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         if !commands.is_empty() {
             let (done, applied) = oneshot::channel();
             self.to_broker
-                .send(AppliedBatch { commands, done })
+                .send(BrokerRequest::Apply(AppliedBatch { commands, done }))
                 .await
                 .map_err(|_| io::Error::other("the broker task has stopped"))?;
             applied
@@ -130,21 +202,105 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         Ok(())
     }
 
+    /// Runs between two applies: the broker's snapshot is taken now, encoded and written later.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        let position = self.lock().map(|a| (a.last_applied, a.membership.clone()));
+        let view = match position {
+            Ok((last, membership)) => self
+                .ask(|reply| BrokerRequest::TakeSnapshot { reply })
+                .await
+                .map(|s| (s, last, membership)),
+            Err(e) => Err(e),
+        };
+        SnapshotBuilder {
+            view,
+            snapshots: Arc::clone(&self.snapshots),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMetaOf<TypeConfig>,
-        _snapshot: Vec<u8>,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        data: Vec<u8>,
     ) -> Result<(), io::Error> {
-        Err(no_snapshots())
+        let snapshot = decode_snapshot(Bytes::from(data.clone()))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.ask(|reply| BrokerRequest::Restore { snapshot, reply })
+            .await?
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let files = Arc::clone(&self.snapshots);
+        let meta2 = meta.clone();
+        tokio::task::spawn_blocking(move || match files.load()? {
+            Some((saved, _)) if saved == meta2 => Ok(()),
+            _ => files.save(&meta2, &data),
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let mut a = self.lock()?;
+        a.last_applied = meta.last_log_id;
+        a.membership = meta.last_membership.clone();
+        info!(last_log_id = ?meta.last_log_id, "snapshot installed");
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
-        Ok(None)
+        let files = Arc::clone(&self.snapshots);
+        let loaded = tokio::task::spawn_blocking(move || files.load())
+            .await
+            .map_err(io::Error::other)??;
+        Ok(loaded.map(|(meta, snapshot)| SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot }))
+    }
+}
+
+/// The snapshot file of one node.
+struct SnapshotFiles {
+    dir: PathBuf,
+}
+
+const FILE_MAGIC: &[u8; 4] = b"WRSF";
+
+impl SnapshotFiles {
+    fn current(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+
+    /// Writes `meta` and `data` as the current snapshot: temporary file, fsync, rename, fsync of
+    /// the directory.
+    fn save(&self, meta: &SnapshotMetaOf<TypeConfig>, data: &[u8]) -> io::Result<()> {
+        let meta_bytes = postcard::to_allocvec(meta).map_err(io::Error::other)?;
+        let tmp = self.dir.join("current.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(FILE_MAGIC)?;
+            f.write_all(&(meta_bytes.len() as u32).to_be_bytes())?;
+            f.write_all(&meta_bytes)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.current())?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn load(&self) -> io::Result<Option<(SnapshotMetaOf<TypeConfig>, Vec<u8>)>> {
+        let bytes = match std::fs::read(self.current()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |what: &str| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("snapshot file: {what}"))
+        };
+        if bytes.len() < 8 || &bytes[..4] != FILE_MAGIC {
+            return Err(bad("not a Warren snapshot file"));
+        }
+        let n = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        let meta_end = 8usize
+            .checked_add(n)
+            .filter(|end| *end <= bytes.len())
+            .ok_or_else(|| bad("truncated meta"))?;
+        let meta = postcard::from_bytes(&bytes[8..meta_end]).map_err(|_| bad("bad meta"))?;
+        Ok(Some((meta, bytes[meta_end..].to_vec())))
     }
 }

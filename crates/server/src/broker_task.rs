@@ -17,7 +17,7 @@ use openraft::Raft;
 use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 use warren_core::{Broker, Command, ConnId, Effect, Input};
-use warren_raft::state_machine::{AppliedBatch, BrokerStateMachine};
+use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
 use warren_raft::{LogCommand, TypeConfig};
 
 use crate::clock::now_ms;
@@ -46,7 +46,7 @@ pub enum Replication {
     /// node starts: a restarting node replays its log into it from `Raft::new` on.
     Raft {
         proposals: mpsc::UnboundedSender<Command>,
-        applied: mpsc::Receiver<AppliedBatch>,
+        applied: mpsc::Receiver<BrokerRequest>,
     },
 }
 
@@ -126,6 +126,34 @@ impl Task {
         }
     }
 
+    fn state_machine_request(&mut self, request: BrokerRequest) {
+        match request {
+            BrokerRequest::Apply(batch) => {
+                let now = now_ms();
+                for command in batch.commands {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.handle(now, Input::Applied { command });
+                }
+                self.flush();
+                let _ = batch.done.send(());
+            }
+            BrokerRequest::TakeSnapshot { reply } => {
+                let _ = reply.send(self.broker.snapshot());
+            }
+            BrokerRequest::Restore { snapshot, reply } => {
+                let result = self.broker.restore(snapshot, &mut self.effects);
+                for effect in self.effects.drain(..) {
+                    self.by_conn
+                        .entry(effect_conn(&effect))
+                        .or_default()
+                        .push(effect);
+                }
+                self.flush();
+                let _ = reply.send(result);
+            }
+        }
+    }
+
     fn flush(&mut self) {
         for (conn, list) in self.by_conn.drain() {
             match self.connections.get(&conn) {
@@ -161,14 +189,8 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
         let accept_input = task.in_flight < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
-            Some(b) = async { match applied.as_mut() { Some(a) => a.recv().await, None => None } }, if applied.is_some() => {
-                let now = now_ms();
-                for command in b.commands {
-                    task.in_flight = task.in_flight.saturating_sub(1);
-                    task.handle(now, Input::Applied { command });
-                }
-                task.flush();
-                let _ = b.done.send(());
+            Some(request) = async { match applied.as_mut() { Some(a) => a.recv().await, None => None } }, if applied.is_some() => {
+                task.state_machine_request(request);
                 continue;
             }
             n = rx.recv_many(&mut batch, BATCH), if accept_input => {

@@ -6,6 +6,7 @@
 //! and their `IOFlushed` callbacks fire only after a WAL fsync, which one background thread does
 //! for every append that arrived meanwhile (group commit: one fsync for many appends).
 
+mod compactor;
 mod db;
 mod log_store;
 mod syncer;

@@ -13,6 +13,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, D
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::compactor::Compactor;
 use crate::db::{CF_LOGS, CF_META};
 use crate::syncer::Syncer;
 
@@ -24,6 +25,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 pub struct RocksLogStore<C: RaftTypeConfig> {
     db: Arc<DB>,
     syncer: Syncer<C>,
+    compactor: Arc<Compactor>,
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
@@ -31,6 +33,7 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
         RocksLogStore {
             db: self.db.clone(),
             syncer: self.syncer.clone(),
+            compactor: Arc::clone(&self.compactor),
         }
     }
 }
@@ -77,7 +80,11 @@ where
             }
         }
         let syncer = Syncer::start(db.clone())?;
-        Ok(RocksLogStore { db, syncer })
+        Ok(RocksLogStore {
+            db,
+            syncer,
+            compactor: Arc::default(),
+        })
     }
 
     fn cf(&self, name: &str) -> io::Result<&ColumnFamily> {
@@ -234,14 +241,17 @@ where
 
     /// Records the purge point first: entries at or below it are ignored even if the range delete
     /// that follows is lost in a crash.
+    ///
+    /// A range delete only writes a tombstone; the space comes back when the memtable is flushed
+    /// (so old WAL files can go) and the purged range is compacted, which a background thread
+    /// does after each purge (purges follow snapshots, so they are rare).
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        let end = index_key(log_id.index() + 1);
         self.db
-            .delete_range_cf(
-                self.cf(CF_LOGS)?,
-                index_key(0),
-                index_key(log_id.index() + 1),
-            )
-            .map_err(other)
+            .delete_range_cf(self.cf(CF_LOGS)?, index_key(0), end)
+            .map_err(other)?;
+        self.compactor.reclaim(Arc::clone(&self.db), end);
+        Ok(())
     }
 }

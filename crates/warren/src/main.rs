@@ -65,6 +65,10 @@ struct Args {
     /// [default: 1].
     #[arg(long)]
     node_id: Option<u64>,
+    /// Take a snapshot of the replicated state after this many log entries, then purge the log
+    /// up to it [default: 20000].
+    #[arg(long)]
+    snapshot_every: Option<u64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -84,6 +88,7 @@ struct FileConfig {
     loopback_users: Option<Vec<String>>,
     log: Option<String>,
     node_id: Option<u64>,
+    snapshot_every: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -165,6 +170,12 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
     let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+    let mut raft_options = warren_raft::node::NodeOptions::default();
+    if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
+        anyhow::ensure!(n > 0, "--snapshot-every must be at least 1");
+        raft_options.snapshot_every = n;
+        raft_options.keep_after_snapshot = raft_options.keep_after_snapshot.min(n);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -183,7 +194,9 @@ fn main() -> anyhow::Result<()> {
             &data_dir,
             node_id,
             WarrenNode { grpc_addr: String::new(), amqp_addr: server_config.listen.to_string() },
-            BrokerStateMachine::new(applied_tx),
+            BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
+                .context("creating the snapshot directory")?,
+            &raft_options,
         )
         .await
         .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;

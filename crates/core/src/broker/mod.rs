@@ -10,6 +10,7 @@ mod exchange_class;
 mod publish;
 mod queue_class;
 mod recovery;
+mod snapshot_io;
 mod tick;
 mod tx_class;
 

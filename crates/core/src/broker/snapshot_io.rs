@@ -1,0 +1,222 @@
+//! Taking and restoring [`Snapshot`]s of the replicated state (see [`crate::snapshot`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use warren_wire::ShortStr;
+
+use super::Broker;
+use crate::exchange::Exchange;
+use crate::message::Message;
+use crate::queue::{Entry, Queue, QueueArgs};
+use crate::routing::ExchangeKind;
+use crate::snapshot::{
+    Snapshot, SnapshotBinding, SnapshotEntry, SnapshotError, SnapshotExchange, SnapshotMessage,
+    SnapshotQueue, SnapshotVhost,
+};
+use crate::vhost::Vhost;
+use crate::{AmqpError, Effect, STATE_MACHINE_VERSION};
+
+impl Broker {
+    /// The replicated state as plain data. Bodies are shared, not copied; a message in several
+    /// queues is listed once. Sorted, so equal states give equal snapshots.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut vhosts: Vec<SnapshotVhost> = self
+            .vhosts
+            .iter()
+            .map(|(name, v)| {
+                let mut exchanges: Vec<SnapshotExchange> = v
+                    .exchanges
+                    .values()
+                    .map(|x| {
+                        let mut bindings: Vec<SnapshotBinding> = x
+                            .bindings
+                            .bindings()
+                            .map(|b| SnapshotBinding {
+                                destination: b.destination.clone(),
+                                routing_key: b.routing_key.clone(),
+                                arguments: b.arguments.clone(),
+                            })
+                            .collect();
+                        bindings.sort_by(|a, b| {
+                            (&a.destination, &a.routing_key).cmp(&(&b.destination, &b.routing_key))
+                        });
+                        SnapshotExchange {
+                            name: x.name.clone(),
+                            kind: ShortStr::from(x.kind.as_str()),
+                            durable: x.durable,
+                            auto_delete: x.auto_delete,
+                            internal: x.internal,
+                            arguments: x.arguments.clone(),
+                            bindings,
+                        }
+                    })
+                    .collect();
+                exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+                SnapshotVhost {
+                    name: name.clone(),
+                    exchanges,
+                }
+            })
+            .collect();
+        vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+
+        let mut ids: Vec<_> = self.queues.keys().copied().collect();
+        ids.sort_unstable();
+        let mut messages = Vec::new();
+        let mut index: HashMap<*const Message, u32> = HashMap::new();
+        let mut queues = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(q) = self.queues.get(&id) else {
+                continue;
+            };
+            let entries = q
+                .all_entries()
+                .into_iter()
+                .map(|(seq, e)| {
+                    let key = Arc::as_ptr(&e.message);
+                    let message = *index.entry(key).or_insert_with(|| {
+                        messages.push(SnapshotMessage {
+                            exchange: e.message.exchange.clone(),
+                            routing_key: e.message.routing_key.clone(),
+                            properties: e.message.properties.clone(),
+                            body: e.message.body.clone(),
+                        });
+                        (messages.len() - 1) as u32
+                    });
+                    SnapshotEntry {
+                        seq,
+                        message,
+                        redelivered: e.redelivered,
+                        expires_at: e.expires_at,
+                    }
+                })
+                .collect();
+            queues.push(SnapshotQueue {
+                id,
+                vhost: q.vhost.clone(),
+                name: q.name.clone(),
+                durable: q.durable,
+                exclusive_owner: q.exclusive_owner,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments.clone(),
+                next_seq: q.next_seq(),
+                had_consumer: q.had_consumer,
+                last_used: q.last_used,
+                entries,
+            });
+        }
+        Snapshot {
+            version: STATE_MACHINE_VERSION,
+            next_queue_id: self.next_queue_id,
+            vhosts,
+            messages,
+            queues,
+        }
+    }
+
+    /// Replaces the replicated state with `snapshot`. Connections cannot outlive the state they
+    /// referred to: any the broker has are closed (320) in `out`. Users, permissions and settings
+    /// are kept. On error the broker is unchanged.
+    pub fn restore(
+        &mut self,
+        snapshot: Snapshot,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), SnapshotError> {
+        if snapshot.version > STATE_MACHINE_VERSION {
+            return Err(SnapshotError(format!(
+                "state machine version {} is newer than this node's {}",
+                snapshot.version, STATE_MACHINE_VERSION
+            )));
+        }
+        let mut vhosts = HashMap::new();
+        for v in snapshot.vhosts {
+            let mut vhost = Vhost::new();
+            vhost.exchanges.clear();
+            for x in v.exchanges {
+                let kind = ExchangeKind::parse(x.kind.as_str())
+                    .ok_or_else(|| SnapshotError(format!("unknown exchange kind {}", x.kind)))?;
+                let mut exchange = Exchange::new(
+                    x.name.clone(),
+                    kind,
+                    x.durable,
+                    x.auto_delete,
+                    x.internal,
+                    x.arguments,
+                );
+                for b in x.bindings {
+                    exchange
+                        .bindings
+                        .bind(b.destination, b.routing_key.as_str(), &b.arguments);
+                }
+                vhost.exchanges.insert(x.name, exchange);
+            }
+            vhosts.insert(v.name, vhost);
+        }
+        let messages: Vec<Arc<Message>> = snapshot
+            .messages
+            .into_iter()
+            .map(|m| {
+                Arc::new(Message {
+                    exchange: m.exchange,
+                    routing_key: m.routing_key,
+                    properties: m.properties,
+                    body: m.body,
+                })
+            })
+            .collect();
+        let mut queues = HashMap::new();
+        for sq in snapshot.queues {
+            let args = QueueArgs::parse(&sq.arguments).map_err(SnapshotError)?;
+            let vhost = vhosts.get_mut(&sq.vhost).ok_or_else(|| {
+                SnapshotError(format!("queue {} in unknown vhost {}", sq.name, sq.vhost))
+            })?;
+            vhost.queues.insert(sq.name.clone(), sq.id);
+            let mut q = Queue::new(
+                sq.id,
+                sq.vhost,
+                sq.name,
+                sq.durable,
+                sq.exclusive_owner,
+                sq.auto_delete,
+                sq.arguments,
+                args,
+                sq.last_used,
+            );
+            q.had_consumer = sq.had_consumer;
+            let mut entries = Vec::with_capacity(sq.entries.len());
+            for e in sq.entries {
+                let message = messages.get(e.message as usize).ok_or_else(|| {
+                    SnapshotError(format!(
+                        "entry refers to message {} of {}",
+                        e.message,
+                        messages.len()
+                    ))
+                })?;
+                entries.push((
+                    e.seq,
+                    Entry {
+                        message: Arc::clone(message),
+                        redelivered: e.redelivered,
+                        expires_at: e.expires_at,
+                    },
+                ));
+            }
+            q.restore(sq.next_seq, entries);
+            queues.insert(sq.id, q);
+        }
+        let conns: Vec<_> = self.connections.keys().copied().collect();
+        for conn in conns {
+            self.close_connection_state(conn, out);
+            out.push(Effect::CloseConnection {
+                conn,
+                error: AmqpError::new(320, "node state replaced by a Raft snapshot"),
+            });
+        }
+        self.vhosts = vhosts;
+        self.queues = queues;
+        self.next_queue_id = snapshot.next_queue_id;
+        self.reply_to.clear();
+        Ok(())
+    }
+}

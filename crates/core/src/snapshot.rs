@@ -1,0 +1,88 @@
+//! The replicated state of a broker as plain data, for Raft snapshots: everything the log's
+//! commands build (exchanges, bindings, queues, their messages with sequence numbers, the next
+//! queue id), and nothing that is local to one node (connections, channels, consumers).
+//!
+//! [`crate::Broker::snapshot`] takes one (cheap: message bodies are shared `Bytes`);
+//! [`crate::Broker::restore`] replaces a broker's replicated state with one. Encoding it to bytes
+//! is the Raft layer's business. A message routed to several queues appears once in
+//! [`Snapshot::messages`] and is referenced by index, so its body is written once.
+
+use bytes::Bytes;
+use warren_wire::{BasicProperties, FieldTable, ShortStr};
+
+use crate::command::Destination;
+use crate::Millis;
+
+/// The replicated state at one point of the log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// [`crate::STATE_MACHINE_VERSION`] of the broker that took it.
+    pub version: u32,
+    pub next_queue_id: u64,
+    pub vhosts: Vec<SnapshotVhost>,
+    pub messages: Vec<SnapshotMessage>,
+    pub queues: Vec<SnapshotQueue>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotVhost {
+    pub name: ShortStr,
+    pub exchanges: Vec<SnapshotExchange>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotExchange {
+    pub name: ShortStr,
+    /// `direct`, `fanout`, `topic` or `headers`.
+    pub kind: ShortStr,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    pub bindings: Vec<SnapshotBinding>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotBinding {
+    pub destination: Destination,
+    pub routing_key: ShortStr,
+    pub arguments: FieldTable,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotMessage {
+    pub exchange: ShortStr,
+    pub routing_key: ShortStr,
+    pub properties: BasicProperties,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotQueue {
+    pub id: u64,
+    pub vhost: ShortStr,
+    pub name: ShortStr,
+    pub durable: bool,
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    pub next_seq: u64,
+    pub had_consumer: bool,
+    pub last_used: Millis,
+    /// Every message still in the queue (ready or checked out), in sequence order.
+    pub entries: Vec<SnapshotEntry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub seq: u64,
+    /// Index into [`Snapshot::messages`].
+    pub message: u32,
+    pub redelivered: bool,
+    pub expires_at: Option<Millis>,
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad snapshot: {0}")]
+pub struct SnapshotError(pub String);
