@@ -4,6 +4,7 @@
 //! Set `WARREN_TEST_URI` to run the same tests against a broker started elsewhere (RabbitMQ 3.10,
 //! to check that every test encodes RabbitMQ's behaviour); then [`Broker::start`] starts nothing.
 
+pub mod cluster;
 pub mod raw;
 
 use std::future::Future;
@@ -59,7 +60,7 @@ pub fn is_external() -> bool {
     std::env::var_os("WARREN_TEST_URI").is_some()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -67,7 +68,7 @@ fn free_port() -> u16 {
 }
 
 /// A directory no other test (or earlier run) uses.
-fn fresh_dir() -> std::io::Result<PathBuf> {
+pub(crate) fn fresh_dir() -> std::io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(unique("warren-test"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -122,10 +123,16 @@ impl Broker {
     fn spawn(extra: &[&str]) -> anyhow::Result<Broker> {
         let port = free_port();
         let dir = fresh_dir()?;
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Broker::spawn_at(port, dir, extra)
+    }
+
+    /// Starts a node on `port` with data in `dir` (a cluster member: see [`cluster`]).
+    pub(crate) fn spawn_at(port: u16, dir: PathBuf, extra: Vec<String>) -> anyhow::Result<Broker> {
         let mut broker = Broker {
             child: None,
             data_dir: Some(dir),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             uri: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
         };
@@ -198,6 +205,28 @@ impl Broker {
     /// The data directory of a node this kit started.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.data_dir.as_deref()
+    }
+
+    /// Whether this kit started the node and has not killed it.
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the node with SIGKILL and leaves it down.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .context("not a running node of this kit")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts a node that was killed again, on the same port, data and flags.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the node still runs");
+        self.launch()
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f` (or `WARREN_TEST_URI`).

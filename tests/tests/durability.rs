@@ -185,7 +185,14 @@ async fn disk_use_falls_after_a_drain_and_a_restart_from_a_snapshot_loses_nothin
     const KEEP: usize = 100;
     let mut broker = Broker::start_own(&["--snapshot-every", "500"]).expect("warren starts");
     let raft_dir = broker.data_dir().expect("own node").join("raft");
-    let body = vec![b'x'; 4096];
+    // Incompressible bodies (RocksDB compresses its tables): a simple LCG.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let body: Vec<u8> = (0..4096)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as u8
+        })
+        .collect();
     {
         let conn = broker.connect().await;
         let ch = within(conn.create_channel()).await.unwrap();

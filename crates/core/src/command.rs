@@ -128,4 +128,9 @@ pub enum Op {
     /// dead-lettered (or dropped): logged, so expiry enqueues into dead-letter queues in the same
     /// order everywhere.
     Expire { queue: u64 },
+    /// A node became leader while the cluster kept running: the old leader's connections are
+    /// gone, so their exclusive queues go, auto-delete queues that had consumers go, and every
+    /// message may have been delivered (unacked) by the old leader, so it is marked redelivered.
+    /// Non-durable queues and non-persistent messages stay (unlike [`Op::Recover`]).
+    TakeOver,
 }

@@ -332,6 +332,13 @@ impl Queue {
         self.ready_bytes = self.ready.values().map(|e| e.message.body_len()).sum();
     }
 
+    /// Every message, ready or checked out, is marked redelivered (a leader change).
+    pub(crate) fn mark_all_redelivered(&mut self) {
+        for e in self.ready.values_mut().chain(self.checked_out.values_mut()) {
+            e.redelivered = true;
+        }
+    }
+
     /// Drops every ready message; returns how many (checked-out messages stay, as in RabbitMQ).
     pub(crate) fn purge(&mut self) -> u32 {
         let n = self.ready_count();

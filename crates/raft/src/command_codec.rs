@@ -20,6 +20,13 @@ const FORMAT: u8 = 1;
 #[error("undecodable command in the log: {0}")]
 pub struct CodecError(pub(crate) &'static str);
 
+impl CodecError {
+    /// An error saying what did not decode.
+    pub fn new(what: &'static str) -> CodecError {
+        CodecError(what)
+    }
+}
+
 /// A command as the Raft log carries it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogCommand(pub Command);
@@ -40,6 +47,7 @@ impl fmt::Display for LogCommand {
             Op::Recover => "recover",
             Op::RemoveQueue { .. } => "remove-queue",
             Op::Expire { .. } => "expire",
+            Op::TakeOver => "take-over",
         };
         f.write_str(name)
     }
@@ -87,21 +95,21 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 }
 
-pub(crate) fn put_str(w: &mut BytesMut, s: &ShortStr) {
+pub fn put_str(w: &mut BytesMut, s: &ShortStr) {
     let b = s.as_bytes();
     w.put_u8(b.len().min(255) as u8);
     w.put_slice(&b[..b.len().min(255)]);
 }
 
-pub(crate) fn put_bool(w: &mut BytesMut, b: bool) {
+pub fn put_bool(w: &mut BytesMut, b: bool) {
     w.put_u8(u8::from(b));
 }
 
-pub(crate) fn put_table(w: &mut BytesMut, t: &FieldTable) {
+pub fn put_table(w: &mut BytesMut, t: &FieldTable) {
     warren_wire::encode_table(w, t);
 }
 
-pub(crate) fn put_dest(w: &mut BytesMut, d: &Destination) {
+pub fn put_dest(w: &mut BytesMut, d: &Destination) {
     match d {
         Destination::Queue(q) => {
             w.put_u8(0);
@@ -115,7 +123,7 @@ pub(crate) fn put_dest(w: &mut BytesMut, d: &Destination) {
 }
 
 /// Basic properties in their AMQP content-header encoding, length-prefixed.
-pub(crate) fn put_properties(w: &mut BytesMut, properties: &BasicProperties, body_len: usize) {
+pub fn put_properties(w: &mut BytesMut, properties: &BasicProperties, body_len: usize) {
     let header = ContentHeader {
         class_id: 60,
         weight: 0,
@@ -128,7 +136,7 @@ pub(crate) fn put_properties(w: &mut BytesMut, properties: &BasicProperties, bod
     w.put_slice(&h);
 }
 
-pub(crate) fn read_properties(r: &mut Reader) -> Result<BasicProperties, CodecError> {
+pub fn read_properties(r: &mut Reader) -> Result<BasicProperties, CodecError> {
     let n = r.u32()? as usize;
     let header = ContentHeader::decode(r.bytes(n)?).map_err(|_| CodecError("bad properties"))?;
     Ok(header.properties)
@@ -295,6 +303,7 @@ pub fn encode_command(c: &Command) -> Bytes {
             w.put_u8(12);
             w.put_u64(*queue);
         }
+        Op::TakeOver => w.put_u8(13),
     }
     w.freeze()
 }
@@ -308,7 +317,7 @@ impl From<WireError> for CodecError {
     }
 }
 
-pub(crate) fn read_bool(r: &mut Reader) -> Result<bool, CodecError> {
+pub fn read_bool(r: &mut Reader) -> Result<bool, CodecError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
@@ -316,7 +325,7 @@ pub(crate) fn read_bool(r: &mut Reader) -> Result<bool, CodecError> {
     }
 }
 
-pub(crate) fn read_dest(r: &mut Reader) -> Result<Destination, CodecError> {
+pub fn read_dest(r: &mut Reader) -> Result<Destination, CodecError> {
     match r.u8()? {
         0 => Ok(Destination::Queue(r.short_str()?)),
         1 => Ok(Destination::Exchange(r.short_str()?)),
@@ -466,6 +475,7 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
         10 => Op::Recover,
         11 => Op::RemoveQueue { queue: r.u64()? },
         12 => Op::Expire { queue: r.u64()? },
+        13 => Op::TakeOver,
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.remaining() != 0 {
@@ -500,6 +510,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             Just(Op::Recover),
+            Just(Op::TakeOver),
             any::<u64>().prop_map(|queue| Op::RemoveQueue { queue }),
             any::<u64>().prop_map(|queue| Op::Expire { queue }),
             (s(), s(), s(), any::<[bool; 4]>(), table()).prop_map(

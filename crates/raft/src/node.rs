@@ -1,5 +1,5 @@
 //! Starting a node's Raft group on its data directory: open RocksDB, build openraft, and form a
-//! one-member cluster the first time.
+//! cluster the first time (one bootstrap: the member with the lowest id).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,12 +52,11 @@ pub struct StartedNode {
 }
 
 /// Opens `data_dir/raft` (the log; the state machine keeps its snapshots beside it) and starts
-/// node `id`; a node with no log and no vote forms a new
-/// one-member cluster of itself.
+/// node `id` of the cluster of `members` (which must include `id`).
 pub async fn start(
     data_dir: &Path,
     id: NodeId,
-    node: WarrenNode,
+    members: BTreeMap<NodeId, WarrenNode>,
     sm: BrokerStateMachine,
     options: &NodeOptions,
 ) -> Result<StartedNode, StartError> {
@@ -86,12 +85,19 @@ pub async fn start(
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    if !restarted {
-        info!(node = id, "forming a new one-node cluster");
-        let members = BTreeMap::from([(id, node)]);
+    // One bootstrap: on first start the member with the lowest id forms the cluster of all the
+    // configured members; the others wait to be contacted by its leader.
+    let bootstrap = members.keys().next() == Some(&id);
+    if !restarted && bootstrap {
+        info!(node = id, members = members.len(), "forming a new cluster");
         raft.initialize(members)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+    } else if !restarted {
+        info!(
+            node = id,
+            "first start: waiting to be contacted by the cluster's leader"
+        );
     }
     Ok(StartedNode { raft, restarted })
 }

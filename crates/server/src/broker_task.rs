@@ -21,6 +21,7 @@ use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
 use warren_raft::{LogCommand, TypeConfig};
 
 use crate::clock::now_ms;
+use crate::relay::router::effect_conn;
 
 /// Messages to the broker task.
 // Inputs (mostly publishes) dominate; boxing them would add an allocation per message.
@@ -35,6 +36,12 @@ pub(crate) enum ToBroker {
     Unregister {
         conn: ConnId,
     },
+    /// This node leads (and has applied its whole log): it may decide things on its own
+    /// (expiries, queue expiry) from now on.
+    Lead,
+    /// This node no longer leads: every connection is closed and the broker goes back to the
+    /// log's view (see `Broker::reset_to_log_state`); it only applies committed commands.
+    StepDown,
 }
 
 /// How the broker's shared-state commands are made durable.
@@ -85,6 +92,8 @@ struct Task {
     effects: Vec<Effect>,
     proposals: Option<mpsc::UnboundedSender<Command>>,
     in_flight: usize,
+    /// Only a leader acts on ticks (they may propose commands).
+    leading: bool,
 }
 
 impl Task {
@@ -122,7 +131,22 @@ impl Task {
             ToBroker::Unregister { conn } => {
                 self.connections.remove(&conn);
             }
+            ToBroker::Input(Input::Tick) if !self.leading => {}
             ToBroker::Input(input) => self.handle(now, input),
+            ToBroker::Lead => self.leading = true,
+            ToBroker::StepDown => {
+                self.leading = false;
+                self.broker.reset_to_log_state(
+                    "this node stopped leading the cluster; reconnect",
+                    &mut self.effects,
+                );
+                for effect in self.effects.drain(..) {
+                    self.by_conn
+                        .entry(effect_conn(&effect))
+                        .or_default()
+                        .push(effect);
+                }
+            }
         }
     }
 
@@ -179,6 +203,7 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
         connections: HashMap::new(),
         by_conn: HashMap::new(),
         effects: Vec::new(),
+        leading: proposals.is_none(),
         proposals,
         in_flight: 0,
     };
@@ -217,22 +242,13 @@ pub fn spawn_proposer(
 ) {
     tokio::spawn(async move {
         while let Some(command) = proposals.recv().await {
+            // A command refused because this node no longer leads is dropped by openraft (there
+            // is no responder); its origin's connection is closed by the step-down, so no client
+            // waits for it. Only a fatal error ends the proposer.
             if let Err(e) = raft.client_write_ff(LogCommand(command), None).await {
                 warn!(error = %e, "Raft stopped; proposals are no longer accepted");
                 return;
             }
         }
     });
-}
-
-fn effect_conn(e: &Effect) -> ConnId {
-    match e {
-        Effect::Send { conn, .. }
-        | Effect::SendContent { conn, .. }
-        | Effect::Authenticated { conn, .. }
-        | Effect::CloseChannel { conn, .. }
-        | Effect::CloseConnection { conn, .. }
-        | Effect::AwaitWritable { conn } => *conn,
-        Effect::Propose { .. } => 0,
-    }
 }

@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub low_watermark: usize,
     /// The `cluster_name` server property.
     pub cluster_name: String,
+    /// This node's id (part of every connection id, so ids never collide across nodes).
+    pub node_id: u64,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
             heartbeat: 60,
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 128 << 20,
+            node_id: 1,
             high_watermark: 4 << 20,
             low_watermark: 1 << 20,
             cluster_name: "warren".into(),

@@ -6,6 +6,7 @@ mod broker_task;
 mod clock;
 mod config;
 mod connection;
+pub mod relay;
 mod server;
 mod session;
 

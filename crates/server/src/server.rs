@@ -21,6 +21,8 @@ pub struct Server {
     listener: TcpListener,
     config: ServerConfig,
     broker: BrokerHandle,
+    /// Where connections send their input: the broker task, or the router in front of it.
+    inputs: tokio::sync::mpsc::Sender<crate::broker_task::ToBroker>,
 }
 
 impl Server {
@@ -39,9 +41,17 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
+            inputs: broker.tx.clone(),
             config,
             broker,
         })
+    }
+
+    /// Sends client input wherever `route` says the deciding broker is: this node's broker task
+    /// or, relayed, the leader's (see [`crate::relay`]).
+    pub fn route_through(mut self, route: watch::Receiver<crate::relay::Route>) -> Server {
+        self.inputs = crate::relay::router::spawn(self.broker.tx.clone(), route);
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -50,12 +60,15 @@ impl Server {
 
     /// Serves until `shutdown` completes, then closes every connection and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let to_broker = self.broker.tx.clone();
+        let to_broker = self.inputs.clone();
+        drop(self.inputs);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        // Connection ids are never reused, not even across restarts: commands replayed from the
-        // log name the connections of earlier runs.
-        let mut next_conn = now_ms().saturating_mul(1000).max(1);
+        // Connection ids are never reused, not even across restarts (commands replayed from the
+        // log name the connections of earlier runs) nor across nodes: the node id (below 2048)
+        // takes the top 11 bits, the start time in microseconds-ish the 52 below.
+        let node_bits = (self.config.node_id & 0x7ff) << 52;
+        let mut next_conn = node_bits | now_ms().saturating_mul(1000).max(1) & ((1 << 52) - 1);
         tokio::pin!(shutdown);
         info!(addr = %self.listener.local_addr()?, "listening for AMQP 0-9-1 clients");
         loop {

@@ -1,6 +1,7 @@
 //! The `warren` broker binary: reads flags and an optional TOML file, starts the AMQP listener and
 //! stops cleanly on SIGINT/SIGTERM.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,10 +10,12 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Deserialize;
 use tracing::info;
-use warren_core::{Broker, BrokerConfig, Command, Op, STATE_MACHINE_VERSION};
+use warren_core::{Broker, BrokerConfig};
+use warren_raft::service::RaftService;
 use warren_raft::state_machine::BrokerStateMachine;
-use warren_raft::{LogCommand, WarrenNode};
-use warren_server::{now_ms, spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
+use warren_raft::{WarrenNode, METADATA_GROUP};
+use warren_server::relay::{spawn_leadership, RelayService};
+use warren_server::{spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
 
 /// Warren: a replicated AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 ///
@@ -69,6 +72,11 @@ struct Args {
     /// up to it [default: 20000].
     #[arg(long)]
     snapshot_every: Option<u64>,
+    /// A member of the cluster, as ID@AMQP_HOST:PORT@GRPC_HOST:PORT; repeat for every member,
+    /// this node included (the same list on every node). The member with the lowest id forms
+    /// the cluster on first start. Without members the node is a cluster of one.
+    #[arg(long = "member")]
+    members: Vec<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -89,6 +97,8 @@ struct FileConfig {
     log: Option<String>,
     node_id: Option<u64>,
     snapshot_every: Option<u64>,
+    #[serde(default)]
+    members: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -176,12 +186,49 @@ fn main() -> anyhow::Result<()> {
         raft_options.snapshot_every = n;
         raft_options.keep_after_snapshot = raft_options.keep_after_snapshot.min(n);
     }
+    let member_specs = if args.members.is_empty() {
+        file.members
+    } else {
+        args.members
+    };
+    let mut members = BTreeMap::new();
+    for spec in &member_specs {
+        let (id, node) = parse_member(spec)?;
+        anyhow::ensure!(
+            members.insert(id, node).is_none(),
+            "member {id} is listed twice"
+        );
+    }
+    let own_grpc = match members.get(&node_id) {
+        Some(me) => Some(me.grpc_addr.parse::<SocketAddr>().with_context(|| {
+            format!(
+                "member {node_id}: gRPC address {} is not host:port",
+                me.grpc_addr
+            )
+        })?),
+        None if members.is_empty() => None,
+        None => anyhow::bail!("--node-id {node_id} is not among the --member entries"),
+    };
+    if members.is_empty() {
+        members.insert(
+            node_id,
+            WarrenNode {
+                grpc_addr: String::new(),
+                amqp_addr: server_config.listen.to_string(),
+            },
+        );
+    }
+    anyhow::ensure!(node_id < 2048, "--node-id must be below 2048");
+    let server_config = ServerConfig {
+        node_id,
+        ..server_config
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        // Every durable byte goes through this node's Raft group (a group of one for now),
-        // logged in RocksDB under the data directory.
+        // Every durable byte goes through this node's Raft group, logged in RocksDB under the
+        // data directory.
         let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
         let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
         // The broker task runs first: a restarting node replays its log into it.
@@ -189,11 +236,10 @@ fn main() -> anyhow::Result<()> {
             Broker::new(BrokerConfig { replicated: true, ..broker_config }),
             Replication::Raft { proposals: proposals_tx, applied: applied_rx },
         );
-        let started = std::time::Instant::now();
         let node = warren_raft::node::start(
             &data_dir,
             node_id,
-            WarrenNode { grpc_addr: String::new(), amqp_addr: server_config.listen.to_string() },
+            members,
             BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
                 .context("creating the snapshot directory")?,
             &raft_options,
@@ -202,25 +248,58 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;
         let raft = node.raft.clone();
         spawn_proposer(raft.clone(), proposals_rx);
-        warren_raft::node::wait_until_leading_and_applied(&raft, node_id, Duration::from_secs(600))
-            .await
-            .context("waiting for the log to be replayed")?;
-        if node.restarted {
-            let recover = Command { version: STATE_MACHINE_VERSION, origin: None, issued_at: now_ms(), op: Op::Recover };
-            raft.client_write(LogCommand(recover))
+        // Serve clients once this node leads (after committing a take-over or, after a restart
+        // of the whole cluster, a recovery), or relay them to the node that does.
+        let route = spawn_leadership(raft.clone(), node_id, node.restarted, &broker);
+        if let Some(addr) = own_grpc {
+            let raft_service = RaftService::default();
+            raft_service.add_group(METADATA_GROUP, raft.clone());
+            let relay = RelayService::new(&broker, route.clone());
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| anyhow::anyhow!("recovering after restart: {e}"))?;
-            info!(elapsed_ms = started.elapsed().as_millis() as u64, "log replayed; state recovered");
+                .with_context(|| format!("binding the gRPC address {addr}"))?;
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(raft_service.into_server())
+                    .add_service(relay.into_server())
+                    .serve_with_incoming(incoming)
+                    .await
+                {
+                    tracing::error!(error = %e, "the gRPC server failed");
+                }
+            });
+            info!(%addr, "gRPC (Raft and relay) listening");
         }
         let server = Server::bind_to(server_config, broker)
             .await
-            .with_context(|| format!("binding {bind}:{port}"))?;
+            .with_context(|| format!("binding {bind}:{port}"))?
+            .route_through(route);
         info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), node_id, version = env!("CARGO_PKG_VERSION"), "warren started");
         server.run(shutdown_signal()).await?;
         let _ = raft.shutdown().await;
         info!("warren stopped");
         Ok(())
     })
+}
+
+/// `ID@AMQP_HOST:PORT@GRPC_HOST:PORT`.
+fn parse_member(spec: &str) -> anyhow::Result<(u64, WarrenNode)> {
+    let parts: Vec<&str> = spec.split('@').collect();
+    let [id, amqp, grpc] = parts[..] else {
+        anyhow::bail!("--member {spec}: expected ID@AMQP_HOST:PORT@GRPC_HOST:PORT");
+    };
+    let id: u64 = id
+        .parse()
+        .with_context(|| format!("--member {spec}: bad id"))?;
+    anyhow::ensure!(id < 2048, "--member {spec}: ids must be below 2048");
+    Ok((
+        id,
+        WarrenNode {
+            grpc_addr: grpc.to_string(),
+            amqp_addr: amqp.to_string(),
+        },
+    ))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -488,6 +488,10 @@ impl Broker {
                 self.apply_recover(out);
                 Ok(())
             }
+            Op::TakeOver => {
+                self.apply_take_over(out);
+                Ok(())
+            }
             Op::RemoveQueue { queue } => {
                 self.remove_queue(queue, out);
                 Ok(())
@@ -643,7 +647,7 @@ fn op_method(op: &Op) -> (u16, u16) {
         Op::Publish { .. } => (60, 40),
         Op::Settle { .. } => (60, 80),
         Op::Reject { .. } => (60, 90),
-        Op::Recover | Op::RemoveQueue { .. } | Op::Expire { .. } => (0, 0),
+        Op::Recover | Op::TakeOver | Op::RemoveQueue { .. } | Op::Expire { .. } => (0, 0),
     }
 }
 

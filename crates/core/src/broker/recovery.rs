@@ -34,3 +34,24 @@ impl Broker {
         }
     }
 }
+
+impl Broker {
+    /// [`crate::Op::TakeOver`]: what a leader change ends (see its docs).
+    pub(super) fn apply_take_over(&mut self, out: &mut Vec<Effect>) {
+        let orphaned: Vec<_> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| {
+                q.exclusive_owner.is_some()
+                    || (q.auto_delete && q.had_consumer && q.consumers.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            self.remove_queue(id, out);
+        }
+        for q in self.queues.values_mut() {
+            q.mark_all_redelivered();
+        }
+    }
+}

@@ -116,7 +116,7 @@ impl Broker {
     }
 
     /// Replaces the replicated state with `snapshot`. Connections cannot outlive the state they
-    /// referred to: any the broker has are closed (320) in `out`. Users, permissions and settings
+    /// referred to: any the broker has are dropped and closed (320) in `out`. Users, permissions and settings
     /// are kept. On error the broker is unchanged.
     pub fn restore(
         &mut self,
@@ -205,9 +205,10 @@ impl Broker {
             q.restore(sq.next_seq, entries);
             queues.insert(sq.id, q);
         }
-        let conns: Vec<_> = self.connections.keys().copied().collect();
+        // Dropped without the close logic (requeues, auto-deletes): that would change state the
+        // snapshot already says everything about.
+        let conns: Vec<_> = self.connections.drain().map(|(c, _)| c).collect();
         for conn in conns {
-            self.close_connection_state(conn, out);
             out.push(Effect::CloseConnection {
                 conn,
                 error: AmqpError::new(320, "node state replaced by a Raft snapshot"),
@@ -218,5 +219,23 @@ impl Broker {
         self.next_queue_id = snapshot.next_queue_id;
         self.reply_to.clear();
         Ok(())
+    }
+}
+
+impl Broker {
+    /// Back to exactly what the log says: every connection is dropped (and closed with 320, with
+    /// `reason`) without requeues or auto-deletes, and messages checked out to consumers are
+    /// ready again. What a node does when it stops leading: its local decisions (deliveries) end
+    /// and the new leader's take over.
+    pub fn reset_to_log_state(&mut self, reason: &str, out: &mut Vec<Effect>) {
+        let snapshot = self.snapshot();
+        let first = out.len();
+        if self.restore(snapshot, out).is_ok() {
+            for e in &mut out[first..] {
+                if let Effect::CloseConnection { error, .. } = e {
+                    *error = AmqpError::new(320, reason);
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,425 @@
+//! The byte encoding of the broker traffic between a node and the leader: what a node's
+//! connections send to the broker ([`Up`]) and the effects that come back ([`Effect`]). Methods
+//! travel as AMQP method-frame payloads and properties as AMQP content headers, so this encoding
+//! follows the wire codec wherever AMQP already defines the bytes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use warren_core::{AmqpError, ConnId, Effect, Input};
+use warren_raft::encoding::{put_bool, put_properties, put_table, read_bool, read_properties};
+use warren_raft::CodecError;
+use warren_wire::{BasicPublish, Method, Reader};
+
+/// One message from a node's connections to the leader's broker.
+// Inputs (mostly publishes) dominate, as in `ToBroker`: boxing would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Up {
+    /// A connection starts talking to the broker.
+    Register(ConnId),
+    Input(Input),
+    /// The connection is gone; the broker forgets where its effects go.
+    Unregister(ConnId),
+}
+
+fn put_long(w: &mut BytesMut, b: &[u8]) {
+    w.put_u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
+    w.put_slice(b);
+}
+
+fn read_long(r: &mut Reader) -> Result<Bytes, CodecError> {
+    let n = r.u32()? as usize;
+    Ok(r.bytes(n)?)
+}
+
+fn read_string(r: &mut Reader) -> Result<String, CodecError> {
+    String::from_utf8(read_long(r)?.to_vec()).map_err(|_| CodecError::new("bad utf-8"))
+}
+
+fn put_method(w: &mut BytesMut, m: &Method) {
+    let mut b = BytesMut::new();
+    m.encode(&mut b);
+    put_long(w, &b);
+}
+
+fn read_method(r: &mut Reader) -> Result<Method, CodecError> {
+    Method::decode(read_long(r)?).map_err(|_| CodecError::new("bad method"))
+}
+
+fn put_error(w: &mut BytesMut, e: &AmqpError) {
+    w.put_u16(e.code);
+    put_long(w, e.text.as_bytes());
+    w.put_u16(e.class_id);
+    w.put_u16(e.method_id);
+}
+
+fn read_error(r: &mut Reader) -> Result<AmqpError, CodecError> {
+    Ok(AmqpError {
+        code: r.u16()?,
+        text: read_string(r)?,
+        class_id: r.u16()?,
+        method_id: r.u16()?,
+    })
+}
+
+/// Appends one [`Up`] message to `w`. `Applied` and `Tick` are the node's own business and never
+/// travel: they are encoded as nothing.
+pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
+    match up {
+        Up::Register(conn) => {
+            w.put_u8(0);
+            w.put_u64(*conn);
+        }
+        Up::Unregister(conn) => {
+            w.put_u8(1);
+            w.put_u64(*conn);
+        }
+        Up::Input(input) => match input {
+            Input::Login {
+                conn,
+                mechanism,
+                username,
+                password,
+                peer_loopback,
+                client_properties,
+            } => {
+                w.put_u8(2);
+                w.put_u64(*conn);
+                put_long(w, mechanism.as_bytes());
+                put_long(w, username.as_bytes());
+                put_long(w, password.as_bytes());
+                put_bool(w, *peer_loopback);
+                put_table(w, client_properties);
+            }
+            Input::OpenVhost { conn, vhost } => {
+                w.put_u8(3);
+                w.put_u64(*conn);
+                put_long(w, vhost.as_bytes());
+            }
+            Input::Method {
+                conn,
+                channel,
+                method,
+            } => {
+                w.put_u8(4);
+                w.put_u64(*conn);
+                w.put_u16(*channel);
+                put_method(w, method);
+            }
+            Input::Publish {
+                conn,
+                channel,
+                publish,
+                properties,
+                body,
+            } => {
+                w.put_u8(5);
+                w.put_u64(*conn);
+                w.put_u16(*channel);
+                put_method(w, &Method::BasicPublish(publish.clone()));
+                put_properties(w, properties, body.len());
+                put_long(w, body);
+            }
+            Input::Writable { conn, writable } => {
+                w.put_u8(6);
+                w.put_u64(*conn);
+                put_bool(w, *writable);
+            }
+            Input::ConnectionClosed { conn } => {
+                w.put_u8(7);
+                w.put_u64(*conn);
+            }
+            Input::ChannelError {
+                conn,
+                channel,
+                error,
+            } => {
+                w.put_u8(8);
+                w.put_u64(*conn);
+                w.put_u16(*channel);
+                put_error(w, error);
+            }
+            Input::Applied { .. } | Input::Tick => {}
+        },
+    }
+}
+
+/// Decodes every [`Up`] message in `bytes`.
+pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while r.remaining() > 0 {
+        let tag = r.u8()?;
+        let conn = r.u64()?;
+        out.push(match tag {
+            0 => Up::Register(conn),
+            1 => Up::Unregister(conn),
+            2 => Up::Input(Input::Login {
+                conn,
+                mechanism: read_string(&mut r)?,
+                username: read_string(&mut r)?,
+                password: read_string(&mut r)?,
+                peer_loopback: read_bool(&mut r)?,
+                client_properties: r.table()?,
+            }),
+            3 => Up::Input(Input::OpenVhost {
+                conn,
+                vhost: read_string(&mut r)?,
+            }),
+            4 => Up::Input(Input::Method {
+                conn,
+                channel: r.u16()?,
+                method: read_method(&mut r)?,
+            }),
+            5 => {
+                let channel = r.u16()?;
+                let publish: BasicPublish = match read_method(&mut r)? {
+                    Method::BasicPublish(p) => p,
+                    _ => return Err(CodecError::new("publish without basic.publish")),
+                };
+                Up::Input(Input::Publish {
+                    conn,
+                    channel,
+                    publish,
+                    properties: read_properties(&mut r)?,
+                    body: read_long(&mut r)?,
+                })
+            }
+            6 => Up::Input(Input::Writable {
+                conn,
+                writable: read_bool(&mut r)?,
+            }),
+            7 => Up::Input(Input::ConnectionClosed { conn }),
+            8 => Up::Input(Input::ChannelError {
+                conn,
+                channel: r.u16()?,
+                error: read_error(&mut r)?,
+            }),
+            _ => return Err(CodecError::new("unknown relay message")),
+        });
+    }
+    Ok(out)
+}
+
+/// Appends one effect to `w`. `Propose` never travels (it is encoded as nothing).
+pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
+    match e {
+        Effect::Send {
+            conn,
+            channel,
+            method,
+        } => {
+            w.put_u8(0);
+            w.put_u64(*conn);
+            w.put_u16(*channel);
+            put_method(w, method);
+        }
+        Effect::SendContent {
+            conn,
+            channel,
+            method,
+            properties,
+            body,
+        } => {
+            w.put_u8(1);
+            w.put_u64(*conn);
+            w.put_u16(*channel);
+            put_method(w, method);
+            put_properties(w, properties, body.len());
+            put_long(w, body);
+        }
+        Effect::Authenticated { conn, user } => {
+            w.put_u8(2);
+            w.put_u64(*conn);
+            put_long(w, user.as_bytes());
+        }
+        Effect::CloseChannel {
+            conn,
+            channel,
+            error,
+        } => {
+            w.put_u8(3);
+            w.put_u64(*conn);
+            w.put_u16(*channel);
+            put_error(w, error);
+        }
+        Effect::CloseConnection { conn, error } => {
+            w.put_u8(4);
+            w.put_u64(*conn);
+            put_error(w, error);
+        }
+        Effect::AwaitWritable { conn } => {
+            w.put_u8(5);
+            w.put_u64(*conn);
+        }
+        Effect::Propose { .. } => {}
+    }
+}
+
+/// Decodes every effect in `bytes`.
+pub(crate) fn decode_effects(bytes: Bytes) -> Result<Vec<Effect>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while r.remaining() > 0 {
+        let tag = r.u8()?;
+        let conn = r.u64()?;
+        out.push(match tag {
+            0 => Effect::Send {
+                conn,
+                channel: r.u16()?,
+                method: read_method(&mut r)?,
+            },
+            1 => Effect::SendContent {
+                conn,
+                channel: r.u16()?,
+                method: read_method(&mut r)?,
+                properties: read_properties(&mut r)?,
+                body: read_long(&mut r)?,
+            },
+            2 => Effect::Authenticated {
+                conn,
+                user: read_string(&mut r)?,
+            },
+            3 => Effect::CloseChannel {
+                conn,
+                channel: r.u16()?,
+                error: read_error(&mut r)?,
+            },
+            4 => Effect::CloseConnection {
+                conn,
+                error: read_error(&mut r)?,
+            },
+            5 => Effect::AwaitWritable { conn },
+            _ => return Err(CodecError::new("unknown relay effect")),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_wire::{
+        BasicDeliver, BasicProperties, FieldTable, FieldValue, QueueDeclare, ShortStr,
+    };
+
+    #[test]
+    fn every_kind_of_up_message_round_trips() {
+        let mut props = FieldTable::default();
+        props.insert("product", FieldValue::from("pika"));
+        let ups = vec![
+            Up::Register(7),
+            Up::Input(Input::Login {
+                conn: 7,
+                mechanism: "PLAIN".into(),
+                username: "guest".into(),
+                password: "guest".into(),
+                peer_loopback: true,
+                client_properties: props,
+            }),
+            Up::Input(Input::OpenVhost {
+                conn: 7,
+                vhost: "/".into(),
+            }),
+            Up::Input(Input::Method {
+                conn: 7,
+                channel: 3,
+                method: Method::QueueDeclare(QueueDeclare {
+                    queue: "q".into(),
+                    durable: true,
+                    ..Default::default()
+                }),
+            }),
+            Up::Input(Input::Publish {
+                conn: 7,
+                channel: 3,
+                publish: BasicPublish {
+                    ticket: 0,
+                    exchange: "x".into(),
+                    routing_key: "k".into(),
+                    mandatory: true,
+                    immediate: false,
+                },
+                properties: BasicProperties {
+                    delivery_mode: Some(2),
+                    ..Default::default()
+                },
+                body: Bytes::from_static(b"body"),
+            }),
+            Up::Input(Input::Writable {
+                conn: 7,
+                writable: false,
+            }),
+            Up::Input(Input::ChannelError {
+                conn: 7,
+                channel: 3,
+                error: AmqpError::new(406, "too big"),
+            }),
+            Up::Input(Input::ConnectionClosed { conn: 7 }),
+            Up::Unregister(7),
+        ];
+        let mut w = BytesMut::new();
+        for u in &ups {
+            encode_up(&mut w, u);
+        }
+        assert_eq!(decode_ups(w.freeze()), Ok(ups));
+    }
+
+    #[test]
+    fn every_kind_of_effect_round_trips() {
+        let effects = vec![
+            Effect::Authenticated {
+                conn: 9,
+                user: "guest".into(),
+            },
+            Effect::Send {
+                conn: 9,
+                channel: 1,
+                method: Method::ChannelOpenOk(Default::default()),
+            },
+            Effect::SendContent {
+                conn: 9,
+                channel: 1,
+                method: Method::BasicDeliver(BasicDeliver {
+                    consumer_tag: ShortStr::from("c"),
+                    delivery_tag: 5,
+                    redelivered: true,
+                    exchange: "".into(),
+                    routing_key: "q".into(),
+                }),
+                properties: BasicProperties::default(),
+                body: Bytes::from_static(b"hi"),
+            },
+            Effect::CloseChannel {
+                conn: 9,
+                channel: 1,
+                error: AmqpError::new(404, "no queue"),
+            },
+            Effect::AwaitWritable { conn: 9 },
+            Effect::CloseConnection {
+                conn: 9,
+                error: AmqpError::new(320, "bye"),
+            },
+        ];
+        let mut w = BytesMut::new();
+        for e in &effects {
+            encode_effect(&mut w, e);
+        }
+        assert_eq!(decode_effects(w.freeze()), Ok(effects));
+    }
+
+    #[test]
+    fn truncated_batches_are_errors() {
+        let mut w = BytesMut::new();
+        encode_effect(
+            &mut w,
+            &Effect::CloseConnection {
+                conn: 1,
+                error: AmqpError::new(320, "bye"),
+            },
+        );
+        let b = w.freeze();
+        for cut in 1..b.len() {
+            assert!(decode_effects(b.slice(..cut)).is_err());
+        }
+    }
+}

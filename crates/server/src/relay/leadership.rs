@@ -1,0 +1,141 @@
+//! Where the deciding broker is, from this node's point of view, and the hand-over when this
+//! node starts or stops leading.
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::Raft;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+use warren_core::{Command, Op, STATE_MACHINE_VERSION};
+use warren_raft::state_machine::BrokerStateMachine;
+use warren_raft::{LogCommand, NodeId, TypeConfig};
+
+use crate::broker_task::{BrokerHandle, ToBroker};
+use crate::clock::now_ms;
+
+/// Where client input must go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// No leader known yet (an election, or a leader still catching up): input waits.
+    Unknown,
+    /// This node leads and its broker serves.
+    Local,
+    /// Another node leads; relay to it.
+    Remote { node: NodeId, grpc_addr: String },
+}
+
+/// Starts the task that follows Raft's leadership for node `id` and returns the current route.
+/// `restarted`: the node had a log when it started; if it is then the first leader it sees, the
+/// whole cluster restarted and it commits [`Op::Recover`], otherwise [`Op::TakeOver`].
+pub fn spawn_leadership(
+    raft: Raft<TypeConfig, BrokerStateMachine>,
+    id: NodeId,
+    restarted: bool,
+    broker: &BrokerHandle,
+) -> watch::Receiver<Route> {
+    let (tx, rx) = watch::channel(Route::Unknown);
+    let to_broker = broker.tx.clone();
+    tokio::spawn(run(raft, id, restarted, to_broker, tx));
+    rx
+}
+
+async fn run(
+    raft: Raft<TypeConfig, BrokerStateMachine>,
+    id: NodeId,
+    restarted: bool,
+    to_broker: mpsc::Sender<ToBroker>,
+    route: watch::Sender<Route>,
+) {
+    let mut metrics = raft.metrics();
+    let mut first_leader: Option<NodeId> = None;
+    let mut recovered = false;
+    let mut local = false;
+    loop {
+        let (desired, term) = {
+            let m = metrics.borrow_and_update();
+            if first_leader.is_none() {
+                first_leader = m.current_leader;
+            }
+            let desired = match m.current_leader {
+                // Serve only once everything committed before this term is applied: the
+                // term's first entry is applied when last_applied is of this term.
+                Some(l) if l == id => {
+                    if m.last_applied.as_ref().map(|a| a.leader_id.term) == Some(m.current_term) {
+                        Route::Local
+                    } else {
+                        Route::Unknown
+                    }
+                }
+                Some(l) => match m.membership_config.membership().get_node(&l) {
+                    Some(node) => Route::Remote {
+                        node: l,
+                        grpc_addr: node.grpc_addr.clone(),
+                    },
+                    None => Route::Unknown,
+                },
+                None => Route::Unknown,
+            };
+            (desired, m.current_term)
+        };
+        if local && desired != Route::Local {
+            info!(
+                node = id,
+                term, "stopped leading: closing client connections"
+            );
+            local = false;
+            if to_broker.send(ToBroker::StepDown).await.is_err() {
+                return;
+            }
+        }
+        if !local && desired == Route::Local {
+            let op = if restarted && !recovered && first_leader == Some(id) {
+                Op::Recover
+            } else {
+                Op::TakeOver
+            };
+            let started = std::time::Instant::now();
+            let command = Command {
+                version: STATE_MACHINE_VERSION,
+                origin: None,
+                issued_at: now_ms(),
+                op: op.clone(),
+            };
+            match raft.client_write(LogCommand(command)).await {
+                Ok(_) => {
+                    recovered = true;
+                    local = true;
+                    if to_broker.send(ToBroker::Lead).await.is_err() {
+                        return;
+                    }
+                    info!(
+                        node = id,
+                        term,
+                        op = ?op,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "leading: serving clients"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not take over as leader");
+                    let _ = route.send(Route::Unknown);
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let now = if local { Route::Local } else { desired };
+        route.send_if_modified(|r| {
+            if *r != now {
+                info!(node = id, route = ?now, "client route");
+                *r = now;
+                true
+            } else {
+                false
+            }
+        });
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
