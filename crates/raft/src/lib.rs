@@ -3,6 +3,7 @@
 //! Raft RPCs between nodes ([`network::Network`]) and the gRPC service that receives them
 //! ([`service::RaftService`]). Storage is `warren-store`; the broker model is `warren-core`.
 
+pub mod admin;
 mod command_codec;
 pub mod network;
 pub mod node;

@@ -11,6 +11,7 @@ use clap::Parser;
 use serde::Deserialize;
 use tracing::info;
 use warren_core::{Broker, BrokerConfig};
+use warren_raft::admin::AdminService;
 use warren_raft::service::RaftService;
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{WarrenNode, METADATA_GROUP};
@@ -77,6 +78,19 @@ struct Args {
     /// the cluster on first start. Without members the node is a cluster of one.
     #[arg(long = "member")]
     members: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Show a running node's view of its cluster: members, leader, term, log indexes, and how
+    /// far each member has replicated (asked of the leader, for lag).
+    Status {
+        /// The node's gRPC address (host:port).
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        grpc: String,
+    },
 }
 
 /// The same settings as read from a TOML file.
@@ -103,6 +117,9 @@ struct FileConfig {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Status { grpc }) = &args.command {
+        return status(grpc);
+    }
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -255,6 +272,7 @@ fn main() -> anyhow::Result<()> {
             let raft_service = RaftService::default();
             raft_service.add_group(METADATA_GROUP, raft.clone());
             let relay = RelayService::new(&broker, route.clone());
+            let admin = AdminService::new(raft.clone());
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the gRPC address {addr}"))?;
@@ -263,6 +281,7 @@ fn main() -> anyhow::Result<()> {
                 if let Err(e) = tonic::transport::Server::builder()
                     .add_service(raft_service.into_server())
                     .add_service(relay.into_server())
+                    .add_service(admin.into_server())
                     .serve_with_incoming(incoming)
                     .await
                 {
@@ -279,6 +298,84 @@ fn main() -> anyhow::Result<()> {
         server.run(shutdown_signal()).await?;
         let _ = raft.shutdown().await;
         info!("warren stopped");
+        Ok(())
+    })
+}
+
+/// `warren status`: asks a node, then (for lag) the leader it names.
+fn status(grpc: &str) -> anyhow::Result<()> {
+    use warren_proto::raft::admin_client::AdminClient;
+    use warren_proto::raft::{StatusReply, StatusRequest};
+    async fn ask(addr: &str) -> anyhow::Result<StatusReply> {
+        let mut client = AdminClient::connect(format!("http://{addr}"))
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        Ok(client
+            .status(StatusRequest {
+                group_id: METADATA_GROUP,
+            })
+            .await?
+            .into_inner())
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let me = ask(grpc).await?;
+        let leader_addr = me.leader.and_then(|l| {
+            me.members
+                .iter()
+                .find(|m| m.id == l)
+                .map(|m| m.grpc_addr.clone())
+        });
+        let leader = match &leader_addr {
+            Some(a) if me.leader != Some(me.node_id) => ask(a).await.ok(),
+            _ => Some(me.clone()),
+        };
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        println!(
+            "node {} ({}), term {}, leader {}, last log {}, committed {}, applied {}",
+            me.node_id,
+            me.state,
+            me.term,
+            opt(me.leader),
+            opt(me.last_log_index),
+            opt(me.committed_index),
+            opt(me.applied_index)
+        );
+        if let Some(ms) = me.millis_since_quorum_ack {
+            println!("quorum acknowledged {ms} ms ago");
+        }
+        println!(
+            "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
+            "id", "role", "amqp", "grpc", "matched", "lag"
+        );
+        for m in &me.members {
+            let matched = leader
+                .as_ref()
+                .and_then(|l| l.members.iter().find(|x| x.id == m.id))
+                .and_then(|x| x.matched_index);
+            let lag = match (leader.as_ref().and_then(|l| l.last_log_index), matched) {
+                (Some(last), Some(m)) => last.saturating_sub(m).to_string(),
+                _ => "-".into(),
+            };
+            let role = if Some(m.id) == me.leader {
+                "leader"
+            } else if m.voter {
+                "voter"
+            } else {
+                "learner"
+            };
+            println!(
+                "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
+                m.id,
+                role,
+                m.amqp_addr,
+                m.grpc_addr,
+                opt(matched),
+                lag
+            );
+        }
         Ok(())
     })
 }

@@ -1,7 +1,10 @@
 //! Where the deciding broker is, from this node's point of view, and the hand-over when this
 //! node starts or stops leading.
 
+use std::time::Duration;
+
 use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use openraft::Raft;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -11,6 +14,11 @@ use warren_raft::{LogCommand, NodeId, TypeConfig};
 
 use crate::broker_task::{BrokerHandle, ToBroker};
 use crate::clock::now_ms;
+
+/// A leader that no quorum has acknowledged for this long (3 x the longest election timeout)
+/// is in a minority: it stops serving (no confirms, no deliveries) until a quorum answers again
+/// or another leader is elected.
+const MINORITY_AFTER: Duration = Duration::from_millis(1800);
 
 /// Where client input must go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,7 @@ async fn run(
     let mut first_leader: Option<NodeId> = None;
     let mut recovered = false;
     let mut local = false;
+    let mut minority_logged = false;
     loop {
         let (desired, term) = {
             let m = metrics.borrow_and_update();
@@ -59,7 +68,20 @@ async fn run(
                 // Serve only once everything committed before this term is applied: the
                 // term's first entry is applied when last_applied is of this term.
                 Some(l) if l == id => {
-                    if m.last_applied.as_ref().map(|a| a.leader_id.term) == Some(m.current_term) {
+                    let voters = m.membership_config.membership().voter_ids().count();
+                    let quorum_age = m.last_quorum_acked.as_ref().map(|at| at.elapsed());
+                    let in_minority =
+                        voters > 1 && quorum_age.is_some_and(|age| age > MINORITY_AFTER);
+                    if in_minority {
+                        if !minority_logged {
+                            warn!(node = id, term = m.current_term, "in a minority: no quorum has acknowledged this leader; not serving clients");
+                            minority_logged = true;
+                        }
+                        Route::Unknown
+                    } else if m.last_applied.as_ref().map(|a| a.leader_id.term)
+                        == Some(m.current_term)
+                    {
+                        minority_logged = false;
                         Route::Local
                     } else {
                         Route::Unknown
@@ -134,8 +156,11 @@ async fn run(
                 false
             }
         });
-        if metrics.changed().await.is_err() {
-            return;
+        // Metrics change on events; a leader cut off from its quorum sees no event, so look
+        // again every quarter second.
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
 }
