@@ -2,6 +2,7 @@
 //! stops cleanly on SIGINT/SIGTERM.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -321,6 +322,7 @@ fn status(grpc: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let mut out = std::io::stdout().lock();
         let me = ask(grpc).await?;
         let leader_addr = me.leader.and_then(|l| {
             me.members
@@ -333,7 +335,8 @@ fn status(grpc: &str) -> anyhow::Result<()> {
             _ => Some(me.clone()),
         };
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-        println!(
+        writeln!(
+            out,
             "node {} ({}), term {}, leader {}, last log {}, committed {}, applied {}",
             me.node_id,
             me.state,
@@ -342,14 +345,15 @@ fn status(grpc: &str) -> anyhow::Result<()> {
             opt(me.last_log_index),
             opt(me.committed_index),
             opt(me.applied_index)
-        );
+        )?;
         if let Some(ms) = me.millis_since_quorum_ack {
-            println!("quorum acknowledged {ms} ms ago");
+            writeln!(out, "quorum acknowledged {ms} ms ago")?;
         }
-        println!(
+        writeln!(
+            out,
             "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
             "id", "role", "amqp", "grpc", "matched", "lag"
-        );
+        )?;
         for m in &me.members {
             let matched = leader
                 .as_ref()
@@ -366,7 +370,8 @@ fn status(grpc: &str) -> anyhow::Result<()> {
             } else {
                 "learner"
             };
-            println!(
+            writeln!(
+                out,
                 "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
                 m.id,
                 role,
@@ -374,7 +379,7 @@ fn status(grpc: &str) -> anyhow::Result<()> {
                 m.grpc_addr,
                 opt(matched),
                 lag
-            );
+            )?;
         }
         Ok(())
     })
