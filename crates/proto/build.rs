@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let raft = root.join("warren/raft.proto");
     println!("cargo:rerun-if-changed={}", raft.display());
-    tonic_prost_build::configure().compile_protos(&[raft], &[root])?;
+    // `bytes` fields as `Bytes`: relayed message bodies are not copied into a `Vec` on the way.
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_protos(&[raft], &[root])?;
     Ok(())
 }

@@ -13,8 +13,20 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` nodes (ids 1..=n) with `extra` flags each, and waits until one leads and the
-    /// others follow it.
+    /// others follow it. Retries with other ports if a port picked was taken in the meantime
+    /// (as [`Broker::start_own`] does).
     pub fn start(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Cluster::start_once(n, extra) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts were made"))
+    }
+
+    fn start_once(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let mut members = Vec::new();
         for (i, (amqp, grpc)) in ports.iter().enumerate() {

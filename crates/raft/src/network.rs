@@ -56,8 +56,10 @@ pub struct Network {
     client: Option<RaftClient<Channel>>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RPCError<TypeConfig>> {
-    postcard::to_stdvec(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+fn encode<T: Serialize>(v: &T) -> Result<Bytes, RPCError<TypeConfig>> {
+    postcard::to_stdvec(v)
+        .map(Bytes::from)
+        .map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
 fn decode<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RPCError<TypeConfig>> {
@@ -148,9 +150,9 @@ impl RaftNetworkV2<TypeConfig> for Network {
             let first = offset == 0;
             chunks.push(SnapshotChunk {
                 group_id: group,
-                vote: if first { vote.clone() } else { Vec::new() },
-                meta: if first { meta.clone() } else { Vec::new() },
-                data: data.slice(offset..end).to_vec(),
+                vote: if first { vote.clone() } else { Bytes::new() },
+                meta: if first { meta.clone() } else { Bytes::new() },
+                data: data.slice(offset..end),
             });
             offset = end;
             if offset >= data.len() {

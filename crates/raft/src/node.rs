@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::storage::RaftLogStorage;
 use openraft::{Config, Raft, RaftLogReader, SnapshotPolicy};
@@ -100,23 +99,4 @@ pub async fn start(
         );
     }
     Ok(StartedNode { raft, restarted })
-}
-
-/// Waits until `id` leads and has applied its whole log (on a restart: the replay is done).
-pub async fn wait_until_leading_and_applied(
-    raft: &Raft<TypeConfig, BrokerStateMachine>,
-    id: NodeId,
-    timeout: Duration,
-) -> Result<(), StartError> {
-    raft.wait(Some(timeout))
-        .metrics(
-            |m| {
-                m.current_leader == Some(id)
-                    && m.last_applied.as_ref().map(|l| l.index) == m.last_log_index
-            },
-            "leader with its log applied",
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| StartError::Raft(e.to_string()))
 }

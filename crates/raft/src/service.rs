@@ -69,12 +69,14 @@ fn reply<T: Serialize>(
     Ok(Response::new(match result {
         Ok(v) => RaftReply {
             group_id,
-            payload: postcard::to_stdvec(&v).map_err(|e| Status::internal(e.to_string()))?,
+            payload: postcard::to_stdvec(&v)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into(),
             error: String::new(),
         },
         Err(e) => RaftReply {
             group_id,
-            payload: Vec::new(),
+            payload: Default::default(),
             error: e.to_string(),
         },
     }))

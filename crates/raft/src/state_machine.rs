@@ -223,7 +223,9 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         meta: &SnapshotMetaOf<TypeConfig>,
         data: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let snapshot = decode_snapshot(Bytes::from(data.clone()))
+        // The decoded bodies share this buffer; the file is written from it too (no copy).
+        let data = Bytes::from(data);
+        let snapshot = decode_snapshot(data.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.ask(|reply| BrokerRequest::Restore { snapshot, reply })
             .await?

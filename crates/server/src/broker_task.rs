@@ -140,13 +140,18 @@ impl Task {
                     "this node stopped leading the cluster; reconnect",
                     &mut self.effects,
                 );
-                for effect in self.effects.drain(..) {
-                    self.by_conn
-                        .entry(effect_conn(&effect))
-                        .or_default()
-                        .push(effect);
-                }
+                self.collect_effects();
             }
+        }
+    }
+
+    /// Files the effects of a reset or restore (no proposals among them) by connection.
+    fn collect_effects(&mut self) {
+        for effect in self.effects.drain(..) {
+            self.by_conn
+                .entry(effect_conn(&effect))
+                .or_default()
+                .push(effect);
         }
     }
 
@@ -166,12 +171,7 @@ impl Task {
             }
             BrokerRequest::Restore { snapshot, reply } => {
                 let result = self.broker.restore(snapshot, &mut self.effects);
-                for effect in self.effects.drain(..) {
-                    self.by_conn
-                        .entry(effect_conn(&effect))
-                        .or_default()
-                        .push(effect);
-                }
+                self.collect_effects();
                 self.flush();
                 let _ = reply.send(result);
             }

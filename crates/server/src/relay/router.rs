@@ -104,7 +104,7 @@ async fn run(
                     None => std::future::pending().await,
                 }
             }, if link.is_some() => match down {
-                Ok(Some(b)) => match decode_effects(b.batch.into()) {
+                Ok(Some(b)) => match decode_effects(b.batch) {
                     Ok(effects) => deliver(&mut conns, effects),
                     Err(e) => warn!(error = %e, "undecodable effects from the leader"),
                 },
@@ -246,7 +246,7 @@ async fn forward_remote(
     link.up
         .send(RelayBatch {
             group_id: METADATA_GROUP,
-            batch: w.to_vec(),
+            batch: w.freeze(),
         })
         .await
         .is_ok()

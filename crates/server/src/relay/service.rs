@@ -85,7 +85,7 @@ async fn serve(
             }
             msg = up.message() => match msg {
                 Ok(Some(b)) => {
-                    let ups = match decode_ups(b.batch.into()) {
+                    let ups = match decode_ups(b.batch) {
                         Ok(u) => u,
                         Err(e) => {
                             warn!(error = %e, "undecodable relay batch; dropping the stream");
@@ -136,7 +136,7 @@ async fn forward_effects(
         }
         let batch = RelayBatch {
             group_id: METADATA_GROUP,
-            batch: w.to_vec(),
+            batch: w.freeze(),
         };
         if down.send(Ok(batch)).await.is_err() {
             return;
