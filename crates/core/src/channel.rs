@@ -67,6 +67,9 @@ pub(crate) enum Mode {
 #[derive(Debug)]
 pub(crate) struct Channel {
     next_delivery_tag: u64,
+    /// Delivery tags below this were given by a previous leader (the channel was resumed):
+    /// acking one does nothing, its message was requeued when that leader went.
+    resumed_below: u64,
     pub(crate) unacked: BTreeMap<u64, Unacked>,
     pub(crate) consumers: HashMap<ShortStr, Consumer>,
     /// `basic.qos` global=false: the limit given to consumers created afterwards.
@@ -95,6 +98,7 @@ impl Channel {
     pub(crate) fn new() -> Channel {
         Channel {
             next_delivery_tag: 1,
+            resumed_below: 0,
             unacked: BTreeMap::new(),
             consumers: HashMap::new(),
             prefetch_consumer: 0,
@@ -117,6 +121,12 @@ impl Channel {
         tag
     }
 
+    /// A resumed channel: delivery tags go on from `next` (see `resumed_below`).
+    pub(crate) fn resume_at(&mut self, next: u64) {
+        self.next_delivery_tag = next.max(1);
+        self.resumed_below = next;
+    }
+
     /// Whether the channel-wide (global) prefetch limit leaves room for one more delivery.
     pub(crate) fn global_credit(&self) -> bool {
         self.prefetch_global == 0 || self.unacked.len() < usize::from(self.prefetch_global)
@@ -130,6 +140,9 @@ impl Channel {
         delivery_tag: u64,
         multiple: bool,
     ) -> Option<Vec<(u64, Unacked)>> {
+        if delivery_tag != 0 && delivery_tag < self.resumed_below {
+            return Some(Vec::new());
+        }
         if multiple {
             if delivery_tag != 0 && !self.unacked.contains_key(&delivery_tag) {
                 return None;

@@ -12,7 +12,12 @@ use warren_wire::{BasicProperties, FieldTable, ShortStr};
 use crate::{ChannelId, ConnId, Millis};
 
 /// Version of the state machine's semantics, carried in every command.
-pub const STATE_MACHINE_VERSION: u32 = 1;
+///
+/// 2: a publish whose origin channel and confirm number are not above the last one applied for
+/// that channel is a re-send after a failover (confirmed, not enqueued again); `TakeOver` no
+/// longer removes exclusive and auto-delete queues (the new leader does, later, with
+/// `RemoveQueue`, for connections that did not resume).
+pub const STATE_MACHINE_VERSION: u32 = 2;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.
@@ -98,7 +103,10 @@ pub enum Op {
         nowait: bool,
     },
     /// Route and enqueue a message. `confirm` is the publisher-confirm sequence number to ack
-    /// once the message is enqueued everywhere it routes to.
+    /// once the message is enqueued everywhere it routes to. From version 2 on, a publish whose
+    /// confirm number is not above the last one applied for its origin channel is a re-send of a
+    /// message already held (a node re-sends unconfirmed publishes to a new leader): it is
+    /// confirmed and not enqueued again.
     Publish {
         vhost: ShortStr,
         exchange: ShortStr,
@@ -128,9 +136,16 @@ pub enum Op {
     /// dead-lettered (or dropped): logged, so expiry enqueues into dead-letter queues in the same
     /// order everywhere.
     Expire { queue: u64 },
-    /// A node became leader while the cluster kept running: the old leader's connections are
-    /// gone, so their exclusive queues go, auto-delete queues that had consumers go, and every
-    /// message may have been delivered (unacked) by the old leader, so it is marked redelivered.
+    /// A node became leader while the cluster kept running: every message may have been
+    /// delivered (unacked) by the old leader, so it is marked redelivered. Version 1 also removed
+    /// exclusive queues and used auto-delete queues here; from version 2 on they stay, because
+    /// the connections that own them are resumed on the new leader, which removes the ones left
+    /// without an owner or consumer after a grace period ([`Op::RemoveQueue`]).
     /// Non-durable queues and non-persistent messages stay (unlike [`Op::Recover`]).
     TakeOver,
+    /// `confirm.select` on the origin channel: its confirm numbers start again at 1, so the last
+    /// number remembered for it (see [`Op::Publish`]) is forgotten.
+    ConfirmSelect,
+    /// Publishing channels whose last publish was issued before `before` are forgotten.
+    ForgetPublishers { before: Millis },
 }

@@ -57,6 +57,15 @@ pub enum Input {
         channel: ChannelId,
         error: crate::AmqpError,
     },
+    /// A connection whose node lost its leader is taken over by this broker (see
+    /// [`crate::ResumeSession`]). Nothing is sent to the client unless a consumer cannot be
+    /// re-created (its queue is gone): then it gets a server-side `basic.cancel` if it supports
+    /// those. A connection the broker still knows (its relay re-attached) is replaced: its
+    /// unacked messages are requeued first; its exclusive queues stay.
+    Resume {
+        conn: ConnId,
+        session: Box<crate::ResumeSession>,
+    },
     /// Periodic tick: message TTLs and queue expiry are evaluated against `now`.
     Tick,
 }

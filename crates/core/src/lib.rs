@@ -17,6 +17,7 @@ mod exchange;
 mod input;
 mod message;
 mod queue;
+mod resume;
 pub mod snapshot;
 mod user;
 mod vhost;
@@ -27,6 +28,7 @@ pub use connection::DELIVERY_CREDIT_BYTES;
 pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};
 pub use input::Input;
+pub use resume::{ResumeChannel, ResumeConsumer, ResumeSession};
 pub use snapshot::{Snapshot, SnapshotError};
 pub use user::{hash_password, Permission, User};
 

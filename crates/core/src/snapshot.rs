@@ -22,6 +22,17 @@ pub struct Snapshot {
     pub vhosts: Vec<SnapshotVhost>,
     pub messages: Vec<SnapshotMessage>,
     pub queues: Vec<SnapshotQueue>,
+    /// Per publishing channel, the last confirm number applied (see [`crate::Op::Publish`]),
+    /// sorted by connection and channel.
+    pub publishers: Vec<SnapshotPublisher>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPublisher {
+    pub conn: u64,
+    pub channel: u16,
+    pub seq: u64,
+    pub at: Millis,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -48,6 +48,8 @@ impl fmt::Display for LogCommand {
             Op::RemoveQueue { .. } => "remove-queue",
             Op::Expire { .. } => "expire",
             Op::TakeOver => "take-over",
+            Op::ConfirmSelect => "confirm-select",
+            Op::ForgetPublishers { .. } => "forget-publishers",
         };
         f.write_str(name)
     }
@@ -304,6 +306,11 @@ pub fn encode_command(c: &Command) -> Bytes {
             w.put_u64(*queue);
         }
         Op::TakeOver => w.put_u8(13),
+        Op::ConfirmSelect => w.put_u8(14),
+        Op::ForgetPublishers { before } => {
+            w.put_u8(15);
+            w.put_u64(*before);
+        }
     }
     w.freeze()
 }
@@ -476,6 +483,8 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
         11 => Op::RemoveQueue { queue: r.u64()? },
         12 => Op::Expire { queue: r.u64()? },
         13 => Op::TakeOver,
+        14 => Op::ConfirmSelect,
+        15 => Op::ForgetPublishers { before: r.u64()? },
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.remaining() != 0 {
@@ -511,6 +520,8 @@ mod tests {
         prop_oneof![
             Just(Op::Recover),
             Just(Op::TakeOver),
+            Just(Op::ConfirmSelect),
+            any::<u64>().prop_map(|before| Op::ForgetPublishers { before }),
             any::<u64>().prop_map(|queue| Op::RemoveQueue { queue }),
             any::<u64>().prop_map(|queue| Op::Expire { queue }),
             (s(), s(), s(), any::<[bool; 4]>(), table()).prop_map(

@@ -3,7 +3,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_core::snapshot::{
-    SnapshotBinding, SnapshotEntry, SnapshotExchange, SnapshotMessage, SnapshotQueue, SnapshotVhost,
+    SnapshotBinding, SnapshotEntry, SnapshotExchange, SnapshotMessage, SnapshotPublisher,
+    SnapshotQueue, SnapshotVhost,
 };
 use warren_core::Snapshot;
 use warren_wire::Reader;
@@ -14,7 +15,8 @@ use crate::command_codec::{
 use crate::CodecError;
 
 const MAGIC: &[u8; 4] = b"WSNP";
-const FORMAT: u8 = 1;
+/// 1: up to the queues; 2: publishers follow the queues.
+const FORMAT: u8 = 2;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -87,6 +89,13 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
             }
         }
     }
+    put_len(&mut w, s.publishers.len());
+    for p in &s.publishers {
+        w.put_u64(p.conn);
+        w.put_u16(p.channel);
+        w.put_u64(p.seq);
+        w.put_u64(p.at);
+    }
     w.to_vec()
 }
 
@@ -114,7 +123,8 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
     if r.bytes(4)?.as_ref() != MAGIC {
         return Err(CodecError("not a Warren snapshot"));
     }
-    if r.u8()? != FORMAT {
+    let format = r.u8()?;
+    if format == 0 || format > FORMAT {
         return Err(CodecError("unknown snapshot format version"));
     }
     let version = r.u32()?;
@@ -194,6 +204,17 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
             entries,
         });
     }
+    let mut publishers = Vec::new();
+    if format >= 2 {
+        for _ in 0..read_count(&mut r, 26)? {
+            publishers.push(SnapshotPublisher {
+                conn: r.u64()?,
+                channel: r.u16()?,
+                seq: r.u64()?,
+                at: r.u64()?,
+            });
+        }
+    }
     if r.remaining() != 0 {
         return Err(CodecError("trailing bytes"));
     }
@@ -203,6 +224,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
         vhosts,
         messages,
         queues,
+        publishers,
     })
 }
 
@@ -263,7 +285,24 @@ mod tests {
                     expires_at: Some(99),
                 }],
             }],
+            publishers: vec![SnapshotPublisher {
+                conn: 1 << 52,
+                channel: 3,
+                seq: 41,
+                at: 1234,
+            }],
         }
+    }
+
+    #[test]
+    fn a_format_1_snapshot_still_decodes() {
+        let mut s = sample();
+        s.publishers.clear();
+        let mut bytes = encode_snapshot(&s);
+        bytes[4] = 1;
+        // Format 1 ends after the queues: drop the (empty) publisher count.
+        bytes.truncate(bytes.len() - 4);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s));
     }
 
     #[test]

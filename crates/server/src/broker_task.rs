@@ -21,6 +21,7 @@ use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
 use warren_raft::{LogCommand, TypeConfig};
 
 use crate::clock::now_ms;
+use crate::relay::image::SharedImage;
 use crate::relay::router::effect_conn;
 
 /// Messages to the broker task.
@@ -31,16 +32,26 @@ pub(crate) enum ToBroker {
     Register {
         conn: ConnId,
         effects: mpsc::UnboundedSender<Vec<Effect>>,
+        /// The connection's session image, kept by the router (see `relay::image`); `None`
+        /// where no router is involved. The broker task ignores it.
+        image: Option<SharedImage>,
     },
     Input(Input),
     Unregister {
         conn: ConnId,
     },
+    /// A relay stream that carried the connection ended: the connection is closed, unless it
+    /// was registered again since (resumed through another stream) with other effects.
+    Detach {
+        conn: ConnId,
+        effects: mpsc::UnboundedSender<Vec<Effect>>,
+    },
     /// This node leads (and has applied its whole log): it may decide things on its own
     /// (expiries, queue expiry) from now on.
     Lead,
-    /// This node no longer leads: every connection is closed and the broker goes back to the
-    /// log's view (see `Broker::reset_to_log_state`); it only applies committed commands.
+    /// This node no longer leads: the broker drops every connection without a word to the
+    /// clients (their nodes resume them on the new leader) and goes back to the log's view (see
+    /// `Broker::reset_to_log_state`); it only applies committed commands.
     StepDown,
 }
 
@@ -125,11 +136,21 @@ impl Task {
 
     fn message(&mut self, now: u64, msg: ToBroker) {
         match msg {
-            ToBroker::Register { conn, effects } => {
+            ToBroker::Register { conn, effects, .. } => {
                 self.connections.insert(conn, effects);
             }
             ToBroker::Unregister { conn } => {
                 self.connections.remove(&conn);
+            }
+            ToBroker::Detach { conn, effects } => {
+                if self
+                    .connections
+                    .get(&conn)
+                    .is_some_and(|e| e.same_channel(&effects))
+                {
+                    self.handle(now, Input::ConnectionClosed { conn });
+                    self.connections.remove(&conn);
+                }
             }
             ToBroker::Input(Input::Tick) if !self.leading => {}
             ToBroker::Input(input) => self.handle(now, input),
@@ -140,7 +161,8 @@ impl Task {
                     "this node stopped leading the cluster; reconnect",
                     &mut self.effects,
                 );
-                self.collect_effects();
+                // Only connection closes: the connections are resumed elsewhere instead.
+                self.effects.clear();
             }
         }
     }

@@ -16,6 +16,7 @@ use warren_core::{ConnId, Input};
 
 use crate::broker_task::ToBroker;
 use crate::clock::now_ms;
+use crate::relay::image::SharedImage;
 use crate::session::Session;
 use crate::ServerConfig;
 
@@ -29,10 +30,12 @@ pub(crate) async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let (effects_tx, mut effects_rx) = mpsc::unbounded_channel();
+    let image = SharedImage::default();
     if broker
         .send(ToBroker::Register {
             conn,
             effects: effects_tx,
+            image: Some(image.clone()),
         })
         .await
         .is_err()
@@ -67,8 +70,11 @@ pub(crate) async fn run(
             },
             Some(effects) = effects_rx.recv() => {
                 let now = now_ms();
+                let mut image = image.lock();
                 for e in effects {
-                    session.apply(e, now, &mut inputs);
+                    if image.observe(&e) {
+                        session.apply(e, now, &mut inputs);
+                    }
                 }
             }
             _ = ticker.tick() => session.tick(now_ms(), &mut inputs),

@@ -10,6 +10,7 @@ mod exchange_class;
 mod publish;
 mod queue_class;
 mod recovery;
+mod resume;
 mod snapshot_io;
 mod tick;
 mod tx_class;
@@ -71,6 +72,15 @@ pub struct Broker {
     name_counter: u64,
     /// The `now` of the input being handled.
     now: Millis,
+    /// Per publishing channel, the last confirm number applied (replicated: re-sent publishes
+    /// after a failover are recognised by it).
+    publishers: HashMap<(ConnId, ChannelId), resume::Publisher>,
+    /// Leader only: after a take-over, the sweep of orphaned queues (exclusive queues without
+    /// their connection, used auto-delete queues without consumers) waits until then, so that
+    /// the connections of other nodes can resume first.
+    orphan_check_at: Option<Millis>,
+    /// Leader only: when to look for publishers to forget next.
+    next_publisher_check: Millis,
 }
 
 /// Where a channel-level method came from: the error path needs all of it.
@@ -102,6 +112,9 @@ impl Broker {
             reply_to: HashMap::new(),
             name_counter: 0,
             now: 0,
+            publishers: HashMap::new(),
+            orphan_check_at: None,
+            next_publisher_check: 0,
             config,
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
@@ -266,6 +279,7 @@ impl Broker {
                 channel,
                 error,
             } => self.fail(Ctx { conn, channel }, error, effects),
+            Input::Resume { conn, session } => self.resume(conn, *session, effects),
             Input::Tick => self.tick(effects),
         }
     }
@@ -456,6 +470,12 @@ impl Broker {
                 nowait,
                 out,
             ),
+            Op::Publish { confirm, .. }
+                if command.version >= 2 && self.is_resent(origin, confirm, now) =>
+            {
+                Self::confirm_resent(origin, confirm, out);
+                Ok(())
+            }
             Op::Publish {
                 vhost,
                 exchange,
@@ -489,7 +509,7 @@ impl Broker {
                 Ok(())
             }
             Op::TakeOver => {
-                self.apply_take_over(out);
+                self.apply_take_over(command.version, out);
                 Ok(())
             }
             Op::RemoveQueue { queue } => {
@@ -498,6 +518,14 @@ impl Broker {
             }
             Op::Expire { queue } => {
                 self.apply_expire(queue, now, out);
+                Ok(())
+            }
+            Op::ConfirmSelect => {
+                self.apply_confirm_select(origin);
+                Ok(())
+            }
+            Op::ForgetPublishers { before } => {
+                self.apply_forget_publishers(before);
                 Ok(())
             }
         };
@@ -647,7 +675,12 @@ fn op_method(op: &Op) -> (u16, u16) {
         Op::Publish { .. } => (60, 40),
         Op::Settle { .. } => (60, 80),
         Op::Reject { .. } => (60, 90),
-        Op::Recover | Op::TakeOver | Op::RemoveQueue { .. } | Op::Expire { .. } => (0, 0),
+        Op::ConfirmSelect => (85, 10),
+        Op::Recover
+        | Op::TakeOver
+        | Op::RemoveQueue { .. }
+        | Op::Expire { .. }
+        | Op::ForgetPublishers { .. } => (0, 0),
     }
 }
 

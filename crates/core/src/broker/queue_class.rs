@@ -197,10 +197,9 @@ impl Broker {
             }
             return Ok(());
         }
-        if exclusive && owner.is_some_and(|c| !self.connections.contains_key(&c)) {
-            // The declaring connection closed before the command was applied: nothing to own it.
-            return Ok(());
-        }
+        // Created even if the declaring connection closed while the command was in flight:
+        // whether it did is not in the log, and every replica (and every replay) must assign the
+        // same queue ids. The leader removes such an orphan on its next tick (`tick_cleanup`).
         let args = QueueArgs::parse(&arguments).map_err(AmqpError::precondition_failed)?;
         let id = self.next_queue_id;
         self.next_queue_id += 1;

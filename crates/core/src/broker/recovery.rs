@@ -37,7 +37,14 @@ impl Broker {
 
 impl Broker {
     /// [`crate::Op::TakeOver`]: what a leader change ends (see its docs).
-    pub(super) fn apply_take_over(&mut self, out: &mut Vec<Effect>) {
+    pub(super) fn apply_take_over(&mut self, version: u32, out: &mut Vec<Effect>) {
+        self.orphan_check_at = Some(self.now.saturating_add(super::resume::ORPHAN_GRACE_MS));
+        if version >= 2 {
+            for q in self.queues.values_mut() {
+                q.mark_all_redelivered();
+            }
+            return;
+        }
         let orphaned: Vec<_> = self
             .queues
             .iter()

@@ -12,7 +12,7 @@ use crate::queue::{Entry, Queue, QueueArgs};
 use crate::routing::ExchangeKind;
 use crate::snapshot::{
     Snapshot, SnapshotBinding, SnapshotEntry, SnapshotError, SnapshotExchange, SnapshotMessage,
-    SnapshotQueue, SnapshotVhost,
+    SnapshotPublisher, SnapshotQueue, SnapshotVhost,
 };
 use crate::vhost::Vhost;
 use crate::{AmqpError, Effect, STATE_MACHINE_VERSION};
@@ -106,12 +106,24 @@ impl Broker {
                 entries,
             });
         }
+        let mut publishers: Vec<SnapshotPublisher> = self
+            .publishers
+            .iter()
+            .map(|(&(conn, channel), p)| SnapshotPublisher {
+                conn,
+                channel,
+                seq: p.seq,
+                at: p.at,
+            })
+            .collect();
+        publishers.sort_by_key(|p| (p.conn, p.channel));
         Snapshot {
             version: STATE_MACHINE_VERSION,
             next_queue_id: self.next_queue_id,
             vhosts,
             messages,
             queues,
+            publishers,
         }
     }
 
@@ -217,6 +229,19 @@ impl Broker {
         self.vhosts = vhosts;
         self.queues = queues;
         self.next_queue_id = snapshot.next_queue_id;
+        self.publishers = snapshot
+            .publishers
+            .iter()
+            .map(|p| {
+                (
+                    (p.conn, p.channel),
+                    super::resume::Publisher {
+                        seq: p.seq,
+                        at: p.at,
+                    },
+                )
+            })
+            .collect();
         self.reply_to.clear();
         Ok(())
     }

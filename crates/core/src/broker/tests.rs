@@ -1702,3 +1702,310 @@ fn restoring_a_snapshot_closes_the_connections_it_would_orphan() {
         [Effect::CloseConnection { conn: C1, error }] if error.code == 320
     ));
 }
+
+/// (delivery tag, redelivered, body) of each delivery among `effects`.
+fn deliveries(effects: &[Effect]) -> Vec<(u64, bool, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendContent {
+                method: Method::BasicDeliver(d),
+                body,
+                ..
+            } => Some((
+                d.delivery_tag,
+                d.redelivered,
+                String::from_utf8_lossy(body).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn confirms(effects: &[Effect]) -> Vec<u64> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                method: Method::BasicAck(a),
+                ..
+            } => Some(a.delivery_tag),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_numbers() {
+    // Leader A: C1 consumes from a durable queue and publishes with confirms; C1 and C2 each
+    // own an exclusive queue.
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.open(C2);
+    let declare = |name: &str, durable: bool, exclusive: bool| {
+        Method::QueueDeclare(QueueDeclare {
+            queue: name.into(),
+            durable,
+            exclusive,
+            ..Default::default()
+        })
+    };
+    a.method(C1, declare("q", true, false));
+    a.method(C1, declare("mine", false, true));
+    a.method(C2, declare("theirs", false, true));
+    a.method(C1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+    for body in ["1", "2", "3"] {
+        a.publish(C1, "q", body);
+    }
+    let e = a.method(
+        C1,
+        Method::BasicConsume(BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(deliveries(&e).len(), 3, "A delivered all three (unacked)");
+
+    // Leader A dies. B has applied A's whole log and commits its take-over.
+    let mut b = Replicated::new();
+    for command in a.log.clone() {
+        b.input(Input::Applied { command });
+    }
+    b.input(Input::Applied {
+        command: Command {
+            version: STATE_MACHINE_VERSION,
+            origin: None,
+            issued_at: b.now,
+            op: Op::TakeOver,
+        },
+    });
+    // C1's node resumes it: the client saw confirms 1 and 2 only, deliveries up to tag 3.
+    let next_tag = 3 + (1 << 20);
+    let e = b.input(Input::Resume {
+        conn: C1,
+        session: Box::new(crate::ResumeSession {
+            user: "guest".into(),
+            vhost: "/".into(),
+            client_properties: caps(),
+            channels: vec![crate::ResumeChannel {
+                id: 1,
+                next_delivery_tag: next_tag,
+                prefetch_consumer: 0,
+                prefetch_global: 0,
+                flow_active: true,
+                next_publish_seq: Some(3),
+                consumers: vec![crate::ResumeConsumer {
+                    tag: "c".into(),
+                    queue: "q".into(),
+                    no_ack: false,
+                    exclusive: false,
+                    arguments: FieldTable::default(),
+                    prefetch: 0,
+                }],
+            }],
+        }),
+    });
+    assert_eq!(
+        deliveries(&e),
+        vec![
+            (next_tag, true, "1".into()),
+            (next_tag + 1, true, "2".into()),
+            (next_tag + 2, true, "3".into()),
+        ],
+        "the unacked messages come back redelivered, with the new leader's tags"
+    );
+    assert!(
+        !e.iter().any(|e| matches!(e, Effect::Send { .. })),
+        "no reply to a resume: {e:?}"
+    );
+    // The node re-sends publish 3 (its confirm was lost with A): confirmed, not enqueued twice.
+    let e = b.input(Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"3"),
+    });
+    assert_eq!(confirms(&e), vec![3]);
+    assert_eq!(
+        deliveries(&e),
+        vec![],
+        "a re-sent publish is not delivered again"
+    );
+    b.publish(C1, "q", "4");
+    // An ack of a tag A gave does nothing (no error); acks of B's tags work.
+    let e = b.method(
+        C1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 2,
+            multiple: false,
+        }),
+    );
+    assert_eq!(e, vec![], "an old leader's tag is ignored");
+    b.method(
+        C1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: next_tag + 3,
+            multiple: true,
+        }),
+    );
+    b.open(C2 + 1);
+    assert_eq!(
+        b.get_all(C2 + 1, "q"),
+        Vec::<String>::new(),
+        "all four acked"
+    );
+
+    // After the grace period the exclusive queue of the connection that never came back goes;
+    // the resumed one's stays (and stays exclusive to it).
+    assert!(
+        b.broker.queue_id(&"/".into(), "mine").is_some(),
+        "kept by the take-over"
+    );
+    assert!(
+        b.broker.queue_id(&"/".into(), "theirs").is_some(),
+        "kept by the take-over"
+    );
+    b.now += super::resume::ORPHAN_GRACE_MS + 1;
+    b.input(Input::Tick);
+    assert!(b.broker.queue_id(&"/".into(), "theirs").is_none());
+    assert!(b.broker.queue_id(&"/".into(), "mine").is_some());
+    let e = b.method(C2 + 1, declare("mine", false, true));
+    assert_eq!(close_channel(&e).map(|c| c.0), Some(405));
+}
+
+#[test]
+fn confirm_numbers_start_afresh_on_a_reopened_channel_without_being_taken_for_resends() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    for body in ["first life", "second life"] {
+        a.method(C1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+        a.publish(C1, "q", body);
+        a.method(C1, Method::ChannelClose(ChannelClose::default()));
+        a.method(C1, Method::ChannelOpen(ChannelOpen::default()));
+    }
+    // A replica that replays the log holds both (seq 1 twice, with a confirm.select between).
+    let mut b = Replicated::new();
+    for command in a.log.clone() {
+        b.input(Input::Applied { command });
+    }
+    b.open(C2);
+    assert_eq!(b.get_all(C2, "q"), ["first life", "second life"]);
+}
+
+#[test]
+fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_then_swept() {
+    // Commands are committed only when we say so.
+    let mut leader = Broker::new(BrokerConfig {
+        replicated: true,
+        ..BrokerConfig::default()
+    });
+    let mut log: Vec<Command> = Vec::new();
+    let step = |broker: &mut Broker, now: Millis, input: Input, log: &mut Vec<Command>| {
+        let mut out = Vec::new();
+        broker.handle(now, input, &mut out);
+        for e in out {
+            if let Effect::Propose { command } = e {
+                log.push(command);
+            }
+        }
+    };
+    for conn in [C1, C2] {
+        step(
+            &mut leader,
+            1_000,
+            Input::Login {
+                conn,
+                mechanism: "PLAIN".into(),
+                username: "guest".into(),
+                password: "guest".into(),
+                peer_loopback: true,
+                client_properties: caps(),
+            },
+            &mut log,
+        );
+        step(
+            &mut leader,
+            1_000,
+            Input::OpenVhost {
+                conn,
+                vhost: "/".into(),
+            },
+            &mut log,
+        );
+        step(
+            &mut leader,
+            1_000,
+            Input::Method {
+                conn,
+                channel: 1,
+                method: Method::ChannelOpen(ChannelOpen::default()),
+            },
+            &mut log,
+        );
+    }
+    let declare = |conn: ConnId, name: &str, exclusive: bool| Input::Method {
+        conn,
+        channel: 1,
+        method: Method::QueueDeclare(QueueDeclare {
+            queue: name.into(),
+            durable: !exclusive,
+            exclusive,
+            ..Default::default()
+        }),
+    };
+    step(&mut leader, 1_000, declare(C1, "x", true), &mut log);
+    step(
+        &mut leader,
+        1_000,
+        Input::ConnectionClosed { conn: C1 },
+        &mut log,
+    );
+    let mut applied = 0;
+    let commit = |leader: &mut Broker, log: &mut Vec<Command>, applied: &mut usize| {
+        while *applied < log.len() {
+            let command = log[*applied].clone();
+            *applied += 1;
+            let mut out = Vec::new();
+            leader.handle(1_000, Input::Applied { command }, &mut out);
+            log.extend(out.into_iter().filter_map(|e| match e {
+                Effect::Propose { command } => Some(command),
+                _ => None,
+            }));
+        }
+    };
+    commit(&mut leader, &mut log, &mut applied);
+    // An exclusive queue of a live connection: a replica has no connections at all, yet must
+    // create it too (and give the next queue the same id as the leader).
+    step(&mut leader, 1_000, declare(C2, "y", true), &mut log);
+    commit(&mut leader, &mut log, &mut applied);
+    step(&mut leader, 1_000, declare(C2, "d", false), &mut log);
+    commit(&mut leader, &mut log, &mut applied);
+    // The next tick sweeps the orphan, through the log.
+    step(&mut leader, 2_000, Input::Tick, &mut log);
+    commit(&mut leader, &mut log, &mut applied);
+    assert!(leader.queue_id(&"/".into(), "x").is_none(), "swept");
+    // A replica that applied the same log holds the same queues under the same ids.
+    let mut replica = Broker::new(BrokerConfig {
+        replicated: true,
+        ..BrokerConfig::default()
+    });
+    for command in log {
+        replica.handle(1_000, Input::Applied { command }, &mut Vec::new());
+    }
+    assert_eq!(replica.snapshot(), leader.snapshot());
+    assert!(replica.queue_id(&"/".into(), "d").is_some());
+    assert!(replica.queue_id(&"/".into(), "y").is_some());
+}

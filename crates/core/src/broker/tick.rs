@@ -9,6 +9,7 @@ use crate::{Effect, Millis};
 
 impl Broker {
     pub(super) fn tick(&mut self, out: &mut Vec<Effect>) {
+        self.tick_cleanup(out);
         let mut ids: Vec<QueueId> = self.queues.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {

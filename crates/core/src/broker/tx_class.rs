@@ -6,6 +6,7 @@ use warren_wire::{ConfirmSelectOk, Method, TxCommitOk, TxRollbackOk, TxSelectOk}
 
 use super::{Broker, Ctx};
 use crate::channel::{Mode, TxOp};
+use crate::command::Op;
 use crate::{AmqpError, Effect};
 
 impl Broker {
@@ -102,12 +103,14 @@ impl Broker {
             Mode::Plain => {
                 ch.mode = Mode::Confirm {
                     next_publish_seq: 1,
-                }
+                };
+                // The state machine forgets the numbers of this channel's earlier life.
+                self.submit(Some(ctx.origin()), Op::ConfirmSelect, out);
             }
             Mode::Confirm { .. } => {}
         }
         if !nowait {
-            self.reply(ctx, Method::ConfirmSelectOk(ConfirmSelectOk {}), out);
+            self.reply_when_applied(ctx, Method::ConfirmSelectOk(ConfirmSelectOk {}), out);
         }
         Ok(())
     }

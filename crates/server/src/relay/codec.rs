@@ -4,10 +4,10 @@
 //! follows the wire codec wherever AMQP already defines the bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use warren_core::{AmqpError, ConnId, Effect, Input};
+use warren_core::{AmqpError, ConnId, Effect, Input, ResumeChannel, ResumeConsumer, ResumeSession};
 use warren_raft::encoding::{put_bool, put_properties, put_table, read_bool, read_properties};
 use warren_raft::CodecError;
-use warren_wire::{BasicPublish, Method, Reader};
+use warren_wire::{BasicPublish, Method, Reader, ShortStr};
 
 /// One message from a node's connections to the leader's broker.
 // Inputs (mostly publishes) dominate, as in `ToBroker`: boxing would cost an allocation each.
@@ -138,9 +138,97 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 w.put_u16(*channel);
                 put_error(w, error);
             }
+            Input::Resume { conn, session } => {
+                w.put_u8(9);
+                w.put_u64(*conn);
+                put_resume(w, session);
+            }
             Input::Applied { .. } | Input::Tick => {}
         },
     }
+}
+
+fn put_count(w: &mut BytesMut, n: usize) {
+    w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
+}
+
+fn put_resume(w: &mut BytesMut, s: &ResumeSession) {
+    put_long(w, s.user.as_bytes());
+    put_long(w, s.vhost.as_bytes());
+    put_table(w, &s.client_properties);
+    put_count(w, s.channels.len());
+    for c in &s.channels {
+        w.put_u16(c.id);
+        w.put_u64(c.next_delivery_tag);
+        w.put_u16(c.prefetch_consumer);
+        w.put_u16(c.prefetch_global);
+        put_bool(w, c.flow_active);
+        match c.next_publish_seq {
+            Some(n) => {
+                w.put_u8(1);
+                w.put_u64(n);
+            }
+            None => w.put_u8(0),
+        }
+        put_count(w, c.consumers.len());
+        for k in &c.consumers {
+            put_long(w, k.tag.as_bytes());
+            put_long(w, k.queue.as_bytes());
+            put_bool(w, k.no_ack);
+            put_bool(w, k.exclusive);
+            put_table(w, &k.arguments);
+            w.put_u16(k.prefetch);
+        }
+    }
+}
+
+fn read_short(r: &mut Reader) -> Result<ShortStr, CodecError> {
+    Ok(ShortStr::from(read_string(r)?))
+}
+
+fn read_resume(r: &mut Reader) -> Result<ResumeSession, CodecError> {
+    let user = read_string(r)?;
+    let vhost = read_string(r)?;
+    let client_properties = r.table()?;
+    let mut channels = Vec::new();
+    for _ in 0..r.u32()? {
+        let id = r.u16()?;
+        let next_delivery_tag = r.u64()?;
+        let prefetch_consumer = r.u16()?;
+        let prefetch_global = r.u16()?;
+        let flow_active = read_bool(r)?;
+        let next_publish_seq = match r.u8()? {
+            0 => None,
+            1 => Some(r.u64()?),
+            _ => return Err(CodecError::new("bad option flag")),
+        };
+        let mut consumers = Vec::new();
+        for _ in 0..r.u32()? {
+            consumers.push(ResumeConsumer {
+                tag: read_short(r)?,
+                queue: read_short(r)?,
+                no_ack: read_bool(r)?,
+                exclusive: read_bool(r)?,
+                arguments: r.table()?,
+                prefetch: r.u16()?,
+            });
+        }
+        channels.push(ResumeChannel {
+            id,
+            next_delivery_tag,
+            prefetch_consumer,
+            prefetch_global,
+            flow_active,
+            next_publish_seq,
+            consumers,
+        });
+    }
+    Ok(ResumeSession {
+        user,
+        vhost,
+        client_properties,
+        channels,
+    })
 }
 
 /// Decodes every [`Up`] message in `bytes`.
@@ -193,6 +281,10 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                 conn,
                 channel: r.u16()?,
                 error: read_error(&mut r)?,
+            }),
+            9 => Up::Input(Input::Resume {
+                conn,
+                session: Box::new(read_resume(&mut r)?),
             }),
             _ => return Err(CodecError::new("unknown relay message")),
         });
@@ -355,6 +447,41 @@ mod tests {
                 error: AmqpError::new(406, "too big"),
             }),
             Up::Input(Input::ConnectionClosed { conn: 7 }),
+            Up::Input(Input::Resume {
+                conn: 7,
+                session: Box::new(ResumeSession {
+                    user: "guest".into(),
+                    vhost: "/".into(),
+                    client_properties: FieldTable::default(),
+                    channels: vec![
+                        ResumeChannel {
+                            id: 1,
+                            next_delivery_tag: 1 << 20,
+                            prefetch_consumer: 10,
+                            prefetch_global: 0,
+                            flow_active: true,
+                            next_publish_seq: Some(42),
+                            consumers: vec![ResumeConsumer {
+                                tag: "ctag".into(),
+                                queue: "q".into(),
+                                no_ack: false,
+                                exclusive: true,
+                                arguments: FieldTable::default(),
+                                prefetch: 10,
+                            }],
+                        },
+                        ResumeChannel {
+                            id: 2,
+                            next_delivery_tag: 5,
+                            prefetch_consumer: 0,
+                            prefetch_global: 3,
+                            flow_active: false,
+                            next_publish_seq: None,
+                            consumers: vec![],
+                        },
+                    ],
+                }),
+            }),
             Up::Unregister(7),
         ];
         let mut w = BytesMut::new();

@@ -101,7 +101,7 @@ async fn run(
         if local && desired != Route::Local {
             info!(
                 node = id,
-                term, "stopped leading: closing client connections"
+                term, "stopped leading: client connections move to the new leader"
             );
             local = false;
             if to_broker.send(ToBroker::StepDown).await.is_err() {

@@ -5,11 +5,12 @@
 //!
 //! [`spawn_leadership`] watches Raft and says where the broker is ([`Route`]). When this node
 //! becomes leader it first commits a take-over (or, after a whole-cluster restart, a recovery)
-//! command, then serves; when it stops leading its broker closes every connection and goes back
-//! to the log's view. A connection whose route changes is closed with 320 (clients reconnect,
-//! as they do after a RabbitMQ node failure).
+//! command, then serves; when it stops leading its broker drops every connection and goes back
+//! to the log's view. A connection whose route changes is resumed on the new decider from the
+//! session image its node keeps ([`image`]): the client keeps its connection.
 
 pub(crate) mod codec;
+pub(crate) mod image;
 mod leadership;
 pub(crate) mod router;
 mod service;

@@ -2,6 +2,10 @@
 //! this node leads, a relay stream to the leader when another node does. Input waits while no
 //! leader is known (the connections' sends block: TCP back-pressure), so a publish that arrives
 //! during an election waits for the new leader instead of failing.
+//!
+//! When the decider changes (or the stream to it breaks), every connection is resumed on the
+//! next one from its [`SessionImage`](super::image::SessionImage) before any more of its input
+//! is forwarded: the client keeps its connection, channels, consumers and confirm numbering.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use warren_proto::raft::RelayBatch;
 use warren_raft::METADATA_GROUP;
 
 use super::codec::{decode_effects, encode_up, Up};
+use super::image::SharedImage;
 use super::Route;
 use crate::broker_task::ToBroker;
 
@@ -23,8 +28,7 @@ const BATCH: usize = 256;
 
 struct Conn {
     effects: mpsc::UnboundedSender<Vec<Effect>>,
-    /// The route generation the connection was registered under.
-    generation: u64,
+    image: SharedImage,
 }
 
 struct Link {
@@ -48,9 +52,11 @@ async fn run(
     mut route: watch::Receiver<Route>,
 ) {
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
-    let mut generation = 0u64;
     let mut current = route.borrow_and_update().clone();
     let mut link: Option<Link> = None;
+    // The decider changed (or the way to it broke): every connection must be re-created on the
+    // next one before anything else of theirs is forwarded.
+    let mut must_resume = false;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         if let Route::Remote { grpc_addr, .. } = &current {
@@ -62,7 +68,11 @@ async fn run(
                         r = route.changed() => if r.is_err() { return },
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     }
-                    current = switch(&route, &mut generation, &mut conns, &mut link);
+                    let now = route.borrow_and_update().clone();
+                    if now != current {
+                        current = now;
+                        must_resume = true;
+                    }
                     continue;
                 }
             }
@@ -72,12 +82,33 @@ async fn run(
             Route::Local => true,
             Route::Remote { .. } => link.is_some(),
         };
+        if ready && must_resume {
+            let sent = match &current {
+                Route::Local => resume_local(&local, &mut conns).await,
+                _ => match &link {
+                    Some(l) => resume_remote(l, &mut conns).await,
+                    None => false,
+                },
+            };
+            if sent {
+                must_resume = false;
+            } else {
+                link = None;
+                continue;
+            }
+        }
         tokio::select! {
             r = route.changed() => {
                 if r.is_err() {
                     return;
                 }
-                current = switch(&route, &mut generation, &mut conns, &mut link);
+                let now = route.borrow_and_update().clone();
+                if now != current {
+                    info!(route = ?now, connections = conns.len(), "the cluster's decider moved; connections will resume there");
+                    current = now;
+                    link = None;
+                    must_resume = true;
+                }
             }
             n = rx.recv_many(&mut batch, BATCH), if ready => {
                 if n == 0 {
@@ -85,17 +116,16 @@ async fn run(
                 }
                 let msgs: Vec<ToBroker> = std::mem::take(&mut batch);
                 let sent = match &current {
-                    Route::Local => forward_local(&local, msgs, &mut conns, generation).await,
+                    Route::Local => forward_local(&local, msgs, &mut conns).await,
                     _ => match &link {
-                        Some(l) => forward_remote(l, msgs, &mut conns, generation).await,
+                        Some(l) => forward_remote(l, msgs, &mut conns).await,
                         None => true,
                     },
                 };
                 if !sent {
-                    warn!("lost the way to the leader's broker; closing its connections");
-                    generation += 1;
-                    close_stale(&mut conns, generation, "lost contact with the cluster leader; reconnect");
+                    warn!("lost the way to the leader's broker; connections will resume");
                     link = None;
+                    must_resume = true;
                 }
             }
             down = async {
@@ -109,39 +139,81 @@ async fn run(
                     Err(e) => warn!(error = %e, "undecodable effects from the leader"),
                 },
                 Ok(None) | Err(_) => {
-                    info!("relay stream to the leader ended; closing its connections");
-                    generation += 1;
-                    close_stale(&mut conns, generation, "the cluster leader went away; reconnect");
+                    info!("relay stream to the leader ended; connections will resume");
                     link = None;
+                    must_resume = true;
                 }
             },
         }
     }
 }
 
-/// A new route: connections registered under the old one are closed (320).
-fn switch(
-    route: &watch::Receiver<Route>,
-    generation: &mut u64,
-    conns: &mut HashMap<ConnId, Conn>,
-    link: &mut Option<Link>,
-) -> Route {
-    let now = route.borrow().clone();
-    *generation += 1;
-    close_stale(conns, *generation, "the cluster leader changed; reconnect");
-    *link = None;
-    now
-}
-
-fn close_stale(conns: &mut HashMap<ConnId, Conn>, generation: u64, reason: &str) {
-    for (conn, c) in conns.iter() {
-        if c.generation < generation {
-            let _ = c.effects.send(vec![Effect::CloseConnection {
-                conn: *conn,
-                error: AmqpError::new(320, reason),
-            }]);
+/// The inputs that re-create every connection on a new decider; connections that cannot be
+/// resumed are closed (320) and forgotten.
+fn resume_all(conns: &mut HashMap<ConnId, Conn>) -> Vec<(ConnId, Vec<Input>)> {
+    let mut out = Vec::with_capacity(conns.len());
+    let mut closed = Vec::new();
+    for (&conn, c) in conns.iter() {
+        let result = c.image.lock().resume(conn);
+        match result {
+            Ok(inputs) => out.push((conn, inputs)),
+            Err(why) => {
+                debug!(conn, why, "connection cannot be resumed; closing it");
+                let _ = c.effects.send(vec![Effect::CloseConnection {
+                    conn,
+                    error: AmqpError::new(
+                        320,
+                        format!("the cluster leader changed and {why}; reconnect"),
+                    ),
+                }]);
+                closed.push(conn);
+            }
         }
     }
+    for conn in closed {
+        conns.remove(&conn);
+    }
+    out
+}
+
+async fn resume_local(local: &mpsc::Sender<ToBroker>, conns: &mut HashMap<ConnId, Conn>) -> bool {
+    for (conn, inputs) in resume_all(conns) {
+        let Some(c) = conns.get(&conn) else { continue };
+        let register = ToBroker::Register {
+            conn,
+            effects: c.effects.clone(),
+            image: None,
+        };
+        if local.send(register).await.is_err() {
+            return false;
+        }
+        for input in inputs {
+            if local.send(ToBroker::Input(input)).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+async fn resume_remote(link: &Link, conns: &mut HashMap<ConnId, Conn>) -> bool {
+    let mut w = BytesMut::new();
+    for (conn, inputs) in resume_all(conns) {
+        encode_up(&mut w, &Up::Register(conn));
+        for input in inputs {
+            encode_up(&mut w, &Up::Input(input));
+        }
+    }
+    if w.is_empty() {
+        return true;
+    }
+    link.up
+        .send(RelayBatch {
+            group_id: METADATA_GROUP,
+            batch: w.freeze(),
+        })
+        .await
+        .is_ok()
 }
 
 async fn connect(grpc_addr: &str) -> Option<Link> {
@@ -178,32 +250,40 @@ fn conn_of(input: &Input) -> Option<ConnId> {
         | Input::Publish { conn, .. }
         | Input::Writable { conn, .. }
         | Input::ConnectionClosed { conn }
-        | Input::ChannelError { conn, .. } => Some(*conn),
+        | Input::ChannelError { conn, .. }
+        | Input::Resume { conn, .. } => Some(*conn),
         Input::Applied { .. } | Input::Tick => None,
     }
 }
 
-/// Whether `msg` belongs to the current route (and bookkeeping for registers/unregisters).
-fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>, generation: u64) -> bool {
+/// Whether `msg` is to be forwarded, with the bookkeeping of registers, unregisters and the
+/// connections' images.
+fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
     match msg {
-        ToBroker::Register { conn, effects } => {
+        ToBroker::Register {
+            conn,
+            effects,
+            image,
+        } => {
             conns.insert(
                 *conn,
                 Conn {
                     effects: effects.clone(),
-                    generation,
+                    image: image.clone().unwrap_or_default(),
                 },
             );
             true
         }
-        ToBroker::Unregister { conn } => conns
-            .remove(conn)
-            .is_some_and(|c| c.generation == generation),
-        ToBroker::Input(input) => match conn_of(input) {
-            Some(conn) => conns.get(&conn).is_some_and(|c| c.generation == generation),
+        ToBroker::Unregister { conn } => conns.remove(conn).is_some(),
+        ToBroker::Input(input) => match conn_of(input).and_then(|conn| conns.get(&conn)) {
+            Some(c) => {
+                c.image.lock().forwarded(input);
+                true
+            }
+            // A connection closed because it could not be resumed.
             None => false,
         },
-        ToBroker::Lead | ToBroker::StepDown => false,
+        ToBroker::Detach { .. } | ToBroker::Lead | ToBroker::StepDown => false,
     }
 }
 
@@ -211,10 +291,9 @@ async fn forward_local(
     local: &mpsc::Sender<ToBroker>,
     msgs: Vec<ToBroker>,
     conns: &mut HashMap<ConnId, Conn>,
-    generation: u64,
 ) -> bool {
     for msg in msgs {
-        if admit(&msg, conns, generation) && local.send(msg).await.is_err() {
+        if admit(&msg, conns) && local.send(msg).await.is_err() {
             return false;
         }
     }
@@ -225,18 +304,17 @@ async fn forward_remote(
     link: &Link,
     msgs: Vec<ToBroker>,
     conns: &mut HashMap<ConnId, Conn>,
-    generation: u64,
 ) -> bool {
     let mut w = BytesMut::new();
     for msg in msgs {
-        if !admit(&msg, conns, generation) {
+        if !admit(&msg, conns) {
             continue;
         }
         let up = match msg {
             ToBroker::Register { conn, .. } => Up::Register(conn),
             ToBroker::Unregister { conn } => Up::Unregister(conn),
             ToBroker::Input(input) => Up::Input(input),
-            ToBroker::Lead | ToBroker::StepDown => continue,
+            ToBroker::Detach { .. } | ToBroker::Lead | ToBroker::StepDown => continue,
         };
         encode_up(&mut w, &up);
     }

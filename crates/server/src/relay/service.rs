@@ -1,9 +1,10 @@
 //! The leader's side of the relay: each `Relay.Attach` stream carries the connections of one
 //! other node. Their inputs go to this node's broker task; their effects go back on the stream.
-//! When the stream ends (that node died, or its route changed), every connection on it is closed
-//! in the broker, as if its socket had closed. A node that does not lead refuses streams.
+//! When the stream ends (that node died, or its route changed), every connection on it that has
+//! not been resumed through another stream since is closed in the broker, as if its socket had
+//! closed. A node that does not lead refuses streams.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::pin::Pin;
 
 use bytes::BytesMut;
@@ -12,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
-use warren_core::{ConnId, Effect, Input};
+use warren_core::{ConnId, Effect};
 use warren_proto::raft::relay_server::{Relay, RelayServer};
 use warren_proto::raft::RelayBatch;
 use warren_raft::METADATA_GROUP;
@@ -74,7 +75,7 @@ async fn serve(
     mut route: watch::Receiver<Route>,
     down: mpsc::Sender<Result<RelayBatch, Status>>,
 ) {
-    let mut conns: HashSet<ConnId> = HashSet::new();
+    let mut conns: HashMap<ConnId, mpsc::UnboundedSender<Vec<Effect>>> = HashMap::new();
     loop {
         tokio::select! {
             // Stepping down ends every stream: the other nodes reroute.
@@ -95,10 +96,10 @@ async fn serve(
                     for u in ups {
                         let msg = match u {
                             Up::Register(conn) => {
-                                conns.insert(conn);
                                 let (etx, erx) = mpsc::unbounded_channel();
                                 tokio::spawn(forward_effects(erx, down.clone()));
-                                ToBroker::Register { conn, effects: etx }
+                                conns.insert(conn, etx.clone());
+                                ToBroker::Register { conn, effects: etx, image: None }
                             }
                             Up::Unregister(conn) => {
                                 conns.remove(&conn);
@@ -116,11 +117,8 @@ async fn serve(
         }
     }
     debug!(connections = conns.len(), "relay stream ended");
-    for conn in conns {
-        let _ = broker
-            .send(ToBroker::Input(Input::ConnectionClosed { conn }))
-            .await;
-        let _ = broker.send(ToBroker::Unregister { conn }).await;
+    for (conn, effects) in conns {
+        let _ = broker.send(ToBroker::Detach { conn, effects }).await;
     }
 }
 

@@ -1,0 +1,207 @@
+//! Taking over a connection after a failover ([`Input::Resume`]), remembering which publishes a
+//! state machine already holds so that a re-sent one is confirmed but not enqueued twice, and
+//! removing what the old leader's vanished connections left behind.
+
+use warren_wire::{BasicAck, BasicCancel, BasicConsume, Method};
+
+use super::{Broker, Ctx};
+use crate::channel::{Channel, Mode};
+use crate::command::{Op, Origin};
+use crate::connection::Connection;
+use crate::{AmqpError, ConnId, Effect, Millis, ResumeSession};
+
+/// How long after a take-over the connections of other nodes have to resume before the
+/// exclusive queues they owned (and auto-delete queues nobody consumes again) are removed.
+pub(crate) const ORPHAN_GRACE_MS: Millis = 10_000;
+
+/// A publisher (connection, channel) not heard from for this long is forgotten: a re-send of
+/// one of its messages after that would be enqueued again (a duplicate, never a loss).
+pub(crate) const FORGET_PUBLISHERS_AFTER_MS: Millis = 15 * 60_000;
+
+/// How often the leader looks for publishers to forget.
+const FORGET_CHECK_EVERY_MS: Millis = 60_000;
+
+/// The last confirm sequence number a state machine applied for one publishing channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Publisher {
+    pub(crate) seq: u64,
+    /// The issue time of its last publish (the leader's clock, from the log).
+    pub(crate) at: Millis,
+}
+
+impl Broker {
+    pub(super) fn resume(&mut self, conn: ConnId, session: ResumeSession, out: &mut Vec<Effect>) {
+        // The same leader again (the relay stream was re-attached): start from a clean slate,
+        // requeueing what the old incarnation had unacked. Exclusive queues stay: same owner.
+        if let Some(c) = self.connections.get(&conn) {
+            let channels: Vec<_> = c.channels.keys().copied().collect();
+            for channel in channels {
+                self.close_channel_state(Ctx { conn, channel }, out);
+            }
+            self.connections.remove(&conn);
+        }
+        let vhost = warren_wire::ShortStr::from(session.vhost.as_str());
+        let refused = if !self.users.contains_key(&session.user) {
+            Some(format!("user '{}' no longer exists", session.user))
+        } else if !self.vhosts.contains_key(&vhost) {
+            Some(format!("vhost '{}' no longer exists", session.vhost))
+        } else if !self
+            .permissions
+            .contains_key(&(session.user.clone(), vhost.clone()))
+        {
+            Some(format!(
+                "access to vhost '{}' refused for user '{}'",
+                session.vhost, session.user
+            ))
+        } else {
+            None
+        };
+        if let Some(text) = refused {
+            out.push(Effect::CloseConnection {
+                conn,
+                error: AmqpError::new(320, format!("cannot resume the connection: {text}")),
+            });
+            return;
+        }
+        let mut c = Connection::new();
+        c.user = Some(session.user);
+        c.vhost = Some(vhost);
+        c.set_client_properties(&session.client_properties);
+        let notify = c.consumer_cancel_notify;
+        self.connections.insert(conn, c);
+        for rc in session.channels {
+            let mut ch = Channel::new();
+            ch.resume_at(rc.next_delivery_tag);
+            ch.prefetch_global = rc.prefetch_global;
+            ch.flow_active = rc.flow_active;
+            if let Some(next_publish_seq) = rc.next_publish_seq {
+                ch.mode = Mode::Confirm { next_publish_seq };
+            }
+            if let Some(c) = self.connections.get_mut(&conn) {
+                c.channels.insert(rc.id, ch);
+            }
+            let ctx = Ctx {
+                conn,
+                channel: rc.id,
+            };
+            for consumer in rc.consumers {
+                if let Some(ch) = self.channel_mut(ctx) {
+                    ch.prefetch_consumer = consumer.prefetch;
+                }
+                let tag = consumer.tag.clone();
+                let consume = BasicConsume {
+                    ticket: 0,
+                    queue: consumer.queue,
+                    consumer_tag: consumer.tag,
+                    no_local: false,
+                    no_ack: consumer.no_ack,
+                    exclusive: consumer.exclusive,
+                    nowait: true,
+                    arguments: consumer.arguments,
+                };
+                if self.basic_consume(ctx, consume, out).is_err() && notify {
+                    // Its queue went with the old leader (or was deleted meanwhile).
+                    out.push(Effect::Send {
+                        conn,
+                        channel: rc.id,
+                        method: Method::BasicCancel(BasicCancel {
+                            consumer_tag: tag,
+                            nowait: true,
+                        }),
+                    });
+                }
+            }
+            if let Some(ch) = self.channel_mut(ctx) {
+                ch.prefetch_consumer = rc.prefetch_consumer;
+            }
+        }
+    }
+
+    /// Whether an applied publish is a re-send of one this state machine already holds (same
+    /// origin channel, confirm number not above the last applied); records it if not.
+    pub(super) fn is_resent(
+        &mut self,
+        origin: Option<Origin>,
+        confirm: Option<u64>,
+        at: Millis,
+    ) -> bool {
+        let (Some(o), Some(seq)) = (origin, confirm) else {
+            return false;
+        };
+        let p = self
+            .publishers
+            .entry((o.conn, o.channel))
+            .or_insert(Publisher { seq: 0, at });
+        p.at = at;
+        if seq <= p.seq {
+            return true;
+        }
+        p.seq = seq;
+        false
+    }
+
+    /// A re-sent publish is confirmed (its first copy was committed) and not routed again.
+    pub(super) fn confirm_resent(
+        origin: Option<Origin>,
+        confirm: Option<u64>,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Some(delivery_tag) = confirm {
+            Self::reply_origin(
+                origin,
+                Method::BasicAck(BasicAck {
+                    delivery_tag,
+                    multiple: false,
+                }),
+                out,
+            );
+        }
+    }
+
+    /// [`Op::ConfirmSelect`]: the channel numbers its publishes from 1 again.
+    pub(super) fn apply_confirm_select(&mut self, origin: Option<Origin>) {
+        if let Some(o) = origin {
+            self.publishers.remove(&(o.conn, o.channel));
+        }
+    }
+
+    /// [`Op::ForgetPublishers`].
+    pub(super) fn apply_forget_publishers(&mut self, before: Millis) {
+        self.publishers.retain(|_, p| p.at >= before);
+    }
+
+    /// The leader's periodic clean-up (from `tick`): orphaned queues (outside the grace period
+    /// after a take-over) and publishers silent for a long time.
+    pub(super) fn tick_cleanup(&mut self, out: &mut Vec<Effect>) {
+        let now = self.now;
+        if self.orphan_check_at.is_some_and(|at| now >= at) {
+            self.orphan_check_at = None;
+        }
+        if self.orphan_check_at.is_none() {
+            // Exclusive queues whose connection is gone: a take-over's leftovers, or declared
+            // by a connection that closed while the declare was being committed. Used
+            // auto-delete queues without consumers: only a take-over leaves those.
+            let mut orphans: Vec<_> = self
+                .queues
+                .values()
+                .filter(|q| {
+                    q.exclusive_owner
+                        .is_some_and(|owner| !self.connections.contains_key(&owner))
+                        || (q.auto_delete && q.had_consumer && q.consumers.is_empty())
+                })
+                .map(|q| q.id)
+                .collect();
+            orphans.sort_unstable();
+            for id in orphans {
+                self.remove_queue_now_and_log(id, out);
+            }
+        }
+        if now >= self.next_publisher_check {
+            self.next_publisher_check = now.saturating_add(FORGET_CHECK_EVERY_MS);
+            let before = now.saturating_sub(FORGET_PUBLISHERS_AFTER_MS);
+            if self.publishers.values().any(|p| p.at < before) {
+                self.submit(None, Op::ForgetPublishers { before }, out);
+            }
+        }
+    }
+}
