@@ -442,3 +442,234 @@ impl SessionImage {
         Ok(inputs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use warren_wire::{
+        BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicProperties, BasicPublish,
+        BasicQos, BasicQosOk, ChannelOpen, ChannelOpenOk, ConfirmSelect, ConfirmSelectOk,
+        ConnectionOpenOk, QueueDeclare, QueueDeclareOk, TxSelect,
+    };
+
+    use super::*;
+
+    const C: ConnId = 7;
+
+    fn method(channel: ChannelId, method: Method) -> Input {
+        Input::Method {
+            conn: C,
+            channel,
+            method,
+        }
+    }
+
+    fn send(channel: ChannelId, method: Method) -> Effect {
+        Effect::Send {
+            conn: C,
+            channel,
+            method,
+        }
+    }
+
+    fn publish(body: &'static str) -> Input {
+        Input::Publish {
+            conn: C,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: "q".into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    fn ack(tag: u64, multiple: bool) -> Effect {
+        send(
+            1,
+            Method::BasicAck(BasicAck {
+                delivery_tag: tag,
+                multiple,
+            }),
+        )
+    }
+
+    /// A connection logged in, open, with channel 1 open.
+    fn opened() -> SessionImage {
+        let mut im = SessionImage::default();
+        im.forwarded(&Input::Login {
+            conn: C,
+            mechanism: "PLAIN".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+            peer_loopback: true,
+            client_properties: FieldTable::default(),
+        });
+        im.forwarded(&Input::OpenVhost {
+            conn: C,
+            vhost: "/".into(),
+        });
+        assert!(im.observe(&send(
+            0,
+            Method::ConnectionOpenOk(ConnectionOpenOk::default())
+        )));
+        im.forwarded(&method(1, Method::ChannelOpen(ChannelOpen::default())));
+        assert!(im.observe(&send(1, Method::ChannelOpenOk(ChannelOpenOk::default()))));
+        im
+    }
+
+    fn session(inputs: &[Input]) -> &ResumeSession {
+        match &inputs[0] {
+            Input::Resume { session, .. } => session,
+            other => panic!("not a resume: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_consumer_qos_and_the_delivery_tags_seen_make_the_resumed_channel() {
+        let mut im = opened();
+        im.forwarded(&method(
+            1,
+            Method::BasicQos(BasicQos {
+                prefetch_count: 20,
+                ..Default::default()
+            }),
+        ));
+        assert!(im.observe(&send(1, Method::BasicQosOk(BasicQosOk {}))));
+        im.forwarded(&method(
+            1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: "".into(),
+                exclusive: true,
+                ..Default::default()
+            }),
+        ));
+        assert!(im.observe(&send(
+            1,
+            Method::QueueDeclareOk(QueueDeclareOk {
+                queue: "amq.gen-1".into(),
+                ..Default::default()
+            })
+        )));
+        // Consume from "the last declared queue", with a server-chosen tag.
+        im.forwarded(&method(1, Method::BasicConsume(BasicConsume::default())));
+        assert!(im.observe(&send(
+            1,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "amq.ctag-1".into()
+            })
+        )));
+        for tag in [1, 2, 3] {
+            assert!(im.observe(&Effect::SendContent {
+                conn: C,
+                channel: 1,
+                method: Method::BasicDeliver(BasicDeliver {
+                    consumer_tag: "amq.ctag-1".into(),
+                    delivery_tag: tag,
+                    ..Default::default()
+                }),
+                properties: BasicProperties::default(),
+                body: Bytes::new(),
+            }));
+        }
+        let inputs = im.resume(C).expect("resumable");
+        assert_eq!(inputs.len(), 1, "nothing to re-send");
+        let s = session(&inputs);
+        assert_eq!((s.user.as_str(), s.vhost.as_str()), ("guest", "/"));
+        assert_eq!(
+            s.channels,
+            vec![ResumeChannel {
+                id: 1,
+                next_delivery_tag: 3 + TAG_GAP,
+                prefetch_consumer: 20,
+                prefetch_global: 0,
+                flow_active: true,
+                next_publish_seq: None,
+                consumers: vec![ResumeConsumer {
+                    tag: "amq.ctag-1".into(),
+                    queue: "amq.gen-1".into(),
+                    no_ack: false,
+                    exclusive: false,
+                    arguments: FieldTable::default(),
+                    prefetch: 20,
+                }],
+            }]
+        );
+        // A second resume leaves room again above the first one's tags.
+        let again = im.resume(C).expect("resumable");
+        assert_eq!(
+            session(&again).channels[0].next_delivery_tag,
+            (3 + TAG_GAP - 1) + TAG_GAP
+        );
+    }
+
+    #[test]
+    fn unconfirmed_publishes_and_unanswered_requests_are_re_sent_and_their_echoes_dropped() {
+        let mut im = opened();
+        im.forwarded(&method(
+            1,
+            Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+        ));
+        assert!(im.observe(&send(1, Method::ConfirmSelectOk(ConfirmSelectOk {}))));
+        for body in ["1", "2", "3", "4"] {
+            im.forwarded(&publish(body));
+        }
+        // 1 and 3 confirmed (out of order), 2 and 4 not; then a declare without its reply.
+        assert!(im.observe(&ack(1, false)));
+        assert!(im.observe(&ack(3, false)));
+        im.forwarded(&method(
+            1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: "q".into(),
+                ..Default::default()
+            }),
+        ));
+        let inputs = im.resume(C).expect("resumable");
+        assert_eq!(session(&inputs).channels[0].next_publish_seq, Some(2));
+        let bodies: Vec<_> = inputs[1..]
+            .iter()
+            .map(|i| match i {
+                Input::Publish { body, .. } => String::from_utf8_lossy(body).into_owned(),
+                Input::Method { method, .. } => format!("{method:?}")
+                    .split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            ["2", "3", "4", "QueueDeclare"],
+            "from the first unconfirmed publish on (numbers stay in step), then the request"
+        );
+        // The new leader confirms 2, 3 (again) and 4 and answers the declare; the old leader's
+        // declare-ok was still on its way and arrives first.
+        let declare_ok = send(
+            1,
+            Method::QueueDeclareOk(QueueDeclareOk {
+                queue: "q".into(),
+                ..Default::default()
+            }),
+        );
+        assert!(im.observe(&declare_ok), "the first answer goes through");
+        assert!(im.observe(&ack(2, false)));
+        assert!(!im.observe(&ack(3, false)), "3 was confirmed before");
+        assert!(im.observe(&ack(4, false)));
+        assert!(!im.observe(&declare_ok), "the second answer is an echo");
+        assert!(im.observe(&ack(4, true)), "multiple acks pass (harmless)");
+        let inputs = im.resume(C).expect("resumable");
+        assert_eq!(inputs.len(), 1, "nothing left to re-send");
+        assert_eq!(session(&inputs).channels[0].next_publish_seq, Some(5));
+    }
+
+    #[test]
+    fn a_connection_still_opening_or_in_a_transaction_cannot_be_resumed() {
+        let mut im = SessionImage::default();
+        assert!(im.resume(C).is_err(), "no login yet");
+        let mut im = opened();
+        im.forwarded(&method(1, Method::TxSelect(TxSelect {})));
+        assert!(im.resume(C).is_err());
+    }
+}
