@@ -76,6 +76,7 @@ pub(crate) async fn run(
                         session.apply(e, now, &mut inputs);
                     }
                 }
+                inputs.extend(image.take_requeues(conn));
             }
             _ = ticker.tick() => session.tick(now_ms(), &mut inputs),
             r = shutdown.changed(), if !shutting_down => {

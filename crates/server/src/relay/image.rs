@@ -49,6 +49,8 @@ pub(crate) struct SessionImage {
     /// The broker closed the connection: nothing to resume.
     closing: bool,
     channels: BTreeMap<ChannelId, ChannelImage>,
+    /// Deliveries of dropped get-ok echoes, to be rejected with requeue.
+    requeue: Vec<(ChannelId, u64)>,
 }
 
 #[derive(Debug)]
@@ -291,7 +293,9 @@ impl SessionImage {
     }
 
     /// Records an effect on its way to the client; false if it must not reach the client (a
-    /// duplicate caused by a resume).
+    /// duplicate caused by a resume). A dropped `basic.get-ok` checked a message out to the
+    /// channel that the client will never see: [`SessionImage::take_requeues`] gives the inputs
+    /// that put such messages back.
     pub(crate) fn observe(&mut self, effect: &Effect) -> bool {
         match effect {
             Effect::Send {
@@ -328,7 +332,13 @@ impl SessionImage {
                 }
                 let Some(request) = ch.answer() else {
                     // No request waits for this reply: it repeats one the old leader sent.
-                    return !ch.resumed;
+                    if !ch.resumed {
+                        return true;
+                    }
+                    if let Method::BasicGetOk(g) = method {
+                        self.requeue.push((*channel, g.delivery_tag));
+                    }
+                    return false;
                 };
                 match (&request, method) {
                     (Method::ChannelOpen(_), _) => ch.open = true,
@@ -365,6 +375,21 @@ impl SessionImage {
             | Effect::AwaitWritable { .. }
             | Effect::Propose { .. } => true,
         }
+    }
+
+    /// Rejects (with requeue) of the messages that dropped get-ok echoes checked out.
+    pub(crate) fn take_requeues(&mut self, conn: ConnId) -> Vec<Input> {
+        self.requeue
+            .drain(..)
+            .map(|(channel, delivery_tag)| Input::Method {
+                conn,
+                channel,
+                method: Method::BasicReject(warren_wire::BasicReject {
+                    delivery_tag,
+                    requeue: true,
+                }),
+            })
+            .collect()
     }
 
     /// The inputs that re-create this connection on a new decider: the resume itself, then, per
@@ -447,9 +472,10 @@ impl SessionImage {
 mod tests {
     use bytes::Bytes;
     use warren_wire::{
-        BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicProperties, BasicPublish,
-        BasicQos, BasicQosOk, ChannelOpen, ChannelOpenOk, ConfirmSelect, ConfirmSelectOk,
-        ConnectionOpenOk, QueueDeclare, QueueDeclareOk, TxSelect,
+        BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicGet, BasicGetOk,
+        BasicProperties, BasicPublish, BasicQos, BasicQosOk, BasicReject, ChannelOpen,
+        ChannelOpenOk, ConfirmSelect, ConfirmSelectOk, ConnectionOpenOk, QueueDeclare,
+        QueueDeclareOk, TxSelect,
     };
 
     use super::*;
@@ -658,10 +684,48 @@ mod tests {
         assert!(!im.observe(&ack(3, false)), "3 was confirmed before");
         assert!(im.observe(&ack(4, false)));
         assert!(!im.observe(&declare_ok), "the second answer is an echo");
+        assert!(im.take_requeues(C).is_empty());
         assert!(im.observe(&ack(4, true)), "multiple acks pass (harmless)");
         let inputs = im.resume(C).expect("resumable");
         assert_eq!(inputs.len(), 1, "nothing left to re-send");
         assert_eq!(session(&inputs).channels[0].next_publish_seq, Some(5));
+    }
+
+    #[test]
+    fn a_get_ok_echo_is_dropped_and_its_message_put_back() {
+        let mut im = opened();
+        im.forwarded(&method(
+            1,
+            Method::BasicGet(BasicGet {
+                queue: "q".into(),
+                ..Default::default()
+            }),
+        ));
+        let inputs = im.resume(C).expect("resumable");
+        assert_eq!(inputs.len(), 2, "the get is sent again");
+        let get_ok = |tag| Effect::SendContent {
+            conn: C,
+            channel: 1,
+            method: Method::BasicGetOk(BasicGetOk {
+                delivery_tag: tag,
+                ..Default::default()
+            }),
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"m"),
+        };
+        // The old leader's answer arrives late, then the new leader's.
+        assert!(im.observe(&get_ok(1)));
+        assert!(!im.observe(&get_ok(TAG_GAP)));
+        assert_eq!(
+            im.take_requeues(C),
+            vec![method(
+                1,
+                Method::BasicReject(BasicReject {
+                    delivery_tag: TAG_GAP,
+                    requeue: true
+                })
+            )]
+        );
     }
 
     #[test]
