@@ -36,6 +36,22 @@ struct Link {
     down: tonic::Streaming<RelayBatch>,
 }
 
+impl Link {
+    /// Sends one batch of encoded [`Up`] messages (nothing if empty); false if the stream is gone.
+    async fn send(&self, w: BytesMut) -> bool {
+        if w.is_empty() {
+            return true;
+        }
+        self.up
+            .send(RelayBatch {
+                group_id: METADATA_GROUP,
+                batch: w.freeze(),
+            })
+            .await
+            .is_ok()
+    }
+}
+
 /// Starts the router; connections send to the returned sender.
 pub(crate) fn spawn(
     local: mpsc::Sender<ToBroker>,
@@ -204,16 +220,7 @@ async fn resume_remote(link: &Link, conns: &mut HashMap<ConnId, Conn>) -> bool {
             encode_up(&mut w, &Up::Input(input));
         }
     }
-    if w.is_empty() {
-        return true;
-    }
-    link.up
-        .send(RelayBatch {
-            group_id: METADATA_GROUP,
-            batch: w.freeze(),
-        })
-        .await
-        .is_ok()
+    link.send(w).await
 }
 
 async fn connect(grpc_addr: &str) -> Option<Link> {
@@ -318,16 +325,7 @@ async fn forward_remote(
         };
         encode_up(&mut w, &up);
     }
-    if w.is_empty() {
-        return true;
-    }
-    link.up
-        .send(RelayBatch {
-            group_id: METADATA_GROUP,
-            batch: w.freeze(),
-        })
-        .await
-        .is_ok()
+    link.send(w).await
 }
 
 fn deliver(conns: &mut HashMap<ConnId, Conn>, effects: Vec<Effect>) {
