@@ -1,10 +1,24 @@
 """The broker under test, and helpers to run the seed programs against it.
 
-`amqp_url` (session): $WARREN_TEST_URL when set (a broker already running, e.g. the reference
-RabbitMQ), else a Warren node started for the session on a free loopback port with a fresh data
-directory, stopped (SIGTERM, then SIGKILL) at the end.
+The broker is one Warren node or a cluster of several, chosen by the environment:
+* `WARREN_TEST_URL`: a broker already running (e.g. the reference RabbitMQ), or a cluster already
+  running as comma-separated URLs, one per node (e.g. the three of `cluster/local up`);
+* otherwise `WARREN_TEST_NODES` (default 1) Warren nodes started for the session on free loopback
+  ports with fresh data directories, formed into one cluster when there are several (ids 1..N, the
+  same `--member` list on each), ready once every node names the same leader and serves a declare;
+  stopped (SIGTERM, then SIGKILL) at the end of the session, also when tests fail, and sent
+  SIGTERM by the kernel if the test process itself dies (PR_SET_PDEATHSIG).
+
+Client connections are spread over the nodes: each new connection a test opens (`connect()`,
+`node_url()`, every seed program it starts) goes to the next node, round-robin, and each test
+starts one node further than the one before. So in a cluster the publishers, consumers and RPC
+servers of one test sit on different nodes, and tests with a single connection use every node.
+Each connection's node is printed, which pytest shows with a failure.
 """
+import ctypes
+import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,16 +38,25 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SEEDS = HERE / "seeds"
 START_TIMEOUT = 30
+START_ATTEMPTS = 3
 
 
-def _free_port():
-    """A free loopback port, never AMQP's or RabbitMQ's usual ones (5600-5700, 15672-15674)."""
-    while True:
-        with socket.socket() as s:
+def _free_ports(count):
+    """`count` distinct free loopback ports, never AMQP's or RabbitMQ's usual ones (5600-5700,
+    15672-15674). Another process may take one before the node binds it: callers retry."""
+    sockets, ports = [], []
+    try:
+        while len(ports) < count:
+            s = socket.socket()
+            sockets.append(s)
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if not (5600 <= port <= 5700 or 15672 <= port <= 15674):
-            return port
+            if not (5600 <= port <= 5700 or 15672 <= port <= 15674):
+                ports.append(port)
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
 
 
 def _warren_candidates():
@@ -46,27 +69,7 @@ def _warren_candidates():
     return found
 
 
-def _wait_for_port(port, proc, log_path):
-    deadline = time.time() + START_TIMEOUT
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"warren exited with status {proc.returncode} before listening:\n"
-                        f"{Path(log_path).read_text()}", pytrace=False)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"warren did not accept connections on 127.0.0.1:{port} within "
-                f"{START_TIMEOUT}s:\n{Path(log_path).read_text()}", pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def amqp_url():
-    external = os.environ.get("WARREN_TEST_URL")
-    if external:
-        yield external
-        return
+def warren_binary():
     candidates = _warren_candidates()
     binary = next((b for b in candidates if b.is_file() and os.access(b, os.X_OK)), None)
     if binary is None:
@@ -74,30 +77,213 @@ def amqp_url():
                     + ", ".join(str(c) for c in candidates)
                     + "); run `cargo build -p warren`, set WARREN_BIN, or set WARREN_TEST_URL "
                     "to test a running broker", pytrace=False)
-    port = _free_port()
-    data = tempfile.mkdtemp(prefix="warren-py-")
-    log_path = Path(data) / "warren.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [str(binary), "--bind", "127.0.0.1", "--port", str(port), "--data-dir", str(Path(data) / "data")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return binary
+
+
+def _die_with_parent():
+    """Runs in a node's process before exec: the kernel sends it SIGTERM when the test process
+    dies, however it dies (Linux PR_SET_PDEATHSIG; elsewhere nothing)."""
     try:
-        _wait_for_port(port, proc, log_path)
-        yield f"amqp://guest:guest@127.0.0.1:{port}/"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Node:
+    """One `warren` process on loopback with its own data directory and log file."""
+
+    def __init__(self, binary, workdir, node_id, amqp_port, grpc_port, flags):
+        self.id = node_id
+        self.binary = binary
+        self.grpc = f"127.0.0.1:{grpc_port}" if grpc_port else None
+        self.url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/"
+        self.port = amqp_port
+        self.data_dir = Path(workdir) / f"node{node_id}"
+        self.log_path = Path(workdir) / f"node{node_id}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(binary), "--node-id", str(node_id), "--bind", "127.0.0.1", "--port", str(amqp_port),
+             "--data-dir", str(self.data_dir), *flags],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def listening(self, deadline):
+        """True once the AMQP port accepts connections; False if the node exited first (e.g. a
+        port was taken meanwhile); fails the session at the deadline."""
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return False
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        if proc.returncode not in (0, -signal.SIGTERM):
-            sys.stderr.write(f"warren exited with {proc.returncode}; its log:\n{log_path.read_text()}")
-        shutil.rmtree(data, ignore_errors=True)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail(f"warren node {self.id} did not accept connections on 127.0.0.1:{self.port} "
+                    f"within {START_TIMEOUT}s:\n{self.log()}", pytrace=False)
+
+    def status(self):
+        """This node's view from `warren status`: {"state", "term", "leader", "last_log",
+        "committed", "applied"} (None for a value it does not know), or None if it did not answer."""
+        try:
+            out = subprocess.run([str(self.binary), "status", "--grpc", self.grpc], capture_output=True,
+                                 text=True, timeout=5).stdout
+        except subprocess.TimeoutExpired:
+            return None
+        found = re.search(r"^node \d+ \((\w+)\), term (\d+), leader ([\d-]+), last log ([\d-]+), "
+                          r"committed ([\d-]+), applied ([\d-]+)", out, re.M)
+        if not found:
+            return None
+        state, *numbers = found.groups()
+        keys = ("term", "leader", "last_log", "committed", "applied")
+        return {"state": state, **{k: None if v == "-" else int(v) for k, v in zip(keys, numbers)}}
+
+    def leader(self):
+        """The leader this node names in `warren status`, or None."""
+        return (self.status() or {}).get("leader")
+
+    def terminate(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self):
+        """Waits for the node to exit after `terminate` (SIGKILL after 10 s); True if it exited
+        cleanly."""
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        return self.proc.returncode in (0, -signal.SIGTERM)
+
+
+def stop_nodes(nodes):
+    """Stops every node (SIGTERM to all, then waits; SIGKILL after 10 s); returns those that did
+    not exit cleanly."""
+    for n in nodes:
+        n.terminate()
+    return [n for n in nodes if not n.wait()]
+
+
+def start_nodes(binary, workdir, count, members=None):
+    """`count` nodes listening on AMQP, formed into one cluster (with `--member` flags and a gRPC
+    port each) when `count` > 1 or `members` is true. Retries with other ports (and a fresh
+    directory) when a node exits before it listens."""
+    members = count > 1 if members is None else members
+    logs = ""
+    for attempt in range(START_ATTEMPTS):
+        ports = _free_ports(2 * count)
+        amqp, grpc = ports[:count], (ports[count:] if members else [None] * count)
+        flags = []
+        if members:
+            for i in range(count):
+                flags += ["--member", f"{i + 1}@127.0.0.1:{amqp[i]}@127.0.0.1:{grpc[i]}"]
+        attempt_dir = Path(workdir) / f"attempt{attempt}"
+        attempt_dir.mkdir()
+        nodes = []
+        try:
+            for i in range(count):
+                nodes.append(Node(binary, attempt_dir, i + 1, amqp[i], grpc[i], flags))
+            deadline = time.time() + START_TIMEOUT
+            if all(n.listening(deadline) for n in nodes):
+                return nodes
+        except BaseException:
+            stop_nodes(nodes)
+            raise
+        stop_nodes(nodes)
+        logs = "\n-----\n".join(f"node {n.id}:\n{n.log()}" for n in nodes)
+        shutil.rmtree(attempt_dir, ignore_errors=True)
+    pytest.fail(f"warren exited before listening ({START_ATTEMPTS} attempts); last logs:\n{logs}",
+                pytrace=False)
+
+
+def _probe(url, deadline):
+    """Opens a connection and declares (then deletes) a queue through it, retrying until the
+    deadline: proof that the node serves clients (through the leader, in a cluster)."""
+    params = pika.URLParameters(url + "?socket_timeout=5&stack_timeout=10&connection_attempts=1")
+    while True:
+        try:
+            conn = pika.BlockingConnection(params)
+            try:
+                ch = conn.channel()
+                ch.queue_declare("", exclusive=True)
+            finally:
+                conn.close()
+            return
+        except pika.exceptions.AMQPError as e:
+            if time.time() > deadline:
+                pytest.fail(f"{url} does not serve a queue.declare: {e!r}", pytrace=False)
+            time.sleep(0.2)
+
+
+def wait_until_serving(nodes):
+    """In a cluster: every node names the same leader, then every node serves a declare."""
+    deadline = time.time() + START_TIMEOUT
+    if len(nodes) > 1:
+        while True:
+            leaders = [n.leader() for n in nodes]
+            if leaders[0] is not None and len(set(leaders)) == 1:
+                break
+            if time.time() > deadline:
+                logs = "\n-----\n".join(f"node {n.id}:\n{n.log()}" for n in nodes)
+                pytest.fail(f"the nodes name no common leader within {START_TIMEOUT}s ({leaders}):\n{logs}",
+                            pytrace=False)
+            time.sleep(0.2)
+    for n in nodes:
+        _probe(n.url, deadline)
+
+
+_node_reports = []
+
+
+def _report(nodes, unclean, workdir):
+    """After the session, for the terminal summary: the log of every node in `unclean` (did not
+    stop cleanly); when `workdir` is kept (tests failed), the warnings and errors of every node."""
+    for n in unclean:
+        _node_reports.append(f"warren node {n.id} exited with {n.proc.returncode}; its log:\n{n.log()}")
+    if workdir:
+        for n in nodes:
+            notable = [l for l in n.log().splitlines() if " WARN " in l or " ERROR " in l]
+            _node_reports.append(f"warren node {n.id} ({n.url}): {len(notable)} warnings/errors, last 40:\n"
+                                 + "\n".join(notable[-40:]))
+        _node_reports.append(f"warren logs kept in {workdir}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _node_reports:
+        terminalreporter.section("warren nodes")
+        for text in _node_reports:
+            terminalreporter.write_line(text)
+
+
+@pytest.fixture(scope="session")
+def broker_urls(request):
+    """The AMQP URL of every node of the broker under test (one for a single node)."""
+    external = os.environ.get("WARREN_TEST_URL")
+    if external:
+        yield [u for u in re.split(r"[,\s]+", external) if u]
+        return
+    count = int(os.environ.get("WARREN_TEST_NODES", "1"))
+    assert count >= 1, "WARREN_TEST_NODES must be at least 1"
+    binary = warren_binary()
+    workdir = tempfile.mkdtemp(prefix="warren-py-")
+    nodes = []
+    try:
+        nodes = start_nodes(binary, workdir, count)
+        wait_until_serving(nodes)
+        yield [n.url for n in nodes]
+    finally:
+        unclean = stop_nodes(nodes)
+        keep = request.session.testsfailed > 0 or unclean
+        _report(nodes, unclean, workdir if keep else None)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def broker_address(url):
@@ -106,21 +292,22 @@ def broker_address(url):
     return parsed.hostname or "localhost", parsed.port or 5672
 
 
-@pytest.fixture(scope="session")
-def broker_host(amqp_url):
-    return broker_address(amqp_url)[0]
+_tests_started = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def broker_port(amqp_url):
-    return broker_address(amqp_url)[1]
+@pytest.fixture
+def node_url(broker_urls):
+    """node_url(what) -> the URL of the next node, round-robin over the broker's nodes; each test
+    starts one node further than the test before. Prints where `what` goes."""
+    turn = itertools.count(next(_tests_started))
 
+    def next_url(what="connection"):
+        i = next(turn) % len(broker_urls)
+        if len(broker_urls) > 1:
+            print(f"{what} -> node {i + 1} ({broker_urls[i]})")
+        return broker_urls[i]
 
-@pytest.fixture(scope="session")
-def seed_env(amqp_url):
-    """The environment the seed programs read their broker from (WARREN_HOST, WARREN_PORT)."""
-    host, port = broker_address(amqp_url)
-    return {"WARREN_HOST": host, "WARREN_PORT": str(port)}
+    return next_url
 
 
 @pytest.fixture
@@ -130,12 +317,13 @@ def name():
 
 
 @pytest.fixture
-def connect(amqp_url):
-    """Opens pika BlockingConnections to the broker; closes those still open after the test."""
+def connect(node_url):
+    """connect() opens a pika BlockingConnection to the next node (see `node_url`); those still
+    open after the test are closed."""
     opened = []
 
     def open_():
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        conn = pika.BlockingConnection(pika.URLParameters(node_url(f"connection {len(opened) + 1}")))
         opened.append(conn)
         return conn
 
@@ -219,14 +407,16 @@ def legacy_python():
 
 
 @pytest.fixture
-def program(seed_env):
+def program(node_url):
     """program("pika_blog/notify.py", python=None, args=(), env={}) starts a seed program with
-    WARREN_HOST/WARREN_PORT pointing at the broker; every one still running is stopped after the
-    test."""
+    WARREN_HOST/WARREN_PORT pointing at the next node (see `node_url`); every one still running is
+    stopped after the test."""
     started = []
 
     def start(path, python=None, args=(), env=None):
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **seed_env, **(env or {}))
+        host, port = broker_address(node_url(f"{path} {' '.join(args)}".strip()))
+        broker = {"WARREN_HOST": host, "WARREN_PORT": str(port)}
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **broker, **(env or {}))
         p = Program(SEEDS / path, python or sys.executable, full_env, args)
         started.append(p)
         return p

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Python client tests (pika 1.3, pika 0.13, kombu) against Warren or, with
-# WARREN_TEST_URL=amqp://guest:guest@host:port/, against a broker already running.
+# Python client tests (pika 1.3, pika 0.13, kombu) against a Warren node they start, a Warren
+# cluster they start (WARREN_TEST_NODES=3), or a broker already running:
+# WARREN_TEST_URL=amqp://guest:guest@host:port/ (comma-separated URLs for a cluster's nodes; the
+# tests spread their connections over them). See conftest.py.
 #
 # Venvs: ${WARREN_PY_VENV:-${CARGO_TARGET_DIR:-<repo>/target}/py-venv} (pika 1.x, kombu, pytest)
 # and the same path with suffix -pika013 (pika 0.13 for the blog's old-API programs). pip runs

@@ -3,7 +3,7 @@ import pika
 import pytest
 
 
-def connect(url):
+def open_connection(url):
     return pika.BlockingConnection(pika.URLParameters(url))
 
 
@@ -19,8 +19,8 @@ def connection_error(ch, f):
     return e.value.reply_code, e.value.reply_text
 
 
-def test_queue_errors(amqp_url, name):
-    conn = connect(amqp_url)
+def test_queue_errors(connect, name):
+    conn = connect()
     conn.channel().queue_declare(name)
     assert channel_error(conn.channel(), lambda c: c.queue_declare(name, durable=True)) == (
         406, f"PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{name}' in vhost '/': received 'true' but current is 'false'")
@@ -31,7 +31,7 @@ def test_queue_errors(amqp_url, name):
     assert channel_error(conn.channel(), lambda c: c.basic_get(f"{name}-missing")) == (
         404, f"NOT_FOUND - no queue '{name}-missing' in vhost '/'")
     exclusive = conn.channel().queue_declare("", exclusive=True).method.queue
-    other = connect(amqp_url)
+    other = connect()
     code, text = channel_error(other.channel(), lambda c: c.queue_declare(exclusive, passive=True))
     assert code == 405 and text.startswith(f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{exclusive}'")
     conn.channel().queue_delete(name)
@@ -40,8 +40,8 @@ def test_queue_errors(amqp_url, name):
     other.close()
 
 
-def test_exchange_errors(amqp_url, name):
-    conn = connect(amqp_url)
+def test_exchange_errors(connect, name):
+    conn = connect()
     assert channel_error(conn.channel(), lambda c: c.exchange_declare("amq.foo", "direct")) == (
         403, "ACCESS_REFUSED - exchange name 'amq.foo' contains reserved prefix 'amq.*'")
     conn.channel().exchange_declare(name, "direct")
@@ -58,13 +58,13 @@ def test_exchange_errors(amqp_url, name):
         406, f"PRECONDITION_FAILED - exchange '{name}' in vhost '/' in use")
     assert connection_error(conn.channel(), lambda c: c.exchange_declare(f"{name}-t", "nope")) == (
         503, "COMMAND_INVALID - unknown exchange type 'nope'")
-    conn = connect(amqp_url)
+    conn = connect()
     conn.channel().exchange_delete(name)
     conn.close()
 
 
-def test_basic_and_channel_errors(amqp_url, name):
-    conn = connect(amqp_url)
+def test_basic_and_channel_errors(connect, name):
+    conn = connect()
     ch = conn.channel()
     ch.queue_declare(name, auto_delete=False)
     assert channel_error(ch, lambda c: (c.basic_ack(99), c.queue_declare(name, passive=True))) == (
@@ -73,7 +73,7 @@ def test_basic_and_channel_errors(amqp_url, name):
     ch.basic_consume(name, lambda *a: None, consumer_tag="ct")
     with pytest.raises(pika.exceptions.DuplicateConsumerTag):
         ch.basic_consume(name, lambda *a: None, consumer_tag="ct")
-    other = connect(amqp_url)
+    other = connect()
     assert channel_error(other.channel(), lambda c: c.basic_consume(name, lambda *a: None, exclusive=True)) == (
         403, f"ACCESS_REFUSED - queue '{name}' in vhost '/' in exclusive use")
     ch = conn.channel()
@@ -88,29 +88,29 @@ def test_basic_and_channel_errors(amqp_url, name):
     conn.channel().queue_delete(name)
     assert connection_error(conn.channel(), lambda c: c.basic_qos(prefetch_size=10)) == (
         540, "NOT_IMPLEMENTED - prefetch_size!=0 (10)")
-    conn = connect(amqp_url)
+    conn = connect()
     assert connection_error(conn.channel(), lambda c: c.flow(False)) == (540, "NOT_IMPLEMENTED - active=false")
-    conn = connect(amqp_url)
+    conn = connect()
     assert connection_error(conn.channel(), lambda c: c.basic_recover(requeue=False)) == (
         540, "NOT_IMPLEMENTED - requeue=false")
     other.close()
 
 
-def test_login_and_vhost_errors(amqp_url):
+def test_login_and_vhost_errors(node_url):
     with pytest.raises(pika.exceptions.ProbableAuthenticationError) as e:
-        connect(amqp_url.replace("guest:guest", "guest:wrong"))
+        open_connection(node_url().replace("guest:guest", "guest:wrong"))
     assert "403" in str(e.value) and "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN" in str(e.value)
     with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as e:
-        connect(amqp_url.rstrip("/") + "/nope")
+        open_connection(node_url().rstrip("/") + "/nope")
     assert "NOT_ALLOWED - vhost nope not found" in str(e.value)
 
 
-def test_a_failing_client_does_not_disturb_others(amqp_url, name):
-    healthy = connect(amqp_url)
+def test_a_failing_client_does_not_disturb_others(connect, name):
+    healthy = connect()
     hch = healthy.channel()
     hch.queue_declare(name, exclusive=True)
     for _ in range(20):
-        broken = connect(amqp_url)
+        broken = connect()
         with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
             broken.channel().exchange_declare(f"{name}-x", "bogus")
     hch.basic_publish("", name, b"still here")

@@ -261,7 +261,7 @@ def test_durable_queue_keeps_persistent_messages_and_their_properties(connect, n
     delete_exchanges(conn, name)
 
 
-def test_work_queue_with_prefetch_one_gives_the_slow_worker_fewer(connect, amqp_url, name):
+def test_work_queue_with_prefetch_one_gives_the_slow_worker_fewer(connect, node_url, name):
     """Competing workers with basic_qos(prefetch_count=1): a slow worker gets fewer tasks; every
     task is done once."""
     conn = connect()
@@ -272,8 +272,8 @@ def test_work_queue_with_prefetch_one_gives_the_slow_worker_fewer(connect, amqp_
         ch.basic_publish("", name, str(i).encode(), pika.BasicProperties(delivery_mode=2))
     done = {"fast": [], "slow": []}
 
-    def worker(kind, delay):
-        c = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    def worker(kind, delay, url):
+        c = pika.BlockingConnection(pika.URLParameters(url))
         wch = c.channel()
         wch.basic_qos(prefetch_count=1)
 
@@ -288,7 +288,8 @@ def test_work_queue_with_prefetch_one_gives_the_slow_worker_fewer(connect, amqp_
             c.process_data_events(time_limit=0.05)
         c.close()
 
-    threads = [threading.Thread(target=worker, args=a) for a in (("slow", 0.25), ("fast", 0.0))]
+    threads = [threading.Thread(target=worker, args=(kind, delay, node_url(f"{kind} worker")))
+               for kind, delay in (("slow", 0.25), ("fast", 0.0))]
     for t in threads:
         t.start()
     for t in threads:
@@ -447,8 +448,8 @@ def test_headers_exchange(connect, name):
     assert drain(ch, q_any, expect=2) == [b"both", b"one"]
 
 
-def test_kombu_simple_queue(amqp_url, name):
-    with kombu.Connection(amqp_url) as conn:
+def test_kombu_simple_queue(node_url, name):
+    with kombu.Connection(node_url("kombu connection")) as conn:
         q = conn.SimpleQueue(name)
         for i in range(3):
             q.put({"n": i})
@@ -466,13 +467,15 @@ def test_kombu_simple_queue(amqp_url, name):
         conn.default_channel.exchange_delete(name)
 
 
-def test_kombu_producer_and_consumer_on_a_topic_exchange(amqp_url, name):
-    with kombu.Connection(amqp_url) as conn:
+def test_kombu_producer_and_consumer_on_a_topic_exchange(node_url, name):
+    """The consumer and the producer on connections of their own (on two nodes of a cluster)."""
+    with kombu.Connection(node_url("kombu consumer")) as conn, \
+            kombu.Connection(node_url("kombu producer")) as publishing:
         exchange = kombu.Exchange(f"{name}.x", "topic", durable=False)
         queue = kombu.Queue(f"{name}.q", exchange, routing_key="a.#", auto_delete=True)
         got = []
         with conn.Consumer(queue, callbacks=[lambda body, m: (got.append(body), m.ack())]):
-            producer = conn.Producer(serializer="json")
+            producer = publishing.Producer(serializer="json")
             for key, n in [("a.b", 1), ("b.a", 2), ("a", 3), ("a.b.c", 4)]:
                 producer.publish({"n": n}, exchange=exchange, routing_key=key)
             deadline = time.time() + 5
