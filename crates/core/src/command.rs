@@ -148,4 +148,30 @@ pub enum Op {
     ConfirmSelect,
     /// Publishing channels whose last publish was issued before `before` are forgotten.
     ForgetPublishers { before: Millis },
+    /// Creates a vhost (with the predeclared exchanges); nothing if it exists.
+    PutVhost { name: ShortStr },
+    /// Deletes a vhost with everything in it (exchanges, queues and their messages, the
+    /// permissions on it); its connections are closed (320).
+    DeleteVhost { name: ShortStr },
+    /// Creates or replaces a user. `password_hash` is RabbitMQ's format (see
+    /// [`crate::hash_password`]): the salt is chosen by whoever proposes, so applying is
+    /// deterministic.
+    PutUser {
+        name: String,
+        password_hash: String,
+        tags: Vec<String>,
+    },
+    /// Deletes a user and its permissions; its connections are closed (320).
+    DeleteUser { name: String },
+    /// Sets a user's permission on a vhost (regexes, validated before proposing; an invalid one
+    /// is ignored when applied).
+    SetPermission {
+        user: String,
+        vhost: ShortStr,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    /// Removes a user's permission on a vhost.
+    ClearPermission { user: String, vhost: ShortStr },
 }

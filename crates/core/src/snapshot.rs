@@ -25,6 +25,33 @@ pub struct Snapshot {
     /// Per publishing channel, the last confirm number applied (see [`crate::Op::Publish`]),
     /// sorted by connection and channel.
     pub publishers: Vec<SnapshotPublisher>,
+    /// Users and permissions (vhosts are in [`Snapshot::vhosts`]). `None` in snapshots written
+    /// before they were replicated: a restore then keeps the broker's own.
+    pub security: Option<SnapshotSecurity>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotSecurity {
+    /// Sorted by name.
+    pub users: Vec<SnapshotUser>,
+    /// Sorted by user, then vhost.
+    pub permissions: Vec<SnapshotPermission>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotUser {
+    pub name: String,
+    pub password_hash: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotPermission {
+    pub user: String,
+    pub vhost: ShortStr,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

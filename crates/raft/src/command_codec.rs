@@ -50,6 +50,12 @@ impl fmt::Display for LogCommand {
             Op::TakeOver => "take-over",
             Op::ConfirmSelect => "confirm-select",
             Op::ForgetPublishers { .. } => "forget-publishers",
+            Op::PutVhost { .. } => "put-vhost",
+            Op::DeleteVhost { .. } => "delete-vhost",
+            Op::PutUser { .. } => "put-user",
+            Op::DeleteUser { .. } => "delete-user",
+            Op::SetPermission { .. } => "set-permission",
+            Op::ClearPermission { .. } => "clear-permission",
         };
         f.write_str(name)
     }
@@ -101,6 +107,20 @@ pub fn put_str(w: &mut BytesMut, s: &ShortStr) {
     let b = s.as_bytes();
     w.put_u8(b.len().min(255) as u8);
     w.put_slice(&b[..b.len().min(255)]);
+}
+
+/// A string of any length (user names, password hashes, permission regexes): u32 length, UTF-8.
+pub(crate) fn put_text(w: &mut BytesMut, s: &str) {
+    w.put_u32(u32::try_from(s.len()).unwrap_or(u32::MAX));
+    w.put_slice(s.as_bytes());
+}
+
+pub(crate) fn read_text(r: &mut Reader) -> Result<String, CodecError> {
+    let n = r.u32()? as usize;
+    if r.remaining() < n {
+        return Err(CodecError("text longer than its record"));
+    }
+    String::from_utf8(r.bytes(n)?.to_vec()).map_err(|_| CodecError("text is not UTF-8"))
 }
 
 pub fn put_bool(w: &mut BytesMut, b: bool) {
@@ -311,6 +331,50 @@ pub fn encode_command(c: &Command) -> Bytes {
             w.put_u8(15);
             w.put_u64(*before);
         }
+        Op::PutVhost { name } => {
+            w.put_u8(16);
+            put_str(&mut w, name);
+        }
+        Op::DeleteVhost { name } => {
+            w.put_u8(17);
+            put_str(&mut w, name);
+        }
+        Op::PutUser {
+            name,
+            password_hash,
+            tags,
+        } => {
+            w.put_u8(18);
+            put_text(&mut w, name);
+            put_text(&mut w, password_hash);
+            w.put_u32(u32::try_from(tags.len()).unwrap_or(u32::MAX));
+            for t in tags {
+                put_text(&mut w, t);
+            }
+        }
+        Op::DeleteUser { name } => {
+            w.put_u8(19);
+            put_text(&mut w, name);
+        }
+        Op::SetPermission {
+            user,
+            vhost,
+            configure,
+            write,
+            read,
+        } => {
+            w.put_u8(20);
+            put_text(&mut w, user);
+            put_str(&mut w, vhost);
+            put_text(&mut w, configure);
+            put_text(&mut w, write);
+            put_text(&mut w, read);
+        }
+        Op::ClearPermission { user, vhost } => {
+            w.put_u8(21);
+            put_text(&mut w, user);
+            put_str(&mut w, vhost);
+        }
     }
     w.freeze()
 }
@@ -485,6 +549,42 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
         13 => Op::TakeOver,
         14 => Op::ConfirmSelect,
         15 => Op::ForgetPublishers { before: r.u64()? },
+        16 => Op::PutVhost {
+            name: r.short_str()?,
+        },
+        17 => Op::DeleteVhost {
+            name: r.short_str()?,
+        },
+        18 => {
+            let name = read_text(&mut r)?;
+            let password_hash = read_text(&mut r)?;
+            let n = r.u32()? as usize;
+            if r.remaining() < n.saturating_mul(4) {
+                return Err(CodecError("too short"));
+            }
+            let tags = (0..n)
+                .map(|_| read_text(&mut r))
+                .collect::<Result<Vec<_>, _>>()?;
+            Op::PutUser {
+                name,
+                password_hash,
+                tags,
+            }
+        }
+        19 => Op::DeleteUser {
+            name: read_text(&mut r)?,
+        },
+        20 => Op::SetPermission {
+            user: read_text(&mut r)?,
+            vhost: r.short_str()?,
+            configure: read_text(&mut r)?,
+            write: read_text(&mut r)?,
+            read: read_text(&mut r)?,
+        },
+        21 => Op::ClearPermission {
+            user: read_text(&mut r)?,
+            vhost: r.short_str()?,
+        },
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.remaining() != 0 {
@@ -522,6 +622,29 @@ mod tests {
             Just(Op::TakeOver),
             Just(Op::ConfirmSelect),
             any::<u64>().prop_map(|before| Op::ForgetPublishers { before }),
+            s().prop_map(|name| Op::PutVhost { name }),
+            s().prop_map(|name| Op::DeleteVhost { name }),
+            (
+                ".{0,12}",
+                ".{0,50}",
+                proptest::collection::vec(".{0,10}", 0..3)
+            )
+                .prop_map(|(name, password_hash, tags)| Op::PutUser {
+                    name,
+                    password_hash,
+                    tags
+                }),
+            ".{0,12}".prop_map(|name| Op::DeleteUser { name }),
+            (".{0,12}", s(), ".{0,8}", ".{0,8}", ".{0,8}").prop_map(
+                |(user, vhost, configure, write, read)| Op::SetPermission {
+                    user,
+                    vhost,
+                    configure,
+                    write,
+                    read
+                }
+            ),
+            (".{0,12}", s()).prop_map(|(user, vhost)| Op::ClearPermission { user, vhost }),
             any::<u64>().prop_map(|queue| Op::RemoveQueue { queue }),
             any::<u64>().prop_map(|queue| Op::Expire { queue }),
             (s(), s(), s(), any::<[bool; 4]>(), table()).prop_map(

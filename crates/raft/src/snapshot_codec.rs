@@ -3,20 +3,21 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_core::snapshot::{
-    SnapshotBinding, SnapshotEntry, SnapshotExchange, SnapshotMessage, SnapshotPublisher,
-    SnapshotQueue, SnapshotVhost,
+    SnapshotBinding, SnapshotEntry, SnapshotExchange, SnapshotMessage, SnapshotPermission,
+    SnapshotPublisher, SnapshotQueue, SnapshotSecurity, SnapshotUser, SnapshotVhost,
 };
 use warren_core::Snapshot;
 use warren_wire::Reader;
 
 use crate::command_codec::{
-    put_bool, put_dest, put_properties, put_str, put_table, read_bool, read_dest, read_properties,
+    put_bool, put_dest, put_properties, put_str, put_table, put_text, read_bool, read_dest,
+    read_properties, read_text,
 };
 use crate::CodecError;
 
 const MAGIC: &[u8; 4] = b"WSNP";
-/// 1: up to the queues; 2: publishers follow the queues.
-const FORMAT: u8 = 2;
+/// 1: up to the queues; 2: publishers follow the queues; 3: then users and permissions.
+const FORMAT: u8 = 3;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -95,6 +96,26 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         w.put_u16(p.channel);
         w.put_u64(p.seq);
         w.put_u64(p.at);
+    }
+    // Format 3 always writes the section; a broker always has one.
+    let empty = SnapshotSecurity::default();
+    let security = s.security.as_ref().unwrap_or(&empty);
+    put_len(&mut w, security.users.len());
+    for u in &security.users {
+        put_text(&mut w, &u.name);
+        put_text(&mut w, &u.password_hash);
+        put_len(&mut w, u.tags.len());
+        for t in &u.tags {
+            put_text(&mut w, t);
+        }
+    }
+    put_len(&mut w, security.permissions.len());
+    for p in &security.permissions {
+        put_text(&mut w, &p.user);
+        put_str(&mut w, &p.vhost);
+        put_text(&mut w, &p.configure);
+        put_text(&mut w, &p.write);
+        put_text(&mut w, &p.read);
     }
     w.to_vec()
 }
@@ -215,6 +236,34 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
             });
         }
     }
+    let mut security = None;
+    if format >= 3 {
+        let mut users = Vec::new();
+        for _ in 0..read_count(&mut r, 12)? {
+            let name = read_text(&mut r)?;
+            let password_hash = read_text(&mut r)?;
+            let mut tags = Vec::new();
+            for _ in 0..read_count(&mut r, 4)? {
+                tags.push(read_text(&mut r)?);
+            }
+            users.push(SnapshotUser {
+                name,
+                password_hash,
+                tags,
+            });
+        }
+        let mut permissions = Vec::new();
+        for _ in 0..read_count(&mut r, 17)? {
+            permissions.push(SnapshotPermission {
+                user: read_text(&mut r)?,
+                vhost: r.short_str()?,
+                configure: read_text(&mut r)?,
+                write: read_text(&mut r)?,
+                read: read_text(&mut r)?,
+            });
+        }
+        security = Some(SnapshotSecurity { users, permissions });
+    }
     if r.remaining() != 0 {
         return Err(CodecError("trailing bytes"));
     }
@@ -225,6 +274,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
         messages,
         queues,
         publishers,
+        security,
     })
 }
 
@@ -291,17 +341,38 @@ mod tests {
                 seq: 41,
                 at: 1234,
             }],
+            security: Some(SnapshotSecurity {
+                users: vec![SnapshotUser {
+                    name: "alice".into(),
+                    password_hash: "c2FsdA==".into(),
+                    tags: vec!["administrator".into(), "monitoring".into()],
+                }],
+                permissions: vec![SnapshotPermission {
+                    user: "alice".into(),
+                    vhost: ShortStr::from("/"),
+                    configure: "^amq\\.gen.*".into(),
+                    write: ".*".into(),
+                    read: "".into(),
+                }],
+            }),
         }
     }
 
     #[test]
-    fn a_format_1_snapshot_still_decodes() {
+    fn older_formats_still_decode() {
         let mut s = sample();
+        s.security = Some(SnapshotSecurity::default());
+        let mut bytes = encode_snapshot(&s);
+        // Format 2 ends after the publishers: drop the two (empty) counts of format 3.
+        bytes[4] = 2;
+        bytes.truncate(bytes.len() - 8);
+        s.security = None;
+        assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(s.clone()));
+        // Format 1 ends after the queues.
         s.publishers.clear();
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 1;
-        // Format 1 ends after the queues: drop the (empty) publisher count.
-        bytes.truncate(bytes.len() - 4);
+        bytes.truncate(bytes.len() - 12);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s));
     }
 

@@ -11,6 +11,7 @@ mod publish;
 mod queue_class;
 mod recovery;
 mod resume;
+mod security;
 mod snapshot_io;
 mod tick;
 mod tx_class;
@@ -528,6 +529,49 @@ impl Broker {
                 self.apply_forget_publishers(before);
                 Ok(())
             }
+            Op::PutVhost { name } => {
+                self.add_vhost(name);
+                Ok(())
+            }
+            Op::DeleteVhost { name } => {
+                self.apply_delete_vhost(&name, out);
+                Ok(())
+            }
+            Op::PutUser {
+                name,
+                password_hash,
+                tags,
+            } => {
+                self.users.insert(
+                    name.clone(),
+                    User {
+                        name,
+                        password_hash,
+                        tags,
+                    },
+                );
+                Ok(())
+            }
+            Op::DeleteUser { name } => {
+                self.apply_delete_user(&name, out);
+                Ok(())
+            }
+            Op::SetPermission {
+                user,
+                vhost,
+                configure,
+                write,
+                read,
+            } => {
+                if let Ok(p) = Permission::new(&configure, &write, &read) {
+                    self.permissions.insert((user, vhost), p);
+                }
+                Ok(())
+            }
+            Op::ClearPermission { user, vhost } => {
+                self.permissions.remove(&(user, vhost));
+                Ok(())
+            }
         };
         if let Some(o) = origin {
             self.command_applied(
@@ -680,7 +724,13 @@ fn op_method(op: &Op) -> (u16, u16) {
         | Op::TakeOver
         | Op::RemoveQueue { .. }
         | Op::Expire { .. }
-        | Op::ForgetPublishers { .. } => (0, 0),
+        | Op::ForgetPublishers { .. }
+        | Op::PutVhost { .. }
+        | Op::DeleteVhost { .. }
+        | Op::PutUser { .. }
+        | Op::DeleteUser { .. }
+        | Op::SetPermission { .. }
+        | Op::ClearPermission { .. } => (0, 0),
     }
 }
 

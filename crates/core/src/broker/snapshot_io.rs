@@ -12,8 +12,10 @@ use crate::queue::{Entry, Queue, QueueArgs};
 use crate::routing::ExchangeKind;
 use crate::snapshot::{
     Snapshot, SnapshotBinding, SnapshotEntry, SnapshotError, SnapshotExchange, SnapshotMessage,
-    SnapshotPublisher, SnapshotQueue, SnapshotVhost,
+    SnapshotPermission, SnapshotPublisher, SnapshotQueue, SnapshotSecurity, SnapshotUser,
+    SnapshotVhost,
 };
+use crate::user::{Permission, User};
 use crate::vhost::Vhost;
 use crate::{AmqpError, Effect, STATE_MACHINE_VERSION};
 
@@ -117,6 +119,28 @@ impl Broker {
             })
             .collect();
         publishers.sort_by_key(|p| (p.conn, p.channel));
+        let mut users: Vec<SnapshotUser> = self
+            .users
+            .values()
+            .map(|u| SnapshotUser {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                tags: u.tags.clone(),
+            })
+            .collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut permissions: Vec<SnapshotPermission> = self
+            .permissions
+            .iter()
+            .map(|((user, vhost), p)| SnapshotPermission {
+                user: user.clone(),
+                vhost: vhost.clone(),
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            })
+            .collect();
+        permissions.sort_by(|a, b| (&a.user, &a.vhost).cmp(&(&b.user, &b.vhost)));
         Snapshot {
             version: STATE_MACHINE_VERSION,
             next_queue_id: self.next_queue_id,
@@ -124,12 +148,13 @@ impl Broker {
             messages,
             queues,
             publishers,
+            security: Some(SnapshotSecurity { users, permissions }),
         }
     }
 
     /// Replaces the replicated state with `snapshot`. Connections cannot outlive the state they
-    /// referred to: any the broker has are dropped and closed (320) in `out`. Users, permissions and settings
-    /// are kept. On error the broker is unchanged.
+    /// referred to: any the broker has are dropped and closed (320) in `out`. Users and permissions
+    /// are replaced if the snapshot has them (format 3 on), kept otherwise; settings are kept. On error the broker is unchanged.
     pub fn restore(
         &mut self,
         snapshot: Snapshot,
@@ -242,6 +267,30 @@ impl Broker {
                 )
             })
             .collect();
+        if let Some(security) = snapshot.security {
+            self.users = security
+                .users
+                .into_iter()
+                .map(|u| {
+                    (
+                        u.name.clone(),
+                        User {
+                            name: u.name,
+                            password_hash: u.password_hash,
+                            tags: u.tags,
+                        },
+                    )
+                })
+                .collect();
+            self.permissions = security
+                .permissions
+                .into_iter()
+                .filter_map(|p| {
+                    let perm = Permission::new(&p.configure, &p.write, &p.read).ok()?;
+                    Some(((p.user, p.vhost), perm))
+                })
+                .collect();
+        }
         self.reply_to.clear();
         Ok(())
     }

@@ -2009,3 +2009,124 @@ fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_t
     assert!(replica.queue_id(&"/".into(), "d").is_some());
     assert!(replica.queue_id(&"/".into(), "y").is_some());
 }
+
+#[test]
+fn users_vhosts_and_permissions_are_log_commands_and_travel_in_snapshots() {
+    let mut a = Replicated::new();
+    let admin = |op: Op| Input::Applied {
+        command: Command {
+            version: STATE_MACHINE_VERSION,
+            origin: None,
+            issued_at: 1_000,
+            op,
+        },
+    };
+    let put_user = Op::PutUser {
+        name: "alice".into(),
+        password_hash: hash_password([1, 2, 3, 4], "secret"),
+        tags: vec!["monitoring".into()],
+    };
+    let set = Op::SetPermission {
+        user: "alice".into(),
+        vhost: "/orders".into(),
+        configure: "^alice\\.".into(),
+        write: ".*".into(),
+        read: ".*".into(),
+    };
+    assert!(
+        a.broker.check_security_change(&set).is_err(),
+        "no such user or vhost yet"
+    );
+    for op in [
+        Op::PutVhost {
+            name: "/orders".into(),
+        },
+        put_user.clone(),
+    ] {
+        assert_eq!(a.broker.check_security_change(&op), Ok(()));
+        a.input(admin(op));
+    }
+    assert_eq!(a.broker.check_security_change(&set), Ok(()));
+    let bad = Op::SetPermission {
+        user: "alice".into(),
+        vhost: "/orders".into(),
+        configure: "(".into(),
+        write: "".into(),
+        read: "".into(),
+    };
+    assert!(a.broker.check_security_change(&bad).is_err(), "bad regex");
+    a.input(admin(set));
+    let login = |conn, password: &str| Input::Login {
+        conn,
+        mechanism: "PLAIN".into(),
+        username: "alice".into(),
+        password: password.into(),
+        peer_loopback: false,
+        client_properties: caps(),
+    };
+    assert_eq!(
+        a.input(login(C1, "secret")),
+        vec![Effect::Authenticated {
+            conn: C1,
+            user: "alice".into()
+        }]
+    );
+    let e = a.input(Input::OpenVhost {
+        conn: C1,
+        vhost: "/orders".into(),
+    });
+    assert!(matches!(&e[..], [Effect::Send { .. }]), "open-ok: {e:?}");
+    a.input(Input::Method {
+        conn: C1,
+        channel: 1,
+        method: Method::ChannelOpen(ChannelOpen::default()),
+    });
+    let e = a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "alice.jobs".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::Send {
+                method: Method::QueueDeclareOk(_),
+                ..
+            }]
+        ),
+        "allowed by the configure pattern: {e:?}"
+    );
+
+    // A snapshot carries all of it: a broker restored from it lets alice in too.
+    let mut b = Replicated::new();
+    b.broker
+        .restore(a.broker.snapshot(), &mut Vec::new())
+        .expect("restore");
+    assert_eq!(b.broker.snapshot(), a.broker.snapshot());
+    assert!(matches!(
+        &b.input(login(C2, "secret"))[..],
+        [Effect::Authenticated { .. }]
+    ));
+
+    // Deleting the vhost closes alice's connection there and takes its queues along.
+    let e = a.input(admin(Op::DeleteVhost {
+        name: "/orders".into(),
+    }));
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::CloseConnection { conn: C1, error } if error.code == 320)),
+        "{e:?}"
+    );
+    assert!(a.broker.queue_id(&"/orders".into(), "alice.jobs").is_none());
+    a.input(admin(Op::DeleteUser {
+        name: "alice".into(),
+    }));
+    let e = a.input(login(C2, "secret"));
+    assert!(
+        matches!(&e[..], [Effect::CloseConnection { error, .. }] if error.code == 403),
+        "{e:?}"
+    );
+}
