@@ -1,24 +1,59 @@
 //! The `Admin` gRPC service: a node's view of its Raft group (state, term, leader, log indexes,
-//! members and, on the leader, how far each member has replicated).
+//! members with their incarnations and, on the leader, how far each member has replicated;
+//! whether the cluster refuses this node) and membership changes. A node that does not lead
+//! forwards a change to the leader once; the leader makes it (`crate::membership`).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
 use openraft::Instant as _;
 use openraft::Raft;
 use tonic::{Request, Response, Status};
+use warren_proto::raft::admin_client::AdminClient;
 use warren_proto::raft::admin_server::{Admin, AdminServer};
-use warren_proto::raft::{MemberStatus, StatusReply, StatusRequest};
+use warren_proto::raft::{
+    AddLearnerRequest, MemberStatus, MembershipReply, PromoteRequest, RemoveRequest, StatusReply,
+    StatusRequest,
+};
 
-use crate::TypeConfig;
+use crate::incarnation::IncarnationBook;
+use crate::membership::{self, ChangeError, Removal};
+use crate::{NodeId, TypeConfig};
 
-/// Answers status requests from one node's Raft metrics.
+/// How long a learner may take to catch up when the request does not say.
+const DEFAULT_CATCH_UP: Duration = Duration::from_secs(300);
+
+/// Where a membership change is made.
+enum Route {
+    /// This node leads.
+    Here,
+    /// Forward to the leader's Admin service.
+    Leader { id: NodeId, grpc_addr: String },
+}
+
+/// Answers status requests from one node's Raft metrics, and membership changes.
 pub struct AdminService<SM: RaftStateMachine<TypeConfig>> {
     raft: Raft<TypeConfig, SM>,
+    book: Arc<IncarnationBook>,
+}
+
+impl From<ChangeError> for Status {
+    fn from(e: ChangeError) -> Status {
+        match e {
+            ChangeError::Refused(m) => Status::failed_precondition(m),
+            ChangeError::Invalid(m) => Status::invalid_argument(m),
+            ChangeError::Unavailable(m) => Status::unavailable(m),
+            ChangeError::Timeout(m) => Status::deadline_exceeded(m),
+            ChangeError::Fatal(m) => Status::internal(m),
+        }
+    }
 }
 
 impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
-    pub fn new(raft: Raft<TypeConfig, SM>) -> AdminService<SM> {
-        AdminService { raft }
+    pub fn new(raft: Raft<TypeConfig, SM>, book: Arc<IncarnationBook>) -> AdminService<SM> {
+        AdminService { raft, book }
     }
 
     pub fn into_server(self) -> AdminServer<Self> {
@@ -43,6 +78,7 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
                     .and_then(|r| r.get(id))
                     .and_then(|l| l.as_ref())
                     .map(|l| l.index),
+                incarnation: node.incarnation,
             })
             .collect();
         StatusReply {
@@ -58,8 +94,70 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
                 .last_quorum_acked
                 .as_ref()
                 .map(|at| at.elapsed().as_millis() as u64),
+            incarnation: self.book.own(),
+            // A node that leads is not refused, whatever it was told while campaigning.
+            refused: if m.current_leader == Some(m.id) {
+                String::new()
+            } else {
+                self.book.refused().unwrap_or_default()
+            },
+            joint: membership.get_joint_config().len() > 1,
         }
     }
+
+    /// Where a membership change asked of this node is made. `forwarded`: the request already
+    /// came from a node that took this one for the leader (it is not forwarded twice).
+    fn route(&self, forwarded: bool) -> Result<Route, Status> {
+        let me = self.book.node();
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(me) {
+            if let Some(reason) = self.book.refused() {
+                return Err(Status::failed_precondition(format!(
+                    "node {me} is refused by the cluster: {reason}"
+                )));
+            }
+        }
+        match m.current_leader {
+            Some(l) if l == me => Ok(Route::Here),
+            Some(l) if forwarded => Err(Status::unavailable(format!(
+                "node {me} was taken for the leader, but node {l} leads now; run it again"
+            ))),
+            Some(l) => match m.membership_config.membership().get_node(&l) {
+                Some(node) => Ok(Route::Leader {
+                    id: l,
+                    grpc_addr: node.grpc_addr.clone(),
+                }),
+                None => Err(Status::unavailable(format!(
+                    "node {me} does not know node {l}'s address (it leads); ask another node"
+                ))),
+            },
+            None => Err(Status::unavailable(format!(
+                "node {me} knows no leader (an election is under way, or it is not a member \
+                 of a cluster); run it again or ask another node"
+            ))),
+        }
+    }
+}
+
+/// A client of the Admin service of node `id` at `grpc_addr`.
+async fn admin_client(
+    id: NodeId,
+    grpc_addr: &str,
+) -> Result<AdminClient<tonic::transport::Channel>, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .map_err(|e| Status::internal(format!("bad gRPC address of node {id}: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| {
+        Status::unavailable(format!(
+            "cannot reach the leader, node {id} at {grpc_addr}: {}",
+            membership::describe(&e)
+        ))
+    })?;
+    Ok(AdminClient::new(channel))
+}
+
+fn reply(leader: NodeId, message: String) -> Response<MembershipReply> {
+    Response::new(MembershipReply { leader, message })
 }
 
 #[tonic::async_trait]
@@ -69,5 +167,111 @@ impl<SM: RaftStateMachine<TypeConfig>> Admin for AdminService<SM> {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
         Ok(Response::new(AdminService::status(self)))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let r = request.into_inner();
+        match self.route(r.forwarded)? {
+            Route::Leader { id, grpc_addr } => {
+                let forwarded = AddLearnerRequest {
+                    forwarded: true,
+                    ..r
+                };
+                admin_client(id, &grpc_addr)
+                    .await?
+                    .add_learner(forwarded)
+                    .await
+            }
+            Route::Here => {
+                let catch_up = match r.catch_up_timeout_ms {
+                    0 => DEFAULT_CATCH_UP,
+                    ms => Duration::from_millis(ms),
+                };
+                let done = membership::add_learner(
+                    &self.raft,
+                    r.group_id,
+                    r.id,
+                    &r.amqp_addr,
+                    &r.grpc_addr,
+                    catch_up,
+                )
+                .await?;
+                Ok(reply(self.book.node(), done))
+            }
+        }
+    }
+
+    async fn promote(
+        &self,
+        request: Request<PromoteRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let r = request.into_inner();
+        match self.route(r.forwarded)? {
+            Route::Leader { id, grpc_addr } => {
+                let forwarded = PromoteRequest {
+                    forwarded: true,
+                    ..r
+                };
+                admin_client(id, &grpc_addr).await?.promote(forwarded).await
+            }
+            Route::Here => {
+                let done = membership::promote(&self.raft, r.id).await?;
+                Ok(reply(self.book.node(), done))
+            }
+        }
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let r = request.into_inner();
+        match self.route(r.forwarded)? {
+            Route::Leader { id, grpc_addr } => {
+                let forwarded = RemoveRequest {
+                    forwarded: true,
+                    ..r
+                };
+                admin_client(id, &grpc_addr).await?.remove(forwarded).await
+            }
+            Route::Here => match membership::remove(&self.raft, r.id).await? {
+                Removal::Removed(done) => Ok(reply(self.book.node(), done)),
+                Removal::HandedOver(to) => {
+                    // The new leader removes this node; it is asked once, directly.
+                    let m = self.raft.metrics().borrow_watched().clone();
+                    let grpc_addr = m
+                        .membership_config
+                        .membership()
+                        .get_node(&to)
+                        .map(|n| n.grpc_addr.clone())
+                        .ok_or_else(|| {
+                            Status::unavailable(format!(
+                                "node {to} took over but its address is unknown; run it again"
+                            ))
+                        })?;
+                    let forwarded = RemoveRequest {
+                        forwarded: true,
+                        ..r
+                    };
+                    // The new leader may need a moment before it takes membership changes.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    loop {
+                        let result = admin_client(to, &grpc_addr).await?.remove(forwarded).await;
+                        match result {
+                            Err(s)
+                                if s.code() == tonic::Code::Unavailable
+                                    && std::time::Instant::now() < deadline =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(200)).await
+                            }
+                            other => return other,
+                        }
+                    }
+                }
+            },
+        }
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod admin;
 mod command_codec;
+pub mod incarnation;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod service;

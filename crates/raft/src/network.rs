@@ -1,8 +1,10 @@
 //! The client side of Raft RPCs: openraft's `RaftNetworkV2` over gRPC (`proto/warren/raft.proto`).
 //! One [`Network`] per peer and group; the gRPC channel is opened lazily and reopened after a
-//! failure.
+//! failure. Every request carries this node's id and incarnation and the incarnation expected of
+//! the peer (see [`crate::incarnation`]); replies teach it the incarnations not recorded yet.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use openraft::alias::{SnapshotOf, VoteOf};
@@ -10,28 +12,33 @@ use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError,
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
+use tracing::warn;
 use warren_proto::raft::raft_client::RaftClient;
 use warren_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
 
+use crate::incarnation::{refusal_kind, IncarnationBook};
 use crate::{GroupId, NodeId, TypeConfig, WarrenNode};
 
 /// Snapshot bytes are streamed in chunks of this size.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// Makes [`Network`] clients for one Raft group.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NetworkFactory {
     group: GroupId,
+    book: Arc<IncarnationBook>,
 }
 
 impl NetworkFactory {
-    pub fn new(group: GroupId) -> NetworkFactory {
-        NetworkFactory { group }
+    /// Clients for `group`, sending as the node (and incarnation) of `book`.
+    pub fn new(group: GroupId, book: Arc<IncarnationBook>) -> NetworkFactory {
+        NetworkFactory { group, book }
     }
 }
 
@@ -42,6 +49,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         Network {
             group: self.group,
             target,
+            recorded: node.incarnation,
+            book: self.book.clone(),
             addr: format!("http://{}", node.grpc_addr),
             client: None,
         }
@@ -52,6 +61,9 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct Network {
     group: GroupId,
     target: NodeId,
+    /// The peer's incarnation as the membership recorded it when this client was made.
+    recorded: u64,
+    book: Arc<IncarnationBook>,
     addr: String,
     client: Option<RaftClient<Channel>>,
 }
@@ -62,9 +74,11 @@ fn encode<T: Serialize>(v: &T) -> Result<Bytes, RPCError<TypeConfig>> {
         .map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
-fn decode<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RPCError<TypeConfig>> {
+fn decode<T: DeserializeOwned>(reply: &RaftReply) -> Result<T, RPCError<TypeConfig>> {
     if !reply.error.is_empty() {
-        return Err(RPCError::Unreachable(Unreachable::from_string(reply.error)));
+        return Err(RPCError::Unreachable(Unreachable::from_string(
+            reply.error.clone(),
+        )));
     }
     postcard::from_bytes(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
@@ -87,8 +101,51 @@ impl Network {
         Ok(client)
     }
 
+    /// A request to the peer, addressed to the incarnation expected of it.
+    fn request(&self, payload: Bytes) -> RaftRequest {
+        RaftRequest {
+            group_id: self.group,
+            payload,
+            from_node: self.book.node(),
+            from_incarnation: self.book.own(),
+            to_incarnation: self.book.expected_of(self.target, self.recorded),
+        }
+    }
+
+    /// Decodes a reply, learning the peer's incarnation from it if the membership lacks it.
+    fn answered<T: DeserializeOwned>(&self, reply: RaftReply) -> Result<T, RPCError<TypeConfig>> {
+        if self.recorded == 0 {
+            self.book.learn(self.target, reply.incarnation);
+        }
+        decode(&reply)
+    }
+
+    /// The peer could not be reached or refused the request. A refusal is logged here (the peer
+    /// was wiped) or noted as this node's own state (the peer says this node was wiped, or not
+    /// a voter); either way openraft sees the peer as unreachable and backs off.
     fn failed(&mut self, status: tonic::Status) -> RPCError<TypeConfig> {
-        self.client = None;
+        match refusal_kind(&status) {
+            Some("receiver-wiped") => {
+                if self.book.should_log("peer-wiped", self.target) {
+                    warn!(
+                        node = self.book.node(),
+                        peer = self.target,
+                        "node {} refuses Raft traffic: {}",
+                        self.target,
+                        status.message()
+                    );
+                }
+            }
+            Some("sender-wiped") => {
+                self.book
+                    .refuse_self("sender-wiped", self.target, status.message())
+            }
+            Some("not-a-voter") => {
+                self.book
+                    .refuse_self("not-a-voter", self.target, status.message())
+            }
+            _ => self.client = None,
+        }
         RPCError::Unreachable(Unreachable::new(&status))
     }
 }
@@ -101,13 +158,10 @@ impl RaftNetworkV2<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let request = RaftRequest {
-            group_id: self.group,
-            payload: encode(&rpc)?,
-        };
+        let request = self.request(encode(&rpc)?);
         let mut client = self.client().await?;
         match client.append_entries(request).await {
-            Ok(reply) => decode(reply.into_inner()),
+            Ok(reply) => self.answered(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
     }
@@ -117,13 +171,23 @@ impl RaftNetworkV2<TypeConfig> for Network {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let request = RaftRequest {
-            group_id: self.group,
-            payload: encode(&rpc)?,
-        };
+        let request = self.request(encode(&rpc)?);
         let mut client = self.client().await?;
         match client.vote(request).await {
-            Ok(reply) => decode(reply.into_inner()),
+            Ok(reply) => self.answered(reply.into_inner()),
+            Err(status) => Err(self.failed(status)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request = self.request(encode(&rpc)?);
+        let mut client = self.client().await?;
+        match client.transfer_leader(request).await {
+            Ok(reply) => self.answered(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
     }
@@ -143,6 +207,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         let meta = encode(&snapshot.meta).map_err(to_streaming)?;
         let data = Bytes::from(snapshot.snapshot);
         let group = self.group;
+        let header = self.request(Bytes::new());
         let mut chunks = Vec::new();
         let mut offset = 0;
         loop {
@@ -153,6 +218,9 @@ impl RaftNetworkV2<TypeConfig> for Network {
                 vote: if first { vote.clone() } else { Bytes::new() },
                 meta: if first { meta.clone() } else { Bytes::new() },
                 data: data.slice(offset..end),
+                from_node: header.from_node,
+                from_incarnation: header.from_incarnation,
+                to_incarnation: header.to_incarnation,
             });
             offset = end;
             if offset >= data.len() {
@@ -164,7 +232,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             reply = send => match reply {
-                Ok(reply) => decode(reply.into_inner()).map_err(to_streaming),
+                Ok(reply) => self.answered(reply.into_inner()).map_err(to_streaming),
                 Err(status) => Err(to_streaming(self.failed(status))),
             },
         }

@@ -1,14 +1,20 @@
-//! Starting a node's Raft group on its data directory: open RocksDB, build openraft, and form a
-//! cluster the first time (one bootstrap: the member with the lowest id).
+//! Starting a node's Raft group on its data directory: open RocksDB, read (or give it) its
+//! incarnation, build openraft, and form a cluster the first time (one bootstrap: the member with
+//! the lowest id, unless the node was told to join, or another member already has a cluster).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::RaftLogStorage;
 use openraft::{Config, Raft, RaftLogReader, SnapshotPolicy};
-use tracing::info;
+use tracing::{info, warn};
+use warren_proto::raft::admin_client::AdminClient;
+use warren_proto::raft::StatusRequest;
 
+use crate::incarnation::{self, IncarnationBook};
+use crate::membership::spawn_incarnation_recorder;
 use crate::network::NetworkFactory;
 use crate::state_machine::BrokerStateMachine;
 use crate::{NodeId, TypeConfig, WarrenNode, METADATA_GROUP};
@@ -33,6 +39,8 @@ pub struct NodeOptions {
     /// Log entries kept behind a snapshot, so a follower that is only a little behind catches up
     /// from the log instead of a whole snapshot.
     pub keep_after_snapshot: u64,
+    /// Never form a cluster: this node waits to be added to a running one (`warren member add`).
+    pub join: bool,
 }
 
 impl Default for NodeOptions {
@@ -40,14 +48,17 @@ impl Default for NodeOptions {
         NodeOptions {
             snapshot_every: 20_000,
             keep_after_snapshot: 1_000,
+            join: false,
         }
     }
 }
 
-/// A started Raft group and whether it had a log before (a restart).
+/// A started Raft group, whether it had a log before (a restart), and the node's incarnation
+/// book (shared with the gRPC services).
 pub struct StartedNode {
     pub raft: Raft<TypeConfig, BrokerStateMachine>,
     pub restarted: bool,
+    pub incarnations: Arc<IncarnationBook>,
 }
 
 /// Opens `data_dir/raft` (the log; the state machine keeps its snapshots beside it) and starts
@@ -64,6 +75,13 @@ pub async fn start(
     let log = store.get_log_state().await?;
     let vote = store.read_vote().await?;
     let restarted = log.last_log_id.is_some() || vote.is_some();
+    let own_incarnation = store.incarnation(incarnation::fresh)?;
+    let book = Arc::new(IncarnationBook::new(id, own_incarnation));
+    info!(
+        node = id,
+        incarnation = %incarnation::show(own_incarnation),
+        "this data directory's incarnation"
+    );
     let config = Config {
         cluster_name: "warren".into(),
         heartbeat_interval: 100,
@@ -78,25 +96,80 @@ pub async fn start(
     let raft = Raft::new(
         id,
         Arc::new(config),
-        NetworkFactory::new(METADATA_GROUP),
+        NetworkFactory::new(METADATA_GROUP, book.clone()),
         store,
         sm,
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
     // One bootstrap: on first start the member with the lowest id forms the cluster of all the
-    // configured members; the others wait to be contacted by its leader.
-    let bootstrap = members.keys().next() == Some(&id);
-    if !restarted && bootstrap {
-        info!(node = id, members = members.len(), "forming a new cluster");
-        raft.initialize(members)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+    // configured members; the others wait to be contacted by its leader. A node told to join
+    // never forms one, nor does a lowest member that finds another member already in a cluster
+    // (its own data was wiped, or it is new): it waits to be added, and a wiped one is refused.
+    let lowest = members.keys().next() == Some(&id);
+    if !restarted && lowest && !options.join {
+        if let Some((other, status)) = member_with_a_cluster(id, &members).await {
+            warn!(
+                node = id,
+                other,
+                leader = ?status.leader,
+                "not forming a new cluster: node {other} already belongs to one. If this node's \
+                 data was wiped it cannot rejoin under id {id}: start it under a new id and add \
+                 it with `warren member add`; waiting to be contacted"
+            );
+        } else {
+            info!(node = id, members = members.len(), "forming a new cluster");
+            let mut members = members;
+            if let Some(me) = members.get_mut(&id) {
+                me.incarnation = own_incarnation;
+            }
+            raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+        }
     } else if !restarted {
         info!(
             node = id,
-            "first start: waiting to be contacted by the cluster's leader"
+            "first start: waiting to be added by the cluster's leader"
         );
     }
-    Ok(StartedNode { raft, restarted })
+    spawn_incarnation_recorder(raft.clone(), book.clone());
+    Ok(StartedNode {
+        raft,
+        restarted,
+        incarnations: book,
+    })
+}
+
+/// The first other member (with its status) that already has a Raft log or a membership, asked
+/// over gRPC with a short timeout; members that do not answer are taken to be new.
+async fn member_with_a_cluster(
+    id: NodeId,
+    members: &BTreeMap<NodeId, WarrenNode>,
+) -> Option<(NodeId, warren_proto::raft::StatusReply)> {
+    let asks = members
+        .iter()
+        .filter(|(other, node)| **other != id && !node.grpc_addr.is_empty())
+        .map(|(other, node)| async move {
+            let endpoint =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc_addr))
+                    .ok()?
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(2));
+            let channel = endpoint.connect().await.ok()?;
+            let status = AdminClient::new(channel)
+                .status(StatusRequest {
+                    group_id: METADATA_GROUP,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let in_a_cluster = status.last_log_index.is_some() || !status.members.is_empty();
+            in_a_cluster.then_some((*other, status))
+        });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
 }

@@ -1,10 +1,12 @@
-//! The server side of Raft RPCs: a tonic service that hands each request to the local Raft node
-//! of the group it names.
+//! The server side of Raft RPCs: a tonic service that checks each request's incarnations (see
+//! [`crate::incarnation`]) and hands the requests it admits to the local Raft node of the group
+//! they name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
 use openraft::Raft;
 use serde::Serialize;
@@ -12,30 +14,49 @@ use tonic::{Request, Response, Status, Streaming};
 use warren_proto::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use warren_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
 
-use crate::{GroupId, TypeConfig};
+use crate::incarnation::{IncarnationBook, Incoming, SenderRecord};
+use crate::{GroupId, NodeId, TypeConfig};
 
 /// The Raft groups this node serves, by id.
 pub struct RaftService<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> {
     groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig, SM>>>>,
+    book: Arc<IncarnationBook>,
 }
 
 impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> Clone for RaftService<SM> {
     fn clone(&self) -> Self {
         RaftService {
             groups: self.groups.clone(),
+            book: self.book.clone(),
         }
     }
 }
 
-impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> Default for RaftService<SM> {
-    fn default() -> Self {
-        RaftService {
-            groups: Arc::default(),
-        }
-    }
+/// What `raft`'s current membership says about `from`.
+fn sender_record<SM: RaftStateMachine<TypeConfig>>(
+    raft: &Raft<TypeConfig, SM>,
+    from: NodeId,
+) -> SenderRecord {
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
+    let membership = m.membership_config.membership();
+    let record = SenderRecord {
+        membership_empty: membership.nodes().next().is_none(),
+        incarnation: membership.get_node(&from).map(|n| n.incarnation),
+        voter: membership.voter_ids().any(|v| v == from),
+    };
+    record
 }
 
 impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftService<SM> {
+    /// A service with no groups yet, answering as the node (and incarnation) of `book`.
+    pub fn new(book: Arc<IncarnationBook>) -> RaftService<SM> {
+        RaftService {
+            groups: Arc::default(),
+            book,
+        }
+    }
+
     /// Routes requests for `group` to `raft`.
     pub fn add_group(&self, group: GroupId, raft: Raft<TypeConfig, SM>) {
         if let Ok(mut g) = self.groups.write() {
@@ -60,26 +81,51 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftService<SM> {
             .cloned()
             .ok_or_else(|| Status::not_found(format!("no raft group {id} on this node")))
     }
-}
 
-fn reply<T: Serialize>(
-    group_id: GroupId,
-    result: Result<T, impl std::fmt::Display>,
-) -> Result<Response<RaftReply>, Status> {
-    Ok(Response::new(match result {
-        Ok(v) => RaftReply {
-            group_id,
-            payload: postcard::to_stdvec(&v)
-                .map_err(|e| Status::internal(e.to_string()))?
-                .into(),
-            error: String::new(),
-        },
-        Err(e) => RaftReply {
-            group_id,
-            payload: Default::default(),
-            error: e.to_string(),
-        },
-    }))
+    /// The group's Raft node, if the request's incarnations are admitted (see
+    /// [`IncarnationBook::admit`]).
+    fn admit(
+        &self,
+        group: GroupId,
+        from: NodeId,
+        from_incarnation: u64,
+        to_incarnation: u64,
+        vote: bool,
+    ) -> Result<Raft<TypeConfig, SM>, Status> {
+        let raft = self.group(group)?;
+        let incoming = Incoming {
+            from,
+            from_incarnation,
+            to_incarnation,
+            vote,
+        };
+        self.book.admit(&incoming, &sender_record(&raft, from))?;
+        Ok(raft)
+    }
+
+    fn reply<T: Serialize>(
+        &self,
+        group_id: GroupId,
+        result: Result<T, impl std::fmt::Display>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let incarnation = self.book.own();
+        Ok(Response::new(match result {
+            Ok(v) => RaftReply {
+                group_id,
+                payload: postcard::to_stdvec(&v)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .into(),
+                error: String::new(),
+                incarnation,
+            },
+            Err(e) => RaftReply {
+                group_id,
+                payload: Default::default(),
+                error: e.to_string(),
+                incarnation,
+            },
+        }))
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
@@ -91,8 +137,14 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
 impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftService<SM> {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let r = request.into_inner();
-        let raft = self.group(r.group_id)?;
-        reply(r.group_id, raft.vote(decode(&r.payload)?).await)
+        let raft = self.admit(
+            r.group_id,
+            r.from_node,
+            r.from_incarnation,
+            r.to_incarnation,
+            true,
+        )?;
+        self.reply(r.group_id, raft.vote(decode(&r.payload)?).await)
     }
 
     async fn append_entries(
@@ -100,8 +152,33 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let r = request.into_inner();
-        let raft = self.group(r.group_id)?;
-        reply(r.group_id, raft.append_entries(decode(&r.payload)?).await)
+        let raft = self.admit(
+            r.group_id,
+            r.from_node,
+            r.from_incarnation,
+            r.to_incarnation,
+            false,
+        )?;
+        self.book.accepted();
+        self.reply(r.group_id, raft.append_entries(decode(&r.payload)?).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let r = request.into_inner();
+        let raft = self.admit(
+            r.group_id,
+            r.from_node,
+            r.from_incarnation,
+            r.to_incarnation,
+            false,
+        )?;
+        self.reply(
+            r.group_id,
+            raft.handle_transfer_leader(decode(&r.payload)?).await,
+        )
     }
 
     async fn install_snapshot(
@@ -112,20 +189,29 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         let mut group = None;
         let mut vote: Option<VoteOf<TypeConfig>> = None;
         let mut meta: Option<SnapshotMetaOf<TypeConfig>> = None;
+        let mut raft = None;
         let mut data = Vec::new();
         while let Some(chunk) = stream.message().await? {
             if group.is_none() {
+                // Checked on the first chunk, before the rest of the snapshot is read.
+                raft = Some(self.admit(
+                    chunk.group_id,
+                    chunk.from_node,
+                    chunk.from_incarnation,
+                    chunk.to_incarnation,
+                    false,
+                )?);
                 group = Some(chunk.group_id);
                 vote = Some(decode(&chunk.vote)?);
                 meta = Some(decode(&chunk.meta)?);
             }
             data.extend_from_slice(&chunk.data);
         }
-        let (Some(group), Some(vote), Some(meta)) = (group, vote, meta) else {
+        let (Some(group), Some(vote), Some(meta), Some(raft)) = (group, vote, meta, raft) else {
             return Err(Status::invalid_argument("empty snapshot stream"));
         };
-        let raft = self.group(group)?;
-        reply(
+        self.book.accepted();
+        self.reply(
             group,
             raft.install_full_snapshot(
                 vote,

@@ -14,6 +14,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::{Config, EntryPayload, OptionalSend, Raft};
 use warren_core::{Command, Op};
+use warren_raft::incarnation::IncarnationBook;
 use warren_raft::network::NetworkFactory;
 use warren_raft::service::RaftService;
 use warren_raft::{
@@ -161,6 +162,10 @@ fn declare(name: &str) -> LogCommand {
 async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let store = RocksLogStore::<TypeConfig>::new(open(dir.path()).unwrap()).unwrap();
+    let book = Arc::new(IncarnationBook::new(
+        id,
+        store.incarnation(warren_raft::incarnation::fresh).unwrap(),
+    ));
     let config = Arc::new(
         Config {
             heartbeat_interval: 100,
@@ -175,13 +180,13 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
     let raft = Raft::new(
         id,
         config,
-        NetworkFactory::new(METADATA_GROUP),
+        NetworkFactory::new(METADATA_GROUP, book.clone()),
         store,
         sm.clone(),
     )
     .await
     .unwrap();
-    let service = RaftService::<Recorder>::default();
+    let service = RaftService::<Recorder>::new(book);
     service.add_group(METADATA_GROUP, raft.clone());
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(async move {
@@ -238,6 +243,7 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_leader() {
             WarrenNode {
                 grpc_addr: addr.to_string(),
                 amqp_addr: String::new(),
+                incarnation: 0,
             },
         );
         listeners.push((id, l));

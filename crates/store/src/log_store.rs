@@ -20,6 +20,7 @@ use crate::syncer::Syncer;
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_INCARNATION: &[u8] = b"incarnation";
 
 /// The Raft log, vote and committed log id of one Raft group in RocksDB.
 pub struct RocksLogStore<C: RaftTypeConfig> {
@@ -107,6 +108,19 @@ where
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, key, encode(value)?);
         self.db.write_opt(batch, &opts).map_err(other)
+    }
+
+    /// This store's incarnation: the id it was given the first time this was called (`fresh()`,
+    /// written with a synced write before it is returned), the same id on every later call. A
+    /// store that is wiped loses it with the log and the vote, so the node comes back as a new
+    /// incarnation and its peers can tell (see `warren_raft::incarnation`).
+    pub fn incarnation(&self, fresh: impl FnOnce() -> u64) -> io::Result<u64> {
+        if let Some(known) = self.get_meta::<u64>(KEY_INCARNATION)? {
+            return Ok(known);
+        }
+        let id = fresh();
+        self.put_meta(KEY_INCARNATION, &id, true)?;
+        Ok(id)
     }
 
     fn last_entry(&self) -> io::Result<Option<EntryOf<C>>> {

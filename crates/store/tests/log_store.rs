@@ -184,3 +184,30 @@ async fn flushed_entries_and_the_vote_survive_reopening() {
         .collect();
     assert_eq!(payloads, [400, 410, 420]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_incarnation_is_kept_across_reopening_and_lost_with_a_wipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let store = RocksLogStore::<Config>::new(open(dir.path()).unwrap()).unwrap();
+        let id = store.incarnation(|| 0xfeed).unwrap();
+        assert_eq!(store.incarnation(|| 1).unwrap(), id, "asked twice, one id");
+        id
+    };
+    assert_eq!(first, 0xfeed);
+    {
+        let store = RocksLogStore::<Config>::new(open(dir.path()).unwrap()).unwrap();
+        assert_eq!(
+            store.incarnation(|| 2).unwrap(),
+            first,
+            "kept across a reopen"
+        );
+    }
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let store = RocksLogStore::<Config>::new(open(dir.path()).unwrap()).unwrap();
+    assert_eq!(
+        store.incarnation(|| 3).unwrap(),
+        3,
+        "a wiped store is a new incarnation"
+    );
+}

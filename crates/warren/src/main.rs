@@ -79,6 +79,10 @@ struct Args {
     /// the cluster on first start. Without members the node is a cluster of one.
     #[arg(long = "member")]
     members: Vec<String>,
+    /// Never form a cluster: wait to be added to a running one with `warren member add` (for a
+    /// node joining a cluster; --member needs only this node's own entry then).
+    #[arg(long)]
+    join: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -89,6 +93,44 @@ enum Cmd {
     /// far each member has replicated (asked of the leader, for lag).
     Status {
         /// The node's gRPC address (host:port).
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        grpc: String,
+    },
+    /// Change the cluster's members at run time. Any member takes the request: one that does
+    /// not lead forwards it to the leader. Prints what was done; on failure prints one line to
+    /// stderr and exits with 1.
+    Member {
+        #[command(subcommand)]
+        change: MemberCmd,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum MemberCmd {
+    /// Add a running node as a learner and wait until it has caught up (from the log, or a
+    /// snapshot). Start the node first with its own --node-id, --member entry and --join.
+    Add {
+        /// The new node, as ID@AMQP_HOST:PORT@GRPC_HOST:PORT (ids are never reused).
+        node: String,
+        /// gRPC address (host:port) of any member.
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        grpc: String,
+        /// Seconds to wait for the learner to catch up.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Make a learner that has caught up a voter.
+    Promote {
+        id: u64,
+        /// gRPC address (host:port) of any member.
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        grpc: String,
+    },
+    /// Remove a voter or learner from the cluster (the leader too: it hands its leadership to
+    /// another voter first). Stop the removed node afterwards.
+    Remove {
+        id: u64,
+        /// gRPC address (host:port) of any member.
         #[arg(long, default_value = "127.0.0.1:7101")]
         grpc: String,
     },
@@ -114,12 +156,17 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     #[serde(default)]
     members: Vec<String>,
+    #[serde(default)]
+    join: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Cmd::Status { grpc }) = &args.command {
-        return status(grpc);
+    if let Some(command) = &args.command {
+        return one_line_errors(match command {
+            Cmd::Status { grpc } => status(grpc),
+            Cmd::Member { change } => member(change),
+        });
     }
     let file = match &args.config {
         Some(path) => {
@@ -198,7 +245,10 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
     let node_id = args.node_id.or(file.node_id).unwrap_or(1);
-    let mut raft_options = warren_raft::node::NodeOptions::default();
+    let mut raft_options = warren_raft::node::NodeOptions {
+        join: args.join || file.join,
+        ..Default::default()
+    };
     if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
         anyhow::ensure!(n > 0, "--snapshot-every must be at least 1");
         raft_options.snapshot_every = n;
@@ -227,12 +277,17 @@ fn main() -> anyhow::Result<()> {
         None if members.is_empty() => None,
         None => anyhow::bail!("--node-id {node_id} is not among the --member entries"),
     };
+    anyhow::ensure!(
+        !raft_options.join || own_grpc.is_some(),
+        "--join needs this node's own --member entry (its gRPC address)"
+    );
     if members.is_empty() {
         members.insert(
             node_id,
             WarrenNode {
                 grpc_addr: String::new(),
                 amqp_addr: server_config.listen.to_string(),
+                incarnation: 0,
             },
         );
     }
@@ -270,10 +325,10 @@ fn main() -> anyhow::Result<()> {
         // of the whole cluster, a recovery), or relay them to the node that does.
         let route = spawn_leadership(raft.clone(), node_id, node.restarted, &broker);
         if let Some(addr) = own_grpc {
-            let raft_service = RaftService::default();
+            let raft_service = RaftService::new(node.incarnations.clone());
             raft_service.add_group(METADATA_GROUP, raft.clone());
             let relay = RelayService::new(&broker, route.clone());
-            let admin = AdminService::new(raft.clone());
+            let admin = AdminService::new(raft.clone(), node.incarnations.clone());
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the gRPC address {addr}"))?;
@@ -303,19 +358,102 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// Runs a client subcommand: on failure, writes one line to stderr and exits with status 1.
+fn one_line_errors(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        let _ = writeln!(std::io::stderr().lock(), "warren: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// A gRPC failure as one line: the server's message, not tonic's debug form.
+fn grpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+/// An Admin client of the node at `addr` (host:port).
+async fn admin_client(
+    addr: &str,
+) -> anyhow::Result<warren_proto::raft::admin_client::AdminClient<tonic::transport::Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad gRPC address {addr}"))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {addr}")))?;
+    Ok(warren_proto::raft::admin_client::AdminClient::new(channel))
+}
+
+/// `warren member ...`: sends the change to the node given, which forwards it to the leader.
+fn member(change: &MemberCmd) -> anyhow::Result<()> {
+    use warren_proto::raft::{AddLearnerRequest, PromoteRequest, RemoveRequest};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = runtime.block_on(async {
+        match change {
+            MemberCmd::Add {
+                node,
+                grpc,
+                timeout,
+            } => {
+                let (id, node) = parse_member(node)?;
+                admin_client(grpc)
+                    .await?
+                    .add_learner(AddLearnerRequest {
+                        group_id: METADATA_GROUP,
+                        id,
+                        amqp_addr: node.amqp_addr,
+                        grpc_addr: node.grpc_addr,
+                        catch_up_timeout_ms: timeout.saturating_mul(1000),
+                        forwarded: false,
+                    })
+                    .await
+                    .map_err(grpc_error)
+            }
+            MemberCmd::Promote { id, grpc } => admin_client(grpc)
+                .await?
+                .promote(PromoteRequest {
+                    group_id: METADATA_GROUP,
+                    id: *id,
+                    forwarded: false,
+                })
+                .await
+                .map_err(grpc_error),
+            MemberCmd::Remove { id, grpc } => admin_client(grpc)
+                .await?
+                .remove(RemoveRequest {
+                    group_id: METADATA_GROUP,
+                    id: *id,
+                    forwarded: false,
+                })
+                .await
+                .map_err(grpc_error),
+        }
+    })?;
+    let reply = reply.into_inner();
+    writeln!(
+        std::io::stdout().lock(),
+        "{} (by the leader, node {})",
+        reply.message,
+        reply.leader
+    )?;
+    Ok(())
+}
+
 /// `warren status`: asks a node, then (for lag) the leader it names.
 fn status(grpc: &str) -> anyhow::Result<()> {
-    use warren_proto::raft::admin_client::AdminClient;
     use warren_proto::raft::{StatusReply, StatusRequest};
     async fn ask(addr: &str) -> anyhow::Result<StatusReply> {
-        let mut client = AdminClient::connect(format!("http://{addr}"))
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        Ok(client
+        Ok(admin_client(addr)
+            .await?
             .status(StatusRequest {
                 group_id: METADATA_GROUP,
             })
-            .await?
+            .await
+            .map_err(grpc_error)?
             .into_inner())
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -337,22 +475,29 @@ fn status(grpc: &str) -> anyhow::Result<()> {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         writeln!(
             out,
-            "node {} ({}), term {}, leader {}, last log {}, committed {}, applied {}",
+            "node {} ({}), term {}, leader {}, last log {}, committed {}, applied {}, incarnation {}",
             me.node_id,
             me.state,
             me.term,
             opt(me.leader),
             opt(me.last_log_index),
             opt(me.committed_index),
-            opt(me.applied_index)
+            opt(me.applied_index),
+            warren_raft::incarnation::show(me.incarnation)
         )?;
+        if !me.refused.is_empty() {
+            writeln!(out, "REFUSED by the cluster: {}", me.refused)?;
+        }
+        if me.joint {
+            writeln!(out, "a membership change is in progress (joint configuration)")?;
+        }
         if let Some(ms) = me.millis_since_quorum_ack {
             writeln!(out, "quorum acknowledged {ms} ms ago")?;
         }
         writeln!(
             out,
-            "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
-            "id", "role", "amqp", "grpc", "matched", "lag"
+            "{:<4} {:<8} {:<22} {:<22} {:<16} {:>8} {:>6}",
+            "id", "role", "amqp", "grpc", "incarnation", "matched", "lag"
         )?;
         for m in &me.members {
             let matched = leader
@@ -372,11 +517,12 @@ fn status(grpc: &str) -> anyhow::Result<()> {
             };
             writeln!(
                 out,
-                "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
+                "{:<4} {:<8} {:<22} {:<22} {:<16} {:>8} {:>6}",
                 m.id,
                 role,
                 m.amqp_addr,
                 m.grpc_addr,
+                warren_raft::incarnation::show(m.incarnation),
                 opt(matched),
                 lag
             )?;
@@ -400,6 +546,7 @@ fn parse_member(spec: &str) -> anyhow::Result<(u64, WarrenNode)> {
         WarrenNode {
             grpc_addr: grpc.to_string(),
             amqp_addr: amqp.to_string(),
+            incarnation: 0,
         },
     ))
 }
