@@ -1,14 +1,26 @@
 //! A cluster of `warren` processes on loopback: every node with its own AMQP and gRPC ports
-//! (picked free) and data directory, formed from the same `--member` list.
+//! (picked free) and data directory, formed from the same `--member` list; nodes that join later
+//! (`--join`, then `warren member add`), the `warren` command line against a node, wiping a
+//! node's data, and a publisher of confirmed persistent messages that survives failovers.
 
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures_lite::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 
-use crate::{free_port, fresh_dir, Broker};
+use crate::{free_port, fresh_dir, warren_bin, Broker};
 
 pub struct Cluster {
     nodes: Vec<Broker>,
+    /// The gRPC port of each node, by index (node id - 1).
+    grpc: Vec<u16>,
 }
 
 impl Cluster {
@@ -40,9 +52,72 @@ impl Cluster {
             flags.extend(extra.iter().map(|s| s.to_string()));
             nodes.push(Broker::spawn_at(*amqp, fresh_dir()?, flags)?);
         }
-        let cluster = Cluster { nodes };
+        let cluster = Cluster {
+            nodes,
+            grpc: ports.iter().map(|(_, g)| *g).collect(),
+        };
         cluster.wait_for_leader(Duration::from_secs(30))?;
         Ok(cluster)
+    }
+
+    /// Starts node `len() + 1` with `--join` (it waits to be added with `warren member add`)
+    /// and its own `--member` entry, plus `extra`; returns its id.
+    pub fn start_joining(&mut self, extra: &[&str]) -> anyhow::Result<usize> {
+        let id = self.nodes.len() + 1;
+        let (amqp, grpc) = (free_port(), free_port());
+        let mut flags = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--join".to_string(),
+            "--member".to_string(),
+            format!("{id}@127.0.0.1:{amqp}@127.0.0.1:{grpc}"),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        self.nodes
+            .push(Broker::spawn_at(amqp, fresh_dir()?, flags)?);
+        self.grpc.push(grpc);
+        Ok(id)
+    }
+
+    /// Node `i`'s gRPC address (`127.0.0.1:PORT`).
+    pub fn grpc_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.grpc[i - 1])
+    }
+
+    /// Node `i` as `warren member add` takes it: `ID@AMQP_ADDR@GRPC_ADDR`.
+    pub fn member_spec(&self, i: usize) -> String {
+        format!("{i}@{}@{}", self.node(i).addr(), self.grpc_addr(i))
+    }
+
+    /// `warren status --grpc` of node `i`: its standard output, or an error with its stderr.
+    pub fn status(&self, i: usize) -> anyhow::Result<String> {
+        let out = warren_cli(&["status", "--grpc", &self.grpc_addr(i)])?;
+        anyhow::ensure!(out.ok, "warren status of node {i} failed: {}", out.stderr);
+        Ok(out.stdout)
+    }
+
+    /// Kills node `i` with SIGKILL and deletes everything in its data directory but the log
+    /// this kit keeps there (`warren.log`): the node's Raft data, incarnation included, is gone.
+    /// The node stays down; [`Broker::restart`] starts it again on the same flags.
+    pub fn wipe(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = self.node_mut(i);
+        node.kill9()?;
+        let dir = node
+            .data_dir()
+            .context("only a node this kit started is wiped")?
+            .to_path_buf();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name() == "warren.log" {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Node `i` (1-based).
@@ -104,4 +179,195 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// What a `warren` command-line run printed, and whether it exited with 0.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `warren` binary with `args` (a client subcommand such as `status` or `member`),
+/// failing after 120 s.
+pub fn warren_cli(args: &[&str]) -> anyhow::Result<CliOutput> {
+    let mut child = Command::new(warren_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting warren")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("warren {args:?} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    Ok(CliOutput {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// A publisher's shared counters: how many messages were confirmed so far, and the flag that
+/// stops it.
+#[derive(Default)]
+pub struct Progress {
+    pub confirmed: AtomicUsize,
+    pub stop: AtomicBool,
+}
+
+impl Progress {
+    pub fn confirmed(&self) -> usize {
+        self.confirmed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` messages are confirmed, failing after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.confirmed() < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} messages confirmed within {timeout:?}",
+                self.confirmed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Connects to `uri`, retrying for up to 30 s (a node may be between leaders).
+async fn connect_retrying(uri: &str) -> anyhow::Result<Connection> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            Connection::connect(uri, ConnectionProperties::default()),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(c)) => return Ok(c),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(Err(e)) => anyhow::bail!("cannot connect to {uri}: {e}"),
+            Err(_) => anyhow::bail!("cannot connect to {uri}: timed out"),
+        }
+    }
+}
+
+/// Publishes persistent messages with bodies "0", "1", ... to `queue` (default exchange) through
+/// `uri`, with up to `window` confirms outstanding, until `progress.stop` is set; counts
+/// confirms in `progress`. A message nacked, or in flight when the connection fails, is
+/// published again (on a new connection). Returns the numbers confirmed; fails if publishing
+/// stalls for 30 s.
+pub async fn publish_until_stopped(
+    uri: String,
+    queue: String,
+    window: usize,
+    progress: Arc<Progress>,
+) -> anyhow::Result<BTreeSet<u32>> {
+    let mut confirmed = BTreeSet::new();
+    let mut todo = std::collections::VecDeque::new();
+    let mut next = 0u32;
+    while !progress.stop.load(Ordering::SeqCst) {
+        let conn = connect_retrying(&uri).await?;
+        let Ok(Ok(ch)) = tokio::time::timeout(Duration::from_secs(10), async {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok::<_, lapin::Error>(ch)
+        })
+        .await
+        else {
+            continue;
+        };
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut failed = false;
+        while !failed {
+            let stopping = progress.stop.load(Ordering::SeqCst);
+            while !stopping && in_flight.len() < window {
+                let id = todo.pop_front().unwrap_or_else(|| {
+                    next += 1;
+                    next - 1
+                });
+                let body = id.to_string();
+                let publish = ch.basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                );
+                match publish.await {
+                    Ok(c) => in_flight.push_back((id, c)),
+                    Err(_) => {
+                        todo.push_front(id);
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let Some((id, c)) = in_flight.pop_front() else {
+                break;
+            };
+            match tokio::time::timeout(Duration::from_secs(30), c).await {
+                Ok(Ok(conf)) if conf.is_ack() => {
+                    confirmed.insert(id);
+                    progress.confirmed.store(confirmed.len(), Ordering::SeqCst);
+                }
+                Ok(Ok(_)) => todo.push_back(id),
+                Ok(Err(_)) => {
+                    todo.push_front(id);
+                    failed = true;
+                }
+                Err(_) => anyhow::bail!("no confirm for message {id} within 30 s"),
+            }
+        }
+        // Whatever is still in flight has an unknown outcome: publish it again.
+        for (id, _) in in_flight.drain(..).rev() {
+            todo.push_front(id);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
+    }
+    Ok(confirmed)
+}
+
+/// Consumes (no-ack) from `queue` through `uri` until every number in `expected` has arrived or
+/// nothing arrived for 10 s; returns the numbers received (with duplicates removed).
+pub async fn consume_numbers(
+    uri: &str,
+    queue: &str,
+    expected: &BTreeSet<u32>,
+) -> anyhow::Result<BTreeSet<u32>> {
+    let conn = connect_retrying(uri).await?;
+    let ch = conn.create_channel().await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut got = BTreeSet::new();
+    while !expected.is_subset(&got) {
+        match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                let body = String::from_utf8_lossy(&d.data).into_owned();
+                got.insert(body.parse().context("a numeric body")?);
+            }
+            Ok(Some(Err(e))) => anyhow::bail!("consuming from {queue}: {e}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(got)
 }

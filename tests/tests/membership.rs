@@ -1,0 +1,338 @@
+//! Membership changes at run time and the refusal of a wiped node, with real `warren` processes
+//! on loopback: a fourth node joins while confirmed publishes flow (catching up through a
+//! snapshot, the log being purged), is promoted, then an original follower and the leader are
+//! removed, and nothing confirmed is lost; a follower whose data was wiped comes back under its
+//! old id and is refused (node 1, which formed the cluster, forms no new one), while the others
+//! go on confirming in the same term.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warren_tests::cluster::{
+    consume_numbers, publish_until_stopped, warren_cli, Cluster, Progress,
+};
+use warren_tests::lapin::options::QueueDeclareOptions;
+use warren_tests::lapin::types::FieldTable;
+use warren_tests::{channel, connect, within};
+
+/// Declares the durable queue `name` through node `i`.
+async fn declare_durable(cluster: &Cluster, i: usize, name: &str) {
+    let conn = connect(cluster.node(i).uri()).await;
+    let ch = channel(&conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    within(ch.queue_declare(name.into(), durable, FieldTable::default()))
+        .await
+        .expect("queue.declare");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// The member lines of a `warren status` output: (id, role, incarnation).
+fn members(status: &str) -> Vec<(usize, String, String)> {
+    status
+        .lines()
+        .skip_while(|l| !l.starts_with("id "))
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(1)?.to_string(),
+                f.get(4)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The term in the first line of a `warren status` output.
+fn term(status: &str) -> u64 {
+    status
+        .split("term ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no term in {status}"))
+}
+
+/// Runs `warren member ...` and returns its output line, failing the test if it fails.
+fn member(args: &[&str]) -> String {
+    let mut all = vec!["member"];
+    all.extend_from_slice(args);
+    let out = warren_cli(&all).expect("warren runs");
+    assert!(out.ok, "warren {all:?} failed: {}", out.stderr);
+    out.stdout
+}
+
+/// Waits until `check(status of node i)` holds, failing after `timeout` with the last status.
+async fn wait_for_status(
+    cluster: &Cluster,
+    i: usize,
+    timeout: Duration,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = cluster.status(i).unwrap_or_default();
+        if check(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {i}'s status did not become as expected; last:\n{status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_joins_under_traffic_and_a_follower_and_the_leader_leave_losing_nothing_confirmed() {
+    let started = Instant::now();
+    // Snapshots every 1000 entries: by the time node 4 joins the log is purged, so it catches up
+    // from a snapshot.
+    let snapshots = ["--snapshot-every", "1000"];
+    let mut cluster = Cluster::start(3, &snapshots).expect("three nodes form a cluster");
+    let leader = cluster.leader().expect("a leader");
+    let followers: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    let (publisher, leaving) = (followers[0], followers[1]);
+    declare_durable(&cluster, publisher, "work").await;
+
+    let progress = Arc::new(Progress::default());
+    let publishing = tokio::spawn(publish_until_stopped(
+        cluster.node(publisher).uri().to_string(),
+        "work".into(),
+        50,
+        progress.clone(),
+    ));
+    progress
+        .wait_for(2500, Duration::from_secs(30))
+        .await
+        .expect("publishing through a follower");
+
+    // Node 4 joins: a learner that catches up, then a voter. The requests go to a follower,
+    // which forwards them to the leader.
+    let four = cluster.start_joining(&snapshots).expect("node 4 starts");
+    let via = cluster.grpc_addr(leaving);
+    let added = member(&["add", &cluster.member_spec(four), "--grpc", &via]);
+    assert!(added.contains("node 4 added as a learner"), "{added}");
+    assert!(
+        cluster.node(four).log().contains("snapshot installed"),
+        "node 4 caught up through a snapshot of the purged log"
+    );
+    let status = cluster.status(publisher).expect("status");
+    assert!(
+        members(&status)
+            .iter()
+            .any(|(id, role, inc)| *id == four && role == "learner" && inc != "unknown"),
+        "{status}"
+    );
+    let promoted = member(&["promote", "4", "--grpc", &cluster.grpc_addr(publisher)]);
+    assert!(promoted.contains("voters: 1, 2, 3, 4"), "{promoted}");
+    let before_removals = progress.confirmed();
+
+    // An original follower leaves, then the leader (it hands its leadership over first).
+    let removed = member(&["remove", &leaving.to_string(), "--grpc", &via]);
+    assert!(
+        removed.contains(&format!("node {leaving} removed")),
+        "{removed}"
+    );
+    cluster
+        .node_mut(leaving)
+        .kill9()
+        .expect("stop the removed node");
+    let removed = member(&[
+        "remove",
+        &leader.to_string(),
+        "--grpc",
+        &cluster.grpc_addr(four),
+    ]);
+    assert!(
+        removed.contains(&format!("node {leader} removed")),
+        "{removed}"
+    );
+    cluster
+        .node_mut(leader)
+        .kill9()
+        .expect("stop the removed leader");
+    let new_leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .expect("one of the two left leads");
+    assert!([publisher, four].contains(&new_leader));
+
+    // Publishing goes on through the same follower.
+    progress
+        .wait_for(before_removals + 1000, Duration::from_secs(30))
+        .await
+        .expect("confirms go on after both removals");
+    progress.stop.store(true, Ordering::SeqCst);
+    let confirmed = publishing
+        .await
+        .expect("the publisher task")
+        .expect("publishing");
+
+    // Both nodes left show the same membership: the two of them, both voters, one leading.
+    for i in [publisher, four] {
+        let status = wait_for_status(&cluster, i, Duration::from_secs(10), |s| {
+            members(s).len() == 2
+        })
+        .await;
+        let m = members(&status);
+        let ids: Vec<usize> = m.iter().map(|(id, _, _)| *id).collect();
+        let mut expected = vec![publisher, four];
+        expected.sort();
+        assert_eq!(ids, expected, "{status}");
+        let roles: Vec<&str> = m.iter().map(|(_, r, _)| r.as_str()).collect();
+        assert!(
+            roles.contains(&"leader") && roles.contains(&"voter"),
+            "{status}"
+        );
+        assert!(m.iter().all(|(_, _, inc)| inc != "unknown"), "{status}");
+    }
+
+    // Every confirmed message is there, consumed through the node that joined.
+    let got = consume_numbers(cluster.node(four).uri(), "work", &confirmed)
+        .await
+        .expect("consume");
+    let missing: Vec<&u32> = confirmed.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} confirmed messages lost: {missing:?}",
+        missing.len()
+    );
+
+    // Errors are one line and a failure exit.
+    let out = warren_cli(&[
+        "member",
+        "promote",
+        "99",
+        "--grpc",
+        &cluster.grpc_addr(four),
+    ])
+    .expect("warren runs");
+    assert!(!out.ok);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("node 99 is not a member"),
+        "{}",
+        out.stderr
+    );
+    eprintln!(
+        "{} confirmed ({} before the removals), all consumed; {:?}",
+        confirmed.len(),
+        before_removals,
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_whose_data_was_wiped_is_refused_under_its_old_id() {
+    let started = Instant::now();
+    let mut cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    // Node 1 is wiped: it formed the cluster (the lowest id), and after the wipe it must not form
+    // a new one. If it leads, it is restarted first so that another node leads.
+    if cluster.leader() == Some(1) {
+        cluster.node_mut(1).kill9().expect("kill -9 node 1");
+        cluster
+            .wait_for_leader(Duration::from_secs(20))
+            .expect("another leader");
+        cluster.node_mut(1).restart().expect("node 1 restarts");
+    }
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .expect("a leader");
+    assert_ne!(leader, 1);
+    let wiped = 1;
+    let publisher = (2..=3).find(|n| *n != leader).expect("the other follower");
+    // The leader records every member's incarnation once it has heard from it.
+    let before = wait_for_status(&cluster, leader, Duration::from_secs(10), |s| {
+        let m = members(s);
+        m.len() == 3 && m.iter().all(|(_, _, inc)| inc != "unknown")
+    })
+    .await;
+    let old_incarnation = members(&before)
+        .into_iter()
+        .find(|(id, _, _)| *id == wiped)
+        .map(|(_, _, inc)| inc)
+        .expect("the wiped node is a member");
+
+    declare_durable(&cluster, publisher, "work").await;
+    let progress = Arc::new(Progress::default());
+    let publishing = tokio::spawn(publish_until_stopped(
+        cluster.node(publisher).uri().to_string(),
+        "work".into(),
+        50,
+        progress.clone(),
+    ));
+    progress
+        .wait_for(300, Duration::from_secs(20))
+        .await
+        .expect("publishing through a follower");
+    let term_before = term(&cluster.status(leader).expect("status"));
+
+    cluster.wipe(wiped).expect("wipe a follower");
+    cluster
+        .node_mut(wiped)
+        .restart()
+        .expect("the wiped node starts under its old id");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = "the cluster refuses this node: this node's data was wiped";
+    while !cluster.node(wiped).log().contains(refused) {
+        assert!(
+            Instant::now() < deadline,
+            "the wiped node does not say it is refused; log:\n{}",
+            cluster.node(wiped).log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = cluster.node(wiped).log();
+    assert_eq!(
+        log.matches("INFO warren_raft::node: forming a new cluster")
+            .count(),
+        1,
+        "node 1 formed the cluster once, at first start, and no new one after the wipe:\n{log}"
+    );
+    assert!(log.contains("not forming a new cluster"), "{log}");
+    let status = cluster.status(wiped).expect("status of the wiped node");
+    assert!(
+        status.contains("REFUSED by the cluster") && status.contains("wiped"),
+        "{status}"
+    );
+    assert!(
+        members(&status).is_empty(),
+        "it has no membership: {status}"
+    );
+
+    // The others go on confirming, in the same term, with the same leader.
+    let c0 = progress.confirmed();
+    progress
+        .wait_for(c0 + 1000, Duration::from_secs(30))
+        .await
+        .expect("confirms go on while the wiped node is refused");
+    progress.stop.store(true, Ordering::SeqCst);
+    let confirmed = publishing
+        .await
+        .expect("the publisher task")
+        .expect("publishing");
+    let after = cluster.status(leader).expect("status of the leader");
+    assert_eq!(term(&after), term_before, "no term inflation:\n{after}");
+    assert_eq!(cluster.leader(), Some(leader));
+    // The membership still records the old incarnation of the wiped node's id.
+    assert!(
+        members(&after).contains(&(wiped, "voter".into(), old_incarnation.clone())),
+        "{after}"
+    );
+
+    let got = consume_numbers(cluster.node(publisher).uri(), "work", &confirmed)
+        .await
+        .expect("consume");
+    let missing: Vec<&u32> = confirmed.difference(&got).collect();
+    assert!(missing.is_empty(), "confirmed messages lost: {missing:?}");
+    eprintln!(
+        "{} confirmed, {} after the wipe; term {term_before} throughout; {:?}",
+        confirmed.len(),
+        confirmed.len() - c0,
+        started.elapsed()
+    );
+}
