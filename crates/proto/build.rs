@@ -10,10 +10,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
     let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let raft = root.join("warren/raft.proto");
-    println!("cargo:rerun-if-changed={}", raft.display());
+    let access = root.join("warren/access.proto");
+    for file in [&raft, &access] {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
     // `bytes` fields as `Bytes`: relayed message bodies are not copied into a `Vec` on the way.
     tonic_prost_build::configure()
         .bytes(".")
-        .compile_protos(&[raft], &[root])?;
+        .compile_protos(&[raft, access], &[root])?;
     Ok(())
 }

@@ -80,9 +80,16 @@ impl Permission {
             }
             // RabbitMQ matches with re:run, i.e. unanchored; patterns like ".*" or "^amq\." carry
             // their own anchors.
-            Regex::new(p)
-                .map(Some)
-                .map_err(|e| format!("invalid regular expression '{p}': {e}"))
+            Regex::new(p).map(Some).map_err(|e| {
+                // The regex crate's message spans lines (pattern, caret, error): keep the
+                // error, so the operator gets one line.
+                let text = e.to_string();
+                let why = text.lines().last().unwrap_or_default();
+                format!(
+                    "invalid regular expression '{p}': {}",
+                    why.trim_start_matches("error: ")
+                )
+            })
         };
         Ok(Permission {
             configure: configure.to_owned(),

@@ -7,3 +7,8 @@
 pub mod raft {
     tonic::include_proto!("warren.raft.v1");
 }
+
+/// Operator changes to vhosts, users and permissions (`proto/warren/access.proto`).
+pub mod access {
+    tonic::include_proto!("warren.access");
+}

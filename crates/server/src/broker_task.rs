@@ -40,6 +40,12 @@ pub(crate) enum ToBroker {
     Unregister {
         conn: ConnId,
     },
+    /// An operator's vhost/user/permission change, checked against the broker's state before it
+    /// is proposed (see `access`).
+    CheckSecurity {
+        op: warren_core::Op,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     /// A relay stream that carried the connection ended: the connection is closed, unless it
     /// was registered again since (resumed through another stream) with other effects.
     Detach {
@@ -141,6 +147,9 @@ impl Task {
             }
             ToBroker::Unregister { conn } => {
                 self.connections.remove(&conn);
+            }
+            ToBroker::CheckSecurity { op, reply } => {
+                let _ = reply.send(self.broker.check_security_change(&op));
             }
             ToBroker::Detach { conn, effects } => {
                 if self

@@ -2,6 +2,7 @@
 //! that owns the broker core. Protocol logic lives in the sans-io [`Session`] and in `warren-core`;
 //! this crate only moves bytes, inputs and effects between them.
 
+pub mod access;
 mod broker_task;
 mod clock;
 mod config;

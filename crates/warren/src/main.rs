@@ -1,6 +1,8 @@
 //! The `warren` broker binary: reads flags and an optional TOML file, starts the AMQP listener and
 //! stops cleanly on SIGINT/SIGTERM.
 
+mod access_cli;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +18,7 @@ use warren_raft::admin::AdminService;
 use warren_raft::service::RaftService;
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{WarrenNode, METADATA_GROUP};
+use warren_server::access::AccessService;
 use warren_server::relay::{spawn_leadership, RelayService};
 use warren_server::{spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
 
@@ -103,6 +106,21 @@ enum Cmd {
         #[command(subcommand)]
         change: MemberCmd,
     },
+    /// Add, change or delete users (replicated: every node knows them once this returns).
+    User {
+        #[command(subcommand)]
+        change: access_cli::UserCmd,
+    },
+    /// Add or delete vhosts.
+    Vhost {
+        #[command(subcommand)]
+        change: access_cli::VhostCmd,
+    },
+    /// Set or clear a user's permissions on a vhost.
+    Permissions {
+        #[command(subcommand)]
+        change: access_cli::PermissionsCmd,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -166,6 +184,11 @@ fn main() -> anyhow::Result<()> {
         return one_line_errors(match command {
             Cmd::Status { grpc } => status(grpc),
             Cmd::Member { change } => member(change),
+            Cmd::User { change } => access_cli::run(access_cli::AccessCmd::User(change.clone())),
+            Cmd::Vhost { change } => access_cli::run(access_cli::AccessCmd::Vhost(change.clone())),
+            Cmd::Permissions { change } => {
+                access_cli::run(access_cli::AccessCmd::Permissions(change.clone()))
+            }
         });
     }
     let file = match &args.config {
@@ -329,6 +352,7 @@ fn main() -> anyhow::Result<()> {
             raft_service.add_group(METADATA_GROUP, raft.clone());
             let relay = RelayService::new(&broker, route.clone());
             let admin = AdminService::new(raft.clone(), node.incarnations.clone());
+            let access = AccessService::new(&broker, raft.clone(), route.clone());
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the gRPC address {addr}"))?;
@@ -338,6 +362,7 @@ fn main() -> anyhow::Result<()> {
                     .add_service(raft_service.into_server())
                     .add_service(relay.into_server())
                     .add_service(admin.into_server())
+                    .add_service(access.into_server())
                     .serve_with_incoming(incoming)
                     .await
                 {

@@ -290,7 +290,10 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
             // A connection closed because it could not be resumed.
             None => false,
         },
-        ToBroker::Detach { .. } | ToBroker::Lead | ToBroker::StepDown => false,
+        ToBroker::Detach { .. }
+        | ToBroker::CheckSecurity { .. }
+        | ToBroker::Lead
+        | ToBroker::StepDown => false,
     }
 }
 
@@ -321,7 +324,10 @@ async fn forward_remote(
             ToBroker::Register { conn, .. } => Up::Register(conn),
             ToBroker::Unregister { conn } => Up::Unregister(conn),
             ToBroker::Input(input) => Up::Input(input),
-            ToBroker::Detach { .. } | ToBroker::Lead | ToBroker::StepDown => continue,
+            ToBroker::Detach { .. }
+            | ToBroker::CheckSecurity { .. }
+            | ToBroker::Lead
+            | ToBroker::StepDown => continue,
         };
         encode_up(&mut w, &up);
     }
