@@ -82,6 +82,17 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftService<SM> {
             .ok_or_else(|| Status::not_found(format!("no raft group {id} on this node")))
     }
 
+    /// [`Self::admit`] for a [`RaftRequest`].
+    fn admit_request(&self, r: &RaftRequest, vote: bool) -> Result<Raft<TypeConfig, SM>, Status> {
+        self.admit(
+            r.group_id,
+            r.from_node,
+            r.from_incarnation,
+            r.to_incarnation,
+            vote,
+        )
+    }
+
     /// The group's Raft node, if the request's incarnations are admitted (see
     /// [`IncarnationBook::admit`]).
     fn admit(
@@ -137,13 +148,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
 impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftService<SM> {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let r = request.into_inner();
-        let raft = self.admit(
-            r.group_id,
-            r.from_node,
-            r.from_incarnation,
-            r.to_incarnation,
-            true,
-        )?;
+        let raft = self.admit_request(&r, true)?;
         self.reply(r.group_id, raft.vote(decode(&r.payload)?).await)
     }
 
@@ -152,13 +157,7 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let r = request.into_inner();
-        let raft = self.admit(
-            r.group_id,
-            r.from_node,
-            r.from_incarnation,
-            r.to_incarnation,
-            false,
-        )?;
+        let raft = self.admit_request(&r, false)?;
         self.book.accepted();
         self.reply(r.group_id, raft.append_entries(decode(&r.payload)?).await)
     }
@@ -168,13 +167,7 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let r = request.into_inner();
-        let raft = self.admit(
-            r.group_id,
-            r.from_node,
-            r.from_incarnation,
-            r.to_incarnation,
-            false,
-        )?;
+        let raft = self.admit_request(&r, false)?;
         self.reply(
             r.group_id,
             raft.handle_transfer_leader(decode(&r.payload)?).await,

@@ -3,9 +3,6 @@
 //! applied on every node when the command returns.
 
 use std::io::Write;
-use std::time::Duration;
-
-use anyhow::Context;
 use warren_proto::access::access_change::Change;
 use warren_proto::access::access_client::AccessClient;
 use warren_proto::access::{
@@ -164,13 +161,7 @@ pub(crate) fn run(cmd: AccessCmd) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let addr = &target.grpc;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .with_context(|| format!("bad gRPC address {addr}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {addr}")))?;
-        AccessClient::new(channel)
+        AccessClient::new(crate::grpc_channel(addr).await?)
             .change(AccessChange {
                 group_id: METADATA_GROUP,
                 change: Some(change),

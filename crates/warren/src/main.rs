@@ -397,18 +397,23 @@ fn grpc_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
+/// A gRPC channel to the node at `addr` (host:port), with a 5 s connect timeout.
+async fn grpc_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad gRPC address {addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {addr}")))
+}
+
 /// An Admin client of the node at `addr` (host:port).
 async fn admin_client(
     addr: &str,
 ) -> anyhow::Result<warren_proto::raft::admin_client::AdminClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("bad gRPC address {addr}"))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {addr}")))?;
-    Ok(warren_proto::raft::admin_client::AdminClient::new(channel))
+    Ok(warren_proto::raft::admin_client::AdminClient::new(
+        grpc_channel(addr).await?,
+    ))
 }
 
 /// `warren member ...`: sends the change to the node given, which forwards it to the leader.
