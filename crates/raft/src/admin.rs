@@ -20,6 +20,7 @@ use warren_proto::raft::{
 
 use crate::incarnation::IncarnationBook;
 use crate::membership::{self, ChangeError, Removal};
+use crate::state_machine::BrokerStateMachine;
 use crate::{NodeId, TypeConfig};
 
 /// How long a learner may take to catch up when the request does not say.
@@ -37,6 +38,8 @@ enum Route {
 pub struct AdminService<SM: RaftStateMachine<TypeConfig>> {
     raft: Raft<TypeConfig, SM>,
     book: Arc<IncarnationBook>,
+    /// Where a state digest is asked for (`StatusRequest::digest`); none: digests are empty.
+    state: Option<BrokerStateMachine>,
 }
 
 impl From<ChangeError> for Status {
@@ -53,7 +56,19 @@ impl From<ChangeError> for Status {
 
 impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
     pub fn new(raft: Raft<TypeConfig, SM>, book: Arc<IncarnationBook>) -> AdminService<SM> {
-        AdminService { raft, book }
+        AdminService {
+            raft,
+            book,
+            state: None,
+        }
+    }
+
+    /// Answers `StatusRequest::digest` from this state machine's broker.
+    pub fn with_state_digest(self, state: BrokerStateMachine) -> AdminService<SM> {
+        AdminService {
+            state: Some(state),
+            ..self
+        }
     }
 
     pub fn into_server(self) -> AdminServer<Self> {
@@ -102,6 +117,8 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
                 self.book.refused().unwrap_or_default()
             },
             joint: membership.get_joint_config().len() > 1,
+            state_digest: String::new(),
+            digest_applied_index: None,
         }
     }
 
@@ -164,9 +181,18 @@ fn reply(leader: NodeId, message: String) -> Response<MembershipReply> {
 impl<SM: RaftStateMachine<TypeConfig>> Admin for AdminService<SM> {
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        Ok(Response::new(AdminService::status(self)))
+        let mut reply = AdminService::status(self);
+        if let (true, Some(state)) = (request.get_ref().digest, &self.state) {
+            let (index, digest) = state
+                .state_digest()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            reply.state_digest = digest;
+            reply.digest_applied_index = index;
+        }
+        Ok(Response::new(reply))
     }
 
     async fn add_learner(

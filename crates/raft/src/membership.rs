@@ -161,7 +161,10 @@ async fn probe(
         .await
         .map_err(|e| unreachable(&describe(&e)))?;
     let reply = AdminClient::new(channel)
-        .status(StatusRequest { group_id: group })
+        .status(StatusRequest {
+            group_id: group,
+            digest: false,
+        })
         .await
         .map_err(|e| unreachable(&e.message().to_string()))?;
     Ok(reply.into_inner())

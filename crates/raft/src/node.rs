@@ -160,6 +160,7 @@ async fn member_with_a_cluster(
             let status = AdminClient::new(channel)
                 .status(StatusRequest {
                     group_id: METADATA_GROUP,
+                    digest: false,
                 })
                 .await
                 .ok()?

@@ -98,6 +98,10 @@ enum Cmd {
         /// The node's gRPC address (host:port).
         #[arg(long, default_value = "127.0.0.1:7101")]
         grpc: String,
+        /// Also print a digest of the node's replicated state (equal on nodes that applied the
+        /// same log; compare them once traffic has stopped).
+        #[arg(long)]
+        digest: bool,
     },
     /// Change the cluster's members at run time. Any member takes the request: one that does
     /// not lead forwards it to the leader. Prints what was done; on failure prints one line to
@@ -182,7 +186,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(command) = &args.command {
         return one_line_errors(match command {
-            Cmd::Status { grpc } => status(grpc),
+            Cmd::Status { grpc, digest } => status(grpc, *digest),
             Cmd::Member { change } => member(change),
             Cmd::User { change } => access_cli::run(access_cli::AccessCmd::User(change.clone())),
             Cmd::Vhost { change } => access_cli::run(access_cli::AccessCmd::Vhost(change.clone())),
@@ -332,12 +336,14 @@ fn main() -> anyhow::Result<()> {
             Broker::new(BrokerConfig { replicated: true, ..broker_config }),
             Replication::Raft { proposals: proposals_tx, applied: applied_rx },
         );
+        let state_machine =
+            BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
+                .context("creating the snapshot directory")?;
         let node = warren_raft::node::start(
             &data_dir,
             node_id,
             members,
-            BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
-                .context("creating the snapshot directory")?,
+            state_machine.clone(),
             &raft_options,
         )
         .await
@@ -351,7 +357,8 @@ fn main() -> anyhow::Result<()> {
             let raft_service = RaftService::new(node.incarnations.clone());
             raft_service.add_group(METADATA_GROUP, raft.clone());
             let relay = RelayService::new(&broker, route.clone());
-            let admin = AdminService::new(raft.clone(), node.incarnations.clone());
+            let admin = AdminService::new(raft.clone(), node.incarnations.clone())
+                .with_state_digest(state_machine.clone());
             let access = AccessService::new(&broker, raft.clone(), route.clone());
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -474,13 +481,14 @@ fn member(change: &MemberCmd) -> anyhow::Result<()> {
 }
 
 /// `warren status`: asks a node, then (for lag) the leader it names.
-fn status(grpc: &str) -> anyhow::Result<()> {
+fn status(grpc: &str, digest: bool) -> anyhow::Result<()> {
     use warren_proto::raft::{StatusReply, StatusRequest};
-    async fn ask(addr: &str) -> anyhow::Result<StatusReply> {
+    async fn ask(addr: &str, digest: bool) -> anyhow::Result<StatusReply> {
         Ok(admin_client(addr)
             .await?
             .status(StatusRequest {
                 group_id: METADATA_GROUP,
+                digest,
             })
             .await
             .map_err(grpc_error)?
@@ -491,7 +499,7 @@ fn status(grpc: &str) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let mut out = std::io::stdout().lock();
-        let me = ask(grpc).await?;
+        let me = ask(grpc, digest).await?;
         let leader_addr = me.leader.and_then(|l| {
             me.members
                 .iter()
@@ -499,7 +507,7 @@ fn status(grpc: &str) -> anyhow::Result<()> {
                 .map(|m| m.grpc_addr.clone())
         });
         let leader = match &leader_addr {
-            Some(a) if me.leader != Some(me.node_id) => ask(a).await.ok(),
+            Some(a) if me.leader != Some(me.node_id) => ask(a, false).await.ok(),
             _ => Some(me.clone()),
         };
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -517,6 +525,14 @@ fn status(grpc: &str) -> anyhow::Result<()> {
         )?;
         if !me.refused.is_empty() {
             writeln!(out, "REFUSED by the cluster: {}", me.refused)?;
+        }
+        if digest {
+            writeln!(
+                out,
+                "state digest {} at applied index {}",
+                me.state_digest,
+                opt(me.digest_applied_index)
+            )?;
         }
         if me.joint {
             writeln!(out, "a membership change is in progress (joint configuration)")?;
