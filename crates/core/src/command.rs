@@ -17,7 +17,12 @@ use crate::{ChannelId, ConnId, Millis};
 /// that channel is a re-send after a failover (confirmed, not enqueued again); `TakeOver` no
 /// longer removes exclusive and auto-delete queues (the new leader does, later, with
 /// `RemoveQueue`, for connections that did not resume).
-pub const STATE_MACHINE_VERSION: u32 = 2;
+///
+/// 3: a publish is a re-send only if its confirm number was applied before: numbers skipped on
+/// the way up (publishes whose proposals the leader refused, such as when its lease had expired)
+/// are remembered, and a later publish with one of them is new, so a re-send that arrives after
+/// a higher-numbered publish of the same channel is enqueued, not taken for a duplicate.
+pub const STATE_MACHINE_VERSION: u32 = 3;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.

@@ -54,12 +54,14 @@ pub struct SnapshotPermission {
     pub read: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotPublisher {
     pub conn: u64,
     pub channel: u16,
     pub seq: u64,
     pub at: Millis,
+    /// Confirm numbers below `seq` never applied (state machine version 3).
+    pub missing: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -16,8 +16,9 @@ use crate::command_codec::{
 use crate::CodecError;
 
 const MAGIC: &[u8; 4] = b"WSNP";
-/// 1: up to the queues; 2: publishers follow the queues; 3: then users and permissions.
-const FORMAT: u8 = 3;
+/// 1: up to the queues; 2: publishers follow the queues; 3: then users and permissions; 4: then
+/// each publisher's skipped confirm numbers.
+const FORMAT: u8 = 4;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -116,6 +117,21 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         put_text(&mut w, &p.configure);
         put_text(&mut w, &p.write);
         put_text(&mut w, &p.read);
+    }
+    // Format 4: the skipped confirm numbers of the publishers that have any.
+    let gaps: Vec<_> = s
+        .publishers
+        .iter()
+        .filter(|p| !p.missing.is_empty())
+        .collect();
+    put_len(&mut w, gaps.len());
+    for p in gaps {
+        w.put_u64(p.conn);
+        w.put_u16(p.channel);
+        put_len(&mut w, p.missing.len());
+        for m in &p.missing {
+            w.put_u64(*m);
+        }
     }
     w.to_vec()
 }
@@ -233,6 +249,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
                 channel: r.u16()?,
                 seq: r.u64()?,
                 at: r.u64()?,
+                missing: Vec::new(),
             });
         }
     }
@@ -263,6 +280,26 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
             });
         }
         security = Some(SnapshotSecurity { users, permissions });
+    }
+    if format >= 4 {
+        for _ in 0..read_count(&mut r, 14)? {
+            let (conn, channel) = (r.u64()?, r.u16()?);
+            let mut missing = Vec::new();
+            for _ in 0..read_count(&mut r, 8)? {
+                missing.push(r.u64()?);
+            }
+            match publishers
+                .iter_mut()
+                .find(|p| p.conn == conn && p.channel == channel)
+            {
+                Some(p) => p.missing = missing,
+                None => {
+                    return Err(CodecError(
+                        "skipped confirm numbers of an unknown publisher",
+                    ))
+                }
+            }
+        }
     }
     if r.remaining() != 0 {
         return Err(CodecError("trailing bytes"));
@@ -340,6 +377,7 @@ mod tests {
                 channel: 3,
                 seq: 41,
                 at: 1234,
+                missing: vec![38, 40],
             }],
             security: Some(SnapshotSecurity {
                 users: vec![SnapshotUser {
@@ -362,17 +400,26 @@ mod tests {
     fn older_formats_still_decode() {
         let mut s = sample();
         s.security = Some(SnapshotSecurity::default());
+        let with_gaps = s.clone();
+        s.publishers[0].missing.clear();
+        // Format 3 ends after the permissions: drop the (empty) count of format 4.
         let mut bytes = encode_snapshot(&s);
-        // Format 2 ends after the publishers: drop the two (empty) counts of format 3.
+        bytes[4] = 3;
+        bytes.truncate(bytes.len() - 4);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
+        let mut bytes = encode_snapshot(&with_gaps);
+        assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(with_gaps));
+        // Format 2 ends after the publishers: drop the counts of formats 3 and 4.
+        bytes = encode_snapshot(&s);
         bytes[4] = 2;
-        bytes.truncate(bytes.len() - 8);
+        bytes.truncate(bytes.len() - 12);
         s.security = None;
         assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(s.clone()));
         // Format 1 ends after the queues.
         s.publishers.clear();
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 1;
-        bytes.truncate(bytes.len() - 12);
+        bytes.truncate(bytes.len() - 16);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s));
     }
 

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::Raft;
 use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
@@ -266,18 +267,76 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
 }
 
 /// Starts the task that hands the broker's proposals to Raft in order, without waiting for each
-/// to commit (they come back through the state machine).
+/// to commit (so many are in flight and the log batches them).
+///
+/// openraft refuses a write, without appending it, when this node no longer leads, and also
+/// when it still leads but its lease has expired (no quorum acknowledged it within the election
+/// timeout: a slow link, a paused follower, a stalled disk). A refused command must not vanish:
+/// the broker waits for its outcome (a confirm, a declare-ok). So each proposal's outcome is
+/// watched, in log order, and a command refused while this node still leads is proposed again
+/// (after 50 ms, until accepted). One refused because another node leads is dropped: this node
+/// steps down and its clients resume on the new leader, re-sending what got no reply. A
+/// re-proposed command may land after commands proposed later; that is safe because confirms
+/// are never `multiple`, a channel has at most one non-publish command in flight, and the
+/// state machine recognises re-sent publishes by their exact confirm number (version 3).
 pub fn spawn_proposer(
     raft: Raft<TypeConfig, BrokerStateMachine>,
     mut proposals: mpsc::UnboundedReceiver<Command>,
 ) {
+    type Outcome = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
+    let (pending_tx, mut pending) = mpsc::unbounded_channel::<(Command, Outcome)>();
+    let (retry_tx, mut retries) = mpsc::unbounded_channel::<Command>();
+    let watcher_raft = raft.clone();
     tokio::spawn(async move {
-        while let Some(command) = proposals.recv().await {
-            // A command refused because this node no longer leads is dropped by openraft (there
-            // is no responder); its origin's connection is closed by the step-down, so no client
-            // waits for it. Only a fatal error ends the proposer.
-            if let Err(e) = raft.client_write_ff(LogCommand(command), None).await {
+        let mut refused_logged = false;
+        while let Some((command, outcome)) = pending.recv().await {
+            let refused = match outcome.await {
+                Ok(Ok(_)) => {
+                    refused_logged = false;
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "Raft dropped the proposal".to_string(),
+            };
+            let leads = {
+                let metrics = watcher_raft.metrics();
+                let m = metrics.borrow_watched();
+                m.current_leader == Some(m.id)
+            };
+            if !leads {
+                debug!(reason = %refused, "a proposal refused after this node stopped leading is dropped");
+                continue;
+            }
+            if !refused_logged {
+                warn!(reason = %refused, "Raft refused proposals of this leader (lease expired?); proposing them again");
+                refused_logged = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if retry_tx.send(command).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let command = tokio::select! {
+                biased;
+                Some(c) = retries.recv() => c,
+                c = proposals.recv() => match c {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            // The commit receiver is not needed: the outcome comes once applied (or refused).
+            let (responder, _committed, outcome) = openraft::impls::ProgressResponder::new();
+            if let Err(e) = raft
+                .client_write_ff(LogCommand(command.clone()), Some(responder))
+                .await
+            {
                 warn!(error = %e, "Raft stopped; proposals are no longer accepted");
+                return;
+            }
+            if pending_tx.send((command, outcome)).is_err() {
                 return;
             }
         }

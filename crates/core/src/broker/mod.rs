@@ -472,7 +472,8 @@ impl Broker {
                 out,
             ),
             Op::Publish { confirm, .. }
-                if command.version >= 2 && self.is_resent(origin, confirm, now) =>
+                if command.version >= 2
+                    && self.is_resent(origin, confirm, now, command.version >= 3) =>
             {
                 Self::confirm_resent(origin, confirm, out);
                 Ok(())

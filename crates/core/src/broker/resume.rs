@@ -18,13 +18,21 @@ pub(crate) const ORPHAN_GRACE_MS: Millis = 10_000;
 /// one of its messages after that would be enqueued again (a duplicate, never a loss).
 pub(crate) const FORGET_PUBLISHERS_AFTER_MS: Millis = 15 * 60_000;
 
+/// How many skipped confirm numbers a publisher remembers (a broker has at most 8192 proposals
+/// in flight, so a refused run is never longer).
+const MAX_MISSING: u64 = 8192;
+
 /// How often the leader looks for publishers to forget.
 const FORGET_CHECK_EVERY_MS: Millis = 60_000;
 
 /// The last confirm sequence number a state machine applied for one publishing channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Publisher {
+    /// The highest confirm number applied.
     pub(crate) seq: u64,
+    /// Confirm numbers below `seq` not applied (yet): their proposals were refused while
+    /// later ones went through. At most [`MAX_MISSING`] are remembered.
+    pub(crate) missing: std::collections::BTreeSet<u64>,
     /// The issue time of its last publish (the leader's clock, from the log).
     pub(crate) at: Millis,
 }
@@ -118,12 +126,15 @@ impl Broker {
     }
 
     /// Whether an applied publish is a re-send of one this state machine already holds (same
-    /// origin channel, confirm number not above the last applied); records it if not.
+    /// origin channel, a confirm number already applied); records it if not. `exact` (state
+    /// machine version 3): numbers skipped on the way up are remembered and are not re-sends;
+    /// before, any number not above the highest applied was one.
     pub(super) fn is_resent(
         &mut self,
         origin: Option<Origin>,
         confirm: Option<u64>,
         at: Millis,
+        exact: bool,
     ) -> bool {
         let (Some(o), Some(seq)) = (origin, confirm) else {
             return false;
@@ -131,10 +142,21 @@ impl Broker {
         let p = self
             .publishers
             .entry((o.conn, o.channel))
-            .or_insert(Publisher { seq: 0, at });
+            .or_insert(Publisher {
+                seq: 0,
+                missing: Default::default(),
+                at,
+            });
         p.at = at;
         if seq <= p.seq {
-            return true;
+            return !(exact && p.missing.remove(&seq));
+        }
+        if exact {
+            let from = (p.seq + 1).max(seq.saturating_sub(MAX_MISSING));
+            p.missing.extend(from..seq);
+            while p.missing.len() as u64 > MAX_MISSING {
+                p.missing.pop_first();
+            }
         }
         p.seq = seq;
         false

@@ -116,6 +116,7 @@ impl Broker {
                 channel,
                 seq: p.seq,
                 at: p.at,
+                missing: p.missing.iter().copied().collect(),
             })
             .collect();
         publishers.sort_by_key(|p| (p.conn, p.channel));
@@ -262,6 +263,7 @@ impl Broker {
                     (p.conn, p.channel),
                     super::resume::Publisher {
                         seq: p.seq,
+                        missing: p.missing.iter().copied().collect(),
                         at: p.at,
                     },
                 )

@@ -2130,3 +2130,54 @@ fn users_vhosts_and_permissions_are_log_commands_and_travel_in_snapshots() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_publish_refused_then_proposed_again_after_a_later_one_is_enqueued_not_taken_for_a_resend() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.method(C1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+    for body in ["1", "2", "3"] {
+        a.publish(C1, "q", body);
+    }
+    let n = a.log.len();
+    let (head, publishes) = a.log.split_at(n - 3);
+    let (p1, p2, p3) = (
+        publishes[0].clone(),
+        publishes[1].clone(),
+        publishes[2].clone(),
+    );
+    // Raft refused 2 (its leader's lease had expired) and took 3; 2 was proposed again, then a
+    // resumed client re-sent 2 and 3. The log holds 1, 3, 2, 2, 3.
+    let replay = |p2: &Command, p3: &Command| {
+        let mut b = Replicated::new();
+        for command in head.iter().cloned() {
+            b.input(Input::Applied { command });
+        }
+        let mut acks = Vec::new();
+        for command in [&p1, p3, p2, p2, p3] {
+            acks.extend(confirms(&b.input(Input::Applied {
+                command: command.clone(),
+            })));
+        }
+        b.open(C2);
+        (b.get_all(C2, "q"), acks)
+    };
+    let (bodies, acks) = replay(&p2, &p3);
+    assert_eq!(bodies, ["1", "3", "2"], "each message once, 2 after 3");
+    assert_eq!(acks, [1, 3, 2, 2, 3], "every copy confirmed");
+    // Under version 2 semantics the late 2 was taken for a re-send and lost.
+    let old = |c: &Command| Command {
+        version: 2,
+        ..c.clone()
+    };
+    let (bodies, _) = replay(&old(&p2), &old(&p3));
+    assert_eq!(bodies, ["1", "3"]);
+}

@@ -139,8 +139,11 @@ async fn run(
                 Err(e) => {
                     warn!(error = %e, "could not take over as leader");
                     let _ = route.send(Route::Unknown);
-                    if metrics.changed().await.is_err() {
-                        return;
+                    // A leader whose lease expired sees no metrics event when it comes back:
+                    // look again after a quarter second too.
+                    tokio::select! {
+                        r = metrics.changed() => if r.is_err() { return },
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     }
                     continue;
                 }
