@@ -1,0 +1,542 @@
+//! The checker: reads the history of a run (and what the final checks saw on every node) and
+//! says whether every invariant held. A pure function of its inputs, so it is tested on
+//! hand-made histories below.
+//!
+//! Invariants:
+//! - every publish the broker acked was delivered (else: lost, reported with when and where);
+//! - nothing was delivered that was never published, and every body arrived intact;
+//! - nothing nacked or returned was delivered;
+//! - no message was delivered a second time with redelivered=false;
+//! - every metadata entity whose final state is determined by the history (see
+//!   [`expected_entities`]) is present, or absent, as expected, through every node;
+//! - every node ends with the same applied index and the same state digest;
+//! - no node's log has a panic.
+//!
+//! Counted, not violations: duplicates (redelivered), deliveries of publishes whose outcome was
+//! unknown, publishes of unknown outcome never delivered.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::history::{Event, MetaOp, MetaOutcome, Outcome};
+
+/// What the final checks saw.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FinalView {
+    /// Entity ("queue meta-q1", "exchange meta-x0", "binding meta-x0->meta-q1") → node slot →
+    /// present (None: the node did not answer).
+    pub entities: BTreeMap<String, BTreeMap<usize, Option<bool>>>,
+    /// Node slot → (applied index, state digest).
+    pub digests: BTreeMap<usize, (Option<u64>, String)>,
+    /// Lines of node logs that report a panic.
+    pub panics: Vec<String>,
+    /// Messages still in the message queues after the drain, per node asked.
+    pub left_in_queues: BTreeMap<usize, Vec<u32>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Loss {
+    pub id: u64,
+    pub publisher_node: usize,
+    pub sent_ms: u64,
+    pub acked_ms: u64,
+    /// Faults injected from 10 s before the publish until 10 s after its confirm.
+    pub faults_around: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub published: usize,
+    pub acked: usize,
+    pub nacked: usize,
+    pub returned: usize,
+    pub unknown: usize,
+    /// Publishes still without an outcome when the run ended (counted as unknown too).
+    pub no_outcome: usize,
+    pub deliveries: usize,
+    pub delivered_distinct: usize,
+    pub deliveries_by_get: usize,
+    pub duplicates: usize,
+    pub unknown_delivered: usize,
+    pub unknown_not_delivered: usize,
+    pub lost: Vec<Loss>,
+    pub phantom: usize,
+    pub corrupt: usize,
+    pub nacked_delivered: Vec<u64>,
+    pub returned_delivered: Vec<u64>,
+    /// (id, time of the repeat) of repeats that came with redelivered=false.
+    pub repeats_not_redelivered: Vec<(u64, u64)>,
+    pub meta_ops: usize,
+    pub meta_ok: usize,
+    pub meta_refused: usize,
+    pub meta_unknown: usize,
+    pub entities_determined: usize,
+    pub entity_mismatches: Vec<String>,
+    pub digests_equal: bool,
+    pub panics: Vec<String>,
+    /// Every broken invariant, one line each.
+    pub violations: Vec<String>,
+}
+
+/// The expected final state of every metadata entity whose state the history determines:
+/// `true` present, `false` absent. An operation of unknown outcome may have taken effect at
+/// any time after it was sent (a node may still hold it) or never, so an entity is determined
+/// only if every such operation would leave it as the last operation known to succeed did.
+pub fn expected_entities(events: &[Event]) -> BTreeMap<String, bool> {
+    // Per entity: (sent, effect, outcome) of each operation that changes it.
+    let mut ops: BTreeMap<String, Vec<(u64, bool, MetaOutcome)>> = BTreeMap::new();
+    for e in events {
+        let Event::Meta {
+            op, outcome, sent, ..
+        } = e
+        else {
+            continue;
+        };
+        let mut add =
+            |k: String, effect: bool| ops.entry(k).or_default().push((*sent, effect, *outcome));
+        match op {
+            MetaOp::DeclareQueue { queue } => add(format!("queue {queue}"), true),
+            MetaOp::DeleteQueue { queue } => add(format!("queue {queue}"), false),
+            MetaOp::DeclareExchange { exchange } => add(format!("exchange {exchange}"), true),
+            MetaOp::DeleteExchange { exchange } => add(format!("exchange {exchange}"), false),
+            MetaOp::Bind { exchange, queue } => add(format!("binding {exchange}->{queue}"), true),
+            MetaOp::Unbind { exchange, queue } => {
+                add(format!("binding {exchange}->{queue}"), false)
+            }
+        }
+    }
+    // Deleting a queue or an exchange removes its bindings.
+    let mut binding_removals: Vec<(String, (u64, bool, MetaOutcome))> = Vec::new();
+    for key in ops.keys().filter(|k| k.starts_with("binding ")) {
+        let (x, q) = key["binding ".len()..].split_once("->").unwrap_or_default();
+        for (entity, list) in [
+            (format!("exchange {x}"), &ops),
+            (format!("queue {q}"), &ops),
+        ] {
+            if let Some(l) = list.get(&entity) {
+                for (sent, effect, outcome) in l {
+                    if !effect && *outcome != MetaOutcome::Refused {
+                        binding_removals.push((key.clone(), (*sent, false, *outcome)));
+                    }
+                }
+            }
+        }
+    }
+    for (key, op) in binding_removals {
+        if let Some(l) = ops.get_mut(&key) {
+            l.push(op);
+        }
+    }
+    let mut expected = BTreeMap::new();
+    // Queues and exchanges first: a binding's expectation depends on theirs.
+    let (bindings, others): (Vec<_>, Vec<_>) = ops
+        .into_iter()
+        .partition(|(k, _)| k.starts_with("binding "));
+    for (key, mut list) in others.into_iter().chain(bindings) {
+        list.sort_by_key(|(sent, _, _)| *sent);
+        let last_ok = list
+            .iter()
+            .rev()
+            .find(|(_, _, o)| *o == MetaOutcome::Ok)
+            .map(|(_, effect, _)| *effect);
+        let Some(state) = last_ok else { continue };
+        let mut determined = list
+            .iter()
+            .filter(|(_, _, o)| *o == MetaOutcome::Unknown)
+            .all(|(_, effect, _)| *effect == state);
+        if key.starts_with("binding ") && state {
+            // A binding needs its queue and exchange: present only if both are expected
+            // present (checked below).
+            let (x, q) = key["binding ".len()..].split_once("->").unwrap_or_default();
+            determined &= expected.get(&format!("exchange {x}")) == Some(&true)
+                && expected.get(&format!("queue {q}")) == Some(&true);
+        }
+        if determined {
+            expected.insert(key, state);
+        }
+    }
+    expected
+}
+
+pub fn check(events: &[Event], view: &FinalView) -> Report {
+    let mut r = Report::default();
+    let mut published: HashMap<u64, (u64, usize)> = HashMap::new();
+    let mut outcome: HashMap<u64, (Outcome, u64)> = HashMap::new();
+    let mut delivered: HashMap<u64, usize> = HashMap::new();
+    let mut faults: Vec<(u64, String)> = Vec::new();
+    for e in events {
+        match e {
+            Event::Publish { t, id, node, .. } => {
+                published.insert(*id, (*t, *node));
+            }
+            Event::Outcome { t, id, outcome: o } => {
+                outcome.insert(*id, (*o, *t));
+            }
+            Event::Fault { t, kind, detail } => {
+                faults.push((*t, format!("{t} ms {kind} {detail}")))
+            }
+            _ => {}
+        }
+    }
+    r.published = published.len();
+    for (o, _) in outcome.values() {
+        match o {
+            Outcome::Acked => r.acked += 1,
+            Outcome::Nacked => r.nacked += 1,
+            Outcome::Returned => r.returned += 1,
+            Outcome::Unknown => r.unknown += 1,
+        }
+    }
+    r.no_outcome = published
+        .keys()
+        .filter(|id| !outcome.contains_key(id))
+        .count();
+    for e in events {
+        let Event::Deliver {
+            t,
+            id,
+            get,
+            redelivered,
+            intact,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        r.deliveries += 1;
+        if *get {
+            r.deliveries_by_get += 1;
+        }
+        let Some(id) = id else {
+            r.phantom += 1;
+            continue;
+        };
+        if !published.contains_key(id) {
+            r.phantom += 1;
+            continue;
+        }
+        if !intact {
+            r.corrupt += 1;
+        }
+        let n = delivered.entry(*id).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            r.duplicates += 1;
+            if !redelivered {
+                r.repeats_not_redelivered.push((*id, *t));
+            }
+        }
+    }
+    r.delivered_distinct = delivered.len();
+    let mut lost = Vec::new();
+    for (id, (sent, node)) in &published {
+        let o = outcome.get(id).copied();
+        let was_delivered = delivered.contains_key(id);
+        match o {
+            Some((Outcome::Acked, at)) if !was_delivered => lost.push(Loss {
+                id: *id,
+                publisher_node: *node,
+                sent_ms: *sent,
+                acked_ms: at,
+                faults_around: faults
+                    .iter()
+                    .filter(|(t, _)| *t + 10_000 >= *sent && *t <= at + 10_000)
+                    .map(|(_, f)| f.clone())
+                    .collect(),
+            }),
+            Some((Outcome::Nacked, _)) if was_delivered => r.nacked_delivered.push(*id),
+            Some((Outcome::Returned, _)) if was_delivered => r.returned_delivered.push(*id),
+            Some((Outcome::Unknown, _)) | None => {
+                if was_delivered {
+                    r.unknown_delivered += 1;
+                } else {
+                    r.unknown_not_delivered += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    lost.sort_by_key(|l| l.sent_ms);
+    r.lost = lost;
+    r.nacked_delivered.sort_unstable();
+    r.returned_delivered.sort_unstable();
+
+    for e in events {
+        if let Event::Meta { outcome, .. } = e {
+            r.meta_ops += 1;
+            match outcome {
+                MetaOutcome::Ok => r.meta_ok += 1,
+                MetaOutcome::Refused => r.meta_refused += 1,
+                MetaOutcome::Unknown => r.meta_unknown += 1,
+            }
+        }
+    }
+    let expected = expected_entities(events);
+    r.entities_determined = expected.len();
+    for (entity, want) in &expected {
+        let seen = view.entities.get(entity);
+        match seen {
+            None => r.entity_mismatches.push(format!(
+                "{entity}: expected {}, not checked",
+                present(*want)
+            )),
+            Some(nodes) => {
+                for (node, got) in nodes {
+                    match got {
+                        Some(g) if g == want => {}
+                        Some(g) => r.entity_mismatches.push(format!(
+                            "{entity}: expected {}, node {node} says {}",
+                            present(*want),
+                            present(*g)
+                        )),
+                        None => r
+                            .entity_mismatches
+                            .push(format!("{entity}: node {node} did not answer")),
+                    }
+                }
+            }
+        }
+    }
+    let distinct: std::collections::BTreeSet<&(Option<u64>, String)> =
+        view.digests.values().collect();
+    r.digests_equal = distinct.len() == 1
+        && view
+            .digests
+            .values()
+            .all(|(i, d)| i.is_some() && !d.is_empty());
+    r.panics = view.panics.clone();
+
+    let v = &mut r.violations;
+    for l in &r.lost {
+        v.push(format!(
+            "LOST: message {} ({}), published through node {} at {} ms, acked at {} ms, never delivered; faults around it: {}",
+            l.id,
+            show_id(l.id),
+            l.publisher_node,
+            l.sent_ms,
+            l.acked_ms,
+            if l.faults_around.is_empty() { "none".to_string() } else { l.faults_around.join("; ") }
+        ));
+    }
+    if r.phantom > 0 {
+        v.push(format!(
+            "{} deliveries of messages never published",
+            r.phantom
+        ));
+    }
+    if r.corrupt > 0 {
+        v.push(format!("{} deliveries with a damaged body", r.corrupt));
+    }
+    for id in &r.nacked_delivered {
+        v.push(format!(
+            "message {id} ({}) was nacked, then delivered",
+            show_id(*id)
+        ));
+    }
+    for id in &r.returned_delivered {
+        v.push(format!(
+            "message {id} ({}) was returned, then delivered",
+            show_id(*id)
+        ));
+    }
+    for (id, t) in &r.repeats_not_redelivered {
+        v.push(format!(
+            "message {id} ({}) delivered again at {t} ms with redelivered=false",
+            show_id(*id)
+        ));
+    }
+    for m in &r.entity_mismatches {
+        v.push(format!("metadata: {m}"));
+    }
+    if !r.digests_equal {
+        v.push(format!(
+            "nodes differ in applied state: {}",
+            view.digests
+                .iter()
+                .map(|(n, (i, d))| format!("node {n}: applied {i:?} digest {d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for p in &r.panics {
+        v.push(format!("panic: {p}"));
+    }
+    for (node, depths) in &view.left_in_queues {
+        if depths.iter().any(|d| *d > 0) {
+            v.push(format!(
+                "after the drain node {node} still reports messages in the queues: {depths:?}"
+            ));
+        }
+    }
+    r
+}
+
+fn present(b: bool) -> &'static str {
+    if b {
+        "present"
+    } else {
+        "absent"
+    }
+}
+
+/// "publisher P, #N".
+pub fn show_id(id: u64) -> String {
+    format!("publisher {}, #{}", id >> 40, id & ((1 << 40) - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(t: u64, id: u64) -> Event {
+        Event::Publish {
+            t,
+            id,
+            node: 1,
+            queue: 0,
+        }
+    }
+    fn out(t: u64, id: u64, outcome: Outcome) -> Event {
+        Event::Outcome { t, id, outcome }
+    }
+    fn deliver(t: u64, id: u64, redelivered: bool) -> Event {
+        Event::Deliver {
+            t,
+            id: Some(id),
+            node: 2,
+            get: false,
+            redelivered,
+            intact: true,
+        }
+    }
+    fn digests() -> FinalView {
+        let mut v = FinalView::default();
+        for n in 1..=3 {
+            v.digests.insert(n, (Some(10), "abc".into()));
+        }
+        v
+    }
+
+    #[test]
+    fn a_clean_history_passes_and_counts() {
+        let events = vec![
+            publish(1, 1),
+            publish(2, 2),
+            publish(3, 3),
+            out(4, 1, Outcome::Acked),
+            out(5, 2, Outcome::Unknown),
+            out(6, 3, Outcome::Nacked),
+            deliver(7, 1, false),
+            deliver(8, 1, true),
+            deliver(9, 2, false),
+        ];
+        let r = check(&events, &digests());
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!((r.acked, r.nacked, r.unknown), (1, 1, 1));
+        assert_eq!((r.duplicates, r.unknown_delivered), (1, 1));
+    }
+
+    #[test]
+    fn each_broken_invariant_is_reported() {
+        let events = vec![
+            Event::Fault {
+                t: 1,
+                kind: "kill".into(),
+                detail: "node 2".into(),
+            },
+            publish(2, 1),
+            out(3, 1, Outcome::Acked),
+            publish(4, 2),
+            out(5, 2, Outcome::Nacked),
+            deliver(6, 2, false),
+            publish(7, 3),
+            out(8, 3, Outcome::Acked),
+            deliver(9, 3, false),
+            deliver(10, 3, false),
+            deliver(11, 99, false),
+        ];
+        let mut view = digests();
+        view.digests.insert(3, (Some(10), "xyz".into()));
+        view.panics.push("node 1: thread panicked".into());
+        let r = check(&events, &view);
+        assert_eq!(r.lost.len(), 1);
+        assert_eq!(
+            r.lost[0].faults_around,
+            vec!["1 ms kill node 2".to_string()]
+        );
+        assert_eq!(r.nacked_delivered, vec![2]);
+        assert_eq!(r.repeats_not_redelivered, vec![(3, 10)]);
+        assert_eq!(r.phantom, 1);
+        assert!(!r.digests_equal);
+        assert_eq!(r.violations.len(), 6, "{:#?}", r.violations);
+    }
+
+    fn meta(sent: u64, op: MetaOp, outcome: MetaOutcome) -> Event {
+        Event::Meta {
+            t: sent + 1,
+            node: 1,
+            op,
+            outcome,
+            sent,
+        }
+    }
+
+    #[test]
+    fn entity_expectations_follow_the_last_success_unless_an_unknown_op_disagrees() {
+        let q = |n: &str| n.to_string();
+        let events = vec![
+            meta(1, MetaOp::DeclareQueue { queue: q("a") }, MetaOutcome::Ok),
+            meta(2, MetaOp::DeleteQueue { queue: q("a") }, MetaOutcome::Ok),
+            meta(3, MetaOp::DeclareQueue { queue: q("b") }, MetaOutcome::Ok),
+            meta(
+                4,
+                MetaOp::DeleteQueue { queue: q("b") },
+                MetaOutcome::Unknown,
+            ),
+            meta(
+                5,
+                MetaOp::DeclareQueue { queue: q("c") },
+                MetaOutcome::Unknown,
+            ),
+            meta(6, MetaOp::DeclareQueue { queue: q("d") }, MetaOutcome::Ok),
+            meta(
+                7,
+                MetaOp::DeclareExchange { exchange: q("x") },
+                MetaOutcome::Ok,
+            ),
+            meta(
+                8,
+                MetaOp::Bind {
+                    exchange: q("x"),
+                    queue: q("d"),
+                },
+                MetaOutcome::Ok,
+            ),
+            meta(
+                9,
+                MetaOp::Bind {
+                    exchange: q("x"),
+                    queue: q("a"),
+                },
+                MetaOutcome::Refused,
+            ),
+        ];
+        let e = expected_entities(&events);
+        assert_eq!(e.get("queue a"), Some(&false));
+        assert_eq!(e.get("queue b"), None, "an unknown delete leaves it open");
+        assert_eq!(e.get("queue c"), None, "nothing known to have succeeded");
+        assert_eq!(e.get("binding x->d"), Some(&true));
+        // Queue a was deleted (and the bind refused): no binding.
+        assert_eq!(e.get("binding x->a"), Some(&false));
+        // A later delete of the queue removes the binding.
+        let mut more = events.clone();
+        more.push(meta(
+            10,
+            MetaOp::DeleteQueue { queue: q("d") },
+            MetaOutcome::Ok,
+        ));
+        let e = expected_entities(&more);
+        assert_eq!(e.get("binding x->d"), Some(&false));
+    }
+}

@@ -1,0 +1,465 @@
+//! The warren processes under test: one per slot, each in its slot's network namespace, with
+//! AMQP on 5672 and gRPC on 7100 of the slot's address. Kill -9, SIGSTOP/SIGCONT, restart,
+//! power loss (see `synclog.c`), membership changes, and each node's status over gRPC.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use warren_proto::raft::admin_client::AdminClient;
+use warren_proto::raft::{StatusReply, StatusRequest};
+
+use crate::net;
+
+pub const AMQP_PORT: u16 = 5672;
+pub const GRPC_PORT: u16 = 7100;
+
+pub struct Node {
+    pub slot: usize,
+    pub id: u64,
+    /// Flags given on every start of this node (members, --join).
+    args: Vec<String>,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    pub paused: bool,
+}
+
+impl Node {
+    /// Running and not paused.
+    pub fn is_up(&self) -> bool {
+        self.child.is_some() && !self.paused
+    }
+}
+
+pub struct Nodes {
+    bin: PathBuf,
+    dir: PathBuf,
+    /// The compiled power-loss shim, when there is a C compiler.
+    synclog: Option<PathBuf>,
+    pub nodes: BTreeMap<usize, Node>,
+    next_id: u64,
+    /// Logs of nodes removed from the cluster (checked for panics too).
+    pub old_logs: Vec<PathBuf>,
+}
+
+pub fn member_spec(slot: usize, id: u64) -> String {
+    let ip = net::node_ip(slot);
+    format!("{id}@{ip}:{AMQP_PORT}@{ip}:{GRPC_PORT}")
+}
+
+pub fn uri(slot: usize) -> String {
+    format!(
+        "amqp://guest:guest@{}:{AMQP_PORT}/%2f?heartbeat=2&connection_timeout=3000",
+        net::node_ip(slot)
+    )
+}
+
+impl Nodes {
+    pub fn new(bin: PathBuf, dir: PathBuf, synclog: Option<PathBuf>) -> Nodes {
+        Nodes {
+            bin,
+            dir,
+            synclog,
+            nodes: BTreeMap::new(),
+            next_id: 1,
+            old_logs: Vec::new(),
+        }
+    }
+
+    pub fn has_power_loss(&self) -> bool {
+        self.synclog.is_some()
+    }
+
+    /// Creates and starts the first `n` nodes (slots 1..=n, ids 1..=n) as one cluster.
+    pub fn start_cluster(&mut self, n: usize) -> anyhow::Result<()> {
+        let members: Vec<String> = (1..=n).map(|s| member_spec(s, s as u64)).collect();
+        for slot in 1..=n {
+            let mut args = Vec::new();
+            for m in &members {
+                args.push("--member".to_string());
+                args.push(m.clone());
+            }
+            self.create(slot, slot as u64, args)?;
+        }
+        self.next_id = n as u64 + 1;
+        for slot in 1..=n {
+            self.start(slot)?;
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, slot: usize, id: u64, args: Vec<String>) -> anyhow::Result<()> {
+        let data = self.dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&data)?;
+        let log = self.dir.join(format!("node{id}.log"));
+        self.nodes.insert(
+            slot,
+            Node {
+                slot,
+                id,
+                args,
+                data,
+                log,
+                child: None,
+                paused: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn node(&mut self, slot: usize) -> anyhow::Result<&mut Node> {
+        self.nodes
+            .get_mut(&slot)
+            .with_context(|| format!("no node in slot {slot}"))
+    }
+
+    pub fn start(&mut self, slot: usize) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let synclog = self.synclog.clone();
+        let node = self.node(slot)?;
+        if node.child.is_some() {
+            return Ok(());
+        }
+        if synclog.is_some() {
+            // The files as they are now count as durable; the shim records what is synced
+            // from here on.
+            write_baseline(&node.data)?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &net::netns(slot)])
+            .arg(&bin)
+            .args(["--node-id", &node.id.to_string()])
+            .args(["--port", &AMQP_PORT.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data)
+            .args(["--loopback-users", ""])
+            .args(["--heartbeat", "10"])
+            .args(["--snapshot-every", "5000"])
+            .args(&node.args)
+            .env(
+                "WARREN_LOG",
+                std::env::var("CHAOS_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(shim) = &synclog {
+            // The log holds what was synced since this start; the baseline covers the rest.
+            let sync_log = sync_log_path(node);
+            let _ = std::fs::remove_file(&sync_log);
+            cmd.env("LD_PRELOAD", shim)
+                .env("WARREN_CHAOS_SYNC_LOG", sync_log);
+        }
+        node.child = Some(cmd.spawn().context("starting warren")?);
+        node.paused = false;
+        Ok(())
+    }
+
+    pub fn running(&self, slot: usize) -> bool {
+        self.nodes.get(&slot).is_some_and(|n| n.child.is_some())
+    }
+
+    pub fn running_slots(&self) -> Vec<usize> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.slot)
+            .collect()
+    }
+
+    pub fn kill9(&mut self, slot: usize) -> anyhow::Result<()> {
+        let node = self.node(slot)?;
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+        Ok(())
+    }
+
+    pub fn signal(&mut self, slot: usize, sig: &str) -> anyhow::Result<()> {
+        let node = self.node(slot)?;
+        let Some(child) = &node.child else {
+            return Ok(());
+        };
+        let st = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()?;
+        if !st.success() {
+            bail!("kill {sig} failed");
+        }
+        node.paused = sig == "-STOP";
+        Ok(())
+    }
+
+    /// kill -9, then every file of the node cut back to what had been fsynced (power loss).
+    pub fn power_loss(&mut self, slot: usize) -> anyhow::Result<PowerLoss> {
+        self.kill9(slot)?;
+        let node = self.node(slot)?;
+        cut_to_synced(&node.data, &sync_log_path(node))
+    }
+
+    /// A new node in `slot` (a new id), started with --join and added to the cluster through
+    /// `via`'s gRPC service: learner, caught up, then voter.
+    pub fn add(&mut self, slot: usize, via: usize) -> anyhow::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let spec = member_spec(slot, id);
+        self.create(
+            slot,
+            id,
+            vec!["--member".into(), spec.clone(), "--join".into()],
+        )?;
+        self.start(slot)?;
+        let grpc = format!("{}:{GRPC_PORT}", net::node_ip(via));
+        let added = self
+            .wait_serving_grpc(slot)
+            .and_then(|_| self.cli(&["member", "add", &spec, "--grpc", &grpc, "--timeout", "60"]))
+            .and_then(|_| self.cli(&["member", "promote", &id.to_string(), "--grpc", &grpc]));
+        if let Err(e) = added {
+            // Not a member (or a learner at most): take it away again.
+            let _ = self.cli(&["member", "remove", &id.to_string(), "--grpc", &grpc]);
+            self.kill9(slot)?;
+            if let Some(node) = self.nodes.remove(&slot) {
+                self.old_logs.push(node.log);
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Waits (up to 20 s) until the node in `slot` answers on its gRPC port.
+    fn wait_serving_grpc(&self, slot: usize) -> anyhow::Result<()> {
+        let addr = std::net::SocketAddr::new(
+            net::node_ip(slot).parse().context("node address")?,
+            GRPC_PORT,
+        );
+        for _ in 0..200 {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the new node did not listen on {addr} within 20 s")
+    }
+
+    /// Removes the node in `slot` from the cluster through `via`, stops it, and frees the slot.
+    pub fn remove(&mut self, slot: usize, via: usize) -> anyhow::Result<u64> {
+        let id = self.node(slot)?.id;
+        let grpc = format!("{}:{GRPC_PORT}", net::node_ip(via));
+        self.cli(&["member", "remove", &id.to_string(), "--grpc", &grpc])?;
+        self.kill9(slot)?;
+        if let Some(node) = self.nodes.remove(&slot) {
+            self.old_logs.push(node.log);
+        }
+        Ok(id)
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .output()
+            .context("running warren")?;
+        if !out.status.success() {
+            bail!(
+                "warren {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn logs(&self) -> Vec<PathBuf> {
+        let mut logs: Vec<PathBuf> = self.nodes.values().map(|n| n.log.clone()).collect();
+        logs.extend(self.old_logs.iter().cloned());
+        logs
+    }
+
+    pub fn stop_all(&mut self) {
+        let slots: Vec<usize> = self.nodes.keys().copied().collect();
+        for slot in slots {
+            let _ = self.signal(slot, "-CONT");
+            if let Some(node) = self.nodes.get_mut(&slot) {
+                if let Some(mut child) = node.child.take() {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status();
+                    for _ in 0..50 {
+                        if let Ok(Some(_)) = child.try_wait() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn sync_log_path(node: &Node) -> PathBuf {
+    node.data
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!("sync-{}.log", node.id))
+}
+
+/// A node's status over gRPC, within a second.
+pub async fn status(slot: usize, digest: bool) -> anyhow::Result<StatusReply> {
+    let addr = format!("http://{}:{GRPC_PORT}", net::node_ip(slot));
+    let fut = async {
+        let channel = tonic::transport::Endpoint::from_shared(addr)?
+            .connect_timeout(Duration::from_secs(1))
+            .connect()
+            .await?;
+        let reply = AdminClient::new(channel)
+            .status(StatusRequest {
+                group_id: 0,
+                digest,
+            })
+            .await?;
+        Ok::<_, anyhow::Error>(reply.into_inner())
+    };
+    tokio::time::timeout(Duration::from_secs(if digest { 10 } else { 1 }), fut)
+        .await
+        .context("status timed out")?
+}
+
+/// What a power loss took away.
+#[derive(Debug, Default)]
+pub struct PowerLoss {
+    pub files_cut: usize,
+    pub bytes_lost: u64,
+    pub files_deleted: usize,
+}
+
+const BASELINE: &str = ".chaos-baseline";
+
+/// Records every file of `dir` and its size (they count as durable: they were there when the
+/// node started).
+fn write_baseline(dir: &Path) -> anyhow::Result<()> {
+    let mut lines = String::new();
+    for (path, size) in files(dir)? {
+        lines.push_str(&format!("S {size} {}\n", path.display()));
+    }
+    std::fs::write(
+        dir.join("..").join(format!("{}{BASELINE}", dir_name(dir))),
+        lines,
+    )?;
+    Ok(())
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let path = std::fs::canonicalize(entry.path())?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                out.push((path, meta.len()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The durable size of every file: the baseline, then the shim's log in order (a synced size
+/// replaces the last one; a rename moves the durable size to the new name).
+fn durable_sizes(baseline: &str, sync_log: &str) -> HashMap<PathBuf, u64> {
+    let mut sizes = HashMap::new();
+    for line in baseline.lines().chain(sync_log.lines()) {
+        if let Some(rest) = line.strip_prefix("S ") {
+            if let Some((size, path)) = rest.split_once(' ') {
+                if let Ok(size) = size.parse::<u64>() {
+                    sizes.insert(PathBuf::from(path), size);
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("R ") {
+            if let Some((old, new)) = rest.split_once('\t') {
+                if let Some(size) = sizes.remove(Path::new(old)) {
+                    sizes.insert(PathBuf::from(new), size);
+                } else {
+                    sizes.remove(Path::new(new));
+                }
+            }
+        }
+    }
+    sizes
+}
+
+fn cut_to_synced(dir: &Path, sync_log: &Path) -> anyhow::Result<PowerLoss> {
+    let baseline_path = dir.join("..").join(format!("{}{BASELINE}", dir_name(dir)));
+    let baseline = std::fs::read_to_string(&baseline_path).unwrap_or_default();
+    let log = std::fs::read_to_string(sync_log).unwrap_or_default();
+    let durable = durable_sizes(&baseline, &log);
+    let mut loss = PowerLoss::default();
+    let mut seen = HashSet::new();
+    for (path, size) in files(dir)? {
+        seen.insert(path.clone());
+        match durable.get(&path) {
+            Some(&d) if d < size => {
+                File::options().write(true).open(&path)?.set_len(d)?;
+                loss.files_cut += 1;
+                loss.bytes_lost += size - d;
+            }
+            Some(_) => {}
+            None => {
+                std::fs::remove_file(&path)?;
+                loss.files_deleted += 1;
+                loss.bytes_lost += size;
+            }
+        }
+    }
+    Ok(loss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_sizes_follow_syncs_and_renames() {
+        let base = "S 10 /d/a\nS 5 /d/CURRENT\n";
+        let log = "S 20 /d/a\nS 7 /d/tmp\nR /d/tmp\t/d/CURRENT\nS 3 /d/b\nR /d/c\t/d/b\n";
+        let s = durable_sizes(base, log);
+        assert_eq!(s.get(Path::new("/d/a")), Some(&20));
+        assert_eq!(s.get(Path::new("/d/CURRENT")), Some(&7));
+        assert_eq!(s.get(Path::new("/d/tmp")), None);
+        // /d/b was replaced by a rename of a file never synced: not durable.
+        assert_eq!(s.get(Path::new("/d/b")), None);
+    }
+}
