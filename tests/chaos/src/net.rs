@@ -10,6 +10,7 @@
 //! Client traffic (from 10.231.77.1) is never dropped by partitions: a partitioned node keeps
 //! its clients, as a node cut off from its peers but not from its clients would.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -55,9 +56,27 @@ fn in_ns(slot: usize, args: &[&str]) -> anyhow::Result<()> {
     run(&all)
 }
 
-/// The namespaces and the bridge, created on `setup` and removed on drop.
+/// The namespaces and the bridge, created on `setup` and removed on drop. Their names are
+/// fixed, so one run at a time: `setup` takes a lock file and refuses while another live run
+/// holds it.
 pub struct Network {
     slots: usize,
+}
+
+const LOCK: &str = "/run/warren-chaos.lock";
+
+fn lock() -> anyhow::Result<()> {
+    if let Ok(pid) = std::fs::read_to_string(LOCK) {
+        let pid = pid.trim();
+        if !pid.is_empty()
+            && Path::new("/proc").join(pid).exists()
+            && pid != std::process::id().to_string()
+        {
+            bail!("another warren-chaos run (pid {pid}) is using the network namespaces ({LOCK})");
+        }
+    }
+    std::fs::write(LOCK, std::process::id().to_string()).context("writing the lock file")?;
+    Ok(())
 }
 
 impl Network {
@@ -75,6 +94,7 @@ impl Network {
     }
 
     pub fn setup(slots: usize) -> anyhow::Result<Network> {
+        lock()?;
         let net = Network { slots };
         net.remove();
         run(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
@@ -209,5 +229,6 @@ fn in_ns_named(ns: &str, args: &[&str]) -> anyhow::Result<()> {
 impl Drop for Network {
     fn drop(&mut self) {
         self.remove();
+        let _ = std::fs::remove_file(LOCK);
     }
 }
