@@ -555,9 +555,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let mut per = BTreeMap::new();
         for slot in chaos.nodes.running_slots() {
             let answer = if let Some(q) = entity.strip_prefix("queue ") {
-                workload::queue_exists(slot, q).await
+                workload::exists(slot, workload::Kind::Queue, q).await
             } else if let Some(x) = entity.strip_prefix("exchange ") {
-                workload::exchange_exists(slot, x).await
+                workload::exists(slot, workload::Kind::Exchange, x).await
             } else if let Some(b) = entity.strip_prefix("binding ") {
                 let (x, q) = b.split_once("->").unwrap_or_default();
                 workload::binding_exists(slot, x, q).await

@@ -76,6 +76,19 @@ async fn connect(slot: usize) -> anyhow::Result<Connection> {
     .await
 }
 
+/// A connection to `slot`, or (it failed) None after moving `slot` to the next node and a
+/// pause.
+async fn connect_or_move(slot: &mut usize, ctx: &Ctx) -> Option<Connection> {
+    match connect(*slot).await {
+        Ok(c) => Some(c),
+        Err(_) => {
+            *slot = ctx.next_slot(*slot);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            None
+        }
+    }
+}
+
 async fn close(conn: Connection) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
 }
@@ -133,13 +146,8 @@ pub async fn publisher(p: u64, home: usize, ctx: Ctx) {
     let mut seq = 0u64;
     let mut slot = home;
     while !ctx.stop_publishing.load(Ordering::Relaxed) {
-        let conn = match connect(slot).await {
-            Ok(c) => c,
-            Err(_) => {
-                slot = ctx.next_slot(slot);
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
+        let Some(conn) = connect_or_move(&mut slot, &ctx).await else {
+            continue;
         };
         let failed = publish_on(&conn, p, slot, &mut seq, &ctx).await.is_err();
         close(conn).await;
@@ -282,13 +290,8 @@ fn record_delivery(h: &History, slot: usize, get: bool, d: &lapin::message::Deli
 pub async fn consumer(c: usize, home: usize, ctx: Ctx) {
     let mut slot = home;
     while !ctx.stop_consuming.load(Ordering::Relaxed) {
-        let conn = match connect(slot).await {
-            Ok(c) => c,
-            Err(_) => {
-                slot = ctx.next_slot(slot);
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
+        let Some(conn) = connect_or_move(&mut slot, &ctx).await else {
+            continue;
         };
         let _ = consume_on(&conn, c, slot, &ctx).await;
         close(conn).await;
@@ -348,13 +351,8 @@ async fn consume_on(conn: &Connection, c: usize, slot: usize, ctx: &Ctx) -> anyh
 pub async fn getter(home: usize, ctx: Ctx) {
     let mut slot = home;
     while !ctx.stop_consuming.load(Ordering::Relaxed) {
-        let conn = match connect(slot).await {
-            Ok(c) => c,
-            Err(_) => {
-                slot = ctx.next_slot(slot);
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
+        let Some(conn) = connect_or_move(&mut slot, &ctx).await else {
+            continue;
         };
         let _ = get_on(&conn, slot, &ctx).await;
         close(conn).await;
@@ -404,13 +402,8 @@ pub async fn metadata(seed: u64, ctx: Ctx) {
     let mut slot = 1;
     let h = ctx.history.clone();
     while !ctx.stop_meta.load(Ordering::Relaxed) {
-        let conn = match connect(slot).await {
-            Ok(c) => c,
-            Err(_) => {
-                slot = ctx.next_slot(slot);
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
+        let Some(conn) = connect_or_move(&mut slot, &ctx).await else {
+            continue;
         };
         let mut ch: Option<Channel> = None;
         while !ctx.stop_meta.load(Ordering::Relaxed) {
@@ -466,15 +459,17 @@ fn routing_key(queue: &str) -> String {
     queue.trim_start_matches("meta-").to_string()
 }
 
-async fn run_meta(ch: &Channel, op: &MetaOp) -> anyhow::Result<()> {
-    match op {
-        MetaOp::DeclareQueue { queue } => {
+/// Declares a durable queue or direct exchange (`passive`: only checks that it exists).
+async fn declare(ch: &Channel, kind: Kind, name: &str, passive: bool) -> anyhow::Result<()> {
+    match kind {
+        Kind::Queue => {
             within(
                 5,
                 ch.queue_declare(
-                    queue.as_str().into(),
+                    name.into(),
                     QueueDeclareOptions {
                         durable: true,
+                        passive,
                         ..Default::default()
                     },
                     FieldTable::default(),
@@ -482,6 +477,29 @@ async fn run_meta(ch: &Channel, op: &MetaOp) -> anyhow::Result<()> {
             )
             .await?;
         }
+        Kind::Exchange => {
+            within(
+                5,
+                ch.exchange_declare(
+                    name.into(),
+                    ExchangeKind::Direct,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        passive,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_meta(ch: &Channel, op: &MetaOp) -> anyhow::Result<()> {
+    match op {
+        MetaOp::DeclareQueue { queue } => declare(ch, Kind::Queue, queue, false).await?,
         MetaOp::DeleteQueue { queue } => {
             within(
                 5,
@@ -490,19 +508,7 @@ async fn run_meta(ch: &Channel, op: &MetaOp) -> anyhow::Result<()> {
             .await?;
         }
         MetaOp::DeclareExchange { exchange } => {
-            within(
-                5,
-                ch.exchange_declare(
-                    exchange.as_str().into(),
-                    ExchangeKind::Direct,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                ),
-            )
-            .await?;
+            declare(ch, Kind::Exchange, exchange, false).await?
         }
         MetaOp::DeleteExchange { exchange } => {
             within(
@@ -540,48 +546,19 @@ async fn run_meta(ch: &Channel, op: &MetaOp) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `queue` exists, asked through `slot` with a passive declare: Some(true/false), or
-/// None when the node did not answer.
-pub async fn queue_exists(slot: usize, queue: &str) -> Option<bool> {
-    let conn = connect(slot).await.ok()?;
-    let ch = within(5, conn.create_channel()).await.ok()?;
-    let r = within(
-        5,
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await;
-    let answer = match meta_outcome(&r) {
-        MetaOutcome::Ok => Some(true),
-        MetaOutcome::Refused => Some(false),
-        MetaOutcome::Unknown => None,
-    };
-    close(conn).await;
-    answer
+/// A queue or an exchange.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Queue,
+    Exchange,
 }
 
-pub async fn exchange_exists(slot: usize, exchange: &str) -> Option<bool> {
+/// Whether the queue or exchange `name` exists, asked through `slot` with a passive declare:
+/// Some(true/false), or None when the node did not answer.
+pub async fn exists(slot: usize, kind: Kind, name: &str) -> Option<bool> {
     let conn = connect(slot).await.ok()?;
     let ch = within(5, conn.create_channel()).await.ok()?;
-    let r = within(
-        5,
-        ch.exchange_declare(
-            exchange.into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await;
+    let r = declare(&ch, kind, name, true).await;
     let answer = match meta_outcome(&r) {
         MetaOutcome::Ok => Some(true),
         MetaOutcome::Refused => Some(false),
