@@ -161,7 +161,7 @@ async fn admin_client(
     id: NodeId,
     grpc_addr: &str,
 ) -> Result<AdminClient<tonic::transport::Channel>, Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+    let endpoint = tonic::transport::Endpoint::from_shared(crate::dial::dial_uri(grpc_addr))
         .map_err(|e| Status::internal(format!("bad gRPC address of node {id}: {e}")))?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {

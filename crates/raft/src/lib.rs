@@ -5,6 +5,7 @@
 
 pub mod admin;
 mod command_codec;
+pub mod dial;
 pub mod incarnation;
 pub mod membership;
 pub mod network;

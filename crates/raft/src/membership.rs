@@ -152,7 +152,7 @@ async fn probe(
             "cannot reach the new node at {grpc_addr} ({e}); is it running with this gRPC address?"
         ))
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+    let endpoint = tonic::transport::Endpoint::from_shared(crate::dial::dial_uri(grpc_addr))
         .map_err(|e| ChangeError::Invalid(format!("bad gRPC address {grpc_addr}: {e}")))?
         .connect_timeout(PROBE_TIMEOUT)
         .timeout(PROBE_TIMEOUT);

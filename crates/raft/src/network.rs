@@ -51,7 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             recorded: node.incarnation,
             book: self.book.clone(),
-            addr: format!("http://{}", node.grpc_addr),
+            addr: crate::dial::dial_uri(&node.grpc_addr),
             client: None,
         }
     }

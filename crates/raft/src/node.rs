@@ -152,7 +152,7 @@ async fn member_with_a_cluster(
         .filter(|(other, node)| **other != id && !node.grpc_addr.is_empty())
         .map(|(other, node)| async move {
             let endpoint =
-                tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc_addr))
+                tonic::transport::Endpoint::from_shared(crate::dial::dial_uri(&node.grpc_addr))
                     .ok()?
                     .connect_timeout(Duration::from_secs(1))
                     .timeout(Duration::from_secs(2));

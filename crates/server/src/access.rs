@@ -104,7 +104,7 @@ impl Access for AccessService {
                 "the cluster has no leader right now; try again",
             )),
             Route::Remote { grpc_addr, .. } => {
-                let mut leader = AccessClient::connect(format!("http://{grpc_addr}"))
+                let mut leader = AccessClient::connect(warren_raft::dial::dial_uri(&grpc_addr))
                     .await
                     .map_err(|e| Status::unavailable(format!("cannot reach the leader: {e}")))?;
                 leader.change(request).await

@@ -86,6 +86,11 @@ struct Args {
     /// node joining a cluster; --member needs only this node's own entry then).
     #[arg(long)]
     join: bool,
+    /// Dial another address for a peer than the one the membership records, as
+    /// RECORDED_HOST:PORT=DIAL_HOST:PORT (repeat for several): for NAT or port forwarding between
+    /// nodes, and the chaos suite's per-link proxies.
+    #[arg(long = "peer-address", value_parser = warren_raft::dial::parse_override)]
+    peer_addresses: Vec<(String, String)>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -180,6 +185,9 @@ struct FileConfig {
     members: Vec<String>,
     #[serde(default)]
     join: bool,
+    /// `"RECORDED=DIAL"` strings, as --peer-address.
+    #[serde(default)]
+    peer_addresses: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -304,6 +312,13 @@ fn main() -> anyhow::Result<()> {
         None if members.is_empty() => None,
         None => anyhow::bail!("--node-id {node_id} is not among the --member entries"),
     };
+    let mut peer_addresses: std::collections::HashMap<String, String> = file
+        .peer_addresses
+        .iter()
+        .map(|s| warren_raft::dial::parse_override(s).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    peer_addresses.extend(args.peer_addresses.iter().cloned());
+    warren_raft::dial::set_overrides(peer_addresses);
     anyhow::ensure!(
         !raft_options.join || own_grpc.is_some(),
         "--join needs this node's own --member entry (its gRPC address)"

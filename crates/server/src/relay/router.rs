@@ -224,7 +224,7 @@ async fn resume_remote(link: &Link, conns: &mut HashMap<ConnId, Conn>) -> bool {
 }
 
 async fn connect(grpc_addr: &str) -> Option<Link> {
-    let mut client = match RelayClient::connect(format!("http://{grpc_addr}")).await {
+    let mut client = match RelayClient::connect(warren_raft::dial::dial_uri(grpc_addr)).await {
         Ok(c) => c
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20),
