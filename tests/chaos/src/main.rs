@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 
 use warren_chaos::history::{Event, History, Outcome};
 use warren_chaos::nodes::{self, Nodes};
-use warren_chaos::{checker, net, workload};
+use warren_chaos::{addr, checker, net, workload};
 
 #[derive(Parser, Debug)]
 #[command(name = "warren-chaos", about)]
@@ -55,6 +55,10 @@ struct Args {
     /// Keep the nodes' data directories after a run that passed.
     #[arg(long)]
     keep: bool,
+    /// Run on loopback with a TCP proxy per link instead of network namespaces (the fallback
+    /// used automatically where namespaces are not available).
+    #[arg(long)]
+    loopback: bool,
     /// Only these fault kinds (comma-separated; see KINDS in src/main.rs) [default: all].
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
@@ -395,12 +399,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
     let bin = std::fs::canonicalize(warren_bin(&args)).context("the warren binary")?;
-    if let Err(why) = net::Network::available() {
-        anyhow::bail!(
-            "this machine cannot run the nodes in network namespaces: {why}. warren-chaos needs \
-             root, `ip netns` and iptables (apt-get install iptables); the loopback fallback \
-             with TCP proxies is not written yet (docs/reliability.md)"
-        );
+    let loopback = args.loopback
+        || match net::Netns::available() {
+            Ok(()) => false,
+            Err(why) => {
+                tracing::warn!(
+                    "network namespaces are not available here ({why}): falling back to loopback, \
+                     with a TCP proxy per link between nodes"
+                );
+                true
+            }
+        };
+    if loopback {
+        addr::set_mode(addr::Mode::Loopback);
     }
     let synclog = match build_synclog(&out) {
         Ok(lib) => Some(lib),
@@ -411,11 +422,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let history = History::new();
     history.note(format!(
-        "seed {seed}, {seconds} s of faults, binary {}, power loss {}",
+        "seed {seed}, {seconds} s of faults, binary {}, network {}, power loss {}",
         bin.display(),
+        if loopback {
+            "loopback with per-link proxies"
+        } else {
+            "namespaces"
+        },
         if synclog.is_some() { "on" } else { "off" }
     ));
-    let net = net::Network::setup(4)?;
+    let net = if loopback {
+        net::Network::Loopback(warren_chaos::proxy::Proxies::start(4).await?)
+    } else {
+        net::Network::Netns(net::Netns::setup(4)?)
+    };
     let mut nodes = Nodes::new(bin, data.clone(), synclog);
     nodes.start_cluster(3)?;
     let slots = Arc::new(Mutex::new(vec![1, 2, 3]));
@@ -647,6 +667,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(passed)
 }
 
+/// This run's command line, with its seed.
+fn reproduce(seed: u64) -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if !args
+        .iter()
+        .any(|a| a == "--seed" || a.starts_with("--seed="))
+    {
+        args.push("--seed".into());
+        args.push(seed.to_string());
+    }
+    args.join(" ")
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -669,7 +702,8 @@ fn summary(
     let mut s = String::new();
     let verdict = if passed { "PASSED" } else { "FAILED" };
     s.push_str(&format!(
-        "warren-chaos {verdict}: seed {seed}, {seconds} s of faults (reproduce: warren-chaos --seconds {seconds} --seed {seed})\n\n"
+        "warren-chaos {verdict}: seed {seed}, {seconds} s of faults\nreproduce: {}\n\n",
+        reproduce(seed)
     ));
     s.push_str(&format!(
         "faults injected: {faults} (at least {min_faults} required)\n"

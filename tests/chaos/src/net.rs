@@ -59,7 +59,7 @@ fn in_ns(slot: usize, args: &[&str]) -> anyhow::Result<()> {
 /// The namespaces and the bridge, created on `setup` and removed on drop. Their names are
 /// fixed, so one run at a time: `setup` takes a lock file and refuses while another live run
 /// holds it.
-pub struct Network {
+pub struct Netns {
     slots: usize,
 }
 
@@ -79,7 +79,7 @@ fn lock() -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Network {
+impl Netns {
     /// Whether this machine can run the harness's network: root, `ip netns`, veth, a bridge
     /// and iptables. The reason when it cannot.
     pub fn available() -> Result<(), String> {
@@ -93,9 +93,9 @@ impl Network {
         ipt.map_err(|e| format!("iptables does not work in a namespace ({e})"))
     }
 
-    pub fn setup(slots: usize) -> anyhow::Result<Network> {
+    pub fn setup(slots: usize) -> anyhow::Result<Netns> {
         lock()?;
-        let net = Network { slots };
+        let net = Netns { slots };
         net.remove();
         run(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
         run(&[
@@ -226,9 +226,63 @@ fn in_ns_named(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     run(&all)
 }
 
-impl Drop for Network {
+impl Drop for Netns {
     fn drop(&mut self) {
         self.remove();
         let _ = std::fs::remove_file(LOCK);
+    }
+}
+
+/// The network of a run: namespaces, or the loopback fallback's per-link proxies.
+pub enum Network {
+    Netns(Netns),
+    Loopback(crate::proxy::Proxies),
+}
+
+impl Network {
+    /// Packets (bytes, on loopback) from `from` to `to` are dropped (held).
+    pub fn drop_packets(&self, from: usize, to: usize) -> anyhow::Result<()> {
+        match self {
+            Network::Netns(n) => n.drop_packets(from, to),
+            Network::Loopback(p) => {
+                p.drop_packets(from, to);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn cut(&self, a: usize, b: usize) -> anyhow::Result<()> {
+        self.drop_packets(a, b)?;
+        self.drop_packets(b, a)
+    }
+
+    pub fn lose(&self, slot: usize, p: f64) -> anyhow::Result<()> {
+        match self {
+            Network::Netns(n) => n.lose(slot, p),
+            Network::Loopback(x) => {
+                x.lose(slot, p);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn slow(&self, slot: usize, kbit: u32) -> anyhow::Result<()> {
+        match self {
+            Network::Netns(n) => n.slow(slot, kbit),
+            Network::Loopback(p) => {
+                p.slow(slot, kbit);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn heal(&self) -> anyhow::Result<()> {
+        match self {
+            Network::Netns(n) => n.heal(),
+            Network::Loopback(p) => {
+                p.heal();
+                Ok(())
+            }
+        }
     }
 }

@@ -12,10 +12,7 @@ use anyhow::{bail, Context};
 use warren_proto::raft::admin_client::AdminClient;
 use warren_proto::raft::{StatusReply, StatusRequest};
 
-use crate::net;
-
-pub const AMQP_PORT: u16 = 5672;
-pub const GRPC_PORT: u16 = 7100;
+use crate::{addr, net};
 
 pub struct Node {
     pub slot: usize,
@@ -47,14 +44,13 @@ pub struct Nodes {
 }
 
 pub fn member_spec(slot: usize, id: u64) -> String {
-    let ip = net::node_ip(slot);
-    format!("{id}@{ip}:{AMQP_PORT}@{ip}:{GRPC_PORT}")
+    format!("{id}@{}@{}", addr::amqp(slot), addr::grpc(slot))
 }
 
 pub fn uri(slot: usize) -> String {
     format!(
-        "amqp://guest:guest@{}:{AMQP_PORT}/%2f?heartbeat=2&connection_timeout=3000",
-        net::node_ip(slot)
+        "amqp://guest:guest@{}/%2f?heartbeat=2&connection_timeout=3000",
+        addr::amqp(slot)
     )
 }
 
@@ -133,11 +129,30 @@ impl Nodes {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &net::netns(slot)])
-            .arg(&bin)
-            .args(["--node-id", &node.id.to_string()])
-            .args(["--port", &AMQP_PORT.to_string()])
+        let mut cmd = match addr::mode() {
+            addr::Mode::Netns => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net::netns(slot)]).arg(&bin);
+                c.args(["--port", "5672"]);
+                c
+            }
+            addr::Mode::Loopback => {
+                let mut c = Command::new(&bin);
+                let amqp = addr::amqp(slot);
+                let port = amqp.rsplit(':').next().unwrap_or("5672");
+                c.args(["--bind", "127.0.0.1", "--port", port]);
+                // Every peer through this node's own proxy for that link.
+                for peer in (1..=4).filter(|p| *p != slot) {
+                    c.arg("--peer-address").arg(format!(
+                        "{}=127.0.0.1:{}",
+                        addr::grpc(peer),
+                        addr::link_port(slot, peer)
+                    ));
+                }
+                c
+            }
+        };
+        cmd.args(["--node-id", &node.id.to_string()])
             .arg("--data-dir")
             .arg(&node.data)
             .args(["--loopback-users", ""])
@@ -219,7 +234,7 @@ impl Nodes {
             vec!["--member".into(), spec.clone(), "--join".into()],
         )?;
         self.start(slot)?;
-        let grpc = format!("{}:{GRPC_PORT}", net::node_ip(via));
+        let grpc = addr::grpc(via);
         let added = self
             .wait_serving_grpc(slot)
             .and_then(|_| self.cli(&["member", "add", &spec, "--grpc", &grpc, "--timeout", "60"]))
@@ -238,10 +253,7 @@ impl Nodes {
 
     /// Waits (up to 20 s) until the node in `slot` answers on its gRPC port.
     fn wait_serving_grpc(&self, slot: usize) -> anyhow::Result<()> {
-        let addr = std::net::SocketAddr::new(
-            net::node_ip(slot).parse().context("node address")?,
-            GRPC_PORT,
-        );
+        let addr: std::net::SocketAddr = addr::grpc(slot).parse().context("node address")?;
         for _ in 0..200 {
             if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
                 return Ok(());
@@ -254,7 +266,7 @@ impl Nodes {
     /// Removes the node in `slot` from the cluster through `via`, stops it, and frees the slot.
     pub fn remove(&mut self, slot: usize, via: usize) -> anyhow::Result<u64> {
         let id = self.node(slot)?.id;
-        let grpc = format!("{}:{GRPC_PORT}", net::node_ip(via));
+        let grpc = addr::grpc(via);
         self.cli(&["member", "remove", &id.to_string(), "--grpc", &grpc])?;
         self.kill9(slot)?;
         if let Some(node) = self.nodes.remove(&slot) {
@@ -330,7 +342,7 @@ fn sync_log_path(node: &Node) -> PathBuf {
 
 /// A node's status over gRPC, within a second.
 pub async fn status(slot: usize, digest: bool) -> anyhow::Result<StatusReply> {
-    let addr = format!("http://{}:{GRPC_PORT}", net::node_ip(slot));
+    let addr = format!("http://{}", addr::grpc(slot));
     let fut = async {
         let channel = tonic::transport::Endpoint::from_shared(addr)?
             .connect_timeout(Duration::from_secs(1))
