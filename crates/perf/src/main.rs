@@ -1,0 +1,268 @@
+//! The `warren-perf` binary: declares the queues, connects every producer and consumer, runs
+//! them until the time or the message counts are reached, prints progress each second and the
+//! summary at the end. Speaks AMQP through lapin only, so it measures RabbitMQ the same way.
+
+mod consumer;
+mod options;
+mod producer;
+mod report;
+mod stats;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::consumer::{ConsumerPlan, Drain};
+use crate::options::{ExitWhen, Options, QueueType};
+use crate::producer::ProducerPlan;
+use crate::report::{progress_line, Snapshot, Summary};
+use crate::stats::Stats;
+
+/// How long connecting and declaring may take before the run is given up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let opts = Options::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn")),
+        )
+        .init();
+    let summary = match run(&opts).await {
+        Ok(s) => s,
+        Err(e) => Summary::of(&Stats::default(), Duration::ZERO, vec![format!("{e:#}")]),
+    };
+    let failed = !summary.errors.is_empty();
+    let mut out = std::io::stdout().lock();
+    let written = if opts.json {
+        serde_json::to_string(&summary)
+            .map_err(std::io::Error::from)
+            .and_then(|j| writeln!(out, "{j}"))
+    } else {
+        write!(out, "{}", summary.text())
+    };
+    if written.is_err() || failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
+/// Runs the whole test and returns its summary (errors of producers or consumers are in it).
+async fn run(opts: &Options) -> anyhow::Result<Summary> {
+    opts.validate()?;
+    let queues = opts.queues()?;
+    let setup = connect(&opts.uris[0]).await?;
+    let setup_ch = setup.create_channel().await.context("channel.open")?;
+    let drains = declare(opts, &setup_ch, &queues).await?;
+
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let grace = Duration::from_secs_f64(opts.grace);
+
+    // Connect everyone first, so connecting is not part of the measured run.
+    let mut connecting = JoinSet::new();
+    for i in 0..opts.consumers + opts.producers {
+        let uri = opts.uris[i % opts.uris.len()].clone();
+        connecting.spawn(async move { (i, connect(&uri).await) });
+    }
+    let mut conns: HashMap<usize, Connection> = HashMap::new();
+    while let Some(joined) = connecting.join_next().await {
+        let (i, conn) = joined.context("a connecting task panicked")?;
+        conns.insert(i, conn?);
+    }
+
+    let start = Instant::now();
+    let mut consumers = JoinSet::new();
+    for j in 0..opts.consumers {
+        let queue = queues[j % queues.len()].clone();
+        let plan = ConsumerPlan {
+            queue: queue.clone(),
+            qos: opts.qos,
+            autoack: opts.autoack,
+            multi_ack_every: opts.multi_ack_every,
+            count: opts.cmessages,
+        };
+        let conn = conns.remove(&j).context("every consumer was connected")?;
+        let drain = drains.get(&queue).cloned();
+        let (stats, stop) = (stats.clone(), stop.clone());
+        consumers.spawn(consumer::run(conn, plan, drain, stats, stop, start));
+    }
+    let mut producers = JoinSet::new();
+    for i in 0..opts.producers {
+        let plan = ProducerPlan {
+            queue: queues[i % queues.len()].clone(),
+            size: opts.size,
+            confirm: opts.confirm,
+            persistent: opts.persistent(),
+            mandatory: opts.mandatory(),
+            rate: opts.rate,
+            count: opts.pmessages,
+        };
+        let conn = conns
+            .remove(&(opts.consumers + i))
+            .context("every producer was connected")?;
+        let (stats, stop) = (stats.clone(), stop.clone());
+        producers.spawn(producer::run(conn, plan, stats, stop, start, grace));
+    }
+
+    let consumers_stop_themselves = opts.cmessages > 0 || opts.exit_when == ExitWhen::Empty;
+    let deadline = opts.duration().map(|d| start + d);
+    let mut errors = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut before = Snapshot::default();
+    let mut last_tick = start;
+    let mut producers_done_at: Option<Instant> = None;
+    let stderr_line = |line: String| {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    };
+    let ended = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let (line, snap) = progress_line(&stats, before, now - start, now - last_tick);
+                stderr_line(line);
+                before = snap;
+                last_tick = now;
+            }
+            Some(joined) = producers.join_next() => {
+                collect(joined, "producer", &mut errors);
+                if producers.is_empty() {
+                    producers_done_at = Some(Instant::now());
+                }
+            }
+            Some(joined) = consumers.join_next() => collect(joined, "consumer", &mut errors),
+            _ = tokio::signal::ctrl_c() => break Instant::now(),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        let now = Instant::now();
+        if !errors.is_empty() || deadline.is_some_and(|d| now >= d) {
+            break now;
+        }
+        let producers_done = opts.producers == 0 || producers_done_at.is_some();
+        let consumers_done = if opts.consumers == 0 || consumers_stop_themselves {
+            consumers.is_empty()
+        } else if let Some(at) = producers_done_at {
+            // Consumers with no limit of their own follow counted producers: done once every
+            // message sent was received, or nothing arrived for the grace period.
+            let received = stats.received.load(Ordering::Relaxed);
+            received >= stats.sent.load(Ordering::Relaxed)
+                || (now - at > grace
+                    && Duration::from_micros(stats.last_received_us.load(Ordering::Relaxed))
+                        < at - start)
+        } else {
+            false
+        };
+        if producers_done && consumers_done && (opts.pmessages > 0 || opts.producers == 0) {
+            break now;
+        }
+    };
+    let _ = stop_tx.send(true);
+    let duration = ended - start;
+    let wind_down = grace + Duration::from_secs(5);
+    for (set, role) in [(&mut producers, "producer"), (&mut consumers, "consumer")] {
+        let waited = tokio::time::timeout(wind_down, async {
+            while let Some(joined) = set.join_next().await {
+                collect(joined, role, &mut errors);
+            }
+        })
+        .await;
+        if waited.is_err() {
+            errors.push(format!("a {role} did not stop within {wind_down:?}"));
+            set.abort_all();
+        }
+    }
+    if opts.delete_queues {
+        for q in &queues {
+            if let Err(e) = setup_ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                errors.push(format!("queue.delete {q}: {e}"));
+            }
+        }
+    }
+    let _ = setup.close(200, "done".into()).await;
+    Ok(Summary::of(&stats, duration, errors))
+}
+
+/// Connects to `uri`, within [`SETUP_TIMEOUT`].
+async fn connect(uri: &str) -> anyhow::Result<Connection> {
+    tokio::time::timeout(
+        SETUP_TIMEOUT,
+        Connection::connect(uri, ConnectionProperties::default()),
+    )
+    .await
+    .with_context(|| format!("connecting to {uri} timed out"))?
+    .with_context(|| format!("connecting to {uri}"))
+}
+
+/// Declares every queue; returns, with `--exit-when empty`, each queue's drain target (the
+/// message count in its declare-ok).
+async fn declare(
+    opts: &Options,
+    ch: &Channel,
+    queues: &[String],
+) -> anyhow::Result<HashMap<String, Arc<Drain>>> {
+    let mut args = FieldTable::default();
+    if opts.queue_type == QueueType::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
+    let options = QueueDeclareOptions {
+        durable: opts.durable || opts.queue_type == QueueType::Quorum,
+        auto_delete: opts.auto_delete,
+        ..Default::default()
+    };
+    let mut drains = HashMap::new();
+    for q in queues {
+        let declared = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            ch.queue_declare(q.as_str().into(), options, args.clone()),
+        )
+        .await
+        .with_context(|| format!("queue.declare {q} timed out"))?
+        .with_context(|| format!("queue.declare {q}"))?;
+        if opts.exit_when == ExitWhen::Empty {
+            let target = u64::from(declared.message_count());
+            tracing::info!(queue = %q, messages = target, "draining");
+            drains.insert(
+                q.clone(),
+                Arc::new(Drain {
+                    target,
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+    Ok(drains)
+}
+
+/// Records the error of a finished producer or consumer task.
+fn collect(
+    joined: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    role: &str,
+    errors: &mut Vec<String>,
+) {
+    match joined {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => errors.push(format!("{role}: {e:#}")),
+        Err(e) => errors.push(format!("{role} task: {e}")),
+    }
+}

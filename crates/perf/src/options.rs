@@ -1,0 +1,265 @@
+//! The command line, in rabbitmq-perf-test's vocabulary (`-x -y -s -c -f -u -q -A -a -r -z -C -D`),
+//! and the queue names it expands to. Parsing only: nothing here connects.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// warren-perf: publishes and consumes through AMQP 0-9-1 (lapin) and reports rates and latency
+/// percentiles, like rabbitmq-perf-test. Works against Warren and RabbitMQ alike.
+///
+/// Every producer and every consumer has a connection of its own; connections are spread over
+/// the URIs given with -h/--uri in turn. Producer i publishes to queue i mod N through the default
+/// exchange; consumer j consumes from queue j mod N. Progress goes to stderr once a second; the
+/// summary goes to stdout (one JSON object with --json).
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "warren-perf",
+    version,
+    about,
+    long_about,
+    disable_help_flag = true
+)]
+pub(crate) struct Options {
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+    /// Broker URI; repeat to spread connections over the nodes of a cluster.
+    #[arg(
+        short = 'h',
+        long = "uri",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub(crate) uris: Vec<String>,
+    /// Number of producers (0: consume only).
+    #[arg(short = 'x', long, default_value_t = 1)]
+    pub(crate) producers: usize,
+    /// Number of consumers (0: publish only).
+    #[arg(short = 'y', long, default_value_t = 1)]
+    pub(crate) consumers: usize,
+    /// Message body size in bytes; the first 8 bytes carry the send time (end-to-end latency is
+    /// measured only for bodies of 8 bytes or more).
+    #[arg(short = 's', long, default_value_t = 12)]
+    pub(crate) size: usize,
+    /// Publisher confirms with at most N messages unconfirmed per producer (0: no confirms).
+    #[arg(short = 'c', long = "confirm", default_value_t = 0)]
+    pub(crate) confirm: usize,
+    /// Message flag; `persistent` sets delivery-mode 2, `mandatory` sets the publish flag.
+    #[arg(short = 'f', long = "flag")]
+    pub(crate) flags: Vec<Flag>,
+    /// `quorum` declares queues with x-queue-type=quorum (always durable); `classic` declares
+    /// them without the argument.
+    #[arg(long, value_enum, default_value_t = QueueType::Classic)]
+    pub(crate) queue_type: QueueType,
+    /// Queue name.
+    #[arg(short = 'u', long, conflicts_with = "queue_pattern")]
+    pub(crate) queue: Option<String>,
+    /// Queue name pattern with `%d`, optionally followed by a range `FROM..TO` (inclusive), as
+    /// in `--queue-pattern 'qq-%d' 1..100`.
+    #[arg(long, num_args = 1..=2, value_names = ["PATTERN", "FROM..TO"])]
+    pub(crate) queue_pattern: Option<Vec<String>>,
+    /// First number of --queue-pattern (when no range follows the pattern).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) queue_pattern_from: u32,
+    /// Last number of --queue-pattern (when no range follows the pattern).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) queue_pattern_to: u32,
+    /// Declare queues durable (quorum queues always are).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub(crate) durable: bool,
+    /// Declare queues auto-delete (deleted by the broker when their last consumer goes).
+    #[arg(long, default_value_t = false, action = ArgAction::Set)]
+    pub(crate) auto_delete: bool,
+    /// Delete the queues when the run ends.
+    #[arg(long)]
+    pub(crate) delete_queues: bool,
+    /// Consumer prefetch (basic.qos); 0: unlimited.
+    #[arg(short = 'q', long, default_value_t = 0)]
+    pub(crate) qos: u16,
+    /// Acknowledge with multiple=true every N deliveries (0 or 1: every delivery on its own).
+    #[arg(short = 'A', long, default_value_t = 0)]
+    pub(crate) multi_ack_every: u64,
+    /// Consume with no-ack (automatic acknowledgement).
+    #[arg(short = 'a', long)]
+    pub(crate) autoack: bool,
+    /// Publishing rate limit per producer, messages per second (0: unlimited).
+    #[arg(short = 'r', long, default_value_t = 0.0)]
+    pub(crate) rate: f64,
+    /// Run for this many seconds (0: until the message counts are reached, or Ctrl-C).
+    #[arg(short = 'z', long = "time", default_value_t = 0.0)]
+    pub(crate) time: f64,
+    /// Messages each producer publishes, then stops (0: no limit).
+    #[arg(short = 'C', long, default_value_t = 0)]
+    pub(crate) pmessages: u64,
+    /// Messages each consumer takes, then stops (0: no limit).
+    #[arg(short = 'D', long, default_value_t = 0)]
+    pub(crate) cmessages: u64,
+    /// `empty`: consumers stop once they have taken as many messages as their queue held when
+    /// the run started (to drain a backlog).
+    #[arg(long, value_enum, default_value_t = ExitWhen::Never)]
+    pub(crate) exit_when: ExitWhen,
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Seconds to wait for outstanding confirms and deliveries once the run ends.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) grace: f64,
+}
+
+/// A `-f` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Flag {
+    Persistent,
+    Mandatory,
+}
+
+/// The `--queue-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum QueueType {
+    Classic,
+    Quorum,
+}
+
+/// When consumers stop on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExitWhen {
+    Never,
+    Empty,
+}
+
+impl Options {
+    /// The queue names, in order: `-u`, the expanded `--queue-pattern`, or `warren-perf`.
+    pub(crate) fn queues(&self) -> anyhow::Result<Vec<String>> {
+        if let Some(q) = &self.queue {
+            return Ok(vec![q.clone()]);
+        }
+        let Some(pattern) = &self.queue_pattern else {
+            return Ok(vec!["warren-perf".to_string()]);
+        };
+        let (from, to) = match pattern.get(1) {
+            Some(range) => parse_range(range)?,
+            None => (self.queue_pattern_from, self.queue_pattern_to),
+        };
+        if !pattern[0].contains("%d") {
+            bail!("--queue-pattern needs %d: {}", pattern[0]);
+        }
+        if from > to {
+            bail!("--queue-pattern range is empty: {from}..{to}");
+        }
+        Ok((from..=to)
+            .map(|i| pattern[0].replace("%d", &i.to_string()))
+            .collect())
+    }
+
+    /// Whether messages are published with delivery-mode 2.
+    pub(crate) fn persistent(&self) -> bool {
+        self.flags.contains(&Flag::Persistent)
+    }
+
+    /// Whether publishes carry the mandatory flag.
+    pub(crate) fn mandatory(&self) -> bool {
+        self.flags.contains(&Flag::Mandatory)
+    }
+
+    /// The run's length, if -z was given.
+    pub(crate) fn duration(&self) -> Option<Duration> {
+        (self.time > 0.0).then(|| Duration::from_secs_f64(self.time))
+    }
+
+    /// Checks combinations that cannot work.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.producers == 0 && self.consumers == 0 {
+            bail!("nothing to do: -x 0 and -y 0");
+        }
+        if self.queue_type == QueueType::Quorum && (!self.durable || self.auto_delete) {
+            bail!("quorum queues are durable and not auto-delete");
+        }
+        if self.time <= 0.0
+            && self.pmessages == 0
+            && self.cmessages == 0
+            && self.exit_when == ExitWhen::Never
+        {
+            tracing::info!("no -z, -C, -D or --exit-when: running until Ctrl-C");
+        }
+        if !(self.rate >= 0.0 && self.time >= 0.0 && self.grace >= 0.0) {
+            bail!("-r, -z and --grace are not negative");
+        }
+        self.queues().map(|_| ())
+    }
+}
+
+/// `FROM..TO`.
+fn parse_range(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (a, b) = s
+        .split_once("..")
+        .with_context(|| format!("a queue range is FROM..TO, not {s}"))?;
+    Ok((
+        a.trim()
+            .parse()
+            .with_context(|| format!("range start {a}"))?,
+        b.trim().parse().with_context(|| format!("range end {b}"))?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("warren-perf").chain(args.iter().copied()))
+            .expect("valid options")
+    }
+
+    #[test]
+    fn perf_test_short_flags_parse() {
+        let o = parse(&[
+            "-x1",
+            "-y2",
+            "-s1000",
+            "--queue-type",
+            "quorum",
+            "-c1000",
+            "-q1000",
+            "-A100",
+            "-z",
+            "30",
+            "-f",
+            "persistent",
+        ]);
+        assert_eq!((o.producers, o.consumers, o.size), (1, 2, 1000));
+        assert_eq!((o.confirm, o.qos, o.multi_ack_every), (1000, 1000, 100));
+        assert_eq!(o.queue_type, QueueType::Quorum);
+        assert!(o.persistent());
+        assert_eq!(o.duration(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_queue_pattern_with_a_range_expands_inclusively() {
+        let o = parse(&["--queue-pattern", "qq-%d", "1..100"]);
+        let q = o.queues().expect("queues");
+        assert_eq!(q.len(), 100);
+        assert_eq!((q[0].as_str(), q[99].as_str()), ("qq-1", "qq-100"));
+        let o = parse(&[
+            "--queue-pattern",
+            "q%d",
+            "--queue-pattern-from",
+            "3",
+            "--queue-pattern-to",
+            "4",
+        ]);
+        assert_eq!(o.queues().expect("queues"), ["q3", "q4"]);
+    }
+
+    #[test]
+    fn uris_repeat_and_h_is_the_uri() {
+        let o = parse(&["-h", "amqp://a", "--uri", "amqp://b"]);
+        assert_eq!(o.uris, ["amqp://a", "amqp://b"]);
+    }
+
+    #[test]
+    fn quorum_queues_cannot_be_transient() {
+        let o = parse(&["--queue-type", "quorum", "--durable", "false"]);
+        assert!(o.validate().is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! warren-perf end to end against a real `warren` node on a free loopback port (started by the
+//! test kit): a timed run, a counted run, and a backlog filled by one run and drained by another.
+//! Each run must exit 0 and print a JSON summary whose counts show messages went through.
+
+use std::process::Command;
+
+use serde_json::Value;
+use warren_tests::{unique, Broker};
+
+/// Runs warren-perf with `--json` against `broker`; returns the parsed summary, failing the test
+/// on a non-zero exit or unparsable output.
+fn perf(broker: &Broker, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_warren-perf"))
+        .args(["--json", "-h", broker.uri()])
+        .args(args)
+        .output()
+        .expect("warren-perf runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "warren-perf {args:?} failed ({}):\n{stdout}\n{stderr}\nbroker log:\n{}",
+        out.status,
+        broker.log()
+    );
+    let summary: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}"));
+    assert_eq!(summary["errors"], Value::Array(vec![]), "{summary}");
+    summary
+}
+
+fn count(summary: &Value, key: &str) -> u64 {
+    summary[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {summary}"))
+}
+
+#[test]
+fn a_timed_run_publishes_confirms_and_consumes_through_a_quorum_queue() {
+    let broker = Broker::start_own(&[]).expect("warren starts");
+    let q = unique("perf-timed");
+    let s = perf(
+        &broker,
+        &[
+            "-x1",
+            "-y1",
+            "-s100",
+            "--queue-type",
+            "quorum",
+            "-c100",
+            "-q100",
+            "-A10",
+            "-z2",
+            "-u",
+            &q,
+            "--delete-queues",
+        ],
+    );
+    assert!(count(&s, "confirmed") > 0, "{s}");
+    assert!(count(&s, "received") > 0, "{s}");
+    assert!(s["confirm_latency_us"]["count"].as_u64() > Some(0), "{s}");
+    assert!(s["e2e_latency_us"]["p99"].as_u64() > Some(0), "{s}");
+    assert!(s["publish_rate"].as_f64() > Some(0.0), "{s}");
+}
+
+#[test]
+fn a_counted_run_ends_when_every_message_is_confirmed_and_received() {
+    let broker = Broker::start_own(&[]).expect("warren starts");
+    let q = unique("perf-counted");
+    let s = perf(
+        &broker,
+        &[
+            "-x2", "-y1", "-s32", "-c50", "-C300", "-q100", "-A25", "-u", &q,
+        ],
+    );
+    assert_eq!(count(&s, "sent"), 600, "{s}");
+    assert_eq!(count(&s, "confirmed"), 600, "{s}");
+    assert_eq!(count(&s, "received"), 600, "{s}");
+}
+
+#[test]
+fn a_backlog_filled_by_one_run_is_drained_by_the_next() {
+    let broker = Broker::start_own(&[]).expect("warren starts");
+    let q = unique("perf-backlog");
+    let fill = perf(
+        &broker,
+        &[
+            "-x1",
+            "-y0",
+            "-s200",
+            "--queue-type",
+            "quorum",
+            "-c100",
+            "-C500",
+            "-u",
+            &q,
+        ],
+    );
+    assert_eq!(count(&fill, "confirmed"), 500, "{fill}");
+    assert_eq!(count(&fill, "received"), 0, "{fill}");
+    let drain = perf(
+        &broker,
+        &[
+            "-x0",
+            "-y2",
+            "--queue-type",
+            "quorum",
+            "-q50",
+            "-A10",
+            "--exit-when",
+            "empty",
+            "-u",
+            &q,
+            "--delete-queues",
+        ],
+    );
+    assert_eq!(count(&drain, "received"), 500, "{drain}");
+    assert_eq!(count(&drain, "sent"), 0, "{drain}");
+}
