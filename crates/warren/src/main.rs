@@ -379,7 +379,19 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the gRPC address {addr}"))?;
             tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                // Accepted sockets get TCP_NODELAY (tonic sets it only on sockets it binds
+                // itself): without it a relayed reply or confirm waits ~40 ms for a delayed ACK
+                // (benchmarked: 21-33 against 177-238 confirms/s through a follower).
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |accepted| {
+                        accepted.inspect(|s| {
+                            if let Err(e) = s.set_nodelay(true) {
+                                tracing::debug!(error = %e, "TCP_NODELAY on a gRPC connection");
+                            }
+                        })
+                    },
+                );
                 if let Err(e) = tonic::transport::Server::builder()
                     .add_service(raft_service.into_server())
                     .add_service(relay.into_server())
