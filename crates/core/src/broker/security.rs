@@ -51,7 +51,7 @@ impl Broker {
     }
 
     /// Closes connections as an operator's change requires (RabbitMQ: CONNECTION_FORCED).
-    fn force_close(&mut self, mut conns: Vec<ConnId>, why: &str, out: &mut Vec<Effect>) {
+    pub(super) fn force_close(&mut self, mut conns: Vec<ConnId>, why: &str, out: &mut Vec<Effect>) {
         conns.sort_unstable();
         for conn in conns {
             self.close_connection_state(conn, out);
