@@ -59,6 +59,10 @@ impl ArgValue {
 }
 
 /// A field table as key/value pairs, in the table's order.
+pub fn table_args(table: &FieldTable) -> Vec<(String, ArgValue)> {
+    args(table)
+}
+
 pub(crate) fn args(table: &FieldTable) -> Vec<(String, ArgValue)> {
     table
         .iter()
