@@ -84,27 +84,30 @@ impl Rates {
         }
     }
 
-    /// Per-second rate of every counter over the kept readings (0 when fewer than two).
+    /// Per-second rate of every counter over the kept readings (0 when fewer than two): from
+    /// the oldest reading that has the counter (a queue declared a second ago has a rate at
+    /// once) to the newest.
     pub(crate) fn snapshot(&self) -> RateTable {
         let Ok(s) = self.samples.lock() else {
             return RateTable::default();
         };
-        let (Some((t0, old)), Some((t1, new))) = (s.front(), s.back()) else {
+        let Some((t1, new)) = s.back() else {
             return RateTable::default();
         };
-        let dt = t1.duration_since(*t0).as_secs_f64();
-        if dt <= 0.0 {
-            return RateTable::default();
-        }
         let rates = new
             .iter()
             .map(|(k, v)| {
-                let before = old.get(k).copied().unwrap_or(*v);
-                let rate = if *v >= before {
-                    (*v - before) as f64 / dt
-                } else {
-                    0.0
-                };
+                let rate = s
+                    .iter()
+                    .find_map(|(t, values)| values.get(k).map(|old| (*t, *old)))
+                    .map_or(0.0, |(t0, before)| {
+                        let dt = t1.duration_since(t0).as_secs_f64();
+                        if dt > 0.0 && *v >= before {
+                            (*v - before) as f64 / dt
+                        } else {
+                            0.0
+                        }
+                    });
                 (k.clone(), (rate * 10.0).round() / 10.0)
             })
             .collect();
@@ -147,9 +150,17 @@ mod tests {
         let t0 = Instant::now();
         let k = |v: u64| HashMap::from([("a".to_owned(), v), ("b".to_owned(), 100 - v)]);
         r.record(t0, k(10));
-        r.record(t0 + Duration::from_secs(2), k(30));
+        r.record(t0 + Duration::from_secs(1), HashMap::from([("a".to_owned(), 20)]));
+        let mut last = k(30);
+        last.insert("new".to_owned(), 7);
+        r.record(t0 + Duration::from_secs(2), last.clone());
+        r.record(t0 + Duration::from_secs(3), {
+            last.insert("new".to_owned(), 9);
+            last
+        });
         let t = r.snapshot();
-        assert_eq!(t.get("a"), 10.0);
+        assert_eq!(t.get("a"), 6.7, "20 in 3 s, to one decimal");
+        assert_eq!(t.get("new"), 2.0, "from the first reading that has it");
         assert_eq!(t.get("b"), 0.0);
         assert_eq!(t.get("missing"), 0.0);
     }

@@ -408,15 +408,22 @@ fn main() -> anyhow::Result<()> {
         }
         let management = ManagementService::new(&broker, route.clone(), node_id);
         let access = AccessService::new(&broker, raft.clone(), route.clone());
+        // Bound before the AMQP port, so a node whose AMQP port accepts has its management port.
+        let management_listener = if management_port == 0 {
+            None
+        } else {
+            let addr = SocketAddr::new(bind, management_port);
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the management port {addr}"))?,
+            )
+        };
         let server = Server::bind_to(server_config, broker)
             .await
             .with_context(|| format!("binding {bind}:{port}"))?
             .route_through(route);
-        if management_port != 0 {
-            let addr = SocketAddr::new(bind, management_port);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the management port {addr}"))?;
+        if let Some(listener) = management_listener {
             let node = warren_mgmt::Node {
                 node_id,
                 amqp_addr: server.local_addr()?,

@@ -57,7 +57,7 @@ impl Broker {
             self.close_connection_state(conn, out);
             out.push(Effect::CloseConnection {
                 conn,
-                error: AmqpError::new(320, format!("CONNECTION_FORCED - {why}")),
+                error: AmqpError::new(320, why),
             });
         }
     }

@@ -2275,6 +2275,11 @@ fn the_view_lists_topology_depths_counters_and_connections() {
 
 #[test]
 fn an_operator_closes_a_connection_with_connection_forced() {
+    assert_eq!(
+        AmqpError::new(320, "x").text,
+        "CONNECTION_FORCED - x",
+        "the reply name is prefixed once"
+    );
     let mut w = World::new();
     let e = w.input(Input::CloseConnection {
         conn: C2,
@@ -2284,7 +2289,7 @@ fn an_operator_closes_a_connection_with_connection_forced() {
         e,
         vec![Effect::CloseConnection {
             conn: C2,
-            error: AmqpError::new(320, "CONNECTION_FORCED - Closed via management plugin"),
+            error: AmqpError::new(320, "Closed via management plugin"),
         }]
     );
     assert_eq!(w.broker.view().connections.len(), 1);
