@@ -47,7 +47,8 @@ enum Cmd {
     /// Add a user, or replace its password and tags.
     AddUser {
         name: String,
-        password: String,
+        #[arg(value_name = "PASSWORD")]
+        new_password: String,
         /// Comma-separated tags: administrator, monitoring, management.
         #[arg(long, default_value = "")]
         tags: String,
@@ -55,7 +56,8 @@ enum Cmd {
     DeleteUser { name: String },
     /// Set a user's configure/write/read permissions (regular expressions) on a vhost.
     SetPermissions {
-        user: String,
+        #[arg(value_name = "USER")]
+        username: String,
         configure: String,
         write: String,
         read: String,
@@ -326,13 +328,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Cmd::AddUser {
             name,
-            password,
+            new_password,
             tags,
         } => {
             api.call(
                 "PUT",
                 &format!("/api/users/{}", segment(&name)),
-                Some(&json!({"password": password, "tags": tags})),
+                Some(&json!({"password": new_password, "tags": tags})),
             )
             .await?;
             done(&mut out, format!("user '{name}' added"))?;
@@ -343,7 +345,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             done(&mut out, format!("user '{name}' deleted"))?;
         }
         Cmd::SetPermissions {
-            user,
+            username: user,
             configure,
             write,
             read,
