@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use futures_lite::StreamExt;
 pub use lapin;
-pub use serde_json;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -28,6 +27,7 @@ use lapin::types::FieldTable;
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, Event};
 pub use raw::{RawConn, RawFrame};
+pub use serde_json;
 
 /// How long any single awaited step may take before the test fails instead of hanging.
 pub const STEP: Duration = Duration::from_secs(10);

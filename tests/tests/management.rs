@@ -41,12 +41,16 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
     let leader = cluster.leader().expect("a leader");
     let follower = (1..=3).find(|n| *n != leader).expect("a follower");
-    let other = (1..=3).find(|n| *n != leader && *n != follower).expect("a third node");
+    let other = (1..=3)
+        .find(|n| *n != leader && *n != follower)
+        .expect("a third node");
     let (exchange, queue) = (unique("mx"), unique("mq"));
     let q_path = format!("/api/queues/%2F/{}", segment(&queue));
 
     // A client of a follower declares, binds and publishes 20 confirmed messages.
-    let conn = connect_retrying(cluster.node(follower).uri()).await.expect("connect");
+    let conn = connect_retrying(cluster.node(follower).uri())
+        .await
+        .expect("connect");
     let ch = confirm_channel(&conn).await;
     within(ch.exchange_declare(
         exchange.as_str().into(),
@@ -79,19 +83,42 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     .await
     .expect("queue.bind");
     for i in 0..20 {
-        publish(&ch, &exchange, "k.a", format!("m{i}").as_bytes(), BasicProperties::default())
-            .await;
+        publish(
+            &ch,
+            &exchange,
+            "k.a",
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
     }
 
     // Every node answers with the same queue, in RabbitMQ's shape.
     for n in 1..=3 {
-        let q = guest_api(cluster.node(n)).get(&q_path).await.expect("GET queue");
+        let q = guest_api(cluster.node(n))
+            .get(&q_path)
+            .await
+            .expect("GET queue");
         has_keys(
             &q,
             &[
-                "name", "vhost", "durable", "auto_delete", "exclusive", "arguments", "consumers",
-                "messages", "messages_ready", "messages_unacknowledged", "messages_details",
-                "message_stats", "node", "state", "type", "leader", "members",
+                "name",
+                "vhost",
+                "durable",
+                "auto_delete",
+                "exclusive",
+                "arguments",
+                "consumers",
+                "messages",
+                "messages_ready",
+                "messages_unacknowledged",
+                "messages_details",
+                "message_stats",
+                "node",
+                "state",
+                "type",
+                "leader",
+                "members",
             ],
         );
         assert_eq!(q["messages"], 20, "node {n}: {q}");
@@ -106,8 +133,15 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     has_keys(
         &overview,
         &[
-            "management_version", "rabbitmq_version", "cluster_name", "node", "message_stats",
-            "queue_totals", "object_totals", "listeners", "contexts",
+            "management_version",
+            "rabbitmq_version",
+            "cluster_name",
+            "node",
+            "message_stats",
+            "queue_totals",
+            "object_totals",
+            "listeners",
+            "contexts",
         ],
     );
     assert!(overview["queue_totals"]["messages"].as_u64() >= Some(20));
@@ -139,7 +173,13 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     within(consumer_ch.basic_qos(5, BasicQosOptions::default()))
         .await
         .expect("basic.qos");
-    let _consumer = consume(&consumer_ch, &queue, "watcher", BasicConsumeOptions::default()).await;
+    let _consumer = consume(
+        &consumer_ch,
+        &queue,
+        "watcher",
+        BasicConsumeOptions::default(),
+    )
+    .await;
     let q = wait_for_json(&api3, &q_path, WAIT, |q| q["messages_unacknowledged"] == 5)
         .await
         .expect("five deliveries are unacked (prefetch 5)");
@@ -148,13 +188,26 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     let connections = api3.get("/api/connections").await.expect("connections");
     let c = connections
         .as_array()
-        .and_then(|a| a.iter().find(|c| c["node"] == format!("warren@node{follower}")))
+        .and_then(|a| {
+            a.iter()
+                .find(|c| c["node"] == format!("warren@node{follower}"))
+        })
         .expect("the follower's client is listed");
     has_keys(
         c,
         &[
-            "name", "node", "user", "vhost", "channels", "peer_host", "peer_port", "port",
-            "protocol", "client_properties", "connected_at", "state",
+            "name",
+            "node",
+            "user",
+            "vhost",
+            "channels",
+            "peer_host",
+            "peer_port",
+            "port",
+            "protocol",
+            "client_properties",
+            "connected_at",
+            "state",
         ],
     );
     assert_eq!(c["user"], "guest");
@@ -165,11 +218,13 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     let conn_name = c["name"].as_str().expect("a name").to_owned();
     assert!(conn_name.contains(" -> "), "{conn_name}");
     let channels = api3.get("/api/channels").await.expect("channels");
-    assert!(channels.as_array().is_some_and(|a| a
-        .iter()
-        .any(|ch| ch["connection_details"]["name"] == conn_name.as_str()
-            && ch["prefetch_count"] == 5
-            && ch["consumer_count"] == 1)));
+    assert!(channels
+        .as_array()
+        .is_some_and(|a| a
+            .iter()
+            .any(|ch| ch["connection_details"]["name"] == conn_name.as_str()
+                && ch["prefetch_count"] == 5
+                && ch["consumer_count"] == 1)));
     let consumers = api3.get("/api/consumers").await.expect("consumers");
     let k = consumers
         .as_array()
@@ -184,7 +239,14 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     let q = {
         let mut found = None;
         for i in 0..60 {
-            publish(&publisher, &exchange, "k.b", b"tick", BasicProperties::default()).await;
+            publish(
+                &publisher,
+                &exchange,
+                "k.b",
+                b"tick",
+                BasicProperties::default(),
+            )
+            .await;
             if i % 10 == 9 {
                 let q = api3.get(&q_path).await.expect("GET queue");
                 if q["message_stats"]["publish_details"]["rate"].as_f64() > Some(0.0) {
@@ -203,15 +265,23 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     let nodes = nodes.as_array().expect("a list");
     assert_eq!(nodes.len(), 3);
     assert_eq!(
-        nodes.iter().filter(|n| n["raft"]["role"] == "leader").count(),
+        nodes
+            .iter()
+            .filter(|n| n["raft"]["role"] == "leader")
+            .count(),
         1
     );
-    assert!(nodes.iter().all(|n| n["running"] == true && n["raft"]["lag"].is_u64()));
+    assert!(nodes
+        .iter()
+        .all(|n| n["running"] == true && n["raft"]["lag"].is_u64()));
     assert_eq!(
         api3.get("/api/healthchecks/node").await.expect("health"),
         json!({"status": "ok"})
     );
-    let (status, metrics) = api3.request("GET", "/metrics", None).await.expect("metrics");
+    let (status, metrics) = api3
+        .request("GET", "/metrics", None)
+        .await
+        .expect("metrics");
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap_or_default().to_owned();
     for m in [
@@ -259,9 +329,13 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
         .expect("publish");
     assert_eq!(unrouted, json!({"routed": false}));
     let side = unique("side");
-    api1.call("PUT", &format!("/api/queues/%2F/{side}"), Some(&json!({"durable": true})))
-        .await
-        .expect("declare");
+    api1.call(
+        "PUT",
+        &format!("/api/queues/%2F/{side}"),
+        Some(&json!({"durable": true})),
+    )
+    .await
+    .expect("declare");
     api1.call(
         "POST",
         "/api/exchanges/%2F/amq.default/publish",
@@ -281,7 +355,16 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     assert_eq!(got.len(), 1);
     has_keys(
         &got[0],
-        &["payload", "payload_bytes", "payload_encoding", "redelivered", "exchange", "routing_key", "message_count", "properties"],
+        &[
+            "payload",
+            "payload_bytes",
+            "payload_encoding",
+            "redelivered",
+            "exchange",
+            "routing_key",
+            "message_count",
+            "properties",
+        ],
     );
     assert_eq!(got[0]["payload"], "hello");
     assert_eq!(got[0]["routing_key"], side.as_str());
@@ -295,9 +378,11 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
         .await
         .expect("get");
     assert_eq!(again[0]["redelivered"], true);
-    wait_for_json(&api3, &format!("/api/queues/%2F/{side}"), WAIT, |q| q["messages"] == 0)
-        .await
-        .expect("ack_requeue_false removes the message");
+    wait_for_json(&api3, &format!("/api/queues/%2F/{side}"), WAIT, |q| {
+        q["messages"] == 0
+    })
+    .await
+    .expect("ack_requeue_false removes the message");
 
     // Purge and delete.
     let api2 = guest_api(cluster.node(follower));
@@ -358,20 +443,41 @@ async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
     let refused = |r: (u16, Value)| (r.0, r.1["reason"].as_str().unwrap_or_default().to_owned());
 
     assert_eq!(
-        refused(api(cluster.node(1), "guest", "wrong").request("GET", "/api/overview", None).await.expect("answer")),
+        refused(
+            api(cluster.node(1), "guest", "wrong")
+                .request("GET", "/api/overview", None)
+                .await
+                .expect("answer")
+        ),
         (401, "Login failed".into())
     );
     assert_eq!(
-        refused(api(cluster.node(1), "nobody", "x").request("GET", "/api/queues", None).await.expect("answer")),
+        refused(
+            api(cluster.node(1), "nobody", "x")
+                .request("GET", "/api/queues", None)
+                .await
+                .expect("answer")
+        ),
         (401, "Login failed".into())
     );
 
     // Users made through the API of a follower hold on every node at once.
     let other_vhost = unique("/v");
-    admin.call("PUT", &format!("/api/vhosts/{}", segment(&other_vhost)), None).await.expect("vhost");
+    admin
+        .call(
+            "PUT",
+            &format!("/api/vhosts/{}", segment(&other_vhost)),
+            None,
+        )
+        .await
+        .expect("vhost");
     for (user, tags) in [("app", ""), ("mon", "monitoring"), ("dev", "management")] {
         let status = admin
-            .request("PUT", &format!("/api/users/{user}"), Some(&json!({"password": "pw", "tags": tags})))
+            .request(
+                "PUT",
+                &format!("/api/users/{user}"),
+                Some(&json!({"password": "pw", "tags": tags})),
+            )
             .await
             .expect("PUT user")
             .0;
@@ -386,7 +492,11 @@ async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
             .expect("permissions");
     }
     admin
-        .call("PUT", &format!("/api/queues/{}/hidden", segment(&other_vhost)), Some(&json!({})))
+        .call(
+            "PUT",
+            &format!("/api/queues/{}/hidden", segment(&other_vhost)),
+            Some(&json!({})),
+        )
         .await
         .expect_err("guest has no permissions on the new vhost");
     admin
@@ -398,7 +508,11 @@ async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
         .await
         .expect("permissions");
     admin
-        .call("PUT", &format!("/api/queues/{}/hidden", segment(&other_vhost)), Some(&json!({})))
+        .call(
+            "PUT",
+            &format!("/api/queues/{}/hidden", segment(&other_vhost)),
+            Some(&json!({})),
+        )
         .await
         .expect("declare in the other vhost");
     admin
@@ -408,16 +522,35 @@ async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
 
     let leader_node = cluster.node(leader);
     assert_eq!(
-        refused(api(leader_node, "app", "pw").request("GET", "/api/overview", None).await.expect("answer")),
+        refused(
+            api(leader_node, "app", "pw")
+                .request("GET", "/api/overview", None)
+                .await
+                .expect("answer")
+        ),
         (401, "Not management user".into())
     );
     // Monitoring: sees every vhost, may not manage users.
     let mon = api(leader_node, "mon", "pw");
     let all = mon.get("/api/queues").await.expect("queues");
-    assert!(names(&all).contains(&"hidden".to_owned()) && names(&all).contains(&"shown".to_owned()));
-    assert_eq!(refused(mon.request("GET", "/api/users", None).await.expect("answer")).0, 401);
+    assert!(
+        names(&all).contains(&"hidden".to_owned()) && names(&all).contains(&"shown".to_owned())
+    );
     assert_eq!(
-        refused(mon.request("PUT", "/api/users/x", Some(&json!({"password": "p"}))).await.expect("answer")),
+        refused(
+            mon.request("GET", "/api/users", None)
+                .await
+                .expect("answer")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        refused(
+            mon.request("PUT", "/api/users/x", Some(&json!({"password": "p"})))
+                .await
+                .expect("answer")
+        ),
         (401, "Not administrator user".into())
     );
     // Management: only the vhosts it has permissions in.
@@ -426,10 +559,14 @@ async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
     assert!(names(&mine).contains(&"shown".to_owned()));
     assert!(!names(&mine).contains(&"hidden".to_owned()), "{mine}");
     assert_eq!(
-        dev.request("GET", &format!("/api/queues/{}/hidden", segment(&other_vhost)), None)
-            .await
-            .expect("answer")
-            .0,
+        dev.request(
+            "GET",
+            &format!("/api/queues/{}/hidden", segment(&other_vhost)),
+            None
+        )
+        .await
+        .expect("answer")
+        .0,
         404
     );
     // Its AMQP permissions apply to what it does through the API.
@@ -447,15 +584,31 @@ async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
         .expect("answer");
     assert_eq!(status, 401, "{body}");
     assert!(
-        body["reason"].as_str().is_some_and(|r| r.starts_with("ACCESS_REFUSED")),
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("ACCESS_REFUSED")),
         "{body}"
     );
     // guest is a loopback user over HTTP too; the check is in `auth`'s unit test (the tests
     // reach the nodes over loopback only).
 
     // Deleting a user: 204, then 404.
-    assert_eq!(admin.request("DELETE", "/api/users/app", None).await.expect("answer").0, 204);
-    assert_eq!(admin.request("GET", "/api/users/app", None).await.expect("answer").0, 404);
+    assert_eq!(
+        admin
+            .request("DELETE", "/api/users/app", None)
+            .await
+            .expect("answer")
+            .0,
+        204
+    );
+    assert_eq!(
+        admin
+            .request("GET", "/api/users/app", None)
+            .await
+            .expect("answer")
+            .0,
+        404
+    );
 }
 
 /// A definitions file as RabbitMQ 3.10 exports it (user tags as a list, or as the older
@@ -500,7 +653,11 @@ async fn rabbitmq_definitions_import_and_export_round_trip() {
     let admin = guest_api(cluster.node(2));
     let defs: Value = warren_tests::serde_json::from_str(RABBIT_DEFINITIONS).expect("JSON");
     assert_eq!(
-        admin.request("POST", "/api/definitions", Some(&defs)).await.expect("import").0,
+        admin
+            .request("POST", "/api/definitions", Some(&defs))
+            .await
+            .expect("import")
+            .0,
         204
     );
     // The imported user logs in over AMQP (its RabbitMQ hash) and over HTTP, on another node.
@@ -508,7 +665,9 @@ async fn rabbitmq_definitions_import_and_export_round_trip() {
     let me = ops.get("/api/whoami").await.expect("ops logs in");
     assert_eq!(me["tags"], json!(["administrator", "monitoring"]));
     let uri = format!("amqp://imported:test12@{}/%2F", cluster.node(1).addr());
-    let conn = connect_retrying(&uri).await.expect("imported user connects over AMQP");
+    let conn = connect_retrying(&uri)
+        .await
+        .expect("imported user connects over AMQP");
     let ch = confirm_channel(&conn).await;
     publish(&ch, "shop", "order.new", b"o1", BasicProperties::default()).await;
     let q = wait_for_json(&ops, "/api/queues/%2F/orders", WAIT, |q| q["messages"] == 1)
@@ -519,28 +678,51 @@ async fn rabbitmq_definitions_import_and_export_round_trip() {
     let export = ops.get("/api/definitions").await.expect("export");
     has_keys(
         &export,
-        &["rabbit_version", "users", "vhosts", "permissions", "queues", "exchanges", "bindings", "policies"],
+        &[
+            "rabbit_version",
+            "users",
+            "vhosts",
+            "permissions",
+            "queues",
+            "exchanges",
+            "bindings",
+            "policies",
+        ],
     );
     assert!(names(&export["queues"]).contains(&"orders".to_owned()));
     assert!(names(&export["exchanges"]).contains(&"shop".to_owned()));
     assert!(
-        !names(&export["exchanges"]).iter().any(|n| n.starts_with("amq.") || n.is_empty()),
+        !names(&export["exchanges"])
+            .iter()
+            .any(|n| n.starts_with("amq.") || n.is_empty()),
         "predeclared exchanges are not exported"
     );
     let user = export["users"]
         .as_array()
         .and_then(|a| a.iter().find(|u| u["name"] == "imported"))
         .expect("the user is exported");
-    assert_eq!(user["password_hash"], "ytUIm2F9eV3qWWARNnCjyAl43Ykoi8RM6UsDGYNU4KCxHspv");
-    assert!(export["bindings"].as_array().is_some_and(|a| a.iter().any(|b| b["source"] == "shop"
-        && b["routing_key"] == "order.*")));
+    assert_eq!(
+        user["password_hash"],
+        "ytUIm2F9eV3qWWARNnCjyAl43Ykoi8RM6UsDGYNU4KCxHspv"
+    );
+    assert!(export["bindings"].as_array().is_some_and(|a| a
+        .iter()
+        .any(|b| b["source"] == "shop" && b["routing_key"] == "order.*")));
     // An export imports again unchanged (idempotent).
     assert_eq!(
-        admin.request("POST", "/api/definitions", Some(&export)).await.expect("import").0,
+        admin
+            .request("POST", "/api/definitions", Some(&export))
+            .await
+            .expect("import")
+            .0,
         204
     );
     assert_eq!(
-        admin.request("POST", "/api/definitions", Some(&json!([1, 2]))).await.expect("answer").0,
+        admin
+            .request("POST", "/api/definitions", Some(&json!([1, 2])))
+            .await
+            .expect("answer")
+            .0,
         400
     );
 }

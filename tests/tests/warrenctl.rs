@@ -30,20 +30,43 @@ async fn warrenctl_operates_the_cluster_through_any_node() {
     let follower = (1..=3).find(|n| *n != leader).expect("a follower");
     let node = cluster.node(follower);
 
-    let status = ok(warrenctl(node, &["cluster", "status"]).expect("run"), "cluster status");
-    assert!(status.contains(&format!("leader warren@node{leader}")), "{status}");
-    assert_eq!(status.matches("warren@node").count(), 5, "header + 3 rows:\n{status}");
-    assert!(status.contains("leader") && status.contains("voter"), "{status}");
+    let status = ok(
+        warrenctl(node, &["cluster", "status"]).expect("run"),
+        "cluster status",
+    );
+    assert!(
+        status.contains(&format!("leader warren@node{leader}")),
+        "{status}"
+    );
+    assert_eq!(
+        status.matches("warren@node").count(),
+        5,
+        "header + 3 rows:\n{status}"
+    );
+    assert!(
+        status.contains("leader") && status.contains("voter"),
+        "{status}"
+    );
 
     // Users, vhosts, permissions.
-    ok(warrenctl(node, &["add-vhost", "/shop"]).expect("run"), "add-vhost");
     ok(
-        warrenctl(node, &["add-user", "carol", "s3cret", "--tags", "monitoring"]).expect("run"),
+        warrenctl(node, &["add-vhost", "/shop"]).expect("run"),
+        "add-vhost",
+    );
+    ok(
+        warrenctl(
+            node,
+            &["add-user", "carol", "s3cret", "--tags", "monitoring"],
+        )
+        .expect("run"),
         "add-user",
     );
     ok(
-        warrenctl(node, &["set-permissions", "-p", "/shop", "carol", ".*", ".*", ".*"])
-            .expect("run"),
+        warrenctl(
+            node,
+            &["set-permissions", "-p", "/shop", "carol", ".*", ".*", ".*"],
+        )
+        .expect("run"),
         "set-permissions",
     );
     let users: Value = warren_tests::serde_json::from_str(&ok(
@@ -51,41 +74,75 @@ async fn warrenctl_operates_the_cluster_through_any_node() {
         "list users",
     ))
     .expect("JSON");
-    assert!(users
-        .as_array()
-        .is_some_and(|a| a.iter().any(|u| u["name"] == "carol" && u["tags"][0] == "monitoring")));
-    let perms = ok(warrenctl(node, &["list", "permissions"]).expect("run"), "list permissions");
-    assert!(perms.lines().any(|l| l.starts_with("carol") && l.contains("/shop")), "{perms}");
-    let uri = format!("amqp://carol:s3cret@{}/%2Fshop", cluster.node(leader).addr());
-    let carol = connect_retrying(&uri).await.expect("carol connects to /shop");
+    assert!(users.as_array().is_some_and(|a| a
+        .iter()
+        .any(|u| u["name"] == "carol" && u["tags"][0] == "monitoring")));
+    let perms = ok(
+        warrenctl(node, &["list", "permissions"]).expect("run"),
+        "list permissions",
+    );
+    assert!(
+        perms
+            .lines()
+            .any(|l| l.starts_with("carol") && l.contains("/shop")),
+        "{perms}"
+    );
+    let uri = format!(
+        "amqp://carol:s3cret@{}/%2Fshop",
+        cluster.node(leader).addr()
+    );
+    let carol = connect_retrying(&uri)
+        .await
+        .expect("carol connects to /shop");
     drop(carol);
 
     // Queues: list as a table, purge, delete.
     let queue = unique("ctl");
-    let conn = connect_retrying(cluster.node(leader).uri()).await.expect("connect");
+    let conn = connect_retrying(cluster.node(leader).uri())
+        .await
+        .expect("connect");
     let ch = confirm_channel(&conn).await;
     declare_queue(&ch, &queue, QueueDeclareOptions::default()).await;
     for _ in 0..3 {
         publish(&ch, "", &queue, b"x", BasicProperties::default()).await;
     }
-    let table = ok(warrenctl(node, &["list", "queues"]).expect("run"), "list queues");
+    let table = ok(
+        warrenctl(node, &["list", "queues"]).expect("run"),
+        "list queues",
+    );
     let header = table.lines().next().unwrap_or_default();
-    assert!(header.starts_with("vhost") && header.contains("messages"), "{table}");
+    assert!(
+        header.starts_with("vhost") && header.contains("messages"),
+        "{table}"
+    );
     let row = table
         .lines()
         .find(|l| l.contains(&queue))
         .unwrap_or_else(|| panic!("{queue} listed:\n{table}"));
     assert_eq!(row.split_whitespace().nth(2), Some("3"), "{row}");
-    ok(warrenctl(node, &["purge-queue", &queue]).expect("run"), "purge-queue");
+    ok(
+        warrenctl(node, &["purge-queue", &queue]).expect("run"),
+        "purge-queue",
+    );
     let q = guest_api(node)
         .get(&format!("/api/queues/%2F/{queue}"))
         .await
         .expect("GET queue");
     assert_eq!(q["messages"], 0);
-    ok(warrenctl(node, &["delete-queue", &queue]).expect("run"), "delete-queue");
+    ok(
+        warrenctl(node, &["delete-queue", &queue]).expect("run"),
+        "delete-queue",
+    );
     let err = one_line_error(warrenctl(node, &["delete-queue", &queue]).expect("run"));
     assert!(err.contains("404"), "{err}");
-    for what in ["exchanges", "bindings", "connections", "channels", "consumers", "vhosts"] {
+    for what in [
+        "exchanges",
+        "bindings",
+        "connections",
+        "channels",
+        "consumers",
+        "vhosts",
+    ] {
         ok(warrenctl(node, &["list", what]).expect("run"), what);
     }
 
@@ -117,18 +174,17 @@ async fn warrenctl_operates_the_cluster_through_any_node() {
         &std::fs::read_to_string(&file).expect("the file is written"),
     )
     .expect("JSON");
-    assert!(defs["users"].as_array().is_some_and(|a| a.iter().any(|u| u["name"] == "carol")));
+    assert!(defs["users"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|u| u["name"] == "carol")));
     ok(warrenctl(node, &["import", &path]).expect("run"), "import");
     let _ = std::fs::remove_file(&file);
 
     // Errors: one line, status 1.
-    let err = one_line_error(
-        warrenctl(node, &["--password", "nope", "list", "queues"]).expect("run"),
-    );
+    let err =
+        one_line_error(warrenctl(node, &["--password", "nope", "list", "queues"]).expect("run"));
     assert!(err.contains("401") && err.contains("Login failed"), "{err}");
-    let err = one_line_error(
-        warrenctl(node, &["import", "/nonexistent/defs.json"]).expect("run"),
-    );
+    let err = one_line_error(warrenctl(node, &["import", "/nonexistent/defs.json"]).expect("run"));
     assert!(err.contains("/nonexistent/defs.json"), "{err}");
 
     // Membership: a fourth node joins (learner, caught up, voter), then leaves.
@@ -140,13 +196,30 @@ async fn warrenctl_operates_the_cluster_through_any_node() {
         "join",
     );
     assert!(!joined.is_empty());
-    let status = ok(warrenctl(cluster.node(follower), &["cluster", "status"]).expect("run"), "cluster status");
-    assert_eq!(status.matches("warren@node").count(), 6, "4 members:\n{status}");
+    let status = ok(
+        warrenctl(cluster.node(follower), &["cluster", "status"]).expect("run"),
+        "cluster status",
+    );
+    assert_eq!(
+        status.matches("warren@node").count(),
+        6,
+        "4 members:\n{status}"
+    );
     ok(
-        warrenctl(cluster.node(follower), &["leave", &id.to_string(), "--grpc", &grpc])
-            .expect("run"),
+        warrenctl(
+            cluster.node(follower),
+            &["leave", &id.to_string(), "--grpc", &grpc],
+        )
+        .expect("run"),
         "leave",
     );
-    let status = ok(warrenctl(cluster.node(follower), &["cluster", "status"]).expect("run"), "cluster status");
-    assert_eq!(status.matches("warren@node").count(), 5, "3 members again:\n{status}");
+    let status = ok(
+        warrenctl(cluster.node(follower), &["cluster", "status"]).expect("run"),
+        "cluster status",
+    );
+    assert_eq!(
+        status.matches("warren@node").count(),
+        5,
+        "3 members again:\n{status}"
+    );
 }

@@ -194,7 +194,11 @@ async fn whoami(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap)
     ok(json!({"name": caller.name, "tags": caller.tags}))
 }
 
-async fn cluster_name(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn cluster_name(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> ApiResult {
     session(&ctx, &headers, peer, Need::Management).await?;
     ok(json!({"name": "warren"}))
 }
@@ -304,12 +308,11 @@ async fn healthcheck(State(ctx): Shared, ConnectInfo(peer): Peer, headers: Heade
 
 async fn vhosts(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    let rates = ctx.rates.snapshot();
     ok(Value::from(
         view.vhosts
             .iter()
             .filter(|v| caller.sees_vhost(&view, v))
-            .map(|v| shapes::vhost(v, &view, &rates))
+            .map(|v| shapes::vhost(v, &view))
             .collect::<Vec<_>>(),
     ))
 }
@@ -324,7 +327,7 @@ async fn vhost(
     if !view.vhosts.contains(&name) || !caller.sees_vhost(&view, &name) {
         return Err(ApiError::not_found());
     }
-    ok(shapes::vhost(&name, &view, &ctx.rates.snapshot()))
+    ok(shapes::vhost(&name, &view))
 }
 
 pub(crate) async fn access_change(ctx: &Ctx, change: Change) -> Result<(), ApiError> {
@@ -368,13 +371,14 @@ async fn delete_vhost(
     no_content()
 }
 
-fn exchange_list(caller: &Caller, view: &BrokerView, vhost: Option<&str>) -> Result<Value, ApiError> {
+/// A listing restricted to `vhost` needs the vhost to exist and be visible to the caller.
+fn check_vhost(caller: &Caller, view: &BrokerView, vhost: Option<&str>) -> Result<(), ApiError> {
     if let Some(v) = vhost {
         if !view.vhosts.iter().any(|x| x == v) || !caller.sees_vhost(view, v) {
             return Err(ApiError::not_found());
         }
     }
-    Ok(Value::Null)
+    Ok(())
 }
 
 async fn exchanges(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
@@ -397,7 +401,7 @@ async fn list_exchanges(
     vhost: Option<String>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    exchange_list(&caller, &view, vhost.as_deref())?;
+    check_vhost(&caller, &view, vhost.as_deref())?;
     let rates = ctx.rates.snapshot();
     ok(Value::from(
         view.exchanges
@@ -436,7 +440,11 @@ async fn exchange(
 }
 
 /// Opens a direct connection for the caller on `vhost`.
-pub(crate) async fn direct(ctx: &Ctx, caller: &Caller, vhost: &str) -> Result<DirectConnection, ApiError> {
+pub(crate) async fn direct(
+    ctx: &Ctx,
+    caller: &Caller,
+    vhost: &str,
+) -> Result<DirectConnection, ApiError> {
     Ok(ctx
         .node
         .direct
@@ -511,7 +519,10 @@ async fn put_exchange(
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     let body = body_json(&body)?;
-    let existed = view.exchanges.iter().any(|x| x.vhost == vhost && x.name == name);
+    let existed = view
+        .exchanges
+        .iter()
+        .any(|x| x.vhost == vhost && x.name == name);
     let mut conn = direct(&ctx, &caller, &vhost).await?;
     let r = declare_exchange(&mut conn, &name, &body).await;
     conn.close().await;
@@ -583,7 +594,12 @@ async fn publish(
     };
     let mut conn = direct(&ctx, &caller, &vhost).await?;
     let r = conn
-        .publish(exchange_name(&name), routing_key, properties, Bytes::from(payload))
+        .publish(
+            exchange_name(&name),
+            routing_key,
+            properties,
+            Bytes::from(payload),
+        )
         .await;
     conn.close().await;
     ok(json!({ "routed": r? }))
@@ -609,7 +625,7 @@ async fn list_queues(
     vhost: Option<String>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    exchange_list(&caller, &view, vhost.as_deref())?;
+    check_vhost(&caller, &view, vhost.as_deref())?;
     let rates = ctx.rates.snapshot();
     let cluster = cluster(&ctx);
     ok(Value::from(
@@ -675,7 +691,10 @@ async fn put_queue(
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     let body = body_json(&body)?;
-    let existed = view.queues.iter().any(|q| q.vhost == vhost && q.name == name);
+    let existed = view
+        .queues
+        .iter()
+        .any(|q| q.vhost == vhost && q.name == name);
     let mut conn = direct(&ctx, &caller, &vhost).await?;
     let r = declare_queue(&mut conn, &name, &body).await;
     conn.close().await;
@@ -694,7 +713,11 @@ async fn delete_queue(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    if !view.queues.iter().any(|q| q.vhost == vhost && q.name == name) {
+    if !view
+        .queues
+        .iter()
+        .any(|q| q.vhost == vhost && q.name == name)
+    {
         return Err(ApiError::not_found());
     }
     let mut conn = direct(&ctx, &caller, &vhost).await?;
@@ -716,7 +739,11 @@ async fn purge_queue(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    if !view.queues.iter().any(|q| q.vhost == vhost && q.name == name) {
+    if !view
+        .queues
+        .iter()
+        .any(|q| q.vhost == vhost && q.name == name)
+    {
         return Err(ApiError::not_found());
     }
     let mut conn = direct(&ctx, &caller, &vhost).await?;
@@ -738,14 +765,29 @@ fn properties_json(p: &BasicProperties) -> Value {
             o.insert(k.to_owned(), v);
         }
     };
-    put("content_type", p.content_type.as_ref().map(|s| s.as_str().into()));
-    put("content_encoding", p.content_encoding.as_ref().map(|s| s.as_str().into()));
+    put(
+        "content_type",
+        p.content_type.as_ref().map(|s| s.as_str().into()),
+    );
+    put(
+        "content_encoding",
+        p.content_encoding.as_ref().map(|s| s.as_str().into()),
+    );
     put("delivery_mode", p.delivery_mode.map(Value::from));
     put("priority", p.priority.map(Value::from));
-    put("correlation_id", p.correlation_id.as_ref().map(|s| s.as_str().into()));
+    put(
+        "correlation_id",
+        p.correlation_id.as_ref().map(|s| s.as_str().into()),
+    );
     put("reply_to", p.reply_to.as_ref().map(|s| s.as_str().into()));
-    put("expiration", p.expiration.as_ref().map(|s| s.as_str().into()));
-    put("message_id", p.message_id.as_ref().map(|s| s.as_str().into()));
+    put(
+        "expiration",
+        p.expiration.as_ref().map(|s| s.as_str().into()),
+    );
+    put(
+        "message_id",
+        p.message_id.as_ref().map(|s| s.as_str().into()),
+    );
     put("timestamp", p.timestamp.map(Value::from));
     put("type", p.kind.as_ref().map(|s| s.as_str().into()));
     put(
@@ -841,7 +883,7 @@ async fn list_bindings(
     vhost: Option<String>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    exchange_list(&caller, &view, vhost.as_deref())?;
+    check_vhost(&caller, &view, vhost.as_deref())?;
     ok(Value::from(
         shapes::bindings(&view)
             .filter(|b| vhost.as_deref().is_none_or(|v| b.vhost == v))
@@ -949,7 +991,12 @@ async fn close_connection(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("Closed via management plugin")
         .to_owned();
-    if !ctx.node.management.close_connection(c.conn, &reason).await? {
+    if !ctx
+        .node
+        .management
+        .close_connection(c.conn, &reason)
+        .await?
+    {
         return Err(ApiError::not_found());
     }
     no_content()
@@ -989,7 +1036,7 @@ async fn list_consumers(
     vhost: Option<String>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    exchange_list(&caller, &view, vhost.as_deref())?;
+    check_vhost(&caller, &view, vhost.as_deref())?;
     ok(Value::from(
         view.consumers
             .iter()
@@ -1005,7 +1052,9 @@ async fn list_consumers(
 
 async fn users(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
-    ok(Value::from(view.users.iter().map(shapes::user).collect::<Vec<_>>()))
+    ok(Value::from(
+        view.users.iter().map(shapes::user).collect::<Vec<_>>(),
+    ))
 }
 
 async fn user(
@@ -1050,7 +1099,9 @@ async fn put_user(
     let body = body_json(&body)?;
     let existing = view.users.iter().find(|u| u.name == name);
     let password = str_field(&body, "password").unwrap_or_default().to_owned();
-    let mut password_hash = str_field(&body, "password_hash").unwrap_or_default().to_owned();
+    let mut password_hash = str_field(&body, "password_hash")
+        .unwrap_or_default()
+        .to_owned();
     if password.is_empty() && password_hash.is_empty() {
         // RabbitMQ keeps the password when only the tags change.
         match existing {

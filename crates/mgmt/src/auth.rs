@@ -69,8 +69,8 @@ pub(crate) fn check(
     view: &BrokerView,
     need: Need,
 ) -> Result<Caller, ApiError> {
-    let (name, password) = basic_credentials(headers)
-        .ok_or_else(|| ApiError::not_authorised("Login failed"))?;
+    let (name, password) =
+        basic_credentials(headers).ok_or_else(|| ApiError::not_authorised("Login failed"))?;
     let user = view
         .users
         .iter()
@@ -85,7 +85,7 @@ pub(crate) fn check(
     if !ok {
         return Err(ApiError::not_authorised("Login failed"));
     }
-    if !loopback && loopback_users.iter().any(|u| *u == name) {
+    if !loopback && loopback_users.contains(&name) {
         return Err(ApiError::not_authorised(
             "User can only log in via localhost",
         ));
@@ -176,7 +176,13 @@ mod tests {
         let reason = |r: Result<Caller, ApiError>| r.err().map(|e| e.reason);
         assert!(check(&basic("guest", "guest"), true, &lb, &v, Need::Administrator).is_ok());
         assert_eq!(
-            reason(check(&basic("guest", "nope"), true, &lb, &v, Need::Management)),
+            reason(check(
+                &basic("guest", "nope"),
+                true,
+                &lb,
+                &v,
+                Need::Management
+            )),
             Some("Login failed".into())
         );
         assert_eq!(
@@ -184,7 +190,13 @@ mod tests {
             Some("Login failed".into())
         );
         assert_eq!(
-            reason(check(&basic("guest", "guest"), false, &lb, &v, Need::Management)),
+            reason(check(
+                &basic("guest", "guest"),
+                false,
+                &lb,
+                &v,
+                Need::Management
+            )),
             Some("User can only log in via localhost".into())
         );
         assert_eq!(
@@ -194,7 +206,13 @@ mod tests {
         let mon = check(&basic("mon", "pw"), false, &lb, &v, Need::Monitoring).expect("monitoring");
         assert!(mon.sees_vhost(&v, "/other") && mon.sees_user("someone"));
         assert_eq!(
-            reason(check(&basic("mon", "pw"), true, &lb, &v, Need::Administrator)),
+            reason(check(
+                &basic("mon", "pw"),
+                true,
+                &lb,
+                &v,
+                Need::Administrator
+            )),
             Some("Not administrator user".into())
         );
     }

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
-use warren_proto::access::access_change::Change;
 use warren_proto::access as pb;
+use warren_proto::access::access_change::Change;
 
 use crate::api::{access_change, bind, declare_exchange, declare_queue, direct, session, tags};
 use crate::auth::Need;
@@ -120,11 +120,18 @@ pub(crate) async fn import(
     let defs: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not a definitions file: {e}")))?;
     if !defs.is_object() {
-        return Err(ApiError::bad_request("not a definitions file: not a JSON object"));
+        return Err(ApiError::bad_request(
+            "not a definitions file: not a JSON object",
+        ));
     }
     for v in list(&defs, "vhosts") {
-        access_change(&ctx, Change::PutVhost(pb::VhostName { name: text(v, "name").into() }))
-            .await?;
+        access_change(
+            &ctx,
+            Change::PutVhost(pb::VhostName {
+                name: text(v, "name").into(),
+            }),
+        )
+        .await?;
     }
     for u in list(&defs, "users") {
         let algorithm = text(u, "hashing_algorithm");

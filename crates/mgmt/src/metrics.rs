@@ -18,7 +18,9 @@ use crate::shapes::conn_node;
 use crate::Ctx;
 
 pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(ctx)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
 }
 
 /// Counts leader changes seen by this node, for `warren_raft_leader_changes_total`.
@@ -80,8 +82,14 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
             "Consumers of the client connections on this node.",
             view.consumers.iter().filter(|c| here(c.conn)).count(),
         );
-        out.metric("warren_queues", "gauge", "Queues in the cluster.", view.queues.len());
-        let sum = |f: fn(&warren_core::view::QueueView) -> u64| view.queues.iter().map(f).sum::<u64>();
+        out.metric(
+            "warren_queues",
+            "gauge",
+            "Queues in the cluster.",
+            view.queues.len(),
+        );
+        let sum =
+            |f: fn(&warren_core::view::QueueView) -> u64| view.queues.iter().map(f).sum::<u64>();
         out.metric(
             "warren_queue_messages_ready",
             "gauge",
@@ -114,7 +122,12 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
         );
     }
     let status = ctx.node.admin.status();
-    out.metric("warren_raft_term", "gauge", "Current Raft term.", status.term);
+    out.metric(
+        "warren_raft_term",
+        "gauge",
+        "Current Raft term.",
+        status.term,
+    );
     out.metric(
         "warren_raft_is_leader",
         "gauge",
@@ -172,7 +185,10 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
         );
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out.0,
     )
 }

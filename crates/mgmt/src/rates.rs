@@ -64,7 +64,10 @@ pub(crate) fn counters(view: &BrokerView) -> HashMap<Key, u64> {
     }
     for x in &view.exchanges {
         out.insert(exchange_key(&x.vhost, &x.name, "publish_in"), x.publish_in);
-        out.insert(exchange_key(&x.vhost, &x.name, "publish_out"), x.publish_out);
+        out.insert(
+            exchange_key(&x.vhost, &x.name, "publish_out"),
+            x.publish_out,
+        );
         *totals.entry("publish").or_default() += x.publish_in;
     }
     for (name, v) in totals {
@@ -150,7 +153,10 @@ mod tests {
         let t0 = Instant::now();
         let k = |v: u64| HashMap::from([("a".to_owned(), v), ("b".to_owned(), 100 - v)]);
         r.record(t0, k(10));
-        r.record(t0 + Duration::from_secs(1), HashMap::from([("a".to_owned(), 20)]));
+        r.record(
+            t0 + Duration::from_secs(1),
+            HashMap::from([("a".to_owned(), 20)]),
+        );
         let mut last = k(30);
         last.insert("new".to_owned(), 7);
         r.record(t0 + Duration::from_secs(2), last.clone());

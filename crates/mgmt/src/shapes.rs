@@ -20,11 +20,17 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     fn leader_name(&self) -> Value {
-        self.leader.map_or(Value::Null, |l| Value::from(node_name(l)))
+        self.leader
+            .map_or(Value::Null, |l| Value::from(node_name(l)))
     }
 
     fn member_names(&self) -> Value {
-        Value::from(self.members.iter().map(|m| node_name(*m)).collect::<Vec<_>>())
+        Value::from(
+            self.members
+                .iter()
+                .map(|m| node_name(*m))
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -63,9 +69,19 @@ pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Valu
     let r = |c: &str| rates.get(&queue_key(&q.vhost, &q.name, c));
     let mut stats = Map::new();
     stat(&mut stats, "publish", q.counters.published, r("published"));
-    stat(&mut stats, "deliver_get", q.counters.delivered, r("delivered"));
+    stat(
+        &mut stats,
+        "deliver_get",
+        q.counters.delivered,
+        r("delivered"),
+    );
     stat(&mut stats, "deliver", q.counters.delivered, r("delivered"));
-    stat(&mut stats, "redeliver", q.counters.redelivered, r("redelivered"));
+    stat(
+        &mut stats,
+        "redeliver",
+        q.counters.redelivered,
+        r("redelivered"),
+    );
     stat(&mut stats, "ack", q.counters.acked, r("acked"));
     let messages = q.messages_ready + q.messages_unacknowledged;
     let mut obj = Map::new();
@@ -84,7 +100,12 @@ pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Valu
     obj.insert("policy".into(), Value::Null);
     obj.insert("consumers".into(), q.consumers.into());
     stat(&mut obj, "messages", messages, r("messages"));
-    stat(&mut obj, "messages_ready", q.messages_ready, r("messages_ready"));
+    stat(
+        &mut obj,
+        "messages_ready",
+        q.messages_ready,
+        r("messages_ready"),
+    );
     stat(
         &mut obj,
         "messages_unacknowledged",
@@ -175,7 +196,9 @@ pub(crate) fn bindings<'a>(view: &'a BrokerView) -> impl Iterator<Item = Binding
 fn split_addr(addr: &str) -> (String, Value) {
     match addr.rsplit_once(':') {
         Some((host, port)) => (
-            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port.parse::<u16>().map_or(Value::Null, Value::from),
         ),
         None => (addr.to_owned(), Value::Null),
@@ -280,7 +303,7 @@ pub(crate) fn permission(p: &PermissionView) -> Value {
     })
 }
 
-pub(crate) fn vhost(name: &str, view: &BrokerView, rates: &RateTable) -> Value {
+pub(crate) fn vhost(name: &str, view: &BrokerView) -> Value {
     let (mut ready, mut unacked) = (0, 0);
     for q in view.queues.iter().filter(|q| q.vhost == name) {
         ready += q.messages_ready;
@@ -296,7 +319,6 @@ pub(crate) fn vhost(name: &str, view: &BrokerView, rates: &RateTable) -> Value {
     stat(&mut obj, "messages", ready + unacked, 0.0);
     stat(&mut obj, "messages_ready", ready, 0.0);
     stat(&mut obj, "messages_unacknowledged", unacked, 0.0);
-    let _ = rates;
     Value::Object(obj)
 }
 
@@ -314,9 +336,24 @@ pub(crate) fn totals(queues: &[&QueueView], rates: &RateTable, all: bool) -> (Va
         }
     };
     let mut stats = Map::new();
-    stat(&mut stats, "publish", sum(|q| q.counters.published), rate("published"));
-    stat(&mut stats, "deliver_get", sum(|q| q.counters.delivered), rate("delivered"));
-    stat(&mut stats, "redeliver", sum(|q| q.counters.redelivered), rate("redelivered"));
+    stat(
+        &mut stats,
+        "publish",
+        sum(|q| q.counters.published),
+        rate("published"),
+    );
+    stat(
+        &mut stats,
+        "deliver_get",
+        sum(|q| q.counters.delivered),
+        rate("delivered"),
+    );
+    stat(
+        &mut stats,
+        "redeliver",
+        sum(|q| q.counters.redelivered),
+        rate("redelivered"),
+    );
     stat(&mut stats, "ack", sum(|q| q.counters.acked), rate("acked"));
     let mut qt = Map::new();
     stat(
@@ -325,7 +362,12 @@ pub(crate) fn totals(queues: &[&QueueView], rates: &RateTable, all: bool) -> (Va
         sum(|q| q.messages_ready + q.messages_unacknowledged),
         rate("messages"),
     );
-    stat(&mut qt, "messages_ready", sum(|q| q.messages_ready), rate("messages_ready"));
+    stat(
+        &mut qt,
+        "messages_ready",
+        sum(|q| q.messages_ready),
+        rate("messages_ready"),
+    );
     stat(
         &mut qt,
         "messages_unacknowledged",

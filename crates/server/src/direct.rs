@@ -62,7 +62,8 @@ pub struct DirectConnection {
     finished: bool,
 }
 
-/// What came back on channel 1.
+/// What came back on channel 1. Short-lived (one per call), so not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Reply {
     Method(Method),
     Content(Method, BasicProperties, Bytes),
@@ -288,7 +289,11 @@ impl DirectConnection {
     }
 
     /// Acks (`requeue: None`) or rejects a message taken with [`DirectConnection::get`].
-    pub async fn settle(&mut self, delivery_tag: u64, requeue: Option<bool>) -> Result<(), DirectError> {
+    pub async fn settle(
+        &mut self,
+        delivery_tag: u64,
+        requeue: Option<bool>,
+    ) -> Result<(), DirectError> {
         let method = match requeue {
             None => Method::BasicAck(warren_wire::BasicAck {
                 delivery_tag,
@@ -332,6 +337,8 @@ impl Drop for DirectConnection {
                 .inputs
                 .try_send(ToBroker::Input(Input::ConnectionClosed { conn: self.conn }));
         }
-        let _ = self.inputs.try_send(ToBroker::Unregister { conn: self.conn });
+        let _ = self
+            .inputs
+            .try_send(ToBroker::Unregister { conn: self.conn });
     }
 }

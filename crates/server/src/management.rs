@@ -129,9 +129,7 @@ impl ManagementService {
     }
 }
 
-async fn leader(
-    grpc_addr: &str,
-) -> Result<ManagementClient<tonic::transport::Channel>, Status> {
+async fn leader(grpc_addr: &str) -> Result<ManagementClient<tonic::transport::Channel>, Status> {
     ManagementClient::connect(format!("http://{grpc_addr}"))
         .await
         .map_err(|e| Status::unavailable(format!("cannot reach the leader: {e}")))

@@ -103,9 +103,8 @@ impl ApiClient {
         let value = if body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&body).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&body).into_owned())
-            })
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
         };
         Ok((status, value))
     }

@@ -15,7 +15,12 @@ use warrenctl::{segment, ApiClient};
 #[command(name = "warrenctl", version, about)]
 struct Args {
     /// Management API of any node (host:port).
-    #[arg(long, global = true, env = "WARREN_MANAGEMENT", default_value = "127.0.0.1:15672")]
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_MANAGEMENT",
+        default_value = "127.0.0.1:15672"
+    )]
     node: String,
     /// User for the management API (needs the administrator tag for changes).
     #[arg(long, global = true, env = "WARREN_USER", default_value = "guest")]
@@ -43,7 +48,9 @@ enum Cmd {
         what: ClusterCmd,
     },
     /// List objects of the whole cluster.
-    List { what: Listing },
+    List {
+        what: Listing,
+    },
     /// Add a user, or replace its password and tags.
     AddUser {
         name: String,
@@ -53,7 +60,9 @@ enum Cmd {
         #[arg(long, default_value = "")]
         tags: String,
     },
-    DeleteUser { name: String },
+    DeleteUser {
+        name: String,
+    },
     /// Set a user's configure/write/read permissions (regular expressions) on a vhost.
     SetPermissions {
         #[arg(value_name = "USER")]
@@ -64,8 +73,12 @@ enum Cmd {
         #[arg(long, short = 'p', default_value = "/")]
         vhost: String,
     },
-    AddVhost { name: String },
-    DeleteVhost { name: String },
+    AddVhost {
+        name: String,
+    },
+    DeleteVhost {
+        name: String,
+    },
     DeleteQueue {
         name: String,
         #[arg(long, short = 'p', default_value = "/")]
@@ -85,9 +98,13 @@ enum Cmd {
     },
     /// Write the definitions (users, vhosts, permissions, exchanges, queues, bindings) as
     /// RabbitMQ's JSON, to a file or stdout.
-    Export { file: Option<std::path::PathBuf> },
+    Export {
+        file: Option<std::path::PathBuf>,
+    },
     /// Import a definitions file (Warren's or RabbitMQ's export).
-    Import { file: std::path::PathBuf },
+    Import {
+        file: std::path::PathBuf,
+    },
     /// Add a started node (with --join) to the cluster and make it a voter.
     Join {
         /// ID@AMQP_HOST:PORT@GRPC_HOST:PORT
@@ -162,7 +179,11 @@ fn table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> std:
             .trim_end()
             .to_owned()
     };
-    writeln!(out, "{}", line(headers.iter().map(|h| h.to_string()).collect()))?;
+    writeln!(
+        out,
+        "{}",
+        line(headers.iter().map(|h| h.to_string()).collect())
+    )?;
     for row in rows {
         writeln!(out, "{}", line(row))?;
     }
@@ -238,10 +259,7 @@ fn columns(what: Listing) -> (&'static str, &'static [(&'static str, &'static st
             ],
         ),
         Listing::Users => ("/api/users", &[("name", "name"), ("tags", "tags")]),
-        Listing::Vhosts => (
-            "/api/vhosts",
-            &[("name", "name"), ("messages", "messages")],
-        ),
+        Listing::Vhosts => ("/api/vhosts", &[("name", "name"), ("messages", "messages")]),
         Listing::Permissions => (
             "/api/permissions",
             &[
@@ -256,7 +274,8 @@ fn columns(what: Listing) -> (&'static str, &'static [(&'static str, &'static st
 }
 
 fn pick<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
+    path.split('.')
+        .fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -276,7 +295,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "{}",
-                    serde_json::to_string_pretty(&json!({"raft": overview["raft"], "nodes": nodes}))?
+                    serde_json::to_string_pretty(
+                        &json!({"raft": overview["raft"], "nodes": nodes})
+                    )?
                 )?;
                 return Ok(());
             }
@@ -379,16 +400,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            done(&mut out, format!("queue '{name}' in vhost '{vhost}' deleted"))?;
+            done(
+                &mut out,
+                format!("queue '{name}' in vhost '{vhost}' deleted"),
+            )?;
         }
         Cmd::PurgeQueue { name, vhost } => {
             api.call(
                 "DELETE",
-                &format!("/api/queues/{}/{}/contents", segment(&vhost), segment(&name)),
+                &format!(
+                    "/api/queues/{}/{}/contents",
+                    segment(&vhost),
+                    segment(&name)
+                ),
                 None,
             )
             .await?;
-            done(&mut out, format!("queue '{name}' in vhost '{vhost}' purged"))?;
+            done(
+                &mut out,
+                format!("queue '{name}' in vhost '{vhost}' purged"),
+            )?;
         }
         Cmd::CloseConnection { name, reason } => {
             let (status, body) = api
@@ -402,7 +433,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if !(200..300).contains(&status) {
                 anyhow::bail!(
                     "{status}: {}",
-                    body.get("reason").map(text).unwrap_or_else(|| body.to_string())
+                    body.get("reason")
+                        .map(text)
+                        .unwrap_or_else(|| body.to_string())
                 );
             }
             done(&mut out, format!("connection '{name}' closed"))?;
@@ -421,7 +454,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let defs: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
             api.call("POST", "/api/definitions", Some(&defs)).await?;
-            done(&mut out, format!("definitions imported from {}", file.display()))?;
+            done(
+                &mut out,
+                format!("definitions imported from {}", file.display()),
+            )?;
         }
         Cmd::Join { member, grpc } => {
             let msg = membership::join(&member, &grpc).await?;
@@ -460,9 +496,7 @@ mod membership {
         let [id, amqp, node_grpc] = parts[..] else {
             anyhow::bail!("member must be ID@AMQP_HOST:PORT@GRPC_HOST:PORT, not '{member}'");
         };
-        let id: u64 = id
-            .parse()
-            .with_context(|| format!("bad node id '{id}'"))?;
+        let id: u64 = id.parse().with_context(|| format!("bad node id '{id}'"))?;
         let mut client = admin(grpc).await?;
         let added = client
             .add_learner(AddLearnerRequest {

@@ -131,9 +131,10 @@ impl Broker {
                     let Some(q) = self.queues.get(&k.queue) else {
                         continue;
                     };
-                    let exclusive = q.exclusive_consumer.as_ref().is_some_and(|e| {
-                        e.conn == conn && e.channel == number && e.tag == k.tag
-                    });
+                    let exclusive = q
+                        .exclusive_consumer
+                        .as_ref()
+                        .is_some_and(|e| e.conn == conn && e.channel == number && e.tag == k.tag);
                     view.consumers.push(ConsumerView {
                         conn,
                         channel: number,
