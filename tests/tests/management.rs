@@ -491,6 +491,16 @@ async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
             .await
             .expect("permissions");
     }
+    assert_eq!(
+        refused(
+            admin
+                .request("PUT", "/api/users/notags", Some(&json!({"password": "pw"})))
+                .await
+                .expect("answer")
+        ),
+        (400, "tags_not_present".into()),
+        "RabbitMQ requires the tags key"
+    );
     admin
         .call(
             "PUT",

@@ -1097,6 +1097,10 @@ async fn put_user(
 ) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
     let body = body_json(&body)?;
+    // RabbitMQ requires the key (an empty string for no tags).
+    if body.get("tags").is_none() {
+        return Err(ApiError::bad_request("tags_not_present"));
+    }
     let existing = view.users.iter().find(|u| u.name == name);
     let password = str_field(&body, "password").unwrap_or_default().to_owned();
     let mut password_hash = str_field(&body, "password_hash")
