@@ -141,6 +141,16 @@ async fn overview(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMa
         .collect();
     let (message_stats, queue_totals) = shapes::totals(&queues, &rates, caller.is_monitoring());
     let status = ctx.node.admin.status();
+    let exchange_types: Vec<Value> = ["direct", "fanout", "topic", "headers"]
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t,
+                "description": format!("AMQP {t} exchange, as per the AMQP specification"),
+                "enabled": true,
+            })
+        })
+        .collect();
     let visible_conns = view
         .connections
         .iter()
@@ -157,6 +167,9 @@ async fn overview(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMa
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "rates_mode": "basic",
+        "disable_stats": false,
+        "enable_queue_totals": true,
+        "exchange_types": exchange_types,
         "cluster_name": "warren",
         "node": crate::node_name(ctx.node.node_id),
         "message_stats": message_stats,

@@ -256,6 +256,7 @@ pub(crate) fn channel(ch: &ChannelView, c: &ConnectionView) -> Value {
         "global_prefetch_count": ch.global_prefetch_count,
         "confirm": ch.confirm,
         "transactional": ch.transactional,
+        "message_stats": {},
         "connection_details": {"name": c.name, "peer_host": peer_host, "peer_port": peer_port},
     })
 }
@@ -316,6 +317,8 @@ pub(crate) fn vhost(name: &str, view: &BrokerView) -> Value {
     obj.insert("metadata".into(), json!({"description": "", "tags": []}));
     obj.insert("default_queue_type".into(), "classic".into());
     obj.insert("tracing".into(), false.into());
+    obj.insert("cluster_state".into(), json!({}));
+    obj.insert("message_stats".into(), json!({}));
     stat(&mut obj, "messages", ready + unacked, 0.0);
     stat(&mut obj, "messages_ready", ready, 0.0);
     stat(&mut obj, "messages_unacknowledged", unacked, 0.0);
