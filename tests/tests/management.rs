@@ -14,6 +14,7 @@ use warren_tests::lapin::types::FieldTable;
 use warren_tests::lapin::{BasicProperties, ExchangeKind};
 use warren_tests::management::{api, guest_api, segment, wait_for_json};
 use warren_tests::serde_json::{json, Value};
+use warren_tests::Broker;
 use warren_tests::{
     closed_with, confirm_channel, connection_error, consume, publish, unique, within,
 };
@@ -284,6 +285,12 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
         .expect("metrics");
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    let fsyncs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_wal_fsync_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(fsyncs > 0, "the WAL was fsynced and timed:\n{metrics}");
     for m in [
         "warren_connections ",
         "warren_queue_messages_ready ",
@@ -734,5 +741,56 @@ async fn rabbitmq_definitions_import_and_export_round_trip() {
             .expect("answer")
             .0,
         400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_without_members_serves_the_api_too() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    // The node forms its group of one just after it listens.
+    let nodes = wait_for_json(&admin, "/api/nodes", WAIT, |n| {
+        n.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await
+    .expect("one node");
+    assert_eq!(nodes[0]["raft"]["role"], "leader");
+    admin
+        .call(
+            "PUT",
+            "/api/users/solo",
+            Some(&json!({"password": "pw", "tags": "management"})),
+        )
+        .await
+        .expect("a user is added without a gRPC service");
+    admin
+        .call(
+            "PUT",
+            "/api/permissions/%2F/solo",
+            Some(&json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await
+        .expect("permissions");
+    let solo = api(&node, "solo", "pw");
+    solo.call(
+        "PUT",
+        "/api/queues/%2F/solo-q",
+        Some(&json!({"durable": false})),
+    )
+    .await
+    .expect("declare through a direct connection");
+    let q = solo.get("/api/queues/%2F/solo-q").await.expect("GET queue");
+    assert_eq!(
+        (q["durable"].clone(), q["messages"].clone()),
+        (json!(false), json!(0))
+    );
+    let (status, body) = api(&node, "solo", "pw")
+        .request("GET", "/", None)
+        .await
+        .expect("console");
+    assert_eq!(status, 200);
+    assert!(
+        body.as_str().is_some_and(|html| html.contains("app.js")),
+        "the console page"
     );
 }
