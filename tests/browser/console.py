@@ -31,7 +31,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "docs" / "screenshots"))
-TIMEOUT = 20
+# Generous: CI shares two cores with the three nodes, the clients and Chromium.
+TIMEOUT = 45
 
 
 def free_base():
@@ -174,7 +175,8 @@ def main():
 
         def page(name):
             driver.get(console + "#" + name)
-            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == name)
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == name,
+                       f"the {name} page did not load")
 
         def shot(name):
             driver.save_screenshot(str(SHOTS / f"{name}.png"))
@@ -191,7 +193,8 @@ def main():
         assert [r.split("\t")[1] for r in rows].count("leader") == 1, rows
         leader = api(mgmt[1], "/api/overview")["raft"]["leader"]
         assert leader in text_of("overview-raft")
-        wait.until(lambda d: "publish/s\n0\n" not in text_of("overview-totals") + "\n")
+        wait.until(lambda d: "publish/s\n0\n" not in text_of("overview-totals") + "\n",
+                   "the overview shows no publish rate")
         shot("overview")
 
         # The live topology: the flow along shop → emails and shop → reports.
@@ -213,11 +216,12 @@ def main():
             rates = {(a, b): r for a, b, r in g["edges"]}
             ok = rates.get(("shop", "emails"), 0) > 0 and rates.get(("shop", "reports"), 0) > 0
             return (rates, g) if ok else None
-        rates, g = wait.until(flowing)
+        rates, g = wait.until(flowing, "the topology shows no flow on shop -> emails and shop -> reports")
         assert {"emails", "reports", "console-check"} <= set(g["queues"]), g
         assert g["dots"] > 0, "messages are drawn moving along the active edges"
         first = g["queues"]["reports"]
-        wait.until(lambda d: (graph(d) or {"queues": {}})["queues"].get("reports", first) > first)
+        wait.until(lambda d: (graph(d) or {"queues": {}})["queues"].get("reports", first) > first,
+                   "the topology's depth of 'reports' does not grow")
         print(f"topology rates: {rates}")
         shot("topology")
 

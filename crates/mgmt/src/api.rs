@@ -100,6 +100,7 @@ pub(crate) async fn session(
     peer: SocketAddr,
     need: Need,
 ) -> Result<(Caller, BrokerView), ApiError> {
+    ctx.asked();
     let (view, _) = ctx.node.management.view().await?;
     let caller = auth::check(
         headers,

@@ -51,7 +51,27 @@ pub(crate) struct Ctx {
     pub(crate) rates: rates::Rates,
     pub(crate) leader_changes: std::sync::atomic::AtomicU64,
     pub(crate) started: Instant,
+    /// When the API or /metrics was last asked (ms since `started`): rates are sampled only
+    /// while someone looks, so an unwatched cluster pays nothing for them.
+    pub(crate) last_asked: std::sync::atomic::AtomicU64,
     pub(crate) port: u16,
+}
+
+impl Ctx {
+    /// Records that someone asked (see [`Ctx::last_asked`]).
+    pub(crate) fn asked(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_asked
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the API or /metrics was asked within `window`.
+    pub(crate) fn watched(&self, window: std::time::Duration) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_asked.load(std::sync::atomic::Ordering::Relaxed);
+        last > 0
+            && now.saturating_sub(last) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The node name RabbitMQ tools show (`rabbit@host` there).
@@ -71,6 +91,7 @@ pub async fn serve(
         rates: rates::Rates::default(),
         leader_changes: Default::default(),
         started: Instant::now(),
+        last_asked: Default::default(),
         port,
     });
     rates::spawn_sampler(ctx.clone());

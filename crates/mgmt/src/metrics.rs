@@ -60,6 +60,7 @@ impl Out {
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
+    ctx.asked();
     let mut out = Out(String::new());
     let me = ctx.node.node_id;
     if let Ok((view, _)) = ctx.node.management.view().await {

@@ -1,5 +1,5 @@
-//! Message rates: a sampler reads the deciding broker's counters once a second and keeps the
-//! last few readings; a rate is the change over the last five seconds (RabbitMQ's default
+//! Message rates: a sampler reads the deciding broker's counters once a second (while someone
+//! uses the API) and keeps the last few readings; a rate is the change over the last five seconds (RabbitMQ's default
 //! `basic` rates mode, which also averages over 5 s). Counters are the broker's own since it was
 //! built, so a leader change can make them go down: such a drop reads as rate 0.
 
@@ -128,13 +128,20 @@ impl RateTable {
     }
 }
 
-/// Samples the view every second for as long as the process runs.
+/// How long after the last request the sampler keeps going.
+const WATCHED: Duration = Duration::from_secs(300);
+
+/// Samples the view every second while the API or /metrics was asked in the last five minutes
+/// (a console open, a Prometheus scraping): an unwatched node asks its leader nothing.
 pub(crate) fn spawn_sampler(ctx: Arc<Ctx>) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if !ctx.watched(WATCHED) {
+                continue;
+            }
             match ctx.node.management.view().await {
                 Ok((view, _)) => ctx.rates.record(Instant::now(), counters(&view)),
                 Err(e) => debug!(error = %e, "rates: no view this second"),

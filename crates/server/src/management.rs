@@ -32,7 +32,11 @@ pub struct ManagementService {
     broker: mpsc::Sender<ToBroker>,
     route: watch::Receiver<Route>,
     node_id: u64,
+    /// The last leader's client (its gRPC address and a channel to it), reused across calls.
+    leader: std::sync::Arc<std::sync::Mutex<Option<(String, LeaderClient)>>>,
 }
+
+type LeaderClient = ManagementClient<tonic::transport::Channel>;
 
 impl ManagementService {
     pub fn new(broker: &BrokerHandle, route: watch::Receiver<Route>, node_id: u64) -> Self {
@@ -40,12 +44,31 @@ impl ManagementService {
             broker: broker.tx.clone(),
             route,
             node_id,
+            leader: Default::default(),
         }
     }
 
     /// The tonic service to mount on the node's gRPC server.
     pub fn into_server(self) -> ManagementServer<ManagementService> {
         ManagementServer::new(self)
+    }
+
+    /// A client of the leader's service at `grpc_addr`: the cached one if it is for that address.
+    async fn leader(&self, grpc_addr: &str) -> Result<LeaderClient, Status> {
+        if let Ok(cached) = self.leader.lock() {
+            if let Some((addr, client)) = cached.as_ref() {
+                if addr == grpc_addr {
+                    return Ok(client.clone());
+                }
+            }
+        }
+        let client = ManagementClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot reach the leader: {e}")))?;
+        if let Ok(mut cached) = self.leader.lock() {
+            *cached = Some((grpc_addr.to_owned(), client.clone()));
+        }
+        Ok(client)
     }
 
     async fn local_view(&self) -> Result<BrokerView, Status> {
@@ -70,7 +93,8 @@ impl ManagementService {
             )),
             Route::Unknown => Ok((self.local_view().await?, ViewSource::Local)),
             Route::Remote { grpc_addr, .. } => {
-                let reply = leader(&grpc_addr)
+                let reply = self
+                    .leader(&grpc_addr)
                     .await?
                     .view(ViewRequest {
                         group_id: METADATA_GROUP,
@@ -97,7 +121,8 @@ impl ManagementService {
             Route::Unknown => Err(Status::unavailable(
                 "the cluster has no leader right now; try again",
             )),
-            Route::Remote { grpc_addr, .. } => Ok(leader(&grpc_addr)
+            Route::Remote { grpc_addr, .. } => Ok(self
+                .leader(&grpc_addr)
                 .await?
                 .close_connection(CloseConnectionRequest {
                     group_id: METADATA_GROUP,
@@ -127,12 +152,6 @@ impl ManagementService {
             }
         }
     }
-}
-
-async fn leader(grpc_addr: &str) -> Result<ManagementClient<tonic::transport::Channel>, Status> {
-    ManagementClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot reach the leader: {e}")))
 }
 
 #[tonic::async_trait]

@@ -94,7 +94,7 @@ async function connections() {
   table("channels-table", ["channel", "user", "consumers", "unacked", "prefetch", "confirm"],
     chs.map(c => [c.name, c.user, c.consumer_count, c.messages_unacknowledged, c.prefetch_count, c.confirm ? "yes" : "no"]));
   table("consumers-table", ["queue", "tag", "channel", "ack required", "prefetch"],
-    ks.map(k => [k.queue.vhost + " / " + k.queue.name, k.consumer_tag, k.channel_details.name, k.ack_required ? "yes" : "no", k.prefetch_count]));
+    ks.map(k => [`${k.queue.name} (${k.queue.vhost})`, k.consumer_tag, k.channel_details.name, k.ack_required ? "yes" : "no", k.prefetch_count]));
 }
 
 async function users() {
