@@ -45,6 +45,9 @@ pub struct Node {
     pub loopback_users: Vec<String>,
 }
 
+/// The largest request body accepted (a definitions file, a published payload).
+const MAX_BODY: usize = 64 << 20;
+
 /// Shared state of the handlers.
 pub(crate) struct Ctx {
     pub(crate) node: Node,
@@ -98,7 +101,9 @@ pub async fn serve(
     metrics::spawn_leader_watch(ctx.clone());
     let app = api::router(ctx.clone())
         .merge(console::router())
-        .merge(metrics::router(ctx));
+        .merge(metrics::router(ctx))
+        // Definitions files and published payloads can exceed axum's default of 2 MiB.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     info!(addr = %listener.local_addr()?, "management API, console and metrics listening");
     let served = axum::serve(
         listener,
