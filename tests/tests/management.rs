@@ -291,6 +291,15 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(fsyncs > 0, "the WAL was fsynced and timed:\n{metrics}");
+    let leader_changes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_raft_leader_changes_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        leader_changes >= 1,
+        "the leader elected since the node started is counted:\n{metrics}"
+    );
     for m in [
         "warren_connections ",
         "warren_queue_messages_ready ",

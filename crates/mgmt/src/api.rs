@@ -344,15 +344,33 @@ async fn vhost(
     ok(shapes::vhost(&name, &view))
 }
 
+/// How long a change waits for a leader (an election, a node just started) before it is refused.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Commits a user/vhost/permission change through the Access service (any node forwards it to
+/// the leader). While no leader is known it retries, as AMQP clients' input waits for one.
 pub(crate) async fn access_change(ctx: &Ctx, change: Change) -> Result<(), ApiError> {
-    ctx.node
-        .access
-        .change(Request::new(AccessChange {
-            group_id: warren_raft::METADATA_GROUP,
-            change: Some(change),
-        }))
-        .await?;
-    Ok(())
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        let result = ctx
+            .node
+            .access
+            .change(Request::new(AccessChange {
+                group_id: warren_raft::METADATA_GROUP,
+                change: Some(change.clone()),
+            }))
+            .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn put_vhost(

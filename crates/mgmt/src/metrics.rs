@@ -26,15 +26,21 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
 /// Counts leader changes seen by this node, for `warren_raft_leader_changes_total`.
 pub(crate) fn spawn_leader_watch(ctx: Arc<Ctx>) {
     tokio::spawn(async move {
-        let mut metrics = ctx.node.raft.metrics();
-        let mut leader = metrics.borrow_and_update().current_leader;
-        while metrics.changed().await.is_ok() {
+        // The server metrics change with the vote, state, leader and membership only (not with
+        // every appended entry, as the full metrics do), so this task wakes rarely.
+        let mut metrics = ctx.node.raft.server_metrics();
+        // The first leader known counts too: it was elected since this node started.
+        let mut leader = None;
+        loop {
             let now = metrics.borrow_and_update().current_leader;
             if now != leader {
                 if now.is_some() {
                     ctx.leader_changes.fetch_add(1, Ordering::Relaxed);
                 }
                 leader = now;
+            }
+            if metrics.changed().await.is_err() {
+                return;
             }
         }
     });
