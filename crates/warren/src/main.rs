@@ -68,7 +68,8 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     loopback_users: Option<Vec<String>>,
     /// Port of the management HTTP API, web console and Prometheus /metrics (on the --bind
-    /// address); 0 turns them off [default: 15672].
+    /// address); 0 turns them off. If the default is taken the node runs without them (a port
+    /// given here must be free) [default: 15672].
     #[arg(long)]
     management_port: Option<u16>,
     /// Log filter in RUST_LOG syntax [default: info,openraft=warn].
@@ -231,6 +232,7 @@ fn main() -> anyhow::Result<()> {
     let defaults = ServerConfig::default();
     let bind = args.bind.or(file.bind).unwrap_or(defaults.listen.ip());
     let port = args.port.or(file.port).unwrap_or(5672);
+    let management_port_given = args.management_port.or(file.management_port).is_some();
     let management_port = args
         .management_port
         .or(file.management_port)
@@ -413,11 +415,20 @@ fn main() -> anyhow::Result<()> {
             None
         } else {
             let addr = SocketAddr::new(bind, management_port);
-            Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the management port {addr}"))?,
-            )
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                // Several nodes on one host (test harnesses, a cluster on loopback) would all
+                // want the default port: a node not told a port runs without management rather
+                // than not at all. A port that was asked for must be had.
+                Err(e) if !management_port_given => {
+                    tracing::warn!(%addr, error = %e, "the default management port is taken: running without the management API (give --management-port)");
+                    None
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("binding the management port {addr}")))
+                }
+            }
         };
         let server = Server::bind_to(server_config, broker)
             .await
