@@ -281,6 +281,8 @@ async fn leader_status(grpc_addr: &str) -> Option<warren_proto::raft::StatusRepl
     client
         .status(warren_proto::raft::StatusRequest {
             group_id: warren_raft::METADATA_GROUP,
+            // The digest costs a snapshot of the leader's state: never for the API.
+            digest: false,
         })
         .await
         .ok()
