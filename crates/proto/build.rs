@@ -11,12 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let raft = root.join("warren/raft.proto");
     let access = root.join("warren/access.proto");
-    for file in [&raft, &access] {
+    let management = root.join("warren/management.proto");
+    for file in [&raft, &access, &management] {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     // `bytes` fields as `Bytes`: relayed message bodies are not copied into a `Vec` on the way.
     tonic_prost_build::configure()
         .bytes(".")
-        .compile_protos(&[raft, access], &[root])?;
+        .compile_protos(&[raft, access, management], &[root])?;
     Ok(())
 }

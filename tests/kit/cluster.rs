@@ -244,7 +244,8 @@ impl Progress {
 }
 
 /// Connects to `uri`, retrying for up to 30 s (a node may be between leaders).
-async fn connect_retrying(uri: &str) -> anyhow::Result<Connection> {
+/// Connects, retrying for up to 30 s (a node may still be finding its leader).
+pub async fn connect_retrying(uri: &str) -> anyhow::Result<Connection> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = tokio::time::timeout(

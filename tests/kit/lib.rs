@@ -5,6 +5,7 @@
 //! to check that every test encodes RabbitMQ's behaviour); then [`Broker::start`] starts nothing.
 
 pub mod cluster;
+pub mod management;
 pub mod raw;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use lapin::types::FieldTable;
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, Event};
 pub use raw::{RawConn, RawFrame};
+pub use serde_json;
 
 /// How long any single awaited step may take before the test fails instead of hanging.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -41,6 +43,8 @@ pub struct Broker {
     extra: Vec<String>,
     addr: SocketAddr,
     uri: String,
+    /// The management API's port (a free one picked at start; 0 for an external broker).
+    management_port: u16,
 }
 
 /// The `warren` binary: `WARREN_BIN`, else `$CARGO_TARGET_DIR/debug/warren`, else the
@@ -103,6 +107,7 @@ impl Broker {
             extra: Vec::new(),
             addr,
             uri,
+            management_port: 0,
         })
     }
 
@@ -135,6 +140,7 @@ impl Broker {
             extra,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             uri: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            management_port: free_port(),
         };
         broker.launch()?;
         Ok(broker)
@@ -161,6 +167,7 @@ impl Broker {
             ])
             .arg("--data-dir")
             .arg(&dir)
+            .args(["--management-port", &self.management_port.to_string()])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -244,6 +251,12 @@ impl Broker {
     }
 
     /// The AMQP listener's address.
+    /// The management API's address (`127.0.0.1:PORT`); a later `--management-port` in the
+    /// extra flags wins over it.
+    pub fn management_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.management_port)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

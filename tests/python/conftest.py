@@ -103,7 +103,7 @@ class Node:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(binary), "--node-id", str(node_id), "--bind", "127.0.0.1", "--port", str(amqp_port),
-             "--data-dir", str(self.data_dir), *flags],
+             "--data-dir", str(self.data_dir), "--management-port", "0", *flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -27,6 +27,10 @@ pub(crate) struct Connection {
     pub(crate) awaiting_writable: bool,
     /// The client announced `consumer_cancel_notify`: it understands server-sent `basic.cancel`.
     pub(crate) consumer_cancel_notify: bool,
+    /// The client's `client-properties`, as sent (for operators).
+    pub(crate) client_properties: FieldTable,
+    /// When the connection logged in (or was resumed here).
+    pub(crate) connected_at: crate::Millis,
 }
 
 impl Connection {
@@ -39,11 +43,14 @@ impl Connection {
             credit: DELIVERY_CREDIT_BYTES,
             awaiting_writable: false,
             consumer_cancel_notify: false,
+            client_properties: FieldTable::default(),
+            connected_at: 0,
         }
     }
 
     /// Reads the client's `capabilities` table from its `client-properties`.
     pub(crate) fn set_client_properties(&mut self, props: &FieldTable) {
+        self.client_properties = props.clone();
         if let Some(FieldValue::Table(caps)) = props.get("capabilities") {
             self.consumer_cancel_notify = caps
                 .get("consumer_cancel_notify")

@@ -16,6 +16,10 @@ pub(crate) struct Exchange {
     pub(crate) internal: bool,
     pub(crate) arguments: FieldTable,
     pub(crate) bindings: BindingTable<Destination>,
+    /// Messages published to this exchange, and the queue deliveries they were routed to (for
+    /// operators; not replicated).
+    pub(crate) publish_in: u64,
+    pub(crate) publish_out: u64,
 }
 
 impl Exchange {
@@ -35,6 +39,8 @@ impl Exchange {
             internal,
             arguments,
             bindings: BindingTable::new(kind),
+            publish_in: 0,
+            publish_out: 0,
         }
     }
 

@@ -66,6 +66,9 @@ pub enum Input {
         conn: ConnId,
         session: Box<crate::ResumeSession>,
     },
+    /// An operator closes the connection (management API): it gets `connection.close` 320
+    /// CONNECTION_FORCED with `reason`, and its state is dropped as for a closed connection.
+    CloseConnection { conn: ConnId, reason: String },
     /// Periodic tick: message TTLs and queue expiry are evaluated against `now`.
     Tick,
 }

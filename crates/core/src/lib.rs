@@ -21,8 +21,9 @@ mod resume;
 pub mod snapshot;
 mod user;
 mod vhost;
+pub mod view;
 
-pub use broker::{Broker, BrokerConfig};
+pub use broker::{Broker, BrokerConfig, CONNECTION_NAME_PROPERTY};
 pub use command::{Command, Destination, Op, Origin, STATE_MACHINE_VERSION};
 pub use connection::DELIVERY_CREDIT_BYTES;
 pub use effect::Effect;

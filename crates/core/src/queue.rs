@@ -193,6 +193,10 @@ pub(crate) struct Queue {
     pub(crate) had_consumer: bool,
     /// When the queue was last used (declared, consumed from, got from), for `x-expires`.
     pub(crate) last_used: Millis,
+    /// What this broker saw the queue do (for operators; not replicated).
+    pub(crate) counters: crate::view::QueueCounters,
+    /// Messages enqueued per exchange they were published to (for operators; not replicated).
+    pub(crate) published_from: HashMap<ShortStr, u64>,
 }
 
 impl Queue {
@@ -225,12 +229,24 @@ impl Queue {
             exclusive_consumer: None,
             had_consumer: false,
             last_used: now,
+            counters: Default::default(),
+            published_from: HashMap::new(),
         }
     }
 
     /// Messages ready for delivery (what `queue.declare-ok` reports).
     pub(crate) fn ready_count(&self) -> u32 {
         u32::try_from(self.ready.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Messages delivered and not yet settled.
+    pub(crate) fn unacked_count(&self) -> u64 {
+        self.checked_out.len() as u64
+    }
+
+    /// Bytes of the ready messages' bodies.
+    pub(crate) fn ready_bytes(&self) -> u64 {
+        self.ready_bytes
     }
 
     pub(crate) fn consumer_count(&self) -> u32 {
@@ -260,6 +276,7 @@ impl Queue {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.counters.published += 1;
         self.ready_bytes += message.body_len();
         self.ready.insert(
             seq,
@@ -289,6 +306,10 @@ impl Queue {
     pub(crate) fn checkout(&mut self, settle: bool) -> Option<(u64, Entry)> {
         let (seq, entry) = self.ready.pop_first()?;
         self.ready_bytes -= entry.message.body_len();
+        self.counters.delivered += 1;
+        if entry.redelivered {
+            self.counters.redelivered += 1;
+        }
         if !settle {
             self.checked_out.insert(seq, entry.clone());
         }
@@ -299,10 +320,12 @@ impl Queue {
     /// replica had it checked out or (replaying the log, or on a replica) still ready.
     pub(crate) fn settle(&mut self, seq: u64) -> Option<Entry> {
         if let Some(entry) = self.checked_out.remove(&seq) {
+            self.counters.acked += 1;
             return Some(entry);
         }
         let entry = self.ready.remove(&seq)?;
         self.ready_bytes -= entry.message.body_len();
+        self.counters.acked += 1;
         Some(entry)
     }
 

@@ -12,3 +12,8 @@ pub mod raft {
 pub mod access {
     tonic::include_proto!("warren.access");
 }
+
+/// The management API's questions to the deciding broker (`proto/warren/management.proto`).
+pub mod management {
+    tonic::include_proto!("warren.management");
+}

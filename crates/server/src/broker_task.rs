@@ -53,6 +53,10 @@ pub(crate) enum ToBroker {
         conn: ConnId,
         effects: mpsc::UnboundedSender<Vec<Effect>>,
     },
+    /// An operator's question (management API): the broker's read-only view.
+    View {
+        reply: tokio::sync::oneshot::Sender<warren_core::view::BrokerView>,
+    },
     /// This node leads (and has applied its whole log): it may decide things on its own
     /// (expiries, queue expiry) from now on.
     Lead,
@@ -161,6 +165,9 @@ impl Task {
                     self.handle(now, Input::ConnectionClosed { conn });
                     self.connections.remove(&conn);
                 }
+            }
+            ToBroker::View { reply } => {
+                let _ = reply.send(self.broker.view());
             }
             ToBroker::Input(Input::Tick) if !self.leading => {}
             ToBroker::Input(input) => self.handle(now, input),

@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
-use warren_core::{ConnId, Input};
+use warren_core::{ConnId, Input, CONNECTION_NAME_PROPERTY};
+use warren_wire::FieldValue;
 
 use crate::broker_task::ToBroker;
 use crate::clock::now_ms;
@@ -29,6 +30,9 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let (effects_tx, mut effects_rx) = mpsc::unbounded_channel();
     let image = SharedImage::default();
     if broker
@@ -86,7 +90,18 @@ pub(crate) async fn run(
                 }
             }
         }
-        for input in inputs.drain(..) {
+        for mut input in inputs.drain(..) {
+            if let Input::Login {
+                client_properties, ..
+            } = &mut input
+            {
+                // RabbitMQ's connection name, shown by the deciding broker (see
+                // `CONNECTION_NAME_PROPERTY`).
+                client_properties.insert(
+                    CONNECTION_NAME_PROPERTY,
+                    FieldValue::LongStr(format!("{peer} -> {local}").into()),
+                );
+            }
             if broker.send(ToBroker::Input(input)).await.is_err() {
                 return;
             }

@@ -7,6 +7,8 @@ mod broker_task;
 mod clock;
 mod config;
 mod connection;
+pub mod direct;
+pub mod management;
 pub mod relay;
 mod server;
 mod session;

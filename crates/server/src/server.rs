@@ -23,6 +23,8 @@ pub struct Server {
     broker: BrokerHandle,
     /// Where connections send their input: the broker task, or the router in front of it.
     inputs: tokio::sync::mpsc::Sender<crate::broker_task::ToBroker>,
+    /// The next connection id (shared with the direct connections of [`Server::direct`]).
+    next_conn: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Server {
@@ -39,7 +41,13 @@ impl Server {
     /// Binds the listener in front of a running broker task (e.g. one replicated through Raft).
     pub async fn bind_to(config: ServerConfig, broker: BrokerHandle) -> io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
+        // Connection ids are never reused, not even across restarts (commands replayed from the
+        // log name the connections of earlier runs) nor across nodes: the node id (below 2048)
+        // takes the top 11 bits, the start time in microseconds-ish the 52 below.
+        let node_bits = (config.node_id & 0x7ff) << 52;
+        let next_conn = node_bits | now_ms().saturating_mul(1000).max(1) & ((1 << 52) - 1);
         Ok(Server {
+            next_conn: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_conn)),
             listener,
             inputs: broker.tx.clone(),
             config,
@@ -54,6 +62,12 @@ impl Server {
         self
     }
 
+    /// Opens connections on an operator's behalf, through the same route as clients' (see
+    /// [`crate::direct`]). Take it after [`Server::route_through`].
+    pub fn direct(&self) -> crate::direct::DirectConnector {
+        crate::direct::DirectConnector::new(self.inputs.clone(), self.next_conn.clone())
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -64,11 +78,6 @@ impl Server {
         drop(self.inputs);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        // Connection ids are never reused, not even across restarts (commands replayed from the
-        // log name the connections of earlier runs) nor across nodes: the node id (below 2048)
-        // takes the top 11 bits, the start time in microseconds-ish the 52 below.
-        let node_bits = (self.config.node_id & 0x7ff) << 52;
-        let mut next_conn = node_bits | now_ms().saturating_mul(1000).max(1) & ((1 << 52) - 1);
         tokio::pin!(shutdown);
         info!(addr = %self.listener.local_addr()?, "listening for AMQP 0-9-1 clients");
         loop {
@@ -76,8 +85,7 @@ impl Server {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let conn = next_conn;
-                        next_conn += 1;
+                        let conn = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tasks.spawn(connection::run(stream, peer, conn, self.config.clone(), to_broker.clone(), stop_rx.clone()));
                     }
                     // Out of file descriptors and the like: keep serving the connections we have.

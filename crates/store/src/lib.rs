@@ -8,8 +8,10 @@
 
 mod compactor;
 mod db;
+mod fsync_latency;
 mod log_store;
 mod syncer;
 
 pub use db::{open, StoreError, CF_LOGS, CF_META, CF_STATE};
+pub use fsync_latency::{fsync_latency, FsyncLatency, BUCKETS as FSYNC_BUCKETS};
 pub use log_store::RocksLogStore;

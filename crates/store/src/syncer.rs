@@ -48,7 +48,9 @@ impl<C: RaftTypeConfig> Syncer<C> {
                 while let Ok(first) = rx.recv() {
                     waiting.push(first);
                     waiting.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let result = db.flush_wal(true);
+                    crate::fsync_latency::record(started.elapsed());
                     if let Err(e) = &result {
                         error!(error = %e, "WAL fsync failed; the appends waiting on it fail");
                     }

@@ -19,6 +19,7 @@ use warren_raft::service::RaftService;
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{WarrenNode, METADATA_GROUP};
 use warren_server::access::AccessService;
+use warren_server::management::ManagementService;
 use warren_server::relay::{spawn_leadership, RelayService};
 use warren_server::{spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
 
@@ -66,6 +67,11 @@ struct Args {
     /// pass an empty string to allow every user from anywhere [default: guest].
     #[arg(long, value_delimiter = ',')]
     loopback_users: Option<Vec<String>>,
+    /// Port of the management HTTP API, web console and Prometheus /metrics (on the --bind
+    /// address); 0 turns them off. If the default is taken the node runs without them (a port
+    /// given here must be free) [default: 15672].
+    #[arg(long)]
+    management_port: Option<u16>,
     /// Log filter in RUST_LOG syntax [default: info,openraft=warn].
     #[arg(long, env = "WARREN_LOG")]
     log: Option<String>,
@@ -178,6 +184,7 @@ struct FileConfig {
     default_user: Option<String>,
     default_pass: Option<String>,
     loopback_users: Option<Vec<String>>,
+    management_port: Option<u16>,
     log: Option<String>,
     node_id: Option<u64>,
     snapshot_every: Option<u64>,
@@ -225,6 +232,11 @@ fn main() -> anyhow::Result<()> {
     let defaults = ServerConfig::default();
     let bind = args.bind.or(file.bind).unwrap_or(defaults.listen.ip());
     let port = args.port.or(file.port).unwrap_or(5672);
+    let management_port_given = args.management_port.or(file.management_port).is_some();
+    let management_port = args
+        .management_port
+        .or(file.management_port)
+        .unwrap_or(15672);
     let frame_max = args
         .frame_max
         .or(file.frame_max)
@@ -260,6 +272,7 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .filter(|u| !u.is_empty())
         .collect();
+    let mgmt_loopback_users = loopback_users.clone();
     let broker_config = BrokerConfig {
         default_user: args
             .default_user
@@ -375,6 +388,7 @@ fn main() -> anyhow::Result<()> {
             let admin = AdminService::new(raft.clone(), node.incarnations.clone())
                 .with_state_digest(state_machine.clone());
             let access = AccessService::new(&broker, raft.clone(), route.clone());
+            let management = ManagementService::new(&broker, route.clone(), node_id);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the gRPC address {addr}"))?;
@@ -397,6 +411,7 @@ fn main() -> anyhow::Result<()> {
                     .add_service(relay.into_server())
                     .add_service(admin.into_server())
                     .add_service(access.into_server())
+                    .add_service(management.into_server())
                     .serve_with_incoming(incoming)
                     .await
                 {
@@ -405,10 +420,46 @@ fn main() -> anyhow::Result<()> {
             });
             info!(%addr, "gRPC (Raft and relay) listening");
         }
+        let management = ManagementService::new(&broker, route.clone(), node_id);
+        let access = AccessService::new(&broker, raft.clone(), route.clone());
+        // Bound before the AMQP port, so a node whose AMQP port accepts has its management port.
+        let management_listener = if management_port == 0 {
+            None
+        } else {
+            let addr = SocketAddr::new(bind, management_port);
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                // Several nodes on one host (test harnesses, a cluster on loopback) would all
+                // want the default port: a node not told a port runs without management rather
+                // than not at all. A port that was asked for must be had.
+                Err(e) if !management_port_given => {
+                    tracing::warn!(%addr, error = %e, "the default management port is taken: running without the management API (give --management-port)");
+                    None
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("binding the management port {addr}")))
+                }
+            }
+        };
         let server = Server::bind_to(server_config, broker)
             .await
             .with_context(|| format!("binding {bind}:{port}"))?
             .route_through(route);
+        if let Some(listener) = management_listener {
+            let node = warren_mgmt::Node {
+                node_id,
+                amqp_addr: server.local_addr()?,
+                management,
+                access,
+                direct: server.direct(),
+                admin: AdminService::new(raft.clone(), node.incarnations.clone()),
+                raft: raft.clone(),
+                loopback_users: mgmt_loopback_users,
+            };
+            // Ends with the runtime, after the AMQP server has closed its clients.
+            tokio::spawn(warren_mgmt::serve(listener, node, std::future::pending()));
+        }
         info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), node_id, version = env!("CARGO_PKG_VERSION"), "warren started");
         server.run(shutdown_signal()).await?;
         let _ = raft.shutdown().await;

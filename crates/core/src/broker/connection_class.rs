@@ -40,6 +40,7 @@ impl Broker {
         let mut connection = Connection::new();
         connection.user = Some(username.to_owned());
         connection.set_client_properties(client_properties);
+        connection.connected_at = self.now;
         self.connections.insert(conn, connection);
         out.push(Effect::Authenticated {
             conn,

@@ -15,6 +15,9 @@ mod security;
 mod snapshot_io;
 mod tick;
 mod tx_class;
+mod view;
+
+pub use view::CONNECTION_NAME_PROPERTY;
 
 use std::collections::HashMap;
 
@@ -282,6 +285,9 @@ impl Broker {
             } => self.fail(Ctx { conn, channel }, error, effects),
             Input::Resume { conn, session } => self.resume(conn, *session, effects),
             Input::Tick => self.tick(effects),
+            Input::CloseConnection { conn, reason } => {
+                self.close_by_operator(conn, &reason, effects)
+            }
         }
     }
 

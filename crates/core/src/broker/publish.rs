@@ -149,8 +149,21 @@ impl Broker {
                     message.properties.headers.as_ref(),
                 );
                 let routed = !queues.is_empty();
+                if let Some(x) = self
+                    .vhosts
+                    .get_mut(vhost)
+                    .and_then(|v| v.exchanges.get_mut(&message.exchange))
+                {
+                    x.publish_in += 1;
+                    x.publish_out += queues.len() as u64;
+                }
                 let mut rejected = false;
                 for id in queues {
+                    if let Some(q) = self.queues.get_mut(&id) {
+                        *q.published_from
+                            .entry(message.exchange.clone())
+                            .or_default() += 1;
+                    }
                     rejected |= !self.enqueue(id, Arc::clone(&message), now, out);
                 }
                 (routed, rejected)

@@ -75,6 +75,7 @@ impl Broker {
         c.user = Some(session.user);
         c.vhost = Some(vhost);
         c.set_client_properties(&session.client_properties);
+        c.connected_at = self.now;
         let notify = c.consumer_cancel_notify;
         self.connections.insert(conn, c);
         for rc in session.channels {

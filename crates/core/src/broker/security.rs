@@ -51,13 +51,13 @@ impl Broker {
     }
 
     /// Closes connections as an operator's change requires (RabbitMQ: CONNECTION_FORCED).
-    fn force_close(&mut self, mut conns: Vec<ConnId>, why: &str, out: &mut Vec<Effect>) {
+    pub(super) fn force_close(&mut self, mut conns: Vec<ConnId>, why: &str, out: &mut Vec<Effect>) {
         conns.sort_unstable();
         for conn in conns {
             self.close_connection_state(conn, out);
             out.push(Effect::CloseConnection {
                 conn,
-                error: AmqpError::new(320, format!("CONNECTION_FORCED - {why}")),
+                error: AmqpError::new(320, why),
             });
         }
     }

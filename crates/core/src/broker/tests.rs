@@ -2181,3 +2181,151 @@ fn a_publish_refused_then_proposed_again_after_a_later_one_is_enqueued_not_taken
     let (bodies, _) = replay(&old(&p2), &old(&p3));
     assert_eq!(bodies, ["1", "3"]);
 }
+
+// --- The operator's view (management API) ---
+
+#[test]
+fn the_view_lists_topology_depths_counters_and_connections() {
+    let mut w = World::new();
+    w.declare(C1, "orders");
+    w.method(
+        C1,
+        1,
+        Method::QueueBind(QueueBind {
+            queue: "orders".into(),
+            exchange: "amq.direct".into(),
+            routing_key: "o".into(),
+            ..Default::default()
+        }),
+    );
+    w.publish(C1, "amq.direct", "o", "one");
+    w.publish(C1, "", "orders", "two");
+    w.publish(C1, "amq.direct", "nowhere", "lost");
+    w.consume(C2, "orders", "c2", false);
+    let view = w.broker.view();
+
+    let q = view
+        .queues
+        .iter()
+        .find(|q| q.name == "orders")
+        .expect("queue listed");
+    assert_eq!(
+        (q.messages_ready, q.messages_unacknowledged, q.consumers),
+        (0, 2, 1)
+    );
+    assert_eq!(
+        q.counters,
+        crate::view::QueueCounters {
+            published: 2,
+            delivered: 2,
+            redelivered: 0,
+            acked: 0
+        }
+    );
+    assert_eq!(
+        q.published_from,
+        vec![("".to_owned(), 1), ("amq.direct".to_owned(), 1)]
+    );
+    let direct = view
+        .exchanges
+        .iter()
+        .find(|x| x.name == "amq.direct")
+        .expect("exchange listed");
+    assert_eq!((direct.publish_in, direct.publish_out), (2, 1));
+    assert!(view.bindings.iter().any(|b| b.source == "amq.direct"
+        && b.destination == "orders"
+        && b.destination_type == "queue"
+        && b.routing_key == "o"));
+    assert_eq!(view.connections.len(), 2);
+    assert_eq!(view.connections[0].user, "guest");
+    assert_eq!(view.connections[0].vhost.as_deref(), Some("/"));
+    assert_eq!(view.connections[0].connected_at, 1_000);
+    assert_eq!(view.channels.len(), 2);
+    assert_eq!(view.channels[1].messages_unacknowledged, 2);
+    assert_eq!(view.consumers.len(), 1);
+    assert_eq!(
+        (
+            view.consumers[0].tag.as_str(),
+            view.consumers[0].queue.as_str(),
+            view.consumers[0].ack_required
+        ),
+        ("c2", "orders", true)
+    );
+    assert_eq!(view.users.len(), 1);
+    assert_eq!(view.users[0].tags, vec!["administrator".to_owned()]);
+    assert_eq!(view.permissions[0].configure, ".*");
+
+    w.method(
+        C2,
+        1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        }),
+    );
+    let q = w
+        .broker
+        .view()
+        .queues
+        .into_iter()
+        .find(|q| q.name == "orders")
+        .expect("queue listed");
+    assert_eq!((q.messages_unacknowledged, q.counters.acked), (0, 2));
+}
+
+#[test]
+fn an_operator_closes_a_connection_with_connection_forced() {
+    assert_eq!(
+        AmqpError::new(320, "x").text,
+        "CONNECTION_FORCED - x",
+        "the reply name is prefixed once"
+    );
+    let mut w = World::new();
+    let e = w.input(Input::CloseConnection {
+        conn: C2,
+        reason: "Closed via management plugin".into(),
+    });
+    assert_eq!(
+        e,
+        vec![Effect::CloseConnection {
+            conn: C2,
+            error: AmqpError::new(320, "Closed via management plugin"),
+        }]
+    );
+    assert_eq!(w.broker.view().connections.len(), 1);
+    // Unknown connections are ignored.
+    assert_eq!(
+        w.input(Input::CloseConnection {
+            conn: 99,
+            reason: "x".into()
+        }),
+        vec![]
+    );
+}
+
+#[test]
+fn the_connection_name_property_names_the_connection_and_is_not_shown() {
+    let mut w = World::new();
+    let mut props = caps();
+    props.insert(
+        CONNECTION_NAME_PROPERTY,
+        FieldValue::LongStr("127.0.0.1:5000 -> 127.0.0.1:5672".into()),
+    );
+    w.input(Input::Login {
+        conn: 7,
+        mechanism: "PLAIN".into(),
+        username: "guest".into(),
+        password: "guest".into(),
+        peer_loopback: true,
+        client_properties: props,
+    });
+    let view = w.broker.view();
+    let c = view
+        .connections
+        .iter()
+        .find(|c| c.conn == 7)
+        .expect("listed");
+    assert_eq!(c.name, "127.0.0.1:5000 -> 127.0.0.1:5672");
+    assert_eq!(c.vhost, None);
+    assert!(c.client_properties.iter().all(|(k, _)| k == "capabilities"));
+}

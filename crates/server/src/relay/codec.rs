@@ -143,7 +143,8 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 w.put_u64(*conn);
                 put_resume(w, session);
             }
-            Input::Applied { .. } | Input::Tick => {}
+            // An operator's close is sent to the leader's broker directly (management gRPC).
+            Input::Applied { .. } | Input::Tick | Input::CloseConnection { .. } => {}
         },
     }
 }

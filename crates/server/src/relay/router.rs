@@ -258,7 +258,8 @@ fn conn_of(input: &Input) -> Option<ConnId> {
         | Input::Writable { conn, .. }
         | Input::ConnectionClosed { conn }
         | Input::ChannelError { conn, .. }
-        | Input::Resume { conn, .. } => Some(*conn),
+        | Input::Resume { conn, .. }
+        | Input::CloseConnection { conn, .. } => Some(*conn),
         Input::Applied { .. } | Input::Tick => None,
     }
 }
@@ -292,6 +293,7 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
         },
         ToBroker::Detach { .. }
         | ToBroker::CheckSecurity { .. }
+        | ToBroker::View { .. }
         | ToBroker::Lead
         | ToBroker::StepDown => false,
     }
@@ -326,6 +328,7 @@ async fn forward_remote(
             ToBroker::Input(input) => Up::Input(input),
             ToBroker::Detach { .. }
             | ToBroker::CheckSecurity { .. }
+            | ToBroker::View { .. }
             | ToBroker::Lead
             | ToBroker::StepDown => continue,
         };

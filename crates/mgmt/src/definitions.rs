@@ -1,0 +1,206 @@
+//! `GET/POST /api/definitions`: the cluster's users, vhosts, permissions, exchanges, queues and
+//! bindings in RabbitMQ's definitions format, and importing such a file (RabbitMQ's own exports
+//! included). Users, vhosts and permissions go through the Access service (committed through
+//! Raft); exchanges, queues and bindings are declared through a direct connection of the
+//! importing administrator in each vhost, so the administrator needs permissions there (given
+//! in the same file, as RabbitMQ's exports do for their users).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use warren_proto::access as pb;
+use warren_proto::access::access_change::Change;
+
+use crate::api::{access_change, bind, declare_exchange, declare_queue, direct, session, tags};
+use crate::auth::Need;
+use crate::error::ApiError;
+use crate::shapes;
+use crate::Ctx;
+
+/// Exchanges every vhost has: never exported, skipped on import.
+fn predeclared(name: &str) -> bool {
+    name.is_empty() || name.starts_with("amq.")
+}
+
+pub(crate) async fn export(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
+    let exchanges: Vec<Value> = view
+        .exchanges
+        .iter()
+        .filter(|x| !predeclared(&x.name))
+        .map(|x| {
+            json!({
+                "name": x.name, "vhost": x.vhost, "type": x.kind, "durable": x.durable,
+                "auto_delete": x.auto_delete, "internal": x.internal,
+                "arguments": shapes::args(&x.arguments),
+            })
+        })
+        .collect();
+    let queues: Vec<Value> = view
+        .queues
+        .iter()
+        .filter(|q| q.exclusive_owner.is_none())
+        .map(|q| {
+            json!({
+                "name": q.name, "vhost": q.vhost, "durable": q.durable,
+                "auto_delete": q.auto_delete, "arguments": shapes::args(&q.arguments),
+            })
+        })
+        .collect();
+    let bindings: Vec<Value> = view
+        .bindings
+        .iter()
+        .map(|b| {
+            json!({
+                "source": b.source, "vhost": b.vhost, "destination": b.destination,
+                "destination_type": b.destination_type, "routing_key": b.routing_key,
+                "arguments": shapes::args(&b.arguments),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "rabbit_version": "3.10.8",
+        "rabbitmq_version": "3.10.8",
+        "product_name": "Warren",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "users": view.users.iter().map(|u| json!({
+            "name": u.name, "password_hash": u.password_hash,
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": u.tags, "limits": {},
+        })).collect::<Vec<_>>(),
+        "vhosts": view.vhosts.iter().map(|v| json!({
+            "name": v, "limits": [], "metadata": {"description": "", "tags": []},
+        })).collect::<Vec<_>>(),
+        "permissions": view.permissions.iter().map(shapes::permission).collect::<Vec<_>>(),
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    }))
+    .into_response())
+}
+
+fn list<'a>(defs: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    defs.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter())
+        .into_iter()
+        .flatten()
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The vhost of a topology item: its own, or the file's (a single-vhost export has none).
+fn vhost_of<'a>(v: &'a Value, default: &'a str) -> &'a str {
+    v.get("vhost").and_then(Value::as_str).unwrap_or(default)
+}
+
+pub(crate) async fn import(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (caller, _) = session(&ctx, &headers, peer, Need::Administrator).await?;
+    let defs: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a definitions file: {e}")))?;
+    if !defs.is_object() {
+        return Err(ApiError::bad_request(
+            "not a definitions file: not a JSON object",
+        ));
+    }
+    for v in list(&defs, "vhosts") {
+        access_change(
+            &ctx,
+            Change::PutVhost(pb::VhostName {
+                name: text(v, "name").into(),
+            }),
+        )
+        .await?;
+    }
+    for u in list(&defs, "users") {
+        let algorithm = text(u, "hashing_algorithm");
+        if !algorithm.is_empty() && algorithm != "rabbit_password_hashing_sha256" {
+            return Err(ApiError::bad_request(format!(
+                "user '{}': hashing algorithm '{algorithm}' is not supported (only rabbit_password_hashing_sha256)",
+                text(u, "name")
+            )));
+        }
+        access_change(
+            &ctx,
+            Change::PutUser(pb::PutUser {
+                name: text(u, "name").into(),
+                password: String::new(),
+                password_hash: text(u, "password_hash").into(),
+                tags: tags(u.get("tags")),
+            }),
+        )
+        .await?;
+    }
+    for p in list(&defs, "permissions") {
+        access_change(
+            &ctx,
+            Change::SetPermission(pb::SetPermission {
+                user: text(p, "user").into(),
+                vhost: text(p, "vhost").into(),
+                configure: text(p, "configure").into(),
+                write: text(p, "write").into(),
+                read: text(p, "read").into(),
+            }),
+        )
+        .await?;
+    }
+    // Topology, one direct connection per vhost, in RabbitMQ's order: exchanges, queues, bindings.
+    let mut vhosts: Vec<&str> = Vec::new();
+    for key in ["exchanges", "queues", "bindings"] {
+        for item in list(&defs, key) {
+            let v = vhost_of(item, "/");
+            if !vhosts.contains(&v) {
+                vhosts.push(v);
+            }
+        }
+    }
+    for vhost in vhosts {
+        let mut conn = direct(&ctx, &caller, vhost).await?;
+        let result = async {
+            for x in list(&defs, "exchanges").filter(|x| vhost_of(x, "/") == vhost) {
+                if !predeclared(text(x, "name")) {
+                    declare_exchange(&mut conn, text(x, "name"), x).await?;
+                }
+            }
+            for q in list(&defs, "queues").filter(|q| vhost_of(q, "/") == vhost) {
+                declare_queue(&mut conn, text(q, "name"), q).await?;
+            }
+            for b in list(&defs, "bindings").filter(|b| vhost_of(b, "/") == vhost) {
+                bind(
+                    &mut conn,
+                    text(b, "source"),
+                    text(b, "destination_type"),
+                    text(b, "destination"),
+                    b,
+                )
+                .await?;
+            }
+            Ok::<(), ApiError>(())
+        }
+        .await;
+        conn.close().await;
+        result?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

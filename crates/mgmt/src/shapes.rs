@@ -1,0 +1,381 @@
+//! The JSON shapes of RabbitMQ's management API (3.10), built from the broker's view. Fields a
+//! Warren broker has no value for (Erlang memory, process ids, garbage collection) are left out
+//! rather than invented; `docs/compatibility.md` lists them.
+
+use serde_json::{json, Map, Value};
+use warren_core::view::{
+    ArgValue, BindingView, BrokerView, ChannelView, ConnectionView, ConsumerView, ExchangeView,
+    PermissionView, QueueView, UserView,
+};
+
+use crate::node_name;
+use crate::rates::{edge_key, exchange_key, queue_key, total_key, RateTable};
+
+/// Who leads and who is a member, for the queues' `leader`/`members` (every queue is replicated
+/// by the cluster's Raft group).
+pub(crate) struct Cluster {
+    pub(crate) leader: Option<u64>,
+    pub(crate) members: Vec<u64>,
+}
+
+impl Cluster {
+    fn leader_name(&self) -> Value {
+        self.leader
+            .map_or(Value::Null, |l| Value::from(node_name(l)))
+    }
+
+    fn member_names(&self) -> Value {
+        Value::from(
+            self.members
+                .iter()
+                .map(|m| node_name(*m))
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+pub(crate) fn arg(v: &ArgValue) -> Value {
+    match v {
+        ArgValue::Bool(b) => Value::from(*b),
+        ArgValue::Int(i) => Value::from(*i),
+        ArgValue::Float(f) => Value::from(*f),
+        ArgValue::Str(s) => Value::from(s.as_str()),
+        ArgValue::List(l) => Value::from(l.iter().map(arg).collect::<Vec<_>>()),
+        ArgValue::Table(t) => args(t),
+        ArgValue::Void => Value::Null,
+    }
+}
+
+pub(crate) fn args(table: &[(String, ArgValue)]) -> Value {
+    Value::Object(table.iter().map(|(k, v)| (k.clone(), arg(v))).collect())
+}
+
+fn details(rate: f64) -> Value {
+    json!({ "rate": rate })
+}
+
+/// `{name: n, name_details: {rate}}` pairs for a stats object.
+fn stat(obj: &mut Map<String, Value>, name: &str, value: u64, rate: f64) {
+    obj.insert(name.to_owned(), Value::from(value));
+    obj.insert(format!("{name}_details"), details(rate));
+}
+
+/// The node a connection's socket is on (the top bits of its id are the node id).
+pub(crate) fn conn_node(conn: u64) -> u64 {
+    conn >> 52
+}
+
+pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Value {
+    let r = |c: &str| rates.get(&queue_key(&q.vhost, &q.name, c));
+    let mut stats = Map::new();
+    stat(&mut stats, "publish", q.counters.published, r("published"));
+    stat(
+        &mut stats,
+        "deliver_get",
+        q.counters.delivered,
+        r("delivered"),
+    );
+    stat(&mut stats, "deliver", q.counters.delivered, r("delivered"));
+    stat(
+        &mut stats,
+        "redeliver",
+        q.counters.redelivered,
+        r("redelivered"),
+    );
+    stat(&mut stats, "ack", q.counters.acked, r("acked"));
+    let messages = q.messages_ready + q.messages_unacknowledged;
+    let mut obj = Map::new();
+    obj.insert("name".into(), q.name.clone().into());
+    obj.insert("vhost".into(), q.vhost.clone().into());
+    obj.insert("durable".into(), q.durable.into());
+    obj.insert("auto_delete".into(), q.auto_delete.into());
+    obj.insert("exclusive".into(), q.exclusive_owner.is_some().into());
+    obj.insert("arguments".into(), args(&q.arguments));
+    obj.insert("type".into(), "classic".into());
+    obj.insert("state".into(), "running".into());
+    obj.insert("node".into(), cluster.leader_name());
+    obj.insert("leader".into(), cluster.leader_name());
+    obj.insert("members".into(), cluster.member_names());
+    obj.insert("online".into(), cluster.member_names());
+    obj.insert("policy".into(), Value::Null);
+    obj.insert("consumers".into(), q.consumers.into());
+    stat(&mut obj, "messages", messages, r("messages"));
+    stat(
+        &mut obj,
+        "messages_ready",
+        q.messages_ready,
+        r("messages_ready"),
+    );
+    stat(
+        &mut obj,
+        "messages_unacknowledged",
+        q.messages_unacknowledged,
+        r("messages_unacknowledged"),
+    );
+    obj.insert("message_bytes_ready".into(), q.message_bytes_ready.into());
+    obj.insert("message_stats".into(), Value::Object(stats));
+    // Where each exchange's messages went: the flow along bindings (Warren's own field).
+    obj.insert(
+        "incoming".into(),
+        Value::from(
+            q.published_from
+                .iter()
+                .map(|(x, n)| {
+                    json!({
+                        "exchange": {"name": x, "vhost": q.vhost},
+                        "stats": {"publish": n, "publish_details": details(rates.get(&edge_key(&q.vhost, x, &q.name)))}
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+    );
+    Value::Object(obj)
+}
+
+pub(crate) fn exchange(x: &ExchangeView, rates: &RateTable) -> Value {
+    let r = |c: &str| rates.get(&exchange_key(&x.vhost, &x.name, c));
+    let mut stats = Map::new();
+    stat(&mut stats, "publish_in", x.publish_in, r("publish_in"));
+    stat(&mut stats, "publish_out", x.publish_out, r("publish_out"));
+    json!({
+        "name": x.name,
+        "vhost": x.vhost,
+        "type": x.kind,
+        "durable": x.durable,
+        "auto_delete": x.auto_delete,
+        "internal": x.internal,
+        "arguments": args(&x.arguments),
+        "user_who_performed_action": "",
+        "policy": null,
+        "message_stats": stats,
+    })
+}
+
+/// RabbitMQ's `properties_key`: the routing key, `~` plus a hash when there are arguments.
+fn properties_key(routing_key: &str, arguments: &[(String, ArgValue)]) -> String {
+    if arguments.is_empty() {
+        if routing_key.is_empty() {
+            "~".into()
+        } else {
+            routing_key.replace('%', "%25").replace('~', "%7E")
+        }
+    } else {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in format!("{arguments:?}").bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{routing_key}~{:x}", h & 0xffff_ffff)
+    }
+}
+
+pub(crate) fn binding(b: &BindingView) -> Value {
+    json!({
+        "source": b.source,
+        "vhost": b.vhost,
+        "destination": b.destination,
+        "destination_type": b.destination_type,
+        "routing_key": b.routing_key,
+        "arguments": args(&b.arguments),
+        "properties_key": properties_key(&b.routing_key, &b.arguments),
+    })
+}
+
+/// Every binding, with the default exchange's implicit one per queue first, as RabbitMQ lists them.
+pub(crate) fn bindings<'a>(view: &'a BrokerView) -> impl Iterator<Item = BindingView> + 'a {
+    let implicit = view.queues.iter().map(|q| BindingView {
+        vhost: q.vhost.clone(),
+        source: String::new(),
+        destination: q.name.clone(),
+        destination_type: "queue".into(),
+        routing_key: q.name.clone(),
+        arguments: vec![],
+    });
+    implicit.chain(view.bindings.iter().cloned())
+}
+
+fn split_addr(addr: &str) -> (String, Value) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port.parse::<u16>().map_or(Value::Null, Value::from),
+        ),
+        None => (addr.to_owned(), Value::Null),
+    }
+}
+
+/// Peer and local host/port of a connection, from its name `peer -> local`.
+fn endpoints(c: &ConnectionView) -> ((String, Value), (String, Value)) {
+    match c.name.split_once(" -> ") {
+        Some((peer, local)) => (split_addr(peer), split_addr(local)),
+        None => ((String::new(), Value::Null), (String::new(), Value::Null)),
+    }
+}
+
+pub(crate) fn connection(c: &ConnectionView) -> Value {
+    let ((peer_host, peer_port), (host, port)) = endpoints(c);
+    let direct = c.name == "management API (direct)";
+    json!({
+        "name": c.name,
+        "node": node_name(conn_node(c.conn)),
+        "user": c.user,
+        "vhost": c.vhost,
+        "channels": c.channels,
+        "state": "running",
+        "protocol": if direct { "Direct 0-9-1" } else { "AMQP 0-9-1" },
+        "type": if direct { "direct" } else { "network" },
+        "auth_mechanism": "PLAIN",
+        "ssl": false,
+        "peer_host": peer_host,
+        "peer_port": peer_port,
+        "host": host,
+        "port": port,
+        "connected_at": c.connected_at,
+        "client_properties": args(&c.client_properties),
+        "warren_id": c.conn.to_string(),
+    })
+}
+
+fn channel_name(c: &ConnectionView, number: u16) -> String {
+    format!("{} ({number})", c.name)
+}
+
+pub(crate) fn channel(ch: &ChannelView, c: &ConnectionView) -> Value {
+    let ((peer_host, peer_port), _) = endpoints(c);
+    json!({
+        "name": channel_name(c, ch.number),
+        "number": ch.number,
+        "node": node_name(conn_node(c.conn)),
+        "user": ch.user,
+        "vhost": ch.vhost,
+        "state": "running",
+        "consumer_count": ch.consumers,
+        "messages_unacknowledged": ch.messages_unacknowledged,
+        "prefetch_count": ch.prefetch_count,
+        "global_prefetch_count": ch.global_prefetch_count,
+        "confirm": ch.confirm,
+        "transactional": ch.transactional,
+        "message_stats": {},
+        "connection_details": {"name": c.name, "peer_host": peer_host, "peer_port": peer_port},
+    })
+}
+
+pub(crate) fn consumer(k: &ConsumerView, c: &ConnectionView) -> Value {
+    let ((peer_host, peer_port), _) = endpoints(c);
+    json!({
+        "consumer_tag": k.tag,
+        "queue": {"name": k.queue, "vhost": k.vhost},
+        "channel_details": {
+            "name": channel_name(c, k.channel),
+            "number": k.channel,
+            "connection_name": c.name,
+            "peer_host": peer_host,
+            "peer_port": peer_port,
+            "node": node_name(conn_node(c.conn)),
+            "user": c.user,
+        },
+        "ack_required": k.ack_required,
+        "prefetch_count": k.prefetch_count,
+        "exclusive": k.exclusive,
+        "active": true,
+        "activity_status": "up",
+        "arguments": {},
+    })
+}
+
+pub(crate) fn user(u: &UserView) -> Value {
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": u.tags,
+        "limits": {},
+    })
+}
+
+pub(crate) fn permission(p: &PermissionView) -> Value {
+    json!({
+        "user": p.user,
+        "vhost": p.vhost,
+        "configure": p.configure,
+        "write": p.write,
+        "read": p.read,
+    })
+}
+
+pub(crate) fn vhost(name: &str, view: &BrokerView) -> Value {
+    let (mut ready, mut unacked) = (0, 0);
+    for q in view.queues.iter().filter(|q| q.vhost == name) {
+        ready += q.messages_ready;
+        unacked += q.messages_unacknowledged;
+    }
+    let mut obj = Map::new();
+    obj.insert("name".into(), name.into());
+    obj.insert("description".into(), "".into());
+    obj.insert("tags".into(), json!([]));
+    obj.insert("metadata".into(), json!({"description": "", "tags": []}));
+    obj.insert("default_queue_type".into(), "classic".into());
+    obj.insert("tracing".into(), false.into());
+    obj.insert("cluster_state".into(), json!({}));
+    obj.insert("message_stats".into(), json!({}));
+    stat(&mut obj, "messages", ready + unacked, 0.0);
+    stat(&mut obj, "messages_ready", ready, 0.0);
+    stat(&mut obj, "messages_unacknowledged", unacked, 0.0);
+    Value::Object(obj)
+}
+
+/// The overview's `message_stats` and `queue_totals` (for the objects the user sees).
+pub(crate) fn totals(queues: &[&QueueView], rates: &RateTable, all: bool) -> (Value, Value) {
+    let sum = |f: fn(&QueueView) -> u64| queues.iter().map(|q| f(q)).sum::<u64>();
+    let rate = |counter: &str| {
+        if all {
+            rates.get(&total_key(counter))
+        } else {
+            queues
+                .iter()
+                .map(|q| rates.get(&queue_key(&q.vhost, &q.name, counter)))
+                .sum()
+        }
+    };
+    let mut stats = Map::new();
+    stat(
+        &mut stats,
+        "publish",
+        sum(|q| q.counters.published),
+        rate("published"),
+    );
+    stat(
+        &mut stats,
+        "deliver_get",
+        sum(|q| q.counters.delivered),
+        rate("delivered"),
+    );
+    stat(
+        &mut stats,
+        "redeliver",
+        sum(|q| q.counters.redelivered),
+        rate("redelivered"),
+    );
+    stat(&mut stats, "ack", sum(|q| q.counters.acked), rate("acked"));
+    let mut qt = Map::new();
+    stat(
+        &mut qt,
+        "messages",
+        sum(|q| q.messages_ready + q.messages_unacknowledged),
+        rate("messages"),
+    );
+    stat(
+        &mut qt,
+        "messages_ready",
+        sum(|q| q.messages_ready),
+        rate("messages_ready"),
+    );
+    stat(
+        &mut qt,
+        "messages_unacknowledged",
+        sum(|q| q.messages_unacknowledged),
+        rate("messages_unacknowledged"),
+    );
+    (Value::Object(stats), Value::Object(qt))
+}

@@ -1,0 +1,538 @@
+//! `warrenctl`: operate a Warren cluster from any node, as `rabbitmqctl`/`rabbitmqadmin` do for
+//! RabbitMQ. Talks to the management HTTP API (users, vhosts, permissions, queues, listings,
+//! definitions, connections) and to the Admin gRPC service (membership). A failure is one line
+//! on stderr and exit status 1.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use warrenctl::{segment, ApiClient};
+
+#[derive(Parser, Debug)]
+#[command(name = "warrenctl", version, about)]
+struct Args {
+    /// Management API of any node (host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_MANAGEMENT",
+        default_value = "127.0.0.1:15672"
+    )]
+    node: String,
+    /// User for the management API (needs the administrator tag for changes).
+    #[arg(long, global = true, env = "WARREN_USER", default_value = "guest")]
+    user: String,
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_PASSWORD",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    password: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The cluster: members, leader, term, replication lag.
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCmd,
+    },
+    /// List objects of the whole cluster.
+    List {
+        what: Listing,
+    },
+    /// Add a user, or replace its password and tags.
+    AddUser {
+        name: String,
+        #[arg(value_name = "PASSWORD")]
+        new_password: String,
+        /// Comma-separated tags: administrator, monitoring, management.
+        #[arg(long, default_value = "")]
+        tags: String,
+    },
+    DeleteUser {
+        name: String,
+    },
+    /// Set a user's configure/write/read permissions (regular expressions) on a vhost.
+    SetPermissions {
+        #[arg(value_name = "USER")]
+        username: String,
+        configure: String,
+        write: String,
+        read: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    AddVhost {
+        name: String,
+    },
+    DeleteVhost {
+        name: String,
+    },
+    DeleteQueue {
+        name: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Remove every ready message of a queue.
+    PurgeQueue {
+        name: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Close a client connection (name as `list connections` shows it) with 320 CONNECTION_FORCED.
+    CloseConnection {
+        name: String,
+        #[arg(long, default_value = "Closed via warrenctl")]
+        reason: String,
+    },
+    /// Write the definitions (users, vhosts, permissions, exchanges, queues, bindings) as
+    /// RabbitMQ's JSON, to a file or stdout.
+    Export {
+        file: Option<std::path::PathBuf>,
+    },
+    /// Import a definitions file (Warren's or RabbitMQ's export).
+    Import {
+        file: std::path::PathBuf,
+    },
+    /// Add a started node (with --join) to the cluster and make it a voter.
+    Join {
+        /// ID@AMQP_HOST:PORT@GRPC_HOST:PORT
+        member: String,
+        /// gRPC address of any member.
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        grpc: String,
+    },
+    /// Remove a node from the cluster (a leader hands over its leadership first).
+    Leave {
+        id: u64,
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        grpc: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    Status,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Listing {
+    Queues,
+    Exchanges,
+    Bindings,
+    Connections,
+    Channels,
+    Consumers,
+    Users,
+    Vhosts,
+    Permissions,
+}
+
+fn main() {
+    let args = Args::parse();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    if let Err(e) = result {
+        let _ = writeln!(std::io::stderr().lock(), "warrenctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(
+        out,
+        "{}",
+        line(headers.iter().map(|h| h.to_string()).collect())
+    )?;
+    for row in rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    Ok(())
+}
+
+/// Column headers and JSON paths (`a.b` descends into objects) of each listing.
+fn columns(what: Listing) -> (&'static str, &'static [(&'static str, &'static str)]) {
+    match what {
+        Listing::Queues => (
+            "/api/queues",
+            &[
+                ("vhost", "vhost"),
+                ("name", "name"),
+                ("messages", "messages"),
+                ("ready", "messages_ready"),
+                ("unacked", "messages_unacknowledged"),
+                ("consumers", "consumers"),
+                ("publish/s", "message_stats.publish_details.rate"),
+                ("deliver/s", "message_stats.deliver_get_details.rate"),
+                ("leader", "leader"),
+            ],
+        ),
+        Listing::Exchanges => (
+            "/api/exchanges",
+            &[
+                ("vhost", "vhost"),
+                ("name", "name"),
+                ("type", "type"),
+                ("durable", "durable"),
+                ("in/s", "message_stats.publish_in_details.rate"),
+            ],
+        ),
+        Listing::Bindings => (
+            "/api/bindings",
+            &[
+                ("vhost", "vhost"),
+                ("source", "source"),
+                ("destination", "destination"),
+                ("type", "destination_type"),
+                ("routing_key", "routing_key"),
+            ],
+        ),
+        Listing::Connections => (
+            "/api/connections",
+            &[
+                ("name", "name"),
+                ("node", "node"),
+                ("user", "user"),
+                ("vhost", "vhost"),
+                ("channels", "channels"),
+            ],
+        ),
+        Listing::Channels => (
+            "/api/channels",
+            &[
+                ("name", "name"),
+                ("user", "user"),
+                ("consumers", "consumer_count"),
+                ("unacked", "messages_unacknowledged"),
+                ("prefetch", "prefetch_count"),
+            ],
+        ),
+        Listing::Consumers => (
+            "/api/consumers",
+            &[
+                ("vhost", "queue.vhost"),
+                ("queue", "queue.name"),
+                ("tag", "consumer_tag"),
+                ("channel", "channel_details.name"),
+                ("ack_required", "ack_required"),
+                ("prefetch", "prefetch_count"),
+            ],
+        ),
+        Listing::Users => ("/api/users", &[("name", "name"), ("tags", "tags")]),
+        Listing::Vhosts => ("/api/vhosts", &[("name", "name"), ("messages", "messages")]),
+        Listing::Permissions => (
+            "/api/permissions",
+            &[
+                ("user", "user"),
+                ("vhost", "vhost"),
+                ("configure", "configure"),
+                ("write", "write"),
+                ("read", "read"),
+            ],
+        ),
+    }
+}
+
+fn pick<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let api = ApiClient::new(&args.node, &args.user, &args.password);
+    let mut out = std::io::stdout().lock();
+    let done = |out: &mut std::io::StdoutLock, msg: String| -> anyhow::Result<()> {
+        writeln!(out, "{msg}")?;
+        Ok(())
+    };
+    match args.command {
+        Cmd::Cluster {
+            what: ClusterCmd::Status,
+        } => {
+            let overview = api.get("/api/overview").await?;
+            let nodes = api.get("/api/nodes").await?;
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"raft": overview["raft"], "nodes": nodes})
+                    )?
+                )?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "leader {}, term {}, committed {}, applied {} (as seen by {})",
+                text(&overview["raft"]["leader"]),
+                text(&overview["raft"]["term"]),
+                text(&overview["raft"]["committed_index"]),
+                text(&overview["raft"]["applied_index"]),
+                text(&overview["node"]),
+            )?;
+            let rows = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    vec![
+                        text(&n["name"]),
+                        text(&n["raft"]["role"]),
+                        text(&n["raft"]["amqp_address"]),
+                        text(&n["raft"]["grpc_address"]),
+                        text(&n["raft"]["matched_index"]),
+                        text(&n["raft"]["lag"]),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["node", "role", "amqp", "grpc", "matched", "lag"],
+                rows,
+            )?;
+        }
+        Cmd::List { what } => {
+            let (path, cols) = columns(what);
+            let items = api.get(path).await?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+                return Ok(());
+            }
+            let rows = items
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|item| cols.iter().map(|(_, p)| text(pick(item, p))).collect())
+                .collect();
+            let headers: Vec<&str> = cols.iter().map(|(h, _)| *h).collect();
+            table(&mut out, &headers, rows)?;
+        }
+        Cmd::AddUser {
+            name,
+            new_password,
+            tags,
+        } => {
+            api.call(
+                "PUT",
+                &format!("/api/users/{}", segment(&name)),
+                Some(&json!({"password": new_password, "tags": tags})),
+            )
+            .await?;
+            done(&mut out, format!("user '{name}' added"))?;
+        }
+        Cmd::DeleteUser { name } => {
+            api.call("DELETE", &format!("/api/users/{}", segment(&name)), None)
+                .await?;
+            done(&mut out, format!("user '{name}' deleted"))?;
+        }
+        Cmd::SetPermissions {
+            username: user,
+            configure,
+            write,
+            read,
+            vhost,
+        } => {
+            api.call(
+                "PUT",
+                &format!("/api/permissions/{}/{}", segment(&vhost), segment(&user)),
+                Some(&json!({"configure": configure, "write": write, "read": read})),
+            )
+            .await?;
+            done(
+                &mut out,
+                format!("permissions of '{user}' on vhost '{vhost}' set"),
+            )?;
+        }
+        Cmd::AddVhost { name } => {
+            api.call("PUT", &format!("/api/vhosts/{}", segment(&name)), None)
+                .await?;
+            done(&mut out, format!("vhost '{name}' added"))?;
+        }
+        Cmd::DeleteVhost { name } => {
+            api.call("DELETE", &format!("/api/vhosts/{}", segment(&name)), None)
+                .await?;
+            done(&mut out, format!("vhost '{name}' deleted"))?;
+        }
+        Cmd::DeleteQueue { name, vhost } => {
+            api.call(
+                "DELETE",
+                &format!("/api/queues/{}/{}", segment(&vhost), segment(&name)),
+                None,
+            )
+            .await?;
+            done(
+                &mut out,
+                format!("queue '{name}' in vhost '{vhost}' deleted"),
+            )?;
+        }
+        Cmd::PurgeQueue { name, vhost } => {
+            api.call(
+                "DELETE",
+                &format!(
+                    "/api/queues/{}/{}/contents",
+                    segment(&vhost),
+                    segment(&name)
+                ),
+                None,
+            )
+            .await?;
+            done(
+                &mut out,
+                format!("queue '{name}' in vhost '{vhost}' purged"),
+            )?;
+        }
+        Cmd::CloseConnection { name, reason } => {
+            let (status, body) = api
+                .request_with(
+                    "DELETE",
+                    &format!("/api/connections/{}", segment(&name)),
+                    None,
+                    &[("x-reason", &reason)],
+                )
+                .await?;
+            if !(200..300).contains(&status) {
+                anyhow::bail!(
+                    "{status}: {}",
+                    body.get("reason")
+                        .map(text)
+                        .unwrap_or_else(|| body.to_string())
+                );
+            }
+            done(&mut out, format!("connection '{name}' closed"))?;
+        }
+        Cmd::Export { file } => {
+            let defs = serde_json::to_string_pretty(&api.get("/api/definitions").await?)?;
+            match file {
+                Some(path) => std::fs::write(&path, defs + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => writeln!(out, "{defs}")?,
+            }
+        }
+        Cmd::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let defs: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            api.call("POST", "/api/definitions", Some(&defs)).await?;
+            done(
+                &mut out,
+                format!("definitions imported from {}", file.display()),
+            )?;
+        }
+        Cmd::Join { member, grpc } => {
+            let msg = membership::join(&member, &grpc).await?;
+            done(&mut out, msg)?;
+        }
+        Cmd::Leave { id, grpc } => {
+            let msg = membership::leave(id, &grpc).await?;
+            done(&mut out, msg)?;
+        }
+    }
+    Ok(())
+}
+
+/// Membership changes through the Admin gRPC service of any member (it forwards to the leader).
+mod membership {
+    use super::*;
+    use warren_proto::raft::admin_client::AdminClient;
+    use warren_proto::raft::{AddLearnerRequest, PromoteRequest, RemoveRequest};
+
+    async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .with_context(|| format!("bad gRPC address {addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+        Ok(AdminClient::new(channel))
+    }
+
+    fn status(s: tonic::Status) -> anyhow::Error {
+        anyhow::anyhow!("{}", s.message())
+    }
+
+    pub(super) async fn join(member: &str, grpc: &str) -> anyhow::Result<String> {
+        let parts: Vec<&str> = member.split('@').collect();
+        let [id, amqp, node_grpc] = parts[..] else {
+            anyhow::bail!("member must be ID@AMQP_HOST:PORT@GRPC_HOST:PORT, not '{member}'");
+        };
+        let id: u64 = id.parse().with_context(|| format!("bad node id '{id}'"))?;
+        let mut client = admin(grpc).await?;
+        let added = client
+            .add_learner(AddLearnerRequest {
+                group_id: 0,
+                id,
+                amqp_addr: amqp.to_owned(),
+                grpc_addr: node_grpc.to_owned(),
+                catch_up_timeout_ms: 0,
+                forwarded: false,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        let promoted = client
+            .promote(PromoteRequest {
+                group_id: 0,
+                id,
+                forwarded: false,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        Ok(format!("{}; {}", added.message, promoted.message))
+    }
+
+    pub(super) async fn leave(id: u64, grpc: &str) -> anyhow::Result<String> {
+        Ok(admin(grpc)
+            .await?
+            .remove(RemoveRequest {
+                group_id: 0,
+                id,
+                forwarded: false,
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .message)
+    }
+}

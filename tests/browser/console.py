@@ -1,0 +1,270 @@
+"""The web console in headless Chromium, against a three-node cluster started with `cluster/local`
+on free loopback ports, while pika clients publish and consume through different nodes (the
+flow of the seed programs: a topic exchange, two queues, a consumer that acks).
+
+Checks that every page renders real data from the cluster (members and leader, queue depths,
+bindings, connections, users, publish and get) and that the live topology view draws the
+exchange, its bindings and the queues with a message rate above zero on the edges that carry
+traffic. Saves a screenshot of each page under docs/screenshots/ (or $SCREENSHOT_DIR).
+
+Run by tests/browser/run.sh, which installs chromium, chromedriver and the Python packages.
+"""
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import pika
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "docs" / "screenshots"))
+# Generous: CI shares two cores with the three nodes, the clients and Chromium.
+TIMEOUT = 45
+
+
+def free_base():
+    """A base port B with B+1..B+3 free three times over (AMQP, gRPC, management), away from
+    AMQP's and RabbitMQ's usual ports."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 10)
+        ports = [base + k * 1000 + n for k in range(3) for n in (1, 2, 3)]
+        try:
+            socks = []
+            for p in ports:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+def api(port, path, method="GET", body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode())
+    req.add_header("Authorization", "Basic " + b64encode(b"guest:guest").decode())
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def wait_for(what, check, timeout=TIMEOUT):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # not ready yet: retry until the deadline
+            last = e
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+class Traffic:
+    """A publisher through node 1 and an acking consumer through node 3, until stopped."""
+
+    def __init__(self, amqp):
+        self.amqp = amqp
+        self.stop = threading.Event()
+        self.errors = []
+        setup = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp[0]))
+        ch = setup.channel()
+        ch.exchange_declare("shop", "topic", durable=True)
+        for q, key in [("emails", "order.*"), ("reports", "#.created"), ("console-check", None)]:
+            ch.queue_declare(q, durable=True)
+            if key:
+                ch.queue_bind(q, "shop", key)
+        setup.close()
+        self.threads = [threading.Thread(target=self.guard, args=(f,), daemon=True)
+                        for f in (self.publish, self.consume)]
+        for t in self.threads:
+            t.start()
+
+    def guard(self, f):
+        try:
+            f()
+        except Exception as e:
+            self.errors.append(e)
+
+    def publish(self):
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.amqp[0]))
+        ch = conn.channel()
+        ch.confirm_delivery()
+        n = 0
+        while not self.stop.is_set():
+            key = "order.created" if n % 2 == 0 else "order.paid"
+            ch.basic_publish("shop", key, json.dumps({"order": n}).encode())
+            n += 1
+            time.sleep(0.05)
+        conn.close()
+
+    def consume(self):
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.amqp[2]))
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=10)
+        for method, _, _ in ch.consume("emails", inactivity_timeout=0.5):
+            if self.stop.is_set():
+                break
+            if method:
+                ch.basic_ack(method.delivery_tag)
+        ch.cancel()
+        conn.close()
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        assert not self.errors, f"the traffic failed: {self.errors!r}"
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,900"):
+        options.add_argument(arg)
+    service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    return webdriver.Chrome(service=service, options=options)
+
+
+def main():
+    binary = os.environ.get("WARREN_BIN") or str(
+        Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "warren")
+    base = free_base()
+    amqp = [base + n for n in (1, 2, 3)]
+    mgmt = [base + 2000 + n for n in (1, 2, 3)]
+    data = tempfile.mkdtemp(prefix="warren-console-")
+    env = dict(os.environ, WARREN_BIN=binary, WARREN_DATA=data, WARREN_AMQP_BASE=str(base),
+               WARREN_GRPC_BASE=str(base + 1000), WARREN_MGMT_BASE=str(base + 2000))
+    local = [str(ROOT / "cluster" / "local")]
+    subprocess.run(local + ["up"], env=env, check=True, stdout=subprocess.DEVNULL)
+    driver = None
+    traffic = None
+    try:
+        wait_for("a leader", lambda: all(api(p, "/api/overview")["raft"]["leader"] for p in mgmt))
+        traffic = Traffic(amqp)
+        driver = browser()
+        # The console re-renders every second: elements read between renders go stale.
+        wait = WebDriverWait(driver, TIMEOUT, ignored_exceptions=(
+            StaleElementReferenceException, NoSuchElementException))
+
+        def text_of(element_id):
+            return driver.execute_script(f"return document.getElementById('{element_id}').innerText")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        console = f"http://127.0.0.1:{mgmt[1]}/"
+
+        def page(name):
+            driver.get(console + "#" + name)
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == name,
+                       f"the {name} page did not load")
+
+        def shot(name):
+            driver.save_screenshot(str(SHOTS / f"{name}.png"))
+            print(f"screenshot: {SHOTS / (name + '.png')}")
+
+        # Log in.
+        driver.get(console)
+        driver.find_element(By.NAME, "password").send_keys("guest")
+        driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        page("overview")
+        rows = wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#nodes-table tr')].slice(1).map(r => r.innerText)") or None)
+        assert len(rows) == 3, rows
+        assert [r.split("\t")[1] for r in rows].count("leader") == 1, rows
+        leader = api(mgmt[1], "/api/overview")["raft"]["leader"]
+        assert leader in text_of("overview-raft")
+        wait.until(lambda d: "publish/s\n0\n" not in text_of("overview-totals") + "\n",
+                   "the overview shows no publish rate")
+        shot("overview")
+
+        # The live topology: the flow along shop → emails and shop → reports.
+        page("topology")
+        def graph(d):
+            return d.execute_script('''
+                const svg = document.getElementById("topology-svg");
+                if (!svg) return null;
+                return {
+                  edges: [...svg.querySelectorAll("g.edge")].map(e => [e.dataset.source, e.dataset.destination, Number(e.dataset.rate)]),
+                  queues: Object.fromEntries([...svg.querySelectorAll("g.node-queue")].map(q => [q.dataset.name, Number(q.dataset.messages)])),
+                  dots: svg.querySelectorAll("g.edge.active circle.flow").length,
+                };''')
+
+        def flowing(d):
+            g = graph(d)
+            if not g:
+                return None
+            rates = {(a, b): r for a, b, r in g["edges"]}
+            ok = rates.get(("shop", "emails"), 0) > 0 and rates.get(("shop", "reports"), 0) > 0
+            return (rates, g) if ok else None
+        rates, g = wait.until(flowing, "the topology shows no flow on shop -> emails and shop -> reports")
+        assert {"emails", "reports", "console-check"} <= set(g["queues"]), g
+        assert g["dots"] > 0, "messages are drawn moving along the active edges"
+        first = g["queues"]["reports"]
+        wait.until(lambda d: (graph(d) or {"queues": {}})["queues"].get("reports", first) > first,
+                   "the topology's depth of 'reports' does not grow")
+        print(f"topology rates: {rates}")
+        shot("topology")
+
+        page("queues")
+        text = wait.until(lambda d: (t := text_of("queues-table")) and "reports" in t and t)
+        assert "emails" in text and "warren@node" in text, text
+        shot("queues")
+
+        page("exchanges")
+        text = wait.until(lambda d: (t := text_of("bindings-table")) and "order.*" in t and t)
+        assert "#.created" in text, text
+        shot("exchanges")
+
+        page("connections")
+        wait.until(lambda d: text_of("connections-table").count("AMQP 0-9-1") >= 2)
+        wait.until(lambda d: "emails" in text_of("consumers-table"))
+        shot("connections")
+
+        page("users")
+        wait.until(lambda d: "administrator" in text_of("users-table"))
+        shot("users")
+
+        page("publish")
+        form = driver.find_element(By.ID, "publish-form")
+        form.find_element(By.NAME, "routing_key").send_keys("console-check")
+        form.find_element(By.NAME, "payload").send_keys("sent from the console")
+        form.find_element(By.TAG_NAME, "button").click()
+        wait.until(lambda d: "routed" in text_of("publish-result"))
+        assert "not routed" not in text_of("publish-result")
+        get = driver.find_element(By.ID, "get-form")
+        get.find_element(By.NAME, "queue").send_keys("console-check")
+        get.find_element(By.TAG_NAME, "button").click()
+        wait.until(lambda d: "sent from the console" in text_of("get-result"))
+        shot("publish")
+        print("console test: ok")
+    finally:
+        if traffic:
+            traffic.finish()
+        if driver:
+            driver.quit()
+        subprocess.run(local + ["down"], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", data])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

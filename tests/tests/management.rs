@@ -1,0 +1,805 @@
+//! The management HTTP API against a three-node cluster: RabbitMQ's paths and JSON shapes,
+//! values that follow the traffic of real AMQP clients, any node answering for the whole
+//! cluster, the changes it makes (publish, get, purge, delete, close a connection, users,
+//! definitions), and its refusals.
+
+use std::time::Duration;
+
+use warren_tests::cluster::{connect_retrying, Cluster};
+use warren_tests::lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use warren_tests::lapin::types::FieldTable;
+use warren_tests::lapin::{BasicProperties, ExchangeKind};
+use warren_tests::management::{api, guest_api, segment, wait_for_json};
+use warren_tests::serde_json::{json, Value};
+use warren_tests::Broker;
+use warren_tests::{
+    closed_with, confirm_channel, connection_error, consume, publish, unique, within,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_keys(v: &Value, keys: &[&str]) {
+    for k in keys {
+        assert!(v.get(*k).is_some(), "'{k}' missing in {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_does() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let leader = cluster.leader().expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|n| *n != leader && *n != follower)
+        .expect("a third node");
+    let (exchange, queue) = (unique("mx"), unique("mq"));
+    let q_path = format!("/api/queues/%2F/{}", segment(&queue));
+
+    // A client of a follower declares, binds and publishes 20 confirmed messages.
+    let conn = connect_retrying(cluster.node(follower).uri())
+        .await
+        .expect("connect");
+    let ch = confirm_channel(&conn).await;
+    within(ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("exchange.declare");
+    within(ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("queue.declare");
+    within(ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "k.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("queue.bind");
+    for i in 0..20 {
+        publish(
+            &ch,
+            &exchange,
+            "k.a",
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+
+    // Every node answers with the same queue, in RabbitMQ's shape.
+    for n in 1..=3 {
+        let q = guest_api(cluster.node(n))
+            .get(&q_path)
+            .await
+            .expect("GET queue");
+        has_keys(
+            &q,
+            &[
+                "name",
+                "vhost",
+                "durable",
+                "auto_delete",
+                "exclusive",
+                "arguments",
+                "consumers",
+                "messages",
+                "messages_ready",
+                "messages_unacknowledged",
+                "messages_details",
+                "message_stats",
+                "node",
+                "state",
+                "type",
+                "leader",
+                "members",
+            ],
+        );
+        assert_eq!(q["messages"], 20, "node {n}: {q}");
+        assert_eq!(q["messages_ready"], 20);
+        assert_eq!(q["messages_unacknowledged"], 0);
+        assert_eq!(q["message_stats"]["publish"], 20);
+        assert_eq!(q["leader"], format!("warren@node{leader}"));
+        assert_eq!(q["members"].as_array().map(Vec::len), Some(3));
+    }
+    let api3 = guest_api(cluster.node(other));
+    let overview = api3.get("/api/overview").await.expect("overview");
+    has_keys(
+        &overview,
+        &[
+            "management_version",
+            "rabbitmq_version",
+            "cluster_name",
+            "node",
+            "message_stats",
+            "queue_totals",
+            "object_totals",
+            "listeners",
+            "contexts",
+        ],
+    );
+    assert!(overview["queue_totals"]["messages"].as_u64() >= Some(20));
+    assert!(overview["object_totals"]["connections"].as_u64() >= Some(1));
+    assert_eq!(overview["node"], format!("warren@node{other}"));
+    let exchanges = api3.get("/api/exchanges/%2F").await.expect("exchanges");
+    let x = exchanges
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == exchange.as_str()))
+        .expect("the exchange is listed");
+    assert_eq!(x["type"], "topic");
+    assert_eq!(x["message_stats"]["publish_in"], 20);
+    assert!(names(&exchanges).contains(&"amq.topic".to_owned()));
+    let bindings = api3.get("/api/bindings").await.expect("bindings");
+    let bindings = bindings.as_array().expect("a list");
+    assert!(bindings.iter().any(|b| b["source"] == exchange.as_str()
+        && b["destination"] == queue.as_str()
+        && b["destination_type"] == "queue"
+        && b["routing_key"] == "k.#"));
+    assert!(
+        bindings
+            .iter()
+            .any(|b| b["source"] == "" && b["destination"] == queue.as_str()),
+        "the default exchange's implicit binding is listed, as by RabbitMQ"
+    );
+
+    // Connections, channels and consumers of a follower's client, seen through another node.
+    let consumer_ch = confirm_channel(&conn).await;
+    within(consumer_ch.basic_qos(5, BasicQosOptions::default()))
+        .await
+        .expect("basic.qos");
+    let _consumer = consume(
+        &consumer_ch,
+        &queue,
+        "watcher",
+        BasicConsumeOptions::default(),
+    )
+    .await;
+    let q = wait_for_json(&api3, &q_path, WAIT, |q| q["messages_unacknowledged"] == 5)
+        .await
+        .expect("five deliveries are unacked (prefetch 5)");
+    assert_eq!(q["consumers"], 1);
+    assert_eq!(q["messages_ready"], 15);
+    let connections = api3.get("/api/connections").await.expect("connections");
+    let c = connections
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|c| c["node"] == format!("warren@node{follower}"))
+        })
+        .expect("the follower's client is listed");
+    has_keys(
+        c,
+        &[
+            "name",
+            "node",
+            "user",
+            "vhost",
+            "channels",
+            "peer_host",
+            "peer_port",
+            "port",
+            "protocol",
+            "client_properties",
+            "connected_at",
+            "state",
+        ],
+    );
+    assert_eq!(c["user"], "guest");
+    assert_eq!(c["vhost"], "/");
+    assert_eq!(c["channels"], 2);
+    assert_eq!(c["protocol"], "AMQP 0-9-1");
+    assert_eq!(c["port"], cluster.node(follower).addr().port());
+    let conn_name = c["name"].as_str().expect("a name").to_owned();
+    assert!(conn_name.contains(" -> "), "{conn_name}");
+    let channels = api3.get("/api/channels").await.expect("channels");
+    assert!(channels
+        .as_array()
+        .is_some_and(|a| a
+            .iter()
+            .any(|ch| ch["connection_details"]["name"] == conn_name.as_str()
+                && ch["prefetch_count"] == 5
+                && ch["consumer_count"] == 1)));
+    let consumers = api3.get("/api/consumers").await.expect("consumers");
+    let k = consumers
+        .as_array()
+        .and_then(|a| a.iter().find(|k| k["consumer_tag"] == "watcher"))
+        .expect("the consumer is listed");
+    assert_eq!(k["queue"]["name"], queue.as_str());
+    assert_eq!(k["ack_required"], true);
+    assert_eq!(k["prefetch_count"], 5);
+
+    // Rates follow traffic: publish for a while, then the queue shows a publish rate.
+    let publisher = confirm_channel(&conn).await;
+    let q = {
+        let mut found = None;
+        for i in 0..60 {
+            publish(
+                &publisher,
+                &exchange,
+                "k.b",
+                b"tick",
+                BasicProperties::default(),
+            )
+            .await;
+            if i % 10 == 9 {
+                let q = api3.get(&q_path).await.expect("GET queue");
+                if q["message_stats"]["publish_details"]["rate"].as_f64() > Some(0.0) {
+                    found = Some(q);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        found.expect("a publish rate above 0 within 60 publishes")
+    };
+    assert!(q["message_stats"]["publish"].as_u64() > Some(20));
+
+    // Nodes, health, metrics.
+    let nodes = api3.get("/api/nodes").await.expect("nodes");
+    let nodes = nodes.as_array().expect("a list");
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|n| n["raft"]["role"] == "leader")
+            .count(),
+        1
+    );
+    assert!(nodes
+        .iter()
+        .all(|n| n["running"] == true && n["raft"]["lag"].is_u64()));
+    assert_eq!(
+        api3.get("/api/healthchecks/node").await.expect("health"),
+        json!({"status": "ok"})
+    );
+    let (status, metrics) = api3
+        .request("GET", "/metrics", None)
+        .await
+        .expect("metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    let fsyncs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_wal_fsync_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(fsyncs > 0, "the WAL was fsynced and timed:\n{metrics}");
+    let leader_changes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_raft_leader_changes_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        leader_changes >= 1,
+        "the leader elected since the node started is counted:\n{metrics}"
+    );
+    for m in [
+        "warren_connections ",
+        "warren_queue_messages_ready ",
+        "warren_messages_published_total ",
+        "warren_raft_term ",
+        "warren_raft_commit_index ",
+        "warren_raft_leader_changes_total ",
+        "warren_wal_fsync_seconds_bucket{le=\"+Inf\"} ",
+        "warren_process_resident_memory_bytes ",
+    ] {
+        assert!(metrics.contains(m), "{m} missing in:\n{metrics}");
+    }
+    let follower_metrics = guest_api(cluster.node(follower))
+        .request("GET", "/metrics", None)
+        .await
+        .expect("metrics")
+        .1;
+    assert!(
+        follower_metrics
+            .as_str()
+            .is_some_and(|m| m.contains("warren_connections 1\n")),
+        "the follower counts its own client: {follower_metrics}"
+    );
+
+    // Publish and get through the API of another node.
+    let api1 = guest_api(cluster.node(leader));
+    let routed = api1
+        .call(
+            "POST",
+            &format!("/api/exchanges/%2F/{}/publish", segment(&exchange)),
+            Some(&json!({"routing_key": "k.api", "payload": "from the API", "payload_encoding": "string", "properties": {"content_type": "text/plain"}})),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(routed, json!({"routed": true}));
+    let unrouted = api1
+        .call(
+            "POST",
+            &format!("/api/exchanges/%2F/{}/publish", segment(&exchange)),
+            Some(&json!({"routing_key": "nowhere", "payload": "x", "payload_encoding": "string", "properties": {}})),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(unrouted, json!({"routed": false}));
+    let side = unique("side");
+    api1.call(
+        "PUT",
+        &format!("/api/queues/%2F/{side}"),
+        Some(&json!({"durable": true})),
+    )
+    .await
+    .expect("declare");
+    api1.call(
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        Some(&json!({"routing_key": side, "payload": "hello", "payload_encoding": "string", "properties": {}})),
+    )
+    .await
+    .expect("publish to the default exchange");
+    let got = api3
+        .call(
+            "POST",
+            &format!("/api/queues/%2F/{side}/get"),
+            Some(&json!({"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})),
+        )
+        .await
+        .expect("get");
+    let got = got.as_array().expect("a list");
+    assert_eq!(got.len(), 1);
+    has_keys(
+        &got[0],
+        &[
+            "payload",
+            "payload_bytes",
+            "payload_encoding",
+            "redelivered",
+            "exchange",
+            "routing_key",
+            "message_count",
+            "properties",
+        ],
+    );
+    assert_eq!(got[0]["payload"], "hello");
+    assert_eq!(got[0]["routing_key"], side.as_str());
+    // ack_requeue_true leaves it in the queue, redelivered next time.
+    let again = api3
+        .call(
+            "POST",
+            &format!("/api/queues/%2F/{side}/get"),
+            Some(&json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})),
+        )
+        .await
+        .expect("get");
+    assert_eq!(again[0]["redelivered"], true);
+    wait_for_json(&api3, &format!("/api/queues/%2F/{side}"), WAIT, |q| {
+        q["messages"] == 0
+    })
+    .await
+    .expect("ack_requeue_false removes the message");
+
+    // Purge and delete.
+    let api2 = guest_api(cluster.node(follower));
+    assert_eq!(
+        api2.request("DELETE", &format!("{q_path}/contents"), None)
+            .await
+            .expect("purge")
+            .0,
+        204
+    );
+    let q = api2.get(&q_path).await.expect("GET queue");
+    assert_eq!(q["messages_ready"], 0, "{q}");
+    assert_eq!(
+        api2.request("DELETE", &format!("/api/queues/%2F/{side}"), None)
+            .await
+            .expect("delete")
+            .0,
+        204
+    );
+    assert_eq!(
+        api2.request("GET", &format!("/api/queues/%2F/{side}"), None)
+            .await
+            .expect("get")
+            .0,
+        404
+    );
+
+    // Closing the client's connection through a node that does not hold it.
+    let mut events = conn.events_listener();
+    let (status, _) = api1
+        .request_with(
+            "DELETE",
+            &format!("/api/connections/{}", segment(&conn_name)),
+            None,
+            &[("x-reason", "maintenance")],
+        )
+        .await
+        .expect("close connection");
+    assert_eq!(status, 204);
+    let err = connection_error(&mut events).await;
+    assert_eq!(
+        closed_with(&err),
+        (320, "CONNECTION_FORCED - maintenance".into())
+    );
+    wait_for_json(&api3, "/api/connections", WAIT, |cs| {
+        !names(cs).contains(&conn_name)
+    })
+    .await
+    .expect("the closed connection is gone from the list");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_and_user_tags_decide_what_a_user_sees_and_does() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let leader = cluster.leader().expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let admin = guest_api(cluster.node(follower));
+    let refused = |r: (u16, Value)| (r.0, r.1["reason"].as_str().unwrap_or_default().to_owned());
+
+    assert_eq!(
+        refused(
+            api(cluster.node(1), "guest", "wrong")
+                .request("GET", "/api/overview", None)
+                .await
+                .expect("answer")
+        ),
+        (401, "Login failed".into())
+    );
+    assert_eq!(
+        refused(
+            api(cluster.node(1), "nobody", "x")
+                .request("GET", "/api/queues", None)
+                .await
+                .expect("answer")
+        ),
+        (401, "Login failed".into())
+    );
+
+    // Users made through the API of a follower hold on every node at once.
+    let other_vhost = unique("/v");
+    admin
+        .call(
+            "PUT",
+            &format!("/api/vhosts/{}", segment(&other_vhost)),
+            None,
+        )
+        .await
+        .expect("vhost");
+    for (user, tags) in [("app", ""), ("mon", "monitoring"), ("dev", "management")] {
+        let status = admin
+            .request(
+                "PUT",
+                &format!("/api/users/{user}"),
+                Some(&json!({"password": "pw", "tags": tags})),
+            )
+            .await
+            .expect("PUT user")
+            .0;
+        assert_eq!(status, 201, "user {user} created");
+        admin
+            .call(
+                "PUT",
+                &format!("/api/permissions/%2F/{user}"),
+                Some(&json!({"configure": ".*", "write": ".*", "read": ".*"})),
+            )
+            .await
+            .expect("permissions");
+    }
+    assert_eq!(
+        refused(
+            admin
+                .request("PUT", "/api/users/notags", Some(&json!({"password": "pw"})))
+                .await
+                .expect("answer")
+        ),
+        (400, "tags_not_present".into()),
+        "RabbitMQ requires the tags key"
+    );
+    admin
+        .call(
+            "PUT",
+            &format!("/api/queues/{}/hidden", segment(&other_vhost)),
+            Some(&json!({})),
+        )
+        .await
+        .expect_err("guest has no permissions on the new vhost");
+    admin
+        .call(
+            "PUT",
+            &format!("/api/permissions/{}/guest", segment(&other_vhost)),
+            Some(&json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await
+        .expect("permissions");
+    admin
+        .call(
+            "PUT",
+            &format!("/api/queues/{}/hidden", segment(&other_vhost)),
+            Some(&json!({})),
+        )
+        .await
+        .expect("declare in the other vhost");
+    admin
+        .call("PUT", "/api/queues/%2F/shown", Some(&json!({})))
+        .await
+        .expect("declare in /");
+
+    let leader_node = cluster.node(leader);
+    assert_eq!(
+        refused(
+            api(leader_node, "app", "pw")
+                .request("GET", "/api/overview", None)
+                .await
+                .expect("answer")
+        ),
+        (401, "Not management user".into())
+    );
+    // Monitoring: sees every vhost, may not manage users.
+    let mon = api(leader_node, "mon", "pw");
+    let all = mon.get("/api/queues").await.expect("queues");
+    assert!(
+        names(&all).contains(&"hidden".to_owned()) && names(&all).contains(&"shown".to_owned())
+    );
+    assert_eq!(
+        refused(
+            mon.request("GET", "/api/users", None)
+                .await
+                .expect("answer")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        refused(
+            mon.request("PUT", "/api/users/x", Some(&json!({"password": "p"})))
+                .await
+                .expect("answer")
+        ),
+        (401, "Not administrator user".into())
+    );
+    // Management: only the vhosts it has permissions in.
+    let dev = api(leader_node, "dev", "pw");
+    let mine = dev.get("/api/queues").await.expect("queues");
+    assert!(names(&mine).contains(&"shown".to_owned()));
+    assert!(!names(&mine).contains(&"hidden".to_owned()), "{mine}");
+    assert_eq!(
+        dev.request(
+            "GET",
+            &format!("/api/queues/{}/hidden", segment(&other_vhost)),
+            None
+        )
+        .await
+        .expect("answer")
+        .0,
+        404
+    );
+    // Its AMQP permissions apply to what it does through the API.
+    admin
+        .call(
+            "PUT",
+            "/api/permissions/%2F/dev",
+            Some(&json!({"configure": "^dev\\.", "write": ".*", "read": ".*"})),
+        )
+        .await
+        .expect("narrow permissions");
+    let (status, body) = dev
+        .request("DELETE", "/api/queues/%2F/shown", None)
+        .await
+        .expect("answer");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("ACCESS_REFUSED")),
+        "{body}"
+    );
+    // guest is a loopback user over HTTP too; the check is in `auth`'s unit test (the tests
+    // reach the nodes over loopback only).
+
+    // Deleting a user: 204, then 404.
+    assert_eq!(
+        admin
+            .request("DELETE", "/api/users/app", None)
+            .await
+            .expect("answer")
+            .0,
+        204
+    );
+    assert_eq!(
+        admin
+            .request("GET", "/api/users/app", None)
+            .await
+            .expect("answer")
+            .0,
+        404
+    );
+}
+
+/// A definitions file as RabbitMQ 3.10 exports it (user tags as a list, or as the older
+/// comma-separated string), with a salted SHA-256 hash RabbitMQ produced for "test12".
+const RABBIT_DEFINITIONS: &str = r#"{
+  "rabbit_version": "3.10.8",
+  "rabbitmq_version": "3.10.8",
+  "product_name": "RabbitMQ",
+  "product_version": "3.10.8",
+  "users": [
+    {"name": "imported", "password_hash": "ytUIm2F9eV3qWWARNnCjyAl43Ykoi8RM6UsDGYNU4KCxHspv",
+     "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"], "limits": {}},
+    {"name": "ops", "password_hash": "ytUIm2F9eV3qWWARNnCjyAl43Ykoi8RM6UsDGYNU4KCxHspv",
+     "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator,monitoring", "limits": {}}
+  ],
+  "vhosts": [{"name": "/", "limits": [], "metadata": {"description": "Default virtual host", "tags": []}}],
+  "permissions": [
+    {"user": "imported", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+    {"user": "ops", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+  ],
+  "topic_permissions": [],
+  "parameters": [],
+  "global_parameters": [{"name": "internal_cluster_id", "value": "rabbitmq-cluster-id-x"}],
+  "policies": [],
+  "queues": [
+    {"name": "orders", "vhost": "/", "durable": true, "auto_delete": false,
+     "arguments": {"x-queue-type": "classic", "x-max-length": 1000}}
+  ],
+  "exchanges": [
+    {"name": "shop", "vhost": "/", "type": "topic", "durable": true, "auto_delete": false,
+     "internal": false, "arguments": {}}
+  ],
+  "bindings": [
+    {"source": "shop", "vhost": "/", "destination": "orders", "destination_type": "queue",
+     "routing_key": "order.*", "arguments": {}}
+  ]
+}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_definitions_import_and_export_round_trip() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let admin = guest_api(cluster.node(2));
+    let defs: Value = warren_tests::serde_json::from_str(RABBIT_DEFINITIONS).expect("JSON");
+    assert_eq!(
+        admin
+            .request("POST", "/api/definitions", Some(&defs))
+            .await
+            .expect("import")
+            .0,
+        204
+    );
+    // The imported user logs in over AMQP (its RabbitMQ hash) and over HTTP, on another node.
+    let ops = api(cluster.node(3), "ops", "test12");
+    let me = ops.get("/api/whoami").await.expect("ops logs in");
+    assert_eq!(me["tags"], json!(["administrator", "monitoring"]));
+    let uri = format!("amqp://imported:test12@{}/%2F", cluster.node(1).addr());
+    let conn = connect_retrying(&uri)
+        .await
+        .expect("imported user connects over AMQP");
+    let ch = confirm_channel(&conn).await;
+    publish(&ch, "shop", "order.new", b"o1", BasicProperties::default()).await;
+    let q = wait_for_json(&ops, "/api/queues/%2F/orders", WAIT, |q| q["messages"] == 1)
+        .await
+        .expect("the imported binding routes");
+    assert_eq!(q["arguments"]["x-max-length"], 1000);
+
+    let export = ops.get("/api/definitions").await.expect("export");
+    has_keys(
+        &export,
+        &[
+            "rabbit_version",
+            "users",
+            "vhosts",
+            "permissions",
+            "queues",
+            "exchanges",
+            "bindings",
+            "policies",
+        ],
+    );
+    assert!(names(&export["queues"]).contains(&"orders".to_owned()));
+    assert!(names(&export["exchanges"]).contains(&"shop".to_owned()));
+    assert!(
+        !names(&export["exchanges"])
+            .iter()
+            .any(|n| n.starts_with("amq.") || n.is_empty()),
+        "predeclared exchanges are not exported"
+    );
+    let user = export["users"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == "imported"))
+        .expect("the user is exported");
+    assert_eq!(
+        user["password_hash"],
+        "ytUIm2F9eV3qWWARNnCjyAl43Ykoi8RM6UsDGYNU4KCxHspv"
+    );
+    assert!(export["bindings"].as_array().is_some_and(|a| a
+        .iter()
+        .any(|b| b["source"] == "shop" && b["routing_key"] == "order.*")));
+    // An export imports again unchanged (idempotent).
+    assert_eq!(
+        admin
+            .request("POST", "/api/definitions", Some(&export))
+            .await
+            .expect("import")
+            .0,
+        204
+    );
+    assert_eq!(
+        admin
+            .request("POST", "/api/definitions", Some(&json!([1, 2])))
+            .await
+            .expect("answer")
+            .0,
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_without_members_serves_the_api_too() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    // The node forms its group of one just after it listens.
+    let nodes = wait_for_json(&admin, "/api/nodes", WAIT, |n| {
+        n.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await
+    .expect("one node");
+    assert_eq!(nodes[0]["raft"]["role"], "leader");
+    admin
+        .call(
+            "PUT",
+            "/api/users/solo",
+            Some(&json!({"password": "pw", "tags": "management"})),
+        )
+        .await
+        .expect("a user is added without a gRPC service");
+    admin
+        .call(
+            "PUT",
+            "/api/permissions/%2F/solo",
+            Some(&json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await
+        .expect("permissions");
+    let solo = api(&node, "solo", "pw");
+    solo.call(
+        "PUT",
+        "/api/queues/%2F/solo-q",
+        Some(&json!({"durable": false})),
+    )
+    .await
+    .expect("declare through a direct connection");
+    let q = solo.get("/api/queues/%2F/solo-q").await.expect("GET queue");
+    assert_eq!(
+        (q["durable"].clone(), q["messages"].clone()),
+        (json!(false), json!(0))
+    );
+    let (status, body) = api(&node, "solo", "pw")
+        .request("GET", "/", None)
+        .await
+        .expect("console");
+    assert_eq!(status, 200);
+    assert!(
+        body.as_str().is_some_and(|html| html.contains("app.js")),
+        "the console page"
+    );
+}
