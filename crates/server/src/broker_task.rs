@@ -280,9 +280,11 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
 /// when it still leads but its lease has expired (no quorum acknowledged it within the election
 /// timeout: a slow link, a paused follower, a stalled disk). A refused command must not vanish:
 /// the broker waits for its outcome (a confirm, a declare-ok). So each proposal's outcome is
-/// watched, in log order, and a command refused while this node still leads is proposed again
-/// (after 50 ms, until accepted). One refused because another node leads is dropped: this node
-/// steps down and its clients resume on the new leader, re-sending what got no reply. A
+/// watched, in log order, and a command refused before it was appended (`ForwardToLeader`)
+/// while this node still leads is proposed again (after 50 ms, until accepted). One refused
+/// once another node leads, or appended and then discarded at a leader change (it may still
+/// commit), is not: this node steps down and its clients resume on the new leader, re-sending
+/// what got no reply. A
 /// re-proposed command may land after commands proposed later; that is safe because confirms
 /// are never `multiple`, a channel has at most one non-publish command in flight, and the
 /// state machine recognises re-sent publishes by their exact confirm number (version 3).
@@ -302,8 +304,16 @@ pub fn spawn_proposer(
                     refused_logged = false;
                     continue;
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "Raft dropped the proposal".to_string(),
+                // Refused before it was appended: proposing it again cannot duplicate it.
+                Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(f))) => f.to_string(),
+                // Appended, then discarded at a leader change (it may still commit elsewhere),
+                // or anything else: not proposed again; the connections resume on the new
+                // leader and re-send what got no reply.
+                Ok(Err(e)) => {
+                    debug!(error = %e, "a proposal's fate is unknown after a leader change");
+                    continue;
+                }
+                Err(_) => continue,
             };
             let leads = {
                 let metrics = watcher_raft.metrics();
