@@ -545,20 +545,49 @@ pub(crate) async fn declare_exchange(
 }
 
 async fn put_exchange(
+    ctx: Shared,
+    peer: Peer,
+    headers: HeaderMap,
+    path: Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    put_declared(ctx, peer, headers, path, body, Declared::Exchange).await
+}
+
+/// What a PUT declares.
+#[derive(Clone, Copy)]
+enum Declared {
+    Exchange,
+    Queue,
+}
+
+/// PUT of an exchange or a queue: declared through a direct connection as the caller (so the
+/// caller's AMQP permissions apply); 201 if it is new, 204 if it existed.
+async fn put_declared(
     State(ctx): Shared,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
+    what: Declared,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     let body = body_json(&body)?;
-    let existed = view
-        .exchanges
-        .iter()
-        .any(|x| x.vhost == vhost && x.name == name);
+    let existed = match what {
+        Declared::Exchange => view
+            .exchanges
+            .iter()
+            .any(|x| x.vhost == vhost && x.name == name),
+        Declared::Queue => view
+            .queues
+            .iter()
+            .any(|q| q.vhost == vhost && q.name == name),
+    };
     let mut conn = direct(&ctx, &caller, &vhost).await?;
-    let r = declare_exchange(&mut conn, &name, &body).await;
+    let r = match what {
+        Declared::Exchange => declare_exchange(&mut conn, &name, &body).await,
+        Declared::Queue => declare_queue(&mut conn, &name, &body).await,
+    };
     conn.close().await;
     r?;
     if existed {
@@ -717,27 +746,13 @@ pub(crate) async fn declare_queue(
 }
 
 async fn put_queue(
-    State(ctx): Shared,
-    ConnectInfo(peer): Peer,
+    ctx: Shared,
+    peer: Peer,
     headers: HeaderMap,
-    Path((vhost, name)): Path<(String, String)>,
+    path: Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    let body = body_json(&body)?;
-    let existed = view
-        .queues
-        .iter()
-        .any(|q| q.vhost == vhost && q.name == name);
-    let mut conn = direct(&ctx, &caller, &vhost).await?;
-    let r = declare_queue(&mut conn, &name, &body).await;
-    conn.close().await;
-    r?;
-    if existed {
-        no_content()
-    } else {
-        created()
-    }
+    put_declared(ctx, peer, headers, path, body, Declared::Queue).await
 }
 
 async fn delete_queue(
