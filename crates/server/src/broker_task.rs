@@ -344,8 +344,9 @@ pub fn spawn_proposer(
                     None => return,
                 },
             };
-            // The commit receiver is not needed: the outcome comes once applied (or refused).
-            let (responder, _committed, outcome) = openraft::impls::ProgressResponder::new();
+            // Only the outcome (once applied, or refused) is needed. `complete_only`: a commit
+            // notification nobody receives makes openraft log a warning per proposal.
+            let (responder, outcome) = openraft::impls::ProgressResponder::complete_only();
             if let Err(e) = raft
                 .client_write_ff(LogCommand(command.clone()), Some(responder))
                 .await
