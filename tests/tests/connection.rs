@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use warren_tests::lapin::options::QueueDeclareOptions;
 use warren_tests::lapin::{BasicProperties, Connection, ConnectionProperties};
-use warren_tests::raw::{method_frame, Args, Field, FRAME_HEARTBEAT, PROTOCOL_HEADER};
+use warren_tests::raw::{method_frame, Args, Field, NoFrame, FRAME_HEARTBEAT, PROTOCOL_HEADER};
 use warren_tests::{
     channel, closed_with, confirm_channel, connect, declare_passive, declare_queue, publish,
     unique, within, Broker, RawConn,
@@ -195,4 +195,35 @@ async fn two_hundred_channels_share_one_connection() {
     }
     let counted = declare_passive(&channels[150], &q).await.unwrap();
     assert_eq!(counted.message_count(), 200);
+}
+
+/// RabbitMQ answers a client's connection.close with close-ok and leaves closing the socket to
+/// the client (lapin logs "Socket was readable but we read 0" when the server closes first).
+/// The broker forgets the connection at once all the same: its exclusive queue is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_close_ok_the_client_closes_the_socket_and_the_broker_forgets_it_at_once() {
+    let broker = Broker::start();
+    let q = unique("closing");
+    let mut raw = RawConn::open(broker.addr());
+    let declare = Args::new()
+        .u16(0)
+        .short(&q)
+        .bits(&[false, false, true, false, false])
+        .empty_table();
+    raw.send(&method_frame(1, 50, 10, &declare.0));
+    raw.expect_method(1, (50, 11));
+    let close = Args::new().u16(200).short("bye").u16(0).u16(0);
+    raw.send(&method_frame(0, 10, 50, &close.0));
+    raw.expect_method(0, (10, 51));
+    assert_eq!(
+        raw.read_frame(Duration::from_millis(500)).err(),
+        Some(NoFrame::TimedOut),
+        "the socket stays open for the client to close"
+    );
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    let e = declare_passive(&ch, &q)
+        .await
+        .expect_err("the exclusive queue went with its connection");
+    assert_eq!(closed_with(&e).0, 404);
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
@@ -107,7 +108,8 @@ pub(crate) async fn run(
             }
         }
     }
-    let _ = wr.shutdown().await;
+    // Ended by the client's connection.close, and close-ok has been written.
+    let closed_by_client = session.closed_by_client() && session.out().is_empty();
     debug!(conn, %peer, "connection ended");
     if session.known_to_core() {
         let _ = broker
@@ -115,4 +117,32 @@ pub(crate) async fn run(
             .await;
     }
     let _ = broker.send(ToBroker::Unregister { conn }).await;
+    if closed_by_client && !shutting_down {
+        await_client_close(&mut rd, &mut shutdown).await;
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// How long the socket stays open after the close handshake for the client to close it
+/// (RabbitMQ's reader waits `CLOSING_TIMEOUT`, 30 s, too).
+const CLOSING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After close-ok, RabbitMQ leaves closing the TCP connection to the client. Clients expect
+/// it: lapin, seeing the server's FIN before it has handled close-ok, logs "Socket was
+/// readable but we read 0". The broker has already forgotten the connection; this only keeps
+/// the socket, reading and discarding until the client closes it, the timeout, or shutdown.
+async fn await_client_close(rd: &mut OwnedReadHalf, shutdown: &mut watch::Receiver<bool>) {
+    let mut scratch = [0u8; 512];
+    let until_eof = async {
+        while let Ok(n) = rd.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = until_eof => {}
+        () = tokio::time::sleep(CLOSING_TIMEOUT) => {}
+        _ = shutdown.changed() => {}
+    }
 }

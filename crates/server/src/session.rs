@@ -131,6 +131,8 @@ pub struct Session {
     awaiting_writable: bool,
     /// The socket should be closed once `out` is flushed.
     finished: bool,
+    /// The client sent connection.close and got close-ok: closing the socket is its turn.
+    closed_by_client: bool,
 }
 
 impl Session {
@@ -154,6 +156,7 @@ impl Session {
             known_to_core: false,
             awaiting_writable: false,
             finished: false,
+            closed_by_client: false,
         }
     }
 
@@ -165,6 +168,12 @@ impl Session {
     /// The socket should be closed once [`Session::out`] is empty.
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// The session ended with the client's connection.close, answered with close-ok. As
+    /// RabbitMQ does, the server then waits for the client to close the socket.
+    pub fn closed_by_client(&self) -> bool {
+        self.closed_by_client
     }
 
     /// The core holds state for this connection and must get `Input::ConnectionClosed`.
@@ -302,6 +311,7 @@ impl Session {
                     self.out
                         .push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
                     self.finished = true;
+                    self.closed_by_client = true;
                 }
             }
             Phase::AwaitHeader => {}
@@ -630,6 +640,7 @@ impl Session {
                 self.out
                     .push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
                 self.finished = true;
+                self.closed_by_client = true;
                 self.forget(inputs);
             }
             Frame::Method {

@@ -443,10 +443,34 @@ fn client_close_is_answered_and_reported_to_the_core() {
         }]
     );
     assert!(c.session.is_finished());
+    assert!(
+        c.session.closed_by_client(),
+        "the client closes the socket after close-ok, as with RabbitMQ"
+    );
     assert_eq!(
         c.take_inputs(),
         vec![Input::ConnectionClosed { conn: CONN }]
     );
+}
+
+#[test]
+fn the_server_closes_the_socket_itself_when_it_ended_the_connection() {
+    // A server-side close answered with close-ok: the server closes at once.
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(3, Method::QueueDeclare(Default::default()));
+    c.expect_connection_close(504);
+    c.send(0, Method::ConnectionCloseOk(ConnectionCloseOk {}));
+    assert!(c.session.is_finished());
+    assert!(!c.session.closed_by_client());
+    // Refused protocol, and a silent client dropped by the handshake timeout.
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(b"GET / HTTP/1.1\r\n");
+    assert!(c.session.is_finished() && !c.session.closed_by_client());
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(PROTOCOL_HEADER);
+    c.now = 10_000;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(c.session.is_finished() && !c.session.closed_by_client());
 }
 
 fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
