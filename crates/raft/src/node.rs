@@ -174,3 +174,19 @@ async fn member_with_a_cluster(
         .flatten()
         .next()
 }
+
+/// Resolves when the Raft node has stopped on a fatal error, with that error: a log or state
+/// machine write that failed (disk full, an I/O error) stops openraft for good, and a node
+/// whose Raft has stopped can neither confirm nor deliver anything replicated.
+pub async fn stopped(raft: &Raft<TypeConfig, BrokerStateMachine>) -> String {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the Raft node ended".to_owned();
+        }
+    }
+}

@@ -28,6 +28,12 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     opts.create_missing_column_families(true);
     // Durability comes from WAL fsyncs; never skip the WAL.
     opts.set_manual_wal_flush(false);
+    // RocksDB's own info LOG (in the data directory) records only fatal errors. On a full disk
+    // RocksDB logs the failed write there, and Debian's librocksdb, built with assertions,
+    // aborts the process when that LOG write fails too: the node would die without a word.
+    // With nothing but fatal errors logged, the failed write comes back to Warren, which says
+    // so and exits (see `write_failure`). Warren's own log covers what matters to operators.
+    opts.set_log_level(rocksdb::LogLevel::Fatal);
     let cfs = [CF_LOGS, CF_META, CF_STATE]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     DB::open_cf_descriptors(&opts, path, cfs)

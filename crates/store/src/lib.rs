@@ -11,6 +11,7 @@ mod db;
 mod fsync_latency;
 mod log_store;
 mod syncer;
+mod write_failure;
 
 pub use db::{open, StoreError, CF_LOGS, CF_META, CF_STATE};
 pub use fsync_latency::{fsync_latency, FsyncLatency, BUCKETS as FSYNC_BUCKETS};

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::compactor::Compactor;
 use crate::db::{CF_LOGS, CF_META};
 use crate::syncer::Syncer;
+use crate::write_failure::WriteFailure;
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -27,6 +28,7 @@ pub struct RocksLogStore<C: RaftTypeConfig> {
     db: Arc<DB>,
     syncer: Syncer<C>,
     compactor: Arc<Compactor>,
+    failure: WriteFailure,
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
@@ -35,6 +37,7 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
             db: self.db.clone(),
             syncer: self.syncer.clone(),
             compactor: Arc::clone(&self.compactor),
+            failure: self.failure.clone(),
         }
     }
 }
@@ -80,11 +83,13 @@ where
                 return Err(other(format!("column family {cf} is missing")));
             }
         }
-        let syncer = Syncer::start(db.clone())?;
+        let failure = WriteFailure::default();
+        let syncer = Syncer::start(db.clone(), failure.clone())?;
         Ok(RocksLogStore {
             db,
             syncer,
             compactor: Arc::default(),
+            failure,
         })
     }
 
@@ -107,7 +112,9 @@ where
         opts.set_sync(sync);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, key, encode(value)?);
-        self.db.write_opt(batch, &opts).map_err(other)
+        self.failure.check()?;
+        self.failure
+            .guard("metadata write", self.db.write_opt(batch, &opts))
     }
 
     /// This store's incarnation: the id it was given the first time this was called (`fresh()`,
@@ -238,19 +245,23 @@ where
         for entry in entries {
             batch.put_cf(cf, index_key(entry.index()), encode(&entry)?);
         }
-        self.db.write(batch).map_err(other)?;
+        self.failure.check()?;
+        self.failure.guard("append", self.db.write(batch))?;
         self.syncer.after_next_sync(callback)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
-        self.db
-            .delete_range_cf(self.cf(CF_LOGS)?, index_key(from), index_key(u64::MAX))
-            .map_err(other)?;
+        self.failure.check()?;
+        let cf = self.cf(CF_LOGS)?;
+        self.failure.guard(
+            "truncate",
+            self.db
+                .delete_range_cf(cf, index_key(from), index_key(u64::MAX)),
+        )?;
         // The last index itself is outside delete_range's half-open range.
-        self.db
-            .delete_cf(self.cf(CF_LOGS)?, index_key(u64::MAX))
-            .map_err(other)
+        self.failure
+            .guard("truncate", self.db.delete_cf(cf, index_key(u64::MAX)))
     }
 
     /// Records the purge point first: entries at or below it are ignored even if the range delete
@@ -262,9 +273,11 @@ where
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
         let end = index_key(log_id.index() + 1);
-        self.db
-            .delete_range_cf(self.cf(CF_LOGS)?, index_key(0), end)
-            .map_err(other)?;
+        self.failure.guard(
+            "purge",
+            self.db
+                .delete_range_cf(self.cf(CF_LOGS)?, index_key(0), end),
+        )?;
         self.compactor.reclaim(Arc::clone(&self.db), end);
         Ok(())
     }

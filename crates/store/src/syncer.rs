@@ -10,6 +10,8 @@ use openraft::RaftTypeConfig;
 use rocksdb::DB;
 use tracing::error;
 
+use crate::write_failure::WriteFailure;
+
 /// Hands flush callbacks to the sync thread. When the last handle is dropped the thread finishes
 /// the syncs it was given and is joined, so the database can be reopened at once.
 pub(crate) struct Syncer<C: RaftTypeConfig> {
@@ -39,7 +41,7 @@ impl<C: RaftTypeConfig> Clone for Syncer<C> {
 }
 
 impl<C: RaftTypeConfig> Syncer<C> {
-    pub(crate) fn start(db: Arc<DB>) -> io::Result<Syncer<C>> {
+    pub(crate) fn start(db: Arc<DB>, failure: WriteFailure) -> io::Result<Syncer<C>> {
         let (tx, rx) = mpsc::channel::<IOFlushed<C>>();
         let thread = std::thread::Builder::new()
             .name("warren-wal-sync".into())
@@ -48,9 +50,13 @@ impl<C: RaftTypeConfig> Syncer<C> {
                 while let Ok(first) = rx.recv() {
                     waiting.push(first);
                     waiting.extend(rx.try_iter());
-                    let started = std::time::Instant::now();
-                    let result = db.flush_wal(true);
-                    crate::fsync_latency::record(started.elapsed());
+                    // Never fsync after a failed write (see `WriteFailure`).
+                    let result = failure.check().and_then(|()| {
+                        let started = std::time::Instant::now();
+                        let synced = failure.guard("WAL fsync", db.flush_wal(true));
+                        crate::fsync_latency::record(started.elapsed());
+                        synced
+                    });
                     if let Err(e) = &result {
                         error!(error = %e, "WAL fsync failed; the appends waiting on it fail");
                     }

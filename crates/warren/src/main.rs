@@ -461,8 +461,27 @@ fn main() -> anyhow::Result<()> {
             tokio::spawn(warren_mgmt::serve(listener, node, std::future::pending()));
         }
         info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), node_id, version = env!("CARGO_PKG_VERSION"), "warren started");
-        server.run(shutdown_signal()).await?;
+        // Stop on a signal, or when Raft stopped on a fatal storage error: a node that can
+        // no longer write its log must say why and exit, not linger as a silent broker.
+        let fatal = std::sync::Arc::new(std::sync::OnceLock::new());
+        let stop = {
+            let fatal = fatal.clone();
+            let raft = raft.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    e = warren_raft::node::stopped(&raft) => {
+                        tracing::error!(error = %e, "the Raft node stopped on a fatal error (is the disk full?); closing clients and exiting");
+                        let _ = fatal.set(e);
+                    }
+                }
+            }
+        };
+        server.run(stop).await?;
         let _ = raft.shutdown().await;
+        if let Some(e) = fatal.get() {
+            anyhow::bail!("the Raft node stopped: {e}");
+        }
         info!("warren stopped");
         Ok(())
     })
