@@ -237,3 +237,282 @@ async fn clients_on_surviving_nodes_keep_their_connections_through_a_leader_kill
     worker.abort();
     reply_reader.abort();
 }
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// The last route line of node `i` says it serves clients itself.
+fn serves(cluster: &Cluster, i: usize) -> bool {
+    cluster
+        .node(i)
+        .log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("client route"))
+        .is_some_and(|l| l.contains("route=Local"))
+}
+
+/// A leader paused (SIGSTOP) past the election timeout wakes up believing it still leads. What it
+/// decides then must not reach a client: here the ack its consumer sent during the pause frees
+/// the consumer's prefetch window, and the paused leader would hand it the next message, marked
+/// never delivered, although the new leader has already given that message to another client,
+/// which acked it. (Found by the chaos suite: a pause nemesis, then a delivery with
+/// redelivered=false of a message already delivered and acked elsewhere.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_paused_past_its_lease_hands_out_nothing_when_it_wakes() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let old = cluster.leader().expect("a leader");
+    let other = (1..=3).find(|n| *n != old).expect("another node");
+    let queue = "paused-leader-work";
+
+    // Two persistent messages, confirmed, through another node.
+    let pc = connect(cluster.node(other).uri()).await;
+    let pch = within(pc.create_channel()).await.unwrap();
+    within(pch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    within(pch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    for body in ["m1", "m2"] {
+        let confirm = within(pch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        ))
+        .await
+        .unwrap();
+        assert!(within(confirm).await.unwrap().is_ack(), "{body} confirmed");
+    }
+
+    // A consumer on the leader with prefetch 1: it holds m1, m2 waits for its ack.
+    let cc = connect(cluster.node(old).uri()).await;
+    let cch = within(cc.create_channel()).await.unwrap();
+    within(cch.basic_qos(1, BasicQosOptions::default()))
+        .await
+        .unwrap();
+    let mut consumer = within(cch.basic_consume(
+        queue.into(),
+        "worker".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let first = within(consumer.next())
+        .await
+        .expect("a delivery")
+        .expect("not an error");
+    assert_eq!(&first.data[..], b"m1");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), consumer.next())
+            .await
+            .is_err(),
+        "prefetch 1 holds m2 back"
+    );
+
+    // The leader is paused; another node takes over.
+    let pid = cluster
+        .node(old)
+        .pid()
+        .expect("a process this test started");
+    signal(pid, "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        if let Some(n) = (1..=3).find(|n| *n != old && serves(&cluster, *n)) {
+            break n;
+        }
+        if Instant::now() > deadline {
+            signal(pid, "-CONT");
+            panic!("no new leader within 20 s of pausing node {old}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Through the new leader, another client takes both messages and acks them.
+    let gc = connect(cluster.node(new).uri()).await;
+    let gch = within(gc.create_channel()).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match within(gch.basic_get(queue.into(), BasicGetOptions { no_ack: false }))
+            .await
+            .expect("basic.get")
+        {
+            Some(m) => {
+                assert!(m.delivery.redelivered, "taken over from a paused leader");
+                got.push(String::from_utf8_lossy(&m.delivery.data).into_owned());
+                within(m.delivery.ack(BasicAckOptions::default()))
+                    .await
+                    .expect("ack");
+            }
+            None => {
+                assert!(Instant::now() < deadline, "the queue holds m1 and m2");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["m1", "m2"]);
+    within(gc.close(200, "bye".into())).await.unwrap();
+
+    // The consumer acks m1 while its node is paused (the ack waits in the node's socket), and
+    // the node wakes up.
+    within(first.ack(BasicAckOptions::default()))
+        .await
+        .expect("the ack is written");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(pid, "-CONT");
+
+    // m2 went to the other client and was acked: the consumer must not get it.
+    let mut wrong = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(d)) = tokio::time::timeout_at(until.into(), consumer.next()).await {
+        match d {
+            Ok(d) => wrong.push((String::from_utf8_lossy(&d.data).into_owned(), d.redelivered)),
+            Err(e) => panic!("the consumer's channel failed: {e}"),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the woken leader handed out (body, redelivered): {wrong:?}"
+    );
+    // The consumer's connection was resumed on the new leader and still works.
+    within(cch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("the consumer's channel works after its node woke up");
+}
+
+/// A node killed as the leader and restarted alone comes back with its own committed vote, so
+/// it first reports itself as the leader of its old term. That must not count as "the first
+/// leader it saw": the next time it wins an election it takes over (as any new leader) instead
+/// of recovering from a whole-cluster restart, which would drop every exclusive and non-durable
+/// queue and every non-persistent message of the clients of the nodes that kept running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_restarted_alone_takes_over_later_without_dropping_transient_state() {
+    let mut cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let first = cluster.leader().expect("a leader");
+
+    // The leader is killed and restarted; the others elect a new one meanwhile.
+    cluster.node_mut(first).kill9().expect("kill -9 the leader");
+    let second = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .expect("a new leader");
+    cluster
+        .node_mut(first)
+        .restart()
+        .expect("restart the old leader");
+    cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .expect("the restarted node follows");
+
+    // A client of the third node: an exclusive queue and a non-durable queue holding a
+    // non-persistent message.
+    let third = (1..=3).find(|n| *n != first && *n != second).unwrap();
+    let conn = connect(cluster.node(third).uri()).await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    let exclusive = within(ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap()
+    .name()
+    .to_string();
+    let transient = "restart-transient";
+    within(ch.queue_declare(
+        transient.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let confirm = within(ch.basic_publish(
+        "".into(),
+        transient.into(),
+        BasicPublishOptions::default(),
+        b"kept",
+        BasicProperties::default(),
+    ))
+    .await
+    .unwrap();
+    assert!(within(confirm).await.unwrap().is_ack());
+
+    // Pause whichever other node leads until the restarted node wins an election (each round
+    // it is one of two candidates).
+    let mut rounds = 0;
+    loop {
+        let leader = cluster
+            .wait_for_leader(Duration::from_secs(20))
+            .expect("a leader every node follows");
+        if leader == first {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds <= 12, "node {first} never won an election");
+        let pid = cluster
+            .node(leader)
+            .pid()
+            .expect("a process this test started");
+        signal(pid, "-STOP");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(1..=3).any(|n| n != leader && serves(&cluster, n)) {
+            if Instant::now() > deadline {
+                signal(pid, "-CONT");
+                panic!("no leader within 20 s of pausing node {leader}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        signal(pid, "-CONT");
+    }
+    let log = cluster.node(first).log();
+    let leading = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("leading: serving clients"))
+        .expect("the restarted node leads");
+    assert!(
+        leading.contains("op=TakeOver"),
+        "a node restarted alone took over as: {leading}"
+    );
+
+    // The client's queues and its message are still there.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    within(ch.queue_declare(exclusive.as_str().into(), passive, FieldTable::default()))
+        .await
+        .expect("the exclusive queue of a live connection is kept");
+    let q = within(ch.queue_declare(transient.into(), passive, FieldTable::default()))
+        .await
+        .expect("the non-durable queue is kept");
+    assert_eq!(q.message_count(), 1, "the non-persistent message is kept");
+}

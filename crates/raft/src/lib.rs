@@ -7,6 +7,7 @@ pub mod admin;
 mod command_codec;
 pub mod dial;
 pub mod incarnation;
+pub mod lease;
 pub mod membership;
 pub mod network;
 pub mod node;

@@ -18,6 +18,7 @@ use openraft::Raft;
 use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 use warren_core::{Broker, Command, ConnId, Effect, Input};
+use warren_raft::lease::Lease;
 use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
 use warren_raft::{LogCommand, TypeConfig};
 
@@ -58,8 +59,11 @@ pub(crate) enum ToBroker {
         reply: tokio::sync::oneshot::Sender<warren_core::view::BrokerView>,
     },
     /// This node leads (and has applied its whole log): it may decide things on its own
-    /// (expiries, queue expiry) from now on.
-    Lead,
+    /// (expiries, queue expiry) from now on, and what it decides reaches clients while `lease`
+    /// holds (see [`warren_raft::lease`]).
+    Lead {
+        lease: Lease,
+    },
     /// This node no longer leads: the broker drops every connection without a word to the
     /// clients (their nodes resume them on the new leader) and goes back to the log's view (see
     /// `Broker::reset_to_log_state`); it only applies committed commands.
@@ -106,6 +110,8 @@ const BATCH: usize = 256;
 pub(crate) const INPUT_CAPACITY: usize = 4096;
 /// Proposals in flight above which client input waits for commits.
 const MAX_IN_FLIGHT: usize = 8192;
+/// How often held effects look at the lease again (a heartbeat is every 100 ms).
+const LEASE_RECHECK: Duration = Duration::from_millis(10);
 
 struct Task {
     broker: Broker,
@@ -116,6 +122,11 @@ struct Task {
     in_flight: usize,
     /// Only a leader acts on ticks (they may propose commands).
     leading: bool,
+    /// The leader's lease; `None` where no Raft group is involved (front-end tests).
+    lease: Option<Lease>,
+    /// Effects in `by_conn` wait for the lease: this node still believes it leads, but no
+    /// quorum has acknowledged it lately, so another leader may exist (see `flush`).
+    held_since: Option<std::time::Instant>,
 }
 
 impl Task {
@@ -171,9 +182,23 @@ impl Task {
             }
             ToBroker::Input(Input::Tick) if !self.leading => {}
             ToBroker::Input(input) => self.handle(now, input),
-            ToBroker::Lead => self.leading = true,
+            ToBroker::Lead { lease } => {
+                self.leading = true;
+                self.lease = Some(lease);
+            }
             ToBroker::StepDown => {
                 self.leading = false;
+                self.lease = None;
+                // What waited for a lease that never came back is dropped: the connections are
+                // resumed on the new leader, which answers what got no reply and redelivers.
+                if !self.by_conn.is_empty() {
+                    warn!(
+                        connections = self.by_conn.len(),
+                        "stepping down: effects not sent are dropped; the connections resume on the new leader"
+                    );
+                }
+                self.by_conn.clear();
+                self.held_since = None;
                 self.broker.reset_to_log_state(
                     "this node stopped leading the cluster; reconnect",
                     &mut self.effects,
@@ -217,7 +242,27 @@ impl Task {
         }
     }
 
+    /// Hands each connection its effects, unless this node leads without its lease: then they
+    /// wait (see [`warren_raft::lease`]) until a quorum acknowledges this leader again (a slow
+    /// link, a stalled disk) or it steps down (it was paused or cut off and another leader was
+    /// elected; `StepDown` drops them).
     fn flush(&mut self) {
+        if self.by_conn.is_empty() {
+            return;
+        }
+        if self.leading && self.lease.as_ref().is_some_and(|l| !l.holds()) {
+            if self.held_since.is_none() {
+                warn!("this leader's lease expired (no quorum acknowledged it lately): holding deliveries and replies until it is renewed or another leader takes over");
+                self.held_since = Some(std::time::Instant::now());
+            }
+            return;
+        }
+        if let Some(since) = self.held_since.take() {
+            warn!(
+                held_ms = since.elapsed().as_millis() as u64,
+                "lease renewed: sending what was held"
+            );
+        }
         for (conn, list) in self.by_conn.drain() {
             match self.connections.get(&conn) {
                 Some(tx) => {
@@ -245,6 +290,8 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
         leading: proposals.is_none(),
         proposals,
         in_flight: 0,
+        lease: None,
+        held_since: None,
     };
     let mut batch = Vec::with_capacity(BATCH);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -264,6 +311,8 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
                 }
             }
             _ = ticker.tick() => batch.push(ToBroker::Input(Input::Tick)),
+            // Effects held for the lease: look again soon.
+            _ = tokio::time::sleep(LEASE_RECHECK), if task.held_since.is_some() => {}
         }
         let now = now_ms();
         for msg in batch.drain(..) {

@@ -9,6 +9,7 @@ use openraft::Raft;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use warren_core::{Command, Op, STATE_MACHINE_VERSION};
+use warren_raft::lease::Lease;
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{LogCommand, NodeId, TypeConfig};
 
@@ -46,6 +47,27 @@ pub fn spawn_leadership(
     rx
 }
 
+/// The leader this node may count as the first it saw since it started (see [`spawn_leadership`]).
+///
+/// A node that led when it stopped restarts with its own committed vote, and openraft reports it
+/// as the leader of that term until it hears of a newer one. That is no leader of the restarted
+/// node's lifetime: counting it made a node that had been killed as the leader and restarted
+/// alone commit [`Op::Recover`] the next time it won an election, dropping every exclusive and
+/// non-durable queue and every non-persistent message of a cluster that had kept running
+/// (found in a chaos run's node logs: `op=Recover` on a single restarted node).
+fn leader_seen(
+    id: NodeId,
+    restarted: bool,
+    startup_term: u64,
+    term: u64,
+    leader: Option<NodeId>,
+) -> Option<NodeId> {
+    match leader {
+        Some(l) if restarted && l == id && term == startup_term => None,
+        other => other,
+    }
+}
+
 async fn run(
     raft: Raft<TypeConfig, BrokerStateMachine>,
     id: NodeId,
@@ -54,6 +76,7 @@ async fn run(
     route: watch::Sender<Route>,
 ) {
     let mut metrics = raft.metrics();
+    let startup_term = metrics.borrow_watched().current_term;
     let mut first_leader: Option<NodeId> = None;
     let mut recovered = false;
     let mut local = false;
@@ -62,7 +85,13 @@ async fn run(
         let (desired, term) = {
             let m = metrics.borrow_and_update();
             if first_leader.is_none() {
-                first_leader = m.current_leader;
+                first_leader = leader_seen(
+                    id,
+                    restarted,
+                    startup_term,
+                    m.current_term,
+                    m.current_leader,
+                );
             }
             let desired = match m.current_leader {
                 // Serve only once everything committed before this term is applied: the
@@ -125,7 +154,10 @@ async fn run(
                 Ok(_) => {
                     recovered = true;
                     local = true;
-                    if to_broker.send(ToBroker::Lead).await.is_err() {
+                    let lead = ToBroker::Lead {
+                        lease: Lease::new(&raft),
+                    };
+                    if to_broker.send(lead).await.is_err() {
                         return;
                     }
                     info!(
@@ -165,5 +197,25 @@ async fn run(
             r = metrics.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leader_seen;
+
+    #[test]
+    fn a_restarted_node_does_not_count_the_leadership_of_its_own_persisted_vote() {
+        // Node 1 was killed as the leader of term 4 and restarted: it reports itself.
+        assert_eq!(leader_seen(1, true, 4, 4, Some(1)), None);
+        // Then it hears of node 2, elected in term 5: the cluster kept running.
+        assert_eq!(leader_seen(1, true, 4, 5, Some(2)), Some(2));
+        // It wins term 5 itself (every node restarted, or it was the first to): counted.
+        assert_eq!(leader_seen(1, true, 4, 5, Some(1)), Some(1));
+        // A restarted follower counts the leader its vote names (it may still lead).
+        assert_eq!(leader_seen(3, true, 4, 4, Some(2)), Some(2));
+        // A node that did not restart counts whatever it sees.
+        assert_eq!(leader_seen(1, false, 0, 1, Some(1)), Some(1));
+        assert_eq!(leader_seen(1, true, 4, 4, None), None);
     }
 }

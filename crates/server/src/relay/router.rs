@@ -294,7 +294,7 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
         ToBroker::Detach { .. }
         | ToBroker::CheckSecurity { .. }
         | ToBroker::View { .. }
-        | ToBroker::Lead
+        | ToBroker::Lead { .. }
         | ToBroker::StepDown => false,
     }
 }
@@ -329,7 +329,7 @@ async fn forward_remote(
             ToBroker::Detach { .. }
             | ToBroker::CheckSecurity { .. }
             | ToBroker::View { .. }
-            | ToBroker::Lead
+            | ToBroker::Lead { .. }
             | ToBroker::StepDown => continue,
         };
         encode_up(&mut w, &up);
