@@ -751,9 +751,15 @@ fn summary(
         r.published, r.acked, r.nacked, r.returned, r.unknown, r.no_outcome
     ));
     s.push_str(&format!(
-        "deliveries: {} ({} by basic.get), distinct {}, duplicates {} (all redelivered unless listed below)\n",
+        "deliveries: {} ({} by basic.get), distinct {}, duplicates {} (each message at most once with redelivered=false unless listed below)\n",
         r.deliveries, r.deliveries_by_get, r.delivered_distinct, r.duplicates
     ));
+    if !r.late_first_deliveries.is_empty() {
+        s.push_str(&format!(
+            "late first deliveries (redelivered=false arriving after a redelivered copy; held up in transit across a failover): {} (in report.json)\n",
+            r.late_first_deliveries.len()
+        ));
+    }
     s.push_str(&format!(
         "unknown outcome: {} delivered, {} not delivered\n",
         r.unknown_delivered, r.unknown_not_delivered
