@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::stream::StreamExt;
+use warren_tests as kit;
 use warren_tests::cluster::Cluster;
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::FieldTable;
@@ -272,56 +273,29 @@ async fn a_leader_paused_past_its_lease_hands_out_nothing_when_it_wakes() {
 
     // Two persistent messages, confirmed, through another node.
     let pc = connect(cluster.node(other).uri()).await;
-    let pch = within(pc.create_channel()).await.unwrap();
-    within(pch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
-    within(pch.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .unwrap();
+    let pch = kit::confirm_channel(&pc).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    kit::declare_queue(&pch, queue, durable).await;
     for body in ["m1", "m2"] {
-        let confirm = within(pch.basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            BasicProperties::default().with_delivery_mode(2),
-        ))
-        .await
-        .unwrap();
-        assert!(within(confirm).await.unwrap().is_ack(), "{body} confirmed");
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        let confirm = kit::publish(&pch, "", queue, body.as_bytes(), persistent).await;
+        assert!(confirm.is_ack(), "{body} confirmed");
     }
 
     // A consumer on the leader with prefetch 1: it holds m1, m2 waits for its ack.
     let cc = connect(cluster.node(old).uri()).await;
-    let cch = within(cc.create_channel()).await.unwrap();
+    let cch = kit::channel(&cc).await;
     within(cch.basic_qos(1, BasicQosOptions::default()))
         .await
         .unwrap();
-    let mut consumer = within(cch.basic_consume(
-        queue.into(),
-        "worker".into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
-    let first = within(consumer.next())
-        .await
-        .expect("a delivery")
-        .expect("not an error");
+    let mut consumer = kit::consume(&cch, queue, "worker", BasicConsumeOptions::default()).await;
+    let first = kit::next_delivery(&mut consumer).await;
     assert_eq!(&first.data[..], b"m1");
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), consumer.next())
-            .await
-            .is_err(),
+        kit::stays_quiet(&mut consumer, 300).await,
         "prefetch 1 holds m2 back"
     );
 
@@ -345,7 +319,7 @@ async fn a_leader_paused_past_its_lease_hands_out_nothing_when_it_wakes() {
 
     // Through the new leader, another client takes both messages and acks them.
     let gc = connect(cluster.node(new).uri()).await;
-    let gch = within(gc.create_channel()).await.unwrap();
+    let gch = kit::channel(&gc).await;
     let mut got = Vec::new();
     while got.len() < 2 {
         match within(gch.basic_get(queue.into(), BasicGetOptions { no_ack: false }))
@@ -391,16 +365,9 @@ async fn a_leader_paused_past_its_lease_hands_out_nothing_when_it_wakes() {
         "the woken leader handed out (body, redelivered): {wrong:?}"
     );
     // The consumer's connection was resumed on the new leader and still works.
-    within(cch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .expect("the consumer's channel works after its node woke up");
+    kit::declare_passive(&cch, queue)
+        .await
+        .expect("the consumer's channel works after its node woke up");
 }
 
 /// A node killed as the leader and restarted alone comes back with its own committed vote, so
@@ -430,40 +397,12 @@ async fn a_leader_restarted_alone_takes_over_later_without_dropping_transient_st
     // non-persistent message.
     let third = (1..=3).find(|n| *n != first && *n != second).unwrap();
     let conn = connect(cluster.node(third).uri()).await;
-    let ch = within(conn.create_channel()).await.unwrap();
-    within(ch.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .unwrap();
-    let exclusive = within(ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap()
-    .name()
-    .to_string();
+    let ch = kit::confirm_channel(&conn).await;
+    let exclusive = kit::exclusive_queue(&ch).await;
     let transient = "restart-transient";
-    within(ch.queue_declare(
-        transient.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
-    let confirm = within(ch.basic_publish(
-        "".into(),
-        transient.into(),
-        BasicPublishOptions::default(),
-        b"kept",
-        BasicProperties::default(),
-    ))
-    .await
-    .unwrap();
-    assert!(within(confirm).await.unwrap().is_ack());
+    kit::declare_queue(&ch, transient, QueueDeclareOptions::default()).await;
+    let confirm = kit::publish(&ch, "", transient, b"kept", BasicProperties::default()).await;
+    assert!(confirm.is_ack());
 
     // Pause whichever other node leads until the restarted node wins an election (each round
     // it is one of two candidates).
@@ -504,14 +443,10 @@ async fn a_leader_restarted_alone_takes_over_later_without_dropping_transient_st
     );
 
     // The client's queues and its message are still there.
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    within(ch.queue_declare(exclusive.as_str().into(), passive, FieldTable::default()))
+    kit::declare_passive(&ch, &exclusive)
         .await
         .expect("the exclusive queue of a live connection is kept");
-    let q = within(ch.queue_declare(transient.into(), passive, FieldTable::default()))
+    let q = kit::declare_passive(&ch, transient)
         .await
         .expect("the non-durable queue is kept");
     assert_eq!(q.message_count(), 1, "the non-persistent message is kept");
