@@ -68,6 +68,56 @@ fn leader_seen(
     }
 }
 
+/// The term of the last entry of this node's log written before term `term` (the last entry of
+/// all with `u64::MAX`); `None` for an empty log.
+async fn log_term_before(raft: &Raft<TypeConfig, BrokerStateMachine>, term: u64) -> Option<u64> {
+    raft.with_raft_state(move |st| {
+        let ids = &st.log_ids;
+        let last = ids.last()?.index;
+        let purged = ids.purged().map(|p| (p.index, p.leader_id.term));
+        let first = purged.map_or(0, |(index, _)| index + 1);
+        term_before(first, last, purged.map(|(_, t)| t), term, |i| {
+            ids.get(i).map(|l| l.leader_id.term)
+        })
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The term of the last entry before the first one of term `term` or later, in a log whose
+/// entries `first..=last` have the terms `term_at` gives (terms never decrease along a Raft
+/// log); before `first`, the log was purged up to an entry of term `purged_term`.
+fn term_before(
+    first: u64,
+    last: u64,
+    purged_term: Option<u64>,
+    term: u64,
+    term_at: impl Fn(u64) -> Option<u64>,
+) -> Option<u64> {
+    if first > last {
+        return purged_term.filter(|t| *t < term);
+    }
+    if term_at(last).is_some_and(|t| t < term) {
+        return term_at(last);
+    }
+    // The first index whose term is `term` or later: in first..=last.
+    let (mut lo, mut hi) = (first, last);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if term_at(mid).is_some_and(|t| t < term) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == first {
+        purged_term.filter(|t| *t < term)
+    } else {
+        term_at(lo - 1)
+    }
+}
+
 async fn run(
     raft: Raft<TypeConfig, BrokerStateMachine>,
     id: NodeId,
@@ -77,6 +127,7 @@ async fn run(
 ) {
     let mut metrics = raft.metrics();
     let startup_term = metrics.borrow_watched().current_term;
+    let startup_log_term = log_term_before(&raft, u64::MAX).await;
     let mut first_leader: Option<NodeId> = None;
     let mut recovered = false;
     let mut local = false;
@@ -138,7 +189,11 @@ async fn run(
             }
         }
         if !local && desired == Route::Local {
-            let op = if restarted && !recovered && first_leader == Some(id) {
+            // Another leader wrote entries after this node's last one at startup: the cluster
+            // ran while this node was down, so this is no restart of the whole cluster even if
+            // no other leader showed in the metrics this task sampled.
+            let others_wrote = log_term_before(&raft, term).await > startup_log_term;
+            let op = if restarted && !recovered && first_leader == Some(id) && !others_wrote {
                 Op::Recover
             } else {
                 Op::TakeOver
@@ -202,7 +257,26 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::leader_seen;
+    use super::{leader_seen, term_before};
+
+    #[test]
+    fn the_term_before_a_leaders_first_entry_is_found_in_the_log() {
+        // Index:         0  1  2  3  4  5  6
+        let terms = [1, 1, 2, 2, 2, 5, 5];
+        let at = |i: u64| terms.get(i as usize).copied();
+        assert_eq!(term_before(0, 6, None, 5, at), Some(2));
+        assert_eq!(term_before(0, 6, None, 2, at), Some(1));
+        assert_eq!(term_before(0, 6, None, 1, at), None);
+        assert_eq!(term_before(0, 6, None, 6, at), Some(5));
+        assert_eq!(term_before(0, 6, None, u64::MAX, at), Some(5));
+        // Purged up to index 2 (term 2): the log starts at 3.
+        assert_eq!(term_before(3, 6, Some(2), 2, at), None);
+        assert_eq!(term_before(3, 6, Some(2), 3, at), Some(2));
+        assert_eq!(term_before(5, 6, Some(2), 5, at), Some(2));
+        // Everything purged, or an empty log.
+        assert_eq!(term_before(7, 6, Some(5), u64::MAX, at), Some(5));
+        assert_eq!(term_before(0, 0, None, 1, |_| None), None);
+    }
 
     #[test]
     fn a_restarted_node_does_not_count_the_leadership_of_its_own_persisted_vote() {
