@@ -59,7 +59,7 @@ impl std::fmt::Debug for Lease {
 }
 
 /// Whether this node is the only voter (it needs nobody's acknowledgement).
-fn only_voter(m: &RaftMetrics<TypeConfig>) -> bool {
+pub fn only_voter(m: &RaftMetrics<TypeConfig>) -> bool {
     let mut voters = m.membership_config.membership().voter_ids();
     voters.next() == Some(m.id) && voters.next().is_none()
 }

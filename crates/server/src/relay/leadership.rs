@@ -193,7 +193,13 @@ async fn run(
             // ran while this node was down, so this is no restart of the whole cluster even if
             // no other leader showed in the metrics this task sampled.
             let others_wrote = log_term_before(&raft, term).await > startup_log_term;
-            let op = if restarted && !recovered && first_leader == Some(id) && !others_wrote {
+            // The only voter is the whole cluster: its restart is one (openraft may give it its
+            // leadership back in the same term, which `leader_seen` does not count).
+            let alone = warren_raft::lease::only_voter(&metrics.borrow_watched());
+            let op = if restarted
+                && !recovered
+                && (alone || (first_leader == Some(id) && !others_wrote))
+            {
                 Op::Recover
             } else {
                 Op::TakeOver
