@@ -258,6 +258,24 @@ fn serves(cluster: &Cluster, i: usize) -> bool {
         .is_some_and(|l| l.contains("route=Local"))
 }
 
+/// Pauses node `i` (SIGSTOP) and waits until another node serves clients; returns the paused
+/// process and the node that leads now. The caller resumes it (SIGCONT).
+async fn pause_until_another_leads(cluster: &Cluster, i: usize) -> (u32, usize) {
+    let pid = cluster.node(i).pid().expect("a process this test started");
+    signal(pid, "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(n) = (1..=cluster.len()).find(|n| *n != i && serves(cluster, *n)) {
+            return (pid, n);
+        }
+        if Instant::now() > deadline {
+            signal(pid, "-CONT");
+            panic!("no other leader within 20 s of pausing node {i}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A leader paused (SIGSTOP) past the election timeout wakes up believing it still leads. What it
 /// decides then must not reach a client: here the ack its consumer sent during the pause frees
 /// the consumer's prefetch window, and the paused leader would hand it the next message, marked
@@ -300,22 +318,8 @@ async fn a_leader_paused_past_its_lease_hands_out_nothing_when_it_wakes() {
     );
 
     // The leader is paused; another node takes over.
-    let pid = cluster
-        .node(old)
-        .pid()
-        .expect("a process this test started");
-    signal(pid, "-STOP");
+    let (pid, new) = pause_until_another_leads(&cluster, old).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    let new = loop {
-        if let Some(n) = (1..=3).find(|n| *n != old && serves(&cluster, *n)) {
-            break n;
-        }
-        if Instant::now() > deadline {
-            signal(pid, "-CONT");
-            panic!("no new leader within 20 s of pausing node {old}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
 
     // Through the new leader, another client takes both messages and acks them.
     let gc = connect(cluster.node(new).uri()).await;
@@ -416,19 +420,7 @@ async fn a_leader_restarted_alone_takes_over_later_without_dropping_transient_st
         }
         rounds += 1;
         assert!(rounds <= 12, "node {first} never won an election");
-        let pid = cluster
-            .node(leader)
-            .pid()
-            .expect("a process this test started");
-        signal(pid, "-STOP");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(1..=3).any(|n| n != leader && serves(&cluster, n)) {
-            if Instant::now() > deadline {
-                signal(pid, "-CONT");
-                panic!("no leader within 20 s of pausing node {leader}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (pid, _) = pause_until_another_leads(&cluster, leader).await;
         signal(pid, "-CONT");
     }
     let log = cluster.node(first).log();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::Raft;
 use tokio::sync::mpsc;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 use warren_core::{Broker, Command, ConnId, Effect, Input};
 use warren_raft::lease::Lease;
 use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
@@ -250,7 +250,8 @@ impl Task {
         if self.by_conn.is_empty() {
             return;
         }
-        if self.leading && self.lease.as_ref().is_some_and(|l| !l.holds()) {
+        // Only a Raft leader has a lease (`Lead` gives it, `StepDown` takes it back).
+        if self.lease.as_ref().is_some_and(|l| !l.holds()) {
             if self.held_since.is_none() {
                 warn!("this leader's lease expired (no quorum acknowledged it lately): holding deliveries and replies until it is renewed or another leader takes over");
                 self.held_since = Some(std::time::Instant::now());
@@ -258,7 +259,7 @@ impl Task {
             return;
         }
         if let Some(since) = self.held_since.take() {
-            warn!(
+            info!(
                 held_ms = since.elapsed().as_millis() as u64,
                 "lease renewed: sending what was held"
             );
