@@ -383,3 +383,143 @@ async fn a_follower_down_for_100_000_messages_catches_up_through_a_snapshot() {
         "every message, through the node that caught up"
     );
 }
+
+/// The committed log index node `i` reports in `warren status`.
+fn committed(cluster: &Cluster, i: usize) -> u64 {
+    let status = cluster.status(i).expect("warren status");
+    status
+        .split(", ")
+        .find_map(|part| part.strip_prefix("committed "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no committed index in: {status}"))
+}
+
+/// Issue 3, point 4: exclusive, auto-delete and non-durable queues keep their messages out of
+/// the Raft log, on the broker that decides; a leader's death takes them along, while the
+/// queues themselves (logged metadata) and every durable message stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_queues_keep_their_messages_out_of_the_log_and_lose_them_with_the_leader() {
+    const N: usize = 300;
+    let mut cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let leader = cluster.leader().expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let conn = connect_retrying(cluster.node(follower).uri()).await;
+    let ch = confirm_channel(&conn).await;
+    let exclusive = warren_tests::exclusive_queue(&ch).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let auto_delete = QueueDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    warren_tests::declare_queue(&ch, "t-plain", QueueDeclareOptions::default()).await;
+    warren_tests::declare_queue(&ch, "t-auto", auto_delete).await;
+    warren_tests::declare_queue(&ch, "t-durable", durable).await;
+    // "t-auto" is removed only after a consumer has come and gone: one stays on it.
+    let other = within(conn.create_channel()).await.unwrap();
+    within(other.basic_qos(1, BasicQosOptions::default()))
+        .await
+        .unwrap();
+    let _keep = within(other.basic_consume(
+        "t-auto".into(),
+        "keep".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+
+    let publish_n = |queue: String, persistent: bool| {
+        let ch = ch.clone();
+        async move {
+            let mut confirms = Vec::new();
+            for i in 0..N {
+                let props = if persistent {
+                    BasicProperties::default().with_delivery_mode(2)
+                } else {
+                    BasicProperties::default()
+                };
+                confirms.push(
+                    within(ch.basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        i.to_string().as_bytes(),
+                        props,
+                    ))
+                    .await
+                    .unwrap(),
+                );
+            }
+            for c in confirms {
+                assert!(within(c).await.unwrap().is_ack(), "{queue}: confirmed");
+            }
+        }
+    };
+    let before = committed(&cluster, leader);
+    for queue in [exclusive.as_str(), "t-plain"] {
+        publish_n(queue.to_owned(), true).await;
+    }
+    // Acks of transient messages are not logged either.
+    let got = take_all(&ch, "t-plain").await;
+    assert_eq!(got.len(), N);
+    let transient_entries = committed(&cluster, leader) - before;
+    assert!(
+        transient_entries < 10,
+        "{} transient publishes and {N} gets added {transient_entries} log entries",
+        2 * N
+    );
+    publish_n("t-durable".to_owned(), true).await;
+    let durable_entries = committed(&cluster, leader) - before - transient_entries;
+    assert!(
+        durable_entries >= N as u64,
+        "{N} durable publishes added only {durable_entries} log entries"
+    );
+    eprintln!(
+        "log entries: {transient_entries} for {} transient publishes and {N} acks, \
+         {durable_entries} for {N} durable publishes",
+        2 * N
+    );
+    publish_n("t-plain".to_owned(), true).await;
+    publish_n(exclusive.clone(), false).await;
+    publish_n("t-auto".to_owned(), true).await;
+    let q = declare_passive(&ch, "t-plain").await.unwrap();
+    assert_eq!(q.message_count(), N as u32, "held by the leader");
+    let q = declare_passive(&ch, "t-auto").await.unwrap();
+    assert_eq!(q.message_count(), N as u32 - 1, "one is with the consumer");
+
+    // The leader dies: the client's connection (on a follower) resumes on the new leader. Its
+    // queues are still declared; the transient messages went with the old leader.
+    cluster
+        .node_mut(leader)
+        .kill9()
+        .expect("kill -9 the leader");
+    cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .expect("a new leader");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let counts = loop {
+        let counts = async {
+            let mut counts = Vec::new();
+            for q in ["t-plain", exclusive.as_str(), "t-auto", "t-durable"] {
+                counts.push(declare_passive(&ch, q).await?.message_count());
+            }
+            Ok::<_, warren_tests::lapin::Error>(counts)
+        }
+        .await;
+        match counts {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the client's queues after the failover: {e}"),
+        }
+    };
+    assert_eq!(counts, [0, 0, 0, N as u32]);
+    // The transient queues still work on the new leader.
+    publish_n("t-plain".to_owned(), false).await;
+    assert_eq!(take_all(&ch, "t-plain").await.len(), N);
+}

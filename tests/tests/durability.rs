@@ -256,15 +256,12 @@ async fn disk_use_falls_after_a_drain_and_a_restart_from_a_snapshot_loses_nothin
             .await
             .unwrap();
         within(ch.close(200, "bye".into())).await.unwrap();
-        // More traffic that does not stay: enough log entries for a snapshot after the drain.
+        // More traffic that does not stay: enough log entries for a snapshot after the drain
+        // (into a durable queue: a non-durable one's messages are not logged).
         let ch = within(conn.create_channel()).await.unwrap();
-        within(ch.queue_declare(
-            "scratch".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        ))
-        .await
-        .unwrap();
+        within(ch.queue_declare("scratch".into(), durable, FieldTable::default()))
+            .await
+            .unwrap();
         within(ch.confirm_select(ConfirmSelectOptions::default()))
             .await
             .unwrap();

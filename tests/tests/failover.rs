@@ -397,15 +397,22 @@ async fn a_leader_restarted_alone_takes_over_later_without_dropping_transient_st
         .wait_for_leader(Duration::from_secs(20))
         .expect("the restarted node follows");
 
-    // A client of the third node: an exclusive queue and a non-durable queue holding a
-    // non-persistent message.
+    // A client of the third node: an exclusive queue, a non-durable queue, and a durable
+    // queue holding a non-persistent message (a restart of the whole cluster drops all three;
+    // a take-over keeps them).
     let third = (1..=3).find(|n| *n != first && *n != second).unwrap();
     let conn = connect(cluster.node(third).uri()).await;
     let ch = kit::confirm_channel(&conn).await;
     let exclusive = kit::exclusive_queue(&ch).await;
     let transient = "restart-transient";
     kit::declare_queue(&ch, transient, QueueDeclareOptions::default()).await;
-    let confirm = kit::publish(&ch, "", transient, b"kept", BasicProperties::default()).await;
+    let durable = "restart-durable";
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    kit::declare_queue(&ch, durable, options).await;
+    let confirm = kit::publish(&ch, "", durable, b"kept", BasicProperties::default()).await;
     assert!(confirm.is_ack());
 
     // Pause whichever other node leads until the restarted node wins an election (each round
@@ -438,8 +445,11 @@ async fn a_leader_restarted_alone_takes_over_later_without_dropping_transient_st
     kit::declare_passive(&ch, &exclusive)
         .await
         .expect("the exclusive queue of a live connection is kept");
-    let q = kit::declare_passive(&ch, transient)
+    kit::declare_passive(&ch, transient)
         .await
         .expect("the non-durable queue is kept");
+    let q = kit::declare_passive(&ch, durable)
+        .await
+        .expect("the durable queue is kept");
     assert_eq!(q.message_count(), 1, "the non-persistent message is kept");
 }

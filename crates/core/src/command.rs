@@ -22,7 +22,14 @@ use crate::{ChannelId, ConnId, Millis};
 /// the way up (publishes whose proposals the leader refused, such as when its lease had expired)
 /// are remembered, and a later publish with one of them is new, so a re-send that arrives after
 /// a higher-numbered publish of the same channel is enqueued, not taken for a duplicate.
-pub const STATE_MACHINE_VERSION: u32 = 3;
+///
+/// 4: the messages of local queues (exclusive, auto-delete and non-durable: see
+/// `Queue::is_local`) are not replicated: only the deciding broker (the leader's) enqueues into
+/// them, publishes that reach only such queues, and their acks, rejects and expiries, are not
+/// logged, and snapshots leave their messages out. A publish without an origin is a copy
+/// dead-lettered from a local queue into replicated ones; it does not go back into the queue
+/// named by its latest `x-death` entry unless that death was a rejection.
+pub const STATE_MACHINE_VERSION: u32 = 4;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.

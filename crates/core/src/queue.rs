@@ -234,6 +234,14 @@ impl Queue {
         }
     }
 
+    /// Whether the queue's contents stay out of the replicated log: exclusive, auto-delete and
+    /// non-durable queues. Their declaration, bindings and removal are logged like any queue's,
+    /// but their messages live only in the memory of the broker that decides (the leader), as
+    /// a RabbitMQ classic queue's live on one node: what that broker holds is lost with it.
+    pub(crate) fn is_local(&self) -> bool {
+        !self.durable || self.exclusive_owner.is_some() || self.auto_delete
+    }
+
     /// Messages ready for delivery (what `queue.declare-ok` reports).
     pub(crate) fn ready_count(&self) -> u32 {
         u32::try_from(self.ready.len()).unwrap_or(u32::MAX)

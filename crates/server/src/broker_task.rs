@@ -184,6 +184,7 @@ impl Task {
             ToBroker::Input(input) => self.handle(now, input),
             ToBroker::Lead { lease } => {
                 self.leading = true;
+                self.broker.set_leading(true);
                 self.lease = Some(lease);
             }
             ToBroker::StepDown => {
@@ -199,6 +200,8 @@ impl Task {
                 }
                 self.by_conn.clear();
                 self.held_since = None;
+                // The messages of local queues (not in the log) go with the reset.
+                self.broker.set_leading(false);
                 self.broker.reset_to_log_state(
                     "this node stopped leading the cluster; reconnect",
                     &mut self.effects,

@@ -243,8 +243,8 @@ impl Broker {
             .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         let delivery_tag = ch.next_tag();
         if m.no_ack {
-            self.submit(
-                None,
+            self.submit_for_queue(
+                id,
                 Op::Settle {
                     queue: id,
                     seqs: vec![seq],
@@ -302,7 +302,7 @@ impl Broker {
         }
         let touched: BTreeSet<QueueId> = by_queue.keys().copied().collect();
         for (queue, seqs) in by_queue {
-            self.submit(None, Op::Settle { queue, seqs }, out);
+            self.submit_for_queue(queue, Op::Settle { queue, seqs }, out);
         }
         self.after_settle(ctx, touched, out);
         Ok(())
@@ -339,7 +339,7 @@ impl Broker {
             }
         }
         for (queue, seqs) in rejected {
-            self.submit(None, Op::Reject { queue, seqs }, out);
+            self.submit_for_queue(queue, Op::Reject { queue, seqs }, out);
         }
         self.after_settle(ctx, touched, out);
         Ok(())

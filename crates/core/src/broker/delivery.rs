@@ -21,8 +21,8 @@ impl Broker {
         let mut settled = Vec::new();
         self.deliver_ready(id, &mut settled, out);
         if !settled.is_empty() {
-            self.submit(
-                None,
+            self.submit_for_queue(
+                id,
                 Op::Settle {
                     queue: id,
                     seqs: settled,

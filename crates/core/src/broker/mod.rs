@@ -85,6 +85,10 @@ pub struct Broker {
     orphan_check_at: Option<Millis>,
     /// Leader only: when to look for publishers to forget next.
     next_publisher_check: Millis,
+    /// This broker decides (it is the leader's, or a single node's): it holds the messages of
+    /// local queues (see `Queue::is_local`), which the log does not carry. A replica applying
+    /// the log leaves them out.
+    leading: bool,
 }
 
 /// Where a channel-level method came from: the error path needs all of it.
@@ -119,6 +123,7 @@ impl Broker {
             publishers: HashMap::new(),
             orphan_check_at: None,
             next_publisher_check: 0,
+            leading: !config.replicated,
             config,
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
@@ -356,6 +361,35 @@ impl Broker {
             Method::ConfirmSelect(m) => self.confirm_select(ctx, m.nowait, out),
             // RabbitMQ's rabbit_channel answers every other method with this hard error.
             _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    /// Whether this broker decides: set by the runtime when its node starts or stops leading
+    /// (always true unless replicated). A broker that stops leading must also be reset to the
+    /// log's view ([`Broker::reset_to_log_state`]), which drops the messages of local queues.
+    pub fn set_leading(&mut self, leading: bool) {
+        self.leading = leading || !self.config.replicated;
+    }
+
+    /// Whether queue `id`'s contents stay on this broker (see `Queue::is_local`).
+    pub(crate) fn is_local_queue(&self, id: QueueId) -> bool {
+        self.queues.get(&id).is_some_and(Queue::is_local)
+    }
+
+    /// A change to the contents of queue `queue` (settle, reject, expire): applied at once for a
+    /// local queue, whose contents the log does not carry, otherwise submitted like any
+    /// shared-state change.
+    pub(crate) fn submit_for_queue(&mut self, queue: QueueId, op: Op, out: &mut Vec<Effect>) {
+        if self.config.replicated && self.is_local_queue(queue) {
+            let command = Command {
+                version: STATE_MACHINE_VERSION,
+                origin: None,
+                issued_at: self.now,
+                op,
+            };
+            self.apply(command, out);
+        } else {
+            self.submit(None, op, out);
         }
     }
 

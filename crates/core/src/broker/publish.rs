@@ -95,6 +95,21 @@ impl Broker {
             }
             Mode::Plain => None,
         };
+        if self.publish_stays_local(ctx, &vhost, &publish, &properties) {
+            let now = self.now;
+            return self.apply_publish(
+                Some(ctx.origin()),
+                &vhost,
+                publish.exchange,
+                publish.routing_key,
+                publish.mandatory,
+                confirm,
+                properties,
+                body,
+                now,
+                out,
+            );
+        }
         self.submit(
             Some(ctx.origin()),
             Op::Publish {
@@ -109,6 +124,36 @@ impl Broker {
             out,
         );
         Ok(())
+    }
+
+    /// Whether a publish can skip the log: this broker decides, and the message reaches no
+    /// replicated queue (only local queues, a direct reply-to address, or nothing). Only while
+    /// none of the channel's commands is in flight, so the channel's earlier publishes and
+    /// bindings are in place first and its messages keep their order in every queue.
+    fn publish_stays_local(
+        &mut self,
+        ctx: Ctx,
+        vhost: &ShortStr,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+    ) -> bool {
+        if !self.config.replicated || !self.leading {
+            return false;
+        }
+        if self.channel_mut(ctx).is_none_or(|ch| ch.in_flight > 0) {
+            return false;
+        }
+        if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
+            return true;
+        }
+        self.route(
+            vhost,
+            &publish.exchange,
+            &publish.routing_key,
+            properties.headers.as_ref(),
+        )
+        .into_iter()
+        .all(|id| self.is_local_queue(id))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -157,8 +202,19 @@ impl Broker {
                     x.publish_in += 1;
                     x.publish_out += queues.len() as u64;
                 }
+                // A dead-lettered copy (no origin: the broker published it) does not go back
+                // into the queue it left unless it was rejected, as in `dead_letter`.
+                let left = origin
+                    .is_none()
+                    .then(|| last_death(&message.properties))
+                    .flatten();
                 let mut rejected = false;
                 for id in queues {
+                    if let (Some((from, reason)), Some(q)) = (&left, self.queues.get(&id)) {
+                        if q.name == *from && reason != "rejected" {
+                            continue;
+                        }
+                    }
                     if let Some(q) = self.queues.get_mut(&id) {
                         *q.published_from
                             .entry(message.exchange.clone())
@@ -215,6 +271,10 @@ impl Broker {
         let Some(q) = self.queues.get_mut(&id) else {
             return true;
         };
+        if q.is_local() && !self.leading {
+            // Only the deciding broker holds a local queue's messages.
+            return true;
+        }
         let len = message.body_len();
         let mut dropped = Vec::new();
         if q.would_overflow(len) {
@@ -368,6 +428,27 @@ impl Broker {
             &message.routing_key,
             message.properties.headers.as_ref(),
         );
+        if self.config.replicated
+            && self.is_local_queue(id)
+            && targets.iter().any(|t| !self.is_local_queue(*t))
+        {
+            // From a local queue (outside the log) into a replicated one: the copy goes through
+            // the log, which routes it again, local targets included, when applied.
+            self.submit(
+                None,
+                Op::Publish {
+                    vhost,
+                    exchange: dlx,
+                    routing_key: message.routing_key.clone(),
+                    mandatory: false,
+                    confirm: None,
+                    properties: message.properties.clone(),
+                    body: message.body.clone(),
+                },
+                out,
+            );
+            return;
+        }
         let now = self.now;
         for target in targets {
             // A message expiring or overflowing back into the queue it left would cycle forever;
@@ -378,6 +459,19 @@ impl Broker {
             self.enqueue(target, Arc::clone(&message), now, out);
         }
     }
+}
+
+/// The queue and reason of a message's latest death (the first `x-death` entry), if any.
+fn last_death(properties: &BasicProperties) -> Option<(ShortStr, String)> {
+    let Some(FieldValue::Array(deaths)) = properties.headers.as_ref()?.get("x-death") else {
+        return None;
+    };
+    let Some(FieldValue::Table(death)) = deaths.first() else {
+        return None;
+    };
+    let queue = death.get("queue").and_then(FieldValue::as_str)?;
+    let reason = death.get("reason").and_then(FieldValue::as_str)?;
+    Some((ShortStr::from(queue), reason.to_owned()))
 }
 
 /// Updates the `x-death` header (one entry per queue and reason, newest first, with a count) and

@@ -72,9 +72,13 @@ impl Broker {
             let Some(q) = self.queues.get(&id) else {
                 continue;
             };
+            // A local queue's messages are not replicated state (see `Queue::is_local`): the
+            // snapshot, like the log, has its declaration only.
+            let local = q.is_local();
             let entries = q
                 .all_entries()
                 .into_iter()
+                .filter(|_| !local)
                 .map(|(seq, e)| {
                     let key = Arc::as_ptr(&e.message);
                     let message = *index.entry(key).or_insert_with(|| {
@@ -102,7 +106,7 @@ impl Broker {
                 exclusive_owner: q.exclusive_owner,
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
-                next_seq: q.next_seq(),
+                next_seq: if local { 1 } else { q.next_seq() },
                 had_consumer: q.had_consumer,
                 last_used: q.last_used,
                 entries,

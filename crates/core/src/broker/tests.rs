@@ -991,7 +991,15 @@ struct Replicated {
 }
 
 impl Replicated {
+    /// The leader's broker: it decides, and holds the messages of local queues.
     fn new() -> Replicated {
+        let mut r = Replicated::replica();
+        r.broker.set_leading(true);
+        r
+    }
+
+    /// A broker that only applies the log (a follower).
+    fn replica() -> Replicated {
         Replicated {
             broker: Broker::new(BrokerConfig {
                 replicated: true,
@@ -1674,7 +1682,11 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
     restored.open(C2);
     // The get took "shared" from work, and it was acked after the snapshot.
     assert_eq!(restored.get_all(C2, "work"), ["1", "2", "3", "4"]);
-    assert_eq!(restored.get_all(C2, "other"), ["shared"]);
+    // "other" is not durable: its message lived only in the leader's broker, not in the log
+    // or the snapshot.
+    assert_eq!(restored.get_all(C2, "other"), Vec::<String>::new());
+    a.open(C2);
+    assert_eq!(a.get_all(C2, "other"), ["shared"]);
     // The topic bindings came back: a new publish routes through them.
     restored.input(Input::Publish {
         conn: C2,
@@ -2328,4 +2340,266 @@ fn the_connection_name_property_names_the_connection_and_is_not_shown() {
     assert_eq!(c.name, "127.0.0.1:5000 -> 127.0.0.1:5672");
     assert_eq!(c.vhost, None);
     assert!(c.client_properties.iter().all(|(k, _)| k == "capabilities"));
+}
+
+/// The ops of a log, for asserting what went through it.
+fn op_names(log: &[Command]) -> Vec<&'static str> {
+    log.iter()
+        .map(|c| match &c.op {
+            Op::Publish { .. } => "Publish",
+            Op::Settle { .. } => "Settle",
+            Op::Reject { .. } => "Reject",
+            Op::Expire { .. } => "Expire",
+            Op::DeclareQueue { .. } => "DeclareQueue",
+            Op::Bind { .. } => "Bind",
+            Op::ConfirmSelect => "ConfirmSelect",
+            _ => "other",
+        })
+        .collect()
+}
+
+#[test]
+fn a_local_queue_keeps_its_messages_out_of_the_log_and_out_of_the_replicas() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    for (queue, durable, exclusive, auto_delete) in [
+        ("work", true, false, false),
+        ("tmp", false, false, false),
+        ("mine", true, true, false),
+        ("auto", true, false, true),
+    ] {
+        a.method(
+            C1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                durable,
+                exclusive,
+                auto_delete,
+                ..Default::default()
+            }),
+        );
+    }
+    a.method(C1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+    let declared = a.log.len();
+    // Confirmed at once, without a command: the queue's contents are not replicated.
+    for (n, queue) in ["tmp", "mine", "auto"].into_iter().enumerate() {
+        let e = a.input(Input::Publish {
+            conn: C1,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: queue.into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"transient"),
+        });
+        assert_eq!(
+            e,
+            [send(
+                C1,
+                Method::BasicAck(BasicAck {
+                    delivery_tag: n as u64 + 1,
+                    multiple: false,
+                })
+            )]
+        );
+    }
+    assert_eq!(op_names(&a.log[declared..]), Vec::<&str>::new());
+    a.publish(C1, "work", "durable");
+    assert_eq!(op_names(&a.log[declared..]), ["Publish"]);
+    // Fetching with acks: only the durable queue's ack is a command.
+    for queue in ["tmp", "work"] {
+        a.method(
+            C1,
+            Method::BasicGet(BasicGet {
+                queue: queue.into(),
+                ..Default::default()
+            }),
+        );
+    }
+    a.method(
+        C1,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 0,
+            multiple: true,
+        }),
+    );
+    assert_eq!(op_names(&a.log[declared..]), ["Publish", "Settle"]);
+
+    // A follower applied the same log: it has every queue, and none of the local messages.
+    let mut follower = Replicated::replica();
+    for command in a.log.clone() {
+        follower.input(Input::Applied { command });
+    }
+    assert_eq!(follower.broker.snapshot(), a.broker.snapshot());
+    // It becomes the leader: the local queues are there, empty.
+    follower.broker.set_leading(true);
+    follower.open(C2);
+    for queue in ["tmp", "auto"] {
+        assert_eq!(follower.get_all(C2, queue), Vec::<String>::new());
+    }
+    assert_eq!(a.get_all(C1, "mine"), ["transient"]);
+    assert_eq!(a.get_all(C1, "auto"), ["transient"]);
+}
+
+#[test]
+fn a_publish_to_a_local_queue_waits_behind_the_channels_commands_in_flight() {
+    // Commands are committed only when we say so.
+    let mut leader = Broker::new(BrokerConfig {
+        replicated: true,
+        ..BrokerConfig::default()
+    });
+    leader.set_leading(true);
+    let mut pending: Vec<Command> = Vec::new();
+    let mut client = Vec::new();
+    let mut step = |broker: &mut Broker, input: Input, pending: &mut Vec<Command>| {
+        let mut out = Vec::new();
+        broker.handle(1_000, input, &mut out);
+        for e in out {
+            match e {
+                Effect::Propose { command } => pending.push(command),
+                other => client.push(other),
+            }
+        }
+    };
+    let commit = |broker: &mut Broker, pending: &mut Vec<Command>| {
+        while !pending.is_empty() {
+            for command in std::mem::take(pending) {
+                let mut out = Vec::new();
+                broker.handle(1_000, Input::Applied { command }, &mut out);
+                pending.extend(out.into_iter().filter_map(|e| match e {
+                    Effect::Propose { command } => Some(command),
+                    _ => None,
+                }));
+            }
+        }
+    };
+    let login = Input::Login {
+        conn: C1,
+        mechanism: "PLAIN".into(),
+        username: "guest".into(),
+        password: "guest".into(),
+        peer_loopback: true,
+        client_properties: caps(),
+    };
+    step(&mut leader, login, &mut pending);
+    let open = Input::OpenVhost {
+        conn: C1,
+        vhost: "/".into(),
+    };
+    step(&mut leader, open, &mut pending);
+    let method = |method| Input::Method {
+        conn: C1,
+        channel: 1,
+        method,
+    };
+    step(
+        &mut leader,
+        method(Method::ChannelOpen(ChannelOpen::default())),
+        &mut pending,
+    );
+    step(
+        &mut leader,
+        method(Method::QueueDeclare(QueueDeclare {
+            queue: "t".into(),
+            ..Default::default()
+        })),
+        &mut pending,
+    );
+    commit(&mut leader, &mut pending);
+    let publish = |routing_key: &str, body: &'static str| Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            routing_key: routing_key.into(),
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(body.as_bytes()),
+    };
+    // A bind is in flight: the next publish goes through the log behind it, in order.
+    step(
+        &mut leader,
+        method(Method::QueueBind(QueueBind {
+            queue: "t".into(),
+            exchange: "amq.fanout".into(),
+            ..Default::default()
+        })),
+        &mut pending,
+    );
+    step(&mut leader, publish("t", "first"), &mut pending);
+    assert_eq!(op_names(&pending), ["Bind", "Publish"]);
+    commit(&mut leader, &mut pending);
+    // Nothing in flight: straight into the queue.
+    step(&mut leader, publish("t", "second"), &mut pending);
+    assert!(pending.is_empty());
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut out = Vec::new();
+        leader.handle(
+            1_000,
+            method(Method::BasicGet(BasicGet {
+                queue: "t".into(),
+                no_ack: true,
+                ..Default::default()
+            })),
+            &mut out,
+        );
+        got.extend(bodies(&out));
+    }
+    assert_eq!(got, ["first", "second"]);
+}
+
+#[test]
+fn a_local_queue_dead_letters_into_a_replicated_one_through_the_log_once() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "dead".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange", FieldValue::from("amq.fanout"));
+    args.insert("x-message-ttl", FieldValue::I32(100));
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "short".into(),
+            arguments: args,
+            ..Default::default()
+        }),
+    );
+    // The fanout reaches the durable "dead", and "short" itself (skipped: expired there).
+    for queue in ["dead", "short"] {
+        a.method(
+            C1,
+            Method::QueueBind(QueueBind {
+                queue: queue.into(),
+                exchange: "amq.fanout".into(),
+                ..Default::default()
+            }),
+        );
+    }
+    let before = a.log.len();
+    a.publish(C1, "short", "late");
+    assert_eq!(op_names(&a.log[before..]), Vec::<&str>::new());
+    a.now += 200;
+    a.input(Input::Tick);
+    // The expiry itself is local; the copy into "dead" is a logged publish.
+    assert_eq!(op_names(&a.log[before..]), ["Publish"]);
+    let mut follower = Replicated::replica();
+    for command in a.log.clone() {
+        follower.input(Input::Applied { command });
+    }
+    assert_eq!(follower.broker.snapshot(), a.broker.snapshot());
+    a.open(C2);
+    assert_eq!(a.get_all(C2, "short"), Vec::<String>::new());
+    assert_eq!(a.get_all(C2, "dead"), ["late"]);
+    follower.broker.set_leading(true);
+    follower.open(C2);
+    assert_eq!(follower.get_all(C2, "dead"), ["late"]);
 }

@@ -33,7 +33,7 @@ impl Broker {
         if !self.queues.get(&id).is_some_and(|q| q.head_expired(now)) {
             return false;
         }
-        self.submit(None, Op::Expire { queue: id }, out);
+        self.submit_for_queue(id, Op::Expire { queue: id }, out);
         self.queues.get(&id).is_some_and(|q| q.head_expired(now))
     }
 
