@@ -350,16 +350,31 @@ impl Broker {
         let (vhost, _) = self.session(ctx.conn)?;
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
-        if self.queue_id(&vhost, &name).is_some() {
+        if let Some(id) = self.queue_id(&vhost, &name) {
             self.usable_queue(ctx.conn, &vhost, &name)?;
+            // Decided here, by the broker that has the consumers and the local queues'
+            // messages: a replica applying the command has neither, so the command that goes
+            // through the log is unconditional (a refused one is never logged).
+            if let Some(q) = self.queues.get(&id) {
+                if m.if_unused && q.consumer_count() > 0 {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{vhost}' in use"
+                    )));
+                }
+                if m.if_empty && !q.is_empty() {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{vhost}' not empty"
+                    )));
+                }
+            }
         }
         self.submit(
             Some(ctx.origin()),
             Op::DeleteQueue {
                 vhost,
                 name,
-                if_unused: m.if_unused,
-                if_empty: m.if_empty,
+                if_unused: false,
+                if_empty: false,
                 nowait: m.nowait,
             },
             out,

@@ -2603,3 +2603,65 @@ fn a_local_queue_dead_letters_into_a_replicated_one_through_the_log_once() {
     follower.open(C2);
     assert_eq!(follower.get_all(C2, "dead"), ["late"]);
 }
+
+#[test]
+fn a_conditional_queue_delete_is_decided_by_the_leader_so_replicas_agree() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.open(C2);
+    for (queue, durable) in [("used", true), ("full", false)] {
+        a.method(
+            C1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                durable,
+                ..Default::default()
+            }),
+        );
+    }
+    a.input(Input::Method {
+        conn: C2,
+        channel: 1,
+        method: Method::BasicConsume(BasicConsume {
+            queue: "used".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        }),
+    });
+    a.publish(C1, "full", "kept");
+    // Consumers and local messages exist only on the leader: refused here, it must not be
+    // deleted on a replica either.
+    for (queue, if_unused, if_empty) in [("used", true, false), ("full", false, true)] {
+        let e = a.method(
+            C1,
+            Method::QueueDelete(QueueDelete {
+                queue: queue.into(),
+                if_unused,
+                if_empty,
+                ..Default::default()
+            }),
+        );
+        assert!(
+            matches!(&e[..], [Effect::CloseChannel { error, .. }] if error.code == 406),
+            "{queue}: {e:?}"
+        );
+        a.method(C1, Method::ChannelOpen(ChannelOpen::default()));
+    }
+    let mut follower = Replicated::replica();
+    for command in a.log.clone() {
+        follower.input(Input::Applied { command });
+    }
+    // What only the leader tracks aside (as the state digest of `warren status` does).
+    let replicated = |mut s: crate::snapshot::Snapshot| {
+        for q in &mut s.queues {
+            q.had_consumer = false;
+        }
+        s
+    };
+    assert_eq!(
+        replicated(follower.broker.snapshot()),
+        replicated(a.broker.snapshot())
+    );
+    assert!(follower.broker.queue_id(&"/".into(), "used").is_some());
+    assert!(follower.broker.queue_id(&"/".into(), "full").is_some());
+}
