@@ -77,6 +77,8 @@ pub struct Report {
     pub twice_not_redelivered: Vec<(u64, u64)>,
     /// (id, time) of deliveries with redelivered=false that arrived after a redelivered copy.
     pub late_first_deliveries: Vec<(u64, u64)>,
+    /// The transient workload (exclusive queues, not replicated).
+    pub transient: TransientReport,
     pub meta_ops: usize,
     pub meta_ok: usize,
     pub meta_refused: usize,
@@ -87,6 +89,82 @@ pub struct Report {
     pub panics: Vec<String>,
     /// Every broken invariant, one line each.
     pub violations: Vec<String>,
+}
+
+/// What the transient workload saw. A confirmed message that never arrived is counted, not a
+/// violation: its queue's messages live only in the leader's broker, and a leader change (or
+/// the connection's end, which deletes the queue) takes them.
+#[derive(Debug, Default, Serialize)]
+pub struct TransientReport {
+    pub published: usize,
+    pub confirmed: usize,
+    pub deliveries: usize,
+    pub delivered_distinct: usize,
+    pub duplicates: usize,
+    pub confirmed_not_delivered: usize,
+    pub phantom: usize,
+    pub corrupt: usize,
+    /// (id, time of the second) of messages that arrived twice with redelivered=false.
+    pub twice_not_redelivered: Vec<(u64, u64)>,
+}
+
+fn check_transient(events: &[Event]) -> TransientReport {
+    let mut r = TransientReport::default();
+    let mut published = std::collections::HashSet::new();
+    let mut confirmed = std::collections::HashSet::new();
+    for e in events {
+        match e {
+            Event::TransientPublish { id, .. } => {
+                published.insert(*id);
+            }
+            Event::TransientAcked { id, .. } => {
+                confirmed.insert(*id);
+            }
+            _ => {}
+        }
+    }
+    let mut delivered: HashMap<u64, usize> = HashMap::new();
+    let mut first_marked: HashMap<u64, usize> = HashMap::new();
+    for e in events {
+        let Event::TransientDeliver {
+            t,
+            id,
+            redelivered,
+            intact,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        r.deliveries += 1;
+        let Some(id) = id.filter(|id| published.contains(id)) else {
+            r.phantom += 1;
+            continue;
+        };
+        if !intact {
+            r.corrupt += 1;
+        }
+        let n = delivered.entry(id).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            r.duplicates += 1;
+        }
+        if !redelivered {
+            let firsts = first_marked.entry(id).or_insert(0);
+            *firsts += 1;
+            if *firsts > 1 {
+                r.twice_not_redelivered.push((id, *t));
+            }
+        }
+    }
+    r.published = published.len();
+    r.confirmed = confirmed.len();
+    r.delivered_distinct = delivered.len();
+    r.confirmed_not_delivered = confirmed
+        .iter()
+        .filter(|id| !delivered.contains_key(id))
+        .count();
+    r
 }
 
 /// The expected final state of every metadata entity whose state the history determines:
@@ -364,6 +442,26 @@ pub fn check(events: &[Event], view: &FinalView) -> Report {
             show_id(*id)
         ));
     }
+    r.transient = check_transient(events);
+    let t = &r.transient;
+    if t.phantom > 0 {
+        v.push(format!(
+            "transient: {} deliveries of messages never published",
+            t.phantom
+        ));
+    }
+    if t.corrupt > 0 {
+        v.push(format!(
+            "transient: {} deliveries with a damaged body",
+            t.corrupt
+        ));
+    }
+    for (id, at) in &t.twice_not_redelivered {
+        v.push(format!(
+            "transient: message {id} ({}) arrived a second time with redelivered=false, at {at} ms",
+            show_id(*id)
+        ));
+    }
     for m in &r.entity_mismatches {
         v.push(format!("metadata: {m}"));
     }
@@ -504,6 +602,39 @@ mod tests {
         assert_eq!(r.phantom, 1);
         assert!(!r.digests_equal);
         assert_eq!(r.violations.len(), 6, "{:#?}", r.violations);
+    }
+
+    #[test]
+    fn transient_losses_are_counted_and_transient_repeats_and_phantoms_are_violations() {
+        let tdeliver = |t: u64, id: u64, redelivered: bool| Event::TransientDeliver {
+            t,
+            id: Some(id),
+            node: 1,
+            redelivered,
+            intact: true,
+        };
+        let tpublish = |t: u64, id: u64| Event::TransientPublish { t, id, node: 1 };
+        let tacked = |t: u64, id: u64| Event::TransientAcked { t, id };
+        let clean = vec![
+            tpublish(1, 1),
+            tacked(2, 1),
+            tpublish(3, 2),
+            tacked(4, 2),
+            tdeliver(5, 1, false),
+            tdeliver(6, 1, true),
+        ];
+        let r = check(&clean, &digests());
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        assert_eq!(r.transient.confirmed, 2);
+        assert_eq!(r.transient.confirmed_not_delivered, 1, "message 2 went");
+        assert_eq!(r.transient.duplicates, 1);
+        let mut broken = clean;
+        broken.push(tdeliver(7, 1, false));
+        broken.push(tdeliver(8, 77, false));
+        let r = check(&broken, &digests());
+        assert_eq!(r.transient.twice_not_redelivered, vec![(1, 7)]);
+        assert_eq!(r.transient.phantom, 1);
+        assert_eq!(r.violations.len(), 2, "{:#?}", r.violations);
     }
 
     fn meta(sent: u64, op: MetaOp, outcome: MetaOutcome) -> Event {

@@ -64,6 +64,26 @@ pub enum Event {
         redelivered: bool,
         intact: bool,
     },
+    /// A publish of the transient workload (into the worker's own exclusive queue, whose
+    /// messages are not replicated: a leader's death may take them).
+    TransientPublish {
+        t: u64,
+        id: u64,
+        node: usize,
+    },
+    /// The broker confirmed a transient publish.
+    TransientAcked {
+        t: u64,
+        id: u64,
+    },
+    /// A delivery from a transient worker's exclusive queue.
+    TransientDeliver {
+        t: u64,
+        id: Option<u64>,
+        node: usize,
+        redelivered: bool,
+        intact: bool,
+    },
     Meta {
         t: u64,
         node: usize,

@@ -471,6 +471,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         )));
         consumers.push(tokio::spawn(workload::consumer(slot, slot, ctx.clone())));
         consumers.push(tokio::spawn(workload::getter(slot, ctx.clone())));
+        publishers.push(tokio::spawn(workload::transient(
+            100 + slot as u64,
+            slot,
+            ctx.clone(),
+        )));
     }
     let meta = tokio::spawn(workload::metadata(seed ^ 0x5eed, ctx.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -767,6 +772,11 @@ fn summary(
     s.push_str(&format!(
         "LOST (acked, never delivered): {}\nlongest gap between two confirms: {gap} ms\n",
         r.lost.len()
+    ));
+    let t = &r.transient;
+    s.push_str(&format!(
+        "transient (exclusive queues, not replicated): published {}, confirmed {}, deliveries {}, distinct {}, duplicates {}, confirmed and not delivered {} (allowed: gone with a leader or a connection)\n",
+        t.published, t.confirmed, t.deliveries, t.delivered_distinct, t.duplicates, t.confirmed_not_delivered
     ));
     s.push_str(&format!(
         "\nmetadata: {} operations ({} ok, {} refused, {} unknown), {} entities with a determined final state checked through every node\n",

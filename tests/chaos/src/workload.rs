@@ -286,6 +286,139 @@ fn record_delivery(h: &History, slot: usize, get: bool, d: &lapin::message::Deli
     });
 }
 
+/// Transient worker `w` (ids `w << 40 | seq`): the RPC pattern's private reply queue. On each
+/// connection it declares a server-named exclusive queue, consumes it (prefetch `PREFETCH`,
+/// manual acks) and publishes to it through the default exchange with confirms, at half the
+/// publishers' rate, ten confirms outstanding at most. The queue's messages are not replicated
+/// (a leader's death may take them: counted, not a violation); the queue goes with the
+/// connection, and the worker starts again with a new one on the next node.
+pub async fn transient(w: u64, home: usize, ctx: Ctx) {
+    let mut seq = 0u64;
+    let mut slot = home;
+    while !ctx.stop_publishing.load(Ordering::Relaxed) {
+        let Some(conn) = connect_or_move(&mut slot, &ctx).await else {
+            continue;
+        };
+        let _ = transient_on(&conn, w, slot, &mut seq, &ctx).await;
+        close(conn).await;
+        slot = ctx.next_slot(slot);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn transient_on(
+    conn: &Connection,
+    w: u64,
+    slot: usize,
+    seq: &mut u64,
+    ctx: &Ctx,
+) -> anyhow::Result<()> {
+    let h = &ctx.history;
+    let ch = within(5, conn.create_channel()).await?;
+    within(5, ch.basic_qos(PREFETCH, BasicQosOptions::default())).await?;
+    let queue = within(
+        5,
+        ch.queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    let mut stream = within(
+        5,
+        ch.basic_consume(
+            queue.name().clone(),
+            format!("t{w}").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    let reader = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            while let Some(d) = stream.next().await {
+                let Ok(d) = d else { break };
+                let (id, intact) = history::parse(&d.data);
+                h.push(Event::TransientDeliver {
+                    t: h.now(),
+                    id,
+                    node: slot,
+                    redelivered: d.redelivered,
+                    intact,
+                });
+                let acked =
+                    tokio::time::timeout(Duration::from_secs(5), d.ack(BasicAckOptions::default()))
+                        .await;
+                if !matches!(acked, Ok(Ok(_))) {
+                    break;
+                }
+            }
+        })
+    };
+    let publisher = within(5, conn.create_channel()).await?;
+    within(5, publisher.confirm_select(ConfirmSelectOptions::default())).await?;
+    let interval = Duration::from_micros(2_000_000 / u64::from(ctx.rate.max(1)));
+    let mut in_flight: VecDeque<(u64, lapin::PublisherConfirm)> = VecDeque::new();
+    let result = loop {
+        if ctx.stop_publishing.load(Ordering::Relaxed) || reader.is_finished() {
+            break Ok(());
+        }
+        if in_flight.len() >= 10 {
+            let Some((id, fut)) = in_flight.pop_front() else {
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(20), fut).await {
+                Ok(Ok(c)) if c.is_ack() => h.push(Event::TransientAcked { t: h.now(), id }),
+                Ok(Ok(_)) => {}
+                _ => break Err(anyhow::anyhow!("no confirm")),
+            }
+            continue;
+        }
+        *seq += 1;
+        let id = w << 40 | *seq;
+        h.push(Event::TransientPublish {
+            t: h.now(),
+            id,
+            node: slot,
+        });
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            publisher.basic_publish(
+                "".into(),
+                queue.name().as_str().into(),
+                BasicPublishOptions::default(),
+                &history::body(id, ctx.size),
+                BasicProperties::default(),
+            ),
+        )
+        .await;
+        match sent {
+            Ok(Ok(confirm)) => in_flight.push_back((id, confirm)),
+            _ => break Err(anyhow::anyhow!("publish failed")),
+        }
+        tokio::time::sleep(interval).await;
+    };
+    // Confirms already in; then the consumer has a moment for what is on its way.
+    for (id, mut fut) in in_flight {
+        if let Some(Ok(c)) = futures_lite::future::poll_once(&mut fut).await {
+            if c.is_ack() {
+                h.push(Event::TransientAcked { t: h.now(), id });
+            }
+        }
+    }
+    if result.is_ok() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    reader.abort();
+    result
+}
+
 /// A push consumer on every queue, on one connection, prefetch `PREFETCH`, manual acks.
 pub async fn consumer(c: usize, home: usize, ctx: Ctx) {
     let mut slot = home;
