@@ -91,6 +91,56 @@ pub struct Report {
     pub violations: Vec<String>,
 }
 
+/// How often each message arrived, and how often with redelivered=false.
+#[derive(Default)]
+struct Arrivals {
+    delivered: HashMap<u64, usize>,
+    first_marked: HashMap<u64, usize>,
+}
+
+/// What one arrival was, compared with the ones before it.
+#[derive(PartialEq)]
+enum Arrival {
+    First,
+    /// A repeat (counted as a duplicate).
+    Again,
+    /// A repeat with redelivered=false after a redelivered copy: a late first delivery.
+    LateFirst,
+    /// A second arrival with redelivered=false: a violation.
+    TwiceFirst,
+}
+
+impl Arrivals {
+    fn record(&mut self, id: u64, redelivered: bool) -> Arrival {
+        let n = self.delivered.entry(id).or_insert(0);
+        *n += 1;
+        let repeat = *n > 1;
+        if !redelivered {
+            let firsts = self.first_marked.entry(id).or_insert(0);
+            *firsts += 1;
+            if *firsts > 1 {
+                return Arrival::TwiceFirst;
+            }
+            if repeat {
+                return Arrival::LateFirst;
+            }
+        }
+        if repeat {
+            Arrival::Again
+        } else {
+            Arrival::First
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.delivered.contains_key(&id)
+    }
+
+    fn distinct(&self) -> usize {
+        self.delivered.len()
+    }
+}
+
 /// What the transient workload saw. A confirmed message that never arrived is counted, not a
 /// violation: its queue's messages live only in the leader's broker, and a leader change (or
 /// the connection's end, which deletes the queue) takes them.
@@ -123,8 +173,7 @@ fn check_transient(events: &[Event]) -> TransientReport {
             _ => {}
         }
     }
-    let mut delivered: HashMap<u64, usize> = HashMap::new();
-    let mut first_marked: HashMap<u64, usize> = HashMap::new();
+    let mut arrivals = Arrivals::default();
     for e in events {
         let Event::TransientDeliver {
             t,
@@ -144,25 +193,20 @@ fn check_transient(events: &[Event]) -> TransientReport {
         if !intact {
             r.corrupt += 1;
         }
-        let n = delivered.entry(id).or_insert(0);
-        *n += 1;
-        if *n > 1 {
+        let arrival = arrivals.record(id, *redelivered);
+        if arrival != Arrival::First {
             r.duplicates += 1;
         }
-        if !redelivered {
-            let firsts = first_marked.entry(id).or_insert(0);
-            *firsts += 1;
-            if *firsts > 1 {
-                r.twice_not_redelivered.push((id, *t));
-            }
+        if arrival == Arrival::TwiceFirst {
+            r.twice_not_redelivered.push((id, *t));
         }
     }
     r.published = published.len();
     r.confirmed = confirmed.len();
-    r.delivered_distinct = delivered.len();
+    r.delivered_distinct = arrivals.distinct();
     r.confirmed_not_delivered = confirmed
         .iter()
-        .filter(|id| !delivered.contains_key(id))
+        .filter(|id| !arrivals.contains(**id))
         .count();
     r
 }
@@ -251,9 +295,7 @@ pub fn check(events: &[Event], view: &FinalView) -> Report {
     let mut r = Report::default();
     let mut published: HashMap<u64, (u64, usize)> = HashMap::new();
     let mut outcome: HashMap<u64, (Outcome, u64)> = HashMap::new();
-    let mut delivered: HashMap<u64, usize> = HashMap::new();
-    // How many times each message arrived with redelivered=false.
-    let mut first_marked: HashMap<u64, usize> = HashMap::new();
+    let mut arrivals = Arrivals::default();
     let mut faults: Vec<(u64, String)> = Vec::new();
     for e in events {
         match e {
@@ -309,26 +351,21 @@ pub fn check(events: &[Event], view: &FinalView) -> Report {
         if !intact {
             r.corrupt += 1;
         }
-        let n = delivered.entry(*id).or_insert(0);
-        *n += 1;
-        if *n > 1 {
+        let arrival = arrivals.record(*id, *redelivered);
+        if arrival != Arrival::First {
             r.duplicates += 1;
         }
-        if !redelivered {
-            let firsts = first_marked.entry(*id).or_insert(0);
-            *firsts += 1;
-            if *firsts > 1 {
-                r.twice_not_redelivered.push((*id, *t));
-            } else if *n > 1 {
-                r.late_first_deliveries.push((*id, *t));
-            }
+        match arrival {
+            Arrival::TwiceFirst => r.twice_not_redelivered.push((*id, *t)),
+            Arrival::LateFirst => r.late_first_deliveries.push((*id, *t)),
+            Arrival::First | Arrival::Again => {}
         }
     }
-    r.delivered_distinct = delivered.len();
+    r.delivered_distinct = arrivals.distinct();
     let mut lost = Vec::new();
     for (id, (sent, node)) in &published {
         let o = outcome.get(id).copied();
-        let was_delivered = delivered.contains_key(id);
+        let was_delivered = arrivals.contains(*id);
         match o {
             Some((Outcome::Acked, at)) if !was_delivered => lost.push(Loss {
                 id: *id,

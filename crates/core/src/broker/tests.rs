@@ -1073,6 +1073,18 @@ impl Replicated {
         });
     }
 
+    fn bind(&mut self, conn: ConnId, queue: &str, exchange: &str, key: &str) {
+        self.method(
+            conn,
+            Method::QueueBind(QueueBind {
+                queue: queue.into(),
+                exchange: exchange.into(),
+                routing_key: key.into(),
+                ..Default::default()
+            }),
+        );
+    }
+
     fn get_all(&mut self, conn: ConnId, queue: &str) -> Vec<String> {
         let mut got = Vec::new();
         loop {
@@ -1091,6 +1103,93 @@ impl Replicated {
                 _ => return got,
             }
         }
+    }
+}
+
+/// A leader's broker whose proposals wait in `proposed` until a test commits them.
+struct Manual {
+    broker: Broker,
+    proposed: Vec<Command>,
+}
+
+impl Manual {
+    fn new() -> Manual {
+        let mut broker = Broker::new(BrokerConfig {
+            replicated: true,
+            ..BrokerConfig::default()
+        });
+        broker.set_leading(true);
+        Manual {
+            broker,
+            proposed: Vec::new(),
+        }
+    }
+
+    /// Handles `input`; returns the effects for clients, keeps the proposals.
+    fn step(&mut self, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.broker.handle(1_000, input, &mut out);
+        let mut client = Vec::new();
+        for e in out {
+            match e {
+                Effect::Propose { command } => self.proposed.push(command),
+                other => client.push(other),
+            }
+        }
+        client
+    }
+
+    /// Commits the oldest proposal; returns the effects for clients.
+    fn commit_one(&mut self) -> Vec<Effect> {
+        let command = self.proposed.remove(0);
+        self.step(Input::Applied { command })
+    }
+
+    /// Commits every proposal, and those that committing them makes.
+    fn commit_all(&mut self) -> Vec<Effect> {
+        let mut client = Vec::new();
+        while !self.proposed.is_empty() {
+            client.extend(self.commit_one());
+        }
+        client
+    }
+
+    fn method(&mut self, method: Method) -> Vec<Effect> {
+        self.step(Input::Method {
+            conn: C1,
+            channel: 1,
+            method,
+        })
+    }
+
+    fn publish(&mut self, routing_key: &str, body: &'static str) -> Vec<Effect> {
+        self.step(Input::Publish {
+            conn: C1,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: routing_key.into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body.as_bytes()),
+        })
+    }
+
+    /// Logs C1 in and opens its channel 1.
+    fn open(&mut self) {
+        self.step(Input::Login {
+            conn: C1,
+            mechanism: "PLAIN".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+            peer_loopback: true,
+            client_properties: caps(),
+        });
+        self.step(Input::OpenVhost {
+            conn: C1,
+            vhost: "/".into(),
+        });
+        self.method(Method::ChannelOpen(ChannelOpen::default()));
     }
 }
 
@@ -1177,131 +1276,43 @@ fn acks_rejects_and_no_ack_deliveries_are_replicated_so_a_replay_never_returns_t
 #[test]
 fn a_channel_reads_its_own_writes_while_they_are_being_replicated() {
     // Commands are proposed but not committed until we say so.
-    let mut broker = Broker::new(BrokerConfig {
-        replicated: true,
-        ..BrokerConfig::default()
+    let mut m = Manual::new();
+    m.open();
+    let declare = Method::QueueDeclare(QueueDeclare {
+        queue: "q".into(),
+        durable: true,
+        ..Default::default()
     });
-    let mut proposed = Vec::new();
-    let step = |broker: &mut Broker, input: Input, proposed: &mut Vec<Command>| {
-        let mut out = Vec::new();
-        broker.handle(1_000, input, &mut out);
-        let mut client = Vec::new();
-        for e in out {
-            match e {
-                Effect::Propose { command } => proposed.push(command),
-                other => client.push(other),
-            }
-        }
-        client
-    };
-    step(
-        &mut broker,
-        Input::Login {
-            conn: C1,
-            mechanism: "PLAIN".into(),
-            username: "guest".into(),
-            password: "guest".into(),
-            peer_loopback: true,
-            client_properties: caps(),
-        },
-        &mut proposed,
-    );
-    step(
-        &mut broker,
-        Input::OpenVhost {
-            conn: C1,
-            vhost: "/".into(),
-        },
-        &mut proposed,
-    );
-    step(
-        &mut broker,
-        Input::Method {
-            conn: C1,
-            channel: 1,
-            method: Method::ChannelOpen(ChannelOpen::default()),
-        },
-        &mut proposed,
-    );
-    let declare = Input::Method {
-        conn: C1,
-        channel: 1,
-        method: Method::QueueDeclare(QueueDeclare {
-            queue: "q".into(),
-            durable: true,
-            ..Default::default()
-        }),
-    };
+    assert_eq!(m.method(declare), vec![], "declare-ok waits for the commit");
+    assert_eq!(m.publish("q", "m"), vec![]);
+    let passive = Method::QueueDeclare(QueueDeclare {
+        queue: "q".into(),
+        passive: true,
+        ..Default::default()
+    });
     assert_eq!(
-        step(&mut broker, declare, &mut proposed),
-        vec![],
-        "declare-ok waits for the commit"
-    );
-    let publish = Input::Publish {
-        conn: C1,
-        channel: 1,
-        publish: BasicPublish {
-            routing_key: "q".into(),
-            ..Default::default()
-        },
-        properties: BasicProperties::default(),
-        body: Bytes::from_static(b"m"),
-    };
-    assert_eq!(step(&mut broker, publish, &mut proposed), vec![]);
-    let passive = Input::Method {
-        conn: C1,
-        channel: 1,
-        method: Method::QueueDeclare(QueueDeclare {
-            queue: "q".into(),
-            passive: true,
-            ..Default::default()
-        }),
-    };
-    assert_eq!(
-        step(&mut broker, passive, &mut proposed),
+        m.method(passive),
         vec![],
         "the passive declare waits for the channel's writes"
     );
     assert_eq!(
-        proposed.len(),
+        m.proposed.len(),
         2,
         "the publish was proposed right behind the declare"
     );
     // Commit the declare: declare-ok. Commit the publish: now the passive declare runs and sees it.
-    let first = proposed.remove(0);
-    let e = step(
-        &mut broker,
-        Input::Applied { command: first },
-        &mut proposed,
-    );
-    assert_eq!(
-        e,
+    let declare_ok = |message_count| {
         vec![send(
             C1,
             Method::QueueDeclareOk(QueueDeclareOk {
                 queue: "q".into(),
-                message_count: 0,
-                consumer_count: 0
-            })
+                message_count,
+                consumer_count: 0,
+            }),
         )]
-    );
-    let second = proposed.remove(0);
-    let e = step(
-        &mut broker,
-        Input::Applied { command: second },
-        &mut proposed,
-    );
-    assert_eq!(
-        e,
-        vec![send(
-            C1,
-            Method::QueueDeclareOk(QueueDeclareOk {
-                queue: "q".into(),
-                message_count: 1,
-                consumer_count: 0
-            })
-        )]
-    );
+    };
+    assert_eq!(m.commit_one(), declare_ok(0));
+    assert_eq!(m.commit_one(), declare_ok(1));
 }
 
 #[test]
@@ -1606,25 +1617,9 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
         }),
     );
     for key in ["a.*", "#"] {
-        a.method(
-            C1,
-            Method::QueueBind(QueueBind {
-                queue: "work".into(),
-                exchange: "logs".into(),
-                routing_key: key.into(),
-                ..Default::default()
-            }),
-        );
+        a.bind(C1, "work", "logs", key);
     }
-    a.method(
-        C1,
-        Method::QueueBind(QueueBind {
-            queue: "other".into(),
-            exchange: "logs".into(),
-            routing_key: "#".into(),
-            ..Default::default()
-        }),
-    );
+    a.bind(C1, "other", "logs", "#");
     // Routed to both queues: one message shared by two queues.
     a.input(Input::Publish {
         conn: C1,
@@ -2445,107 +2440,32 @@ fn a_local_queue_keeps_its_messages_out_of_the_log_and_out_of_the_replicas() {
 #[test]
 fn a_publish_to_a_local_queue_waits_behind_the_channels_commands_in_flight() {
     // Commands are committed only when we say so.
-    let mut leader = Broker::new(BrokerConfig {
-        replicated: true,
-        ..BrokerConfig::default()
-    });
-    leader.set_leading(true);
-    let mut pending: Vec<Command> = Vec::new();
-    let mut client = Vec::new();
-    let mut step = |broker: &mut Broker, input: Input, pending: &mut Vec<Command>| {
-        let mut out = Vec::new();
-        broker.handle(1_000, input, &mut out);
-        for e in out {
-            match e {
-                Effect::Propose { command } => pending.push(command),
-                other => client.push(other),
-            }
-        }
-    };
-    let commit = |broker: &mut Broker, pending: &mut Vec<Command>| {
-        while !pending.is_empty() {
-            for command in std::mem::take(pending) {
-                let mut out = Vec::new();
-                broker.handle(1_000, Input::Applied { command }, &mut out);
-                pending.extend(out.into_iter().filter_map(|e| match e {
-                    Effect::Propose { command } => Some(command),
-                    _ => None,
-                }));
-            }
-        }
-    };
-    let login = Input::Login {
-        conn: C1,
-        mechanism: "PLAIN".into(),
-        username: "guest".into(),
-        password: "guest".into(),
-        peer_loopback: true,
-        client_properties: caps(),
-    };
-    step(&mut leader, login, &mut pending);
-    let open = Input::OpenVhost {
-        conn: C1,
-        vhost: "/".into(),
-    };
-    step(&mut leader, open, &mut pending);
-    let method = |method| Input::Method {
-        conn: C1,
-        channel: 1,
-        method,
-    };
-    step(
-        &mut leader,
-        method(Method::ChannelOpen(ChannelOpen::default())),
-        &mut pending,
-    );
-    step(
-        &mut leader,
-        method(Method::QueueDeclare(QueueDeclare {
-            queue: "t".into(),
-            ..Default::default()
-        })),
-        &mut pending,
-    );
-    commit(&mut leader, &mut pending);
-    let publish = |routing_key: &str, body: &'static str| Input::Publish {
-        conn: C1,
-        channel: 1,
-        publish: BasicPublish {
-            routing_key: routing_key.into(),
-            ..Default::default()
-        },
-        properties: BasicProperties::default(),
-        body: Bytes::from_static(body.as_bytes()),
-    };
+    let mut m = Manual::new();
+    m.open();
+    m.method(Method::QueueDeclare(QueueDeclare {
+        queue: "t".into(),
+        ..Default::default()
+    }));
+    m.commit_all();
     // A bind is in flight: the next publish goes through the log behind it, in order.
-    step(
-        &mut leader,
-        method(Method::QueueBind(QueueBind {
-            queue: "t".into(),
-            exchange: "amq.fanout".into(),
-            ..Default::default()
-        })),
-        &mut pending,
-    );
-    step(&mut leader, publish("t", "first"), &mut pending);
-    assert_eq!(op_names(&pending), ["Bind", "Publish"]);
-    commit(&mut leader, &mut pending);
+    m.method(Method::QueueBind(QueueBind {
+        queue: "t".into(),
+        exchange: "amq.fanout".into(),
+        ..Default::default()
+    }));
+    m.publish("t", "first");
+    assert_eq!(op_names(&m.proposed), ["Bind", "Publish"]);
+    m.commit_all();
     // Nothing in flight: straight into the queue.
-    step(&mut leader, publish("t", "second"), &mut pending);
-    assert!(pending.is_empty());
+    m.publish("t", "second");
+    assert!(m.proposed.is_empty());
     let mut got = Vec::new();
     for _ in 0..3 {
-        let mut out = Vec::new();
-        leader.handle(
-            1_000,
-            method(Method::BasicGet(BasicGet {
-                queue: "t".into(),
-                no_ack: true,
-                ..Default::default()
-            })),
-            &mut out,
-        );
-        got.extend(bodies(&out));
+        got.extend(bodies(&m.method(Method::BasicGet(BasicGet {
+            queue: "t".into(),
+            no_ack: true,
+            ..Default::default()
+        }))));
     }
     assert_eq!(got, ["first", "second"]);
 }
@@ -2575,14 +2495,7 @@ fn a_local_queue_dead_letters_into_a_replicated_one_through_the_log_once() {
     );
     // The fanout reaches the durable "dead", and "short" itself (skipped: expired there).
     for queue in ["dead", "short"] {
-        a.method(
-            C1,
-            Method::QueueBind(QueueBind {
-                queue: queue.into(),
-                exchange: "amq.fanout".into(),
-                ..Default::default()
-            }),
-        );
+        a.bind(C1, queue, "amq.fanout", "");
     }
     let before = a.log.len();
     a.publish(C1, "short", "late");
