@@ -536,6 +536,7 @@ impl Broker {
                 properties,
                 body,
                 now,
+                None,
                 out,
             ),
             Op::Settle { queue, seqs } => {

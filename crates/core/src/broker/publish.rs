@@ -95,7 +95,7 @@ impl Broker {
             }
             Mode::Plain => None,
         };
-        if self.publish_stays_local(ctx, &vhost, &publish, &properties) {
+        if let Some(queues) = self.local_route(ctx, &vhost, &publish, &properties) {
             let now = self.now;
             return self.apply_publish(
                 Some(ctx.origin()),
@@ -107,6 +107,7 @@ impl Broker {
                 properties,
                 body,
                 now,
+                Some(queues),
                 out,
             );
         }
@@ -126,34 +127,37 @@ impl Broker {
         Ok(())
     }
 
-    /// Whether a publish can skip the log: this broker decides, and the message reaches no
-    /// replicated queue (only local queues, a direct reply-to address, or nothing). Only while
-    /// none of the channel's commands is in flight, so the channel's earlier publishes and
-    /// bindings are in place first and its messages keep their order in every queue.
-    fn publish_stays_local(
+    /// The queues of a publish that can skip the log, or `None`: this broker decides, and the
+    /// message reaches no replicated queue (only local queues, a direct reply-to address, or
+    /// nothing). Only while none of the channel's commands is in flight, so the channel's
+    /// earlier publishes and bindings are in place first and its messages keep their order in
+    /// every queue. The route is handed on, so the message is routed once.
+    fn local_route(
         &mut self,
         ctx: Ctx,
         vhost: &ShortStr,
         publish: &BasicPublish,
         properties: &BasicProperties,
-    ) -> bool {
+    ) -> Option<Vec<QueueId>> {
         if !self.config.replicated || !self.leading {
-            return false;
+            return None;
         }
         if self.channel_mut(ctx).is_none_or(|ch| ch.in_flight > 0) {
-            return false;
+            return None;
         }
         if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
-            return true;
+            return Some(Vec::new());
         }
-        self.route(
+        let queues = self.route(
             vhost,
             &publish.exchange,
             &publish.routing_key,
             properties.headers.as_ref(),
-        )
-        .into_iter()
-        .all(|id| self.is_local_queue(id))
+        );
+        queues
+            .iter()
+            .all(|id| self.is_local_queue(*id))
+            .then_some(queues)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -168,6 +172,8 @@ impl Broker {
         properties: BasicProperties,
         body: Bytes,
         now: Millis,
+        // The queues, when the caller routed the message already (see `local_route`).
+        routed: Option<Vec<QueueId>>,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
         if !self
@@ -187,12 +193,14 @@ impl Broker {
             if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
                 (self.deliver_reply(&message, out), false)
             } else {
-                let queues = self.route(
-                    vhost,
-                    &message.exchange,
-                    &message.routing_key,
-                    message.properties.headers.as_ref(),
-                );
+                let queues = routed.unwrap_or_else(|| {
+                    self.route(
+                        vhost,
+                        &message.exchange,
+                        &message.routing_key,
+                        message.properties.headers.as_ref(),
+                    )
+                });
                 let routed = !queues.is_empty();
                 if let Some(x) = self
                     .vhosts

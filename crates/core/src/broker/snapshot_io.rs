@@ -75,10 +75,9 @@ impl Broker {
             // A local queue's messages are not replicated state (see `Queue::is_local`): the
             // snapshot, like the log, has its declaration only.
             let local = q.is_local();
-            let entries = q
-                .all_entries()
+            let entries = if local { Vec::new() } else { q.all_entries() };
+            let entries = entries
                 .into_iter()
-                .filter(|_| !local)
                 .map(|(seq, e)| {
                     let key = Arc::as_ptr(&e.message);
                     let message = *index.entry(key).or_insert_with(|| {
