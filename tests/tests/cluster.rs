@@ -398,7 +398,8 @@ fn committed(cluster: &Cluster, i: usize) -> u64 {
 /// the Raft log, on the broker that decides; a leader's death takes them along, while the
 /// queues themselves (logged metadata) and every durable message stay.
 #[tokio::test(flavor = "multi_thread")]
-async fn transient_queues_keep_their_messages_out_of_the_log_and_lose_them_with_the_leader() {
+async fn transient_queues_keep_their_messages_out_of_the_log_and_on_their_home_through_a_leader_kill(
+) {
     const N: usize = 300;
     let mut cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
     let leader = cluster.leader().expect("a leader");
@@ -490,8 +491,9 @@ async fn transient_queues_keep_their_messages_out_of_the_log_and_lose_them_with_
     let q = declare_passive(&ch, "t-auto").await.unwrap();
     assert_eq!(q.message_count(), N as u32 - 1, "one is with the consumer");
 
-    // The leader dies: the client's connection (on a follower) resumes on the new leader. Its
-    // queues are still declared; the transient messages went with the old leader.
+    // The leader dies: the client's connection (on a follower) resumes on the new leader. The
+    // follower is the home of the client's transient queues: it kept a copy of their messages,
+    // which the new leader takes back.
     cluster
         .node_mut(leader)
         .kill9()
@@ -518,8 +520,30 @@ async fn transient_queues_keep_their_messages_out_of_the_log_and_lose_them_with_
             Err(e) => panic!("the client's queues after the failover: {e}"),
         }
     };
-    assert_eq!(counts, [0, 0, 0, N as u32]);
-    // The transient queues still work on the new leader.
+    // "t-auto"'s consumer resumed too and holds one message again (prefetch 1).
+    // The exclusive queue got N persistent and N transient messages, none taken.
+    assert_eq!(counts, [N as u32, 2 * N as u32, N as u32 - 1, N as u32]);
+    // In their order, marked redelivered (the old leader may have delivered them).
+    let mut got = Vec::new();
+    while let Some(m) =
+        within(ch.basic_get(exclusive.as_str().into(), BasicGetOptions { no_ack: true }))
+            .await
+            .unwrap()
+    {
+        assert!(
+            m.delivery.redelivered,
+            "taken over from the home: redelivered"
+        );
+        got.push(
+            String::from_utf8_lossy(&m.delivery.data)
+                .parse::<usize>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, (0..N).chain(0..N).collect::<Vec<_>>());
+    // The transient queues still work on the new leader, and new messages go after the old.
     publish_n("t-plain".to_owned(), false).await;
-    assert_eq!(take_all(&ch, "t-plain").await.len(), N);
+    let got = take_all(&ch, "t-plain").await;
+    assert_eq!(got.len(), 2 * N);
+    assert_eq!(got[N..], (0..N as u32).collect::<Vec<_>>()[..]);
 }

@@ -29,7 +29,11 @@ use crate::{ChannelId, ConnId, Millis};
 /// logged, and snapshots leave their messages out. A publish without an origin is a copy
 /// dead-lettered from a local queue into replicated ones; it does not go back into the queue
 /// named by its latest `x-death` entry unless that death was a rejection.
-pub const STATE_MACHINE_VERSION: u32 = 4;
+///
+/// 5: a local queue has a home, the node of the connection that declared it (the top bits of
+/// the declaring command's origin connection id), which keeps a copy of its messages outside
+/// the log (see `crate::MirrorChange`); snapshots carry the home (format 5).
+pub const STATE_MACHINE_VERSION: u32 = 5;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.

@@ -46,4 +46,12 @@ pub enum Effect {
     /// Replicate this command; feed it back as [`crate::Input::Applied`] once committed.
     /// Only produced when the broker runs in replicated mode.
     Propose { command: Command },
+    /// Send these changes to node `home`'s copies of its transient queues (see
+    /// [`crate::MirrorChange`]); it applies them as [`crate::Input::Mirror`]. Produced only by
+    /// a deciding broker in replicated mode. Dropped if the node cannot be reached: it gets a
+    /// whole copy when its relay stream attaches again.
+    Mirror {
+        home: u64,
+        changes: Vec<crate::MirrorChange>,
+    },
 }

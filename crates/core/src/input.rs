@@ -71,4 +71,17 @@ pub enum Input {
     CloseConnection { conn: ConnId, reason: String },
     /// Periodic tick: message TTLs and queue expiry are evaluated against `now`.
     Tick,
+    /// On a broker that does not decide: changes to this node's copies of the transient queues
+    /// it is the home of ([`crate::Effect::Mirror`] of the deciding broker). Ignored by a
+    /// deciding broker.
+    Mirror { changes: Vec<crate::MirrorChange> },
+    /// On the deciding broker: node `node` attached its relay stream and offers its copies of
+    /// the transient queues it is the home of ([`crate::Broker::home_copies`]). The first offer
+    /// of a node in a leadership is taken (its messages come back marked redelivered, as after
+    /// any leader change); later ones are not (this broker's state is newer). Either way the
+    /// node gets this broker's contents of its queues back as a [`crate::MirrorChange::Reset`].
+    HomeAttached {
+        node: u64,
+        copies: Vec<crate::MirrorQueue>,
+    },
 }

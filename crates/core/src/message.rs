@@ -6,11 +6,11 @@ use warren_wire::{BasicProperties, ShortStr};
 
 /// A message as published: where it was published to, its properties and its body.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Message {
-    pub(crate) exchange: ShortStr,
-    pub(crate) routing_key: ShortStr,
-    pub(crate) properties: BasicProperties,
-    pub(crate) body: Bytes,
+pub struct Message {
+    pub exchange: ShortStr,
+    pub routing_key: ShortStr,
+    pub properties: BasicProperties,
+    pub body: Bytes,
 }
 
 impl Message {

@@ -109,6 +109,8 @@ pub struct SnapshotQueue {
     pub next_seq: u64,
     pub had_consumer: bool,
     pub last_used: Millis,
+    /// A local queue's home node (see [`crate::MirrorChange`]); 0 for none. Format 5 on.
+    pub home: u64,
     /// Every message still in the queue (ready or checked out), in sequence order.
     pub entries: Vec<SnapshotEntry>,
 }

@@ -17,8 +17,8 @@ use crate::CodecError;
 
 const MAGIC: &[u8; 4] = b"WSNP";
 /// 1: up to the queues; 2: publishers follow the queues; 3: then users and permissions; 4: then
-/// each publisher's skipped confirm numbers.
-const FORMAT: u8 = 4;
+/// each publisher's skipped confirm numbers; 5: then the home nodes of the queues that have one.
+const FORMAT: u8 = 5;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -133,6 +133,13 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
             w.put_u64(*m);
         }
     }
+    // Format 5: the homes of the (local) queues that have one.
+    let homes: Vec<_> = s.queues.iter().filter(|q| q.home != 0).collect();
+    put_len(&mut w, homes.len());
+    for q in homes {
+        w.put_u64(q.id);
+        w.put_u64(q.home);
+    }
     w.to_vec()
 }
 
@@ -238,6 +245,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
             next_seq,
             had_consumer,
             last_used,
+            home: 0,
             entries,
         });
     }
@@ -298,6 +306,15 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
                         "skipped confirm numbers of an unknown publisher",
                     ))
                 }
+            }
+        }
+    }
+    if format >= 5 {
+        for _ in 0..read_count(&mut r, 16)? {
+            let (id, home) = (r.u64()?, r.u64()?);
+            match queues.iter_mut().find(|q| q.id == id) {
+                Some(q) => q.home = home,
+                None => return Err(CodecError("the home of an unknown queue")),
             }
         }
     }
@@ -365,6 +382,7 @@ mod tests {
                 next_seq: 4,
                 had_consumer: true,
                 last_used: 1234,
+                home: 3,
                 entries: vec![SnapshotEntry {
                     seq: 3,
                     message: 0,
@@ -400,26 +418,35 @@ mod tests {
     fn older_formats_still_decode() {
         let mut s = sample();
         s.security = Some(SnapshotSecurity::default());
+        let with_home = s.clone();
+        s.queues[0].home = 0;
         let with_gaps = s.clone();
+        // Format 4 ends after the skipped confirm numbers: drop the (empty) count of format 5.
+        let mut bytes = encode_snapshot(&s);
+        bytes[4] = 4;
+        bytes.truncate(bytes.len() - 4);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
+        let bytes = encode_snapshot(&with_home);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(with_home));
         s.publishers[0].missing.clear();
-        // Format 3 ends after the permissions: drop the (empty) count of format 4.
+        // Format 3 ends after the permissions: drop the (empty) counts of formats 4 and 5.
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 3;
-        bytes.truncate(bytes.len() - 4);
+        bytes.truncate(bytes.len() - 8);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let mut bytes = encode_snapshot(&with_gaps);
         assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(with_gaps));
-        // Format 2 ends after the publishers: drop the counts of formats 3 and 4.
+        // Format 2 ends after the publishers: drop the counts of formats 3, 4 and 5.
         bytes = encode_snapshot(&s);
         bytes[4] = 2;
-        bytes.truncate(bytes.len() - 12);
+        bytes.truncate(bytes.len() - 16);
         s.security = None;
         assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(s.clone()));
         // Format 1 ends after the queues.
         s.publishers.clear();
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 1;
-        bytes.truncate(bytes.len() - 16);
+        bytes.truncate(bytes.len() - 20);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s));
     }
 

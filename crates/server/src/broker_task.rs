@@ -63,6 +63,27 @@ pub(crate) enum ToBroker {
     /// holds (see [`warren_raft::lease`]).
     Lead {
         lease: Lease,
+        /// The Raft term of the leadership (see `Broker::set_leading`).
+        term: u64,
+    },
+    /// A node's relay stream attached to this leader: its copies of the transient queues it is
+    /// the home of, and where the changes to them go from now on (see
+    /// `warren_core::MirrorChange`).
+    HomeAttach {
+        node: u64,
+        copies: Vec<warren_core::MirrorQueue>,
+        effects: mpsc::UnboundedSender<Vec<Effect>>,
+    },
+    /// That stream ended: changes for the node are dropped until it attaches again (and gets a
+    /// whole copy).
+    HomeDetach {
+        node: u64,
+        effects: mpsc::UnboundedSender<Vec<Effect>>,
+    },
+    /// This node's copies of the transient queues it is the home of (offered to the leader
+    /// when the relay stream attaches).
+    HomeCopies {
+        reply: tokio::sync::oneshot::Sender<Vec<warren_core::MirrorQueue>>,
     },
     /// This node no longer leads: the broker drops every connection without a word to the
     /// clients (their nodes resume them on the new leader) and goes back to the log's view (see
@@ -117,6 +138,9 @@ struct Task {
     broker: Broker,
     connections: HashMap<ConnId, mpsc::UnboundedSender<Vec<Effect>>>,
     by_conn: HashMap<ConnId, Vec<Effect>>,
+    /// Where the changes to each home node's copies go (its relay stream), and those waiting.
+    homes: HashMap<u64, mpsc::UnboundedSender<Vec<Effect>>>,
+    by_home: HashMap<u64, Vec<Effect>>,
     effects: Vec<Effect>,
     proposals: Option<mpsc::UnboundedSender<Command>>,
     in_flight: usize,
@@ -146,6 +170,9 @@ impl Task {
                         // Local: committed as soon as proposed.
                         None => pending.push(Input::Applied { command }),
                     },
+                    Effect::Mirror { home, .. } => {
+                        self.by_home.entry(home).or_default().push(effect)
+                    }
                     other => self
                         .by_conn
                         .entry(effect_conn(&other))
@@ -182,10 +209,30 @@ impl Task {
             }
             ToBroker::Input(Input::Tick) if !self.leading => {}
             ToBroker::Input(input) => self.handle(now, input),
-            ToBroker::Lead { lease } => {
+            ToBroker::Lead { lease, term } => {
                 self.leading = true;
-                self.broker.set_leading(true);
+                self.broker.set_leading(true, term);
                 self.lease = Some(lease);
+            }
+            ToBroker::HomeAttach {
+                node,
+                copies,
+                effects,
+            } => {
+                self.homes.insert(node, effects);
+                self.handle(now, Input::HomeAttached { node, copies });
+            }
+            ToBroker::HomeDetach { node, effects } => {
+                if self
+                    .homes
+                    .get(&node)
+                    .is_some_and(|e| e.same_channel(&effects))
+                {
+                    self.homes.remove(&node);
+                }
+            }
+            ToBroker::HomeCopies { reply } => {
+                let _ = reply.send(self.broker.home_copies());
             }
             ToBroker::StepDown => {
                 self.leading = false;
@@ -199,9 +246,12 @@ impl Task {
                     );
                 }
                 self.by_conn.clear();
+                self.by_home.clear();
+                self.homes.clear();
                 self.held_since = None;
-                // The messages of local queues (not in the log) go with the reset.
-                self.broker.set_leading(false);
+                // The messages of local queues (not in the log) go with the reset, but for
+                // those of queues this node is the home of, which it keeps as its copies.
+                self.broker.set_leading(false, 0);
                 self.broker.reset_to_log_state(
                     "this node stopped leading the cluster; reconnect",
                     &mut self.effects,
@@ -250,7 +300,7 @@ impl Task {
     /// link, a stalled disk) or it steps down (it was paused or cut off and another leader was
     /// elected; `StepDown` drops them).
     fn flush(&mut self) {
-        if self.by_conn.is_empty() {
+        if self.by_conn.is_empty() && self.by_home.is_empty() {
             return;
         }
         // Only a Raft leader has a lease (`Lead` gives it, `StepDown` takes it back).
@@ -266,6 +316,18 @@ impl Task {
                 held_ms = since.elapsed().as_millis() as u64,
                 "lease renewed: sending what was held"
             );
+        }
+        // The homes first: a confirm of a transient message leaves after its copy does.
+        for (node, list) in self.by_home.drain() {
+            match self.homes.get(&node) {
+                Some(tx) => {
+                    if tx.send(list).is_err() {
+                        self.homes.remove(&node);
+                    }
+                }
+                // It gets a whole copy when its stream attaches again.
+                None => debug!(node, "changes for a home node without a relay stream"),
+            }
         }
         for (conn, list) in self.by_conn.drain() {
             match self.connections.get(&conn) {
@@ -290,6 +352,8 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
         broker,
         connections: HashMap::new(),
         by_conn: HashMap::new(),
+        homes: HashMap::new(),
+        by_home: HashMap::new(),
         effects: Vec::new(),
         leading: proposals.is_none(),
         proposals,

@@ -58,7 +58,8 @@ impl Server {
     /// Sends client input wherever `route` says the deciding broker is: this node's broker task
     /// or, relayed, the leader's (see [`crate::relay`]).
     pub fn route_through(mut self, route: watch::Receiver<crate::relay::Route>) -> Server {
-        self.inputs = crate::relay::router::spawn(self.broker.tx.clone(), route);
+        self.inputs =
+            crate::relay::router::spawn(self.broker.tx.clone(), route, self.config.node_id);
         self
     }
 

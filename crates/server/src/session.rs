@@ -784,9 +784,9 @@ impl Session {
                 self.awaiting_writable = true;
                 self.after_write(inputs);
             }
-            Effect::Propose { .. } => warn!(
+            Effect::Propose { .. } | Effect::Mirror { .. } => warn!(
                 conn = self.conn,
-                "a replicated command was addressed to a connection"
+                "a command or a home copy's change was addressed to a connection"
             ),
         }
     }

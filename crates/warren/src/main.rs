@@ -361,7 +361,7 @@ fn main() -> anyhow::Result<()> {
         let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
         // The broker task runs first: a restarting node replays its log into it.
         let broker = BrokerHandle::spawn(
-            Broker::new(BrokerConfig { replicated: true, ..broker_config }),
+            Broker::new(BrokerConfig { replicated: true, node: node_id, ..broker_config }),
             Replication::Raft { proposals: proposals_tx, applied: applied_rx },
         );
         let state_machine =

@@ -391,12 +391,13 @@ impl Broker {
     }
 
     /// Applies a committed [`Op::Settle`]: the messages leave the queue (see `Queue::settle`).
-    pub(super) fn apply_settle(&mut self, queue: QueueId, seqs: &[u64]) {
+    pub(super) fn apply_settle(&mut self, queue: QueueId, seqs: &[u64], out: &mut Vec<Effect>) {
         if let Some(q) = self.queues.get_mut(&queue) {
             for seq in seqs {
                 q.settle(*seq);
             }
         }
+        self.flush_mirror(queue, out);
     }
 
     /// Applies a committed [`Op::Reject`]: the messages leave the queue and are dead-lettered.
@@ -406,6 +407,7 @@ impl Broker {
                 self.dead_letter(queue, entry, "rejected", out);
             }
         }
+        self.flush_mirror(queue, out);
     }
 
     /// After acks or nacks: queues that got messages back and this channel's consumers (whose

@@ -7,6 +7,7 @@ mod channel_class;
 mod connection_class;
 mod delivery;
 mod exchange_class;
+mod home;
 mod publish;
 mod queue_class;
 mod recovery;
@@ -46,6 +47,9 @@ pub struct BrokerConfig {
     /// When true, shared-state changes leave as [`Effect::Propose`] and take effect when fed back
     /// as [`Input::Applied`]; when false they are applied at once.
     pub replicated: bool,
+    /// This node's id in the cluster (0 for a single node): the home of the transient queues
+    /// its connections declare (see [`crate::MirrorChange`]).
+    pub node: u64,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +60,7 @@ impl Default for BrokerConfig {
             default_vhost: "/".into(),
             loopback_users: vec!["guest".into()],
             replicated: false,
+            node: 0,
         }
     }
 }
@@ -89,6 +94,13 @@ pub struct Broker {
     /// local queues (see `Queue::is_local`), which the log does not carry. A replica applying
     /// the log leaves them out.
     leading: bool,
+    /// Not deciding: this node's copies of the transient queues it is the home of, by queue and
+    /// sequence number (see [`crate::MirrorChange`]). Kept apart from the queues: a copy may
+    /// arrive before this replica has applied the queue's declaration.
+    home_copies: HashMap<QueueId, std::collections::BTreeMap<u64, crate::MirrorEntry>>,
+    /// Deciding: the nodes whose copies this broker has taken over in this leadership (itself
+    /// included); a later offer of theirs is older than what this broker holds.
+    homes_taken: std::collections::BTreeSet<u64>,
 }
 
 /// Where a channel-level method came from: the error path needs all of it.
@@ -124,6 +136,8 @@ impl Broker {
             orphan_check_at: None,
             next_publisher_check: 0,
             leading: !config.replicated,
+            home_copies: HashMap::new(),
+            homes_taken: std::collections::BTreeSet::new(),
             config,
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
@@ -293,6 +307,8 @@ impl Broker {
             Input::CloseConnection { conn, reason } => {
                 self.close_by_operator(conn, &reason, effects)
             }
+            Input::Mirror { changes } => self.apply_mirror(changes),
+            Input::HomeAttached { node, copies } => self.home_attached(node, copies, effects),
         }
     }
 
@@ -362,13 +378,6 @@ impl Broker {
             // RabbitMQ's rabbit_channel answers every other method with this hard error.
             _ => Err(AmqpError::command_invalid("unimplemented method")),
         }
-    }
-
-    /// Whether this broker decides: set by the runtime when its node starts or stops leading
-    /// (always true unless replicated). A broker that stops leading must also be reset to the
-    /// log's view ([`Broker::reset_to_log_state`]), which drops the messages of local queues.
-    pub fn set_leading(&mut self, leading: bool) {
-        self.leading = leading || !self.config.replicated;
     }
 
     /// Whether queue `id`'s contents stay on this broker (see `Queue::is_local`).
@@ -540,7 +549,7 @@ impl Broker {
                 out,
             ),
             Op::Settle { queue, seqs } => {
-                self.apply_settle(queue, &seqs);
+                self.apply_settle(queue, &seqs, out);
                 Ok(())
             }
             Op::Reject { queue, seqs } => {

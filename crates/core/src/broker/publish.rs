@@ -296,6 +296,7 @@ impl Broker {
                     }
                     if q.would_overflow(len) {
                         // A message bigger than x-max-length-bytes on its own: RabbitMQ drops it.
+                        self.flush_mirror(id, out);
                         for e in dropped {
                             self.dead_letter(id, e, "maxlen", out);
                         }

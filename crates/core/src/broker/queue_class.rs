@@ -203,7 +203,7 @@ impl Broker {
         let args = QueueArgs::parse(&arguments).map_err(AmqpError::precondition_failed)?;
         let id = self.next_queue_id;
         self.next_queue_id += 1;
-        let queue = Queue::new(
+        let mut queue = Queue::new(
             id,
             vhost.clone(),
             name.clone(),
@@ -214,7 +214,11 @@ impl Broker {
             args,
             now,
         );
+        if queue.is_local() {
+            queue.home = Self::home_of(origin);
+        }
         self.queues.insert(id, queue);
+        self.refresh_journal(id);
         let v = self
             .vhosts
             .get_mut(vhost)
@@ -331,6 +335,7 @@ impl Broker {
             .get_mut(&id)
             .ok_or_else(|| no_queue(name, vhost))?;
         let message_count = q.purge();
+        self.flush_mirror(id, out);
         if !nowait {
             Self::reply_origin(
                 origin,
@@ -432,6 +437,7 @@ impl Broker {
     }
 
     pub(crate) fn remove_queue(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        self.forget_copy(id);
         let Some(queue) = self.queues.remove(&id) else {
             return;
         };

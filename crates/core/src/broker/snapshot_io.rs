@@ -108,6 +108,7 @@ impl Broker {
                 next_seq: if local { 1 } else { q.next_seq() },
                 had_consumer: q.had_consumer,
                 last_used: q.last_used,
+                home: q.home,
                 entries,
             });
         }
@@ -225,6 +226,7 @@ impl Broker {
                 sq.last_used,
             );
             q.had_consumer = sq.had_consumer;
+            q.home = sq.home;
             let mut entries = Vec::with_capacity(sq.entries.len());
             for e in sq.entries {
                 let message = messages.get(e.message as usize).ok_or_else(|| {
@@ -248,6 +250,7 @@ impl Broker {
         }
         // Dropped without the close logic (requeues, auto-deletes): that would change state the
         // snapshot already says everything about.
+        self.keep_own_copies();
         let conns: Vec<_> = self.connections.drain().map(|(c, _)| c).collect();
         for conn in conns {
             out.push(Effect::CloseConnection {
@@ -297,6 +300,7 @@ impl Broker {
                 .collect();
         }
         self.reply_to.clear();
+        self.after_queues_replaced();
         Ok(())
     }
 }

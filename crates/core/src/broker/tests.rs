@@ -4,7 +4,7 @@ use bytes::Bytes;
 use warren_wire::*;
 
 use super::*;
-use crate::{Effect, Input, DELIVERY_CREDIT_BYTES};
+use crate::{Effect, Input, MirrorChange, DELIVERY_CREDIT_BYTES};
 
 const C1: ConnId = 1;
 const C2: ConnId = 2;
@@ -994,19 +994,35 @@ impl Replicated {
     /// The leader's broker: it decides, and holds the messages of local queues.
     fn new() -> Replicated {
         let mut r = Replicated::replica();
-        r.broker.set_leading(true);
+        r.broker.set_leading(true, 1);
         r
     }
 
     /// A broker that only applies the log (a follower).
     fn replica() -> Replicated {
+        Replicated::on_node(0)
+    }
+
+    /// A follower's broker on cluster node `node` (the home of its connections' transient
+    /// queues).
+    fn on_node(node: u64) -> Replicated {
         Replicated {
             broker: Broker::new(BrokerConfig {
                 replicated: true,
+                node,
                 ..BrokerConfig::default()
             }),
             log: Vec::new(),
             now: 1_000,
+        }
+    }
+
+    /// Applies the commands of `log` from index `from` on.
+    fn apply_log(&mut self, log: &[Command], from: usize) {
+        for command in &log[from..] {
+            self.input(Input::Applied {
+                command: command.clone(),
+            });
         }
     }
 
@@ -1096,6 +1112,11 @@ impl Replicated {
                     ..Default::default()
                 }),
             );
+            // What a leader sends to the queue's home is not for the client.
+            let e: Vec<Effect> = e
+                .into_iter()
+                .filter(|e| !matches!(e, Effect::Mirror { .. }))
+                .collect();
             match &e[..] {
                 [Effect::SendContent { body, .. }] => {
                     got.push(String::from_utf8_lossy(body).into_owned())
@@ -1118,7 +1139,7 @@ impl Manual {
             replicated: true,
             ..BrokerConfig::default()
         });
-        broker.set_leading(true);
+        broker.set_leading(true, 1);
         Manual {
             broker,
             proposed: Vec::new(),
@@ -2428,7 +2449,7 @@ fn a_local_queue_keeps_its_messages_out_of_the_log_and_out_of_the_replicas() {
     }
     assert_eq!(follower.broker.snapshot(), a.broker.snapshot());
     // It becomes the leader: the local queues are there, empty.
-    follower.broker.set_leading(true);
+    follower.broker.set_leading(true, 1);
     follower.open(C2);
     for queue in ["tmp", "auto"] {
         assert_eq!(follower.get_all(C2, queue), Vec::<String>::new());
@@ -2512,7 +2533,7 @@ fn a_local_queue_dead_letters_into_a_replicated_one_through_the_log_once() {
     a.open(C2);
     assert_eq!(a.get_all(C2, "short"), Vec::<String>::new());
     assert_eq!(a.get_all(C2, "dead"), ["late"]);
-    follower.broker.set_leading(true);
+    follower.broker.set_leading(true, 1);
     follower.open(C2);
     assert_eq!(follower.get_all(C2, "dead"), ["late"]);
 }
@@ -2577,4 +2598,221 @@ fn a_conditional_queue_delete_is_decided_by_the_leader_so_replicas_agree() {
     );
     assert!(follower.broker.queue_id(&"/".into(), "used").is_some());
     assert!(follower.broker.queue_id(&"/".into(), "full").is_some());
+}
+
+/// The changes a deciding broker sent to node `home`'s copies, and the other effects.
+fn split_mirror(effects: Vec<Effect>, home: u64) -> (Vec<MirrorChange>, Vec<Effect>) {
+    let mut changes = Vec::new();
+    let mut rest = Vec::new();
+    for e in effects {
+        match e {
+            Effect::Mirror {
+                home: h,
+                changes: c,
+            } => {
+                assert_eq!(h, home, "a change sent to the wrong home");
+                changes.extend(c);
+            }
+            other => rest.push(other),
+        }
+    }
+    (changes, rest)
+}
+
+fn copy_sizes(broker: &Broker) -> Vec<(u64, usize)> {
+    broker
+        .home_copies()
+        .iter()
+        .map(|c| (c.queue, c.entries.len()))
+        .collect()
+}
+
+#[test]
+fn a_transient_queue_keeps_a_copy_on_its_home_which_the_next_leader_takes_back() {
+    // Node 1 leads; the client's connection is on node 2 (its id carries the node).
+    let client: ConnId = (2 << 52) | 5;
+    let mut leader = Replicated::on_node(1);
+    leader.broker.set_leading(true, 1);
+    let mut home = Replicated::on_node(2);
+    let mut other = Replicated::on_node(3);
+    leader.open(client);
+    for (queue, durable, exclusive) in [("reply", false, true), ("tmp", false, false)] {
+        leader.method(
+            client,
+            Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                durable,
+                exclusive,
+                ..Default::default()
+            }),
+        );
+    }
+    leader.method(
+        client,
+        Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+    );
+    let mut mirrored = Vec::new();
+    for (queue, body) in [
+        ("reply", "r1"),
+        ("reply", "r2"),
+        ("reply", "r3"),
+        ("tmp", "t1"),
+    ] {
+        let (changes, rest) = split_mirror(
+            leader.input(Input::Publish {
+                conn: client,
+                channel: 1,
+                publish: BasicPublish {
+                    routing_key: queue.into(),
+                    ..Default::default()
+                },
+                properties: BasicProperties::default(),
+                body: Bytes::from_static(body.as_bytes()),
+            }),
+            2,
+        );
+        assert_eq!(changes.len(), 1, "one store per message");
+        assert!(matches!(rest[..], [Effect::Send { .. }]), "confirmed");
+        mirrored.extend(changes);
+    }
+    // Taken and acked: the home drops it.
+    let (changes, _) = split_mirror(
+        leader.method(
+            client,
+            Method::BasicGet(BasicGet {
+                queue: "reply".into(),
+                ..Default::default()
+            }),
+        ),
+        2,
+    );
+    assert!(changes.is_empty(), "a message taken is still in the queue");
+    let (changes, _) = split_mirror(
+        leader.method(
+            client,
+            Method::BasicAck(BasicAck {
+                delivery_tag: 1,
+                multiple: false,
+            }),
+        ),
+        2,
+    );
+    assert!(matches!(&changes[..], [MirrorChange::Drop { seqs, .. }] if seqs.len() == 1));
+    mirrored.extend(changes);
+    // The log carried only declarations: no message, no ack.
+    assert_eq!(
+        op_names(&leader.log),
+        ["DeclareQueue", "DeclareQueue", "ConfirmSelect"]
+    );
+
+    // The home gets the changes before it has applied the declarations (it lags): kept.
+    home.input(Input::Mirror {
+        changes: mirrored.clone(),
+    });
+    home.apply_log(&leader.log, 0);
+    other.apply_log(&leader.log, 0);
+    let (reply, tmp) = (
+        leader.broker.queue_id(&"/".into(), "reply").expect("reply"),
+        leader.broker.queue_id(&"/".into(), "tmp").expect("tmp"),
+    );
+    assert_eq!(copy_sizes(&home.broker), [(reply, 2), (tmp, 1)]);
+    assert!(other.broker.home_copies().is_empty());
+    // Copies are not replicated state: the snapshots agree.
+    assert_eq!(home.broker.snapshot(), leader.broker.snapshot());
+
+    // The leader dies; node 3 leads in term 2 and takes the home's copy when its stream attaches.
+    other.broker.set_leading(true, 2);
+    // The client's connection resumes there (its exclusive queue is its own).
+    other.open(client);
+    let (changes, _) = split_mirror(
+        other.input(Input::HomeAttached {
+            node: 2,
+            copies: home.broker.home_copies(),
+        }),
+        2,
+    );
+    // The home's copy becomes exactly the new leader's contents.
+    assert!(
+        matches!(&changes[..], [MirrorChange::Reset { queues }] if queues.len() == 2),
+        "{changes:?}"
+    );
+    home.input(Input::Mirror { changes });
+    assert_eq!(copy_sizes(&home.broker), [(reply, 2), (tmp, 1)]);
+    // A later offer (the stream broke and attached again) is older than the leader's state.
+    other.input(Input::HomeAttached {
+        node: 2,
+        copies: Vec::new(),
+    });
+    // A message published now goes after the old ones.
+    other.publish(client, "reply", "r4");
+    let mut got = Vec::new();
+    loop {
+        let e = other.method(
+            client,
+            Method::BasicGet(BasicGet {
+                queue: "reply".into(),
+                no_ack: true,
+                ..Default::default()
+            }),
+        );
+        let (_, e) = split_mirror(e, 2);
+        match &e[..] {
+            [Effect::SendContent {
+                body,
+                method: Method::BasicGetOk(ok),
+                ..
+            }, ..] => got.push((String::from_utf8_lossy(body).into_owned(), ok.redelivered)),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            ("r2".to_string(), true),
+            ("r3".to_string(), true),
+            ("r4".to_string(), false)
+        ]
+    );
+    assert_eq!(other.get_all(client, "tmp"), ["t1"]);
+}
+
+#[test]
+fn a_leader_keeps_the_contents_of_its_own_transient_queues_when_it_steps_down() {
+    let client: ConnId = (1 << 52) | 9;
+    let mut leader = Replicated::on_node(1);
+    leader.broker.set_leading(true, 1);
+    leader.open(client);
+    leader.method(
+        client,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            exclusive: true,
+            ..Default::default()
+        }),
+    );
+    let (changes, _) = split_mirror(
+        leader.input(Input::Publish {
+            conn: client,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: "mine".into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"kept"),
+        }),
+        1,
+    );
+    // Its own queue: nothing to send anywhere.
+    assert!(changes.is_empty());
+    leader.broker.set_leading(false, 0);
+    let mut out = Vec::new();
+    leader.broker.reset_to_log_state("stepped down", &mut out);
+    let mine = leader.broker.queue_id(&"/".into(), "mine").expect("mine");
+    assert_eq!(copy_sizes(&leader.broker), [(mine, 1)]);
+    // It leads again later: the copy is the queue's contents again.
+    leader.broker.set_leading(true, 3);
+    assert!(leader.broker.home_copies().is_empty());
+    leader.open(client);
+    assert_eq!(leader.get_all(client, "mine"), ["kept"]);
 }

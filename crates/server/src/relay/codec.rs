@@ -4,7 +4,12 @@
 //! follows the wire codec wherever AMQP already defines the bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use warren_core::{AmqpError, ConnId, Effect, Input, ResumeChannel, ResumeConsumer, ResumeSession};
+use std::sync::Arc;
+
+use warren_core::{
+    AmqpError, ConnId, Effect, Input, Message, MirrorChange, MirrorEntry, MirrorQueue,
+    ResumeChannel, ResumeConsumer, ResumeSession,
+};
 use warren_raft::encoding::{put_bool, put_properties, put_table, read_bool, read_properties};
 use warren_raft::CodecError;
 use warren_wire::{BasicPublish, Method, Reader, ShortStr};
@@ -19,6 +24,12 @@ pub(crate) enum Up {
     Input(Input),
     /// The connection is gone; the broker forgets where its effects go.
     Unregister(ConnId),
+    /// The first message of a stream: the node it comes from, with its copies of the transient
+    /// queues it is the home of (see `warren_core::MirrorChange`).
+    Home {
+        node: u64,
+        copies: Vec<MirrorQueue>,
+    },
 }
 
 fn put_long(w: &mut BytesMut, b: &[u8]) {
@@ -72,6 +83,11 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
         Up::Unregister(conn) => {
             w.put_u8(1);
             w.put_u64(*conn);
+        }
+        Up::Home { node, copies } => {
+            w.put_u8(10);
+            w.put_u64(*node);
+            put_copies(w, copies);
         }
         Up::Input(input) => match input {
             Input::Login {
@@ -143,8 +159,13 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 w.put_u64(*conn);
                 put_resume(w, session);
             }
-            // An operator's close is sent to the leader's broker directly (management gRPC).
-            Input::Applied { .. } | Input::Tick | Input::CloseConnection { .. } => {}
+            // An operator's close is sent to the leader's broker directly (management gRPC);
+            // home copies travel as `Up::Home` and `Effect::Mirror`.
+            Input::Applied { .. }
+            | Input::Tick
+            | Input::CloseConnection { .. }
+            | Input::Mirror { .. }
+            | Input::HomeAttached { .. } => {}
         },
     }
 }
@@ -181,6 +202,115 @@ fn put_resume(w: &mut BytesMut, s: &ResumeSession) {
             w.put_u16(k.prefetch);
         }
     }
+}
+
+fn put_entry(w: &mut BytesMut, e: &MirrorEntry) {
+    w.put_u64(e.seq);
+    match e.expires_at {
+        Some(t) => {
+            w.put_u8(1);
+            w.put_u64(t);
+        }
+        None => w.put_u8(0),
+    }
+    let m = &e.message;
+    put_long(w, m.exchange.as_bytes());
+    put_long(w, m.routing_key.as_bytes());
+    put_properties(w, &m.properties, m.body.len());
+    put_long(w, &m.body);
+}
+
+fn read_entry(r: &mut Reader) -> Result<MirrorEntry, CodecError> {
+    let seq = r.u64()?;
+    let expires_at = match r.u8()? {
+        0 => None,
+        1 => Some(r.u64()?),
+        _ => return Err(CodecError::new("bad option flag")),
+    };
+    Ok(MirrorEntry {
+        seq,
+        expires_at,
+        message: Arc::new(Message {
+            exchange: read_short(r)?,
+            routing_key: read_short(r)?,
+            properties: read_properties(r)?,
+            body: read_long(r)?,
+        }),
+    })
+}
+
+fn put_copies(w: &mut BytesMut, copies: &[MirrorQueue]) {
+    put_count(w, copies.len());
+    for c in copies {
+        w.put_u64(c.queue);
+        put_count(w, c.entries.len());
+        for e in &c.entries {
+            put_entry(w, e);
+        }
+    }
+}
+
+fn read_copies(r: &mut Reader) -> Result<Vec<MirrorQueue>, CodecError> {
+    let mut copies = Vec::new();
+    for _ in 0..r.u32()? {
+        let queue = r.u64()?;
+        let mut entries = Vec::new();
+        for _ in 0..r.u32()? {
+            entries.push(read_entry(r)?);
+        }
+        copies.push(MirrorQueue { queue, entries });
+    }
+    Ok(copies)
+}
+
+fn put_changes(w: &mut BytesMut, changes: &[MirrorChange]) {
+    put_count(w, changes.len());
+    for c in changes {
+        match c {
+            MirrorChange::Store { queue, entry } => {
+                w.put_u8(0);
+                w.put_u64(*queue);
+                put_entry(w, entry);
+            }
+            MirrorChange::Drop { queue, seqs } => {
+                w.put_u8(1);
+                w.put_u64(*queue);
+                put_count(w, seqs.len());
+                for s in seqs {
+                    w.put_u64(*s);
+                }
+            }
+            MirrorChange::Reset { queues } => {
+                w.put_u8(2);
+                put_copies(w, queues);
+            }
+        }
+    }
+}
+
+fn read_changes(r: &mut Reader) -> Result<Vec<MirrorChange>, CodecError> {
+    let mut changes = Vec::new();
+    for _ in 0..r.u32()? {
+        changes.push(match r.u8()? {
+            0 => MirrorChange::Store {
+                queue: r.u64()?,
+                entry: read_entry(r)?,
+            },
+            1 => {
+                let queue = r.u64()?;
+                let mut seqs = Vec::new();
+                for _ in 0..r.u32()? {
+                    seqs.push(r.u64()?);
+                }
+                MirrorChange::Drop { queue, seqs }
+            }
+            2 => MirrorChange::Reset {
+                queues: read_copies(r)?,
+            },
+            _ => return Err(CodecError::new("unknown mirror change")),
+        });
+    }
+    Ok(changes)
 }
 
 fn read_short(r: &mut Reader) -> Result<ShortStr, CodecError> {
@@ -287,6 +417,10 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                 conn,
                 session: Box::new(read_resume(&mut r)?),
             }),
+            10 => Up::Home {
+                node: conn,
+                copies: read_copies(&mut r)?,
+            },
             _ => return Err(CodecError::new("unknown relay message")),
         });
     }
@@ -344,6 +478,11 @@ pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
             w.put_u8(5);
             w.put_u64(*conn);
         }
+        Effect::Mirror { home, changes } => {
+            w.put_u8(6);
+            w.put_u64(*home);
+            put_changes(w, changes);
+        }
         Effect::Propose { .. } => {}
     }
 }
@@ -382,6 +521,10 @@ pub(crate) fn decode_effects(bytes: Bytes) -> Result<Vec<Effect>, CodecError> {
                 error: read_error(&mut r)?,
             },
             5 => Effect::AwaitWritable { conn },
+            6 => Effect::Mirror {
+                home: conn,
+                changes: read_changes(&mut r)?,
+            },
             _ => return Err(CodecError::new("unknown relay effect")),
         });
     }
@@ -394,6 +537,32 @@ mod tests {
     use warren_wire::{
         BasicDeliver, BasicProperties, FieldTable, FieldValue, QueueDeclare, ShortStr,
     };
+
+    fn sample_copies() -> Vec<MirrorQueue> {
+        let entry = |seq, expires_at| MirrorEntry {
+            seq,
+            expires_at,
+            message: Arc::new(Message {
+                exchange: "amq.topic".into(),
+                routing_key: "a.b".into(),
+                properties: BasicProperties {
+                    correlation_id: Some("c1".into()),
+                    ..Default::default()
+                },
+                body: Bytes::from_static(b"reply"),
+            }),
+        };
+        vec![
+            MirrorQueue {
+                queue: 4,
+                entries: vec![entry(1 << 32, None), entry((1 << 32) + 1, Some(99))],
+            },
+            MirrorQueue {
+                queue: 6,
+                entries: vec![],
+            },
+        ]
+    }
 
     #[test]
     fn every_kind_of_up_message_round_trips() {
@@ -484,6 +653,10 @@ mod tests {
                 }),
             }),
             Up::Unregister(7),
+            Up::Home {
+                node: 2,
+                copies: sample_copies(),
+            },
         ];
         let mut w = BytesMut::new();
         for u in &ups {
@@ -526,6 +699,22 @@ mod tests {
             Effect::CloseConnection {
                 conn: 9,
                 error: AmqpError::new(320, "bye"),
+            },
+            Effect::Mirror {
+                home: 3,
+                changes: vec![
+                    MirrorChange::Store {
+                        queue: 4,
+                        entry: sample_copies()[0].entries[0].clone(),
+                    },
+                    MirrorChange::Drop {
+                        queue: 4,
+                        seqs: vec![1, 7],
+                    },
+                    MirrorChange::Reset {
+                        queues: sample_copies(),
+                    },
+                ],
             },
         ];
         let mut w = BytesMut::new();

@@ -373,7 +373,8 @@ impl SessionImage {
             }
             Effect::Authenticated { .. }
             | Effect::AwaitWritable { .. }
-            | Effect::Propose { .. } => true,
+            | Effect::Propose { .. }
+            | Effect::Mirror { .. } => true,
         }
     }
 

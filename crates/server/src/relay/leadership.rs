@@ -217,6 +217,7 @@ async fn run(
                     local = true;
                     let lead = ToBroker::Lead {
                         lease: Lease::new(&raft),
+                        term,
                     };
                     if to_broker.send(lead).await.is_err() {
                         return;

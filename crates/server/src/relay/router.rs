@@ -56,9 +56,10 @@ impl Link {
 pub(crate) fn spawn(
     local: mpsc::Sender<ToBroker>,
     route: watch::Receiver<Route>,
+    node: u64,
 ) -> mpsc::Sender<ToBroker> {
     let (tx, rx) = mpsc::channel(crate::broker_task::INPUT_CAPACITY);
-    tokio::spawn(run(rx, local, route));
+    tokio::spawn(run(rx, local, route, node));
     tx
 }
 
@@ -66,6 +67,7 @@ async fn run(
     mut rx: mpsc::Receiver<ToBroker>,
     local: mpsc::Sender<ToBroker>,
     mut route: watch::Receiver<Route>,
+    node: u64,
 ) {
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
     let mut current = route.borrow_and_update().clone();
@@ -78,6 +80,13 @@ async fn run(
         if let Route::Remote { grpc_addr, .. } = &current {
             if link.is_none() {
                 link = connect(grpc_addr).await;
+                // First on every stream: this node's home copies, before any connection's
+                // input (a resumed consumer then finds its queue's messages there).
+                if let Some(l) = &link {
+                    if !announce_home(l, &local, node).await {
+                        link = None;
+                    }
+                }
                 if link.is_none() {
                     // Retry soon, unless the route changes first.
                     tokio::select! {
@@ -151,7 +160,19 @@ async fn run(
                 }
             }, if link.is_some() => match down {
                 Ok(Some(b)) => match decode_effects(b.batch) {
-                    Ok(effects) => deliver(&mut conns, effects),
+                    Ok(effects) => {
+                        let (changes, effects): (Vec<Effect>, Vec<Effect>) = effects
+                            .into_iter()
+                            .partition(|e| matches!(e, Effect::Mirror { .. }));
+                        for c in changes {
+                            if let Effect::Mirror { changes, .. } = c {
+                                if local.send(ToBroker::Input(Input::Mirror { changes })).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        deliver(&mut conns, effects);
+                    }
                     Err(e) => warn!(error = %e, "undecodable effects from the leader"),
                 },
                 Ok(None) | Err(_) => {
@@ -223,6 +244,21 @@ async fn resume_remote(link: &Link, conns: &mut HashMap<ConnId, Conn>) -> bool {
     link.send(w).await
 }
 
+/// Sends `Up::Home` with this node's copies of the transient queues it is the home of (asked
+/// of its own broker); false if the stream or the broker task is gone.
+async fn announce_home(link: &Link, local: &mpsc::Sender<ToBroker>, node: u64) -> bool {
+    let (reply, copies) = tokio::sync::oneshot::channel();
+    if local.send(ToBroker::HomeCopies { reply }).await.is_err() {
+        return false;
+    }
+    let Ok(copies) = copies.await else {
+        return false;
+    };
+    let mut w = BytesMut::new();
+    encode_up(&mut w, &Up::Home { node, copies });
+    link.send(w).await
+}
+
 async fn connect(grpc_addr: &str) -> Option<Link> {
     let mut client = match RelayClient::connect(warren_raft::dial::dial_uri(grpc_addr)).await {
         Ok(c) => c
@@ -260,7 +296,9 @@ fn conn_of(input: &Input) -> Option<ConnId> {
         | Input::ChannelError { conn, .. }
         | Input::Resume { conn, .. }
         | Input::CloseConnection { conn, .. } => Some(*conn),
-        Input::Applied { .. } | Input::Tick => None,
+        Input::Applied { .. } | Input::Tick | Input::Mirror { .. } | Input::HomeAttached { .. } => {
+            None
+        }
     }
 }
 
@@ -295,7 +333,10 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
         | ToBroker::CheckSecurity { .. }
         | ToBroker::View { .. }
         | ToBroker::Lead { .. }
-        | ToBroker::StepDown => false,
+        | ToBroker::StepDown
+        | ToBroker::HomeAttach { .. }
+        | ToBroker::HomeDetach { .. }
+        | ToBroker::HomeCopies { .. } => false,
     }
 }
 
@@ -330,7 +371,10 @@ async fn forward_remote(
             | ToBroker::CheckSecurity { .. }
             | ToBroker::View { .. }
             | ToBroker::Lead { .. }
-            | ToBroker::StepDown => continue,
+            | ToBroker::StepDown
+            | ToBroker::HomeAttach { .. }
+            | ToBroker::HomeDetach { .. }
+            | ToBroker::HomeCopies { .. } => continue,
         };
         encode_up(&mut w, &up);
     }
@@ -357,6 +401,6 @@ pub(crate) fn effect_conn(e: &Effect) -> ConnId {
         | Effect::CloseChannel { conn, .. }
         | Effect::CloseConnection { conn, .. }
         | Effect::AwaitWritable { conn } => *conn,
-        Effect::Propose { .. } => 0,
+        Effect::Propose { .. } | Effect::Mirror { .. } => 0,
     }
 }

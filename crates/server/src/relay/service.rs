@@ -76,6 +76,9 @@ async fn serve(
     down: mpsc::Sender<Result<RelayBatch, Status>>,
 ) {
     let mut conns: HashMap<ConnId, mpsc::UnboundedSender<Vec<Effect>>> = HashMap::new();
+    // The node at the other end, once it said who it is (`Up::Home`), and where its home
+    // copies' changes go.
+    let mut home: Option<(u64, mpsc::UnboundedSender<Vec<Effect>>)> = None;
     loop {
         tokio::select! {
             // Stepping down ends every stream: the other nodes reroute.
@@ -106,6 +109,12 @@ async fn serve(
                                 ToBroker::Unregister { conn }
                             }
                             Up::Input(input) => ToBroker::Input(input),
+                            Up::Home { node, copies } => {
+                                let (etx, erx) = mpsc::unbounded_channel();
+                                tokio::spawn(forward_effects(erx, down.clone()));
+                                home = Some((node, etx.clone()));
+                                ToBroker::HomeAttach { node, copies, effects: etx }
+                            }
                         };
                         if broker.send(msg).await.is_err() {
                             return;
@@ -117,6 +126,9 @@ async fn serve(
         }
     }
     debug!(connections = conns.len(), "relay stream ended");
+    if let Some((node, effects)) = home {
+        let _ = broker.send(ToBroker::HomeDetach { node, effects }).await;
+    }
     for (conn, effects) in conns {
         let _ = broker.send(ToBroker::Detach { conn, effects }).await;
     }
