@@ -317,28 +317,28 @@ impl Task {
                 "lease renewed: sending what was held"
             );
         }
-        // The homes first: a confirm of a transient message leaves after its copy does.
-        for (node, list) in self.by_home.drain() {
-            match self.homes.get(&node) {
-                Some(tx) => {
-                    if tx.send(list).is_err() {
-                        self.homes.remove(&node);
-                    }
+        // The homes first: a confirm of a transient message leaves after its copy does. A home
+        // without a stream gets a whole copy when its stream attaches again; effects for a
+        // connection that is gone are replies to commands replayed after a restart.
+        hand_over(&mut self.by_home, &mut self.homes, "home node");
+        hand_over(&mut self.by_conn, &mut self.connections, "connection");
+    }
+}
+
+/// Sends each waiting list of effects to its sink, forgetting sinks whose receiver is gone.
+fn hand_over(
+    waiting: &mut HashMap<u64, Vec<Effect>>,
+    sinks: &mut HashMap<u64, mpsc::UnboundedSender<Vec<Effect>>>,
+    what: &'static str,
+) {
+    for (to, list) in waiting.drain() {
+        match sinks.get(&to) {
+            Some(tx) => {
+                if tx.send(list).is_err() {
+                    sinks.remove(&to);
                 }
-                // It gets a whole copy when its stream attaches again.
-                None => debug!(node, "changes for a home node without a relay stream"),
             }
-        }
-        for (conn, list) in self.by_conn.drain() {
-            match self.connections.get(&conn) {
-                Some(tx) => {
-                    if tx.send(list).is_err() {
-                        self.connections.remove(&conn);
-                    }
-                }
-                // Replies to commands replayed from the log after a restart land here.
-                None => debug!(conn, "effects for a connection that is gone"),
-            }
+            None => debug!(to, what, "effects for a destination that is gone"),
         }
     }
 }
