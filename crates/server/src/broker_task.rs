@@ -23,6 +23,7 @@ use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
 use warren_raft::{LogCommand, TypeConfig};
 
 use crate::clock::now_ms;
+use crate::gate::{is_confirm, ConfirmGate};
 use crate::relay::image::SharedImage;
 use crate::relay::router::effect_conn;
 
@@ -79,6 +80,13 @@ pub(crate) enum ToBroker {
     HomeDetach {
         node: u64,
         effects: mpsc::UnboundedSender<Vec<Effect>>,
+    },
+    /// The node acknowledged the first `count` changes sent on that stream (confirms waiting
+    /// for them may leave: see `crate::gate`).
+    HomeAcked {
+        node: u64,
+        effects: mpsc::UnboundedSender<Vec<Effect>>,
+        count: u64,
     },
     /// This node's copies of the transient queues it is the home of (offered to the leader
     /// when the relay stream attaches).
@@ -141,6 +149,10 @@ struct Task {
     /// Where the changes to each home node's copies go (its relay stream), and those waiting.
     homes: HashMap<u64, mpsc::UnboundedSender<Vec<Effect>>>,
     by_home: HashMap<u64, Vec<Effect>>,
+    /// Confirms waiting for home copies to be acknowledged.
+    gate: ConfirmGate,
+    /// When confirms last left without their homes' acknowledgement (logged at most every 10 s).
+    gate_warned: Option<std::time::Instant>,
     effects: Vec<Effect>,
     proposals: Option<mpsc::UnboundedSender<Command>>,
     in_flight: usize,
@@ -158,6 +170,8 @@ impl Task {
         let mut pending = vec![input];
         while let Some(input) = pending.pop() {
             self.broker.handle(now, input, &mut self.effects);
+            // The home copies this input changed: its confirms wait for them.
+            let mut needs = Vec::new();
             for effect in self.effects.drain(..) {
                 match effect {
                     Effect::Propose { command } => match &self.proposals {
@@ -171,13 +185,19 @@ impl Task {
                         None => pending.push(Input::Applied { command }),
                     },
                     Effect::Mirror { home, .. } => {
+                        needs.extend(self.gate.queued(home));
                         self.by_home.entry(home).or_default().push(effect)
                     }
-                    other => self
-                        .by_conn
-                        .entry(effect_conn(&other))
-                        .or_default()
-                        .push(other),
+                    other => {
+                        let conn = effect_conn(&other);
+                        if is_confirm(&other) && (!needs.is_empty() || self.gate.has_waiting(conn))
+                        {
+                            let at = std::time::Instant::now();
+                            self.gate.hold(conn, needs.clone(), other, at);
+                        } else {
+                            self.by_conn.entry(conn).or_default().push(other);
+                        }
+                    }
                 }
             }
         }
@@ -220,6 +240,7 @@ impl Task {
                 effects,
             } => {
                 self.homes.insert(node, effects);
+                self.gate.attach(node);
                 self.handle(now, Input::HomeAttached { node, copies });
             }
             ToBroker::HomeDetach { node, effects } => {
@@ -229,6 +250,20 @@ impl Task {
                     .is_some_and(|e| e.same_channel(&effects))
                 {
                     self.homes.remove(&node);
+                    self.gate.detach(node);
+                }
+            }
+            ToBroker::HomeAcked {
+                node,
+                effects,
+                count,
+            } => {
+                if self
+                    .homes
+                    .get(&node)
+                    .is_some_and(|e| e.same_channel(&effects))
+                {
+                    self.gate.acked(node, count);
                 }
             }
             ToBroker::HomeCopies { reply } => {
@@ -248,6 +283,7 @@ impl Task {
                 self.by_conn.clear();
                 self.by_home.clear();
                 self.homes.clear();
+                self.gate.clear();
                 self.held_since = None;
                 // The messages of local queues (not in the log) go with the reset, but for
                 // those of queues this node is the home of, which it keeps as its copies.
@@ -300,7 +336,7 @@ impl Task {
     /// link, a stalled disk) or it steps down (it was paused or cut off and another leader was
     /// elected; `StepDown` drops them).
     fn flush(&mut self) {
-        if self.by_conn.is_empty() && self.by_home.is_empty() {
+        if self.by_conn.is_empty() && self.by_home.is_empty() && self.gate.is_empty() {
             return;
         }
         // Only a Raft leader has a lease (`Lead` gives it, `StepDown` takes it back).
@@ -322,6 +358,29 @@ impl Task {
         // connection that is gone are replies to commands replayed after a restart.
         hand_over(&mut self.by_home, &mut self.homes, "home node");
         hand_over(&mut self.by_conn, &mut self.connections, "connection");
+        if self.gate.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let (released, late) = self.gate.release(now);
+        if late > 0
+            && self
+                .gate_warned
+                .is_none_or(|t| now.duration_since(t).as_secs() >= 10)
+        {
+            warn!(
+                confirms = late,
+                "a home node did not acknowledge its copy of transient messages in time; confirming them anyway (they are in this leader's broker)"
+            );
+            self.gate_warned = Some(now);
+        }
+        for (conn, list) in released {
+            if let Some(tx) = self.connections.get(&conn) {
+                if tx.send(list).is_err() {
+                    self.connections.remove(&conn);
+                }
+            }
+        }
     }
 }
 
@@ -354,6 +413,8 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
         by_conn: HashMap::new(),
         homes: HashMap::new(),
         by_home: HashMap::new(),
+        gate: ConfirmGate::default(),
+        gate_warned: None,
         effects: Vec::new(),
         leading: proposals.is_none(),
         proposals,
@@ -380,7 +441,8 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
             }
             _ = ticker.tick() => batch.push(ToBroker::Input(Input::Tick)),
             // Effects held for the lease: look again soon.
-            _ = tokio::time::sleep(LEASE_RECHECK), if task.held_since.is_some() => {}
+            // ... and confirms waiting for home copies (their time-out).
+            _ = tokio::time::sleep(LEASE_RECHECK), if task.held_since.is_some() || !task.gate.is_empty() => {}
         }
         let now = now_ms();
         for msg in batch.drain(..) {

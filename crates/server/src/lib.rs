@@ -8,6 +8,7 @@ mod clock;
 mod config;
 mod connection;
 pub mod direct;
+mod gate;
 pub mod management;
 pub mod relay;
 mod server;

@@ -30,6 +30,8 @@ pub(crate) enum Up {
         node: u64,
         copies: Vec<MirrorQueue>,
     },
+    /// The node has the first `n` home-copy changes the leader sent on this stream.
+    Mirrored(u64),
 }
 
 fn put_long(w: &mut BytesMut, b: &[u8]) {
@@ -88,6 +90,10 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             w.put_u8(10);
             w.put_u64(*node);
             put_copies(w, copies);
+        }
+        Up::Mirrored(n) => {
+            w.put_u8(11);
+            w.put_u64(*n);
         }
         Up::Input(input) => match input {
             Input::Login {
@@ -421,6 +427,7 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                 node: conn,
                 copies: read_copies(&mut r)?,
             },
+            11 => Up::Mirrored(conn),
             _ => return Err(CodecError::new("unknown relay message")),
         });
     }
@@ -657,6 +664,7 @@ mod tests {
                 node: 2,
                 copies: sample_copies(),
             },
+            Up::Mirrored(12),
         ];
         let mut w = BytesMut::new();
         for u in &ups {

@@ -34,6 +34,8 @@ struct Conn {
 struct Link {
     up: mpsc::Sender<RelayBatch>,
     down: tonic::Streaming<RelayBatch>,
+    /// Home-copy changes received on this stream (acknowledged as `Up::Mirrored`).
+    mirrored: u64,
 }
 
 impl Link {
@@ -164,6 +166,7 @@ async fn run(
                         let (changes, effects): (Vec<Effect>, Vec<Effect>) = effects
                             .into_iter()
                             .partition(|e| matches!(e, Effect::Mirror { .. }));
+                        let received = changes.len() as u64;
                         for c in changes {
                             if let Effect::Mirror { changes, .. } = c {
                                 if local.send(ToBroker::Input(Input::Mirror { changes })).await.is_err() {
@@ -172,6 +175,19 @@ async fn run(
                             }
                         }
                         deliver(&mut conns, effects);
+                        // Handed to this node's broker, in order: the leader's confirms that
+                        // wait for these copies may leave.
+                        if received > 0 {
+                            if let Some(l) = link.as_mut() {
+                                l.mirrored += received;
+                                let mut w = BytesMut::new();
+                                encode_up(&mut w, &Up::Mirrored(l.mirrored));
+                                if !l.send(w).await {
+                                    link = None;
+                                    must_resume = true;
+                                }
+                            }
+                        }
                     }
                     Err(e) => warn!(error = %e, "undecodable effects from the leader"),
                 },
@@ -276,6 +292,7 @@ async fn connect(grpc_addr: &str) -> Option<Link> {
             Some(Link {
                 up,
                 down: resp.into_inner(),
+                mirrored: 0,
             })
         }
         Err(e) => {
@@ -336,7 +353,8 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
         | ToBroker::StepDown
         | ToBroker::HomeAttach { .. }
         | ToBroker::HomeDetach { .. }
-        | ToBroker::HomeCopies { .. } => false,
+        | ToBroker::HomeCopies { .. }
+        | ToBroker::HomeAcked { .. } => false,
     }
 }
 
@@ -374,7 +392,8 @@ async fn forward_remote(
             | ToBroker::StepDown
             | ToBroker::HomeAttach { .. }
             | ToBroker::HomeDetach { .. }
-            | ToBroker::HomeCopies { .. } => continue,
+            | ToBroker::HomeCopies { .. }
+            | ToBroker::HomeAcked { .. } => continue,
         };
         encode_up(&mut w, &up);
     }

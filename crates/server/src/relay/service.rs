@@ -115,6 +115,14 @@ async fn serve(
                                 home = Some((node, etx.clone()));
                                 ToBroker::HomeAttach { node, copies, effects: etx }
                             }
+                            Up::Mirrored(count) => match &home {
+                                Some((node, effects)) => ToBroker::HomeAcked {
+                                    node: *node,
+                                    effects: effects.clone(),
+                                    count,
+                                },
+                                None => continue,
+                            },
                         };
                         if broker.send(msg).await.is_err() {
                             return;
