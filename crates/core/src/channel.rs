@@ -38,6 +38,7 @@ pub(crate) enum TxOp {
         publish: BasicPublish,
         properties: BasicProperties,
         body: Bytes,
+        replicated_only: bool,
     },
     Ack {
         delivery_tag: u64,
@@ -83,6 +84,11 @@ pub(crate) struct Channel {
     pub(crate) reply_to_consumer: Option<ShortStr>,
     /// Commands proposed on behalf of this channel and not yet applied (replicated mode).
     pub(crate) in_flight: u32,
+    /// Of those, publishes: a publish waits only behind the channel's other commands.
+    pub(crate) publishes_in_flight: u32,
+    /// Confirm numbers of publishes in flight whose local part a queue refused
+    /// (`reject-publish`): nacked when the replicated part is applied.
+    pub(crate) nack_when_applied: std::collections::BTreeSet<u64>,
     /// Methods that arrived while commands were in flight: they run, in order, once those are
     /// applied, so a client reads its own writes (a passive declare after a publish counts it).
     pub(crate) deferred: std::collections::VecDeque<crate::Input>,
@@ -107,6 +113,8 @@ impl Channel {
             mode: Mode::Plain,
             reply_to_consumer: None,
             in_flight: 0,
+            publishes_in_flight: 0,
+            nack_when_applied: Default::default(),
             deferred: std::collections::VecDeque::new(),
             replies_when_applied: Vec::new(),
             reply_to_key: None,

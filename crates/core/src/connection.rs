@@ -31,6 +31,9 @@ pub(crate) struct Connection {
     pub(crate) client_properties: FieldTable,
     /// When the connection logged in (or was resumed here).
     pub(crate) connected_at: crate::Millis,
+    /// A home session (`Input::OpenHome`): the client connection it serves. Its publishes
+    /// send their replicated part back (`Effect::Bounce`) instead of proposing it.
+    pub(crate) home_of: Option<crate::ConnId>,
 }
 
 impl Connection {
@@ -45,6 +48,7 @@ impl Connection {
             consumer_cancel_notify: false,
             client_properties: FieldTable::default(),
             connected_at: 0,
+            home_of: None,
         }
     }
 

@@ -46,12 +46,30 @@ pub enum Effect {
     /// Replicate this command; feed it back as [`crate::Input::Applied`] once committed.
     /// Only produced when the broker runs in replicated mode.
     Propose { command: Command },
-    /// Send these changes to node `home`'s copies of its transient queues (see
-    /// [`crate::MirrorChange`]); it applies them as [`crate::Input::Mirror`]. Produced only by
-    /// a deciding broker in replicated mode. Dropped if the node cannot be reached: it gets a
-    /// whole copy when its relay stream attaches again.
-    Mirror {
+    /// Enqueue `message` into local queue `queue`, which is homed on node `home` (or, with
+    /// `queue` 0, deliver it to the direct reply-to address its routing key names there); the
+    /// runtime sends it there as [`crate::Input::Forwarded`]. Confirms produced by the same input
+    /// must wait until `home` has acknowledged it (and turn into a nack if it refused it or cannot
+    /// be reached).
+    Forward {
         home: u64,
-        changes: Vec<crate::MirrorChange>,
+        queue: u64,
+        message: std::sync::Arc<crate::Message>,
+    },
+    /// Answer to [`crate::Input::Forwarded`]: queue refused the message (`x-overflow`
+    /// `reject-publish`), so the sender nacks the publish it came from.
+    ForwardRefused { to: u64, seq: u64 },
+    /// A home session routed a publish that also reaches replicated queues: the client's node
+    /// sends this to the leader's broker (on the client's leader session) as an
+    /// [`crate::Input::Publish`] with `replicated_only`. `confirm` is the home session's confirm
+    /// number of the publish, which the home session acks (or nacks) for its local part; the
+    /// client's confirm waits for both. `mandatory` is already cleared if a local queue took it.
+    Bounce {
+        conn: ConnId,
+        channel: ChannelId,
+        confirm: Option<u64>,
+        publish: warren_wire::BasicPublish,
+        properties: BasicProperties,
+        body: Bytes,
     },
 }

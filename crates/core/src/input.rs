@@ -37,6 +37,9 @@ pub enum Input {
         publish: BasicPublish,
         properties: BasicProperties,
         body: Bytes,
+        /// The replicated part of a publish a home session routed ([`crate::Effect::Bounce`]):
+        /// only replicated queues are enqueued into; local queues were served by that session.
+        replicated_only: bool,
     },
     /// The connection's outbound buffer went above its high watermark (`false`), or is below its
     /// low watermark again (`true`, also the answer to `Effect::AwaitWritable`). While not
@@ -71,17 +74,29 @@ pub enum Input {
     CloseConnection { conn: ConnId, reason: String },
     /// Periodic tick: message TTLs and queue expiry are evaluated against `now`.
     Tick,
-    /// On a broker that does not decide: changes to this node's copies of the transient queues
-    /// it is the home of ([`crate::Effect::Mirror`] of the deciding broker). Ignored by a
-    /// deciding broker.
-    Mirror { changes: Vec<crate::MirrorChange> },
-    /// On the deciding broker: node `node` attached its relay stream and offers its copies of
-    /// the transient queues it is the home of ([`crate::Broker::home_copies`]). The first offer
-    /// of a node in a leadership is taken (its messages come back marked redelivered, as after
-    /// any leader change); later ones are not (this broker's state is newer). Either way the
-    /// node gets this broker's contents of its queues back as a [`crate::MirrorChange::Reset`].
-    HomeAttached {
-        node: u64,
-        copies: Vec<crate::MirrorQueue>,
+    /// A *home session* of client connection `client` opens on this broker: the part of that
+    /// connection which uses the local queues homed on this node (see `docs/architecture.md`,
+    /// "Transient queues live on their home node"). No handshake: the client's own node
+    /// authenticated it; the user, vhost and permission are checked as for a resumed connection
+    /// (a refusal closes the session with 320). Channels are opened with `channel.open` as usual.
+    /// A home session routes the publishes of its client: local queues homed here are enqueued
+    /// at once, those homed elsewhere are forwarded ([`crate::Effect::Forward`]), and the
+    /// replicated part goes back to the client's node ([`crate::Effect::Bounce`]).
+    OpenHome {
+        conn: ConnId,
+        client: ConnId,
+        user: String,
+        vhost: String,
+        client_properties: FieldTable,
+    },
+    /// A message another node's broker routed to a local queue homed here (or, with `queue` 0, to
+    /// a direct reply-to address of this node): see [`crate::Effect::Forward`]. `from` and `seq`
+    /// name it for the sender, which is told if the queue refused it
+    /// ([`crate::Effect::ForwardRefused`]).
+    Forwarded {
+        from: u64,
+        seq: u64,
+        queue: u64,
+        message: crate::Message,
     },
 }

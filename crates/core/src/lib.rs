@@ -16,7 +16,6 @@ mod error;
 mod exchange;
 mod input;
 mod message;
-mod mirror;
 mod queue;
 mod resume;
 pub mod snapshot;
@@ -31,7 +30,6 @@ pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};
 pub use input::Input;
 pub use message::Message;
-pub use mirror::{node_of, MirrorChange, MirrorEntry, MirrorQueue};
 pub use resume::{ResumeChannel, ResumeConsumer, ResumeSession};
 pub use snapshot::{Snapshot, SnapshotError};
 pub use user::{hash_password, Permission, User};
@@ -42,3 +40,9 @@ pub type ConnId = u64;
 pub type ChannelId = u16;
 /// Milliseconds since the Unix epoch, as given by the runtime (or by the leader's log entry).
 pub type Millis = u64;
+
+/// The node a connection was accepted on: connection ids carry it in their top 11 bits (see
+/// `warren_server::Server::bind_to`); 0 for ids without one (tests, a single node's defaults).
+pub fn node_of(conn: ConnId) -> u64 {
+    conn >> 52
+}

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use warren_wire::{FieldTable, FieldValue, ShortStr};
 
 use crate::message::Message;
-use crate::mirror::{MirrorChange, MirrorEntry};
 use crate::{ChannelId, ConnId, Millis};
 
 /// A globally unique id for one incarnation of a queue (a queue deleted and declared again gets a
@@ -198,13 +197,12 @@ pub(crate) struct Queue {
     pub(crate) counters: crate::view::QueueCounters,
     /// Messages enqueued per exchange they were published to (for operators; not replicated).
     pub(crate) published_from: HashMap<ShortStr, u64>,
-    /// A local queue's home: the node of the connection that declared it, which keeps a copy of
-    /// its messages (see `crate::mirror`); 0 for none (not local, or declared without a
-    /// connection). Replicated.
+    /// A local queue's home: the node of the connection that declared it, whose broker alone
+    /// holds the queue's messages and consumers and decides its deliveries; 0 for a replicated
+    /// queue. Replicated.
     pub(crate) home: u64,
-    /// While this broker decides and the home is another node: the changes to the messages not
-    /// yet sent there (`Broker::flush_mirror`). `None` when nobody needs them.
-    journal: Option<Vec<MirrorChange>>,
+    /// The connection whose `queue.declare` created it (0 if none). Replicated.
+    pub(crate) declared_by: ConnId,
 }
 
 impl Queue {
@@ -240,101 +238,13 @@ impl Queue {
             counters: Default::default(),
             published_from: HashMap::new(),
             home: 0,
-            journal: None,
+            declared_by: 0,
         }
-    }
-
-    /// Starts (or stops) recording the changes to the messages for the home's copy.
-    pub(crate) fn set_journal(&mut self, on: bool) {
-        match (on, self.journal.is_some()) {
-            (true, false) => self.journal = Some(Vec::new()),
-            (false, true) => self.journal = None,
-            _ => {}
-        }
-    }
-
-    /// The changes recorded since the last call (see `set_journal`).
-    pub(crate) fn take_journal(&mut self) -> Vec<MirrorChange> {
-        match &mut self.journal {
-            Some(j) if !j.is_empty() => std::mem::take(j),
-            _ => Vec::new(),
-        }
-    }
-
-    fn journal_store(&mut self, seq: u64, entry: &Entry) {
-        if let Some(j) = &mut self.journal {
-            j.push(MirrorChange::Store {
-                queue: self.id,
-                entry: MirrorEntry {
-                    seq,
-                    message: Arc::clone(&entry.message),
-                    expires_at: entry.expires_at,
-                },
-            });
-        }
-    }
-
-    fn journal_drop(&mut self, seq: u64) {
-        if let Some(j) = &mut self.journal {
-            if let Some(MirrorChange::Drop { seqs, .. }) = j.last_mut() {
-                seqs.push(seq);
-            } else {
-                j.push(MirrorChange::Drop {
-                    queue: self.id,
-                    seqs: vec![seq],
-                });
-            }
-        }
-    }
-
-    /// Every message, ready or checked out, as a home copy.
-    pub(crate) fn mirror_entries(&self) -> Vec<MirrorEntry> {
-        self.all_entries()
-            .into_iter()
-            .map(|(seq, e)| MirrorEntry {
-                seq,
-                message: Arc::clone(&e.message),
-                expires_at: e.expires_at,
-            })
-            .collect()
-    }
-
-    /// Takes a home's copy back (a new leader): entries this queue does not have are added as
-    /// ready and redelivered (the old leader may have delivered them). Returns how many.
-    pub(crate) fn merge_home_copy(
-        &mut self,
-        entries: impl IntoIterator<Item = MirrorEntry>,
-    ) -> usize {
-        let mut added = 0;
-        for e in entries {
-            if self.ready.contains_key(&e.seq) || self.checked_out.contains_key(&e.seq) {
-                continue;
-            }
-            self.ready_bytes += e.message.body_len();
-            self.next_seq = self.next_seq.max(e.seq.saturating_add(1));
-            self.ready.insert(
-                e.seq,
-                Entry {
-                    message: e.message,
-                    redelivered: true,
-                    expires_at: e.expires_at,
-                },
-            );
-            added += 1;
-        }
-        added
-    }
-
-    /// Sequence numbers given from now on are at least `base` (a new leadership: see
-    /// `Broker::set_leading`).
-    pub(crate) fn raise_next_seq(&mut self, base: u64) {
-        self.next_seq = self.next_seq.max(base);
     }
 
     /// Whether the queue's contents stay out of the replicated log: exclusive, auto-delete and
     /// non-durable queues. Their declaration, bindings and removal are logged like any queue's,
-    /// but their messages live in memory only: in the broker that decides (the leader's) and,
-    /// as a copy, on their home node (see `crate::mirror`).
+    /// but their messages and consumers live in memory only, in the broker of their home node.
     pub(crate) fn is_local(&self) -> bool {
         !self.durable || self.exclusive_owner.is_some() || self.auto_delete
     }
@@ -388,16 +298,14 @@ impl Queue {
             redelivered: false,
             expires_at: ttl.map(|t| now.saturating_add(t)),
         };
-        self.journal_store(seq, &entry);
         self.ready.insert(seq, entry);
         seq
     }
 
     /// Removes the oldest ready message (for drop-head overflow and expiry).
     pub(crate) fn drop_head(&mut self) -> Option<Entry> {
-        let (seq, entry) = self.ready.pop_first()?;
+        let (_, entry) = self.ready.pop_first()?;
         self.ready_bytes -= entry.message.body_len();
-        self.journal_drop(seq);
         Some(entry)
     }
 
@@ -415,9 +323,7 @@ impl Queue {
         if entry.redelivered {
             self.counters.redelivered += 1;
         }
-        if settle {
-            self.journal_drop(seq);
-        } else {
+        if !settle {
             self.checked_out.insert(seq, entry.clone());
         }
         Some((seq, entry))
@@ -428,13 +334,11 @@ impl Queue {
     pub(crate) fn settle(&mut self, seq: u64) -> Option<Entry> {
         if let Some(entry) = self.checked_out.remove(&seq) {
             self.counters.acked += 1;
-            self.journal_drop(seq);
             return Some(entry);
         }
         let entry = self.ready.remove(&seq)?;
         self.ready_bytes -= entry.message.body_len();
         self.counters.acked += 1;
-        self.journal_drop(seq);
         Some(entry)
     }
 
@@ -464,6 +368,15 @@ impl Queue {
         self.ready_bytes = self.ready.values().map(|e| e.message.body_len()).sum();
     }
 
+    /// Every checked-out message is ready again, in its place (its consumer is gone: a leader
+    /// that stepped down).
+    pub(crate) fn release_checked_out(&mut self) {
+        for (seq, entry) in std::mem::take(&mut self.checked_out) {
+            self.ready_bytes += entry.message.body_len();
+            self.ready.insert(seq, entry);
+        }
+    }
+
     /// Every message, ready or checked out, is marked redelivered (a leader change).
     pub(crate) fn mark_all_redelivered(&mut self) {
         for e in self.ready.values_mut().chain(self.checked_out.values_mut()) {
@@ -474,12 +387,6 @@ impl Queue {
     /// Drops every ready message; returns how many (checked-out messages stay, as in RabbitMQ).
     pub(crate) fn purge(&mut self) -> u32 {
         let n = self.ready_count();
-        if self.journal.is_some() {
-            let seqs: Vec<u64> = self.ready.keys().copied().collect();
-            for seq in seqs {
-                self.journal_drop(seq);
-            }
-        }
         self.ready.clear();
         self.ready_bytes = 0;
         n

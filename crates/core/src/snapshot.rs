@@ -109,8 +109,10 @@ pub struct SnapshotQueue {
     pub next_seq: u64,
     pub had_consumer: bool,
     pub last_used: Millis,
-    /// A local queue's home node (see [`crate::MirrorChange`]); 0 for none. Format 5 on.
+    /// A local queue's home node, whose broker decides it; 0 for none. Format 5 on.
     pub home: u64,
+    /// The connection whose declare created the queue; 0 if unknown. Format 6 on.
+    pub declared_by: u64,
     /// Every message still in the queue (ready or checked out), in sequence order.
     pub entries: Vec<SnapshotEntry>,
 }

@@ -17,8 +17,9 @@ use crate::CodecError;
 
 const MAGIC: &[u8; 4] = b"WSNP";
 /// 1: up to the queues; 2: publishers follow the queues; 3: then users and permissions; 4: then
-/// each publisher's skipped confirm numbers; 5: then the home nodes of the queues that have one.
-const FORMAT: u8 = 5;
+/// each publisher's skipped confirm numbers; 5: then the home nodes of the queues that have one;
+/// 6: then the declaring connection of the queues that have one.
+const FORMAT: u8 = 6;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -140,6 +141,13 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         w.put_u64(q.id);
         w.put_u64(q.home);
     }
+    // Format 6: the connection that declared each queue, where known.
+    let declarers: Vec<_> = s.queues.iter().filter(|q| q.declared_by != 0).collect();
+    put_len(&mut w, declarers.len());
+    for q in declarers {
+        w.put_u64(q.id);
+        w.put_u64(q.declared_by);
+    }
     w.to_vec()
 }
 
@@ -246,6 +254,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
             had_consumer,
             last_used,
             home: 0,
+            declared_by: 0,
             entries,
         });
     }
@@ -318,6 +327,15 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
             }
         }
     }
+    if format >= 6 {
+        for _ in 0..read_count(&mut r, 16)? {
+            let (id, conn) = (r.u64()?, r.u64()?);
+            match queues.iter_mut().find(|q| q.id == id) {
+                Some(q) => q.declared_by = conn,
+                None => return Err(CodecError("the declarer of an unknown queue")),
+            }
+        }
+    }
     if r.remaining() != 0 {
         return Err(CodecError("trailing bytes"));
     }
@@ -383,6 +401,7 @@ mod tests {
                 had_consumer: true,
                 last_used: 1234,
                 home: 3,
+                declared_by: (3 << 52) | 5,
                 entries: vec![SnapshotEntry {
                     seq: 3,
                     message: 0,
@@ -418,35 +437,44 @@ mod tests {
     fn older_formats_still_decode() {
         let mut s = sample();
         s.security = Some(SnapshotSecurity::default());
+        let with_declarer = s.clone();
+        s.queues[0].declared_by = 0;
         let with_home = s.clone();
+        // Format 5 ends after the homes: drop the (empty) count of format 6.
+        let mut bytes = encode_snapshot(&s);
+        bytes[4] = 5;
+        bytes.truncate(bytes.len() - 4);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
+        let bytes = encode_snapshot(&with_declarer);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(with_declarer));
         s.queues[0].home = 0;
         let with_gaps = s.clone();
-        // Format 4 ends after the skipped confirm numbers: drop the (empty) count of format 5.
+        // Format 4 ends after the skipped confirm numbers: drop the (empty) counts of 5 and 6.
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 4;
-        bytes.truncate(bytes.len() - 4);
+        bytes.truncate(bytes.len() - 8);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let bytes = encode_snapshot(&with_home);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(with_home));
         s.publishers[0].missing.clear();
-        // Format 3 ends after the permissions: drop the (empty) counts of formats 4 and 5.
+        // Format 3 ends after the permissions: drop the (empty) counts of formats 4 to 6.
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 3;
-        bytes.truncate(bytes.len() - 8);
+        bytes.truncate(bytes.len() - 12);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let mut bytes = encode_snapshot(&with_gaps);
         assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(with_gaps));
-        // Format 2 ends after the publishers: drop the counts of formats 3, 4 and 5.
+        // Format 2 ends after the publishers: drop the counts of formats 3 to 6.
         bytes = encode_snapshot(&s);
         bytes[4] = 2;
-        bytes.truncate(bytes.len() - 16);
+        bytes.truncate(bytes.len() - 20);
         s.security = None;
         assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(s.clone()));
         // Format 1 ends after the queues.
         s.publishers.clear();
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 1;
-        bytes.truncate(bytes.len() - 20);
+        bytes.truncate(bytes.len() - 24);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s));
     }
 

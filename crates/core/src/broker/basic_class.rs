@@ -55,7 +55,7 @@ impl Broker {
         }
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
-        let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
         let tag = if m.consumer_tag.is_empty() {
             self.generate_name("amq.ctag-", ctx.conn)
         } else {
@@ -133,7 +133,9 @@ impl Broker {
         } else {
             m.consumer_tag
         };
-        let key = self.generate_name("", ctx.conn);
+        // `<node>.<secret>`: a reply published on any node finds its way here.
+        let secret = self.generate_name("", ctx.conn);
+        let key = ShortStr::from(format!("{}.{secret}", self.config.node));
         let ch = self
             .channel_mut(ctx)
             .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
@@ -203,8 +205,8 @@ impl Broker {
         };
         q.remove_consumer(consumer);
         q.last_used = self.now;
-        if q.auto_delete && q.had_consumer && q.consumers.is_empty() {
-            self.remove_queue_now_and_log(id, out);
+        if q.auto_delete && q.had_consumer && q.consumers.is_empty() && self.decides_queue(id) {
+            self.propose_removal(id, out);
         }
     }
 
@@ -217,7 +219,7 @@ impl Broker {
         let (vhost, _) = self.session(ctx.conn)?;
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
-        let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
         // An expired head still waiting for its Op::Expire is never handed out.
         let expiring = self.expire_queue(id, out);
         let queue = self
@@ -391,13 +393,12 @@ impl Broker {
     }
 
     /// Applies a committed [`Op::Settle`]: the messages leave the queue (see `Queue::settle`).
-    pub(super) fn apply_settle(&mut self, queue: QueueId, seqs: &[u64], out: &mut Vec<Effect>) {
+    pub(super) fn apply_settle(&mut self, queue: QueueId, seqs: &[u64]) {
         if let Some(q) = self.queues.get_mut(&queue) {
             for seq in seqs {
                 q.settle(*seq);
             }
         }
-        self.flush_mirror(queue, out);
     }
 
     /// Applies a committed [`Op::Reject`]: the messages leave the queue and are dead-lettered.
@@ -407,7 +408,6 @@ impl Broker {
                 self.dead_letter(queue, entry, "rejected", out);
             }
         }
-        self.flush_mirror(queue, out);
     }
 
     /// After acks or nacks: queues that got messages back and this channel's consumers (whose

@@ -115,15 +115,17 @@ impl Broker {
         for channel in channels {
             self.close_channel_state(super::Ctx { conn, channel }, out);
         }
+        let client = self.client_of(conn);
         self.connections.remove(&conn);
-        let exclusive: Vec<_> = self
+        let mut exclusive: Vec<_> = self
             .queues
             .values()
-            .filter(|q| q.exclusive_owner == Some(conn))
+            .filter(|q| q.exclusive_owner == Some(client) && self.decides(q))
             .map(|q| q.id)
             .collect();
+        exclusive.sort_unstable();
         for id in exclusive {
-            self.remove_queue_now_and_log(id, out);
+            self.propose_removal(id, out);
         }
     }
 }

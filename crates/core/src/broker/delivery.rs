@@ -30,7 +30,6 @@ impl Broker {
                 out,
             );
         }
-        self.flush_mirror(id, out);
     }
 
     fn deliver_ready(&mut self, id: QueueId, settled: &mut Vec<u64>, out: &mut Vec<Effect>) {

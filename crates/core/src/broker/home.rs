@@ -1,72 +1,54 @@
-//! Leading, and the home copies of transient queues (see [`crate::mirror`]).
+//! Which broker decides what (see `docs/architecture.md`, "Transient queues live on their home
+//! node"). A replicated queue is decided by the leader's broker; a local queue (exclusive,
+//! auto-delete or non-durable: `Queue::is_local`) by the broker of its *home*, the node of the
+//! connection that declared it, whether that node leads or not. Only the deciding broker holds a
+//! local queue's messages and consumers; every broker knows its declaration and bindings (they
+//! are logged), so any broker can route to it.
 //!
-//! The deciding broker records every change to the messages of a local queue whose home is
-//! another node (`Queue::set_journal`) and sends it there ([`Broker::flush_mirror`]). The home,
-//! a broker that does not decide, keeps the copy apart from its queues ([`Broker::apply_mirror`]).
-//! A new leader takes its own copies when it starts leading and each other home's when that
-//! node's relay stream attaches ([`Broker::home_attached`]); a leader that stops leading keeps
-//! the contents of the queues it is the home of as its copies (`restore`).
+//! A client reaches the local queues of a node through a *home session* on that node's broker
+//! ([`crate::Input::OpenHome`]). Messages for a local queue homed elsewhere travel as
+//! [`crate::Effect::Forward`]s. A queue this broker decides goes away only when its removal is
+//! applied from the log (proposed by [`Broker::propose_removal`]), so every replica removes it at
+//! the same point and queue ids never diverge.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::Broker;
-use crate::mirror::node_of;
+use warren_wire::{FieldTable, Method, ShortStr};
+
+use super::{Broker, Ctx};
+use crate::command::{Op, Origin};
+use crate::connection::Connection;
 use crate::queue::{Queue, QueueId};
-use crate::{Effect, MirrorChange, MirrorEntry, MirrorQueue, Origin};
+use crate::{node_of, AmqpError, ConnId, Effect, Message, Millis};
+
+/// How long a proposed removal may take before the broker proposes it again (it is idempotent:
+/// queue ids are never reused).
+const REMOVAL_RETRY_MS: Millis = 5_000;
 
 impl Broker {
-    /// Whether this broker decides: set by the runtime when its node starts or stops leading
-    /// (always true unless replicated), with the Raft term of the leadership. A broker that
-    /// stops leading must also be reset to the log's view ([`Broker::reset_to_log_state`]),
-    /// which keeps the contents of the transient queues this node is the home of as its copies
-    /// and drops the others.
-    ///
-    /// A new leadership numbers the messages of local queues from `term << 32` on, so a home's
-    /// copy, taken later, goes before the messages enqueued since, in their original order.
-    pub fn set_leading(&mut self, leading: bool, term: u64) {
+    /// Whether this broker leads: set by the runtime when its node starts or stops leading
+    /// (always true unless replicated). A broker that stops leading must also give up what it
+    /// decided for the replicated queues ([`Broker::step_down`]).
+    pub fn set_leading(&mut self, leading: bool) {
         self.leading = leading || !self.config.replicated;
-        self.homes_taken.clear();
+    }
+
+    /// Whether this broker decides queue `q`: holds its messages and consumers, delivers, and
+    /// decides its expiries and removal.
+    pub(crate) fn decides(&self, q: &Queue) -> bool {
         if !self.config.replicated {
-            return;
+            return true;
         }
-        if leading {
-            let base = term << 32;
-            let copies = std::mem::take(&mut self.home_copies);
-            for q in self.queues.values_mut().filter(|q| q.is_local()) {
-                q.raise_next_seq(base);
-            }
-            for (id, entries) in copies {
-                if let Some(q) = self.queues.get_mut(&id).filter(|q| q.is_local()) {
-                    q.merge_home_copy(entries.into_values());
-                }
-            }
-            self.homes_taken.insert(self.config.node);
-        }
-        let ids: Vec<QueueId> = self.queues.keys().copied().collect();
-        for id in ids {
-            self.refresh_journal(id);
+        if q.is_local() {
+            q.home == self.config.node
+        } else {
+            self.leading
         }
     }
 
-    /// The node whose copy of queue `q` this broker must keep current, if any.
-    fn mirror_home(&self, q: &Queue) -> Option<u64> {
-        (self.config.replicated
-            && self.leading
-            && q.is_local()
-            && q.home != 0
-            && q.home != self.config.node)
-            .then_some(q.home)
-    }
-
-    /// Turns the recording of queue `id`'s changes on or off, as its home needs them.
-    pub(super) fn refresh_journal(&mut self, id: QueueId) {
-        let on = self
-            .queues
-            .get(&id)
-            .is_some_and(|q| self.mirror_home(q).is_some());
-        if let Some(q) = self.queues.get_mut(&id) {
-            q.set_journal(on);
-        }
+    /// [`Broker::decides`] by id (false for an unknown queue).
+    pub(crate) fn decides_queue(&self, id: QueueId) -> bool {
+        self.queues.get(&id).is_some_and(|q| self.decides(q))
     }
 
     /// The home of a local queue declared through `origin`: the node of its connection.
@@ -74,173 +56,153 @@ impl Broker {
         origin.map_or(0, |o| node_of(o.conn))
     }
 
-    /// Sends the home of queue `id` the changes recorded since the last flush.
-    pub(crate) fn flush_mirror(&mut self, id: QueueId, out: &mut Vec<Effect>) {
-        let Some(q) = self.queues.get_mut(&id) else {
-            return;
-        };
-        let changes = q.take_journal();
-        if !changes.is_empty() {
-            out.push(Effect::Mirror {
-                home: q.home,
-                changes,
-            });
-        }
+    /// Whether `conn` is a home session (see [`crate::Input::OpenHome`]).
+    pub(crate) fn is_home_session(&self, conn: ConnId) -> bool {
+        self.connections
+            .get(&conn)
+            .is_some_and(|c| c.home_of.is_some())
     }
 
-    /// This node's copies of the transient queues it is the home of (offered to a new leader
-    /// when the relay stream to it attaches), by queue id.
-    pub fn home_copies(&self) -> Vec<MirrorQueue> {
-        let mut copies: Vec<MirrorQueue> = self
-            .home_copies
-            .iter()
-            .map(|(&queue, entries)| MirrorQueue {
-                queue,
-                entries: entries.values().cloned().collect(),
-            })
-            .collect();
-        copies.sort_by_key(|c| c.queue);
-        copies
+    /// The client connection `conn` acts for: itself, or the client of a home session. Exclusive
+    /// queues belong to client connections.
+    pub(crate) fn client_of(&self, conn: ConnId) -> ConnId {
+        self.connections
+            .get(&conn)
+            .and_then(|c| c.home_of)
+            .unwrap_or(conn)
     }
 
-    /// Whether a copy may be kept for queue `id`: it exists, or is declared by a command this
-    /// replica has not applied yet (queue ids only grow).
-    fn copy_wanted(&self, id: QueueId) -> bool {
-        id >= self.next_queue_id || self.queues.get(&id).is_some_and(Queue::is_local)
-    }
-
-    /// Applies the deciding broker's changes to this node's copies ([`crate::Input::Mirror`]).
-    pub(super) fn apply_mirror(&mut self, changes: Vec<MirrorChange>) {
-        if self.leading {
-            return;
-        }
-        for change in changes {
-            match change {
-                MirrorChange::Store { queue, entry } => {
-                    if self.copy_wanted(queue) {
-                        self.home_copies
-                            .entry(queue)
-                            .or_default()
-                            .insert(entry.seq, entry);
-                    }
-                }
-                MirrorChange::Drop { queue, seqs } => {
-                    if let Some(copy) = self.home_copies.get_mut(&queue) {
-                        for seq in seqs {
-                            copy.remove(&seq);
-                        }
-                        if copy.is_empty() {
-                            self.home_copies.remove(&queue);
-                        }
-                    }
-                }
-                MirrorChange::Reset { queues } => {
-                    self.home_copies.clear();
-                    for mq in queues {
-                        if mq.entries.is_empty() || !self.copy_wanted(mq.queue) {
-                            continue;
-                        }
-                        let copy: BTreeMap<u64, MirrorEntry> =
-                            mq.entries.into_iter().map(|e| (e.seq, e)).collect();
-                        self.home_copies.insert(mq.queue, copy);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A node's relay stream attached to this deciding broker ([`crate::Input::HomeAttached`]).
-    pub(super) fn home_attached(
+    /// [`crate::Input::OpenHome`].
+    pub(super) fn open_home(
         &mut self,
-        node: u64,
-        copies: Vec<MirrorQueue>,
+        conn: ConnId,
+        client: ConnId,
+        user: String,
+        vhost: &str,
+        client_properties: &FieldTable,
         out: &mut Vec<Effect>,
     ) {
-        if !self.leading || !self.config.replicated || node == 0 || node == self.config.node {
+        let name = ShortStr::from(vhost);
+        let refused = if !self.users.contains_key(&user) {
+            Some(format!("user '{user}' does not exist"))
+        } else if !self.vhosts.contains_key(&name) {
+            Some(format!("vhost '{vhost}' does not exist"))
+        } else if !self.permissions.contains_key(&(user.clone(), name.clone())) {
+            Some(format!(
+                "access to vhost '{vhost}' refused for user '{user}'"
+            ))
+        } else {
+            None
+        };
+        if let Some(text) = refused {
+            out.push(Effect::CloseConnection {
+                conn,
+                error: AmqpError::new(320, format!("cannot open a home session: {text}")),
+            });
             return;
         }
-        let mut merged = Vec::new();
-        if self.homes_taken.insert(node) {
-            for mq in copies {
-                if let Some(q) = self
-                    .queues
-                    .get_mut(&mq.queue)
-                    .filter(|q| q.is_local() && q.home == node)
-                {
-                    if q.merge_home_copy(mq.entries) > 0 {
-                        merged.push(mq.queue);
-                    }
-                }
-            }
+        if self.connections.contains_key(&conn) {
+            self.close_connection_state(conn, out);
         }
-        let mut ids: Vec<QueueId> = self
+        let mut c = Connection::new();
+        c.user = Some(user);
+        c.vhost = Some(name);
+        c.set_client_properties(client_properties);
+        c.connected_at = self.now;
+        c.home_of = Some(client);
+        self.connections.insert(conn, c);
+    }
+
+    /// [`crate::Input::Forwarded`]: a message another node routed to a local queue homed here.
+    pub(super) fn forwarded(
+        &mut self,
+        from: u64,
+        seq: u64,
+        queue: u64,
+        message: Message,
+        out: &mut Vec<Effect>,
+    ) {
+        let message = Arc::new(message);
+        if queue == 0 {
+            self.deliver_reply(&message, out);
+            return;
+        }
+        if !self
             .queues
-            .values()
-            .filter(|q| q.is_local() && q.home == node)
-            .map(|q| q.id)
-            .collect();
-        ids.sort_unstable();
-        let mut queues = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(q) = self.queues.get_mut(&id) {
-                // The reset carries everything recorded so far.
-                q.take_journal();
-                queues.push(MirrorQueue {
-                    queue: id,
-                    entries: q.mirror_entries(),
-                });
-            }
-        }
-        out.push(Effect::Mirror {
-            home: node,
-            changes: vec![MirrorChange::Reset { queues }],
-        });
-        for id in merged {
-            self.deliver(id, out);
-        }
-    }
-
-    /// Before the queues are replaced (a reset to the log's view, a snapshot installed): the
-    /// contents of local queues this node is the home of become its copies (all of them may
-    /// have been delivered: a new leader marks them redelivered).
-    pub(super) fn keep_own_copies(&mut self) {
-        if !self.config.replicated || self.config.node == 0 {
+            .get(&queue)
+            .is_some_and(|q| q.is_local() && self.decides(q))
+        {
+            // Removed meanwhile: as if it had been removed a moment before the publish.
             return;
         }
-        let node = self.config.node;
-        for q in self.queues.values() {
-            if !q.is_local() || q.home != node {
-                continue;
-            }
-            let entries = q.mirror_entries();
-            if entries.is_empty() {
-                continue;
-            }
-            let copy = self.home_copies.entry(q.id).or_default();
-            for e in entries {
-                copy.insert(e.seq, e);
-            }
+        let now = self.now;
+        if !self.enqueue(queue, message, now, out) {
+            out.push(Effect::ForwardRefused { to: from, seq });
         }
     }
 
-    /// After the queues were replaced: copies of queues that are gone are dropped, and every
-    /// queue records changes as its home needs them.
-    pub(super) fn after_queues_replaced(&mut self) {
-        let wanted: Vec<QueueId> = self
-            .home_copies
-            .keys()
-            .copied()
-            .filter(|&id| self.copy_wanted(id))
-            .collect();
-        self.home_copies.retain(|id, _| wanted.contains(id));
-        let ids: Vec<QueueId> = self.queues.keys().copied().collect();
-        for id in ids {
-            self.refresh_journal(id);
+    /// Asks for queue `id`, which this broker decides, to be removed: it goes when the command is
+    /// applied, on every replica at the same point of the log. Proposed again if it is still
+    /// there after a while (a proposal lost at a leader change).
+    pub(crate) fn propose_removal(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        let now = self.now;
+        if self
+            .removing
+            .get(&id)
+            .is_some_and(|&at| now < at.saturating_add(REMOVAL_RETRY_MS))
+        {
+            return;
+        }
+        self.removing.insert(id, now);
+        self.submit(None, Op::RemoveQueue { queue: id }, out);
+    }
+
+    /// Sends `reply` on `ctx` once queue `id` is removed (holding the channel's later methods
+    /// until then, as for a command in flight).
+    pub(super) fn reply_when_removed(&mut self, ctx: Ctx, id: QueueId, reply: Method) {
+        if let Some(ch) = self.channel_mut(ctx) {
+            ch.in_flight += 1;
+        }
+        self.removal_waiters
+            .entry(id)
+            .or_default()
+            .push((ctx, reply));
+    }
+
+    /// Queue `id` is gone: the replies waiting for that leave.
+    pub(super) fn queue_removed(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        self.removing.remove(&id);
+        for (ctx, reply) in self.removal_waiters.remove(&id).unwrap_or_default() {
+            if self.channel_mut(ctx).is_none() {
+                continue;
+            }
+            self.reply(ctx, reply, out);
+            self.command_applied(ctx, false, out);
         }
     }
 
-    /// A queue is gone: so is this node's copy of it.
-    pub(super) fn forget_copy(&mut self, id: QueueId) {
-        self.home_copies.remove(&id);
+    /// Routes `message` into local queue `id`: enqueued here if this broker decides it,
+    /// otherwise forwarded to its home. Returns false if the queue refused it.
+    pub(crate) fn enqueue_local(
+        &mut self,
+        id: QueueId,
+        message: Arc<Message>,
+        now: Millis,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(q) = self.queues.get(&id) else {
+            return true;
+        };
+        if self.decides(q) {
+            return self.enqueue(id, message, now, out);
+        }
+        if q.home != 0 {
+            out.push(Effect::Forward {
+                home: q.home,
+                queue: id,
+                message,
+            });
+        }
+        true
     }
 }

@@ -48,8 +48,12 @@ pub struct BrokerConfig {
     /// as [`Input::Applied`]; when false they are applied at once.
     pub replicated: bool,
     /// This node's id in the cluster (0 for a single node): the home of the transient queues
-    /// its connections declare (see [`crate::MirrorChange`]).
+    /// its connections declare, which this broker decides.
     pub node: u64,
+    /// The first connection id this node's process gives out: a local queue homed here that was
+    /// declared by an earlier connection of this node belongs to an earlier life of the process
+    /// and is removed (0: none are).
+    pub first_conn: ConnId,
 }
 
 impl Default for BrokerConfig {
@@ -61,6 +65,7 @@ impl Default for BrokerConfig {
             loopback_users: vec!["guest".into()],
             replicated: false,
             node: 0,
+            first_conn: 0,
         }
     }
 }
@@ -84,23 +89,18 @@ pub struct Broker {
     /// Per publishing channel, the last confirm number applied (replicated: re-sent publishes
     /// after a failover are recognised by it).
     publishers: HashMap<(ConnId, ChannelId), resume::Publisher>,
-    /// Leader only: after a take-over, the sweep of orphaned queues (exclusive queues without
-    /// their connection, used auto-delete queues without consumers) waits until then, so that
-    /// the connections of other nodes can resume first.
-    orphan_check_at: Option<Millis>,
     /// Leader only: when to look for publishers to forget next.
     next_publisher_check: Millis,
-    /// This broker decides (it is the leader's, or a single node's): it holds the messages of
-    /// local queues (see `Queue::is_local`), which the log does not carry. A replica applying
-    /// the log leaves them out.
+    /// This broker is the leader's (or a single node's): it decides the replicated queues
+    /// (deliveries, expiries, orphans). Local queues are decided by their home's broker,
+    /// leading or not (see `home.rs`).
     leading: bool,
-    /// Not deciding: this node's copies of the transient queues it is the home of, by queue and
-    /// sequence number (see [`crate::MirrorChange`]). Kept apart from the queues: a copy may
-    /// arrive before this replica has applied the queue's declaration.
-    home_copies: HashMap<QueueId, std::collections::BTreeMap<u64, crate::MirrorEntry>>,
-    /// Deciding: the nodes whose copies this broker has taken over in this leadership (itself
-    /// included); a later offer of theirs is older than what this broker holds.
-    homes_taken: std::collections::BTreeSet<u64>,
+    /// Removals this broker proposed for queues it decides (orphans, auto-delete, `x-expires`,
+    /// `queue.delete` of a local queue), with when: not proposed again before a while, since
+    /// the queue goes only when the command is applied.
+    removing: HashMap<QueueId, Millis>,
+    /// Replies (`queue.delete-ok`) that leave when a queue's removal is applied.
+    removal_waiters: HashMap<QueueId, Vec<(Ctx, Method)>>,
 }
 
 /// Where a channel-level method came from: the error path needs all of it.
@@ -133,11 +133,10 @@ impl Broker {
             name_counter: 0,
             now: 0,
             publishers: HashMap::new(),
-            orphan_check_at: None,
             next_publisher_check: 0,
             leading: !config.replicated,
-            home_copies: HashMap::new(),
-            homes_taken: std::collections::BTreeSet::new(),
+            removing: HashMap::new(),
+            removal_waiters: HashMap::new(),
             config,
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
@@ -204,8 +203,14 @@ impl Broker {
         let Some(ch) = self.channel_mut(ctx) else {
             return Some(input);
         };
-        let is_publish = matches!(input, Input::Publish { .. });
-        if !ch.deferred.is_empty() || (ch.in_flight > 0 && !is_publish) {
+        // A publish waits behind the channel's other commands (a bind just sent must route it;
+        // its local part is enqueued at once), not behind its earlier publishes.
+        let waiting_for = if matches!(input, Input::Publish { .. }) {
+            ch.in_flight - ch.publishes_in_flight
+        } else {
+            ch.in_flight
+        };
+        if !ch.deferred.is_empty() || waiting_for > 0 {
             ch.deferred.push_back(input);
             return None;
         }
@@ -222,10 +227,13 @@ impl Broker {
 
     /// A command a channel caused was applied: once none is in flight, its held replies go out
     /// and its deferred methods run.
-    fn command_applied(&mut self, ctx: Ctx, out: &mut Vec<Effect>) {
+    fn command_applied(&mut self, ctx: Ctx, publish: bool, out: &mut Vec<Effect>) {
         let mut replies = Vec::new();
         if let Some(ch) = self.channel_mut(ctx) {
             ch.in_flight = ch.in_flight.saturating_sub(1);
+            if publish {
+                ch.publishes_in_flight = ch.publishes_in_flight.saturating_sub(1);
+            }
             if ch.in_flight == 0 {
                 replies = std::mem::take(&mut ch.replies_when_applied);
             }
@@ -239,7 +247,7 @@ impl Broker {
             };
             let runnable = match ch.deferred.front() {
                 None => false,
-                Some(Input::Publish { .. }) => true,
+                Some(Input::Publish { .. }) => ch.in_flight == ch.publishes_in_flight,
                 Some(_) => ch.in_flight == 0,
             };
             if !runnable {
@@ -288,9 +296,12 @@ impl Broker {
                 publish,
                 properties,
                 body,
+                replicated_only,
             } => {
                 let ctx = Ctx { conn, channel };
-                if let Err(e) = self.publish(ctx, publish, properties, body, effects) {
+                if let Err(e) =
+                    self.publish(ctx, publish, properties, body, replicated_only, effects)
+                {
                     self.fail(ctx, e.caused_by(60, 40), effects);
                 }
             }
@@ -307,8 +318,19 @@ impl Broker {
             Input::CloseConnection { conn, reason } => {
                 self.close_by_operator(conn, &reason, effects)
             }
-            Input::Mirror { changes } => self.apply_mirror(changes),
-            Input::HomeAttached { node, copies } => self.home_attached(node, copies, effects),
+            Input::OpenHome {
+                conn,
+                client,
+                user,
+                vhost,
+                client_properties,
+            } => self.open_home(conn, client, user, &vhost, &client_properties, effects),
+            Input::Forwarded {
+                from,
+                seq,
+                queue,
+                message,
+            } => self.forwarded(from, seq, queue, message, effects),
         }
     }
 
@@ -380,7 +402,7 @@ impl Broker {
         }
     }
 
-    /// Whether queue `id`'s contents stay on this broker (see `Queue::is_local`).
+    /// Whether queue `id`'s contents stay out of the log (see `Queue::is_local`).
     pub(crate) fn is_local_queue(&self, id: QueueId) -> bool {
         self.queues.get(&id).is_some_and(Queue::is_local)
     }
@@ -412,11 +434,15 @@ impl Broker {
         };
         if self.config.replicated {
             if let Some(o) = origin {
+                let publish = matches!(command.op, Op::Publish { .. });
                 if let Some(ch) = self.channel_mut(Ctx {
                     conn: o.conn,
                     channel: o.channel,
                 }) {
                     ch.in_flight += 1;
+                    if publish {
+                        ch.publishes_in_flight += 1;
+                    }
                 }
             }
             out.push(Effect::Propose { command });
@@ -430,6 +456,7 @@ impl Broker {
         let origin = command.origin;
         let now = command.issued_at;
         let (class_id, method_id) = op_method(&command.op);
+        let publish = matches!(command.op, Op::Publish { .. });
         let result = match command.op {
             Op::DeclareExchange {
                 vhost,
@@ -545,11 +572,10 @@ impl Broker {
                 properties,
                 body,
                 now,
-                None,
                 out,
             ),
             Op::Settle { queue, seqs } => {
-                self.apply_settle(queue, &seqs, out);
+                self.apply_settle(queue, &seqs);
                 Ok(())
             }
             Op::Reject { queue, seqs } => {
@@ -630,6 +656,7 @@ impl Broker {
                     conn: o.conn,
                     channel: o.channel,
                 },
+                publish,
                 out,
             );
         }

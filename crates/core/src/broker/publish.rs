@@ -32,6 +32,7 @@ impl Broker {
         publish: BasicPublish,
         mut properties: BasicProperties,
         body: Bytes,
+        replicated_only: bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
         let (vhost, user) = self.session(ctx.conn)?;
@@ -85,6 +86,7 @@ impl Broker {
                     publish,
                     properties,
                     body,
+                    replicated_only,
                 });
                 return Ok(());
             }
@@ -95,71 +97,160 @@ impl Broker {
             }
             Mode::Plain => None,
         };
-        if let Some(queues) = self.local_route(ctx, &vhost, &publish, &properties) {
-            let now = self.now;
-            return self.apply_publish(
-                Some(ctx.origin()),
-                &vhost,
-                publish.exchange,
-                publish.routing_key,
-                publish.mandatory,
-                confirm,
-                properties,
-                body,
-                now,
-                Some(queues),
-                out,
-            );
-        }
-        self.submit(
-            Some(ctx.origin()),
-            Op::Publish {
-                vhost,
-                exchange: publish.exchange,
-                routing_key: publish.routing_key,
-                mandatory: publish.mandatory,
-                confirm,
-                properties,
-                body,
-            },
+        let message = Arc::new(Message {
+            exchange: publish.exchange,
+            routing_key: publish.routing_key,
+            properties,
+            body,
+        });
+        self.route_publish(
+            ctx,
+            &vhost,
+            message,
+            publish.mandatory,
+            confirm,
+            replicated_only,
             out,
         );
         Ok(())
     }
 
-    /// The queues of a publish that can skip the log, or `None`: this broker decides, and the
-    /// message reaches no replicated queue (only local queues, a direct reply-to address, or
-    /// nothing). Only while none of the channel's commands is in flight, so the channel's
-    /// earlier publishes and bindings are in place first and its messages keep their order in
-    /// every queue. The route is handed on, so the message is routed once.
-    fn local_route(
+    /// Routes a client's publish where this broker is: local queues it decides get the message
+    /// at once, local queues homed elsewhere get it forwarded, and the replicated queues through
+    /// the log (or, from a home session, by the client's leader session: `Effect::Bounce`).
+    /// The confirm leaves once every part is done; a mandatory message that reaches nothing is
+    /// returned.
+    #[allow(clippy::too_many_arguments)]
+    fn route_publish(
         &mut self,
         ctx: Ctx,
         vhost: &ShortStr,
-        publish: &BasicPublish,
-        properties: &BasicProperties,
-    ) -> Option<Vec<QueueId>> {
-        if !self.config.replicated || !self.leading {
-            return None;
+        message: Arc<Message>,
+        mandatory: bool,
+        confirm: Option<u64>,
+        replicated_only: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let now = self.now;
+        let (routed, rejected, replicated) = if message.exchange.is_empty()
+            && message.routing_key.starts_with(REPLY_TO_PREFIX)
+        {
+            let routed = !replicated_only && self.route_reply(&message, out);
+            (routed, false, false)
+        } else {
+            let queues = self.route(
+                vhost,
+                &message.exchange,
+                &message.routing_key,
+                message.properties.headers.as_ref(),
+            );
+            let (local, replicated): (Vec<QueueId>, Vec<QueueId>) =
+                queues.into_iter().partition(|id| self.is_local_queue(*id));
+            let mut rejected = false;
+            if !replicated_only {
+                // A publish with a replicated part is counted in when that part is applied.
+                self.count_publish(vhost, &message.exchange, replicated.is_empty(), local.len());
+                for id in &local {
+                    rejected |= !self.enqueue_local(*id, Arc::clone(&message), now, out);
+                }
+            }
+            (
+                !replicated_only && !local.is_empty(),
+                rejected,
+                !replicated.is_empty(),
+            )
+        };
+        if replicated && self.config.replicated && self.is_home_session(ctx.conn) {
+            out.push(Effect::Bounce {
+                conn: ctx.conn,
+                channel: ctx.channel,
+                confirm,
+                publish: BasicPublish {
+                    ticket: 0,
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                    mandatory: mandatory && !routed,
+                    immediate: false,
+                },
+                properties: message.properties.clone(),
+                body: message.body.clone(),
+            });
+        } else if replicated {
+            if rejected {
+                if let (Some(seq), Some(ch)) = (confirm, self.channel_mut(ctx)) {
+                    ch.nack_when_applied.insert(seq);
+                }
+            }
+            self.submit(
+                Some(ctx.origin()),
+                Op::Publish {
+                    vhost: vhost.clone(),
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                    mandatory: mandatory && !routed,
+                    confirm,
+                    properties: message.properties.clone(),
+                    body: message.body.clone(),
+                },
+                out,
+            );
+            return;
+        } else if mandatory && !routed && !replicated_only {
+            self.send_return(ctx.origin(), &message, out);
         }
-        if self.channel_mut(ctx).is_none_or(|ch| ch.in_flight > 0) {
-            return None;
+        if let Some(delivery_tag) = confirm {
+            Self::send_confirm(ctx.origin(), delivery_tag, rejected, out);
         }
-        if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
-            return Some(Vec::new());
-        }
-        let queues = self.route(
-            vhost,
-            &publish.exchange,
-            &publish.routing_key,
-            properties.headers.as_ref(),
-        );
-        queues
-            .iter()
-            .all(|id| self.is_local_queue(*id))
-            .then_some(queues)
     }
 
+    /// Counts a publish on its exchange (for operators).
+    fn count_publish(&mut self, vhost: &ShortStr, exchange: &ShortStr, new: bool, queues: usize) {
+        if let Some(x) = self
+            .vhosts
+            .get_mut(vhost)
+            .and_then(|v| v.exchanges.get_mut(exchange))
+        {
+            x.publish_in += u64::from(new);
+            x.publish_out += queues as u64;
+        }
+    }
+
+    /// `basic.return` of an unroutable mandatory message.
+    fn send_return(&self, origin: Origin, message: &Message, out: &mut Vec<Effect>) {
+        out.push(Effect::SendContent {
+            conn: origin.conn,
+            channel: origin.channel,
+            method: Method::BasicReturn(BasicReturn {
+                reply_code: warren_wire::constants::NO_ROUTE,
+                reply_text: ShortStr::from("NO_ROUTE"),
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+            }),
+            properties: message.properties.clone(),
+            body: message.body.clone(),
+        });
+    }
+
+    /// A publisher confirm: `basic.ack`, or `basic.nack` if a queue refused the message.
+    fn send_confirm(origin: Origin, delivery_tag: u64, refused: bool, out: &mut Vec<Effect>) {
+        let method = if refused {
+            Method::BasicNack(BasicNack {
+                delivery_tag,
+                multiple: false,
+                requeue: false,
+            })
+        } else {
+            Method::BasicAck(BasicAck {
+                delivery_tag,
+                multiple: false,
+            })
+        };
+        Self::reply_origin(Some(origin), method, out);
+    }
+
+    /// Applies a logged [`Op::Publish`]: the message goes into the replicated queues it routes
+    /// to (local queues never get messages from the log: the broker that routed the publish
+    /// served them), then the origin gets its return and confirm.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_publish(
         &mut self,
@@ -172,8 +263,6 @@ impl Broker {
         properties: BasicProperties,
         body: Bytes,
         now: Millis,
-        // The queues, when the caller routed the message already (see `local_route`).
-        routed: Option<Vec<QueueId>>,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
         if !self
@@ -189,100 +278,74 @@ impl Broker {
             properties,
             body,
         });
-        let (routed, rejected) =
-            if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
-                (self.deliver_reply(&message, out), false)
-            } else {
-                let queues = routed.unwrap_or_else(|| {
-                    self.route(
-                        vhost,
-                        &message.exchange,
-                        &message.routing_key,
-                        message.properties.headers.as_ref(),
-                    )
-                });
-                let routed = !queues.is_empty();
-                if let Some(x) = self
-                    .vhosts
-                    .get_mut(vhost)
-                    .and_then(|v| v.exchanges.get_mut(&message.exchange))
-                {
-                    x.publish_in += 1;
-                    x.publish_out += queues.len() as u64;
+        let queues: Vec<QueueId> = self
+            .route(
+                vhost,
+                &message.exchange,
+                &message.routing_key,
+                message.properties.headers.as_ref(),
+            )
+            .into_iter()
+            .filter(|id| !self.is_local_queue(*id))
+            .collect();
+        let routed = !queues.is_empty();
+        self.count_publish(vhost, &message.exchange, true, queues.len());
+        // A dead-lettered copy (no origin: the broker published it) does not go back into the
+        // queue it left unless it was rejected, as in `dead_letter`.
+        let left = origin
+            .is_none()
+            .then(|| last_death(&message.properties))
+            .flatten();
+        let mut rejected = false;
+        for id in queues {
+            if let (Some((from, reason)), Some(q)) = (&left, self.queues.get(&id)) {
+                if q.name == *from && reason != "rejected" {
+                    continue;
                 }
-                // A dead-lettered copy (no origin: the broker published it) does not go back
-                // into the queue it left unless it was rejected, as in `dead_letter`.
-                let left = origin
-                    .is_none()
-                    .then(|| last_death(&message.properties))
-                    .flatten();
-                let mut rejected = false;
-                for id in queues {
-                    if let (Some((from, reason)), Some(q)) = (&left, self.queues.get(&id)) {
-                        if q.name == *from && reason != "rejected" {
-                            continue;
-                        }
-                    }
-                    if let Some(q) = self.queues.get_mut(&id) {
-                        *q.published_from
-                            .entry(message.exchange.clone())
-                            .or_default() += 1;
-                    }
-                    rejected |= !self.enqueue(id, Arc::clone(&message), now, out);
-                }
-                (routed, rejected)
-            };
+            }
+            rejected |= !self.enqueue(id, Arc::clone(&message), now, out);
+        }
         let Some(origin) = origin else {
             return Ok(());
         };
         if !routed && mandatory {
-            out.push(Effect::SendContent {
-                conn: origin.conn,
-                channel: origin.channel,
-                method: Method::BasicReturn(BasicReturn {
-                    reply_code: warren_wire::constants::NO_ROUTE,
-                    reply_text: ShortStr::from("NO_ROUTE"),
-                    exchange: message.exchange.clone(),
-                    routing_key: message.routing_key.clone(),
-                }),
-                properties: message.properties.clone(),
-                body: message.body.clone(),
-            });
+            self.send_return(origin, &message, out);
         }
         if let Some(delivery_tag) = confirm {
-            let method = if rejected {
-                Method::BasicNack(BasicNack {
-                    delivery_tag,
-                    multiple: false,
-                    requeue: false,
+            let refused_here = self
+                .channel_mut(Ctx {
+                    conn: origin.conn,
+                    channel: origin.channel,
                 })
-            } else {
-                Method::BasicAck(BasicAck {
-                    delivery_tag,
-                    multiple: false,
-                })
-            };
-            Self::reply_origin(Some(origin), method, out);
+                .is_some_and(|ch| ch.nack_when_applied.remove(&delivery_tag));
+            Self::send_confirm(origin, delivery_tag, rejected || refused_here, out);
         }
         Ok(())
     }
 
     /// Appends a message to a queue, applying `x-max-length`/`x-overflow`, then delivers. Returns
     /// false if the queue refused it (`reject-publish`), which nacks a confirm.
-    fn enqueue(
+    pub(crate) fn enqueue(
         &mut self,
         id: QueueId,
         message: Arc<Message>,
         now: Millis,
         out: &mut Vec<Effect>,
     ) -> bool {
+        if self
+            .queues
+            .get(&id)
+            .is_some_and(|q| q.is_local() && !self.decides(q))
+        {
+            // Only its home's broker holds a local queue's messages.
+            return true;
+        }
         let Some(q) = self.queues.get_mut(&id) else {
             return true;
         };
-        if q.is_local() && !self.leading {
-            // Only the deciding broker holds a local queue's messages.
-            return true;
-        }
+        *q.published_from
+            .entry(message.exchange.clone())
+            .or_default() += 1;
         let len = message.body_len();
         let mut dropped = Vec::new();
         if q.would_overflow(len) {
@@ -296,7 +359,6 @@ impl Broker {
                     }
                     if q.would_overflow(len) {
                         // A message bigger than x-max-length-bytes on its own: RabbitMQ drops it.
-                        self.flush_mirror(id, out);
                         for e in dropped {
                             self.dead_letter(id, e, "maxlen", out);
                         }
@@ -371,10 +433,29 @@ impl Broker {
         queues.into_iter().collect()
     }
 
+    /// A reply published to a direct reply-to address: delivered here if the address is this
+    /// node's, forwarded to its node otherwise. Returns whether it went anywhere.
+    fn route_reply(&mut self, message: &Arc<Message>, out: &mut Vec<Effect>) -> bool {
+        let key = &message.routing_key[REPLY_TO_PREFIX.len()..];
+        match reply_key_node(key) {
+            Some(node) if self.config.replicated && node != self.config.node => {
+                out.push(Effect::Forward {
+                    home: node,
+                    queue: 0,
+                    message: Arc::clone(message),
+                });
+                true
+            }
+            _ => self.deliver_reply(message, out),
+        }
+    }
+
     /// Delivers a reply published to a direct reply-to address straight to the waiting consumer.
     /// Returns false if the address is unknown (its channel is gone): the reply is dropped.
-    fn deliver_reply(&mut self, message: &Arc<Message>, out: &mut Vec<Effect>) -> bool {
-        let key = &message.routing_key[REPLY_TO_PREFIX.len()..];
+    pub(super) fn deliver_reply(&mut self, message: &Arc<Message>, out: &mut Vec<Effect>) -> bool {
+        let Some(key) = message.routing_key.strip_prefix(REPLY_TO_PREFIX) else {
+            return false;
+        };
         let Some(&(conn, channel)) = self.reply_to.get(key) else {
             return false;
         };
@@ -437,12 +518,32 @@ impl Broker {
             &message.routing_key,
             message.properties.headers.as_ref(),
         );
-        if self.config.replicated
-            && self.is_local_queue(id)
-            && targets.iter().any(|t| !self.is_local_queue(*t))
-        {
-            // From a local queue (outside the log) into a replicated one: the copy goes through
-            // the log, which routes it again, local targets included, when applied.
+        let now = self.now;
+        // From a local queue (decided here, outside the log): local targets now, replicated ones
+        // through the log. From a replicated queue (every replica applies the same command):
+        // replicated targets by every replica, local ones by their home's broker alone.
+        let from_local = self.is_local_queue(id);
+        let mut replicated = false;
+        for target in targets {
+            // A message expiring or overflowing back into the queue it left would cycle forever;
+            // RabbitMQ drops it in that case.
+            if target == id && reason != "rejected" {
+                continue;
+            }
+            match (self.is_local_queue(target), from_local) {
+                (true, true) => {
+                    self.enqueue_local(target, Arc::clone(&message), now, out);
+                }
+                (true, false) => {
+                    self.enqueue(target, Arc::clone(&message), now, out);
+                }
+                (false, true) => replicated = true,
+                (false, false) => {
+                    self.enqueue(target, Arc::clone(&message), now, out);
+                }
+            }
+        }
+        if replicated && self.config.replicated {
             self.submit(
                 None,
                 Op::Publish {
@@ -456,18 +557,13 @@ impl Broker {
                 },
                 out,
             );
-            return;
-        }
-        let now = self.now;
-        for target in targets {
-            // A message expiring or overflowing back into the queue it left would cycle forever;
-            // RabbitMQ drops it in that case.
-            if target == id && reason != "rejected" {
-                continue;
-            }
-            self.enqueue(target, Arc::clone(&message), now, out);
         }
     }
+}
+
+/// The node a direct reply-to key belongs to (keys are `<node>.<secret>`).
+pub(crate) fn reply_key_node(key: &str) -> Option<u64> {
+    key.split_once('.')?.0.parse().ok()
 }
 
 /// The queue and reason of a message's latest death (the first `x-death` entry), if any.

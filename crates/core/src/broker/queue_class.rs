@@ -19,6 +19,14 @@ pub(crate) fn no_queue(name: &str, vhost: &str) -> AmqpError {
     AmqpError::not_found(format!("no queue '{name}' in vhost '{vhost}'"))
 }
 
+/// A method reached a broker that does not hold the local queue it names: the queue was
+/// removed or moved while the client's node was sending it (see `docs/architecture.md`).
+pub(crate) fn not_here(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_found(format!(
+        "queue '{name}' in vhost '{vhost}' is not on this node (it was just deleted or redeclared elsewhere)"
+    ))
+}
+
 pub(crate) fn locked(name: &str, vhost: &str) -> AmqpError {
     AmqpError::resource_locked(format!(
         "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
@@ -51,12 +59,29 @@ impl Broker {
         let id = self
             .queue_id(vhost, name)
             .ok_or_else(|| no_queue(name, vhost))?;
+        let client = self.client_of(conn);
         match self.queues.get(&id) {
-            Some(q) if q.exclusive_owner.is_some_and(|owner| owner != conn) => {
+            Some(q) if q.exclusive_owner.is_some_and(|owner| owner != client) => {
                 Err(locked(name, vhost))
             }
             Some(_) => Ok(id),
             None => Err(no_queue(name, vhost)),
+        }
+    }
+
+    /// [`Broker::usable_queue`], and this broker decides it (holds its messages and
+    /// consumers).
+    pub(super) fn deciding_queue(
+        &self,
+        conn: ConnId,
+        vhost: &ShortStr,
+        name: &str,
+    ) -> Result<QueueId, AmqpError> {
+        let id = self.usable_queue(conn, vhost, name)?;
+        if self.decides_queue(id) {
+            Ok(id)
+        } else {
+            Err(not_here(name, vhost))
         }
     }
 
@@ -122,6 +147,32 @@ impl Broker {
         if let Some(ch) = self.channel_mut(ctx) {
             ch.last_queue = Some(name.clone());
         }
+        if self.config.replicated {
+            if let Some(id) = self.queue_id(&vhost, &name) {
+                if self.queues.get(&id).is_some_and(|q| q.is_local()) {
+                    // A local queue is redeclared where it lives: its home has the counts,
+                    // and nothing changes that the log must carry.
+                    if !self.decides_queue(id) {
+                        return Err(not_here(&name, &vhost));
+                    }
+                    let owner = m.exclusive.then(|| self.client_of(ctx.conn));
+                    let ok = self.redeclare(
+                        id,
+                        &vhost,
+                        &name,
+                        (m.durable, m.exclusive, m.auto_delete),
+                        owner,
+                        &m.arguments,
+                    )?;
+                    if !m.nowait {
+                        self.reply(ctx, Method::QueueDeclareOk(ok), out);
+                    }
+                    return Ok(());
+                }
+            } else if self.is_home_session(ctx.conn) {
+                return Err(not_here(&name, &vhost));
+            }
+        }
         self.submit(
             Some(ctx.origin()),
             Op::DeclareQueue {
@@ -156,42 +207,17 @@ impl Broker {
             None
         };
         if let Some(id) = self.queue_id(vhost, &name) {
-            let q = self
-                .queues
-                .get_mut(&id)
-                .ok_or_else(|| no_queue(&name, vhost))?;
-            if q.exclusive_owner.is_some() && q.exclusive_owner != owner
-                || q.exclusive_owner.is_none() && exclusive
-            {
-                return Err(locked(&name, vhost));
+            let ok = self.redeclare(
+                id,
+                vhost,
+                &name,
+                (durable, exclusive, auto_delete),
+                owner,
+                &arguments,
+            )?;
+            if let Some(q) = self.queues.get_mut(&id) {
+                q.last_used = now;
             }
-            let inequivalent = |arg: &str, received: bool, current: bool| {
-                AmqpError::precondition_failed(format!(
-                    "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
-                ))
-            };
-            if q.durable != durable {
-                return Err(inequivalent("durable", durable, q.durable));
-            }
-            if q.auto_delete != auto_delete {
-                return Err(inequivalent("auto_delete", auto_delete, q.auto_delete));
-            }
-            for key in EQUIVALENCE_ARGS {
-                let (old, new) = (q.arguments.get(key), arguments.get(key));
-                if !args_equivalent(old, new) {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "inequivalent arg '{key}' for queue '{name}' in vhost '{vhost}': received {} but current is {}",
-                        describe(new),
-                        describe(old)
-                    )));
-                }
-            }
-            q.last_used = now;
-            let ok = QueueDeclareOk {
-                queue: name,
-                message_count: q.ready_count(),
-                consumer_count: q.consumer_count(),
-            };
             if !nowait {
                 Self::reply_origin(origin, Method::QueueDeclareOk(ok), out);
             }
@@ -217,8 +243,8 @@ impl Broker {
         if queue.is_local() {
             queue.home = Self::home_of(origin);
         }
+        queue.declared_by = origin.map_or(0, |o| o.conn);
         self.queues.insert(id, queue);
-        self.refresh_journal(id);
         let v = self
             .vhosts
             .get_mut(vhost)
@@ -235,6 +261,57 @@ impl Broker {
             Self::reply_origin(origin, Method::QueueDeclareOk(ok), out);
         }
         Ok(())
+    }
+
+    /// `queue.declare` of queue `id`, which exists: RabbitMQ's exclusivity and equivalence
+    /// checks, then the declare-ok with its counts. `owner` is the declaring client if
+    /// `exclusive`.
+    fn redeclare(
+        &mut self,
+        id: QueueId,
+        vhost: &ShortStr,
+        name: &ShortStr,
+        (durable, exclusive, auto_delete): (bool, bool, bool),
+        owner: Option<ConnId>,
+        arguments: &FieldTable,
+    ) -> Result<QueueDeclareOk, AmqpError> {
+        let now = self.now;
+        let q = self
+            .queues
+            .get_mut(&id)
+            .ok_or_else(|| no_queue(name, vhost))?;
+        if q.exclusive_owner.is_some() && q.exclusive_owner != owner
+            || q.exclusive_owner.is_none() && exclusive
+        {
+            return Err(locked(name, vhost));
+        }
+        let inequivalent = |arg: &str, received: bool, current: bool| {
+            AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
+            ))
+        };
+        if q.durable != durable {
+            return Err(inequivalent("durable", durable, q.durable));
+        }
+        if q.auto_delete != auto_delete {
+            return Err(inequivalent("auto_delete", auto_delete, q.auto_delete));
+        }
+        for key in EQUIVALENCE_ARGS {
+            let (old, new) = (q.arguments.get(key), arguments.get(key));
+            if !args_equivalent(old, new) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "inequivalent arg '{key}' for queue '{name}' in vhost '{vhost}': received {} but current is {}",
+                    describe(new),
+                    describe(old)
+                )));
+            }
+        }
+        q.last_used = now;
+        Ok(QueueDeclareOk {
+            queue: name.clone(),
+            message_count: q.ready_count(),
+            consumer_count: q.consumer_count(),
+        })
     }
 
     pub(super) fn queue_bind(
@@ -306,7 +383,22 @@ impl Broker {
         let (vhost, _) = self.session(ctx.conn)?;
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
-        self.usable_queue(ctx.conn, &vhost, &name)?;
+        let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        if self.config.replicated && self.is_local_queue(id) {
+            // A local queue's messages are only on its home: purged there, outside the log.
+            if !self.decides_queue(id) {
+                return Err(not_here(&name, &vhost));
+            }
+            let message_count = self.queues.get_mut(&id).map_or(0, |q| q.purge());
+            if !m.nowait {
+                self.reply(
+                    ctx,
+                    Method::QueuePurgeOk(QueuePurgeOk { message_count }),
+                    out,
+                );
+            }
+            return Ok(());
+        }
         self.submit(
             Some(ctx.origin()),
             Op::PurgeQueue {
@@ -335,7 +427,6 @@ impl Broker {
             .get_mut(&id)
             .ok_or_else(|| no_queue(name, vhost))?;
         let message_count = q.purge();
-        self.flush_mirror(id, out);
         if !nowait {
             Self::reply_origin(
                 origin,
@@ -371,6 +462,23 @@ impl Broker {
                         "queue '{name}' in vhost '{vhost}' not empty"
                     )));
                 }
+            }
+            if self.config.replicated && self.is_local_queue(id) {
+                // Decided by its home, which alone knows its consumers and messages; it goes
+                // when the removal is applied, and the reply with it.
+                if !self.decides_queue(id) {
+                    return Err(not_here(&name, &vhost));
+                }
+                let message_count = self.queues.get(&id).map_or(0, |q| q.ready_count());
+                if !m.nowait {
+                    self.reply_when_removed(
+                        ctx,
+                        id,
+                        Method::QueueDeleteOk(QueueDeleteOk { message_count }),
+                    );
+                }
+                self.propose_removal(id, out);
+                return Ok(());
             }
         }
         self.submit(
@@ -428,16 +536,7 @@ impl Broker {
 
     /// Removes a queue: its bindings, its consumers (each told with `basic.cancel` when its client
     /// announced `consumer_cancel_notify`), and auto-delete exchanges left without bindings.
-    /// Removes a queue that goes by itself (auto-delete, exclusive owner gone, `x-expires`) at
-    /// once, as RabbitMQ does, and logs an [`Op::RemoveQueue`] so replicas and replays remove it at
-    /// the same point of the log (applying it here again is a no-op: queue ids are never reused).
-    pub(crate) fn remove_queue_now_and_log(&mut self, id: QueueId, out: &mut Vec<Effect>) {
-        self.remove_queue(id, out);
-        self.submit(None, Op::RemoveQueue { queue: id }, out);
-    }
-
     pub(crate) fn remove_queue(&mut self, id: QueueId, out: &mut Vec<Effect>) {
-        self.forget_copy(id);
         let Some(queue) = self.queues.remove(&id) else {
             return;
         };
@@ -479,6 +578,7 @@ impl Broker {
                 }
             }
         }
+        self.queue_removed(id, out);
     }
 }
 

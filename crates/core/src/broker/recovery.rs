@@ -36,11 +36,11 @@ impl Broker {
 }
 
 impl Broker {
-    /// [`crate::Op::TakeOver`]: what a leader change ends (see its docs).
+    /// [`crate::Op::TakeOver`]: what a leader change ends (see its docs). Local queues are
+    /// their homes' business: a leader change does not touch them.
     pub(super) fn apply_take_over(&mut self, version: u32, out: &mut Vec<Effect>) {
-        self.orphan_check_at = Some(self.now.saturating_add(super::resume::ORPHAN_GRACE_MS));
         if version >= 2 {
-            for q in self.queues.values_mut() {
+            for q in self.queues.values_mut().filter(|q| !q.is_local()) {
                 q.mark_all_redelivered();
             }
             return;

@@ -10,10 +10,6 @@ use crate::command::{Op, Origin};
 use crate::connection::Connection;
 use crate::{AmqpError, ConnId, Effect, Millis, ResumeSession};
 
-/// How long after a take-over the connections of other nodes have to resume before the
-/// exclusive queues they owned (and auto-delete queues nobody consumes again) are removed.
-pub(crate) const ORPHAN_GRACE_MS: Millis = 10_000;
-
 /// A publisher (connection, channel) not heard from for this long is forgotten: a re-send of
 /// one of its messages after that would be enqueued again (a duplicate, never a loss).
 pub(crate) const FORGET_PUBLISHERS_AFTER_MS: Millis = 15 * 60_000;
@@ -193,33 +189,40 @@ impl Broker {
         self.publishers.retain(|_, p| p.at >= before);
     }
 
-    /// The leader's periodic clean-up (from `tick`): orphaned queues (outside the grace period
-    /// after a take-over) and publishers silent for a long time.
+    /// The periodic clean-up (from `tick`): orphaned local queues this broker decides, and (on
+    /// the leader) publishers silent for a long time.
     pub(super) fn tick_cleanup(&mut self, out: &mut Vec<Effect>) {
         let now = self.now;
-        if self.orphan_check_at.is_some_and(|at| now >= at) {
-            self.orphan_check_at = None;
+        // Exclusive queues whose client is gone (declared by a connection that closed while the
+        // declare was being committed), used auto-delete queues without consumers, and local
+        // queues declared before this node's broker started (RabbitMQ drops transient queues
+        // with their node).
+        let clients: std::collections::HashSet<ConnId> = self
+            .connections
+            .iter()
+            .map(|(&id, c)| c.home_of.unwrap_or(id))
+            .collect();
+        let first_conn = self.config.first_conn;
+        let node = self.config.node;
+        let mut orphans: Vec<_> = self
+            .queues
+            .values()
+            .filter(|q| q.is_local() && self.decides(q))
+            .filter(|q| {
+                q.exclusive_owner
+                    .is_some_and(|owner| !clients.contains(&owner))
+                    || (q.auto_delete && q.had_consumer && q.consumers.is_empty())
+                    || (q.declared_by != 0
+                        && crate::node_of(q.declared_by) == node
+                        && q.declared_by < first_conn)
+            })
+            .map(|q| q.id)
+            .collect();
+        orphans.sort_unstable();
+        for id in orphans {
+            self.propose_removal(id, out);
         }
-        if self.orphan_check_at.is_none() {
-            // Exclusive queues whose connection is gone: a take-over's leftovers, or declared
-            // by a connection that closed while the declare was being committed. Used
-            // auto-delete queues without consumers: only a take-over leaves those.
-            let mut orphans: Vec<_> = self
-                .queues
-                .values()
-                .filter(|q| {
-                    q.exclusive_owner
-                        .is_some_and(|owner| !self.connections.contains_key(&owner))
-                        || (q.auto_delete && q.had_consumer && q.consumers.is_empty())
-                })
-                .map(|q| q.id)
-                .collect();
-            orphans.sort_unstable();
-            for id in orphans {
-                self.remove_queue_now_and_log(id, out);
-            }
-        }
-        if now >= self.next_publisher_check {
+        if self.leading && now >= self.next_publisher_check {
             self.next_publisher_check = now.saturating_add(FORGET_CHECK_EVERY_MS);
             let before = now.saturating_sub(FORGET_PUBLISHERS_AFTER_MS);
             if self.publishers.values().any(|p| p.at < before) {

@@ -109,6 +109,7 @@ impl Broker {
                 had_consumer: q.had_consumer,
                 last_used: q.last_used,
                 home: q.home,
+                declared_by: q.declared_by,
                 entries,
             });
         }
@@ -227,6 +228,7 @@ impl Broker {
             );
             q.had_consumer = sq.had_consumer;
             q.home = sq.home;
+            q.declared_by = sq.declared_by;
             let mut entries = Vec::with_capacity(sq.entries.len());
             for e in sq.entries {
                 let message = messages.get(e.message as usize).ok_or_else(|| {
@@ -248,11 +250,25 @@ impl Broker {
             q.restore(sq.next_seq, entries);
             queues.insert(sq.id, q);
         }
-        // Dropped without the close logic (requeues, auto-deletes): that would change state the
-        // snapshot already says everything about.
-        self.keep_own_copies();
-        let conns: Vec<_> = self.connections.drain().map(|(c, _)| c).collect();
+        // What this broker decides outside the log stays: the local queues homed here that the
+        // snapshot still has (their messages and consumers), and the home sessions using them.
+        // Other connections are dropped without the close logic (requeues, auto-deletes): that
+        // would change state the snapshot already says everything about.
+        let node = self.config.node;
+        let replicated = self.config.replicated;
+        for (id, q) in std::mem::take(&mut self.queues) {
+            if replicated && q.is_local() && q.home == node && queues.contains_key(&id) {
+                queues.insert(id, q);
+            }
+        }
+        let conns: Vec<_> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| !replicated || c.home_of.is_none())
+            .map(|(&id, _)| id)
+            .collect();
         for conn in conns {
+            self.connections.remove(&conn);
             out.push(Effect::CloseConnection {
                 conn,
                 error: AmqpError::new(320, "node state replaced by a Raft snapshot"),
@@ -260,6 +276,7 @@ impl Broker {
         }
         self.vhosts = vhosts;
         self.queues = queues;
+        self.forget_missing_queues(out);
         self.next_queue_id = snapshot.next_queue_id;
         self.publishers = snapshot
             .publishers
@@ -299,26 +316,82 @@ impl Broker {
                 })
                 .collect();
         }
-        self.reply_to.clear();
-        self.after_queues_replaced();
+        self.reply_to
+            .retain(|_, (conn, _)| self.connections.contains_key(conn));
         Ok(())
+    }
+
+    /// After the queues were replaced: consumers and unacked deliveries of the connections kept
+    /// that refer to queues no longer there are dropped (the consumers told with `basic.cancel`).
+    fn forget_missing_queues(&mut self, out: &mut Vec<Effect>) {
+        let queues = &self.queues;
+        for (&conn, c) in self.connections.iter_mut() {
+            let notify = c.consumer_cancel_notify;
+            for (&channel, ch) in c.channels.iter_mut() {
+                ch.unacked.retain(|_, u| queues.contains_key(&u.queue));
+                let gone: Vec<_> = ch
+                    .consumers
+                    .values()
+                    .filter(|k| !queues.contains_key(&k.queue))
+                    .map(|k| k.tag.clone())
+                    .collect();
+                for tag in gone {
+                    ch.consumers.remove(&tag);
+                    if notify {
+                        out.push(Effect::Send {
+                            conn,
+                            channel,
+                            method: warren_wire::Method::BasicCancel(warren_wire::BasicCancel {
+                                consumer_tag: tag,
+                                nowait: true,
+                            }),
+                        });
+                    }
+                }
+            }
+        }
     }
 }
 
 impl Broker {
-    /// Back to exactly what the log says: every connection is dropped (and closed with 320, with
-    /// `reason`) without requeues or auto-deletes, and messages checked out to consumers are
-    /// ready again. What a node does when it stops leading: its local decisions (deliveries) end
-    /// and the new leader's take over.
-    pub fn reset_to_log_state(&mut self, reason: &str, out: &mut Vec<Effect>) {
-        let snapshot = self.snapshot();
-        let first = out.len();
-        if self.restore(snapshot, out).is_ok() {
-            for e in &mut out[first..] {
-                if let Effect::CloseConnection { error, .. } = e {
-                    *error = AmqpError::new(320, reason);
+    /// This node stopped leading: what its broker decided for the replicated queues ends and
+    /// the new leader's decisions take over. Every connection that is not a home session (the
+    /// clients' leader sessions, which their nodes resume on the new leader) is dropped without
+    /// the close logic and closed with 320 and `reason` in `out`; the replicated queues' checked
+    /// out messages are ready again and their consumers gone. Local queues homed here, with
+    /// their messages, consumers and home sessions, are untouched: this node still decides
+    /// them.
+    pub fn step_down(&mut self, reason: &str, out: &mut Vec<Effect>) {
+        self.set_leading(false);
+        let dropped: Vec<_> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.home_of.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in &dropped {
+            self.connections.remove(conn);
+            out.push(Effect::CloseConnection {
+                conn: *conn,
+                error: AmqpError::new(320, reason),
+            });
+        }
+        let gone: std::collections::HashSet<_> = dropped.into_iter().collect();
+        for q in self.queues.values_mut() {
+            if q.is_local() {
+                q.consumers.retain(|c| !gone.contains(&c.conn));
+                if q.exclusive_consumer
+                    .as_ref()
+                    .is_some_and(|c| gone.contains(&c.conn))
+                {
+                    q.exclusive_consumer = None;
                 }
+            } else {
+                q.release_checked_out();
+                q.consumers.clear();
+                q.exclusive_consumer = None;
             }
         }
+        self.reply_to.retain(|_, (conn, _)| !gone.contains(conn));
     }
 }

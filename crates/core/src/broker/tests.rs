@@ -4,7 +4,9 @@ use bytes::Bytes;
 use warren_wire::*;
 
 use super::*;
-use crate::{Effect, Input, MirrorChange, DELIVERY_CREDIT_BYTES};
+use std::sync::Arc;
+
+use crate::{Destination, Effect, Input, Message, DELIVERY_CREDIT_BYTES};
 
 const C1: ConnId = 1;
 const C2: ConnId = 2;
@@ -102,6 +104,7 @@ impl World {
             },
             properties,
             body: Bytes::from_static(body.as_bytes()),
+            replicated_only: false,
         })
     }
 
@@ -863,6 +866,7 @@ fn delivery_credit_bounds_what_is_in_flight_to_a_connection() {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(&BODY),
+            replicated_only: false,
         });
     }
     let e = w.input(Input::Writable {
@@ -906,6 +910,7 @@ fn reserved_names_and_immediate_are_refused() {
         },
         properties: BasicProperties::default(),
         body: Bytes::new(),
+        replicated_only: false,
     });
     assert!(matches!(&e[..], [Effect::CloseConnection { error, .. }]
         if error.code == 540 && error.text == "NOT_IMPLEMENTED - immediate=true"));
@@ -994,7 +999,7 @@ impl Replicated {
     /// The leader's broker: it decides, and holds the messages of local queues.
     fn new() -> Replicated {
         let mut r = Replicated::replica();
-        r.broker.set_leading(true, 1);
+        r.broker.set_leading(true);
         r
     }
 
@@ -1086,6 +1091,7 @@ impl Replicated {
                 ..Default::default()
             },
             body: Bytes::from_static(body.as_bytes()),
+            replicated_only: false,
         });
     }
 
@@ -1112,11 +1118,6 @@ impl Replicated {
                     ..Default::default()
                 }),
             );
-            // What a leader sends to the queue's home is not for the client.
-            let e: Vec<Effect> = e
-                .into_iter()
-                .filter(|e| !matches!(e, Effect::Mirror { .. }))
-                .collect();
             match &e[..] {
                 [Effect::SendContent { body, .. }] => {
                     got.push(String::from_utf8_lossy(body).into_owned())
@@ -1139,7 +1140,7 @@ impl Manual {
             replicated: true,
             ..BrokerConfig::default()
         });
-        broker.set_leading(true, 1);
+        broker.set_leading(true);
         Manual {
             broker,
             proposed: Vec::new(),
@@ -1193,6 +1194,7 @@ impl Manual {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(body.as_bytes()),
+            replicated_only: false,
         })
     }
 
@@ -1318,10 +1320,12 @@ fn a_channel_reads_its_own_writes_while_they_are_being_replicated() {
     );
     assert_eq!(
         m.proposed.len(),
-        2,
-        "the publish was proposed right behind the declare"
+        1,
+        "the publish waits for the declare (a declare or bind in flight must be in place before \
+         a publish is routed: its local part is enqueued at once)"
     );
-    // Commit the declare: declare-ok. Commit the publish: now the passive declare runs and sees it.
+    // Commit the declare: declare-ok, and the publish is proposed. Commit the publish: now the
+    // passive declare runs and sees it.
     let declare_ok = |message_count| {
         vec![send(
             C1,
@@ -1333,6 +1337,7 @@ fn a_channel_reads_its_own_writes_while_they_are_being_replicated() {
         )]
     };
     assert_eq!(m.commit_one(), declare_ok(0));
+    assert_eq!(op_names(&m.proposed), ["Publish"]);
     assert_eq!(m.commit_one(), declare_ok(1));
 }
 
@@ -1394,6 +1399,7 @@ fn recovery_keeps_durable_entities_and_persistent_messages_only() {
             ..Default::default()
         },
         body: Bytes::from_static(b"transient"),
+        replicated_only: false,
     });
     let mut b = Replicated::new();
     for command in a.log.clone() {
@@ -1652,6 +1658,7 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"shared"),
+        replicated_only: false,
     });
     for body in ["1", "2", "3"] {
         a.publish(C1, "work", body);
@@ -1714,6 +1721,7 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"after"),
+        replicated_only: false,
     });
     assert_eq!(restored.get_all(C2, "work"), ["after"]);
 }
@@ -1857,6 +1865,7 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"3"),
+        replicated_only: false,
     });
     assert_eq!(confirms(&e), vec![3]);
     assert_eq!(
@@ -1888,8 +1897,9 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
         "all four acked"
     );
 
-    // After the grace period the exclusive queue of the connection that never came back goes;
-    // the resumed one's stays (and stays exclusive to it).
+    // The take-over keeps both exclusive queues; their home (here the same broker) removes the
+    // one whose connection never came back on its next tick; the resumed one's stays (and stays
+    // exclusive to it).
     assert!(
         b.broker.queue_id(&"/".into(), "mine").is_some(),
         "kept by the take-over"
@@ -1898,7 +1908,6 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
         b.broker.queue_id(&"/".into(), "theirs").is_some(),
         "kept by the take-over"
     );
-    b.now += super::resume::ORPHAN_GRACE_MS + 1;
     b.input(Input::Tick);
     assert!(b.broker.queue_id(&"/".into(), "theirs").is_none());
     assert!(b.broker.queue_id(&"/".into(), "mine").is_some());
@@ -2408,6 +2417,7 @@ fn a_local_queue_keeps_its_messages_out_of_the_log_and_out_of_the_replicas() {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(b"transient"),
+            replicated_only: false,
         });
         assert_eq!(
             e,
@@ -2449,7 +2459,7 @@ fn a_local_queue_keeps_its_messages_out_of_the_log_and_out_of_the_replicas() {
     }
     assert_eq!(follower.broker.snapshot(), a.broker.snapshot());
     // It becomes the leader: the local queues are there, empty.
-    follower.broker.set_leading(true, 1);
+    follower.broker.set_leading(true);
     follower.open(C2);
     for queue in ["tmp", "auto"] {
         assert_eq!(follower.get_all(C2, queue), Vec::<String>::new());
@@ -2468,15 +2478,16 @@ fn a_publish_to_a_local_queue_waits_behind_the_channels_commands_in_flight() {
         ..Default::default()
     }));
     m.commit_all();
-    // A bind is in flight: the next publish goes through the log behind it, in order.
+    // A bind is in flight: the next publish waits for it, then goes straight into the queue.
     m.method(Method::QueueBind(QueueBind {
         queue: "t".into(),
         exchange: "amq.fanout".into(),
         ..Default::default()
     }));
     m.publish("t", "first");
-    assert_eq!(op_names(&m.proposed), ["Bind", "Publish"]);
+    assert_eq!(op_names(&m.proposed), ["Bind"]);
     m.commit_all();
+    assert!(m.proposed.is_empty(), "no publish in the log");
     // Nothing in flight: straight into the queue.
     m.publish("t", "second");
     assert!(m.proposed.is_empty());
@@ -2533,7 +2544,7 @@ fn a_local_queue_dead_letters_into_a_replicated_one_through_the_log_once() {
     a.open(C2);
     assert_eq!(a.get_all(C2, "short"), Vec::<String>::new());
     assert_eq!(a.get_all(C2, "dead"), ["late"]);
-    follower.broker.set_leading(true, 1);
+    follower.broker.set_leading(true);
     follower.open(C2);
     assert_eq!(follower.get_all(C2, "dead"), ["late"]);
 }
@@ -2600,219 +2611,325 @@ fn a_conditional_queue_delete_is_decided_by_the_leader_so_replicas_agree() {
     assert!(follower.broker.queue_id(&"/".into(), "full").is_some());
 }
 
-/// The changes a deciding broker sent to node `home`'s copies, and the other effects.
-fn split_mirror(effects: Vec<Effect>, home: u64) -> (Vec<MirrorChange>, Vec<Effect>) {
-    let mut changes = Vec::new();
-    let mut rest = Vec::new();
-    for e in effects {
-        match e {
-            Effect::Mirror {
-                home: h,
-                changes: c,
-            } => {
-                assert_eq!(h, home, "a change sent to the wrong home");
-                changes.extend(c);
-            }
-            other => rest.push(other),
-        }
-    }
-    (changes, rest)
+/// A connection id of cluster node `node` (the top bits name it).
+fn conn_on(node: u64, n: u64) -> ConnId {
+    (node << 52) | n
 }
 
-fn copy_sizes(broker: &Broker) -> Vec<(u64, usize)> {
-    broker
-        .home_copies()
-        .iter()
-        .map(|c| (c.queue, c.entries.len()))
-        .collect()
+/// A committed command as every replica applies it.
+fn committed(origin: Option<(ConnId, ChannelId)>, op: Op) -> Input {
+    Input::Applied {
+        command: Command {
+            version: STATE_MACHINE_VERSION,
+            origin: origin.map(|(conn, channel)| Origin { conn, channel }),
+            issued_at: 1_000,
+            op,
+        },
+    }
+}
+
+fn declare_op(name: &str, durable: bool) -> Op {
+    Op::DeclareQueue {
+        vhost: "/".into(),
+        name: name.into(),
+        durable,
+        exclusive: false,
+        auto_delete: false,
+        arguments: FieldTable::default(),
+        nowait: true,
+    }
+}
+
+fn fanout_bind_op(queue: &str) -> Op {
+    Op::Bind {
+        vhost: "/".into(),
+        source: "amq.fanout".into(),
+        destination: Destination::Queue(queue.into()),
+        routing_key: "".into(),
+        arguments: FieldTable::default(),
+        nowait: true,
+    }
+}
+
+/// Node 2's broker, not leading: a durable queue `d`, a non-durable queue `t` declared by a
+/// client of node 2 (homed here) and `u` declared by a client of node 3, all bound to
+/// `amq.fanout`; and a home session `h` of client `c` (a connection of node 2) with channel 1.
+fn node_two_with_a_home_session() -> (Replicated, ConnId, ConnId) {
+    let mut r = Replicated::on_node(2);
+    let (c, h, other) = (conn_on(2, 1), conn_on(2, 2), conn_on(3, 1));
+    r.input(committed(Some((c, 1)), declare_op("d", true)));
+    r.input(committed(Some((c, 1)), declare_op("t", false)));
+    r.input(committed(Some((other, 1)), declare_op("u", false)));
+    for q in ["d", "t", "u"] {
+        r.input(committed(None, fanout_bind_op(q)));
+    }
+    let e = r.input(Input::OpenHome {
+        conn: h,
+        client: c,
+        user: "guest".into(),
+        vhost: "/".into(),
+        client_properties: caps(),
+    });
+    assert_eq!(e, vec![], "a home session opens without a word");
+    let e = r.method(h, Method::ChannelOpen(ChannelOpen::default()));
+    assert_eq!(e.len(), 1, "channel.open-ok");
+    (r, c, h)
 }
 
 #[test]
-fn a_transient_queue_keeps_a_copy_on_its_home_which_the_next_leader_takes_back() {
-    // Node 1 leads; the client's connection is on node 2 (its id carries the node).
-    let client: ConnId = (2 << 52) | 5;
-    let mut leader = Replicated::on_node(1);
-    leader.broker.set_leading(true, 1);
-    let mut home = Replicated::on_node(2);
-    let mut other = Replicated::on_node(3);
-    leader.open(client);
-    for (queue, durable, exclusive) in [("reply", false, true), ("tmp", false, false)] {
-        leader.method(
-            client,
-            Method::QueueDeclare(QueueDeclare {
-                queue: queue.into(),
-                durable,
-                exclusive,
-                ..Default::default()
-            }),
-        );
-    }
-    leader.method(
-        client,
-        Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+fn a_home_session_serves_local_queues_here_forwards_others_and_bounces_the_replicated_part() {
+    let (mut r, _c, h) = node_two_with_a_home_session();
+    r.method(h, Method::ConfirmSelect(ConfirmSelect { nowait: true }));
+    assert!(
+        r.log.is_empty(),
+        "a home session's confirm.select is not logged"
     );
-    let mut mirrored = Vec::new();
-    for (queue, body) in [
-        ("reply", "r1"),
-        ("reply", "r2"),
-        ("reply", "r3"),
-        ("tmp", "t1"),
-    ] {
-        let (changes, rest) = split_mirror(
-            leader.input(Input::Publish {
-                conn: client,
+    let e = r.input(Input::Publish {
+        conn: h,
+        channel: 1,
+        publish: BasicPublish {
+            exchange: "amq.fanout".into(),
+            mandatory: true,
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"m"),
+        replicated_only: false,
+    });
+    let message = Arc::new(Message {
+        exchange: "amq.fanout".into(),
+        routing_key: "".into(),
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"m"),
+    });
+    let u = r.broker.queue_id(&"/".into(), "u").expect("u");
+    assert_eq!(
+        e,
+        vec![
+            Effect::Forward {
+                home: 3,
+                queue: u,
+                message,
+            },
+            Effect::Bounce {
+                conn: h,
                 channel: 1,
+                confirm: Some(1),
                 publish: BasicPublish {
-                    routing_key: queue.into(),
+                    exchange: "amq.fanout".into(),
+                    mandatory: false,
                     ..Default::default()
                 },
                 properties: BasicProperties::default(),
-                body: Bytes::from_static(body.as_bytes()),
-            }),
-            2,
-        );
-        assert_eq!(changes.len(), 1, "one store per message");
-        assert!(matches!(rest[..], [Effect::Send { .. }]), "confirmed");
-        mirrored.extend(changes);
-    }
-    // Taken and acked: the home drops it.
-    let (changes, _) = split_mirror(
-        leader.method(
-            client,
-            Method::BasicGet(BasicGet {
-                queue: "reply".into(),
-                ..Default::default()
-            }),
-        ),
-        2,
+                body: Bytes::from_static(b"m"),
+            },
+            send(
+                h,
+                Method::BasicAck(BasicAck {
+                    delivery_tag: 1,
+                    multiple: false
+                })
+            ),
+        ],
+        "u forwarded to node 3, the replicated part bounced (a local queue took it: not \
+         mandatory any more), the local part confirmed"
     );
-    assert!(changes.is_empty(), "a message taken is still in the queue");
-    let (changes, _) = split_mirror(
-        leader.method(
-            client,
-            Method::BasicAck(BasicAck {
-                delivery_tag: 1,
-                multiple: false,
-            }),
-        ),
-        2,
-    );
-    assert!(matches!(&changes[..], [MirrorChange::Drop { seqs, .. }] if seqs.len() == 1));
-    mirrored.extend(changes);
-    // The log carried only declarations: no message, no ack.
+    assert!(r.log.is_empty(), "nothing in the log");
+    assert_eq!(r.get_all(h, "t"), ["m"], "t holds it here");
     assert_eq!(
-        op_names(&leader.log),
-        ["DeclareQueue", "DeclareQueue", "ConfirmSelect"]
-    );
-
-    // The home gets the changes before it has applied the declarations (it lags): kept.
-    home.input(Input::Mirror {
-        changes: mirrored.clone(),
-    });
-    home.apply_log(&leader.log, 0);
-    other.apply_log(&leader.log, 0);
-    let (reply, tmp) = (
-        leader.broker.queue_id(&"/".into(), "reply").expect("reply"),
-        leader.broker.queue_id(&"/".into(), "tmp").expect("tmp"),
-    );
-    assert_eq!(copy_sizes(&home.broker), [(reply, 2), (tmp, 1)]);
-    assert!(other.broker.home_copies().is_empty());
-    // Copies are not replicated state: the snapshots agree.
-    assert_eq!(home.broker.snapshot(), leader.broker.snapshot());
-
-    // The leader dies; node 3 leads in term 2 and takes the home's copy when its stream attaches.
-    other.broker.set_leading(true, 2);
-    // The client's connection resumes there (its exclusive queue is its own).
-    other.open(client);
-    let (changes, _) = split_mirror(
-        other.input(Input::HomeAttached {
-            node: 2,
-            copies: home.broker.home_copies(),
-        }),
-        2,
-    );
-    // The home's copy becomes exactly the new leader's contents.
-    assert!(
-        matches!(&changes[..], [MirrorChange::Reset { queues }] if queues.len() == 2),
-        "{changes:?}"
-    );
-    home.input(Input::Mirror { changes });
-    assert_eq!(copy_sizes(&home.broker), [(reply, 2), (tmp, 1)]);
-    // A later offer (the stream broke and attached again) is older than the leader's state.
-    other.input(Input::HomeAttached {
-        node: 2,
-        copies: Vec::new(),
-    });
-    // A message published now goes after the old ones.
-    other.publish(client, "reply", "r4");
-    let mut got = Vec::new();
-    loop {
-        let e = other.method(
-            client,
+        close_channel(&r.method(
+            h,
             Method::BasicGet(BasicGet {
-                queue: "reply".into(),
-                no_ack: true,
+                queue: "d".into(),
                 ..Default::default()
-            }),
-        );
-        let (_, e) = split_mirror(e, 2);
-        match &e[..] {
-            [Effect::SendContent {
-                body,
-                method: Method::BasicGetOk(ok),
-                ..
-            }, ..] => got.push((String::from_utf8_lossy(body).into_owned(), ok.redelivered)),
-            _ => break,
-        }
-    }
-    assert_eq!(
-        got,
-        [
-            ("r2".to_string(), true),
-            ("r3".to_string(), true),
-            ("r4".to_string(), false)
-        ]
+            })
+        ))
+        .map(|c| c.0),
+        Some(404),
+        "a replicated queue is not served by a home session"
     );
-    assert_eq!(other.get_all(client, "tmp"), ["t1"]);
 }
 
 #[test]
-fn a_leader_keeps_the_contents_of_its_own_transient_queues_when_it_steps_down() {
-    let client: ConnId = (1 << 52) | 9;
-    let mut leader = Replicated::on_node(1);
-    leader.broker.set_leading(true, 1);
-    leader.open(client);
-    leader.method(
-        client,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "mine".into(),
-            exclusive: true,
-            ..Default::default()
-        }),
-    );
-    let (changes, _) = split_mirror(
-        leader.input(Input::Publish {
-            conn: client,
-            channel: 1,
-            publish: BasicPublish {
-                routing_key: "mine".into(),
-                ..Default::default()
-            },
+fn a_logged_publish_fills_only_replicated_queues_and_a_forwarded_one_its_local_queue() {
+    let (mut r, c, h) = node_two_with_a_home_session();
+    // The leader logged the replicated part of a publish to amq.fanout.
+    r.input(committed(
+        Some((c, 1)),
+        Op::Publish {
+            vhost: "/".into(),
+            exchange: "amq.fanout".into(),
+            routing_key: "".into(),
+            mandatory: false,
+            confirm: None,
             properties: BasicProperties::default(),
-            body: Bytes::from_static(b"kept"),
-        }),
+            body: Bytes::from_static(b"logged"),
+        },
+    ));
+    let t = r.broker.queue_id(&"/".into(), "t").expect("t");
+    let d = r.broker.queue_id(&"/".into(), "d").expect("d");
+    assert_eq!(
+        r.broker.queues[&d].ready_count(),
         1,
+        "the replica has it in d"
     );
-    // Its own queue: nothing to send anywhere.
-    assert!(changes.is_empty());
-    leader.broker.set_leading(false, 0);
+    assert_eq!(r.broker.queues[&t].ready_count(), 0, "never from the log");
+    // Node 3 forwards a message for t; a refused one is reported back.
+    let forwarded = |body: &'static str| Input::Forwarded {
+        from: 3,
+        seq: 7,
+        queue: t,
+        message: Message {
+            exchange: "".into(),
+            routing_key: "t".into(),
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body.as_bytes()),
+        },
+    };
+    assert_eq!(r.input(forwarded("f")), vec![]);
+    assert_eq!(r.get_all(h, "t"), ["f"]);
+    // Make t refuse: x-max-length 0 with reject-publish (set directly: a test of the refusal).
+    if let Some(q) = r.broker.queues.get_mut(&t) {
+        q.args.max_length = Some(0);
+        q.args.overflow = Some(crate::queue::Overflow::RejectPublish);
+    }
+    assert_eq!(
+        r.input(forwarded("g")),
+        vec![Effect::ForwardRefused { to: 3, seq: 7 }]
+    );
+}
+
+#[test]
+fn a_local_queue_goes_when_its_removal_is_applied_and_its_delete_ok_with_it() {
+    let (mut r, _c, h) = node_two_with_a_home_session();
+    // Not leading and proposals not committed: hold what the home proposes.
     let mut out = Vec::new();
-    leader.broker.reset_to_log_state("stepped down", &mut out);
-    let mine = leader.broker.queue_id(&"/".into(), "mine").expect("mine");
-    assert_eq!(copy_sizes(&leader.broker), [(mine, 1)]);
-    // It leads again later: the copy is the queue's contents again.
-    leader.broker.set_leading(true, 3);
-    assert!(leader.broker.home_copies().is_empty());
-    leader.open(client);
-    assert_eq!(leader.get_all(client, "mine"), ["kept"]);
+    r.broker.handle(
+        r.now,
+        Input::Method {
+            conn: h,
+            channel: 1,
+            method: Method::QueueDelete(QueueDelete {
+                queue: "t".into(),
+                ..Default::default()
+            }),
+        },
+        &mut out,
+    );
+    let t = r.broker.queue_id(&"/".into(), "t").expect("still there");
+    assert_eq!(
+        out,
+        vec![Effect::Propose {
+            command: Command {
+                version: STATE_MACHINE_VERSION,
+                origin: None,
+                issued_at: r.now,
+                op: Op::RemoveQueue { queue: t },
+            }
+        }],
+        "only the removal is proposed; no delete-ok yet"
+    );
+    // Meanwhile the channel's next method waits (it must see the queue gone).
+    let mut later = Vec::new();
+    r.broker.handle(
+        r.now,
+        Input::Method {
+            conn: h,
+            channel: 1,
+            method: Method::QueueDeclare(QueueDeclare {
+                queue: "t".into(),
+                passive: true,
+                ..Default::default()
+            }),
+        },
+        &mut later,
+    );
+    assert_eq!(later, vec![]);
+    let e = r.input(committed(None, Op::RemoveQueue { queue: t }));
+    assert_eq!(
+        e,
+        vec![
+            send(h, Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 })),
+            Effect::CloseChannel {
+                conn: h,
+                channel: 1,
+                error: AmqpError::not_found("no queue 't' in vhost '/'").caused_by(50, 10),
+            },
+        ],
+        "delete-ok when applied; then the passive declare finds it gone"
+    );
+}
+
+#[test]
+fn stepping_down_keeps_the_home_sessions_and_the_local_queues_homed_here() {
+    let (mut r, c, h) = node_two_with_a_home_session();
+    r.broker.set_leading(true);
+    // The client's leader session lives here too while this node leads.
+    r.open(c);
+    r.input(committed(
+        Some((c, 1)),
+        Op::Publish {
+            vhost: "/".into(),
+            exchange: "".into(),
+            routing_key: "d".into(),
+            mandatory: false,
+            confirm: None,
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"durable"),
+        },
+    ));
+    r.input(Input::Forwarded {
+        from: 3,
+        seq: 1,
+        queue: r.broker.queue_id(&"/".into(), "t").expect("t"),
+        message: Message {
+            exchange: "".into(),
+            routing_key: "t".into(),
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"transient"),
+        },
+    });
+    let consume = |queue: &str| {
+        Method::BasicConsume(BasicConsume {
+            queue: queue.into(),
+            consumer_tag: queue.into(),
+            ..Default::default()
+        })
+    };
+    assert_eq!(deliveries(&r.method(c, consume("d"))).len(), 1);
+    assert_eq!(deliveries(&r.method(h, consume("t"))).len(), 1);
+    let mut out = Vec::new();
+    r.broker.step_down("stepped down", &mut out);
+    assert_eq!(
+        out,
+        vec![Effect::CloseConnection {
+            conn: c,
+            error: AmqpError::new(320, "stepped down"),
+        }],
+        "only the leader session goes"
+    );
+    let d = r.broker.queue_id(&"/".into(), "d").expect("d");
+    let t = r.broker.queue_id(&"/".into(), "t").expect("t");
+    assert_eq!(
+        r.broker.queues[&d].ready_count(),
+        1,
+        "ready again for the next leader"
+    );
+    assert_eq!(r.broker.queues[&d].consumer_count(), 0);
+    assert_eq!(
+        r.broker.queues[&t].unacked_count(),
+        1,
+        "still with its consumer"
+    );
+    assert_eq!(r.broker.queues[&t].consumer_count(), 1);
+    // The home session goes on: acking its delivery works.
+    let e = r.method(
+        h,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
+    assert_eq!(e, vec![]);
+    assert_eq!(r.broker.queues[&t].unacked_count(), 0);
 }

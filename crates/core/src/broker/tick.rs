@@ -1,6 +1,7 @@
 //! Time-driven work, evaluated against the `now` of each input: message TTL expiry (with
-//! dead-lettering) and `x-expires` queue expiry. Both are decided here and carried out as
-//! commands ([`Op::Expire`], [`Op::RemoveQueue`]), so replicas and replays agree.
+//! dead-lettering) and `x-expires` queue expiry, each by the broker that decides the queue. For a
+//! replicated queue both are carried out as commands ([`Op::Expire`], [`Op::RemoveQueue`]), so
+//! replicas and replays agree; a local queue's expiries are its home's alone.
 
 use super::Broker;
 use crate::command::Op;
@@ -13,6 +14,9 @@ impl Broker {
         let mut ids: Vec<QueueId> = self.queues.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
+            if !self.decides_queue(id) {
+                continue;
+            }
             self.expire_queue(id, out);
             let expired = self.queues.get(&id).is_some_and(|q| {
                 q.consumers.is_empty()
@@ -21,7 +25,7 @@ impl Broker {
                         .is_some_and(|ttl| self.now >= q.last_used.saturating_add(ttl))
             });
             if expired {
-                self.remove_queue_now_and_log(id, out);
+                self.propose_removal(id, out);
             }
         }
     }

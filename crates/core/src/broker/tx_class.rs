@@ -50,7 +50,8 @@ impl Broker {
                 publish,
                 properties,
                 body,
-            } => self.publish(ctx, publish, properties, body, out),
+                replicated_only,
+            } => self.publish(ctx, publish, properties, body, replicated_only, out),
             TxOp::Ack {
                 delivery_tag,
                 multiple,
@@ -104,8 +105,11 @@ impl Broker {
                 ch.mode = Mode::Confirm {
                     next_publish_seq: 1,
                 };
-                // The state machine forgets the numbers of this channel's earlier life.
-                self.submit(Some(ctx.origin()), Op::ConfirmSelect, out);
+                // The state machine forgets the numbers of this channel's earlier life (a home
+                // session logs no publishes of its own).
+                if !self.is_home_session(ctx.conn) {
+                    self.submit(Some(ctx.origin()), Op::ConfirmSelect, out);
+                }
             }
             Mode::Confirm { .. } => {}
         }
