@@ -99,4 +99,8 @@ pub enum Input {
         queue: u64,
         message: crate::Message,
     },
+    /// Answered with [`crate::Effect::Synced`] once every input of `conn` before it has been
+    /// handled (their effects come first). The client's node uses it to let the publishes a
+    /// home session routed reach the leader before the client's next request does.
+    Sync { conn: ConnId, token: u64 },
 }

@@ -203,6 +203,9 @@ pub(crate) struct Queue {
     pub(crate) home: u64,
     /// The connection whose `queue.declare` created it (0 if none). Replicated.
     pub(crate) declared_by: ConnId,
+    /// A local queue whose removal its home proposed: clients no longer see it (not
+    /// replicated; see `Broker::home_redirect`).
+    pub(crate) dying: bool,
 }
 
 impl Queue {
@@ -239,6 +242,7 @@ impl Queue {
             published_from: HashMap::new(),
             home: 0,
             declared_by: 0,
+            dying: false,
         }
     }
 

@@ -28,6 +28,9 @@ use crate::{decode_snapshot, encode_snapshot, LogCommand, TypeConfig};
 #[derive(Debug)]
 pub struct AppliedBatch {
     pub commands: Vec<Command>,
+    /// The log index of the batch's last entry (commands or not): once the batch is applied,
+    /// the broker has applied the log up to here.
+    pub index: u64,
     pub done: oneshot::Sender<()>,
 }
 
@@ -41,6 +44,8 @@ pub enum BrokerRequest {
     /// Replace the replicated state with this one.
     Restore {
         snapshot: Snapshot,
+        /// The log index the snapshot covers.
+        index: u64,
         reply: oneshot::Sender<Result<(), SnapshotError>>,
     },
 }
@@ -203,10 +208,16 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
                 responders.push(r);
             }
         }
-        if !commands.is_empty() {
+        if let Some(index) = last.map(|l| l.index) {
+            // Also without commands (membership, blank entries): the broker keeps count of the
+            // log index it has applied (clients wait for it: see `docs/architecture.md`).
             let (done, applied) = oneshot::channel();
             self.to_broker
-                .send(BrokerRequest::Apply(AppliedBatch { commands, done }))
+                .send(BrokerRequest::Apply(AppliedBatch {
+                    commands,
+                    index,
+                    done,
+                }))
                 .await
                 .map_err(|_| io::Error::other("the broker task has stopped"))?;
             applied
@@ -253,9 +264,14 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         let data = Bytes::from(data);
         let snapshot = decode_snapshot(data.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.ask(|reply| BrokerRequest::Restore { snapshot, reply })
-            .await?
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.ask(|reply| BrokerRequest::Restore {
+            snapshot,
+            index,
+            reply,
+        })
+        .await?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let files = Arc::clone(&self.snapshots);
         let meta2 = meta.clone();
         tokio::task::spawn_blocking(move || match files.load()? {

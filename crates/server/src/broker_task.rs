@@ -11,21 +11,36 @@
 //! are in flight, so a slow disk slows publishers down instead of filling memory.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::Raft;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
-use warren_core::{Broker, Command, ConnId, Effect, Input};
+use warren_core::{Broker, Command, ConnId, Effect, Input, Message};
 use warren_raft::lease::Lease;
 use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
 use warren_raft::{LogCommand, TypeConfig};
 
 use crate::clock::now_ms;
-use crate::gate::{is_confirm, ConfirmGate};
+use crate::gate::{is_confirm, ConfirmGate, Need};
+use crate::mux::Location;
+use crate::relay::codec::Down;
 use crate::relay::image::SharedImage;
+use crate::relay::links::Links;
 use crate::relay::router::effect_conn;
+
+/// Effects for one connection, with the log index the sending broker had applied when it sent
+/// them (a client that gets a reply has seen the state up to there: see `crate::mux`).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) index: u64,
+    pub(crate) effects: Vec<Effect>,
+}
+
+/// Where a connection's effects go.
+pub(crate) type EffectSink = mpsc::UnboundedSender<Batch>;
 
 /// Messages to the broker task.
 // Inputs (mostly publishes) dominate; boxing them would add an allocation per message.
@@ -34,7 +49,7 @@ use crate::relay::router::effect_conn;
 pub(crate) enum ToBroker {
     Register {
         conn: ConnId,
-        effects: mpsc::UnboundedSender<Vec<Effect>>,
+        effects: EffectSink,
         /// The connection's session image, kept by the router (see `relay::image`); `None`
         /// where no router is involved. The broker task ignores it.
         image: Option<SharedImage>,
@@ -43,6 +58,9 @@ pub(crate) enum ToBroker {
     Unregister {
         conn: ConnId,
     },
+    /// For the router: the inputs that follow wait until the deciding broker has applied the
+    /// log up to this index. The broker task itself never gets one.
+    Barrier(u64),
     /// An operator's vhost/user/permission change, checked against the broker's state before it
     /// is proposed (see `access`).
     CheckSecurity {
@@ -53,7 +71,7 @@ pub(crate) enum ToBroker {
     /// was registered again since (resumed through another stream) with other effects.
     Detach {
         conn: ConnId,
-        effects: mpsc::UnboundedSender<Vec<Effect>>,
+        effects: EffectSink,
     },
     /// An operator's question (management API): the broker's read-only view.
     View {
@@ -64,39 +82,35 @@ pub(crate) enum ToBroker {
     /// holds (see [`warren_raft::lease`]).
     Lead {
         lease: Lease,
-        /// The Raft term of the leadership (see `Broker::set_leading`).
-        term: u64,
     },
-    /// A node's relay stream attached to this leader: its copies of the transient queues it is
-    /// the home of, and where the changes to them go from now on (see
-    /// `warren_core::MirrorChange`).
-    HomeAttach {
-        node: u64,
-        copies: Vec<warren_core::MirrorQueue>,
-        effects: mpsc::UnboundedSender<Vec<Effect>>,
-    },
-    /// That stream ended: changes for the node are dropped until it attaches again (and gets a
-    /// whole copy).
-    HomeDetach {
-        node: u64,
-        effects: mpsc::UnboundedSender<Vec<Effect>>,
-    },
-    /// The node acknowledged the first `count` changes sent on that stream (confirms waiting
-    /// for them may leave: see `crate::gate`).
-    HomeAcked {
-        node: u64,
-        effects: mpsc::UnboundedSender<Vec<Effect>>,
-        count: u64,
-    },
-    /// This node's copies of the transient queues it is the home of (offered to the leader
-    /// when the relay stream attaches).
-    HomeCopies {
-        reply: tokio::sync::oneshot::Sender<Vec<warren_core::MirrorQueue>>,
-    },
-    /// This node no longer leads: the broker drops every connection without a word to the
-    /// clients (their nodes resume them on the new leader) and goes back to the log's view (see
-    /// `Broker::reset_to_log_state`); it only applies committed commands.
+    /// This node no longer leads: the broker drops its clients' leader sessions without a word
+    /// (their nodes resume them on the new leader) and gives up what it decided for the
+    /// replicated queues (see `Broker::step_down`). Home sessions and local queues stay.
     StepDown,
+    /// Node `from` forwarded a message to a local queue homed here (`Up::Forward`): handled as
+    /// `Input::Forwarded`; that it was handled (and whether refused) goes back on `acks`.
+    ForwardIn {
+        from: u64,
+        seq: u64,
+        queue: u64,
+        message: Message,
+        acks: mpsc::UnboundedSender<Vec<Down>>,
+    },
+    /// Home node `home` handled this node's forwards up to `upto`.
+    LinkAcked {
+        home: u64,
+        upto: u64,
+    },
+    /// Home node `home` refused forward `seq`.
+    LinkRefused {
+        home: u64,
+        seq: u64,
+    },
+    /// The link to `home` broke: forwards up to `upto` it did not acknowledge are lost.
+    LinkLost {
+        home: u64,
+        upto: u64,
+    },
 }
 
 /// How the broker's shared-state commands are made durable.
@@ -112,24 +126,78 @@ pub enum Replication {
     },
 }
 
+/// Where this node's replica says each queue lives (see [`crate::mux::Directory`]): rebuilt by
+/// the broker task whenever the set of queues changes, before the applied index moves past it.
+#[derive(Clone, Default)]
+pub(crate) struct QueueDirectory(Arc<RwLock<Arc<HashMap<(String, String), Location>>>>);
+
+impl QueueDirectory {
+    fn replace(&self, map: HashMap<(String, String), Location>) {
+        if let Ok(mut w) = self.0.write() {
+            *w = Arc::new(map);
+        }
+    }
+
+    /// The current map (cheap: shared).
+    pub(crate) fn snapshot(&self) -> Arc<HashMap<(String, String), Location>> {
+        self.0.read().map(|r| Arc::clone(&r)).unwrap_or_default()
+    }
+}
+
+impl crate::mux::Directory for HashMap<(String, String), Location> {
+    fn locate(&self, vhost: &str, queue: &str) -> Location {
+        self.get(&(vhost.to_owned(), queue.to_owned()))
+            .copied()
+            .unwrap_or(Location::Unknown)
+    }
+}
+
 /// The running broker task; connections talk to it through [`BrokerHandle::sender`].
 pub struct BrokerHandle {
     pub(crate) tx: mpsc::Sender<ToBroker>,
+    pub(crate) applied: watch::Receiver<u64>,
+    pub(crate) directory: QueueDirectory,
+    pub(crate) links: Links,
+    pub(crate) node: u64,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl BrokerHandle {
-    /// Starts the broker task.
-    pub fn spawn(broker: Broker, replication: Replication) -> BrokerHandle {
+    /// Starts the broker task. `links` reaches the other nodes' brokers (for the messages
+    /// routed to local queues homed there).
+    pub fn spawn(broker: Broker, replication: Replication, links: Links) -> BrokerHandle {
         let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
-        let task = tokio::spawn(run(broker, rx, replication));
-        BrokerHandle { tx, task }
+        links.attach_broker(tx.clone());
+        let (applied_tx, applied) = watch::channel(0);
+        let directory = QueueDirectory::default();
+        let node = broker.node();
+        let task = tokio::spawn(run(
+            broker,
+            rx,
+            replication,
+            applied_tx,
+            directory.clone(),
+            links.clone(),
+        ));
+        BrokerHandle {
+            tx,
+            applied,
+            directory,
+            links,
+            node,
+            task,
+        }
     }
 
     /// Waits (bounded) for the task to finish once every sender is gone.
     pub(crate) async fn stop(self) {
         drop(self.tx);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+
+    /// The log index this node's broker has applied, as it moves.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
     }
 }
 
@@ -144,21 +212,24 @@ const LEASE_RECHECK: Duration = Duration::from_millis(10);
 
 struct Task {
     broker: Broker,
-    connections: HashMap<ConnId, mpsc::UnboundedSender<Vec<Effect>>>,
+    connections: HashMap<ConnId, EffectSink>,
     by_conn: HashMap<ConnId, Vec<Effect>>,
-    /// Where the changes to each home node's copies go (its relay stream), and those waiting.
-    homes: HashMap<u64, mpsc::UnboundedSender<Vec<Effect>>>,
-    by_home: HashMap<u64, Vec<Effect>>,
-    /// Confirms waiting for home copies to be acknowledged.
+    /// Reaches the other nodes' brokers; forwards are numbered per home by the gate.
+    links: Links,
+    /// Confirms waiting for forwarded messages to be taken by their homes.
     gate: ConfirmGate,
-    /// When confirms last left without their homes' acknowledgement (logged at most every 10 s).
+    /// When confirms were last nacked for a home's sake (logged at most every 10 s).
     gate_warned: Option<std::time::Instant>,
     effects: Vec<Effect>,
     proposals: Option<mpsc::UnboundedSender<Command>>,
     in_flight: usize,
-    /// Only a leader acts on ticks (they may propose commands).
-    leading: bool,
-    /// The leader's lease; `None` where no Raft group is involved (front-end tests).
+    /// The log index applied so far, published for the connections that wait for it.
+    applied_index: u64,
+    applied_tx: watch::Sender<u64>,
+    directory: QueueDirectory,
+    directory_generation: Option<u64>,
+    /// The leader's lease; `None` where no Raft group is involved (front-end tests) and on
+    /// a node that does not lead.
     lease: Option<Lease>,
     /// Effects in `by_conn` wait for the lease: this node still believes it leads, but no
     /// quorum has acknowledged it lately, so another leader may exist (see `flush`).
@@ -170,9 +241,9 @@ impl Task {
         let mut pending = vec![input];
         while let Some(input) = pending.pop() {
             self.broker.handle(now, input, &mut self.effects);
-            // The home copies this input changed: its confirms wait for them.
-            let mut needs = Vec::new();
-            for effect in self.effects.drain(..) {
+            // The forwards this input made: its confirms wait for them.
+            let mut needs: Vec<Need> = Vec::new();
+            for effect in std::mem::take(&mut self.effects) {
                 match effect {
                     Effect::Propose { command } => match &self.proposals {
                         Some(p) => {
@@ -184,9 +255,19 @@ impl Task {
                         // Local: committed as soon as proposed.
                         None => pending.push(Input::Applied { command }),
                     },
-                    Effect::Mirror { home, .. } => {
-                        needs.extend(self.gate.queued(home));
-                        self.by_home.entry(home).or_default().push(effect)
+                    Effect::Forward {
+                        home,
+                        queue,
+                        message,
+                    } => {
+                        let (seq, need) = self.gate.queued(home);
+                        needs.push(need);
+                        if !self.links.forward(home, seq, queue, &message) {
+                            self.gate.lost(home, seq);
+                        }
+                    }
+                    Effect::ForwardRefused { .. } => {
+                        debug!("a refusal outside a forwarded message's handling");
                     }
                     other => {
                         let conn = effect_conn(&other);
@@ -211,6 +292,7 @@ impl Task {
             ToBroker::Unregister { conn } => {
                 self.connections.remove(&conn);
             }
+            ToBroker::Barrier(_) => {}
             ToBroker::CheckSecurity { op, reply } => {
                 let _ = reply.send(self.broker.check_security_change(&op));
             }
@@ -227,50 +309,45 @@ impl Task {
             ToBroker::View { reply } => {
                 let _ = reply.send(self.broker.view());
             }
-            ToBroker::Input(Input::Tick) if !self.leading => {}
             ToBroker::Input(input) => self.handle(now, input),
-            ToBroker::Lead { lease, term } => {
-                self.leading = true;
-                self.broker.set_leading(true, term);
+            ToBroker::Lead { lease } => {
+                self.broker.set_leading(true);
                 self.lease = Some(lease);
             }
-            ToBroker::HomeAttach {
-                node,
-                copies,
-                effects,
+            ToBroker::ForwardIn {
+                from,
+                seq,
+                queue,
+                message,
+                acks,
             } => {
-                self.homes.insert(node, effects);
-                self.gate.attach(node);
-                self.handle(now, Input::HomeAttached { node, copies });
-            }
-            ToBroker::HomeDetach { node, effects } => {
-                if self
-                    .homes
-                    .get(&node)
-                    .is_some_and(|e| e.same_channel(&effects))
-                {
-                    self.homes.remove(&node);
-                    self.gate.detach(node);
+                let mut out = Vec::new();
+                self.broker.handle(
+                    now,
+                    Input::Forwarded {
+                        from,
+                        seq,
+                        queue,
+                        message,
+                    },
+                    &mut out,
+                );
+                let mut downs = Vec::new();
+                for e in out {
+                    match e {
+                        Effect::ForwardRefused { .. } => downs.push(Down::Effect(e)),
+                        other => self.effects.push(other),
+                    }
                 }
+                downs.push(Down::Forwarded { upto: seq });
+                let _ = acks.send(downs);
+                // What the enqueue caused: deliveries to consumers here, proposals.
+                self.file_effects();
             }
-            ToBroker::HomeAcked {
-                node,
-                effects,
-                count,
-            } => {
-                if self
-                    .homes
-                    .get(&node)
-                    .is_some_and(|e| e.same_channel(&effects))
-                {
-                    self.gate.acked(node, count);
-                }
-            }
-            ToBroker::HomeCopies { reply } => {
-                let _ = reply.send(self.broker.home_copies());
-            }
+            ToBroker::LinkAcked { home, upto } => self.gate.acked(home, upto),
+            ToBroker::LinkRefused { home, seq } => self.gate.refused(home, seq),
+            ToBroker::LinkLost { home, upto } => self.gate.lost(home, upto),
             ToBroker::StepDown => {
-                self.leading = false;
                 self.lease = None;
                 // What waited for a lease that never came back is dropped: the connections are
                 // resumed on the new leader, which answers what got no reply and redelivers.
@@ -281,30 +358,44 @@ impl Task {
                     );
                 }
                 self.by_conn.clear();
-                self.by_home.clear();
-                self.homes.clear();
-                self.gate.clear();
                 self.held_since = None;
-                // The messages of local queues (not in the log) go with the reset, but for
-                // those of queues this node is the home of, which it keeps as its copies.
-                self.broker.set_leading(false, 0);
-                self.broker.reset_to_log_state(
+                // Only the leader sessions' closes come out: those are resumed elsewhere instead.
+                let mut closes = Vec::new();
+                self.broker.step_down(
                     "this node stopped leading the cluster; reconnect",
-                    &mut self.effects,
+                    &mut closes,
                 );
-                // Only connection closes: the connections are resumed elsewhere instead.
-                self.effects.clear();
             }
         }
     }
 
-    /// Files the effects of a reset or restore (no proposals among them) by connection.
-    fn collect_effects(&mut self) {
-        for effect in self.effects.drain(..) {
-            self.by_conn
-                .entry(effect_conn(&effect))
-                .or_default()
-                .push(effect);
+    /// Files effects made outside `handle` (no proposals or forwards expected, but handled).
+    fn file_effects(&mut self) {
+        for effect in std::mem::take(&mut self.effects) {
+            match effect {
+                Effect::Propose { command } => {
+                    if let Some(p) = &self.proposals {
+                        self.in_flight += 1;
+                        let _ = p.send(command);
+                    }
+                }
+                Effect::Forward {
+                    home,
+                    queue,
+                    message,
+                } => {
+                    let (seq, _) = self.gate.queued(home);
+                    if !self.links.forward(home, seq, queue, &message) {
+                        self.gate.lost(home, seq);
+                    }
+                }
+                Effect::ForwardRefused { .. } => {}
+                other => self
+                    .by_conn
+                    .entry(effect_conn(&other))
+                    .or_default()
+                    .push(other),
+            }
         }
     }
 
@@ -316,19 +407,52 @@ impl Task {
                     self.in_flight = self.in_flight.saturating_sub(1);
                     self.handle(now, Input::Applied { command });
                 }
+                self.applied_index = self.applied_index.max(batch.index);
+                self.publish_applied();
                 self.flush();
                 let _ = batch.done.send(());
             }
             BrokerRequest::TakeSnapshot { reply } => {
                 let _ = reply.send(self.broker.snapshot());
             }
-            BrokerRequest::Restore { snapshot, reply } => {
+            BrokerRequest::Restore {
+                snapshot,
+                index,
+                reply,
+            } => {
                 let result = self.broker.restore(snapshot, &mut self.effects);
-                self.collect_effects();
+                self.file_effects();
+                if result.is_ok() {
+                    self.applied_index = index;
+                    self.publish_applied();
+                }
                 self.flush();
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// The directory first (a connection that sees the index reads the directory next), then
+    /// the index.
+    fn publish_applied(&mut self) {
+        let generation = self.broker.queues_generation();
+        if self.directory_generation != Some(generation) {
+            self.directory_generation = Some(generation);
+            let map = self
+                .broker
+                .queue_homes()
+                .into_iter()
+                .map(|(vhost, name, home)| {
+                    let location = match home {
+                        Some(node) => Location::Local(node),
+                        None => Location::Replicated,
+                    };
+                    ((vhost.to_string(), name.to_string()), location)
+                })
+                .collect();
+            self.directory.replace(map);
+        }
+        self.applied_tx.send_replace(self.applied_index);
     }
 
     /// Hands each connection its effects, unless this node leads without its lease: then they
@@ -336,7 +460,7 @@ impl Task {
     /// link, a stalled disk) or it steps down (it was paused or cut off and another leader was
     /// elected; `StepDown` drops them).
     fn flush(&mut self) {
-        if self.by_conn.is_empty() && self.by_home.is_empty() && self.gate.is_empty() {
+        if self.by_conn.is_empty() && self.gate.is_empty() {
             return;
         }
         // Only a Raft leader has a lease (`Lead` gives it, `StepDown` takes it back).
@@ -353,30 +477,37 @@ impl Task {
                 "lease renewed: sending what was held"
             );
         }
-        // The homes first: a confirm of a transient message leaves after its copy does. A home
-        // without a stream gets a whole copy when its stream attaches again; effects for a
-        // connection that is gone are replies to commands replayed after a restart.
-        hand_over(&mut self.by_home, &mut self.homes, "home node");
-        hand_over(&mut self.by_conn, &mut self.connections, "connection");
+        let index = self.applied_index;
+        for (conn, effects) in self.by_conn.drain() {
+            match self.connections.get(&conn) {
+                Some(tx) => {
+                    if tx.send(Batch { index, effects }).is_err() {
+                        self.connections.remove(&conn);
+                    }
+                }
+                // Replies to commands replayed after a restart, or for a connection gone.
+                None => debug!(conn, "effects for a connection that is gone"),
+            }
+        }
         if self.gate.is_empty() {
             return;
         }
         let now = std::time::Instant::now();
-        let (released, late) = self.gate.release(now);
-        if late > 0
+        let (released, failed) = self.gate.release(now);
+        if failed > 0
             && self
                 .gate_warned
                 .is_none_or(|t| now.duration_since(t).as_secs() >= 10)
         {
             warn!(
-                confirms = late,
-                "a home node did not acknowledge its copy of transient messages in time; confirming them anyway (they are in this leader's broker)"
+                confirms = failed,
+                "a home node refused, lost or did not take forwarded messages in time: their publishes are nacked"
             );
             self.gate_warned = Some(now);
         }
-        for (conn, list) in released {
+        for (conn, effects) in released {
             if let Some(tx) = self.connections.get(&conn) {
-                if tx.send(list).is_err() {
+                if tx.send(Batch { index, effects }).is_err() {
                     self.connections.remove(&conn);
                 }
             }
@@ -384,25 +515,14 @@ impl Task {
     }
 }
 
-/// Sends each waiting list of effects to its sink, forgetting sinks whose receiver is gone.
-fn hand_over(
-    waiting: &mut HashMap<u64, Vec<Effect>>,
-    sinks: &mut HashMap<u64, mpsc::UnboundedSender<Vec<Effect>>>,
-    what: &'static str,
+async fn run(
+    broker: Broker,
+    mut rx: mpsc::Receiver<ToBroker>,
+    replication: Replication,
+    applied_tx: watch::Sender<u64>,
+    directory: QueueDirectory,
+    links: Links,
 ) {
-    for (to, list) in waiting.drain() {
-        match sinks.get(&to) {
-            Some(tx) => {
-                if tx.send(list).is_err() {
-                    sinks.remove(&to);
-                }
-            }
-            None => debug!(to, what, "effects for a destination that is gone"),
-        }
-    }
-}
-
-async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Replication) {
     let (proposals, mut applied) = match replication {
         Replication::Local => (None, None),
         Replication::Raft { proposals, applied } => (Some(proposals), Some(applied)),
@@ -411,17 +531,20 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
         broker,
         connections: HashMap::new(),
         by_conn: HashMap::new(),
-        homes: HashMap::new(),
-        by_home: HashMap::new(),
+        links,
         gate: ConfirmGate::default(),
         gate_warned: None,
         effects: Vec::new(),
-        leading: proposals.is_none(),
         proposals,
         in_flight: 0,
+        applied_index: 0,
+        applied_tx,
+        directory,
+        directory_generation: None,
         lease: None,
         held_since: None,
     };
+    task.publish_applied();
     let mut batch = Vec::with_capacity(BATCH);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -441,12 +564,16 @@ async fn run(broker: Broker, mut rx: mpsc::Receiver<ToBroker>, replication: Repl
             }
             _ = ticker.tick() => batch.push(ToBroker::Input(Input::Tick)),
             // Effects held for the lease: look again soon.
-            // ... and confirms waiting for home copies (their time-out).
+            // ... and confirms waiting for forwarded messages (their time-out).
             _ = tokio::time::sleep(LEASE_RECHECK), if task.held_since.is_some() || !task.gate.is_empty() => {}
         }
         let now = now_ms();
         for msg in batch.drain(..) {
             task.message(now, msg);
+        }
+        // Without Raft, nothing else publishes the directory.
+        if applied.is_none() {
+            task.publish_applied();
         }
         task.flush();
     }
@@ -500,7 +627,9 @@ pub fn spawn_proposer(
                 m.current_leader == Some(m.id)
             };
             if !leads {
-                debug!(reason = %refused, "a proposal refused after this node stopped leading is dropped");
+                // A broker that does not lead proposes only what it decides for the transient
+                // queues homed here: through the leader.
+                tokio::spawn(forward_to_leader(watcher_raft.clone(), command));
                 continue;
             }
             if !refused_logged {
@@ -538,4 +667,71 @@ pub fn spawn_proposer(
             }
         }
     });
+}
+
+/// How long a follower keeps trying to hand one of its broker's proposals to a leader.
+const FORWARD_FOR: Duration = Duration::from_secs(30);
+
+/// Hands a command of this node's broker to the leader (`Relay.Propose`), trying again while no
+/// leader answers. A command whose fate is unknown (the call broke after it was sent) is sent
+/// again only if applying it twice does no harm (`RemoveQueue`); any other is dropped with a
+/// warning (a dead-lettered copy is lost, as a classic queue's dead-lettering is at most once).
+async fn forward_to_leader(raft: Raft<TypeConfig, BrokerStateMachine>, command: Command) {
+    use warren_proto::raft::relay_client::RelayClient;
+    use warren_proto::raft::ProposeRequest;
+    let idempotent = matches!(command.op, warren_core::Op::RemoveQueue { .. });
+    let encoded = warren_raft::encode_command(&command);
+    let deadline = tokio::time::Instant::now() + FORWARD_FOR;
+    loop {
+        let leader = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| (l == m.id, n.grpc_addr.clone()))
+            })
+        };
+        let outcome = match leader {
+            // This node leads now: its own Raft takes it.
+            Some((true, _)) => match raft.client_write(LogCommand(command.clone())).await {
+                Ok(_) => return,
+                Err(e) => Err::<(), _>((false, e.to_string())),
+            },
+            Some((false, addr)) if !addr.is_empty() => {
+                let uri = warren_raft::dial::dial_uri(&addr);
+                match RelayClient::connect(uri).await {
+                    Ok(mut client) => {
+                        let request = ProposeRequest {
+                            group_id: warren_raft::METADATA_GROUP,
+                            command: encoded.clone(),
+                        };
+                        match client.propose(request).await {
+                            Ok(_) => return,
+                            // Refused before anything was appended: safe to send again.
+                            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                                Err((false, s.message().to_owned()))
+                            }
+                            Err(s) => Err((true, s.message().to_owned())),
+                        }
+                    }
+                    Err(e) => Err((false, e.to_string())),
+                }
+            }
+            _ => Err((false, "no leader known".to_owned())),
+        };
+        if let Err((unknown, reason)) = outcome {
+            if unknown && !idempotent {
+                warn!(%reason, "a command forwarded to the leader may or may not have been committed; it is not sent again");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(%reason, "no leader took a command of this node's broker in time; it is dropped");
+                return;
+            }
+            debug!(%reason, "forwarding a proposal to the leader; trying again");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,10 +1,15 @@
 //! The tokio task of one client connection: moves bytes between the socket and its [`Session`],
-//! forwards the session's inputs to the broker task and applies the effects that come back.
+//! spreads the session's inputs over the connection's sessions in the brokers (through its
+//! [`Mux`]: the leader session through the router, the home session on this node's broker
+//! directly, home sessions on other nodes through [`Links`]) and applies the effects that come
+//! back.
 //!
 //! Back-pressure: the socket is not read while the outbound buffer is above the high watermark,
 //! so a client that does not read cannot make the server buffer without bound.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,45 +18,315 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
-use warren_core::{ConnId, Input, CONNECTION_NAME_PROPERTY};
+use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY};
 use warren_wire::FieldValue;
 
-use crate::broker_task::ToBroker;
+use crate::broker_task::{Batch, QueueDirectory, ToBroker};
 use crate::clock::now_ms;
+use crate::mux::{Mux, Out, Sub};
+use crate::relay::codec::Up;
 use crate::relay::image::SharedImage;
+use crate::relay::links::{HomeEvent, Links};
 use crate::session::Session;
 use crate::ServerConfig;
+
+/// How long a closing connection waits for its own home to hand on what it routed.
+const CLOSE_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every connection task of a node shares.
+#[derive(Clone)]
+pub(crate) struct Node {
+    /// Where leader sessions go: the router (or the broker task, without one).
+    pub(crate) leader: mpsc::Sender<ToBroker>,
+    /// This node's broker task (home sessions here).
+    pub(crate) local: mpsc::Sender<ToBroker>,
+    pub(crate) node: u64,
+    pub(crate) applied: watch::Receiver<u64>,
+    pub(crate) directory: QueueDirectory,
+    pub(crate) links: Links,
+    pub(crate) next_conn: Arc<AtomicU64>,
+}
+
+/// The sessions of one client connection and where their effects come in.
+pub(crate) struct Sessions {
+    node: Node,
+    pub(crate) mux: Mux,
+    pub(crate) image: SharedImage,
+    client: ConnId,
+    home_tx: mpsc::UnboundedSender<Batch>,
+    remote_tx: mpsc::UnboundedSender<HomeEvent>,
+}
+
+/// Receivers of the effects of a connection's sessions.
+pub(crate) struct Incoming {
+    pub(crate) leader: mpsc::UnboundedReceiver<Batch>,
+    pub(crate) home: mpsc::UnboundedReceiver<Batch>,
+    pub(crate) remote: mpsc::UnboundedReceiver<HomeEvent>,
+}
+
+impl Incoming {
+    /// Receivers that never get anything (to take the place of real ones moved out).
+    pub(crate) fn none() -> Incoming {
+        let (_, leader) = mpsc::unbounded_channel();
+        let (_, home) = mpsc::unbounded_channel();
+        let (_, remote) = mpsc::unbounded_channel();
+        Incoming {
+            leader,
+            home,
+            remote,
+        }
+    }
+}
+
+impl Sessions {
+    /// Registers connection `client`'s leader session; false if the broker is gone.
+    pub(crate) async fn open(
+        node: Node,
+        client: ConnId,
+        image: Option<SharedImage>,
+    ) -> Option<(Sessions, Incoming)> {
+        let (leader_tx, leader) = mpsc::unbounded_channel();
+        let (home_tx, home) = mpsc::unbounded_channel();
+        let (remote_tx, remote) = mpsc::unbounded_channel();
+        let image = image.unwrap_or_default();
+        node.leader
+            .send(ToBroker::Register {
+                conn: client,
+                effects: leader_tx,
+                image: Some(image.clone()),
+            })
+            .await
+            .ok()?;
+        let mux = Mux::new(client, node.node);
+        Some((
+            Sessions {
+                node,
+                mux,
+                image,
+                client,
+                home_tx,
+                remote_tx,
+            },
+            Incoming {
+                leader,
+                home,
+                remote,
+            },
+        ))
+    }
+
+    /// The node this connection is on.
+    pub(crate) fn own_node(&self) -> u64 {
+        self.node.node
+    }
+
+    /// Feeds one client input through the mux and sends what it asks; effects for the client
+    /// (the mux's own refusals) go to `out`. False if a broker is gone.
+    pub(crate) async fn input(&mut self, input: Input, out: &mut Vec<Effect>) -> bool {
+        if !self.caught_up().await {
+            return false;
+        }
+        let directory = self.node.directory.snapshot();
+        let next = Arc::clone(&self.node.next_conn);
+        let mut alloc = || next.fetch_add(1, Ordering::Relaxed);
+        self.mux.from_client(input, &*directory, &mut alloc);
+        self.pump(out).await
+    }
+
+    /// Waits until this node's replica has applied what the client has seen (the mux reads
+    /// this node's directory); false if the broker is gone.
+    async fn caught_up(&self) -> bool {
+        let seen = self.mux.seen();
+        let mut applied = self.node.applied.clone();
+        let behind = *applied.borrow() < seen;
+        !behind || applied.wait_for(|a| *a >= seen).await.is_ok()
+    }
+
+    /// Effects of the leader session (each first seen by the session image).
+    pub(crate) async fn from_leader(&mut self, batch: Batch, out: &mut Vec<Effect>) -> bool {
+        let mut passed = Vec::with_capacity(batch.effects.len());
+        let requeues = {
+            let mut image = self.image.lock();
+            for e in batch.effects {
+                if image.observe(&e) {
+                    passed.push(e);
+                }
+            }
+            image.take_requeues(self.client)
+        };
+        self.mux.observe_index(batch.index, &passed);
+        for e in passed {
+            self.mux.from_sub(Sub::Leader, e);
+        }
+        // Dropped get-ok echoes are rejected with requeue: leader-session business.
+        for input in requeues {
+            if self.node.leader.send(ToBroker::Input(input)).await.is_err() {
+                return false;
+            }
+        }
+        self.pump(out).await
+    }
+
+    /// Effects of a home session (this node's, or another's).
+    pub(crate) async fn from_home(
+        &mut self,
+        node: u64,
+        batch: Batch,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        self.mux.observe_index(batch.index, &batch.effects);
+        for e in batch.effects {
+            self.mux.from_sub(Sub::Home(node), e);
+        }
+        self.pump(out).await
+    }
+
+    /// The stream to `node` broke: its home session is lost.
+    pub(crate) async fn home_lost(&mut self, node: u64, out: &mut Vec<Effect>) -> bool {
+        self.mux.home_lost(node);
+        self.pump(out).await
+    }
+
+    /// Carries out what the mux asks, until it asks nothing more: effects for the client go
+    /// to `out`, inputs and barriers to the sessions. False if a broker is gone.
+    async fn pump(&mut self, out: &mut Vec<Effect>) -> bool {
+        loop {
+            let mut outs = self.mux.take();
+            if outs.is_empty() && self.mux.is_holding() {
+                // A sync may have completed: the inputs it held go on.
+                if !self.caught_up().await {
+                    return false;
+                }
+                let directory = self.node.directory.snapshot();
+                let next = Arc::clone(&self.node.next_conn);
+                let mut alloc = || next.fetch_add(1, Ordering::Relaxed);
+                self.mux.resume_held(&*directory, &mut alloc);
+                outs = self.mux.take();
+            }
+            if outs.is_empty() {
+                return true;
+            }
+            for o in outs {
+                if !self.carry(o, out).await {
+                    return false;
+                }
+            }
+        }
+    }
+
+    async fn carry(&mut self, o: Out, out: &mut Vec<Effect>) -> bool {
+        let own = self.node.node;
+        match o {
+            Out::Client(e) => {
+                out.push(e);
+                true
+            }
+            Out::Barrier(Sub::Leader, index) => self
+                .node
+                .leader
+                .send(ToBroker::Barrier(index))
+                .await
+                .is_ok(),
+            Out::Barrier(Sub::Home(n), index) if n == own => {
+                let mut applied = self.node.applied.clone();
+                let reached = applied.wait_for(|a| *a >= index).await.is_ok();
+                reached
+            }
+            Out::Barrier(Sub::Home(n), index) => {
+                // A broken link shows as the session's loss.
+                self.node.links.send(n, Up::Barrier(index));
+                true
+            }
+            Out::Input(Sub::Leader, input) => {
+                self.node.leader.send(ToBroker::Input(input)).await.is_ok()
+            }
+            Out::Input(Sub::Home(n), input) if n == own => {
+                if let Input::OpenHome { conn, .. } = &input {
+                    let register = ToBroker::Register {
+                        conn: *conn,
+                        effects: self.home_tx.clone(),
+                        image: None,
+                    };
+                    if self.node.local.send(register).await.is_err() {
+                        return false;
+                    }
+                }
+                self.node.local.send(ToBroker::Input(input)).await.is_ok()
+            }
+            Out::Input(Sub::Home(n), input) => {
+                if let Input::OpenHome { conn, .. } = &input {
+                    if !self.node.links.register(n, *conn, self.remote_tx.clone()) {
+                        self.mux.home_lost(n);
+                        return true;
+                    }
+                }
+                self.node.links.send(n, Up::Input(input));
+                true
+            }
+        }
+    }
+
+    /// The connection is gone: every session is closed and forgotten. What its own home
+    /// routed first reaches the leader (bounded wait).
+    pub(crate) async fn close(&mut self, known_to_core: bool, incoming: &mut Incoming) {
+        if known_to_core {
+            let client = self.client;
+            let mut ignored = Vec::new();
+            self.input(Input::ConnectionClosed { conn: client }, &mut ignored)
+                .await;
+            let deadline = tokio::time::Instant::now() + CLOSE_SYNC_TIMEOUT;
+            while self.mux.is_holding() {
+                let own = self.node.node;
+                let next = tokio::time::timeout_at(deadline, incoming.home.recv()).await;
+                match next {
+                    Ok(Some(batch)) => {
+                        if !self.from_home(own, batch, &mut ignored).await {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+                // Leader effects are not for the client any more.
+                while incoming.leader.try_recv().is_ok() {}
+            }
+        }
+        let _ = self
+            .node
+            .leader
+            .send(ToBroker::Unregister { conn: self.client })
+            .await;
+        let homes: Vec<(u64, ConnId)> = self.mux.homes().collect();
+        for (n, conn) in homes {
+            if n == self.node.node {
+                let _ = self.node.local.send(ToBroker::Unregister { conn }).await;
+            } else {
+                self.node.links.send(n, Up::Unregister(conn));
+            }
+        }
+    }
+}
 
 pub(crate) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     conn: ConnId,
     config: ServerConfig,
-    broker: mpsc::Sender<ToBroker>,
+    node: Node,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    let (effects_tx, mut effects_rx) = mpsc::unbounded_channel();
-    let image = SharedImage::default();
-    if broker
-        .send(ToBroker::Register {
-            conn,
-            effects: effects_tx,
-            image: Some(image.clone()),
-        })
-        .await
-        .is_err()
-    {
+    let Some((mut sessions, mut incoming)) = Sessions::open(node, conn, None).await else {
         return;
-    }
+    };
     let high = config.high_watermark;
     let mut session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms());
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut inputs: Vec<Input> = Vec::new();
+    let mut effects = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = *shutdown.borrow();
@@ -64,59 +339,76 @@ pub(crate) async fn run(
         }
         let want_read = !session.is_finished() && session.out().len() < high;
         let want_write = !session.out().is_empty();
-        tokio::select! {
+        let alive = tokio::select! {
             r = rd.read_buf(&mut inbuf), if want_read => match r {
                 Ok(0) | Err(_) => break,
-                Ok(_) => session.receive(&mut inbuf, now_ms(), &mut inputs),
+                Ok(_) => {
+                    session.receive(&mut inbuf, now_ms(), &mut inputs);
+                    true
+                }
             },
             r = wr.write_buf(session.out()), if want_write => match r {
                 Ok(0) | Err(_) => break,
-                Ok(_) => session.after_write(&mut inputs),
-            },
-            Some(effects) = effects_rx.recv() => {
-                let now = now_ms();
-                let mut image = image.lock();
-                for e in effects {
-                    if image.observe(&e) {
-                        session.apply(e, now, &mut inputs);
-                    }
+                Ok(_) => {
+                    session.after_write(&mut inputs);
+                    true
                 }
-                inputs.extend(image.take_requeues(conn));
+            },
+            Some(batch) = incoming.leader.recv() => sessions.from_leader(batch, &mut effects).await,
+            Some(batch) = incoming.home.recv() => {
+                let own = sessions.node.node;
+                sessions.from_home(own, batch, &mut effects).await
             }
-            _ = ticker.tick() => session.tick(now_ms(), &mut inputs),
+            Some(event) = incoming.remote.recv() => match event {
+                HomeEvent::Effects { node, batch } => sessions.from_home(node, batch, &mut effects).await,
+                HomeEvent::Lost { node } => sessions.home_lost(node, &mut effects).await,
+            },
+            _ = ticker.tick() => {
+                session.tick(now_ms(), &mut inputs);
+                true
+            }
             r = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 if r.is_ok() {
                     session.shutdown(now_ms(), &mut inputs);
                 }
+                true
             }
+        };
+        if !alive {
+            return;
         }
-        for mut input in inputs.drain(..) {
-            if let Input::Login {
-                client_properties, ..
-            } = &mut input
-            {
-                // RabbitMQ's connection name, shown by the deciding broker (see
-                // `CONNECTION_NAME_PROPERTY`).
-                client_properties.insert(
-                    CONNECTION_NAME_PROPERTY,
-                    FieldValue::LongStr(format!("{peer} -> {local}").into()),
-                );
+        // Effects first (they may make inputs, e.g. writable), then the inputs, until calm.
+        loop {
+            let now = now_ms();
+            for e in effects.drain(..) {
+                session.apply(e, now, &mut inputs);
             }
-            if broker.send(ToBroker::Input(input)).await.is_err() {
-                return;
+            if inputs.is_empty() {
+                break;
+            }
+            for mut input in std::mem::take(&mut inputs) {
+                if let Input::Login {
+                    client_properties, ..
+                } = &mut input
+                {
+                    // RabbitMQ's connection name, shown by the deciding broker (see
+                    // `CONNECTION_NAME_PROPERTY`).
+                    client_properties.insert(
+                        CONNECTION_NAME_PROPERTY,
+                        FieldValue::LongStr(format!("{peer} -> {local}").into()),
+                    );
+                }
+                if !sessions.input(input, &mut effects).await {
+                    return;
+                }
             }
         }
     }
     // Ended by the client's connection.close, and close-ok has been written.
     let closed_by_client = session.closed_by_client() && session.out().is_empty();
     debug!(conn, %peer, "connection ended");
-    if session.known_to_core() {
-        let _ = broker
-            .send(ToBroker::Input(Input::ConnectionClosed { conn }))
-            .await;
-    }
-    let _ = broker.send(ToBroker::Unregister { conn }).await;
+    sessions.close(session.known_to_core(), &mut incoming).await;
     if closed_by_client && !shutting_down {
         await_client_close(&mut rd, &mut shutdown).await;
     }

@@ -1,19 +1,19 @@
 //! Connections the node makes itself on an operator's behalf (the management API's publish, get,
 //! purge and delete), like the direct connections of RabbitMQ's management plugin: no socket,
 //! but the same path as a client's — login with the operator's credentials (so permissions apply
-//! as to any client), the router, and the deciding broker (the leader's, relayed if need be).
-//! One channel (1) per connection; each call waits for its reply.
+//! as to any client), and the same sessions (see `crate::mux`): the leader's broker, relayed if
+//! need be, and the home sessions of the queues it uses. One channel (1) per connection; each
+//! call waits for its reply.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use warren_core::{AmqpError, ConnId, Effect, Input};
 use warren_wire::{BasicProperties, BasicPublish, ChannelOpen, FieldTable, Method, ShortStr};
 
-use crate::broker_task::ToBroker;
+use crate::connection::{Incoming, Node, Sessions};
+use crate::relay::links::HomeEvent;
 
 /// How long a direct connection waits for any one reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,8 +33,7 @@ pub enum DirectError {
 /// Opens direct connections; cheap to clone.
 #[derive(Clone)]
 pub struct DirectConnector {
-    inputs: mpsc::Sender<ToBroker>,
-    next_conn: Arc<AtomicU64>,
+    node: Node,
 }
 
 /// A message taken by `basic.get`.
@@ -53,8 +52,9 @@ pub struct GotMessage {
 /// One open direct connection with channel 1 open.
 pub struct DirectConnection {
     conn: ConnId,
-    inputs: mpsc::Sender<ToBroker>,
-    effects: mpsc::UnboundedReceiver<Vec<Effect>>,
+    /// `None` once closed.
+    sessions: Option<Sessions>,
+    incoming: Incoming,
     pending: std::collections::VecDeque<Effect>,
     /// The broker closed the connection.
     closed: bool,
@@ -70,8 +70,8 @@ enum Reply {
 }
 
 impl DirectConnector {
-    pub(crate) fn new(inputs: mpsc::Sender<ToBroker>, next_conn: Arc<AtomicU64>) -> Self {
-        DirectConnector { inputs, next_conn }
+    pub(crate) fn new(node: Node) -> Self {
+        DirectConnector { node }
     }
 
     /// Logs in as `user` (refused as a client would be: bad password, loopback-only user from
@@ -83,20 +83,14 @@ impl DirectConnector {
         peer_loopback: bool,
         vhost: &str,
     ) -> Result<DirectConnection, DirectError> {
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (effects_tx, effects) = mpsc::unbounded_channel();
-        self.inputs
-            .send(ToBroker::Register {
-                conn,
-                effects: effects_tx,
-                image: None,
-            })
+        let conn = self.node.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (sessions, incoming) = Sessions::open(self.node.clone(), conn, None)
             .await
-            .map_err(|_| DirectError::Stopped)?;
+            .ok_or(DirectError::Stopped)?;
         let mut c = DirectConnection {
             conn,
-            inputs: self.inputs.clone(),
-            effects,
+            sessions: Some(sessions),
+            incoming,
             pending: Default::default(),
             closed: false,
             finished: false,
@@ -136,11 +130,42 @@ impl DirectConnector {
 }
 
 impl DirectConnection {
-    async fn send(&self, input: Input) -> Result<(), DirectError> {
-        self.inputs
-            .send(ToBroker::Input(input))
-            .await
-            .map_err(|_| DirectError::Stopped)
+    async fn send(&mut self, input: Input) -> Result<(), DirectError> {
+        let Some(sessions) = self.sessions.as_mut() else {
+            return Err(DirectError::Stopped);
+        };
+        let mut out = Vec::new();
+        if !sessions.input(input, &mut out).await {
+            return Err(DirectError::Stopped);
+        }
+        self.pending.extend(out);
+        Ok(())
+    }
+
+    /// The next effects from any of the connection's sessions, through its mux.
+    async fn receive(&mut self) -> Result<(), DirectError> {
+        let Some(sessions) = self.sessions.as_mut() else {
+            return Err(DirectError::Stopped);
+        };
+        let mut out = Vec::new();
+        let alive = tokio::select! {
+            Some(batch) = self.incoming.leader.recv() => sessions.from_leader(batch, &mut out).await,
+            Some(batch) = self.incoming.home.recv() => {
+                let own = sessions.own_node();
+                sessions.from_home(own, batch, &mut out).await
+            }
+            Some(event) = self.incoming.remote.recv() => match event {
+                HomeEvent::Effects { node, batch } => sessions.from_home(node, batch, &mut out).await,
+                HomeEvent::Lost { node } => sessions.home_lost(node, &mut out).await,
+            },
+            else => false,
+        };
+        self.pending.extend(out);
+        if alive {
+            Ok(())
+        } else {
+            Err(DirectError::Stopped)
+        }
     }
 
     /// Waits for the first effect `pick` accepts; a connection or channel close is an error.
@@ -177,10 +202,9 @@ impl DirectConnection {
                     }
                 }
             }
-            match tokio::time::timeout_at(deadline, self.effects.recv()).await {
+            match tokio::time::timeout_at(deadline, self.receive()).await {
                 Err(_) => return Err(DirectError::Timeout),
-                Ok(None) => return Err(DirectError::Stopped),
-                Ok(Some(list)) => self.pending.extend(list),
+                Ok(result) => result?,
             }
         }
     }
@@ -240,6 +264,7 @@ impl DirectConnection {
             },
             properties,
             body,
+            replicated_only: false,
         })
         .await?;
         let mut routed = true;
@@ -314,31 +339,26 @@ impl DirectConnection {
 
     /// Closes the connection (requeueing anything unacked) and forgets it.
     pub async fn close(mut self) {
-        if !self.closed {
-            let _ = self.send(Input::ConnectionClosed { conn: self.conn }).await;
+        if let Some(mut sessions) = self.sessions.take() {
+            sessions.close(!self.closed, &mut self.incoming).await;
         }
-        let _ = self
-            .inputs
-            .send(ToBroker::Unregister { conn: self.conn })
-            .await;
         self.finished = true;
     }
 }
 
 impl Drop for DirectConnection {
     /// A connection dropped without [`DirectConnection::close`] (an HTTP request cut short) is
-    /// still closed, if the broker's input has room.
+    /// still closed, in a task of its own.
     fn drop(&mut self) {
         if self.finished {
             return;
         }
-        if !self.closed {
-            let _ = self
-                .inputs
-                .try_send(ToBroker::Input(Input::ConnectionClosed { conn: self.conn }));
+        let known = !self.closed;
+        if let (Some(mut sessions), Ok(runtime)) =
+            (self.sessions.take(), tokio::runtime::Handle::try_current())
+        {
+            let mut incoming = std::mem::replace(&mut self.incoming, Incoming::none());
+            runtime.spawn(async move { sessions.close(known, &mut incoming).await });
         }
-        let _ = self
-            .inputs
-            .try_send(ToBroker::Unregister { conn: self.conn });
     }
 }

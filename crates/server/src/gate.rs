@@ -1,41 +1,42 @@
-//! Publisher confirms that wait for home copies (see `warren_core::MirrorChange`).
+//! Publisher confirms that wait for forwarded messages (see `warren_core::Effect::Forward`).
 //!
-//! The leader's broker sends every change to a transient queue's messages to the queue's home
-//! node. A confirm of a publish whose messages went to such queues leaves only once every home
-//! involved has acknowledged the changes made for that publish, so a confirmed transient
-//! message is lost only with its home (or with the leader, for a queue whose home is the
-//! leader). A home that does not answer within [`GATE_TIMEOUT`], or whose stream ends, no
-//! longer holds confirms back: its copy is made whole by a `Reset` when it attaches again, and
-//! the message is in the leader's broker meanwhile.
+//! A publish that reaches a local queue homed on another node is forwarded to that node's
+//! broker. Its confirm leaves only once every home involved has taken the message: as a
+//! `basic.ack` if all took it, as a `basic.nack` if one refused it (`x-overflow`
+//! `reject-publish`), its link to that node broke before the node said it had it, or the node
+//! did not answer within [`GATE_TIMEOUT`]. A nack tells the publisher to publish again: at
+//! worst a duplicate, never a confirmed message that nobody holds.
 //!
 //! Per connection, confirms leave in the order the broker made them: a confirm that needs
 //! nothing waits behind one that waits. Deterministic and without I/O: the broker task feeds it
 //! and sends what it releases.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use warren_core::{ConnId, Effect};
-use warren_wire::Method;
+use warren_wire::{BasicNack, Method};
 
-/// How long a confirm waits for a home's acknowledgement before it leaves anyway.
-pub(crate) const GATE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a confirm waits for a home's answer before it leaves as a nack.
+pub(crate) const GATE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What one confirm waits for: the `count`-th change sent on the `generation`-th stream of
-/// node `home`.
+/// What one confirm waits for: the forward numbered `seq` to node `home`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Need {
     home: u64,
-    generation: u64,
-    count: u64,
+    seq: u64,
 }
 
 #[derive(Debug, Default)]
-struct Link {
-    generation: u64,
-    /// Changes queued for the node on this stream, and how many it acknowledged.
+struct Home {
+    /// The last forward number given out.
     queued: u64,
+    /// Every forward up to this one was handled by the home.
     acked: u64,
+    /// Forwards the home refused.
+    refused: BTreeSet<u64>,
+    /// Forwards up to this one that were not acknowledged are lost (their link broke).
+    lost_upto: u64,
 }
 
 #[derive(Debug)]
@@ -47,8 +48,7 @@ struct Held {
 
 #[derive(Debug, Default)]
 pub(crate) struct ConfirmGate {
-    links: HashMap<u64, Link>,
-    next_generation: u64,
+    homes: HashMap<u64, Home>,
     held: HashMap<ConnId, VecDeque<Held>>,
 }
 
@@ -63,46 +63,42 @@ pub(crate) fn is_confirm(effect: &Effect) -> bool {
     )
 }
 
+/// How a need stands.
+#[derive(PartialEq)]
+enum Met {
+    Yes,
+    No,
+    Waiting,
+}
+
 impl ConfirmGate {
-    /// Node `home`'s stream attached: changes are counted afresh on it.
-    pub(crate) fn attach(&mut self, home: u64) {
-        self.next_generation += 1;
-        self.links.insert(
-            home,
-            Link {
-                generation: self.next_generation,
-                ..Link::default()
-            },
-        );
+    /// One more message is forwarded to `home`: its number, and what a confirm that depends on
+    /// it waits for.
+    pub(crate) fn queued(&mut self, home: u64) -> (u64, Need) {
+        let h = self.homes.entry(home).or_default();
+        h.queued += 1;
+        let seq = h.queued;
+        (seq, Need { home, seq })
     }
 
-    /// Its stream ended: nothing waits for it any more.
-    pub(crate) fn detach(&mut self, home: u64) {
-        self.links.remove(&home);
+    /// `home` handled every forward up to `upto`.
+    pub(crate) fn acked(&mut self, home: u64, upto: u64) {
+        if let Some(h) = self.homes.get_mut(&home) {
+            h.acked = h.acked.max(upto);
+        }
     }
 
-    /// Forgets everything (the node stopped leading).
-    pub(crate) fn clear(&mut self) {
-        self.links.clear();
-        self.held.clear();
+    /// `home` refused forward `seq`.
+    pub(crate) fn refused(&mut self, home: u64, seq: u64) {
+        if let Some(h) = self.homes.get_mut(&home) {
+            h.refused.insert(seq);
+        }
     }
 
-    /// One change was queued for `home`; what a confirm that depends on it must wait for, or
-    /// `None` if the node has no stream (the change is dropped).
-    pub(crate) fn queued(&mut self, home: u64) -> Option<Need> {
-        let link = self.links.get_mut(&home)?;
-        link.queued += 1;
-        Some(Need {
-            home,
-            generation: link.generation,
-            count: link.queued,
-        })
-    }
-
-    /// `home` acknowledged the first `count` changes of its current stream.
-    pub(crate) fn acked(&mut self, home: u64, count: u64) {
-        if let Some(link) = self.links.get_mut(&home) {
-            link.acked = link.acked.max(count);
+    /// The link to `home` broke: the forwards up to `upto` it had not acknowledged are lost.
+    pub(crate) fn lost(&mut self, home: u64, upto: u64) {
+        if let Some(h) = self.homes.get_mut(&home) {
+            h.lost_upto = h.lost_upto.max(upto);
         }
     }
 
@@ -124,33 +120,44 @@ impl ConfirmGate {
         self.held.is_empty()
     }
 
-    fn met(&self, need: &Need) -> bool {
-        match self.links.get(&need.home) {
-            Some(link) if link.generation == need.generation => link.acked >= need.count,
-            // That stream is gone: its node gets a whole copy when it attaches again.
-            _ => true,
+    fn met(&self, need: &Need) -> Met {
+        let Some(h) = self.homes.get(&need.home) else {
+            return Met::No;
+        };
+        if h.refused.contains(&need.seq) {
+            Met::No
+        } else if h.acked >= need.seq {
+            Met::Yes
+        } else if h.lost_upto >= need.seq {
+            Met::No
+        } else {
+            Met::Waiting
         }
     }
 
-    /// The confirms that may leave now, by connection and in order; and how many left
-    /// because their home did not answer in time.
+    /// The confirms that may leave now, by connection and in order (turned into nacks where a
+    /// home refused, was lost or stayed silent); and how many were nacked for that.
     pub(crate) fn release(&mut self, now: Instant) -> (Vec<(ConnId, Vec<Effect>)>, usize) {
         let mut out = Vec::new();
-        let mut timed_out = 0;
+        let mut failed = 0;
         let conns: Vec<ConnId> = self.held.keys().copied().collect();
         for conn in conns {
             let mut ready = Vec::new();
             while let Some(front) = self.held.get(&conn).and_then(|q| q.front()) {
-                let met = front.needs.iter().all(|n| self.met(n));
+                let states: Vec<Met> = front.needs.iter().map(|n| self.met(n)).collect();
                 let late = now.duration_since(front.since) >= GATE_TIMEOUT;
-                if !met && !late {
+                let waiting = states.contains(&Met::Waiting);
+                if waiting && !late {
                     break;
                 }
-                if !met {
-                    timed_out += 1;
-                }
+                let ok = states.iter().all(|m| *m == Met::Yes);
                 if let Some(h) = self.held.get_mut(&conn).and_then(VecDeque::pop_front) {
-                    ready.push(h.effect);
+                    if ok {
+                        ready.push(h.effect);
+                    } else {
+                        failed += 1;
+                        ready.push(as_nack(h.effect));
+                    }
                 }
             }
             if self.held.get(&conn).is_some_and(VecDeque::is_empty) {
@@ -160,7 +167,48 @@ impl ConfirmGate {
                 out.push((conn, ready));
             }
         }
-        (out, timed_out)
+        self.forget_settled();
+        (out, failed)
+    }
+
+    /// Refusals nothing can wait for any more are forgotten.
+    fn forget_settled(&mut self) {
+        let oldest: HashMap<u64, u64> = self
+            .held
+            .values()
+            .flatten()
+            .flat_map(|h| h.needs.iter())
+            .fold(HashMap::new(), |mut m, n| {
+                let e = m.entry(n.home).or_insert(n.seq);
+                *e = (*e).min(n.seq);
+                m
+            });
+        for (home, h) in &mut self.homes {
+            match oldest.get(home) {
+                Some(&seq) => h.refused = h.refused.split_off(&seq),
+                None => h.refused.clear(),
+            }
+        }
+    }
+}
+
+/// A confirm turned into a nack (a home did not take the message).
+fn as_nack(effect: Effect) -> Effect {
+    match effect {
+        Effect::Send {
+            conn,
+            channel,
+            method: Method::BasicAck(a),
+        } => Effect::Send {
+            conn,
+            channel,
+            method: Method::BasicNack(BasicNack {
+                delivery_tag: a.delivery_tag,
+                multiple: a.multiple,
+                requeue: false,
+            }),
+        },
+        other => other,
     }
 }
 
@@ -180,7 +228,8 @@ mod tests {
         }
     }
 
-    fn tags(released: &[(ConnId, Vec<Effect>)]) -> Vec<(ConnId, u64)> {
+    /// (connection, tag, acked) of what was released.
+    fn confirms(released: &[(ConnId, Vec<Effect>)]) -> Vec<(ConnId, u64, bool)> {
         released
             .iter()
             .flat_map(|(c, list)| {
@@ -188,7 +237,11 @@ mod tests {
                     Effect::Send {
                         method: Method::BasicAck(a),
                         ..
-                    } => (*c, a.delivery_tag),
+                    } => (*c, a.delivery_tag, true),
+                    Effect::Send {
+                        method: Method::BasicNack(n),
+                        ..
+                    } => (*c, n.delivery_tag, false),
                     other => panic!("not a confirm: {other:?}"),
                 })
             })
@@ -196,47 +249,43 @@ mod tests {
     }
 
     #[test]
-    fn a_confirm_waits_for_its_homes_acknowledgement_and_keeps_its_connections_order() {
+    fn a_confirm_waits_for_its_homes_and_keeps_its_connections_order() {
         let t0 = Instant::now();
         let mut g = ConfirmGate::default();
-        g.attach(2);
-        g.attach(3);
-        let a = g.queued(2).expect("stream");
-        let b = g.queued(3).expect("stream");
+        let (_, a) = g.queued(2);
+        let (_, b) = g.queued(3);
         g.hold(7, vec![a, b], ack(7, 1), t0);
         // A later confirm of the same connection that needs nothing waits behind it.
         assert!(g.has_waiting(7));
         g.hold(7, vec![], ack(7, 2), t0);
         g.hold(8, vec![a], ack(8, 1), t0);
-        assert_eq!(tags(&g.release(t0).0), []);
+        assert_eq!(confirms(&g.release(t0).0), []);
         g.acked(2, 1);
-        let (released, late) = g.release(t0);
-        assert_eq!((tags(&released), late), (vec![(8, 1)], 0));
+        let (released, failed) = g.release(t0);
+        assert_eq!((confirms(&released), failed), (vec![(8, 1, true)], 0));
         g.acked(3, 1);
-        assert_eq!(tags(&g.release(t0).0), [(7, 1), (7, 2)]);
+        assert_eq!(confirms(&g.release(t0).0), [(7, 1, true), (7, 2, true)]);
         assert!(g.is_empty());
     }
 
     #[test]
-    fn a_home_that_goes_or_stays_silent_stops_holding_confirms() {
+    fn a_refused_lost_or_silent_forward_turns_its_confirm_into_a_nack() {
         let t0 = Instant::now();
         let mut g = ConfirmGate::default();
-        g.attach(2);
-        let n = g.queued(2).expect("stream");
-        g.hold(7, vec![n], ack(7, 1), t0);
-        // Its stream ends and a new one attaches: the old need no longer holds anything.
-        g.attach(2);
-        assert_eq!(tags(&g.release(t0).0), [(7, 1)]);
-        let n = g.queued(2).expect("stream");
-        g.hold(7, vec![n], ack(7, 2), t0);
-        // An acknowledgement of fewer changes is not enough.
-        g.acked(2, 0);
-        assert_eq!(tags(&g.release(t0 + GATE_TIMEOUT / 2).0), []);
-        let (released, late) = g.release(t0 + GATE_TIMEOUT);
-        assert_eq!((tags(&released), late), (vec![(7, 2)], 1));
-        // No stream: nothing to wait for.
-        g.detach(2);
-        assert_eq!(g.queued(2), None);
+        let (_, refused) = g.queued(2);
+        let (_, lost) = g.queued(2);
+        let (_, silent) = g.queued(3);
+        g.hold(7, vec![refused], ack(7, 1), t0);
+        g.hold(8, vec![lost], ack(8, 1), t0);
+        g.hold(9, vec![silent], ack(9, 1), t0);
+        g.refused(2, 1);
+        g.acked(2, 1);
+        g.lost(2, 2);
+        let (released, failed) = g.release(t0);
+        assert_eq!((confirms(&released).len(), failed), (2, 2), "{released:?}");
+        assert!(confirms(&released).iter().all(|(_, _, ok)| !ok));
+        assert_eq!(confirms(&g.release(t0 + GATE_TIMEOUT / 2).0), []);
+        assert_eq!(confirms(&g.release(t0 + GATE_TIMEOUT).0), [(9, 1, false)]);
     }
 
     #[test]

@@ -16,6 +16,15 @@ use crate::broker_task::BrokerHandle;
 use crate::clock::now_ms;
 use crate::{connection, ServerConfig};
 
+/// The connection ids a server of node `node_id` started now gives out begin here: the node id
+/// (below 2048) takes the top 11 bits, the start time in microseconds-ish the 52 below, so ids
+/// are never reused, not even across restarts. A broker started before its server can take it
+/// as the bound below which a connection of its node belongs to an earlier run.
+pub fn first_conn_id(node_id: u64) -> warren_core::ConnId {
+    let node_bits = (node_id & 0x7ff) << 52;
+    node_bits | now_ms().saturating_mul(1000).max(1) & ((1 << 52) - 1)
+}
+
 /// A bound, not yet running AMQP server.
 pub struct Server {
     listener: TcpListener,
@@ -33,7 +42,11 @@ impl Server {
     pub async fn bind(config: ServerConfig, broker: Broker) -> io::Result<Server> {
         Server::bind_to(
             config,
-            BrokerHandle::spawn(broker, crate::Replication::Local),
+            BrokerHandle::spawn(
+                broker,
+                crate::Replication::Local,
+                crate::relay::Links::none(),
+            ),
         )
         .await
     }
@@ -44,8 +57,7 @@ impl Server {
         // Connection ids are never reused, not even across restarts (commands replayed from the
         // log name the connections of earlier runs) nor across nodes: the node id (below 2048)
         // takes the top 11 bits, the start time in microseconds-ish the 52 below.
-        let node_bits = (config.node_id & 0x7ff) << 52;
-        let next_conn = node_bits | now_ms().saturating_mul(1000).max(1) & ((1 << 52) - 1);
+        let next_conn = first_conn_id(config.node_id);
         Ok(Server {
             next_conn: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_conn)),
             listener,
@@ -58,15 +70,32 @@ impl Server {
     /// Sends client input wherever `route` says the deciding broker is: this node's broker task
     /// or, relayed, the leader's (see [`crate::relay`]).
     pub fn route_through(mut self, route: watch::Receiver<crate::relay::Route>) -> Server {
-        self.inputs =
-            crate::relay::router::spawn(self.broker.tx.clone(), route, self.config.node_id);
+        self.inputs = crate::relay::router::spawn(
+            self.broker.tx.clone(),
+            route,
+            self.config.node_id,
+            self.broker.applied(),
+        );
         self
     }
 
     /// Opens connections on an operator's behalf, through the same route as clients' (see
     /// [`crate::direct`]). Take it after [`Server::route_through`].
     pub fn direct(&self) -> crate::direct::DirectConnector {
-        crate::direct::DirectConnector::new(self.inputs.clone(), self.next_conn.clone())
+        crate::direct::DirectConnector::new(self.node())
+    }
+
+    /// What the connections of this server share.
+    fn node(&self) -> connection::Node {
+        connection::Node {
+            leader: self.inputs.clone(),
+            local: self.broker.tx.clone(),
+            node: self.broker.node,
+            applied: self.broker.applied(),
+            directory: self.broker.directory.clone(),
+            links: self.broker.links.clone(),
+            next_conn: self.next_conn.clone(),
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -75,6 +104,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then closes every connection and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let node = self.node();
         let to_broker = self.inputs.clone();
         drop(self.inputs);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -87,7 +117,7 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let conn = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tasks.spawn(connection::run(stream, peer, conn, self.config.clone(), to_broker.clone(), stop_rx.clone()));
+                        tasks.spawn(connection::run(stream, peer, conn, self.config.clone(), node.clone(), stop_rx.clone()));
                     }
                     // Out of file descriptors and the like: keep serving the connections we have.
                     Err(e) => {
@@ -112,6 +142,7 @@ impl Server {
             tasks.abort_all();
         }
         drop(to_broker);
+        drop(node);
         self.broker.stop().await;
         Ok(())
     }

@@ -547,6 +547,7 @@ impl Session {
                                 publish,
                                 properties,
                                 body: body.into_bytes(),
+                                replicated_only: false,
                             });
                         } else if let Some(ChannelState::Open(c)) = self.channels.get_mut(&channel)
                         {
@@ -616,6 +617,7 @@ impl Session {
                 publish,
                 properties: header.properties,
                 body: Bytes::new(),
+                replicated_only: false,
             });
             return;
         }
@@ -784,7 +786,12 @@ impl Session {
                 self.awaiting_writable = true;
                 self.after_write(inputs);
             }
-            Effect::Propose { .. } | Effect::Mirror { .. } => warn!(
+            Effect::Propose { .. }
+            | Effect::Forward { .. }
+            | Effect::ForwardRefused { .. }
+            | Effect::Bounce { .. }
+            | Effect::Synced { .. }
+            | Effect::Redirect { .. } => warn!(
                 conn = self.conn,
                 "a command or a home copy's change was addressed to a connection"
             ),

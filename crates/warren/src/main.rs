@@ -20,8 +20,10 @@ use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{WarrenNode, METADATA_GROUP};
 use warren_server::access::AccessService;
 use warren_server::management::ManagementService;
-use warren_server::relay::{spawn_leadership, RelayService};
-use warren_server::{spawn_proposer, BrokerHandle, Replication, Server, ServerConfig};
+use warren_server::relay::{spawn_leadership, spawn_member_addresses, Links, RelayService};
+use warren_server::{
+    first_conn_id, spawn_proposer, BrokerHandle, Replication, Server, ServerConfig,
+};
 
 /// Warren: a replicated AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 ///
@@ -360,9 +362,19 @@ fn main() -> anyhow::Result<()> {
         let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
         let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
         // The broker task runs first: a restarting node replays its log into it.
+        // The other nodes' brokers, for the messages routed to transient queues homed there
+        // and this node's clients' home sessions there; their addresses come from Raft.
+        let (addresses_tx, addresses_rx) = tokio::sync::watch::channel(BTreeMap::new());
+        let links = Links::new(node_id, addresses_rx);
         let broker = BrokerHandle::spawn(
-            Broker::new(BrokerConfig { replicated: true, node: node_id, ..broker_config }),
+            Broker::new(BrokerConfig {
+                replicated: true,
+                node: node_id,
+                first_conn: first_conn_id(node_id),
+                ..broker_config
+            }),
             Replication::Raft { proposals: proposals_tx, applied: applied_rx },
+            links,
         );
         let state_machine =
             BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
@@ -378,13 +390,14 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;
         let raft = node.raft.clone();
         spawn_proposer(raft.clone(), proposals_rx);
+        spawn_member_addresses(raft.clone(), addresses_tx);
         // Serve clients once this node leads (after committing a take-over or, after a restart
         // of the whole cluster, a recovery), or relay them to the node that does.
         let route = spawn_leadership(raft.clone(), node_id, node.restarted, &broker);
         if let Some(addr) = own_grpc {
             let raft_service = RaftService::new(node.incarnations.clone());
             raft_service.add_group(METADATA_GROUP, raft.clone());
-            let relay = RelayService::new(&broker, route.clone());
+            let relay = RelayService::new(&broker, route.clone()).with_raft(raft.clone());
             let admin = AdminService::new(raft.clone(), node.incarnations.clone())
                 .with_state_digest(state_machine.clone());
             let access = AccessService::new(&broker, raft.clone(), route.clone());

@@ -180,7 +180,17 @@ impl Broker {
                 channel: ctx.channel,
                 tag: m.consumer_tag.clone(),
             };
-            self.detach_consumer(consumer.queue, &cref, out);
+            let queue = consumer.queue;
+            self.detach_consumer(queue, &cref, out);
+            if !m.nowait && self.queues.contains_key(&queue) && self.removing.contains_key(&queue) {
+                // The last consumer of an auto-delete queue: the queue goes first (as in
+                // RabbitMQ, a declare after cancel-ok finds it gone).
+                let ok = BasicCancelOk {
+                    consumer_tag: m.consumer_tag,
+                };
+                self.reply_when_removed(ctx, queue, Method::BasicCancelOk(ok));
+                return Ok(());
+            }
         }
         // Cancelling an unknown tag is not an error (RabbitMQ answers cancel-ok).
         if !m.nowait {

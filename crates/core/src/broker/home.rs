@@ -21,6 +21,15 @@ use crate::connection::Connection;
 use crate::queue::{Queue, QueueId};
 use crate::{node_of, AmqpError, ConnId, Effect, Message, Millis};
 
+/// What waits for a queue's removal to be applied.
+#[derive(Debug)]
+pub(super) enum Waiter {
+    /// A reply to send.
+    Reply(Method),
+    /// A home session's method to send back (see [`Broker::home_redirect`]).
+    Redirect(Method),
+}
+
 /// How long a proposed removal may take before the broker proposes it again (it is idempotent:
 /// queue ids are never reused).
 const REMOVAL_RETRY_MS: Millis = 5_000;
@@ -154,30 +163,96 @@ impl Broker {
             return;
         }
         self.removing.insert(id, now);
+        if let Some(q) = self.queues.get_mut(&id).filter(|q| q.is_local()) {
+            // Gone for the clients from now on (see `home_redirect`).
+            q.dying = true;
+        }
         self.submit(None, Op::RemoveQueue { queue: id }, out);
     }
 
     /// Sends `reply` on `ctx` once queue `id` is removed (holding the channel's later methods
     /// until then, as for a command in flight).
     pub(super) fn reply_when_removed(&mut self, ctx: Ctx, id: QueueId, reply: Method) {
+        self.wait_for_removal(ctx, id, Waiter::Reply(reply));
+    }
+
+    fn wait_for_removal(&mut self, ctx: Ctx, id: QueueId, waiter: Waiter) {
         if let Some(ch) = self.channel_mut(ctx) {
             ch.in_flight += 1;
         }
         self.removal_waiters
             .entry(id)
             .or_default()
-            .push((ctx, reply));
+            .push((ctx, waiter));
     }
 
-    /// Queue `id` is gone: the replies waiting for that leave.
+    /// Queue `id` is gone: what waited for that goes on.
     pub(super) fn queue_removed(&mut self, id: QueueId, out: &mut Vec<Effect>) {
         self.removing.remove(&id);
-        for (ctx, reply) in self.removal_waiters.remove(&id).unwrap_or_default() {
+        for (ctx, waiter) in self.removal_waiters.remove(&id).unwrap_or_default() {
             if self.channel_mut(ctx).is_none() {
                 continue;
             }
-            self.reply(ctx, reply, out);
+            match waiter {
+                Waiter::Reply(reply) => self.reply(ctx, reply, out),
+                Waiter::Redirect(method) => out.push(Effect::Redirect {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    method,
+                }),
+            }
             self.command_applied(ctx, false, out);
+        }
+    }
+
+    /// A home session's queue method for a queue this broker does not hold goes back to the
+    /// client's node, which sends it to the leader's broker ([`crate::Effect::Redirect`]):
+    /// at once if the queue is missing or homed elsewhere, once it is removed if its removal
+    /// is under way. Returns the method if it is for this broker.
+    pub(super) fn home_redirect(
+        &mut self,
+        ctx: Ctx,
+        method: Method,
+        out: &mut Vec<Effect>,
+    ) -> Option<Method> {
+        if !self.config.replicated || !self.is_home_session(ctx.conn) {
+            return Some(method);
+        }
+        let name = match &method {
+            Method::QueueDeclare(m) if !m.queue.is_empty() => m.queue.clone(),
+            Method::QueuePurge(m) => m.queue.clone(),
+            Method::QueueDelete(m) => m.queue.clone(),
+            Method::BasicConsume(m) => m.queue.clone(),
+            Method::BasicGet(m) => m.queue.clone(),
+            _ => return Some(method),
+        };
+        if name.as_str() == super::queue_class::REPLY_TO_QUEUE {
+            return Some(method);
+        }
+        let name = match self.resolve_queue_name(ctx, name) {
+            Ok(n) => n,
+            Err(_) => return Some(method),
+        };
+        let vhost = self.connections.get(&ctx.conn)?.vhost.clone()?;
+        let held = self.queue_id(&vhost, &name).filter(|id| {
+            self.queues
+                .get(id)
+                .is_some_and(|q| q.is_local() && self.decides(q))
+        });
+        match held {
+            Some(id) if self.queues.get(&id).is_some_and(|q| q.dying) => {
+                self.wait_for_removal(ctx, id, Waiter::Redirect(method));
+                None
+            }
+            Some(_) => Some(method),
+            None => {
+                out.push(Effect::Redirect {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    method,
+                });
+                None
+            }
         }
     }
 

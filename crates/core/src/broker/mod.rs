@@ -99,8 +99,11 @@ pub struct Broker {
     /// `queue.delete` of a local queue), with when: not proposed again before a while, since
     /// the queue goes only when the command is applied.
     removing: HashMap<QueueId, Millis>,
-    /// Replies (`queue.delete-ok`) that leave when a queue's removal is applied.
-    removal_waiters: HashMap<QueueId, Vec<(Ctx, Method)>>,
+    /// What waits for a queue's removal to be applied: replies (`queue.delete-ok`,
+    /// `basic.cancel-ok`) and a home session's methods to send back (see `home.rs`).
+    removal_waiters: HashMap<QueueId, Vec<(Ctx, home::Waiter)>>,
+    /// Counts changes to the set of queues (see [`Broker::queue_homes`]).
+    queues_generation: u64,
 }
 
 /// Where a channel-level method came from: the error path needs all of it.
@@ -137,6 +140,7 @@ impl Broker {
             leading: !config.replicated,
             removing: HashMap::new(),
             removal_waiters: HashMap::new(),
+            queues_generation: 0,
             config,
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
@@ -315,6 +319,7 @@ impl Broker {
             } => self.fail(Ctx { conn, channel }, error, effects),
             Input::Resume { conn, session } => self.resume(conn, *session, effects),
             Input::Tick => self.tick(effects),
+            Input::Sync { conn, token } => effects.push(Effect::Synced { conn, token }),
             Input::CloseConnection { conn, reason } => {
                 self.close_by_operator(conn, &reason, effects)
             }
@@ -339,6 +344,10 @@ impl Broker {
         if let Method::ChannelOpen(_) = method {
             return self.channel_open(ctx, out);
         }
+        let method = match self.home_redirect(ctx, method, out) {
+            Some(m) => m,
+            None => return Ok(()),
+        };
         if self.channel_mut(ctx).is_none() {
             // The runtime forwards only methods of open channels; a method for a channel the core
             // already closed (a race with our channel.close) is dropped, as the spec requires.
@@ -768,6 +777,29 @@ impl Broker {
         let digest = hasher.finalize();
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
         ShortStr::from(format!("{prefix}{encoded}"))
+    }
+
+    /// This broker's node (see [`BrokerConfig::node`]).
+    pub fn node(&self) -> u64 {
+        self.config.node
+    }
+
+    /// Grows whenever a queue is created or removed (or the queues are replaced by a
+    /// snapshot): the runtime rebuilds its copy of [`Broker::queue_homes`] when it changes.
+    pub fn queues_generation(&self) -> u64 {
+        self.queues_generation
+    }
+
+    /// Every queue as (vhost, name, home): the node whose broker decides a local queue, `None`
+    /// for a replicated queue (the leader's broker decides it).
+    pub fn queue_homes(&self) -> Vec<(ShortStr, ShortStr, Option<u64>)> {
+        self.queues
+            .values()
+            .map(|q| {
+                let home = q.is_local().then_some(q.home);
+                (q.vhost.clone(), q.name.clone(), home)
+            })
+            .collect()
     }
 
     /// Looks up a queue by name in a vhost.

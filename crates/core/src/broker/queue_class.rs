@@ -245,6 +245,7 @@ impl Broker {
         }
         queue.declared_by = origin.map_or(0, |o| o.conn);
         self.queues.insert(id, queue);
+        self.queues_generation += 1;
         let v = self
             .vhosts
             .get_mut(vhost)
@@ -540,6 +541,7 @@ impl Broker {
         let Some(queue) = self.queues.remove(&id) else {
             return;
         };
+        self.queues_generation += 1;
         let vhost = queue.vhost.clone();
         let mut emptied = Vec::new();
         if let Some(v) = self.vhosts.get_mut(&vhost) {

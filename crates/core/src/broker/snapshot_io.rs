@@ -276,6 +276,7 @@ impl Broker {
         }
         self.vhosts = vhosts;
         self.queues = queues;
+        self.queues_generation += 1;
         self.forget_missing_queues(out);
         self.next_queue_id = snapshot.next_queue_id;
         self.publishers = snapshot

@@ -1022,15 +1022,6 @@ impl Replicated {
         }
     }
 
-    /// Applies the commands of `log` from index `from` on.
-    fn apply_log(&mut self, log: &[Command], from: usize) {
-        for command in &log[from..] {
-            self.input(Input::Applied {
-                command: command.clone(),
-            });
-        }
-    }
-
     fn input(&mut self, input: Input) -> Vec<Effect> {
         let mut pending = vec![input];
         let mut client_effects = Vec::new();
@@ -2736,17 +2727,18 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_bounces_the_repli
     );
     assert!(r.log.is_empty(), "nothing in the log");
     assert_eq!(r.get_all(h, "t"), ["m"], "t holds it here");
+    let get = Method::BasicGet(BasicGet {
+        queue: "d".into(),
+        ..Default::default()
+    });
     assert_eq!(
-        close_channel(&r.method(
-            h,
-            Method::BasicGet(BasicGet {
-                queue: "d".into(),
-                ..Default::default()
-            })
-        ))
-        .map(|c| c.0),
-        Some(404),
-        "a replicated queue is not served by a home session"
+        r.method(h, get.clone()),
+        vec![Effect::Redirect {
+            conn: h,
+            channel: 1,
+            method: get
+        }],
+        "a replicated queue is not served by a home session: the client's node asks the leader"
     );
 }
 
@@ -2829,34 +2821,45 @@ fn a_local_queue_goes_when_its_removal_is_applied_and_its_delete_ok_with_it() {
         }],
         "only the removal is proposed; no delete-ok yet"
     );
-    // Meanwhile the channel's next method waits (it must see the queue gone).
+    // Meanwhile the channel's next method waits (it must see the queue gone), and so does
+    // another channel's: the queue is going, which clients no longer see.
+    let passive = Method::QueueDeclare(QueueDeclare {
+        queue: "t".into(),
+        passive: true,
+        ..Default::default()
+    });
+    r.input(Input::Method {
+        conn: h,
+        channel: 2,
+        method: Method::ChannelOpen(ChannelOpen::default()),
+    });
     let mut later = Vec::new();
-    r.broker.handle(
-        r.now,
-        Input::Method {
-            conn: h,
-            channel: 1,
-            method: Method::QueueDeclare(QueueDeclare {
-                queue: "t".into(),
-                passive: true,
-                ..Default::default()
-            }),
-        },
-        &mut later,
-    );
+    for channel in [1, 2] {
+        r.broker.handle(
+            r.now,
+            Input::Method {
+                conn: h,
+                channel,
+                method: passive.clone(),
+            },
+            &mut later,
+        );
+    }
     assert_eq!(later, vec![]);
     let e = r.input(committed(None, Op::RemoveQueue { queue: t }));
+    let redirect = |channel| Effect::Redirect {
+        conn: h,
+        channel,
+        method: passive.clone(),
+    };
     assert_eq!(
         e,
         vec![
             send(h, Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 })),
-            Effect::CloseChannel {
-                conn: h,
-                channel: 1,
-                error: AmqpError::not_found("no queue 't' in vhost '/'").caused_by(50, 10),
-            },
+            redirect(1),
+            redirect(2),
         ],
-        "delete-ok when applied; then the passive declare finds it gone"
+        "delete-ok when applied; the passive declares go to the leader, which knows it gone"
     );
 }
 

@@ -1,14 +1,14 @@
-//! The byte encoding of the broker traffic between a node and the leader: what a node's
-//! connections send to the broker ([`Up`]) and the effects that come back ([`Effect`]). Methods
-//! travel as AMQP method-frame payloads and properties as AMQP content headers, so this encoding
-//! follows the wire codec wherever AMQP already defines the bytes.
+//! The byte encoding of the broker traffic between nodes: what a node sends another node's broker
+//! for its clients' sessions ([`Up`]: the leader sessions it relays to the leader, the home
+//! sessions it opens on a queue's home, messages forwarded to local queues) and what comes back
+//! ([`Down`]: effects, and how many forwards were taken). Methods travel as AMQP method-frame
+//! payloads and properties as AMQP content headers, so this encoding follows the wire codec
+//! wherever AMQP already defines the bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use std::sync::Arc;
 
 use warren_core::{
-    AmqpError, ConnId, Effect, Input, Message, MirrorChange, MirrorEntry, MirrorQueue,
-    ResumeChannel, ResumeConsumer, ResumeSession,
+    AmqpError, ConnId, Effect, Input, Message, ResumeChannel, ResumeConsumer, ResumeSession,
 };
 use warren_raft::encoding::{put_bool, put_properties, put_table, read_bool, read_properties};
 use warren_raft::CodecError;
@@ -24,14 +24,33 @@ pub(crate) enum Up {
     Input(Input),
     /// The connection is gone; the broker forgets where its effects go.
     Unregister(ConnId),
-    /// The first message of a stream: the node it comes from, with its copies of the transient
-    /// queues it is the home of (see `warren_core::MirrorChange`).
-    Home {
+    /// The first message of a stream: the node it comes from, and what for: `home` false, it
+    /// relays its clients' leader sessions to the leader; true, it opens home sessions on the
+    /// receiver and forwards messages to the local queues homed there.
+    Hello {
         node: u64,
-        copies: Vec<MirrorQueue>,
+        home: bool,
     },
-    /// The node has the first `n` home-copy changes the leader sent on this stream.
-    Mirrored(u64),
+    /// What follows waits until the receiver has applied the log up to `index` (a client saw
+    /// a reply sent after that point: see `docs/architecture.md`, "Reading one's writes across
+    /// nodes").
+    Barrier(u64),
+    /// A message for a local queue homed on the receiver (`warren_core::Effect::Forward`); the
+    /// stream numbers them from 1.
+    Forward {
+        queue: u64,
+        message: Message,
+    },
+}
+
+/// One message back from a broker.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Down {
+    Effect(Effect),
+    /// The receiver has handled the first `upto` forwards of the stream.
+    Forwarded {
+        upto: u64,
+    },
 }
 
 fn put_long(w: &mut BytesMut, b: &[u8]) {
@@ -86,14 +105,19 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             w.put_u8(1);
             w.put_u64(*conn);
         }
-        Up::Home { node, copies } => {
+        Up::Hello { node, home } => {
             w.put_u8(10);
             w.put_u64(*node);
-            put_copies(w, copies);
+            put_bool(w, *home);
         }
-        Up::Mirrored(n) => {
+        Up::Barrier(index) => {
             w.put_u8(11);
-            w.put_u64(*n);
+            w.put_u64(*index);
+        }
+        Up::Forward { queue, message } => {
+            w.put_u8(13);
+            w.put_u64(*queue);
+            put_message(w, message);
         }
         Up::Input(input) => match input {
             Input::Login {
@@ -133,6 +157,7 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 publish,
                 properties,
                 body,
+                replicated_only,
             } => {
                 w.put_u8(5);
                 w.put_u64(*conn);
@@ -140,6 +165,7 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 put_method(w, &Method::BasicPublish(publish.clone()));
                 put_properties(w, properties, body.len());
                 put_long(w, body);
+                put_bool(w, *replicated_only);
             }
             Input::Writable { conn, writable } => {
                 w.put_u8(6);
@@ -165,13 +191,28 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 w.put_u64(*conn);
                 put_resume(w, session);
             }
-            // An operator's close is sent to the leader's broker directly (management gRPC);
-            // home copies travel as `Up::Home` and `Effect::Mirror`.
+            Input::OpenHome {
+                conn,
+                client,
+                user,
+                vhost,
+                client_properties,
+            } => {
+                w.put_u8(12);
+                w.put_u64(*conn);
+                w.put_u64(*client);
+                put_long(w, user.as_bytes());
+                put_long(w, vhost.as_bytes());
+                put_table(w, client_properties);
+            }
+            // An operator's close is sent to the leader's broker directly (management gRPC); a
+            // forwarded message travels as `Up::Forward`.
+            // A sync is for the node's own broker only.
             Input::Applied { .. }
             | Input::Tick
             | Input::CloseConnection { .. }
-            | Input::Mirror { .. }
-            | Input::HomeAttached { .. } => {}
+            | Input::Forwarded { .. }
+            | Input::Sync { .. } => {}
         },
     }
 }
@@ -210,113 +251,20 @@ fn put_resume(w: &mut BytesMut, s: &ResumeSession) {
     }
 }
 
-fn put_entry(w: &mut BytesMut, e: &MirrorEntry) {
-    w.put_u64(e.seq);
-    match e.expires_at {
-        Some(t) => {
-            w.put_u8(1);
-            w.put_u64(t);
-        }
-        None => w.put_u8(0),
-    }
-    let m = &e.message;
+fn put_message(w: &mut BytesMut, m: &Message) {
     put_long(w, m.exchange.as_bytes());
     put_long(w, m.routing_key.as_bytes());
     put_properties(w, &m.properties, m.body.len());
     put_long(w, &m.body);
 }
 
-fn read_entry(r: &mut Reader) -> Result<MirrorEntry, CodecError> {
-    let seq = r.u64()?;
-    let expires_at = match r.u8()? {
-        0 => None,
-        1 => Some(r.u64()?),
-        _ => return Err(CodecError::new("bad option flag")),
-    };
-    Ok(MirrorEntry {
-        seq,
-        expires_at,
-        message: Arc::new(Message {
-            exchange: read_short(r)?,
-            routing_key: read_short(r)?,
-            properties: read_properties(r)?,
-            body: read_long(r)?,
-        }),
+fn read_message(r: &mut Reader) -> Result<Message, CodecError> {
+    Ok(Message {
+        exchange: read_short(r)?,
+        routing_key: read_short(r)?,
+        properties: read_properties(r)?,
+        body: read_long(r)?,
     })
-}
-
-fn put_copies(w: &mut BytesMut, copies: &[MirrorQueue]) {
-    put_count(w, copies.len());
-    for c in copies {
-        w.put_u64(c.queue);
-        put_count(w, c.entries.len());
-        for e in &c.entries {
-            put_entry(w, e);
-        }
-    }
-}
-
-fn read_copies(r: &mut Reader) -> Result<Vec<MirrorQueue>, CodecError> {
-    let mut copies = Vec::new();
-    for _ in 0..r.u32()? {
-        let queue = r.u64()?;
-        let mut entries = Vec::new();
-        for _ in 0..r.u32()? {
-            entries.push(read_entry(r)?);
-        }
-        copies.push(MirrorQueue { queue, entries });
-    }
-    Ok(copies)
-}
-
-fn put_changes(w: &mut BytesMut, changes: &[MirrorChange]) {
-    put_count(w, changes.len());
-    for c in changes {
-        match c {
-            MirrorChange::Store { queue, entry } => {
-                w.put_u8(0);
-                w.put_u64(*queue);
-                put_entry(w, entry);
-            }
-            MirrorChange::Drop { queue, seqs } => {
-                w.put_u8(1);
-                w.put_u64(*queue);
-                put_count(w, seqs.len());
-                for s in seqs {
-                    w.put_u64(*s);
-                }
-            }
-            MirrorChange::Reset { queues } => {
-                w.put_u8(2);
-                put_copies(w, queues);
-            }
-        }
-    }
-}
-
-fn read_changes(r: &mut Reader) -> Result<Vec<MirrorChange>, CodecError> {
-    let mut changes = Vec::new();
-    for _ in 0..r.u32()? {
-        changes.push(match r.u8()? {
-            0 => MirrorChange::Store {
-                queue: r.u64()?,
-                entry: read_entry(r)?,
-            },
-            1 => {
-                let queue = r.u64()?;
-                let mut seqs = Vec::new();
-                for _ in 0..r.u32()? {
-                    seqs.push(r.u64()?);
-                }
-                MirrorChange::Drop { queue, seqs }
-            }
-            2 => MirrorChange::Reset {
-                queues: read_copies(r)?,
-            },
-            _ => return Err(CodecError::new("unknown mirror change")),
-        });
-    }
-    Ok(changes)
 }
 
 fn read_short(r: &mut Reader) -> Result<ShortStr, CodecError> {
@@ -407,6 +355,7 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                     publish,
                     properties: read_properties(&mut r)?,
                     body: read_long(&mut r)?,
+                    replicated_only: read_bool(&mut r)?,
                 })
             }
             6 => Up::Input(Input::Writable {
@@ -423,18 +372,41 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                 conn,
                 session: Box::new(read_resume(&mut r)?),
             }),
-            10 => Up::Home {
+            10 => Up::Hello {
                 node: conn,
-                copies: read_copies(&mut r)?,
+                home: read_bool(&mut r)?,
             },
-            11 => Up::Mirrored(conn),
+            11 => Up::Barrier(conn),
+            12 => Up::Input(Input::OpenHome {
+                conn,
+                client: r.u64()?,
+                user: read_string(&mut r)?,
+                vhost: read_string(&mut r)?,
+                client_properties: r.table()?,
+            }),
+            13 => Up::Forward {
+                queue: conn,
+                message: read_message(&mut r)?,
+            },
             _ => return Err(CodecError::new("unknown relay message")),
         });
     }
     Ok(out)
 }
 
-/// Appends one effect to `w`. `Propose` never travels (it is encoded as nothing).
+/// Appends one [`Down`] message to `w`. Effects that are the sending node's own business
+/// (`Propose`, `Forward`) never travel: they are encoded as nothing.
+pub(crate) fn encode_down(w: &mut BytesMut, d: &Down) {
+    match d {
+        Down::Effect(e) => encode_effect(w, e),
+        Down::Forwarded { upto } => {
+            w.put_u8(8);
+            w.put_u64(*upto);
+        }
+    }
+}
+
+/// Appends one effect to `w` (see [`encode_down`]).
 pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
     match e {
         Effect::Send {
@@ -485,23 +457,55 @@ pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
             w.put_u8(5);
             w.put_u64(*conn);
         }
-        Effect::Mirror { home, changes } => {
+        Effect::Bounce {
+            conn,
+            channel,
+            confirm,
+            publish,
+            properties,
+            body,
+        } => {
             w.put_u8(6);
-            w.put_u64(*home);
-            put_changes(w, changes);
+            w.put_u64(*conn);
+            w.put_u16(*channel);
+            match confirm {
+                Some(n) => {
+                    w.put_u8(1);
+                    w.put_u64(*n);
+                }
+                None => w.put_u8(0),
+            }
+            put_method(w, &Method::BasicPublish(publish.clone()));
+            put_properties(w, properties, body.len());
+            put_long(w, body);
         }
-        Effect::Propose { .. } => {}
+        Effect::ForwardRefused { to, seq } => {
+            w.put_u8(7);
+            w.put_u64(*to);
+            w.put_u64(*seq);
+        }
+        Effect::Redirect {
+            conn,
+            channel,
+            method,
+        } => {
+            w.put_u8(9);
+            w.put_u64(*conn);
+            w.put_u16(*channel);
+            put_method(w, method);
+        }
+        Effect::Propose { .. } | Effect::Forward { .. } | Effect::Synced { .. } => {}
     }
 }
 
-/// Decodes every effect in `bytes`.
-pub(crate) fn decode_effects(bytes: Bytes) -> Result<Vec<Effect>, CodecError> {
+/// Decodes every [`Down`] message in `bytes`.
+pub(crate) fn decode_downs(bytes: Bytes) -> Result<Vec<Down>, CodecError> {
     let mut r = Reader::new(bytes);
     let mut out = Vec::new();
     while r.remaining() > 0 {
         let tag = r.u8()?;
         let conn = r.u64()?;
-        out.push(match tag {
+        out.push(Down::Effect(match tag {
             0 => Effect::Send {
                 conn,
                 channel: r.u16()?,
@@ -528,12 +532,41 @@ pub(crate) fn decode_effects(bytes: Bytes) -> Result<Vec<Effect>, CodecError> {
                 error: read_error(&mut r)?,
             },
             5 => Effect::AwaitWritable { conn },
-            6 => Effect::Mirror {
-                home: conn,
-                changes: read_changes(&mut r)?,
+            6 => {
+                let channel = r.u16()?;
+                let confirm = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.u64()?),
+                    _ => return Err(CodecError::new("bad option flag")),
+                };
+                let publish = match read_method(&mut r)? {
+                    Method::BasicPublish(p) => p,
+                    _ => return Err(CodecError::new("bounce without basic.publish")),
+                };
+                Effect::Bounce {
+                    conn,
+                    channel,
+                    confirm,
+                    publish,
+                    properties: read_properties(&mut r)?,
+                    body: read_long(&mut r)?,
+                }
+            }
+            7 => Effect::ForwardRefused {
+                to: conn,
+                seq: r.u64()?,
+            },
+            8 => {
+                out.push(Down::Forwarded { upto: conn });
+                continue;
+            }
+            9 => Effect::Redirect {
+                conn,
+                channel: r.u16()?,
+                method: read_method(&mut r)?,
             },
             _ => return Err(CodecError::new("unknown relay effect")),
-        });
+        }));
     }
     Ok(out)
 }
@@ -545,30 +578,16 @@ mod tests {
         BasicDeliver, BasicProperties, FieldTable, FieldValue, QueueDeclare, ShortStr,
     };
 
-    fn sample_copies() -> Vec<MirrorQueue> {
-        let entry = |seq, expires_at| MirrorEntry {
-            seq,
-            expires_at,
-            message: Arc::new(Message {
-                exchange: "amq.topic".into(),
-                routing_key: "a.b".into(),
-                properties: BasicProperties {
-                    correlation_id: Some("c1".into()),
-                    ..Default::default()
-                },
-                body: Bytes::from_static(b"reply"),
-            }),
-        };
-        vec![
-            MirrorQueue {
-                queue: 4,
-                entries: vec![entry(1 << 32, None), entry((1 << 32) + 1, Some(99))],
+    fn sample_message() -> Message {
+        Message {
+            exchange: "amq.topic".into(),
+            routing_key: "a.b".into(),
+            properties: BasicProperties {
+                correlation_id: Some("c1".into()),
+                ..Default::default()
             },
-            MirrorQueue {
-                queue: 6,
-                entries: vec![],
-            },
-        ]
+            body: Bytes::from_static(b"reply"),
+        }
     }
 
     #[test]
@@ -613,6 +632,7 @@ mod tests {
                     ..Default::default()
                 },
                 body: Bytes::from_static(b"body"),
+                replicated_only: true,
             }),
             Up::Input(Input::Writable {
                 conn: 7,
@@ -660,11 +680,22 @@ mod tests {
                 }),
             }),
             Up::Unregister(7),
-            Up::Home {
+            Up::Hello {
                 node: 2,
-                copies: sample_copies(),
+                home: true,
             },
-            Up::Mirrored(12),
+            Up::Barrier(12),
+            Up::Input(Input::OpenHome {
+                conn: 8,
+                client: 7,
+                user: "guest".into(),
+                vhost: "/".into(),
+                client_properties: FieldTable::default(),
+            }),
+            Up::Forward {
+                queue: 4,
+                message: sample_message(),
+            },
         ];
         let mut w = BytesMut::new();
         for u in &ups {
@@ -708,28 +739,38 @@ mod tests {
                 conn: 9,
                 error: AmqpError::new(320, "bye"),
             },
-            Effect::Mirror {
-                home: 3,
-                changes: vec![
-                    MirrorChange::Store {
-                        queue: 4,
-                        entry: sample_copies()[0].entries[0].clone(),
-                    },
-                    MirrorChange::Drop {
-                        queue: 4,
-                        seqs: vec![1, 7],
-                    },
-                    MirrorChange::Reset {
-                        queues: sample_copies(),
-                    },
-                ],
+            Effect::Bounce {
+                conn: 9,
+                channel: 2,
+                confirm: Some(17),
+                publish: BasicPublish {
+                    ticket: 0,
+                    exchange: "amq.fanout".into(),
+                    routing_key: "".into(),
+                    mandatory: false,
+                    immediate: false,
+                },
+                properties: BasicProperties::default(),
+                body: Bytes::from_static(b"m"),
+            },
+            Effect::ForwardRefused { to: 3, seq: 99 },
+            Effect::Redirect {
+                conn: 9,
+                channel: 4,
+                method: Method::QueueDeclare(QueueDeclare {
+                    queue: "q".into(),
+                    passive: true,
+                    ..Default::default()
+                }),
             },
         ];
+        let mut downs: Vec<Down> = effects.into_iter().map(Down::Effect).collect();
+        downs.push(Down::Forwarded { upto: 41 });
         let mut w = BytesMut::new();
-        for e in &effects {
-            encode_effect(&mut w, e);
+        for d in &downs {
+            encode_down(&mut w, d);
         }
-        assert_eq!(decode_effects(w.freeze()), Ok(effects));
+        assert_eq!(decode_downs(w.freeze()), Ok(downs));
     }
 
     #[test]
@@ -744,7 +785,7 @@ mod tests {
         );
         let b = w.freeze();
         for cut in 1..b.len() {
-            assert!(decode_effects(b.slice(..cut)).is_err());
+            assert!(decode_downs(b.slice(..cut)).is_err());
         }
     }
 }

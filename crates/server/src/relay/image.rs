@@ -374,7 +374,11 @@ impl SessionImage {
             Effect::Authenticated { .. }
             | Effect::AwaitWritable { .. }
             | Effect::Propose { .. }
-            | Effect::Mirror { .. } => true,
+            | Effect::Forward { .. }
+            | Effect::ForwardRefused { .. }
+            | Effect::Bounce { .. }
+            | Effect::Synced { .. }
+            | Effect::Redirect { .. } => true,
         }
     }
 
@@ -509,6 +513,7 @@ mod tests {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(body.as_bytes()),
+            replicated_only: true,
         }
     }
 

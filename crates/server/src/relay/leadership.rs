@@ -47,6 +47,37 @@ pub fn spawn_leadership(
     rx
 }
 
+/// Keeps `addresses` equal to the gRPC addresses of the members of `raft`'s membership, by node
+/// id (what [`crate::relay::Links`] dials).
+pub fn spawn_member_addresses(
+    raft: Raft<TypeConfig, BrokerStateMachine>,
+    addresses: watch::Sender<std::collections::BTreeMap<u64, String>>,
+) {
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        loop {
+            let now: std::collections::BTreeMap<u64, String> = metrics
+                .borrow_and_update()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.grpc_addr.clone()))
+                .collect();
+            addresses.send_if_modified(|a| {
+                if *a != now {
+                    *a = now;
+                    true
+                } else {
+                    false
+                }
+            });
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// The leader this node may count as the first it saw since it started (see [`spawn_leadership`]).
 ///
 /// A node that led when it stopped restarts with its own committed vote, and openraft reports it
@@ -217,7 +248,6 @@ async fn run(
                     local = true;
                     let lead = ToBroker::Lead {
                         lease: Lease::new(&raft),
-                        term,
                     };
                     if to_broker.send(lead).await.is_err() {
                         return;

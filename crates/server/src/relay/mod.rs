@@ -12,8 +12,10 @@
 pub(crate) mod codec;
 pub(crate) mod image;
 mod leadership;
+pub(crate) mod links;
 pub(crate) mod router;
 mod service;
 
-pub use leadership::{spawn_leadership, Route};
+pub use leadership::{spawn_leadership, spawn_member_addresses, Route};
+pub use links::Links;
 pub use service::RelayService;

@@ -19,23 +19,21 @@ use warren_proto::raft::relay_client::RelayClient;
 use warren_proto::raft::RelayBatch;
 use warren_raft::METADATA_GROUP;
 
-use super::codec::{decode_effects, encode_up, Up};
+use super::codec::{decode_downs, encode_up, Down, Up};
 use super::image::SharedImage;
 use super::Route;
-use crate::broker_task::ToBroker;
+use crate::broker_task::{Batch, EffectSink, ToBroker};
 
 const BATCH: usize = 256;
 
 struct Conn {
-    effects: mpsc::UnboundedSender<Vec<Effect>>,
+    effects: EffectSink,
     image: SharedImage,
 }
 
 struct Link {
     up: mpsc::Sender<RelayBatch>,
     down: tonic::Streaming<RelayBatch>,
-    /// Home-copy changes received on this stream (acknowledged as `Up::Mirrored`).
-    mirrored: u64,
 }
 
 impl Link {
@@ -48,6 +46,7 @@ impl Link {
             .send(RelayBatch {
                 group_id: METADATA_GROUP,
                 batch: w.freeze(),
+                applied: 0,
             })
             .await
             .is_ok()
@@ -59,9 +58,10 @@ pub(crate) fn spawn(
     local: mpsc::Sender<ToBroker>,
     route: watch::Receiver<Route>,
     node: u64,
+    applied: watch::Receiver<u64>,
 ) -> mpsc::Sender<ToBroker> {
     let (tx, rx) = mpsc::channel(crate::broker_task::INPUT_CAPACITY);
-    tokio::spawn(run(rx, local, route, node));
+    tokio::spawn(run(rx, local, route, node, applied));
     tx
 }
 
@@ -70,6 +70,7 @@ async fn run(
     local: mpsc::Sender<ToBroker>,
     mut route: watch::Receiver<Route>,
     node: u64,
+    mut applied: watch::Receiver<u64>,
 ) {
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
     let mut current = route.borrow_and_update().clone();
@@ -81,14 +82,7 @@ async fn run(
     loop {
         if let Route::Remote { grpc_addr, .. } = &current {
             if link.is_none() {
-                link = connect(grpc_addr).await;
-                // First on every stream: this node's home copies, before any connection's
-                // input (a resumed consumer then finds its queue's messages there).
-                if let Some(l) = &link {
-                    if !announce_home(l, &local, node).await {
-                        link = None;
-                    }
-                }
+                link = connect(grpc_addr, node).await;
                 if link.is_none() {
                     // Retry soon, unless the route changes first.
                     tokio::select! {
@@ -143,7 +137,7 @@ async fn run(
                 }
                 let msgs: Vec<ToBroker> = std::mem::take(&mut batch);
                 let sent = match &current {
-                    Route::Local => forward_local(&local, msgs, &mut conns).await,
+                    Route::Local => forward_local(&local, msgs, &mut conns, &mut applied).await,
                     _ => match &link {
                         Some(l) => forward_remote(l, msgs, &mut conns).await,
                         None => true,
@@ -161,33 +155,16 @@ async fn run(
                     None => std::future::pending().await,
                 }
             }, if link.is_some() => match down {
-                Ok(Some(b)) => match decode_effects(b.batch) {
-                    Ok(effects) => {
-                        let (changes, effects): (Vec<Effect>, Vec<Effect>) = effects
+                Ok(Some(b)) => match decode_downs(b.batch) {
+                    Ok(downs) => {
+                        let effects = downs
                             .into_iter()
-                            .partition(|e| matches!(e, Effect::Mirror { .. }));
-                        let received = changes.len() as u64;
-                        for c in changes {
-                            if let Effect::Mirror { changes, .. } = c {
-                                if local.send(ToBroker::Input(Input::Mirror { changes })).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        deliver(&mut conns, effects);
-                        // Handed to this node's broker, in order: the leader's confirms that
-                        // wait for these copies may leave.
-                        if received > 0 {
-                            if let Some(l) = link.as_mut() {
-                                l.mirrored += received;
-                                let mut w = BytesMut::new();
-                                encode_up(&mut w, &Up::Mirrored(l.mirrored));
-                                if !l.send(w).await {
-                                    link = None;
-                                    must_resume = true;
-                                }
-                            }
-                        }
+                            .filter_map(|d| match d {
+                                Down::Effect(e) => Some(e),
+                                Down::Forwarded { .. } => None,
+                            })
+                            .collect();
+                        deliver(&mut conns, b.applied, effects);
                     }
                     Err(e) => warn!(error = %e, "undecodable effects from the leader"),
                 },
@@ -212,13 +189,16 @@ fn resume_all(conns: &mut HashMap<ConnId, Conn>) -> Vec<(ConnId, Vec<Input>)> {
             Ok(inputs) => out.push((conn, inputs)),
             Err(why) => {
                 debug!(conn, why, "connection cannot be resumed; closing it");
-                let _ = c.effects.send(vec![Effect::CloseConnection {
-                    conn,
-                    error: AmqpError::new(
-                        320,
-                        format!("the cluster leader changed and {why}; reconnect"),
-                    ),
-                }]);
+                let _ = c.effects.send(Batch {
+                    index: 0,
+                    effects: vec![Effect::CloseConnection {
+                        conn,
+                        error: AmqpError::new(
+                            320,
+                            format!("the cluster leader changed and {why}; reconnect"),
+                        ),
+                    }],
+                });
                 closed.push(conn);
             }
         }
@@ -260,22 +240,8 @@ async fn resume_remote(link: &Link, conns: &mut HashMap<ConnId, Conn>) -> bool {
     link.send(w).await
 }
 
-/// Sends `Up::Home` with this node's copies of the transient queues it is the home of (asked
-/// of its own broker); false if the stream or the broker task is gone.
-async fn announce_home(link: &Link, local: &mpsc::Sender<ToBroker>, node: u64) -> bool {
-    let (reply, copies) = tokio::sync::oneshot::channel();
-    if local.send(ToBroker::HomeCopies { reply }).await.is_err() {
-        return false;
-    }
-    let Ok(copies) = copies.await else {
-        return false;
-    };
-    let mut w = BytesMut::new();
-    encode_up(&mut w, &Up::Home { node, copies });
-    link.send(w).await
-}
-
-async fn connect(grpc_addr: &str) -> Option<Link> {
+/// Opens the relay stream to the leader and says hello.
+async fn connect(grpc_addr: &str, node: u64) -> Option<Link> {
     let mut client = match RelayClient::connect(warren_raft::dial::dial_uri(grpc_addr)).await {
         Ok(c) => c
             .max_decoding_message_size(256 << 20)
@@ -286,13 +252,22 @@ async fn connect(grpc_addr: &str) -> Option<Link> {
         }
     };
     let (up, up_rx) = mpsc::channel(64);
+    let mut hello = BytesMut::new();
+    encode_up(&mut hello, &Up::Hello { node, home: false });
+    let hello = RelayBatch {
+        group_id: METADATA_GROUP,
+        batch: hello.freeze(),
+        applied: 0,
+    };
+    if up.send(hello).await.is_err() {
+        return None;
+    }
     match client.attach(ReceiverStream::new(up_rx)).await {
         Ok(resp) => {
             info!(grpc_addr, "relaying client traffic to the leader");
             Some(Link {
                 up,
                 down: resp.into_inner(),
-                mirrored: 0,
             })
         }
         Err(e) => {
@@ -312,10 +287,10 @@ fn conn_of(input: &Input) -> Option<ConnId> {
         | Input::ConnectionClosed { conn }
         | Input::ChannelError { conn, .. }
         | Input::Resume { conn, .. }
+        | Input::OpenHome { conn, .. }
+        | Input::Sync { conn, .. }
         | Input::CloseConnection { conn, .. } => Some(*conn),
-        Input::Applied { .. } | Input::Tick | Input::Mirror { .. } | Input::HomeAttached { .. } => {
-            None
-        }
+        Input::Applied { .. } | Input::Tick | Input::Forwarded { .. } => None,
     }
 }
 
@@ -346,15 +321,16 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
             // A connection closed because it could not be resumed.
             None => false,
         },
+        ToBroker::Barrier(_) => true,
         ToBroker::Detach { .. }
         | ToBroker::CheckSecurity { .. }
         | ToBroker::View { .. }
         | ToBroker::Lead { .. }
         | ToBroker::StepDown
-        | ToBroker::HomeAttach { .. }
-        | ToBroker::HomeDetach { .. }
-        | ToBroker::HomeCopies { .. }
-        | ToBroker::HomeAcked { .. } => false,
+        | ToBroker::ForwardIn { .. }
+        | ToBroker::LinkAcked { .. }
+        | ToBroker::LinkRefused { .. }
+        | ToBroker::LinkLost { .. } => false,
     }
 }
 
@@ -362,9 +338,20 @@ async fn forward_local(
     local: &mpsc::Sender<ToBroker>,
     msgs: Vec<ToBroker>,
     conns: &mut HashMap<ConnId, Conn>,
+    applied: &mut watch::Receiver<u64>,
 ) -> bool {
     for msg in msgs {
-        if admit(&msg, conns) && local.send(msg).await.is_err() {
+        if !admit(&msg, conns) {
+            continue;
+        }
+        if let ToBroker::Barrier(index) = msg {
+            // This node leads: it applies what it commits, at once or nearly.
+            if applied.wait_for(|a| *a >= index).await.is_err() {
+                return false;
+            }
+            continue;
+        }
+        if local.send(msg).await.is_err() {
             return false;
         }
     }
@@ -385,29 +372,22 @@ async fn forward_remote(
             ToBroker::Register { conn, .. } => Up::Register(conn),
             ToBroker::Unregister { conn } => Up::Unregister(conn),
             ToBroker::Input(input) => Up::Input(input),
-            ToBroker::Detach { .. }
-            | ToBroker::CheckSecurity { .. }
-            | ToBroker::View { .. }
-            | ToBroker::Lead { .. }
-            | ToBroker::StepDown
-            | ToBroker::HomeAttach { .. }
-            | ToBroker::HomeDetach { .. }
-            | ToBroker::HomeCopies { .. }
-            | ToBroker::HomeAcked { .. } => continue,
+            ToBroker::Barrier(index) => Up::Barrier(index),
+            _ => continue,
         };
         encode_up(&mut w, &up);
     }
     link.send(w).await
 }
 
-fn deliver(conns: &mut HashMap<ConnId, Conn>, effects: Vec<Effect>) {
+fn deliver(conns: &mut HashMap<ConnId, Conn>, index: u64, effects: Vec<Effect>) {
     let mut by_conn: HashMap<ConnId, Vec<Effect>> = HashMap::new();
     for e in effects {
         by_conn.entry(effect_conn(&e)).or_default().push(e);
     }
-    for (conn, list) in by_conn {
+    for (conn, effects) in by_conn {
         if let Some(c) = conns.get(&conn) {
-            let _ = c.effects.send(list);
+            let _ = c.effects.send(Batch { index, effects });
         }
     }
 }
@@ -419,7 +399,10 @@ pub(crate) fn effect_conn(e: &Effect) -> ConnId {
         | Effect::Authenticated { conn, .. }
         | Effect::CloseChannel { conn, .. }
         | Effect::CloseConnection { conn, .. }
-        | Effect::AwaitWritable { conn } => *conn,
-        Effect::Propose { .. } | Effect::Mirror { .. } => 0,
+        | Effect::AwaitWritable { conn }
+        | Effect::Bounce { conn, .. }
+        | Effect::Synced { conn, .. }
+        | Effect::Redirect { conn, .. } => *conn,
+        Effect::Propose { .. } | Effect::Forward { .. } | Effect::ForwardRefused { .. } => 0,
     }
 }

@@ -1,32 +1,44 @@
-//! The leader's side of the relay: each `Relay.Attach` stream carries the connections of one
-//! other node. Their inputs go to this node's broker task; their effects go back on the stream.
-//! When the stream ends (that node died, or its route changed), every connection on it that has
-//! not been resumed through another stream since is closed in the broker, as if its socket had
-//! closed. A node that does not lead refuses streams.
+//! The receiving side of the relay (`Relay.Attach`), in two kinds of stream, as the first
+//! message ([`Up::Hello`]) says:
+//! - *leader*: the connections of another node, relayed to this node's broker while it leads
+//!   (refused otherwise). When the stream ends (that node died, or its route changed), every
+//!   connection on it that has not been resumed through another stream since is closed in the
+//!   broker, as if its socket had closed; stepping down ends every such stream.
+//! - *home*: another node's home sessions on this node's broker (its clients' use of the
+//!   transient queues homed here) and the messages its broker forwards to those queues
+//!   ([`Up::Forward`], acknowledged with [`Down::Forwarded`]). Accepted whether or not this node
+//!   leads; when it ends, its sessions are closed.
+//!
+//! [`Up::Barrier`] makes the rest of the stream wait until this node has applied the log up to
+//! its index. Also `Relay.Propose`: a follower's broker proposes through the leader.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 
 use bytes::BytesMut;
 use futures_util::Stream;
+use openraft::Raft;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
-use warren_core::{ConnId, Effect};
+use warren_core::ConnId;
 use warren_proto::raft::relay_server::{Relay, RelayServer};
-use warren_proto::raft::RelayBatch;
-use warren_raft::METADATA_GROUP;
+use warren_proto::raft::{ProposeReply, ProposeRequest, RelayBatch};
+use warren_raft::state_machine::BrokerStateMachine;
+use warren_raft::{LogCommand, TypeConfig, METADATA_GROUP};
 
-use super::codec::{decode_ups, encode_effect, Up};
+use super::codec::{decode_ups, encode_down, encode_effect, Down, Up};
 use super::Route;
-use crate::broker_task::{BrokerHandle, ToBroker};
+use crate::broker_task::{Batch, BrokerHandle, EffectSink, ToBroker};
 
 /// The gRPC relay service of one node.
 #[derive(Clone)]
 pub struct RelayService {
     broker: mpsc::Sender<ToBroker>,
     route: watch::Receiver<Route>,
+    applied: watch::Receiver<u64>,
+    raft: Option<Raft<TypeConfig, BrokerStateMachine>>,
 }
 
 impl RelayService {
@@ -34,7 +46,15 @@ impl RelayService {
         RelayService {
             broker: broker.tx.clone(),
             route,
+            applied: broker.applied(),
+            raft: None,
         }
+    }
+
+    /// Serves `Relay.Propose` through this Raft node (without it, proposals are refused).
+    pub fn with_raft(mut self, raft: Raft<TypeConfig, BrokerStateMachine>) -> RelayService {
+        self.raft = Some(raft);
+        self
     }
 
     /// The tonic service to mount on the node's gRPC server.
@@ -45,116 +65,233 @@ impl RelayService {
     }
 }
 
-type Down = Pin<Box<dyn Stream<Item = Result<RelayBatch, Status>> + Send>>;
+type DownStream = Pin<Box<dyn Stream<Item = Result<RelayBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Relay for RelayService {
-    type AttachStream = Down;
+    type AttachStream = DownStream;
 
     async fn attach(
         &self,
         request: Request<Streaming<RelayBatch>>,
-    ) -> Result<Response<Down>, Status> {
-        if *self.route.borrow() != Route::Local {
+    ) -> Result<Response<DownStream>, Status> {
+        let mut up = request.into_inner();
+        // The first message says who sends and what for.
+        let first = match up.message().await {
+            Ok(Some(b)) => {
+                decode_ups(b.batch).map_err(|e| Status::invalid_argument(e.to_string()))?
+            }
+            Ok(None) => return Err(Status::cancelled("the stream ended before its hello")),
+            Err(e) => return Err(e),
+        };
+        let mut first = first.into_iter();
+        let (node, home) = match first.next() {
+            Some(Up::Hello { node, home }) => (node, home),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a relay stream starts with a hello",
+                ))
+            }
+        };
+        if !home && *self.route.borrow() != Route::Local {
             return Err(Status::unavailable("this node does not lead the cluster"));
         }
         let (down_tx, down_rx) = mpsc::channel(256);
-        tokio::spawn(serve(
-            request.into_inner(),
-            self.broker.clone(),
-            self.route.clone(),
-            down_tx,
-        ));
+        let stream = Stream_ {
+            broker: self.broker.clone(),
+            route: self.route.clone(),
+            applied: self.applied.clone(),
+            down: down_tx,
+            home,
+            node,
+            conns: HashMap::new(),
+            acks: None,
+            forwards: 0,
+        };
+        let rest: Vec<Up> = first.collect();
+        tokio::spawn(stream.serve(rest, up));
         Ok(Response::new(Box::pin(ReceiverStream::new(down_rx))))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let Some(raft) = &self.raft else {
+            return Err(Status::failed_precondition("this node takes no proposals"));
+        };
+        let command = warren_raft::decode_command(request.into_inner().command)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match raft.client_write(LogCommand(command)).await {
+            Ok(r) => Ok(Response::new(ProposeReply {
+                index: r.log_id().index,
+            })),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            )) => Err(Status::failed_precondition(
+                "this node does not lead the cluster",
+            )),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }
 
-async fn serve(
-    mut up: Streaming<RelayBatch>,
+/// One attached stream.
+struct Stream_ {
     broker: mpsc::Sender<ToBroker>,
-    mut route: watch::Receiver<Route>,
+    route: watch::Receiver<Route>,
+    applied: watch::Receiver<u64>,
     down: mpsc::Sender<Result<RelayBatch, Status>>,
-) {
-    let mut conns: HashMap<ConnId, mpsc::UnboundedSender<Vec<Effect>>> = HashMap::new();
-    // The node at the other end, once it said who it is (`Up::Home`), and where its home
-    // copies' changes go.
-    let mut home: Option<(u64, mpsc::UnboundedSender<Vec<Effect>>)> = None;
-    loop {
-        tokio::select! {
-            // Stepping down ends every stream: the other nodes reroute.
-            r = route.changed() => {
-                if r.is_err() || *route.borrow() != Route::Local {
-                    break;
+    home: bool,
+    node: u64,
+    conns: HashMap<ConnId, EffectSink>,
+    /// Where the broker acknowledges this stream's forwards, and how many came.
+    acks: Option<mpsc::UnboundedSender<Vec<Down>>>,
+    forwards: u64,
+}
+
+impl Stream_ {
+    async fn serve(mut self, first: Vec<Up>, mut up: Streaming<RelayBatch>) {
+        if !self.handle(first).await {
+            return self.end().await;
+        }
+        loop {
+            tokio::select! {
+                // Stepping down ends every leader stream: the other nodes reroute.
+                r = self.route.changed(), if !self.home => {
+                    if r.is_err() || *self.route.borrow() != Route::Local {
+                        break;
+                    }
                 }
-            }
-            msg = up.message() => match msg {
-                Ok(Some(b)) => {
-                    let ups = match decode_ups(b.batch) {
-                        Ok(u) => u,
+                msg = up.message() => match msg {
+                    Ok(Some(b)) => match decode_ups(b.batch) {
+                        Ok(ups) => {
+                            if !self.handle(ups).await {
+                                break;
+                            }
+                        }
                         Err(e) => {
                             warn!(error = %e, "undecodable relay batch; dropping the stream");
                             break;
                         }
-                    };
-                    for u in ups {
-                        let msg = match u {
-                            Up::Register(conn) => {
-                                let (etx, erx) = mpsc::unbounded_channel();
-                                tokio::spawn(forward_effects(erx, down.clone()));
-                                conns.insert(conn, etx.clone());
-                                ToBroker::Register { conn, effects: etx, image: None }
-                            }
-                            Up::Unregister(conn) => {
-                                conns.remove(&conn);
-                                ToBroker::Unregister { conn }
-                            }
-                            Up::Input(input) => ToBroker::Input(input),
-                            Up::Home { node, copies } => {
-                                let (etx, erx) = mpsc::unbounded_channel();
-                                tokio::spawn(forward_effects(erx, down.clone()));
-                                home = Some((node, etx.clone()));
-                                ToBroker::HomeAttach { node, copies, effects: etx }
-                            }
-                            Up::Mirrored(count) => match &home {
-                                Some((node, effects)) => ToBroker::HomeAcked {
-                                    node: *node,
-                                    effects: effects.clone(),
-                                    count,
-                                },
-                                None => continue,
-                            },
-                        };
-                        if broker.send(msg).await.is_err() {
-                            return;
-                        }
+                    },
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        self.end().await;
+    }
+
+    /// Handles a batch's messages in order; false once the broker is gone.
+    async fn handle(&mut self, ups: Vec<Up>) -> bool {
+        for u in ups {
+            let msg = match u {
+                Up::Register(conn) => {
+                    let (etx, erx) = mpsc::unbounded_channel();
+                    tokio::spawn(forward_effects(erx, self.down.clone()));
+                    self.conns.insert(conn, etx.clone());
+                    ToBroker::Register {
+                        conn,
+                        effects: etx,
+                        image: None,
                     }
                 }
-                Ok(None) | Err(_) => break,
-            },
+                Up::Unregister(conn) => {
+                    self.conns.remove(&conn);
+                    ToBroker::Unregister { conn }
+                }
+                Up::Input(input) => ToBroker::Input(input),
+                Up::Barrier(index) => {
+                    // Bounded by the log: this node applies what the leader committed.
+                    if self.applied.wait_for(|a| *a >= index).await.is_err() {
+                        return false;
+                    }
+                    continue;
+                }
+                Up::Forward { queue, message } => {
+                    self.forwards += 1;
+                    ToBroker::ForwardIn {
+                        from: self.node,
+                        seq: self.forwards,
+                        queue,
+                        message,
+                        acks: self.acks(),
+                    }
+                }
+                Up::Hello { .. } => continue,
+            };
+            if self.broker.send(msg).await.is_err() {
+                return false;
+            }
         }
+        true
     }
-    debug!(connections = conns.len(), "relay stream ended");
-    if let Some((node, effects)) = home {
-        let _ = broker.send(ToBroker::HomeDetach { node, effects }).await;
+
+    /// The sink of this stream's acknowledgements (started with the first forward).
+    fn acks(&mut self) -> mpsc::UnboundedSender<Vec<Down>> {
+        if let Some(a) = &self.acks {
+            return a.clone();
+        }
+        let (atx, arx) = mpsc::unbounded_channel();
+        tokio::spawn(forward_downs(arx, self.down.clone()));
+        self.acks = Some(atx.clone());
+        atx
     }
-    for (conn, effects) in conns {
-        let _ = broker.send(ToBroker::Detach { conn, effects }).await;
+
+    async fn end(self) {
+        debug!(
+            node = self.node,
+            home = self.home,
+            connections = self.conns.len(),
+            "relay stream ended"
+        );
+        for (conn, effects) in self.conns {
+            let _ = self.broker.send(ToBroker::Detach { conn, effects }).await;
+        }
     }
 }
 
-/// Streams one relayed connection's effects back, a broker flush per batch.
+/// Streams one connection's effects back, a broker flush per batch.
 async fn forward_effects(
-    mut effects: mpsc::UnboundedReceiver<Vec<Effect>>,
+    mut effects: mpsc::UnboundedReceiver<Batch>,
     down: mpsc::Sender<Result<RelayBatch, Status>>,
 ) {
-    while let Some(list) = effects.recv().await {
+    while let Some(batch) = effects.recv().await {
         let mut w = BytesMut::new();
-        for e in &list {
+        for e in &batch.effects {
             encode_effect(&mut w, e);
         }
         let batch = RelayBatch {
             group_id: METADATA_GROUP,
             batch: w.freeze(),
+            applied: batch.index,
+        };
+        if down.send(Ok(batch)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Streams the acknowledgements of forwarded messages back.
+async fn forward_downs(
+    mut downs: mpsc::UnboundedReceiver<Vec<Down>>,
+    down: mpsc::Sender<Result<RelayBatch, Status>>,
+) {
+    while let Some(list) = downs.recv().await {
+        let mut w = BytesMut::new();
+        for d in &list {
+            encode_down(&mut w, d);
+        }
+        // Take what else is waiting: one batch.
+        while let Ok(more) = downs.try_recv() {
+            for d in &more {
+                encode_down(&mut w, d);
+            }
+        }
+        let batch = RelayBatch {
+            group_id: METADATA_GROUP,
+            batch: w.freeze(),
+            applied: 0,
         };
         if down.send(Ok(batch)).await.is_err() {
             return;

@@ -1,0 +1,1545 @@
+//! One client connection spread over the brokers that decide what it uses, as a sans-io state
+//! machine: client inputs in, inputs for its sessions and effects for the client out.
+//!
+//! A client connection has a *leader session* on the leader's broker (relayed and resumed by the
+//! router as before) and a *home session* on the broker of each node whose local queues it uses
+//! (see `docs/architecture.md`, "Transient queues live on their home node"): its own node's from
+//! the start, since every publish is routed there first, and another node's when it consumes,
+//! gets, purges, deletes or redeclares a queue homed there. [`Mux`] decides where each method
+//! goes, opens channels on a session when first needed (replaying qos and confirm/tx mode),
+//! hands the client exactly one reply per request, in request order, gives deliveries the
+//! client's own delivery tags and maps acks back, joins the confirms of a publish whose
+//! replicated part went to the leader, and fails what was pending on a home node that is lost.
+//!
+//! It knows nothing of sockets, tasks or time; [`Directory`] tells it where a queue lives (this
+//! node's replica of the log, read only after the replica has applied what the client has
+//! seen: see [`Out::Barrier`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use warren_core::{AmqpError, ChannelId, ConnId, Effect, Input};
+use warren_wire::{
+    BasicAck, BasicCancel, BasicConsume, BasicNack, BasicQos, ChannelClose, ChannelOpen,
+    ConfirmSelect, FieldTable, FieldValue, Method, ShortStr, TxCommit, TxSelect,
+};
+
+/// The pseudo-queue of direct reply-to: served by the client's own node.
+const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
+
+/// A session of the client connection: on the leader's broker, or a home session on a node's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Sub {
+    Leader,
+    Home(u64),
+}
+
+/// Where a queue lives, as this node's replica knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A replicated queue: the leader's broker decides it.
+    Replicated,
+    /// A local queue, decided by the broker of this home node.
+    Local(u64),
+    /// No such queue here (the leader's broker answers: it creates it, or says 404).
+    Unknown,
+}
+
+/// Where queues live (this node's replica of the log).
+pub(crate) trait Directory {
+    fn locate(&self, vhost: &str, queue: &str) -> Location;
+}
+
+/// What the mux asks of its driver, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Out {
+    /// Send this input to that session.
+    Input(Sub, Input),
+    /// Before the next input to that session: it must have applied the log up to `index`.
+    Barrier(Sub, u64),
+    /// Hand this effect to the client's session (`Session::apply`).
+    Client(Effect),
+}
+
+/// A request sent to one session whose reply is awaited.
+#[derive(Debug)]
+struct Request {
+    sub: Sub,
+    /// The order it was sent to `sub` in: a session answers its requests in that order.
+    order: u64,
+    /// The client gets the reply (otherwise it is the mux's own request: dropped).
+    answer: bool,
+    /// The reply, once it came, and the effects of the same session that followed it (they
+    /// must not overtake it).
+    reply: Option<Vec<Effect>>,
+    /// A `tx.commit` on the client's own home: when it is answered the commit goes on to the
+    /// other sessions (its replicated part went to the leader first).
+    then_commit: bool,
+    /// A `basic.get` with no-ack: its get-ok's tag needs no mapping.
+    no_ack: bool,
+    /// A `channel.close` on the client's own home: when it is answered the close goes on to
+    /// the other sessions, the leader's answering.
+    then_close: bool,
+}
+
+/// How a client's publish is confirmed: by its own node's home session, and by the leader for
+/// its replicated part if it had one.
+#[derive(Debug, Default)]
+struct Confirm {
+    home: Option<bool>,
+    leader_needed: bool,
+    leader: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Chan {
+    /// Sessions where the channel is open (or opening).
+    open_on: BTreeSet<Sub>,
+    prefetch_consumer: u16,
+    prefetch_global: u16,
+    confirm: bool,
+    tx: bool,
+    /// The last queue declared (an empty queue name means it).
+    last_queue: Option<ShortStr>,
+    requests: VecDeque<Request>,
+    next_tag: u64,
+    /// The client's delivery tags still unacked, and whose they are.
+    tags: BTreeMap<u64, (Sub, u64)>,
+    /// Tags of a lost home session: an ack of one is ignored.
+    stale: BTreeSet<u64>,
+    /// Consumers by tag: their session, and whether they ack (a no-ack consumer's deliveries
+    /// get no mapping).
+    consumers: HashMap<ShortStr, (Sub, bool)>,
+    /// Consumers whose `basic.consume` is on its way (the tag is known once consume-ok comes).
+    consuming: VecDeque<(Sub, bool)>,
+    /// Client confirm numbers.
+    next_seq: u64,
+    next_leader_seq: u64,
+    leader_seqs: BTreeMap<u64, u64>,
+    confirms: BTreeMap<u64, Confirm>,
+    /// The client closed the channel: it goes when the leader's close-ok does.
+    closing: bool,
+    /// Tags acked or rejected in the open transaction: forgotten at its commit.
+    tx_settled: Vec<u64>,
+}
+
+impl Chan {
+    fn new() -> Chan {
+        Chan {
+            next_tag: 1,
+            next_seq: 1,
+            next_leader_seq: 1,
+            ..Chan::default()
+        }
+    }
+}
+
+/// One client connection's sessions (see the module docs).
+pub(crate) struct Mux {
+    client: ConnId,
+    node: u64,
+    user: Option<String>,
+    vhost: Option<String>,
+    client_properties: FieldTable,
+    cancel_notify: bool,
+    /// `connection.open-ok` came from the leader: home sessions can be opened.
+    open: bool,
+    /// Home sessions by node: their connection ids.
+    homes: BTreeMap<u64, ConnId>,
+    channels: BTreeMap<ChannelId, Chan>,
+    /// `channel.close-ok`s the mux's own closes will bring, by session and channel; until it
+    /// comes, what that session sends on the channel belongs to its closed incarnation.
+    closing: HashMap<(Sub, ChannelId), u32>,
+    /// Channels the mux failed: the leader's broker sends the `channel.close` the client gets.
+    failing: BTreeSet<ChannelId>,
+    /// Requests sent per session so far (see `Request::order`).
+    sent: HashMap<Sub, u64>,
+    /// The highest log index of a reply the client has seen, and the last barrier per session.
+    seen: u64,
+    barriers: HashMap<Sub, u64>,
+    /// Publishes went to the own home since it last confirmed it had handled everything
+    /// (their replicated part may still be on its way to the leader).
+    unsynced: bool,
+    /// A sync of the own home is under way (its token), and the client's inputs that wait for
+    /// it, in order.
+    syncing: Option<u64>,
+    next_token: u64,
+    held: VecDeque<Input>,
+    out: Vec<Out>,
+}
+
+impl Mux {
+    /// A client connection `client` accepted on `node`.
+    pub(crate) fn new(client: ConnId, node: u64) -> Mux {
+        Mux {
+            client,
+            node,
+            user: None,
+            vhost: None,
+            client_properties: FieldTable::default(),
+            cancel_notify: false,
+            open: false,
+            homes: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            closing: HashMap::new(),
+            failing: BTreeSet::new(),
+            sent: HashMap::new(),
+            seen: 0,
+            barriers: HashMap::new(),
+            unsynced: false,
+            syncing: None,
+            next_token: 0,
+            held: VecDeque::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// What the mux asks for since the last call.
+    pub(crate) fn take(&mut self) -> Vec<Out> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The home session ids opened so far, by node.
+    pub(crate) fn homes(&self) -> impl Iterator<Item = (u64, ConnId)> + '_ {
+        self.homes.iter().map(|(&n, &c)| (n, c))
+    }
+
+    /// The highest log index the client has seen a reply from.
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// The home session on this node, opened once the connection is open. `id` is its
+    /// connection id (the driver gives out ids).
+    fn home_conn(&self, node: u64) -> Option<ConnId> {
+        self.homes.get(&node).copied()
+    }
+
+    fn emit(&mut self, sub: Sub, input: Input) {
+        let last = self.barriers.get(&sub).copied().unwrap_or(0);
+        if self.seen > last {
+            self.barriers.insert(sub, self.seen);
+            self.out.push(Out::Barrier(sub, self.seen));
+        }
+        self.out.push(Out::Input(sub, input));
+    }
+
+    fn conn_for(&self, sub: Sub) -> ConnId {
+        match sub {
+            Sub::Leader => self.client,
+            Sub::Home(n) => self.home_conn(n).unwrap_or(self.client),
+        }
+    }
+
+    /// Opens the home session on `node` if it is not open; `conn` is the id it gets.
+    pub(crate) fn ensure_home(&mut self, node: u64, alloc: &mut dyn FnMut() -> ConnId) -> bool {
+        if self.homes.contains_key(&node) {
+            return true;
+        }
+        let (Some(user), Some(vhost), true) = (self.user.clone(), self.vhost.clone(), self.open)
+        else {
+            return false;
+        };
+        let conn = alloc();
+        self.homes.insert(node, conn);
+        let client = self.client;
+        let client_properties = self.client_properties.clone();
+        self.emit(
+            Sub::Home(node),
+            Input::OpenHome {
+                conn,
+                client,
+                user,
+                vhost,
+                client_properties,
+            },
+        );
+        true
+    }
+
+    /// Opens channel `ch` on `sub` if it is not open there, replaying its settings.
+    fn ensure_channel(&mut self, ch: ChannelId, sub: Sub, alloc: &mut dyn FnMut() -> ConnId) {
+        if let Sub::Home(n) = sub {
+            if !self.ensure_home(n, alloc) {
+                return;
+            }
+        }
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if !c.open_on.insert(sub) {
+            return;
+        }
+        let (pc, pg, confirm, tx) = (c.prefetch_consumer, c.prefetch_global, c.confirm, c.tx);
+        self.request(ch, sub, Method::ChannelOpen(ChannelOpen::default()), false);
+        if pc > 0 {
+            self.request(ch, sub, qos(pc, false), false);
+        }
+        if pg > 0 {
+            self.request(ch, sub, qos(pg, true), false);
+        }
+        if confirm {
+            self.send_method(
+                ch,
+                sub,
+                Method::ConfirmSelect(ConfirmSelect { nowait: true }),
+            );
+        }
+        if tx {
+            self.request(ch, sub, Method::TxSelect(TxSelect {}), false);
+        }
+    }
+
+    /// Sends a method that gets a reply to `sub`, recording who gets the reply.
+    fn request(&mut self, ch: ChannelId, sub: Sub, method: Method, answer: bool) {
+        let order = self.next_order(sub);
+        if let Some(c) = self.channels.get_mut(&ch) {
+            c.requests.push_back(Request {
+                sub,
+                order,
+                answer,
+                reply: None,
+                then_commit: false,
+                no_ack: false,
+                then_close: false,
+            });
+        }
+        self.send_method(ch, sub, method);
+    }
+
+    fn next_order(&mut self, sub: Sub) -> u64 {
+        let n = self.sent.entry(sub).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn send_method(&mut self, channel: ChannelId, sub: Sub, method: Method) {
+        let conn = self.conn_for(sub);
+        self.emit(
+            sub,
+            Input::Method {
+                conn,
+                channel,
+                method,
+            },
+        );
+    }
+
+    /// Handles one input from the client's session. `alloc` gives out connection ids for home
+    /// sessions opened on the way.
+    pub(crate) fn from_client(
+        &mut self,
+        input: Input,
+        dir: &dyn Directory,
+        alloc: &mut dyn FnMut() -> ConnId,
+    ) {
+        if self.syncing.is_some() {
+            self.held.push_back(input);
+            return;
+        }
+        if self.unsynced && needs_sync(&input) {
+            // A request (or the end) after publishes: the own home must have handed their
+            // replicated part to the leader first, so the request sees them.
+            if let Some(own) = self.home_conn(self.node) {
+                self.next_token += 1;
+                let token = self.next_token;
+                self.syncing = Some(token);
+                self.held.push_back(input);
+                self.emit(Sub::Home(self.node), Input::Sync { conn: own, token });
+                return;
+            }
+        }
+        self.dispatch(input, dir, alloc);
+    }
+
+    /// Whether client inputs wait for a sync of the own home.
+    pub(crate) fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// After a sync completed: the held inputs go on (until one needs another sync).
+    pub(crate) fn resume_held(&mut self, dir: &dyn Directory, alloc: &mut dyn FnMut() -> ConnId) {
+        while self.syncing.is_none() {
+            let Some(input) = self.held.pop_front() else {
+                return;
+            };
+            self.from_client(input, dir, alloc);
+        }
+    }
+
+    fn dispatch(&mut self, input: Input, dir: &dyn Directory, alloc: &mut dyn FnMut() -> ConnId) {
+        match input {
+            Input::Login {
+                ref username,
+                ref client_properties,
+                ..
+            } => {
+                self.user = Some(username.clone());
+                self.client_properties = client_properties.clone();
+                self.cancel_notify = cancel_notify(client_properties);
+                self.emit(Sub::Leader, input);
+            }
+            Input::OpenVhost { ref vhost, .. } => {
+                self.vhost = Some(vhost.clone());
+                self.emit(Sub::Leader, input);
+            }
+            Input::Method {
+                channel, method, ..
+            } => self.method(channel, method, dir, alloc),
+            Input::Publish {
+                channel,
+                publish,
+                properties,
+                body,
+                ..
+            } => {
+                let own = Sub::Home(self.node);
+                self.ensure_channel(channel, own, alloc);
+                if !self.homes.contains_key(&self.node) {
+                    // No home session (the connection is not open): the leader's broker refuses.
+                    let conn = self.client;
+                    self.emit(
+                        Sub::Leader,
+                        Input::Publish {
+                            conn,
+                            channel,
+                            publish,
+                            properties,
+                            body,
+                            replicated_only: false,
+                        },
+                    );
+                    return;
+                }
+                if let Some(c) = self.channels.get_mut(&channel) {
+                    if c.confirm {
+                        let seq = c.next_seq;
+                        c.next_seq += 1;
+                        c.confirms.insert(seq, Confirm::default());
+                    }
+                }
+                self.unsynced = true;
+                let conn = self.conn_for(own);
+                self.emit(
+                    own,
+                    Input::Publish {
+                        conn,
+                        channel,
+                        publish,
+                        properties,
+                        body,
+                        replicated_only: false,
+                    },
+                );
+            }
+            Input::Writable { writable, .. } => {
+                for sub in self.subs() {
+                    let conn = self.conn_for(sub);
+                    self.emit(sub, Input::Writable { conn, writable });
+                }
+            }
+            Input::ConnectionClosed { .. } => {
+                for sub in self.subs() {
+                    let conn = self.conn_for(sub);
+                    self.emit(sub, Input::ConnectionClosed { conn });
+                }
+            }
+            Input::ChannelError { channel, error, .. } => self.fail_channel(channel, error),
+            // The driver's own business; nothing else comes from a client.
+            other => self.emit(Sub::Leader, other),
+        }
+    }
+
+    /// Every session: the leader's and the open home sessions.
+    fn subs(&self) -> Vec<Sub> {
+        std::iter::once(Sub::Leader)
+            .chain(self.homes.keys().map(|&n| Sub::Home(n)))
+            .collect()
+    }
+
+    /// The session that decides queue `name` on channel `ch` (an empty name: the last declared).
+    fn queue_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
+        let name = if name.is_empty() {
+            match self.channels.get(&ch).and_then(|c| c.last_queue.clone()) {
+                Some(n) => n,
+                None => return Sub::Leader,
+            }
+        } else {
+            name.clone()
+        };
+        if name.as_str() == REPLY_TO_QUEUE {
+            return Sub::Home(self.node);
+        }
+        let vhost = self.vhost.as_deref().unwrap_or("/");
+        match dir.locate(vhost, &name) {
+            Location::Local(home) if self.open => Sub::Home(home),
+            _ => Sub::Leader,
+        }
+    }
+
+    fn method(
+        &mut self,
+        ch: ChannelId,
+        method: Method,
+        dir: &dyn Directory,
+        alloc: &mut dyn FnMut() -> ConnId,
+    ) {
+        if let Method::ChannelOpen(_) = method {
+            let mut c = Chan::new();
+            c.open_on.insert(Sub::Leader);
+            self.channels.insert(ch, c);
+            self.request(ch, Sub::Leader, method, true);
+            let own = Sub::Home(self.node);
+            self.ensure_channel(ch, own, alloc);
+            return;
+        }
+        if !self.channels.contains_key(&ch) {
+            // A method on a channel the mux already closed (racing our close): the leader's
+            // broker answers as the spec says.
+            let conn = self.client;
+            self.emit(
+                Sub::Leader,
+                Input::Method {
+                    conn,
+                    channel: ch,
+                    method,
+                },
+            );
+            return;
+        }
+        match method {
+            Method::ChannelClose(_) => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.closing = true;
+                }
+                // The own home first: what it routed goes to the leader before the leader's
+                // channel closes (see `answer`).
+                let own = Sub::Home(self.node);
+                if self.open_subs(ch).contains(&own) {
+                    self.request(ch, own, method, false);
+                    if let Some(r) = self
+                        .channels
+                        .get_mut(&ch)
+                        .and_then(|c| c.requests.back_mut())
+                    {
+                        r.then_close = true;
+                    }
+                } else {
+                    self.close_elsewhere(ch, Sub::Leader);
+                    self.request(ch, Sub::Leader, method, true);
+                }
+            }
+            Method::ChannelCloseOk(_) => {}
+            Method::BasicQos(m) => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    if m.global {
+                        c.prefetch_global = m.prefetch_count;
+                    } else {
+                        c.prefetch_consumer = m.prefetch_count;
+                    }
+                }
+                self.everywhere(ch, Method::BasicQos(m));
+            }
+            Method::ChannelFlow(_) | Method::BasicRecover(_) => self.everywhere(ch, method),
+            Method::BasicRecoverAsync(_) => {
+                for sub in self.open_subs(ch) {
+                    self.send_method(ch, sub, method.clone());
+                }
+            }
+            Method::TxSelect(_) => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.tx = true;
+                }
+                self.everywhere(ch, method);
+            }
+            Method::ConfirmSelect(m) => {
+                let was = self.channels.get(&ch).is_some_and(|c| c.confirm);
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.confirm = true;
+                }
+                // The leader logs it (the channel's numbers start afresh); the client's own
+                // home, which numbers every publish, answers.
+                let own = Sub::Home(self.node);
+                for sub in self.open_subs(ch) {
+                    if sub == own && !m.nowait {
+                        self.request(ch, sub, Method::ConfirmSelect(m.clone()), true);
+                    } else if !was || sub == own {
+                        let quiet = ConfirmSelect { nowait: true };
+                        self.send_method(ch, sub, Method::ConfirmSelect(quiet));
+                    }
+                }
+            }
+            Method::TxRollback(_) => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.tx_settled.clear();
+                }
+                self.everywhere(ch, method);
+            }
+            Method::TxCommit(_) => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    for t in std::mem::take(&mut c.tx_settled) {
+                        c.tags.remove(&t);
+                    }
+                }
+                // The client's own home first: it routes what the transaction published and
+                // sends the replicated part to the leader, which must have it before its commit.
+                let own = Sub::Home(self.node);
+                self.request(ch, own, Method::TxCommit(TxCommit {}), false);
+                if let Some(r) = self
+                    .channels
+                    .get_mut(&ch)
+                    .and_then(|c| c.requests.back_mut())
+                {
+                    r.then_commit = true;
+                }
+            }
+            Method::QueueDeclare(ref m) => {
+                let sub = if m.queue.is_empty() && !m.passive {
+                    Sub::Leader
+                } else {
+                    self.queue_sub(ch, &m.queue, dir)
+                };
+                self.ensure_channel(ch, sub, alloc);
+                if m.nowait {
+                    if !m.queue.is_empty() {
+                        if let Some(c) = self.channels.get_mut(&ch) {
+                            c.last_queue = Some(m.queue.clone());
+                        }
+                    }
+                    self.send_method(ch, sub, method);
+                } else {
+                    self.request(ch, sub, method, true);
+                }
+            }
+            Method::QueuePurge(ref m) => {
+                let sub = self.queue_sub(ch, &m.queue, dir);
+                self.to_queue(ch, sub, m.nowait, method, alloc);
+            }
+            Method::QueueDelete(ref m) => {
+                let sub = self.queue_sub(ch, &m.queue, dir);
+                self.to_queue(ch, sub, m.nowait, method, alloc);
+            }
+            Method::BasicGet(ref m) => {
+                let sub = self.queue_sub(ch, &m.queue, dir);
+                let no_ack = m.no_ack;
+                self.to_queue(ch, sub, false, method, alloc);
+                if let Some(r) = self
+                    .channels
+                    .get_mut(&ch)
+                    .and_then(|c| c.requests.back_mut())
+                {
+                    r.no_ack = no_ack;
+                }
+            }
+            Method::BasicConsume(m) => self.consume(ch, m, dir, alloc),
+            Method::BasicCancel(m) => {
+                let sub = self
+                    .channels
+                    .get(&ch)
+                    .and_then(|c| c.consumers.get(&m.consumer_tag).map(|(s, _)| *s))
+                    .unwrap_or(Sub::Leader);
+                if m.nowait {
+                    if let Some(c) = self.channels.get_mut(&ch) {
+                        c.consumers.remove(&m.consumer_tag);
+                    }
+                    self.send_method(ch, sub, Method::BasicCancel(m));
+                } else {
+                    self.request(ch, sub, Method::BasicCancel(m), true);
+                }
+            }
+            Method::BasicAck(m) => self.settle(ch, m.delivery_tag, m.multiple, None),
+            Method::BasicNack(m) => self.settle(ch, m.delivery_tag, m.multiple, Some(m.requeue)),
+            Method::BasicReject(m) => self.settle(ch, m.delivery_tag, false, Some(m.requeue)),
+            // Exchanges, bindings, access.request and anything else: the leader's broker.
+            other => {
+                if is_synchronous(&other) && !nowait(&other) {
+                    self.request(ch, Sub::Leader, other, true);
+                } else {
+                    self.send_method(ch, Sub::Leader, other);
+                }
+            }
+        }
+    }
+
+    fn to_queue(
+        &mut self,
+        ch: ChannelId,
+        sub: Sub,
+        nowait: bool,
+        method: Method,
+        alloc: &mut dyn FnMut() -> ConnId,
+    ) {
+        self.ensure_channel(ch, sub, alloc);
+        if nowait {
+            self.send_method(ch, sub, method);
+        } else {
+            self.request(ch, sub, method, true);
+        }
+    }
+
+    fn consume(
+        &mut self,
+        ch: ChannelId,
+        m: BasicConsume,
+        dir: &dyn Directory,
+        alloc: &mut dyn FnMut() -> ConnId,
+    ) {
+        let sub = self.queue_sub(ch, &m.queue, dir);
+        if !m.consumer_tag.is_empty()
+            && self
+                .channels
+                .get(&ch)
+                .is_some_and(|c| c.consumers.contains_key(&m.consumer_tag))
+        {
+            let error = AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{}'",
+                m.consumer_tag
+            ))
+            .caused_by(60, 20);
+            self.fail_channel(ch, error);
+            return;
+        }
+        self.ensure_channel(ch, sub, alloc);
+        if let Some(c) = self.channels.get_mut(&ch) {
+            if !m.consumer_tag.is_empty() {
+                c.consumers.insert(m.consumer_tag.clone(), (sub, m.no_ack));
+            } else {
+                c.consuming.push_back((sub, m.no_ack));
+            }
+        }
+        if m.nowait {
+            self.send_method(ch, sub, Method::BasicConsume(m));
+        } else {
+            self.request(ch, sub, Method::BasicConsume(m), true);
+        }
+    }
+
+    /// A method every open session of the channel gets; the leader's reply is the client's.
+    fn everywhere(&mut self, ch: ChannelId, method: Method) {
+        for sub in self.open_subs(ch) {
+            self.request(ch, sub, method.clone(), sub == Sub::Leader);
+        }
+    }
+
+    fn open_subs(&self, ch: ChannelId) -> Vec<Sub> {
+        self.channels
+            .get(&ch)
+            .map(|c| c.open_on.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Closes channel `ch` on every session but `except`, dropping their close-oks.
+    fn close_elsewhere(&mut self, ch: ChannelId, except: Sub) {
+        self.close_elsewhere_but(ch, &[except]);
+    }
+
+    fn close_elsewhere_but(&mut self, ch: ChannelId, except: &[Sub]) {
+        for sub in self.open_subs(ch) {
+            if except.contains(&sub) {
+                continue;
+            }
+            *self.closing.entry((sub, ch)).or_default() += 1;
+            let close = ChannelClose {
+                reply_code: 200,
+                reply_text: "closed".into(),
+                class_id: 0,
+                method_id: 0,
+            };
+            self.send_method(ch, sub, Method::ChannelClose(close));
+        }
+    }
+
+    /// The mux itself refuses a method: the channel closes everywhere and the client gets
+    /// `channel.close` with `error`.
+    fn fail_channel(&mut self, ch: ChannelId, error: AmqpError) {
+        self.close_elsewhere(ch, Sub::Leader);
+        self.failing.insert(ch);
+        let conn = self.client;
+        // The leader's broker drops its channel state and sends the close the client gets.
+        self.emit(
+            Sub::Leader,
+            Input::ChannelError {
+                conn,
+                channel: ch,
+                error,
+            },
+        );
+        self.channels.remove(&ch);
+    }
+
+    /// `basic.ack` (`requeue` None), `basic.nack` or `basic.reject` of the client's tag(s).
+    fn settle(&mut self, ch: ChannelId, tag: u64, multiple: bool, requeue: Option<bool>) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let mut by_sub: BTreeMap<Sub, (u64, bool)> = BTreeMap::new();
+        // In a transaction the tags stay until the commit (a rollback keeps them unacked).
+        let tx = c.tx;
+        if multiple {
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            if tag != 0 && !c.tags.contains_key(&tag) && !c.stale.contains(&tag) {
+                return self.unknown_tag(ch, tag, requeue);
+            }
+            let taken: Vec<(u64, (Sub, u64))> =
+                c.tags.range(..=upto).map(|(t, v)| (*t, *v)).collect();
+            for (client_tag, (sub, t)) in taken {
+                by_sub.insert(sub, (t, true));
+                if tx {
+                    c.tx_settled.push(client_tag);
+                } else {
+                    c.tags.remove(&client_tag);
+                }
+            }
+            c.stale = c.stale.split_off(&upto.saturating_add(1));
+        } else if let Some(&(sub, t)) = c.tags.get(&tag) {
+            by_sub.insert(sub, (t, false));
+            if tx {
+                c.tx_settled.push(tag);
+            } else {
+                c.tags.remove(&tag);
+            }
+        } else if c.stale.remove(&tag) {
+            return;
+        } else {
+            return self.unknown_tag(ch, tag, requeue);
+        }
+        for (sub, (delivery_tag, multiple)) in by_sub {
+            let method = match requeue {
+                None => Method::BasicAck(BasicAck {
+                    delivery_tag,
+                    multiple,
+                }),
+                Some(requeue) => Method::BasicNack(BasicNack {
+                    delivery_tag,
+                    multiple,
+                    requeue,
+                }),
+            };
+            self.send_method(ch, sub, method);
+        }
+    }
+
+    fn unknown_tag(&mut self, ch: ChannelId, tag: u64, requeue: Option<bool>) {
+        let method_id = if requeue.is_some() { 120 } else { 80 };
+        let error = AmqpError::precondition_failed(format!("unknown delivery tag {tag}"))
+            .caused_by(60, method_id);
+        self.fail_channel(ch, error);
+    }
+
+    /// The log index a session's broker had applied when it sent `effects`: if any of them is
+    /// a reply, the client has now seen that state.
+    pub(crate) fn observe_index(&mut self, index: u64, effects: &[Effect]) {
+        if index > self.seen && effects.iter().any(is_reply_effect) {
+            self.seen = index;
+        }
+    }
+
+    /// Handles one effect from session `sub`.
+    pub(crate) fn from_sub(&mut self, sub: Sub, effect: Effect) {
+        let client = self.client;
+        let effect = with_conn(effect, client);
+        if let Some(ch) = channel_of(&effect) {
+            let closing_here = self.closing.contains_key(&(sub, ch));
+            let close_ok = matches!(
+                effect,
+                Effect::Send {
+                    method: Method::ChannelCloseOk(_),
+                    ..
+                }
+            );
+            if closing_here && !close_ok {
+                // From the incarnation of the channel the mux closed there.
+                return;
+            }
+        }
+        match &effect {
+            Effect::Authenticated { .. } => self.out.push(Out::Client(effect)),
+            Effect::Send {
+                channel: 0,
+                method: Method::ConnectionOpenOk(_),
+                ..
+            } => {
+                self.open = true;
+                self.out.push(Out::Client(effect));
+            }
+            // A connection error in any session (the client's fault, or a refused session)
+            // ends the client's connection; the driver closes the other sessions with it.
+            Effect::CloseConnection { .. } => self.out.push(Out::Client(effect)),
+            Effect::Bounce {
+                channel,
+                confirm,
+                publish,
+                properties,
+                body,
+                ..
+            } => {
+                let channel = *channel;
+                if let (Some(k), Some(c)) = (confirm, self.channels.get_mut(&channel)) {
+                    let j = c.next_leader_seq;
+                    c.next_leader_seq += 1;
+                    c.leader_seqs.insert(j, *k);
+                    c.confirms.entry(*k).or_default().leader_needed = true;
+                }
+                let input = Input::Publish {
+                    conn: client,
+                    channel,
+                    publish: publish.clone(),
+                    properties: properties.clone(),
+                    body: body.clone(),
+                    replicated_only: true,
+                };
+                self.emit(Sub::Leader, input);
+            }
+            Effect::AwaitWritable { .. } => self.out.push(Out::Client(effect)),
+            Effect::CloseChannel { channel, .. } => {
+                let ch = *channel;
+                if sub == Sub::Leader && self.failing.remove(&ch) {
+                    self.out.push(Out::Client(effect));
+                } else if self.channels.contains_key(&ch) {
+                    self.release_all(ch);
+                    self.close_elsewhere(ch, sub);
+                    self.channels.remove(&ch);
+                    self.out.push(Out::Client(effect));
+                }
+            }
+            Effect::Send {
+                channel, method, ..
+            } => {
+                let ch = *channel;
+                match method {
+                    Method::ChannelCloseOk(_) => {
+                        if let Some(n) = self.closing.get_mut(&(sub, ch)) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.closing.remove(&(sub, ch));
+                            }
+                            return;
+                        }
+                        self.reply(ch, sub, effect);
+                    }
+                    Method::BasicAck(m) => {
+                        let (tag, multiple) = (m.delivery_tag, m.multiple);
+                        self.confirmed(ch, sub, tag, multiple, true);
+                    }
+                    Method::BasicNack(m) => {
+                        let (tag, multiple) = (m.delivery_tag, m.multiple);
+                        self.confirmed(ch, sub, tag, multiple, false);
+                    }
+                    Method::BasicCancel(m) => {
+                        if let Some(c) = self.channels.get_mut(&ch) {
+                            c.consumers.remove(&m.consumer_tag);
+                        }
+                        self.unsolicited(ch, sub, effect);
+                    }
+                    m if is_reply(m) => self.reply(ch, sub, effect),
+                    _ => self.unsolicited(ch, sub, effect),
+                }
+            }
+            Effect::SendContent {
+                channel, method, ..
+            } => {
+                let ch = *channel;
+                match method {
+                    Method::BasicGetOk(_) => self.reply(ch, sub, effect),
+                    _ => self.unsolicited(ch, sub, effect),
+                }
+            }
+            Effect::Synced { token, .. } => {
+                if self.syncing == Some(*token) {
+                    self.syncing = None;
+                    self.unsynced = false;
+                }
+            }
+            Effect::Redirect {
+                channel, method, ..
+            } => self.redirect(sub, *channel, method.clone()),
+            // Handled by the broker task of the node that made them; never addressed here.
+            Effect::Propose { .. } | Effect::Forward { .. } | Effect::ForwardRefused { .. } => {}
+        }
+    }
+
+    /// A home session sent a queue method back (it does not hold the queue): the leader's
+    /// broker gets it, in the same place of the channel's replies.
+    fn redirect(&mut self, sub: Sub, ch: ChannelId, method: Method) {
+        let order = self.next_order(Sub::Leader);
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let pending = c
+            .requests
+            .iter_mut()
+            .filter(|r| r.sub == sub && r.reply.is_none())
+            .min_by_key(|r| r.order);
+        let Some(r) = pending else {
+            // A nowait method: nothing waits for its answer.
+            let conn = self.client;
+            self.emit(
+                Sub::Leader,
+                Input::Method {
+                    conn,
+                    channel: ch,
+                    method,
+                },
+            );
+            return;
+        };
+        r.sub = Sub::Leader;
+        r.order = order;
+        if let Method::BasicConsume(m) = &method {
+            if let Some(entry) = c.consumers.get_mut(&m.consumer_tag) {
+                entry.0 = Sub::Leader;
+            } else if let Some(entry) = c.consuming.iter_mut().find(|(s, _)| *s == sub) {
+                entry.0 = Sub::Leader;
+            }
+        }
+        self.send_method(ch, Sub::Leader, method);
+    }
+
+    /// The reply to the oldest request sent to `sub` on `ch`.
+    fn reply(&mut self, ch: ChannelId, sub: Sub, effect: Effect) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let Some(r) = c
+            .requests
+            .iter_mut()
+            .filter(|r| r.sub == sub && r.reply.is_none())
+            .min_by_key(|r| r.order)
+        else {
+            // A reply nobody asked for (its request went with a close): drop it.
+            return;
+        };
+        r.reply = Some(vec![effect]);
+        self.release(ch);
+    }
+
+    /// An effect that is not a reply: it follows the replies of its session it came after.
+    fn unsolicited(&mut self, ch: ChannelId, sub: Sub, effect: Effect) {
+        let effect = self.give_tag(ch, sub, effect);
+        let Some(c) = self.channels.get_mut(&ch) else {
+            if ch == 0 {
+                self.out.push(Out::Client(effect));
+            }
+            return;
+        };
+        if let Some(r) = c
+            .requests
+            .iter_mut()
+            .rev()
+            .find(|r| r.sub == sub && r.reply.is_some())
+        {
+            if let Some(list) = r.reply.as_mut() {
+                list.push(effect);
+                return;
+            }
+        }
+        self.out.push(Out::Client(effect));
+    }
+
+    /// Sends the client what can go, in request order.
+    fn release(&mut self, ch: ChannelId) {
+        loop {
+            let Some(c) = self.channels.get_mut(&ch) else {
+                return;
+            };
+            if !c.requests.front().is_some_and(|r| r.reply.is_some()) {
+                return;
+            }
+            let Some(r) = c.requests.pop_front() else {
+                return;
+            };
+            let mut effects = r.reply.clone().unwrap_or_default().into_iter();
+            if let Some(reply) = effects.next() {
+                self.answer(ch, &r, reply);
+            }
+            for e in effects {
+                self.out.push(Out::Client(e));
+            }
+        }
+    }
+
+    /// Everything held on `ch` goes (the channel is closing).
+    fn release_all(&mut self, ch: ChannelId) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let requests = std::mem::take(&mut c.requests);
+        for r in requests {
+            let Some(list) = r.reply else {
+                continue;
+            };
+            let mut effects = list.into_iter();
+            if let (Some(reply), true) = (effects.next(), r.answer) {
+                self.out.push(Out::Client(reply));
+            }
+            for e in effects {
+                self.out.push(Out::Client(e));
+            }
+        }
+    }
+
+    /// A reply whose turn has come.
+    fn answer(&mut self, ch: ChannelId, r: &Request, reply: Effect) {
+        let (sub, answer, then_commit) = (r.sub, r.answer, r.then_commit);
+        let reply = if r.no_ack {
+            self.number_only(ch, reply)
+        } else {
+            self.give_tag(ch, sub, reply)
+        };
+        match &reply {
+            Effect::Send {
+                method: Method::QueueDeclareOk(ok),
+                ..
+            } if answer => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.last_queue = Some(ok.queue.clone());
+                }
+            }
+            Effect::Send {
+                method: Method::BasicConsumeOk(ok),
+                ..
+            } => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    if !c.consumers.contains_key(&ok.consumer_tag) {
+                        if let Some(pos) = c.consuming.iter().position(|(s, _)| *s == sub) {
+                            if let Some(entry) = c.consuming.remove(pos) {
+                                c.consumers.insert(ok.consumer_tag.clone(), entry);
+                            }
+                        }
+                    }
+                }
+            }
+            Effect::Send {
+                method: Method::BasicCancelOk(ok),
+                ..
+            } => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.consumers.remove(&ok.consumer_tag);
+                }
+            }
+            Effect::Send {
+                method: Method::ChannelCloseOk(_),
+                ..
+            } if answer => {
+                self.channels.remove(&ch);
+                self.out.push(Out::Client(reply));
+                return;
+            }
+            _ => {}
+        }
+        if r.then_close {
+            let close = match &reply {
+                Effect::Send { .. } => Method::ChannelClose(ChannelClose {
+                    reply_code: 200,
+                    reply_text: "closed".into(),
+                    class_id: 0,
+                    method_id: 0,
+                }),
+                _ => return,
+            };
+            self.close_elsewhere_but(ch, &[sub, Sub::Leader]);
+            self.request(ch, Sub::Leader, close, true);
+            return;
+        }
+        if then_commit {
+            // The own home's part is committed; now the leader's (which answers) and the
+            // other homes'.
+            for other in self.open_subs(ch) {
+                if other != sub {
+                    let commit = Method::TxCommit(TxCommit {});
+                    self.request(ch, other, commit, other == Sub::Leader);
+                }
+            }
+            return;
+        }
+        if answer {
+            self.out.push(Out::Client(reply));
+        }
+    }
+
+    /// Gives a delivery or get-ok from `sub` the client's next delivery tag.
+    fn give_tag(&mut self, ch: ChannelId, sub: Sub, effect: Effect) -> Effect {
+        let Effect::SendContent {
+            conn,
+            channel,
+            method,
+            properties,
+            body,
+        } = effect
+        else {
+            return effect;
+        };
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Effect::SendContent {
+                conn,
+                channel,
+                method,
+                properties,
+                body,
+            };
+        };
+        let method = match method {
+            Method::BasicDeliver(mut d) => {
+                let tag = c.next_tag;
+                c.next_tag += 1;
+                let acks = c
+                    .consumers
+                    .get(&d.consumer_tag)
+                    .is_none_or(|(_, no_ack)| !no_ack);
+                if acks {
+                    c.tags.insert(tag, (sub, d.delivery_tag));
+                }
+                d.delivery_tag = tag;
+                Method::BasicDeliver(d)
+            }
+            Method::BasicGetOk(mut g) => {
+                // Only reached for a get that acks (see `answer`).
+                let tag = c.next_tag;
+                c.next_tag += 1;
+                c.tags.insert(tag, (sub, g.delivery_tag));
+                g.delivery_tag = tag;
+                Method::BasicGetOk(g)
+            }
+            other => other,
+        };
+        Effect::SendContent {
+            conn,
+            channel,
+            method,
+            properties,
+            body,
+        }
+    }
+
+    /// A no-ack get-ok: the client's next delivery tag, and no mapping (it is never acked).
+    fn number_only(&mut self, ch: ChannelId, effect: Effect) -> Effect {
+        match effect {
+            Effect::SendContent {
+                conn,
+                channel,
+                method: Method::BasicGetOk(mut g),
+                properties,
+                body,
+            } => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    g.delivery_tag = c.next_tag;
+                    c.next_tag += 1;
+                }
+                Effect::SendContent {
+                    conn,
+                    channel,
+                    method: Method::BasicGetOk(g),
+                    properties,
+                    body,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A confirm (`ack` or `nack`) from `sub` for its publish number `tag`.
+    fn confirmed(&mut self, ch: ChannelId, sub: Sub, tag: u64, multiple: bool, ack: bool) {
+        let own = Sub::Home(self.node);
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let seqs: Vec<u64> = if sub == own {
+            if multiple {
+                c.confirms
+                    .iter()
+                    .filter(|(s, st)| **s <= tag && st.home.is_none())
+                    .map(|(s, _)| *s)
+                    .collect()
+            } else {
+                vec![tag]
+            }
+        } else if sub == Sub::Leader {
+            if multiple {
+                let keep = c.leader_seqs.split_off(&tag.saturating_add(1));
+                std::mem::replace(&mut c.leader_seqs, keep)
+                    .into_values()
+                    .collect()
+            } else {
+                c.leader_seqs.remove(&tag).into_iter().collect()
+            }
+        } else {
+            Vec::new()
+        };
+        let mut done = Vec::new();
+        for seq in seqs {
+            let Some(st) = c.confirms.get_mut(&seq) else {
+                continue;
+            };
+            if sub == Sub::Leader {
+                st.leader = Some(ack);
+            } else {
+                st.home = Some(ack);
+            }
+            let complete = st.home.is_some() && (!st.leader_needed || st.leader.is_some());
+            if complete {
+                let ok = st.home == Some(true) && st.leader != Some(false);
+                c.confirms.remove(&seq);
+                done.push((seq, ok));
+            }
+        }
+        let client = self.client;
+        for (seq, ok) in done {
+            let method = if ok {
+                Method::BasicAck(BasicAck {
+                    delivery_tag: seq,
+                    multiple: false,
+                })
+            } else {
+                Method::BasicNack(BasicNack {
+                    delivery_tag: seq,
+                    multiple: false,
+                    requeue: false,
+                })
+            };
+            let effect = Effect::Send {
+                conn: client,
+                channel: ch,
+                method,
+            };
+            self.unsolicited(ch, sub, effect);
+        }
+    }
+
+    /// The home session on node `n` is gone (its node is unreachable, or its broker closed
+    /// it): its consumers are cancelled, its deliveries can no longer be acked (an ack of one
+    /// is ignored), the requests waiting for it fail the channel with 404, as RabbitMQ answers
+    /// for a queue whose node is down.
+    pub(crate) fn home_lost(&mut self, n: u64) {
+        if self.homes.remove(&n).is_none() {
+            return;
+        }
+        let sub = Sub::Home(n);
+        self.barriers.remove(&sub);
+        self.closing.retain(|(s, _), _| *s != sub);
+        let client = self.client;
+        let notify = self.cancel_notify;
+        let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
+        for ch in ids {
+            let mut failed = false;
+            let mut cancels = Vec::new();
+            if let Some(c) = self.channels.get_mut(&ch) {
+                c.open_on.remove(&sub);
+                let lost: Vec<u64> = c
+                    .tags
+                    .iter()
+                    .filter(|(_, (s, _))| *s == sub)
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in lost {
+                    c.tags.remove(&t);
+                    c.stale.insert(t);
+                }
+                let tags: Vec<ShortStr> = c
+                    .consumers
+                    .iter()
+                    .filter(|(_, (s, _))| *s == sub)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in tags {
+                    c.consumers.remove(&t);
+                    cancels.push(t);
+                }
+                failed = c
+                    .requests
+                    .iter()
+                    .any(|r| r.sub == sub && r.reply.is_none() && r.answer);
+                c.requests.retain(|r| r.sub != sub || r.reply.is_some());
+                // A publish whose own-home part can no longer be confirmed is nacked: the own
+                // home is this node, never lost; nothing to do for others.
+            }
+            if notify {
+                for consumer_tag in cancels {
+                    self.out.push(Out::Client(Effect::Send {
+                        conn: client,
+                        channel: ch,
+                        method: Method::BasicCancel(BasicCancel {
+                            consumer_tag,
+                            nowait: true,
+                        }),
+                    }));
+                }
+            }
+            if failed {
+                let error = AmqpError::not_found(format!(
+                    "home node {n} of a queue used on this channel is down or inaccessible"
+                ));
+                self.fail_channel(ch, error);
+            } else {
+                self.release(ch);
+            }
+        }
+    }
+}
+
+fn qos(prefetch_count: u16, global: bool) -> Method {
+    Method::BasicQos(BasicQos {
+        prefetch_size: 0,
+        prefetch_count,
+        global,
+    })
+}
+
+fn cancel_notify(props: &FieldTable) -> bool {
+    match props.get("capabilities") {
+        Some(FieldValue::Table(caps)) => caps
+            .get("consumer_cancel_notify")
+            .and_then(FieldValue::as_bool)
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// The same effect addressed to connection `conn`.
+fn with_conn(effect: Effect, conn: ConnId) -> Effect {
+    match effect {
+        Effect::Send {
+            channel, method, ..
+        } => Effect::Send {
+            conn,
+            channel,
+            method,
+        },
+        Effect::SendContent {
+            channel,
+            method,
+            properties,
+            body,
+            ..
+        } => Effect::SendContent {
+            conn,
+            channel,
+            method,
+            properties,
+            body,
+        },
+        Effect::Authenticated { user, .. } => Effect::Authenticated { conn, user },
+        Effect::CloseChannel { channel, error, .. } => Effect::CloseChannel {
+            conn,
+            channel,
+            error,
+        },
+        Effect::CloseConnection { error, .. } => Effect::CloseConnection { conn, error },
+        Effect::AwaitWritable { .. } => Effect::AwaitWritable { conn },
+        Effect::Bounce {
+            channel,
+            confirm,
+            publish,
+            properties,
+            body,
+            ..
+        } => Effect::Bounce {
+            conn,
+            channel,
+            confirm,
+            publish,
+            properties,
+            body,
+        },
+        other => other,
+    }
+}
+
+/// The channel an effect is for, if any (not channel 0).
+fn channel_of(e: &Effect) -> Option<ChannelId> {
+    match e {
+        Effect::Send { channel, .. }
+        | Effect::SendContent { channel, .. }
+        | Effect::CloseChannel { channel, .. }
+        | Effect::Redirect { channel, .. }
+        | Effect::Bounce { channel, .. } => (*channel != 0).then_some(*channel),
+        _ => None,
+    }
+}
+
+/// Whether a method a broker sends is the reply to a client's synchronous request.
+fn is_reply(m: &Method) -> bool {
+    matches!(
+        m,
+        Method::ChannelOpenOk(_)
+            | Method::ChannelCloseOk(_)
+            | Method::ChannelFlowOk(_)
+            | Method::AccessRequestOk(_)
+            | Method::ExchangeDeclareOk(_)
+            | Method::ExchangeDeleteOk(_)
+            | Method::ExchangeBindOk(_)
+            | Method::ExchangeUnbindOk(_)
+            | Method::QueueDeclareOk(_)
+            | Method::QueueBindOk(_)
+            | Method::QueuePurgeOk(_)
+            | Method::QueueDeleteOk(_)
+            | Method::QueueUnbindOk(_)
+            | Method::BasicQosOk(_)
+            | Method::BasicConsumeOk(_)
+            | Method::BasicCancelOk(_)
+            | Method::BasicGetEmpty(_)
+            | Method::BasicRecoverOk(_)
+            | Method::TxSelectOk(_)
+            | Method::TxCommitOk(_)
+            | Method::TxRollbackOk(_)
+            | Method::ConfirmSelectOk(_)
+    )
+}
+
+/// Whether an effect is a reply (the client has seen the state it was sent from).
+fn is_reply_effect(e: &Effect) -> bool {
+    match e {
+        Effect::Send { method, .. } => is_reply(method),
+        Effect::SendContent {
+            method: Method::BasicGetOk(_),
+            ..
+        } => true,
+        Effect::CloseChannel { .. } | Effect::Redirect { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether a client input must not overtake the client's earlier publishes (see
+/// [`Mux::from_client`]): a request that expects a reply, or the connection's end.
+fn needs_sync(input: &Input) -> bool {
+    match input {
+        Input::Method { method, .. } => !matches!(
+            method,
+            Method::BasicAck(_)
+                | Method::BasicNack(_)
+                | Method::BasicReject(_)
+                | Method::BasicRecoverAsync(_)
+                | Method::ChannelCloseOk(_)
+                | Method::ChannelFlowOk(_)
+        ),
+        Input::ConnectionClosed { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether a client method expects a reply (given its `nowait`).
+fn is_synchronous(m: &Method) -> bool {
+    matches!(
+        m,
+        Method::AccessRequest(_)
+            | Method::ExchangeDeclare(_)
+            | Method::ExchangeDelete(_)
+            | Method::ExchangeBind(_)
+            | Method::ExchangeUnbind(_)
+            | Method::QueueBind(_)
+            | Method::QueueUnbind(_)
+    )
+}
+
+/// A synchronous method sent with `nowait` (no reply will come).
+fn nowait(m: &Method) -> bool {
+    match m {
+        Method::ExchangeDeclare(m) => m.nowait,
+        Method::ExchangeDelete(m) => m.nowait,
+        Method::ExchangeBind(m) => m.nowait,
+        Method::ExchangeUnbind(m) => m.nowait,
+        Method::QueueBind(m) => m.nowait,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+//! The sending side of home streams: one `Relay.Attach` stream from this node to each other node
+//! whose transient queues it uses, opened when first needed. It carries this node's clients'
+//! home sessions there and the messages this node's broker forwards to the local queues homed
+//! there, and brings back the sessions' effects and the forwards' acknowledgements.
+//!
+//! When a stream breaks, every session on it is told it is lost ([`HomeEvent::Lost`]) and the
+//! broker task learns which forwards went unacknowledged ([`ToBroker::LinkLost`]); the next
+//! use opens a new stream.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::BytesMut;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info};
+use warren_core::{ConnId, Effect, Message};
+use warren_proto::raft::relay_client::RelayClient;
+use warren_proto::raft::RelayBatch;
+use warren_raft::METADATA_GROUP;
+
+use super::codec::{decode_downs, encode_up, Down, Up};
+use super::router::effect_conn;
+use crate::broker_task::{Batch, ToBroker};
+
+/// What a home session's owner hears from its stream.
+#[derive(Debug)]
+pub(crate) enum HomeEvent {
+    Effects {
+        node: u64,
+        batch: Batch,
+    },
+    /// The stream to `node` broke: the session there is gone.
+    Lost {
+        node: u64,
+    },
+}
+
+enum LinkMsg {
+    Register {
+        conn: ConnId,
+        events: mpsc::UnboundedSender<HomeEvent>,
+    },
+    Up(Up),
+    Forward {
+        seq: u64,
+        queue: u64,
+        message: Message,
+    },
+}
+
+/// This node's links to the other nodes (cheap to clone).
+#[derive(Clone)]
+pub struct Links {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: u64,
+    /// The members' gRPC addresses, by node id.
+    addresses: watch::Receiver<BTreeMap<u64, String>>,
+    broker: OnceLock<mpsc::Sender<ToBroker>>,
+    tasks: Mutex<HashMap<u64, mpsc::UnboundedSender<LinkMsg>>>,
+}
+
+impl Links {
+    /// Links of node `node`, dialling the addresses `addresses` gives.
+    pub fn new(node: u64, addresses: watch::Receiver<BTreeMap<u64, String>>) -> Links {
+        Links {
+            inner: Arc::new(Inner {
+                node,
+                addresses,
+                broker: OnceLock::new(),
+                tasks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// No other nodes (a single node without Raft): every forward fails.
+    pub fn none() -> Links {
+        Links::new(0, watch::channel(BTreeMap::new()).1)
+    }
+
+    /// The broker task the links report forwards' fates to.
+    pub(crate) fn attach_broker(&self, broker: mpsc::Sender<ToBroker>) {
+        let _ = self.inner.broker.set(broker);
+    }
+
+    /// The link task for `node`, started if need be; `None` for this node or an unknown one.
+    fn task(&self, node: u64) -> Option<mpsc::UnboundedSender<LinkMsg>> {
+        if node == self.inner.node || !self.inner.addresses.borrow().contains_key(&node) {
+            return None;
+        }
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = tasks.get(&node) {
+            if !tx.is_closed() {
+                return Some(tx.clone());
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(Arc::clone(&self.inner), node, rx));
+        tasks.insert(node, tx.clone());
+        Some(tx)
+    }
+
+    /// Sends a message to local queue `queue` homed on `home` (forward `seq`); false if there
+    /// is no way there.
+    pub(crate) fn forward(&self, home: u64, seq: u64, queue: u64, message: &Message) -> bool {
+        match self.task(home) {
+            Some(tx) => tx
+                .send(LinkMsg::Forward {
+                    seq,
+                    queue,
+                    message: message.clone(),
+                })
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Registers home session `conn` on `node`: its effects and loss come on `events`. False
+    /// if there is no way there.
+    pub(crate) fn register(
+        &self,
+        node: u64,
+        conn: ConnId,
+        events: mpsc::UnboundedSender<HomeEvent>,
+    ) -> bool {
+        match self.task(node) {
+            Some(tx) => tx.send(LinkMsg::Register { conn, events }).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends a home session's message to `node` (an input, a barrier, its unregistering).
+    pub(crate) fn send(&self, node: u64, up: Up) -> bool {
+        match self.task(node) {
+            Some(tx) => tx.send(LinkMsg::Up(up)).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// One stream's bookkeeping.
+#[derive(Default)]
+struct Open {
+    sessions: HashMap<ConnId, mpsc::UnboundedSender<HomeEvent>>,
+    /// The broker's numbers of the forwards sent on this stream, in order (the stream numbers
+    /// them from 1).
+    forwards: VecDeque<u64>,
+    /// How many forwards the stream has acknowledged (its own numbering).
+    acked: u64,
+}
+
+impl Open {
+    /// The broker's number of the stream's `n`-th forward.
+    fn seq_of(&self, n: u64) -> Option<u64> {
+        let first = self.acked + 1;
+        n.checked_sub(first)
+            .and_then(|i| self.forwards.get(usize::try_from(i).ok()?).copied())
+    }
+}
+
+async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkMsg>) {
+    let report = |msg: ToBroker| {
+        if let Some(b) = inner.broker.get() {
+            let _ = b.try_send(msg);
+        }
+    };
+    while let Some(first) = rx.recv().await {
+        let addr = inner.addresses.borrow().get(&node).cloned();
+        let stream = match addr {
+            Some(addr) if !addr.is_empty() => connect(&addr, inner.node).await,
+            _ => None,
+        };
+        let Some((up, mut down)) = stream else {
+            // Nowhere to go: what was asked of this node fails now.
+            fail(&report, node, first);
+            while let Ok(m) = rx.try_recv() {
+                fail(&report, node, m);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        };
+        debug!(node, "home stream open");
+        let mut open = Open::default();
+        let mut pending = Some(first);
+        let ended = loop {
+            let mut w = BytesMut::new();
+            if let Some(m) = pending.take() {
+                take(&mut open, m, &mut w);
+            }
+            while let Ok(m) = rx.try_recv() {
+                take(&mut open, m, &mut w);
+            }
+            if !w.is_empty() {
+                let batch = RelayBatch {
+                    group_id: METADATA_GROUP,
+                    batch: w.freeze(),
+                    applied: 0,
+                };
+                if up.send(batch).await.is_err() {
+                    break "sending failed";
+                }
+            }
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => pending = Some(m),
+                    None => return,
+                },
+                d = down.message() => match d {
+                    Ok(Some(b)) => match decode_downs(b.batch) {
+                        Ok(downs) => deliver(&mut open, node, b.applied, downs, &report),
+                        Err(_) => break "undecodable batch",
+                    },
+                    Ok(None) => break "closed",
+                    Err(_) => break "broken",
+                },
+            }
+        };
+        info!(
+            node,
+            why = ended,
+            "home stream to node ended; its sessions are lost"
+        );
+        for (_, events) in open.sessions.drain() {
+            let _ = events.send(HomeEvent::Lost { node });
+        }
+        if let Some(&upto) = open.forwards.back() {
+            report(ToBroker::LinkLost { home: node, upto });
+        }
+    }
+}
+
+/// Adds a message to the batch being written, keeping the stream's books.
+fn take(open: &mut Open, m: LinkMsg, w: &mut BytesMut) {
+    match m {
+        LinkMsg::Register { conn, events } => {
+            open.sessions.insert(conn, events);
+            encode_up(w, &Up::Register(conn));
+        }
+        LinkMsg::Up(up) => {
+            if let Up::Unregister(conn) = &up {
+                open.sessions.remove(conn);
+            }
+            encode_up(w, &up);
+        }
+        LinkMsg::Forward {
+            seq,
+            queue,
+            message,
+        } => {
+            open.forwards.push_back(seq);
+            encode_up(w, &Up::Forward { queue, message });
+        }
+    }
+}
+
+/// A message that cannot be sent: a forward is lost, a session is told at once.
+fn fail(report: &impl Fn(ToBroker), node: u64, m: LinkMsg) {
+    match m {
+        LinkMsg::Forward { seq, .. } => report(ToBroker::LinkLost {
+            home: node,
+            upto: seq,
+        }),
+        LinkMsg::Register { events, .. } => {
+            let _ = events.send(HomeEvent::Lost { node });
+        }
+        LinkMsg::Up(_) => {}
+    }
+}
+
+/// Hands what came back to the sessions and the broker task.
+fn deliver(open: &mut Open, node: u64, index: u64, downs: Vec<Down>, report: &impl Fn(ToBroker)) {
+    let mut by_conn: BTreeMap<ConnId, Vec<Effect>> = BTreeMap::new();
+    for d in downs {
+        match d {
+            Down::Effect(Effect::ForwardRefused { seq, .. }) => {
+                if let Some(seq) = open.seq_of(seq) {
+                    report(ToBroker::LinkRefused { home: node, seq });
+                }
+            }
+            Down::Effect(e) => by_conn.entry(effect_conn(&e)).or_default().push(e),
+            Down::Forwarded { upto } => {
+                let mut last = None;
+                while open.acked < upto {
+                    open.acked += 1;
+                    last = open.forwards.pop_front().or(last);
+                }
+                if let Some(upto) = last {
+                    report(ToBroker::LinkAcked { home: node, upto });
+                }
+            }
+        }
+    }
+    for (conn, effects) in by_conn {
+        if let Some(events) = open.sessions.get(&conn) {
+            let _ = events.send(HomeEvent::Effects {
+                node,
+                batch: Batch { index, effects },
+            });
+        }
+    }
+}
+
+type UpSender = mpsc::Sender<RelayBatch>;
+
+/// Opens a home stream to `addr` and says hello.
+async fn connect(addr: &str, me: u64) -> Option<(UpSender, tonic::Streaming<RelayBatch>)> {
+    let mut client = RelayClient::connect(warren_raft::dial::dial_uri(addr))
+        .await
+        .ok()?
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let (tx, rx) = mpsc::channel(256);
+    let mut w = BytesMut::new();
+    encode_up(
+        &mut w,
+        &Up::Hello {
+            node: me,
+            home: true,
+        },
+    );
+    tx.send(RelayBatch {
+        group_id: METADATA_GROUP,
+        batch: w.freeze(),
+        applied: 0,
+    })
+    .await
+    .ok()?;
+    let down = client
+        .attach(ReceiverStream::new(rx))
+        .await
+        .ok()?
+        .into_inner();
+    Some((tx, down))
+}
