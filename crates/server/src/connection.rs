@@ -55,6 +55,8 @@ pub(crate) struct Sessions {
     client: ConnId,
     home_tx: mpsc::UnboundedSender<Batch>,
     remote_tx: mpsc::UnboundedSender<HomeEvent>,
+    /// The sessions were told the connection ended.
+    ended: bool,
 }
 
 /// Receivers of the effects of a connection's sessions.
@@ -106,6 +108,7 @@ impl Sessions {
                 client,
                 home_tx,
                 remote_tx,
+                ended: false,
             },
             Incoming {
                 leader,
@@ -144,6 +147,7 @@ impl Sessions {
 
     /// Effects of the leader session (each first seen by the session image).
     pub(crate) async fn from_leader(&mut self, batch: Batch, out: &mut Vec<Effect>) -> bool {
+        tracing::trace!(conn = self.client, effects = ?batch.effects, "from leader");
         let mut passed = Vec::with_capacity(batch.effects.len());
         let requeues = {
             let mut image = self.image.lock();
@@ -174,6 +178,7 @@ impl Sessions {
         batch: Batch,
         out: &mut Vec<Effect>,
     ) -> bool {
+        tracing::trace!(conn = self.client, node, effects = ?batch.effects, "from home");
         self.mux.observe_index(batch.index, &batch.effects);
         for e in batch.effects {
             self.mux.from_sub(Sub::Home(node), e);
@@ -215,6 +220,7 @@ impl Sessions {
     }
 
     async fn carry(&mut self, o: Out, out: &mut Vec<Effect>) -> bool {
+        tracing::trace!(conn = self.client, out = ?o, "mux");
         let own = self.node.node;
         match o {
             Out::Client(e) => {
@@ -266,29 +272,40 @@ impl Sessions {
         }
     }
 
-    /// The connection is gone: every session is closed and forgotten. What its own home
-    /// routed first reaches the leader (bounded wait).
+    /// The client's connection ended (`Input::ConnectionClosed` from its session): every
+    /// session learns it, after what its own home routed has reached the leader (a bounded
+    /// wait, so that the client's `connection.close-ok`, written after this, follows it).
+    pub(crate) async fn end(&mut self, incoming: &mut Incoming) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let client = self.client;
+        let mut ignored = Vec::new();
+        self.input(Input::ConnectionClosed { conn: client }, &mut ignored)
+            .await;
+        let deadline = tokio::time::Instant::now() + CLOSE_SYNC_TIMEOUT;
+        while self.mux.is_holding() {
+            let own = self.node.node;
+            let next = tokio::time::timeout_at(deadline, incoming.home.recv()).await;
+            match next {
+                Ok(Some(batch)) => {
+                    if !self.from_home(own, batch, &mut ignored).await {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+            // Leader effects are not for the client any more.
+            while incoming.leader.try_recv().is_ok() {}
+        }
+    }
+
+    /// The connection is gone: every session is closed (unless it was already, see
+    /// [`Sessions::end`]) and forgotten.
     pub(crate) async fn close(&mut self, known_to_core: bool, incoming: &mut Incoming) {
         if known_to_core {
-            let client = self.client;
-            let mut ignored = Vec::new();
-            self.input(Input::ConnectionClosed { conn: client }, &mut ignored)
-                .await;
-            let deadline = tokio::time::Instant::now() + CLOSE_SYNC_TIMEOUT;
-            while self.mux.is_holding() {
-                let own = self.node.node;
-                let next = tokio::time::timeout_at(deadline, incoming.home.recv()).await;
-                match next {
-                    Ok(Some(batch)) => {
-                        if !self.from_home(own, batch, &mut ignored).await {
-                            break;
-                        }
-                    }
-                    _ => break,
-                }
-                // Leader effects are not for the client any more.
-                while incoming.leader.try_recv().is_ok() {}
-            }
+            self.end(incoming).await;
         }
         let _ = self
             .node
@@ -398,6 +415,10 @@ pub(crate) async fn run(
                         CONNECTION_NAME_PROPERTY,
                         FieldValue::LongStr(format!("{peer} -> {local}").into()),
                     );
+                }
+                if let Input::ConnectionClosed { .. } = input {
+                    sessions.end(&mut incoming).await;
+                    continue;
                 }
                 if !sessions.input(input, &mut effects).await {
                     return;

@@ -151,6 +151,9 @@ pub(crate) struct Mux {
     closing: HashMap<(Sub, ChannelId), u32>,
     /// Channels the mux failed: the leader's broker sends the `channel.close` the client gets.
     failing: BTreeSet<ChannelId>,
+    /// A home session's `channel.close` for the client, held until the leader's channel is
+    /// closed too.
+    pending_close: HashMap<ChannelId, Effect>,
     /// Requests sent per session so far (see `Request::order`).
     sent: HashMap<Sub, u64>,
     /// The highest log index of a reply the client has seen, and the last barrier per session.
@@ -182,6 +185,7 @@ impl Mux {
             channels: BTreeMap::new(),
             closing: HashMap::new(),
             failing: BTreeSet::new(),
+            pending_close: HashMap::new(),
             sent: HashMap::new(),
             seen: 0,
             barriers: HashMap::new(),
@@ -898,7 +902,13 @@ impl Mux {
                     self.release_all(ch);
                     self.close_elsewhere(ch, sub);
                     self.channels.remove(&ch);
-                    self.out.push(Out::Client(effect));
+                    if sub != Sub::Leader && self.closing.contains_key(&(Sub::Leader, ch)) {
+                        // The client learns of it once the leader's channel is closed too, so
+                        // that it cannot reopen the channel before.
+                        self.pending_close.insert(ch, effect);
+                    } else {
+                        self.out.push(Out::Client(effect));
+                    }
                 }
             }
             Effect::Send {
@@ -911,6 +921,11 @@ impl Mux {
                             *n -= 1;
                             if *n == 0 {
                                 self.closing.remove(&(sub, ch));
+                                if sub == Sub::Leader {
+                                    if let Some(close) = self.pending_close.remove(&ch) {
+                                        self.out.push(Out::Client(close));
+                                    }
+                                }
                             }
                             return;
                         }

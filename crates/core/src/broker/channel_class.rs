@@ -68,13 +68,24 @@ impl Broker {
     /// marked redelivered), its consumers are removed (auto-delete queues may go), and the queues
     /// that got messages back are offered to their other consumers. Idempotent.
     pub(crate) fn close_channel_state(&mut self, ctx: Ctx, out: &mut Vec<Effect>) {
-        let Some(channel) = self
+        self.drop_channel(ctx, out);
+    }
+
+    /// [`Broker::close_channel_state`], returning the inputs that were waiting on the channel
+    /// (see `defer_while_in_flight`).
+    pub(crate) fn drop_channel(
+        &mut self,
+        ctx: Ctx,
+        out: &mut Vec<Effect>,
+    ) -> std::collections::VecDeque<crate::Input> {
+        let Some(mut channel) = self
             .connections
             .get_mut(&ctx.conn)
             .and_then(|c| c.channels.remove(&ctx.channel))
         else {
-            return;
+            return Default::default();
         };
+        let deferred = std::mem::take(&mut channel.deferred);
         if let Some(key) = &channel.reply_to_key {
             self.reply_to.remove(key);
         }
@@ -99,5 +110,6 @@ impl Broker {
         for q in touched {
             self.deliver(q, out);
         }
+        deferred
     }
 }

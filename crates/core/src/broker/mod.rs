@@ -685,12 +685,23 @@ impl Broker {
                 if self.channel_mut(ctx).is_none() {
                     return;
                 }
-                self.close_channel_state(ctx, out);
+                let deferred = self.drop_channel(ctx, out);
                 out.push(Effect::CloseChannel {
                     conn: ctx.conn,
                     channel: ctx.channel,
                     error,
                 });
+                // What waited on the channel meets a closed channel: a close is answered, an
+                // open opens it again; anything else is dropped, as the spec says.
+                for input in deferred {
+                    if let Input::Method {
+                        method: Method::ChannelClose(_) | Method::ChannelOpen(_),
+                        ..
+                    } = &input
+                    {
+                        self.handle_now(input, out);
+                    }
+                }
             }
             ErrorScope::Connection => {
                 if !self.connections.contains_key(&ctx.conn) {
