@@ -103,4 +103,8 @@ pub enum Input {
     /// handled (their effects come first). The client's node uses it to let the publishes a
     /// home session routed reach the leader before the client's next request does.
     Sync { conn: ConnId, token: u64 },
+    /// On the leader's broker: cluster node `node` has not answered for a while (or left the
+    /// cluster). The local queues homed there are removed, as RabbitMQ removes a down node's
+    /// transient queues, so that their names can be declared again elsewhere.
+    NodeDown { node: u64 },
 }

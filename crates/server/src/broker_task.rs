@@ -129,22 +129,25 @@ pub enum Replication {
 /// Where this node's replica says each queue lives (see [`crate::mux::Directory`]): rebuilt by
 /// the broker task whenever the set of queues changes, before the applied index moves past it.
 #[derive(Clone, Default)]
-pub(crate) struct QueueDirectory(Arc<RwLock<Arc<HashMap<(String, String), Location>>>>);
+pub(crate) struct QueueDirectory(Arc<RwLock<Arc<QueueMap>>>);
+
+/// Queues by (vhost, name).
+pub(crate) type QueueMap = HashMap<(String, String), Location>;
 
 impl QueueDirectory {
-    fn replace(&self, map: HashMap<(String, String), Location>) {
+    fn replace(&self, map: QueueMap) {
         if let Ok(mut w) = self.0.write() {
             *w = Arc::new(map);
         }
     }
 
     /// The current map (cheap: shared).
-    pub(crate) fn snapshot(&self) -> Arc<HashMap<(String, String), Location>> {
+    pub(crate) fn snapshot(&self) -> Arc<QueueMap> {
         self.0.read().map(|r| Arc::clone(&r)).unwrap_or_default()
     }
 }
 
-impl crate::mux::Directory for HashMap<(String, String), Location> {
+impl crate::mux::Directory for QueueMap {
     fn locate(&self, vhost: &str, queue: &str) -> Location {
         self.get(&(vhost.to_owned(), queue.to_owned()))
             .copied()

@@ -132,7 +132,7 @@ impl Sessions {
         let directory = self.node.directory.snapshot();
         let next = Arc::clone(&self.node.next_conn);
         let mut alloc = || next.fetch_add(1, Ordering::Relaxed);
-        self.mux.from_client(input, &*directory, &mut alloc);
+        self.mux.client_input(input, &*directory, &mut alloc);
         self.pump(out).await
     }
 
@@ -146,7 +146,7 @@ impl Sessions {
     }
 
     /// Effects of the leader session (each first seen by the session image).
-    pub(crate) async fn from_leader(&mut self, batch: Batch, out: &mut Vec<Effect>) -> bool {
+    pub(crate) async fn leader_effects(&mut self, batch: Batch, out: &mut Vec<Effect>) -> bool {
         tracing::trace!(conn = self.client, effects = ?batch.effects, "from leader");
         let mut passed = Vec::with_capacity(batch.effects.len());
         let requeues = {
@@ -160,7 +160,7 @@ impl Sessions {
         };
         self.mux.observe_index(batch.index, &passed);
         for e in passed {
-            self.mux.from_sub(Sub::Leader, e);
+            self.mux.session_effect(Sub::Leader, e);
         }
         // Dropped get-ok echoes are rejected with requeue: leader-session business.
         for input in requeues {
@@ -172,7 +172,7 @@ impl Sessions {
     }
 
     /// Effects of a home session (this node's, or another's).
-    pub(crate) async fn from_home(
+    pub(crate) async fn home_effects(
         &mut self,
         node: u64,
         batch: Batch,
@@ -181,7 +181,7 @@ impl Sessions {
         tracing::trace!(conn = self.client, node, effects = ?batch.effects, "from home");
         self.mux.observe_index(batch.index, &batch.effects);
         for e in batch.effects {
-            self.mux.from_sub(Sub::Home(node), e);
+            self.mux.session_effect(Sub::Home(node), e);
         }
         self.pump(out).await
     }
@@ -290,7 +290,7 @@ impl Sessions {
             let next = tokio::time::timeout_at(deadline, incoming.home.recv()).await;
             match next {
                 Ok(Some(batch)) => {
-                    if !self.from_home(own, batch, &mut ignored).await {
+                    if !self.home_effects(own, batch, &mut ignored).await {
                         break;
                     }
                 }
@@ -371,13 +371,13 @@ pub(crate) async fn run(
                     true
                 }
             },
-            Some(batch) = incoming.leader.recv() => sessions.from_leader(batch, &mut effects).await,
+            Some(batch) = incoming.leader.recv() => sessions.leader_effects(batch, &mut effects).await,
             Some(batch) = incoming.home.recv() => {
                 let own = sessions.node.node;
-                sessions.from_home(own, batch, &mut effects).await
+                sessions.home_effects(own, batch, &mut effects).await
             }
             Some(event) = incoming.remote.recv() => match event {
-                HomeEvent::Effects { node, batch } => sessions.from_home(node, batch, &mut effects).await,
+                HomeEvent::Effects { node, batch } => sessions.home_effects(node, batch, &mut effects).await,
                 HomeEvent::Lost { node } => sessions.home_lost(node, &mut effects).await,
             },
             _ = ticker.tick() => {

@@ -149,13 +149,13 @@ impl DirectConnection {
         };
         let mut out = Vec::new();
         let alive = tokio::select! {
-            Some(batch) = self.incoming.leader.recv() => sessions.from_leader(batch, &mut out).await,
+            Some(batch) = self.incoming.leader.recv() => sessions.leader_effects(batch, &mut out).await,
             Some(batch) = self.incoming.home.recv() => {
                 let own = sessions.own_node();
-                sessions.from_home(own, batch, &mut out).await
+                sessions.home_effects(own, batch, &mut out).await
             }
             Some(event) = self.incoming.remote.recv() => match event {
-                HomeEvent::Effects { node, batch } => sessions.from_home(node, batch, &mut out).await,
+                HomeEvent::Effects { node, batch } => sessions.home_effects(node, batch, &mut out).await,
                 HomeEvent::Lost { node } => sessions.home_lost(node, &mut out).await,
             },
             else => false,

@@ -330,7 +330,7 @@ impl Mux {
 
     /// Handles one input from the client's session. `alloc` gives out connection ids for home
     /// sessions opened on the way.
-    pub(crate) fn from_client(
+    pub(crate) fn client_input(
         &mut self,
         input: Input,
         dir: &dyn Directory,
@@ -366,7 +366,7 @@ impl Mux {
             let Some(input) = self.held.pop_front() else {
                 return;
             };
-            self.from_client(input, dir, alloc);
+            self.client_input(input, dir, alloc);
         }
     }
 
@@ -616,16 +616,16 @@ impl Mux {
             }
             Method::QueuePurge(ref m) => {
                 let sub = self.queue_sub(ch, &m.queue, dir);
-                self.to_queue(ch, sub, m.nowait, method, alloc);
+                self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::QueueDelete(ref m) => {
                 let sub = self.queue_sub(ch, &m.queue, dir);
-                self.to_queue(ch, sub, m.nowait, method, alloc);
+                self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::BasicGet(ref m) => {
                 let sub = self.queue_sub(ch, &m.queue, dir);
                 let no_ack = m.no_ack;
-                self.to_queue(ch, sub, false, method, alloc);
+                self.send_to_queue(ch, sub, false, method, alloc);
                 if let Some(r) = self
                     .channels
                     .get_mut(&ch)
@@ -664,7 +664,7 @@ impl Mux {
         }
     }
 
-    fn to_queue(
+    fn send_to_queue(
         &mut self,
         ch: ChannelId,
         sub: Sub,
@@ -838,7 +838,7 @@ impl Mux {
     }
 
     /// Handles one effect from session `sub`.
-    pub(crate) fn from_sub(&mut self, sub: Sub, effect: Effect) {
+    pub(crate) fn session_effect(&mut self, sub: Sub, effect: Effect) {
         let client = self.client;
         let effect = with_conn(effect, client);
         if let Some(ch) = channel_of(&effect) {
@@ -1056,7 +1056,7 @@ impl Mux {
             let Some(c) = self.channels.get_mut(&ch) else {
                 return;
             };
-            if !c.requests.front().is_some_and(|r| r.reply.is_some()) {
+            if c.requests.front().is_none_or(|r| r.reply.is_none()) {
                 return;
             }
             let Some(r) = c.requests.pop_front() else {
@@ -1513,7 +1513,7 @@ fn is_reply_effect(e: &Effect) -> bool {
 }
 
 /// Whether a client input must not overtake the client's earlier publishes (see
-/// [`Mux::from_client`]): a request that expects a reply, or the connection's end.
+/// [`Mux::client_input`]): a request that expects a reply, or the connection's end.
 fn needs_sync(input: &Input) -> bool {
     match input {
         Input::Method { method, .. } => !matches!(

@@ -256,6 +256,23 @@ impl Broker {
         }
     }
 
+    /// [`crate::Input::NodeDown`]: the leader removes the local queues homed on `node`.
+    pub(super) fn node_down(&mut self, node: u64, out: &mut Vec<Effect>) {
+        if !self.config.replicated || !self.leading || node == self.config.node {
+            return;
+        }
+        let mut gone: Vec<QueueId> = self
+            .queues
+            .values()
+            .filter(|q| q.is_local() && q.home == node)
+            .map(|q| q.id)
+            .collect();
+        gone.sort_unstable();
+        for id in gone {
+            self.propose_removal(id, out);
+        }
+    }
+
     /// Routes `message` into local queue `id`: enqueued here if this broker decides it,
     /// otherwise forwarded to its home. Returns false if the queue refused it.
     pub(crate) fn enqueue_local(

@@ -320,6 +320,7 @@ impl Broker {
             Input::Resume { conn, session } => self.resume(conn, *session, effects),
             Input::Tick => self.tick(effects),
             Input::Sync { conn, token } => effects.push(Effect::Synced { conn, token }),
+            Input::NodeDown { node } => self.node_down(node, effects),
             Input::CloseConnection { conn, reason } => {
                 self.close_by_operator(conn, &reason, effects)
             }

@@ -53,7 +53,7 @@ impl T {
             next += 1;
             next
         };
-        self.mux.from_client(input, &self.dir, &mut alloc);
+        self.mux.client_input(input, &self.dir, &mut alloc);
         self.next = next;
         self.mux.take()
     }
@@ -67,7 +67,7 @@ impl T {
     }
 
     fn sub(&mut self, sub: Sub, effect: Effect) -> Vec<Out> {
-        self.mux.from_sub(sub, effect);
+        self.mux.session_effect(sub, effect);
         self.mux.take()
     }
 

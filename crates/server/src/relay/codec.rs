@@ -44,6 +44,8 @@ pub(crate) enum Up {
 }
 
 /// One message back from a broker.
+// Effects (deliveries, replies) are nearly all of them: boxing would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Down {
     Effect(Effect),
@@ -212,7 +214,8 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             | Input::Tick
             | Input::CloseConnection { .. }
             | Input::Forwarded { .. }
-            | Input::Sync { .. } => {}
+            | Input::Sync { .. }
+            | Input::NodeDown { .. } => {}
         },
     }
 }

@@ -21,6 +21,56 @@ use crate::clock::now_ms;
 /// or another leader is elected.
 const MINORITY_AFTER: Duration = Duration::from_millis(1800);
 
+/// A member the leader has not heard from for this long is down: the transient queues homed
+/// on it are removed (RabbitMQ removes a down node's transient queues too).
+const NODE_DOWN_AFTER: Duration = Duration::from_secs(15);
+
+/// The leader's record of members it reported down (each once per absence), and of the
+/// members it has seen (one that leaves the membership is down for good).
+#[derive(Default)]
+struct DownNodes {
+    reported: std::collections::BTreeSet<NodeId>,
+    members: std::collections::BTreeSet<NodeId>,
+    /// When this leadership began to watch (a member never heard from counts from then).
+    since: Option<std::time::Instant>,
+}
+
+impl DownNodes {
+    /// The members newly down (or newly gone from the membership) per the leader's metrics.
+    fn newly_down(&mut self, me: NodeId, m: &openraft::RaftMetrics<TypeConfig>) -> Vec<NodeId> {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        let members: std::collections::BTreeSet<NodeId> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        let mut down: Vec<NodeId> = self
+            .members
+            .difference(&members)
+            .copied()
+            .filter(|n| self.reported.insert(*n))
+            .collect();
+        self.members.extend(members.iter().copied());
+        for node in members.iter().copied().filter(|n| *n != me) {
+            let last = m
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(&node).cloned().flatten());
+            let silent = match last {
+                Some(at) => at.elapsed() > NODE_DOWN_AFTER,
+                None => since.elapsed() > NODE_DOWN_AFTER,
+            };
+            if !silent {
+                self.reported.remove(&node);
+            } else if self.reported.insert(node) {
+                down.push(node);
+            }
+        }
+        down
+    }
+}
+
 /// Where client input must go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -163,6 +213,7 @@ async fn run(
     let mut recovered = false;
     let mut local = false;
     let mut minority_logged = false;
+    let mut down = DownNodes::default();
     loop {
         let (desired, term) = {
             let m = metrics.borrow_and_update();
@@ -272,6 +323,18 @@ async fn run(
                     continue;
                 }
             }
+        }
+        if local {
+            let newly_down = down.newly_down(id, &metrics.borrow_watched());
+            for node in newly_down {
+                warn!(node, "a member has not answered for {NODE_DOWN_AFTER:?}: removing the transient queues homed there");
+                let input = ToBroker::Input(warren_core::Input::NodeDown { node });
+                if to_broker.send(input).await.is_err() {
+                    return;
+                }
+            }
+        } else {
+            down = DownNodes::default();
         }
         let now = if local { Route::Local } else { desired };
         route.send_if_modified(|r| {

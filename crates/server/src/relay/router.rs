@@ -290,7 +290,9 @@ fn conn_of(input: &Input) -> Option<ConnId> {
         | Input::OpenHome { conn, .. }
         | Input::Sync { conn, .. }
         | Input::CloseConnection { conn, .. } => Some(*conn),
-        Input::Applied { .. } | Input::Tick | Input::Forwarded { .. } => None,
+        Input::Applied { .. } | Input::Tick | Input::Forwarded { .. } | Input::NodeDown { .. } => {
+            None
+        }
     }
 }
 

@@ -1,0 +1,396 @@
+//! Transient queues on their home node, across three real nodes: RPC and pub/sub between
+//! clients on different nodes go from home to home without the Raft log, and a home that dies
+//! takes its transient queues with it, telling their consumers elsewhere (issue 3, point 4).
+
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use warren_tests::cluster::{connect_retrying, Cluster};
+use warren_tests::lapin::options::*;
+use warren_tests::lapin::types::{FieldTable, ShortString};
+use warren_tests::lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use warren_tests::{closed_with, declare_passive, within};
+
+/// The committed log index node `i` reports in `warren status`.
+fn committed(cluster: &Cluster, i: usize) -> u64 {
+    let status = cluster.status(i).expect("warren status");
+    status
+        .split(", ")
+        .find_map(|part| part.strip_prefix("committed "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no committed index in: {status}"))
+}
+
+async fn connect(cluster: &Cluster, i: usize) -> Connection {
+    connect_retrying(cluster.node(i).uri())
+        .await
+        .expect("connected")
+}
+
+async fn confirm_channel(conn: &Connection) -> Channel {
+    let ch = within(conn.create_channel()).await.unwrap();
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    ch
+}
+
+/// The three nodes in the order (leader, follower, other follower).
+fn roles(cluster: &Cluster) -> (usize, usize, usize) {
+    let leader = cluster.leader().expect("a leader");
+    let mut followers = (1..=3).filter(|n| *n != leader);
+    let a = followers.next().expect("a follower");
+    let b = followers.next().expect("another follower");
+    (leader, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rpc_and_pub_sub_between_nodes_go_from_home_to_home_without_the_log() {
+    const CALLS: usize = 200;
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let (leader, a, b) = roles(&cluster);
+
+    // The RPC server on follower b: a non-durable request queue, homed on b.
+    let server = connect(&cluster, b).await;
+    let sch = within(server.create_channel()).await.unwrap();
+    within(sch.queue_declare(
+        "rpc_queue".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    within(sch.basic_qos(1, BasicQosOptions::default()))
+        .await
+        .unwrap();
+    let mut requests = within(sch.basic_consume(
+        "rpc_queue".into(),
+        "server".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let serving = tokio::spawn(async move {
+        let mut served = 0;
+        while let Some(Ok(d)) = requests.next().await {
+            let n: u64 = String::from_utf8_lossy(&d.data).parse().unwrap();
+            let reply_to = d.properties.reply_to().clone().expect("reply_to");
+            let props = BasicProperties::default().with_correlation_id(
+                d.properties
+                    .correlation_id()
+                    .clone()
+                    .expect("correlation_id"),
+            );
+            sch.basic_publish(
+                "".into(),
+                reply_to.as_str().into(),
+                BasicPublishOptions::default(),
+                (n * n).to_string().as_bytes(),
+                props,
+            )
+            .await
+            .unwrap();
+            d.ack(BasicAckOptions::default()).await.unwrap();
+            served += 1;
+        }
+        served
+    });
+
+    // The client on follower a: its private reply queue is homed on a.
+    let client = connect(&cluster, a).await;
+    let cch = confirm_channel(&client).await;
+    let reply_queue = within(cch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap()
+    .name()
+    .to_string();
+    let mut replies = within(cch.basic_consume(
+        reply_queue.as_str().into(),
+        "client".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let before = committed(&cluster, leader);
+    let started = Instant::now();
+    for i in 0..CALLS as u64 {
+        let id = format!("call-{i}");
+        let props = BasicProperties::default()
+            .with_reply_to(ShortString::from(reply_queue.clone()))
+            .with_correlation_id(ShortString::from(id.clone()));
+        let confirm = within(cch.basic_publish(
+            "".into(),
+            "rpc_queue".into(),
+            BasicPublishOptions::default(),
+            i.to_string().as_bytes(),
+            props,
+        ))
+        .await
+        .unwrap();
+        assert!(
+            within(confirm).await.unwrap().is_ack(),
+            "request {i} confirmed"
+        );
+        let reply = within(replies.next()).await.expect("a reply").unwrap();
+        assert_eq!(
+            reply
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str()),
+            Some(id.as_str())
+        );
+        assert_eq!(String::from_utf8_lossy(&reply.data), (i * i).to_string());
+    }
+    let elapsed = started.elapsed();
+    let entries = committed(&cluster, leader) - before;
+    eprintln!(
+        "{CALLS} calls from node {a} to node {b} in {elapsed:?} ({:.2} ms each); {entries} log entries",
+        elapsed.as_secs_f64() * 1000.0 / CALLS as f64
+    );
+    assert!(
+        entries < 10,
+        "{CALLS} requests and replies between homes added {entries} log entries"
+    );
+
+    // Pub/sub: a fanout exchange, one exclusive subscriber queue on each node, the publisher on
+    // follower a: every subscriber gets every message, in order.
+    let publisher = confirm_channel(&client).await;
+    within(publisher.exchange_declare(
+        "logs".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let mut subscribers = Vec::new();
+    for node in [leader, a, b] {
+        let conn = connect(&cluster, node).await;
+        let ch = within(conn.create_channel()).await.unwrap();
+        let q = within(ch.queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await
+        .unwrap()
+        .name()
+        .to_string();
+        within(ch.queue_bind(
+            q.as_str().into(),
+            "logs".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        .unwrap();
+        let consumer = within(ch.basic_consume(
+            q.as_str().into(),
+            "sub".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await
+        .unwrap();
+        subscribers.push((node, conn, consumer));
+    }
+    let mut confirms = Vec::new();
+    for i in 0..50 {
+        confirms.push(
+            within(publisher.basic_publish(
+                "logs".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                format!("log-{i}").as_bytes(),
+                BasicProperties::default(),
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(within(c).await.unwrap().is_ack());
+    }
+    for (node, _conn, consumer) in &mut subscribers {
+        for i in 0..50 {
+            let d = within(consumer.next()).await.expect("a log line").unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&d.data),
+                format!("log-{i}"),
+                "subscriber on node {node}"
+            );
+        }
+    }
+    within(server.close(200, "done".into())).await.unwrap();
+    let served = within(serving).await.unwrap();
+    assert_eq!(served, CALLS, "every request was served once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_home_that_dies_takes_its_transient_queues_and_tells_their_consumers_elsewhere() {
+    let mut cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let (leader, a, b) = roles(&cluster);
+    // "jobs" is declared by a client of follower b: b is its home.
+    let owner = connect(&cluster, b).await;
+    let och = within(owner.create_channel()).await.unwrap();
+    within(och.queue_declare(
+        "jobs".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    // A consumer on the leader, and a publisher with confirms on follower a.
+    let consumer_conn = connect(&cluster, leader).await;
+    let cch = within(consumer_conn.create_channel()).await.unwrap();
+    let mut jobs = within(cch.basic_consume(
+        "jobs".into(),
+        "worker".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let publisher = connect(&cluster, a).await;
+    let pch = confirm_channel(&publisher).await;
+    let publish = |body: &'static str| {
+        let pch = pch.clone();
+        async move {
+            within(pch.basic_publish(
+                "".into(),
+                "jobs".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            ))
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+        }
+    };
+    assert!(publish("first").await.is_ack());
+    let d = within(jobs.next()).await.expect("a job").unwrap();
+    assert_eq!(d.data, b"first");
+    d.ack(BasicAckOptions::default()).await.unwrap();
+
+    // The home dies: the consumer elsewhere is told its queue is gone (basic.cancel), and a
+    // publish to the queue is nacked, never confirmed with nobody holding it.
+    cluster.node_mut(b).kill9().expect("kill -9 the home");
+    let ended = tokio::time::timeout(Duration::from_secs(10), jobs.next()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "the consumer was cancelled: {ended:?}"
+    );
+    let outcome = publish("lost").await;
+    assert!(outcome.is_nack(), "published to a dead home: {outcome:?}");
+
+    // Until the leader notices, the queue's home is down (RabbitMQ's 404 for a queue whose node
+    // is down); then the leader removes the dead home's transient queues: the name is free
+    // again, and declared on a, it lives there.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut said_down = false;
+    loop {
+        let ch = within(publisher.create_channel()).await.unwrap();
+        match declare_passive(&ch, "jobs").await {
+            Err(e) if closed_with(&e).1 == "NOT_FOUND - no queue 'jobs' in vhost '/'" => break,
+            Err(e) if closed_with(&e).1.contains("is down or inaccessible") => {
+                said_down = true;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the dead home's queue is still declared: {:?}",
+                    other.map(|_| ())
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    assert!(
+        said_down,
+        "a use of the queue while its home was down said so"
+    );
+    let pch = confirm_channel(&publisher).await;
+    within(pch.queue_declare(
+        "jobs".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let confirm = within(pch.basic_publish(
+        "".into(),
+        "jobs".into(),
+        BasicPublishOptions::default(),
+        b"again",
+        BasicProperties::default(),
+    ))
+    .await
+    .unwrap();
+    assert!(within(confirm).await.unwrap().is_ack());
+    let got = within(pch.basic_get("jobs".into(), BasicGetOptions { no_ack: true }))
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(got.delivery.data, b"again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_home_restarted_drops_the_transient_queues_of_its_earlier_life() {
+    let mut cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let (leader, a, _) = roles(&cluster);
+    let conn = connect(&cluster, a).await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    within(ch.queue_declare(
+        "scratch".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    // kill -9 and start again at once (well before the leader would call it down): the node
+    // itself finds, in its replica of the log, a transient queue of its earlier life, and
+    // removes it, as RabbitMQ drops a node's transient queues when it restarts.
+    cluster
+        .node_mut(a)
+        .kill9_and_restart()
+        .expect("restart the home");
+    let elsewhere = connect(&cluster, leader).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ch = within(elsewhere.create_channel()).await.unwrap();
+        match declare_passive(&ch, "scratch").await {
+            Err(e) if closed_with(&e).1 == "NOT_FOUND - no queue 'scratch' in vhost '/'" => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the restarted home kept its old transient queue: {:?}",
+                    other.map(|q| q.message_count())
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
