@@ -803,3 +803,78 @@ async fn a_single_node_without_members_serves_the_api_too() {
         "the console page"
     );
 }
+
+/// A transient queue's numbers and consumers are its home node's: any node's API shows them,
+/// and names that node as the queue's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_queues_numbers_and_consumers_come_from_its_home_node() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let leader = cluster.leader().expect("a leader");
+    let home = (1..=3).find(|n| *n != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|n| *n != leader && *n != home)
+        .expect("a third node");
+    let queue = unique("tq");
+    let q_path = format!("/api/queues/%2F/{}", segment(&queue));
+    // A client of `home` declares a non-durable queue and publishes 7 messages to it.
+    let owner = connect_retrying(cluster.node(home).uri())
+        .await
+        .expect("connect");
+    let ch = confirm_channel(&owner).await;
+    within(ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("queue.declare");
+    for i in 0..7 {
+        publish(
+            &ch,
+            "",
+            &queue,
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    // A client of the leader consumes two of them (prefetch 2), through a home session there.
+    let worker = connect_retrying(cluster.node(leader).uri())
+        .await
+        .expect("connect");
+    let wch = confirm_channel(&worker).await;
+    within(wch.basic_qos(2, BasicQosOptions::default()))
+        .await
+        .expect("basic.qos");
+    let _consumer = consume(&wch, &queue, "remote", BasicConsumeOptions::default()).await;
+
+    let api = guest_api(cluster.node(other));
+    let q = wait_for_json(&api, &q_path, WAIT, |q| q["messages_unacknowledged"] == 2)
+        .await
+        .expect("two deliveries unacked on the home");
+    assert_eq!(q["messages"], 7, "{q}");
+    assert_eq!(q["messages_ready"], 5);
+    assert_eq!(q["consumers"], 1);
+    assert_eq!(q["durable"], false);
+    assert_eq!(q["node"], format!("warren@node{home}"));
+    let consumers = api.get("/api/consumers").await.expect("consumers");
+    let k = consumers
+        .as_array()
+        .and_then(|a| a.iter().find(|k| k["consumer_tag"] == "remote"))
+        .expect("the consumer is listed");
+    assert_eq!(k["queue"]["name"], queue.as_str());
+    assert_eq!(
+        k["channel_details"]["node"],
+        format!("warren@node{leader}"),
+        "{k}"
+    );
+    let channels = api.get("/api/channels").await.expect("channels");
+    assert!(
+        channels.as_array().is_some_and(|a| a
+            .iter()
+            .any(|c| c["node"] == format!("warren@node{leader}")
+                && c["consumer_count"] == 1
+                && c["messages_unacknowledged"] == 2)),
+        "the worker's channel counts its consumer and deliveries: {channels}"
+    );
+}

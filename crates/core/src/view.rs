@@ -22,6 +22,11 @@ pub struct BrokerView {
     pub consumers: Vec<ConsumerView>,
     pub users: Vec<UserView>,
     pub permissions: Vec<PermissionView>,
+    /// The channels of this broker's home sessions, under their client connection's id: what
+    /// the client's channels do on the local queues homed here (consumers, unacked deliveries).
+    /// A cluster's view adds them to the leader's channels (see `warren_server::management`).
+    #[serde(default)]
+    pub home_channels: Vec<ChannelView>,
 }
 
 /// An AMQP field value in a form any encoder can write (arguments, client properties).
@@ -126,6 +131,10 @@ pub struct QueueView {
     pub counters: QueueCounters,
     /// Messages enqueued here per exchange they were published to (the flow along bindings).
     pub published_from: Vec<(String, u64)>,
+    /// A local queue's home node, whose broker holds its messages and consumers (and knows its
+    /// numbers); `None` for a replicated queue.
+    #[serde(default)]
+    pub home: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -93,10 +93,22 @@ pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Valu
     obj.insert("arguments".into(), args(&q.arguments));
     obj.insert("type".into(), "classic".into());
     obj.insert("state".into(), "running".into());
-    obj.insert("node".into(), cluster.leader_name());
-    obj.insert("leader".into(), cluster.leader_name());
-    obj.insert("members".into(), cluster.member_names());
-    obj.insert("online".into(), cluster.member_names());
+    match q.home {
+        // A transient queue lives on its home node alone, as a RabbitMQ classic queue does.
+        Some(home) if home != 0 => {
+            let home = Value::from(node_name(home));
+            obj.insert("node".into(), home.clone());
+            obj.insert("leader".into(), home.clone());
+            obj.insert("members".into(), Value::from(vec![home.clone()]));
+            obj.insert("online".into(), Value::from(vec![home]));
+        }
+        _ => {
+            obj.insert("node".into(), cluster.leader_name());
+            obj.insert("leader".into(), cluster.leader_name());
+            obj.insert("members".into(), cluster.member_names());
+            obj.insert("online".into(), cluster.member_names());
+        }
+    }
     obj.insert("policy".into(), Value::Null);
     obj.insert("consumers".into(), q.consumers.into());
     stat(&mut obj, "messages", messages, r("messages"));

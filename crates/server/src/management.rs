@@ -1,7 +1,13 @@
 //! The management gRPC service (`proto/warren/management.proto`) and its in-process twin: the
-//! deciding broker's read-only view, and closing a client connection. A node that does not lead
-//! asks the leader; while no leader is known it answers from its own broker, whose replicated
-//! state (vhosts, exchanges, bindings, queues, users) is complete but which has no connections.
+//! cluster's read-only view, and closing a client connection. A node that does not lead asks
+//! the leader; while no leader is known it answers from its own broker, whose replicated state
+//! (vhosts, exchanges, bindings, queues, users) is complete but which has no connections.
+//!
+//! The leader's view has the connections, channels and replicated queues; the numbers and
+//! consumers of a transient queue are its home node's (see `docs/architecture.md`), so each
+//! node's own view is asked for too and merged in ([`merge_homes`]).
+
+use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Response, Status};
@@ -32,8 +38,10 @@ pub struct ManagementService {
     broker: mpsc::Sender<ToBroker>,
     route: watch::Receiver<Route>,
     node_id: u64,
-    /// The last leader's client (its gRPC address and a channel to it), reused across calls.
-    leader: std::sync::Arc<std::sync::Mutex<Option<(String, LeaderClient)>>>,
+    /// Clients of the other nodes' services by gRPC address, reused across calls.
+    clients: std::sync::Arc<std::sync::Mutex<BTreeMap<String, LeaderClient>>>,
+    /// The members' gRPC addresses, by node id.
+    members: watch::Receiver<BTreeMap<u64, String>>,
 }
 
 type LeaderClient = ManagementClient<tonic::transport::Channel>;
@@ -44,7 +52,8 @@ impl ManagementService {
             broker: broker.tx.clone(),
             route,
             node_id,
-            leader: Default::default(),
+            clients: Default::default(),
+            members: broker.links.addresses(),
         }
     }
 
@@ -53,22 +62,58 @@ impl ManagementService {
         ManagementServer::new(self)
     }
 
-    /// A client of the leader's service at `grpc_addr`: the cached one if it is for that address.
+    /// A client of the service at `grpc_addr` (cached).
     async fn leader(&self, grpc_addr: &str) -> Result<LeaderClient, Status> {
-        if let Ok(cached) = self.leader.lock() {
-            if let Some((addr, client)) = cached.as_ref() {
-                if addr == grpc_addr {
-                    return Ok(client.clone());
-                }
+        if let Ok(cached) = self.clients.lock() {
+            if let Some(client) = cached.get(grpc_addr) {
+                return Ok(client.clone());
             }
         }
         let client = ManagementClient::connect(format!("http://{grpc_addr}"))
             .await
-            .map_err(|e| Status::unavailable(format!("cannot reach the leader: {e}")))?;
-        if let Ok(mut cached) = self.leader.lock() {
-            *cached = Some((grpc_addr.to_owned(), client.clone()));
+            .map_err(|e| Status::unavailable(format!("cannot reach {grpc_addr}: {e}")))?;
+        if let Ok(mut cached) = self.clients.lock() {
+            cached.insert(grpc_addr.to_owned(), client.clone());
         }
         Ok(client)
+    }
+
+    /// Node `grpc_addr`'s own view (its transient queues' numbers and consumers).
+    async fn node_view(&self, grpc_addr: &str) -> Result<BrokerView, Status> {
+        let reply = self
+            .leader(grpc_addr)
+            .await?
+            .view(ViewRequest {
+                group_id: METADATA_GROUP,
+                local: true,
+            })
+            .await?
+            .into_inner();
+        serde_json::from_slice(&reply.view_json)
+            .map_err(|e| Status::internal(format!("bad view from {grpc_addr}: {e}")))
+    }
+
+    /// Merges into `view` (the leader's) the other nodes' views of the transient queues homed
+    /// on them; a node that does not answer leaves its queues as the leader sees them.
+    async fn with_homes(&self, mut view: BrokerView, leader: u64) -> BrokerView {
+        let members = self.members.borrow().clone();
+        let mut homes = Vec::new();
+        for (&node, addr) in &members {
+            if node == leader || addr.is_empty() {
+                continue;
+            }
+            let answer = if node == self.node_id {
+                self.local_view().await
+            } else {
+                self.node_view(addr).await
+            };
+            match answer {
+                Ok(v) => homes.push((node, v)),
+                Err(e) => tracing::debug!(node, error = %e, "no view of a home node"),
+            }
+        }
+        merge_homes(&mut view, leader, homes);
+        view
     }
 
     async fn local_view(&self) -> Result<BrokerView, Status> {
@@ -85,24 +130,30 @@ impl ManagementService {
     pub async fn view(&self) -> Result<(BrokerView, ViewSource), Status> {
         let route = self.route.borrow().clone();
         match route {
-            Route::Local => Ok((
-                self.local_view().await?,
-                ViewSource::Leader {
-                    node_id: self.node_id,
-                },
-            )),
+            Route::Local => {
+                let view = self.local_view().await?;
+                let view = self.with_homes(view, self.node_id).await;
+                Ok((
+                    view,
+                    ViewSource::Leader {
+                        node_id: self.node_id,
+                    },
+                ))
+            }
             Route::Unknown => Ok((self.local_view().await?, ViewSource::Local)),
-            Route::Remote { grpc_addr, .. } => {
+            Route::Remote { grpc_addr, node } => {
                 let reply = self
                     .leader(&grpc_addr)
                     .await?
                     .view(ViewRequest {
                         group_id: METADATA_GROUP,
+                        local: false,
                     })
                     .await?
                     .into_inner();
                 let view = serde_json::from_slice(&reply.view_json)
                     .map_err(|e| Status::internal(format!("bad view from the leader: {e}")))?;
+                let view = self.with_homes(view, node).await;
                 Ok((
                     view,
                     ViewSource::Leader {
@@ -156,9 +207,10 @@ impl ManagementService {
 
 #[tonic::async_trait]
 impl Management for ManagementService {
-    async fn view(&self, _request: Request<ViewRequest>) -> Result<Response<ViewReply>, Status> {
-        // Only the leader answers for the cluster: a follower's answer would lack connections.
-        if *self.route.borrow() != Route::Local {
+    async fn view(&self, request: Request<ViewRequest>) -> Result<Response<ViewReply>, Status> {
+        // Only the leader answers for the cluster (a follower's answer would lack connections),
+        // unless the node's own view is asked for.
+        if !request.into_inner().local && *self.route.borrow() != Route::Local {
             return Err(Status::failed_precondition("this node does not lead"));
         }
         let view = self.local_view().await?;
@@ -181,4 +233,62 @@ impl Management for ManagementService {
         let closed = ManagementService::close_connection(self, r.conn, &r.reason).await?;
         Ok(Response::new(CloseConnectionReply { closed }))
     }
+}
+
+/// Puts into the leader's `view` what the views of `homes` (by node) say of the transient queues
+/// homed on each: their numbers, their consumers, and the consumers and unacked deliveries of
+/// the client channels that use them.
+pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerView)>) {
+    for (node, home) in homes {
+        if node == leader {
+            continue;
+        }
+        let mine = |vhost: &str, name: &str| {
+            home.queues
+                .iter()
+                .any(|q| q.home == Some(node) && q.vhost == vhost && q.name == name)
+        };
+        for q in &mut view.queues {
+            if q.home != Some(node) {
+                continue;
+            }
+            if let Some(h) = home
+                .queues
+                .iter()
+                .find(|h| h.vhost == q.vhost && h.name == q.name)
+            {
+                *q = h.clone();
+            }
+        }
+        view.consumers.extend(
+            home.consumers
+                .iter()
+                .filter(|c| mine(&c.vhost, &c.queue))
+                .cloned(),
+        );
+        for hc in &home.home_channels {
+            if let Some(c) = view
+                .channels
+                .iter_mut()
+                .find(|c| c.conn == hc.conn && c.number == hc.number)
+            {
+                c.consumers += hc.consumers;
+                c.messages_unacknowledged += hc.messages_unacknowledged;
+            }
+        }
+    }
+    // The leader's own home sessions count too.
+    let own: Vec<_> = std::mem::take(&mut view.home_channels);
+    for hc in own {
+        if let Some(c) = view
+            .channels
+            .iter_mut()
+            .find(|c| c.conn == hc.conn && c.number == hc.number)
+        {
+            c.consumers += hc.consumers;
+            c.messages_unacknowledged += hc.messages_unacknowledged;
+        }
+    }
+    view.consumers
+        .sort_by(|a, b| (a.conn, a.channel, &a.tag).cmp(&(b.conn, b.channel, &b.tag)));
 }

@@ -88,13 +88,18 @@ impl Broker {
                     consumers: q.consumer_count(),
                     counters: q.counters,
                     published_from,
+                    home: (self.config.replicated && q.is_local()).then_some(q.home),
                 });
             }
         }
         let mut conns: Vec<_> = self.connections.iter().collect();
         conns.sort_by_key(|(id, _)| **id);
-        for (&conn, c) in conns {
+        for (&id, c) in conns {
             let user = c.user.clone().unwrap_or_default();
+            // A home session is part of its client's connection, listed by the leader: only
+            // its channels and consumers show, under the client's id.
+            let home_session = c.home_of.is_some();
+            let conn = c.home_of.unwrap_or(id);
             let name = c
                 .client_properties
                 .get(CONNECTION_NAME_PROPERTY)
@@ -102,18 +107,25 @@ impl Broker {
                 .map_or_else(|| conn.to_string(), str::to_owned);
             let mut client_properties = args(&c.client_properties);
             client_properties.retain(|(k, _)| k != CONNECTION_NAME_PROPERTY);
-            view.connections.push(ConnectionView {
-                conn,
-                name,
-                user: user.clone(),
-                vhost: c.vhost.as_ref().map(|v| v.to_string()),
-                channels: u32::try_from(c.channels.len()).unwrap_or(u32::MAX),
-                connected_at: c.connected_at,
-                client_properties,
-            });
+            if !home_session {
+                view.connections.push(ConnectionView {
+                    conn,
+                    name,
+                    user: user.clone(),
+                    vhost: c.vhost.as_ref().map(|v| v.to_string()),
+                    channels: u32::try_from(c.channels.len()).unwrap_or(u32::MAX),
+                    connected_at: c.connected_at,
+                    client_properties,
+                });
+            }
             let vhost = c.vhost.as_ref().map(|v| v.to_string()).unwrap_or_default();
             for (&number, ch) in &c.channels {
-                view.channels.push(ChannelView {
+                let channels = if home_session {
+                    &mut view.home_channels
+                } else {
+                    &mut view.channels
+                };
+                channels.push(ChannelView {
                     conn,
                     number,
                     user: user.clone(),
@@ -134,7 +146,7 @@ impl Broker {
                     let exclusive = q
                         .exclusive_consumer
                         .as_ref()
-                        .is_some_and(|e| e.conn == conn && e.channel == number && e.tag == k.tag);
+                        .is_some_and(|e| e.conn == id && e.channel == number && e.tag == k.tag);
                     view.consumers.push(ConsumerView {
                         conn,
                         channel: number,

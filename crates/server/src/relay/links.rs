@@ -81,6 +81,11 @@ impl Links {
         Links::new(0, watch::channel(BTreeMap::new()).1)
     }
 
+    /// The members' gRPC addresses, as they change.
+    pub(crate) fn addresses(&self) -> watch::Receiver<BTreeMap<u64, String>> {
+        self.inner.addresses.clone()
+    }
+
     /// The broker task the links report forwards' fates to.
     pub(crate) fn attach_broker(&self, broker: mpsc::Sender<ToBroker>) {
         let _ = self.inner.broker.set(broker);
