@@ -287,11 +287,13 @@ fn record_delivery(h: &History, slot: usize, get: bool, d: &lapin::message::Deli
 }
 
 /// Transient worker `w` (ids `w << 40 | seq`): the RPC pattern's private reply queue. On each
-/// connection it declares a server-named exclusive queue, consumes it (prefetch `PREFETCH`,
-/// manual acks) and publishes to it through the default exchange with confirms, at half the
-/// publishers' rate, ten confirms outstanding at most. The queue's messages are not replicated
-/// (a leader's death may take them: counted, not a violation); the queue goes with the
-/// connection, and the worker starts again with a new one on the next node.
+/// connection it declares a server-named exclusive queue (which lives on that connection's
+/// node), consumes it (prefetch `PREFETCH`, manual acks) and publishes to it through the default
+/// exchange with confirms, at half the publishers' rate, ten confirms outstanding at most: odd
+/// workers from a second connection on the next node (the message is forwarded from node to
+/// node, as an RPC server's reply is), even ones from the same connection. The queue's messages
+/// are not replicated (its node's death takes them: counted, not a violation); the queue goes
+/// with the connection, and the worker starts again with a new one on the next node.
 pub async fn transient(w: u64, home: usize, ctx: Ctx) {
     let mut seq = 0u64;
     let mut slot = home;
@@ -299,7 +301,16 @@ pub async fn transient(w: u64, home: usize, ctx: Ctx) {
         let Some(conn) = connect_or_move(&mut slot, &ctx).await else {
             continue;
         };
-        let _ = transient_on(&conn, w, slot, &mut seq, &ctx).await;
+        let elsewhere = if w % 2 == 1 {
+            connect(ctx.next_slot(slot)).await.ok()
+        } else {
+            None
+        };
+        let publisher = elsewhere.as_ref().unwrap_or(&conn);
+        let _ = transient_on(&conn, publisher, w, slot, &mut seq, &ctx).await;
+        if let Some(e) = elsewhere {
+            close(e).await;
+        }
         close(conn).await;
         slot = ctx.next_slot(slot);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -308,6 +319,7 @@ pub async fn transient(w: u64, home: usize, ctx: Ctx) {
 
 async fn transient_on(
     conn: &Connection,
+    publisher_conn: &Connection,
     w: u64,
     slot: usize,
     seq: &mut u64,
@@ -361,7 +373,7 @@ async fn transient_on(
             }
         })
     };
-    let publisher = within(5, conn.create_channel()).await?;
+    let publisher = within(5, publisher_conn.create_channel()).await?;
     within(5, publisher.confirm_select(ConfirmSelectOptions::default())).await?;
     let interval = Duration::from_micros(2_000_000 / u64::from(ctx.rate.max(1)));
     let mut in_flight: VecDeque<(u64, lapin::PublisherConfirm)> = VecDeque::new();
