@@ -164,6 +164,16 @@ impl Cluster {
         agreed.then_some(l)
     }
 
+    /// The committed log index node `i` reports in `warren status`.
+    pub fn committed(&self, i: usize) -> u64 {
+        let status = self.status(i).expect("warren status");
+        status
+            .split(", ")
+            .find_map(|part| part.strip_prefix("committed "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no committed index in: {status}"))
+    }
+
     /// Waits until a leader serves and every node up routes to it.
     pub fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
         let deadline = Instant::now() + timeout;

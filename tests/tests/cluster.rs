@@ -384,16 +384,6 @@ async fn a_follower_down_for_100_000_messages_catches_up_through_a_snapshot() {
     );
 }
 
-/// The committed log index node `i` reports in `warren status`.
-fn committed(cluster: &Cluster, i: usize) -> u64 {
-    let status = cluster.status(i).expect("warren status");
-    status
-        .split(", ")
-        .find_map(|part| part.strip_prefix("committed "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no committed index in: {status}"))
-}
-
 /// Issue 3, point 4: exclusive, auto-delete and non-durable queues live on the node of the
 /// connection that declared them, their home: their messages stay out of the Raft log (only
 /// their declaration is logged), and a leader's death does not touch them.
@@ -459,21 +449,21 @@ async fn transient_queues_live_on_their_home_out_of_the_log_and_a_leader_kill_do
             }
         }
     };
-    let before = committed(&cluster, leader);
+    let before = cluster.committed(leader);
     for queue in [exclusive.as_str(), "t-plain"] {
         publish_n(queue.to_owned(), true).await;
     }
     // Acks of transient messages are not logged either.
     let got = take_all(&ch, "t-plain").await;
     assert_eq!(got.len(), N);
-    let transient_entries = committed(&cluster, leader) - before;
+    let transient_entries = cluster.committed(leader) - before;
     assert!(
         transient_entries < 10,
         "{} transient publishes and {N} gets added {transient_entries} log entries",
         2 * N
     );
     publish_n("t-durable".to_owned(), true).await;
-    let durable_entries = committed(&cluster, leader) - before - transient_entries;
+    let durable_entries = cluster.committed(leader) - before - transient_entries;
     assert!(
         durable_entries >= N as u64,
         "{N} durable publishes added only {durable_entries} log entries"

@@ -8,18 +8,8 @@ use futures_lite::StreamExt;
 use warren_tests::cluster::{connect_retrying, Cluster};
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::{FieldTable, ShortString};
-use warren_tests::lapin::{BasicProperties, Channel, Connection, ExchangeKind};
-use warren_tests::{closed_with, declare_passive, within};
-
-/// The committed log index node `i` reports in `warren status`.
-fn committed(cluster: &Cluster, i: usize) -> u64 {
-    let status = cluster.status(i).expect("warren status");
-    status
-        .split(", ")
-        .find_map(|part| part.strip_prefix("committed "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no committed index in: {status}"))
-}
+use warren_tests::lapin::{BasicProperties, Connection, ExchangeKind};
+use warren_tests::{closed_with, confirm_channel, consume, declare_passive, declare_queue, within};
 
 async fn connect(cluster: &Cluster, i: usize) -> Connection {
     connect_retrying(cluster.node(i).uri())
@@ -27,12 +17,26 @@ async fn connect(cluster: &Cluster, i: usize) -> Connection {
         .expect("connected")
 }
 
-async fn confirm_channel(conn: &Connection) -> Channel {
-    let ch = within(conn.create_channel()).await.unwrap();
-    within(ch.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .unwrap();
-    ch
+/// Waits (up to `timeout`) until a passive declare of `queue` through `conn` says it does not
+/// exist; returns whether meanwhile one said its home node was down.
+async fn wait_until_gone(conn: &Connection, queue: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let gone = format!("NOT_FOUND - no queue '{queue}' in vhost '/'");
+    let mut said_down = false;
+    loop {
+        let ch = within(conn.create_channel()).await.unwrap();
+        match declare_passive(&ch, queue).await {
+            Err(e) if closed_with(&e).1 == gone => return said_down,
+            Err(e) if closed_with(&e).1.contains("is down or inaccessible") => said_down = true,
+            other => assert!(
+                Instant::now() < deadline,
+                "{queue} is still declared: {:?}",
+                other.map(|q| q.message_count())
+            ),
+        }
+        assert!(Instant::now() < deadline, "{queue} is still declared");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// The three nodes in the order (leader, follower, other follower).
@@ -53,24 +57,11 @@ async fn rpc_and_pub_sub_between_nodes_go_from_home_to_home_without_the_log() {
     // The RPC server on follower b: a non-durable request queue, homed on b.
     let server = connect(&cluster, b).await;
     let sch = within(server.create_channel()).await.unwrap();
-    within(sch.queue_declare(
-        "rpc_queue".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    declare_queue(&sch, "rpc_queue", QueueDeclareOptions::default()).await;
     within(sch.basic_qos(1, BasicQosOptions::default()))
         .await
         .unwrap();
-    let mut requests = within(sch.basic_consume(
-        "rpc_queue".into(),
-        "server".into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    let mut requests = consume(&sch, "rpc_queue", "server", BasicConsumeOptions::default()).await;
     let serving = tokio::spawn(async move {
         let mut served = 0;
         while let Some(Ok(d)) = requests.next().await {
@@ -123,7 +114,7 @@ async fn rpc_and_pub_sub_between_nodes_go_from_home_to_home_without_the_log() {
     ))
     .await
     .unwrap();
-    let before = committed(&cluster, leader);
+    let before = cluster.committed(leader);
     let started = Instant::now();
     for i in 0..CALLS as u64 {
         let id = format!("call-{i}");
@@ -155,7 +146,7 @@ async fn rpc_and_pub_sub_between_nodes_go_from_home_to_home_without_the_log() {
         assert_eq!(String::from_utf8_lossy(&reply.data), (i * i).to_string());
     }
     let elapsed = started.elapsed();
-    let entries = committed(&cluster, leader) - before;
+    let entries = cluster.committed(leader) - before;
     eprintln!(
         "{CALLS} calls from node {a} to node {b} in {elapsed:?} ({:.2} ms each); {entries} log entries",
         elapsed.as_secs_f64() * 1000.0 / CALLS as f64
@@ -253,24 +244,11 @@ async fn a_home_that_dies_takes_its_transient_queues_and_tells_their_consumers_e
     // "jobs" is declared by a client of follower b: b is its home.
     let owner = connect(&cluster, b).await;
     let och = within(owner.create_channel()).await.unwrap();
-    within(och.queue_declare(
-        "jobs".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    declare_queue(&och, "jobs", QueueDeclareOptions::default()).await;
     // A consumer on the leader, and a publisher with confirms on follower a.
     let consumer_conn = connect(&cluster, leader).await;
     let cch = within(consumer_conn.create_channel()).await.unwrap();
-    let mut jobs = within(cch.basic_consume(
-        "jobs".into(),
-        "worker".into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    let mut jobs = consume(&cch, "jobs", "worker", BasicConsumeOptions::default()).await;
     let publisher = connect(&cluster, a).await;
     let pch = confirm_channel(&publisher).await;
     let publish = |body: &'static str| {
@@ -308,38 +286,13 @@ async fn a_home_that_dies_takes_its_transient_queues_and_tells_their_consumers_e
     // Until the leader notices, the queue's home is down (RabbitMQ's 404 for a queue whose node
     // is down); then the leader removes the dead home's transient queues: the name is free
     // again, and declared on a, it lives there.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut said_down = false;
-    loop {
-        let ch = within(publisher.create_channel()).await.unwrap();
-        match declare_passive(&ch, "jobs").await {
-            Err(e) if closed_with(&e).1 == "NOT_FOUND - no queue 'jobs' in vhost '/'" => break,
-            Err(e) if closed_with(&e).1.contains("is down or inaccessible") => {
-                said_down = true;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the dead home's queue is still declared: {:?}",
-                    other.map(|_| ())
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
+    let said_down = wait_until_gone(&publisher, "jobs", Duration::from_secs(40)).await;
     assert!(
         said_down,
         "a use of the queue while its home was down said so"
     );
     let pch = confirm_channel(&publisher).await;
-    within(pch.queue_declare(
-        "jobs".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    declare_queue(&pch, "jobs", QueueDeclareOptions::default()).await;
     let confirm = within(pch.basic_publish(
         "".into(),
         "jobs".into(),
@@ -363,13 +316,7 @@ async fn a_home_restarted_drops_the_transient_queues_of_its_earlier_life() {
     let (leader, a, _) = roles(&cluster);
     let conn = connect(&cluster, a).await;
     let ch = within(conn.create_channel()).await.unwrap();
-    within(ch.queue_declare(
-        "scratch".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap();
+    declare_queue(&ch, "scratch", QueueDeclareOptions::default()).await;
     // kill -9 and start again at once (well before the leader would call it down): the node
     // itself finds, in its replica of the log, a transient queue of its earlier life, and
     // removes it, as RabbitMQ drops a node's transient queues when it restarts.
@@ -378,19 +325,5 @@ async fn a_home_restarted_drops_the_transient_queues_of_its_earlier_life() {
         .kill9_and_restart()
         .expect("restart the home");
     let elsewhere = connect(&cluster, leader).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ch = within(elsewhere.create_channel()).await.unwrap();
-        match declare_passive(&ch, "scratch").await {
-            Err(e) if closed_with(&e).1 == "NOT_FOUND - no queue 'scratch' in vhost '/'" => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the restarted home kept its old transient queue: {:?}",
-                    other.map(|q| q.message_count())
-                );
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
+    wait_until_gone(&elsewhere, "scratch", Duration::from_secs(20)).await;
 }

@@ -31,9 +31,14 @@ use crate::{ChannelId, ConnId, Millis};
 /// named by its latest `x-death` entry unless that death was a rejection.
 ///
 /// 5: a local queue has a home, the node of the connection that declared it (the top bits of
-/// the declaring command's origin connection id), which keeps a copy of its messages outside
-/// the log (see `crate::MirrorChange`); snapshots carry the home (format 5).
-pub const STATE_MACHINE_VERSION: u32 = 5;
+/// the declaring command's origin connection id); snapshots carry the home (format 5).
+///
+/// 6: a local queue is decided by its home's broker alone (see `broker/home.rs`): a logged
+/// publish never enqueues into a local queue (the broker that routed the client's publish
+/// served those), a dead-lettering applied from the log enqueues into the local queues homed
+/// on the applying node, and a queue remembers the connection that declared it (snapshot
+/// format 6) so that a restarted home removes the transient queues of its earlier life.
+pub const STATE_MACHINE_VERSION: u32 = 6;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.

@@ -78,19 +78,21 @@ impl ManagementService {
         Ok(client)
     }
 
-    /// Node `grpc_addr`'s own view (its transient queues' numbers and consumers).
-    async fn node_view(&self, grpc_addr: &str) -> Result<BrokerView, Status> {
+    /// The view of the node at `grpc_addr` and its id: the cluster's from the leader, or with
+    /// `local` the node's own (its transient queues' numbers and consumers).
+    async fn remote_view(&self, grpc_addr: &str, local: bool) -> Result<(BrokerView, u64), Status> {
         let reply = self
             .leader(grpc_addr)
             .await?
             .view(ViewRequest {
                 group_id: METADATA_GROUP,
-                local: true,
+                local,
             })
             .await?
             .into_inner();
-        serde_json::from_slice(&reply.view_json)
-            .map_err(|e| Status::internal(format!("bad view from {grpc_addr}: {e}")))
+        let view = serde_json::from_slice(&reply.view_json)
+            .map_err(|e| Status::internal(format!("bad view from {grpc_addr}: {e}")))?;
+        Ok((view, reply.node_id))
     }
 
     /// Merges into `view` (the leader's) the other nodes' views of the transient queues homed
@@ -105,7 +107,7 @@ impl ManagementService {
             let answer = if node == self.node_id {
                 self.local_view().await
             } else {
-                self.node_view(addr).await
+                self.remote_view(addr, true).await.map(|(v, _)| v)
             };
             match answer {
                 Ok(v) => homes.push((node, v)),
@@ -142,24 +144,9 @@ impl ManagementService {
             }
             Route::Unknown => Ok((self.local_view().await?, ViewSource::Local)),
             Route::Remote { grpc_addr, node } => {
-                let reply = self
-                    .leader(&grpc_addr)
-                    .await?
-                    .view(ViewRequest {
-                        group_id: METADATA_GROUP,
-                        local: false,
-                    })
-                    .await?
-                    .into_inner();
-                let view = serde_json::from_slice(&reply.view_json)
-                    .map_err(|e| Status::internal(format!("bad view from the leader: {e}")))?;
+                let (view, node_id) = self.remote_view(&grpc_addr, false).await?;
                 let view = self.with_homes(view, node).await;
-                Ok((
-                    view,
-                    ViewSource::Leader {
-                        node_id: reply.node_id,
-                    },
-                ))
+                Ok((view, ViewSource::Leader { node_id }))
             }
         }
     }

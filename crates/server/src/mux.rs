@@ -18,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use warren_core::{AmqpError, ChannelId, ConnId, Effect, Input};
+
+use crate::relay::image::{expects_reply, is_reply};
 use warren_wire::{
     BasicAck, BasicCancel, BasicConsume, BasicNack, BasicQos, ChannelClose, ChannelOpen,
     ConfirmSelect, FieldTable, FieldValue, Method, ShortStr, TxCommit, TxSelect,
@@ -116,8 +118,6 @@ struct Chan {
     next_leader_seq: u64,
     leader_seqs: BTreeMap<u64, u64>,
     confirms: BTreeMap<u64, Confirm>,
-    /// The client closed the channel: it goes when the leader's close-ok does.
-    closing: bool,
     /// Tags acked or rejected in the open transaction: forgotten at its commit.
     tx_settled: Vec<u64>,
 }
@@ -512,9 +512,6 @@ impl Mux {
         }
         match method {
             Method::ChannelClose(_) => {
-                if let Some(c) = self.channels.get_mut(&ch) {
-                    c.closing = true;
-                }
                 // The own home first: what it routed goes to the leader before the leader's
                 // channel closes (see `answer`).
                 let own = Sub::Home(self.node);
@@ -655,7 +652,7 @@ impl Mux {
             Method::BasicReject(m) => self.settle(ch, m.delivery_tag, false, Some(m.requeue)),
             // Exchanges, bindings, access.request and anything else: the leader's broker.
             other => {
-                if is_synchronous(&other) && !nowait(&other) {
+                if expects_reply(&other) {
                     self.request(ch, Sub::Leader, other, true);
                 } else {
                     self.send_method(ch, Sub::Leader, other);
@@ -1363,8 +1360,6 @@ impl Mux {
                     .iter()
                     .any(|r| r.sub == sub && r.reply.is_none() && r.answer);
                 c.requests.retain(|r| r.sub != sub || r.reply.is_some());
-                // A publish whose own-home part can no longer be confirmed is nacked: the own
-                // home is this node, never lost; nothing to do for others.
             }
             if notify {
                 for consumer_tag in cancels {
@@ -1470,35 +1465,6 @@ fn channel_of(e: &Effect) -> Option<ChannelId> {
     }
 }
 
-/// Whether a method a broker sends is the reply to a client's synchronous request.
-fn is_reply(m: &Method) -> bool {
-    matches!(
-        m,
-        Method::ChannelOpenOk(_)
-            | Method::ChannelCloseOk(_)
-            | Method::ChannelFlowOk(_)
-            | Method::AccessRequestOk(_)
-            | Method::ExchangeDeclareOk(_)
-            | Method::ExchangeDeleteOk(_)
-            | Method::ExchangeBindOk(_)
-            | Method::ExchangeUnbindOk(_)
-            | Method::QueueDeclareOk(_)
-            | Method::QueueBindOk(_)
-            | Method::QueuePurgeOk(_)
-            | Method::QueueDeleteOk(_)
-            | Method::QueueUnbindOk(_)
-            | Method::BasicQosOk(_)
-            | Method::BasicConsumeOk(_)
-            | Method::BasicCancelOk(_)
-            | Method::BasicGetEmpty(_)
-            | Method::BasicRecoverOk(_)
-            | Method::TxSelectOk(_)
-            | Method::TxCommitOk(_)
-            | Method::TxRollbackOk(_)
-            | Method::ConfirmSelectOk(_)
-    )
-}
-
 /// Whether an effect is a reply (the client has seen the state it was sent from).
 fn is_reply_effect(e: &Effect) -> bool {
     match e {
@@ -1526,32 +1492,6 @@ fn needs_sync(input: &Input) -> bool {
                 | Method::ChannelFlowOk(_)
         ),
         Input::ConnectionClosed { .. } => true,
-        _ => false,
-    }
-}
-
-/// Whether a client method expects a reply (given its `nowait`).
-fn is_synchronous(m: &Method) -> bool {
-    matches!(
-        m,
-        Method::AccessRequest(_)
-            | Method::ExchangeDeclare(_)
-            | Method::ExchangeDelete(_)
-            | Method::ExchangeBind(_)
-            | Method::ExchangeUnbind(_)
-            | Method::QueueBind(_)
-            | Method::QueueUnbind(_)
-    )
-}
-
-/// A synchronous method sent with `nowait` (no reply will come).
-fn nowait(m: &Method) -> bool {
-    match m {
-        Method::ExchangeDeclare(m) => m.nowait,
-        Method::ExchangeDelete(m) => m.nowait,
-        Method::ExchangeBind(m) => m.nowait,
-        Method::ExchangeUnbind(m) => m.nowait,
-        Method::QueueBind(m) => m.nowait,
         _ => false,
     }
 }

@@ -118,7 +118,7 @@ impl Replay {
 }
 
 /// A client method that the broker answers (a synchronous request without `nowait`).
-fn expects_reply(m: &Method) -> bool {
+pub(crate) fn expects_reply(m: &Method) -> bool {
     match m {
         Method::ChannelOpen(_)
         | Method::ChannelFlow(_)
@@ -147,7 +147,7 @@ fn expects_reply(m: &Method) -> bool {
 }
 
 /// A broker method that answers a client request.
-fn is_reply(m: &Method) -> bool {
+pub(crate) fn is_reply(m: &Method) -> bool {
     matches!(
         m,
         Method::ChannelOpenOk(_)
