@@ -336,23 +336,33 @@ impl Mux {
         dir: &dyn Directory,
         alloc: &mut dyn FnMut() -> ConnId,
     ) {
-        if self.syncing.is_some() {
+        // Behind inputs already waiting, in order.
+        if self.syncing.is_some() || !self.held.is_empty() {
             self.held.push_back(input);
             return;
         }
-        if self.unsynced && needs_sync(&input) {
-            // A request (or the end) after publishes: the own home must have handed their
-            // replicated part to the leader first, so the request sees them.
-            if let Some(own) = self.home_conn(self.node) {
-                self.next_token += 1;
-                let token = self.next_token;
-                self.syncing = Some(token);
-                self.held.push_back(input);
-                self.emit(Sub::Home(self.node), Input::Sync { conn: own, token });
-                return;
-            }
+        if self.start_sync(&input) {
+            self.held.push_back(input);
+            return;
         }
         self.dispatch(input, dir, alloc);
+    }
+
+    /// A request (or the end) after publishes: the own home must have handed their replicated
+    /// part to the leader first, so that the request sees them. Starts a sync of the own home
+    /// if `input` must wait for one (the caller holds it).
+    fn start_sync(&mut self, input: &Input) -> bool {
+        if !self.unsynced || !needs_sync(input) {
+            return false;
+        }
+        let Some(own) = self.home_conn(self.node) else {
+            return false;
+        };
+        self.next_token += 1;
+        let token = self.next_token;
+        self.syncing = Some(token);
+        self.emit(Sub::Home(self.node), Input::Sync { conn: own, token });
+        true
     }
 
     /// Whether client inputs wait for a sync of the own home.
@@ -366,7 +376,11 @@ impl Mux {
             let Some(input) = self.held.pop_front() else {
                 return;
             };
-            self.client_input(input, dir, alloc);
+            if self.start_sync(&input) {
+                self.held.push_front(input);
+                return;
+            }
+            self.dispatch(input, dir, alloc);
         }
     }
 
@@ -1025,8 +1039,9 @@ impl Mux {
     }
 
     /// An effect that is not a reply: it follows the replies of its session it came after.
+    /// A delivery gets the client's delivery tag when it is handed to the client, so that the
+    /// client sees its tags grow.
     fn unsolicited(&mut self, ch: ChannelId, sub: Sub, effect: Effect) {
-        let effect = self.give_tag(ch, sub, effect);
         let Some(c) = self.channels.get_mut(&ch) else {
             if ch == 0 {
                 self.out.push(Out::Client(effect));
@@ -1044,6 +1059,7 @@ impl Mux {
                 return;
             }
         }
+        let effect = self.give_tag(ch, sub, effect);
         self.out.push(Out::Client(effect));
     }
 
@@ -1056,14 +1072,15 @@ impl Mux {
             if c.requests.front().is_none_or(|r| r.reply.is_none()) {
                 return;
             }
-            let Some(r) = c.requests.pop_front() else {
+            let Some(mut r) = c.requests.pop_front() else {
                 return;
             };
-            let mut effects = r.reply.clone().unwrap_or_default().into_iter();
+            let mut effects = r.reply.take().unwrap_or_default().into_iter();
             if let Some(reply) = effects.next() {
                 self.answer(ch, &r, reply);
             }
             for e in effects {
+                let e = self.give_tag(ch, r.sub, e);
                 self.out.push(Out::Client(e));
             }
         }
@@ -1084,6 +1101,7 @@ impl Mux {
                 self.out.push(Out::Client(reply));
             }
             for e in effects {
+                let e = self.give_tag(ch, r.sub, e);
                 self.out.push(Out::Client(e));
             }
         }

@@ -748,3 +748,90 @@ fn a_reply_after_which_the_client_saw_the_log_puts_a_barrier_before_the_next_inp
     t.mux.observe_index(50, &[send(CLIENT, 1, ack(1))]);
     assert_eq!(t.mux.seen(), 42);
 }
+
+#[test]
+fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_next_sync() {
+    let mut t = T::open();
+    let passive = |q: &str| {
+        Method::QueueDeclare(QueueDeclare {
+            queue: q.into(),
+            passive: true,
+            ..Default::default()
+        })
+    };
+    t.client(publish("a"));
+    let out = t.method(1, passive("d"));
+    assert!(matches!(
+        &out[..],
+        [Out::Input(Sub::Home(1), Input::Sync { token: 1, .. })]
+    ));
+    assert_eq!(t.client(publish("b")), vec![], "held behind the declare");
+    assert_eq!(t.method(1, passive("t")), vec![], "held too");
+    t.sub(
+        Sub::Home(1),
+        Effect::Synced {
+            conn: 1001,
+            token: 1,
+        },
+    );
+    let mut next = 2000;
+    let mut alloc = || {
+        next += 1;
+        next
+    };
+    t.mux.resume_held(&t.dir, &mut alloc);
+    let out = t.mux.take();
+    assert_eq!(out[0], input(Sub::Leader, CLIENT, passive("d")));
+    assert!(matches!(
+        &out[1],
+        Out::Input(Sub::Home(1), Input::Publish { .. })
+    ));
+    assert!(
+        matches!(
+            &out[2],
+            Out::Input(Sub::Home(1), Input::Sync { token: 2, .. })
+        ),
+        "the second declare follows a publish: another sync first: {out:?}"
+    );
+    assert_eq!(out.len(), 3);
+    assert!(t.mux.is_holding());
+}
+
+#[test]
+fn a_held_delivery_gets_its_tag_when_the_client_sees_it() {
+    let mut t = T::open();
+    t.method(1, consume("d", "cd"));
+    t.sub(Sub::Leader, send(CLIENT, 1, consume_ok("cd")));
+    let bind = Method::QueueBind(QueueBind {
+        queue: "d".into(),
+        exchange: "x".into(),
+        ..Default::default()
+    });
+    t.method(1, bind);
+    t.method(1, consume("u", "cu"));
+    for m in [Method::ChannelOpenOk(Default::default()), consume_ok("cu")] {
+        t.sub(Sub::Home(2), send(1002, 1, m));
+    }
+    assert_eq!(
+        t.sub(Sub::Home(2), deliver(1002, "cu", 1)),
+        vec![],
+        "held behind its consume-ok, itself behind the bind's reply"
+    );
+    assert_eq!(
+        t.sub(Sub::Leader, deliver(CLIENT, "cd", 7)),
+        vec![Out::Client(deliver(CLIENT, "cd", 1))],
+        "the leader's delivery goes first, with the first tag"
+    );
+    let out = t.sub(
+        Sub::Leader,
+        send(CLIENT, 1, Method::QueueBindOk(QueueBindOk {})),
+    );
+    assert_eq!(
+        out,
+        vec![
+            Out::Client(send(CLIENT, 1, Method::QueueBindOk(QueueBindOk {}))),
+            Out::Client(send(CLIENT, 1, consume_ok("cu"))),
+            Out::Client(deliver(CLIENT, "cu", 2)),
+        ]
+    );
+}
