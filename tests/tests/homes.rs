@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_lite::StreamExt;
 use warren_tests::cluster::{connect_retrying, Cluster};
 use warren_tests::lapin::options::*;
-use warren_tests::lapin::types::{FieldTable, ShortString};
+use warren_tests::lapin::types::{AMQPValue, FieldTable, ShortString};
 use warren_tests::lapin::{BasicProperties, Connection, ExchangeKind};
 use warren_tests::{closed_with, confirm_channel, consume, declare_passive, declare_queue, within};
 
@@ -326,4 +326,69 @@ async fn a_home_restarted_drops_the_transient_queues_of_its_earlier_life() {
         .expect("restart the home");
     let elsewhere = connect(&cluster, leader).await;
     wait_until_gone(&elsewhere, "scratch", Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_rejected_on_a_followers_transient_queue_is_dead_lettered_into_a_replicated_one()
+{
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let (leader, a, b) = roles(&cluster);
+    // The dead-letter queue is durable (replicated); "work" is non-durable, homed on a.
+    let conn = connect(&cluster, a).await;
+    let ch = confirm_channel(&conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    declare_queue(&ch, "work-failed", durable).await;
+    let mut args = FieldTable::default();
+    let text = |s: &str| AMQPValue::LongString(s.into());
+    args.insert("x-dead-letter-exchange".into(), text(""));
+    args.insert("x-dead-letter-routing-key".into(), text("work-failed"));
+    within(ch.queue_declare("work".into(), QueueDeclareOptions::default(), args))
+        .await
+        .unwrap();
+    let confirm = within(ch.basic_publish(
+        "".into(),
+        "work".into(),
+        BasicPublishOptions::default(),
+        b"poison",
+        BasicProperties::default(),
+    ))
+    .await
+    .unwrap();
+    assert!(within(confirm).await.unwrap().is_ack());
+    // A worker on b rejects it: the home (a, not the leader) dead-letters it through the log.
+    let worker = connect(&cluster, b).await;
+    let wch = within(worker.create_channel()).await.unwrap();
+    let got = within(wch.basic_get("work".into(), BasicGetOptions::default()))
+        .await
+        .unwrap()
+        .expect("the message");
+    within(got.delivery.reject(BasicRejectOptions { requeue: false }))
+        .await
+        .unwrap();
+    // Read back through the leader, from the replicated queue.
+    let reader = connect(&cluster, leader).await;
+    let rch = within(reader.create_channel()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        if let Some(m) =
+            within(rch.basic_get("work-failed".into(), BasicGetOptions { no_ack: true }))
+                .await
+                .unwrap()
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "nothing dead-lettered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead.delivery.data, b"poison");
+    let death = dead
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-first-death-queue").cloned());
+    assert_eq!(death, Some(AMQPValue::LongString("work".into())));
 }
