@@ -9,7 +9,9 @@ use warren_tests::cluster::{connect_retrying, Cluster};
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::{AMQPValue, FieldTable, ShortString};
 use warren_tests::lapin::{BasicProperties, Connection, ExchangeKind};
-use warren_tests::{closed_with, confirm_channel, consume, declare_passive, declare_queue, within};
+use warren_tests::{
+    closed_with, confirm_channel, consume, declare_passive, declare_queue, exclusive_queue, within,
+};
 
 async fn connect(cluster: &Cluster, i: usize) -> Connection {
     connect_retrying(cluster.node(i).uri())
@@ -91,18 +93,7 @@ async fn rpc_and_pub_sub_between_nodes_go_from_home_to_home_without_the_log() {
     // The client on follower a: its private reply queue is homed on a.
     let client = connect(&cluster, a).await;
     let cch = confirm_channel(&client).await;
-    let reply_queue = within(cch.queue_declare(
-        "".into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap()
-    .name()
-    .to_string();
+    let reply_queue = exclusive_queue(&cch).await;
     let mut replies = within(cch.basic_consume(
         reply_queue.as_str().into(),
         "client".into(),
@@ -171,18 +162,7 @@ async fn rpc_and_pub_sub_between_nodes_go_from_home_to_home_without_the_log() {
     for node in [leader, a, b] {
         let conn = connect(&cluster, node).await;
         let ch = within(conn.create_channel()).await.unwrap();
-        let q = within(ch.queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ))
-        .await
-        .unwrap()
-        .name()
-        .to_string();
+        let q = exclusive_queue(&ch).await;
         within(ch.queue_bind(
             q.as_str().into(),
             "logs".into(),

@@ -513,15 +513,7 @@ impl Mux {
         if !self.channels.contains_key(&ch) {
             // A method on a channel the mux already closed (racing our close): the leader's
             // broker answers as the spec says.
-            let conn = self.client;
-            self.emit(
-                Sub::Leader,
-                Input::Method {
-                    conn,
-                    channel: ch,
-                    method,
-                },
-            );
+            self.send_method(ch, Sub::Leader, method);
             return;
         }
         match method {
@@ -997,15 +989,7 @@ impl Mux {
             .min_by_key(|r| r.order);
         let Some(r) = pending else {
             // A nowait method: nothing waits for its answer.
-            let conn = self.client;
-            self.emit(
-                Sub::Leader,
-                Input::Method {
-                    conn,
-                    channel: ch,
-                    method,
-                },
-            );
+            self.send_method(ch, Sub::Leader, method);
             return;
         };
         r.sub = Sub::Leader;
