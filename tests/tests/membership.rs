@@ -172,10 +172,13 @@ async fn a_node_joins_under_traffic_and_a_follower_and_the_leader_leave_losing_n
         .expect("the publisher task")
         .expect("publishing");
 
-    // Both nodes left show the same membership: the two of them, both voters, one leading.
+    // Both nodes left show the same membership: the two of them, both voters, one leading,
+    // each with its incarnation recorded (a leader records its own within seconds: the first
+    // leader may have been removed before it recorded the others').
     for i in [publisher, four] {
         let status = wait_for_status(&cluster, i, Duration::from_secs(10), |s| {
-            members(s).len() == 2
+            let m = members(s);
+            m.len() == 2 && m.iter().all(|(_, _, inc)| inc != "unknown")
         })
         .await;
         let m = members(&status);
