@@ -1,6 +1,8 @@
 """The web console in headless Chromium, against a three-node cluster started with `cluster/local`
 on free loopback ports, while pika clients publish and consume through different nodes (the
-flow of the seed programs: a topic exchange, two queues, a consumer that acks).
+flow of the seed programs: a topic exchange, two queues, a consumer that acks). The console and
+the API are used over HTTPS (the nodes' certificates from `warren cert`, verified against the
+cluster's CA by Python; Chromium trusts exactly that server key).
 
 Checks that every page renders real data from the cluster (members and leader, queue depths,
 bindings, connections, users, publish and get) and that the live topology view draws the
@@ -9,10 +11,12 @@ traffic. Saves a screenshot of each page under docs/screenshots/ (or $SCREENSHOT
 
 Run by tests/browser/run.sh, which installs chromium, chromedriver and the Python packages.
 """
+import hashlib
 import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,11 +40,11 @@ TIMEOUT = 45
 
 
 def free_base():
-    """A base port B with B+1..B+3 free three times over (AMQP, gRPC, management), away from
-    AMQP's and RabbitMQ's usual ports."""
+    """A base port B with B+1..B+3 free five times over (AMQP, gRPC, management, AMQPS, HTTPS),
+    away from AMQP's and RabbitMQ's usual ports."""
     for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        ports = [base + k * 1000 + n for k in range(3) for n in (1, 2, 3)]
+        base = random.randrange(20000, 35000, 10)
+        ports = [base + k * 1000 + n for k in range(5) for n in (1, 2, 3)]
         try:
             socks = []
             for p in ports:
@@ -56,12 +60,16 @@ def free_base():
     raise RuntimeError("no free ports")
 
 
+# The cluster's CA (set by main once cluster/local made it): the HTTPS API is verified against it.
+CA = {}
+
+
 def api(port, path, method="GET", body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+    req = urllib.request.Request(f"https://localhost:{port}{path}", method=method,
                                  data=None if body is None else json.dumps(body).encode())
     req.add_header("Authorization", "Basic " + b64encode(b"guest:guest").decode())
     req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with urllib.request.urlopen(req, timeout=10, context=CA["context"]) as r:
         text = r.read()
         return json.loads(text) if text else None
 
@@ -137,11 +145,22 @@ class Traffic:
         assert not self.errors, f"the traffic failed: {self.errors!r}"
 
 
-def browser():
+def spki_sha256(cert):
+    """base64 of the SHA-256 of a certificate's public key (Chromium's
+    --ignore-certificate-errors-spki-list: trust this key, and no other, without its CA)."""
+    pub = subprocess.run(["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"],
+                         check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         check=True, capture_output=True).stdout
+    return b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def browser(trusted_keys):
     options = webdriver.ChromeOptions()
     options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,900"):
+                "--window-size=1400,900",
+                "--ignore-certificate-errors-spki-list=" + ",".join(trusted_keys)):
         options.add_argument(arg)
     service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
     return webdriver.Chrome(service=service, options=options)
@@ -152,18 +171,21 @@ def main():
         Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "warren")
     base = free_base()
     amqp = [base + n for n in (1, 2, 3)]
-    mgmt = [base + 2000 + n for n in (1, 2, 3)]
+    mgmt = [base + 4000 + n for n in (1, 2, 3)]
     data = tempfile.mkdtemp(prefix="warren-console-")
     env = dict(os.environ, WARREN_BIN=binary, WARREN_DATA=data, WARREN_AMQP_BASE=str(base),
-               WARREN_GRPC_BASE=str(base + 1000), WARREN_MGMT_BASE=str(base + 2000))
+               WARREN_GRPC_BASE=str(base + 1000), WARREN_MGMT_BASE=str(base + 2000),
+               WARREN_AMQPS_BASE=str(base + 3000), WARREN_HTTPS_BASE=str(base + 4000))
     local = [str(ROOT / "cluster" / "local")]
     subprocess.run(local + ["up"], env=env, check=True, stdout=subprocess.DEVNULL)
+    certs = Path(data) / "certs"
+    CA["context"] = ssl.create_default_context(cafile=str(certs / "ca" / "ca.crt"))
     driver = None
     traffic = None
     try:
         wait_for("a leader", lambda: all(api(p, "/api/overview")["raft"]["leader"] for p in mgmt))
         traffic = Traffic(amqp)
-        driver = browser()
+        driver = browser([spki_sha256(certs / f"node{n}" / "node.crt") for n in (1, 2, 3)])
         # The console re-renders every second: elements read between renders go stale.
         wait = WebDriverWait(driver, TIMEOUT, ignored_exceptions=(
             StaleElementReferenceException, NoSuchElementException))
@@ -171,7 +193,7 @@ def main():
         def text_of(element_id):
             return driver.execute_script(f"return document.getElementById('{element_id}').innerText")
         SHOTS.mkdir(parents=True, exist_ok=True)
-        console = f"http://127.0.0.1:{mgmt[1]}/"
+        console = f"https://localhost:{mgmt[1]}/"
 
         def page(name):
             driver.get(console + "#" + name)
@@ -187,6 +209,7 @@ def main():
         driver.find_element(By.NAME, "password").send_keys("guest")
         driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
         page("overview")
+        assert driver.execute_script("return location.protocol") == "https:", "served over HTTPS"
         rows = wait.until(lambda d: d.execute_script(
             "return [...document.querySelectorAll('#nodes-table tr')].slice(1).map(r => r.innerText)") or None)
         assert len(rows) == 3, rows

@@ -15,12 +15,15 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOpti
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
+use crate::certs::certs;
 use crate::{free_port, fresh_dir, warren_bin, Broker};
 
 pub struct Cluster {
     nodes: Vec<Broker>,
     /// The gRPC port of each node, by index (node id - 1).
     grpc: Vec<u16>,
+    /// Started with `--insecure`: the kit's own `warren` commands go plaintext too.
+    insecure: bool,
 }
 
 impl Cluster {
@@ -47,7 +50,12 @@ impl Cluster {
         }
         let mut nodes = Vec::new();
         for (i, (amqp, _)) in ports.iter().enumerate() {
-            let mut flags = vec!["--node-id".to_string(), (i + 1).to_string()];
+            let mut flags = vec![
+                "--node-id".to_string(),
+                (i + 1).to_string(),
+                "--certs-dir".to_string(),
+                certs().node_dir(i + 1).display().to_string(),
+            ];
             flags.extend(members.iter().cloned());
             flags.extend(extra.iter().map(|s| s.to_string()));
             nodes.push(Broker::spawn_at(*amqp, fresh_dir()?, flags)?);
@@ -55,6 +63,7 @@ impl Cluster {
         let cluster = Cluster {
             nodes,
             grpc: ports.iter().map(|(_, g)| *g).collect(),
+            insecure: extra.contains(&"--insecure"),
         };
         cluster.wait_for_leader(Duration::from_secs(30))?;
         Ok(cluster)
@@ -69,6 +78,8 @@ impl Cluster {
             "--node-id".to_string(),
             id.to_string(),
             "--join".to_string(),
+            "--certs-dir".to_string(),
+            certs().node_dir(id).display().to_string(),
             "--member".to_string(),
             format!("{id}@127.0.0.1:{amqp}@127.0.0.1:{grpc}"),
         ];
@@ -91,7 +102,12 @@ impl Cluster {
 
     /// `warren status --grpc` of node `i`: its standard output, or an error with its stderr.
     pub fn status(&self, i: usize) -> anyhow::Result<String> {
-        let out = warren_cli(&["status", "--grpc", &self.grpc_addr(i)])?;
+        let addr = self.grpc_addr(i);
+        let mut args = vec!["status", "--grpc", &addr];
+        if self.insecure {
+            args.push("--insecure");
+        }
+        let out = warren_cli(&args)?;
         anyhow::ensure!(out.ok, "warren status of node {i} failed: {}", out.stderr);
         Ok(out.stdout)
     }
@@ -164,14 +180,52 @@ impl Cluster {
         agreed.then_some(l)
     }
 
-    /// The committed log index node `i` reports in `warren status`.
+    /// The committed log index node `i` reports in `warren status` (0 while it knows none).
     pub fn committed(&self, i: usize) -> u64 {
         let status = self.status(i).expect("warren status");
         status
             .split(", ")
             .find_map(|part| part.strip_prefix("committed "))
-            .and_then(|n| n.trim().parse().ok())
+            // "-": not known yet (a node that just started), so nothing it knows of.
+            .map(|n| n.trim())
+            .and_then(|n| if n == "-" { Some(0) } else { n.parse().ok() })
             .unwrap_or_else(|| panic!("no committed index in: {status}"))
+    }
+
+    /// The applied log index node `i` reports in `warren status` (0 while it knows none).
+    pub fn applied(&self, i: usize) -> u64 {
+        let status = self.status(i).expect("warren status");
+        status
+            .split(", ")
+            .find_map(|part| part.strip_prefix("applied "))
+            // "-": not known yet (a node that just started), so nothing it knows of.
+            .map(|n| n.trim())
+            .and_then(|n| if n == "-" { Some(0) } else { n.parse().ok() })
+            .unwrap_or_else(|| panic!("no applied index in: {status}"))
+    }
+
+    /// Waits until every node up has applied what the leader had committed when this was
+    /// called. A change one client made is seen by clients of other nodes once their node has
+    /// applied it (within a replication round trip); a test that acts on another node right
+    /// after a change, with no message between the two clients, waits for this first.
+    pub fn wait_applied_everywhere(&self, timeout: Duration) -> anyhow::Result<()> {
+        let leader = self.wait_for_leader(timeout)?;
+        let target = self.committed(leader);
+        let deadline = Instant::now() + timeout;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.is_up() {
+                continue;
+            }
+            while self.applied(i + 1) < target {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "node {} did not apply index {target} within {timeout:?}",
+                    i + 1
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
     }
 
     /// Waits until a leader serves and every node up routes to it.
@@ -200,10 +254,11 @@ pub struct CliOutput {
 }
 
 /// Runs the `warren` binary with `args` (a client subcommand such as `status` or `member`),
-/// failing after 120 s.
+/// with the kit's operator certificate unless `args` name others; fails after 120 s.
 pub fn warren_cli(args: &[&str]) -> anyhow::Result<CliOutput> {
     let mut child = Command::new(warren_bin())
         .args(args)
+        .env("WARREN_CERTS_DIR", certs().operator_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

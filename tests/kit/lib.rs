@@ -4,6 +4,7 @@
 //! Set `WARREN_TEST_URI` to run the same tests against a broker started elsewhere (RabbitMQ 3.10,
 //! to check that every test encodes RabbitMQ's behaviour); then [`Broker::start`] starts nothing.
 
+pub mod certs;
 pub mod cluster;
 pub mod management;
 pub mod raw;
@@ -64,7 +65,8 @@ pub fn is_external() -> bool {
     std::env::var_os("WARREN_TEST_URI").is_some()
 }
 
-pub(crate) fn free_port() -> u16 {
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -134,12 +136,20 @@ impl Broker {
 
     /// Starts a node on `port` with data in `dir` (a cluster member: see [`cluster`]).
     pub(crate) fn spawn_at(port: u16, dir: PathBuf, extra: Vec<String>) -> anyhow::Result<Broker> {
+        // 127.0.0.1, or the address the flags bind to (e.g. `--bind ::1`).
+        let ip = extra
+            .iter()
+            .position(|a| a == "--bind")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let addr = SocketAddr::new(ip, port);
         let mut broker = Broker {
             child: None,
             data_dir: Some(dir),
             extra,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            uri: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            addr,
+            uri: format!("amqp://guest:guest@{addr}/%2f"),
             management_port: free_port(),
         };
         broker.launch()?;
@@ -158,13 +168,15 @@ impl Broker {
             .append(true)
             .open(dir.join("warren.log"))?;
         let bin = warren_bin();
+        // Loopback only, unless the test binds elsewhere itself (e.g. `--bind ::1`).
+        let bind: &[&str] = if self.extra.iter().any(|a| a == "--bind") {
+            &[]
+        } else {
+            &["--bind", "127.0.0.1"]
+        };
         let child = Command::new(&bin)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.addr.port().to_string(),
-            ])
+            .args(bind)
+            .args(["--port", &self.addr.port().to_string()])
             .arg("--data-dir")
             .arg(&dir)
             .args(["--management-port", &self.management_port.to_string()])
@@ -294,8 +306,11 @@ impl Drop for Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // WARREN_TEST_KEEP=1 keeps the data directories (and the nodes' logs) for a post-mortem.
         if let Some(d) = self.data_dir.take() {
-            let _ = std::fs::remove_dir_all(d);
+            if std::env::var_os("WARREN_TEST_KEEP").is_none() {
+                let _ = std::fs::remove_dir_all(d);
+            }
         }
     }
 }

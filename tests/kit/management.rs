@@ -57,6 +57,7 @@ pub fn warrenctl(broker: &Broker, args: &[&str]) -> anyhow::Result<CliOutput> {
         .args(args)
         .env_remove("WARREN_USER")
         .env_remove("WARREN_PASSWORD")
+        .env("WARREN_CERTS_DIR", crate::certs::certs().operator_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -5,7 +5,8 @@ The broker is one Warren node or a cluster of several, chosen by the environment
   running as comma-separated URLs, one per node (e.g. the three of `cluster/local up`);
 * otherwise `WARREN_TEST_NODES` (default 1) Warren nodes started for the session on free loopback
   ports with fresh data directories, formed into one cluster when there are several (ids 1..N, the
-  same `--member` list on each), ready once every node names the same leader and serves a declare;
+  same `--member` list on each, mutual TLS between them with certificates from `warren cert`),
+  ready once every node names the same leader and serves a declare;
   stopped (SIGTERM, then SIGKILL) at the end of the session, also when tests fail, and sent
   SIGTERM by the kernel if the test process itself dies (PR_SET_PDEATHSIG).
 
@@ -92,17 +93,25 @@ def _die_with_parent():
 class Node:
     """One `warren` process on loopback with its own data directory and log file."""
 
-    def __init__(self, binary, workdir, node_id, amqp_port, grpc_port, flags):
+    def __init__(self, binary, workdir, node_id, amqp_port, grpc_port, flags, certs=None,
+                 bind="127.0.0.1"):
         self.id = node_id
         self.binary = binary
+        # The cluster's certificates (mutual TLS between nodes): this node's directory, and the
+        # operator's for `warren status`.
+        self.certs = certs
+        if certs:
+            flags = [*flags, "--certs-dir", str(certs / f"node{node_id}")]
         self.grpc = f"127.0.0.1:{grpc_port}" if grpc_port else None
-        self.url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/"
+        host = f"[{bind}]" if ":" in bind else bind
+        self.url = f"amqp://guest:guest@{host}:{amqp_port}/"
+        self.host = bind
         self.port = amqp_port
         self.data_dir = Path(workdir) / f"node{node_id}"
         self.log_path = Path(workdir) / f"node{node_id}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [str(binary), "--node-id", str(node_id), "--bind", "127.0.0.1", "--port", str(amqp_port),
+            [str(binary), "--node-id", str(node_id), "--bind", bind, "--port", str(amqp_port),
              "--data-dir", str(self.data_dir), "--management-port", "0", *flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -120,7 +129,7 @@ class Node:
             if self.proc.poll() is not None:
                 return False
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                with socket.create_connection((self.host, self.port), timeout=0.5):
                     return True
             except OSError:
                 time.sleep(0.1)
@@ -131,7 +140,8 @@ class Node:
         """This node's view from `warren status`: {"state", "term", "leader", "last_log",
         "committed", "applied"} (None for a value it does not know), or None if it did not answer."""
         try:
-            out = subprocess.run([str(self.binary), "status", "--grpc", self.grpc], capture_output=True,
+            out = subprocess.run([str(self.binary), "status", "--grpc", self.grpc,
+                                  "--certs-dir", str(self.certs / "operator")], capture_output=True,
                                  text=True, timeout=5).stdout
         except subprocess.TimeoutExpired:
             return None
@@ -171,6 +181,21 @@ def stop_nodes(nodes):
     return [n for n in nodes if not n.wait()]
 
 
+def make_certs(binary, directory, count):
+    """The certificates of a cluster of `count` nodes on loopback, made with `warren cert` as an
+    operator would: `ca/` (CA), `nodeN/` (each node's, for 127.0.0.1) and `operator/`."""
+    def cert(*args):
+        subprocess.run([str(binary), "cert", *args], check=True, capture_output=True, timeout=30)
+    ca = directory / "ca"
+    cert("create-ca", "--certs-dir", str(ca))
+    signed = ["--ca-cert", str(ca / "ca.crt"), "--ca-key", str(ca / "ca.key")]
+    for i in range(1, count + 1):
+        cert("create-node", str(i), "--host", "127.0.0.1", "--host", "localhost",
+             "--certs-dir", str(directory / f"node{i}"), *signed)
+    cert("create-client", "operator", "--certs-dir", str(directory / "operator"), *signed)
+    return directory
+
+
 def start_nodes(binary, workdir, count, members=None):
     """`count` nodes listening on AMQP, formed into one cluster (with `--member` flags and a gRPC
     port each) when `count` > 1 or `members` is true. Retries with other ports (and a fresh
@@ -186,10 +211,11 @@ def start_nodes(binary, workdir, count, members=None):
                 flags += ["--member", f"{i + 1}@127.0.0.1:{amqp[i]}@127.0.0.1:{grpc[i]}"]
         attempt_dir = Path(workdir) / f"attempt{attempt}"
         attempt_dir.mkdir()
+        certs = make_certs(binary, attempt_dir / "certs", count) if members else None
         nodes = []
         try:
             for i in range(count):
-                nodes.append(Node(binary, attempt_dir, i + 1, amqp[i], grpc[i], flags))
+                nodes.append(Node(binary, attempt_dir, i + 1, amqp[i], grpc[i], flags, certs))
             deadline = time.time() + START_TIMEOUT
             if all(n.listening(deadline) for n in nodes):
                 return nodes

@@ -185,6 +185,12 @@ async fn rpc_and_pub_sub_between_nodes_go_from_home_to_home_without_the_log() {
         .unwrap();
         subscribers.push((node, conn, consumer));
     }
+    // The publisher's node routes with the bindings it has applied: the subscribers' binds,
+    // made by other connections, reach it within a replication round trip (docs/compatibility.md,
+    // "Bindings seen from other nodes"). Nothing links the publisher to them, so wait for it.
+    cluster
+        .wait_applied_everywhere(Duration::from_secs(10))
+        .expect("every node applies the binds");
     let mut confirms = Vec::new();
     for i in 0..50 {
         confirms.push(

@@ -646,7 +646,8 @@ const RABBIT_DEFINITIONS: &str = r#"{
   "product_version": "3.10.8",
   "users": [
     {"name": "imported", "password_hash": "ytUIm2F9eV3qWWARNnCjyAl43Ykoi8RM6UsDGYNU4KCxHspv",
-     "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"], "limits": {}},
+     "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"],
+     "limits": {"max-channels": 5}},
     {"name": "ops", "password_hash": "ytUIm2F9eV3qWWARNnCjyAl43Ykoi8RM6UsDGYNU4KCxHspv",
      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator,monitoring", "limits": {}}
   ],
@@ -655,8 +656,12 @@ const RABBIT_DEFINITIONS: &str = r#"{
     {"user": "imported", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
     {"user": "ops", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
   ],
-  "topic_permissions": [],
-  "parameters": [],
+  "topic_permissions": [
+    {"user": "imported", "vhost": "/", "exchange": "shop", "write": "^order\\.", "read": ".*"}
+  ],
+  "parameters": [
+    {"value": {"max-connections": 50}, "vhost": "/", "component": "vhost-limits", "name": "limits"}
+  ],
   "global_parameters": [{"name": "internal_cluster_id", "value": "rabbitmq-cluster-id-x"}],
   "policies": [],
   "queues": [
@@ -700,6 +705,20 @@ async fn rabbitmq_definitions_import_and_export_round_trip() {
         .await
         .expect("the imported binding routes");
     assert_eq!(q["arguments"]["x-max-length"], 1000);
+    // RabbitMQ 3.10's places for topic permissions and limits.
+    assert_eq!(
+        ops.get("/api/topic-permissions").await.expect("GET"),
+        json!([{"user": "imported", "vhost": "/", "exchange": "shop",
+                "write": "^order\\.", "read": ".*"}])
+    );
+    assert_eq!(
+        ops.get("/api/user-limits").await.expect("GET"),
+        json!([{"user": "imported", "value": {"max-channels": 5}}])
+    );
+    assert_eq!(
+        ops.get("/api/vhost-limits").await.expect("GET"),
+        json!([{"vhost": "/", "value": {"max-connections": 50}}])
+    );
 
     let export = ops.get("/api/definitions").await.expect("export");
     has_keys(
@@ -876,5 +895,218 @@ async fn a_transient_queues_numbers_and_consumers_come_from_its_home_node() {
                 && c["consumer_count"] == 1
                 && c["messages_unacknowledged"] == 2)),
         "the worker's channel counts its consumer and deliveries: {channels}"
+    );
+}
+
+/// Topic permissions and vhost/user limits through RabbitMQ's paths and JSON, set through one
+/// node, read through another, enforced for AMQP clients of a third, and carried by the
+/// definitions export and import.
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_permissions_and_limits_through_the_api_hold_on_every_node() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let (admin, other) = (guest_api(cluster.node(2)), guest_api(cluster.node(3)));
+    admin
+        .call(
+            "PUT",
+            "/api/users/tp",
+            Some(&json!({"password": "pw", "tags": ""})),
+        )
+        .await
+        .expect("user");
+    admin
+        .call("PUT", "/api/vhosts/%2Flim", None)
+        .await
+        .expect("vhost");
+    for vhost in ["%2F", "%2Flim"] {
+        admin
+            .call(
+                "PUT",
+                &format!("/api/permissions/{vhost}/tp"),
+                Some(&json!({"configure": ".*", "write": ".*", "read": ".*"})),
+            )
+            .await
+            .expect("permissions");
+    }
+
+    // Topic permissions: 201 for the user's first in the vhost, 204 after.
+    let put =
+        |exchange: &str, write: &str| json!({"exchange": exchange, "write": write, "read": ".*"});
+    let path = "/api/topic-permissions/%2F/tp";
+    let (status, _) = admin
+        .request("PUT", path, Some(&put("amq.topic", r"^tp\.")))
+        .await
+        .expect("PUT");
+    assert_eq!(status, 201);
+    let (status, _) = admin
+        .request("PUT", path, Some(&put("logs", "")))
+        .await
+        .expect("PUT");
+    assert_eq!(status, 204);
+    let expected = json!([
+        {"user": "tp", "vhost": "/", "exchange": "amq.topic", "write": r"^tp\.", "read": ".*"},
+        {"user": "tp", "vhost": "/", "exchange": "logs", "write": "", "read": ".*"},
+    ]);
+    assert_eq!(other.get(path).await.expect("GET"), expected);
+    assert_eq!(
+        other
+            .get("/api/users/tp/topic-permissions")
+            .await
+            .expect("GET"),
+        expected
+    );
+    assert_eq!(
+        other
+            .get("/api/vhosts/%2F/topic-permissions")
+            .await
+            .expect("GET"),
+        expected
+    );
+    for (body, status, reason) in [
+        (
+            json!({"write": "", "read": ""}),
+            400,
+            "[{key_missing,exchange}]",
+        ),
+        (
+            put("amq.topic", "("),
+            400,
+            "invalid regular expression '(': unclosed group",
+        ),
+    ] {
+        let (got, answer) = admin
+            .request("PUT", path, Some(&body))
+            .await
+            .expect("answer");
+        assert_eq!((got, answer["reason"].as_str()), (status, Some(reason)));
+    }
+    let (status, _) = admin
+        .request("GET", "/api/topic-permissions/%2F/guest", None)
+        .await
+        .expect("answer");
+    assert_eq!(status, 404, "guest has none");
+    // Enforced for a client of the third node.
+    let uri = format!("amqp://tp:pw@{}/%2F", cluster.node(1).addr());
+    let conn = connect_retrying(&uri).await.expect("tp connects");
+    let ch = confirm_channel(&conn).await;
+    let confirm = within(ch.basic_publish(
+        "amq.topic".into(),
+        "not-tp".into(),
+        Default::default(),
+        b"m",
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("basic.publish");
+    let err = within(confirm).await.expect_err("refused");
+    assert_eq!(closed_with(&err).0, 403);
+
+    // Vhost limits: set one at a time (the others stay), listed as RabbitMQ lists them.
+    let limit = "/api/vhost-limits/%2Flim";
+    for (name, value) in [("max-connections", 1), ("max-queues", 10)] {
+        let (status, _) = admin
+            .request(
+                "PUT",
+                &format!("{limit}/{name}"),
+                Some(&json!({ "value": value })),
+            )
+            .await
+            .expect("PUT");
+        assert_eq!(status, 204);
+    }
+    let listed = json!([{"vhost": "/lim", "value": {"max-connections": 1, "max-queues": 10}}]);
+    assert_eq!(other.get(limit).await.expect("GET"), listed);
+    assert_eq!(other.get("/api/vhost-limits").await.expect("GET"), listed);
+    for (path, body, status) in [
+        (format!("{limit}/max-queues"), json!({"value": "x"}), 400),
+        (format!("{limit}/max-channels"), json!({"value": 1}), 400),
+        (
+            "/api/vhost-limits/nowhere/max-queues".to_owned(),
+            json!({"value": 1}),
+            404,
+        ),
+    ] {
+        let (got, _) = admin
+            .request("PUT", &path, Some(&body))
+            .await
+            .expect("answer");
+        assert_eq!(got, status, "PUT {path} {body}");
+    }
+    let lim_uri = format!("amqp://tp:pw@{}/%2Flim", cluster.node(1).addr());
+    let _first = connect_retrying(&lim_uri)
+        .await
+        .expect("the one connection");
+    let err = within(warren_tests::lapin::Connection::connect(
+        &format!("amqp://tp:pw@{}/%2Flim", cluster.node(3).addr()),
+        Default::default(),
+    ))
+    .await
+    .expect_err("over max-connections");
+    assert_eq!(
+        closed_with(&err),
+        (
+            530,
+            "NOT_ALLOWED - access to vhost '/lim' refused for user 'tp': connection limit (1) is reached".into()
+        )
+    );
+
+    // User limits, shown with the user too.
+    let (status, _) = admin
+        .request(
+            "PUT",
+            "/api/user-limits/tp/max-channels",
+            Some(&json!({"value": 5})),
+        )
+        .await
+        .expect("PUT");
+    assert_eq!(status, 204);
+    assert_eq!(
+        other.get("/api/user-limits/tp").await.expect("GET"),
+        json!([{"user": "tp", "value": {"max-channels": 5}}])
+    );
+    assert_eq!(
+        other.get("/api/users/tp").await.expect("GET")["limits"],
+        json!({"max-channels": 5})
+    );
+    assert_eq!(
+        other.get("/api/user-limits/guest").await.expect("GET"),
+        json!([])
+    );
+
+    // The definitions carry them; cleared, an import brings them back.
+    let export = admin.get("/api/definitions").await.expect("export");
+    assert_eq!(export["topic_permissions"], expected);
+    assert!(export["parameters"]
+        .as_array()
+        .is_some_and(|a| a.contains(&json!({
+            "value": {"max-connections": 1, "max-queues": 10}, "vhost": "/lim",
+            "component": "vhost-limits", "name": "limits",
+        }))));
+    admin.call("DELETE", path, None).await.expect("DELETE");
+    admin
+        .call("DELETE", &format!("{limit}/max-connections"), None)
+        .await
+        .expect("DELETE");
+    admin
+        .call("DELETE", "/api/user-limits/tp/max-channels", None)
+        .await
+        .expect("DELETE");
+    assert_eq!(
+        admin.request("GET", path, None).await.expect("answer").0,
+        404
+    );
+    assert_eq!(
+        other.get(limit).await.expect("GET"),
+        json!([{"vhost": "/lim", "value": {"max-queues": 10}}])
+    );
+    let (status, _) = admin
+        .request("POST", "/api/definitions", Some(&export))
+        .await
+        .expect("import");
+    assert_eq!(status, 204);
+    assert_eq!(other.get(path).await.expect("GET"), expected);
+    assert_eq!(other.get(limit).await.expect("GET"), listed);
+    assert_eq!(
+        other.get("/api/user-limits").await.expect("GET"),
+        json!([{"user": "tp", "value": {"max-channels": 5}}])
     );
 }

@@ -1,6 +1,6 @@
 //! `warrenctl` against a three-node cluster: status, listings as tables and JSON, users,
-//! vhosts, permissions, queues, connections, definitions and membership, through any node; a
-//! failure is one line on stderr and exit status 1.
+//! vhosts, permissions, topic permissions, limits, queues, connections, definitions and
+//! membership, through any node; a failure is one line on stderr and exit status 1.
 
 use warren_tests::cluster::{connect_retrying, CliOutput, Cluster};
 use warren_tests::lapin::options::QueueDeclareOptions;
@@ -95,6 +95,80 @@ async fn warrenctl_operates_the_cluster_through_any_node() {
         .await
         .expect("carol connects to /shop");
     drop(carol);
+
+    // Topic permissions and limits.
+    ok(
+        warrenctl(
+            node,
+            &[
+                "set-topic-permissions",
+                "-p",
+                "/shop",
+                "carol",
+                "amq.topic",
+                "^carol\\.",
+                ".*",
+            ],
+        )
+        .expect("run"),
+        "set-topic-permissions",
+    );
+    let topic = ok(
+        warrenctl(node, &["list", "topic-permissions"]).expect("run"),
+        "list topic-permissions",
+    );
+    assert!(
+        topic
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["carol", "/shop", "amq.topic", "^carol\\.", ".*"]),
+        "{topic}"
+    );
+    ok(
+        warrenctl(node, &["set-vhost-limit", "-p", "/shop", "max-queues", "7"]).expect("run"),
+        "set-vhost-limit",
+    );
+    ok(
+        warrenctl(node, &["set-user-limit", "carol", "max-connections", "-1"]).expect("run"),
+        "set-user-limit",
+    );
+    let limits = ok(
+        warrenctl(node, &["list", "vhost-limits"]).expect("run"),
+        "list vhost-limits",
+    );
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("/shop") && l.ends_with('7')),
+        "{limits}"
+    );
+    let limits = ok(
+        warrenctl(node, &["list", "user-limits"]).expect("run"),
+        "list user-limits",
+    );
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("carol") && l.contains("-1")),
+        "{limits}"
+    );
+    let err = one_line_error(
+        warrenctl(node, &["set-user-limit", "carol", "max-queues", "1"]).expect("run"),
+    );
+    assert!(err.contains("unknown user limit 'max-queues'"), "{err}");
+    ok(
+        warrenctl(node, &["clear-vhost-limit", "-p", "/shop", "max-queues"]).expect("run"),
+        "clear-vhost-limit",
+    );
+    ok(
+        warrenctl(node, &["clear-topic-permissions", "-p", "/shop", "carol"]).expect("run"),
+        "clear-topic-permissions",
+    );
+    let empty = ok(
+        warrenctl(node, &["list", "topic-permissions"]).expect("run"),
+        "list topic-permissions",
+    );
+    assert_eq!(empty.lines().count(), 1, "the header only: {empty}");
 
     // Queues: list as a table, purge, delete.
     let queue = unique("ctl");

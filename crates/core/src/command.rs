@@ -38,7 +38,14 @@ use crate::{ChannelId, ConnId, Millis};
 /// served those), a dead-lettering applied from the log enqueues into the local queues homed
 /// on the applying node, and a queue remembers the connection that declared it (snapshot
 /// format 6) so that a restarted home removes the transient queues of its earlier life.
-pub const STATE_MACHINE_VERSION: u32 = 6;
+///
+/// 7: topic permissions and vhost and user limits are replicated state (`SetTopicPermission`,
+/// `ClearTopicPermission`, `SetVhostLimits`, `ClearVhostLimits`, `SetUserLimits`,
+/// `ClearUserLimits`; snapshot format 7), and a `DeclareQueue` that would create a queue in a
+/// vhost whose `max-queues` is reached fails when applied (406), so two declares racing for the
+/// last place are decided by the log's order. Deleting a vhost or a user also deletes its limits
+/// and the topic permissions in it or of it.
+pub const STATE_MACHINE_VERSION: u32 = 7;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.
@@ -195,4 +202,40 @@ pub enum Op {
     },
     /// Removes a user's permission on a vhost.
     ClearPermission { user: String, vhost: ShortStr },
+    /// Sets a user's topic permission on one exchange of a vhost (RabbitMQ's
+    /// `set_topic_permissions`): regexes over routing keys for publishing (`write`) and binding
+    /// (`read`), validated before proposing; one that does not compile when applied allows
+    /// nothing.
+    SetTopicPermission {
+        user: String,
+        vhost: ShortStr,
+        exchange: ShortStr,
+        write: String,
+        read: String,
+    },
+    /// Removes a user's topic permission on one exchange of a vhost, or on every exchange of it
+    /// (`exchange` is `None`).
+    ClearTopicPermission {
+        user: String,
+        vhost: ShortStr,
+        exchange: Option<ShortStr>,
+    },
+    /// Sets limits of a vhost (`max-connections`, `max-queues`; negative: no limit). With
+    /// `replace` its other limits are cleared (`rabbitmqctl set_vhost_limits`); without, they
+    /// stay (`PUT /api/vhost-limits/{vhost}/{name}`).
+    SetVhostLimits {
+        vhost: ShortStr,
+        limits: Vec<(String, i64)>,
+        replace: bool,
+    },
+    /// Clears the named limits of a vhost, every limit of it if `names` is empty.
+    ClearVhostLimits { vhost: ShortStr, names: Vec<String> },
+    /// Sets limits of a user (`max-connections`, `max-channels`), as [`Op::SetVhostLimits`].
+    SetUserLimits {
+        user: String,
+        limits: Vec<(String, i64)>,
+        replace: bool,
+    },
+    /// Clears the named limits of a user, every limit of it if `names` is empty.
+    ClearUserLimits { user: String, names: Vec<String> },
 }

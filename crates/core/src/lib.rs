@@ -1,5 +1,5 @@
-//! Warren's broker core: the whole AMQP model (vhosts, users, exchanges, routing, queues, consumers,
-//! credit, confirms, transactions) as one deterministic state machine.
+//! Warren's broker core: the whole AMQP model (vhosts, users and their access controls, exchanges,
+//! routing, queues, consumers, credit, confirms, transactions) as one deterministic state machine.
 //!
 //! The only entry point is [`Broker::handle`]: inputs in, [`Effect`]s out. The core never does I/O,
 //! never reads the clock (time comes in as `now`), never spawns and never blocks; the runtime that
@@ -15,10 +15,12 @@ mod effect;
 mod error;
 mod exchange;
 mod input;
+pub mod limits;
 mod message;
 mod queue;
 mod resume;
 pub mod snapshot;
+mod topic_permission;
 mod user;
 mod vhost;
 pub mod view;
@@ -29,9 +31,11 @@ pub use connection::DELIVERY_CREDIT_BYTES;
 pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};
 pub use input::Input;
+pub use limits::Limits;
 pub use message::Message;
 pub use resume::{ResumeChannel, ResumeConsumer, ResumeSession};
 pub use snapshot::{Snapshot, SnapshotError};
+pub use topic_permission::TopicPermission;
 pub use user::{hash_password, Permission, User};
 
 /// Identifies one client connection; chosen by the runtime, unique for the life of the process.

@@ -25,8 +25,9 @@ pub struct Snapshot {
     /// Per publishing channel, the last confirm number applied (see [`crate::Op::Publish`]),
     /// sorted by connection and channel.
     pub publishers: Vec<SnapshotPublisher>,
-    /// Users and permissions (vhosts are in [`Snapshot::vhosts`]). `None` in snapshots written
-    /// before they were replicated: a restore then keeps the broker's own.
+    /// Users, permissions, topic permissions and limits (vhosts are in [`Snapshot::vhosts`]).
+    /// `None` in snapshots written before they were replicated: a restore then keeps the
+    /// broker's own.
     pub security: Option<SnapshotSecurity>,
 }
 
@@ -36,6 +37,28 @@ pub struct SnapshotSecurity {
     pub users: Vec<SnapshotUser>,
     /// Sorted by user, then vhost.
     pub permissions: Vec<SnapshotPermission>,
+    /// Sorted by user, vhost, exchange. Format 7 on (empty before).
+    pub topic_permissions: Vec<SnapshotTopicPermission>,
+    /// The vhosts that have limits, sorted by vhost. Format 7 on.
+    pub vhost_limits: Vec<SnapshotLimits>,
+    /// The users that have limits, sorted by user. Format 7 on.
+    pub user_limits: Vec<SnapshotLimits>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotTopicPermission {
+    pub user: String,
+    pub vhost: ShortStr,
+    pub exchange: ShortStr,
+    pub write: String,
+    pub read: String,
+}
+
+/// The limits of one vhost or user (`owner`), sorted by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotLimits {
+    pub owner: String,
+    pub limits: Vec<(String, i64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -41,6 +41,23 @@ pub fn hash_password(salt: [u8; 4], password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
+/// Compiles `regex`, which the operator gave as `pattern` (the same, or before a variable
+/// expansion); the error is one line naming the pattern.
+pub(crate) fn compile_regex(regex: &str, pattern: &str) -> Result<Regex, String> {
+    // RabbitMQ matches with re:run, i.e. unanchored; patterns like ".*" or "^amq\." carry
+    // their own anchors.
+    Regex::new(regex).map_err(|e| {
+        // The regex crate's message spans lines (pattern, caret, error): keep the error, so
+        // the operator gets one line.
+        let text = e.to_string();
+        let why = text.lines().last().unwrap_or_default();
+        format!(
+            "invalid regular expression '{pattern}': {}",
+            why.trim_start_matches("error: ")
+        )
+    })
+}
+
 /// A user's permissions in one vhost: three regexes over resource names (RabbitMQ's
 /// configure/write/read). An empty pattern matches nothing, as in RabbitMQ.
 #[derive(Clone, Debug)]
@@ -78,18 +95,7 @@ impl Permission {
             if p.is_empty() {
                 return Ok(None);
             }
-            // RabbitMQ matches with re:run, i.e. unanchored; patterns like ".*" or "^amq\." carry
-            // their own anchors.
-            Regex::new(p).map(Some).map_err(|e| {
-                // The regex crate's message spans lines (pattern, caret, error): keep the
-                // error, so the operator gets one line.
-                let text = e.to_string();
-                let why = text.lines().last().unwrap_or_default();
-                format!(
-                    "invalid regular expression '{p}': {}",
-                    why.trim_start_matches("error: ")
-                )
-            })
+            compile_regex(p, p).map(Some)
         };
         Ok(Permission {
             configure: configure.to_owned(),

@@ -1,6 +1,6 @@
 //! A read-only picture of the broker for operators (the management API, metrics): vhosts,
 //! exchanges, bindings, queues with their depths and counters, connections, channels, consumers,
-//! users and permissions, as plain data. Built by [`crate::Broker::view`]; never changes state.
+//! users, permissions, topic permissions and limits, as plain data. Built by [`crate::Broker::view`]; never changes state.
 //!
 //! The counters (published, delivered, acked, routed) count what this broker did since it was
 //! created or restored; they are not replicated. Rates are computed by whoever samples them.
@@ -22,6 +22,15 @@ pub struct BrokerView {
     pub consumers: Vec<ConsumerView>,
     pub users: Vec<UserView>,
     pub permissions: Vec<PermissionView>,
+    /// Sorted by user, vhost, exchange.
+    #[serde(default)]
+    pub topic_permissions: Vec<TopicPermissionView>,
+    /// The vhosts that have limits, sorted by vhost.
+    #[serde(default)]
+    pub vhost_limits: Vec<LimitsView>,
+    /// The users that have limits, sorted by user.
+    #[serde(default)]
+    pub user_limits: Vec<LimitsView>,
     /// The channels of this broker's home sessions, under their client connection's id: what
     /// the client's channels do on the local queues homed here (consumers, unacked deliveries).
     /// A cluster's view adds them to the leader's channels (see `warren_server::management`).
@@ -190,4 +199,20 @@ pub struct PermissionView {
     pub configure: String,
     pub write: String,
     pub read: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicPermissionView {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// The limits of one vhost or user (`owner`), by name; a negative value is no limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LimitsView {
+    pub owner: String,
+    pub limits: Vec<(String, i64)>,
 }

@@ -25,9 +25,9 @@ use crate::error::ApiError;
 use crate::shapes::{self, Cluster};
 use crate::Ctx;
 
-type Shared = State<Arc<Ctx>>;
-type Peer = ConnectInfo<SocketAddr>;
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type Shared = State<Arc<Ctx>>;
+pub(crate) type Peer = ConnectInfo<SocketAddr>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -87,6 +87,44 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
                 .delete(delete_permission),
         )
         .route(
+            "/api/topic-permissions",
+            get(crate::topic_permissions::list),
+        )
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(crate::topic_permissions::of_user_in_vhost)
+                .put(crate::topic_permissions::put)
+                .delete(crate::topic_permissions::delete),
+        )
+        .route(
+            "/api/vhosts/{vhost}/topic-permissions",
+            get(crate::topic_permissions::in_vhost),
+        )
+        .route(
+            "/api/users/{user}/topic-permissions",
+            get(crate::topic_permissions::of_user),
+        )
+        .route("/api/vhost-limits", get(crate::limits::vhost_limits))
+        .route(
+            "/api/vhost-limits/{vhost}",
+            get(crate::limits::vhost_limits_of),
+        )
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            axum::routing::put(crate::limits::put_vhost_limit)
+                .delete(crate::limits::delete_vhost_limit),
+        )
+        .route("/api/user-limits", get(crate::limits::user_limits))
+        .route(
+            "/api/user-limits/{user}",
+            get(crate::limits::user_limits_of),
+        )
+        .route(
+            "/api/user-limits/{user}/{name}",
+            axum::routing::put(crate::limits::put_user_limit)
+                .delete(crate::limits::delete_user_limit),
+        )
+        .route(
             "/api/definitions",
             get(crate::definitions::export).post(crate::definitions::import),
         )
@@ -120,15 +158,15 @@ fn cluster(ctx: &Ctx) -> Cluster {
     }
 }
 
-fn ok(v: Value) -> ApiResult {
+pub(crate) fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
-fn no_content() -> ApiResult {
+pub(crate) fn no_content() -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn created() -> ApiResult {
+pub(crate) fn created() -> ApiResult {
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -182,18 +220,26 @@ async fn overview(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMa
             "queues": queues.len(),
             "consumers": view.consumers.iter().filter(|k| caller.sees_vhost(&view, &k.vhost)).count(),
         },
-        "listeners": [{
+        "listeners": ctx.node.listeners.iter().chain(&ctx.http).map(|(protocol, addr)| json!({
             "node": crate::node_name(ctx.node.node_id),
-            "protocol": "amqp",
-            "ip_address": ctx.node.amqp_addr.ip().to_string(),
-            "port": ctx.node.amqp_addr.port(),
-        }],
-        "contexts": [{
-            "node": crate::node_name(ctx.node.node_id),
-            "description": "Warren management",
-            "path": "/",
-            "port": ctx.port.to_string(),
-        }],
+            "protocol": protocol,
+            "ip_address": addr.ip().to_string(),
+            "port": addr.port(),
+        })).collect::<Vec<_>>(),
+        // One context per port (RabbitMQ lists its HTTPS context with "ssl": true).
+        "contexts": ctx.http.iter().map(|(_, addr)| addr.port()).collect::<std::collections::BTreeSet<_>>().into_iter().map(|port| {
+            let tls = ctx.http.iter().any(|(p, a)| *p == "https" && a.port() == port);
+            let mut c = json!({
+                "node": crate::node_name(ctx.node.node_id),
+                "description": "Warren management",
+                "path": "/",
+                "port": port.to_string(),
+            });
+            if tls {
+                c["ssl"] = json!(true);
+            }
+            c
+        }).collect::<Vec<_>>(),
         "raft": {
             "leader": status.leader.map(crate::node_name),
             "term": status.term,
@@ -221,31 +267,40 @@ async fn cluster_name(
 /// leader, which knows every member's replication progress).
 async fn node_list(ctx: &Ctx) -> Vec<Value> {
     let me = ctx.node.admin.status();
-    let leader_status = match me.leader {
-        Some(l) if l != me.node_id => {
-            let addr = me
-                .members
-                .iter()
-                .find(|m| m.id == l)
-                .map(|m| m.grpc_addr.clone());
-            match addr {
-                Some(a) => leader_status(&a).await,
-                None => None,
-            }
-        }
-        _ => Some(me.clone()),
-    };
-    let last = leader_status.as_ref().and_then(|s| s.last_log_index);
+    // Every other member's own status (its resources and alarms; the leader's also says how far
+    // each member has replicated), asked at once, a second at most.
+    let asks = me
+        .members
+        .iter()
+        .filter(|m| m.id != me.node_id && !m.grpc_addr.is_empty())
+        .map(|m| async move {
+            (
+                m.id,
+                warren_raft::admin::status_of(&m.grpc_addr, std::time::Duration::from_secs(1))
+                    .await,
+            )
+        });
+    let mut statuses: std::collections::HashMap<u64, warren_proto::raft::StatusReply> =
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|(id, s)| Some((id, s?)))
+            .collect();
+    statuses.insert(me.node_id, me.clone());
+    let leader_status = me.leader.and_then(|l| statuses.get(&l));
+    let last = leader_status.and_then(|s| s.last_log_index);
     me.members
         .iter()
         .map(|m| {
-            let matched = leader_status.as_ref().and_then(|s| {
+            let matched = leader_status.and_then(|s| {
                 s.members
                     .iter()
                     .find(|x| x.id == m.id)
                     .and_then(|x| x.matched_index)
             });
             let is_me = m.id == me.node_id;
+            let own = statuses.get(&m.id);
+            let running = own.is_some();
             let role = if me.leader == Some(m.id) {
                 "leader"
             } else if m.voter {
@@ -256,9 +311,17 @@ async fn node_list(ctx: &Ctx) -> Vec<Value> {
             json!({
                 "name": crate::node_name(m.id),
                 "type": "disc",
-                "running": matched.is_some() || is_me,
+                "running": running,
+                // Mutual TLS between nodes (false: started with --insecure).
+                "inter_node_tls": own.map(|s| !s.insecure),
                 "uptime": if is_me { Some(ctx.started.elapsed().as_millis() as u64) } else { None },
-                "mem_used": if is_me { crate::metrics::rss_bytes() } else { None },
+                // RabbitMQ's names, for every node that answered.
+                "mem_used": own.map(|s| s.mem_used),
+                "mem_limit": own.map(|s| s.mem_limit),
+                "mem_alarm": own.map(|s| s.mem_alarm),
+                "disk_free": own.and_then(|s| s.disk_free),
+                "disk_free_limit": own.map(|s| s.disk_free_limit),
+                "disk_free_alarm": own.map(|s| s.disk_free_alarm),
                 "raft": {
                     "id": m.id,
                     "role": role,
@@ -271,22 +334,6 @@ async fn node_list(ctx: &Ctx) -> Vec<Value> {
             })
         })
         .collect()
-}
-
-async fn leader_status(grpc_addr: &str) -> Option<warren_proto::raft::StatusReply> {
-    let mut client =
-        warren_proto::raft::admin_client::AdminClient::connect(format!("http://{grpc_addr}"))
-            .await
-            .ok()?;
-    client
-        .status(warren_proto::raft::StatusRequest {
-            group_id: warren_raft::METADATA_GROUP,
-            // The digest costs a snapshot of the leader's state: never for the API.
-            digest: false,
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner())
 }
 
 async fn nodes(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
@@ -486,7 +533,7 @@ pub(crate) async fn direct(
         .await?)
 }
 
-fn body_json(body: &Bytes) -> Result<Value, ApiError> {
+pub(crate) fn body_json(body: &Bytes) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(json!({}));
     }
@@ -497,7 +544,7 @@ fn bool_field(v: &Value, key: &str, default: bool) -> bool {
     v.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
 
-fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+pub(crate) fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
@@ -1102,7 +1149,10 @@ async fn list_consumers(
 async fn users(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
     ok(Value::from(
-        view.users.iter().map(shapes::user).collect::<Vec<_>>(),
+        view.users
+            .iter()
+            .map(|u| shapes::user(u, &view))
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -1113,10 +1163,10 @@ async fn user(
     Path(name): Path<String>,
 ) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
-    view.users
-        .iter()
-        .find(|u| u.name == name)
-        .map_or_else(|| Err(ApiError::not_found()), |u| ok(shapes::user(u)))
+    view.users.iter().find(|u| u.name == name).map_or_else(
+        || Err(ApiError::not_found()),
+        |u| ok(shapes::user(u, &view)),
+    )
 }
 
 /// User tags as RabbitMQ accepts them: a comma-separated string or a list.

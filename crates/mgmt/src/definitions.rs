@@ -1,9 +1,13 @@
-//! `GET/POST /api/definitions`: the cluster's users, vhosts, permissions, exchanges, queues and
-//! bindings in RabbitMQ's definitions format, and importing such a file (RabbitMQ's own exports
-//! included). Users, vhosts and permissions go through the Access service (committed through
-//! Raft); exchanges, queues and bindings are declared through a direct connection of the
-//! importing administrator in each vhost, so the administrator needs permissions there (given
-//! in the same file, as RabbitMQ's exports do for their users).
+//! `GET/POST /api/definitions`: the cluster's users (with their limits), vhosts, permissions,
+//! topic permissions, vhost limits, exchanges, queues and bindings in RabbitMQ's definitions
+//! format, and importing such a file (RabbitMQ's own exports included). Vhost limits are
+//! exported where RabbitMQ 3.10 puts them (a `vhost-limits` runtime parameter) and where later
+//! versions also do (the vhost's `limits`); both are read on import. Users, vhosts, permissions
+//! and limits go through the Access service (committed through Raft); exchanges, queues and
+//! bindings are declared through a direct connection of the importing administrator in each
+//! vhost, so the administrator needs permissions there (given in the same file, as RabbitMQ's
+//! exports do for their users). Limits are set after the topology, so that they never refuse
+//! the import's own connections and queues.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,14 +80,27 @@ pub(crate) async fn export(
         "users": view.users.iter().map(|u| json!({
             "name": u.name, "password_hash": u.password_hash,
             "hashing_algorithm": "rabbit_password_hashing_sha256",
-            "tags": u.tags, "limits": {},
+            "tags": u.tags,
+            "limits": shapes::limits_value(shapes::owner_limits(&view.user_limits, &u.name)),
         })).collect::<Vec<_>>(),
-        "vhosts": view.vhosts.iter().map(|v| json!({
-            "name": v, "limits": [], "metadata": {"description": "", "tags": []},
-        })).collect::<Vec<_>>(),
+        "vhosts": view.vhosts.iter().map(|v| {
+            // An empty Erlang proplist, as RabbitMQ writes a vhost without limits.
+            let limits = match shapes::owner_limits(&view.vhost_limits, v) {
+                [] => json!([]),
+                l => shapes::limits_value(l),
+            };
+            json!({"name": v, "limits": limits, "metadata": {"description": "", "tags": []}})
+        }).collect::<Vec<_>>(),
         "permissions": view.permissions.iter().map(shapes::permission).collect::<Vec<_>>(),
-        "topic_permissions": [],
-        "parameters": [],
+        "topic_permissions": view
+            .topic_permissions
+            .iter()
+            .map(shapes::topic_permission)
+            .collect::<Vec<_>>(),
+        "parameters": view.vhost_limits.iter().map(|l| json!({
+            "value": shapes::limits_value(&l.limits), "vhost": l.owner,
+            "component": "vhost-limits", "name": "limits",
+        })).collect::<Vec<_>>(),
         "global_parameters": [],
         "policies": [],
         "queues": queues,
@@ -165,6 +182,19 @@ pub(crate) async fn import(
         )
         .await?;
     }
+    for p in list(&defs, "topic_permissions") {
+        access_change(
+            &ctx,
+            Change::SetTopicPermission(pb::SetTopicPermission {
+                user: text(p, "user").into(),
+                vhost: text(p, "vhost").into(),
+                exchange: text(p, "exchange").into(),
+                write: text(p, "write").into(),
+                read: text(p, "read").into(),
+            }),
+        )
+        .await?;
+    }
     // Topology, one direct connection per vhost, in RabbitMQ's order: exchanges, queues, bindings.
     let mut vhosts: Vec<&str> = Vec::new();
     for key in ["exchanges", "queues", "bindings"] {
@@ -202,5 +232,56 @@ pub(crate) async fn import(
         conn.close().await;
         result?;
     }
+    for u in list(&defs, "users") {
+        if let Some(limits) = u.get("limits").and_then(Value::as_object) {
+            access_change(
+                &ctx,
+                Change::SetUserLimits(pb::SetUserLimits {
+                    user: text(u, "name").into(),
+                    limits: limits_of(limits, text(u, "name"))?,
+                    replace: true,
+                }),
+            )
+            .await?;
+        }
+    }
+    let vhost_limits = list(&defs, "vhosts")
+        .filter_map(|v| Some((text(v, "name"), v.get("limits")?.as_object()?)))
+        .chain(
+            list(&defs, "parameters")
+                .filter(|p| text(p, "component") == "vhost-limits")
+                .filter_map(|p| Some((vhost_of(p, "/"), p.get("value")?.as_object()?))),
+        );
+    for (vhost, limits) in vhost_limits {
+        access_change(
+            &ctx,
+            Change::SetVhostLimits(pb::SetVhostLimits {
+                vhost: vhost.into(),
+                limits: limits_of(limits, vhost)?,
+                replace: true,
+            }),
+        )
+        .await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A definitions file's limits object (`{"max-connections": 10}`) as Access limits; values must
+/// be integers.
+fn limits_of(
+    limits: &serde_json::Map<String, Value>,
+    owner: &str,
+) -> Result<Vec<pb::Limit>, ApiError> {
+    limits
+        .iter()
+        .map(|(name, value)| match value.as_i64() {
+            Some(value) => Ok(pb::Limit {
+                name: name.clone(),
+                value,
+            }),
+            None => Err(ApiError::bad_request(format!(
+                "limit '{name}' of '{owner}': {name} should be a number, actually was {value}"
+            ))),
+        })
+        .collect()
 }

@@ -3,24 +3,28 @@
 //! CDN) and a Prometheus `/metrics` endpoint.
 //!
 //! Any node answers for the whole cluster: listings come from the deciding broker's view (the
-//! leader's, asked over gRPC by a node that does not lead), changes to users, vhosts and
-//! permissions go through the Access service (committed through Raft), and publish, get, purge
-//! and delete go through a direct connection logged in as the HTTP user. This crate decides
-//! nothing about brokers: it translates.
+//! leader's, asked over gRPC by a node that does not lead), changes to users, vhosts,
+//! permissions, topic permissions and limits go through the Access service (committed through
+//! Raft), and publish, get, purge and delete go through a direct connection logged in as the
+//! HTTP user. This crate decides nothing about brokers: it translates.
 
 mod api;
 mod auth;
 mod console;
 mod definitions;
 mod error;
+mod https;
+mod limits;
 mod metrics;
 mod rates;
 mod shapes;
+mod topic_permissions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::serve::ListenerExt;
 use openraft::Raft;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -34,8 +38,11 @@ use warren_server::management::ManagementService;
 /// What the management server needs of its node.
 pub struct Node {
     pub node_id: u64,
-    /// The AMQP listener's address (shown in `/api/overview`'s listeners).
+    /// The AMQP listener's address.
     pub amqp_addr: SocketAddr,
+    /// The node's client listeners, RabbitMQ's protocol name (`amqp`, `amqp/ssl`) and address
+    /// (`/api/overview`'s listeners, with the management server's own).
+    pub listeners: Vec<(&'static str, SocketAddr)>,
     pub management: ManagementService,
     pub access: AccessService,
     pub direct: DirectConnector,
@@ -57,7 +64,8 @@ pub(crate) struct Ctx {
     /// When the API or /metrics was last asked (ms since `started`): rates are sampled only
     /// while someone looks, so an unwatched cluster pays nothing for them.
     pub(crate) last_asked: std::sync::atomic::AtomicU64,
-    pub(crate) port: u16,
+    /// The management server's own listeners: `http` or `https`, and address.
+    pub(crate) http: Vec<(&'static str, SocketAddr)>,
 }
 
 impl Ctx {
@@ -82,20 +90,36 @@ pub(crate) fn node_name(id: u64) -> String {
     format!("warren@node{id}")
 }
 
-/// Serves the management API, console and metrics on `listener` until `shutdown` completes.
+/// A bound listener of the management server: HTTP, or HTTPS with this TLS configuration.
+pub struct HttpListener {
+    pub socket: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// How long an HTTPS client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the management API, console and metrics on every listener until `shutdown`
+/// completes.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<HttpListener>,
     node: Node,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let port = listener.local_addr()?.port();
+    let mut http = Vec::new();
+    for l in &listeners {
+        http.push((
+            if l.tls.is_some() { "https" } else { "http" },
+            l.socket.local_addr()?,
+        ));
+    }
     let ctx = Arc::new(Ctx {
         node,
         rates: rates::Rates::default(),
         leader_changes: Default::default(),
         started: Instant::now(),
         last_asked: Default::default(),
-        port,
+        http,
     });
     rates::spawn_sampler(ctx.clone());
     metrics::spawn_leader_watch(ctx.clone());
@@ -104,15 +128,47 @@ pub async fn serve(
         .merge(metrics::router(ctx))
         // Definitions files and published payloads can exceed axum's default of 2 MiB.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
-    info!(addr = %listener.local_addr()?, "management API, console and metrics listening");
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    if let Err(e) = &served {
-        warn!(error = %e, "the management server failed");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for l in listeners {
+        let addr = l.socket.local_addr()?;
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let mut stop = stop.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match l.tls {
+            None => {
+                info!(%addr, "management API, console and metrics listening (HTTP)");
+                servers.spawn(async move {
+                    axum::serve(l.socket, service)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                });
+            }
+            Some(tls) => {
+                info!(%addr, "management API, console and metrics listening (HTTPS)");
+                let listener = https::TlsListener::new(l.socket, tls, TLS_HANDSHAKE_TIMEOUT);
+                servers.spawn(async move {
+                    axum::serve(listener.tap_io(|_| {}), service)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                });
+            }
+        }
     }
-    served
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            warn!(error = %e, "the management server failed");
+            result = Err(e);
+        }
+    }
+    result
 }

@@ -46,14 +46,6 @@ pub(crate) fn spawn_leader_watch(ctx: Arc<Ctx>) {
     });
 }
 
-/// This process's resident set size, from `/proc/self/status` (Linux).
-pub(crate) fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 struct Out(String);
 
 impl Out {
@@ -183,14 +175,53 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
         "{name}_count {}",
         fsync.cumulative.last().copied().unwrap_or(0)
     );
-    if let Some(rss) = rss_bytes() {
+    // Memory (measured each second by the resource monitor, `warren_server::alarm`) and the
+    // resource alarms, under RabbitMQ's names too (rabbitmq_prometheus), so its dashboards'
+    // "memory/disk available before publishers blocked" panels work.
+    out.metric(
+        "warren_process_resident_memory_bytes",
+        "gauge",
+        "Resident set size of the warren process.",
+        status.mem_used,
+    );
+    out.metric(
+        "rabbitmq_process_resident_memory_bytes",
+        "gauge",
+        "Memory used in bytes",
+        status.mem_used,
+    );
+    out.metric(
+        "rabbitmq_resident_memory_limit_bytes",
+        "gauge",
+        "Memory high watermark in bytes",
+        status.mem_limit,
+    );
+    if let Some(free) = status.disk_free {
         out.metric(
-            "warren_process_resident_memory_bytes",
+            "rabbitmq_disk_space_available_bytes",
             "gauge",
-            "Resident set size of the warren process.",
-            rss,
+            "Disk space available in bytes",
+            free,
         );
     }
+    out.metric(
+        "rabbitmq_disk_space_available_limit_bytes",
+        "gauge",
+        "Free disk space low watermark in bytes",
+        status.disk_free_limit,
+    );
+    out.metric(
+        "rabbitmq_alarms_memory_used_watermark",
+        "untyped",
+        "is the vm_memory_high_watermark threshold reached",
+        u8::from(status.mem_alarm),
+    );
+    out.metric(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "untyped",
+        "is the disk_free_limit threshold reached",
+        u8::from(status.disk_free_alarm),
+    );
     (
         [(
             header::CONTENT_TYPE,

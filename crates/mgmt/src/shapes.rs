@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use warren_core::view::{
     ArgValue, BindingView, BrokerView, ChannelView, ConnectionView, ConsumerView, ExchangeView,
-    PermissionView, QueueView, UserView,
+    LimitsView, PermissionView, QueueView, TopicPermissionView, UserView,
 };
 
 use crate::node_name;
@@ -296,13 +296,46 @@ pub(crate) fn consumer(k: &ConsumerView, c: &ConnectionView) -> Value {
     })
 }
 
-pub(crate) fn user(u: &UserView) -> Value {
+/// A user as RabbitMQ lists it, with its limits (`{}` for none).
+pub(crate) fn user(u: &UserView, view: &BrokerView) -> Value {
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
         "hashing_algorithm": "rabbit_password_hashing_sha256",
         "tags": u.tags,
-        "limits": {},
+        "limits": limits_value(owner_limits(&view.user_limits, &u.name)),
+    })
+}
+
+/// The limits of `owner` in a view's list (none: empty).
+pub(crate) fn owner_limits<'a>(all: &'a [LimitsView], owner: &str) -> &'a [(String, i64)] {
+    all.iter()
+        .find(|l| l.owner == owner)
+        .map_or(&[], |l| l.limits.as_slice())
+}
+
+/// Limits as RabbitMQ's JSON object: `{"max-connections": 10, ...}`.
+pub(crate) fn limits_value(limits: &[(String, i64)]) -> Value {
+    Value::Object(
+        limits
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::from(*value)))
+            .collect(),
+    )
+}
+
+/// One entry of `/api/vhost-limits` (`key` "vhost") or `/api/user-limits` (`key` "user").
+pub(crate) fn limits(key: &str, l: &LimitsView) -> Value {
+    json!({key: l.owner, "value": limits_value(&l.limits)})
+}
+
+pub(crate) fn topic_permission(p: &TopicPermissionView) -> Value {
+    json!({
+        "user": p.user,
+        "vhost": p.vhost,
+        "exchange": p.exchange,
+        "write": p.write,
+        "read": p.read,
     })
 }
 

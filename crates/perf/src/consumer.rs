@@ -25,6 +25,8 @@ pub(crate) struct ConsumerPlan {
     pub(crate) multi_ack_every: u64,
     /// Messages to take before stopping (0: no limit of its own).
     pub(crate) count: u64,
+    /// Messages per second at most (0: as fast as they come).
+    pub(crate) rate: f64,
 }
 
 /// A queue's drain target shared by the consumers of that queue (`--exit-when empty`): how many
@@ -98,6 +100,11 @@ pub(crate) async fn run(
             d.taken.fetch_add(1, Ordering::Relaxed);
         }
         taken += 1;
+        if plan.rate > 0.0 {
+            // The `taken`-th message is due at taken / rate seconds after the start.
+            let due = start + std::time::Duration::from_secs_f64(taken as f64 / plan.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         if plan.autoack {
             continue;
         }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::watch;
@@ -65,7 +66,8 @@ async fn main() -> std::process::ExitCode {
 async fn run(opts: &Options) -> anyhow::Result<Summary> {
     opts.validate()?;
     let queues = opts.queues()?;
-    let setup = connect(&opts.uris[0]).await?;
+    let tls = opts.tls()?;
+    let setup = connect(&opts.uris[0], &tls).await?;
     let setup_ch = setup.create_channel().await.context("channel.open")?;
     let drains = declare(opts, &setup_ch, &queues).await?;
 
@@ -77,7 +79,8 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
     let mut connecting = JoinSet::new();
     for i in 0..opts.consumers + opts.producers {
         let uri = opts.uris[i % opts.uris.len()].clone();
-        connecting.spawn(async move { (i, connect(&uri).await) });
+        let tls = tls.clone();
+        connecting.spawn(async move { (i, connect(&uri, &tls).await) });
     }
     let mut conns: HashMap<usize, Connection> = HashMap::new();
     while let Some(joined) = connecting.join_next().await {
@@ -95,6 +98,7 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
             autoack: opts.autoack,
             multi_ack_every: opts.multi_ack_every,
             count: opts.cmessages,
+            rate: opts.consumer_rate,
         };
         let conn = conns.remove(&j).context("every consumer was connected")?;
         let drain = drains.get(&queue).cloned();
@@ -200,11 +204,12 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
     Ok(Summary::of(&stats, duration, errors))
 }
 
-/// Connects to `uri`, within [`SETUP_TIMEOUT`].
-async fn connect(uri: &str) -> anyhow::Result<Connection> {
+/// Connects to `uri` (TLS as `tls` says for `amqps://`), within [`SETUP_TIMEOUT`].
+async fn connect(uri: &str, tls: &OwnedTLSConfig) -> anyhow::Result<Connection> {
+    let runtime = lapin::runtime::default_runtime()?;
     tokio::time::timeout(
         SETUP_TIMEOUT,
-        Connection::connect(uri, ConnectionProperties::default()),
+        Connection::connect_with_config(uri, ConnectionProperties::default(), tls.clone(), runtime),
     )
     .await
     .with_context(|| format!("connecting to {uri} timed out"))?

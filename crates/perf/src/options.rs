@@ -32,6 +32,10 @@ pub(crate) struct Options {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub(crate) uris: Vec<String>,
+    /// For `amqps://` URIs: the CA certificate (PEM) that signs the broker's certificate
+    /// [default: the Mozilla roots].
+    #[arg(long, value_name = "PEM_FILE")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
     /// Number of producers (0: consume only).
     #[arg(short = 'x', long, default_value_t = 1)]
     pub(crate) producers: usize,
@@ -86,6 +90,10 @@ pub(crate) struct Options {
     /// Publishing rate limit per producer, messages per second (0: unlimited).
     #[arg(short = 'r', long, default_value_t = 0.0)]
     pub(crate) rate: f64,
+    /// Consuming rate limit per consumer, messages per second (0: unlimited), as
+    /// rabbitmq-perf-test's: a consumer slower than its producers, for backlog and overload runs.
+    #[arg(short = 'R', long, default_value_t = 0.0)]
+    pub(crate) consumer_rate: f64,
     /// Run for this many seconds (0: until the message counts are reached, or Ctrl-C).
     #[arg(short = 'z', long = "time", default_value_t = 0.0)]
     pub(crate) time: f64,
@@ -165,6 +173,21 @@ impl Options {
     /// The run's length, if -z was given.
     pub(crate) fn duration(&self) -> Option<Duration> {
         (self.time > 0.0).then(|| Duration::from_secs_f64(self.time))
+    }
+
+    /// The TLS settings of `amqps://` connections: the CA of `--tls-ca`, if given.
+    pub(crate) fn tls(&self) -> anyhow::Result<lapin::tcp::OwnedTLSConfig> {
+        let cert_chain = match &self.tls_ca {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain,
+        })
     }
 
     /// Checks combinations that cannot work.

@@ -1,7 +1,8 @@
 //! The `Admin` gRPC service: a node's view of its Raft group (state, term, leader, log indexes,
 //! members with their incarnations and, on the leader, how far each member has replicated;
 //! whether the cluster refuses this node) and membership changes. A node that does not lead
-//! forwards a change to the leader once; the leader makes it (`crate::membership`).
+//! forwards a change to the leader once; the leader makes it (`crate::membership`). Also this
+//! node's resources and alarms, and its memory high watermark.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +11,19 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
 use openraft::Instant as _;
 use openraft::Raft;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use warren_proto::raft::admin_client::AdminClient;
 use warren_proto::raft::admin_server::{Admin, AdminServer};
+use warren_proto::raft::memory_high_watermark::Limit;
 use warren_proto::raft::{
-    AddLearnerRequest, MemberStatus, MembershipReply, PromoteRequest, RemoveRequest, StatusReply,
-    StatusRequest,
+    AddLearnerRequest, MemberStatus, MembershipReply, MemoryHighWatermark,
+    MemoryHighWatermarkReply, PromoteRequest, RemoveRequest, StatusReply, StatusRequest,
 };
 
 use crate::incarnation::IncarnationBook;
 use crate::membership::{self, ChangeError, Removal};
+use crate::resources::{MemoryLimit, NodeResources, ResourceLimits};
 use crate::state_machine::BrokerStateMachine;
 use crate::{NodeId, TypeConfig};
 
@@ -40,6 +44,11 @@ pub struct AdminService<SM: RaftStateMachine<TypeConfig>> {
     book: Arc<IncarnationBook>,
     /// Where a state digest is asked for (`StatusRequest::digest`); none: digests are empty.
     state: Option<BrokerStateMachine>,
+    /// This node's resources as last measured, and its limits (none: not measured).
+    resources: Option<(
+        watch::Receiver<NodeResources>,
+        watch::Sender<ResourceLimits>,
+    )>,
 }
 
 impl From<ChangeError> for Status {
@@ -60,6 +69,20 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
             raft,
             book,
             state: None,
+            resources: None,
+        }
+    }
+
+    /// Reports the node's resources from `readings` and changes its memory watermark in
+    /// `limits` (the resource monitor reacts at once).
+    pub fn with_resources(
+        self,
+        readings: watch::Receiver<NodeResources>,
+        limits: watch::Sender<ResourceLimits>,
+    ) -> AdminService<SM> {
+        AdminService {
+            resources: Some((readings, limits)),
+            ..self
         }
     }
 
@@ -78,6 +101,11 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
     /// The status as the reply carries it.
     pub fn status(&self) -> StatusReply {
         let m = self.raft.metrics().borrow_watched().clone();
+        let resources = self
+            .resources
+            .as_ref()
+            .map(|(r, _)| *r.borrow())
+            .unwrap_or_default();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let members = membership
@@ -110,6 +138,13 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
                 .as_ref()
                 .map(|at| at.elapsed().as_millis() as u64),
             incarnation: self.book.own(),
+            insecure: crate::dial::insecure(),
+            mem_used: resources.mem_used,
+            mem_limit: resources.mem_limit,
+            disk_free: resources.disk_free,
+            disk_free_limit: resources.disk_free_limit,
+            mem_alarm: resources.mem_alarm,
+            disk_free_alarm: resources.disk_free_alarm,
             // A node that leads is not refused, whatever it was told while campaigning.
             refused: if m.current_leader == Some(m.id) {
                 String::new()
@@ -161,16 +196,36 @@ async fn admin_client(
     id: NodeId,
     grpc_addr: &str,
 ) -> Result<AdminClient<tonic::transport::Channel>, Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(crate::dial::dial_uri(grpc_addr))
+    let endpoint = crate::dial::endpoint(grpc_addr)
         .map_err(|e| Status::internal(format!("bad gRPC address of node {id}: {e}")))?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {
         Status::unavailable(format!(
             "cannot reach the leader, node {id} at {grpc_addr}: {}",
-            membership::describe(&e)
+            crate::dial::describe(&e)
         ))
     })?;
     Ok(AdminClient::new(channel))
+}
+
+/// The status of the node at `grpc_addr` (its own view, no digest), or `None` if it does not
+/// answer within `within` (connecting included).
+pub async fn status_of(grpc_addr: &str, within: Duration) -> Option<StatusReply> {
+    let endpoint = crate::dial::endpoint(grpc_addr)
+        .ok()?
+        .connect_timeout(within)
+        .timeout(within);
+    let ask = async {
+        AdminClient::new(endpoint.connect().await.ok()?)
+            .status(StatusRequest {
+                group_id: crate::METADATA_GROUP,
+                digest: false,
+            })
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(within, ask).await.ok().flatten()
 }
 
 fn reply(leader: NodeId, message: String) -> Response<MembershipReply> {
@@ -179,6 +234,37 @@ fn reply(leader: NodeId, message: String) -> Response<MembershipReply> {
 
 #[tonic::async_trait]
 impl<SM: RaftStateMachine<TypeConfig>> Admin for AdminService<SM> {
+    async fn set_memory_high_watermark(
+        &self,
+        request: Request<MemoryHighWatermark>,
+    ) -> Result<Response<MemoryHighWatermarkReply>, Status> {
+        let Some((readings, limits)) = &self.resources else {
+            return Err(Status::unimplemented(
+                "this node does not measure its memory",
+            ));
+        };
+        let limit = match request.into_inner().limit {
+            Some(Limit::Fraction(f)) if f.is_finite() && f > 0.0 => MemoryLimit::Fraction(f),
+            Some(Limit::Absolute(text)) => match crate::resources::parse_bytes(&text) {
+                Ok(b) if b > 0 => MemoryLimit::Absolute(b),
+                Ok(_) => return Err(Status::invalid_argument("the watermark must be above 0")),
+                Err(e) => return Err(Status::invalid_argument(e)),
+            },
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the watermark is a fraction above 0 (0.6 is 60 %) or `absolute SIZE`",
+                ))
+            }
+        };
+        let mut readings = readings.clone();
+        readings.borrow_and_update();
+        limits.send_modify(|l| l.memory = limit);
+        // The monitor measures again at once; answer with the limit it computed.
+        let _ = tokio::time::timeout(Duration::from_secs(2), readings.changed()).await;
+        let mem_limit = readings.borrow().mem_limit;
+        Ok(Response::new(MemoryHighWatermarkReply { mem_limit }))
+    }
+
     async fn status(
         &self,
         request: Request<StatusRequest>,

@@ -56,6 +56,12 @@ impl fmt::Display for LogCommand {
             Op::DeleteUser { .. } => "delete-user",
             Op::SetPermission { .. } => "set-permission",
             Op::ClearPermission { .. } => "clear-permission",
+            Op::SetTopicPermission { .. } => "set-topic-permission",
+            Op::ClearTopicPermission { .. } => "clear-topic-permission",
+            Op::SetVhostLimits { .. } => "set-vhost-limits",
+            Op::ClearVhostLimits { .. } => "clear-vhost-limits",
+            Op::SetUserLimits { .. } => "set-user-limits",
+            Op::ClearUserLimits { .. } => "clear-user-limits",
         };
         f.write_str(name)
     }
@@ -375,8 +381,104 @@ pub fn encode_command(c: &Command) -> Bytes {
             put_text(&mut w, user);
             put_str(&mut w, vhost);
         }
+        Op::SetTopicPermission {
+            user,
+            vhost,
+            exchange,
+            write,
+            read,
+        } => {
+            w.put_u8(22);
+            put_text(&mut w, user);
+            put_str(&mut w, vhost);
+            put_str(&mut w, exchange);
+            put_text(&mut w, write);
+            put_text(&mut w, read);
+        }
+        Op::ClearTopicPermission {
+            user,
+            vhost,
+            exchange,
+        } => {
+            w.put_u8(23);
+            put_text(&mut w, user);
+            put_str(&mut w, vhost);
+            match exchange {
+                Some(x) => {
+                    w.put_u8(1);
+                    put_str(&mut w, x);
+                }
+                None => w.put_u8(0),
+            }
+        }
+        Op::SetVhostLimits {
+            vhost,
+            limits,
+            replace,
+        } => {
+            w.put_u8(24);
+            put_str(&mut w, vhost);
+            put_limits(&mut w, limits);
+            put_bool(&mut w, *replace);
+        }
+        Op::ClearVhostLimits { vhost, names } => {
+            w.put_u8(25);
+            put_str(&mut w, vhost);
+            put_texts(&mut w, names);
+        }
+        Op::SetUserLimits {
+            user,
+            limits,
+            replace,
+        } => {
+            w.put_u8(26);
+            put_text(&mut w, user);
+            put_limits(&mut w, limits);
+            put_bool(&mut w, *replace);
+        }
+        Op::ClearUserLimits { user, names } => {
+            w.put_u8(27);
+            put_text(&mut w, user);
+            put_texts(&mut w, names);
+        }
     }
     w.freeze()
+}
+
+/// Named limits: u32 count, then (text name, i64 value) each.
+pub(crate) fn put_limits(w: &mut BytesMut, limits: &[(String, i64)]) {
+    w.put_u32(u32::try_from(limits.len()).unwrap_or(u32::MAX));
+    for (name, value) in limits {
+        put_text(w, name);
+        w.put_i64(*value);
+    }
+}
+
+pub(crate) fn read_limits(r: &mut Reader) -> Result<Vec<(String, i64)>, CodecError> {
+    let n = r.u32()? as usize;
+    // Each takes at least 12 bytes: refuse a count the payload cannot hold before allocating.
+    if r.remaining() < n.saturating_mul(12) {
+        return Err(CodecError("too short"));
+    }
+    (0..n)
+        .map(|_| Ok((read_text(r)?, i64::from_be_bytes(r.u64()?.to_be_bytes()))))
+        .collect()
+}
+
+/// A list of texts: u32 count, then each text.
+fn put_texts(w: &mut BytesMut, texts: &[String]) {
+    w.put_u32(u32::try_from(texts.len()).unwrap_or(u32::MAX));
+    for t in texts {
+        put_text(w, t);
+    }
+}
+
+fn read_texts(r: &mut Reader) -> Result<Vec<String>, CodecError> {
+    let n = r.u32()? as usize;
+    if r.remaining() < n.saturating_mul(4) {
+        return Err(CodecError("too short"));
+    }
+    (0..n).map(|_| read_text(r)).collect()
 }
 
 impl From<WireError> for CodecError {
@@ -585,6 +687,40 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
             user: read_text(&mut r)?,
             vhost: r.short_str()?,
         },
+        22 => Op::SetTopicPermission {
+            user: read_text(&mut r)?,
+            vhost: r.short_str()?,
+            exchange: r.short_str()?,
+            write: read_text(&mut r)?,
+            read: read_text(&mut r)?,
+        },
+        23 => Op::ClearTopicPermission {
+            user: read_text(&mut r)?,
+            vhost: r.short_str()?,
+            exchange: match r.u8()? {
+                0 => None,
+                1 => Some(r.short_str()?),
+                _ => return Err(CodecError("bad exchange flag")),
+            },
+        },
+        24 => Op::SetVhostLimits {
+            vhost: r.short_str()?,
+            limits: read_limits(&mut r)?,
+            replace: read_bool(&mut r)?,
+        },
+        25 => Op::ClearVhostLimits {
+            vhost: r.short_str()?,
+            names: read_texts(&mut r)?,
+        },
+        26 => Op::SetUserLimits {
+            user: read_text(&mut r)?,
+            limits: read_limits(&mut r)?,
+            replace: read_bool(&mut r)?,
+        },
+        27 => Op::ClearUserLimits {
+            user: read_text(&mut r)?,
+            names: read_texts(&mut r)?,
+        },
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.remaining() != 0 {
@@ -616,6 +752,10 @@ mod tests {
         })
     }
 
+    fn limits() -> impl Strategy<Value = Vec<(String, i64)>> {
+        proptest::collection::vec(("[a-z-]{0,15}", any::<i64>()), 0..3)
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             Just(Op::Recover),
@@ -645,6 +785,40 @@ mod tests {
                 }
             ),
             (".{0,12}", s()).prop_map(|(user, vhost)| Op::ClearPermission { user, vhost }),
+            (".{0,12}", s(), s(), ".{0,8}", ".{0,8}").prop_map(
+                |(user, vhost, exchange, write, read)| Op::SetTopicPermission {
+                    user,
+                    vhost,
+                    exchange,
+                    write,
+                    read
+                }
+            ),
+            (".{0,12}", s(), proptest::option::of(s())).prop_map(|(user, vhost, exchange)| {
+                Op::ClearTopicPermission {
+                    user,
+                    vhost,
+                    exchange,
+                }
+            }),
+            (s(), limits(), any::<bool>()).prop_map(|(vhost, limits, replace)| {
+                Op::SetVhostLimits {
+                    vhost,
+                    limits,
+                    replace,
+                }
+            }),
+            (s(), proptest::collection::vec(".{0,12}", 0..3))
+                .prop_map(|(vhost, names)| Op::ClearVhostLimits { vhost, names }),
+            (".{0,12}", limits(), any::<bool>()).prop_map(|(user, limits, replace)| {
+                Op::SetUserLimits {
+                    user,
+                    limits,
+                    replace,
+                }
+            }),
+            (".{0,12}", proptest::collection::vec(".{0,12}", 0..3))
+                .prop_map(|(user, names)| Op::ClearUserLimits { user, names }),
             any::<u64>().prop_map(|queue| Op::RemoveQueue { queue }),
             any::<u64>().prop_map(|queue| Op::Expire { queue }),
             (s(), s(), s(), any::<[bool; 4]>(), table()).prop_map(

@@ -1,13 +1,43 @@
-//! Where to dial a peer. The membership records each node's gRPC address as the node announced
-//! it; where that address is not reachable as is from every node (NAT, port forwarding, or the
-//! chaos suite's per-link proxies), `warren --peer-address RECORDED=DIAL` tells this node to dial
-//! another address instead. Set once at start-up; every gRPC dial to a peer goes through
-//! [`dial_addr`].
+//! How to dial a peer's gRPC port: where, and over what. The membership records each node's
+//! gRPC address as the node announced it; where that address is not reachable as is from every
+//! node (NAT, port forwarding, or the chaos suite's per-link proxies), `warren --peer-address
+//! RECORDED=DIAL` tells this node to dial another address instead. Calls are mutual TLS with the
+//! cluster's certificates unless the process was started `--insecure` (see [`set_tls`]); the
+//! server's certificate must name the *recorded* host. Set once at start-up; every gRPC dial of
+//! a node or an operator's command goes through [`endpoint`].
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use tonic::transport::Endpoint;
+use warren_tls::ClusterTls;
+
 static OVERRIDES: OnceLock<HashMap<String, String>> = OnceLock::new();
+static TLS: OnceLock<Option<ClusterTls>> = OnceLock::new();
+
+/// Sets how this process calls gRPC: mutual TLS with `tls`, or plaintext with `None`
+/// (`--insecure`). Only the first call counts; a process that never calls it dials plaintext
+/// (in-process tests).
+pub fn set_tls(tls: Option<ClusterTls>) {
+    let _ = TLS.set(tls);
+}
+
+/// True if gRPC calls of this process are plaintext.
+pub fn insecure() -> bool {
+    TLS.get().is_none_or(Option::is_none)
+}
+
+pub use warren_tls::config::host_of;
+
+/// The endpoint to call the node whose recorded gRPC address is `recorded`: the address to
+/// dial (see [`dial_addr`]), and TLS unless this process is insecure.
+pub fn endpoint(recorded: &str) -> Result<Endpoint, tonic::transport::Error> {
+    warren_tls::config::grpc_endpoint(
+        TLS.get().and_then(Option::as_ref),
+        dial_addr(recorded),
+        recorded,
+    )
+}
 
 /// Sets the overrides (recorded address → address to dial). Only the first call counts.
 pub fn set_overrides(overrides: HashMap<String, String>) {
@@ -22,9 +52,21 @@ pub fn dial_addr(recorded: &str) -> &str {
         .map_or(recorded, String::as_str)
 }
 
-/// `http://` and the address to dial for `recorded`.
-pub fn dial_uri(recorded: &str) -> String {
-    format!("http://{}", dial_addr(recorded))
+/// A channel to the node whose recorded gRPC address is `recorded`, connected now.
+pub async fn connect(recorded: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    endpoint(recorded)?.connect().await
+}
+
+/// An error and its sources, on one line (tonic's transport errors say little at the top).
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Parses `RECORDED=DIAL`.
@@ -54,6 +96,13 @@ mod tests {
         set_overrides(HashMap::from([("a:1".to_string(), "b:2".to_string())]));
         assert_eq!(dial_addr("a:1"), "b:2");
         assert_eq!(dial_addr("c:3"), "c:3");
-        assert_eq!(dial_uri("a:1"), "http://b:2");
+        assert_eq!(
+            endpoint("a:1").unwrap().uri().to_string(),
+            "http://b:2/",
+            "dialled plaintext where this process set no TLS"
+        );
+        assert_eq!(host_of("10.0.0.1:7100"), "10.0.0.1");
+        assert_eq!(host_of("[::1]:7100"), "::1");
+        assert_eq!(host_of("node1.example:7100"), "node1.example");
     }
 }

@@ -11,9 +11,11 @@ pub mod lease;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod resources;
 pub mod service;
 mod snapshot_codec;
 pub mod state_machine;
+pub mod trust;
 mod types;
 
 pub use command_codec::{decode_command, encode_command, CodecError, LogCommand};

@@ -130,18 +130,6 @@ async fn change<SM: RaftStateMachine<TypeConfig>>(
     }
 }
 
-/// An error and its sources, on one line (tonic's transport errors say little at the top).
-pub(crate) fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Asks the node at `grpc_addr` who it is: its id, incarnation and whether it already has a log.
 async fn probe(
     group: GroupId,
@@ -152,14 +140,14 @@ async fn probe(
             "cannot reach the new node at {grpc_addr} ({e}); is it running with this gRPC address?"
         ))
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(crate::dial::dial_uri(grpc_addr))
+    let endpoint = crate::dial::endpoint(grpc_addr)
         .map_err(|e| ChangeError::Invalid(format!("bad gRPC address {grpc_addr}: {e}")))?
         .connect_timeout(PROBE_TIMEOUT)
         .timeout(PROBE_TIMEOUT);
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| unreachable(&describe(&e)))?;
+        .map_err(|e| unreachable(&crate::dial::describe(&e)))?;
     let reply = AdminClient::new(channel)
         .status(StatusRequest {
             group_id: group,

@@ -51,7 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             recorded: node.incarnation,
             book: self.book.clone(),
-            addr: crate::dial::dial_uri(&node.grpc_addr),
+            addr: node.grpc_addr.clone(),
             client: None,
         }
     }
@@ -64,6 +64,7 @@ pub struct Network {
     /// The peer's incarnation as the membership recorded it when this client was made.
     recorded: u64,
     book: Arc<IncarnationBook>,
+    /// The peer's gRPC address as the membership records it (see [`crate::dial`]).
     addr: String,
     client: Option<RaftClient<Channel>>,
 }
@@ -88,7 +89,7 @@ impl Network {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let endpoint = tonic::transport::Endpoint::from_shared(self.addr.clone())
+        let endpoint = crate::dial::endpoint(&self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let channel = endpoint
             .connect()

@@ -10,8 +10,6 @@ use std::time::Duration;
 use openraft::storage::RaftLogStorage;
 use openraft::{Config, Raft, RaftLogReader, SnapshotPolicy};
 use tracing::{info, warn};
-use warren_proto::raft::admin_client::AdminClient;
-use warren_proto::raft::StatusRequest;
 
 use crate::incarnation::{self, IncarnationBook};
 use crate::membership::spawn_incarnation_recorder;
@@ -151,20 +149,7 @@ async fn member_with_a_cluster(
         .iter()
         .filter(|(other, node)| **other != id && !node.grpc_addr.is_empty())
         .map(|(other, node)| async move {
-            let endpoint =
-                tonic::transport::Endpoint::from_shared(crate::dial::dial_uri(&node.grpc_addr))
-                    .ok()?
-                    .connect_timeout(Duration::from_secs(1))
-                    .timeout(Duration::from_secs(2));
-            let channel = endpoint.connect().await.ok()?;
-            let status = AdminClient::new(channel)
-                .status(StatusRequest {
-                    group_id: METADATA_GROUP,
-                    digest: false,
-                })
-                .await
-                .ok()?
-                .into_inner();
+            let status = crate::admin::status_of(&node.grpc_addr, Duration::from_secs(2)).await?;
             let in_a_cluster = status.last_log_index.is_some() || !status.members.is_empty();
             in_a_cluster.then_some((*other, status))
         });

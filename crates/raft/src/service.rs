@@ -14,7 +14,10 @@ use tonic::{Request, Response, Status, Streaming};
 use warren_proto::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use warren_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
 
+use warren_tls::grpc::Caller;
+
 use crate::incarnation::{IncarnationBook, Incoming, SenderRecord};
+use crate::trust::check_sender;
 use crate::{GroupId, NodeId, TypeConfig};
 
 /// The Raft groups this node serves, by id.
@@ -83,8 +86,14 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftService<SM> {
     }
 
     /// [`Self::admit`] for a [`RaftRequest`].
-    fn admit_request(&self, r: &RaftRequest, vote: bool) -> Result<Raft<TypeConfig, SM>, Status> {
+    fn admit_request(
+        &self,
+        caller: Option<&Caller>,
+        r: &RaftRequest,
+        vote: bool,
+    ) -> Result<Raft<TypeConfig, SM>, Status> {
         self.admit(
+            caller,
             r.group_id,
             r.from_node,
             r.from_incarnation,
@@ -93,16 +102,19 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftService<SM> {
         )
     }
 
-    /// The group's Raft node, if the request's incarnations are admitted (see
-    /// [`IncarnationBook::admit`]).
+    /// The group's Raft node, if the request comes from the node whose certificate called (see
+    /// [`crate::trust`]) and its incarnations are admitted (see [`IncarnationBook::admit`]).
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
+        caller: Option<&Caller>,
         group: GroupId,
         from: NodeId,
         from_incarnation: u64,
         to_incarnation: u64,
         vote: bool,
     ) -> Result<Raft<TypeConfig, SM>, Status> {
+        check_sender(caller, from)?;
         let raft = self.group(group)?;
         let incoming = Incoming {
             from,
@@ -147,8 +159,9 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
 #[tonic::async_trait]
 impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftService<SM> {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let r = request.into_inner();
-        let raft = self.admit_request(&r, true)?;
+        let raft = self.admit_request(caller.as_ref(), &r, true)?;
         self.reply(r.group_id, raft.vote(decode(&r.payload)?).await)
     }
 
@@ -156,8 +169,9 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let r = request.into_inner();
-        let raft = self.admit_request(&r, false)?;
+        let raft = self.admit_request(caller.as_ref(), &r, false)?;
         self.book.accepted();
         self.reply(r.group_id, raft.append_entries(decode(&r.payload)?).await)
     }
@@ -166,8 +180,9 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let r = request.into_inner();
-        let raft = self.admit_request(&r, false)?;
+        let raft = self.admit_request(caller.as_ref(), &r, false)?;
         self.reply(
             r.group_id,
             raft.handle_transfer_leader(decode(&r.payload)?).await,
@@ -178,6 +193,7 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let mut stream = request.into_inner();
         let mut group = None;
         let mut vote: Option<VoteOf<TypeConfig>> = None;
@@ -188,6 +204,7 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
             if group.is_none() {
                 // Checked on the first chunk, before the rest of the snapshot is read.
                 raft = Some(self.admit(
+                    caller.as_ref(),
                     chunk.group_id,
                     chunk.from_node,
                     chunk.from_incarnation,

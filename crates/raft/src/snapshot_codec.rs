@@ -3,23 +3,25 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_core::snapshot::{
-    SnapshotBinding, SnapshotEntry, SnapshotExchange, SnapshotMessage, SnapshotPermission,
-    SnapshotPublisher, SnapshotQueue, SnapshotSecurity, SnapshotUser, SnapshotVhost,
+    SnapshotBinding, SnapshotEntry, SnapshotExchange, SnapshotLimits, SnapshotMessage,
+    SnapshotPermission, SnapshotPublisher, SnapshotQueue, SnapshotSecurity,
+    SnapshotTopicPermission, SnapshotUser, SnapshotVhost,
 };
 use warren_core::Snapshot;
 use warren_wire::Reader;
 
 use crate::command_codec::{
-    put_bool, put_dest, put_properties, put_str, put_table, put_text, read_bool, read_dest,
-    read_properties, read_text,
+    put_bool, put_dest, put_limits, put_properties, put_str, put_table, put_text, read_bool,
+    read_dest, read_limits, read_properties, read_text,
 };
 use crate::CodecError;
 
 const MAGIC: &[u8; 4] = b"WSNP";
 /// 1: up to the queues; 2: publishers follow the queues; 3: then users and permissions; 4: then
 /// each publisher's skipped confirm numbers; 5: then the home nodes of the queues that have one;
-/// 6: then the declaring connection of the queues that have one.
-const FORMAT: u8 = 6;
+/// 6: then the declaring connection of the queues that have one; 7: then topic permissions, vhost
+/// limits and user limits.
+const FORMAT: u8 = 7;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -148,7 +150,35 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         w.put_u64(q.id);
         w.put_u64(q.declared_by);
     }
+    // Format 7: topic permissions, then the limits of vhosts and of users.
+    put_len(&mut w, security.topic_permissions.len());
+    for p in &security.topic_permissions {
+        put_text(&mut w, &p.user);
+        put_str(&mut w, &p.vhost);
+        put_str(&mut w, &p.exchange);
+        put_text(&mut w, &p.write);
+        put_text(&mut w, &p.read);
+    }
+    for owners in [&security.vhost_limits, &security.user_limits] {
+        put_len(&mut w, owners.len());
+        for l in owners {
+            put_text(&mut w, &l.owner);
+            put_limits(&mut w, &l.limits);
+        }
+    }
     w.to_vec()
+}
+
+/// The limits of vhosts or users, as format 7 writes them.
+fn read_owner_limits(r: &mut Reader) -> Result<Vec<SnapshotLimits>, CodecError> {
+    let mut owners = Vec::new();
+    for _ in 0..read_count(r, 8)? {
+        owners.push(SnapshotLimits {
+            owner: read_text(r)?,
+            limits: read_limits(r)?,
+        });
+    }
+    Ok(owners)
 }
 
 /// A count read from the snapshot, refused if the bytes left cannot hold that many items of at
@@ -296,7 +326,11 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
                 read: read_text(&mut r)?,
             });
         }
-        security = Some(SnapshotSecurity { users, permissions });
+        security = Some(SnapshotSecurity {
+            users,
+            permissions,
+            ..SnapshotSecurity::default()
+        });
     }
     if format >= 4 {
         for _ in 0..read_count(&mut r, 14)? {
@@ -334,6 +368,25 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
                 Some(q) => q.declared_by = conn,
                 None => return Err(CodecError("the declarer of an unknown queue")),
             }
+        }
+    }
+    if format >= 7 {
+        let mut topic_permissions = Vec::new();
+        for _ in 0..read_count(&mut r, 14)? {
+            topic_permissions.push(SnapshotTopicPermission {
+                user: read_text(&mut r)?,
+                vhost: r.short_str()?,
+                exchange: r.short_str()?,
+                write: read_text(&mut r)?,
+                read: read_text(&mut r)?,
+            });
+        }
+        let vhost_limits = read_owner_limits(&mut r)?;
+        let user_limits = read_owner_limits(&mut r)?;
+        if let Some(security) = &mut security {
+            security.topic_permissions = topic_permissions;
+            security.vhost_limits = vhost_limits;
+            security.user_limits = user_limits;
         }
     }
     if r.remaining() != 0 {
@@ -429,6 +482,21 @@ mod tests {
                     write: ".*".into(),
                     read: "".into(),
                 }],
+                topic_permissions: vec![SnapshotTopicPermission {
+                    user: "alice".into(),
+                    vhost: ShortStr::from("/"),
+                    exchange: ShortStr::from("amq.topic"),
+                    write: "^{username}\\.".into(),
+                    read: "".into(),
+                }],
+                vhost_limits: vec![SnapshotLimits {
+                    owner: "/".into(),
+                    limits: vec![("max-connections".into(), -1), ("max-queues".into(), 10)],
+                }],
+                user_limits: vec![SnapshotLimits {
+                    owner: "alice".into(),
+                    limits: vec![("max-channels".into(), 0)],
+                }],
             }),
         }
     }
@@ -437,44 +505,49 @@ mod tests {
     fn older_formats_still_decode() {
         let mut s = sample();
         s.security = Some(SnapshotSecurity::default());
+        // Format 6 ends after the declarers: drop the (empty) counts of format 7.
+        let mut bytes = encode_snapshot(&s);
+        bytes[4] = 6;
+        bytes.truncate(bytes.len() - 12);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let with_declarer = s.clone();
         s.queues[0].declared_by = 0;
         let with_home = s.clone();
-        // Format 5 ends after the homes: drop the (empty) count of format 6.
+        // Format 5 ends after the homes: drop the (empty) counts of formats 6 and 7.
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 5;
-        bytes.truncate(bytes.len() - 4);
+        bytes.truncate(bytes.len() - 16);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let bytes = encode_snapshot(&with_declarer);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(with_declarer));
         s.queues[0].home = 0;
         let with_gaps = s.clone();
-        // Format 4 ends after the skipped confirm numbers: drop the (empty) counts of 5 and 6.
+        // Format 4 ends after the skipped confirm numbers: drop the (empty) counts of 5 to 7.
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 4;
-        bytes.truncate(bytes.len() - 8);
+        bytes.truncate(bytes.len() - 20);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let bytes = encode_snapshot(&with_home);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(with_home));
         s.publishers[0].missing.clear();
-        // Format 3 ends after the permissions: drop the (empty) counts of formats 4 to 6.
+        // Format 3 ends after the permissions: drop the (empty) counts of formats 4 to 7.
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 3;
-        bytes.truncate(bytes.len() - 12);
+        bytes.truncate(bytes.len() - 24);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let mut bytes = encode_snapshot(&with_gaps);
         assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(with_gaps));
-        // Format 2 ends after the publishers: drop the counts of formats 3 to 6.
+        // Format 2 ends after the publishers: drop the counts of formats 3 to 7.
         bytes = encode_snapshot(&s);
         bytes[4] = 2;
-        bytes.truncate(bytes.len() - 20);
+        bytes.truncate(bytes.len() - 32);
         s.security = None;
         assert_eq!(decode_snapshot(Bytes::from(bytes.clone())), Ok(s.clone()));
         // Format 1 ends after the queues.
         s.publishers.clear();
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 1;
-        bytes.truncate(bytes.len() - 24);
+        bytes.truncate(bytes.len() - 36);
         assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s));
     }
 

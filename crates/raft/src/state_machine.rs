@@ -41,9 +41,10 @@ pub enum BrokerRequest {
     Apply(AppliedBatch),
     /// Answer with the replicated state as it is now (after everything applied so far).
     TakeSnapshot { reply: oneshot::Sender<Snapshot> },
-    /// Replace the replicated state with this one.
+    /// Replace the replicated state with this one (boxed: a snapshot is much larger than the
+    /// other requests).
     Restore {
-        snapshot: Snapshot,
+        snapshot: Box<Snapshot>,
         /// The log index the snapshot covers.
         index: u64,
         reply: oneshot::Sender<Result<(), SnapshotError>>,
@@ -266,7 +267,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         self.ask(|reply| BrokerRequest::Restore {
-            snapshot,
+            snapshot: Box::new(snapshot),
             index,
             reply,
         })

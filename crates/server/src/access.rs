@@ -1,5 +1,5 @@
-//! The gRPC service for operator changes to vhosts, users and permissions
-//! (`proto/warren/access.proto`). Any node accepts a change: one that does not lead forwards it to
+//! The gRPC service for operator changes to vhosts, users, permissions, topic permissions and
+//! limits (`proto/warren/access.proto`). Any node accepts a change: one that does not lead forwards it to
 //! the leader; the leader checks it against its broker's state (`Broker::check_security_change`),
 //! commits it as a log command and answers once it is applied, so a user added through one node
 //! can log in through any node at once.
@@ -88,7 +88,41 @@ fn to_op(change: Change) -> Result<Op, Status> {
             user: p.user,
             vhost: p.vhost.as_str().into(),
         },
+        Change::SetTopicPermission(p) => Op::SetTopicPermission {
+            user: p.user,
+            vhost: p.vhost.as_str().into(),
+            exchange: p.exchange.as_str().into(),
+            write: p.write,
+            read: p.read,
+        },
+        Change::ClearTopicPermission(p) => Op::ClearTopicPermission {
+            user: p.user,
+            vhost: p.vhost.as_str().into(),
+            exchange: p.exchange.map(|x| x.as_str().into()),
+        },
+        Change::SetVhostLimits(l) => Op::SetVhostLimits {
+            vhost: l.vhost.as_str().into(),
+            limits: limits(l.limits),
+            replace: l.replace,
+        },
+        Change::ClearVhostLimits(l) => Op::ClearVhostLimits {
+            vhost: l.vhost.as_str().into(),
+            names: l.names,
+        },
+        Change::SetUserLimits(l) => Op::SetUserLimits {
+            user: l.user,
+            limits: limits(l.limits),
+            replace: l.replace,
+        },
+        Change::ClearUserLimits(l) => Op::ClearUserLimits {
+            user: l.user,
+            names: l.names,
+        },
     })
+}
+
+fn limits(limits: Vec<warren_proto::access::Limit>) -> Vec<(String, i64)> {
+    limits.into_iter().map(|l| (l.name, l.value)).collect()
 }
 
 #[tonic::async_trait]
@@ -104,9 +138,10 @@ impl Access for AccessService {
                 "the cluster has no leader right now; try again",
             )),
             Route::Remote { grpc_addr, .. } => {
-                let mut leader = AccessClient::connect(warren_raft::dial::dial_uri(&grpc_addr))
-                    .await
-                    .map_err(|e| Status::unavailable(format!("cannot reach the leader: {e}")))?;
+                let mut leader =
+                    AccessClient::new(warren_raft::dial::connect(&grpc_addr).await.map_err(
+                        |e| Status::unavailable(format!("cannot reach the leader: {e}")),
+                    )?);
                 leader.change(request).await
             }
             Route::Local => {

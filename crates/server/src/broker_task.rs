@@ -423,7 +423,7 @@ impl Task {
                 index,
                 reply,
             } => {
-                let result = self.broker.restore(snapshot, &mut self.effects);
+                let result = self.broker.restore(*snapshot, &mut self.effects);
                 self.file_effects();
                 if result.is_ok() {
                     self.applied_index = index;
@@ -703,9 +703,9 @@ async fn forward_to_leader(raft: Raft<TypeConfig, BrokerStateMachine>, command: 
                 Err(e) => Err::<(), _>((false, e.to_string())),
             },
             Some((false, addr)) if !addr.is_empty() => {
-                let uri = warren_raft::dial::dial_uri(&addr);
-                match RelayClient::connect(uri).await {
-                    Ok(mut client) => {
+                match warren_raft::dial::connect(&addr).await {
+                    Ok(channel) => {
+                        let mut client = RelayClient::new(channel);
                         let request = ProposeRequest {
                             group_id: warren_raft::METADATA_GROUP,
                             command: encoded.clone(),

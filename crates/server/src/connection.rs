@@ -13,16 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY};
 use warren_wire::FieldValue;
 
+use crate::alarm::ClusterAlarms;
 use crate::broker_task::{Batch, QueueDirectory, ToBroker};
 use crate::clock::now_ms;
+use crate::listener::AmqpsConfig;
 use crate::mux::{Mux, Out, Sub};
 use crate::relay::codec::Up;
 use crate::relay::image::SharedImage;
@@ -45,6 +46,8 @@ pub(crate) struct Node {
     pub(crate) directory: QueueDirectory,
     pub(crate) links: Links,
     pub(crate) next_conn: Arc<AtomicU64>,
+    /// The cluster's resource alarms: while one is on, a connection that publishes is blocked.
+    pub(crate) alarms: watch::Receiver<ClusterAlarms>,
 }
 
 /// The sessions of one client connection and where their effects come in.
@@ -323,24 +326,77 @@ impl Sessions {
     }
 }
 
-pub(crate) async fn run(
+/// Serves a plain AMQP connection.
+pub(crate) async fn run_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     conn: ConnId,
     config: ServerConfig,
     node: Node,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let (rd, wr) = stream.into_split();
+    let session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms());
+    run(rd, wr, session, peer, local, conn, config, node, shutdown).await;
+}
+
+/// Serves an AMQPS connection: the TLS handshake first (within the handshake timeout; a
+/// failure is logged and closes the socket), then AMQP as over TCP, with SASL EXTERNAL offered
+/// when the client presented a certificate.
+pub(crate) async fn run_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<AmqpsConfig>,
+    conn: ConnId,
+    config: ServerConfig,
+    node: Node,
+    shutdown: watch::Receiver<bool>,
+) {
+    let local = stream
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls.clone());
+    let handshake =
+        warren_tls::acceptor::handshake(stream, peer, &acceptor, config.handshake_timeout, "amqps");
+    let Some(accepted) = handshake.await else {
+        return;
+    };
+    let external = accepted
+        .identity
+        .as_ref()
+        .and_then(|id| id.login_name(tls.login_from));
+    let (rd, wr) = tokio::io::split(accepted.stream);
+    let session =
+        Session::new(conn, &config, peer.ip().is_loopback(), now_ms()).with_external_user(external);
+    run(rd, wr, session, peer, local, conn, config, node, shutdown).await;
+}
+
+/// The connection's loop over its socket halves, its sessions with the brokers and its ticks.
+#[allow(clippy::too_many_arguments)]
+async fn run<R, W>(
+    mut rd: R,
+    mut wr: W,
+    mut session: Session,
+    peer: SocketAddr,
+    local: String,
+    conn: ConnId,
+    config: ServerConfig,
+    node: Node,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut alarms = node.alarms.clone();
+    let mut alarms_open = true;
     let Some((mut sessions, mut incoming)) = Sessions::open(node, conn, None).await else {
         return;
     };
     let high = config.high_watermark;
-    let mut session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms());
-    let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut inputs: Vec<Input> = Vec::new();
     let mut effects = Vec::new();
@@ -354,7 +410,8 @@ pub(crate) async fn run(
         if session.is_finished() && session.out().is_empty() {
             break;
         }
-        let want_read = !session.is_finished() && session.out().len() < high;
+        let want_read =
+            !session.is_finished() && !session.is_blocked() && session.out().len() < high;
         let want_write = !session.out().is_empty();
         let alive = tokio::select! {
             r = rd.read_buf(&mut inbuf), if want_read => match r {
@@ -382,6 +439,19 @@ pub(crate) async fn run(
             },
             _ = ticker.tick() => {
                 session.tick(now_ms(), &mut inputs);
+                true
+            }
+            r = alarms.changed(), if alarms_open => {
+                match r {
+                    Ok(()) => {
+                        let reason = alarms.borrow_and_update().reason();
+                        let now = now_ms();
+                        session.set_alarm(reason, now, &mut inputs);
+                        // Unblocked: what was read before the block goes on now.
+                        session.receive(&mut inbuf, now, &mut inputs);
+                    }
+                    Err(_) => alarms_open = false,
+                }
                 true
             }
             r = shutdown.changed(), if !shutting_down => {
@@ -444,7 +514,10 @@ const CLOSING_TIMEOUT: Duration = Duration::from_secs(30);
 /// it: lapin, seeing the server's FIN before it has handled close-ok, logs "Socket was
 /// readable but we read 0". The broker has already forgotten the connection; this only keeps
 /// the socket, reading and discarding until the client closes it, the timeout, or shutdown.
-async fn await_client_close(rd: &mut OwnedReadHalf, shutdown: &mut watch::Receiver<bool>) {
+async fn await_client_close<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let mut scratch = [0u8; 512];
     let until_eof = async {
         while let Ok(n) = rd.read(&mut scratch).await {

@@ -3,12 +3,14 @@
 //! this crate only moves bytes, inputs and effects between them.
 
 pub mod access;
+pub mod alarm;
 mod broker_task;
 mod clock;
 mod config;
 mod connection;
 pub mod direct;
 mod gate;
+pub mod listener;
 pub mod management;
 mod mux;
 pub mod relay;

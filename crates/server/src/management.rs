@@ -69,8 +69,9 @@ impl ManagementService {
                 return Ok(client.clone());
             }
         }
-        let client = ManagementClient::connect(format!("http://{grpc_addr}"))
+        let client = warren_raft::dial::connect(grpc_addr)
             .await
+            .map(ManagementClient::new)
             .map_err(|e| Status::unavailable(format!("cannot reach {grpc_addr}: {e}")))?;
         if let Ok(mut cached) = self.clients.lock() {
             cached.insert(grpc_addr.to_owned(), client.clone());

@@ -1,19 +1,24 @@
-//! The AMQP listener: accepts connections, gives each a task and a connection id, and on shutdown
-//! closes every client with 320 CONNECTION_FORCED before returning.
+//! The AMQP and AMQPS listeners: accept connections, give each a task and a connection id (an
+//! AMQPS one first finishes its TLS handshake within the handshake timeout), and on shutdown
+//! close every client with 320 CONNECTION_FORCED before returning.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 use warren_core::Broker;
 
+use crate::alarm::ClusterAlarms;
 use crate::broker_task::BrokerHandle;
 use crate::clock::now_ms;
+use crate::listener::{AmqpsConfig, Listener};
 use crate::{connection, ServerConfig};
 
 /// The connection ids a server of node `node_id` started now gives out begin here: the node id
@@ -27,19 +32,23 @@ pub fn first_conn_id(node_id: u64) -> warren_core::ConnId {
 
 /// A bound, not yet running AMQP server.
 pub struct Server {
-    listener: TcpListener,
+    /// The first is a plain AMQP listener (see [`Server::local_addr`]).
+    listeners: Vec<Listener>,
     config: ServerConfig,
     broker: BrokerHandle,
     /// Where connections send their input: the broker task, or the router in front of it.
     inputs: tokio::sync::mpsc::Sender<crate::broker_task::ToBroker>,
     /// The next connection id (shared with the direct connections of [`Server::direct`]).
     next_conn: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The cluster's resource alarms (none unless [`Server::with_alarms`]).
+    alarms: watch::Receiver<ClusterAlarms>,
 }
 
 impl Server {
     /// Binds the listener (so the caller learns the real port before serving), in front of an
-    /// in-memory broker that applies commands at once.
-    pub async fn bind(config: ServerConfig, broker: Broker) -> io::Result<Server> {
+    /// in-memory broker that leads a cluster of one and applies its commands at once.
+    pub async fn bind(config: ServerConfig, mut broker: Broker) -> io::Result<Server> {
+        broker.set_leading(true);
         Server::bind_to(
             config,
             BrokerHandle::spawn(
@@ -53,18 +62,33 @@ impl Server {
 
     /// Binds the listener in front of a running broker task (e.g. one replicated through Raft).
     pub async fn bind_to(config: ServerConfig, broker: BrokerHandle) -> io::Result<Server> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let socket = TcpListener::bind(config.listen).await?;
+        Ok(Server::with_listeners(
+            config,
+            broker,
+            vec![Listener { socket, tls: None }],
+        ))
+    }
+
+    /// A server on listeners already bound (see [`crate::listener`]); the first must be a plain
+    /// AMQP one.
+    pub fn with_listeners(
+        config: ServerConfig,
+        broker: BrokerHandle,
+        listeners: Vec<Listener>,
+    ) -> Server {
         // Connection ids are never reused, not even across restarts (commands replayed from the
         // log name the connections of earlier runs) nor across nodes: the node id (below 2048)
         // takes the top 11 bits, the start time in microseconds-ish the 52 below.
         let next_conn = first_conn_id(config.node_id);
-        Ok(Server {
+        Server {
             next_conn: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_conn)),
-            listener,
+            alarms: watch::channel(ClusterAlarms::default()).1,
+            listeners,
             inputs: broker.tx.clone(),
             config,
             broker,
-        })
+        }
     }
 
     /// Sends client input wherever `route` says the deciding broker is: this node's broker task
@@ -76,6 +100,12 @@ impl Server {
             self.config.node_id,
             self.broker.applied(),
         );
+        self
+    }
+
+    /// Blocks publishing connections while `alarms` has an alarm on (see [`crate::alarm`]).
+    pub fn with_alarms(mut self, alarms: watch::Receiver<ClusterAlarms>) -> Server {
+        self.alarms = alarms;
         self
     }
 
@@ -95,11 +125,24 @@ impl Server {
             directory: self.broker.directory.clone(),
             links: self.broker.links.clone(),
             next_conn: self.next_conn.clone(),
+            alarms: self.alarms.clone(),
         }
     }
 
+    /// The address of the first (plain AMQP) listener.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match self.listeners.first() {
+            Some(l) => l.socket.local_addr(),
+            None => Err(io::Error::other("no listener")),
+        }
+    }
+
+    /// Every listener: RabbitMQ's protocol name (`amqp`, `amqp/ssl`) and address.
+    pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|l| Some((l.protocol(), l.socket.local_addr().ok()?)))
+            .collect()
     }
 
     /// Serves until `shutdown` completes, then closes every connection and returns.
@@ -110,24 +153,29 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
-        info!(addr = %self.listener.local_addr()?, "listening for AMQP 0-9-1 clients");
+        // One accept loop per listener, all feeding this loop.
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
+        let mut acceptors = JoinSet::new();
+        for listener in self.listeners {
+            info!(addr = %listener.socket.local_addr()?, protocol = listener.protocol(), "listening for AMQP 0-9-1 clients");
+            acceptors.spawn(accept_loop(listener, accepted_tx.clone()));
+        }
+        drop(accepted_tx);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let conn = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tasks.spawn(connection::run(stream, peer, conn, self.config.clone(), node.clone(), stop_rx.clone()));
-                    }
-                    // Out of file descriptors and the like: keep serving the connections we have.
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
+                Some((stream, peer, tls)) = accepted.recv() => {
+                    let conn = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (config, node, stop) = (self.config.clone(), node.clone(), stop_rx.clone());
+                    match tls {
+                        None => tasks.spawn(connection::run_tcp(stream, peer, conn, config, node, stop)),
+                        Some(tls) => tasks.spawn(connection::run_tls(stream, peer, tls, conn, config, node, stop)),
+                    };
+                }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
+        acceptors.abort_all();
         info!(
             connections = tasks.len(),
             "shutting down: closing client connections"
@@ -145,5 +193,30 @@ impl Server {
         drop(node);
         self.broker.stop().await;
         Ok(())
+    }
+}
+
+/// Accepts on `listener` until the server stops, handing each socket to the server's loop.
+async fn accept_loop(
+    listener: Listener,
+    accepted: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr, Option<Arc<AmqpsConfig>>)>,
+) {
+    loop {
+        match listener.socket.accept().await {
+            Ok((stream, peer)) => {
+                if accepted
+                    .send((stream, peer, listener.tls.clone()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Out of file descriptors and the like: keep serving the connections we have.
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }

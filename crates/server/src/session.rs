@@ -2,7 +2,8 @@
 //!
 //! Owns the handshake (protocol header, start/start-ok with SASL PLAIN and AMQPLAIN, tune/tune-ok
 //! negotiated as RabbitMQ does, open), channel numbering and open/closing states, assembly of
-//! `basic.publish` content, heartbeats, the handshake timeout and the connection-level error paths.
+//! `basic.publish` content, heartbeats, the handshake timeout, the connection-level error paths,
+//! and blocking a publisher while a resource alarm is on (`connection.blocked`).
 //! Knows nothing of sockets or clocks: the driver (`connection.rs`) passes bytes and `now` in and
 //! writes [`Session::out`] to the socket. The broker model itself lives in `warren-core`.
 
@@ -114,6 +115,8 @@ pub struct Session {
     conn: ConnId,
     config: ServerConfig,
     peer_loopback: bool,
+    /// The user a TLS client certificate names: SASL EXTERNAL is offered and logs in as it.
+    external_user: Option<String>,
     phase: Phase,
     decoder: FrameDecoder,
     out: OutBuf,
@@ -131,6 +134,16 @@ pub struct Session {
     awaiting_writable: bool,
     /// The socket should be closed once `out` is flushed.
     finished: bool,
+    /// The cluster's resource alarm, as RabbitMQ words it (`low on memory`), while one is on.
+    alarm: Option<String>,
+    /// Blocked by the alarm: the connection published while it was on. The `basic.publish`
+    /// that blocked it waits here, unprocessed, and nothing more is read (RabbitMQ's reader
+    /// stops at that frame too) until the alarm clears.
+    blocked: Option<Frame>,
+    /// `connection.blocked` was sent for the current blocking (sent once per blocking).
+    blocked_sent: bool,
+    /// The client announced the `connection.blocked` capability.
+    notify_blocked: bool,
     /// The client sent connection.close and got close-ok: closing the socket is its turn.
     closed_by_client: bool,
 }
@@ -141,6 +154,7 @@ impl Session {
             conn,
             config: config.clone(),
             peer_loopback,
+            external_user: None,
             phase: Phase::AwaitHeader,
             // Until tune-ok, frames are limited to the spec's minimum frame size.
             decoder: FrameDecoder::new(warren_wire::constants::FRAME_MIN_SIZE),
@@ -157,6 +171,61 @@ impl Session {
             awaiting_writable: false,
             finished: false,
             closed_by_client: false,
+            alarm: None,
+            blocked: None,
+            blocked_sent: false,
+            notify_blocked: false,
+        }
+    }
+
+    /// The cluster's resource alarms changed: `reason` is RabbitMQ's text (`low on memory`,
+    /// `low on disk`, `low on memory & disk`) while one is on. Connections that publish while it
+    /// is on are blocked (RabbitMQ's "blocking" until they publish, "blocked" after); when it
+    /// clears, a blocked one gets `connection.unblocked` and goes on where it stopped.
+    pub fn set_alarm(&mut self, reason: Option<String>, now: Millis, inputs: &mut Vec<Input>) {
+        self.alarm = reason;
+        if self.alarm.is_some() || self.blocked.is_none() {
+            return;
+        }
+        if self.blocked_sent && self.notify_blocked && !self.finished {
+            self.out.push_method(
+                0,
+                &Method::ConnectionUnblocked(warren_wire::ConnectionUnblocked {}),
+            );
+        }
+        self.blocked_sent = false;
+        // The client was not read while blocked: its silence was ours.
+        self.last_received = now;
+        if let Some(frame) = self.blocked.take() {
+            self.frame(frame, now, inputs);
+        }
+    }
+
+    /// Blocked by a resource alarm: the driver must not read from the socket.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// The connection came over TLS with a verified client certificate naming `user`: SASL
+    /// EXTERNAL is offered, and logs in as `user` (RabbitMQ's `rabbitmq_auth_mechanism_ssl`).
+    pub fn with_external_user(mut self, user: Option<String>) -> Session {
+        self.external_user = user;
+        self
+    }
+
+    /// A `basic.publish` arrived while an alarm is on: hold it, stop reading, and tell a client
+    /// that can hear it why (once per blocking).
+    fn block(&mut self, publish: Frame) {
+        self.blocked = Some(publish);
+        if !self.blocked_sent && self.notify_blocked {
+            let reason = self.alarm.clone().unwrap_or_default();
+            self.out.push_method(
+                0,
+                &Method::ConnectionBlocked(warren_wire::ConnectionBlocked {
+                    reason: reason.as_str().into(),
+                }),
+            );
+            self.blocked_sent = true;
         }
     }
 
@@ -209,8 +278,11 @@ impl Session {
             self.send_start();
             self.phase = Phase::AwaitStartOk;
         }
-        while !self.finished {
+        while !self.finished && self.blocked.is_none() {
             match self.decoder.decode(buf) {
+                Ok(Some(frame)) if self.alarm.is_some() && is_publish(&frame) => {
+                    self.block(frame);
+                }
                 Ok(Some(frame)) => self.frame(frame, now, inputs),
                 Ok(None) => break,
                 Err(e) => {
@@ -287,7 +359,11 @@ impl Session {
             version_major: 0,
             version_minor: 9,
             server_properties: props,
-            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+            mechanisms: LongStr::from(if self.external_user.is_some() {
+                "PLAIN AMQPLAIN EXTERNAL"
+            } else {
+                "PLAIN AMQPLAIN"
+            }),
             locales: LongStr::from("en_US"),
         };
         self.out.push_method(0, &Method::ConnectionStart(start));
@@ -319,8 +395,13 @@ impl Session {
                 Frame::Method {
                     channel: 0,
                     method: Method::ConnectionStartOk(m),
-                } => match sasl_credentials(m.mechanism.as_str(), m.response.as_bytes()) {
+                } => match sasl_credentials(
+                    m.mechanism.as_str(),
+                    m.response.as_bytes(),
+                    self.external_user.as_deref(),
+                ) {
                     Ok((username, password)) => {
+                        self.notify_blocked = announces_blocked(&m.client_properties);
                         self.known_to_core = true;
                         self.phase = Phase::AwaitLogin;
                         inputs.push(Input::Login {
@@ -836,7 +917,10 @@ impl Session {
                 Phase::Open | Phase::AwaitOpenOk | Phase::AwaitOpen
             )
         {
-            if now.saturating_sub(self.last_received) >= 2 * self.heartbeat_ms {
+            // While blocked nothing is read: RabbitMQ pauses its heartbeat monitor then too.
+            if self.blocked.is_none()
+                && now.saturating_sub(self.last_received) >= 2 * self.heartbeat_ms
+            {
                 warn!(
                     conn = self.conn,
                     timeout_s = self.heartbeat_ms / 1000,
@@ -872,13 +956,40 @@ impl Session {
     }
 }
 
-/// Extracts user and password from a SASL response.
-fn sasl_credentials(mechanism: &str, response: &[u8]) -> Result<(String, String), AmqpError> {
+/// A `basic.publish` method frame (the start of a message).
+fn is_publish(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Method {
+            method: Method::BasicPublish(_),
+            ..
+        }
+    )
+}
+
+/// Whether client properties announce the `connection.blocked` capability.
+fn announces_blocked(client_properties: &FieldTable) -> bool {
+    let Some(FieldValue::Table(caps)) = client_properties.get("capabilities") else {
+        return false;
+    };
+    matches!(caps.get("connection.blocked"), Some(FieldValue::Bool(true)))
+}
+
+/// Extracts user and password from a SASL response; EXTERNAL (offered only with a client
+/// certificate) takes the certificate's user, `external`, and no password.
+fn sasl_credentials(
+    mechanism: &str,
+    response: &[u8],
+    external: Option<&str>,
+) -> Result<(String, String), AmqpError> {
     let refused = || {
         AmqpError::access_refused(format!(
             "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
         ))
     };
+    if let ("EXTERNAL", Some(user)) = (mechanism, external) {
+        return Ok((user.to_owned(), String::new()));
+    }
     match mechanism {
         "PLAIN" => {
             // authzid NUL authcid NUL password

@@ -2,6 +2,9 @@
 //! stops cleanly on SIGINT/SIGTERM.
 
 mod access_cli;
+mod cert_cli;
+mod cluster_cli;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,6 +22,7 @@ use warren_raft::service::RaftService;
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{WarrenNode, METADATA_GROUP};
 use warren_server::access::AccessService;
+use warren_server::listener;
 use warren_server::management::ManagementService;
 use warren_server::relay::{spawn_leadership, spawn_member_addresses, Links, RelayService};
 use warren_server::{
@@ -35,7 +39,8 @@ struct Args {
     /// TOML configuration file.
     #[arg(long, env = "WARREN_CONFIG")]
     config: Option<PathBuf>,
-    /// Address the AMQP listener binds to [default: 0.0.0.0].
+    /// Address the AMQP, AMQPS and management listeners bind to [default: every IPv4 and IPv6
+    /// address, 0.0.0.0 and ::].
     #[arg(long)]
     bind: Option<IpAddr>,
     /// AMQP port [default: 5672].
@@ -74,6 +79,56 @@ struct Args {
     /// given here must be free) [default: 15672].
     #[arg(long)]
     management_port: Option<u16>,
+    /// Certificate chain (PEM) of the AMQPS listener and of the management API's HTTPS port;
+    /// with --tls-key, AMQPS listens on --amqps-port and HTTPS on --management-tls-port.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the clients' certificates (RabbitMQ's `cacertfile`).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificates on AMQPS: none, optional (verified if presented: RabbitMQ's
+    /// `verify_peer`) or required (`fail_if_no_peer_cert`) [default: optional with --tls-ca,
+    /// else none].
+    #[arg(long)]
+    tls_client_auth: Option<String>,
+    /// What SASL EXTERNAL logs a client certificate in as: common_name, distinguished_name or
+    /// subject_alternative_name (RabbitMQ's `ssl_cert_login_from`) [default: common_name].
+    #[arg(long)]
+    tls_login_from: Option<String>,
+    /// With subject_alternative_name: which kind, dns, email, uri or ip [default: dns].
+    #[arg(long)]
+    tls_login_san_type: Option<String>,
+    /// With subject_alternative_name: which of that kind, from 0 [default: 0].
+    #[arg(long)]
+    tls_login_san_index: Option<usize>,
+    /// AMQPS port, when --tls-cert and --tls-key are given; 0 turns it off [default: 5671].
+    #[arg(long)]
+    amqps_port: Option<u16>,
+    /// HTTPS port of the management API and console, when --tls-cert and --tls-key are given
+    /// (RabbitMQ's 15671); 0 turns it off. If the default is taken the node runs without it
+    /// [default: 15671].
+    #[arg(long)]
+    management_tls_port: Option<u16>,
+    /// Client certificates on the management HTTPS port: none, optional or required
+    /// [default: none].
+    #[arg(long)]
+    management_tls_client_auth: Option<String>,
+    /// Memory high watermark, as a fraction of the memory available to the node (RAM, or its
+    /// cgroup's limit): above it the memory alarm blocks every publisher of the cluster
+    /// (RabbitMQ's `vm_memory_high_watermark.relative`) [default: 0.6].
+    #[arg(long, conflicts_with = "vm_memory_high_watermark_absolute")]
+    vm_memory_high_watermark: Option<f64>,
+    /// Memory high watermark in bytes (`2GB`, `512MiB`, …), instead of a fraction.
+    #[arg(long)]
+    vm_memory_high_watermark_absolute: Option<String>,
+    /// Free space of the data directory's filesystem below which the disk alarm blocks every
+    /// publisher of the cluster (`50MB`, `2GB`, …; RabbitMQ's `disk_free_limit`)
+    /// [default: 50MB].
+    #[arg(long)]
+    disk_free_limit: Option<String>,
     /// Log filter in RUST_LOG syntax [default: info,openraft=warn].
     #[arg(long, env = "WARREN_LOG")]
     log: Option<String>,
@@ -99,6 +154,16 @@ struct Args {
     /// nodes, and the chaos suite's per-link proxies.
     #[arg(long = "peer-address", value_parser = warren_raft::dial::parse_override)]
     peer_addresses: Vec<(String, String)>,
+    /// Certificates for gRPC between nodes: `ca.crt` (the cluster's CA), `node.crt` and
+    /// `node.key` (see `warren cert`). For the subcommands, the operator's: `ca.crt` and
+    /// `client.crt`/`client.key` (or a node's) [default: certs].
+    #[arg(long, global = true, env = "WARREN_CERTS_DIR")]
+    certs_dir: Option<PathBuf>,
+    /// Plaintext, unauthenticated gRPC between nodes and from operators, instead of mutual TLS:
+    /// anyone who reaches a node's gRPC port can then change the cluster, read its messages
+    /// and forge Raft traffic. Only for a cluster on one trusted host.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -137,6 +202,11 @@ enum Cmd {
     Permissions {
         #[command(subcommand)]
         change: access_cli::PermissionsCmd,
+    },
+    /// Create the cluster's certificates: its CA, a node's, an operator's or an AMQP client's.
+    Cert {
+        #[command(subcommand)]
+        command: cert_cli::CertCmd,
     },
 }
 
@@ -197,14 +267,41 @@ struct FileConfig {
     /// `"RECORDED=DIAL"` strings, as --peer-address.
     #[serde(default)]
     peer_addresses: Vec<String>,
+    certs_dir: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_client_auth: Option<String>,
+    tls_login_from: Option<String>,
+    tls_login_san_type: Option<String>,
+    tls_login_san_index: Option<usize>,
+    amqps_port: Option<u16>,
+    management_tls_port: Option<u16>,
+    management_tls_client_auth: Option<String>,
+    vm_memory_high_watermark: Option<f64>,
+    vm_memory_high_watermark_absolute: Option<String>,
+    disk_free_limit: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let certs_dir = args
+        .certs_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("certs"));
     if let Some(command) = &args.command {
+        if let Cmd::Cert { command } = command {
+            return one_line_errors(cert_cli::run(command, &certs_dir));
+        }
+        if let Err(e) = settings::operator_tls(&certs_dir, args.insecure) {
+            return one_line_errors(Err(e));
+        }
         return one_line_errors(match command {
-            Cmd::Status { grpc, digest } => status(grpc, *digest),
-            Cmd::Member { change } => member(change),
+            Cmd::Cert { .. } => Ok(()),
+            Cmd::Status { grpc, digest } => cluster_cli::status(grpc, *digest),
+            Cmd::Member { change } => cluster_cli::member(change),
             Cmd::User { change } => access_cli::run(access_cli::AccessCmd::User(change.clone())),
             Cmd::Vhost { change } => access_cli::run(access_cli::AccessCmd::Vhost(change.clone())),
             Cmd::Permissions { change } => {
@@ -221,6 +318,8 @@ fn main() -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
+    let listener_tls = settings::ListenerTls::from(&args, &file)?;
+    let resource_limits = settings::resource_limits(&args, &file)?;
     let log = args
         .log
         .or(file.log)
@@ -232,7 +331,7 @@ fn main() -> anyhow::Result<()> {
         .init();
 
     let defaults = ServerConfig::default();
-    let bind = args.bind.or(file.bind).unwrap_or(defaults.listen.ip());
+    let bind = args.bind.or(file.bind);
     let port = args.port.or(file.port).unwrap_or(5672);
     let management_port_given = args.management_port.or(file.management_port).is_some();
     let management_port = args
@@ -245,7 +344,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(defaults.frame_max);
     anyhow::ensure!(frame_max >= 4096, "--frame-max must be at least 4096");
     let server_config = ServerConfig {
-        listen: SocketAddr::new(bind, port),
+        listen: SocketAddr::new(bind.unwrap_or(defaults.listen.ip()), port),
         channel_max: args
             .channel_max
             .or(file.channel_max)
@@ -327,6 +426,19 @@ fn main() -> anyhow::Result<()> {
         None if members.is_empty() => None,
         None => anyhow::bail!("--node-id {node_id} is not among the --member entries"),
     };
+    let insecure = args.insecure || file.insecure;
+    let certs_dir = args.certs_dir.or(file.certs_dir).unwrap_or(certs_dir);
+    // gRPC between nodes: mutual TLS with the cluster's certificates unless --insecure. A node
+    // on its own has no gRPC port and needs no certificate.
+    let cluster_tls = match (&own_grpc, insecure) {
+        (None, _) => None,
+        (Some(addr), true) => {
+            tracing::warn!(grpc = %addr, "INSECURE: gRPC between nodes and from operators is plaintext and unauthenticated (--insecure): anyone who reaches this port can change the cluster, read its messages and forge Raft traffic");
+            None
+        }
+        (Some(_), false) => Some(settings::node_tls(&certs_dir, node_id, &members)?),
+    };
+    warren_raft::dial::set_tls(cluster_tls.clone());
     let mut peer_addresses: std::collections::HashMap<String, String> = file
         .peer_addresses
         .iter()
@@ -365,10 +477,18 @@ fn main() -> anyhow::Result<()> {
         // The other nodes' brokers, for the messages routed to transient queues homed there
         // and this node's clients' home sessions there; their addresses come from Raft.
         let (addresses_tx, addresses_rx) = tokio::sync::watch::channel(BTreeMap::new());
+        // Resource alarms: this node measured every second, the others asked.
+        let (limits_tx, limits_rx) = tokio::sync::watch::channel(resource_limits);
+        let resources =
+            warren_server::alarm::spawn_monitor(node_id, data_dir.clone(), limits_rx);
+        let alarms = warren_server::alarm::spawn_cluster_alarms(
+            node_id,
+            resources.clone(),
+            addresses_rx.clone(),
+        );
         let links = Links::new(node_id, addresses_rx);
         let broker = BrokerHandle::spawn(
             Broker::new(BrokerConfig {
-                replicated: true,
                 node: node_id,
                 first_conn: first_conn_id(node_id),
                 ..broker_config
@@ -399,13 +519,47 @@ fn main() -> anyhow::Result<()> {
             raft_service.add_group(METADATA_GROUP, raft.clone());
             let relay = RelayService::new(&broker, route.clone()).with_raft(raft.clone());
             let admin = AdminService::new(raft.clone(), node.incarnations.clone())
-                .with_state_digest(state_machine.clone());
+                .with_state_digest(state_machine.clone())
+                .with_resources(resources.clone(), limits_tx.clone());
             let access = AccessService::new(&broker, raft.clone(), route.clone());
             let management = ManagementService::new(&broker, route.clone(), node_id);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the gRPC address {addr}"))?;
-            tokio::spawn(async move {
+            let services = GrpcServices {
+                raft: raft_service,
+                relay,
+                admin,
+                access,
+                management,
+            };
+            if let Some(tls) = &cluster_tls {
+                let config = tls
+                    .grpc_server_config()
+                    .context("the node's certificate")?;
+                let accepted = warren_tls::acceptor::spawn_accept_loop(
+                    listener,
+                    config,
+                    GRPC_HANDSHAKE_TIMEOUT,
+                    "grpc",
+                );
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::ReceiverStream::new(accepted),
+                    |a| Ok::<_, std::io::Error>(warren_tls::grpc::GrpcIo::from(a)),
+                );
+                let guard = warren_tls::grpc::GuardLayer::new(std::sync::Arc::new(
+                    warren_raft::trust::MemberCheck::new(raft.clone()),
+                ));
+                tokio::spawn(async move {
+                    let served = grpc_routes(tonic::transport::Server::builder().layer(guard), services)
+                        .serve_with_incoming(incoming)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "the gRPC server failed");
+                    }
+                });
+                info!(%addr, "gRPC (Raft, relay, operators) listening, mutual TLS");
+            } else {
                 // Accepted sockets get TCP_NODELAY (tonic sets it only on sockets it binds
                 // itself): without it a relayed reply or confirm waits ~40 ms for a delayed ACK
                 // (benchmarked: 21-33 against 177-238 confirms/s through a follower).
@@ -419,59 +573,86 @@ fn main() -> anyhow::Result<()> {
                         })
                     },
                 );
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(raft_service.into_server())
-                    .add_service(relay.into_server())
-                    .add_service(admin.into_server())
-                    .add_service(access.into_server())
-                    .add_service(management.into_server())
-                    .serve_with_incoming(incoming)
-                    .await
-                {
-                    tracing::error!(error = %e, "the gRPC server failed");
-                }
-            });
-            info!(%addr, "gRPC (Raft and relay) listening");
+                tokio::spawn(async move {
+                    let served = grpc_routes(tonic::transport::Server::builder(), services)
+                        .serve_with_incoming(incoming)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "the gRPC server failed");
+                    }
+                });
+                info!(%addr, "gRPC (Raft, relay, operators) listening, INSECURE plaintext");
+            }
         }
         let management = ManagementService::new(&broker, route.clone(), node_id);
         let access = AccessService::new(&broker, raft.clone(), route.clone());
         // Bound before the AMQP port, so a node whose AMQP port accepts has its management port.
-        let management_listener = if management_port == 0 {
-            None
-        } else {
-            let addr = SocketAddr::new(bind, management_port);
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => Some(listener),
-                // Several nodes on one host (test harnesses, a cluster on loopback) would all
-                // want the default port: a node not told a port runs without management rather
-                // than not at all. A port that was asked for must be had.
+        // Several nodes on one host (test harnesses, a cluster on loopback) would all want the
+        // default ports: a node not told a port runs without that listener rather than not at
+        // all. A port that was asked for must be had.
+        let mut http_listeners = Vec::new();
+        if management_port != 0 {
+            let addrs = listener::addresses(bind, management_port);
+            match listener::bind_all(&addrs, "management") {
+                Ok(sockets) => http_listeners.extend(
+                    sockets
+                        .into_iter()
+                        .map(|socket| warren_mgmt::HttpListener { socket, tls: None }),
+                ),
                 Err(e) if !management_port_given => {
-                    tracing::warn!(%addr, error = %e, "the default management port is taken: running without the management API (give --management-port)");
-                    None
+                    tracing::warn!(error = %e, "the default management port is taken: running without the management API (give --management-port)");
                 }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("binding the management port {addr}")))
-                }
+                Err(e) => return Err(anyhow::Error::new(e)),
             }
-        };
-        let server = Server::bind_to(server_config, broker)
-            .await
-            .with_context(|| format!("binding {bind}:{port}"))?
-            .route_through(route);
-        if let Some(listener) = management_listener {
+        }
+        if let (Some(tls), true) = (&listener_tls.https, listener_tls.https_port != 0) {
+            let addrs = listener::addresses(bind, listener_tls.https_port);
+            match listener::bind_all(&addrs, "management HTTPS") {
+                Ok(sockets) => {
+                    http_listeners.extend(sockets.into_iter().map(|socket| {
+                        warren_mgmt::HttpListener {
+                            socket,
+                            tls: Some(tls.clone()),
+                        }
+                    }))
+                }
+                Err(e) if !listener_tls.https_port_given => {
+                    tracing::warn!(error = %e, "the default management HTTPS port is taken: running without it (give --management-tls-port)");
+                }
+                Err(e) => return Err(anyhow::Error::new(e)),
+            }
+        }
+        let mut amqp_listeners: Vec<listener::Listener> =
+            listener::bind_all(&listener::addresses(bind, port), "AMQP")?
+                .into_iter()
+                .map(|socket| listener::Listener { socket, tls: None })
+                .collect();
+        if let (Some(amqps), true) = (&listener_tls.amqps, listener_tls.amqps_port != 0) {
+            let sockets =
+                listener::bind_all(&listener::addresses(bind, listener_tls.amqps_port), "AMQPS")?;
+            amqp_listeners.extend(sockets.into_iter().map(|socket| listener::Listener {
+                socket,
+                tls: Some(amqps.clone()),
+            }));
+        }
+        let server = Server::with_listeners(server_config, broker, amqp_listeners)
+            .route_through(route)
+            .with_alarms(alarms);
+        if !http_listeners.is_empty() {
             let node = warren_mgmt::Node {
                 node_id,
                 amqp_addr: server.local_addr()?,
+                listeners: server.listening(),
                 management,
                 access,
                 direct: server.direct(),
-                admin: AdminService::new(raft.clone(), node.incarnations.clone()),
+                admin: AdminService::new(raft.clone(), node.incarnations.clone())
+                    .with_resources(resources.clone(), limits_tx.clone()),
                 raft: raft.clone(),
                 loopback_users: mgmt_loopback_users,
             };
             // Ends with the runtime, after the AMQP server has closed its clients.
-            tokio::spawn(warren_mgmt::serve(listener, node, std::future::pending()));
+            tokio::spawn(warren_mgmt::serve(http_listeners, node, std::future::pending()));
         }
         info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), node_id, version = env!("CARGO_PKG_VERSION"), "warren started");
         // Stop on a signal, or when Raft stopped on a fatal storage error: a node that can
@@ -514,177 +695,44 @@ fn grpc_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
+/// The services of a node's gRPC port.
+struct GrpcServices {
+    raft: RaftService<BrokerStateMachine>,
+    relay: RelayService,
+    admin: AdminService<BrokerStateMachine>,
+    access: AccessService,
+    management: ManagementService,
+}
+
+/// Every service of the gRPC port on `builder` (with its layers: the TLS guard, or none).
+fn grpc_routes<L: Clone>(
+    mut builder: tonic::transport::Server<L>,
+    s: GrpcServices,
+) -> tonic::transport::server::Router<L> {
+    builder
+        .add_service(s.raft.into_server())
+        .add_service(s.relay.into_server())
+        .add_service(s.admin.into_server())
+        .add_service(s.access.into_server())
+        .add_service(s.management.into_server())
+}
+
+/// How long a peer has to finish the TLS handshake on the gRPC port.
+const GRPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A gRPC channel to the node at `addr` (host:port), with a 5 s connect timeout.
 async fn grpc_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    warren_raft::dial::endpoint(addr)
         .with_context(|| format!("bad gRPC address {addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {addr}")))
-}
-
-/// An Admin client of the node at `addr` (host:port).
-async fn admin_client(
-    addr: &str,
-) -> anyhow::Result<warren_proto::raft::admin_client::AdminClient<tonic::transport::Channel>> {
-    Ok(warren_proto::raft::admin_client::AdminClient::new(
-        grpc_channel(addr).await?,
-    ))
-}
-
-/// `warren member ...`: sends the change to the node given, which forwards it to the leader.
-fn member(change: &MemberCmd) -> anyhow::Result<()> {
-    use warren_proto::raft::{AddLearnerRequest, PromoteRequest, RemoveRequest};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let reply = runtime.block_on(async {
-        match change {
-            MemberCmd::Add {
-                node,
-                grpc,
-                timeout,
-            } => {
-                let (id, node) = parse_member(node)?;
-                admin_client(grpc)
-                    .await?
-                    .add_learner(AddLearnerRequest {
-                        group_id: METADATA_GROUP,
-                        id,
-                        amqp_addr: node.amqp_addr,
-                        grpc_addr: node.grpc_addr,
-                        catch_up_timeout_ms: timeout.saturating_mul(1000),
-                        forwarded: false,
-                    })
-                    .await
-                    .map_err(grpc_error)
-            }
-            MemberCmd::Promote { id, grpc } => admin_client(grpc)
-                .await?
-                .promote(PromoteRequest {
-                    group_id: METADATA_GROUP,
-                    id: *id,
-                    forwarded: false,
-                })
-                .await
-                .map_err(grpc_error),
-            MemberCmd::Remove { id, grpc } => admin_client(grpc)
-                .await?
-                .remove(RemoveRequest {
-                    group_id: METADATA_GROUP,
-                    id: *id,
-                    forwarded: false,
-                })
-                .await
-                .map_err(grpc_error),
-        }
-    })?;
-    let reply = reply.into_inner();
-    writeln!(
-        std::io::stdout().lock(),
-        "{} (by the leader, node {})",
-        reply.message,
-        reply.leader
-    )?;
-    Ok(())
-}
-
-/// `warren status`: asks a node, then (for lag) the leader it names.
-fn status(grpc: &str, digest: bool) -> anyhow::Result<()> {
-    use warren_proto::raft::{StatusReply, StatusRequest};
-    async fn ask(addr: &str, digest: bool) -> anyhow::Result<StatusReply> {
-        Ok(admin_client(addr)
-            .await?
-            .status(StatusRequest {
-                group_id: METADATA_GROUP,
-                digest,
-            })
-            .await
-            .map_err(grpc_error)?
-            .into_inner())
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut out = std::io::stdout().lock();
-        let me = ask(grpc, digest).await?;
-        let leader_addr = me.leader.and_then(|l| {
-            me.members
-                .iter()
-                .find(|m| m.id == l)
-                .map(|m| m.grpc_addr.clone())
-        });
-        let leader = match &leader_addr {
-            Some(a) if me.leader != Some(me.node_id) => ask(a, false).await.ok(),
-            _ => Some(me.clone()),
-        };
-        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-        writeln!(
-            out,
-            "node {} ({}), term {}, leader {}, last log {}, committed {}, applied {}, incarnation {}",
-            me.node_id,
-            me.state,
-            me.term,
-            opt(me.leader),
-            opt(me.last_log_index),
-            opt(me.committed_index),
-            opt(me.applied_index),
-            warren_raft::incarnation::show(me.incarnation)
-        )?;
-        if !me.refused.is_empty() {
-            writeln!(out, "REFUSED by the cluster: {}", me.refused)?;
-        }
-        if digest {
-            writeln!(
-                out,
-                "state digest {} at applied index {}",
-                me.state_digest,
-                opt(me.digest_applied_index)
-            )?;
-        }
-        if me.joint {
-            writeln!(out, "a membership change is in progress (joint configuration)")?;
-        }
-        if let Some(ms) = me.millis_since_quorum_ack {
-            writeln!(out, "quorum acknowledged {ms} ms ago")?;
-        }
-        writeln!(
-            out,
-            "{:<4} {:<8} {:<22} {:<22} {:<16} {:>8} {:>6}",
-            "id", "role", "amqp", "grpc", "incarnation", "matched", "lag"
-        )?;
-        for m in &me.members {
-            let matched = leader
-                .as_ref()
-                .and_then(|l| l.members.iter().find(|x| x.id == m.id))
-                .and_then(|x| x.matched_index);
-            let lag = match (leader.as_ref().and_then(|l| l.last_log_index), matched) {
-                (Some(last), Some(m)) => last.saturating_sub(m).to_string(),
-                _ => "-".into(),
-            };
-            let role = if Some(m.id) == me.leader {
-                "leader"
-            } else if m.voter {
-                "voter"
-            } else {
-                "learner"
-            };
-            writeln!(
-                out,
-                "{:<4} {:<8} {:<22} {:<22} {:<16} {:>8} {:>6}",
-                m.id,
-                role,
-                m.amqp_addr,
-                m.grpc_addr,
-                warren_raft::incarnation::show(m.incarnation),
-                opt(matched),
-                lag
-            )?;
-        }
-        Ok(())
-    })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to {addr}: {}",
+                warren_raft::dial::describe(&e)
+            )
+        })
 }
 
 /// `ID@AMQP_HOST:PORT@GRPC_HOST:PORT`.

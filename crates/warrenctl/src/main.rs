@@ -1,7 +1,7 @@
 //! `warrenctl`: operate a Warren cluster from any node, as `rabbitmqctl`/`rabbitmqadmin` do for
-//! RabbitMQ. Talks to the management HTTP API (users, vhosts, permissions, queues, listings,
-//! definitions, connections) and to the Admin gRPC service (membership). A failure is one line
-//! on stderr and exit status 1.
+//! RabbitMQ. Talks to the management HTTP API (users, vhosts, permissions, topic permissions,
+//! limits, queues, listings, definitions, connections) and to the Admin gRPC service
+//! (membership). A failure is one line on stderr and exit status 1.
 
 use std::io::Write;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use warrenctl::{segment, ApiClient};
 #[derive(Parser, Debug)]
 #[command(name = "warrenctl", version, about)]
 struct Args {
-    /// Management API of any node (host:port).
+    /// Management API of any node: host:port (HTTP), or https://host:port.
     #[arg(
         long,
         global = true,
@@ -36,6 +36,17 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// The operator's certificates for the gRPC commands (join, leave): `ca.crt` and
+    /// `client.crt`/`client.key` from `warren cert create-client` (or a node's).
+    #[arg(long, global = true, env = "WARREN_CERTS_DIR", default_value = "certs")]
+    certs_dir: std::path::PathBuf,
+    /// The CA certificate (PEM) of the management API's HTTPS certificate, for `--node
+    /// https://HOST:PORT` [default: ca.crt of --certs-dir if there is one; public roots always].
+    #[arg(long, global = true, env = "WARREN_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Plaintext gRPC, for a cluster started with --insecure.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -72,6 +83,54 @@ enum Cmd {
         read: String,
         #[arg(long, short = 'p', default_value = "/")]
         vhost: String,
+    },
+    /// Set a user's topic permission on an exchange (regular expressions over routing keys:
+    /// write for publishing, read for binding; {username} and {vhost} expand).
+    SetTopicPermissions {
+        #[arg(value_name = "USER")]
+        username: String,
+        exchange: String,
+        write: String,
+        read: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Remove every topic permission of a user in a vhost.
+    ClearTopicPermissions {
+        #[arg(value_name = "USER")]
+        username: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Set one limit of a vhost (max-connections, max-queues), keeping its others; a negative
+    /// value is no limit, 0 allows none.
+    SetVhostLimit {
+        limit: String,
+        #[arg(allow_negative_numbers = true)]
+        value: i64,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Clear one limit of a vhost.
+    ClearVhostLimit {
+        limit: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Set one limit of a user (max-connections, max-channels), keeping its others; a negative
+    /// value is no limit, 0 allows none.
+    SetUserLimit {
+        #[arg(value_name = "USER")]
+        username: String,
+        limit: String,
+        #[arg(allow_negative_numbers = true)]
+        value: i64,
+    },
+    /// Clear one limit of a user.
+    ClearUserLimit {
+        #[arg(value_name = "USER")]
+        username: String,
+        limit: String,
     },
     AddVhost {
         name: String,
@@ -119,6 +178,18 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:7101")]
         grpc: String,
     },
+    /// Set the memory high watermark of the node at --grpc, at once, until it restarts
+    /// (rabbitmqctl set_vm_memory_high_watermark): a fraction of its memory (`0.6`), or
+    /// `absolute SIZE` (`absolute 2GB`).
+    SetVmMemoryHighWatermark {
+        /// A fraction, or `absolute`.
+        limit: String,
+        /// With `absolute`: the size (`2GB`, `512MiB`, bytes).
+        size: Option<String>,
+        /// gRPC address of the node to change.
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        grpc: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +208,9 @@ enum Listing {
     Users,
     Vhosts,
     Permissions,
+    TopicPermissions,
+    VhostLimits,
+    UserLimits,
 }
 
 fn main() {
@@ -270,6 +344,32 @@ fn columns(what: Listing) -> (&'static str, &'static [(&'static str, &'static st
                 ("read", "read"),
             ],
         ),
+        Listing::TopicPermissions => (
+            "/api/topic-permissions",
+            &[
+                ("user", "user"),
+                ("vhost", "vhost"),
+                ("exchange", "exchange"),
+                ("write", "write"),
+                ("read", "read"),
+            ],
+        ),
+        Listing::VhostLimits => (
+            "/api/vhost-limits",
+            &[
+                ("vhost", "vhost"),
+                ("max-connections", "value.max-connections"),
+                ("max-queues", "value.max-queues"),
+            ],
+        ),
+        Listing::UserLimits => (
+            "/api/user-limits",
+            &[
+                ("user", "user"),
+                ("max-connections", "value.max-connections"),
+                ("max-channels", "value.max-channels"),
+            ],
+        ),
     }
 }
 
@@ -278,8 +378,42 @@ fn pick<'a>(v: &'a Value, path: &str) -> &'a Value {
         .fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
 }
 
+/// Sets (`value`) or clears one limit of a vhost or a user (`kind`: "vhost" or "user"), as
+/// `/api/vhost-limits` and `/api/user-limits` take it; what was done, for the operator.
+async fn change_limit(
+    api: &ApiClient,
+    kind: &str,
+    owner: &str,
+    limit: &str,
+    value: Option<i64>,
+) -> anyhow::Result<String> {
+    let path = format!("/api/{kind}-limits/{}/{}", segment(owner), segment(limit));
+    match value {
+        Some(value) => {
+            api.call("PUT", &path, Some(&json!({ "value": value })))
+                .await?;
+            Ok(format!("limit {limit} of {kind} '{owner}' set to {value}"))
+        }
+        None => {
+            api.call("DELETE", &path, None).await?;
+            Ok(format!("limit {limit} of {kind} '{owner}' cleared"))
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let api = ApiClient::new(&args.node, &args.user, &args.password);
+    let mut api = ApiClient::new(&args.node, &args.user, &args.password);
+    // HTTPS (`--node https://...`) trusts the public roots, and the cluster's CA: --tls-ca, or
+    // ca.crt of --certs-dir when there is one.
+    let ca = args
+        .tls_ca
+        .clone()
+        .or_else(|| Some(args.certs_dir.join("ca.crt")).filter(|p| p.exists()));
+    if let Some(ca) = ca {
+        let pem = std::fs::read_to_string(&ca)
+            .with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+        api = api.trusting(&pem)?;
+    }
     let mut out = std::io::stdout().lock();
     let done = |out: &mut std::io::StdoutLock, msg: String| -> anyhow::Result<()> {
         writeln!(out, "{msg}")?;
@@ -383,6 +517,76 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 format!("permissions of '{user}' on vhost '{vhost}' set"),
             )?;
         }
+        Cmd::SetTopicPermissions {
+            username: user,
+            exchange,
+            write,
+            read,
+            vhost,
+        } => {
+            api.call(
+                "PUT",
+                &format!(
+                    "/api/topic-permissions/{}/{}",
+                    segment(&vhost),
+                    segment(&user)
+                ),
+                Some(&json!({"exchange": exchange, "write": write, "read": read})),
+            )
+            .await?;
+            done(
+                &mut out,
+                format!(
+                    "topic permissions of '{user}' on exchange '{exchange}' in vhost '{vhost}' set"
+                ),
+            )?;
+        }
+        Cmd::ClearTopicPermissions {
+            username: user,
+            vhost,
+        } => {
+            api.call(
+                "DELETE",
+                &format!(
+                    "/api/topic-permissions/{}/{}",
+                    segment(&vhost),
+                    segment(&user)
+                ),
+                None,
+            )
+            .await?;
+            done(
+                &mut out,
+                format!("topic permissions of '{user}' in vhost '{vhost}' cleared"),
+            )?;
+        }
+        Cmd::SetVhostLimit {
+            limit,
+            value,
+            vhost,
+        } => done(
+            &mut out,
+            change_limit(&api, "vhost", &vhost, &limit, Some(value)).await?,
+        )?,
+        Cmd::ClearVhostLimit { limit, vhost } => done(
+            &mut out,
+            change_limit(&api, "vhost", &vhost, &limit, None).await?,
+        )?,
+        Cmd::SetUserLimit {
+            username: user,
+            limit,
+            value,
+        } => done(
+            &mut out,
+            change_limit(&api, "user", &user, &limit, Some(value)).await?,
+        )?,
+        Cmd::ClearUserLimit {
+            username: user,
+            limit,
+        } => done(
+            &mut out,
+            change_limit(&api, "user", &user, &limit, None).await?,
+        )?,
         Cmd::AddVhost { name } => {
             api.call("PUT", &format!("/api/vhosts/{}", segment(&name)), None)
                 .await?;
@@ -460,12 +664,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )?;
         }
         Cmd::Join { member, grpc } => {
-            let msg = membership::join(&member, &grpc).await?;
+            let tls = membership::tls(&args.certs_dir, args.insecure)?;
+            let msg = membership::join(&member, &grpc, tls.as_ref()).await?;
             done(&mut out, msg)?;
         }
         Cmd::Leave { id, grpc } => {
-            let msg = membership::leave(id, &grpc).await?;
+            let tls = membership::tls(&args.certs_dir, args.insecure)?;
+            let msg = membership::leave(id, &grpc, tls.as_ref()).await?;
             done(&mut out, msg)?;
+        }
+        Cmd::SetVmMemoryHighWatermark { limit, size, grpc } => {
+            use warren_proto::raft::memory_high_watermark::Limit;
+            let limit = match (limit.as_str(), size) {
+                ("absolute", Some(size)) => Limit::Absolute(size),
+                ("absolute", None) => anyhow::bail!("absolute needs a size, e.g. `absolute 2GB`"),
+                (fraction, None) => Limit::Fraction(fraction.parse().with_context(|| {
+                    format!("{fraction:?} is not a fraction (e.g. 0.6) nor `absolute SIZE`")
+                })?),
+                (other, Some(_)) => anyhow::bail!("expected `absolute SIZE`, got {other:?}"),
+            };
+            let tls = membership::tls(&args.certs_dir, args.insecure)?;
+            let reply = membership::admin(&grpc, tls.as_ref())
+                .await?
+                .set_memory_high_watermark(warren_proto::raft::MemoryHighWatermark {
+                    limit: Some(limit),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            done(
+                &mut out,
+                format!(
+                    "memory high watermark of {grpc} set: {} bytes",
+                    reply.mem_limit
+                ),
+            )?;
         }
     }
     Ok(())
@@ -476,9 +709,30 @@ mod membership {
     use super::*;
     use warren_proto::raft::admin_client::AdminClient;
     use warren_proto::raft::{AddLearnerRequest, PromoteRequest, RemoveRequest};
+    use warren_tls::ClusterTls;
 
-    async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    /// The operator's TLS, or none with --insecure.
+    pub(super) fn tls(
+        certs_dir: &std::path::Path,
+        insecure: bool,
+    ) -> anyhow::Result<Option<ClusterTls>> {
+        if insecure {
+            return Ok(None);
+        }
+        ClusterTls::load_operator(&warren_tls::files::CertsDir::new(certs_dir))
+            .map(Some)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (join and leave need the operator's ca.crt and client.crt/client.key in --certs-dir, or --insecure for a cluster started with --insecure)"
+                )
+            })
+    }
+
+    pub(super) async fn admin(
+        addr: &str,
+        tls: Option<&ClusterTls>,
+    ) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+        let channel = warren_tls::config::grpc_endpoint(tls, addr, addr)
             .with_context(|| format!("bad gRPC address {addr}"))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
@@ -491,13 +745,17 @@ mod membership {
         anyhow::anyhow!("{}", s.message())
     }
 
-    pub(super) async fn join(member: &str, grpc: &str) -> anyhow::Result<String> {
+    pub(super) async fn join(
+        member: &str,
+        grpc: &str,
+        tls: Option<&ClusterTls>,
+    ) -> anyhow::Result<String> {
         let parts: Vec<&str> = member.split('@').collect();
         let [id, amqp, node_grpc] = parts[..] else {
             anyhow::bail!("member must be ID@AMQP_HOST:PORT@GRPC_HOST:PORT, not '{member}'");
         };
         let id: u64 = id.parse().with_context(|| format!("bad node id '{id}'"))?;
-        let mut client = admin(grpc).await?;
+        let mut client = admin(grpc, tls).await?;
         let added = client
             .add_learner(AddLearnerRequest {
                 group_id: 0,
@@ -522,8 +780,12 @@ mod membership {
         Ok(format!("{}; {}", added.message, promoted.message))
     }
 
-    pub(super) async fn leave(id: u64, grpc: &str) -> anyhow::Result<String> {
-        Ok(admin(grpc)
+    pub(super) async fn leave(
+        id: u64,
+        grpc: &str,
+        tls: Option<&ClusterTls>,
+    ) -> anyhow::Result<String> {
+        Ok(admin(grpc, tls)
             .await?
             .remove(RemoveRequest {
                 group_id: 0,

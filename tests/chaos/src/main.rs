@@ -436,7 +436,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     } else {
         net::Network::Netns(net::Netns::setup(4)?)
     };
-    let mut nodes = Nodes::new(bin, data.clone(), synclog);
+    let mut nodes = Nodes::new(bin, data.clone(), synclog)?;
     nodes.start_cluster(3)?;
     let slots = Arc::new(Mutex::new(vec![1, 2, 3]));
     let mut chaos = Chaos {

@@ -1,6 +1,8 @@
 //! The warren processes under test: one per slot, each in its slot's network namespace, with
 //! AMQP on 5672 and gRPC on 7100 of the slot's address. Kill -9, SIGSTOP/SIGCONT, restart,
-//! power loss (see `synclog.c`), membership changes, and each node's status over gRPC.
+//! power loss (see `synclog.c`), membership changes, and each node's status over gRPC. Nodes
+//! talk mutual TLS with certificates made by `warren cert` for the run (CA, one per node id for
+//! its slot's address, and the operator's this harness calls with).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -13,6 +15,9 @@ use warren_proto::raft::admin_client::AdminClient;
 use warren_proto::raft::{StatusReply, StatusRequest};
 
 use crate::{addr, net};
+
+/// The operator's certificates, for [`status`] (set by [`Nodes::new`]).
+static OPERATOR: std::sync::OnceLock<warren_tls::ClusterTls> = std::sync::OnceLock::new();
 
 pub struct Node {
     pub slot: usize,
@@ -55,15 +60,33 @@ pub fn uri(slot: usize) -> String {
 }
 
 impl Nodes {
-    pub fn new(bin: PathBuf, dir: PathBuf, synclog: Option<PathBuf>) -> Nodes {
-        Nodes {
+    /// The harness for nodes run from `bin` with their data under `dir`; makes the run's CA and
+    /// the operator's certificate.
+    pub fn new(bin: PathBuf, dir: PathBuf, synclog: Option<PathBuf>) -> anyhow::Result<Nodes> {
+        let certs = dir.join("certs");
+        run_cert(&bin, &["create-ca", "--certs-dir"], &certs.join("ca"), None)?;
+        run_cert(
+            &bin,
+            &["create-client", "chaos-operator", "--certs-dir"],
+            &certs.join("operator"),
+            Some(&certs.join("ca")),
+        )?;
+        let operator = warren_tls::ClusterTls::load_operator(&warren_tls::files::CertsDir::new(
+            certs.join("operator"),
+        ))?;
+        let _ = OPERATOR.set(operator);
+        Ok(Nodes {
             bin,
             dir,
             synclog,
             nodes: BTreeMap::new(),
             next_id: 1,
             old_logs: Vec::new(),
-        }
+        })
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.dir.join("certs")
     }
 
     pub fn has_power_loss(&self) -> bool {
@@ -88,9 +111,22 @@ impl Nodes {
         Ok(())
     }
 
-    fn create(&mut self, slot: usize, id: u64, args: Vec<String>) -> anyhow::Result<()> {
+    fn create(&mut self, slot: usize, id: u64, mut args: Vec<String>) -> anyhow::Result<()> {
         let data = self.dir.join(format!("node{id}"));
         std::fs::create_dir_all(&data)?;
+        // Its certificate names its id and its slot's address (as the membership records it).
+        let node_certs = self.certs().join(format!("node{id}"));
+        let id_text = id.to_string();
+        let grpc = addr::grpc(slot);
+        let host = grpc.rsplit_once(':').map_or(grpc.as_str(), |(h, _)| h);
+        run_cert(
+            &self.bin,
+            &["create-node", &id_text, "--host", host, "--certs-dir"],
+            &node_certs,
+            Some(&self.certs().join("ca")),
+        )?;
+        args.push("--certs-dir".into());
+        args.push(node_certs.display().to_string());
         let log = self.dir.join(format!("node{id}.log"));
         self.nodes.insert(
             slot,
@@ -278,6 +314,8 @@ impl Nodes {
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.bin)
             .args(args)
+            .arg("--certs-dir")
+            .arg(self.certs().join("operator"))
             .output()
             .context("running warren")?;
         if !out.status.success() {
@@ -342,9 +380,9 @@ fn sync_log_path(node: &Node) -> PathBuf {
 
 /// A node's status over gRPC, within a second.
 pub async fn status(slot: usize, digest: bool) -> anyhow::Result<StatusReply> {
-    let addr = format!("http://{}", addr::grpc(slot));
+    let addr = addr::grpc(slot);
     let fut = async {
-        let channel = tonic::transport::Endpoint::from_shared(addr)?
+        let channel = warren_tls::config::grpc_endpoint(OPERATOR.get(), &addr, &addr)?
             .connect_timeout(Duration::from_secs(1))
             .connect()
             .await?;
@@ -457,6 +495,27 @@ fn cut_to_synced(dir: &Path, sync_log: &Path) -> anyhow::Result<PowerLoss> {
         }
     }
     Ok(loss)
+}
+
+/// `warren cert ARGS DIR [--ca-cert CA/ca.crt --ca-key CA/ca.key]`.
+fn run_cert(bin: &Path, args: &[&str], dir: &Path, ca: Option<&Path>) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("cert").args(args).arg(dir).arg("--overwrite");
+    if let Some(ca) = ca {
+        cmd.arg("--ca-cert")
+            .arg(ca.join("ca.crt"))
+            .arg("--ca-key")
+            .arg(ca.join("ca.key"));
+    }
+    let out = cmd.output().context("running warren cert")?;
+    if !out.status.success() {
+        bail!(
+            "warren cert {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

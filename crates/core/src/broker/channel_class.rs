@@ -1,4 +1,5 @@
-//! `channel.*` methods and the cleanup of a channel's state when it closes for any reason.
+//! `channel.*` methods (`channel.open` within the user's `max-channels`) and the cleanup of a
+//! channel's state when it closes for any reason.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +18,7 @@ impl Broker {
     ) -> Result<(), AmqpError> {
         let conn = self
             .connections
-            .get_mut(&ctx.conn)
+            .get(&ctx.conn)
             .ok_or_else(|| AmqpError::command_invalid("connection not open"))?;
         if conn.vhost.is_none() {
             return Err(AmqpError::command_invalid(
@@ -27,6 +28,15 @@ impl Broker {
         if conn.channels.contains_key(&ctx.channel) {
             return Err(AmqpError::channel_error("second 'channel.open' seen"));
         }
+        if let Err(e) = self.check_channel_limit(ctx) {
+            // Not for the method (RabbitMQ's reader refuses the channel itself): the error keeps
+            // its class and method 0.
+            self.fail(ctx, e, out);
+            return Ok(());
+        }
+        let Some(conn) = self.connections.get_mut(&ctx.conn) else {
+            return Ok(());
+        };
         conn.channels.insert(ctx.channel, Channel::new());
         self.reply(ctx, Method::ChannelOpenOk(ChannelOpenOk::default()), out);
         Ok(())

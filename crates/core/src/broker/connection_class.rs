@@ -1,5 +1,6 @@
-//! Connection life cycle in the core: login (SASL already decoded by the runtime), vhost access on
-//! `connection.open`, back-pressure state, and the cleanup when a connection ends.
+//! Connection life cycle in the core: login (SASL already decoded by the runtime), vhost access and
+//! connection limits on `connection.open`, back-pressure state, and the cleanup when a connection
+//! ends.
 
 use warren_wire::{ConnectionOpenOk, FieldTable, Method, ShortStr};
 
@@ -19,10 +20,14 @@ impl Broker {
         client_properties: &FieldTable,
         out: &mut Vec<Effect>,
     ) {
+        // SASL EXTERNAL: the runtime verified the client's TLS certificate and took the user
+        // name from it; the user must exist, no password is asked (as RabbitMQ's
+        // rabbitmq_auth_mechanism_ssl). Only a node's own sessions make such a login.
+        let external = mechanism == "EXTERNAL";
         let password_ok = self
             .users
             .get(username)
-            .is_some_and(|u| u.check_password(password));
+            .is_some_and(|u| external || u.check_password(password));
         let loopback_ok =
             peer_loopback || !self.config.loopback_users.iter().any(|u| u == username);
         if !(password_ok && loopback_ok) {
@@ -59,6 +64,9 @@ impl Broker {
         let name = ShortStr::from(vhost);
         let error = if !self.vhosts.contains_key(&name) {
             Some(AmqpError::not_allowed(format!("vhost {vhost} not found")))
+        } else if let Err(e) = self.check_connection_limits(&name, &user) {
+            // RabbitMQ checks the limits before the user's access to the vhost.
+            Some(e)
         } else if !self.permissions.contains_key(&(user.clone(), name.clone())) {
             Some(AmqpError::not_allowed(format!(
                 "access to vhost '{vhost}' refused for user '{user}'"

@@ -257,7 +257,7 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
-        self.check_bind_access(ctx, &m.destination, "exchange", &m.source)?;
+        self.check_bind_access(ctx, &m.destination, "exchange", &m.source, &m.routing_key)?;
         self.submit(
             Some(ctx.origin()),
             Op::Bind {
@@ -280,7 +280,7 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
-        self.check_bind_access(ctx, &m.destination, "exchange", &m.source)?;
+        self.check_bind_access(ctx, &m.destination, "exchange", &m.source, &m.routing_key)?;
         self.submit(
             Some(ctx.origin()),
             Op::Unbind {
@@ -296,20 +296,24 @@ impl Broker {
         Ok(())
     }
 
-    /// Binding needs write on the destination and read on the source (RabbitMQ's access-control
-    /// guide), and is never allowed on the default exchange.
+    /// Binding (and unbinding) needs write on the destination and read on the source
+    /// (RabbitMQ's access-control guide), is never allowed on the default exchange, and on a
+    /// topic exchange the binding key must match the user's topic read permission, if any
+    /// (RabbitMQ's `binding_action_with_checks`, for queue and exchange bindings alike).
     pub(super) fn check_bind_access(
         &self,
         ctx: Ctx,
         destination: &str,
         destination_kind: &str,
         source: &str,
+        routing_key: &str,
     ) -> Result<(), AmqpError> {
         if source.is_empty() || (destination_kind == "exchange" && destination.is_empty()) {
             return Err(default_exchange_refused());
         }
         self.check_access(ctx.conn, Access::Write, destination_kind, destination)?;
-        self.check_access(ctx.conn, Access::Read, "exchange", source)
+        self.check_access(ctx.conn, Access::Read, "exchange", source)?;
+        self.check_topic_binding(ctx.conn, source, routing_key)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -35,19 +35,16 @@ pub(super) enum Waiter {
 const REMOVAL_RETRY_MS: Millis = 5_000;
 
 impl Broker {
-    /// Whether this broker leads: set by the runtime when its node starts or stops leading
-    /// (always true unless replicated). A broker that stops leading must also give up what it
-    /// decided for the replicated queues ([`Broker::step_down`]).
+    /// Whether this broker leads: set by the runtime when its node starts or stops leading. A
+    /// broker that stops leading must also give up what it decided for the replicated queues
+    /// ([`Broker::step_down`]).
     pub fn set_leading(&mut self, leading: bool) {
-        self.leading = leading || !self.config.replicated;
+        self.leading = leading;
     }
 
     /// Whether this broker decides queue `q`: holds its messages and consumers, delivers, and
     /// decides its expiries and removal.
     pub(crate) fn decides(&self, q: &Queue) -> bool {
-        if !self.config.replicated {
-            return true;
-        }
         if q.is_local() {
             q.home == self.config.node
         } else {
@@ -215,7 +212,7 @@ impl Broker {
         method: Method,
         out: &mut Vec<Effect>,
     ) -> Option<Method> {
-        if !self.config.replicated || !self.is_home_session(ctx.conn) {
+        if !self.is_home_session(ctx.conn) {
             return Some(method);
         }
         let name = match &method {
@@ -258,7 +255,7 @@ impl Broker {
 
     /// [`crate::Input::NodeDown`]: the leader removes the local queues homed on `node`.
     pub(super) fn node_down(&mut self, node: u64, out: &mut Vec<Effect>) {
-        if !self.config.replicated || !self.leading || node == self.config.node {
+        if !self.leading || node == self.config.node {
             return;
         }
         let mut gone: Vec<QueueId> = self

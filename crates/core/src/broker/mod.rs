@@ -8,6 +8,7 @@ mod connection_class;
 mod delivery;
 mod exchange_class;
 mod home;
+mod limit_checks;
 mod publish;
 mod queue_class;
 mod recovery;
@@ -15,6 +16,7 @@ mod resume;
 mod security;
 mod snapshot_io;
 mod tick;
+mod topic_authorisation;
 mod tx_class;
 mod view;
 
@@ -29,7 +31,9 @@ use warren_wire::{Method, ShortStr};
 use crate::command::{Command, Op, Origin, STATE_MACHINE_VERSION};
 use crate::connection::Connection;
 use crate::error::ErrorScope;
+use crate::limits::Limits;
 use crate::queue::{Queue, QueueId};
+use crate::topic_permission::TopicPermission;
 use crate::user::{hash_password, Access, Permission, User};
 use crate::vhost::Vhost;
 use crate::{AmqpError, ChannelId, ConnId, Effect, Input, Millis};
@@ -44,9 +48,6 @@ pub struct BrokerConfig {
     pub default_vhost: String,
     /// Users that may log in only from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
-    /// When true, shared-state changes leave as [`Effect::Propose`] and take effect when fed back
-    /// as [`Input::Applied`]; when false they are applied at once.
-    pub replicated: bool,
     /// This node's id in the cluster (0 for a single node): the home of the transient queues
     /// its connections declare, which this broker decides.
     pub node: u64,
@@ -63,7 +64,6 @@ impl Default for BrokerConfig {
             default_pass: "guest".into(),
             default_vhost: "/".into(),
             loopback_users: vec!["guest".into()],
-            replicated: false,
             node: 0,
             first_conn: 0,
         }
@@ -77,6 +77,13 @@ pub struct Broker {
     vhosts: HashMap<ShortStr, Vhost>,
     users: HashMap<String, User>,
     permissions: HashMap<(String, ShortStr), Permission>,
+    /// Topic permissions: user → vhost → exchange → permission. Nested so that a publish finds
+    /// "none for this user in this vhost" with borrowed keys (see `topic_authorisation.rs`).
+    topic_permissions: TopicPermissions,
+    /// Limits of the vhosts that have any (`max-connections`, `max-queues`).
+    vhost_limits: HashMap<ShortStr, Limits>,
+    /// Limits of the users that have any (`max-connections`, `max-channels`).
+    user_limits: HashMap<String, Limits>,
     queues: HashMap<QueueId, Queue>,
     next_queue_id: QueueId,
     connections: HashMap<ConnId, Connection>,
@@ -106,6 +113,9 @@ pub struct Broker {
     queues_generation: u64,
 }
 
+/// user → vhost → exchange → topic permission.
+type TopicPermissions = HashMap<String, HashMap<ShortStr, HashMap<ShortStr, TopicPermission>>>;
+
 /// Where a channel-level method came from: the error path needs all of it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ctx {
@@ -129,6 +139,9 @@ impl Broker {
             vhosts: HashMap::new(),
             users: HashMap::new(),
             permissions: HashMap::new(),
+            topic_permissions: HashMap::new(),
+            vhost_limits: HashMap::new(),
+            user_limits: HashMap::new(),
             queues: HashMap::new(),
             next_queue_id: 1,
             connections: HashMap::new(),
@@ -137,7 +150,7 @@ impl Broker {
             now: 0,
             publishers: HashMap::new(),
             next_publisher_check: 0,
-            leading: !config.replicated,
+            leading: false,
             removing: HashMap::new(),
             removal_waiters: HashMap::new(),
             queues_generation: 0,
@@ -421,7 +434,7 @@ impl Broker {
     /// local queue, whose contents the log does not carry, otherwise submitted like any
     /// shared-state change.
     pub(crate) fn submit_for_queue(&mut self, queue: QueueId, op: Op, out: &mut Vec<Effect>) {
-        if self.config.replicated && self.is_local_queue(queue) {
+        if self.is_local_queue(queue) {
             let command = Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
@@ -434,7 +447,8 @@ impl Broker {
         }
     }
 
-    /// Replicates (clustered) or applies (single node) a shared-state change.
+    /// Proposes a shared-state change to the log ([`Effect::Propose`]); it takes effect when it
+    /// comes back as [`Input::Applied`] (on a single node too: a log of one).
     pub(crate) fn submit(&mut self, origin: Option<Origin>, op: Op, out: &mut Vec<Effect>) {
         let command = Command {
             version: STATE_MACHINE_VERSION,
@@ -442,27 +456,33 @@ impl Broker {
             issued_at: self.now,
             op,
         };
-        if self.config.replicated {
-            if let Some(o) = origin {
-                let publish = matches!(command.op, Op::Publish { .. });
-                if let Some(ch) = self.channel_mut(Ctx {
-                    conn: o.conn,
-                    channel: o.channel,
-                }) {
-                    ch.in_flight += 1;
-                    if publish {
-                        ch.publishes_in_flight += 1;
-                    }
+        if let Some(o) = origin {
+            let publish = matches!(command.op, Op::Publish { .. });
+            if let Some(ch) = self.channel_mut(Ctx {
+                conn: o.conn,
+                channel: o.channel,
+            }) {
+                ch.in_flight += 1;
+                if publish {
+                    ch.publishes_in_flight += 1;
                 }
             }
-            out.push(Effect::Propose { command });
-        } else {
-            self.apply(command, out);
         }
+        out.push(Effect::Propose { command });
     }
 
-    /// Applies a committed command; replies and errors go to its origin.
+    /// Applies a committed command; replies and errors go to its origin. The replicated state
+    /// reads time only from the command (`issued_at`, the leader's clock when it proposed it,
+    /// as `rabbit_fifo` reads `system_time` from the entry): while it is applied, `now` is that
+    /// time, so every replica, and a replay long after, computes the same expiries and `x-death`
+    /// times. The node's own clock comes back for what follows the command.
     fn apply(&mut self, command: Command, out: &mut Vec<Effect>) {
+        let node_now = std::mem::replace(&mut self.now, command.issued_at);
+        self.apply_at_issue_time(command, out);
+        self.now = node_now;
+    }
+
+    fn apply_at_issue_time(&mut self, command: Command, out: &mut Vec<Effect>) {
         let origin = command.origin;
         let now = command.issued_at;
         let (class_id, method_id) = op_method(&command.op);
@@ -659,6 +679,70 @@ impl Broker {
                 self.permissions.remove(&(user, vhost));
                 Ok(())
             }
+            Op::SetTopicPermission {
+                user,
+                vhost,
+                exchange,
+                write,
+                read,
+            } => {
+                self.apply_set_topic_permission(user, vhost, exchange, &write, &read);
+                Ok(())
+            }
+            Op::ClearTopicPermission {
+                user,
+                vhost,
+                exchange,
+            } => {
+                self.apply_clear_topic_permission(&user, &vhost, exchange.as_ref());
+                Ok(())
+            }
+            Op::SetVhostLimits {
+                vhost,
+                limits,
+                replace,
+            } => {
+                if self.vhosts.contains_key(&vhost) {
+                    let l = self.vhost_limits.entry(vhost.clone()).or_default();
+                    l.set(&limits, replace);
+                    if l.is_empty() {
+                        self.vhost_limits.remove(&vhost);
+                    }
+                }
+                Ok(())
+            }
+            Op::ClearVhostLimits { vhost, names } => {
+                if let Some(l) = self.vhost_limits.get_mut(&vhost) {
+                    l.clear(&names);
+                    if l.is_empty() {
+                        self.vhost_limits.remove(&vhost);
+                    }
+                }
+                Ok(())
+            }
+            Op::SetUserLimits {
+                user,
+                limits,
+                replace,
+            } => {
+                if self.users.contains_key(&user) {
+                    let l = self.user_limits.entry(user.clone()).or_default();
+                    l.set(&limits, replace);
+                    if l.is_empty() {
+                        self.user_limits.remove(&user);
+                    }
+                }
+                Ok(())
+            }
+            Op::ClearUserLimits { user, names } => {
+                if let Some(l) = self.user_limits.get_mut(&user) {
+                    l.clear(&names);
+                    if l.is_empty() {
+                        self.user_limits.remove(&user);
+                    }
+                }
+                Ok(())
+            }
         };
         if let Some(o) = origin {
             self.command_applied(
@@ -852,9 +936,17 @@ fn op_method(op: &Op) -> (u16, u16) {
         | Op::PutUser { .. }
         | Op::DeleteUser { .. }
         | Op::SetPermission { .. }
-        | Op::ClearPermission { .. } => (0, 0),
+        | Op::ClearPermission { .. }
+        | Op::SetTopicPermission { .. }
+        | Op::ClearTopicPermission { .. }
+        | Op::SetVhostLimits { .. }
+        | Op::ClearVhostLimits { .. }
+        | Op::SetUserLimits { .. }
+        | Op::ClearUserLimits { .. } => (0, 0),
     }
 }
 
+#[cfg(test)]
+mod access_control_tests;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! `basic.publish`: access and property checks on the channel, then the replicated
+//! `basic.publish`: access (topic authorisation included) and property checks on the channel, then the replicated
 //! [`Op::Publish`] that routes (default exchange, bindings, exchange-to-exchange, alternate
 //! exchanges), enqueues with overflow rules, returns unroutable mandatory messages and confirms.
 //! Also dead-lettering, which republishes through a queue's dead-letter exchange.
@@ -19,6 +19,7 @@ use crate::channel::{Mode, TxOp};
 use crate::command::{Destination, Op, Origin};
 use crate::message::Message;
 use crate::queue::{Entry, Overflow, QueueId};
+use crate::routing::ExchangeKind;
 use crate::user::Access;
 use crate::{AmqpError, Effect, Millis};
 
@@ -66,6 +67,15 @@ impl Broker {
                 "cannot publish to internal exchange '{}' in vhost '{vhost}'",
                 publish.exchange
             )));
+        }
+        if exchange.kind == ExchangeKind::Topic {
+            self.check_topic_access(
+                &user,
+                &vhost,
+                &publish.exchange,
+                Access::Write,
+                &publish.routing_key,
+            )?;
         }
         let ch = self
             .channel_mut(ctx)
@@ -160,7 +170,7 @@ impl Broker {
                 !replicated.is_empty(),
             )
         };
-        if replicated && self.config.replicated && self.is_home_session(ctx.conn) {
+        if replicated && self.is_home_session(ctx.conn) {
             out.push(Effect::Bounce {
                 conn: ctx.conn,
                 channel: ctx.channel,
@@ -438,7 +448,7 @@ impl Broker {
     fn route_reply(&mut self, message: &Arc<Message>, out: &mut Vec<Effect>) -> bool {
         let key = &message.routing_key[REPLY_TO_PREFIX.len()..];
         match reply_key_node(key) {
-            Some(node) if self.config.replicated && node != self.config.node => {
+            Some(node) if node != self.config.node => {
                 out.push(Effect::Forward {
                     home: node,
                     queue: 0,
@@ -543,7 +553,7 @@ impl Broker {
                 }
             }
         }
-        if replicated && self.config.replicated {
+        if replicated {
             self.submit(
                 None,
                 Op::Publish {

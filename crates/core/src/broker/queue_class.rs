@@ -147,7 +147,7 @@ impl Broker {
         if let Some(ch) = self.channel_mut(ctx) {
             ch.last_queue = Some(name.clone());
         }
-        if self.config.replicated {
+        {
             if let Some(id) = self.queue_id(&vhost, &name) {
                 if self.queues.get(&id).is_some_and(|q| q.is_local()) {
                     // A local queue is redeclared where it lives: its home has the counts,
@@ -223,6 +223,9 @@ impl Broker {
             }
             return Ok(());
         }
+        // Decided here, in the log's order, so that every replica agrees and two declares
+        // racing for a vhost's last place cannot both get it.
+        self.check_queue_limit(vhost, &name)?;
         // Created even if the declaring connection closed while the command was in flight:
         // whether it did is not in the log, and every replica (and every replay) must assign the
         // same queue ids. The leader removes such an orphan on its next tick (`tick_cleanup`).
@@ -329,7 +332,7 @@ impl Broker {
         } else {
             m.routing_key
         };
-        self.check_bind_access(ctx, &queue, "queue", &m.exchange)?;
+        self.check_bind_access(ctx, &queue, "queue", &m.exchange, &routing_key)?;
         if self.queue_id(&vhost, &queue).is_some() {
             self.usable_queue(ctx.conn, &vhost, &queue)?;
         }
@@ -356,7 +359,7 @@ impl Broker {
     ) -> Result<(), AmqpError> {
         let (vhost, _) = self.session(ctx.conn)?;
         let queue = self.resolve_queue_name(ctx, m.queue)?;
-        self.check_bind_access(ctx, &queue, "queue", &m.exchange)?;
+        self.check_bind_access(ctx, &queue, "queue", &m.exchange, &m.routing_key)?;
         if self.queue_id(&vhost, &queue).is_some() {
             self.usable_queue(ctx.conn, &vhost, &queue)?;
         }
@@ -385,7 +388,7 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if self.config.replicated && self.is_local_queue(id) {
+        if self.is_local_queue(id) {
             // A local queue's messages are only on its home: purged there, outside the log.
             if !self.decides_queue(id) {
                 return Err(not_here(&name, &vhost));
@@ -464,7 +467,7 @@ impl Broker {
                     )));
                 }
             }
-            if self.config.replicated && self.is_local_queue(id) {
+            if self.is_local_queue(id) {
                 // Decided by its home, which alone knows its consumers and messages; it goes
                 // when the removal is applied, and the reply with it.
                 if !self.decides_queue(id) {

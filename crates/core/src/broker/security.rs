@@ -1,10 +1,13 @@
-//! Vhosts, users and permissions as replicated state: applying their deletion (what goes with
-//! them, which connections are closed) and checking a change before it is proposed.
+//! Vhosts, users, permissions, topic permissions and limits as replicated state: applying their
+//! changes and deletions (what goes with them, which connections are closed) and checking a
+//! change before it is proposed.
 
 use warren_wire::ShortStr;
 
 use super::Broker;
 use crate::command::Op;
+use crate::limits::{check_names, USER_LIMITS, VHOST_LIMITS};
+use crate::topic_permission::TopicPermission;
 use crate::user::Permission;
 use crate::{AmqpError, ConnId, Effect};
 
@@ -33,6 +36,12 @@ impl Broker {
         }
         self.vhosts.remove(name);
         self.permissions.retain(|(_, vhost), _| vhost != name);
+        for vhosts in self.topic_permissions.values_mut() {
+            vhosts.remove(name);
+        }
+        self.topic_permissions
+            .retain(|_, vhosts| !vhosts.is_empty());
+        self.vhost_limits.remove(name);
     }
 
     /// [`Op::DeleteUser`].
@@ -41,6 +50,8 @@ impl Broker {
             return;
         }
         self.permissions.retain(|(user, _), _| user != name);
+        self.topic_permissions.remove(name);
+        self.user_limits.remove(name);
         let conns: Vec<ConnId> = self
             .connections
             .iter()
@@ -48,6 +59,56 @@ impl Broker {
             .map(|(id, _)| *id)
             .collect();
         self.force_close(conns, &format!("user '{name}' is deleted"), out);
+    }
+
+    /// [`Op::SetTopicPermission`]: ignored if the user or the vhost is gone meanwhile (it was
+    /// checked before it was proposed).
+    pub(super) fn apply_set_topic_permission(
+        &mut self,
+        user: String,
+        vhost: ShortStr,
+        exchange: ShortStr,
+        write: &str,
+        read: &str,
+    ) {
+        if !self.users.contains_key(&user) || !self.vhosts.contains_key(&vhost) {
+            return;
+        }
+        let permission = TopicPermission::new_or_deny(&user, &vhost, write, read);
+        self.topic_permissions
+            .entry(user)
+            .or_default()
+            .entry(vhost)
+            .or_default()
+            .insert(exchange, permission);
+    }
+
+    /// [`Op::ClearTopicPermission`]: one exchange's, or all of the user's in the vhost.
+    pub(super) fn apply_clear_topic_permission(
+        &mut self,
+        user: &str,
+        vhost: &ShortStr,
+        exchange: Option<&ShortStr>,
+    ) {
+        let Some(vhosts) = self.topic_permissions.get_mut(user) else {
+            return;
+        };
+        match exchange {
+            Some(x) => {
+                if let Some(exchanges) = vhosts.get_mut(vhost) {
+                    exchanges.remove(x);
+                    if exchanges.is_empty() {
+                        vhosts.remove(vhost);
+                    }
+                }
+            }
+            None => {
+                vhosts.remove(vhost);
+            }
+        }
+        if vhosts.is_empty() {
+            self.topic_permissions.remove(user);
+        }
     }
 
     /// Closes connections as an operator's change requires (RabbitMQ: CONNECTION_FORCED).
@@ -62,8 +123,11 @@ impl Broker {
         }
     }
 
-    /// Checks a vhost/user/permission change against the current state before it is proposed:
-    /// `Err` is the operator's error text. Other ops are not operator changes and are refused.
+    /// Checks an operator's change (vhost, user, permission, topic permission, limits) against
+    /// the current state before it is proposed: the user and vhost it names exist, its regexes
+    /// compile (a topic permission's for its user and vhost), its limit names are known. `Err`
+    /// is the operator's one-line error text. Other ops are not operator changes and are
+    /// refused.
     pub fn check_security_change(&self, op: &Op) -> Result<(), String> {
         match op {
             Op::PutVhost { name } | Op::DeleteVhost { name } if name.is_empty() => {
@@ -108,7 +172,66 @@ impl Broker {
                     )),
                 }
             }
+            Op::SetTopicPermission {
+                user,
+                vhost,
+                exchange: _,
+                write,
+                read,
+            } => {
+                self.check_user_and_vhost(user, vhost)?;
+                TopicPermission::new(user, vhost, write, read).map(|_| ())
+            }
+            Op::ClearTopicPermission {
+                user,
+                vhost,
+                exchange,
+            } => {
+                let theirs = self
+                    .topic_permissions
+                    .get(user)
+                    .and_then(|vhosts| vhosts.get(vhost));
+                match (theirs, exchange) {
+                    (Some(exchanges), Some(x)) if exchanges.contains_key(x) => Ok(()),
+                    (Some(_), None) => Ok(()),
+                    (_, Some(x)) => Err(format!(
+                        "user '{user}' has no topic permission on exchange '{x}' in vhost '{vhost}'"
+                    )),
+                    (None, None) => Err(format!(
+                        "user '{user}' has no topic permissions in vhost '{vhost}'"
+                    )),
+                }
+            }
+            Op::SetVhostLimits { vhost, limits, .. } => {
+                self.check_vhost(vhost)?;
+                check_names(limits, &VHOST_LIMITS, "vhost")
+            }
+            Op::ClearVhostLimits { vhost, .. } => self.check_vhost(vhost),
+            Op::SetUserLimits { user, limits, .. } => {
+                self.check_user(user)?;
+                check_names(limits, &USER_LIMITS, "user")
+            }
+            Op::ClearUserLimits { user, .. } => self.check_user(user),
             _ => Err("not a vhost, user or permission change".into()),
         }
+    }
+
+    fn check_vhost(&self, vhost: &ShortStr) -> Result<(), String> {
+        match self.vhosts.contains_key(vhost) {
+            true => Ok(()),
+            false => Err(format!("vhost '{vhost}' does not exist")),
+        }
+    }
+
+    fn check_user(&self, user: &str) -> Result<(), String> {
+        match self.users.contains_key(user) {
+            true => Ok(()),
+            false => Err(format!("user '{user}' does not exist")),
+        }
+    }
+
+    fn check_user_and_vhost(&self, user: &str, vhost: &ShortStr) -> Result<(), String> {
+        self.check_user(user)?;
+        self.check_vhost(vhost)
     }
 }

@@ -7,14 +7,16 @@ use warren_wire::ShortStr;
 
 use super::Broker;
 use crate::exchange::Exchange;
+use crate::limits::Limits;
 use crate::message::Message;
 use crate::queue::{Entry, Queue, QueueArgs};
 use crate::routing::ExchangeKind;
 use crate::snapshot::{
-    Snapshot, SnapshotBinding, SnapshotEntry, SnapshotError, SnapshotExchange, SnapshotMessage,
-    SnapshotPermission, SnapshotPublisher, SnapshotQueue, SnapshotSecurity, SnapshotUser,
-    SnapshotVhost,
+    Snapshot, SnapshotBinding, SnapshotEntry, SnapshotError, SnapshotExchange, SnapshotLimits,
+    SnapshotMessage, SnapshotPermission, SnapshotPublisher, SnapshotQueue, SnapshotSecurity,
+    SnapshotTopicPermission, SnapshotUser, SnapshotVhost,
 };
+use crate::topic_permission::TopicPermission;
 use crate::user::{Permission, User};
 use crate::vhost::Vhost;
 use crate::{AmqpError, Effect, STATE_MACHINE_VERSION};
@@ -147,6 +149,7 @@ impl Broker {
             })
             .collect();
         permissions.sort_by(|a, b| (&a.user, &a.vhost).cmp(&(&b.user, &b.vhost)));
+        let (vhost_limits, user_limits) = self.limit_records();
         Snapshot {
             version: STATE_MACHINE_VERSION,
             next_queue_id: self.next_queue_id,
@@ -154,13 +157,65 @@ impl Broker {
             messages,
             queues,
             publishers,
-            security: Some(SnapshotSecurity { users, permissions }),
+            security: Some(SnapshotSecurity {
+                users,
+                permissions,
+                topic_permissions: self.topic_permission_records(),
+                vhost_limits,
+                user_limits,
+            }),
         }
     }
 
+    /// Every topic permission, sorted by user, vhost, exchange (for snapshots and the view).
+    pub(super) fn topic_permission_records(&self) -> Vec<SnapshotTopicPermission> {
+        let mut records: Vec<SnapshotTopicPermission> = self
+            .topic_permissions
+            .iter()
+            .flat_map(|(user, vhosts)| {
+                vhosts.iter().flat_map(move |(vhost, exchanges)| {
+                    exchanges
+                        .iter()
+                        .map(move |(exchange, p)| SnapshotTopicPermission {
+                            user: user.clone(),
+                            vhost: vhost.clone(),
+                            exchange: exchange.clone(),
+                            write: p.write.clone(),
+                            read: p.read.clone(),
+                        })
+                })
+            })
+            .collect();
+        records.sort_by(|a, b| {
+            (&a.user, &a.vhost, &a.exchange).cmp(&(&b.user, &b.vhost, &b.exchange))
+        });
+        records
+    }
+
+    /// The limits of the vhosts and of the users that have any, each sorted by owner (for
+    /// snapshots and the view).
+    pub(super) fn limit_records(&self) -> (Vec<SnapshotLimits>, Vec<SnapshotLimits>) {
+        let record = |owner: &str, l: &Limits| SnapshotLimits {
+            owner: owner.to_owned(),
+            limits: l.iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        };
+        let mut vhosts: Vec<SnapshotLimits> = self
+            .vhost_limits
+            .iter()
+            .map(|(v, l)| record(v, l))
+            .collect();
+        vhosts.sort_by(|a, b| a.owner.cmp(&b.owner));
+        let mut users: Vec<SnapshotLimits> =
+            self.user_limits.iter().map(|(u, l)| record(u, l)).collect();
+        users.sort_by(|a, b| a.owner.cmp(&b.owner));
+        (vhosts, users)
+    }
+
     /// Replaces the replicated state with `snapshot`. Connections cannot outlive the state they
-    /// referred to: any the broker has are dropped and closed (320) in `out`. Users and permissions
-    /// are replaced if the snapshot has them (format 3 on), kept otherwise; settings are kept. On error the broker is unchanged.
+    /// referred to: any the broker has are dropped and closed (320) in `out`. Users, permissions,
+    /// topic permissions and limits are replaced if the snapshot has them (format 3 on; topic
+    /// permissions and limits from format 7, none before), kept otherwise; settings are kept. On
+    /// error the broker is unchanged.
     pub fn restore(
         &mut self,
         snapshot: Snapshot,
@@ -255,16 +310,15 @@ impl Broker {
         // Other connections are dropped without the close logic (requeues, auto-deletes): that
         // would change state the snapshot already says everything about.
         let node = self.config.node;
-        let replicated = self.config.replicated;
         for (id, q) in std::mem::take(&mut self.queues) {
-            if replicated && q.is_local() && q.home == node && queues.contains_key(&id) {
+            if q.is_local() && q.home == node && queues.contains_key(&id) {
                 queues.insert(id, q);
             }
         }
         let conns: Vec<_> = self
             .connections
             .iter()
-            .filter(|(_, c)| !replicated || c.home_of.is_none())
+            .filter(|(_, c)| c.home_of.is_none())
             .map(|(&id, _)| id)
             .collect();
         for conn in conns {
@@ -315,6 +369,26 @@ impl Broker {
                     let perm = Permission::new(&p.configure, &p.write, &p.read).ok()?;
                     Some(((p.user, p.vhost), perm))
                 })
+                .collect();
+            self.topic_permissions.clear();
+            for p in security.topic_permissions {
+                let permission = TopicPermission::new_or_deny(&p.user, &p.vhost, &p.write, &p.read);
+                self.topic_permissions
+                    .entry(p.user)
+                    .or_default()
+                    .entry(p.vhost)
+                    .or_default()
+                    .insert(p.exchange, permission);
+            }
+            self.vhost_limits = security
+                .vhost_limits
+                .into_iter()
+                .map(|l| (ShortStr::from(l.owner), l.limits.into_iter().collect()))
+                .collect();
+            self.user_limits = security
+                .user_limits
+                .into_iter()
+                .map(|l| (l.owner, l.limits.into_iter().collect()))
                 .collect();
         }
         self.reply_to

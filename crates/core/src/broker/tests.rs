@@ -26,19 +26,32 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let mut w = World {
-            broker: Broker::new(BrokerConfig::default()),
-            now: 1_000,
-        };
+        let mut broker = Broker::new(BrokerConfig {
+            ..BrokerConfig::default()
+        });
+        broker.set_leading(true);
+        let mut w = World { broker, now: 1_000 };
         w.connect(C1);
         w.connect(C2);
         w
     }
 
+    /// Handles `input` as production does on a node that leads a cluster of one: every proposed
+    /// command comes back applied at once (a log of one); the effects for clients, in order.
     fn input(&mut self, input: Input) -> Vec<Effect> {
-        let mut out = Vec::new();
-        self.broker.handle(self.now, input, &mut out);
-        out
+        let mut pending = std::collections::VecDeque::from([input]);
+        let mut client_effects = Vec::new();
+        while let Some(input) = pending.pop_front() {
+            let mut out = Vec::new();
+            self.broker.handle(self.now, input, &mut out);
+            for e in out {
+                match e {
+                    Effect::Propose { command } => pending.push_back(Input::Applied { command }),
+                    other => client_effects.push(other),
+                }
+            }
+        }
+        client_effects
     }
 
     fn connect(&mut self, conn: ConnId) {
@@ -219,6 +232,41 @@ fn guest_is_refused_from_a_remote_address() {
         client_properties: FieldTable::default(),
     });
     assert!(matches!(&e[..], [Effect::CloseConnection { error, .. }] if error.code == 403));
+}
+
+#[test]
+fn external_logs_in_an_existing_user_without_a_password_and_keeps_the_loopback_rule() {
+    let external = |conn, user: &str, peer_loopback| Input::Login {
+        conn,
+        mechanism: "EXTERNAL".into(),
+        username: user.into(),
+        password: String::new(),
+        peer_loopback,
+        client_properties: FieldTable::default(),
+    };
+    let mut w = World::new();
+    assert_eq!(
+        w.input(external(9, "guest", true)),
+        vec![Effect::Authenticated {
+            conn: 9,
+            user: "guest".into()
+        }]
+    );
+    let refused = |conn| {
+        vec![Effect::CloseConnection {
+            conn,
+            error: AmqpError {
+                code: 403,
+                text: "ACCESS_REFUSED - Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.".into(),
+                class_id: 10,
+                method_id: 11,
+            },
+        }]
+    };
+    // The certificate names a user that does not exist.
+    assert_eq!(w.input(external(10, "ghost", true)), refused(10));
+    // guest stays loopback-only, whatever the mechanism.
+    assert_eq!(w.input(external(11, "guest", false)), refused(11));
 }
 
 #[test]
@@ -1013,7 +1061,6 @@ impl Replicated {
     fn on_node(node: u64) -> Replicated {
         Replicated {
             broker: Broker::new(BrokerConfig {
-                replicated: true,
                 node,
                 ..BrokerConfig::default()
             }),
@@ -1128,7 +1175,6 @@ struct Manual {
 impl Manual {
     fn new() -> Manual {
         let mut broker = Broker::new(BrokerConfig {
-            replicated: true,
             ..BrokerConfig::default()
         });
         broker.set_leading(true);
@@ -1611,6 +1657,84 @@ fn message_expiry_is_logged_and_dead_letters_in_the_same_order_on_replay() {
     assert_eq!(b.get_all(C2, "short"), Vec::<String>::new());
 }
 
+/// The replicated state reads time only from the log (as `rabbit_fifo` reads `system_time`
+/// from the entry): the same log applied by a follower whose clock runs far behind and by a
+/// replay long after builds the same state, the `x-death` time of a dead-lettered message and
+/// the expiry of its copy included.
+#[test]
+fn the_same_log_applied_at_two_clocks_builds_the_same_state() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    // "short" dead-letters what expires into "graveyard", which has a TTL of its own.
+    let mut graveyard = FieldTable::default();
+    graveyard.insert("x-message-ttl", FieldValue::I32(60_000));
+    let mut short = FieldTable::default();
+    short.insert("x-message-ttl", FieldValue::I32(100));
+    short.insert("x-dead-letter-exchange", FieldValue::from(""));
+    short.insert("x-dead-letter-routing-key", FieldValue::from("graveyard"));
+    for (queue, arguments) in [("graveyard", graveyard), ("short", short)] {
+        a.method(
+            C1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                durable: true,
+                arguments,
+                ..Default::default()
+            }),
+        );
+    }
+    a.publish(C1, "short", "old");
+    a.now += 1_000;
+    a.input(Input::Tick);
+    let expired_at = a
+        .log
+        .iter()
+        .find(|c| matches!(c.op, Op::Expire { .. }))
+        .map(|c| c.issued_at)
+        .expect("the leader logged the expiry");
+
+    let replay = |now: Millis| {
+        let mut r = Replicated::replica();
+        r.now = now;
+        for command in a.log.clone() {
+            r.input(Input::Applied { command });
+        }
+        r.broker.snapshot()
+    };
+    let (behind, later) = (replay(3), replay(86_400_000));
+    assert_eq!(
+        behind, later,
+        "the same log, the same state, whatever the clock"
+    );
+    assert_eq!(behind, a.broker.snapshot(), "and the leader's own");
+
+    // The dead-lettered copy: died when the log says, expires 60 s after that.
+    let queue = behind
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == "graveyard")
+        .expect("graveyard");
+    let [entry] = queue.entries[..] else {
+        panic!("one dead-lettered message: {:?}", queue.entries)
+    };
+    assert_eq!(entry.expires_at, Some(expired_at + 60_000));
+    let headers = behind.messages[entry.message as usize]
+        .properties
+        .headers
+        .as_ref()
+        .expect("x-death");
+    let Some(FieldValue::Array(deaths)) = headers.get("x-death") else {
+        panic!("no x-death: {headers:?}")
+    };
+    let Some(FieldValue::Table(death)) = deaths.first() else {
+        panic!("an x-death entry: {deaths:?}")
+    };
+    assert_eq!(
+        death.get("time"),
+        Some(&FieldValue::Timestamp(expired_at / 1_000))
+    );
+}
+
 #[test]
 fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
     let mut a = Replicated::new();
@@ -1937,7 +2061,6 @@ fn confirm_numbers_start_afresh_on_a_reopened_channel_without_being_taken_for_re
 fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_then_swept() {
     // Commands are committed only when we say so.
     let mut leader = Broker::new(BrokerConfig {
-        replicated: true,
         ..BrokerConfig::default()
     });
     let mut log: Vec<Command> = Vec::new();
@@ -2027,7 +2150,6 @@ fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_t
     assert!(leader.queue_id(&"/".into(), "x").is_none(), "swept");
     // A replica that applied the same log holds the same queues under the same ids.
     let mut replica = Broker::new(BrokerConfig {
-        replicated: true,
         ..BrokerConfig::default()
     });
     for command in log {

@@ -5,7 +5,7 @@ use crate::channel::Mode;
 use crate::command::Destination;
 use crate::view::{
     args, BindingView, BrokerView, ChannelView, ConnectionView, ConsumerView, ExchangeView,
-    PermissionView, QueueView, UserView,
+    LimitsView, PermissionView, QueueView, TopicPermissionView, UserView,
 };
 
 use super::Broker;
@@ -88,7 +88,7 @@ impl Broker {
                     consumers: q.consumer_count(),
                     counters: q.counters,
                     published_from,
-                    home: (self.config.replicated && q.is_local()).then_some(q.home),
+                    home: q.is_local().then_some(q.home),
                 });
             }
         }
@@ -182,6 +182,24 @@ impl Broker {
                 read: p.read.clone(),
             })
             .collect();
+        view.topic_permissions = self
+            .topic_permission_records()
+            .into_iter()
+            .map(|p| TopicPermissionView {
+                user: p.user,
+                vhost: p.vhost.to_string(),
+                exchange: p.exchange.to_string(),
+                write: p.write,
+                read: p.read,
+            })
+            .collect();
+        let (vhost_limits, user_limits) = self.limit_records();
+        let limits = |l: crate::snapshot::SnapshotLimits| LimitsView {
+            owner: l.owner,
+            limits: l.limits,
+        };
+        view.vhost_limits = vhost_limits.into_iter().map(limits).collect();
+        view.user_limits = user_limits.into_iter().map(limits).collect();
         view
     }
 

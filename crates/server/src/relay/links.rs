@@ -312,9 +312,7 @@ type UpSender = mpsc::Sender<RelayBatch>;
 
 /// Opens a home stream to `addr` and says hello.
 async fn connect(addr: &str, me: u64) -> Option<(UpSender, tonic::Streaming<RelayBatch>)> {
-    let mut client = RelayClient::connect(warren_raft::dial::dial_uri(addr))
-        .await
-        .ok()?
+    let mut client = RelayClient::new(warren_raft::dial::connect(addr).await.ok()?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
     let (tx, rx) = mpsc::channel(256);

@@ -242,8 +242,8 @@ async fn resume_remote(link: &Link, conns: &mut HashMap<ConnId, Conn>) -> bool {
 
 /// Opens the relay stream to the leader and says hello.
 async fn connect(grpc_addr: &str, node: u64) -> Option<Link> {
-    let mut client = match RelayClient::connect(warren_raft::dial::dial_uri(grpc_addr)).await {
-        Ok(c) => c
+    let mut client = match warren_raft::dial::connect(grpc_addr).await {
+        Ok(c) => RelayClient::new(c)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20),
         Err(e) => {

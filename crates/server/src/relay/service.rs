@@ -75,6 +75,10 @@ impl Relay for RelayService {
         &self,
         request: Request<Streaming<RelayBatch>>,
     ) -> Result<Response<DownStream>, Status> {
+        let caller = request
+            .extensions()
+            .get::<warren_tls::grpc::Caller>()
+            .cloned();
         let mut up = request.into_inner();
         // The first message says who sends and what for.
         let first = match up.message().await {
@@ -93,6 +97,8 @@ impl Relay for RelayService {
                 ))
             }
         };
+        // Only in the name of the node whose certificate called.
+        warren_raft::trust::check_sender(caller.as_ref(), node)?;
         if !home && *self.route.borrow() != Route::Local {
             return Err(Status::unavailable("this node does not lead the cluster"));
         }

@@ -76,6 +76,11 @@ impl Client {
 
     /// Runs the whole handshake with heartbeat `hb`; leaves the session open.
     fn open(config: ServerConfig, hb: u16) -> Client {
+        Client::open_with(config, hb, FieldTable::default())
+    }
+
+    /// [`Client::open`] with these client properties in `start-ok`.
+    fn open_with(config: ServerConfig, hb: u16, client_properties: FieldTable) -> Client {
         let mut c = Client::new(config);
         c.send_raw(PROTOCOL_HEADER);
         assert!(matches!(
@@ -88,7 +93,7 @@ impl Client {
         c.send(
             0,
             Method::ConnectionStartOk(ConnectionStartOk {
-                client_properties: FieldTable::default(),
+                client_properties,
                 mechanism: "PLAIN".into(),
                 response: LongStr::from(&b"\0guest\0guest"[..]),
                 locale: "en_US".into(),
@@ -537,4 +542,185 @@ proptest! {
         c.session.tick(20_000, &mut c.inputs);
         prop_assert!(c.session.is_finished() || !c.session.is_open());
     }
+}
+
+/// The mechanisms offered in `connection.start` by a session with this external user.
+fn offered(external: Option<&str>) -> String {
+    let mut c = Client::new(ServerConfig::default());
+    c.session = Session::new(CONN, &ServerConfig::default(), true, 0)
+        .with_external_user(external.map(str::to_owned));
+    c.send_raw(PROTOCOL_HEADER);
+    match &c.server_frames()[..] {
+        [Frame::Method {
+            method: Method::ConnectionStart(s),
+            ..
+        }] => s.mechanisms.to_str().unwrap_or("?").to_owned(),
+        other => panic!("expected connection.start, got {other:?}"),
+    }
+}
+
+#[test]
+fn external_is_offered_only_with_a_client_certificate() {
+    assert_eq!(offered(None), "PLAIN AMQPLAIN");
+    assert_eq!(offered(Some("app")), "PLAIN AMQPLAIN EXTERNAL");
+}
+
+#[test]
+fn external_logs_in_as_the_certificates_user_whatever_the_response_says() {
+    let start_ok = |mechanism: &str| {
+        Method::ConnectionStartOk(ConnectionStartOk {
+            client_properties: FieldTable::default(),
+            mechanism: mechanism.into(),
+            response: LongStr::from(&b"\0root\0pw"[..]),
+            locale: "en_US".into(),
+        })
+    };
+    let mut c = Client::new(ServerConfig::default());
+    c.session = Session::new(CONN, &ServerConfig::default(), false, 0)
+        .with_external_user(Some("app".into()));
+    c.send_raw(PROTOCOL_HEADER);
+    c.server_frames();
+    c.send(0, start_ok("EXTERNAL"));
+    assert_eq!(
+        c.take_inputs(),
+        vec![Input::Login {
+            conn: CONN,
+            mechanism: "EXTERNAL".into(),
+            username: "app".into(),
+            password: String::new(),
+            peer_loopback: false,
+            client_properties: FieldTable::default(),
+        }]
+    );
+
+    // Without a certificate, EXTERNAL is refused as an unknown mechanism.
+    let mut c = Client::new(ServerConfig::default());
+    c.send_raw(PROTOCOL_HEADER);
+    c.server_frames();
+    c.send(0, start_ok("EXTERNAL"));
+    assert!(c.take_inputs().is_empty(), "no login for the core");
+    let close = c.server_frames();
+    assert!(
+        matches!(&close[..], [Frame::Method { method: Method::ConnectionClose(m), .. }]
+            if m.reply_code == 403 && m.reply_text.as_str().contains("unsupported authentication mechanism 'EXTERNAL'")),
+        "{close:?}"
+    );
+}
+
+/// Client properties announcing the `connection.blocked` capability.
+fn announcing_blocked() -> FieldTable {
+    let mut caps = FieldTable::default();
+    caps.insert("connection.blocked", FieldValue::Bool(true));
+    let mut props = FieldTable::default();
+    props.insert("capabilities", FieldValue::Table(caps));
+    props
+}
+
+/// A whole `basic.publish` (method, header, body) on channel 1, as bytes.
+fn publish_bytes(body: &'static [u8]) -> BytesMut {
+    let publish = Method::BasicPublish(BasicPublish {
+        routing_key: "q".into(),
+        ..Default::default()
+    });
+    let mut out = OutBuf::new();
+    out.push_method(1, &publish);
+    out.push_content(
+        1,
+        &publish,
+        &BasicProperties::default(),
+        Bytes::from_static(body),
+        131_072,
+    );
+    drain(&mut out)
+}
+
+#[test]
+fn a_publisher_is_blocked_while_an_alarm_is_on_and_goes_on_where_it_stopped() {
+    let mut c = Client::open_with(ServerConfig::default(), 60, announcing_blocked());
+    c.send(1, Method::ChannelOpen(ChannelOpen::default()));
+    c.take_inputs();
+    // An alarm alone blocks nobody ("blocking", as RabbitMQ shows it): methods go on.
+    c.session
+        .set_alarm(Some("low on memory".into()), c.now, &mut c.inputs);
+    assert!(!c.session.is_blocked());
+    assert!(c.server_frames().is_empty());
+    c.send(
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "q".into(),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(c.take_inputs().len(), 1, "a declare passes");
+
+    // A publish blocks the connection: held unprocessed with what follows it, and the client
+    // is told why, once.
+    let mut bytes = publish_bytes(b"one");
+    bytes.extend_from_slice(&publish_bytes(b"two"));
+    c.send_raw(&bytes);
+    assert!(c.session.is_blocked());
+    assert!(c.take_inputs().is_empty(), "nothing reaches the broker");
+    assert_eq!(
+        c.server_frames(),
+        vec![Frame::Method {
+            channel: 0,
+            method: Method::ConnectionBlocked(ConnectionBlocked {
+                reason: "low on memory".into()
+            })
+        }]
+    );
+    // Another alarm while blocked sends nothing more.
+    c.session
+        .set_alarm(Some("low on memory & disk".into()), c.now, &mut c.inputs);
+    assert!(c.server_frames().is_empty());
+    // Blocked, the client is not read: its silence is not a missed heartbeat.
+    c.now += 10 * 60_000;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(!c.session.is_finished(), "heartbeat monitoring paused");
+    assert_eq!(
+        c.server_frames(),
+        vec![Frame::Heartbeat { channel: 0 }],
+        "our own heartbeats go on"
+    );
+
+    // The alarm clears: unblocked, then both messages, in order.
+    c.session.set_alarm(None, c.now, &mut c.inputs);
+    assert_eq!(
+        c.server_frames(),
+        vec![Frame::Method {
+            channel: 0,
+            method: Method::ConnectionUnblocked(ConnectionUnblocked {})
+        }]
+    );
+    // The driver hands the bytes it kept back in (as connection.rs does after an unblock).
+    c.send_raw(&[]);
+    let bodies: Vec<Bytes> = c
+        .take_inputs()
+        .into_iter()
+        .filter_map(|i| match i {
+            Input::Publish { body, .. } => Some(body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+    );
+    assert!(!c.session.is_blocked());
+}
+
+#[test]
+fn a_client_without_the_capability_is_blocked_silently() {
+    let mut c = Client::open(ServerConfig::default(), 0);
+    c.send(1, Method::ChannelOpen(ChannelOpen::default()));
+    c.take_inputs();
+    c.session
+        .set_alarm(Some("low on disk".into()), c.now, &mut c.inputs);
+    c.send_raw(&publish_bytes(b"x"));
+    assert!(c.session.is_blocked());
+    assert!(c.server_frames().is_empty(), "no connection.blocked");
+    c.session.set_alarm(None, c.now, &mut c.inputs);
+    assert!(c.server_frames().is_empty(), "no connection.unblocked");
+    c.send_raw(&[]);
+    assert!(matches!(&c.take_inputs()[..], [Input::Publish { .. }]));
 }
