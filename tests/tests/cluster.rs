@@ -382,6 +382,22 @@ async fn a_follower_down_for_100_000_messages_catches_up_through_a_snapshot() {
         n,
         "every message, through the node that caught up"
     );
+    // The snapshot named the queued messages; the log entries holding them came with it.
+    assert!(
+        cluster
+            .node(down)
+            .log()
+            .contains("kept the log entries the snapshot names"),
+        "{}",
+        cluster.node(down).log()
+    );
+    // And every body is there, read back from where it rests (the log entries of whichever
+    // of the two leads now: its own log, or those shipped with its snapshot).
+    let got =
+        warren_tests::cluster::consume_numbers(cluster.node(down).uri(), "backlog", &confirmed)
+            .await
+            .expect("consume");
+    assert_eq!(got, confirmed, "every confirmed message, intact");
 }
 
 /// Issue 3, point 4: exclusive, auto-delete and non-durable queues live on the node of the

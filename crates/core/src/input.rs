@@ -50,8 +50,9 @@ pub enum Input {
     /// The connection is gone (socket closed, `connection.close` done, or heartbeat missed):
     /// its unacked messages are requeued, its consumers cancelled, its exclusive queues deleted.
     ConnectionClosed { conn: ConnId },
-    /// A replicated command came back committed (clustered mode only).
-    Applied { command: Command },
+    /// A replicated command came back committed, from log entry `index` (0 when there is no
+    /// log entry to read it back from: the messages it enqueues are then kept in memory).
+    Applied { command: Command, index: u64 },
     /// The runtime found a channel-level protocol error the core cannot see (e.g. a message larger
     /// than the configured maximum): the core drops the channel's state as for any channel error
     /// and answers with [`crate::Effect::CloseChannel`] (or `CloseConnection` for a hard error).

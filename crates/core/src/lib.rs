@@ -32,7 +32,7 @@ pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};
 pub use input::Input;
 pub use limits::Limits;
-pub use message::Message;
+pub use message::{MemoryRecords, Message, Records, StoredRef};
 pub use resume::{ResumeChannel, ResumeConsumer, ResumeSession};
 pub use snapshot::{Snapshot, SnapshotError};
 pub use topic_permission::TopicPermission;

@@ -5,11 +5,10 @@
 //! requeued message goes back to its original place, as RabbitMQ's classic queues do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 
 use warren_wire::{FieldTable, FieldValue, ShortStr};
 
-use crate::message::Message;
+use crate::message::Payload;
 use crate::{ChannelId, ConnId, Millis};
 
 /// A globally unique id for one incarnation of a queue (a queue deleted and declared again gets a
@@ -19,7 +18,7 @@ pub(crate) type QueueId = u64;
 /// A message in a queue, with its per-queue delivery state.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    pub(crate) message: Arc<Message>,
+    pub(crate) message: Payload,
     pub(crate) redelivered: bool,
     /// Absolute expiry (from `x-message-ttl` or the `expiration` property), if any.
     pub(crate) expires_at: Option<Millis>,
@@ -288,8 +287,13 @@ impl Queue {
     }
 
     /// Appends a message at the tail; returns its sequence number.
-    pub(crate) fn push(&mut self, message: Arc<Message>, now: Millis) -> u64 {
-        let ttl = match (self.args.message_ttl, message.expiration_ms()) {
+    pub(crate) fn push(
+        &mut self,
+        message: Payload,
+        expiration_ms: Option<u64>,
+        now: Millis,
+    ) -> u64 {
+        let ttl = match (self.args.message_ttl, expiration_ms) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -364,8 +368,7 @@ impl Queue {
     pub(crate) fn keep_persistent_after_restart(&mut self) {
         let checked_out = std::mem::take(&mut self.checked_out);
         self.ready.extend(checked_out);
-        self.ready
-            .retain(|_, e| e.message.properties.delivery_mode == Some(2));
+        self.ready.retain(|_, e| e.message.persistent());
         for e in self.ready.values_mut() {
             e.redelivered = true;
         }
@@ -459,16 +462,18 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
     use bytes::Bytes;
+    use std::sync::Arc;
     use warren_wire::BasicProperties;
 
-    fn msg(body: &'static str) -> Arc<Message> {
-        Arc::new(Message {
+    fn msg(body: &'static str) -> Payload {
+        Payload::Loaded(Arc::new(Message {
             exchange: ShortStr::from(""),
             routing_key: ShortStr::from("q"),
             properties: BasicProperties::default(),
             body: Bytes::from_static(body.as_bytes()),
-        })
+        }))
     }
 
     fn queue() -> Queue {
@@ -490,14 +495,17 @@ mod tests {
     fn requeued_message_returns_to_its_original_place() {
         let mut q = queue();
         for b in ["1", "2", "3"] {
-            q.push(msg(b), 0);
+            q.push(msg(b), None, 0);
         }
         let (s1, _) = q.checkout(false).expect("1");
         let (s2, _) = q.checkout(false).expect("2");
         assert!(q.requeue(s2));
         assert!(q.requeue(s1));
         let order: Vec<_> = std::iter::from_fn(|| q.checkout(true))
-            .map(|(_, e)| (e.message.body.clone(), e.redelivered))
+            .map(|(_, e)| match e.message {
+                Payload::Loaded(m) => (m.body.clone(), e.redelivered),
+                Payload::Stored(_) => unreachable!("the test queues messages in memory"),
+            })
             .collect();
         assert_eq!(
             order,
@@ -513,8 +521,8 @@ mod tests {
     fn ttl_expires_only_from_the_head() {
         let mut q = queue();
         q.args.message_ttl = Some(10);
-        q.push(msg("a"), 0);
-        q.push(msg("b"), 5);
+        q.push(msg("a"), None, 0);
+        q.push(msg("b"), None, 5);
         assert_eq!(q.expire(9).len(), 0);
         assert_eq!(q.expire(10).len(), 1);
         assert_eq!(q.ready_count(), 1);

@@ -143,8 +143,11 @@ pub struct SnapshotQueue {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotEntry {
     pub seq: u64,
-    /// Index into [`Snapshot::messages`].
+    /// Index into [`Snapshot::messages`] (unused when `stored` is set).
     pub message: u32,
+    /// The message rests in this log entry (format 8 on): the snapshot names it instead of
+    /// holding it.
+    pub stored: Option<crate::StoredRef>,
     pub redelivered: bool,
     pub expires_at: Option<Millis>,
 }

@@ -22,6 +22,8 @@ use tracing::warn;
 use warren_proto::raft::raft_client::RaftClient;
 use warren_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
 
+use warren_store::MessageStore;
+
 use crate::incarnation::{refusal_kind, IncarnationBook};
 use crate::{GroupId, NodeId, TypeConfig, WarrenNode};
 
@@ -33,12 +35,24 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 pub struct NetworkFactory {
     group: GroupId,
     book: Arc<IncarnationBook>,
+    messages: Option<MessageStore>,
 }
 
 impl NetworkFactory {
     /// Clients for `group`, sending as the node (and incarnation) of `book`.
     pub fn new(group: GroupId, book: Arc<IncarnationBook>) -> NetworkFactory {
-        NetworkFactory { group, book }
+        NetworkFactory {
+            group,
+            book,
+            messages: None,
+        }
+    }
+
+    /// Snapshots sent to other nodes carry the log entries they name, read from `messages`
+    /// (see [`crate::shipping`]).
+    pub fn with_messages(mut self, messages: MessageStore) -> NetworkFactory {
+        self.messages = Some(messages);
+        self
     }
 }
 
@@ -53,6 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             book: self.book.clone(),
             addr: node.grpc_addr.clone(),
             client: None,
+            messages: self.messages.clone(),
         }
     }
 }
@@ -67,6 +82,7 @@ pub struct Network {
     /// The peer's gRPC address as the membership records it (see [`crate::dial`]).
     addr: String,
     client: Option<RaftClient<Channel>>,
+    messages: Option<MessageStore>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Bytes, RPCError<TypeConfig>> {
@@ -206,7 +222,18 @@ impl RaftNetworkV2<TypeConfig> for Network {
         };
         let vote = encode(&vote).map_err(to_streaming)?;
         let meta = encode(&snapshot.meta).map_err(to_streaming)?;
-        let data = Bytes::from(snapshot.snapshot);
+        let data = match self.messages.clone() {
+            Some(store) => {
+                let saved = snapshot.snapshot;
+                let shipped =
+                    tokio::task::spawn_blocking(move || crate::shipping::ship(&store, saved))
+                        .await
+                        .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
+                        .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+                Bytes::from(shipped)
+            }
+            None => Bytes::from(snapshot.snapshot),
+        };
         let group = self.group;
         let header = self.request(Bytes::new());
         let mut chunks = Vec::new();

@@ -3,7 +3,6 @@
 //! the lowest id, unless the node was told to join, or another member already has a cluster).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,17 +58,18 @@ pub struct StartedNode {
     pub incarnations: Arc<IncarnationBook>,
 }
 
-/// Opens `data_dir/raft` (the log; the state machine keeps its snapshots beside it) and starts
-/// node `id` of the cluster of `members` (which must include `id`).
+/// Starts node `id` of the cluster of `members` (which must include `id`) over the log in the
+/// database of `messages` (opened with `warren_store::open` on `data_dir/raft`; the state
+/// machine keeps its snapshots beside it).
 pub async fn start(
-    data_dir: &Path,
     id: NodeId,
     members: BTreeMap<NodeId, WarrenNode>,
     sm: BrokerStateMachine,
     options: &NodeOptions,
+    messages: warren_store::MessageStore,
 ) -> Result<StartedNode, StartError> {
-    let db = warren_store::open(&data_dir.join("raft"))?;
-    let mut store = warren_store::RocksLogStore::<TypeConfig>::new(db)?;
+    let mut store = warren_store::RocksLogStore::<TypeConfig>::new(messages.db())?
+        .with_messages(messages.clone());
     let log = store.get_log_state().await?;
     let vote = store.read_vote().await?;
     let restarted = log.last_log_id.is_some() || vote.is_some();
@@ -94,7 +94,7 @@ pub async fn start(
     let raft = Raft::new(
         id,
         Arc::new(config),
-        NetworkFactory::new(METADATA_GROUP, book.clone()),
+        NetworkFactory::new(METADATA_GROUP, book.clone()).with_messages(messages),
         store,
         sm,
     )

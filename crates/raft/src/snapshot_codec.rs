@@ -20,8 +20,9 @@ const MAGIC: &[u8; 4] = b"WSNP";
 /// 1: up to the queues; 2: publishers follow the queues; 3: then users and permissions; 4: then
 /// each publisher's skipped confirm numbers; 5: then the home nodes of the queues that have one;
 /// 6: then the declaring connection of the queues that have one; 7: then topic permissions, vhost
-/// limits and user limits.
-const FORMAT: u8 = 7;
+/// limits and user limits; 8: each queue entry may name the log entry its message rests in
+/// instead of a message of the snapshot.
+const FORMAT: u8 = 8;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -29,10 +30,16 @@ fn put_len(w: &mut BytesMut, n: usize) {
 
 /// Encodes a snapshot.
 pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
+    encode_format(s, FORMAT)
+}
+
+/// Encodes a snapshot in `format` (older formats only in tests; entries that name a log entry
+/// need format 8).
+fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
     let bodies: usize = s.messages.iter().map(|m| m.body.len() + 64).sum();
     let mut w = BytesMut::with_capacity(1024 + bodies + s.queues.len() * 64);
     w.put_slice(MAGIC);
-    w.put_u8(FORMAT);
+    w.put_u8(format);
     w.put_u32(s.version);
     w.put_u64(s.next_queue_id);
     put_len(&mut w, s.vhosts.len());
@@ -84,6 +91,16 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         for e in &q.entries {
             w.put_u64(e.seq);
             w.put_u32(e.message);
+            match e.stored {
+                _ if format < 8 => {}
+                Some(r) => {
+                    w.put_u8(1);
+                    w.put_u64(r.index);
+                    w.put_u32(r.len);
+                    put_bool(&mut w, r.persistent);
+                }
+                None => w.put_u8(0),
+            }
             put_bool(&mut w, e.redelivered);
             match e.expires_at {
                 Some(t) => {
@@ -265,9 +282,21 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
         let last_used = r.u64()?;
         let mut entries = Vec::new();
         for _ in 0..read_count(&mut r, 14)? {
+            let seq = r.u64()?;
+            let message = r.u32()?;
+            let stored = if format >= 8 && read_bool(&mut r)? {
+                Some(warren_core::StoredRef {
+                    index: r.u64()?,
+                    len: r.u32()?,
+                    persistent: read_bool(&mut r)?,
+                })
+            } else {
+                None
+            };
             entries.push(SnapshotEntry {
-                seq: r.u64()?,
-                message: r.u32()?,
+                seq,
+                message,
+                stored,
                 redelivered: read_bool(&mut r)?,
                 expires_at: read_opt_u64(&mut r)?,
             });
@@ -455,12 +484,26 @@ mod tests {
                 last_used: 1234,
                 home: 3,
                 declared_by: (3 << 52) | 5,
-                entries: vec![SnapshotEntry {
-                    seq: 3,
-                    message: 0,
-                    redelivered: true,
-                    expires_at: Some(99),
-                }],
+                entries: vec![
+                    SnapshotEntry {
+                        seq: 3,
+                        message: 0,
+                        stored: None,
+                        redelivered: true,
+                        expires_at: Some(99),
+                    },
+                    SnapshotEntry {
+                        seq: 4,
+                        message: 0,
+                        stored: Some(warren_core::StoredRef {
+                            index: 1 << 40,
+                            len: 1024,
+                            persistent: true,
+                        }),
+                        redelivered: false,
+                        expires_at: None,
+                    },
+                ],
             }],
             publishers: vec![SnapshotPublisher {
                 conn: 1 << 52,
@@ -505,6 +548,13 @@ mod tests {
     fn older_formats_still_decode() {
         let mut s = sample();
         s.security = Some(SnapshotSecurity::default());
+        // Before format 8 an entry could not name a log entry.
+        s.queues[0].entries.retain(|e| e.stored.is_none());
+        let encode_snapshot = |s: &Snapshot| encode_format(s, 7);
+        assert_eq!(
+            decode_snapshot(Bytes::from(encode_snapshot(&s))),
+            Ok(s.clone())
+        );
         // Format 6 ends after the declarers: drop the (empty) counts of format 7.
         let mut bytes = encode_snapshot(&s);
         bytes[4] = 6;

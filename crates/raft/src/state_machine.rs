@@ -19,15 +19,17 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 use warren_core::{Command, Snapshot, SnapshotError};
+use warren_store::MessageStore;
 
-use crate::{decode_snapshot, encode_snapshot, LogCommand, TypeConfig};
+use crate::{decode_snapshot, encode_snapshot, shipping, LogCommand, TypeConfig, METADATA_GROUP};
 
 /// Committed commands for the broker, and how to say they were applied.
 #[derive(Debug)]
 pub struct AppliedBatch {
-    pub commands: Vec<Command>,
+    /// The commands with the log index of the entry each came in.
+    pub commands: Vec<(u64, Command)>,
     /// The log index of the batch's last entry (commands or not): once the batch is applied,
     /// the broker has applied the log up to here.
     pub index: u64,
@@ -63,9 +65,18 @@ pub struct BrokerStateMachine {
     to_broker: mpsc::Sender<BrokerRequest>,
     applied: Arc<Mutex<Applied>>,
     snapshots: Arc<SnapshotFiles>,
+    /// Where queued messages rest (the log); `None` keeps every message in the snapshots.
+    messages: Option<MessageStore>,
 }
 
 impl BrokerStateMachine {
+    /// Queued messages rest in the log of `messages`: snapshots keep the entries they name from
+    /// being purged, and a snapshot installed from another node brings those entries with it.
+    pub fn with_messages(mut self, messages: MessageStore) -> BrokerStateMachine {
+        self.messages = Some(messages);
+        self
+    }
+
     /// A state machine that hands committed commands to `to_broker` and keeps its snapshots in
     /// `snapshot_dir` (created if missing).
     pub fn new(
@@ -79,6 +90,7 @@ impl BrokerStateMachine {
             snapshots: Arc::new(SnapshotFiles {
                 dir: snapshot_dir.to_owned(),
             }),
+            messages: None,
         })
     }
 
@@ -199,7 +211,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
             let log_id = entry.log_id();
             last = Some(log_id);
             match entry.payload {
-                EntryPayload::Normal(LogCommand(command)) => commands.push(command),
+                EntryPayload::Normal(LogCommand(command)) => commands.push((log_id.index, command)),
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembershipOf::<TypeConfig>::new(Some(log_id), m))
                 }
@@ -250,6 +262,19 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
                 .map(|s| (s, last, membership)),
             Err(e) => Err(e),
         };
+        // The log keeps the entries this snapshot's queues name (the oldest on): openraft
+        // purges up to the snapshot once it is built. Entries shipped to this node with an
+        // earlier snapshot that no queue names any more go.
+        if let (Some(store), Ok((snapshot, last, _))) = (&self.messages, &view) {
+            let keep_from = shipping::named_entries(snapshot)
+                .first()
+                .copied()
+                .unwrap_or_else(|| last.as_ref().map_or(0, |l| l.index) + 1);
+            store.keep_from(keep_from);
+            if let Err(e) = store.forget_shipped_below(METADATA_GROUP, keep_from) {
+                warn!(error = %e, "could not forget shipped log entries");
+            }
+        }
         SnapshotBuilder {
             view,
             snapshots: Arc::clone(&self.snapshots),
@@ -262,7 +287,24 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         data: Vec<u8>,
     ) -> Result<(), io::Error> {
         // The decoded bodies share this buffer; the file is written from it too (no copy).
-        let data = Bytes::from(data);
+        // From another node, the log entries its queues name come with it: kept (synced)
+        // before the state refers to them.
+        let (data, shipped) = shipping::unship(Bytes::from(data))?;
+        if !shipped.is_empty() {
+            let store = self.messages.clone().ok_or_else(|| {
+                io::Error::other("a snapshot with log entries, and no message store to keep them")
+            })?;
+            let count = shipped.len();
+            tokio::task::spawn_blocking(move || {
+                store.put_shipped(
+                    METADATA_GROUP,
+                    shipped.iter().map(|(i, raw)| (*i, raw.as_ref())),
+                )
+            })
+            .await
+            .map_err(io::Error::other)??;
+            info!(entries = count, "kept the log entries the snapshot names");
+        }
         let snapshot = decode_snapshot(data.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let index = meta.last_log_id.map_or(0, |l| l.index);

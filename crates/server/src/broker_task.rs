@@ -255,8 +255,9 @@ impl Task {
                                 error!("the Raft proposer has stopped; a command is lost");
                             }
                         }
-                        // Local: committed as soon as proposed.
-                        None => pending.push(Input::Applied { command }),
+                        // Local: committed as soon as proposed (no log entry: messages stay
+                        // in memory).
+                        None => pending.push(Input::Applied { command, index: 0 }),
                     },
                     Effect::Forward {
                         home,
@@ -406,9 +407,9 @@ impl Task {
         match request {
             BrokerRequest::Apply(batch) => {
                 let now = now_ms();
-                for command in batch.commands {
+                for (index, command) in batch.commands {
                     self.in_flight = self.in_flight.saturating_sub(1);
-                    self.handle(now, Input::Applied { command });
+                    self.handle(now, Input::Applied { command, index });
                 }
                 self.applied_index = self.applied_index.max(batch.index);
                 self.publish_applied();

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use rocksdb::DB;
 
-use crate::db::{CF_LOGS, CF_META, CF_STATE};
+use crate::db::{CF_BODIES, CF_LOGS, CF_META, CF_STATE};
 
 #[derive(Default)]
 pub(crate) struct Compactor {
@@ -29,7 +29,7 @@ impl Compactor {
             .spawn(move || {
                 // A WAL file is deleted only once every column family with data in it is
                 // flushed, so the small ones are flushed too.
-                for name in [CF_META, CF_STATE, CF_LOGS] {
+                for name in [CF_META, CF_STATE, CF_BODIES, CF_LOGS] {
                     if let Some(cf) = db.cf_handle(name) {
                         if let Err(e) = db.flush_cf(cf) {
                             tracing::warn!(error = %e, "flushing {name} after a purge");

@@ -11,6 +11,9 @@ pub const CF_LOGS: &str = "logs";
 pub const CF_META: &str = "meta";
 /// The state machine's own data (applied state, last-applied log id).
 pub const CF_STATE: &str = "state";
+/// Log entries holding queued messages that came with a snapshot, keyed by big-endian
+/// (Raft group, log index) (see `message_store`).
+pub const CF_BODIES: &str = "bodies";
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +37,7 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     // With nothing but fatal errors logged, the failed write comes back to Warren, which says
     // so and exits (see `write_failure`). Warren's own log covers what matters to operators.
     opts.set_log_level(rocksdb::LogLevel::Fatal);
-    let cfs = [CF_LOGS, CF_META, CF_STATE]
+    let cfs = [CF_LOGS, CF_META, CF_STATE, CF_BODIES]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     DB::open_cf_descriptors(&opts, path, cfs)
         .map(Arc::new)

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::compactor::Compactor;
 use crate::db::{CF_LOGS, CF_META};
+use crate::message_store::MessageStore;
 use crate::syncer::Syncer;
 use crate::write_failure::WriteFailure;
 
@@ -29,6 +30,8 @@ pub struct RocksLogStore<C: RaftTypeConfig> {
     syncer: Syncer<C>,
     compactor: Arc<Compactor>,
     failure: WriteFailure,
+    /// Queued messages rest in the log: purges keep what its queues still name.
+    messages: Option<MessageStore>,
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
@@ -38,6 +41,7 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
             syncer: self.syncer.clone(),
             compactor: Arc::clone(&self.compactor),
             failure: self.failure.clone(),
+            messages: self.messages.clone(),
         }
     }
 }
@@ -90,7 +94,14 @@ where
             syncer,
             compactor: Arc::default(),
             failure,
+            messages: None,
         })
+    }
+
+    /// Purges keep the entries `messages` says queued messages rest in.
+    pub fn with_messages(mut self, messages: MessageStore) -> RocksLogStore<C> {
+        self.messages = Some(messages);
+        self
     }
 
     fn cf(&self, name: &str) -> io::Result<&ColumnFamily> {
@@ -272,7 +283,16 @@ where
     /// does after each purge (purges follow snapshots, so they are rare).
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
-        let end = index_key(log_id.index() + 1);
+        // Entries below the purge point that queued messages rest in stay (openraft never
+        // reads below it; the message store does).
+        let end = match &self.messages {
+            Some(m) => m.purge_end(log_id.index()),
+            None => log_id.index() + 1,
+        };
+        if end == 0 {
+            return Ok(());
+        }
+        let end = index_key(end);
         self.failure.guard(
             "purge",
             self.db

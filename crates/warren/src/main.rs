@@ -140,6 +140,10 @@ struct Args {
     /// up to it [default: 20000].
     #[arg(long)]
     snapshot_every: Option<u64>,
+    /// Memory for the messages of replicated queues most recently published (the rest are read
+    /// back from the log on disk when delivered), e.g. 64MiB [default: 64MiB].
+    #[arg(long)]
+    body_cache: Option<String>,
     /// A member of the cluster, as ID@AMQP_HOST:PORT@GRPC_HOST:PORT; repeat for every member,
     /// this node included (the same list on every node). The member with the lowest id forms
     /// the cluster on first start. Without members the node is a cluster of one.
@@ -260,6 +264,7 @@ struct FileConfig {
     log: Option<String>,
     node_id: Option<u64>,
     snapshot_every: Option<u64>,
+    body_cache: Option<String>,
     #[serde(default)]
     members: Vec<String>,
     #[serde(default)]
@@ -394,6 +399,14 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
     let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+    let body_cache = match args.body_cache.as_ref().or(file.body_cache.as_ref()) {
+        Some(text) => usize::try_from(
+            warren_raft::resources::parse_bytes(text)
+                .map_err(|e| anyhow::anyhow!("--body-cache {text}: {e}"))?,
+        )
+        .context("--body-cache")?,
+        None => 64 << 20,
+    };
     let mut raft_options = warren_raft::node::NodeOptions {
         join: args.join || file.join,
         ..Default::default()
@@ -487,24 +500,34 @@ fn main() -> anyhow::Result<()> {
             addresses_rx.clone(),
         );
         let links = Links::new(node_id, addresses_rx);
+        // Queued messages of replicated queues rest in the log (see docs/architecture.md).
+        let db = warren_store::open(&data_dir.join("raft"))
+            .with_context(|| format!("opening the Raft log in {}", data_dir.display()))?;
+        let messages = warren_store::MessageStore::new(db);
+        let mut core = Broker::new(BrokerConfig {
+            node: node_id,
+            first_conn: first_conn_id(node_id),
+            ..broker_config
+        });
+        core.set_records(Box::new(warren_raft::records::LogRecords::new(
+            messages.clone(),
+            body_cache,
+        )));
         let broker = BrokerHandle::spawn(
-            Broker::new(BrokerConfig {
-                node: node_id,
-                first_conn: first_conn_id(node_id),
-                ..broker_config
-            }),
+            core,
             Replication::Raft { proposals: proposals_tx, applied: applied_rx },
             links,
         );
         let state_machine =
             BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
-                .context("creating the snapshot directory")?;
+                .context("creating the snapshot directory")?
+                .with_messages(messages.clone());
         let node = warren_raft::node::start(
-            &data_dir,
             node_id,
             members,
             state_machine.clone(),
             &raft_options,
+            messages,
         )
         .await
         .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;

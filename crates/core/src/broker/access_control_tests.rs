@@ -64,7 +64,7 @@ impl Node {
             for e in out {
                 match e {
                     Effect::Propose { command } if self.commit_at_once => {
-                        pending.push_back(Input::Applied { command })
+                        pending.push_back(Input::Applied { command, index: 0 })
                     }
                     Effect::Propose { command } => self.proposed.push(command),
                     other => client.push(other),
@@ -79,6 +79,7 @@ impl Node {
     fn apply(&mut self, op: Op) -> Vec<Effect> {
         assert_eq!(self.broker.check_security_change(&op), Ok(()), "{op:?}");
         self.input(Input::Applied {
+            index: 0,
             command: Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
@@ -91,7 +92,7 @@ impl Node {
     /// Commits the oldest proposal.
     fn commit_one(&mut self) -> Vec<Effect> {
         let command = self.proposed.remove(0);
-        self.input(Input::Applied { command })
+        self.input(Input::Applied { command, index: 0 })
     }
 
     /// Logs `user` in on `conn` (password `p`, guest's is guest) and opens "/": the effects of

@@ -276,7 +276,7 @@ impl Broker {
                 },
             );
         }
-        let message = entry.message;
+        let message = self.load_or_lost(&entry.message);
         out.push(Effect::SendContent {
             conn: ctx.conn,
             channel: ctx.channel,

@@ -130,9 +130,9 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) {
         if let Some(conn) = self.connections.get_mut(&ctx.conn) {
-            conn.credit -= entry.message.body.len() as i64 + DELIVERY_OVERHEAD_BYTES;
+            conn.credit -= entry.message.body_len() as i64 + DELIVERY_OVERHEAD_BYTES;
         }
-        let message = entry.message;
+        let message = self.load_or_lost(&entry.message);
         out.push(Effect::SendContent {
             conn: ctx.conn,
             channel: ctx.channel,

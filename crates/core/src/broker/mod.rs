@@ -23,6 +23,7 @@ mod view;
 pub use view::CONNECTION_NAME_PROPERTY;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -32,6 +33,7 @@ use crate::command::{Command, Op, Origin, STATE_MACHINE_VERSION};
 use crate::connection::Connection;
 use crate::error::ErrorScope;
 use crate::limits::Limits;
+use crate::message::{MemoryRecords, Message, Payload, Records};
 use crate::queue::{Queue, QueueId};
 use crate::topic_permission::TopicPermission;
 use crate::user::{hash_password, Access, Permission, User};
@@ -111,6 +113,10 @@ pub struct Broker {
     removal_waiters: HashMap<QueueId, Vec<(Ctx, home::Waiter)>>,
     /// Counts changes to the set of queues (see [`Broker::queue_homes`]).
     queues_generation: u64,
+    /// Where the messages of replicated queues rest (see [`Records`]).
+    records: Box<dyn Records>,
+    /// The log index of the command being applied (0 outside `apply`, or without a log).
+    applying_index: u64,
 }
 
 /// user → vhost → exchange → topic permission.
@@ -154,6 +160,8 @@ impl Broker {
             removing: HashMap::new(),
             removal_waiters: HashMap::new(),
             queues_generation: 0,
+            records: Box::new(MemoryRecords::default()),
+            applying_index: 0,
             config,
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
@@ -170,6 +178,12 @@ impl Broker {
         );
         broker.set_permission(&user, vhost, Permission::all());
         broker
+    }
+
+    /// Where this broker keeps and reads back the messages of replicated queues (by default in
+    /// memory, without bound).
+    pub fn set_records(&mut self, records: Box<dyn Records>) {
+        self.records = records;
     }
 
     /// Creates a vhost with the predeclared exchanges (no-op if it exists).
@@ -324,7 +338,11 @@ impl Broker {
             }
             Input::Writable { conn, writable } => self.set_writable(conn, writable, effects),
             Input::ConnectionClosed { conn } => self.close_connection_state(conn, effects),
-            Input::Applied { command } => self.apply(command, effects),
+            Input::Applied { command, index } => {
+                self.applying_index = index;
+                self.apply(command, effects);
+                self.applying_index = 0;
+            }
             Input::ChannelError {
                 conn,
                 channel,
@@ -423,6 +441,29 @@ impl Broker {
             // RabbitMQ's rabbit_channel answers every other method with this hard error.
             _ => Err(AmqpError::command_invalid("unimplemented method")),
         }
+    }
+
+    /// A queued message, read back from where it rests if it is not in memory. `None` if its
+    /// record cannot be read (the [`Records`] implementation reports why): the message is lost.
+    pub(crate) fn load(&mut self, payload: &Payload) -> Option<Arc<Message>> {
+        match payload {
+            Payload::Loaded(m) => Some(Arc::clone(m)),
+            Payload::Stored(r) => self.records.get(r.index),
+        }
+    }
+
+    /// [`Broker::load`] for a delivery that is already checked out: a message whose record
+    /// cannot be read goes out empty (exchange and routing key too) rather than leaving a
+    /// hole in the channel's delivery tags; the [`Records`] implementation has logged why.
+    pub(crate) fn load_or_lost(&mut self, payload: &Payload) -> Arc<Message> {
+        self.load(payload).unwrap_or_else(|| {
+            Arc::new(Message {
+                exchange: ShortStr::from(""),
+                routing_key: ShortStr::from(""),
+                properties: warren_wire::BasicProperties::default(),
+                body: bytes::Bytes::new(),
+            })
+        })
     }
 
     /// Whether queue `id`'s contents stay out of the log (see `Queue::is_local`).

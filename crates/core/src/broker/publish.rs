@@ -17,7 +17,7 @@ use super::queue_class::REPLY_TO_QUEUE;
 use super::{Broker, Ctx};
 use crate::channel::{Mode, TxOp};
 use crate::command::{Destination, Op, Origin};
-use crate::message::Message;
+use crate::message::{Message, Payload, StoredRef};
 use crate::queue::{Entry, Overflow, QueueId};
 use crate::routing::ExchangeKind;
 use crate::user::Access;
@@ -300,6 +300,16 @@ impl Broker {
             .collect();
         let routed = !queues.is_empty();
         self.count_publish(vhost, &message.exchange, true, queues.len());
+        // Read back from its log entry when it is delivered (see `Records`); without a log
+        // entry to read it from, it stays in memory.
+        let stored = (self.applying_index != 0 && routed).then(|| {
+            self.records.keep(self.applying_index, &message);
+            StoredRef {
+                index: self.applying_index,
+                len: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+                persistent: message.properties.delivery_mode == Some(2),
+            }
+        });
         // A dead-lettered copy (no origin: the broker published it) does not go back into the
         // queue it left unless it was rejected, as in `dead_letter`.
         let left = origin
@@ -313,7 +323,7 @@ impl Broker {
                     continue;
                 }
             }
-            rejected |= !self.enqueue(id, Arc::clone(&message), now, out);
+            rejected |= !self.enqueue_stored(id, Arc::clone(&message), stored, now, out);
         }
         let Some(origin) = origin else {
             return Ok(());
@@ -339,6 +349,19 @@ impl Broker {
         &mut self,
         id: QueueId,
         message: Arc<Message>,
+        now: Millis,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        self.enqueue_stored(id, message, None, now, out)
+    }
+
+    /// [`Broker::enqueue`] of a message that rests in log entry `stored`, if any: a replicated
+    /// queue keeps the reference instead of the message.
+    pub(crate) fn enqueue_stored(
+        &mut self,
+        id: QueueId,
+        message: Arc<Message>,
+        stored: Option<StoredRef>,
         now: Millis,
         out: &mut Vec<Effect>,
     ) -> bool {
@@ -378,7 +401,7 @@ impl Broker {
                 Overflow::RejectPublish => return false,
                 Overflow::RejectPublishDlx => {
                     let entry = Entry {
-                        message,
+                        message: Payload::Loaded(message),
                         redelivered: false,
                         expires_at: None,
                     };
@@ -387,7 +410,12 @@ impl Broker {
                 }
             }
         }
-        q.push(message, now);
+        let expiration = message.expiration_ms();
+        let payload = match stored {
+            Some(r) if !q.is_local() => Payload::Stored(r),
+            _ => Payload::Loaded(message),
+        };
+        q.push(payload, expiration, now);
         for e in dropped {
             self.dead_letter(id, e, "maxlen", out);
         }
@@ -478,7 +506,7 @@ impl Broker {
         };
         let delivery_tag = ch.next_tag();
         let entry = Entry {
-            message: Arc::clone(message),
+            message: Payload::Loaded(Arc::clone(message)),
             redelivered: false,
             expires_at: None,
         };
@@ -504,7 +532,12 @@ impl Broker {
         };
         let vhost = q.vhost.clone();
         let queue_name = q.name.clone();
-        let original = entry.message;
+        let Some(original) = self.load(&entry.message) else {
+            return;
+        };
+        let Some(q) = self.queues.get(&id) else {
+            return;
+        };
         let routing_key = q
             .args
             .dead_letter_routing_key

@@ -8,7 +8,7 @@ use warren_wire::ShortStr;
 use super::Broker;
 use crate::exchange::Exchange;
 use crate::limits::Limits;
-use crate::message::Message;
+use crate::message::{Message, Payload};
 use crate::queue::{Entry, Queue, QueueArgs};
 use crate::routing::ExchangeKind;
 use crate::snapshot::{
@@ -81,19 +81,26 @@ impl Broker {
             let entries = entries
                 .into_iter()
                 .map(|(seq, e)| {
-                    let key = Arc::as_ptr(&e.message);
-                    let message = *index.entry(key).or_insert_with(|| {
-                        messages.push(SnapshotMessage {
-                            exchange: e.message.exchange.clone(),
-                            routing_key: e.message.routing_key.clone(),
-                            properties: e.message.properties.clone(),
-                            body: e.message.body.clone(),
-                        });
-                        (messages.len() - 1) as u32
-                    });
+                    let (message, stored) = match &e.message {
+                        Payload::Stored(r) => (0, Some(*r)),
+                        Payload::Loaded(m) => {
+                            let key = Arc::as_ptr(m);
+                            let message = *index.entry(key).or_insert_with(|| {
+                                messages.push(SnapshotMessage {
+                                    exchange: m.exchange.clone(),
+                                    routing_key: m.routing_key.clone(),
+                                    properties: m.properties.clone(),
+                                    body: m.body.clone(),
+                                });
+                                (messages.len() - 1) as u32
+                            });
+                            (message, None)
+                        }
+                    };
                     SnapshotEntry {
                         seq,
                         message,
+                        stored,
                         redelivered: e.redelivered,
                         expires_at: e.expires_at,
                     }
@@ -286,17 +293,22 @@ impl Broker {
             q.declared_by = sq.declared_by;
             let mut entries = Vec::with_capacity(sq.entries.len());
             for e in sq.entries {
-                let message = messages.get(e.message as usize).ok_or_else(|| {
-                    SnapshotError(format!(
-                        "entry refers to message {} of {}",
-                        e.message,
-                        messages.len()
-                    ))
-                })?;
+                let message = match e.stored {
+                    Some(r) => Payload::Stored(r),
+                    None => Payload::Loaded(Arc::clone(
+                        messages.get(e.message as usize).ok_or_else(|| {
+                            SnapshotError(format!(
+                                "entry refers to message {} of {}",
+                                e.message,
+                                messages.len()
+                            ))
+                        })?,
+                    )),
+                };
                 entries.push((
                     e.seq,
                     Entry {
-                        message: Arc::clone(message),
+                        message,
                         redelivered: e.redelivered,
                         expires_at: e.expires_at,
                     },

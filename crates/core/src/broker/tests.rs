@@ -22,6 +22,8 @@ fn caps() -> FieldTable {
 struct World {
     broker: Broker,
     now: Millis,
+    /// The index of the last entry of the log of one (messages rest in their entry).
+    log_index: u64,
 }
 
 impl World {
@@ -30,7 +32,11 @@ impl World {
             ..BrokerConfig::default()
         });
         broker.set_leading(true);
-        let mut w = World { broker, now: 1_000 };
+        let mut w = World {
+            broker,
+            now: 1_000,
+            log_index: 0,
+        };
         w.connect(C1);
         w.connect(C2);
         w
@@ -46,7 +52,13 @@ impl World {
             self.broker.handle(self.now, input, &mut out);
             for e in out {
                 match e {
-                    Effect::Propose { command } => pending.push_back(Input::Applied { command }),
+                    Effect::Propose { command } => {
+                        self.log_index += 1;
+                        pending.push_back(Input::Applied {
+                            command,
+                            index: self.log_index,
+                        })
+                    }
                     other => client_effects.push(other),
                 }
             }
@@ -1079,7 +1091,7 @@ impl Replicated {
                 match e {
                     Effect::Propose { command } => {
                         self.log.push(command.clone());
-                        pending.push(Input::Applied { command });
+                        pending.push(Input::Applied { command, index: 0 });
                     }
                     other => client_effects.push(other),
                 }
@@ -1201,7 +1213,7 @@ impl Manual {
     /// Commits the oldest proposal; returns the effects for clients.
     fn commit_one(&mut self) -> Vec<Effect> {
         let command = self.proposed.remove(0);
-        self.step(Input::Applied { command })
+        self.step(Input::Applied { command, index: 0 })
     }
 
     /// Commits every proposal, and those that committing them makes.
@@ -1324,7 +1336,7 @@ fn acks_rejects_and_no_ack_deliveries_are_replicated_so_a_replay_never_returns_t
     // Replay the log into a fresh broker: what it holds is what survives a restart.
     let mut b = Replicated::new();
     for command in a.log.clone() {
-        b.input(Input::Applied { command });
+        b.input(Input::Applied { command, index: 0 });
     }
     b.open(C2);
     // 1 and 2 were acked, 3 rejected (dead-lettered); 4 was requeued to its old place, so the
@@ -1440,9 +1452,10 @@ fn recovery_keeps_durable_entities_and_persistent_messages_only() {
     });
     let mut b = Replicated::new();
     for command in a.log.clone() {
-        b.input(Input::Applied { command });
+        b.input(Input::Applied { command, index: 0 });
     }
     b.input(Input::Applied {
+        index: 0,
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: None,
@@ -1593,7 +1606,7 @@ fn queues_that_go_by_themselves_go_in_the_log_too_so_a_replay_agrees() {
 
     let mut b = Replicated::new();
     for command in a.log.clone() {
-        b.input(Input::Applied { command });
+        b.input(Input::Applied { command, index: 0 });
     }
     b.open(C2);
     assert_eq!(
@@ -1649,7 +1662,7 @@ fn message_expiry_is_logged_and_dead_letters_in_the_same_order_on_replay() {
     );
     let mut b = Replicated::new();
     for command in a.log.clone() {
-        b.input(Input::Applied { command });
+        b.input(Input::Applied { command, index: 0 });
     }
     b.open(C2);
     // On both, "old" was dead-lettered before "direct" arrived, and the ack took "old".
@@ -1697,7 +1710,7 @@ fn the_same_log_applied_at_two_clocks_builds_the_same_state() {
         let mut r = Replicated::replica();
         r.now = now;
         for command in a.log.clone() {
-            r.input(Input::Applied { command });
+            r.input(Input::Applied { command, index: 0 });
         }
         r.broker.snapshot()
     };
@@ -1803,7 +1816,7 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
     // Whole log replayed vs. snapshot restored plus the rest of the log: the same state.
     let mut whole = Replicated::new();
     for command in a.log.clone() {
-        whole.input(Input::Applied { command });
+        whole.input(Input::Applied { command, index: 0 });
     }
     let mut restored = Replicated::new();
     let mut out = Vec::new();
@@ -1814,7 +1827,7 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
     assert!(out.is_empty(), "no connections to close");
     assert_eq!(restored.broker.snapshot(), snap);
     for command in a.log[cut..].iter().cloned() {
-        restored.input(Input::Applied { command });
+        restored.input(Input::Applied { command, index: 0 });
     }
     assert_eq!(restored.broker.snapshot(), whole.broker.snapshot());
     restored.open(C2);
@@ -1921,9 +1934,10 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
     // Leader A dies. B has applied A's whole log and commits its take-over.
     let mut b = Replicated::new();
     for command in a.log.clone() {
-        b.input(Input::Applied { command });
+        b.input(Input::Applied { command, index: 0 });
     }
     b.input(Input::Applied {
+        index: 0,
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: None,
@@ -2051,7 +2065,7 @@ fn confirm_numbers_start_afresh_on_a_reopened_channel_without_being_taken_for_re
     // A replica that replays the log holds both (seq 1 twice, with a confirm.select between).
     let mut b = Replicated::new();
     for command in a.log.clone() {
-        b.input(Input::Applied { command });
+        b.input(Input::Applied { command, index: 0 });
     }
     b.open(C2);
     assert_eq!(b.get_all(C2, "q"), ["first life", "second life"]);
@@ -2130,7 +2144,7 @@ fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_t
             let command = log[*applied].clone();
             *applied += 1;
             let mut out = Vec::new();
-            leader.handle(1_000, Input::Applied { command }, &mut out);
+            leader.handle(1_000, Input::Applied { command, index: 0 }, &mut out);
             log.extend(out.into_iter().filter_map(|e| match e {
                 Effect::Propose { command } => Some(command),
                 _ => None,
@@ -2153,7 +2167,7 @@ fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_t
         ..BrokerConfig::default()
     });
     for command in log {
-        replica.handle(1_000, Input::Applied { command }, &mut Vec::new());
+        replica.handle(1_000, Input::Applied { command, index: 0 }, &mut Vec::new());
     }
     assert_eq!(replica.snapshot(), leader.snapshot());
     assert!(replica.queue_id(&"/".into(), "d").is_some());
@@ -2164,6 +2178,7 @@ fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_t
 fn users_vhosts_and_permissions_are_log_commands_and_travel_in_snapshots() {
     let mut a = Replicated::new();
     let admin = |op: Op| Input::Applied {
+        index: 0,
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: None,
@@ -2309,11 +2324,12 @@ fn a_publish_refused_then_proposed_again_after_a_later_one_is_enqueued_not_taken
     let replay = |p2: &Command, p3: &Command| {
         let mut b = Replicated::new();
         for command in head.iter().cloned() {
-            b.input(Input::Applied { command });
+            b.input(Input::Applied { command, index: 0 });
         }
         let mut acks = Vec::new();
         for command in [&p1, p3, p2, p2, p3] {
             acks.extend(confirms(&b.input(Input::Applied {
+                index: 0,
                 command: command.clone(),
             })));
         }
@@ -2568,7 +2584,7 @@ fn a_local_queue_keeps_its_messages_out_of_the_log_and_out_of_the_replicas() {
     // A follower applied the same log: it has every queue, and none of the local messages.
     let mut follower = Replicated::replica();
     for command in a.log.clone() {
-        follower.input(Input::Applied { command });
+        follower.input(Input::Applied { command, index: 0 });
     }
     assert_eq!(follower.broker.snapshot(), a.broker.snapshot());
     // It becomes the leader: the local queues are there, empty.
@@ -2651,7 +2667,7 @@ fn a_local_queue_dead_letters_into_a_replicated_one_through_the_log_once() {
     assert_eq!(op_names(&a.log[before..]), ["Publish"]);
     let mut follower = Replicated::replica();
     for command in a.log.clone() {
-        follower.input(Input::Applied { command });
+        follower.input(Input::Applied { command, index: 0 });
     }
     assert_eq!(follower.broker.snapshot(), a.broker.snapshot());
     a.open(C2);
@@ -2707,7 +2723,7 @@ fn a_conditional_queue_delete_is_decided_by_the_leader_so_replicas_agree() {
     }
     let mut follower = Replicated::replica();
     for command in a.log.clone() {
-        follower.input(Input::Applied { command });
+        follower.input(Input::Applied { command, index: 0 });
     }
     // What only the leader tracks aside (as the state digest of `warren status` does).
     let replicated = |mut s: crate::snapshot::Snapshot| {
@@ -2732,6 +2748,7 @@ fn conn_on(node: u64, n: u64) -> ConnId {
 /// A committed command as every replica applies it.
 fn committed(origin: Option<(ConnId, ChannelId)>, op: Op) -> Input {
     Input::Applied {
+        index: 0,
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: origin.map(|(conn, channel)| Origin { conn, channel }),
@@ -3057,4 +3074,103 @@ fn stepping_down_keeps_the_home_sessions_and_the_local_queues_homed_here() {
     );
     assert_eq!(e, vec![]);
     assert_eq!(r.broker.queues[&t].unacked_count(), 0);
+}
+
+/// A replicated (durable) queue keeps only a reference to the log entry of each message; the
+/// message is read back through the records port when it is delivered or dead-lettered, and a
+/// snapshot names the entries instead of holding the messages.
+#[test]
+fn a_replicated_queue_keeps_log_references_and_reads_messages_back() {
+    let mut w = World::new();
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange", FieldValue::LongStr("".into()));
+    args.insert(
+        "x-dead-letter-routing-key",
+        FieldValue::LongStr("failures".into()),
+    );
+    for (name, arguments) in [("failures", FieldTable::default()), ("work", args)] {
+        w.method(
+            C1,
+            1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: name.into(),
+                durable: true,
+                arguments,
+                ..Default::default()
+            }),
+        );
+    }
+    let persistent = BasicProperties {
+        delivery_mode: Some(2),
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    for body in ["one", "two"] {
+        w.publish_with(C1, "", "work", body, false, persistent.clone());
+    }
+    let snap = w.broker.snapshot();
+    let work = snap
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == "work")
+        .expect("work");
+    assert_eq!(work.entries.len(), 2);
+    assert!(
+        work.entries
+            .iter()
+            .all(|e| e.stored.is_some_and(|r| r.persistent && r.len == 3)),
+        "{work:?}"
+    );
+    assert!(snap.messages.is_empty(), "{:?}", snap.messages);
+
+    let get = |w: &mut World, queue: &str| {
+        w.method(
+            C1,
+            1,
+            Method::BasicGet(BasicGet {
+                queue: queue.into(),
+                ..Default::default()
+            }),
+        )
+    };
+    let e = get(&mut w, "work");
+    let [Effect::SendContent {
+        method: Method::BasicGetOk(ok),
+        properties,
+        body,
+        ..
+    }] = &e[..]
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(body.as_ref(), b"one");
+    assert_eq!(ok.routing_key.as_str(), "work");
+    assert_eq!(properties.content_type, persistent.content_type);
+
+    // Rejected: the dead-lettered copy (new properties: x-death) is held in memory.
+    w.method(
+        C1,
+        1,
+        Method::BasicReject(BasicReject {
+            delivery_tag: 1,
+            requeue: false,
+        }),
+    );
+    let snap = w.broker.snapshot();
+    assert_eq!(snap.messages.len(), 1, "the dead-lettered copy");
+    assert_eq!(snap.messages[0].body.as_ref(), b"one");
+    let e = get(&mut w, "failures");
+    let [Effect::SendContent {
+        properties, body, ..
+    }] = &e[..]
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(body.as_ref(), b"one");
+    assert!(properties
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get("x-death").is_some()));
+    let e = get(&mut w, "work");
+    assert_eq!(bodies(&e), vec!["two".to_string()]);
 }

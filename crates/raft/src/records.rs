@@ -1,0 +1,191 @@
+//! The broker's [`Records`] port on a node: the messages of replicated queues rest in the Raft
+//! log (see `warren_store::MessageStore`); the most recently applied ones stay in memory in a
+//! cache bounded in bytes (`--body-cache`), so a message consumed soon after it was published is
+//! never read back from disk. Older ones are read back from the log entry that carried them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use openraft::alias::EntryOf;
+use openraft::entry::EntryPayload;
+use tracing::error;
+use warren_core::{Message, Op, Records};
+use warren_store::MessageStore;
+
+use crate::{LogCommand, TypeConfig, METADATA_GROUP};
+
+/// What a cached message costs besides its body (its struct, properties and map slot).
+const OVERHEAD_BYTES: usize = 256;
+
+/// Recently applied messages in memory, the rest read back from the log.
+#[derive(Debug)]
+pub struct LogRecords {
+    store: MessageStore,
+    limit: usize,
+    used: usize,
+    cached: HashMap<u64, Arc<Message>>,
+    /// Cached indices, oldest first (an index read back is not cached again).
+    order: VecDeque<u64>,
+}
+
+impl LogRecords {
+    /// Records over `store`, keeping up to `cache_bytes` of recent messages in memory.
+    pub fn new(store: MessageStore, cache_bytes: usize) -> LogRecords {
+        LogRecords {
+            store,
+            limit: cache_bytes,
+            used: 0,
+            cached: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn cost(message: &Message) -> usize {
+        message.body.len() + OVERHEAD_BYTES
+    }
+
+    /// Reads the message of log entry `index` from disk.
+    fn read(&self, index: u64) -> Result<Message, String> {
+        let raw = self
+            .store
+            .entry(METADATA_GROUP, index)
+            .map_err(|e| e.to_string())?
+            .ok_or("no such log entry on this node")?;
+        message_of_entry(&raw)
+    }
+}
+
+/// The message an encoded log entry published.
+pub fn message_of_entry(raw: &[u8]) -> Result<Message, String> {
+    let entry: EntryOf<TypeConfig> = postcard::from_bytes(raw).map_err(|e| e.to_string())?;
+    match entry.payload {
+        EntryPayload::Normal(LogCommand(command)) => match command.op {
+            Op::Publish {
+                exchange,
+                routing_key,
+                properties,
+                body,
+                ..
+            } => Ok(Message {
+                exchange,
+                routing_key,
+                properties,
+                body,
+            }),
+            _ => Err("the log entry is not a publish".into()),
+        },
+        _ => Err("the log entry holds no command".into()),
+    }
+}
+
+impl Records for LogRecords {
+    fn keep(&mut self, index: u64, message: &Arc<Message>) {
+        if self.cached.insert(index, Arc::clone(message)).is_none() {
+            self.used += Self::cost(message);
+            self.order.push_back(index);
+        }
+        while self.used > self.limit {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.cached.remove(&oldest) {
+                self.used -= Self::cost(&m);
+            }
+        }
+    }
+
+    fn get(&mut self, index: u64) -> Option<Arc<Message>> {
+        if let Some(m) = self.cached.get(&index) {
+            return Some(Arc::clone(m));
+        }
+        match self.read(index) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(e) => {
+                error!(index, error = %e, "a queued message could not be read back from the log; it is lost");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use openraft::entry::RaftEntry;
+    use warren_core::{Command, STATE_MACHINE_VERSION};
+    use warren_wire::BasicProperties;
+
+    fn publish(body: &str) -> Command {
+        Command {
+            version: STATE_MACHINE_VERSION,
+            origin: None,
+            issued_at: 1,
+            op: Op::Publish {
+                vhost: "/".into(),
+                exchange: "".into(),
+                routing_key: "work".into(),
+                mandatory: false,
+                confirm: None,
+                properties: BasicProperties {
+                    delivery_mode: Some(2),
+                    ..Default::default()
+                },
+                body: Bytes::from(body.to_owned()),
+            },
+        }
+    }
+
+    fn entry(index: u64, body: &str) -> Vec<u8> {
+        let entry = EntryOf::<TypeConfig>::new_normal(
+            openraft::testing::log_id::<TypeConfig>(1, 1, index),
+            LogCommand(publish(body)),
+        );
+        postcard::to_stdvec(&entry).expect("encode")
+    }
+
+    #[test]
+    fn evicted_messages_are_read_back_from_the_log_and_shipped_ones_from_the_bodies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = warren_store::open(dir.path()).expect("open");
+        let store = MessageStore::new(db.clone());
+        // A cache of about two messages: the rest are read back from the log.
+        let mut records = LogRecords::new(store.clone(), 2 * (OVERHEAD_BYTES + 8));
+        for i in 1..=10u64 {
+            let body = format!("body-{i:03}");
+            // Log entry `i`, a publish of `body`, as the log store writes it.
+            let cf = db.cf_handle(warren_store::CF_LOGS).expect("logs");
+            db.put_cf(cf, i.to_be_bytes(), entry(i, &body))
+                .expect("put");
+            let m = Arc::new(
+                message_of_entry(&store.entry(METADATA_GROUP, i).unwrap().unwrap()).unwrap(),
+            );
+            records.keep(i, &m);
+        }
+        assert!(records.cached.len() <= 2, "{}", records.cached.len());
+        for i in 1..=10u64 {
+            let m = records.get(i).expect("read back");
+            assert_eq!(m.body.as_ref(), format!("body-{i:03}").as_bytes());
+            assert_eq!(m.routing_key.as_str(), "work");
+        }
+        assert!(records.get(11).is_none(), "no such entry");
+
+        // Shipped to a node whose log never held them: kept in the bodies column family.
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        let other = MessageStore::new(warren_store::open(other_dir.path()).expect("open"));
+        let raw: Vec<(u64, Vec<u8>)> = [3u64, 7]
+            .iter()
+            .map(|i| (*i, store.entry(METADATA_GROUP, *i).unwrap().unwrap()))
+            .collect();
+        other
+            .put_shipped(METADATA_GROUP, raw.iter().map(|(i, r)| (*i, r.as_slice())))
+            .expect("keep");
+        let mut there = LogRecords::new(other.clone(), 0);
+        assert_eq!(there.get(7).expect("shipped").body.as_ref(), b"body-007");
+        other
+            .forget_shipped_below(METADATA_GROUP, 5)
+            .expect("forget");
+        assert!(there.get(3).is_none(), "forgotten");
+        assert!(there.get(7).is_some(), "still named");
+    }
+}
