@@ -136,6 +136,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// For a failing test's message: each node's `warren status` (if it answers) and the last
+    /// `lines` lines of its log at INFO and above, without openraft's per-heartbeat noise.
+    pub fn post_mortem(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for i in 1..=self.len() {
+            let status = self.status(i).unwrap_or_else(|e| e.to_string());
+            let log = self.node(i).log();
+            let kept: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+                .filter(|l| !l.contains("heartbeat") && !l.contains("Unreachable"))
+                .collect();
+            let tail = &kept[kept.len().saturating_sub(lines)..];
+            out.push_str(&format!(
+                "\n=== node {i} status:\n{status}\n=== node {i} log (last {} lines):\n{}\n",
+                tail.len(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+
     /// Node `i` (1-based).
     pub fn node(&self, i: usize) -> &Broker {
         &self.nodes[i - 1]

@@ -258,14 +258,27 @@ fn serves(cluster: &Cluster, i: usize) -> bool {
         .is_some_and(|l| l.contains("route=Local"))
 }
 
-/// Pauses node `i` (SIGSTOP) and waits until another node serves clients; returns the paused
-/// process and the node that leads now. The caller resumes it (SIGCONT).
+/// How many times node `i` started serving clients as the leader (lines in its log).
+fn times_led(cluster: &Cluster, i: usize) -> usize {
+    cluster
+        .node(i)
+        .log()
+        .matches("leading: serving clients")
+        .count()
+}
+
+/// Pauses node `i` (SIGSTOP) and waits until another node is elected and serves clients (a
+/// node that led before and has not logged that it stopped does not count); returns the
+/// paused process and the node that leads now. The caller resumes it (SIGCONT).
 async fn pause_until_another_leads(cluster: &Cluster, i: usize) -> (u32, usize) {
+    let before: Vec<usize> = (1..=cluster.len()).map(|n| times_led(cluster, n)).collect();
     let pid = cluster.node(i).pid().expect("a process this test started");
     signal(pid, "-STOP");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(n) = (1..=cluster.len()).find(|n| *n != i && serves(cluster, *n)) {
+        if let Some(n) = (1..=cluster.len())
+            .find(|n| *n != i && times_led(cluster, *n) > before[n - 1] && serves(cluster, *n))
+        {
             return (pid, n);
         }
         if Instant::now() > deadline {
