@@ -16,6 +16,13 @@ use crate::{LogCommand, TypeConfig, METADATA_GROUP};
 
 /// What a cached message costs besides its body (its struct, properties and map slot).
 const OVERHEAD_BYTES: usize = 256;
+/// A message read back from disk brings the log entries after it (a queue is consumed in log
+/// order): at most this many ...
+const READ_AHEAD: usize = 256;
+/// ... or about this many bytes of them.
+const READ_AHEAD_BYTES: usize = 1 << 20;
+/// Messages read ahead and not yet asked for are kept up to this many (older ones go).
+const AHEAD_KEPT: usize = 4 * READ_AHEAD;
 
 /// Recently applied messages in memory, the rest read back from the log.
 #[derive(Debug)]
@@ -26,6 +33,9 @@ pub struct LogRecords {
     cached: HashMap<u64, Arc<Message>>,
     /// Cached indices, oldest first (an index read back is not cached again).
     order: VecDeque<u64>,
+    /// Messages read ahead from disk, each taken out when asked for.
+    ahead: HashMap<u64, Arc<Message>>,
+    ahead_order: VecDeque<u64>,
 }
 
 impl LogRecords {
@@ -37,21 +47,44 @@ impl LogRecords {
             used: 0,
             cached: HashMap::new(),
             order: VecDeque::new(),
+            ahead: HashMap::new(),
+            ahead_order: VecDeque::new(),
         }
+    }
+
+    /// Reads entry `index` and the ones after it from disk; returns the message of `index`
+    /// and keeps the others' for the next asks.
+    fn read_ahead(&mut self, index: u64) -> Result<Message, String> {
+        let entries = self
+            .store
+            .entries_from(METADATA_GROUP, index, READ_AHEAD, READ_AHEAD_BYTES)
+            .map_err(|e| e.to_string())?;
+        let mut wanted = None;
+        for (at, raw) in entries {
+            if at == index {
+                wanted = Some(message_of_entry(&raw)?);
+                continue;
+            }
+            // Other entries may be acks, declares...: only publishes are kept.
+            let Ok(m) = message_of_entry(&raw) else {
+                continue;
+            };
+            if self.cached.contains_key(&at) || self.ahead.contains_key(&at) {
+                continue;
+            }
+            self.ahead.insert(at, Arc::new(m));
+            self.ahead_order.push_back(at);
+        }
+        while self.ahead_order.len() > AHEAD_KEPT {
+            if let Some(old) = self.ahead_order.pop_front() {
+                self.ahead.remove(&old);
+            }
+        }
+        wanted.ok_or_else(|| "no such log entry on this node".to_owned())
     }
 
     fn cost(message: &Message) -> usize {
         message.body.len() + OVERHEAD_BYTES
-    }
-
-    /// Reads the message of log entry `index` from disk.
-    fn read(&self, index: u64) -> Result<Message, String> {
-        let raw = self
-            .store
-            .entry(METADATA_GROUP, index)
-            .map_err(|e| e.to_string())?
-            .ok_or("no such log entry on this node")?;
-        message_of_entry(&raw)
     }
 }
 
@@ -98,7 +131,10 @@ impl Records for LogRecords {
         if let Some(m) = self.cached.get(&index) {
             return Some(Arc::clone(m));
         }
-        match self.read(index) {
+        if let Some(m) = self.ahead.remove(&index) {
+            return Some(m);
+        }
+        match self.read_ahead(index) {
             Ok(m) => Some(Arc::new(m)),
             Err(e) => {
                 error!(index, error = %e, "a queued message could not be read back from the log; it is lost");
@@ -163,6 +199,14 @@ mod tests {
             records.keep(i, &m);
         }
         assert!(records.cached.len() <= 2, "{}", records.cached.len());
+        // The first read back brings the entries after it (one seek, then from memory).
+        let first = records.get(1).expect("read back");
+        assert_eq!(first.body.as_ref(), b"body-001");
+        assert!(
+            records.ahead.contains_key(&5),
+            "read ahead: {:?}",
+            records.ahead_order
+        );
         for i in 1..=10u64 {
             let m = records.get(i).expect("read back");
             assert_eq!(m.body.as_ref(), format!("body-{i:03}").as_bytes());

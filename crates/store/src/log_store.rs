@@ -32,6 +32,9 @@ pub struct RocksLogStore<C: RaftTypeConfig> {
     failure: WriteFailure,
     /// Queued messages rest in the log: purges keep what its queues still name.
     messages: Option<MessageStore>,
+    /// Entries below this index are deleted (by this process): a purge that would delete
+    /// nothing more (a queued message holds the log back) costs no flush and no compaction.
+    deleted_below: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
@@ -42,6 +45,7 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
             compactor: Arc::clone(&self.compactor),
             failure: self.failure.clone(),
             messages: self.messages.clone(),
+            deleted_below: Arc::clone(&self.deleted_below),
         }
     }
 }
@@ -95,6 +99,7 @@ where
             compactor: Arc::default(),
             failure,
             messages: None,
+            deleted_below: Arc::default(),
         })
     }
 
@@ -289,9 +294,11 @@ where
             Some(m) => m.purge_end(log_id.index()),
             None => log_id.index() + 1,
         };
-        if end == 0 {
+        if end <= self.deleted_below.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
+        self.deleted_below
+            .store(end, std::sync::atomic::Ordering::SeqCst);
         let end = index_key(end);
         self.failure.guard(
             "purge",

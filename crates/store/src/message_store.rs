@@ -88,6 +88,52 @@ impl MessageStore {
             .map_err(other)
     }
 
+    /// Raw entries of `group` from `index` on, in index order, up to `max` of them or about
+    /// `max_bytes`: the shipped ones if entry `index` was shipped, else this node's log (for
+    /// reading ahead of a consumer: one seek instead of one per message).
+    pub fn entries_from(
+        &self,
+        group: u64,
+        index: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let bodies = self.cf(CF_BODIES)?;
+        let shipped = self
+            .db
+            .get_pinned_cf(bodies, body_key(group, index))
+            .map_err(other)?
+            .is_some();
+        let (cf, start) = if shipped {
+            (bodies, body_key(group, index).to_vec())
+        } else {
+            (self.cf(CF_LOGS)?, index.to_be_bytes().to_vec())
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let iter = self.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(other)?;
+            let at = if shipped {
+                if key.len() != 16 || key[..8] != group.to_be_bytes() {
+                    break;
+                }
+                u64::from_be_bytes(key[8..].try_into().map_err(other)?)
+            } else {
+                u64::from_be_bytes(key.as_ref().try_into().map_err(other)?)
+            };
+            bytes += value.len();
+            out.push((at, value.into_vec()));
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Keeps `entries` (index, raw log entry) of `group` that came with a snapshot; synced to
     /// disk before this returns.
     pub fn put_shipped<'a>(
