@@ -6,7 +6,9 @@ use futures_lite::StreamExt;
 use warren_tests::lapin::options::*;
 use warren_tests::lapin::types::FieldTable;
 use warren_tests::lapin::{BasicProperties, ExchangeKind};
-use warren_tests::{declare_passive, disk_usage, reply_code, within, Broker};
+use warren_tests::{
+    confirm_channel, declare_passive, declare_queue, disk_usage, reply_code, within, Broker,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn confirmed_messages_and_durable_topology_survive_kill_9_and_acked_ones_do_not_return() {
@@ -206,25 +208,16 @@ async fn disk_use_falls_after_a_drain_and_a_restart_from_a_snapshot_loses_nothin
         within(ch.confirm_select(ConfirmSelectOptions::default()))
             .await
             .unwrap();
-        let mut confirms = Vec::new();
-        for i in 0..N {
-            let mut payload = format!("{i:05}").into_bytes();
-            payload.extend_from_slice(&body);
-            confirms.push(
-                within(ch.basic_publish(
-                    "".into(),
-                    "big".into(),
-                    BasicPublishOptions::default(),
-                    &payload,
-                    BasicProperties::default().with_delivery_mode(2),
-                ))
-                .await
-                .unwrap(),
-            );
-        }
-        for c in confirms {
-            assert!(within(c).await.unwrap().is_ack());
-        }
+        publish_persistent(
+            &ch,
+            "big",
+            (0..N).map(|i| {
+                let mut payload = format!("{i:05}").into_bytes();
+                payload.extend_from_slice(&body);
+                payload
+            }),
+        )
+        .await;
         let full = disk_usage(&raft_dir);
         assert!(
             full > (N * 4096) as u64,
@@ -361,36 +354,15 @@ async fn a_backlog_larger_than_the_body_cache_is_read_back_from_the_log_before_a
         b.resize(SIZE, b'a' + (i % 26) as u8);
         b
     };
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     {
         let conn = broker.connect().await;
-        let ch = within(conn.create_channel()).await.unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        within(ch.queue_declare("backlog".into(), durable, FieldTable::default()))
-            .await
-            .unwrap();
-        within(ch.confirm_select(ConfirmSelectOptions::default()))
-            .await
-            .unwrap();
-        let mut confirms = Vec::new();
-        for i in 0..N {
-            confirms.push(
-                within(ch.basic_publish(
-                    "".into(),
-                    "backlog".into(),
-                    BasicPublishOptions::default(),
-                    &body(i),
-                    BasicProperties::default().with_delivery_mode(2),
-                ))
-                .await
-                .unwrap(),
-            );
-        }
-        for c in confirms {
-            assert!(within(c).await.unwrap().is_ack());
-        }
+        let ch = confirm_channel(&conn).await;
+        declare_queue(&ch, "backlog", durable).await;
+        publish_persistent(&ch, "backlog", (0..N).map(body)).await;
         // The first half, read back from the log (the cache holds about 50 of them).
         for i in 0..N / 2 {
             let m = within(ch.basic_get("backlog".into(), BasicGetOptions { no_ack: true }))
@@ -402,26 +374,8 @@ async fn a_backlog_larger_than_the_body_cache_is_read_back_from_the_log_before_a
         // A no-ack get is settled through the log after the message went out (as a consumer's
         // no-ack delivery may come again after a crash). A confirmed publish logged after the
         // settles means they are on disk too: the kill below cannot bring those messages back.
-        within(ch.queue_declare(
-            "marker".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ))
-        .await
-        .unwrap();
-        let marker = within(ch.basic_publish(
-            "".into(),
-            "marker".into(),
-            BasicPublishOptions::default(),
-            b"after the gets",
-            BasicProperties::default().with_delivery_mode(2),
-        ))
-        .await
-        .unwrap();
-        assert!(within(marker).await.unwrap().is_ack());
+        declare_queue(&ch, "marker", durable).await;
+        publish_persistent(&ch, "marker", [b"after the gets".to_vec()]).await;
         assert_eq!(
             declare_passive(&ch, "backlog")
                 .await
@@ -462,4 +416,30 @@ async fn a_backlog_larger_than_the_body_cache_is_read_back_from_the_log_before_a
         "{}",
         broker.log()
     );
+}
+
+/// Publishes `bodies` as persistent messages to `queue` through the default exchange on a
+/// confirm channel, all in flight at once, and checks that every one is confirmed.
+async fn publish_persistent(
+    ch: &warren_tests::lapin::Channel,
+    queue: &str,
+    bodies: impl IntoIterator<Item = Vec<u8>>,
+) {
+    let mut confirms = Vec::new();
+    for body in bodies {
+        confirms.push(
+            within(ch.basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(2),
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(within(c).await.unwrap().is_ack());
+    }
 }
