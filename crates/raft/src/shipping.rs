@@ -25,6 +25,16 @@ pub fn named_entries(snapshot: &warren_core::Snapshot) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The oldest log index a snapshot's queues name (no allocation: a snapshot may name millions).
+pub fn oldest_named_entry(snapshot: &warren_core::Snapshot) -> Option<u64> {
+    snapshot
+        .queues
+        .iter()
+        .flat_map(|q| q.entries.iter())
+        .filter_map(|e| e.stored.map(|r| r.index))
+        .min()
+}
+
 /// `snapshot` (as saved) with the log entries it names, read from `store`.
 pub fn ship(store: &MessageStore, snapshot: Vec<u8>) -> io::Result<Vec<u8>> {
     let data = Bytes::from(snapshot);

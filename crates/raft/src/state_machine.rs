@@ -154,10 +154,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        let (snapshot, last_log_id, last_membership) = match &self.view {
-            Ok(v) => v.clone(),
-            Err(e) => return Err(io::Error::new(e.kind(), e.to_string())),
-        };
+        // Taken, not cloned: a builder builds once, and with a backlog the view holds an entry
+        // per queued message.
+        let taken = std::mem::replace(
+            &mut self.view,
+            Err(io::Error::other("this snapshot was already built")),
+        );
+        let (snapshot, last_log_id, last_membership) = taken?;
         let meta = SnapshotMetaOf::<TypeConfig> {
             last_log_id,
             last_membership,
@@ -266,9 +269,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         // purges up to the snapshot once it is built. Entries shipped to this node with an
         // earlier snapshot that no queue names any more go.
         if let (Some(store), Ok((snapshot, last, _))) = (&self.messages, &view) {
-            let keep_from = shipping::named_entries(snapshot)
-                .first()
-                .copied()
+            let keep_from = shipping::oldest_named_entry(snapshot)
                 .unwrap_or_else(|| last.as_ref().map_or(0, |l| l.index) + 1);
             store.keep_from(keep_from);
             if let Err(e) = store.forget_shipped_below(METADATA_GROUP, keep_from) {

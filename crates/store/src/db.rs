@@ -15,6 +15,9 @@ pub const CF_STATE: &str = "state";
 /// (Raft group, log index) (see `message_store`).
 pub const CF_BODIES: &str = "bodies";
 
+/// What the memtables of all column families may hold together.
+const MEMTABLES_BYTES: usize = 64 << 20;
+
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {source}")]
@@ -37,6 +40,10 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     // With nothing but fatal errors logged, the failed write comes back to Warren, which says
     // so and exits (see `write_failure`). Warren's own log covers what matters to operators.
     opts.set_log_level(rocksdb::LogLevel::Fatal);
+    // Memtables of every column family together stay under 64 MiB (the defaults allow 64 MiB
+    // per memtable, two per column family): queued messages rest in the log, and a backlog
+    // must not sit in RocksDB's memory instead of Warren's.
+    opts.set_db_write_buffer_size(MEMTABLES_BYTES);
     let cfs = [CF_LOGS, CF_META, CF_STATE, CF_BODIES]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     DB::open_cf_descriptors(&opts, path, cfs)
