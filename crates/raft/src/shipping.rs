@@ -15,24 +15,23 @@ use crate::{decode_snapshot, METADATA_GROUP};
 
 const SHIPPED: &[u8] = b"WSHIP1";
 
-/// The log indices a snapshot's queues name, each once.
-pub fn named_entries(snapshot: &warren_core::Snapshot) -> BTreeSet<u64> {
+/// The log indices a snapshot's queues name (an index twice if two queues hold its message).
+fn named(snapshot: &warren_core::Snapshot) -> impl Iterator<Item = u64> + '_ {
     snapshot
         .queues
         .iter()
         .flat_map(|q| q.entries.iter())
         .filter_map(|e| e.stored.map(|r| r.index))
-        .collect()
+}
+
+/// The log indices a snapshot's queues name, each once.
+pub fn named_entries(snapshot: &warren_core::Snapshot) -> BTreeSet<u64> {
+    named(snapshot).collect()
 }
 
 /// The oldest log index a snapshot's queues name (no allocation: a snapshot may name millions).
 pub fn oldest_named_entry(snapshot: &warren_core::Snapshot) -> Option<u64> {
-    snapshot
-        .queues
-        .iter()
-        .flat_map(|q| q.entries.iter())
-        .filter_map(|e| e.stored.map(|r| r.index))
-        .min()
+    named(snapshot).min()
 }
 
 /// `snapshot` (as saved) with the log entries it names, read from `store`.

@@ -3,13 +3,15 @@
 //! back-pressure).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use warren_wire::{BasicDeliver, Method};
+use warren_wire::{BasicDeliver, Method, ShortStr};
 
 use super::{Broker, Ctx};
 use crate::channel::Unacked;
 use crate::command::Op;
 use crate::connection::DELIVERY_OVERHEAD_BYTES;
+use crate::message::{Message, Payload};
 use crate::queue::{Entry, QueueId};
 use crate::Effect;
 
@@ -118,6 +120,29 @@ impl Broker {
             };
             self.send_delivery(ctx, consumer.tag, delivery_tag, entry, out);
         }
+    }
+
+    /// A queued message, read back from where it rests if it is not in memory. `None` if its
+    /// record cannot be read (the [`Records`] implementation reports why): the message is lost.
+    pub(crate) fn load(&mut self, payload: &Payload) -> Option<Arc<Message>> {
+        match payload {
+            Payload::Loaded(m) => Some(Arc::clone(m)),
+            Payload::Stored(r) => self.records.get(r.index),
+        }
+    }
+
+    /// [`Broker::load`] for a delivery that is already checked out: a message whose record
+    /// cannot be read goes out empty (exchange and routing key too) rather than leaving a
+    /// hole in the channel's delivery tags; the [`Records`] implementation has logged why.
+    pub(crate) fn load_or_lost(&mut self, payload: &Payload) -> Arc<Message> {
+        self.load(payload).unwrap_or_else(|| {
+            Arc::new(Message {
+                exchange: ShortStr::from(""),
+                routing_key: ShortStr::from(""),
+                properties: warren_wire::BasicProperties::default(),
+                body: bytes::Bytes::new(),
+            })
+        })
     }
 
     /// Emits one `basic.deliver` with its content and charges the connection's credit.

@@ -23,7 +23,6 @@ mod view;
 pub use view::CONNECTION_NAME_PROPERTY;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -33,7 +32,7 @@ use crate::command::{Command, Op, Origin, STATE_MACHINE_VERSION};
 use crate::connection::Connection;
 use crate::error::ErrorScope;
 use crate::limits::Limits;
-use crate::message::{MemoryRecords, Message, Payload, Records};
+use crate::message::{MemoryRecords, Records};
 use crate::queue::{Queue, QueueId};
 use crate::topic_permission::TopicPermission;
 use crate::user::{hash_password, Access, Permission, User};
@@ -441,29 +440,6 @@ impl Broker {
             // RabbitMQ's rabbit_channel answers every other method with this hard error.
             _ => Err(AmqpError::command_invalid("unimplemented method")),
         }
-    }
-
-    /// A queued message, read back from where it rests if it is not in memory. `None` if its
-    /// record cannot be read (the [`Records`] implementation reports why): the message is lost.
-    pub(crate) fn load(&mut self, payload: &Payload) -> Option<Arc<Message>> {
-        match payload {
-            Payload::Loaded(m) => Some(Arc::clone(m)),
-            Payload::Stored(r) => self.records.get(r.index),
-        }
-    }
-
-    /// [`Broker::load`] for a delivery that is already checked out: a message whose record
-    /// cannot be read goes out empty (exchange and routing key too) rather than leaving a
-    /// hole in the channel's delivery tags; the [`Records`] implementation has logged why.
-    pub(crate) fn load_or_lost(&mut self, payload: &Payload) -> Arc<Message> {
-        self.load(payload).unwrap_or_else(|| {
-            Arc::new(Message {
-                exchange: ShortStr::from(""),
-                routing_key: ShortStr::from(""),
-                properties: warren_wire::BasicProperties::default(),
-                body: bytes::Bytes::new(),
-            })
-        })
     }
 
     /// Whether queue `id`'s contents stay out of the log (see `Queue::is_local`).
