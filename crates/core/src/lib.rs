@@ -34,7 +34,7 @@ pub use input::Input;
 pub use limits::Limits;
 pub use message::{MemoryRecords, Message, Records, StoredRef};
 pub use resume::{ResumeChannel, ResumeConsumer, ResumeSession};
-pub use snapshot::{Snapshot, SnapshotError};
+pub use snapshot::{PackedEntries, Snapshot, SnapshotError};
 pub use topic_permission::TopicPermission;
 pub use user::{hash_password, Permission, User};
 

@@ -30,8 +30,9 @@ pub enum StartError {
 /// Tunables of a node's Raft group.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
-    /// Build a snapshot after this many log entries since the last one; the log up to it is
-    /// then purged.
+    /// Build a snapshot after this many log entries since the last one, or more with a
+    /// backlog (`state_machine::snapshot_due`); the log up to it is then purged (up to the
+    /// oldest queued message).
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot, so a follower that is only a little behind catches up
     /// from the log instead of a whole snapshot.
@@ -85,12 +86,14 @@ pub async fn start(
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
+        // The state machine says when (`state_machine::snapshot_due`): spaced by the backlog.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: options.keep_after_snapshot,
         ..Default::default()
     }
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    let (sm, snapshot_due) = sm.with_snapshot_schedule(options.snapshot_every);
     let raft = Raft::new(
         id,
         Arc::new(config),
@@ -100,6 +103,25 @@ pub async fn start(
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    let trigger = raft.clone();
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = snapshot_due.notified() => {
+                    if trigger.trigger().snapshot().await.is_err() {
+                        return;
+                    }
+                }
+                // Raft has shut down.
+                changed = openraft::async_runtime::WatchReceiver::changed(&mut metrics) => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
     // One bootstrap: on first start the member with the lowest id forms the cluster of all the
     // configured members; the others wait to be contacted by its leader. A node told to join
     // never forms one, nor does a lowest member that finds another member already in a cluster

@@ -4,6 +4,7 @@
 //! never read back from disk. Older ones are read back from the log entry that carried them.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::alias::EntryOf;
@@ -14,8 +15,9 @@ use warren_store::MessageStore;
 
 use crate::{LogCommand, TypeConfig, METADATA_GROUP};
 
-/// What a cached message costs besides its body (its struct, properties and map slot).
-const OVERHEAD_BYTES: usize = 256;
+/// What a cached message costs besides its body: its struct (about 460 bytes: the properties
+/// are inline), the `Arc`'s counts, and its map and order slots.
+const OVERHEAD_BYTES: usize = std::mem::size_of::<Message>() + 16 + 48;
 /// A message read back from disk brings the log entries after it (a queue is consumed in log
 /// order): at most this many ...
 const READ_AHEAD: usize = 256;
@@ -24,11 +26,17 @@ const READ_AHEAD_BYTES: usize = 1 << 20;
 /// Messages read ahead and not yet asked for are kept up to this many (older ones go).
 const AHEAD_KEPT: usize = 4 * READ_AHEAD;
 
+/// A node that does not lead keeps this share of the cache (1/16): it delivers nothing, and
+/// reads a message back only to dead-letter it. Once it leads the cache fills again.
+const FOLLOWER_SHARE: usize = 16;
+
 /// Recently applied messages in memory, the rest read back from the log.
 #[derive(Debug)]
 pub struct LogRecords {
     store: MessageStore,
     limit: usize,
+    /// Whether this node leads (see [`track_leadership`]); without it the whole cache is used.
+    leading: Option<Arc<AtomicBool>>,
     used: usize,
     cached: HashMap<u64, Arc<Message>>,
     /// Cached indices, oldest first (an index read back is not cached again).
@@ -44,11 +52,25 @@ impl LogRecords {
         LogRecords {
             store,
             limit: cache_bytes,
+            leading: None,
             used: 0,
             cached: HashMap::new(),
             order: VecDeque::new(),
             ahead: HashMap::new(),
             ahead_order: VecDeque::new(),
+        }
+    }
+
+    /// Uses the whole cache only while `leading` is set (see [`track_leadership`]).
+    pub fn with_leading(mut self, leading: Arc<AtomicBool>) -> LogRecords {
+        self.leading = Some(leading);
+        self
+    }
+
+    fn limit(&self) -> usize {
+        match &self.leading {
+            Some(l) if !l.load(Ordering::Relaxed) => self.limit / FOLLOWER_SHARE,
+            _ => self.limit,
         }
     }
 
@@ -88,6 +110,25 @@ impl LogRecords {
     }
 }
 
+/// Keeps `leading` set while `raft`'s node `id` leads, until Raft shuts down.
+pub fn track_leadership(
+    raft: openraft::Raft<TypeConfig, crate::state_machine::BrokerStateMachine>,
+    id: crate::NodeId,
+    leading: Arc<AtomicBool>,
+) {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            let leads = metrics.borrow_watched().current_leader == Some(id);
+            leading.store(leads, Ordering::Relaxed);
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// The message an encoded log entry published.
 pub fn message_of_entry(raw: &[u8]) -> Result<Message, String> {
     let entry: EntryOf<TypeConfig> = postcard::from_bytes(raw).map_err(|e| e.to_string())?;
@@ -117,7 +158,8 @@ impl Records for LogRecords {
             self.used += Self::cost(message);
             self.order.push_back(index);
         }
-        while self.used > self.limit {
+        let limit = self.limit();
+        while self.used > limit {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };

@@ -7,7 +7,7 @@ use warren_core::snapshot::{
     SnapshotPermission, SnapshotPublisher, SnapshotQueue, SnapshotSecurity,
     SnapshotTopicPermission, SnapshotUser, SnapshotVhost,
 };
-use warren_core::Snapshot;
+use warren_core::{PackedEntries, Snapshot};
 use warren_wire::Reader;
 
 use crate::command_codec::{
@@ -21,8 +21,9 @@ const MAGIC: &[u8; 4] = b"WSNP";
 /// each publisher's skipped confirm numbers; 5: then the home nodes of the queues that have one;
 /// 6: then the declaring connection of the queues that have one; 7: then topic permissions, vhost
 /// limits and user limits; 8: each queue entry may name the log entry its message rests in
-/// instead of a message of the snapshot.
-const FORMAT: u8 = 8;
+/// instead of a message of the snapshot; 9: a queue's entries are packed (count, length, bytes:
+/// see `warren_core::PackedEntries`).
+const FORMAT: u8 = 9;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -37,7 +38,8 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
 /// need format 8).
 fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
     let bodies: usize = s.messages.iter().map(|m| m.body.len() + 64).sum();
-    let mut w = BytesMut::with_capacity(1024 + bodies + s.queues.len() * 64);
+    let entries: usize = s.queues.iter().map(|q| q.entries.raw().1.len() + 64).sum();
+    let mut w = BytesMut::with_capacity(1024 + bodies + entries);
     w.put_slice(MAGIC);
     w.put_u8(format);
     w.put_u32(s.version);
@@ -87,8 +89,15 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
         w.put_u64(q.next_seq);
         put_bool(&mut w, q.had_consumer);
         w.put_u64(q.last_used);
+        if format >= 9 {
+            let (count, packed) = q.entries.raw();
+            put_len(&mut w, count);
+            put_len(&mut w, packed.len());
+            w.put_slice(packed);
+            continue;
+        }
         put_len(&mut w, q.entries.len());
-        for e in &q.entries {
+        for e in q.entries.iter().flatten() {
             w.put_u64(e.seq);
             w.put_u32(e.message);
             match e.stored {
@@ -280,27 +289,40 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
         let next_seq = r.u64()?;
         let had_consumer = read_bool(&mut r)?;
         let last_used = r.u64()?;
-        let mut entries = Vec::new();
-        for _ in 0..read_count(&mut r, 14)? {
-            let seq = r.u64()?;
-            let message = r.u32()?;
-            let stored = if format >= 8 && read_bool(&mut r)? {
-                Some(warren_core::StoredRef {
-                    index: r.u64()?,
-                    len: r.u32()?,
-                    persistent: read_bool(&mut r)?,
-                })
-            } else {
-                None
-            };
-            entries.push(SnapshotEntry {
-                seq,
-                message,
-                stored,
-                redelivered: read_bool(&mut r)?,
-                expires_at: read_opt_u64(&mut r)?,
-            });
-        }
+        let entries = if format >= 9 {
+            let count = r.u32()? as usize;
+            let len = read_count(&mut r, 1)?;
+            // An entry packs into at least two bytes.
+            if count > len / 2 {
+                return Err(CodecError("more queue entries than their bytes hold"));
+            }
+            let packed = r.bytes(len)?.to_vec();
+            PackedEntries::from_raw(count, packed)
+                .map_err(|_| CodecError("a queue's packed entries do not decode"))?
+        } else {
+            let mut entries = PackedEntries::default();
+            for _ in 0..read_count(&mut r, 14)? {
+                let seq = r.u64()?;
+                let message = r.u32()?;
+                let stored = if format >= 8 && read_bool(&mut r)? {
+                    Some(warren_core::StoredRef {
+                        index: r.u64()?,
+                        len: r.u32()?,
+                        persistent: read_bool(&mut r)?,
+                    })
+                } else {
+                    None
+                };
+                entries.push(&SnapshotEntry {
+                    seq,
+                    message,
+                    stored,
+                    redelivered: read_bool(&mut r)?,
+                    expires_at: read_opt_u64(&mut r)?,
+                });
+            }
+            entries
+        };
         queues.push(SnapshotQueue {
             id,
             vhost,
@@ -484,7 +506,7 @@ mod tests {
                 last_used: 1234,
                 home: 3,
                 declared_by: (3 << 52) | 5,
-                entries: vec![
+                entries: PackedEntries::from_entries([
                     SnapshotEntry {
                         seq: 3,
                         message: 0,
@@ -503,7 +525,7 @@ mod tests {
                         redelivered: false,
                         expires_at: None,
                     },
-                ],
+                ]),
             }],
             publishers: vec![SnapshotPublisher {
                 conn: 1 << 52,
@@ -549,7 +571,12 @@ mod tests {
         let mut s = sample();
         s.security = Some(SnapshotSecurity::default());
         // Before format 8 an entry could not name a log entry.
-        s.queues[0].entries.retain(|e| e.stored.is_none());
+        let kept = s.queues[0].entries.iter().flatten();
+        let kept = kept.filter(|e| e.stored.is_none()).collect::<Vec<_>>();
+        s.queues[0].entries = PackedEntries::from_entries(kept);
+        // Before format 9 entries were not packed.
+        let bytes = encode_format(&s, 8);
+        assert_eq!(decode_snapshot(Bytes::from(bytes)), Ok(s.clone()));
         let encode_snapshot = |s: &Snapshot| encode_format(s, 7);
         assert_eq!(
             decode_snapshot(Bytes::from(encode_snapshot(&s))),

@@ -18,7 +18,7 @@ use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{info, warn};
 use warren_core::{Command, Snapshot, SnapshotError};
 use warren_store::MessageStore;
@@ -43,6 +43,8 @@ pub enum BrokerRequest {
     Apply(AppliedBatch),
     /// Answer with the replicated state as it is now (after everything applied so far).
     TakeSnapshot { reply: oneshot::Sender<Snapshot> },
+    /// Answer with how many messages the replicated queues hold (snapshots are spaced by it).
+    Backlog { reply: oneshot::Sender<u64> },
     /// Replace the replicated state with this one (boxed: a snapshot is much larger than the
     /// other requests).
     Restore {
@@ -57,6 +59,27 @@ pub enum BrokerRequest {
 struct Applied {
     last_applied: Option<LogIdOf<TypeConfig>>,
     membership: StoredMembershipOf<TypeConfig>,
+    /// The log index of the last snapshot built or installed.
+    snapshot_at: u64,
+    /// The log index at which the schedule last asked the broker for its backlog.
+    checked_at: u64,
+    /// A snapshot was asked for at this log index and has not been built yet (asked again
+    /// after another spacing, should openraft have dropped the request).
+    requested: Option<u64>,
+}
+
+/// Log entries between two snapshots at most, whatever the backlog: a restart replays up to
+/// this many entries after the last snapshot.
+const MOST_BETWEEN_SNAPSHOTS: u64 = 1_000_000;
+
+/// Whether a snapshot is due `since` log entries after the last one, with `backlog` messages
+/// queued in replicated queues and `every` the configured spacing. A snapshot writes an index
+/// entry per queued message (about 6 bytes), so with a backlog they are spaced in proportion to
+/// it (every 16 queued messages, one more entry between snapshots): writing snapshots costs a
+/// bounded share of the fill however deep the backlog grows, instead of growing with its
+/// square. Capped at [`MOST_BETWEEN_SNAPSHOTS`] so that a restart replays a bounded log.
+pub fn snapshot_due(since: u64, backlog: u64, every: u64) -> bool {
+    since >= every.max((backlog / 16).min(MOST_BETWEEN_SNAPSHOTS))
 }
 
 /// Forwards committed commands to the broker task and keeps its snapshots.
@@ -67,6 +90,9 @@ pub struct BrokerStateMachine {
     snapshots: Arc<SnapshotFiles>,
     /// Where queued messages rest (the log); `None` keeps every message in the snapshots.
     messages: Option<MessageStore>,
+    /// Spacing of snapshots ([`snapshot_due`]), and where to say one is due; without it
+    /// openraft's own policy decides.
+    schedule: Option<(u64, Arc<Notify>)>,
 }
 
 impl BrokerStateMachine {
@@ -91,7 +117,43 @@ impl BrokerStateMachine {
                 dir: snapshot_dir.to_owned(),
             }),
             messages: None,
+            schedule: None,
         })
+    }
+
+    /// The state machine says when a snapshot is due ([`snapshot_due`], at least `every` log
+    /// entries apart); the caller builds one when the returned notification fires (openraft's
+    /// policy must then be `Never`).
+    pub fn with_snapshot_schedule(mut self, every: u64) -> (BrokerStateMachine, Arc<Notify>) {
+        let due = Arc::new(Notify::new());
+        self.schedule = Some((every.max(1), Arc::clone(&due)));
+        (self, due)
+    }
+
+    /// After applying up to `index`: asks for a snapshot if one is due. The broker is asked for
+    /// its backlog only every quarter of the spacing.
+    async fn schedule_snapshot(&self, index: u64) -> io::Result<()> {
+        let Some((every, due)) = &self.schedule else {
+            return Ok(());
+        };
+        let since = {
+            let mut a = self.lock()?;
+            let since = index.saturating_sub(a.snapshot_at);
+            let waiting = a
+                .requested
+                .is_some_and(|at| index.saturating_sub(at) < *every);
+            if waiting || since < *every || index.saturating_sub(a.checked_at) < every / 4 {
+                return Ok(());
+            }
+            a.checked_at = index;
+            since
+        };
+        let backlog = self.ask(|reply| BrokerRequest::Backlog { reply }).await?;
+        if snapshot_due(since, backlog, *every) {
+            self.lock()?.requested = Some(index);
+            due.notify_one();
+        }
+        Ok(())
     }
 
     fn lock(&self) -> io::Result<std::sync::MutexGuard<'_, Applied>> {
@@ -113,9 +175,11 @@ impl BrokerStateMachine {
         for q in &mut snapshot.queues {
             q.had_consumer = false;
             q.last_used = 0;
-            for e in &mut q.entries {
+            let entries = q.entries.iter().flatten().map(|mut e| {
                 e.redelivered = false;
-            }
+                e
+            });
+            q.entries = warren_core::PackedEntries::from_entries(entries.collect::<Vec<_>>());
         }
         let bytes = encode_snapshot(&snapshot);
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -252,12 +316,19 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         for r in responders {
             r.send(());
         }
+        if let Some(index) = last.map(|l| l.index) {
+            self.schedule_snapshot(index).await?;
+        }
         Ok(())
     }
 
     /// Runs between two applies: the broker's snapshot is taken now, encoded and written later.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let position = self.lock().map(|a| (a.last_applied, a.membership.clone()));
+        let position = self.lock().map(|mut a| {
+            a.snapshot_at = a.last_applied.map_or(0, |l| l.index);
+            a.requested = None;
+            (a.last_applied, a.membership.clone())
+        });
         let view = match position {
             Ok((last, membership)) => self
                 .ask(|reply| BrokerRequest::TakeSnapshot { reply })
@@ -326,6 +397,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         .map_err(io::Error::other)??;
         let mut a = self.lock()?;
         a.last_applied = meta.last_log_id;
+        a.snapshot_at = index;
         a.membership = meta.last_membership.clone();
         info!(last_log_id = ?meta.last_log_id, "snapshot installed");
         Ok(())
@@ -390,5 +462,29 @@ impl SnapshotFiles {
             .ok_or_else(|| bad("truncated meta"))?;
         let meta = postcard::from_bytes(&bytes[8..meta_end]).map_err(|_| bad("bad meta"))?;
         Ok(Some((meta, bytes[meta_end..].to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_spaced_by_the_backlog_within_bounds() {
+        // No backlog: every `every` entries.
+        assert!(!snapshot_due(19_999, 0, 20_000));
+        assert!(snapshot_due(20_000, 0, 20_000));
+        // A million queued: every 62 500 entries.
+        assert!(!snapshot_due(62_499, 1_000_000, 20_000));
+        assert!(snapshot_due(62_500, 1_000_000, 20_000));
+        // Ten million: capped, so that a restart replays a bounded log.
+        assert!(!snapshot_due(
+            MOST_BETWEEN_SNAPSHOTS - 1,
+            100_000_000,
+            20_000
+        ));
+        assert!(snapshot_due(MOST_BETWEEN_SNAPSHOTS, 100_000_000, 20_000));
+        // A configured spacing above the cap wins.
+        assert!(!snapshot_due(2_000_000, 100_000_000, 3_000_000));
     }
 }

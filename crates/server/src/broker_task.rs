@@ -419,6 +419,9 @@ impl Task {
             BrokerRequest::TakeSnapshot { reply } => {
                 let _ = reply.send(self.broker.snapshot());
             }
+            BrokerRequest::Backlog { reply } => {
+                let _ = reply.send(self.broker.replicated_backlog());
+            }
             BrokerRequest::Restore {
                 snapshot,
                 index,

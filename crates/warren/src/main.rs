@@ -509,10 +509,12 @@ fn main() -> anyhow::Result<()> {
             first_conn: first_conn_id(node_id),
             ..broker_config
         });
-        core.set_records(Box::new(warren_raft::records::LogRecords::new(
-            messages.clone(),
-            body_cache,
-        )));
+        // A node that does not lead keeps a small share of the body cache.
+        let leading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        core.set_records(Box::new(
+            warren_raft::records::LogRecords::new(messages.clone(), body_cache)
+                .with_leading(leading.clone()),
+        ));
         let broker = BrokerHandle::spawn(
             core,
             Replication::Raft { proposals: proposals_tx, applied: applied_rx },
@@ -532,6 +534,7 @@ fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;
         let raft = node.raft.clone();
+        warren_raft::records::track_leadership(raft.clone(), node_id, leading);
         spawn_proposer(raft.clone(), proposals_rx);
         spawn_member_addresses(raft.clone(), addresses_tx);
         // Serve clients once this node leads (after committing a take-over or, after a restart

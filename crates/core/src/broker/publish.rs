@@ -400,11 +400,7 @@ impl Broker {
                 }
                 Overflow::RejectPublish => return false,
                 Overflow::RejectPublishDlx => {
-                    let entry = Entry {
-                        message: Payload::Loaded(message),
-                        redelivered: false,
-                        expires_at: None,
-                    };
+                    let entry = Entry::new(Payload::Loaded(message), false, None);
                     self.dead_letter(id, entry, "maxlen", out);
                     return false;
                 }
@@ -505,11 +501,7 @@ impl Broker {
             return false;
         };
         let delivery_tag = ch.next_tag();
-        let entry = Entry {
-            message: Payload::Loaded(Arc::clone(message)),
-            redelivered: false,
-            expires_at: None,
-        };
+        let entry = Entry::new(Payload::Loaded(Arc::clone(message)), false, None);
         self.send_delivery(ctx, tag, delivery_tag, entry, out);
         true
     }

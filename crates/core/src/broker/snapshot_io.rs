@@ -12,9 +12,9 @@ use crate::message::{Message, Payload};
 use crate::queue::{Entry, Queue, QueueArgs};
 use crate::routing::ExchangeKind;
 use crate::snapshot::{
-    Snapshot, SnapshotBinding, SnapshotEntry, SnapshotError, SnapshotExchange, SnapshotLimits,
-    SnapshotMessage, SnapshotPermission, SnapshotPublisher, SnapshotQueue, SnapshotSecurity,
-    SnapshotTopicPermission, SnapshotUser, SnapshotVhost,
+    PackedEntries, Snapshot, SnapshotBinding, SnapshotEntry, SnapshotError, SnapshotExchange,
+    SnapshotLimits, SnapshotMessage, SnapshotPermission, SnapshotPublisher, SnapshotQueue,
+    SnapshotSecurity, SnapshotTopicPermission, SnapshotUser, SnapshotVhost,
 };
 use crate::topic_permission::TopicPermission;
 use crate::user::{Permission, User};
@@ -77,35 +77,33 @@ impl Broker {
             // A local queue's messages are not replicated state (see `Queue::is_local`): the
             // snapshot, like the log, has its declaration only.
             let local = q.is_local();
-            let entries = if local { Vec::new() } else { q.all_entries() };
-            let entries = entries
-                .into_iter()
-                .map(|(seq, e)| {
-                    let (message, stored) = match &e.message {
-                        Payload::Stored(r) => (0, Some(*r)),
-                        Payload::Loaded(m) => {
-                            let key = Arc::as_ptr(m);
-                            let message = *index.entry(key).or_insert_with(|| {
-                                messages.push(SnapshotMessage {
-                                    exchange: m.exchange.clone(),
-                                    routing_key: m.routing_key.clone(),
-                                    properties: m.properties.clone(),
-                                    body: m.body.clone(),
-                                });
-                                (messages.len() - 1) as u32
+            let mut entries = PackedEntries::default();
+            let all = if local { None } else { Some(q.all_entries()) };
+            for (seq, e) in all.into_iter().flatten() {
+                let (message, stored) = match &e.message {
+                    Payload::Stored(r) => (0, Some(*r)),
+                    Payload::Loaded(m) => {
+                        let key = Arc::as_ptr(m);
+                        let message = *index.entry(key).or_insert_with(|| {
+                            messages.push(SnapshotMessage {
+                                exchange: m.exchange.clone(),
+                                routing_key: m.routing_key.clone(),
+                                properties: m.properties.clone(),
+                                body: m.body.clone(),
                             });
-                            (message, None)
-                        }
-                    };
-                    SnapshotEntry {
-                        seq,
-                        message,
-                        stored,
-                        redelivered: e.redelivered,
-                        expires_at: e.expires_at,
+                            (messages.len() - 1) as u32
+                        });
+                        (message, None)
                     }
-                })
-                .collect();
+                };
+                entries.push(&SnapshotEntry {
+                    seq,
+                    message,
+                    stored,
+                    redelivered: e.redelivered,
+                    expires_at: e.expires_at(),
+                });
+            }
             queues.push(SnapshotQueue {
                 id,
                 vhost: q.vhost.clone(),
@@ -292,7 +290,8 @@ impl Broker {
             q.home = sq.home;
             q.declared_by = sq.declared_by;
             let mut entries = Vec::with_capacity(sq.entries.len());
-            for e in sq.entries {
+            for e in sq.entries.iter() {
+                let e = e?;
                 let message = match e.stored {
                     Some(r) => Payload::Stored(r),
                     None => Payload::Loaded(Arc::clone(
@@ -305,14 +304,7 @@ impl Broker {
                         })?,
                     )),
                 };
-                entries.push((
-                    e.seq,
-                    Entry {
-                        message,
-                        redelivered: e.redelivered,
-                        expires_at: e.expires_at,
-                    },
-                ));
+                entries.push((e.seq, Entry::new(message, e.redelivered, e.expires_at)));
             }
             q.restore(sq.next_seq, entries);
             queues.insert(sq.id, q);

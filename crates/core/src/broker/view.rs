@@ -17,6 +17,15 @@ use super::Broker;
 pub const CONNECTION_NAME_PROPERTY: &str = "warren.connection_name";
 
 impl Broker {
+    /// How many messages the replicated queues hold, ready or checked out: the size of the
+    /// index a snapshot writes (the Raft layer spaces snapshots by it).
+    pub fn replicated_backlog(&self) -> u64 {
+        let replicated = self.queues.values().filter(|q| !q.is_local());
+        replicated
+            .map(|q| u64::from(q.ready_count()) + q.unacked_count())
+            .sum()
+    }
+
     /// Everything an operator can list, sorted by vhost then name (connections and channels by
     /// id). Counters are this broker's own since it was built (see [`crate::view`]).
     pub fn view(&self) -> BrokerView {
