@@ -387,7 +387,7 @@ async fn a_follower_down_for_100_000_messages_catches_up_through_a_snapshot() {
         cluster
             .node(down)
             .log()
-            .contains("kept the log entries the snapshot names"),
+            .contains("kept the log entries shipped with a snapshot"),
         "{}",
         cluster.node(down).log()
     );

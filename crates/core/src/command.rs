@@ -45,7 +45,11 @@ use crate::{ChannelId, ConnId, Millis};
 /// vhost whose `max-queues` is reached fails when applied (406), so two declares racing for the
 /// last place are decided by the log's order. Deleting a vhost or a user also deletes its limits
 /// and the topic permissions in it or of it.
-pub const STATE_MACHINE_VERSION: u32 = 7;
+///
+/// 8: `Recover` keeps every message of a quorum queue (`x-queue-type: quorum`), persistent or
+/// not, as RabbitMQ's quorum queues always persist theirs; other durable queues still drop
+/// non-persistent messages, as RabbitMQ's classic queues do.
+pub const STATE_MACHINE_VERSION: u32 = 8;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.

@@ -390,11 +390,22 @@ impl Queue {
         }
     }
 
-    /// After a restart: non-persistent messages are gone and every message left may have been
-    /// delivered before, so it is marked redelivered (checked-out messages are ready again).
-    pub(crate) fn keep_persistent_after_restart(&mut self) {
+    /// Declared with `x-queue-type: quorum`.
+    pub(crate) fn is_quorum(&self) -> bool {
+        self.arguments
+            .get("x-queue-type")
+            .and_then(|v| v.as_str())
+            .is_some_and(|t| t == "quorum")
+    }
+
+    /// After a restart: non-persistent messages are gone unless `keep_all` (a quorum queue),
+    /// and every message left may have been delivered before, so it is marked redelivered
+    /// (checked-out messages are ready again).
+    pub(crate) fn keep_after_restart(&mut self, keep_all: bool) {
         self.release_checked_out();
-        self.ready.retain(|(_, e)| e.message.persistent());
+        if !keep_all {
+            self.ready.retain(|(_, e)| e.message.persistent());
+        }
         for (_, e) in self.ready.iter_mut() {
             e.redelivered = true;
         }

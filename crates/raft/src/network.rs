@@ -222,47 +222,59 @@ impl RaftNetworkV2<TypeConfig> for Network {
         };
         let vote = encode(&vote).map_err(to_streaming)?;
         let meta = encode(&snapshot.meta).map_err(to_streaming)?;
-        let data = match self.messages.clone() {
-            Some(store) => {
-                let saved = snapshot.snapshot;
-                let shipped =
-                    tokio::task::spawn_blocking(move || crate::shipping::ship(&store, saved))
-                        .await
-                        .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
-                        .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-                Bytes::from(shipped)
-            }
-            None => Bytes::from(snapshot.snapshot),
+        // The shipped form is produced as it is sent (see `crate::shipping`): a few chunks in
+        // flight, whatever the backlog.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let producer = match self.messages.clone() {
+            Some(store) => tokio::task::spawn_blocking(move || {
+                crate::shipping::ship_chunks(&store, snapshot.snapshot, SNAPSHOT_CHUNK, &tx)
+            }),
+            None => tokio::task::spawn_blocking(move || {
+                let data = Bytes::from(snapshot.snapshot);
+                let mut offset = 0;
+                while offset < data.len() {
+                    let end = (offset + SNAPSHOT_CHUNK).min(data.len());
+                    if tx.blocking_send(data.slice(offset..end)).is_err() {
+                        break;
+                    }
+                    offset = end;
+                }
+                Ok(())
+            }),
         };
         let group = self.group;
         let header = self.request(Bytes::new());
-        let mut chunks = Vec::new();
-        let mut offset = 0;
-        loop {
-            let end = (offset + SNAPSHOT_CHUNK).min(data.len());
-            let first = offset == 0;
-            chunks.push(SnapshotChunk {
-                group_id: group,
-                vote: if first { vote.clone() } else { Bytes::new() },
-                meta: if first { meta.clone() } else { Bytes::new() },
-                data: data.slice(offset..end),
-                from_node: header.from_node,
-                from_incarnation: header.from_incarnation,
-                to_incarnation: header.to_incarnation,
-            });
-            offset = end;
-            if offset >= data.len() {
-                break;
-            }
-        }
-        let mut client = self.client().await.map_err(to_streaming)?;
-        let send = client.install_snapshot(tokio_stream::iter(chunks));
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            reply = send => match reply {
-                Ok(reply) => self.answered(reply.into_inner()).map_err(to_streaming),
-                Err(status) => Err(to_streaming(self.failed(status))),
+        let mut first = true;
+        let chunks = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            move |data| {
+                let chunk = SnapshotChunk {
+                    group_id: group,
+                    vote: if first { vote.clone() } else { Bytes::new() },
+                    meta: if first { meta.clone() } else { Bytes::new() },
+                    data,
+                    from_node: header.from_node,
+                    from_incarnation: header.from_incarnation,
+                    to_incarnation: header.to_incarnation,
+                };
+                first = false;
+                chunk
             },
+        );
+        let mut client = self.client().await.map_err(to_streaming)?;
+        let send = client.install_snapshot(chunks);
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply,
+        };
+        // A shipped snapshot that could not be read whole was cut short: say why.
+        producer
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        match reply {
+            Ok(reply) => self.answered(reply.into_inner()).map_err(to_streaming),
+            Err(status) => Err(to_streaming(self.failed(status))),
         }
     }
 }

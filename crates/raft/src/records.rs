@@ -186,8 +186,9 @@ impl Records for LogRecords {
     }
 }
 
+/// Log entries as the log store writes them, for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use bytes::Bytes;
     use openraft::entry::RaftEntry;
@@ -214,13 +215,28 @@ mod tests {
         }
     }
 
-    fn entry(index: u64, body: &str) -> Vec<u8> {
+    /// Log entry `index`: a publish of `body`, encoded.
+    pub(crate) fn entry(index: u64, body: &str) -> Vec<u8> {
         let entry = EntryOf::<TypeConfig>::new_normal(
             openraft::testing::log_id::<TypeConfig>(1, 1, index),
             LogCommand(publish(body)),
         );
         postcard::to_stdvec(&entry).expect("encode")
     }
+
+    /// Writes log entry `index` (a publish of `body`) into the log of `store`.
+    pub(crate) fn put_entry(store: &MessageStore, index: u64, body: &str) {
+        let db = store.db();
+        let cf = db.cf_handle(warren_store::CF_LOGS).expect("logs");
+        db.put_cf(cf, index.to_be_bytes(), entry(index, body))
+            .expect("put");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::put_entry;
+    use super::*;
 
     #[test]
     fn evicted_messages_are_read_back_from_the_log_and_shipped_ones_from_the_bodies() {
@@ -231,10 +247,7 @@ mod tests {
         let mut records = LogRecords::new(store.clone(), 2 * (OVERHEAD_BYTES + 8));
         for i in 1..=10u64 {
             let body = format!("body-{i:03}");
-            // Log entry `i`, a publish of `body`, as the log store writes it.
-            let cf = db.cf_handle(warren_store::CF_LOGS).expect("logs");
-            db.put_cf(cf, i.to_be_bytes(), entry(i, &body))
-                .expect("put");
+            put_entry(&store, i, &body);
             let m = Arc::new(
                 message_of_entry(&store.entry(METADATA_GROUP, i).unwrap().unwrap()).unwrap(),
             );

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use warren_proto::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use warren_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
 
+use warren_store::MessageStore;
 use warren_tls::grpc::Caller;
 
 use crate::incarnation::{IncarnationBook, Incoming, SenderRecord};
@@ -24,6 +25,8 @@ use crate::{GroupId, NodeId, TypeConfig};
 pub struct RaftService<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> {
     groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig, SM>>>>,
     book: Arc<IncarnationBook>,
+    /// Where the log entries shipped with a snapshot are kept as they arrive.
+    messages: Option<MessageStore>,
 }
 
 impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> Clone for RaftService<SM> {
@@ -31,6 +34,7 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> Clone for RaftSer
         RaftService {
             groups: self.groups.clone(),
             book: self.book.clone(),
+            messages: self.messages.clone(),
         }
     }
 }
@@ -57,7 +61,15 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftService<SM> {
         RaftService {
             groups: Arc::default(),
             book,
+            messages: None,
         }
+    }
+
+    /// The log entries that arrive with a snapshot are written to `messages` as they arrive,
+    /// instead of being held in memory until the snapshot is whole.
+    pub fn with_messages(mut self, messages: MessageStore) -> RaftService<SM> {
+        self.messages = Some(messages);
+        self
     }
 
     /// Routes requests for `group` to `raft`.
@@ -199,7 +211,9 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         let mut vote: Option<VoteOf<TypeConfig>> = None;
         let mut meta: Option<SnapshotMetaOf<TypeConfig>> = None;
         let mut raft = None;
-        let mut data = Vec::new();
+        // The log entries shipped with the snapshot go to disk as they arrive; only the
+        // snapshot itself is held (see `crate::shipping`).
+        let mut received = crate::shipping::Receiver::new(self.messages.clone());
         while let Some(chunk) = stream.message().await? {
             if group.is_none() {
                 // Checked on the first chunk, before the rest of the snapshot is read.
@@ -215,7 +229,21 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
                 vote = Some(decode(&chunk.vote)?);
                 meta = Some(decode(&chunk.meta)?);
             }
-            data.extend_from_slice(&chunk.data);
+            received =
+                tokio::task::spawn_blocking(move || received.feed(&chunk.data).map(|()| received))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let (data, kept) = tokio::task::spawn_blocking(move || received.finish())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if kept > 0 {
+            tracing::info!(
+                entries = kept,
+                "kept the log entries shipped with a snapshot"
+            );
         }
         let (Some(group), Some(vote), Some(meta), Some(raft)) = (group, vote, meta, raft) else {
             return Err(Status::invalid_argument("empty snapshot stream"));

@@ -151,6 +151,17 @@ impl MessageStore {
         self.db.write_opt(batch, &opts).map_err(other)
     }
 
+    /// A writer of entries of `group` that arrive with a snapshot, one by one (see
+    /// [`ShippedWriter`]).
+    pub fn shipped_writer(&self, group: u64) -> ShippedWriter {
+        ShippedWriter {
+            store: self.clone(),
+            group,
+            batch: WriteBatch::default(),
+            bytes: 0,
+        }
+    }
+
     /// Forgets the shipped entries of `group` below `index` (no queue names them any more).
     pub fn forget_shipped_below(&self, group: u64, index: u64) -> io::Result<()> {
         self.db
@@ -160,5 +171,41 @@ impl MessageStore {
                 body_key(group, index),
             )
             .map_err(other)
+    }
+}
+
+/// Writes shipped log entries as they arrive, up to about 4 MiB per (unsynced) write;
+/// [`ShippedWriter::finish`] syncs them all.
+pub struct ShippedWriter {
+    store: MessageStore,
+    group: u64,
+    batch: WriteBatch,
+    bytes: usize,
+}
+
+impl ShippedWriter {
+    const BATCH_BYTES: usize = 4 << 20;
+
+    pub fn add(&mut self, index: u64, raw: &[u8]) -> io::Result<()> {
+        let cf = self.store.cf(CF_BODIES)?;
+        self.batch.put_cf(cf, body_key(self.group, index), raw);
+        self.bytes += raw.len();
+        if self.bytes >= Self::BATCH_BYTES {
+            self.write(false)?;
+        }
+        Ok(())
+    }
+
+    /// Every entry added is on disk when this returns.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.write(true)
+    }
+
+    fn write(&mut self, sync: bool) -> io::Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        let batch = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        self.store.db.write_opt(batch, &opts).map_err(other)
     }
 }

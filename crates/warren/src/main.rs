@@ -524,6 +524,7 @@ fn main() -> anyhow::Result<()> {
             BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
                 .context("creating the snapshot directory")?
                 .with_messages(messages.clone());
+        let messages_store = messages.clone();
         let node = warren_raft::node::start(
             node_id,
             members,
@@ -541,7 +542,8 @@ fn main() -> anyhow::Result<()> {
         // of the whole cluster, a recovery), or relay them to the node that does.
         let route = spawn_leadership(raft.clone(), node_id, node.restarted, &broker);
         if let Some(addr) = own_grpc {
-            let raft_service = RaftService::new(node.incarnations.clone());
+            let raft_service =
+                RaftService::new(node.incarnations.clone()).with_messages(messages_store.clone());
             raft_service.add_group(METADATA_GROUP, raft.clone());
             let relay = RelayService::new(&broker, route.clone()).with_raft(raft.clone());
             let admin = AdminService::new(raft.clone(), node.incarnations.clone())

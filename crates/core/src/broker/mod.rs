@@ -630,7 +630,7 @@ impl Broker {
                 Ok(())
             }
             Op::Recover => {
-                self.apply_recover(out);
+                self.apply_recover(command.version, out);
                 Ok(())
             }
             Op::TakeOver => {

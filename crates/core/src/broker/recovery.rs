@@ -1,12 +1,13 @@
 //! What a restart keeps: after a node replays its log it applies [`Op::Recover`], which drops
 //! what RabbitMQ does not keep across a restart (non-durable exchanges, non-durable and
-//! exclusive queues, non-persistent messages) and marks every message left as redelivered.
+//! exclusive queues, non-persistent messages of queues other than quorum queues) and marks every
+//! message left as redelivered.
 
 use super::Broker;
 use crate::Effect;
 
 impl Broker {
-    pub(super) fn apply_recover(&mut self, out: &mut Vec<Effect>) {
+    pub(super) fn apply_recover(&mut self, version: u32, out: &mut Vec<Effect>) {
         let transient_queues: Vec<_> = self
             .queues
             .iter()
@@ -30,7 +31,9 @@ impl Broker {
             self.remove_exchange(&vhost, &name);
         }
         for q in self.queues.values_mut() {
-            q.keep_persistent_after_restart();
+            // State machine version 8: a quorum queue keeps every message.
+            let keep_all = version >= 8 && q.is_quorum();
+            q.keep_after_restart(keep_all);
         }
     }
 }

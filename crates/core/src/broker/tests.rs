@@ -1391,6 +1391,63 @@ fn a_channel_reads_its_own_writes_while_they_are_being_replicated() {
 }
 
 #[test]
+fn recovery_keeps_every_message_of_a_quorum_queue_from_version_8() {
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type", FieldValue::LongStr("quorum".into()));
+    let mut a = Replicated::new();
+    a.open(C1);
+    for (queue, arguments) in [("qq", quorum), ("classic", FieldTable::default())] {
+        a.method(
+            C1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                durable: true,
+                arguments,
+                ..Default::default()
+            }),
+        );
+        a.input(Input::Publish {
+            conn: C1,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: queue.into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"not persistent"),
+            replicated_only: false,
+        });
+    }
+    let recovered = |version: u32| {
+        let mut b = Replicated::new();
+        for command in a.log.clone() {
+            b.input(Input::Applied { command, index: 0 });
+        }
+        b.input(Input::Applied {
+            index: 0,
+            command: Command {
+                version,
+                origin: None,
+                issued_at: 2_000,
+                op: Op::Recover,
+            },
+        });
+        let view = b.broker.view();
+        let count = |name: &str| {
+            view.queues
+                .iter()
+                .find(|q| q.name == name)
+                .map(|q| q.messages_ready)
+        };
+        (count("qq"), count("classic"))
+    };
+    // As RabbitMQ: a quorum queue persists every message, a classic queue only persistent ones.
+    assert_eq!(recovered(STATE_MACHINE_VERSION), (Some(1), Some(0)));
+    // A log written before version 8 replays as it did.
+    assert_eq!(recovered(7), (Some(0), Some(0)));
+}
+
+#[test]
 fn recovery_keeps_durable_entities_and_persistent_messages_only() {
     let mut a = Replicated::new();
     a.open(C1);
