@@ -1128,7 +1128,12 @@ impl Replicated {
         })
     }
 
+    /// Publishes a persistent message to queue `key` through the default exchange.
     fn publish(&mut self, conn: ConnId, key: &str, body: &'static str) {
+        self.publish_mode(conn, key, body, Some(2));
+    }
+
+    fn publish_mode(&mut self, conn: ConnId, key: &str, body: &'static str, mode: Option<u8>) {
         self.input(Input::Publish {
             conn,
             channel: 1,
@@ -1137,12 +1142,24 @@ impl Replicated {
                 ..Default::default()
             },
             properties: BasicProperties {
-                delivery_mode: Some(2),
+                delivery_mode: mode,
                 ..Default::default()
             },
             body: Bytes::from_static(body.as_bytes()),
             replicated_only: false,
         });
+    }
+
+    fn declare_durable(&mut self, conn: ConnId, queue: &str, arguments: FieldTable) {
+        self.method(
+            conn,
+            Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                durable: true,
+                arguments,
+                ..Default::default()
+            }),
+        );
     }
 
     fn bind(&mut self, conn: ConnId, queue: &str, exchange: &str, key: &str) {
@@ -1397,26 +1414,8 @@ fn recovery_keeps_every_message_of_a_quorum_queue_from_version_8() {
     let mut a = Replicated::new();
     a.open(C1);
     for (queue, arguments) in [("qq", quorum), ("classic", FieldTable::default())] {
-        a.method(
-            C1,
-            Method::QueueDeclare(QueueDeclare {
-                queue: queue.into(),
-                durable: true,
-                arguments,
-                ..Default::default()
-            }),
-        );
-        a.input(Input::Publish {
-            conn: C1,
-            channel: 1,
-            publish: BasicPublish {
-                routing_key: queue.into(),
-                ..Default::default()
-            },
-            properties: BasicProperties::default(),
-            body: Bytes::from_static(b"not persistent"),
-            replicated_only: false,
-        });
+        a.declare_durable(C1, queue, arguments);
+        a.publish_mode(C1, queue, "not persistent", None);
     }
     let recovered = |version: u32| {
         let mut b = Replicated::new();
@@ -1493,20 +1492,7 @@ fn recovery_keeps_durable_entities_and_persistent_messages_only() {
         }),
     );
     a.publish(C1, "keep", "persistent");
-    a.input(Input::Publish {
-        conn: C1,
-        channel: 1,
-        publish: BasicPublish {
-            routing_key: "keep".into(),
-            ..Default::default()
-        },
-        properties: BasicProperties {
-            delivery_mode: Some(1),
-            ..Default::default()
-        },
-        body: Bytes::from_static(b"transient"),
-        replicated_only: false,
-    });
+    a.publish_mode(C1, "keep", "transient", Some(1));
     let mut b = Replicated::new();
     for command in a.log.clone() {
         b.input(Input::Applied { command, index: 0 });
@@ -1743,15 +1729,7 @@ fn the_same_log_applied_at_two_clocks_builds_the_same_state() {
     short.insert("x-dead-letter-exchange", FieldValue::from(""));
     short.insert("x-dead-letter-routing-key", FieldValue::from("graveyard"));
     for (queue, arguments) in [("graveyard", graveyard), ("short", short)] {
-        a.method(
-            C1,
-            Method::QueueDeclare(QueueDeclare {
-                queue: queue.into(),
-                durable: true,
-                arguments,
-                ..Default::default()
-            }),
-        );
+        a.declare_durable(C1, queue, arguments);
     }
     a.publish(C1, "short", "old");
     a.now += 1_000;
