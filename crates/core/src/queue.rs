@@ -341,7 +341,18 @@ impl Queue {
     pub(crate) fn drop_head(&mut self) -> Option<Entry> {
         let (_, entry) = self.ready.pop_front()?;
         self.ready_bytes -= entry.message.body_len();
+        self.give_back_memory();
         Some(entry)
+    }
+
+    /// A queue that drained to a quarter of its ring's capacity halves it (amortized O(1) per
+    /// message), so a backlog's index memory goes back as it is consumed and a memory alarm it
+    /// raised can clear.
+    fn give_back_memory(&mut self) {
+        let capacity = self.ready.capacity();
+        if capacity > 4096 && self.ready.len() < capacity / 4 {
+            self.ready.shrink_to(capacity / 2);
+        }
     }
 
     /// Peeks at the oldest ready message.
@@ -354,6 +365,7 @@ impl Queue {
     pub(crate) fn checkout(&mut self, settle: bool) -> Option<(u64, Entry)> {
         let (seq, entry) = self.ready.pop_front()?;
         self.ready_bytes -= entry.message.body_len();
+        self.give_back_memory();
         self.counters.delivered += 1;
         if entry.redelivered {
             self.counters.redelivered += 1;
@@ -374,6 +386,7 @@ impl Queue {
         let i = self.ready.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
         let (_, entry) = self.ready.remove(i)?;
         self.ready_bytes -= entry.message.body_len();
+        self.give_back_memory();
         self.counters.acked += 1;
         Some(entry)
     }
@@ -614,6 +627,25 @@ mod tests {
         let order: Vec<u64> = std::iter::from_fn(|| q.checkout(true).map(|(s, _)| s)).collect();
         assert_eq!(order, vec![s1, s3, 4, 6]);
         assert_eq!(q.ready_bytes(), 0);
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_index_memory_back() {
+        let mut q = queue();
+        for _ in 0..100_000 {
+            q.push(msg("x"), None, 0);
+        }
+        let full = q.ready.capacity();
+        while q.ready_count() > 10 {
+            q.checkout(true);
+        }
+        assert!(
+            q.ready.capacity() <= 8192,
+            "{} slots left of {full}",
+            q.ready.capacity()
+        );
+        let order: Vec<u64> = std::iter::from_fn(|| q.checkout(true).map(|(s, _)| s)).collect();
+        assert_eq!(order, (99_991..=100_000).collect::<Vec<u64>>(), "in order");
     }
 
     #[test]
