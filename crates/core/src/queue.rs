@@ -332,7 +332,10 @@ impl Queue {
     fn insert_ready(&mut self, seq: u64, entry: Entry) {
         self.ready_bytes += entry.message.body_len();
         match self.ready.binary_search_by_key(&seq, |(s, _)| *s) {
-            Ok(i) => self.ready[i] = (seq, entry),
+            Ok(i) => {
+                let (_, old) = std::mem::replace(&mut self.ready[i], (seq, entry));
+                self.ready_bytes -= old.message.body_len();
+            }
             Err(i) => self.ready.insert(i, (seq, entry)),
         }
     }
@@ -492,13 +495,10 @@ impl Queue {
     }
 
     /// Replaces the queue's messages with `entries` (all ready), restoring from a snapshot.
-    pub(crate) fn restore(
-        &mut self,
-        next_seq: u64,
-        entries: impl IntoIterator<Item = (u64, Entry)>,
-    ) {
+    pub(crate) fn restore(&mut self, next_seq: u64, entries: Vec<(u64, Entry)>) {
         self.checked_out.clear();
-        self.ready = entries.into_iter().collect();
+        // Takes the vector's buffer as it is (no copy of a backlog's index).
+        self.ready = VecDeque::from(entries);
         if !self
             .ready
             .iter()

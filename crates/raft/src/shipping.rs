@@ -10,7 +10,6 @@
 //! ([`Receiver`]), keeping only the snapshot itself in memory; a backlog of any depth is shipped
 //! in a few megabytes of memory on either side.
 
-use std::collections::BTreeSet;
 use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -30,11 +29,6 @@ fn named(snapshot: &warren_core::Snapshot) -> impl Iterator<Item = u64> + '_ {
         .filter_map(|e| e.ok()?.stored.map(|r| r.index))
 }
 
-/// The log indices a snapshot's queues name, each once.
-pub fn named_entries(snapshot: &warren_core::Snapshot) -> BTreeSet<u64> {
-    named(snapshot).collect()
-}
-
 /// The oldest log index a snapshot's queues name (no allocation: a snapshot may name millions).
 pub fn oldest_named_entry(snapshot: &warren_core::Snapshot) -> Option<u64> {
     named(snapshot).min()
@@ -52,17 +46,18 @@ pub fn ship_chunks(
     let data = Bytes::from(snapshot);
     let decoded = decode_snapshot(data.clone())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let mut named: Vec<u64> = named(&decoded).collect();
+    // Each index once (two queues may hold the same message), in log order.
+    let mut indices: Vec<u64> = named(&decoded).collect();
     drop(decoded);
-    named.sort_unstable();
-    named.dedup();
+    indices.sort_unstable();
+    indices.dedup();
     let mut w = BytesMut::with_capacity(chunk + 64 * 1024);
     w.put_slice(SHIPPED);
     w.put_u64(data.len() as u64);
     w.put_slice(&data);
-    w.put_u64(named.len() as u64);
+    w.put_u64(indices.len() as u64);
     let send = |w: &mut BytesMut| tx.blocking_send(w.split().freeze()).is_ok();
-    for index in named {
+    for index in indices {
         let raw = store.entry(METADATA_GROUP, index)?.ok_or_else(|| {
             io::Error::other(format!(
                 "log entry {index}, named by the snapshot, is missing on this node"

@@ -74,7 +74,7 @@ const MOST_BETWEEN_SNAPSHOTS: u64 = 1_000_000;
 
 /// Whether a snapshot is due `since` log entries after the last one, with `backlog` messages
 /// queued in replicated queues and `every` the configured spacing. A snapshot writes an index
-/// entry per queued message (about 6 bytes), so with a backlog they are spaced in proportion to
+/// entry per queued message (about 5 bytes), so with a backlog they are spaced in proportion to
 /// it (every 16 queued messages, one more entry between snapshots): writing snapshots costs a
 /// bounded share of the fill however deep the backlog grows, instead of growing with its
 /// square. Capped at [`MOST_BETWEEN_SNAPSHOTS`] so that a restart replays a bounded log.

@@ -1150,6 +1150,24 @@ impl Replicated {
         });
     }
 
+    /// A leader's broker that applied `log`, then the `Recover` of a restart at `version`.
+    fn recovered_from(log: &[Command], version: u32) -> Replicated {
+        let mut b = Replicated::new();
+        for command in log.iter().cloned() {
+            b.input(Input::Applied { command, index: 0 });
+        }
+        b.input(Input::Applied {
+            index: 0,
+            command: Command {
+                version,
+                origin: None,
+                issued_at: 2_000,
+                op: Op::Recover,
+            },
+        });
+        b
+    }
+
     fn declare_durable(&mut self, conn: ConnId, queue: &str, arguments: FieldTable) {
         self.method(
             conn,
@@ -1418,19 +1436,7 @@ fn recovery_keeps_every_message_of_a_quorum_queue_from_version_8() {
         a.publish_mode(C1, queue, "not persistent", None);
     }
     let recovered = |version: u32| {
-        let mut b = Replicated::new();
-        for command in a.log.clone() {
-            b.input(Input::Applied { command, index: 0 });
-        }
-        b.input(Input::Applied {
-            index: 0,
-            command: Command {
-                version,
-                origin: None,
-                issued_at: 2_000,
-                op: Op::Recover,
-            },
-        });
+        let b = Replicated::recovered_from(&a.log, version);
         let view = b.broker.view();
         let count = |name: &str| {
             view.queues
@@ -1493,19 +1499,7 @@ fn recovery_keeps_durable_entities_and_persistent_messages_only() {
     );
     a.publish(C1, "keep", "persistent");
     a.publish_mode(C1, "keep", "transient", Some(1));
-    let mut b = Replicated::new();
-    for command in a.log.clone() {
-        b.input(Input::Applied { command, index: 0 });
-    }
-    b.input(Input::Applied {
-        index: 0,
-        command: Command {
-            version: STATE_MACHINE_VERSION,
-            origin: None,
-            issued_at: 2_000,
-            op: Op::Recover,
-        },
-    });
+    let mut b = Replicated::recovered_from(&a.log, STATE_MACHINE_VERSION);
     b.open(C2);
     let passive = |b: &mut Replicated, q: &str| {
         let e = b.method(
