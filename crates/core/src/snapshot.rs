@@ -164,6 +164,9 @@ pub struct PackedEntries {
     bytes: Vec<u8>,
     count: usize,
     last: PackState,
+    /// The smallest log index an entry names (kept as entries are packed or checked, so that
+    /// the log's keep point needs no second pass over millions of entries).
+    oldest_index: Option<u64>,
 }
 
 /// What the next packed entry is a difference from.
@@ -229,6 +232,7 @@ impl PackedEntries {
             Some(r) => {
                 put_varint(&mut self.bytes, zigzag(self.last.index, r.index));
                 self.last.index = r.index;
+                self.oldest_index = Some(self.oldest_index.map_or(r.index, |o| o.min(r.index)));
                 put_varint(&mut self.bytes, u64::from(r.len));
             }
             None => put_varint(&mut self.bytes, u64::from(e.message)),
@@ -253,8 +257,11 @@ impl PackedEntries {
             last: PackState::default(),
             left: count,
         };
+        let mut oldest_index: Option<u64> = None;
         for e in reader.by_ref() {
-            e?;
+            if let Some(r) = e?.stored {
+                oldest_index = Some(oldest_index.map_or(r.index, |o| o.min(r.index)));
+            }
         }
         if reader.at != bytes.len() {
             return Err(SnapshotError(format!(
@@ -263,7 +270,17 @@ impl PackedEntries {
             )));
         }
         let last = reader.last;
-        Ok(PackedEntries { bytes, count, last })
+        Ok(PackedEntries {
+            bytes,
+            count,
+            last,
+            oldest_index,
+        })
+    }
+
+    /// The smallest log index the entries name, if any names one.
+    pub fn oldest_index(&self) -> Option<u64> {
+        self.oldest_index
     }
 
     pub fn len(&self) -> usize {
@@ -434,9 +451,16 @@ mod tests {
         let packed = PackedEntries::from_entries(entries.clone());
         assert_eq!(packed.len(), 4);
         assert_eq!(packed.to_vec(), Ok(entries.clone()));
+        // The oldest named index is the smallest, not the first packed.
+        assert_eq!(packed.oldest_index(), Some(5));
+        assert_eq!(
+            PackedEntries::from_entries(entries[2..].to_vec()).oldest_index(),
+            None
+        );
         let (count, raw) = packed.raw();
         let again = PackedEntries::from_raw(count, raw.to_vec()).expect("decodes");
         assert_eq!(again, packed);
+        assert_eq!(again.oldest_index(), Some(5));
         // Appending after a decode continues from where the packer left off.
         let mut more = again;
         more.push(&entries[0]);

@@ -29,9 +29,14 @@ fn named(snapshot: &warren_core::Snapshot) -> impl Iterator<Item = u64> + '_ {
         .filter_map(|e| e.ok()?.stored.map(|r| r.index))
 }
 
-/// The oldest log index a snapshot's queues name (no allocation: a snapshot may name millions).
+/// The oldest log index a snapshot's queues name (kept by each queue's packed entries: a
+/// snapshot may name millions, and this runs between two applies).
 pub fn oldest_named_entry(snapshot: &warren_core::Snapshot) -> Option<u64> {
-    named(snapshot).min()
+    snapshot
+        .queues
+        .iter()
+        .filter_map(|q| q.entries.oldest_index())
+        .min()
 }
 
 /// Sends `snapshot` (as saved) in the shipped form, with the log entries it names read from
