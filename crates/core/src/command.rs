@@ -49,7 +49,12 @@ use crate::{ChannelId, ConnId, Millis};
 /// 8: `Recover` keeps every message of a quorum queue (`x-queue-type: quorum`), persistent or
 /// not, as RabbitMQ's quorum queues always persist theirs; other durable queues still drop
 /// non-persistent messages, as RabbitMQ's classic queues do.
-pub const STATE_MACHINE_VERSION: u32 = 8;
+///
+/// 9: a publish into a queue declared with `x-max-priority` is queued at the message's
+/// `priority` (capped at the maximum): the highest level is delivered and dropped (`drop-head`)
+/// first, FIFO within a level, and snapshots carry each message's level (format 10). Publishes
+/// of earlier versions are queued at level 0, in arrival order, as those versions did.
+pub const STATE_MACHINE_VERSION: u32 = 9;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.

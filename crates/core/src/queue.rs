@@ -8,6 +8,10 @@
 //! (its sequence number and an [`Entry`] naming the log entry that holds it) in one ring buffer
 //! ordered by sequence number. Messages leave from the head and requeued ones go back near it,
 //! so the ring's inserts and removals by binary search move few slots.
+//!
+//! A priority queue (`x-max-priority`) keeps one such ring per priority level: the highest
+//! non-empty level delivers first, FIFO within a level, and a requeued message goes back to its
+//! place in its own level, as RabbitMQ's classic priority queues do.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
@@ -26,6 +30,8 @@ pub(crate) type QueueId = u64;
 pub(crate) struct Entry {
     pub(crate) message: Payload,
     pub(crate) redelivered: bool,
+    /// The priority level it is queued at (0 unless the queue has `x-max-priority`); replicated.
+    pub(crate) priority: u8,
     /// Absolute expiry plus one (so that `None` costs no space), if any.
     expiry: Option<NonZeroU64>,
 }
@@ -35,8 +41,15 @@ impl Entry {
         Entry {
             message,
             redelivered,
+            priority: 0,
             expiry: expires_at.and_then(|at| NonZeroU64::new(at.saturating_add(1))),
         }
+    }
+
+    /// The same entry at priority level `priority`.
+    pub(crate) fn at_priority(mut self, priority: u8) -> Entry {
+        self.priority = priority;
+        self
     }
 
     /// Absolute expiry (from `x-message-ttl` or the `expiration` property), if any.
@@ -71,7 +84,12 @@ pub(crate) struct QueueArgs {
     pub(crate) overflow: Option<Overflow>,
     pub(crate) dead_letter_exchange: Option<ShortStr>,
     pub(crate) dead_letter_routing_key: Option<ShortStr>,
+    /// `x-max-priority`: the highest priority level (0..=255); `None` for a queue without.
+    pub(crate) max_priority: Option<u8>,
 }
+
+/// The highest `x-max-priority` RabbitMQ accepts.
+const MAX_SUPPORTED_PRIORITY: u64 = 255;
 
 /// The argument keys compared on redeclare (RabbitMQ compares only the arguments it knows).
 pub(crate) const EQUIVALENCE_ARGS: &[&str] = &[
@@ -90,6 +108,18 @@ pub(crate) const EQUIVALENCE_ARGS: &[&str] = &[
 impl QueueArgs {
     /// Parses and validates the arguments; the error is RabbitMQ's 406 text.
     pub(crate) fn parse(args: &FieldTable) -> Result<QueueArgs, String> {
+        QueueArgs::parse_with(args, true)
+    }
+
+    /// [`QueueArgs::parse`] of a queue that exists already (a declaration applied from the log,
+    /// a snapshot): versions before 9 took any `x-max-priority` and ignored it, so one out of
+    /// range gives a queue without priorities instead of an error (a replayed log and a restored
+    /// snapshot must give the queue they gave then).
+    pub(crate) fn parse_existing(args: &FieldTable) -> Result<QueueArgs, String> {
+        QueueArgs::parse_with(args, false)
+    }
+
+    fn parse_with(args: &FieldTable, strict_priority: bool) -> Result<QueueArgs, String> {
         let mut parsed = QueueArgs::default();
         let non_negative = |key: &str| -> Result<Option<u64>, String> {
             match args.get(key) {
@@ -112,6 +142,20 @@ impl QueueArgs {
             return Err("invalid arg 'x-expires' for queue: {value_zero,0}".into());
         }
         parsed.max_length = non_negative("x-max-length")?;
+        let max_priority = non_negative("x-max-priority").and_then(|max| match max {
+            None => Ok(None),
+            Some(max) => match u8::try_from(max) {
+                Ok(max) if u64::from(max) <= MAX_SUPPORTED_PRIORITY => Ok(Some(max)),
+                _ => Err(format!(
+                    "invalid arg 'x-max-priority' for queue: {{max_value_exceeded,{max}}}"
+                )),
+            },
+        });
+        parsed.max_priority = match max_priority {
+            Ok(max) => max,
+            Err(e) if strict_priority => return Err(e),
+            Err(_) => None,
+        };
         parsed.max_length_bytes = non_negative("x-max-length-bytes")?;
         if let Some(v) = args.get("x-overflow") {
             parsed.overflow = Some(match v.as_str() {
@@ -190,6 +234,170 @@ pub(crate) fn type_name(v: &FieldValue) -> &'static str {
     }
 }
 
+/// A queue's ready messages: one ring per priority level (one for a queue without
+/// `x-max-priority`), each ordered by sequence number.
+#[derive(Debug)]
+struct Ready {
+    levels: Vec<VecDeque<(u64, Entry)>>,
+    len: usize,
+}
+
+impl Ready {
+    fn new(max_priority: Option<u8>) -> Ready {
+        let count = max_priority.map_or(1, |m| usize::from(m) + 1);
+        Ready {
+            levels: (0..count).map(|_| VecDeque::new()).collect(),
+            len: 0,
+        }
+    }
+
+    /// The ring of `priority` (levels above the queue's maximum are its maximum).
+    fn level(&self, priority: u8) -> usize {
+        usize::from(priority).min(self.levels.len() - 1)
+    }
+
+    /// The highest non-empty level.
+    fn top(&self) -> Option<usize> {
+        self.levels.iter().rposition(|l| !l.is_empty())
+    }
+
+    fn push_back(&mut self, seq: u64, entry: Entry) {
+        let level = self.level(entry.priority);
+        self.levels[level].push_back((seq, entry));
+        self.len += 1;
+    }
+
+    /// Puts `entry` at its sequence number's place in its level; returns the entry it
+    /// replaced, if that number was there already.
+    fn insert(&mut self, seq: u64, entry: Entry) -> Option<Entry> {
+        let level = self.level(entry.priority);
+        let ring = &mut self.levels[level];
+        match ring.binary_search_by_key(&seq, |(s, _)| *s) {
+            Ok(i) => Some(std::mem::replace(&mut ring[i], (seq, entry)).1),
+            Err(i) => {
+                ring.insert(i, (seq, entry));
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<(u64, Entry)> {
+        let top = self.top()?;
+        let popped = self.levels[top].pop_front()?;
+        self.len -= 1;
+        self.give_back_memory(top);
+        Some(popped)
+    }
+
+    /// Removes message `seq` wherever it waits.
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        for level in (0..self.levels.len()).rev() {
+            let ring = &mut self.levels[level];
+            if let Ok(i) = ring.binary_search_by_key(&seq, |(s, _)| *s) {
+                let (_, entry) = ring.remove(i)?;
+                self.len -= 1;
+                self.give_back_memory(level);
+                return Some(entry);
+            }
+        }
+        None
+    }
+
+    /// A level that drained to a quarter of its ring's capacity halves it (amortized O(1) per
+    /// message), so a backlog's index memory goes back as it is consumed and a memory alarm it
+    /// raised can clear.
+    fn give_back_memory(&mut self, level: usize) {
+        let ring = &mut self.levels[level];
+        let capacity = ring.capacity();
+        if capacity > 4096 && ring.len() < capacity / 4 {
+            ring.shrink_to(capacity / 2);
+        }
+    }
+
+    /// The heads of the non-empty levels, highest level first.
+    fn heads(&self) -> impl Iterator<Item = &(u64, Entry)> {
+        self.levels.iter().rev().filter_map(|l| l.front())
+    }
+
+    /// Removes the head of the highest level whose head `f` picks.
+    fn pop_head_where(&mut self, f: impl Fn(&Entry) -> bool) -> Option<(u64, Entry)> {
+        let level = (0..self.levels.len())
+            .rev()
+            .find(|&l| self.levels[l].front().is_some_and(|(_, e)| f(e)))?;
+        let popped = self.levels[level].pop_front()?;
+        self.len -= 1;
+        self.give_back_memory(level);
+        Some(popped)
+    }
+
+    fn clear(&mut self) {
+        for l in &mut self.levels {
+            l.clear();
+        }
+        self.len = 0;
+    }
+
+    fn retain(&mut self, f: impl Fn(&Entry) -> bool) {
+        for l in &mut self.levels {
+            l.retain(|(_, e)| f(e));
+        }
+        self.len = self.levels.iter().map(VecDeque::len).sum();
+    }
+
+    fn entries_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.levels
+            .iter_mut()
+            .flat_map(|l| l.iter_mut().map(|(_, e)| e))
+    }
+
+    fn bytes(&self) -> u64 {
+        self.levels
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|(_, e)| e.message.body_len())
+            .sum()
+    }
+
+    /// Every ready message in ascending sequence order (a priority queue's levels merged).
+    fn by_seq(&self) -> Box<dyn Iterator<Item = (u64, &Entry)> + '_> {
+        match self.levels.as_slice() {
+            [only] => Box::new(only.iter().map(|(s, e)| (*s, e))),
+            levels => {
+                let mut all: Vec<(u64, &Entry)> = levels
+                    .iter()
+                    .flat_map(|l| l.iter().map(|(s, e)| (*s, e)))
+                    .collect();
+                all.sort_unstable_by_key(|(s, _)| *s);
+                Box::new(all.into_iter())
+            }
+        }
+    }
+
+    /// Replaces every message with `entries` (any order).
+    fn restore(&mut self, entries: Vec<(u64, Entry)>) {
+        let sorted =
+            |v: &VecDeque<(u64, Entry)>| v.iter().zip(v.iter().skip(1)).all(|(a, b)| a.0 < b.0);
+        if self.levels.len() == 1 {
+            // Takes the vector's buffer as it is (no copy of a backlog's index).
+            self.levels[0] = VecDeque::from(entries);
+        } else {
+            self.clear();
+            for (seq, entry) in entries {
+                let level = self.level(entry.priority);
+                self.levels[level].push_back((seq, entry));
+            }
+        }
+        for ring in &mut self.levels {
+            if !sorted(ring) {
+                ring.make_contiguous().sort_unstable_by_key(|(s, _)| *s);
+            }
+            ring.shrink_to_fit();
+        }
+        self.len = self.levels.iter().map(VecDeque::len).sum();
+    }
+}
+
 /// One queue.
 #[derive(Debug)]
 pub(crate) struct Queue {
@@ -201,8 +409,8 @@ pub(crate) struct Queue {
     pub(crate) auto_delete: bool,
     pub(crate) arguments: FieldTable,
     pub(crate) args: QueueArgs,
-    /// Ready messages by sequence number, ascending.
-    ready: VecDeque<(u64, Entry)>,
+    /// Ready messages by priority level and sequence number.
+    ready: Ready,
     ready_bytes: u64,
     checked_out: HashMap<u64, Entry>,
     next_seq: u64,
@@ -250,8 +458,8 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
+            ready: Ready::new(args.max_priority),
             args,
-            ready: VecDeque::new(),
             ready_bytes: 0,
             checked_out: HashMap::new(),
             next_seq: 1,
@@ -276,7 +484,7 @@ impl Queue {
 
     /// Messages ready for delivery (what `queue.declare-ok` reports).
     pub(crate) fn ready_count(&self) -> u32 {
-        u32::try_from(self.ready.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.ready.len).unwrap_or(u32::MAX)
     }
 
     /// Messages delivered and not yet settled.
@@ -294,25 +502,27 @@ impl Queue {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.ready.is_empty()
+        self.ready.len == 0
     }
 
     /// Whether one more message of `len` bytes would exceed `x-max-length`/`x-max-length-bytes`.
     pub(crate) fn would_overflow(&self, len: u64) -> bool {
         self.args
             .max_length
-            .is_some_and(|max| self.ready.len() as u64 >= max)
+            .is_some_and(|max| self.ready.len as u64 >= max)
             || self
                 .args
                 .max_length_bytes
                 .is_some_and(|max| self.ready_bytes + len > max)
     }
 
-    /// Appends a message at the tail; returns its sequence number.
+    /// Appends a message at the tail of priority level `priority` (capped at the queue's
+    /// `x-max-priority`; 0 for a queue without); returns its sequence number.
     pub(crate) fn push(
         &mut self,
         message: Payload,
         expiration_ms: Option<u64>,
+        priority: u8,
         now: Millis,
     ) -> u64 {
         let ttl = match (self.args.message_ttl, expiration_ms) {
@@ -323,44 +533,26 @@ impl Queue {
         self.next_seq += 1;
         self.counters.published += 1;
         self.ready_bytes += message.body_len();
-        let entry = Entry::new(message, false, ttl.map(|t| now.saturating_add(t)));
-        self.ready.push_back((seq, entry));
+        let level = self.args.max_priority.map_or(0, |max| priority.min(max));
+        let entry =
+            Entry::new(message, false, ttl.map(|t| now.saturating_add(t))).at_priority(level);
+        self.ready.push_back(seq, entry);
         seq
     }
 
     /// Puts a message back in the ready queue at its sequence number's place.
     fn insert_ready(&mut self, seq: u64, entry: Entry) {
         self.ready_bytes += entry.message.body_len();
-        match self.ready.binary_search_by_key(&seq, |(s, _)| *s) {
-            Ok(i) => {
-                let (_, old) = std::mem::replace(&mut self.ready[i], (seq, entry));
-                self.ready_bytes -= old.message.body_len();
-            }
-            Err(i) => self.ready.insert(i, (seq, entry)),
+        if let Some(old) = self.ready.insert(seq, entry) {
+            self.ready_bytes -= old.message.body_len();
         }
     }
 
-    /// Removes the oldest ready message (for drop-head overflow and expiry).
+    /// Removes the next message to be delivered (for drop-head overflow).
     pub(crate) fn drop_head(&mut self) -> Option<Entry> {
         let (_, entry) = self.ready.pop_front()?;
         self.ready_bytes -= entry.message.body_len();
-        self.give_back_memory();
         Some(entry)
-    }
-
-    /// A queue that drained to a quarter of its ring's capacity halves it (amortized O(1) per
-    /// message), so a backlog's index memory goes back as it is consumed and a memory alarm it
-    /// raised can clear.
-    fn give_back_memory(&mut self) {
-        let capacity = self.ready.capacity();
-        if capacity > 4096 && self.ready.len() < capacity / 4 {
-            self.ready.shrink_to(capacity / 2);
-        }
-    }
-
-    /// Peeks at the oldest ready message.
-    pub(crate) fn head(&self) -> Option<&Entry> {
-        self.ready.front().map(|(_, e)| e)
     }
 
     /// Takes the head message for delivery. If `settle` is false it is kept as checked out until
@@ -368,7 +560,6 @@ impl Queue {
     pub(crate) fn checkout(&mut self, settle: bool) -> Option<(u64, Entry)> {
         let (seq, entry) = self.ready.pop_front()?;
         self.ready_bytes -= entry.message.body_len();
-        self.give_back_memory();
         self.counters.delivered += 1;
         if entry.redelivered {
             self.counters.redelivered += 1;
@@ -386,10 +577,8 @@ impl Queue {
             self.counters.acked += 1;
             return Some(entry);
         }
-        let i = self.ready.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
-        let (_, entry) = self.ready.remove(i)?;
+        let entry = self.ready.remove(seq)?;
         self.ready_bytes -= entry.message.body_len();
-        self.give_back_memory();
         self.counters.acked += 1;
         Some(entry)
     }
@@ -420,12 +609,12 @@ impl Queue {
     pub(crate) fn keep_after_restart(&mut self, keep_all: bool) {
         self.release_checked_out();
         if !keep_all {
-            self.ready.retain(|(_, e)| e.message.persistent());
+            self.ready.retain(|e| e.message.persistent());
         }
-        for (_, e) in self.ready.iter_mut() {
+        for e in self.ready.entries_mut() {
             e.redelivered = true;
         }
-        self.ready_bytes = self.ready.iter().map(|(_, e)| e.message.body_len()).sum();
+        self.ready_bytes = self.ready.bytes();
     }
 
     /// Every checked-out message is ready again, in its place (its consumer is gone: a leader
@@ -441,7 +630,7 @@ impl Queue {
 
     /// Every message, ready or checked out, is marked redelivered (a leader change).
     pub(crate) fn mark_all_redelivered(&mut self) {
-        let ready = self.ready.iter_mut().map(|(_, e)| e);
+        let ready = self.ready.entries_mut();
         for e in ready.chain(self.checked_out.values_mut()) {
             e.redelivered = true;
         }
@@ -455,25 +644,24 @@ impl Queue {
         n
     }
 
-    /// Removes and returns the ready messages whose TTL has passed at `now`. Like RabbitMQ, only
-    /// messages at the head are expired eagerly; a later one expires when it reaches the head.
-    /// Whether the message at the head has expired at `now`.
+    /// Whether the message at a head (of a priority level) has expired at `now`.
     pub(crate) fn head_expired(&self, now: Millis) -> bool {
-        self.head()
-            .is_some_and(|e| e.expires_at().is_some_and(|at| at <= now))
+        self.ready
+            .heads()
+            .any(|(_, e)| e.expires_at().is_some_and(|at| at <= now))
     }
 
+    /// Removes and returns the ready messages whose TTL has passed at `now`. Like RabbitMQ, only
+    /// messages at the head (of each priority level) are expired eagerly; a later one expires
+    /// when it reaches the head.
     pub(crate) fn expire(&mut self, now: Millis) -> Vec<Entry> {
         let mut expired = Vec::new();
-        while let Some(entry) = self.head() {
-            match entry.expires_at() {
-                Some(at) if at <= now => {
-                    if let Some(e) = self.drop_head() {
-                        expired.push(e);
-                    }
-                }
-                _ => break,
-            }
+        while let Some((_, e)) = self
+            .ready
+            .pop_head_where(|e| e.expires_at().is_some_and(|at| at <= now))
+        {
+            self.ready_bytes -= e.message.body_len();
+            expired.push(e);
         }
         expired
     }
@@ -484,7 +672,7 @@ impl Queue {
         let mut out: Vec<(u64, &Entry)> = self.checked_out.iter().map(|(s, e)| (*s, e)).collect();
         out.sort_unstable_by_key(|(s, _)| *s);
         MergeBySeq {
-            ready: self.ready.iter().map(|(s, e)| (*s, e)).peekable(),
+            ready: self.ready.by_seq().peekable(),
             out: out.into_iter().peekable(),
         }
     }
@@ -497,20 +685,8 @@ impl Queue {
     /// Replaces the queue's messages with `entries` (all ready), restoring from a snapshot.
     pub(crate) fn restore(&mut self, next_seq: u64, entries: Vec<(u64, Entry)>) {
         self.checked_out.clear();
-        // Takes the vector's buffer as it is (no copy of a backlog's index).
-        self.ready = VecDeque::from(entries);
-        if !self
-            .ready
-            .iter()
-            .zip(self.ready.iter().skip(1))
-            .all(|(a, b)| a.0 < b.0)
-        {
-            self.ready
-                .make_contiguous()
-                .sort_unstable_by_key(|(s, _)| *s);
-        }
-        self.ready.shrink_to_fit();
-        self.ready_bytes = self.ready.iter().map(|(_, e)| e.message.body_len()).sum();
+        self.ready.restore(entries);
+        self.ready_bytes = self.ready.bytes();
         self.next_seq = next_seq;
     }
 
@@ -580,7 +756,7 @@ mod tests {
     fn requeued_message_returns_to_its_original_place() {
         let mut q = queue();
         for b in ["1", "2", "3"] {
-            q.push(msg(b), None, 0);
+            q.push(msg(b), None, 0, 0);
         }
         let (s1, _) = q.checkout(false).expect("1");
         let (s2, _) = q.checkout(false).expect("2");
@@ -606,7 +782,7 @@ mod tests {
     fn settles_requeues_and_snapshots_keep_sequence_order() {
         let mut q = queue();
         for b in ["1", "2", "3", "4", "5", "6"] {
-            q.push(msg(b), None, 0);
+            q.push(msg(b), None, 0, 0);
         }
         let (s1, _) = q.checkout(false).expect("1");
         let (s2, _) = q.checkout(false).expect("2");
@@ -633,16 +809,16 @@ mod tests {
     fn a_drained_queue_gives_its_index_memory_back() {
         let mut q = queue();
         for _ in 0..100_000 {
-            q.push(msg("x"), None, 0);
+            q.push(msg("x"), None, 0, 0);
         }
-        let full = q.ready.capacity();
+        let full = q.ready.levels[0].capacity();
         while q.ready_count() > 10 {
             q.checkout(true);
         }
         assert!(
-            q.ready.capacity() <= 8192,
+            q.ready.levels[0].capacity() <= 8192,
             "{} slots left of {full}",
-            q.ready.capacity()
+            q.ready.levels[0].capacity()
         );
         let order: Vec<u64> = std::iter::from_fn(|| q.checkout(true).map(|(s, _)| s)).collect();
         assert_eq!(order, (99_991..=100_000).collect::<Vec<u64>>(), "in order");
@@ -664,13 +840,138 @@ mod tests {
     fn ttl_expires_only_from_the_head() {
         let mut q = queue();
         q.args.message_ttl = Some(10);
-        q.push(msg("a"), None, 0);
-        q.push(msg("b"), None, 5);
+        q.push(msg("a"), None, 0, 0);
+        q.push(msg("b"), None, 0, 5);
         assert_eq!(q.expire(9).len(), 0);
         assert_eq!(q.expire(10).len(), 1);
         assert_eq!(q.ready_count(), 1);
         assert_eq!(q.expire(15).len(), 1);
         assert!(q.is_empty());
+    }
+
+    fn priority_queue(max: u8) -> Queue {
+        let mut q = queue();
+        q.args.max_priority = Some(max);
+        q.ready = Ready::new(Some(max));
+        q
+    }
+
+    fn bodies(q: &mut Queue) -> Vec<String> {
+        std::iter::from_fn(|| q.checkout(true))
+            .map(|(_, e)| match e.message {
+                Payload::Loaded(m) => String::from_utf8_lossy(&m.body).into_owned(),
+                Payload::Stored(_) => unreachable!("the test queues messages in memory"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn higher_priorities_first_fifo_within_one_and_above_the_maximum_counts_as_it() {
+        let mut q = priority_queue(5);
+        for (body, priority) in [
+            ("a1", 1),
+            ("b0", 0),
+            ("c9", 9),
+            ("d1", 1),
+            ("e5", 5),
+            ("f0", 0),
+        ] {
+            q.push(msg(body), None, priority, 0);
+        }
+        assert_eq!(q.ready_count(), 6);
+        assert_eq!(q.ready_bytes(), 12);
+        assert_eq!(bodies(&mut q), ["c9", "e5", "a1", "d1", "b0", "f0"]);
+        assert_eq!(q.ready_bytes(), 0);
+    }
+
+    #[test]
+    fn a_queue_without_max_priority_ignores_priorities() {
+        let mut q = queue();
+        for (body, priority) in [("a", 1), ("b", 9), ("c", 0)] {
+            q.push(msg(body), None, priority, 0);
+        }
+        assert_eq!(bodies(&mut q), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_requeued_message_goes_back_to_its_place_within_its_priority() {
+        let mut q = priority_queue(2);
+        for (body, priority) in [("h1", 2), ("l1", 0), ("h2", 2), ("l2", 0)] {
+            q.push(msg(body), None, priority, 0);
+        }
+        let (h1, _) = q.checkout(false).expect("h1");
+        let (h2, _) = q.checkout(false).expect("h2");
+        let (l1, _) = q.checkout(false).expect("l1");
+        assert!(q.requeue(l1));
+        assert!(q.requeue(h2));
+        assert!(q.requeue(h1));
+        assert_eq!(bodies(&mut q), ["h1", "h2", "l1", "l2"]);
+    }
+
+    #[test]
+    fn a_priority_queue_settles_snapshots_and_restores_by_sequence_number() {
+        let mut q = priority_queue(3);
+        for (body, priority) in [("a", 0), ("b", 3), ("c", 1), ("d", 3), ("e", 0)] {
+            q.push(msg(body), None, priority, 0);
+        }
+        // A replica settles a ready message of a middle level.
+        assert!(q.settle(3).is_some(), "c");
+        let (s, _) = q.checkout(false).expect("b");
+        assert_eq!(s, 2);
+        let all: Vec<(u64, u8)> = q.all_entries().map(|(s, e)| (s, e.priority)).collect();
+        assert_eq!(
+            all,
+            [(1, 0), (2, 3), (4, 3), (5, 0)],
+            "merged in sequence order"
+        );
+        let entries: Vec<(u64, Entry)> = q.all_entries().map(|(s, e)| (s, e.clone())).collect();
+        let mut restored = priority_queue(3);
+        restored.restore(6, entries);
+        assert_eq!(restored.ready_count(), 4);
+        assert_eq!(bodies(&mut restored), ["b", "d", "a", "e"]);
+    }
+
+    #[test]
+    fn ttl_expires_the_head_of_every_priority_level() {
+        let mut q = priority_queue(1);
+        q.args.message_ttl = Some(10);
+        q.push(msg("low"), None, 0, 0);
+        q.push(msg("high"), None, 1, 20);
+        assert!(q.head_expired(10));
+        let expired = q.expire(10);
+        assert_eq!(
+            expired.len(),
+            1,
+            "the low level's head, under a live high one"
+        );
+        assert_eq!(q.ready_count(), 1);
+        assert_eq!(q.ready_bytes(), 4);
+        assert_eq!(bodies(&mut q), ["high"]);
+    }
+
+    #[test]
+    fn max_priority_is_checked_as_rabbitmq_checks_it() {
+        let parse = |v: FieldValue| {
+            let mut t = FieldTable::default();
+            t.insert("x-max-priority", v);
+            QueueArgs::parse(&t).map(|a| a.max_priority)
+        };
+        assert_eq!(parse(FieldValue::I32(10)), Ok(Some(10)));
+        assert_eq!(parse(FieldValue::U8(255)), Ok(Some(255)));
+        // RabbitMQ takes 0 (a queue with one level).
+        assert_eq!(parse(FieldValue::I64(0)), Ok(Some(0)));
+        assert_eq!(
+            parse(FieldValue::I32(300)),
+            Err("invalid arg 'x-max-priority' for queue: {max_value_exceeded,300}".to_string())
+        );
+        assert_eq!(
+            parse(FieldValue::I32(-1)),
+            Err("invalid arg 'x-max-priority' for queue: {value_negative,-1}".to_string())
+        );
+        assert_eq!(
+            parse(FieldValue::LongStr("10".into())),
+            Err("invalid arg 'x-max-priority' for queue: {unacceptable_type,longstr}".to_string())
+        );
     }
 
     #[test]

@@ -150,15 +150,18 @@ pub struct SnapshotEntry {
     pub stored: Option<crate::StoredRef>,
     pub redelivered: bool,
     pub expires_at: Option<Millis>,
+    /// The priority level it waits at (0 unless its queue has `x-max-priority`; format 10 on).
+    pub priority: u8,
 }
 
 /// A queue's entries, packed as they are taken: a snapshot of a queue holding a million
 /// messages costs about 6 bytes per message, in memory and in the file, instead of an
 /// [`SnapshotEntry`] each. Per entry: a flags byte (bit 0 names a log entry, 1 persistent,
-/// 2 redelivered, 3 has an expiry), then LEB128 varints: the sequence number's difference from
-/// the previous entry's (zigzag), the log index's difference from the previous named entry's
-/// (zigzag) and the body's length, or the index into [`Snapshot::messages`], then the expiry's
-/// difference from the previous expiry (zigzag).
+/// 2 redelivered, 3 has an expiry, 4 has a priority level), then LEB128 varints: the sequence
+/// number's difference from the previous entry's (zigzag), the log index's difference from the
+/// previous named entry's (zigzag) and the body's length, or the index into
+/// [`Snapshot::messages`], then the expiry's difference from the previous expiry (zigzag), then
+/// the priority level as one byte.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackedEntries {
     bytes: Vec<u8>,
@@ -181,6 +184,7 @@ const NAMES_ENTRY: u8 = 1;
 const PERSISTENT: u8 = 2;
 const REDELIVERED: u8 = 4;
 const EXPIRES: u8 = 8;
+const PRIORITY: u8 = 16;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -225,6 +229,9 @@ impl PackedEntries {
         if e.expires_at.is_some() {
             flags |= EXPIRES;
         }
+        if e.priority != 0 {
+            flags |= PRIORITY;
+        }
         self.bytes.push(flags);
         put_varint(&mut self.bytes, zigzag(self.last.seq, e.seq));
         self.last.seq = e.seq;
@@ -240,6 +247,9 @@ impl PackedEntries {
         if let Some(at) = e.expires_at {
             put_varint(&mut self.bytes, zigzag(self.last.expires_at, at));
             self.last.expires_at = at;
+        }
+        if e.priority != 0 {
+            self.bytes.push(e.priority);
         }
         self.count += 1;
     }
@@ -345,7 +355,7 @@ impl Unpack<'_> {
 
     fn entry(&mut self) -> Result<SnapshotEntry, SnapshotError> {
         let flags = self.byte()?;
-        if flags & !(NAMES_ENTRY | PERSISTENT | REDELIVERED | EXPIRES) != 0 {
+        if flags & !(NAMES_ENTRY | PERSISTENT | REDELIVERED | EXPIRES | PRIORITY) != 0 {
             return Err(SnapshotError(format!(
                 "unknown queue entry flags {flags:#x}"
             )));
@@ -375,12 +385,18 @@ impl Unpack<'_> {
         } else {
             None
         };
+        let priority = if flags & PRIORITY != 0 {
+            self.byte()?
+        } else {
+            0
+        };
         Ok(SnapshotEntry {
             seq,
             message,
             stored,
             redelivered: flags & REDELIVERED != 0,
             expires_at,
+            priority,
         })
     }
 }
@@ -425,6 +441,7 @@ mod tests {
                 stored: stored(1 << 40, 1024, true),
                 redelivered: false,
                 expires_at: None,
+                priority: 0,
             },
             SnapshotEntry {
                 seq: 8,
@@ -432,6 +449,7 @@ mod tests {
                 stored: stored(5, u32::MAX, false),
                 redelivered: true,
                 expires_at: Some(u64::MAX),
+                priority: 200,
             },
             SnapshotEntry {
                 seq: 3,
@@ -439,6 +457,7 @@ mod tests {
                 stored: None,
                 redelivered: false,
                 expires_at: Some(0),
+                priority: 0,
             },
             SnapshotEntry {
                 seq: u64::MAX,
@@ -446,6 +465,7 @@ mod tests {
                 stored: None,
                 redelivered: true,
                 expires_at: Some(1_700_000_000_000),
+                priority: 0,
             },
         ];
         let packed = PackedEntries::from_entries(entries.clone());
@@ -481,6 +501,7 @@ mod tests {
             }),
             redelivered: false,
             expires_at: None,
+            priority: 0,
         });
         let packed = PackedEntries::from_entries(entries);
         let (count, raw) = packed.raw();
@@ -501,6 +522,7 @@ mod tests {
             }),
             redelivered: false,
             expires_at: Some(5),
+            priority: 0,
         }]);
         let (count, raw) = packed.raw();
         for cut in 0..raw.len() {

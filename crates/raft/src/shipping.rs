@@ -272,6 +272,7 @@ mod tests {
                 persistent: true,
             }),
             redelivered: false,
+            priority: 0,
             expires_at: None,
         });
         let snapshot = Snapshot {

@@ -22,8 +22,8 @@ const MAGIC: &[u8; 4] = b"WSNP";
 /// 6: then the declaring connection of the queues that have one; 7: then topic permissions, vhost
 /// limits and user limits; 8: each queue entry may name the log entry its message rests in
 /// instead of a message of the snapshot; 9: a queue's entries are packed (count, length, bytes:
-/// see `warren_core::PackedEntries`).
-const FORMAT: u8 = 9;
+/// see `warren_core::PackedEntries`); 10: a packed entry may carry a priority level.
+const FORMAT: u8 = 10;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -319,6 +319,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
                     stored,
                     redelivered: read_bool(&mut r)?,
                     expires_at: read_opt_u64(&mut r)?,
+                    priority: 0,
                 });
             }
             entries
@@ -513,6 +514,7 @@ mod tests {
                         stored: None,
                         redelivered: true,
                         expires_at: Some(99),
+                        priority: 0,
                     },
                     SnapshotEntry {
                         seq: 4,
@@ -524,6 +526,7 @@ mod tests {
                         }),
                         redelivered: false,
                         expires_at: None,
+                        priority: 7,
                     },
                 ]),
             }],

@@ -116,6 +116,9 @@ pub struct Broker {
     records: Box<dyn Records>,
     /// The log index of the command being applied (0 outside `apply`, or without a log).
     applying_index: u64,
+    /// The state machine version of the command being applied ([`STATE_MACHINE_VERSION`]
+    /// outside `apply`: what this broker decides alone follows its own version).
+    applying_version: u32,
 }
 
 /// user → vhost → exchange → topic permission.
@@ -161,6 +164,7 @@ impl Broker {
             queues_generation: 0,
             records: Box::new(MemoryRecords::default()),
             applying_index: 0,
+            applying_version: STATE_MACHINE_VERSION,
             config,
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
@@ -339,8 +343,10 @@ impl Broker {
             Input::ConnectionClosed { conn } => self.close_connection_state(conn, effects),
             Input::Applied { command, index } => {
                 self.applying_index = index;
+                self.applying_version = command.version;
                 self.apply(command, effects);
                 self.applying_index = 0;
+                self.applying_version = STATE_MACHINE_VERSION;
             }
             Input::ChannelError {
                 conn,

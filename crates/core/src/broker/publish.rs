@@ -407,11 +407,17 @@ impl Broker {
             }
         }
         let expiration = message.expiration_ms();
+        // Priority levels from version 9 on: a log written before replays in arrival order.
+        let priority = if self.applying_version >= 9 {
+            message.properties.priority.unwrap_or(0)
+        } else {
+            0
+        };
         let payload = match stored {
             Some(r) if !q.is_local() => Payload::Stored(r),
             _ => Payload::Loaded(message),
         };
-        q.push(payload, expiration, now);
+        q.push(payload, expiration, priority, now);
         for e in dropped {
             self.dead_letter(id, e, "maxlen", out);
         }

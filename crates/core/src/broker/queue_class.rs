@@ -136,7 +136,7 @@ impl Broker {
             m.queue
         };
         self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
-        QueueArgs::parse(&m.arguments).map_err(AmqpError::precondition_failed)?;
+        QueueArgs::parse(&m.arguments).map_err(|e| invalid_argument(&e, &name, &vhost))?;
         if let Some(v) = m
             .arguments
             .get("x-dead-letter-exchange")
@@ -229,7 +229,7 @@ impl Broker {
         // Created even if the declaring connection closed while the command was in flight:
         // whether it did is not in the log, and every replica (and every replay) must assign the
         // same queue ids. The leader removes such an orphan on its next tick (`tick_cleanup`).
-        let args = QueueArgs::parse(&arguments).map_err(AmqpError::precondition_failed)?;
+        let args = QueueArgs::parse_existing(&arguments).map_err(AmqpError::precondition_failed)?;
         let id = self.next_queue_id;
         self.next_queue_id += 1;
         let mut queue = Queue::new(
@@ -618,4 +618,14 @@ fn describe(v: Option<&warren_wire::FieldValue>) -> String {
             )
         }
     }
+}
+
+/// RabbitMQ's 406 for a queue argument it refuses, naming the queue and its vhost
+/// ("invalid arg 'x-max-priority' for queue 'q' in vhost '/': {max_value_exceeded,300}").
+fn invalid_argument(e: &str, name: &str, vhost: &str) -> AmqpError {
+    AmqpError::precondition_failed(e.replacen(
+        " for queue: ",
+        &format!(" for queue '{name}' in vhost '{vhost}': "),
+        1,
+    ))
 }

@@ -102,6 +102,7 @@ impl Broker {
                     stored,
                     redelivered: e.redelivered,
                     expires_at: e.expires_at(),
+                    priority: e.priority,
                 });
             }
             queues.push(SnapshotQueue {
@@ -270,7 +271,7 @@ impl Broker {
             .collect();
         let mut queues = HashMap::new();
         for sq in snapshot.queues {
-            let args = QueueArgs::parse(&sq.arguments).map_err(SnapshotError)?;
+            let args = QueueArgs::parse_existing(&sq.arguments).map_err(SnapshotError)?;
             let vhost = vhosts.get_mut(&sq.vhost).ok_or_else(|| {
                 SnapshotError(format!("queue {} in unknown vhost {}", sq.name, sq.vhost))
             })?;
@@ -304,7 +305,10 @@ impl Broker {
                         })?,
                     )),
                 };
-                entries.push((e.seq, Entry::new(message, e.redelivered, e.expires_at)));
+                entries.push((
+                    e.seq,
+                    Entry::new(message, e.redelivered, e.expires_at).at_priority(e.priority),
+                ));
             }
             q.restore(sq.next_seq, entries);
             queues.insert(sq.id, q);
