@@ -3,6 +3,8 @@ the highest priority first, FIFO within a priority, a priority above the maximum
 maximum, a requeued message goes back to its place within its priority, and arguments out of
 range are refused with RabbitMQ's code and text. On one node and on three (the connections
 spread over the nodes)."""
+import time
+
 import pika
 import pytest
 
@@ -96,3 +98,41 @@ def test_max_priority_out_of_range_is_refused_as_rabbitmq_refuses_it(connect, na
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
         ch.queue_declare(name, passive=True)
     assert e.value.reply_code == 404
+
+
+def test_the_highest_priority_consumer_with_room_gets_the_messages(connect, name):
+    """Consumer priorities (`x-priority` on basic.consume): with room in its prefetch window the
+    high-priority consumer gets every message; once it is full, the lower one gets them."""
+    publisher = connect()
+    assert publisher._impl.server_capabilities.get("consumer_priorities") is True
+    ch = publisher.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(name, durable=True)
+    got = {"high": [], "low": []}
+    consumers = []
+    for tag, priority in [("low", None), ("high", 10)]:
+        conn = connect()
+        cch = conn.channel()
+        cch.basic_qos(prefetch_count=5)
+        arguments = {} if priority is None else {"x-priority": priority}
+        cch.basic_consume(name, lambda _c, m, _p, body, tag=tag: got[tag].append(body.decode()),
+                          consumer_tag=tag, arguments=arguments)
+        consumers.append(conn)
+
+    def pump(until):
+        deadline = time.time() + 10
+        while not until():
+            assert time.time() < deadline, f"timed out: {got}"
+            for conn in consumers:
+                conn.process_data_events(time_limit=0.02)
+
+    for i in range(5):
+        ch.basic_publish("", name, f"m{i}".encode())
+    pump(lambda: len(got["high"]) == 5)
+    for i in range(5, 8):
+        ch.basic_publish("", name, f"m{i}".encode())
+    pump(lambda: len(got["low"]) == 3)
+    assert got == {"high": [f"m{i}" for i in range(5)], "low": ["m5", "m6", "m7"]}
+    for conn in consumers:
+        conn.close()
+    delete_queues(publisher, name)

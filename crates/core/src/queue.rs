@@ -416,6 +416,10 @@ pub(crate) struct Queue {
     next_seq: u64,
     /// Consumers in round-robin order: the front is offered the next message.
     pub(crate) consumers: VecDeque<ConsumerRef>,
+    /// The `x-priority` of the consumers that gave one other than 0 (RabbitMQ's consumer
+    /// priorities: the highest that can take a message gets it). Empty for most queues, whose
+    /// deliveries then take the plain round-robin path.
+    pub(crate) consumer_priorities: HashMap<ConsumerRef, i32>,
     /// The consumer that holds this queue exclusively (`basic.consume` exclusive=true).
     pub(crate) exclusive_consumer: Option<ConsumerRef>,
     /// Set once a consumer has attached: auto-delete applies only after that.
@@ -464,6 +468,7 @@ impl Queue {
             checked_out: HashMap::new(),
             next_seq: 1,
             consumers: VecDeque::new(),
+            consumer_priorities: HashMap::new(),
             exclusive_consumer: None,
             had_consumer: false,
             last_used: now,
@@ -692,6 +697,7 @@ impl Queue {
 
     pub(crate) fn remove_consumer(&mut self, consumer: &ConsumerRef) {
         self.consumers.retain(|c| c != consumer);
+        self.consumer_priorities.remove(consumer);
         if self.exclusive_consumer.as_ref() == Some(consumer) {
             self.exclusive_consumer = None;
         }

@@ -335,6 +335,7 @@ impl Session {
             "authentication_failure_close",
             "per_consumer_qos",
             "direct_reply_to",
+            "consumer_priorities",
         ] {
             caps.insert(cap, FieldValue::Bool(true));
         }

@@ -55,6 +55,7 @@ impl Broker {
         }
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
+        let priority = consumer_priority(&m.arguments, &name, &vhost)?;
         let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
         let tag = if m.consumer_tag.is_empty() {
             self.generate_name("amq.ctag-", ctx.conn)
@@ -87,6 +88,9 @@ impl Broker {
             tag: tag.clone(),
         };
         queue.consumers.push_back(cref.clone());
+        if priority != 0 {
+            queue.consumer_priorities.insert(cref.clone(), priority);
+        }
         if m.exclusive {
             queue.exclusive_consumer = Some(cref);
         }
@@ -435,5 +439,29 @@ impl Broker {
             Mode::Tx { pending } => Some(pending),
             _ => None,
         }
+    }
+}
+
+/// A consumer's `x-priority` (0 if none), checked as RabbitMQ checks it: an integer that fits
+/// in 32 bits, or 406 naming the queue.
+fn consumer_priority(
+    arguments: &warren_wire::FieldTable,
+    queue: &str,
+    vhost: &str,
+) -> Result<i32, AmqpError> {
+    let Some(v) = arguments.get("x-priority") else {
+        return Ok(0);
+    };
+    let refused = |what: String| {
+        AmqpError::precondition_failed(format!(
+            "invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': {what}"
+        ))
+    };
+    match v.as_i64() {
+        Some(n) => i32::try_from(n).map_err(|_| refused(format!("{{value_too_large,{n}}}"))),
+        None => Err(refused(format!(
+            "{{unacceptable_type,{}}}",
+            crate::queue::type_name(v)
+        ))),
     }
 }

@@ -46,13 +46,12 @@ impl Broker {
             if queue.is_empty() || queue.consumers.is_empty() {
                 return;
             }
-            // Find the first consumer, in round-robin order, that can take a message.
-            let mut chosen = None;
-            for _ in 0..queue.consumers.len() {
-                let Some(candidate) = queue.consumers.front().cloned() else {
-                    break;
-                };
-                queue.consumers.rotate_left(1);
+            // The first consumer, in round-robin order, that can take a message; with consumer
+            // priorities, the first of the highest priority among those that can.
+            let prioritised = !queue.consumer_priorities.is_empty();
+            let mut chosen: Option<(usize, i32, bool)> = None;
+            for i in 0..queue.consumers.len() {
+                let candidate = &queue.consumers[i];
                 let Some(conn) = self.connections.get_mut(&candidate.conn) else {
                     continue;
                 };
@@ -78,14 +77,34 @@ impl Broker {
                     || ((consumer.prefetch == 0
                         || consumer.unacked < u32::from(consumer.prefetch))
                         && ch.global_credit());
-                if ch.flow_active && has_credit {
-                    chosen = Some((candidate, consumer.no_ack));
+                if !(ch.flow_active && has_credit) {
+                    continue;
+                }
+                let priority = if prioritised {
+                    queue
+                        .consumer_priorities
+                        .get(candidate)
+                        .copied()
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                if chosen.is_none_or(|(_, best, _)| priority > best) {
+                    chosen = Some((i, priority, consumer.no_ack));
+                }
+                if !prioritised {
                     break;
                 }
             }
-            let Some((consumer, no_ack)) = chosen else {
+            let Some((i, _, no_ack)) = chosen else {
                 return;
             };
+            // The chosen consumer goes to the back: the next message is offered to the others
+            // of its priority first.
+            let Some(consumer) = queue.consumers.remove(i) else {
+                return;
+            };
+            queue.consumers.push_back(consumer.clone());
             let Some((seq, entry)) = queue.checkout(no_ack) else {
                 return;
             };

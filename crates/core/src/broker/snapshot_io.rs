@@ -463,6 +463,7 @@ impl Broker {
         for q in self.queues.values_mut() {
             if q.is_local() {
                 q.consumers.retain(|c| !gone.contains(&c.conn));
+                q.consumer_priorities.retain(|c, _| !gone.contains(&c.conn));
                 if q.exclusive_consumer
                     .as_ref()
                     .is_some_and(|c| gone.contains(&c.conn))

@@ -3264,3 +3264,93 @@ fn a_priority_queue_delivers_by_priority_through_the_log_a_snapshot_and_an_older
     a.open(C2);
     assert_eq!(a.get_all(C2, "pq"), ["b5", "c9", "d1", "a0", "e0"]);
 }
+
+#[test]
+fn the_highest_priority_consumer_with_credit_gets_the_message() {
+    const C3: ConnId = 3;
+    let mut a = Replicated::new();
+    for conn in [C1, C2, C3] {
+        a.open(conn);
+    }
+    a.declare_durable(C1, "work", FieldTable::default());
+    let consume = |a: &mut Replicated, conn, tag: &str, priority: Option<i32>, prefetch| {
+        a.method(
+            conn,
+            Method::BasicQos(warren_wire::BasicQos {
+                prefetch_count: prefetch,
+                ..Default::default()
+            }),
+        );
+        let mut arguments = FieldTable::default();
+        if let Some(p) = priority {
+            arguments.insert("x-priority", FieldValue::I32(p));
+        }
+        a.method(
+            conn,
+            Method::BasicConsume(BasicConsume {
+                queue: "work".into(),
+                consumer_tag: tag.into(),
+                arguments,
+                ..Default::default()
+            }),
+        )
+    };
+    // C2 consumes at priority 10 with room for two; C3 at the default priority 0.
+    consume(&mut a, C3, "low", None, 10);
+    consume(&mut a, C2, "high", Some(10), 2);
+    let to = |a: &mut Replicated, body: &'static str| -> Vec<ConnId> {
+        let effects = a.input(Input::Publish {
+            conn: C1,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: "work".into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body.as_bytes()),
+            replicated_only: false,
+        });
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SendContent {
+                    conn,
+                    method: Method::BasicDeliver(_),
+                    ..
+                } => Some(*conn),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(to(&mut a, "1"), [C2]);
+    assert_eq!(to(&mut a, "2"), [C2]);
+    // The high one has no credit left: the low one gets what comes.
+    assert_eq!(to(&mut a, "3"), [C3]);
+    assert_eq!(to(&mut a, "4"), [C3]);
+    // An ack frees the high one's window: it is offered the next again.
+    a.method(
+        C2,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
+    assert_eq!(to(&mut a, "5"), [C2]);
+    // A consumer priority that is not an integer is refused as RabbitMQ refuses it.
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-priority", FieldValue::LongStr("high".into()));
+    let e = a.method(
+        C3,
+        Method::BasicConsume(BasicConsume {
+            queue: "work".into(),
+            consumer_tag: "worse".into(),
+            arguments,
+            ..Default::default()
+        }),
+    );
+    assert!(
+        e.iter().any(|e| matches!(e, Effect::CloseChannel { error, .. } if error.code == 406
+            && error.text.contains("invalid arg 'x-priority' for queue 'work' in vhost '/': {unacceptable_type,longstr}"))),
+        "{e:?}"
+    );
+}
