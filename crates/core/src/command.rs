@@ -53,7 +53,10 @@ use crate::{ChannelId, ConnId, Millis};
 /// 9: a publish into a queue declared with `x-max-priority` is queued at the message's
 /// `priority` (capped at the maximum): the highest level is delivered and dropped (`drop-head`)
 /// first, FIFO within a level, and snapshots carry each message's level (format 10). Publishes
-/// of earlier versions are queued at level 0, in arrival order, as those versions did.
+/// of earlier versions are queued at level 0, in arrival order, as those versions did. A quorum
+/// queue's messages given back by a consumer are logged ([`Op::Return`]): each carries a
+/// replicated delivery count (`x-delivery-count` on its redeliveries), and one that passes the
+/// queue's `x-delivery-limit` (20 unless declared) is dead-lettered with reason `delivery_limit`.
 pub const STATE_MACHINE_VERSION: u32 = 9;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
@@ -247,4 +250,9 @@ pub enum Op {
     },
     /// Clears the named limits of a user, every limit of it if `names` is empty.
     ClearUserLimits { user: String, names: Vec<String> },
+    /// Messages of a quorum queue delivered and given back (nacked or rejected with requeue,
+    /// unacked when their channel closed, `basic.recover`): each goes back to its place, its
+    /// delivery count one higher; one whose count passes the queue's delivery limit is
+    /// dead-lettered (reason `delivery_limit`) or dropped instead (version 9).
+    Return { queue: u64, seqs: Vec<u64> },
 }

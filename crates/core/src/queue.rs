@@ -32,6 +32,8 @@ pub(crate) struct Entry {
     pub(crate) redelivered: bool,
     /// The priority level it is queued at (0 unless the queue has `x-max-priority`); replicated.
     pub(crate) priority: u8,
+    /// How many times a consumer gave it back (a quorum queue's `x-delivery-count`); replicated.
+    pub(crate) delivery_count: u32,
     /// Absolute expiry plus one (so that `None` costs no space), if any.
     expiry: Option<NonZeroU64>,
 }
@@ -42,6 +44,7 @@ impl Entry {
             message,
             redelivered,
             priority: 0,
+            delivery_count: 0,
             expiry: expires_at.and_then(|at| NonZeroU64::new(at.saturating_add(1))),
         }
     }
@@ -86,7 +89,13 @@ pub(crate) struct QueueArgs {
     pub(crate) dead_letter_routing_key: Option<ShortStr>,
     /// `x-max-priority`: the highest priority level (0..=255); `None` for a queue without.
     pub(crate) max_priority: Option<u8>,
+    /// A quorum queue's `x-delivery-limit` (20 unless declared, as RabbitMQ 4.0); `None` for
+    /// other queues, which do not count deliveries (as RabbitMQ's classic queues).
+    pub(crate) delivery_limit: Option<u64>,
 }
+
+/// A quorum queue's delivery limit when its declaration names none (RabbitMQ 4.0's).
+const DEFAULT_DELIVERY_LIMIT: u64 = 20;
 
 /// The highest `x-max-priority` RabbitMQ accepts.
 const MAX_SUPPORTED_PRIORITY: u64 = 255;
@@ -112,9 +121,10 @@ impl QueueArgs {
     }
 
     /// [`QueueArgs::parse`] of a queue that exists already (a declaration applied from the log,
-    /// a snapshot): versions before 9 took any `x-max-priority` and ignored it, so one out of
-    /// range gives a queue without priorities instead of an error (a replayed log and a restored
-    /// snapshot must give the queue they gave then).
+    /// a snapshot): versions before 9 took any `x-max-priority` and `x-delivery-limit` and
+    /// ignored them, so one out of range gives a queue without priorities (or with the default
+    /// delivery limit) instead of an error (a replayed log and a restored snapshot must give the
+    /// queue they gave then).
     pub(crate) fn parse_existing(args: &FieldTable) -> Result<QueueArgs, String> {
         QueueArgs::parse_with(args, false)
     }
@@ -153,6 +163,11 @@ impl QueueArgs {
         });
         parsed.max_priority = match max_priority {
             Ok(max) => max,
+            Err(e) if strict_priority => return Err(e),
+            Err(_) => None,
+        };
+        let delivery_limit = match non_negative("x-delivery-limit") {
+            Ok(limit) => limit,
             Err(e) if strict_priority => return Err(e),
             Err(_) => None,
         };
@@ -196,7 +211,10 @@ impl QueueArgs {
         }
         if let Some(v) = args.get("x-queue-type") {
             match v.as_str() {
-                Some("classic") | Some("quorum") => {}
+                Some("classic") => {}
+                Some("quorum") => {
+                    parsed.delivery_limit = Some(delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT))
+                }
                 Some(other) => {
                     return Err(format!(
                     "invalid arg 'x-queue-type' for queue: {{unsupported_queue_type,'{other}'}}"
@@ -288,6 +306,18 @@ impl Ready {
         self.len -= 1;
         self.give_back_memory(top);
         Some(popped)
+    }
+
+    /// Message `seq`, wherever it waits.
+    fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let level = (0..self.levels.len()).rev().find(|&l| {
+            self.levels[l]
+                .binary_search_by_key(&seq, |(s, _)| *s)
+                .is_ok()
+        })?;
+        let ring = &mut self.levels[level];
+        let i = ring.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        ring.get_mut(i).map(|(_, e)| e)
     }
 
     /// Removes message `seq` wherever it waits.
@@ -598,6 +628,33 @@ impl Queue {
             }
             None => false,
         }
+    }
+
+    /// A delivered message came back from its consumer ([`crate::Op::Return`]): its delivery
+    /// count goes up by one, wherever it is on this replica (checked out on the broker that
+    /// delivered it, which puts it back at its place; still ready on the others). Past the
+    /// delivery limit it leaves the queue instead and is returned, to be dead-lettered.
+    pub(crate) fn give_back(&mut self, seq: u64) -> Option<Entry> {
+        let limit = self.args.delivery_limit;
+        let over = |e: &Entry| limit.is_some_and(|l| u64::from(e.delivery_count) > l);
+        if let Some(mut entry) = self.checked_out.remove(&seq) {
+            entry.delivery_count = entry.delivery_count.saturating_add(1);
+            entry.redelivered = true;
+            if over(&entry) {
+                return Some(entry);
+            }
+            self.insert_ready(seq, entry);
+            return None;
+        }
+        let entry = self.ready.get_mut(seq)?;
+        entry.delivery_count = entry.delivery_count.saturating_add(1);
+        entry.redelivered = true;
+        if over(entry) {
+            let entry = self.ready.remove(seq)?;
+            self.ready_bytes -= entry.message.body_len();
+            return Some(entry);
+        }
+        None
     }
 
     /// Declared with `x-queue-type: quorum`.

@@ -152,16 +152,19 @@ pub struct SnapshotEntry {
     pub expires_at: Option<Millis>,
     /// The priority level it waits at (0 unless its queue has `x-max-priority`; format 10 on).
     pub priority: u8,
+    /// How many times a consumer gave it back (a quorum queue's delivery count; format 10 on).
+    pub delivery_count: u32,
 }
 
 /// A queue's entries, packed as they are taken: a snapshot of a queue holding a million
 /// messages costs about 6 bytes per message, in memory and in the file, instead of an
 /// [`SnapshotEntry`] each. Per entry: a flags byte (bit 0 names a log entry, 1 persistent,
-/// 2 redelivered, 3 has an expiry, 4 has a priority level), then LEB128 varints: the sequence
+/// 2 redelivered, 3 has an expiry, 4 has a priority level, 5 has a delivery count), then LEB128
+/// varints: the sequence
 /// number's difference from the previous entry's (zigzag), the log index's difference from the
 /// previous named entry's (zigzag) and the body's length, or the index into
 /// [`Snapshot::messages`], then the expiry's difference from the previous expiry (zigzag), then
-/// the priority level as one byte.
+/// the priority level as one byte, then the delivery count (varint).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackedEntries {
     bytes: Vec<u8>,
@@ -185,6 +188,7 @@ const PERSISTENT: u8 = 2;
 const REDELIVERED: u8 = 4;
 const EXPIRES: u8 = 8;
 const PRIORITY: u8 = 16;
+const DELIVERY_COUNT: u8 = 32;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -232,6 +236,9 @@ impl PackedEntries {
         if e.priority != 0 {
             flags |= PRIORITY;
         }
+        if e.delivery_count != 0 {
+            flags |= DELIVERY_COUNT;
+        }
         self.bytes.push(flags);
         put_varint(&mut self.bytes, zigzag(self.last.seq, e.seq));
         self.last.seq = e.seq;
@@ -250,6 +257,9 @@ impl PackedEntries {
         }
         if e.priority != 0 {
             self.bytes.push(e.priority);
+        }
+        if e.delivery_count != 0 {
+            put_varint(&mut self.bytes, u64::from(e.delivery_count));
         }
         self.count += 1;
     }
@@ -355,7 +365,9 @@ impl Unpack<'_> {
 
     fn entry(&mut self) -> Result<SnapshotEntry, SnapshotError> {
         let flags = self.byte()?;
-        if flags & !(NAMES_ENTRY | PERSISTENT | REDELIVERED | EXPIRES | PRIORITY) != 0 {
+        if flags & !(NAMES_ENTRY | PERSISTENT | REDELIVERED | EXPIRES | PRIORITY | DELIVERY_COUNT)
+            != 0
+        {
             return Err(SnapshotError(format!(
                 "unknown queue entry flags {flags:#x}"
             )));
@@ -390,6 +402,11 @@ impl Unpack<'_> {
         } else {
             0
         };
+        let delivery_count = if flags & DELIVERY_COUNT != 0 {
+            self.u32()?
+        } else {
+            0
+        };
         Ok(SnapshotEntry {
             seq,
             message,
@@ -397,6 +414,7 @@ impl Unpack<'_> {
             redelivered: flags & REDELIVERED != 0,
             expires_at,
             priority,
+            delivery_count,
         })
     }
 }
@@ -442,6 +460,7 @@ mod tests {
                 redelivered: false,
                 expires_at: None,
                 priority: 0,
+                delivery_count: 0,
             },
             SnapshotEntry {
                 seq: 8,
@@ -450,6 +469,7 @@ mod tests {
                 redelivered: true,
                 expires_at: Some(u64::MAX),
                 priority: 200,
+                delivery_count: 70_000,
             },
             SnapshotEntry {
                 seq: 3,
@@ -458,6 +478,7 @@ mod tests {
                 redelivered: false,
                 expires_at: Some(0),
                 priority: 0,
+                delivery_count: 0,
             },
             SnapshotEntry {
                 seq: u64::MAX,
@@ -466,6 +487,7 @@ mod tests {
                 redelivered: true,
                 expires_at: Some(1_700_000_000_000),
                 priority: 0,
+                delivery_count: 0,
             },
         ];
         let packed = PackedEntries::from_entries(entries.clone());
@@ -502,6 +524,7 @@ mod tests {
             redelivered: false,
             expires_at: None,
             priority: 0,
+            delivery_count: 0,
         });
         let packed = PackedEntries::from_entries(entries);
         let (count, raw) = packed.raw();
@@ -523,6 +546,7 @@ mod tests {
             redelivered: false,
             expires_at: Some(5),
             priority: 0,
+            delivery_count: 0,
         }]);
         let (count, raw) = packed.raw();
         for cut in 0..raw.len() {

@@ -62,6 +62,7 @@ impl fmt::Display for LogCommand {
             Op::ClearVhostLimits { .. } => "clear-vhost-limits",
             Op::SetUserLimits { .. } => "set-user-limits",
             Op::ClearUserLimits { .. } => "clear-user-limits",
+            Op::Return { .. } => "return",
         };
         f.write_str(name)
     }
@@ -310,11 +311,11 @@ pub fn encode_command(c: &Command) -> Bytes {
             w.put_u32(body.len() as u32);
             w.put_slice(body);
         }
-        Op::Settle { queue, seqs } | Op::Reject { queue, seqs } => {
-            w.put_u8(if matches!(c.op, Op::Settle { .. }) {
-                8
-            } else {
-                9
+        Op::Settle { queue, seqs } | Op::Reject { queue, seqs } | Op::Return { queue, seqs } => {
+            w.put_u8(match c.op {
+                Op::Settle { .. } => 8,
+                Op::Reject { .. } => 9,
+                _ => 28,
             });
             w.put_u64(*queue);
             w.put_u32(seqs.len() as u32);
@@ -631,7 +632,7 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 body,
             }
         }
-        tag @ (8 | 9) => {
+        tag @ (8 | 9 | 28) => {
             let queue = r.u64()?;
             let n = r.u32()? as usize;
             // Each seq takes 8 bytes: refuse a count the payload cannot hold before allocating.
@@ -639,10 +640,10 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 return Err(CodecError("too short"));
             }
             let seqs = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
-            if tag == 8 {
-                Op::Settle { queue, seqs }
-            } else {
-                Op::Reject { queue, seqs }
+            match tag {
+                8 => Op::Settle { queue, seqs },
+                9 => Op::Reject { queue, seqs },
+                _ => Op::Return { queue, seqs },
             }
         }
         10 => Op::Recover,
@@ -919,14 +920,12 @@ mod tests {
             (
                 any::<u64>(),
                 proptest::collection::vec(any::<u64>(), 0..10),
-                any::<bool>()
+                0..3u8
             )
-                .prop_map(|(queue, seqs, settle)| {
-                    if settle {
-                        Op::Settle { queue, seqs }
-                    } else {
-                        Op::Reject { queue, seqs }
-                    }
+                .prop_map(|(queue, seqs, kind)| match kind {
+                    0 => Op::Settle { queue, seqs },
+                    1 => Op::Reject { queue, seqs },
+                    _ => Op::Return { queue, seqs },
                 }),
         ]
     }

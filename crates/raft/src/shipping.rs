@@ -273,6 +273,7 @@ mod tests {
             }),
             redelivered: false,
             priority: 0,
+            delivery_count: 0,
             expires_at: None,
         });
         let snapshot = Snapshot {

@@ -320,6 +320,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
                     redelivered: read_bool(&mut r)?,
                     expires_at: read_opt_u64(&mut r)?,
                     priority: 0,
+                    delivery_count: 0,
                 });
             }
             entries
@@ -515,6 +516,7 @@ mod tests {
                         redelivered: true,
                         expires_at: Some(99),
                         priority: 0,
+                        delivery_count: 0,
                     },
                     SnapshotEntry {
                         seq: 4,
@@ -527,6 +529,7 @@ mod tests {
                         redelivered: false,
                         expires_at: None,
                         priority: 7,
+                        delivery_count: 3,
                     },
                 ]),
             }],

@@ -291,7 +291,7 @@ impl Broker {
                 routing_key: message.routing_key.clone(),
                 message_count,
             }),
-            properties: message.properties.clone(),
+            properties: super::delivery::delivered_properties(&entry, &message),
             body: message.body.clone(),
         });
         Ok(())
@@ -343,17 +343,16 @@ impl Broker {
         let taken = self.take_unacked(ctx, delivery_tag, multiple)?;
         let mut touched = BTreeSet::new();
         let mut rejected: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
+        let mut given_back = Vec::new();
         for u in taken {
             touched.insert(u.queue);
             if requeue {
-                // Local: the message goes back to its place here; replicas still have it ready.
-                if let Some(q) = self.queues.get_mut(&u.queue) {
-                    q.requeue(u.seq);
-                }
+                given_back.push((u.queue, u.seq));
             } else {
                 rejected.entry(u.queue).or_default().push(u.seq);
             }
         }
+        self.give_back(Some(ctx), given_back, out);
         for (queue, seqs) in rejected {
             self.submit_for_queue(queue, Op::Reject { queue, seqs }, out);
         }
@@ -361,8 +360,53 @@ impl Broker {
         Ok(())
     }
 
+    /// Delivered messages go back to their queues: a quorum queue's through the log (its
+    /// delivery count is replicated: [`Op::Return`]), any other's here at once, to its place
+    /// (its replicas still have it ready). Returns the queues that took one back here.
+    ///
+    /// `from` is the channel that gave them back, if it is still open: its next commands wait
+    /// for the return to be applied (a `basic.get` after a `basic.nack` finds the message).
+    pub(super) fn give_back(
+        &mut self,
+        from: Option<Ctx>,
+        unacked: impl IntoIterator<Item = (QueueId, u64)>,
+        out: &mut Vec<Effect>,
+    ) -> BTreeSet<QueueId> {
+        let mut touched = BTreeSet::new();
+        let mut logged: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
+        for (queue, seq) in unacked {
+            let Some(q) = self.queues.get_mut(&queue) else {
+                continue;
+            };
+            if q.args.delivery_limit.is_some() {
+                logged.entry(queue).or_default().push(seq);
+            } else if q.requeue(seq) {
+                touched.insert(queue);
+            }
+        }
+        for (queue, seqs) in logged {
+            let op = Op::Return { queue, seqs };
+            match from {
+                Some(ctx) if !self.is_local_queue(queue) => {
+                    let origin = crate::command::Origin {
+                        conn: ctx.conn,
+                        channel: ctx.channel,
+                    };
+                    self.submit(Some(origin), op, out);
+                }
+                _ => self.submit_for_queue(queue, op, out),
+            }
+        }
+        touched
+    }
+
     /// `basic.recover`: every unacked delivery of the channel goes back to its queue.
-    pub(super) fn basic_recover(&mut self, ctx: Ctx, requeue: bool) -> Result<(), AmqpError> {
+    pub(super) fn basic_recover(
+        &mut self,
+        ctx: Ctx,
+        requeue: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         if !requeue {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
@@ -373,11 +417,9 @@ impl Broker {
         for c in ch.consumers.values_mut() {
             c.unacked = 0;
         }
-        for u in unacked.into_values() {
-            if let Some(q) = self.queues.get_mut(&u.queue) {
-                q.requeue(u.seq);
-            }
-        }
+        let unacked: Vec<(QueueId, u64)> =
+            unacked.into_values().map(|u| (u.queue, u.seq)).collect();
+        self.give_back(Some(ctx), unacked, out);
         Ok(())
     }
 
@@ -422,6 +464,17 @@ impl Broker {
                 self.dead_letter(queue, entry, "rejected", out);
             }
         }
+    }
+
+    /// Applies a committed [`Op::Return`]: each message goes back to its place with its
+    /// delivery count one higher, or, past the queue's delivery limit, is dead-lettered.
+    pub(super) fn apply_return(&mut self, queue: QueueId, seqs: &[u64], out: &mut Vec<Effect>) {
+        for seq in seqs {
+            if let Some(entry) = self.queues.get_mut(&queue).and_then(|q| q.give_back(*seq)) {
+                self.dead_letter(queue, entry, "delivery_limit", out);
+            }
+        }
+        self.deliver(queue, out);
     }
 
     /// After acks or nacks: queues that got messages back and this channel's consumers (whose

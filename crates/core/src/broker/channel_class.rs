@@ -1,13 +1,11 @@
 //! `channel.*` methods (`channel.open` within the user's `max-channels`) and the cleanup of a
 //! channel's state when it closes for any reason.
 
-use std::collections::BTreeSet;
-
 use warren_wire::{ChannelFlow, ChannelFlowOk, ChannelOpenOk, Method};
 
 use super::{Broker, Ctx};
 use crate::channel::Channel;
-use crate::queue::ConsumerRef;
+use crate::queue::{ConsumerRef, QueueId};
 use crate::{AmqpError, Effect};
 
 impl Broker {
@@ -99,14 +97,14 @@ impl Broker {
         if let Some(key) = &channel.reply_to_key {
             self.reply_to.remove(key);
         }
-        let mut touched = BTreeSet::new();
-        for unacked in channel.unacked.values() {
-            if let Some(q) = self.queues.get_mut(&unacked.queue) {
-                if q.requeue(unacked.seq) {
-                    touched.insert(unacked.queue);
-                }
-            }
-        }
+        // In delivery-tag order, so that a quorum queue's `Op::Return` lists them in order.
+        let mut unacked: Vec<(u64, QueueId, u64)> = channel
+            .unacked
+            .iter()
+            .map(|(tag, u)| (*tag, u.queue, u.seq))
+            .collect();
+        unacked.sort_unstable();
+        let touched = self.give_back(None, unacked.into_iter().map(|(_, q, s)| (q, s)), out);
         let mut consumers: Vec<_> = channel.consumers.values().collect();
         consumers.sort_by(|a, b| a.tag.cmp(&b.tag));
         for consumer in consumers {

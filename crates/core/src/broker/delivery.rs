@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use warren_wire::{BasicDeliver, Method, ShortStr};
+use warren_wire::{BasicDeliver, BasicProperties, FieldValue, Method, ShortStr};
 
 use super::{Broker, Ctx};
 use crate::channel::Unacked;
@@ -187,7 +187,7 @@ impl Broker {
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
             }),
-            properties: message.properties.clone(),
+            properties: delivered_properties(&entry, &message),
             body: message.body.clone(),
         });
     }
@@ -203,4 +203,19 @@ impl Broker {
             self.deliver(q, out);
         }
     }
+}
+
+/// A message's properties as delivered: a quorum queue's message that came back from a consumer
+/// carries its delivery count in `x-delivery-count`, as RabbitMQ's quorum queues add it.
+pub(crate) fn delivered_properties(entry: &Entry, message: &Message) -> BasicProperties {
+    let mut properties = message.properties.clone();
+    if entry.delivery_count > 0 {
+        let mut headers = properties.headers.take().unwrap_or_default();
+        headers.insert(
+            "x-delivery-count",
+            FieldValue::I64(i64::from(entry.delivery_count)),
+        );
+        properties.headers = Some(headers);
+    }
+    properties
 }

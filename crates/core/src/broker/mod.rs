@@ -429,13 +429,13 @@ impl Broker {
             }
             Method::BasicReject(m) => self.basic_nack(ctx, m.delivery_tag, false, m.requeue, out),
             Method::BasicRecover(m) => {
-                self.basic_recover(ctx, m.requeue)?;
+                self.basic_recover(ctx, m.requeue, out)?;
                 self.reply(ctx, Method::BasicRecoverOk(Default::default()), out);
                 self.deliver_channel(ctx, out);
                 Ok(())
             }
             Method::BasicRecoverAsync(m) => {
-                self.basic_recover(ctx, m.requeue)?;
+                self.basic_recover(ctx, m.requeue, out)?;
                 self.deliver_channel(ctx, out);
                 Ok(())
             }
@@ -633,6 +633,10 @@ impl Broker {
             }
             Op::Reject { queue, seqs } => {
                 self.apply_reject(queue, &seqs, out);
+                Ok(())
+            }
+            Op::Return { queue, seqs } => {
+                self.apply_return(queue, &seqs, out);
                 Ok(())
             }
             Op::Recover => {
@@ -948,6 +952,7 @@ fn op_method(op: &Op) -> (u16, u16) {
         Op::Publish { .. } => (60, 40),
         Op::Settle { .. } => (60, 80),
         Op::Reject { .. } => (60, 90),
+        Op::Return { .. } => (60, 120),
         Op::ConfirmSelect => (85, 10),
         Op::Recover
         | Op::TakeOver

@@ -103,6 +103,7 @@ impl Broker {
                     redelivered: e.redelivered,
                     expires_at: e.expires_at(),
                     priority: e.priority,
+                    delivery_count: e.delivery_count,
                 });
             }
             queues.push(SnapshotQueue {
@@ -305,10 +306,12 @@ impl Broker {
                         })?,
                     )),
                 };
-                entries.push((
-                    e.seq,
-                    Entry::new(message, e.redelivered, e.expires_at).at_priority(e.priority),
-                ));
+                entries.push((e.seq, {
+                    let mut entry =
+                        Entry::new(message, e.redelivered, e.expires_at).at_priority(e.priority);
+                    entry.delivery_count = e.delivery_count;
+                    entry
+                }));
             }
             q.restore(sq.next_seq, entries);
             queues.insert(sq.id, q);

@@ -3354,3 +3354,147 @@ fn the_highest_priority_consumer_with_credit_gets_the_message() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_quorum_queue_counts_deliveries_and_dead_letters_past_its_limit_on_every_replica() {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type", FieldValue::LongStr("quorum".into()));
+    arguments.insert("x-delivery-limit", FieldValue::I32(2));
+    arguments.insert("x-dead-letter-exchange", FieldValue::LongStr("".into()));
+    arguments.insert(
+        "x-dead-letter-routing-key",
+        FieldValue::LongStr("dlq".into()),
+    );
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.declare_durable(C1, "dlq", FieldTable::default());
+    a.declare_durable(C1, "poison", arguments);
+    a.publish(C1, "poison", "bad");
+    // (x-delivery-count, redelivered) of each basic.get; each is nacked with requeue.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let e = a.method(
+            C1,
+            Method::BasicGet(BasicGet {
+                queue: "poison".into(),
+                ..Default::default()
+            }),
+        );
+        let (tag, count, redelivered) = match &e[..] {
+            [Effect::SendContent {
+                method: Method::BasicGetOk(ok),
+                properties,
+                ..
+            }] => (
+                ok.delivery_tag,
+                properties
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("x-delivery-count").cloned()),
+                ok.redelivered,
+            ),
+            other => panic!("a get-ok, not {other:?}"),
+        };
+        seen.push((count, redelivered));
+        a.method(
+            C1,
+            Method::BasicNack(warren_wire::BasicNack {
+                delivery_tag: tag,
+                multiple: false,
+                requeue: true,
+            }),
+        );
+    }
+    assert_eq!(
+        seen,
+        [
+            (None, false),
+            (Some(FieldValue::I64(1)), true),
+            (Some(FieldValue::I64(2)), true)
+        ]
+    );
+    // The third return passes the limit of 2: the message is dead-lettered, not requeued.
+    let view = a.broker.view();
+    let ready = |name: &str| {
+        view.queues
+            .iter()
+            .find(|q| q.name == name)
+            .map(|q| q.messages_ready)
+    };
+    assert_eq!((ready("poison"), ready("dlq")), (Some(0), Some(1)));
+    let e = a.method(
+        C1,
+        Method::BasicGet(BasicGet {
+            queue: "dlq".into(),
+            no_ack: true,
+            ..Default::default()
+        }),
+    );
+    let reason = match &e[..] {
+        [Effect::SendContent { properties, .. }] => properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("x-death"))
+            .map(|d| format!("{d:?}")),
+        other => panic!("a get-ok, not {other:?}"),
+    };
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("delivery_limit")),
+        "{reason:?}"
+    );
+    // A replica that applied the same log holds the same state (the count is replicated).
+    let mut replica = Replicated::replica();
+    for command in a.log.iter().cloned() {
+        replica.input(Input::Applied { command, index: 0 });
+    }
+    assert_eq!(replica.broker.snapshot().queues, a.broker.snapshot().queues);
+}
+
+#[test]
+fn a_quorum_queue_defaults_to_a_delivery_limit_of_20_and_counts_across_a_snapshot() {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type", FieldValue::LongStr("quorum".into()));
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.declare_durable(C1, "qq", arguments);
+    a.publish(C1, "qq", "m");
+    let mut gets = 0;
+    loop {
+        let e = a.method(
+            C1,
+            Method::BasicGet(BasicGet {
+                queue: "qq".into(),
+                ..Default::default()
+            }),
+        );
+        let [Effect::SendContent {
+            method: Method::BasicGetOk(ok),
+            ..
+        }] = &e[..]
+        else {
+            break;
+        };
+        gets += 1;
+        if gets == 10 {
+            // Half-way, a follower restored from a snapshot agrees on the count so far.
+            let mut restored = Replicated::replica();
+            restored
+                .broker
+                .restore(a.broker.snapshot(), &mut Vec::new())
+                .expect("restores");
+            assert_eq!(restored.broker.snapshot(), a.broker.snapshot());
+        }
+        a.method(
+            C1,
+            Method::BasicNack(warren_wire::BasicNack {
+                delivery_tag: ok.delivery_tag,
+                multiple: false,
+                requeue: true,
+            }),
+        );
+    }
+    // Delivered 21 times (20 returns allowed), then dropped: no dead-letter exchange.
+    assert_eq!(gets, 21);
+}
