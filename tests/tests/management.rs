@@ -1110,3 +1110,1029 @@ async fn topic_permissions_and_limits_through_the_api_hold_on_every_node() {
         json!([{"user": "tp", "value": {"max-channels": 5}}])
     );
 }
+
+// ---- Issue 18: list parameters, bindings of one object, aliveness, queue types, long names,
+// ---- user_provided_name, and RabbitMQ's Prometheus metrics.
+
+/// `GET path` answered with an error: its status and JSON body.
+async fn refused(
+    api: &warren_tests::management::ApiClient,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let (status, body) = api.request(method, path, body).await.expect("an answer");
+    assert!(status >= 400, "{method} {path} answered {status}: {body}");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_are_sorted_cut_to_columns_and_paged_as_rabbitmq_does() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    let prefix = unique("pg");
+    let conn = node.connect().await;
+    let ch = confirm_channel(&conn).await;
+    for (suffix, messages) in [("a", 3), ("b", 1), ("c", 2)] {
+        let q = format!("{prefix}-{suffix}");
+        warren_tests::declare_queue(
+            &ch,
+            &q,
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        for _ in 0..messages {
+            publish(&ch, "", &q, b"m", BasicProperties::default()).await;
+        }
+    }
+    let q = |s: &str| format!("{prefix}-{s}");
+
+    // A page: RabbitMQ's object, filtered by name, sorted by the column asked for, cut to columns.
+    let page = admin
+        .get(&format!(
+            "/api/queues/%2F?page=1&page_size=2&name={prefix}&sort=messages&sort_reverse=true&columns=name,messages"
+        ))
+        .await
+        .expect("a page");
+    assert_eq!(
+        page,
+        json!({
+            "filtered_count": 3, "item_count": 2, "page": 1, "page_count": 2, "page_size": 2,
+            "total_count": 3,
+            "items": [{"name": q("a"), "messages": 3}, {"name": q("c"), "messages": 2}],
+        })
+    );
+    let page = admin
+        .get("/api/queues?page=2&page_size=2&sort=messages&sort_reverse=true&columns=name")
+        .await
+        .expect("the second page");
+    assert_eq!(page["items"], json!([{"name": q("b")}]));
+    let page = admin
+        .get(&format!(
+            "/api/queues?page=1&name=^{}-[AB]$&use_regex=true&columns=name",
+            prefix.to_uppercase()
+        ))
+        .await
+        .expect("a page filtered by a regular expression, case ignored");
+    assert_eq!(
+        (
+            page["items"].clone(),
+            page["filtered_count"].clone(),
+            page["page_size"].clone()
+        ),
+        (
+            json!([{"name": q("a")}, {"name": q("b")}]),
+            json!(2),
+            json!(100)
+        )
+    );
+    // Without `page`: a plain list, sorted and cut all the same (`name` filters pages only).
+    let list = admin
+        .get("/api/queues?sort=name&sort_reverse=true&columns=name,message_stats.publish&name=zzz")
+        .await
+        .expect("a list");
+    assert_eq!(
+        list,
+        json!([
+            {"name": q("c"), "message_stats": {"publish": 2}},
+            {"name": q("b"), "message_stats": {"publish": 1}},
+            {"name": q("a"), "message_stats": {"publish": 3}},
+        ])
+    );
+    // The other paged lists.
+    assert_eq!(
+        admin
+            .get("/api/vhosts?page=1&columns=name")
+            .await
+            .expect("vhosts")["items"],
+        json!([{"name": "/"}])
+    );
+    assert_eq!(
+        admin
+            .get("/api/users?page=1&columns=name,tags")
+            .await
+            .expect("users")["items"],
+        json!([{"name": "guest", "tags": ["administrator"]}])
+    );
+    for path in ["/api/exchanges", "/api/connections", "/api/channels"] {
+        let page = admin
+            .get(&format!("{path}?page=1&page_size=500"))
+            .await
+            .expect("a page");
+        assert!(
+            page["total_count"].as_u64() >= Some(1) && page["items"].is_array(),
+            "{path}: {page}"
+        );
+    }
+    let bindings = admin
+        .get("/api/bindings/%2F?page=1&columns=destination&sort=destination&sort_reverse=true")
+        .await
+        .expect("bindings are not paged, as RabbitMQ's");
+    assert_eq!(
+        bindings,
+        json!([{"destination": q("c")}, {"destination": q("b")}, {"destination": q("a")}])
+    );
+
+    // RabbitMQ's refusals.
+    assert_eq!(
+        refused(&admin, "GET", "/api/queues?page=1&page_size=501", None).await,
+        (
+            400,
+            json!({"error": "invalid_pagination_parameters",
+                   "reason": "Invalid pagination parameters: page number 1, page size 501"})
+        )
+    );
+    assert_eq!(
+        refused(&admin, "GET", "/api/exchanges?page=0", None).await,
+        (
+            400,
+            json!({"error": "invalid_pagination_parameters",
+                   "reason": "Invalid pagination parameters: page number 0, page size undefined"})
+        )
+    );
+    assert_eq!(
+        refused(&admin, "GET", "/api/queues?page=one", None).await,
+        (
+            400,
+            json!({"error": "bad_request", "reason": "Pagination parameters are invalid"})
+        )
+    );
+    assert_eq!(
+        refused(&admin, "GET", "/api/queues/%2F?page=3&page_size=2", None).await,
+        (
+            400,
+            json!({"error": "page_out_of_range",
+                   "reason": "Page out of range, page: 3 page size: 2, len: 3"})
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quorum_queues_bindings_of_one_object_and_the_aliveness_test_are_rabbitmqs() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    let conn = node.connect().await;
+    let ch = confirm_channel(&conn).await;
+    let (quorum, classic) = (unique("qq"), unique("cq"));
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        warren_tests::lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    within(ch.queue_declare(
+        quorum.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    ))
+    .await
+    .expect("a quorum queue");
+    warren_tests::declare_queue(&ch, &classic, QueueDeclareOptions::default()).await;
+    let q = admin
+        .get(&format!("/api/queues/%2F/{}", segment(&quorum)))
+        .await
+        .expect("GET the quorum queue");
+    assert_eq!(
+        (q["type"].clone(), q["arguments"]["x-queue-type"].clone()),
+        (json!("quorum"), json!("quorum"))
+    );
+    let types: Vec<(String, String)> = admin
+        .get("/api/queues?columns=name,type")
+        .await
+        .expect("queues")
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap_or_default().to_owned(),
+                q["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        types.contains(&(quorum.clone(), "quorum".into())),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&(classic.clone(), "classic".into())),
+        "{types:?}"
+    );
+
+    // Bindings of one queue, from one exchange, to one exchange.
+    let (source, sink) = (unique("src"), unique("sink"));
+    for x in [&source, &sink] {
+        within(ch.exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        .expect("exchange.declare");
+    }
+    within(ch.queue_bind(
+        quorum.as_str().into(),
+        source.as_str().into(),
+        "orders.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("queue.bind");
+    within(ch.exchange_bind(
+        sink.as_str().into(),
+        source.as_str().into(),
+        "audit".into(),
+        Default::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("exchange.bind");
+    let edges = |v: Value| -> Vec<(String, String, String, String)> {
+        v.as_array()
+            .expect("a list of bindings")
+            .iter()
+            .map(|b| {
+                let s = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+                (
+                    s("source"),
+                    s("destination"),
+                    s("destination_type"),
+                    s("routing_key"),
+                )
+            })
+            .collect()
+    };
+    let t = |a: &str, b: &str, c: &str, d: &str| {
+        (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned())
+    };
+    assert_eq!(
+        edges(
+            admin
+                .get(&format!("/api/queues/%2F/{}/bindings", segment(&quorum)))
+                .await
+                .expect("queue bindings")
+        ),
+        [
+            t("", &quorum, "queue", &quorum),
+            t(&source, &quorum, "queue", "orders.#")
+        ]
+    );
+    assert_eq!(
+        edges(
+            admin
+                .get(&format!(
+                    "/api/exchanges/%2F/{}/bindings/source",
+                    segment(&source)
+                ))
+                .await
+                .expect("source bindings")
+        ),
+        // Sorted as RabbitMQ sorts them: by source, then destination.
+        [
+            t(&source, &quorum, "queue", "orders.#"),
+            t(&source, &sink, "exchange", "audit")
+        ]
+    );
+    assert_eq!(
+        edges(
+            admin
+                .get(&format!(
+                    "/api/exchanges/%2F/{}/bindings/destination",
+                    segment(&sink)
+                ))
+                .await
+                .expect("destination bindings")
+        ),
+        [t(&source, &sink, "exchange", "audit")]
+    );
+    assert_eq!(
+        edges(
+            admin
+                .get(&format!(
+                    "/api/exchanges/%2F/{}/bindings/destination",
+                    segment(&source)
+                ))
+                .await
+                .expect("none")
+        ),
+        []
+    );
+    let implicit = edges(
+        admin
+            .get("/api/exchanges/%2F/amq.default/bindings/source")
+            .await
+            .expect("the default exchange's"),
+    );
+    assert!(
+        implicit.contains(&t("", &classic, "queue", &classic)),
+        "{implicit:?}"
+    );
+    // As RabbitMQ's: a queue that does not exist has its implicit binding, an exchange none.
+    assert_eq!(
+        edges(
+            admin
+                .get("/api/queues/%2F/no-such-queue/bindings")
+                .await
+                .expect("no refusal")
+        ),
+        [t("", "no-such-queue", "queue", "no-such-queue")]
+    );
+    assert_eq!(
+        edges(
+            admin
+                .get("/api/exchanges/%2F/no-such-exchange/bindings/source")
+                .await
+                .expect("no refusal")
+        ),
+        []
+    );
+    assert_eq!(
+        refused(&admin, "GET", "/api/queues/nowhere/x/bindings", None)
+            .await
+            .0,
+        404
+    );
+
+    // The aliveness test declares `aliveness-test`, publishes to it and gets the message back.
+    assert_eq!(
+        admin
+            .get("/api/aliveness-test/%2F")
+            .await
+            .expect("aliveness"),
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        admin.get("/api/aliveness-test/%2F").await.expect("again"),
+        json!({"status": "ok"})
+    );
+    let q = admin
+        .get("/api/queues/%2F/aliveness-test")
+        .await
+        .expect("its queue stays");
+    assert_eq!(
+        (q["durable"].clone(), q["messages"].clone()),
+        (json!(false), json!(0))
+    );
+    assert_eq!(
+        refused(&admin, "GET", "/api/aliveness-test/nowhere", None)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_longer_than_255_bytes_is_refused_and_nothing_is_stored() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    let long = "q".repeat(10_000);
+    let (status, body) = refused(
+        &admin,
+        "PUT",
+        &format!("/api/queues/%2F/{long}"),
+        Some(&json!({"durable": true})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["reason"].clone()),
+        (
+            400,
+            json!("queue name is 10000 bytes long; the limit is 255 bytes")
+        )
+    );
+    let names_now = names(&admin.get("/api/queues").await.expect("queues"));
+    assert!(
+        names_now.iter().all(|n| !n.starts_with("qqq")),
+        "nothing stored, not even cut: {names_now:?}"
+    );
+    let exactly = "é".repeat(127) + "q";
+    assert_eq!(exactly.len(), 255);
+    let path = format!("/api/queues/%2F/{}", segment(&exactly));
+    admin
+        .call("PUT", &path, Some(&json!({"durable": true})))
+        .await
+        .expect("255 bytes fit");
+    assert_eq!(
+        admin.get(&path).await.expect("GET")["name"],
+        exactly.as_str()
+    );
+    admin
+        .call("DELETE", &path, None)
+        .await
+        .expect("and it can be deleted");
+    let x256 = "x".repeat(256);
+    for (path, body) in [
+        (
+            format!("/api/exchanges/%2F/{x256}"),
+            json!({"type": "direct"}),
+        ),
+        (format!("/api/vhosts/{x256}"), json!({})),
+        (
+            format!("/api/users/{x256}"),
+            json!({"password": "p", "tags": ""}),
+        ),
+    ] {
+        assert_eq!(
+            refused(&admin, "PUT", &path, Some(&body)).await.0,
+            400,
+            "PUT {path}"
+        );
+    }
+    assert_eq!(
+        refused(
+            &admin,
+            "POST",
+            "/api/bindings/%2F/e/amq.topic/q/aliveness-test",
+            Some(&json!({"routing_key": x256}))
+        )
+        .await
+        .0,
+        400
+    );
+    // A definitions file with one name too long imports nothing.
+    let vhost = unique("defs");
+    let (status, _) = refused(
+        &admin,
+        "POST",
+        "/api/definitions",
+        Some(&json!({"vhosts": [{"name": vhost}], "queues": [{"name": long, "vhost": "/", "durable": true}]})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        refused(
+            &admin,
+            "GET",
+            &format!("/api/vhosts/{}", segment(&vhost)),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+/// `path` (`/metrics`, `/metrics/per-object`) of a node, as text.
+async fn metrics_text(node: &Broker, path: &str) -> String {
+    match guest_api(node).request("GET", path, None).await {
+        Ok((200, Value::String(text))) => text,
+        other => panic!("GET {path}: {other:?}"),
+    }
+}
+
+/// The value of the sample `series` (a metric name with its labels, as served), if served.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A metric the shared list (`tests/data/rabbitmq-prometheus-metrics.md`) names: the names it may
+/// have (a suffix such as `_closed_total` read in both ways the list can mean it), its
+/// type if the list gives one, and labels it must have.
+#[derive(Debug)]
+struct Listed {
+    names: Vec<String>,
+    kind: Option<String>,
+    labels: Vec<String>,
+}
+
+/// A piece of a line of the list: a `code` token, or a parenthesis with the tokens in it.
+enum Piece {
+    Token(String),
+    Paren(String, Vec<String>),
+}
+
+fn pieces(text: &str) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '`' => out.push(Piece::Token(
+                chars.by_ref().take_while(|c| *c != '`').collect(),
+            )),
+            '(' => {
+                let (mut inner, mut tokens, mut code, mut token) =
+                    (String::new(), Vec::new(), false, String::new());
+                for c in chars.by_ref() {
+                    match c {
+                        '`' if code => {
+                            tokens.push(std::mem::take(&mut token));
+                            code = false;
+                        }
+                        '`' => code = true,
+                        ')' if !code => break,
+                        c if code => token.push(c),
+                        c => inner.push(c),
+                    }
+                }
+                out.push(Piece::Paren(inner, tokens));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The full names a token of the list stands for, `base` being the last full name before it:
+/// `rabbitmq_x` itself; `_suffix` or `…suffix` replacing the end of `base`.
+fn names_of(token: &str, base: Option<&str>) -> Vec<String> {
+    if token.contains('*') || token.contains(' ') || ["_bucket", "_sum", "_count"].contains(&token)
+    {
+        return vec![];
+    }
+    if token.starts_with("rabbitmq_") {
+        return vec![token.to_owned()];
+    }
+    let (Some(base), true) = (base, token.starts_with('_') || token.starts_with('…')) else {
+        return vec![];
+    };
+    let tail: Vec<&str> = token
+        .trim_start_matches('…')
+        .trim_start_matches('_')
+        .split('_')
+        .collect();
+    let segments: Vec<&str> = base.split('_').collect();
+    // The same number of segments replaced (`…_opened_total`, `_closed_total`)...
+    let same = segments.len().saturating_sub(tail.len());
+    // ...or what comes before the segments both end with (`…_log_snapshot_index`).
+    let common = segments
+        .iter()
+        .rev()
+        .zip(tail.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    [same, segments.len() - common]
+        .into_iter()
+        .map(|keep| [&segments[..keep], &tail[..]].concat().join("_"))
+        .collect()
+}
+
+/// Every metric the shared list names: its table rows (type from the Type column), its bullets
+/// and prose (a type in parentheses names the tokens before it; labels in parentheses, the
+/// metric before them).
+fn listed_metrics(md: &str) -> Vec<Listed> {
+    const TYPES: [&str; 5] = ["gauge", "counter", "untyped", "histogram", "summary"];
+    let mut blocks: Vec<(String, Option<String>)> = Vec::new();
+    let mut prose = String::new();
+    for line in md.lines() {
+        let row = line.starts_with("| ") && line[2..].starts_with(|c: char| c.is_ascii_digit());
+        if row || line.starts_with("- ") || line.trim().is_empty() {
+            blocks.push((std::mem::take(&mut prose), None));
+        }
+        if row {
+            let cells: Vec<&str> = line.split('|').collect();
+            let kind = cells
+                .get(3)
+                .and_then(|t| t.split_whitespace().next())
+                .map(str::to_owned);
+            blocks.push((cells.get(2).copied().unwrap_or_default().to_owned(), kind));
+        } else if !line.starts_with('|') {
+            // A bullet or a paragraph, with the lines that continue it.
+            prose.push(' ');
+            prose.push_str(line);
+        }
+    }
+    blocks.push((prose, None));
+    let mut listed: Vec<Listed> = Vec::new();
+    for (text, kind) in blocks {
+        let (mut base, mut last, mut pending): (Option<String>, Option<usize>, Vec<usize>) =
+            (None, None, Vec::new());
+        let add = |token: &str, base: &mut Option<String>, listed: &mut Vec<Listed>| {
+            let names = names_of(token, base.as_deref());
+            if names.is_empty() {
+                return None;
+            }
+            if token.starts_with("rabbitmq_") {
+                *base = Some(token.to_owned());
+            }
+            listed.push(Listed {
+                names,
+                kind: kind.clone(),
+                labels: vec![],
+            });
+            Some(listed.len() - 1)
+        };
+        for piece in pieces(&text) {
+            match piece {
+                Piece::Token(t) => {
+                    if let Some(i) = add(&t, &mut base, &mut listed) {
+                        last = Some(i);
+                        pending.push(i);
+                    }
+                }
+                Piece::Paren(inner, tokens) if inner.contains("labels") => {
+                    if let Some(i) = last {
+                        listed[i].labels.extend(tokens);
+                    }
+                }
+                Piece::Paren(inner, tokens) => {
+                    for t in tokens {
+                        add(&t, &mut base, &mut listed);
+                    }
+                    let named = inner
+                        .split(|c: char| !c.is_ascii_alphanumeric())
+                        .find(|w| TYPES.contains(w));
+                    if let (Some(k), None) = (named, &kind) {
+                        for i in pending.drain(..) {
+                            listed[i].kind = Some(k.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    listed
+}
+
+#[test]
+fn the_shared_list_of_rabbitmq_metrics_is_read_whole() {
+    let md = "| 17 | `rabbitmq_a_get_manual_ack_total` / `_get_auto_ack_total` | counter | x |\n\
+              | 21 | `rabbitmq_connections_opened_total`, `_closed_total` | counter | x |\n\
+              | 2 | `rabbitmq_build_info` (+`rabbitmq_version`/`erlang_version` labels) | gauge (info) | x |\n\
+              | 27 | `rabbitmq_raft_last_written_index` (≤4.1: `…_log_last_written_index`) | counter | x |\n\
+              | 25 | `rabbitmq_message_size_bytes` (`_bucket`/`_sum`/`_count`) | histogram | x |\n\
+              \n\
+              - `rabbitmq_x`, `rabbitmq_y`\n  (4.2+), `rabbitmq_z` (gauge), `rabbitmq_w`.\n\
+              - `rabbitmq_v` (untyped 0/1).\n";
+    let got: Vec<(Vec<String>, Option<String>, Vec<String>)> = listed_metrics(md)
+        .into_iter()
+        .map(|l| (l.names, l.kind, l.labels))
+        .collect();
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let k = |k: &str| Some(k.to_owned());
+    assert_eq!(
+        got,
+        [
+            (
+                s(&["rabbitmq_a_get_manual_ack_total"]),
+                k("counter"),
+                vec![]
+            ),
+            (
+                s(&[
+                    "rabbitmq_a_get_auto_ack_total",
+                    "rabbitmq_a_get_manual_get_auto_ack_total"
+                ]),
+                k("counter"),
+                vec![]
+            ),
+            (
+                s(&["rabbitmq_connections_opened_total"]),
+                k("counter"),
+                vec![]
+            ),
+            (
+                s(&[
+                    "rabbitmq_connections_closed_total",
+                    "rabbitmq_connections_opened_closed_total"
+                ]),
+                k("counter"),
+                vec![]
+            ),
+            (
+                s(&["rabbitmq_build_info"]),
+                k("gauge"),
+                s(&["rabbitmq_version", "erlang_version"])
+            ),
+            (
+                s(&["rabbitmq_raft_last_written_index"]),
+                k("counter"),
+                vec![]
+            ),
+            (
+                s(&[
+                    "rabbitmq_log_last_written_index",
+                    "rabbitmq_raft_log_last_written_index"
+                ]),
+                k("counter"),
+                vec![]
+            ),
+            (s(&["rabbitmq_message_size_bytes"]), k("histogram"), vec![]),
+            (s(&["rabbitmq_x"]), k("gauge"), vec![]),
+            (s(&["rabbitmq_y"]), k("gauge"), vec![]),
+            (s(&["rabbitmq_z"]), k("gauge"), vec![]),
+            (s(&["rabbitmq_w"]), None, vec![]),
+            (s(&["rabbitmq_v"]), k("untyped"), vec![]),
+        ]
+    );
+}
+
+/// The list of the metrics RabbitMQ's dashboards query (`WARREN_RABBITMQ_METRICS_MD`, else
+/// `tests/data/rabbitmq-prometheus-metrics.md`, a copy of the project's shared list kept in the
+/// repository so that a clean clone tests it).
+fn shared_metric_list() -> String {
+    let path = std::env::var("WARREN_RABBITMQ_METRICS_MD").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/rabbitmq-prometheus-metrics.md"
+        )
+        .to_owned()
+    });
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the list of RabbitMQ's metrics at {path}: {e}"))
+}
+
+/// Every metric of the shared list is served with its type (and its labels).
+fn assert_serves_every_listed_metric(metrics: &str) {
+    let listed = listed_metrics(&shared_metric_list());
+    assert!(listed.len() > 40, "the list was read: {listed:?}");
+    for l in &listed {
+        let served = l.names.iter().find_map(|name| {
+            let prefix = format!("# TYPE {name} ");
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .map(|kind| (name, kind.trim()))
+        });
+        let Some((name, kind)) = served else {
+            panic!("{:?} is not served:\n{metrics}", l.names);
+        };
+        if let Some(want) = &l.kind {
+            assert_eq!(kind, want, "the type of {name}");
+        }
+        for label in &l.labels {
+            assert!(
+                metrics
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{name}{{"))
+                        && line.contains(&format!("{label}=\""))),
+                "{name} has no label {label}:\n{metrics}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_serve_rabbitmqs_names_and_types_with_warrens_figures() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let before = metrics_text(&node, "/metrics").await;
+    assert_serves_every_listed_metric(&before);
+    assert_eq!(
+        sample(&before, "rabbitmq_identity_info{rabbitmq_node=\"warren@node1\",rabbitmq_cluster=\"warren\",rabbitmq_endpoint=\"aggregated\"}"),
+        Some(1.0),
+        "{before}"
+    );
+    let received = "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}";
+    let delivered = "rabbitmq_global_messages_delivered_total{protocol=\"amqp091\",queue_type=\"rabbit_quorum_queue\"}";
+    let (received_before, delivered_before) =
+        (sample(&before, received), sample(&before, delivered));
+
+    // Five messages to a quorum queue; two taken by a consumer that acks neither.
+    let conn = node.connect().await;
+    let ch = confirm_channel(&conn).await;
+    let queue = unique("metered");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        warren_tests::lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    within(ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    ))
+    .await
+    .expect("queue.declare");
+    for i in 0..5 {
+        publish(
+            &ch,
+            "",
+            &queue,
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    let consumer_ch = confirm_channel(&conn).await;
+    within(consumer_ch.basic_qos(2, BasicQosOptions::default()))
+        .await
+        .expect("basic.qos");
+    let _consumer = consume(
+        &consumer_ch,
+        &queue,
+        "metered-consumer",
+        BasicConsumeOptions::default(),
+    )
+    .await;
+    let per_queue = |name: &str| format!("{name}{{vhost=\"/\",queue=\"{queue}\"}}");
+    wait_for_json(
+        &guest_api(&node),
+        &format!("/api/queues/%2F/{}", segment(&queue)),
+        WAIT,
+        |q| q["messages_unacknowledged"] == 2,
+    )
+    .await
+    .expect("two deliveries unacked");
+    let objects = metrics_text(&node, "/metrics/per-object").await;
+    assert_eq!(
+        sample(&objects, &per_queue("rabbitmq_queue_messages_ready")),
+        Some(3.0),
+        "{objects}"
+    );
+    assert_eq!(
+        sample(&objects, &per_queue("rabbitmq_queue_messages_unacked")),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&objects, &per_queue("rabbitmq_queue_messages")),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&objects, &per_queue("rabbitmq_queue_consumers")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &objects,
+            &per_queue("rabbitmq_queue_messages_published_total")
+        ),
+        Some(5.0)
+    );
+    assert!(
+        sample(&objects, &per_queue("rabbitmq_queue_messages_bytes")) == Some(2.0 * 3.0),
+        "three ready messages of two bytes: {objects}"
+    );
+
+    let after = metrics_text(&node, "/metrics").await;
+    assert_serves_every_listed_metric(&after);
+    let grew = |series: &str, before: Option<f64>| {
+        sample(&after, series).unwrap_or(0.0) - before.unwrap_or(0.0)
+    };
+    assert_eq!(grew(received, received_before), 5.0, "{after}");
+    assert_eq!(
+        grew(
+            "rabbitmq_global_messages_routed_total{protocol=\"amqp091\"}",
+            sample(
+                &before,
+                "rabbitmq_global_messages_routed_total{protocol=\"amqp091\"}"
+            )
+        ),
+        5.0
+    );
+    assert_eq!(grew(delivered, delivered_before), 2.0);
+    assert_eq!(sample(&after, "rabbitmq_queue_messages_ready"), Some(3.0));
+    assert_eq!(sample(&after, "rabbitmq_queue_messages_unacked"), Some(2.0));
+    assert_eq!(sample(&after, "rabbitmq_queues"), Some(1.0));
+    assert_eq!(sample(&after, "rabbitmq_connections"), Some(1.0));
+    assert_eq!(sample(&after, "rabbitmq_channels"), Some(2.0));
+    assert_eq!(
+        sample(&after, "rabbitmq_global_consumers{protocol=\"amqp091\"}"),
+        Some(1.0)
+    );
+    assert!(
+        sample(&after, "rabbitmq_raft_commit_index")
+            > sample(&before, "rabbitmq_raft_commit_index"),
+        "the declare and publishes were committed"
+    );
+    assert!(sample(&after, "rabbitmq_raft_term") >= Some(1.0));
+    assert!(sample(&after, "rabbitmq_process_resident_memory_bytes") > Some(0.0));
+    assert!(sample(&after, "rabbitmq_process_open_fds") > Some(0.0));
+    assert!(sample(&after, "rabbitmq_erlang_uptime_seconds") > Some(0.0));
+    // A figure Warren does not keep is a family without a sample, never a made-up number.
+    assert!(after.contains("# TYPE rabbitmq_global_messages_confirmed_total counter\n"));
+    assert_eq!(
+        sample(
+            &after,
+            "rabbitmq_global_messages_confirmed_total{protocol=\"amqp091\"}"
+        ),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_node_serves_its_own_share_of_rabbitmqs_metrics_and_names_its_clients() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let leader = cluster.leader().expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|n| *n != leader && *n != follower)
+        .expect("a third node");
+
+    // A named client on a follower, an unnamed one on the leader.
+    let named = within(warren_tests::lapin::Connection::connect(
+        cluster.node(follower).uri(),
+        warren_tests::lapin::ConnectionProperties::default()
+            .with_connection_name("billing-worker".into()),
+    ))
+    .await
+    .expect("connect with a connection name");
+    let unnamed = connect_retrying(cluster.node(leader).uri())
+        .await
+        .expect("connect");
+    let ch = confirm_channel(&named).await;
+    let _other_ch = confirm_channel(&unnamed).await;
+    let queue = unique("shared");
+    warren_tests::declare_queue(
+        &ch,
+        &queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        publish(&ch, "", &queue, b"m", BasicProperties::default()).await;
+    }
+
+    // Any node names the follower's client as it named itself; the other has no such field.
+    let connections = guest_api(cluster.node(other))
+        .get("/api/connections")
+        .await
+        .expect("connections");
+    let connections = connections.as_array().expect("a list");
+    let on = |n: usize| {
+        connections
+            .iter()
+            .find(|c| c["node"] == format!("warren@node{n}") && c["type"] == "network")
+            .unwrap_or_else(|| panic!("a client of node {n}: {connections:?}"))
+    };
+    assert_eq!(on(follower)["user_provided_name"], "billing-worker");
+    assert_eq!(
+        on(follower)["client_properties"]["connection_name"],
+        "billing-worker"
+    );
+    assert!(
+        on(leader).get("user_provided_name").is_none(),
+        "absent when not sent: {}",
+        on(leader)
+    );
+
+    // The dashboards add the nodes up: every figure is served once.
+    let mut metrics = std::collections::BTreeMap::new();
+    for n in 1..=3 {
+        let text = metrics_text(cluster.node(n), "/metrics").await;
+        assert_serves_every_listed_metric(&text);
+        assert_eq!(
+            sample(&text, &format!("rabbitmq_identity_info{{rabbitmq_node=\"warren@node{n}\",rabbitmq_cluster=\"warren\",rabbitmq_endpoint=\"aggregated\"}}")),
+            Some(1.0)
+        );
+        metrics.insert(n, text);
+    }
+    let of = |n: usize, series: &str| sample(&metrics[&n], series);
+    assert_eq!(
+        of(leader, "rabbitmq_queue_messages_ready"),
+        Some(5.0),
+        "the leader hosts the replicated queue"
+    );
+    for n in [follower, other] {
+        assert_eq!(
+            of(n, "rabbitmq_queue_messages_ready"),
+            Some(0.0),
+            "node {n}"
+        );
+        assert_eq!(of(n, "rabbitmq_queues"), Some(0.0), "node {n}");
+        assert_eq!(
+            of(
+                n,
+                "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"
+            ),
+            None,
+            "counters are the leader's: node {n} serves the family without a sample"
+        );
+    }
+    assert!(
+        of(
+            leader,
+            "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"
+        ) >= Some(5.0)
+    );
+    assert_eq!(
+        (
+            of(leader, "rabbitmq_connections"),
+            of(follower, "rabbitmq_connections"),
+            of(other, "rabbitmq_connections")
+        ),
+        (Some(1.0), Some(1.0), Some(0.0)),
+        "each node counts the clients whose socket it holds"
+    );
+    assert_eq!(of(follower, "rabbitmq_channels"), Some(1.0));
+    // The aliveness test passes on every node (its queue lives where it was first declared).
+    for n in 1..=3 {
+        assert_eq!(
+            guest_api(cluster.node(n))
+                .get("/api/aliveness-test/%2F")
+                .await
+                .expect("aliveness"),
+            json!({"status": "ok"}),
+            "node {n}"
+        );
+    }
+    let terms: Vec<Option<f64>> = (1..=3).map(|n| of(n, "rabbitmq_raft_term")).collect();
+    assert!(terms.iter().all(|t| *t >= Some(1.0)), "{terms:?}");
+}

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tonic::Request;
-use warren_core::view::BrokerView;
+use warren_core::view::{BindingView, BrokerView};
 use warren_proto::access::access_change::Change;
 use warren_proto::access::access_server::Access;
 use warren_proto::access::{self as pb, AccessChange};
@@ -22,12 +22,16 @@ use warren_wire::{BasicProperties, FieldTable, FieldValue, Method, ShortStr};
 
 use crate::auth::{self, Caller, Need};
 use crate::error::ApiError;
+use crate::listing::{self, ListQuery, Listing};
+use crate::names;
 use crate::shapes::{self, Cluster};
 use crate::Ctx;
 
 pub(crate) type Shared = State<Arc<Ctx>>;
 pub(crate) type Peer = ConnectInfo<SocketAddr>;
 pub(crate) type ApiResult = Result<Response, ApiError>;
+/// A request's query parameters, decoded, in order.
+pub(crate) type Params = Query<Vec<(String, String)>>;
 
 pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -37,6 +41,10 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{name}", get(node))
         .route("/api/healthchecks/node", get(healthcheck))
+        .route(
+            "/api/aliveness-test/{vhost}",
+            get(crate::aliveness::aliveness_test),
+        )
         .route("/api/vhosts", get(vhosts))
         .route(
             "/api/vhosts/{vhost}",
@@ -49,6 +57,14 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
             get(exchange).put(put_exchange).delete(delete_exchange),
         )
         .route("/api/exchanges/{vhost}/{name}/publish", post(publish))
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(exchange_source_bindings),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(exchange_destination_bindings),
+        )
         .route("/api/queues", get(queues))
         .route("/api/queues/{vhost}", get(queues_in))
         .route(
@@ -60,6 +76,7 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
             axum::routing::delete(purge_queue),
         )
         .route("/api/queues/{vhost}/{name}/get", post(get_messages))
+        .route("/api/queues/{vhost}/{name}/bindings", get(queue_bindings))
         .route("/api/bindings", get(bindings))
         .route("/api/bindings/{vhost}", get(bindings_in))
         .route(
@@ -160,6 +177,11 @@ fn cluster(ctx: &Ctx) -> Cluster {
 
 pub(crate) fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
+}
+
+/// A list as RabbitMQ answers it: sorted, cut to columns and paged as the query asks.
+pub(crate) fn list(items: Vec<Value>, params: &[(String, String)], listing: Listing) -> ApiResult {
+    ok(ListQuery::new(params).reply(items, listing)?)
 }
 
 pub(crate) fn no_content() -> ApiResult {
@@ -369,15 +391,22 @@ async fn healthcheck(State(ctx): Shared, ConnectInfo(peer): Peer, headers: Heade
     ok(json!({"status": "ok"}))
 }
 
-async fn vhosts(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn vhosts(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    ok(Value::from(
+    list(
         view.vhosts
             .iter()
             .filter(|v| caller.sees_vhost(&view, v))
             .map(|v| shapes::vhost(v, &view))
-            .collect::<Vec<_>>(),
-    ))
+            .collect(),
+        &params,
+        listing::BY_NAME,
+    )
 }
 
 async fn vhost(
@@ -429,6 +458,7 @@ async fn put_vhost(
     Path(name): Path<String>,
 ) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
+    names::check("vhost name", &name)?;
     let existed = view.vhosts.contains(&name);
     access_change(&ctx, Change::PutVhost(pb::VhostName { name })).await?;
     if existed {
@@ -462,8 +492,13 @@ fn check_vhost(caller: &Caller, view: &BrokerView, vhost: Option<&str>) -> Resul
     Ok(())
 }
 
-async fn exchanges(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    list_exchanges(ctx, peer, headers, None).await
+async fn exchanges(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
+    list_exchanges(ctx, peer, headers, None, params).await
 }
 
 async fn exchanges_in(
@@ -471,8 +506,9 @@ async fn exchanges_in(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(vhost): Path<String>,
+    Query(params): Params,
 ) -> ApiResult {
-    list_exchanges(ctx, peer, headers, Some(vhost)).await
+    list_exchanges(ctx, peer, headers, Some(vhost), params).await
 }
 
 async fn list_exchanges(
@@ -480,18 +516,21 @@ async fn list_exchanges(
     peer: SocketAddr,
     headers: HeaderMap,
     vhost: Option<String>,
+    params: Vec<(String, String)>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     check_vhost(&caller, &view, vhost.as_deref())?;
     let rates = ctx.rates.snapshot();
-    ok(Value::from(
+    list(
         view.exchanges
             .iter()
             .filter(|x| vhost.as_deref().is_none_or(|v| x.vhost == v))
             .filter(|x| caller.sees_vhost(&view, &x.vhost))
             .map(|x| shapes::exchange(x, &rates))
-            .collect::<Vec<_>>(),
-    ))
+            .collect(),
+        &params,
+        listing::BY_VHOST_AND_NAME,
+    )
 }
 
 /// RabbitMQ names the default exchange `amq.default` in URLs.
@@ -619,6 +658,10 @@ async fn put_declared(
     what: Declared,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
+    match what {
+        Declared::Exchange => names::check("exchange name", &name)?,
+        Declared::Queue => names::check("queue name", &name)?,
+    }
     let body = body_json(&body)?;
     let existed = match what {
         Declared::Exchange => view
@@ -674,6 +717,7 @@ async fn publish(
     let (caller, _) = session(&ctx, &headers, peer, Need::Management).await?;
     let body = body_json(&body)?;
     let routing_key = str_field(&body, "routing_key").unwrap_or_default();
+    names::check("routing key", routing_key)?;
     let payload = str_field(&body, "payload").unwrap_or_default();
     let payload = match str_field(&body, "payload_encoding").unwrap_or("string") {
         "base64" => base64::engine::general_purpose::STANDARD
@@ -715,8 +759,13 @@ async fn publish(
     ok(json!({ "routed": r? }))
 }
 
-async fn queues(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    list_queues(ctx, peer, headers, None).await
+async fn queues(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
+    list_queues(ctx, peer, headers, None, params).await
 }
 
 async fn queues_in(
@@ -724,8 +773,9 @@ async fn queues_in(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(vhost): Path<String>,
+    Query(params): Params,
 ) -> ApiResult {
-    list_queues(ctx, peer, headers, Some(vhost)).await
+    list_queues(ctx, peer, headers, Some(vhost), params).await
 }
 
 async fn list_queues(
@@ -733,19 +783,22 @@ async fn list_queues(
     peer: SocketAddr,
     headers: HeaderMap,
     vhost: Option<String>,
+    params: Vec<(String, String)>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     check_vhost(&caller, &view, vhost.as_deref())?;
     let rates = ctx.rates.snapshot();
     let cluster = cluster(&ctx);
-    ok(Value::from(
+    list(
         view.queues
             .iter()
             .filter(|q| vhost.as_deref().is_none_or(|v| q.vhost == v))
             .filter(|q| caller.sees_vhost(&view, &q.vhost))
             .map(|q| shapes::queue(q, &rates, &cluster))
-            .collect::<Vec<_>>(),
-    ))
+            .collect(),
+        &params,
+        listing::BY_VHOST_AND_NAME,
+    )
 }
 
 async fn queue(
@@ -959,8 +1012,13 @@ async fn get_messages(
     ok(Value::from(out))
 }
 
-async fn bindings(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    list_bindings(ctx, peer, headers, None).await
+async fn bindings(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
+    list_bindings(ctx, peer, headers, None, Bound::Any, params).await
 }
 
 async fn bindings_in(
@@ -968,8 +1026,82 @@ async fn bindings_in(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(vhost): Path<String>,
+    Query(params): Params,
 ) -> ApiResult {
-    list_bindings(ctx, peer, headers, Some(vhost)).await
+    list_bindings(ctx, peer, headers, Some(vhost), Bound::Any, params).await
+}
+
+/// `GET /api/queues/{vhost}/{name}/bindings`: the queue's bindings, the default exchange's
+/// implicit one first. As RabbitMQ's (`rabbit_binding:list_for_destination`), a queue that does
+/// not exist is not refused: it has its implicit binding only.
+async fn queue_bindings(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(params): Params,
+) -> ApiResult {
+    list_bindings(
+        ctx,
+        peer,
+        headers,
+        Some(vhost),
+        Bound::ToQueue(name),
+        params,
+    )
+    .await
+}
+
+/// `GET /api/exchanges/{vhost}/{name}/bindings/source`: the bindings from the exchange (the
+/// default exchange's, `amq.default`, are the implicit ones of every queue in the vhost).
+async fn exchange_source_bindings(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(params): Params,
+) -> ApiResult {
+    let source = exchange_name(&name).to_owned();
+    list_bindings(ctx, peer, headers, Some(vhost), Bound::From(source), params).await
+}
+
+/// `GET /api/exchanges/{vhost}/{name}/bindings/destination`: the exchange-to-exchange bindings
+/// to the exchange.
+async fn exchange_destination_bindings(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(params): Params,
+) -> ApiResult {
+    list_bindings(
+        ctx,
+        peer,
+        headers,
+        Some(vhost),
+        Bound::ToExchange(name),
+        params,
+    )
+    .await
+}
+
+/// Which bindings a listing shows.
+enum Bound {
+    Any,
+    From(String),
+    ToQueue(String),
+    ToExchange(String),
+}
+
+impl Bound {
+    fn holds(&self, b: &BindingView) -> bool {
+        match self {
+            Bound::Any => true,
+            Bound::From(x) => b.source == *x,
+            Bound::ToQueue(q) => b.destination_type == "queue" && b.destination == *q,
+            Bound::ToExchange(x) => b.destination_type == "exchange" && b.destination == *x,
+        }
+    }
 }
 
 async fn list_bindings(
@@ -977,16 +1109,49 @@ async fn list_bindings(
     peer: SocketAddr,
     headers: HeaderMap,
     vhost: Option<String>,
+    bound: Bound,
+    params: Vec<(String, String)>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     check_vhost(&caller, &view, vhost.as_deref())?;
-    ok(Value::from(
-        shapes::bindings(&view)
-            .filter(|b| vhost.as_deref().is_none_or(|v| b.vhost == v))
-            .filter(|b| caller.sees_vhost(&view, &b.vhost))
-            .map(|b| shapes::binding(&b))
-            .collect::<Vec<_>>(),
-    ))
+    let mut items: Vec<BindingView> = shapes::bindings(&view)
+        .filter(|b| vhost.as_deref().is_none_or(|v| b.vhost == v))
+        .filter(|b| caller.sees_vhost(&view, &b.vhost))
+        .filter(|b| bound.holds(b))
+        .collect();
+    // RabbitMQ's `implicit_for_destination`: a queue has its default binding, listed even when
+    // the queue does not exist.
+    if let (Bound::ToQueue(queue), Some(vhost)) = (&bound, &vhost) {
+        if items.is_empty() {
+            items.push(BindingView {
+                vhost: vhost.clone(),
+                source: String::new(),
+                destination: queue.clone(),
+                destination_type: "queue".into(),
+                routing_key: queue.clone(),
+                arguments: vec![],
+            });
+        }
+    }
+    list(
+        items.iter().map(shapes::binding).collect(),
+        &params,
+        listing::BINDINGS,
+    )
+}
+
+/// The names of a binding fit AMQP's short strings (see [`names`]).
+pub(crate) fn check_binding_names(
+    source: &str,
+    destination: &str,
+    body: &Value,
+) -> Result<(), ApiError> {
+    names::check("source name", source)?;
+    names::check("destination name", destination)?;
+    names::check(
+        "routing key",
+        str_field(body, "routing_key").unwrap_or_default(),
+    )
 }
 
 pub(crate) async fn bind(
@@ -1031,6 +1196,7 @@ async fn add_binding(
         return Err(ApiError::not_found());
     }
     let body = body_json(&body)?;
+    check_binding_names(&source, &destination, &body)?;
     let mut conn = direct(&ctx, &caller, &vhost).await?;
     let r = bind(&mut conn, &source, &kind, &destination, &body).await;
     conn.close().await;
@@ -1038,15 +1204,22 @@ async fn add_binding(
     created()
 }
 
-async fn connections(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn connections(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    ok(Value::from(
+    list(
         view.connections
             .iter()
             .filter(|c| caller.sees_user(&c.user))
             .map(shapes::connection)
-            .collect::<Vec<_>>(),
-    ))
+            .collect(),
+        &params,
+        listing::BY_VHOST_AND_NAME,
+    )
 }
 
 async fn connection(
@@ -1098,9 +1271,14 @@ async fn close_connection(
     no_content()
 }
 
-async fn channels(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn channels(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    ok(Value::from(
+    list(
         view.channels
             .iter()
             .filter(|ch| caller.sees_user(&ch.user))
@@ -1108,12 +1286,19 @@ async fn channels(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMa
                 let c = view.connections.iter().find(|c| c.conn == ch.conn)?;
                 Some(shapes::channel(ch, c))
             })
-            .collect::<Vec<_>>(),
-    ))
+            .collect(),
+        &params,
+        listing::BY_VHOST_AND_NAME,
+    )
 }
 
-async fn consumers(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    list_consumers(ctx, peer, headers, None).await
+async fn consumers(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
+    list_consumers(ctx, peer, headers, None, params).await
 }
 
 async fn consumers_in(
@@ -1121,8 +1306,9 @@ async fn consumers_in(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(vhost): Path<String>,
+    Query(params): Params,
 ) -> ApiResult {
-    list_consumers(ctx, peer, headers, Some(vhost)).await
+    list_consumers(ctx, peer, headers, Some(vhost), params).await
 }
 
 async fn list_consumers(
@@ -1130,10 +1316,11 @@ async fn list_consumers(
     peer: SocketAddr,
     headers: HeaderMap,
     vhost: Option<String>,
+    params: Vec<(String, String)>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     check_vhost(&caller, &view, vhost.as_deref())?;
-    ok(Value::from(
+    list(
         view.consumers
             .iter()
             .filter(|k| vhost.as_deref().is_none_or(|v| k.vhost == v))
@@ -1142,18 +1329,24 @@ async fn list_consumers(
                 let c = view.connections.iter().find(|c| c.conn == k.conn)?;
                 Some(shapes::consumer(k, c))
             })
-            .collect::<Vec<_>>(),
-    ))
+            .collect(),
+        &params,
+        listing::UNSORTED,
+    )
 }
 
-async fn users(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn users(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
-    ok(Value::from(
-        view.users
-            .iter()
-            .map(|u| shapes::user(u, &view))
-            .collect::<Vec<_>>(),
-    ))
+    list(
+        view.users.iter().map(|u| shapes::user(u, &view)).collect(),
+        &params,
+        listing::BY_NAME,
+    )
 }
 
 async fn user(
@@ -1195,6 +1388,7 @@ async fn put_user(
     body: Bytes,
 ) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
+    names::check("user name", &name)?;
     let body = body_json(&body)?;
     // RabbitMQ requires the key (an empty string for no tags).
     if body.get("tags").is_none() {
@@ -1243,14 +1437,18 @@ async fn delete_user(
     no_content()
 }
 
-async fn permissions(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn permissions(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
-    ok(Value::from(
-        view.permissions
-            .iter()
-            .map(shapes::permission)
-            .collect::<Vec<_>>(),
-    ))
+    list(
+        view.permissions.iter().map(shapes::permission).collect(),
+        &params,
+        listing::UNSORTED,
+    )
 }
 
 async fn permission(

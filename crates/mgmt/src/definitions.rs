@@ -21,9 +21,13 @@ use serde_json::{json, Value};
 use warren_proto::access as pb;
 use warren_proto::access::access_change::Change;
 
-use crate::api::{access_change, bind, declare_exchange, declare_queue, direct, session, tags};
+use crate::api::{
+    access_change, bind, check_binding_names, declare_exchange, declare_queue, direct, session,
+    tags,
+};
 use crate::auth::Need;
 use crate::error::ApiError;
+use crate::names;
 use crate::shapes;
 use crate::Ctx;
 
@@ -141,6 +145,7 @@ pub(crate) async fn import(
             "not a definitions file: not a JSON object",
         ));
     }
+    check_names(&defs)?;
     for v in list(&defs, "vhosts") {
         access_change(
             &ctx,
@@ -264,6 +269,27 @@ pub(crate) async fn import(
         .await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every name in the file fits AMQP's short strings (see [`names`]): checked before anything is
+/// imported, so a file with a name too long changes nothing.
+fn check_names(defs: &Value) -> Result<(), ApiError> {
+    for v in list(defs, "vhosts") {
+        names::check("vhost name", text(v, "name"))?;
+    }
+    for u in list(defs, "users") {
+        names::check("user name", text(u, "name"))?;
+    }
+    for x in list(defs, "exchanges") {
+        names::check("exchange name", text(x, "name"))?;
+    }
+    for q in list(defs, "queues") {
+        names::check("queue name", text(q, "name"))?;
+    }
+    for b in list(defs, "bindings") {
+        check_binding_names(text(b, "source"), text(b, "destination"), b)?;
+    }
+    Ok(())
 }
 
 /// A definitions file's limits object (`{"max-connections": 10}`) as Access limits; values must

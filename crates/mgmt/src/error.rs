@@ -29,6 +29,15 @@ impl ApiError {
         }
     }
 
+    /// A 400 with RabbitMQ's own `error` for the case (`invalid_pagination_parameters`, ...).
+    pub(crate) fn bad_request_as(error: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn not_authorised(reason: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,

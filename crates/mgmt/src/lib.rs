@@ -8,6 +8,7 @@
 //! Raft), and publish, get, purge and delete go through a direct connection logged in as the
 //! HTTP user. This crate decides nothing about brokers: it translates.
 
+mod aliveness;
 mod api;
 mod auth;
 mod console;
@@ -15,7 +16,10 @@ mod definitions;
 mod error;
 mod https;
 mod limits;
+mod listing;
 mod metrics;
+mod names;
+mod prometheus_plugin;
 mod rates;
 mod shapes;
 mod topic_permissions;

@@ -1,7 +1,9 @@
-//! `GET /metrics`: this node's metrics in Prometheus' text format (unauthenticated, like
-//! RabbitMQ's `rabbitmq_prometheus` endpoint). Broker figures come from the deciding broker's
-//! view: queues and messages for the whole cluster, connections and channels for the clients
-//! whose sockets are on this node. Raft figures and the WAL fsync latency are this node's own.
+//! `GET /metrics` and `GET /metrics/per-object`: this node's metrics in Prometheus' text format
+//! (unauthenticated, like RabbitMQ's `rabbitmq_prometheus` endpoints). Warren's own `warren_*`
+//! figures come from the deciding broker's view: queues and messages for the whole cluster,
+//! connections and channels for the clients whose sockets are on this node; Raft figures and
+//! the WAL fsync latency are this node's own. RabbitMQ's `rabbitmq_*` metrics are written by
+//! [`crate::prometheus_plugin`].
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -14,12 +16,14 @@ use axum::routing::get;
 use axum::Router;
 use openraft::async_runtime::WatchReceiver;
 
+use crate::prometheus_plugin::{self, Endpoint, Figures};
 use crate::shapes::conn_node;
 use crate::Ctx;
 
 pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(aggregated))
+        .route("/metrics/per-object", get(per_object))
         .with_state(ctx)
 }
 
@@ -46,22 +50,68 @@ pub(crate) fn spawn_leader_watch(ctx: Arc<Ctx>) {
     });
 }
 
-struct Out(String);
+/// Prometheus' text exposition format being written.
+#[derive(Default)]
+pub(crate) struct Exposition(String);
 
-impl Out {
-    fn metric(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        let _ = writeln!(
-            self.0,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+impl Exposition {
+    /// A family's HELP and TYPE lines; its samples follow.
+    pub(crate) fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample of the family last begun, with its labels (values escaped).
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+    ) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.0, "{k}=\"{v}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    /// A family with one sample and no labels.
+    pub(crate) fn metric(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl std::fmt::Display,
+    ) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
+async fn aggregated(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
+    metrics(ctx, Endpoint::Aggregated).await
+}
+
+async fn per_object(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
+    metrics(ctx, Endpoint::PerObject).await
+}
+
+async fn metrics(ctx: Arc<Ctx>, endpoint: Endpoint) -> impl IntoResponse {
     ctx.asked();
-    let mut out = Out(String::new());
+    let mut out = Exposition::default();
     let me = ctx.node.node_id;
-    if let Ok((view, _)) = ctx.node.management.view().await {
+    let view = ctx.node.management.view().await.ok();
+    if let Some((view, _)) = &view {
         let here = |conn: u64| conn_node(conn) == me;
         out.metric(
             "warren_connections",
@@ -175,53 +225,27 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
         "{name}_count {}",
         fsync.cumulative.last().copied().unwrap_or(0)
     );
-    // Memory (measured each second by the resource monitor, `warren_server::alarm`) and the
-    // resource alarms, under RabbitMQ's names too (rabbitmq_prometheus), so its dashboards'
-    // "memory/disk available before publishers blocked" panels work.
     out.metric(
         "warren_process_resident_memory_bytes",
         "gauge",
         "Resident set size of the warren process.",
         status.mem_used,
     );
-    out.metric(
-        "rabbitmq_process_resident_memory_bytes",
-        "gauge",
-        "Memory used in bytes",
-        status.mem_used,
-    );
-    out.metric(
-        "rabbitmq_resident_memory_limit_bytes",
-        "gauge",
-        "Memory high watermark in bytes",
-        status.mem_limit,
-    );
-    if let Some(free) = status.disk_free {
-        out.metric(
-            "rabbitmq_disk_space_available_bytes",
-            "gauge",
-            "Disk space available in bytes",
-            free,
-        );
-    }
-    out.metric(
-        "rabbitmq_disk_space_available_limit_bytes",
-        "gauge",
-        "Free disk space low watermark in bytes",
-        status.disk_free_limit,
-    );
-    out.metric(
-        "rabbitmq_alarms_memory_used_watermark",
-        "untyped",
-        "is the vm_memory_high_watermark threshold reached",
-        u8::from(status.mem_alarm),
-    );
-    out.metric(
-        "rabbitmq_alarms_free_disk_space_watermark",
-        "untyped",
-        "is the disk_free_limit threshold reached",
-        u8::from(status.disk_free_alarm),
-    );
+    let figures = Figures {
+        node_id: me,
+        view: view.as_ref().map(|(v, source)| (v, *source)),
+        status: &status,
+        snapshot_index: ctx
+            .node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .snapshot
+            .as_ref()
+            .map(|l| l.index),
+        uptime: ctx.started.elapsed(),
+    };
+    prometheus_plugin::write(&mut out, &figures, endpoint);
     (
         [(
             header::CONTENT_TYPE,

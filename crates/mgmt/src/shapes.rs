@@ -65,6 +65,24 @@ pub(crate) fn conn_node(conn: u64) -> u64 {
     conn >> 52
 }
 
+/// The queue's type as RabbitMQ names it: its `x-queue-type` when that is `quorum` (or
+/// `stream`), `classic` otherwise (a queue declared without the argument included).
+pub(crate) fn queue_type(q: &QueueView) -> &'static str {
+    let declared = q
+        .arguments
+        .iter()
+        .find(|(k, _)| k == "x-queue-type")
+        .and_then(|(_, v)| match v {
+            ArgValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        });
+    match declared {
+        Some("quorum") => "quorum",
+        Some("stream") => "stream",
+        _ => "classic",
+    }
+}
+
 pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Value {
     let r = |c: &str| rates.get(&queue_key(&q.vhost, &q.name, c));
     let mut stats = Map::new();
@@ -91,7 +109,7 @@ pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Valu
     obj.insert("auto_delete".into(), q.auto_delete.into());
     obj.insert("exclusive".into(), q.exclusive_owner.is_some().into());
     obj.insert("arguments".into(), args(&q.arguments));
-    obj.insert("type".into(), "classic".into());
+    obj.insert("type".into(), queue_type(q).into());
     obj.insert("state".into(), "running".into());
     match q.home {
         // A transient queue lives on its home node alone, as a RabbitMQ classic queue does.
@@ -225,10 +243,22 @@ fn endpoints(c: &ConnectionView) -> ((String, Value), (String, Value)) {
     }
 }
 
+/// The `connection_name` a client sent in its client properties (RabbitMQ's
+/// `user_provided_name`).
+fn user_provided_name(c: &ConnectionView) -> Option<&str> {
+    c.client_properties
+        .iter()
+        .find(|(k, _)| k == "connection_name")
+        .and_then(|(_, v)| match v {
+            ArgValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
 pub(crate) fn connection(c: &ConnectionView) -> Value {
     let ((peer_host, peer_port), (host, port)) = endpoints(c);
     let direct = c.name == "management API (direct)";
-    json!({
+    let mut obj = json!({
         "name": c.name,
         "node": node_name(conn_node(c.conn)),
         "user": c.user,
@@ -246,7 +276,12 @@ pub(crate) fn connection(c: &ConnectionView) -> Value {
         "connected_at": c.connected_at,
         "client_properties": args(&c.client_properties),
         "warren_id": c.conn.to_string(),
-    })
+    });
+    // Absent when the client sent none, as in RabbitMQ.
+    if let Some(name) = user_provided_name(c) {
+        obj["user_provided_name"] = Value::from(name);
+    }
+    obj
 }
 
 fn channel_name(c: &ConnectionView, number: u16) -> String {

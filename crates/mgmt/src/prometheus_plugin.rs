@@ -1,0 +1,585 @@
+//! The metrics of RabbitMQ's Prometheus plugin (`rabbitmq_prometheus`) under its names, types
+//! and labels, so that its official Grafana dashboards ("RabbitMQ-Overview",
+//! "RabbitMQ-Quorum-Queues-Raft") work unchanged. A figure Warren does not have is a family
+//! with no sample (its panel shows "no data"), never a number made up; a count of something
+//! Warren never does is 0. `docs/compatibility.md` says which is which.
+//!
+//! The dashboards add every node's samples up, so each figure is served once in the cluster: a
+//! node serves its own clients (connections, channels, consumers), the queues it hosts (the
+//! transient queues homed on it; the replicated ones when it leads, as RabbitMQ reports a quorum
+//! queue on its leader's node) and its own process and Raft figures. The message counters are
+//! the deciding broker's (the Raft leader's, transient queues' numbers merged in), so the
+//! leader serves them and the other nodes serve the families without a sample; a new leader's
+//! counters then start a new series instead of jumping in an old one.
+
+use std::time::Duration;
+
+use warren_core::view::{BrokerView, QueueView};
+use warren_proto::raft::StatusReply;
+use warren_server::management::ViewSource;
+
+use crate::metrics::Exposition;
+use crate::shapes::{conn_node, queue_type};
+
+/// The version of RabbitMQ whose metrics these are (as `/api/overview` says).
+const RABBITMQ_VERSION: &str = "3.10.8";
+/// The cluster name the dashboards select (as `/api/cluster-name` says).
+const CLUSTER_NAME: &str = "warren";
+
+/// Which of RabbitMQ's endpoints is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/metrics`: queue figures added up per node.
+    Aggregated,
+    /// `/metrics/per-object`: one sample per queue, labelled `vhost` and `queue`.
+    PerObject,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Aggregated => "aggregated",
+            Endpoint::PerObject => "per-object",
+        }
+    }
+}
+
+/// What this node knows, read once per scrape.
+pub(crate) struct Figures<'a> {
+    pub(crate) node_id: u64,
+    /// The deciding broker's view and where it came from (`None`: no broker answered).
+    pub(crate) view: Option<(&'a BrokerView, ViewSource)>,
+    pub(crate) status: &'a StatusReply,
+    /// The last log index in this node's latest Raft snapshot.
+    pub(crate) snapshot_index: Option<u64>,
+    pub(crate) uptime: Duration,
+}
+
+impl Figures<'_> {
+    /// Whether this node's broker decided the view (it leads, or runs alone).
+    fn decides(&self) -> bool {
+        matches!(self.view, Some((_, ViewSource::Leader { node_id })) if node_id == self.node_id)
+    }
+
+    /// Whether this node hosts `q` (see the module docs).
+    fn hosts(&self, q: &QueueView) -> bool {
+        match q.home {
+            Some(home) if home != 0 => home == self.node_id,
+            _ => self.decides(),
+        }
+    }
+}
+
+/// Writes every family to `out`.
+pub(crate) fn write(out: &mut Exposition, f: &Figures, endpoint: Endpoint) {
+    identity(out, f, endpoint);
+    clients(out, f);
+    queues(out, f, endpoint);
+    global_counters(out, f);
+    churn(out);
+    resources(out, f);
+    raft(out, f);
+}
+
+fn identity(out: &mut Exposition, f: &Figures, endpoint: Endpoint) {
+    let node = crate::node_name(f.node_id);
+    out.family(
+        "rabbitmq_identity_info",
+        "gauge",
+        "RabbitMQ node & cluster identity info",
+    );
+    out.sample(
+        "rabbitmq_identity_info",
+        &[
+            ("rabbitmq_node", &node),
+            ("rabbitmq_cluster", CLUSTER_NAME),
+            ("rabbitmq_endpoint", endpoint.label()),
+        ],
+        1,
+    );
+    out.family(
+        "rabbitmq_build_info",
+        "gauge",
+        "RabbitMQ & Erlang/OTP version info",
+    );
+    out.sample(
+        "rabbitmq_build_info",
+        &[
+            ("rabbitmq_version", RABBITMQ_VERSION),
+            ("prometheus_plugin_version", RABBITMQ_VERSION),
+            // Warren is not an Erlang program.
+            ("erlang_version", "none"),
+            ("product_name", "Warren"),
+            ("product_version", env!("CARGO_PKG_VERSION")),
+        ],
+        1,
+    );
+    out.metric(
+        "rabbitmq_erlang_uptime_seconds",
+        "gauge",
+        "Node uptime",
+        format!("{:.3}", f.uptime.as_secs_f64()),
+    );
+}
+
+/// Connections, channels and consumers whose socket is on this node.
+fn clients(out: &mut Exposition, f: &Figures) {
+    let Some((view, _)) = f.view else {
+        for (name, help) in [
+            ("rabbitmq_connections", "Connections currently open"),
+            ("rabbitmq_channels", "Channels currently open"),
+        ] {
+            out.family(name, "gauge", help);
+        }
+        out.family(
+            "rabbitmq_global_consumers",
+            "gauge",
+            "Current number of consumers",
+        );
+        global_publishers(out);
+        return;
+    };
+    let here = |conn: u64| conn_node(conn) == f.node_id;
+    out.metric(
+        "rabbitmq_connections",
+        "gauge",
+        "Connections currently open",
+        view.connections.iter().filter(|c| here(c.conn)).count(),
+    );
+    out.metric(
+        "rabbitmq_channels",
+        "gauge",
+        "Channels currently open",
+        view.channels.iter().filter(|c| here(c.conn)).count(),
+    );
+    out.family(
+        "rabbitmq_global_consumers",
+        "gauge",
+        "Current number of consumers",
+    );
+    out.sample(
+        "rabbitmq_global_consumers",
+        &[("protocol", "amqp091")],
+        view.consumers.iter().filter(|c| here(c.conn)).count(),
+    );
+    global_publishers(out);
+}
+
+/// AMQP 0-9-1 has no publisher objects: RabbitMQ counts publishers of streams, AMQP 1.0 and
+/// MQTT only, and reports 0 for `amqp091`; so does Warren.
+fn global_publishers(out: &mut Exposition) {
+    out.family(
+        "rabbitmq_global_publishers",
+        "gauge",
+        "Current number of publishers",
+    );
+    out.sample("rabbitmq_global_publishers", &[("protocol", "amqp091")], 0);
+}
+
+/// The depth and consumers of the queues this node hosts.
+fn queues(out: &mut Exposition, f: &Figures, endpoint: Endpoint) {
+    type Figure = fn(&QueueView) -> u64;
+    let gauges: [(&str, &str, Figure); 5] = [
+        (
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            |q| q.messages_ready,
+        ),
+        (
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            |q| q.messages_unacknowledged,
+        ),
+        (
+            "rabbitmq_queue_messages",
+            "Sum of ready and unacknowledged messages - total queue depth",
+            |q| q.messages_ready + q.messages_unacknowledged,
+        ),
+        // Warren's view has the bytes of ready messages only: unacknowledged ones are not
+        // counted here.
+        (
+            "rabbitmq_queue_messages_bytes",
+            "Size in bytes of ready messages (Warren does not count the bytes of unacknowledged ones)",
+            |q| q.message_bytes_ready,
+        ),
+        (
+            "rabbitmq_queue_consumers",
+            "Consumers on a queue",
+            |q| u64::from(q.consumers),
+        ),
+    ];
+    let hosted: Option<Vec<&QueueView>> = f
+        .view
+        .map(|(view, _)| view.queues.iter().filter(|q| f.hosts(q)).collect());
+    out.family("rabbitmq_queues", "gauge", "Queues available");
+    if let Some(hosted) = &hosted {
+        out.sample("rabbitmq_queues", &[], hosted.len());
+    }
+    for (name, help, figure) in gauges {
+        per_queue(
+            out,
+            (name, "gauge", help),
+            hosted.as_deref(),
+            figure,
+            endpoint,
+        );
+    }
+    // A counter, so the deciding broker's only (see the module docs).
+    let counted: Option<Vec<&QueueView>> = f
+        .view
+        .filter(|_| f.decides())
+        .map(|(view, _)| view.queues.iter().collect());
+    per_queue(
+        out,
+        (
+            "rabbitmq_queue_messages_published_total",
+            "counter",
+            "Total number of messages published to queues",
+        ),
+        counted.as_deref(),
+        |q| q.counters.published,
+        endpoint,
+    );
+}
+
+/// One family (name, type, help) of queue figures: summed on `/metrics`, one sample per queue
+/// on `/metrics/per-object`; no sample at all without `queues`.
+fn per_queue(
+    out: &mut Exposition,
+    (name, kind, help): (&str, &str, &str),
+    queues: Option<&[&QueueView]>,
+    figure: fn(&QueueView) -> u64,
+    endpoint: Endpoint,
+) {
+    out.family(name, kind, help);
+    let Some(queues) = queues else {
+        return;
+    };
+    match endpoint {
+        Endpoint::Aggregated => {
+            out.sample(name, &[], queues.iter().map(|q| figure(q)).sum::<u64>());
+        }
+        Endpoint::PerObject => {
+            for q in queues {
+                out.sample(name, &[("vhost", &q.vhost), ("queue", &q.name)], figure(q));
+            }
+        }
+    }
+}
+
+/// RabbitMQ's global message counters (`rabbit_global_counters`), from the deciding broker.
+fn global_counters(out: &mut Exposition, f: &Figures) {
+    let view = f.view.filter(|_| f.decides()).map(|(view, _)| view);
+    let protocol = [("protocol", "amqp091")];
+    // Messages published, and queue deliveries they were routed to (RabbitMQ counts one per
+    // queue reached too).
+    for (name, help, figure) in [
+        (
+            "rabbitmq_global_messages_received_total",
+            "Total number of messages received from publishers",
+            (|v: &BrokerView| v.exchanges.iter().map(|x| x.publish_in).sum::<u64>())
+                as fn(&BrokerView) -> u64,
+        ),
+        (
+            "rabbitmq_global_messages_routed_total",
+            "Total number of messages routed to queues or streams",
+            |v: &BrokerView| v.exchanges.iter().map(|x| x.publish_out).sum::<u64>(),
+        ),
+    ] {
+        out.family(name, "counter", help);
+        if let Some(view) = view {
+            out.sample(name, &protocol, figure(view));
+        }
+    }
+    // Not counted by Warren's broker (see docs/compatibility.md): no sample.
+    for (name, help) in [
+        (
+            "rabbitmq_global_messages_received_confirm_total",
+            "Total number of messages received from publishers expecting confirmations",
+        ),
+        (
+            "rabbitmq_global_messages_confirmed_total",
+            "Total number of messages confirmed to publishers",
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_dropped_total",
+            "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_returned_total",
+            "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+            "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+            "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_manual_ack_total",
+            "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_auto_ack_total",
+            "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+        ),
+        (
+            "rabbitmq_global_messages_get_empty_total",
+            "Total number of times basic.get operations fetched no message",
+        ),
+        // Warren's broker counts a message settled however it left (no-ack deliveries and
+        // rejects included), not the acknowledgements RabbitMQ counts.
+        (
+            "rabbitmq_global_messages_acknowledged_total",
+            "Total number of messages acknowledged by consumers",
+        ),
+    ] {
+        out.family(name, "counter", help);
+    }
+    // Deliveries per queue type, as RabbitMQ labels them.
+    type Figure = fn(&QueueView) -> u64;
+    let per_type: [(&str, &str, Figure); 2] = [
+        (
+            "rabbitmq_global_messages_delivered_total",
+            "Total number of messages delivered to consumers",
+            |q| q.counters.delivered,
+        ),
+        (
+            "rabbitmq_global_messages_redelivered_total",
+            "Total number of messages redelivered to consumers",
+            |q| q.counters.redelivered,
+        ),
+    ];
+    for (name, help, figure) in per_type {
+        out.family(name, "counter", help);
+        let Some(view) = view else { continue };
+        for (kind, label) in [
+            ("classic", "rabbit_classic_queue"),
+            ("quorum", "rabbit_quorum_queue"),
+        ] {
+            let n: u64 = view
+                .queues
+                .iter()
+                .filter(|q| queue_type(q) == kind)
+                .map(figure)
+                .sum();
+            out.sample(name, &[("protocol", "amqp091"), ("queue_type", label)], n);
+        }
+    }
+}
+
+/// Churn and the other counters Warren does not keep (see docs/compatibility.md): families
+/// without a sample.
+fn churn(out: &mut Exposition) {
+    for (name, help) in [
+        (
+            "rabbitmq_connections_opened_total",
+            "Total number of connections opened",
+        ),
+        (
+            "rabbitmq_connections_closed_total",
+            "Total number of connections closed or terminated",
+        ),
+        (
+            "rabbitmq_channels_opened_total",
+            "Total number of channels opened",
+        ),
+        (
+            "rabbitmq_channels_closed_total",
+            "Total number of channels closed",
+        ),
+        (
+            "rabbitmq_queues_declared_total",
+            "Total number of queues declared",
+        ),
+        (
+            "rabbitmq_queues_created_total",
+            "Total number of queues created",
+        ),
+        (
+            "rabbitmq_queues_deleted_total",
+            "Total number of queues deleted",
+        ),
+        (
+            "rabbitmq_auth_attempts_total",
+            "Total number of authentication attempts",
+        ),
+        (
+            "rabbitmq_auth_attempts_failed_total",
+            "Total number of failed authentication attempts",
+        ),
+    ] {
+        out.family(name, "counter", help);
+    }
+    out.family(
+        "rabbitmq_message_size_bytes",
+        "histogram",
+        "Size of messages received from publishers",
+    );
+}
+
+/// Memory, disk, file descriptors and the resource alarms of this process (memory and disk as
+/// measured each second by `warren_server::alarm`).
+fn resources(out: &mut Exposition, f: &Figures) {
+    let s = f.status;
+    out.metric(
+        "rabbitmq_process_resident_memory_bytes",
+        "gauge",
+        "Memory used in bytes",
+        s.mem_used,
+    );
+    out.metric(
+        "rabbitmq_resident_memory_limit_bytes",
+        "gauge",
+        "Memory high watermark in bytes",
+        s.mem_limit,
+    );
+    out.family(
+        "rabbitmq_disk_space_available_bytes",
+        "gauge",
+        "Disk space available in bytes",
+    );
+    if let Some(free) = s.disk_free {
+        out.sample("rabbitmq_disk_space_available_bytes", &[], free);
+    }
+    out.metric(
+        "rabbitmq_disk_space_available_limit_bytes",
+        "gauge",
+        "Free disk space low watermark in bytes",
+        s.disk_free_limit,
+    );
+    out.family(
+        "rabbitmq_process_open_fds",
+        "gauge",
+        "Open file descriptors",
+    );
+    if let Some(n) = open_fds() {
+        out.sample("rabbitmq_process_open_fds", &[], n);
+    }
+    out.family(
+        "rabbitmq_process_max_fds",
+        "gauge",
+        "Open file descriptors limit",
+    );
+    if let Some(n) = max_fds() {
+        out.sample("rabbitmq_process_max_fds", &[], n);
+    }
+    out.metric(
+        "rabbitmq_alarms_memory_used_watermark",
+        "untyped",
+        "is the vm_memory_high_watermark threshold reached",
+        u8::from(s.mem_alarm),
+    );
+    out.metric(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "untyped",
+        "is the disk_free_limit threshold reached",
+        u8::from(s.disk_free_alarm),
+    );
+    // Warren has no Erlang processes or ETS tables: nothing of its memory is theirs.
+    out.metric(
+        "rabbitmq_memory_quorum_queue_erlang_process_bytes",
+        "gauge",
+        "Memory in bytes used by quorum queue Erlang processes (none in Warren)",
+        0,
+    );
+    out.metric(
+        "rabbitmq_memory_quorum_queue_ets_table_bytes",
+        "gauge",
+        "Memory in bytes used by quorum queue ETS tables (none in Warren)",
+        0,
+    );
+}
+
+/// The file descriptors this process has open (Linux: `/proc/self/fd`).
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+/// This process's soft limit of open files (Linux: `/proc/self/limits`); `None` if unlimited.
+fn max_fds() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// This node's Raft figures. Warren replicates every queue through one Raft group, so these are
+/// one sample per node (RabbitMQ has one per quorum queue on `/metrics/per-object`); each
+/// family is served under its RabbitMQ 4.2 name and its earlier one.
+fn raft(out: &mut Exposition, f: &Figures) {
+    let s = f.status;
+    let counters = [
+        (
+            ["rabbitmq_raft_term", "rabbitmq_raft_term_total"],
+            "Current Raft term number",
+            s.term,
+        ),
+        (
+            [
+                "rabbitmq_raft_commit_index",
+                "rabbitmq_raft_log_commit_index",
+            ],
+            "Raft log commit index",
+            s.committed_index.unwrap_or(0),
+        ),
+        (
+            [
+                "rabbitmq_raft_last_written_index",
+                "rabbitmq_raft_log_last_written_index",
+            ],
+            "Raft log last written index",
+            s.last_log_index.unwrap_or(0),
+        ),
+        (
+            [
+                "rabbitmq_raft_snapshot_index",
+                "rabbitmq_raft_log_snapshot_index",
+            ],
+            "Raft log snapshot index",
+            f.snapshot_index.unwrap_or(0),
+        ),
+    ];
+    for (names, help, value) in counters {
+        for name in names {
+            out.metric(name, "counter", help, value);
+        }
+    }
+    out.metric(
+        "rabbitmq_raft_last_applied",
+        "gauge",
+        "Raft last applied index",
+        s.applied_index.unwrap_or(0),
+    );
+    // Warren's Raft log is in RocksDB: it has no segment files.
+    out.metric(
+        "rabbitmq_raft_num_segments",
+        "gauge",
+        "Number of Raft log segment files (none: Warren's log is in RocksDB)",
+        0,
+    );
+    out.metric(
+        "rabbitmq_raft_max_num_segments",
+        "gauge",
+        "Largest number of Raft log segment files (none: Warren's log is in RocksDB)",
+        0,
+    );
+    // Not measured by Warren (see docs/compatibility.md): no sample.
+    for name in [
+        "rabbitmq_raft_commit_latency_seconds",
+        "rabbitmq_raft_entry_commit_latency_seconds",
+    ] {
+        out.family(name, "gauge", "Time taken for a log entry to be committed");
+    }
+    out.family(
+        "rabbitmq_raft_max_commit_latency_seconds",
+        "gauge",
+        "Largest time taken for a log entry to be committed",
+    );
+}
