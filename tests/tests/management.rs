@@ -2136,3 +2136,87 @@ async fn each_node_serves_its_own_share_of_rabbitmqs_metrics_and_names_its_clien
     let terms: Vec<Option<f64>> = (1..=3).map(|n| of(n, "rabbitmq_raft_term")).collect();
     assert!(terms.iter().all(|t| *t >= Some(1.0)), "{terms:?}");
 }
+
+/// A single-active-consumer queue names its active consumer, and its consumers say which one
+/// receives (`active`, `activity_status`), as RabbitMQ's API does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_active_consumer_queue_shows_who_receives() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    let conn = node.connect().await;
+    let ch = confirm_channel(&conn).await;
+    let queue = unique("sac");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-single-active-consumer".into(),
+        warren_tests::lapin::types::AMQPValue::Boolean(true),
+    );
+    within(ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    ))
+    .await
+    .expect("a single-active-consumer queue");
+    // Kept: a lapin consumer dropped is cancelled.
+    let mut consumers = Vec::new();
+    for tag in ["first", "second"] {
+        consumers.push(
+            within(ch.basic_consume(
+                queue.as_str().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ))
+            .await
+            .expect("basic.consume"),
+        );
+    }
+    let q = wait_for_json(
+        &admin,
+        &format!("/api/queues/%2F/{}", segment(&queue)),
+        WAIT,
+        |q| q["consumers"] == json!(2),
+    )
+    .await
+    .expect("GET the queue with its two consumers");
+    assert_eq!(q["single_active_consumer_tag"], json!("first"), "{q}");
+    let mut details: Vec<(String, bool, String)> = q["consumer_details"]
+        .as_array()
+        .expect("consumer details")
+        .iter()
+        .map(|k| {
+            (
+                k["consumer_tag"].as_str().unwrap_or_default().to_owned(),
+                k["active"].as_bool().unwrap_or_default(),
+                k["activity_status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    details.sort();
+    assert_eq!(
+        details,
+        [
+            ("first".into(), true, "single_active".into()),
+            ("second".into(), false, "waiting".into())
+        ]
+    );
+    let consumers = admin.get("/api/consumers").await.expect("consumers");
+    let listed: Vec<(String, bool)> = consumers
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|k| k["queue"]["name"] == json!(queue))
+        .map(|k| {
+            (
+                k["consumer_tag"].as_str().unwrap_or_default().to_owned(),
+                k["active"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(listed.contains(&("second".into(), false)), "{listed:?}");
+    drop(consumers);
+}

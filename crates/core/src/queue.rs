@@ -92,6 +92,9 @@ pub(crate) struct QueueArgs {
     /// A quorum queue's `x-delivery-limit` (20 unless declared, as RabbitMQ 4.0); `None` for
     /// other queues, which do not count deliveries (as RabbitMQ's classic queues).
     pub(crate) delivery_limit: Option<u64>,
+    /// `x-single-active-consumer`: only the first consumer (in the order they came) receives;
+    /// the others wait until it goes.
+    pub(crate) single_active_consumer: bool,
 }
 
 /// A quorum queue's delivery limit when its declaration names none (RabbitMQ 4.0's).
@@ -112,6 +115,8 @@ pub(crate) const EQUIVALENCE_ARGS: &[&str] = &[
     "x-max-priority",
     "x-queue-type",
     "x-queue-mode",
+    "x-single-active-consumer",
+    "x-delivery-limit",
 ];
 
 impl QueueArgs {
@@ -207,6 +212,15 @@ impl QueueArgs {
             }
             if parsed.dead_letter_exchange.is_none() {
                 return Err("invalid arg 'x-dead-letter-routing-key' for queue: {routing_key_but_no_dlx_defined}".into());
+            }
+        }
+        if let Some(v) = args.get("x-single-active-consumer") {
+            match v {
+                FieldValue::Bool(b) => parsed.single_active_consumer = *b,
+                other => return Err(format!(
+                    "invalid arg 'x-single-active-consumer' for queue: {{unacceptable_type,{}}}",
+                    type_name(other)
+                )),
             }
         }
         if let Some(v) = args.get("x-queue-type") {
@@ -530,6 +544,14 @@ impl Queue {
     /// Bytes of the ready messages' bodies.
     pub(crate) fn ready_bytes(&self) -> u64 {
         self.ready_bytes
+    }
+
+    /// The consumer that receives from a single-active-consumer queue (the first that came).
+    pub(crate) fn single_active_consumer(&self) -> Option<&ConsumerRef> {
+        self.args
+            .single_active_consumer
+            .then(|| self.consumers.front())
+            .flatten()
     }
 
     pub(crate) fn consumer_count(&self) -> u32 {

@@ -144,6 +144,9 @@ pub struct QueueView {
     /// numbers); `None` for a replicated queue.
     #[serde(default)]
     pub home: Option<u64>,
+    /// The tag of the consumer that receives from a single-active-consumer queue.
+    #[serde(default)]
+    pub single_active_consumer_tag: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,6 +186,14 @@ pub struct ConsumerView {
     pub ack_required: bool,
     pub prefetch_count: u16,
     pub exclusive: bool,
+    /// Receives messages: false for a consumer waiting its turn on a single-active-consumer
+    /// queue.
+    #[serde(default = "active_by_default")]
+    pub active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

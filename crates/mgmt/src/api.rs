@@ -822,7 +822,7 @@ async fn queue(
         .filter(|k| k.vhost == vhost && k.queue == name)
         .filter_map(|k| {
             let c = view.connections.iter().find(|c| c.conn == k.conn)?;
-            Some(shapes::consumer(k, c))
+            Some(shapes::consumer(k, c, shapes::is_single_active(q)))
         })
         .collect();
     obj["consumer_details"] = Value::from(consumers);
@@ -1327,7 +1327,12 @@ async fn list_consumers(
             .filter(|k| caller.sees_vhost(&view, &k.vhost))
             .filter_map(|k| {
                 let c = view.connections.iter().find(|c| c.conn == k.conn)?;
-                Some(shapes::consumer(k, c))
+                let single_active = view
+                    .queues
+                    .iter()
+                    .find(|q| q.vhost == k.vhost && q.name == k.queue)
+                    .is_some_and(shapes::is_single_active);
+                Some(shapes::consumer(k, c, single_active))
             })
             .collect(),
         &params,

@@ -129,6 +129,12 @@ pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Valu
     }
     obj.insert("policy".into(), Value::Null);
     obj.insert("consumers".into(), q.consumers.into());
+    if is_single_active(q) {
+        obj.insert(
+            "single_active_consumer_tag".into(),
+            q.single_active_consumer_tag.clone().into(),
+        );
+    }
     stat(&mut obj, "messages", messages, r("messages"));
     stat(
         &mut obj,
@@ -308,7 +314,8 @@ pub(crate) fn channel(ch: &ChannelView, c: &ConnectionView) -> Value {
     })
 }
 
-pub(crate) fn consumer(k: &ConsumerView, c: &ConnectionView) -> Value {
+/// A consumer as RabbitMQ lists it; `single_active` if its queue has a single active consumer.
+pub(crate) fn consumer(k: &ConsumerView, c: &ConnectionView, single_active: bool) -> Value {
     let ((peer_host, peer_port), _) = endpoints(c);
     json!({
         "consumer_tag": k.tag,
@@ -325,8 +332,14 @@ pub(crate) fn consumer(k: &ConsumerView, c: &ConnectionView) -> Value {
         "ack_required": k.ack_required,
         "prefetch_count": k.prefetch_count,
         "exclusive": k.exclusive,
-        "active": true,
-        "activity_status": "up",
+        "active": k.active,
+        // RabbitMQ's statuses: `single_active` for the consumer that receives from a
+        // single-active-consumer queue, `waiting` for the others there, `up` elsewhere.
+        "activity_status": match (k.active, single_active) {
+            (true, true) => "single_active",
+            (false, _) => "waiting",
+            (true, false) => "up",
+        },
         "arguments": {},
     })
 }
@@ -458,4 +471,11 @@ pub(crate) fn totals(queues: &[&QueueView], rates: &RateTable, all: bool) -> (Va
         rate("messages_unacknowledged"),
     );
     (Value::Object(stats), Value::Object(qt))
+}
+
+/// Declared with `x-single-active-consumer: true`.
+pub(crate) fn is_single_active(q: &QueueView) -> bool {
+    q.arguments
+        .iter()
+        .any(|(k, v)| k == "x-single-active-consumer" && matches!(v, ArgValue::Bool(true)))
 }

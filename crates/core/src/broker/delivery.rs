@@ -49,8 +49,11 @@ impl Broker {
             // The first consumer, in round-robin order, that can take a message; with consumer
             // priorities, the first of the highest priority among those that can.
             let prioritised = !queue.consumer_priorities.is_empty();
+            // A single-active-consumer queue offers its messages to its first consumer only.
+            let single = queue.args.single_active_consumer;
+            let candidates = if single { 1 } else { queue.consumers.len() };
             let mut chosen: Option<(usize, i32, bool)> = None;
-            for i in 0..queue.consumers.len() {
+            for i in 0..candidates {
                 let candidate = &queue.consumers[i];
                 let Some(conn) = self.connections.get_mut(&candidate.conn) else {
                     continue;
@@ -99,12 +102,17 @@ impl Broker {
             let Some((i, _, no_ack)) = chosen else {
                 return;
             };
-            // The chosen consumer goes to the back: the next message is offered to the others
-            // of its priority first.
-            let Some(consumer) = queue.consumers.remove(i) else {
-                return;
+            let consumer = if single {
+                queue.consumers[i].clone()
+            } else {
+                // The chosen consumer goes to the back: the next message is offered to the
+                // others of its priority first.
+                let Some(consumer) = queue.consumers.remove(i) else {
+                    return;
+                };
+                queue.consumers.push_back(consumer.clone());
+                consumer
             };
-            queue.consumers.push_back(consumer.clone());
             let Some((seq, entry)) = queue.checkout(no_ack) else {
                 return;
             };

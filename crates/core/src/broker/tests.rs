@@ -3498,3 +3498,83 @@ fn a_quorum_queue_defaults_to_a_delivery_limit_of_20_and_counts_across_a_snapsho
     // Delivered 21 times (20 returns allowed), then dropped: no dead-letter exchange.
     assert_eq!(gets, 21);
 }
+
+#[test]
+fn a_single_active_consumer_queue_delivers_to_its_first_consumer_until_it_goes() {
+    const C3: ConnId = 3;
+    let mut a = Replicated::new();
+    for conn in [C1, C2, C3] {
+        a.open(conn);
+    }
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-single-active-consumer", FieldValue::Bool(true));
+    a.declare_durable(C1, "sac", arguments);
+    for (conn, tag) in [(C2, "first"), (C3, "second")] {
+        a.method(
+            conn,
+            Method::BasicConsume(BasicConsume {
+                queue: "sac".into(),
+                consumer_tag: tag.into(),
+                ..Default::default()
+            }),
+        );
+    }
+    let receivers = |effects: &[Effect]| -> Vec<(ConnId, String)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SendContent {
+                    conn,
+                    method: Method::BasicDeliver(_),
+                    body,
+                    ..
+                } => Some((*conn, String::from_utf8_lossy(body).into_owned())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut got = Vec::new();
+    for body in ["1", "2", "3"] {
+        got.extend(receivers(&a.input(Input::Publish {
+            conn: C1,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: "sac".into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body.as_bytes()),
+            replicated_only: false,
+        })));
+    }
+    assert_eq!(
+        got,
+        [(C2, "1".into()), (C2, "2".into()), (C2, "3".into())],
+        "only the first consumer receives"
+    );
+    let view = a.broker.view();
+    let q = view.queues.iter().find(|q| q.name == "sac").expect("sac");
+    assert_eq!(q.single_active_consumer_tag.as_deref(), Some("first"));
+    let active: Vec<(String, bool)> = view
+        .consumers
+        .iter()
+        .map(|k| (k.tag.clone(), k.active))
+        .collect();
+    assert!(active.contains(&("first".into(), true)) && active.contains(&("second".into(), false)));
+    // The active consumer's channel closes: its unacked messages go back in order, to the next.
+    let e = a.method(
+        C2,
+        Method::ChannelClose(warren_wire::ChannelClose {
+            reply_code: 200,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        receivers(&e),
+        [(C3, "1".into()), (C3, "2".into()), (C3, "3".into())],
+        "the next consumer takes over, in order"
+    );
+    let view = a.broker.view();
+    let q = view.queues.iter().find(|q| q.name == "sac").expect("sac");
+    assert_eq!(q.single_active_consumer_tag.as_deref(), Some("second"));
+}

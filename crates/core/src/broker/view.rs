@@ -98,6 +98,9 @@ impl Broker {
                     counters: q.counters,
                     published_from,
                     home: q.is_local().then_some(q.home),
+                    single_active_consumer_tag: q
+                        .single_active_consumer()
+                        .map(|c| c.tag.to_string()),
                 });
             }
         }
@@ -165,6 +168,9 @@ impl Broker {
                         ack_required: !k.no_ack,
                         prefetch_count: k.prefetch,
                         exclusive,
+                        active: q
+                            .single_active_consumer()
+                            .is_none_or(|a| a.conn == id && a.channel == number && a.tag == k.tag),
                     });
                 }
             }
