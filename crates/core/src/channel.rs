@@ -7,6 +7,7 @@ use bytes::Bytes;
 use warren_wire::{BasicProperties, BasicPublish, ShortStr};
 
 use crate::queue::QueueId;
+use crate::Millis;
 
 /// A consumer on this channel (`basic.consume`).
 #[derive(Clone, Debug)]
@@ -18,6 +19,8 @@ pub(crate) struct Consumer {
     pub(crate) prefetch: u16,
     /// Deliveries to this consumer not yet acked.
     pub(crate) unacked: u32,
+    /// Its `x-consumer-timeout` argument, if it gave one (ms).
+    pub(crate) timeout: Option<Millis>,
 }
 
 /// A delivery awaiting ack: which queue message it is and which consumer got it (none for
@@ -27,6 +30,8 @@ pub(crate) struct Unacked {
     pub(crate) queue: QueueId,
     pub(crate) seq: u64,
     pub(crate) consumer_tag: Option<ShortStr>,
+    /// When it was delivered (this broker's clock), for the consumer timeout.
+    pub(crate) delivered_at: Millis,
 }
 
 /// An operation deferred by `tx.select` until `tx.commit`.
@@ -180,6 +185,7 @@ mod tests {
             queue: 1,
             seq,
             consumer_tag: None,
+            delivered_at: 0,
         }
     }
 

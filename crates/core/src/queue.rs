@@ -95,6 +95,8 @@ pub(crate) struct QueueArgs {
     /// `x-single-active-consumer`: only the first consumer (in the order they came) receives;
     /// the others wait until it goes.
     pub(crate) single_active_consumer: bool,
+    /// `x-consumer-timeout` (ms): how long a delivery of this queue may stay unacked.
+    pub(crate) consumer_timeout: Option<u64>,
 }
 
 /// A quorum queue's delivery limit when its declaration names none (RabbitMQ 4.0's).
@@ -214,13 +216,16 @@ impl QueueArgs {
                 return Err("invalid arg 'x-dead-letter-routing-key' for queue: {routing_key_but_no_dlx_defined}".into());
             }
         }
+        parsed.consumer_timeout = non_negative("x-consumer-timeout")?;
         if let Some(v) = args.get("x-single-active-consumer") {
             match v {
                 FieldValue::Bool(b) => parsed.single_active_consumer = *b,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "invalid arg 'x-single-active-consumer' for queue: {{unacceptable_type,{}}}",
                     type_name(other)
-                )),
+                ))
+                }
             }
         }
         if let Some(v) = args.get("x-queue-type") {

@@ -144,6 +144,11 @@ struct Args {
     /// back from the log on disk when delivered), e.g. 64MiB [default: 64MiB].
     #[arg(long)]
     body_cache: Option<String>,
+    /// How long a delivery may stay unacked, in ms, before its consumer is cancelled (clients
+    /// that announce consumer_cancel_notify) or its channel closed with 406; 0: never
+    /// (RabbitMQ's consumer_timeout) [default: 1800000, 30 minutes].
+    #[arg(long)]
+    consumer_timeout: Option<u64>,
     /// A member of the cluster, as ID@AMQP_HOST:PORT@GRPC_HOST:PORT; repeat for every member,
     /// this node included (the same list on every node). The member with the lowest id forms
     /// the cluster on first start. Without members the node is a cluster of one.
@@ -265,6 +270,7 @@ struct FileConfig {
     node_id: Option<u64>,
     snapshot_every: Option<u64>,
     body_cache: Option<String>,
+    consumer_timeout: Option<u64>,
     #[serde(default)]
     members: Vec<String>,
     #[serde(default)]
@@ -389,6 +395,11 @@ fn main() -> anyhow::Result<()> {
             .or(file.default_pass)
             .unwrap_or(broker_defaults.default_pass.clone()),
         loopback_users,
+        consumer_timeout: match args.consumer_timeout.or(file.consumer_timeout) {
+            Some(0) => None,
+            Some(ms) => Some(ms),
+            None => broker_defaults.consumer_timeout,
+        },
         ..broker_defaults
     };
     let data_dir = args

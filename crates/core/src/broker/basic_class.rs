@@ -56,6 +56,7 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let priority = consumer_priority(&m.arguments, &name, &vhost)?;
+        let timeout = consumer_timeout(&m.arguments, &name, &vhost)?;
         let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
         let tag = if m.consumer_tag.is_empty() {
             self.generate_name("amq.ctag-", ctx.conn)
@@ -105,6 +106,7 @@ impl Broker {
                     no_ack: m.no_ack,
                     prefetch,
                     unacked: 0,
+                    timeout,
                 },
             );
         }
@@ -268,6 +270,7 @@ impl Broker {
                 out,
             );
         } else {
+            let now = self.now;
             let Some(ch) = self.channel_mut(ctx) else {
                 return Err(AmqpError::channel_error("channel closed"));
             };
@@ -277,6 +280,7 @@ impl Broker {
                     queue: id,
                     seq,
                     consumer_tag: None,
+                    delivered_at: now,
                 },
             );
         }
@@ -512,6 +516,31 @@ fn consumer_priority(
     };
     match v.as_i64() {
         Some(n) => i32::try_from(n).map_err(|_| refused(format!("{{value_too_large,{n}}}"))),
+        None => Err(refused(format!(
+            "{{unacceptable_type,{}}}",
+            crate::queue::type_name(v)
+        ))),
+    }
+}
+
+/// A consumer's `x-consumer-timeout` in ms (`None` if it gave none): a positive integer, or
+/// RabbitMQ's 406 naming the queue.
+fn consumer_timeout(
+    arguments: &warren_wire::FieldTable,
+    queue: &str,
+    vhost: &str,
+) -> Result<Option<crate::Millis>, AmqpError> {
+    let Some(v) = arguments.get("x-consumer-timeout") else {
+        return Ok(None);
+    };
+    let refused = |what: String| {
+        AmqpError::precondition_failed(format!(
+            "invalid arg 'x-consumer-timeout' for queue '{queue}' in vhost '{vhost}': {what}"
+        ))
+    };
+    match v.as_i64() {
+        Some(n) if n > 0 => Ok(Some(n as u64)),
+        Some(n) => Err(refused(format!("{{value_not_positive,{n}}}"))),
         None => Err(refused(format!(
             "{{unacceptable_type,{}}}",
             crate::queue::type_name(v)

@@ -135,6 +135,7 @@ impl Broker {
                         queue: id,
                         seq,
                         consumer_tag: Some(consumer.tag.clone()),
+                        delivered_at: self.now,
                     },
                 );
                 if let Some(c) = ch.consumers.get_mut(&consumer.tag) {

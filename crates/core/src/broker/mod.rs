@@ -56,7 +56,14 @@ pub struct BrokerConfig {
     /// declared by an earlier connection of this node belongs to an earlier life of the process
     /// and is removed (0: none are).
     pub first_conn: ConnId,
+    /// How long a delivery may stay unacked before its consumer is cancelled or its channel
+    /// closed (RabbitMQ's `consumer_timeout`; `None`: never). Queues and consumers may set
+    /// their own (`x-consumer-timeout`).
+    pub consumer_timeout: Option<Millis>,
 }
+
+/// RabbitMQ's default `consumer_timeout`: 30 minutes.
+pub const DEFAULT_CONSUMER_TIMEOUT: Millis = 30 * 60 * 1000;
 
 impl Default for BrokerConfig {
     fn default() -> BrokerConfig {
@@ -67,6 +74,7 @@ impl Default for BrokerConfig {
             loopback_users: vec!["guest".into()],
             node: 0,
             first_conn: 0,
+            consumer_timeout: Some(DEFAULT_CONSUMER_TIMEOUT),
         }
     }
 }

@@ -3578,3 +3578,99 @@ fn a_single_active_consumer_queue_delivers_to_its_first_consumer_until_it_goes()
     let q = view.queues.iter().find(|q| q.name == "sac").expect("sac");
     assert_eq!(q.single_active_consumer_tag.as_deref(), Some("second"));
 }
+
+#[test]
+fn a_consumer_that_holds_a_delivery_past_its_timeout_is_cancelled_and_the_message_returns() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type", FieldValue::LongStr("quorum".into()));
+    a.declare_durable(C1, "slow", quorum);
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-consumer-timeout", FieldValue::I32(1_000));
+    a.method(
+        C1,
+        Method::BasicConsume(BasicConsume {
+            queue: "slow".into(),
+            consumer_tag: "c".into(),
+            arguments,
+            ..Default::default()
+        }),
+    );
+    a.publish(C1, "slow", "m");
+    a.now += 1_000;
+    assert!(
+        a.input(Input::Tick).is_empty(),
+        "not late yet at exactly the timeout"
+    );
+    a.now += 1;
+    let e = a.input(Input::Tick);
+    assert!(
+        e.iter().any(|e| matches!(e, Effect::Send { conn: C1, method: Method::BasicCancel(c), .. } if c.consumer_tag.as_str() == "c")),
+        "{e:?}"
+    );
+    // The message is back, counted as returned (a quorum queue), and the channel is open.
+    let view = a.broker.view();
+    let q = view.queues.iter().find(|q| q.name == "slow").expect("slow");
+    assert_eq!(
+        (q.messages_ready, q.messages_unacknowledged, q.consumers),
+        (1, 0, 0)
+    );
+    assert_eq!(a.get_all(C1, "slow"), ["m"]);
+}
+
+#[test]
+fn a_client_without_cancel_notify_loses_its_channel_after_the_node_timeout() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    // C2 announces no capabilities.
+    a.input(Input::Login {
+        conn: C2,
+        mechanism: "PLAIN".into(),
+        username: "guest".into(),
+        password: "guest".into(),
+        peer_loopback: true,
+        client_properties: FieldTable::default(),
+    });
+    a.input(Input::OpenVhost {
+        conn: C2,
+        vhost: "/".into(),
+    });
+    a.method(C2, Method::ChannelOpen(ChannelOpen::default()));
+    a.declare_durable(C1, "work", FieldTable::default());
+    a.publish(C1, "work", "1");
+    a.publish(C1, "work", "2");
+    a.method(
+        C2,
+        Method::BasicConsume(BasicConsume {
+            queue: "work".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        }),
+    );
+    a.now += crate::DEFAULT_CONSUMER_TIMEOUT + 1;
+    let e = a.input(Input::Tick);
+    let closed: Vec<(ConnId, u16, String)> = e
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CloseChannel { conn, error, .. } => {
+                Some((*conn, error.code, error.text.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closed,
+        [(
+            C2,
+            406,
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value \
+             used: 1800000 ms. This timeout value can be configured, see consumers doc guide to \
+             learn more"
+                .into()
+        )]
+    );
+    let view = a.broker.view();
+    let q = view.queues.iter().find(|q| q.name == "work").expect("work");
+    assert_eq!((q.messages_ready, q.messages_unacknowledged), (2, 0));
+}
