@@ -11,7 +11,9 @@
 //! - every metadata entity whose final state is determined by the history (see
 //!   [`expected_entities`]) is present, or absent, as expected, through every node;
 //! - every node ends with the same applied index and the same state digest;
-//! - no node's log has a panic.
+//! - no node's log has a panic;
+//! - with `--backlog`: every confirmed message of the standing backlog was drained, none twice
+//!   as new, none never published, none damaged ([`check_backlog`]).
 //!
 //! Counted, not violations: duplicates (redelivered), deliveries of publishes whose outcome was
 //! unknown, publishes of unknown outcome never delivered, and *late first deliveries*: the
@@ -87,8 +89,18 @@ pub struct Report {
     pub entity_mismatches: Vec<String>,
     pub digests_equal: bool,
     pub panics: Vec<String>,
+    /// The standing backlog, when the run had one.
+    pub backlog: Option<BacklogReport>,
     /// Every broken invariant, one line each.
     pub violations: Vec<String>,
+}
+
+impl Report {
+    /// Adds the backlog's verdict: its violations become the run's.
+    pub fn add_backlog(&mut self, b: BacklogReport) {
+        self.violations.extend(b.violations.iter().cloned());
+        self.backlog = Some(b);
+    }
 }
 
 /// How often each message arrived, and how often with redelivered=false.
@@ -525,6 +537,176 @@ pub fn check(events: &[Event], view: &FinalView) -> Report {
     r
 }
 
+/// One delivery from the backlog queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogDelivery {
+    /// The id the body names (None: it names none).
+    pub id: Option<u64>,
+    pub redelivered: bool,
+    /// The body and its `message_id` are those published with that id.
+    pub intact: bool,
+}
+
+/// What the backlog's drain found, against what its fill published and had confirmed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BacklogReport {
+    pub messages: u64,
+    /// Ids published at least once.
+    pub published: u64,
+    pub confirmed: u64,
+    pub deliveries: u64,
+    pub delivered_distinct: u64,
+    /// Arrivals of an id that had arrived before.
+    pub duplicates: u64,
+    /// Of those, arrivals marked redelivered.
+    pub duplicates_redelivered: u64,
+    /// Ids that arrived with redelivered=false more often than they were published.
+    pub twice_not_redelivered: u64,
+    pub twice_not_redelivered_ids: String,
+    /// Deliveries whose id was never published (or whose body names no id).
+    pub phantom: u64,
+    pub corrupt: u64,
+    /// Confirmed ids never delivered.
+    pub lost: u64,
+    pub lost_ids: String,
+    /// Ids published, never confirmed (the fill ran out of time), delivered or not.
+    pub unconfirmed_delivered: u64,
+    pub unconfirmed_not_delivered: u64,
+    /// Ready messages left in the queue after the drain, per node asked (None: no answer).
+    pub left_in_queue: BTreeMap<usize, Option<u32>>,
+    pub violations: Vec<String>,
+}
+
+/// The standing backlog's verdict. `attempts[id]` is how many times id was published and
+/// `confirmed[id]` whether one of those publishes was confirmed (ids are `0..attempts.len()`);
+/// `deliveries` are the drain's, in arrival order; `left` what each node reported in the queue
+/// afterwards.
+///
+/// Violations: a confirmed id never delivered (LOST); an id delivered with redelivered=false
+/// more often than it was published (a publish retried after an unknown outcome may have been
+/// enqueued each time, so only the excess is a violation; a repeat marked redelivered is always
+/// allowed); a delivery of an id never published; a damaged body; messages left in the queue.
+pub fn check_backlog(
+    attempts: &[u32],
+    confirmed: &[bool],
+    deliveries: &[BacklogDelivery],
+    left: &BTreeMap<usize, Option<u32>>,
+) -> BacklogReport {
+    let mut r = BacklogReport {
+        messages: attempts.len() as u64,
+        published: attempts.iter().filter(|a| **a > 0).count() as u64,
+        confirmed: confirmed.iter().filter(|c| **c).count() as u64,
+        deliveries: deliveries.len() as u64,
+        left_in_queue: left.clone(),
+        ..Default::default()
+    };
+    let mut arrived = vec![0u32; attempts.len()];
+    let mut first_marked = vec![0u32; attempts.len()];
+    let mut too_many_first = Vec::new();
+    for d in deliveries {
+        let Some(id) =
+            d.id.filter(|id| attempts.get(*id as usize).is_some_and(|a| *a > 0))
+        else {
+            r.phantom += 1;
+            continue;
+        };
+        let i = id as usize;
+        if !d.intact {
+            r.corrupt += 1;
+        }
+        arrived[i] += 1;
+        if arrived[i] > 1 {
+            r.duplicates += 1;
+            if d.redelivered {
+                r.duplicates_redelivered += 1;
+            }
+        }
+        if !d.redelivered {
+            first_marked[i] += 1;
+            if first_marked[i] == attempts[i] + 1 {
+                too_many_first.push(id);
+            }
+        }
+    }
+    r.delivered_distinct = arrived.iter().filter(|n| **n > 0).count() as u64;
+    let mut lost = Vec::new();
+    for (i, published) in attempts.iter().enumerate() {
+        let delivered = arrived[i] > 0;
+        match (confirmed.get(i).copied().unwrap_or(false), delivered) {
+            (true, false) => lost.push(i as u64),
+            (false, true) if *published > 0 => r.unconfirmed_delivered += 1,
+            (false, false) if *published > 0 => r.unconfirmed_not_delivered += 1,
+            _ => {}
+        }
+    }
+    too_many_first.sort_unstable();
+    r.lost = lost.len() as u64;
+    r.lost_ids = id_ranges(&lost, 20);
+    r.twice_not_redelivered = too_many_first.len() as u64;
+    r.twice_not_redelivered_ids = id_ranges(&too_many_first, 20);
+
+    let v = &mut r.violations;
+    if r.lost > 0 {
+        v.push(format!(
+            "backlog LOST: {} confirmed messages never delivered, ids {}",
+            r.lost, r.lost_ids
+        ));
+    }
+    if r.twice_not_redelivered > 0 {
+        v.push(format!(
+            "backlog: {} messages arrived with redelivered=false more often than they were published, ids {}",
+            r.twice_not_redelivered, r.twice_not_redelivered_ids
+        ));
+    }
+    if r.phantom > 0 {
+        v.push(format!(
+            "backlog: {} deliveries of messages never published",
+            r.phantom
+        ));
+    }
+    if r.corrupt > 0 {
+        v.push(format!(
+            "backlog: {} deliveries with a damaged body",
+            r.corrupt
+        ));
+    }
+    for (node, n) in left {
+        if let Some(n) = n.filter(|n| *n > 0) {
+            v.push(format!(
+                "backlog: after the drain node {node} still reports {n} messages in the queue"
+            ));
+        }
+    }
+    r
+}
+
+/// Sorted ids as ranges, "0-99, 150, 200-201", at most `max` ranges, then how many more.
+fn id_ranges(ids: &[u64], max: usize) -> String {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for id in ids {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == *id => *end = *id,
+            _ => ranges.push((*id, *id)),
+        }
+    }
+    let mut s = ranges
+        .iter()
+        .take(max)
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ranges.len() > max {
+        s.push_str(&format!(" and {} more ranges", ranges.len() - max));
+    }
+    s
+}
+
 fn present(b: bool) -> &'static str {
     if b {
         "present"
@@ -672,6 +854,87 @@ mod tests {
         assert_eq!(r.transient.twice_not_redelivered, vec![(1, 7)]);
         assert_eq!(r.transient.phantom, 1);
         assert_eq!(r.violations.len(), 2, "{:#?}", r.violations);
+    }
+
+    fn bdeliver(id: u64, redelivered: bool) -> BacklogDelivery {
+        BacklogDelivery {
+            id: Some(id),
+            redelivered,
+            intact: true,
+        }
+    }
+    fn empty_everywhere() -> BTreeMap<usize, Option<u32>> {
+        (1..=3).map(|n| (n, Some(0))).collect()
+    }
+
+    #[test]
+    fn a_clean_backlog_passes_and_counts_redelivered_repeats() {
+        let attempts = [1, 1, 2, 1];
+        // Id 3's publishes were never confirmed; id 2 was published twice (the first outcome
+        // unknown) and is there twice.
+        let confirmed = [true, true, true, false];
+        let deliveries = [
+            bdeliver(0, false),
+            bdeliver(1, false),
+            bdeliver(2, false),
+            bdeliver(2, false),
+            bdeliver(0, true),
+        ];
+        let r = check_backlog(&attempts, &confirmed, &deliveries, &empty_everywhere());
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        assert_eq!((r.confirmed, r.lost, r.delivered_distinct), (3, 0, 3));
+        assert_eq!((r.duplicates, r.duplicates_redelivered), (2, 1));
+        assert_eq!(r.unconfirmed_not_delivered, 1);
+    }
+
+    #[test]
+    fn a_confirmed_backlog_message_missing_is_a_loss() {
+        let attempts = [1; 6];
+        let confirmed = [true; 6];
+        let deliveries = [bdeliver(0, false), bdeliver(4, false)];
+        let r = check_backlog(&attempts, &confirmed, &deliveries, &empty_everywhere());
+        assert_eq!(r.lost, 4);
+        assert_eq!(r.lost_ids, "1-3, 5");
+        assert_eq!(r.violations.len(), 1, "{:#?}", r.violations);
+        assert!(r.violations[0].starts_with("backlog LOST: 4"));
+    }
+
+    #[test]
+    fn a_backlog_repeat_without_redelivered_a_phantom_and_a_damaged_body_are_violations() {
+        let attempts = [1, 1];
+        let confirmed = [true, true];
+        let damaged = BacklogDelivery {
+            id: Some(1),
+            redelivered: false,
+            intact: false,
+        };
+        let deliveries = [
+            bdeliver(0, false),
+            bdeliver(0, false),
+            damaged,
+            bdeliver(9, false),
+            BacklogDelivery {
+                id: None,
+                redelivered: false,
+                intact: false,
+            },
+        ];
+        let mut left = empty_everywhere();
+        left.insert(2, Some(3));
+        let r = check_backlog(&attempts, &confirmed, &deliveries, &left);
+        assert_eq!((r.twice_not_redelivered, r.phantom, r.corrupt), (1, 2, 1));
+        assert_eq!(r.lost, 0);
+        assert_eq!(r.violations.len(), 4, "{:#?}", r.violations);
+        let mut report = Report::default();
+        report.add_backlog(r);
+        assert_eq!(report.violations.len(), 4);
+    }
+
+    #[test]
+    fn id_ranges_are_compact_and_capped() {
+        assert_eq!(id_ranges(&[], 3), "");
+        assert_eq!(id_ranges(&[1, 2, 3, 7, 9, 10], 3), "1-3, 7, 9-10");
+        assert_eq!(id_ranges(&[1, 3, 5, 7], 2), "1, 3 and 2 more ranges");
     }
 
     fn meta(sent: u64, op: MetaOp, outcome: MetaOutcome) -> Event {

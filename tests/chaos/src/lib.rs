@@ -1,8 +1,9 @@
 //! The chaos harness's parts: the network of namespaces, the node processes, the AMQP workload,
-//! the history it records and the checker. The binary (`src/main.rs`) is the nemesis and the
-//! run's driver.
+//! the standing backlog, the history it records and the checker. The binary (`src/main.rs`) is
+//! the nemesis and the run's driver.
 
 pub mod addr;
+pub mod backlog;
 pub mod checker;
 pub mod history;
 pub mod net;

@@ -5,7 +5,8 @@
 //! (unsynced writes lost) and membership changes — then heals, drains through every node and
 //! checks that nothing confirmed was lost (`checker.rs`). Needs root (namespaces, iptables).
 //!
-//! `warren-chaos --seconds 150` is the short profile CI runs; `--minutes 60` a long one. Output
+//! `warren-chaos --seconds 150` is the short profile CI runs; `--minutes 60` a long one;
+//! `--backlog 1000000` adds a standing backlog (`backlog.rs`) that the faults hit. Output
 //! in `--out`: `summary.txt` (what a person reads), `report.json`, `history.jsonl`, node logs.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use warren_chaos::backlog::{self, DrainReport, FillReport};
 use warren_chaos::history::{Event, History, Outcome};
 use warren_chaos::nodes::{self, Nodes};
 use warren_chaos::{addr, checker, net, workload};
@@ -62,6 +64,20 @@ struct Args {
     /// Only these fault kinds (comma-separated; see KINDS in src/main.rs) [default: all].
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
+    /// Before the faults, fill the durable quorum queue `chaos-backlog` with this many
+    /// persistent, confirmed messages, consumed by nobody until the heal, then drained and
+    /// checked (0: no backlog).
+    #[arg(long, default_value_t = 0)]
+    backlog: u64,
+    /// Body bytes of each backlog message (at least 16).
+    #[arg(long, default_value_t = 1024)]
+    backlog_size: usize,
+}
+
+/// The standing backlog of a run: what its fill and its drain did.
+struct Backlog {
+    fill: FillReport,
+    drain: DrainReport,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -452,6 +468,38 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     anyhow::ensure!(formed.is_some(), "the cluster did not form within 60 s");
     history.note("the cluster formed");
 
+    // The standing backlog: filled before any client or fault, so its rate is the broker's.
+    let filled = if args.backlog > 0 {
+        history.note(format!(
+            "filling {} with {} messages of {} bytes",
+            backlog::QUEUE,
+            args.backlog,
+            args.backlog_size.max(backlog::MIN_SIZE)
+        ));
+        let limit = Duration::from_secs(600.max(args.backlog / 500));
+        let (fill, attempts, confirmed) = backlog::fill(
+            &chaos.nodes.running_slots(),
+            args.backlog,
+            args.backlog_size,
+            limit,
+        )
+        .await;
+        history.note(format!(
+            "backlog filled: {} of {} confirmed in {:.1} s ({:.0} msg/s), {} publishes, {} nacked, {} returned, {} unknown",
+            fill.confirmed,
+            fill.messages,
+            fill.elapsed_ms as f64 / 1000.0,
+            fill.rate(),
+            fill.publishes,
+            fill.nacked,
+            fill.returned,
+            fill.unknown
+        ));
+        Some((fill, attempts, confirmed))
+    } else {
+        None
+    };
+
     let ctx = workload::Ctx {
         history: history.clone(),
         slots,
@@ -574,6 +622,27 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             view.left_in_queues.insert(slot, d);
         }
     }
+    let mut standing = None;
+    let mut backlog_check = None;
+    if let Some((fill, attempts, confirmed)) = filled {
+        history.note(format!("draining {}", backlog::QUEUE));
+        let limit = Duration::from_secs(300.max(args.backlog / 500));
+        let (drain, deliveries) =
+            backlog::drain(&chaos.nodes.running_slots(), fill.size, limit).await;
+        history.note(format!(
+            "backlog drained: {} deliveries in {:.1} s, left in the queue: {}",
+            drain.deliveries,
+            drain.elapsed_ms as f64 / 1000.0,
+            show_left(&drain.left)
+        ));
+        backlog_check = Some(checker::check_backlog(
+            &attempts,
+            &confirmed,
+            &deliveries,
+            &drain.left,
+        ));
+        standing = Some(Backlog { fill, drain });
+    }
     history.note("checking metadata through every node");
     let expected = checker::expected_entities(&history.events());
     for entity in expected.keys() {
@@ -627,9 +696,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     let events = history.events();
-    let report = checker::check(&events, &view);
+    let mut report = checker::check(&events, &view);
+    if let Some(b) = backlog_check {
+        report.add_backlog(b);
+    }
     let faults: usize = chaos.injected.values().sum();
-    let passed = report.violations.is_empty() && faults >= args.min_faults;
+    let filled_whole = standing.as_ref().is_none_or(|b| b.fill.complete);
+    let passed = report.violations.is_empty() && faults >= args.min_faults && filled_whole;
     chaos.nodes.stop_all();
     // Node logs next to the report.
     let summary = summary(
@@ -638,6 +711,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         &chaos,
         &report,
         &events,
+        standing.as_ref(),
         faults,
         args.min_faults,
         passed,
@@ -652,6 +726,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "faults": chaos.injected,
             "recoveries_ms": chaos.recoveries,
             "report": report,
+            "backlog": standing.as_ref().map(|b| serde_json::json!({
+                "fill": b.fill,
+                "fill_rate_msg_per_s": b.fill.rate(),
+                "drain": b.drain,
+            })),
             "final_view": view,
         }))?,
     )?;
@@ -670,6 +749,67 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let _ = std::fs::remove_dir_all(&data);
     }
     Ok(passed)
+}
+
+/// The standing backlog's lines of the summary.
+fn backlog_summary(b: &Backlog, c: &checker::BacklogReport) -> String {
+    let (f, d) = (&b.fill, &b.drain);
+    let secs = |ms: u64| ms as f64 / 1000.0;
+    let mut s = format!(
+        "\nbacklog ({}, {} messages of {} B, filled before the faults, not consumed until the heal):\n",
+        backlog::QUEUE,
+        f.messages,
+        f.size
+    );
+    s.push_str(&format!(
+        "  fill: {} confirmed in {:.1} s ({:.0} msg/s, {:.1} MiB/s); {} publishes (nacked {}, returned {}, unknown {}), {} connection failures{}\n",
+        f.confirmed,
+        secs(f.elapsed_ms),
+        f.rate(),
+        f.rate() * f.size as f64 / (1024.0 * 1024.0),
+        f.publishes,
+        f.nacked,
+        f.returned,
+        f.unknown,
+        f.connection_failures,
+        if f.complete { "" } else { " -- INCOMPLETE: the fill ran out of time (the run fails)" }
+    ));
+    s.push_str(&format!(
+        "  drain: {} deliveries in {:.1} s ({:.0} msg/s), distinct {}, duplicates {} ({} redelivered), as new more often than published {}, phantoms {}, damaged {}, {} connection failures{}; left in the queue: {}\n",
+        d.deliveries,
+        secs(d.elapsed_ms),
+        d.deliveries as f64 / secs(d.elapsed_ms).max(0.001),
+        c.delivered_distinct,
+        c.duplicates,
+        c.duplicates_redelivered,
+        c.twice_not_redelivered,
+        c.phantom,
+        c.corrupt,
+        d.connection_failures,
+        if d.timed_out { ", stopped by its time limit" } else { "" },
+        show_left(&d.left)
+    ));
+    s.push_str(&format!(
+        "  backlog LOST (confirmed, never drained): {}{}\n",
+        c.lost,
+        if c.lost > 0 {
+            format!(" ids {}", c.lost_ids)
+        } else {
+            String::new()
+        }
+    ));
+    s
+}
+
+/// "node 1: 0, node 2: no answer".
+fn show_left(left: &BTreeMap<usize, Option<u32>>) -> String {
+    left.iter()
+        .map(|(node, n)| match n {
+            Some(n) => format!("node {node}: {n}"),
+            None => format!("node {node}: no answer"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// This run's command line, with its seed.
@@ -700,6 +840,7 @@ fn summary(
     chaos: &Chaos,
     r: &checker::Report,
     events: &[Event],
+    standing: Option<&Backlog>,
     faults: usize,
     min_faults: usize,
     passed: bool,
@@ -778,6 +919,9 @@ fn summary(
         "transient (exclusive queues, not replicated): published {}, confirmed {}, deliveries {}, distinct {}, duplicates {}, confirmed and not delivered {} (allowed: gone with their home node or their connection)\n",
         t.published, t.confirmed, t.deliveries, t.delivered_distinct, t.duplicates, t.confirmed_not_delivered
     ));
+    if let (Some(b), Some(c)) = (standing, &r.backlog) {
+        s.push_str(&backlog_summary(b, c));
+    }
     s.push_str(&format!(
         "\nmetadata: {} operations ({} ok, {} refused, {} unknown), {} entities with a determined final state checked through every node\n",
         r.meta_ops, r.meta_ok, r.meta_refused, r.meta_unknown, r.entities_determined

@@ -274,7 +274,7 @@ impl Nodes {
         let added = self
             .wait_serving_grpc(slot)
             .and_then(|_| self.cli(&["member", "add", &spec, "--grpc", &grpc, "--timeout", "60"]))
-            .and_then(|_| self.cli(&["member", "promote", &id.to_string(), "--grpc", &grpc]));
+            .and_then(|_| self.promote(id, &grpc));
         if let Err(e) = added {
             // Not a member (or a learner at most): take it away again.
             let _ = self.cli(&["member", "remove", &id.to_string(), "--grpc", &grpc]);
@@ -285,6 +285,26 @@ impl Nodes {
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// Promotes learner `id` through `grpc`, asking again for up to 30 s while the leader says
+    /// it is too far behind, as an operator told "wait until it has caught up" would. `member
+    /// add` returns once the learner has what the leader had when it was added; with a deep
+    /// backlog that catch-up takes seconds, and the workload's entries of those seconds can put
+    /// it past the promote's limit of lag.
+    fn promote(&self, id: u64, grpc: &str) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.cli(&["member", "promote", &id.to_string(), "--grpc", grpc]) {
+                Err(e)
+                    if format!("{e:#}").contains("entries behind")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Waits (up to 20 s) until the node in `slot` answers on its gRPC port.

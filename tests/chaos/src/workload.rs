@@ -58,7 +58,7 @@ impl Ctx {
     }
 }
 
-async fn within<T>(
+pub(crate) async fn within<T>(
     secs: u64,
     f: impl std::future::Future<Output = lapin::Result<T>>,
 ) -> anyhow::Result<T> {
@@ -68,7 +68,7 @@ async fn within<T>(
     }
 }
 
-async fn connect(slot: usize) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(slot: usize) -> anyhow::Result<Connection> {
     within(
         4,
         Connection::connect(&nodes::uri(slot), ConnectionProperties::default()),
@@ -89,7 +89,7 @@ async fn connect_or_move(slot: &mut usize, ctx: &Ctx) -> Option<Connection> {
     }
 }
 
-async fn close(conn: Connection) {
+pub(crate) async fn close(conn: Connection) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
 }
 
