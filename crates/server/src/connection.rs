@@ -468,9 +468,7 @@ async fn run<R, W>(
         // Effects first (they may make inputs, e.g. writable), then the inputs, until calm.
         loop {
             let now = now_ms();
-            for e in effects.drain(..) {
-                session.apply(e, now, &mut inputs);
-            }
+            session.apply_all(&mut effects, now, &mut inputs);
             if inputs.is_empty() {
                 break;
             }

@@ -7,6 +7,7 @@ pub mod alarm;
 mod broker_task;
 mod clock;
 mod config;
+mod confirms;
 mod connection;
 pub mod direct;
 mod gate;

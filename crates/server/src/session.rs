@@ -22,6 +22,7 @@ use warren_wire::{
     FieldTable, FieldValue, Frame, FrameDecoder, LongStr, Method, OutBuf, PROTOCOL_HEADER,
 };
 
+use crate::confirms::Confirms;
 use crate::ServerConfig;
 
 /// How long we wait for `connection.close-ok` after sending `connection.close`.
@@ -146,6 +147,8 @@ pub struct Session {
     notify_blocked: bool,
     /// The client sent connection.close and got close-ok: closing the socket is its turn.
     closed_by_client: bool,
+    /// Publisher confirms answered so far, to coalesce runs of them (`crate::confirms`).
+    confirms: Confirms,
 }
 
 impl Session {
@@ -175,6 +178,7 @@ impl Session {
             blocked: None,
             blocked_sent: false,
             notify_blocked: false,
+            confirms: Confirms::default(),
         }
     }
 
@@ -789,6 +793,15 @@ impl Session {
     }
 
     /// Applies one effect the core addressed to this connection.
+    /// Applies a batch of effects in order, a run of publisher confirms that answers every
+    /// earlier publish of its channel going out as one `basic.ack` with `multiple=true`.
+    pub fn apply_all(&mut self, effects: &mut Vec<Effect>, now: Millis, inputs: &mut Vec<Input>) {
+        self.confirms.coalesce(effects);
+        for e in effects.drain(..) {
+            self.apply(e, now, inputs);
+        }
+    }
+
     pub fn apply(&mut self, effect: Effect, now: Millis, inputs: &mut Vec<Input>) {
         if self.finished {
             return;
@@ -804,7 +817,10 @@ impl Session {
                     Method::ConnectionOpenOk(_) if channel == 0 => self.phase = Phase::Open,
                     Method::ChannelCloseOk(_) => {
                         self.channels.remove(&channel);
+                        self.confirms.reset(channel);
                     }
+                    // A channel number used again numbers its publishes from 1 again.
+                    Method::ChannelOpenOk(_) => self.confirms.reset(channel),
                     _ => {}
                 }
                 if channel != 0

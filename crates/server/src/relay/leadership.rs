@@ -7,7 +7,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use openraft::Raft;
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use warren_core::{Command, Op, STATE_MACHINE_VERSION};
 use warren_raft::lease::Lease;
 use warren_raft::state_machine::BrokerStateMachine;
@@ -213,6 +213,7 @@ async fn run(
     let mut recovered = false;
     let mut local = false;
     let mut minority_logged = false;
+    let mut take_over_refused = false;
     let mut down = DownNodes::default();
     loop {
         let (desired, term) = {
@@ -297,6 +298,7 @@ async fn run(
                 Ok(_) => {
                     recovered = true;
                     local = true;
+                    take_over_refused = false;
                     let lead = ToBroker::Lead {
                         lease: Lease::new(&raft),
                     };
@@ -312,10 +314,19 @@ async fn run(
                     );
                 }
                 Err(e) => {
-                    warn!(error = %e, "could not take over as leader");
+                    // Once per streak of refusals: the metrics change with every heartbeat, so
+                    // a node refused for a while would otherwise log thousands of these.
+                    if take_over_refused {
+                        debug!(error = %e, "could not take over as leader (again)");
+                    } else {
+                        warn!(error = %e, "could not take over as leader");
+                        take_over_refused = true;
+                    }
                     let _ = route.send(Route::Unknown);
-                    // A leader whose lease expired sees no metrics event when it comes back:
-                    // look again after a quarter second too.
+                    // Not sooner than 50 ms (metrics events come with every heartbeat and
+                    // replication round), and a leader whose lease expired sees no metrics
+                    // event when it comes back: look again after a quarter second too.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     tokio::select! {
                         r = metrics.changed() => if r.is_err() { return },
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
