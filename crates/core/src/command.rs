@@ -255,4 +255,23 @@ pub enum Op {
     /// delivery count one higher; one whose count passes the queue's delivery limit is
     /// dead-lettered (reason `delivery_limit`) or dropped instead (version 9).
     Return { queue: u64, seqs: Vec<u64> },
+    /// Creates or replaces policy `name` of `vhost` (an operator policy if `operator`): its
+    /// `pattern` picks the queues and exchanges it applies to (`apply_to`, RabbitMQ's names),
+    /// the highest `priority` among those that match wins, and its `definition` takes effect
+    /// on them at once (see `policy`). Version 9.
+    SetPolicy {
+        vhost: ShortStr,
+        name: String,
+        operator: bool,
+        pattern: String,
+        apply_to: String,
+        priority: i64,
+        definition: FieldTable,
+    },
+    /// Removes policy `name` of `vhost` (an operator policy if `operator`).
+    ClearPolicy {
+        vhost: ShortStr,
+        name: String,
+        operator: bool,
+    },
 }

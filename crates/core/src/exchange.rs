@@ -20,6 +20,10 @@ pub(crate) struct Exchange {
     /// operators; not replicated).
     pub(crate) publish_in: u64,
     pub(crate) publish_out: u64,
+    /// The policy it follows, if any (replicated: computed from the policies).
+    pub(crate) policy: Option<String>,
+    /// Its policy's `alternate-exchange`, used when it has no argument of its own.
+    pub(crate) policy_alternate: Option<ShortStr>,
 }
 
 impl Exchange {
@@ -41,14 +45,17 @@ impl Exchange {
             bindings: BindingTable::new(kind),
             publish_in: 0,
             publish_out: 0,
+            policy: None,
+            policy_alternate: None,
         }
     }
 
-    /// The `alternate-exchange` argument, if set (RabbitMQ's "Alternate Exchanges" page).
+    /// The `alternate-exchange` argument, if set, else its policy's (RabbitMQ's "Alternate
+    /// Exchanges" page: the argument wins).
     pub(crate) fn alternate_exchange(&self) -> Option<&str> {
         match self.arguments.get("alternate-exchange") {
             Some(FieldValue::LongStr(s)) => std::str::from_utf8(s.as_bytes()).ok(),
-            _ => None,
+            _ => self.policy_alternate.as_ref().map(|s| s.as_str()),
         }
     }
 }

@@ -17,6 +17,7 @@ mod exchange;
 mod input;
 pub mod limits;
 mod message;
+pub mod policy;
 mod queue;
 mod resume;
 pub mod snapshot;

@@ -488,6 +488,11 @@ pub(crate) struct Queue {
     /// A local queue whose removal its home proposed: clients no longer see it (not
     /// replicated; see `Broker::home_redirect`).
     pub(crate) dying: bool,
+    /// The policy and operator policy it follows, and the definition they give it together
+    /// (computed from the replicated policies: see `crate::policy`).
+    pub(crate) policy: Option<String>,
+    pub(crate) operator_policy: Option<String>,
+    pub(crate) effective_policy: FieldTable,
 }
 
 impl Queue {
@@ -526,6 +531,9 @@ impl Queue {
             home: 0,
             declared_by: 0,
             dying: false,
+            policy: None,
+            operator_policy: None,
+            effective_policy: FieldTable::default(),
         }
     }
 
@@ -565,6 +573,18 @@ impl Queue {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.ready.len == 0
+    }
+
+    /// Whether the ready messages exceed `x-max-length` or `x-max-length-bytes` (a limit lowered
+    /// by a policy).
+    pub(crate) fn over_length_limit(&self) -> bool {
+        self.args
+            .max_length
+            .is_some_and(|max| self.ready.len as u64 > max)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes > max)
     }
 
     /// Whether one more message of `len` bytes would exceed `x-max-length`/`x-max-length-bytes`.

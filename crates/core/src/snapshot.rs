@@ -29,6 +29,20 @@ pub struct Snapshot {
     /// `None` in snapshots written before they were replicated: a restore then keeps the
     /// broker's own.
     pub security: Option<SnapshotSecurity>,
+    /// Policies and operator policies, sorted by (operator, vhost, name). Format 11 on.
+    pub policies: Vec<SnapshotPolicy>,
+}
+
+/// A policy as a snapshot holds it (see [`crate::Op::SetPolicy`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotPolicy {
+    pub vhost: ShortStr,
+    pub name: String,
+    pub operator: bool,
+    pub pattern: String,
+    pub apply_to: String,
+    pub priority: i64,
+    pub definition: FieldTable,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

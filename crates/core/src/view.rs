@@ -36,6 +36,24 @@ pub struct BrokerView {
     /// A cluster's view adds them to the leader's channels (see `warren_server::management`).
     #[serde(default)]
     pub home_channels: Vec<ChannelView>,
+    /// Policies and operator policies, sorted by (operator, vhost, name).
+    #[serde(default)]
+    pub policies: Vec<PolicyView>,
+}
+
+/// A policy or operator policy, as `/api/policies` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub vhost: String,
+    pub name: String,
+    /// An operator policy (`/api/operator-policies`).
+    pub operator: bool,
+    pub pattern: String,
+    /// RabbitMQ's `apply-to`: `all`, `queues`, `classic_queues`, `quorum_queues`, `streams`,
+    /// `exchanges`.
+    pub apply_to: String,
+    pub priority: i64,
+    pub definition: Vec<(String, ArgValue)>,
 }
 
 /// An AMQP field value in a form any encoder can write (arguments, client properties).
@@ -98,6 +116,9 @@ pub struct ExchangeView {
     pub publish_in: u64,
     /// Queue deliveries those messages were routed to (one per queue reached).
     pub publish_out: u64,
+    /// The policy it follows, if any.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,6 +168,13 @@ pub struct QueueView {
     /// The tag of the consumer that receives from a single-active-consumer queue.
     #[serde(default)]
     pub single_active_consumer_tag: Option<String>,
+    /// The policy and operator policy it follows, and the definition they give it together.
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub operator_policy: Option<String>,
+    #[serde(default)]
+    pub effective_policy_definition: Vec<(String, ArgValue)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

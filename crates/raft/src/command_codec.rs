@@ -63,6 +63,8 @@ impl fmt::Display for LogCommand {
             Op::SetUserLimits { .. } => "set-user-limits",
             Op::ClearUserLimits { .. } => "clear-user-limits",
             Op::Return { .. } => "return",
+            Op::SetPolicy { .. } => "set-policy",
+            Op::ClearPolicy { .. } => "clear-policy",
         };
         f.write_str(name)
     }
@@ -442,6 +444,34 @@ pub fn encode_command(c: &Command) -> Bytes {
             put_text(&mut w, user);
             put_texts(&mut w, names);
         }
+        Op::SetPolicy {
+            vhost,
+            name,
+            operator,
+            pattern,
+            apply_to,
+            priority,
+            definition,
+        } => {
+            w.put_u8(29);
+            put_str(&mut w, vhost);
+            put_text(&mut w, name);
+            put_bool(&mut w, *operator);
+            put_text(&mut w, pattern);
+            put_text(&mut w, apply_to);
+            w.put_i64(*priority);
+            put_table(&mut w, definition);
+        }
+        Op::ClearPolicy {
+            vhost,
+            name,
+            operator,
+        } => {
+            w.put_u8(30);
+            put_str(&mut w, vhost);
+            put_text(&mut w, name);
+            put_bool(&mut w, *operator);
+        }
     }
     w.freeze()
 }
@@ -722,6 +752,20 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
             user: read_text(&mut r)?,
             names: read_texts(&mut r)?,
         },
+        29 => Op::SetPolicy {
+            vhost: r.short_str()?,
+            name: read_text(&mut r)?,
+            operator: read_bool(&mut r)?,
+            pattern: read_text(&mut r)?,
+            apply_to: read_text(&mut r)?,
+            priority: i64::from_be_bytes(r.u64()?.to_be_bytes()),
+            definition: r.table()?,
+        },
+        30 => Op::ClearPolicy {
+            vhost: r.short_str()?,
+            name: read_text(&mut r)?,
+            operator: read_bool(&mut r)?,
+        },
         _ => return Err(CodecError("unknown op tag")),
     };
     if r.remaining() != 0 {
@@ -820,6 +864,24 @@ mod tests {
             }),
             (".{0,12}", proptest::collection::vec(".{0,12}", 0..3))
                 .prop_map(|(user, names)| Op::ClearUserLimits { user, names }),
+            (s(), ".{0,12}", any::<bool>(), ".{0,12}", any::<i64>(), table()).prop_map(
+                |(vhost, name, operator, pattern, priority, definition)| Op::SetPolicy {
+                    vhost,
+                    name,
+                    operator,
+                    pattern,
+                    apply_to: "queues".into(),
+                    priority,
+                    definition,
+                }
+            ),
+            (s(), ".{0,12}", any::<bool>()).prop_map(|(vhost, name, operator)| {
+                Op::ClearPolicy {
+                    vhost,
+                    name,
+                    operator,
+                }
+            }),
             any::<u64>().prop_map(|queue| Op::RemoveQueue { queue }),
             any::<u64>().prop_map(|queue| Op::Expire { queue }),
             (s(), s(), s(), any::<[bool; 4]>(), table()).prop_map(

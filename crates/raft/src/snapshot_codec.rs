@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_core::snapshot::{
     SnapshotBinding, SnapshotEntry, SnapshotExchange, SnapshotLimits, SnapshotMessage,
-    SnapshotPermission, SnapshotPublisher, SnapshotQueue, SnapshotSecurity,
+    SnapshotPermission, SnapshotPolicy, SnapshotPublisher, SnapshotQueue, SnapshotSecurity,
     SnapshotTopicPermission, SnapshotUser, SnapshotVhost,
 };
 use warren_core::{PackedEntries, Snapshot};
@@ -22,8 +22,9 @@ const MAGIC: &[u8; 4] = b"WSNP";
 /// 6: then the declaring connection of the queues that have one; 7: then topic permissions, vhost
 /// limits and user limits; 8: each queue entry may name the log entry its message rests in
 /// instead of a message of the snapshot; 9: a queue's entries are packed (count, length, bytes:
-/// see `warren_core::PackedEntries`); 10: a packed entry may carry a priority level.
-const FORMAT: u8 = 10;
+/// see `warren_core::PackedEntries`); 10: a packed entry may carry a priority level and a
+/// delivery count; 11: then the policies and operator policies.
+const FORMAT: u8 = 11;
 
 fn put_len(w: &mut BytesMut, n: usize) {
     w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -190,6 +191,18 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
         for l in owners {
             put_text(&mut w, &l.owner);
             put_limits(&mut w, &l.limits);
+        }
+    }
+    if format >= 11 {
+        put_len(&mut w, s.policies.len());
+        for p in &s.policies {
+            put_str(&mut w, &p.vhost);
+            put_text(&mut w, &p.name);
+            put_bool(&mut w, p.operator);
+            put_text(&mut w, &p.pattern);
+            put_text(&mut w, &p.apply_to);
+            w.put_i64(p.priority);
+            put_table(&mut w, &p.definition);
         }
     }
     w.to_vec()
@@ -442,6 +455,20 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
             security.user_limits = user_limits;
         }
     }
+    let mut policies = Vec::new();
+    if format >= 11 {
+        for _ in 0..read_count(&mut r, 24)? {
+            policies.push(SnapshotPolicy {
+                vhost: r.short_str()?,
+                name: read_text(&mut r)?,
+                operator: read_bool(&mut r)?,
+                pattern: read_text(&mut r)?,
+                apply_to: read_text(&mut r)?,
+                priority: i64::from_be_bytes(r.u64()?.to_be_bytes()),
+                definition: r.table()?,
+            });
+        }
+    }
     if r.remaining() != 0 {
         return Err(CodecError("trailing bytes"));
     }
@@ -453,6 +480,7 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Snapshot, CodecError> {
         queues,
         publishers,
         security,
+        policies,
     })
 }
 
@@ -502,7 +530,7 @@ mod tests {
                 durable: true,
                 exclusive_owner: Some(77),
                 auto_delete: false,
-                arguments: args,
+                arguments: args.clone(),
                 next_seq: 4,
                 had_consumer: true,
                 last_used: 1234,
@@ -569,6 +597,26 @@ mod tests {
                     limits: vec![("max-channels".into(), 0)],
                 }],
             }),
+            policies: vec![
+                SnapshotPolicy {
+                    vhost: "/".into(),
+                    name: "limits".into(),
+                    operator: false,
+                    pattern: "^orders\\.".into(),
+                    apply_to: "queues".into(),
+                    priority: -3,
+                    definition: args.clone(),
+                },
+                SnapshotPolicy {
+                    vhost: "/".into(),
+                    name: "cap".into(),
+                    operator: true,
+                    pattern: ".*".into(),
+                    apply_to: "all".into(),
+                    priority: 7,
+                    definition: FieldTable::default(),
+                },
+            ],
         }
     }
 
@@ -576,6 +624,8 @@ mod tests {
     fn older_formats_still_decode() {
         let mut s = sample();
         s.security = Some(SnapshotSecurity::default());
+        // Before format 11 there were no policies.
+        s.policies.clear();
         // Before format 8 an entry could not name a log entry.
         let kept = s.queues[0].entries.iter().flatten();
         let kept = kept.filter(|e| e.stored.is_none()).collect::<Vec<_>>();

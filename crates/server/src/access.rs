@@ -118,6 +118,22 @@ fn to_op(change: Change) -> Result<Op, Status> {
             user: l.user,
             names: l.names,
         },
+        Change::SetPolicy(p) => Op::SetPolicy {
+            vhost: p.vhost.as_str().into(),
+            name: p.name,
+            operator: p.operator,
+            pattern: p.pattern,
+            apply_to: p.apply_to,
+            priority: p.priority,
+            definition: warren_wire::decode_table(p.definition).map_err(|e| {
+                Status::invalid_argument(format!("a policy definition that does not decode: {e}"))
+            })?,
+        },
+        Change::ClearPolicy(p) => Op::ClearPolicy {
+            vhost: p.vhost.as_str().into(),
+            name: p.name,
+            operator: p.operator,
+        },
     })
 }
 

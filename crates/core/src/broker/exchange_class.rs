@@ -162,7 +162,8 @@ impl Broker {
                 internal,
                 arguments,
             );
-            v.exchanges.insert(name, x);
+            v.exchanges.insert(name.clone(), x);
+            self.apply_policies_to_exchange(vhost, &name);
         }
         if !nowait {
             Self::reply_origin(origin, Method::ExchangeDeclareOk(ExchangeDeclareOk {}), out);

@@ -9,6 +9,7 @@ mod delivery;
 mod exchange_class;
 mod home;
 mod limit_checks;
+mod policies;
 mod publish;
 mod queue_class;
 mod recovery;
@@ -94,6 +95,9 @@ pub struct Broker {
     /// Limits of the users that have any (`max-connections`, `max-channels`).
     user_limits: HashMap<String, Limits>,
     queues: HashMap<QueueId, Queue>,
+    /// Policies and operator policies, by (vhost, name) (see `crate::policy`).
+    policies: policies::Policies,
+    operator_policies: policies::Policies,
     next_queue_id: QueueId,
     connections: HashMap<ConnId, Connection>,
     /// Direct reply-to addresses (the part after `amq.rabbitmq.reply-to.`) → their channel.
@@ -159,6 +163,8 @@ impl Broker {
             vhost_limits: HashMap::new(),
             user_limits: HashMap::new(),
             queues: HashMap::new(),
+            policies: Default::default(),
+            operator_policies: Default::default(),
             next_queue_id: 1,
             connections: HashMap::new(),
             reply_to: HashMap::new(),
@@ -647,6 +653,22 @@ impl Broker {
                 self.apply_return(queue, &seqs, out);
                 Ok(())
             }
+            Op::SetPolicy {
+                vhost,
+                name,
+                operator,
+                pattern,
+                apply_to,
+                priority,
+                definition,
+            } => self.apply_set_policy(
+                vhost, name, operator, &pattern, &apply_to, priority, definition, out,
+            ),
+            Op::ClearPolicy {
+                vhost,
+                name,
+                operator,
+            } => self.apply_clear_policy(vhost, name, operator, out),
             Op::Recover => {
                 self.apply_recover(command.version, out);
                 Ok(())
@@ -978,7 +1000,9 @@ fn op_method(op: &Op) -> (u16, u16) {
         | Op::SetVhostLimits { .. }
         | Op::ClearVhostLimits { .. }
         | Op::SetUserLimits { .. }
-        | Op::ClearUserLimits { .. } => (0, 0),
+        | Op::ClearUserLimits { .. }
+        | Op::SetPolicy { .. }
+        | Op::ClearPolicy { .. } => (0, 0),
     }
 }
 

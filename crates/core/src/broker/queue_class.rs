@@ -248,6 +248,7 @@ impl Broker {
         }
         queue.declared_by = origin.map_or(0, |o| o.conn);
         self.queues.insert(id, queue);
+        self.apply_policies_to_queue(id, out);
         self.queues_generation += 1;
         let v = self
             .vhosts

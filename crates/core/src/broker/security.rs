@@ -17,6 +17,8 @@ impl Broker {
         if !self.vhosts.contains_key(name) {
             return;
         }
+        self.policies.retain(|(v, _), _| v != name);
+        self.operator_policies.retain(|(v, _), _| v != name);
         let conns: Vec<ConnId> = self
             .connections
             .iter()
@@ -212,7 +214,44 @@ impl Broker {
                 check_names(limits, &USER_LIMITS, "user")
             }
             Op::ClearUserLimits { user, .. } => self.check_user(user),
-            _ => Err("not a vhost, user or permission change".into()),
+            Op::SetPolicy {
+                vhost,
+                name,
+                operator,
+                pattern,
+                apply_to,
+                priority,
+                definition,
+            } => {
+                if !self.vhosts.contains_key(vhost) {
+                    return Err(format!("vhost '{vhost}' does not exist"));
+                }
+                crate::policy::Policy::new(
+                    name,
+                    pattern,
+                    apply_to,
+                    *priority,
+                    definition.clone(),
+                    *operator,
+                )
+                .map(|_| ())
+            }
+            Op::ClearPolicy {
+                vhost,
+                name,
+                operator,
+            } => {
+                let map = if *operator {
+                    &self.operator_policies
+                } else {
+                    &self.policies
+                };
+                match map.contains_key(&(vhost.clone(), name.clone())) {
+                    true => Ok(()),
+                    false => Err(format!("policy '{name}' in vhost '{vhost}' does not exist")),
+                }
+            }
+            _ => Err("not a vhost, user, permission or policy change".into()),
         }
     }
 

@@ -171,7 +171,27 @@ impl Broker {
                 vhost_limits,
                 user_limits,
             }),
+            policies: self.policy_records(),
         }
+    }
+
+    /// The policies and operator policies as a snapshot holds them.
+    pub(super) fn policy_records(&self) -> Vec<crate::snapshot::SnapshotPolicy> {
+        [(false, &self.policies), (true, &self.operator_policies)]
+            .into_iter()
+            .flat_map(|(operator, ps)| {
+                ps.iter()
+                    .map(move |((vhost, _), p)| crate::snapshot::SnapshotPolicy {
+                        vhost: vhost.clone(),
+                        name: p.name.clone(),
+                        operator,
+                        pattern: p.pattern.clone(),
+                        apply_to: p.apply_to.as_str().to_owned(),
+                        priority: p.priority,
+                        definition: p.definition.clone(),
+                    })
+            })
+            .collect()
     }
 
     /// Every topic permission, sorted by user, vhost, exchange (for snapshots and the view).
@@ -233,6 +253,25 @@ impl Broker {
                 "state machine version {} is newer than this node's {}",
                 snapshot.version, STATE_MACHINE_VERSION
             )));
+        }
+        let mut policies = super::policies::Policies::new();
+        let mut operator_policies = super::policies::Policies::new();
+        for p in &snapshot.policies {
+            let policy = crate::policy::Policy::new(
+                &p.name,
+                &p.pattern,
+                &p.apply_to,
+                p.priority,
+                p.definition.clone(),
+                p.operator,
+            )
+            .map_err(SnapshotError)?;
+            let map = if p.operator {
+                &mut operator_policies
+            } else {
+                &mut policies
+            };
+            map.insert((p.vhost.clone(), p.name.clone()), policy);
         }
         let mut vhosts = HashMap::new();
         for v in snapshot.vhosts {
@@ -341,6 +380,15 @@ impl Broker {
         }
         self.vhosts = vhosts;
         self.queues = queues;
+        self.policies = policies;
+        self.operator_policies = operator_policies;
+        let mut names: Vec<ShortStr> = self.vhosts.keys().cloned().collect();
+        names.sort();
+        // The policies' settings only: what they would drop was dropped when they were set.
+        let mut ignored = Vec::new();
+        for vhost in names {
+            self.refresh_policies(&vhost, &mut ignored);
+        }
         self.queues_generation += 1;
         self.forget_missing_queues(out);
         self.next_queue_id = snapshot.next_queue_id;

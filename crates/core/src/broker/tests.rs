@@ -3674,3 +3674,189 @@ fn a_client_without_cancel_notify_loses_its_channel_after_the_node_timeout() {
     let q = view.queues.iter().find(|q| q.name == "work").expect("work");
     assert_eq!((q.messages_ready, q.messages_unacknowledged), (2, 0));
 }
+
+fn policy_command(op: Op) -> Command {
+    Command {
+        version: STATE_MACHINE_VERSION,
+        origin: None,
+        issued_at: 1_000,
+        op,
+    }
+}
+
+impl Replicated {
+    /// Applies an operator's command (as the access service commits it), in the log too.
+    fn commit(&mut self, command: Command) {
+        self.log.push(command.clone());
+        self.input(Input::Applied { command, index: 0 });
+    }
+}
+
+fn set_policy(
+    name: &str,
+    operator: bool,
+    pattern: &str,
+    definition: &[(&str, FieldValue)],
+) -> Command {
+    let mut table = FieldTable::default();
+    for (k, v) in definition {
+        table.insert(*k, v.clone());
+    }
+    policy_command(Op::SetPolicy {
+        vhost: "/".into(),
+        name: name.into(),
+        operator,
+        pattern: pattern.into(),
+        apply_to: "queues".into(),
+        priority: 0,
+        definition: table,
+    })
+}
+
+#[test]
+fn a_policy_applies_to_existing_and_future_queues_at_once_and_goes_when_cleared() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.declare_durable(C1, "lim.old", FieldTable::default());
+    for body in ["1", "2", "3", "4"] {
+        a.publish(C1, "lim.old", body);
+    }
+    a.commit(set_policy(
+        "cap",
+        false,
+        "^lim\\.",
+        &[("max-length", FieldValue::I32(2))],
+    ));
+    let ready = |a: &Replicated, name: &str| {
+        a.broker
+            .view()
+            .queues
+            .iter()
+            .find(|q| q.name == name)
+            .map(|q| (q.messages_ready, q.policy.clone()))
+    };
+    // The existing queue is cut to the limit at once (drop-head): the oldest go.
+    assert_eq!(ready(&a, "lim.old"), Some((2, Some("cap".into()))));
+    a.declare_durable(C1, "lim.new", FieldTable::default());
+    a.declare_durable(C1, "other", FieldTable::default());
+    for body in ["1", "2", "3"] {
+        a.publish(C1, "lim.new", body);
+        a.publish(C1, "other", body);
+    }
+    assert_eq!(ready(&a, "lim.new"), Some((2, Some("cap".into()))));
+    assert_eq!(ready(&a, "other"), Some((3, None)));
+    // An operator policy with a lower limit wins; the queue's own argument counts too.
+    a.commit(set_policy(
+        "ops",
+        true,
+        ".*",
+        &[("max-length", FieldValue::I32(1))],
+    ));
+    let view = a.broker.view();
+    let q = view
+        .queues
+        .iter()
+        .find(|q| q.name == "lim.new")
+        .expect("lim.new");
+    assert_eq!(
+        (q.messages_ready, q.operator_policy.as_deref()),
+        (1, Some("ops"))
+    );
+    assert_eq!(
+        q.effective_policy_definition,
+        [("max-length".to_string(), crate::view::ArgValue::Int(1))]
+    );
+    // Both cleared: no limit any more.
+    for (name, operator) in [("cap", false), ("ops", true)] {
+        a.commit(policy_command(Op::ClearPolicy {
+            vhost: "/".into(),
+            name: name.into(),
+            operator,
+        }));
+    }
+    for body in ["4", "5", "6"] {
+        a.publish(C1, "lim.new", body);
+    }
+    assert_eq!(ready(&a, "lim.new"), Some((4, None)));
+    // A replica that applied the same log agrees; so does a restore from a snapshot.
+    let mut replica = Replicated::replica();
+    for command in a.log.iter().cloned() {
+        replica.input(Input::Applied { command, index: 0 });
+    }
+    assert_eq!(replica.broker.snapshot().queues, a.broker.snapshot().queues);
+}
+
+#[test]
+fn policies_survive_a_snapshot_and_a_policy_alternate_exchange_routes() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.method(
+        C1,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "orders".into(),
+            kind: "direct".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "catch-all".into(),
+            kind: "fanout".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.declare_durable(C1, "unrouted", FieldTable::default());
+    a.bind(C1, "unrouted", "catch-all", "");
+    let mut ae = FieldTable::default();
+    ae.insert(
+        "alternate-exchange",
+        FieldValue::LongStr("catch-all".into()),
+    );
+    a.commit(policy_command(Op::SetPolicy {
+        vhost: "/".into(),
+        name: "ae".into(),
+        operator: false,
+        pattern: "^orders$".into(),
+        apply_to: "exchanges".into(),
+        priority: 1,
+        definition: ae,
+    }));
+    a.commit(set_policy(
+        "ttl",
+        false,
+        "^unrouted$",
+        &[("message-ttl", FieldValue::I32(60_000))],
+    ));
+    let mut restored = Replicated::new();
+    restored
+        .broker
+        .restore(a.broker.snapshot(), &mut Vec::new())
+        .expect("restores");
+    assert_eq!(restored.broker.snapshot(), a.broker.snapshot());
+    let view = restored.broker.view();
+    assert_eq!(view.policies.len(), 2);
+    let x = view
+        .exchanges
+        .iter()
+        .find(|x| x.name == "orders")
+        .expect("orders");
+    assert_eq!(x.policy.as_deref(), Some("ae"));
+    // The policy's alternate exchange takes what orders cannot route.
+    restored.open(C1);
+    restored.input(Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            exchange: "orders".into(),
+            routing_key: "unrouted".into(),
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"m"),
+        replicated_only: false,
+    });
+    assert_eq!(restored.get_all(C1, "unrouted"), ["m"]);
+}

@@ -47,6 +47,7 @@ impl Broker {
                     arguments: args(&x.arguments),
                     publish_in: x.publish_in,
                     publish_out: x.publish_out,
+                    policy: x.policy.clone(),
                 });
                 let mut bindings: Vec<BindingView> = x
                     .bindings
@@ -101,6 +102,9 @@ impl Broker {
                     single_active_consumer_tag: q
                         .single_active_consumer()
                         .map(|c| c.tag.to_string()),
+                    policy: q.policy.clone(),
+                    operator_policy: q.operator_policy.clone(),
+                    effective_policy_definition: args(&q.effective_policy),
                 });
             }
         }
@@ -215,6 +219,19 @@ impl Broker {
         };
         view.vhost_limits = vhost_limits.into_iter().map(limits).collect();
         view.user_limits = user_limits.into_iter().map(limits).collect();
+        view.policies = self
+            .policy_records()
+            .into_iter()
+            .map(|p| crate::view::PolicyView {
+                vhost: p.vhost.to_string(),
+                name: p.name,
+                operator: p.operator,
+                pattern: p.pattern,
+                apply_to: p.apply_to,
+                priority: p.priority,
+                definition: args(&p.definition),
+            })
+            .collect();
         view
     }
 
