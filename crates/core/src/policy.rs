@@ -254,7 +254,7 @@ pub(crate) fn effective_queue_arguments(
     for (key, value) in effective_policy.iter() {
         let arg_key = format!("x-{key}");
         let own = arguments.get(&arg_key);
-        let resolved = match (&*key, own) {
+        let resolved = match (key, own) {
             (_, None) => Some(value.clone()),
             ("message-ttl" | "max-length" | "max-length-bytes" | "delivery-limit", Some(a)) => {
                 lowest(Some(a), Some(value))
