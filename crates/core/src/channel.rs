@@ -21,6 +21,8 @@ pub(crate) struct Consumer {
     pub(crate) unacked: u32,
     /// Its `x-consumer-timeout` argument, if it gave one (ms).
     pub(crate) timeout: Option<Millis>,
+    /// A stream consumer's next sequence number to read (its offset plus one).
+    pub(crate) stream_next: Option<u64>,
 }
 
 /// A delivery awaiting ack: which queue message it is and which consumer got it (none for

@@ -57,6 +57,9 @@ use crate::{ChannelId, ConnId, Millis};
 /// queue's messages given back by a consumer are logged ([`Op::Return`]): each carries a
 /// replicated delivery count (`x-delivery-count` on its redeliveries), and one that passes the
 /// queue's `x-delivery-limit` (20 unless declared) is dead-lettered with reason `delivery_limit`.
+/// Queues may be streams (`x-queue-type: stream`, refused before): an ack settles nothing, and
+/// retention (`x-max-length-bytes`, `x-max-length`, `x-max-age` through `Op::Expire`) drops the
+/// oldest.
 pub const STATE_MACHINE_VERSION: u32 = 9;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the

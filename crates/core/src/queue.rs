@@ -59,6 +59,11 @@ impl Entry {
     pub(crate) fn expires_at(&self) -> Option<Millis> {
         self.expiry.map(|e| e.get() - 1)
     }
+
+    /// When a stream's message was appended (a stream's entries keep it in the expiry slot).
+    pub(crate) fn appended_at(&self) -> Option<Millis> {
+        self.expires_at()
+    }
 }
 
 /// Identifies a consumer: the channel it lives on and its tag.
@@ -97,6 +102,27 @@ pub(crate) struct QueueArgs {
     pub(crate) single_active_consumer: bool,
     /// `x-consumer-timeout` (ms): how long a delivery of this queue may stay unacked.
     pub(crate) consumer_timeout: Option<u64>,
+    /// `x-queue-type: stream`: an append-only log that consumers read without removing.
+    pub(crate) stream: bool,
+    /// A stream's `x-max-age` (ms): messages appended longer ago go.
+    pub(crate) max_age: Option<u64>,
+}
+
+/// RabbitMQ's `x-max-age` ("7D", "12h", "30m", "10s", "1Y", "2M") in ms.
+pub(crate) fn parse_max_age(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let unit_ms: u64 = match unit {
+        "Y" => 365 * 24 * 3_600_000,
+        "M" => 30 * 24 * 3_600_000,
+        "D" => 24 * 3_600_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
 }
 
 /// A quorum queue's delivery limit when its declaration names none (RabbitMQ 4.0's).
@@ -233,6 +259,23 @@ impl QueueArgs {
                 Some("classic") => {}
                 Some("quorum") => {
                     parsed.delivery_limit = Some(delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT))
+                }
+                Some("stream") => {
+                    parsed.stream = true;
+                    if parsed.single_active_consumer {
+                        return Err(
+                            "invalid arg 'x-single-active-consumer' for queue: {unsupported,stream}"
+                                .into(),
+                        );
+                    }
+                    if let Some(v) = args.get("x-max-age") {
+                        parsed.max_age =
+                            Some(v.as_str().and_then(parse_max_age).ok_or_else(|| {
+                                format!(
+                                    "invalid arg 'x-max-age' for queue: {{invalid_max_age,{v:?}}}"
+                                )
+                            })?);
+                    }
                 }
                 Some(other) => {
                     return Err(format!(
@@ -616,8 +659,14 @@ impl Queue {
         self.counters.published += 1;
         self.ready_bytes += message.body_len();
         let level = self.args.max_priority.map_or(0, |max| priority.min(max));
-        let entry =
-            Entry::new(message, false, ttl.map(|t| now.saturating_add(t))).at_priority(level);
+        // A stream's messages never expire one by one: the slot keeps when each was appended
+        // (for `x-max-age` and timestamp offsets).
+        let expiry = if self.args.stream {
+            Some(now)
+        } else {
+            ttl.map(|t| now.saturating_add(t))
+        };
+        let entry = Entry::new(message, false, expiry).at_priority(level);
         self.ready.push_back(seq, entry);
         seq
     }
@@ -704,6 +753,43 @@ impl Queue {
         None
     }
 
+    /// Declared with `x-queue-type: stream`.
+    pub(crate) fn is_stream(&self) -> bool {
+        self.args.stream
+    }
+
+    /// A stream's oldest retained sequence number (`next_seq` when it holds none).
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.ready.levels[0]
+            .front()
+            .map_or(self.next_seq, |(s, _)| *s)
+    }
+
+    /// A stream's message `seq`, if it is still retained.
+    pub(crate) fn stream_entry(&self, seq: u64) -> Option<&Entry> {
+        let ring = &self.ready.levels[0];
+        let i = ring.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        ring.get(i).map(|(_, e)| e)
+    }
+
+    /// A stream's first sequence number appended at or after `at` (`next_seq` if none).
+    pub(crate) fn stream_seq_at(&self, at: Millis) -> u64 {
+        self.ready.levels[0]
+            .iter()
+            .find(|(_, e)| e.appended_at().is_some_and(|t| t >= at))
+            .map_or(self.next_seq, |(s, _)| *s)
+    }
+
+    /// A stream drops what its retention (`x-max-length-bytes`, `x-max-length`) no longer
+    /// keeps, oldest first.
+    pub(crate) fn apply_retention(&mut self) {
+        while self.over_length_limit() {
+            if self.drop_head().is_none() {
+                break;
+            }
+        }
+    }
+
     /// Declared with `x-queue-type: quorum`.
     pub(crate) fn is_quorum(&self) -> bool {
         self.arguments
@@ -755,9 +841,23 @@ impl Queue {
 
     /// Whether the message at a head (of a priority level) has expired at `now`.
     pub(crate) fn head_expired(&self, now: Millis) -> bool {
+        if self.args.stream {
+            return self.stream_head_too_old(now);
+        }
         self.ready
             .heads()
             .any(|(_, e)| e.expires_at().is_some_and(|at| at <= now))
+    }
+
+    /// A stream's oldest message is older than its `x-max-age` at `now`.
+    fn stream_head_too_old(&self, now: Millis) -> bool {
+        let Some(age) = self.args.max_age else {
+            return false;
+        };
+        self.ready.levels[0].front().is_some_and(|(_, e)| {
+            e.appended_at()
+                .is_some_and(|at| at.saturating_add(age) <= now)
+        })
     }
 
     /// Removes and returns the ready messages whose TTL has passed at `now`. Like RabbitMQ, only
@@ -765,6 +865,13 @@ impl Queue {
     /// when it reaches the head.
     pub(crate) fn expire(&mut self, now: Millis) -> Vec<Entry> {
         let mut expired = Vec::new();
+        if self.args.stream {
+            // Retention, not expiry: what is older than x-max-age goes, without dead-lettering.
+            while self.stream_head_too_old(now) {
+                self.drop_head();
+            }
+            return expired;
+        }
         while let Some((_, e)) = self
             .ready
             .pop_head_where(|e| e.expires_at().is_some_and(|at| at <= now))

@@ -74,10 +74,33 @@ impl Broker {
             }
             ch.prefetch_consumer
         };
+        let global_prefetch = self.channel_mut(ctx).map_or(0, |ch| ch.prefetch_global);
+        let now = self.now;
         let queue = self
             .queues
             .get_mut(&id)
             .ok_or_else(|| super::queue_class::no_queue(&name, &vhost))?;
+        let stream_next = if queue.is_stream() {
+            if m.no_ack {
+                return Err(AmqpError::precondition_failed(format!(
+                    "consumers of stream queue '{name}' in vhost '{vhost}' must acknowledge \
+                     (no_ack=false)"
+                )));
+            }
+            if prefetch == 0 && global_prefetch == 0 {
+                return Err(AmqpError::precondition_failed(format!(
+                    "consumer prefetch count is not set for stream queue '{name}' in vhost \
+                     '{vhost}'"
+                )));
+            }
+            Some(stream_start(queue, &m.arguments, now).map_err(|what| {
+                AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-stream-offset' for queue '{name}' in vhost '{vhost}': {what}"
+                ))
+            })?)
+        } else {
+            None
+        };
         if queue.exclusive_consumer.is_some() || (m.exclusive && !queue.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!(
                 "queue '{name}' in vhost '{vhost}' in exclusive use"
@@ -107,6 +130,7 @@ impl Broker {
                     prefetch,
                     unacked: 0,
                     timeout,
+                    stream_next,
                 },
             );
         }
@@ -236,6 +260,12 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
+        if self.is_stream_queue(id) {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{name}' in vhost '{vhost}' is a stream: basic.get is not supported, \
+                 consume it with a prefetch"
+            )));
+        }
         // An expired head still waiting for its Op::Expire is never handed out.
         let expiring = self.expire_queue(id, out);
         let queue = self
@@ -322,10 +352,18 @@ impl Broker {
         }
         let touched: BTreeSet<QueueId> = by_queue.keys().copied().collect();
         for (queue, seqs) in by_queue {
+            // A stream keeps what its consumers read: their acks only free the window.
+            if self.is_stream_queue(queue) {
+                continue;
+            }
             self.submit_for_queue(queue, Op::Settle { queue, seqs }, out);
         }
         self.after_settle(ctx, touched, out);
         Ok(())
+    }
+
+    pub(super) fn is_stream_queue(&self, id: QueueId) -> bool {
+        self.queues.get(&id).is_some_and(|q| q.is_stream())
     }
 
     pub(crate) fn basic_nack(
@@ -350,6 +388,10 @@ impl Broker {
         let mut given_back = Vec::new();
         for u in taken {
             touched.insert(u.queue);
+            // A stream's messages stay where they are whatever the consumer says.
+            if self.is_stream_queue(u.queue) {
+                continue;
+            }
             if requeue {
                 given_back.push((u.queue, u.seq));
             } else {
@@ -382,6 +424,9 @@ impl Broker {
             let Some(q) = self.queues.get_mut(&queue) else {
                 continue;
             };
+            if q.is_stream() {
+                continue;
+            }
             if q.args.delivery_limit.is_some() {
                 logged.entry(queue).or_default().push(seq);
             } else if q.requeue(seq) {
@@ -545,5 +590,40 @@ fn consumer_timeout(
             "{{unacceptable_type,{}}}",
             crate::queue::type_name(v)
         ))),
+    }
+}
+
+/// Where a stream consumer starts (a sequence number: its offset plus one), from its
+/// `x-stream-offset`: `first`, `last`, `next` (the default), an offset, a timestamp, or an
+/// interval back from now ("30m", "2h", "7D").
+fn stream_start(
+    q: &crate::queue::Queue,
+    arguments: &warren_wire::FieldTable,
+    now: crate::Millis,
+) -> Result<u64, String> {
+    use warren_wire::FieldValue;
+    let (first, next) = (q.first_seq(), q.next_seq());
+    let Some(v) = arguments.get("x-stream-offset") else {
+        return Ok(next);
+    };
+    match v {
+        FieldValue::Timestamp(secs) => Ok(q.stream_seq_at(secs.saturating_mul(1000))),
+        FieldValue::LongStr(_) => match v.as_str() {
+            Some("first") => Ok(first),
+            Some("last") => Ok(next.saturating_sub(1).max(first)),
+            Some("next") => Ok(next),
+            Some(s) => crate::queue::parse_max_age(s)
+                .map(|back| q.stream_seq_at(now.saturating_sub(back)))
+                .ok_or_else(|| format!("{{invalid_value,\"{s}\"}}")),
+            None => Err("{invalid_value,binary}".into()),
+        },
+        other => match other.as_i64() {
+            Some(n) if n >= 0 => Ok((n as u64).saturating_add(1).clamp(first, next)),
+            Some(n) => Err(format!("{{value_negative,{n}}}")),
+            None => Err(format!(
+                "{{unacceptable_type,{}}}",
+                crate::queue::type_name(other)
+            )),
+        },
     }
 }

@@ -39,6 +39,10 @@ impl Broker {
             // The expired head goes first; apply_expire delivers again.
             return;
         }
+        if self.queues.get(&id).is_some_and(|q| q.is_stream()) {
+            self.deliver_stream(id, out);
+            return;
+        }
         loop {
             let Some(queue) = self.queues.get_mut(&id) else {
                 return;
@@ -147,6 +151,88 @@ impl Broker {
                 channel: consumer.channel,
             };
             self.send_delivery(ctx, consumer.tag, delivery_tag, entry, out);
+        }
+    }
+
+    /// A stream's consumers each read from their own offset, as far as their prefetch allows;
+    /// nothing leaves the stream (acks only free the window).
+    fn deliver_stream(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        let now = self.now;
+        let Some(q) = self.queues.get(&id) else {
+            return;
+        };
+        let consumers: Vec<crate::queue::ConsumerRef> = q.consumers.iter().cloned().collect();
+        for c in consumers {
+            loop {
+                let Some(q) = self.queues.get(&id) else {
+                    return;
+                };
+                let (first, end) = (q.first_seq(), q.next_seq());
+                let Some(conn) = self.connections.get_mut(&c.conn) else {
+                    break;
+                };
+                if !conn.writable {
+                    break;
+                }
+                if conn.credit <= 0 {
+                    if !conn.awaiting_writable {
+                        conn.awaiting_writable = true;
+                        out.push(Effect::AwaitWritable { conn: c.conn });
+                    }
+                    break;
+                }
+                let Some(ch) = conn.channels.get_mut(&c.channel) else {
+                    break;
+                };
+                let global = ch.global_credit();
+                let flow = ch.flow_active;
+                let Some(k) = ch.consumers.get_mut(&c.tag) else {
+                    break;
+                };
+                let room = k.prefetch == 0 || k.unacked < u32::from(k.prefetch);
+                let Some(next) = k.stream_next.map(|n| n.max(first)) else {
+                    break;
+                };
+                if !(flow && room && global) || next >= end {
+                    k.stream_next = Some(next);
+                    break;
+                }
+                let Some(entry) = q.stream_entry(next).cloned() else {
+                    break;
+                };
+                k.stream_next = Some(next + 1);
+                k.unacked += 1;
+                let delivery_tag = ch.next_tag();
+                ch.unacked.insert(
+                    delivery_tag,
+                    Unacked {
+                        queue: id,
+                        seq: next,
+                        consumer_tag: Some(c.tag.clone()),
+                        delivered_at: now,
+                    },
+                );
+                conn.credit -= entry.message.body_len() as i64 + DELIVERY_OVERHEAD_BYTES;
+                let message = self.load_or_lost(&entry.message);
+                let mut properties = message.properties.clone();
+                let mut headers = properties.headers.take().unwrap_or_default();
+                // RabbitMQ's offsets count from 0; sequence numbers from 1.
+                headers.insert("x-stream-offset", FieldValue::I64((next - 1) as i64));
+                properties.headers = Some(headers);
+                out.push(Effect::SendContent {
+                    conn: c.conn,
+                    channel: c.channel,
+                    method: Method::BasicDeliver(BasicDeliver {
+                        consumer_tag: c.tag.clone(),
+                        delivery_tag,
+                        redelivered: false,
+                        exchange: message.exchange.clone(),
+                        routing_key: message.routing_key.clone(),
+                    }),
+                    properties,
+                    body: message.body.clone(),
+                });
+            }
         }
     }
 

@@ -379,6 +379,18 @@ impl Broker {
         *q.published_from
             .entry(message.exchange.clone())
             .or_default() += 1;
+        if q.is_stream() {
+            // Appended; retention (x-max-length-bytes, x-max-length) drops the oldest, and a
+            // stream never refuses, dead-letters or expires one message.
+            let payload = match stored {
+                Some(r) if !q.is_local() => Payload::Stored(r),
+                _ => Payload::Loaded(message),
+            };
+            q.push(payload, None, 0, now);
+            q.apply_retention();
+            self.deliver(id, out);
+            return true;
+        }
         let len = message.body_len();
         let mut dropped = Vec::new();
         if q.would_overflow(len) {

@@ -136,7 +136,21 @@ impl Broker {
             m.queue
         };
         self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
-        QueueArgs::parse(&m.arguments).map_err(|e| invalid_argument(&e, &name, &vhost))?;
+        let parsed =
+            QueueArgs::parse(&m.arguments).map_err(|e| invalid_argument(&e, &name, &vhost))?;
+        if parsed.stream {
+            // RabbitMQ's streams are durable, shared and kept: as its queue type checks say.
+            let refused = [
+                (!m.durable, "non-durable"),
+                (m.exclusive, "exclusive-owner"),
+                (m.auto_delete, "auto-delete"),
+            ];
+            if let Some((_, property)) = refused.iter().find(|(bad, _)| *bad) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid property '{property}' for queue '{name}' in vhost '{vhost}'"
+                )));
+            }
+        }
         if let Some(v) = m
             .arguments
             .get("x-dead-letter-exchange")

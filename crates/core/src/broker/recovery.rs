@@ -32,7 +32,7 @@ impl Broker {
         }
         for q in self.queues.values_mut() {
             // State machine version 8: a quorum queue keeps every message.
-            let keep_all = version >= 8 && q.is_quorum();
+            let keep_all = version >= 8 && (q.is_quorum() || q.is_stream());
             q.keep_after_restart(keep_all);
         }
     }

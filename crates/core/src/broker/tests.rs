@@ -3860,3 +3860,177 @@ fn policies_survive_a_snapshot_and_a_policy_alternate_exchange_routes() {
     });
     assert_eq!(restored.get_all(C1, "unrouted"), ["m"]);
 }
+
+/// (consumer connection, x-stream-offset, body) of each delivery among `effects`.
+fn stream_deliveries(effects: &[Effect]) -> Vec<(ConnId, i64, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendContent {
+                conn,
+                method: Method::BasicDeliver(_),
+                properties,
+                body,
+                ..
+            } => {
+                let offset = match properties
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("x-stream-offset"))
+                {
+                    Some(FieldValue::I64(n)) => *n,
+                    other => panic!("a stream delivery carries its offset, not {other:?}"),
+                };
+                Some((*conn, offset, String::from_utf8_lossy(body).into_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stream_keeps_its_messages_and_each_consumer_reads_from_its_own_offset() {
+    const C3: ConnId = 3;
+    let mut a = Replicated::new();
+    for conn in [C1, C2, C3] {
+        a.open(conn);
+    }
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type", FieldValue::LongStr("stream".into()));
+    arguments.insert("x-max-length-bytes", FieldValue::I32(5));
+    a.declare_durable(C1, "s", arguments);
+    for body in ["0", "1", "2"] {
+        a.publish(C1, "s", body);
+    }
+    let consume = |a: &mut Replicated, conn, offset: FieldValue, prefetch| {
+        a.method(
+            conn,
+            Method::BasicQos(warren_wire::BasicQos {
+                prefetch_count: prefetch,
+                ..Default::default()
+            }),
+        );
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-stream-offset", offset);
+        a.method(
+            conn,
+            Method::BasicConsume(BasicConsume {
+                queue: "s".into(),
+                consumer_tag: "c".into(),
+                arguments,
+                ..Default::default()
+            }),
+        )
+    };
+    // From the first offset, two at a time (prefetch 2).
+    let e = consume(&mut a, C2, FieldValue::LongStr("first".into()), 2);
+    assert_eq!(
+        stream_deliveries(&e),
+        [(C2, 0, "0".into()), (C2, 1, "1".into())]
+    );
+    // From offset 1, and from what comes next.
+    let e = consume(&mut a, C3, FieldValue::I64(1), 10);
+    assert_eq!(
+        stream_deliveries(&e),
+        [(C3, 1, "1".into()), (C3, 2, "2".into())]
+    );
+    // An ack frees the window and removes nothing.
+    let e = a.method(
+        C2,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        }),
+    );
+    assert_eq!(stream_deliveries(&e), [(C2, 2, "2".into())]);
+    let e = a.input(Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            routing_key: "s".into(),
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"3"),
+        replicated_only: false,
+    });
+    // C2's window is full (offset 2 unacked... and 3 fits: prefetch 2); C3 reads on.
+    let mut got = stream_deliveries(&e);
+    got.sort();
+    assert_eq!(got, [(C2, 3, "3".into()), (C3, 3, "3".into())]);
+    let view = a.broker.view();
+    let q = view.queues.iter().find(|q| q.name == "s").expect("s");
+    assert_eq!(q.messages_ready, 4, "nothing consumed away");
+    // Retention: 5 bytes at most; two more messages push the oldest out.
+    a.publish(C1, "s", "4");
+    a.publish(C1, "s", "5");
+    let view = a.broker.view();
+    let q = view.queues.iter().find(|q| q.name == "s").expect("s");
+    assert_eq!(q.messages_ready, 5);
+    // basic.get is refused; a consumer without a prefetch or with no-ack too.
+    for refused in [a.method(
+        C1,
+        Method::BasicGet(BasicGet {
+            queue: "s".into(),
+            ..Default::default()
+        }),
+    )] {
+        assert!(
+            refused
+                .iter()
+                .any(|e| matches!(e, Effect::CloseChannel { error, .. } if error.code == 406)),
+            "{refused:?}"
+        );
+    }
+    // A replica agrees on what the stream holds (the log is the same).
+    let mut replica = Replicated::replica();
+    for command in a.log.iter().cloned() {
+        replica.input(Input::Applied { command, index: 0 });
+    }
+    let held = |b: &Broker| {
+        b.snapshot()
+            .queues
+            .into_iter()
+            .map(|q| (q.name, q.next_seq, q.entries))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(held(&replica.broker), held(&a.broker));
+}
+
+#[test]
+fn a_stream_refuses_what_rabbitmq_refuses() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    let mut stream = FieldTable::default();
+    stream.insert("x-queue-type", FieldValue::LongStr("stream".into()));
+    let e = a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "s".into(),
+            durable: false,
+            arguments: stream.clone(),
+            ..Default::default()
+        }),
+    );
+    assert!(
+        e.iter().any(|e| matches!(e, Effect::CloseChannel { error, .. }
+            if error.code == 406 && error.text.contains("invalid property 'non-durable' for queue 's' in vhost '/'"))),
+        "{e:?}"
+    );
+    a.method(C1, Method::ChannelOpen(ChannelOpen::default()));
+    a.declare_durable(C1, "s", stream);
+    // No prefetch: refused.
+    let e = a.method(
+        C1,
+        Method::BasicConsume(BasicConsume {
+            queue: "s".into(),
+            ..Default::default()
+        }),
+    );
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::CloseChannel { error, .. }
+            if error.code == 406 && error.text.contains("consumer prefetch count is not set"))),
+        "{e:?}"
+    );
+}
