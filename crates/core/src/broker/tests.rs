@@ -4033,3 +4033,31 @@ fn a_stream_refuses_what_rabbitmq_refuses() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_consumer_timeout_set_by_policy_applies_to_the_queues_it_matches() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.declare_durable(C1, "slow.jobs", FieldTable::default());
+    a.commit(set_policy(
+        "timeouts",
+        false,
+        "^slow\\.",
+        &[("consumer-timeout", FieldValue::I32(500))],
+    ));
+    a.method(
+        C1,
+        Method::BasicConsume(BasicConsume {
+            queue: "slow.jobs".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        }),
+    );
+    a.publish(C1, "slow.jobs", "m");
+    a.now += 501;
+    let e = a.input(Input::Tick);
+    assert!(
+        e.iter().any(|e| matches!(e, Effect::Send { method: Method::BasicCancel(c), .. } if c.consumer_tag.as_str() == "c")),
+        "{e:?}"
+    );
+}
