@@ -3445,10 +3445,7 @@ fn a_quorum_queue_counts_deliveries_and_dead_letters_past_its_limit_on_every_rep
         "{reason:?}"
     );
     // A replica that applied the same log holds the same state (the count is replicated).
-    let mut replica = Replicated::replica();
-    for command in a.log.iter().cloned() {
-        replica.input(Input::Applied { command, index: 0 });
-    }
+    let replica = a.replayed();
     assert_eq!(replica.broker.snapshot().queues, a.broker.snapshot().queues);
 }
 
@@ -3685,6 +3682,15 @@ fn policy_command(op: Op) -> Command {
 }
 
 impl Replicated {
+    /// A replica that applied this broker's log from the start.
+    fn replayed(&self) -> Replicated {
+        let mut replica = Replicated::replica();
+        for command in self.log.iter().cloned() {
+            replica.input(Input::Applied { command, index: 0 });
+        }
+        replica
+    }
+
     /// Applies an operator's command (as the access service commits it), in the log too.
     fn commit(&mut self, command: Command) {
         self.log.push(command.clone());
@@ -3779,10 +3785,7 @@ fn a_policy_applies_to_existing_and_future_queues_at_once_and_goes_when_cleared(
     }
     assert_eq!(ready(&a, "lim.new"), Some((4, None)));
     // A replica that applied the same log agrees; so does a restore from a snapshot.
-    let mut replica = Replicated::replica();
-    for command in a.log.iter().cloned() {
-        replica.input(Input::Applied { command, index: 0 });
-    }
+    let replica = a.replayed();
     assert_eq!(replica.broker.snapshot().queues, a.broker.snapshot().queues);
 }
 
@@ -3982,10 +3985,7 @@ fn a_stream_keeps_its_messages_and_each_consumer_reads_from_its_own_offset() {
         "{refused:?}"
     );
     // A replica agrees on what the stream holds (the log is the same).
-    let mut replica = Replicated::replica();
-    for command in a.log.iter().cloned() {
-        replica.input(Input::Applied { command, index: 0 });
-    }
+    let replica = a.replayed();
     let held = |b: &Broker| {
         b.snapshot()
             .queues
