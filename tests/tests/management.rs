@@ -2220,3 +2220,688 @@ async fn a_single_active_consumer_queue_shows_who_receives() {
     assert!(listed.contains(&("second".into(), false)), "{listed:?}");
     drop(consumers);
 }
+
+// ---- Issue 18 point 5: policies and operator policies through the API, definitions and
+// ---- warrenctl, acting on queues and exchanges that AMQP clients use.
+
+mod policies {
+    use super::*;
+    use warren_tests::lapin::options::{BasicGetOptions, BasicRejectOptions};
+    use warren_tests::management::{warrenctl, ApiClient};
+    use warren_tests::{channel, declare_queue, drain};
+
+    /// `PUT path` with `body`: the status and the JSON answer.
+    async fn put(api: &ApiClient, path: &str, body: Value) -> (u16, Value) {
+        api.request("PUT", path, Some(&body))
+            .await
+            .expect("an answer")
+    }
+
+    async fn status_of(api: &ApiClient, method: &str, path: &str) -> u16 {
+        api.request(method, path, None).await.expect("an answer").0
+    }
+
+    /// Publishes `bodies` to `queue` through the default exchange, each confirmed.
+    async fn publish_all(ch: &warren_tests::lapin::Channel, queue: &str, bodies: &[&str]) {
+        for b in bodies {
+            publish(ch, "", queue, b.as_bytes(), BasicProperties::default()).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_policy_and_an_operator_policy_limit_a_queue_declared_without_arguments() {
+        let node = Broker::start_own(&[]).expect("warren starts");
+        let admin = guest_api(&node);
+        let q_path = "/api/queues/%2F/lim.a";
+        let conn = node.connect().await;
+        let ch = confirm_channel(&conn).await;
+        declare_queue(
+            &ch,
+            "lim.a",
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .await;
+
+        let body =
+            json!({"pattern": "^lim\\.", "definition": {"max-length": 2}, "apply-to": "queues"});
+        assert_eq!(
+            put(&admin, "/api/policies/%2F/lim", body.clone()).await.0,
+            201
+        );
+        assert_eq!(
+            put(&admin, "/api/policies/%2F/lim", body).await.0,
+            204,
+            "the same PUT again updates"
+        );
+        let shown = json!({"vhost": "/", "name": "lim", "pattern": "^lim\\.",
+                           "apply-to": "queues", "definition": {"max-length": 2}, "priority": 0});
+        assert_eq!(
+            admin.get("/api/policies/%2F/lim").await.expect("GET"),
+            shown
+        );
+        assert_eq!(
+            admin.get("/api/policies").await.expect("GET"),
+            json!([shown])
+        );
+        assert_eq!(
+            admin.get("/api/policies/%2F").await.expect("GET"),
+            json!([shown])
+        );
+
+        // An existing queue follows the policy at once: 5 published, the oldest 3 dropped.
+        publish_all(&ch, "lim.a", &["m0", "m1", "m2", "m3", "m4"]).await;
+        let q = wait_for_json(&admin, q_path, WAIT, |q| q["messages"] == 2)
+            .await
+            .expect("the policy's max-length holds");
+        assert_eq!(q["policy"], "lim", "{q}");
+        assert_eq!(q["operator_policy"], Value::Null);
+        assert_eq!(q["effective_policy_definition"], json!({"max-length": 2}));
+        assert_eq!(
+            q["arguments"],
+            json!({}),
+            "the queue's own arguments are unchanged"
+        );
+        let ch_get = channel(&conn).await;
+        assert_eq!(drain(&ch_get, "lim.a").await, ["m3", "m4"], "drop-head");
+
+        // An operator policy with a lower max-length wins; with a higher one, the policy's.
+        let cap = |n: i64| json!({"pattern": "^lim\\.", "definition": {"max-length": n}, "apply-to": "queues"});
+        assert_eq!(
+            put(&admin, "/api/operator-policies/%2F/cap", cap(1))
+                .await
+                .0,
+            201
+        );
+        let q = wait_for_json(&admin, q_path, WAIT, |q| q["operator_policy"] == "cap")
+            .await
+            .expect("the operator policy applies");
+        assert_eq!(q["policy"], "lim");
+        assert_eq!(q["effective_policy_definition"], json!({"max-length": 1}));
+        publish_all(&ch, "lim.a", &["o0", "o1", "o2"]).await;
+        wait_for_json(&admin, q_path, WAIT, |q| q["messages"] == 1)
+            .await
+            .expect("the lower limit of the two");
+        assert_eq!(drain(&ch_get, "lim.a").await, ["o2"]);
+        assert_eq!(
+            put(&admin, "/api/operator-policies/%2F/cap", cap(10))
+                .await
+                .0,
+            204
+        );
+        wait_for_json(&admin, q_path, WAIT, |q| {
+            q["effective_policy_definition"] == json!({"max-length": 2})
+        })
+        .await
+        .expect("the policy's lower limit wins over the operator's higher one");
+        assert_eq!(
+            admin
+                .get("/api/operator-policies/%2F/cap")
+                .await
+                .expect("GET")["definition"],
+            json!({"max-length": 10})
+        );
+        publish_all(&ch, "lim.a", &["p0", "p1", "p2", "p3"]).await;
+        wait_for_json(&admin, q_path, WAIT, |q| q["messages"] == 2)
+            .await
+            .expect("max-length 2 again");
+
+        // Cleared: the limit is gone.
+        assert_eq!(
+            status_of(&admin, "DELETE", "/api/operator-policies/%2F/cap").await,
+            204
+        );
+        assert_eq!(
+            status_of(&admin, "DELETE", "/api/policies/%2F/lim").await,
+            204
+        );
+        assert_eq!(
+            status_of(&admin, "DELETE", "/api/policies/%2F/lim").await,
+            404
+        );
+        assert_eq!(status_of(&admin, "GET", "/api/policies/%2F/lim").await, 404);
+        let q = wait_for_json(&admin, q_path, WAIT, |q| q["policy"].is_null())
+            .await
+            .expect("no policy any more");
+        assert_eq!(q["operator_policy"], Value::Null);
+        assert_eq!(q["effective_policy_definition"], json!({}));
+        publish_all(&ch, "lim.a", &["r0", "r1", "r2"]).await;
+        wait_for_json(&admin, q_path, WAIT, |q| q["messages"] == 5)
+            .await
+            .expect("the queue grows past the old limit");
+        assert_eq!(admin.get("/api/policies").await.expect("GET"), json!([]));
+        assert_eq!(
+            admin.get("/api/operator-policies").await.expect("GET"),
+            json!([])
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn policies_dead_letter_rejected_messages_and_give_exchanges_an_alternate() {
+        let node = Broker::start_own(&[]).expect("warren starts");
+        let admin = guest_api(&node);
+        let conn = node.connect().await;
+        let ch = confirm_channel(&conn).await;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let queue_options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for (exchange, queue) in [("dlx", "dead"), ("ae", "unrouted")] {
+            within(ch.exchange_declare(
+                exchange.into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            ))
+            .await
+            .expect("exchange.declare");
+            declare_queue(&ch, queue, queue_options).await;
+            within(ch.queue_bind(
+                queue.into(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ))
+            .await
+            .expect("queue.bind");
+        }
+        within(ch.exchange_declare(
+            "orders".into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        ))
+        .await
+        .expect("exchange.declare");
+        declare_queue(&ch, "work.a", queue_options).await;
+
+        let (status, _) = put(
+            &admin,
+            "/api/policies/%2F/dl",
+            json!({"pattern": "^work\\.", "definition": {"dead-letter-exchange": "dlx"},
+                   "apply-to": "queues"}),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, _) = put(
+            &admin,
+            "/api/policies/%2F/ae",
+            json!({"pattern": "^orders$", "definition": {"alternate-exchange": "ae"},
+                   "apply-to": "exchanges", "priority": 5}),
+        )
+        .await;
+        assert_eq!(status, 201);
+
+        // A rejected message of a queue with no x-dead-letter-exchange goes to the policy's.
+        wait_for_json(&admin, "/api/queues/%2F/work.a", WAIT, |q| {
+            q["policy"] == "dl"
+        })
+        .await
+        .expect("the queue follows the policy");
+        publish_all(&ch, "work.a", &["bad job"]).await;
+        let got = within(ch.basic_get("work.a".into(), BasicGetOptions { no_ack: false }))
+            .await
+            .expect("basic.get")
+            .expect("a message");
+        within(ch.basic_reject(
+            got.delivery.delivery_tag,
+            BasicRejectOptions { requeue: false },
+        ))
+        .await
+        .expect("basic.reject");
+        wait_for_json(&admin, "/api/queues/%2F/dead", WAIT, |q| q["messages"] == 1)
+            .await
+            .expect("dead-lettered through the policy's exchange");
+        assert_eq!(drain(&ch, "dead").await, ["bad job"]);
+
+        // An unroutable message to an exchange without alternate-exchange argument goes to the
+        // policy's alternate exchange.
+        let x = admin.get("/api/exchanges/%2F/orders").await.expect("GET");
+        assert_eq!(x["policy"], "ae", "{x}");
+        assert_eq!(x["arguments"], json!({}));
+        publish(
+            &ch,
+            "orders",
+            "nowhere",
+            b"lost order",
+            BasicProperties::default(),
+        )
+        .await;
+        wait_for_json(&admin, "/api/queues/%2F/unrouted", WAIT, |q| {
+            q["messages"] == 1
+        })
+        .await
+        .expect("routed to the alternate exchange");
+        assert_eq!(drain(&ch, "unrouted").await, ["lost order"]);
+        assert_eq!(
+            admin.get("/api/exchanges/%2F/ae").await.expect("GET")["policy"],
+            Value::Null,
+            "a policy for ^orders$ only"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bad_policies_are_refused_with_a_reason_and_change_nothing() {
+        let node = Broker::start_own(&[]).expect("warren starts");
+        let admin = guest_api(&node);
+        let keep = json!({"pattern": "^keep", "definition": {"max-length": 7}, "apply-to": "queues",
+                          "priority": 3});
+        assert_eq!(
+            put(&admin, "/api/policies/%2F/keep", keep.clone()).await.0,
+            201
+        );
+        let kept = admin.get("/api/policies/%2F/keep").await.expect("GET");
+
+        let bad = [
+            (
+                json!({"pattern": "^a", "definition": {"no-such-key": 1}}),
+                "not recognised",
+            ),
+            (
+                json!({"pattern": "(", "definition": {"max-length": 1}}),
+                "regex",
+            ),
+            (
+                json!({"pattern": "^a", "definition": {"max-length": 1}, "apply-to": "tables"}),
+                "apply-to",
+            ),
+            (
+                json!({"pattern": "^a", "definition": {"max-length": -1}}),
+                "max-length",
+            ),
+            (
+                json!({"pattern": "^a", "definition": {"max-length": "2"}}),
+                "max-length",
+            ),
+            (
+                json!({"pattern": "^a", "definition": {"overflow": "drop-tail"}}),
+                "overflow",
+            ),
+            (json!({"pattern": "^a", "definition": {}}), "no policy"),
+            (json!({"pattern": "^a", "definition": 5}), "dictionary"),
+            (
+                json!({"pattern": "^a", "definition": {"max-length": 1}, "priority": "high"}),
+                "priority",
+            ),
+            (
+                json!({"definition": {"max-length": 1}}),
+                "key_missing,pattern",
+            ),
+        ];
+        for (body, why) in &bad {
+            for path in ["/api/policies/%2F/new", "/api/policies/%2F/keep"] {
+                let (status, answer) = refused(&admin, "PUT", path, Some(body)).await;
+                assert_eq!(status, 400, "{body}: {answer}");
+                assert_eq!(answer["error"], "bad_request");
+                let reason = answer["reason"].as_str().unwrap_or_default();
+                assert!(
+                    reason.contains(why),
+                    "{body}: reason {reason:?} names {why}"
+                );
+            }
+        }
+        // Operator policies take limits only.
+        let (status, answer) = refused(
+            &admin,
+            "PUT",
+            "/api/operator-policies/%2F/op",
+            Some(&json!({"pattern": ".*", "definition": {"dead-letter-exchange": "x"}})),
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("operator policy")));
+        // An unknown vhost is 404 as RabbitMQ's.
+        let (status, answer) = refused(&admin, "PUT", "/api/policies/nowhere/p", Some(&keep)).await;
+        assert_eq!(
+            (status, answer),
+            (
+                404,
+                json!({"error": "not_found", "reason": "vhost_not_found"})
+            )
+        );
+        assert_eq!(status_of(&admin, "GET", "/api/policies/nowhere").await, 404);
+
+        // Nothing was stored, and the policy of that name is as it was.
+        assert_eq!(
+            admin.get("/api/policies").await.expect("GET"),
+            json!([kept])
+        );
+        assert_eq!(
+            admin.get("/api/operator-policies").await.expect("GET"),
+            json!([])
+        );
+
+        // ha-* keys of classic mirroring are accepted, have no effect, and are logged.
+        let (status, _) = put(
+            &admin,
+            "/api/policies/%2F/mirrored",
+            json!({"pattern": "^ha\\.", "definition": {"ha-mode": "all"}}),
+        )
+        .await;
+        assert_eq!(status, 201);
+        assert!(
+            node.log().contains("classic queue mirroring is gone"),
+            "a warning is logged"
+        );
+
+        // Who may: administrators; policymakers in the vhosts they have permissions in;
+        // operator policies: administrators only.
+        admin
+            .call("PUT", "/api/vhosts/other", None)
+            .await
+            .expect("vhost");
+        for (user, tags, vhost) in [
+            ("pm", "policymaker", "%2F"),
+            ("pm-other", "policymaker", "other"),
+            ("mg", "management", "%2F"),
+        ] {
+            admin
+                .call(
+                    "PUT",
+                    &format!("/api/users/{user}"),
+                    Some(&json!({"password": "pw", "tags": tags})),
+                )
+                .await
+                .expect("user");
+            admin
+                .call(
+                    "PUT",
+                    &format!("/api/permissions/{vhost}/{user}"),
+                    Some(&json!({"configure": ".*", "write": ".*", "read": ".*"})),
+                )
+                .await
+                .expect("permissions");
+        }
+        let pm = api(&node, "pm", "pw");
+        let body = json!({"pattern": "^pm", "definition": {"max-length": 1}});
+        assert_eq!(put(&pm, "/api/policies/%2F/pm", body.clone()).await.0, 201);
+        assert_eq!(status_of(&pm, "GET", "/api/policies/%2F/pm").await, 200);
+        assert_eq!(
+            put(&pm, "/api/operator-policies/%2F/pm", body.clone())
+                .await
+                .0,
+            401
+        );
+        let (status, answer) = put(
+            &api(&node, "pm-other", "pw"),
+            "/api/policies/%2F/x",
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["reason"].clone()),
+            (401, json!("User not authorised to access object"))
+        );
+        let mg = api(&node, "mg", "pw");
+        assert_eq!(put(&mg, "/api/policies/%2F/x", body).await.0, 401);
+        assert_eq!(status_of(&mg, "DELETE", "/api/policies/%2F/pm").await, 401);
+        let listed = mg
+            .get("/api/policies")
+            .await
+            .expect("management users list policies");
+        let mut listed = names(&listed);
+        listed.sort();
+        assert_eq!(listed, ["keep", "mirrored", "pm"]);
+        assert_eq!(status_of(&pm, "DELETE", "/api/policies/%2F/pm").await, 204);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_policy_set_through_one_node_acts_on_every_node_and_survives_definitions() {
+        let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+        let leader = cluster.leader().expect("a leader");
+        let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+        let other = (1..=3)
+            .find(|n| *n != leader && *n != follower)
+            .expect("a third node");
+        let through = guest_api(cluster.node(follower));
+        let policy = json!({"vhost": "/", "name": "cl", "pattern": "^cl\\.", "apply-to": "queues",
+                            "definition": {"max-length": 2, "message-ttl": 600000}, "priority": 1});
+        let (status, answer) = put(&through, "/api/policies/%2F/cl", policy.clone()).await;
+        assert_eq!(status, 201, "{answer}");
+        let cap = json!({"vhost": "/", "name": "cap", "pattern": "^cl\\.", "apply-to": "all",
+                         "definition": {"max-length-bytes": 1000000}, "priority": 0});
+        let (status, answer) = put(
+            &guest_api(cluster.node(other)),
+            "/api/operator-policies/%2F/cap",
+            json!({"pattern": "^cl\\.", "definition": {"max-length-bytes": 1000000}}),
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+
+        // A client of the third node declares, a client of the leader publishes.
+        let declarer = connect_retrying(cluster.node(other).uri())
+            .await
+            .expect("connect");
+        let ch = confirm_channel(&declarer).await;
+        declare_queue(
+            &ch,
+            "cl.q",
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let publisher = connect_retrying(cluster.node(leader).uri())
+            .await
+            .expect("connect");
+        let pch = confirm_channel(&publisher).await;
+        publish_all(&pch, "cl.q", &["a", "b", "c", "d", "e"]).await;
+        for n in 1..=3 {
+            let api_n = guest_api(cluster.node(n));
+            let q = wait_for_json(&api_n, "/api/queues/%2F/cl.q", WAIT, |q| q["messages"] == 2)
+                .await
+                .unwrap_or_else(|e| panic!("node {n}: {e}"));
+            assert_eq!(
+                (q["policy"].clone(), q["operator_policy"].clone()),
+                (json!("cl"), json!("cap")),
+                "node {n}"
+            );
+            assert_eq!(
+                q["effective_policy_definition"],
+                json!({"max-length": 2, "message-ttl": 600000, "max-length-bytes": 1000000}),
+                "node {n}"
+            );
+            assert_eq!(
+                api_n.get("/api/policies/%2F/cl").await.expect("GET"),
+                policy
+            );
+            assert_eq!(
+                api_n
+                    .get("/api/operator-policies/%2F/cap")
+                    .await
+                    .expect("GET"),
+                cap
+            );
+        }
+
+        // Definitions: policies as RabbitMQ's, operator policies as its runtime parameters.
+        let export = guest_api(cluster.node(leader))
+            .get("/api/definitions")
+            .await
+            .expect("export");
+        assert_eq!(export["policies"], json!([policy]));
+        let op_param = export["parameters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["component"] == "operator_policy"))
+            .cloned()
+            .expect("the operator policy is exported");
+        assert_eq!(
+            op_param,
+            json!({"vhost": "/", "component": "operator_policy", "name": "cap",
+                   "value": {"pattern": "^cl\\.", "apply-to": "all",
+                             "definition": {"max-length-bytes": 1000000}, "priority": 0}})
+        );
+        assert_eq!(
+            status_of(&through, "DELETE", "/api/policies/%2F/cl").await,
+            204
+        );
+        assert_eq!(
+            status_of(&through, "DELETE", "/api/operator-policies/%2F/cap").await,
+            204
+        );
+        wait_for_json(
+            &guest_api(cluster.node(other)),
+            "/api/queues/%2F/cl.q",
+            WAIT,
+            |q| q["policy"].is_null() && q["operator_policy"].is_null(),
+        )
+        .await
+        .expect("cleared everywhere");
+        let (status, answer) = through
+            .request("POST", "/api/definitions", Some(&export))
+            .await
+            .expect("import");
+        assert_eq!(status, 204, "{answer}");
+        for n in 1..=3 {
+            let api_n = guest_api(cluster.node(n));
+            assert_eq!(
+                api_n.get("/api/policies").await.expect("GET"),
+                json!([policy])
+            );
+            assert_eq!(
+                api_n.get("/api/operator-policies").await.expect("GET"),
+                json!([cap])
+            );
+            wait_for_json(&api_n, "/api/queues/%2F/cl.q", WAIT, |q| {
+                q["policy"] == "cl"
+            })
+            .await
+            .unwrap_or_else(|e| panic!("node {n}: {e}"));
+        }
+
+        // A file with a bad policy imports nothing.
+        let bad = json!({
+            "vhosts": [{"name": "fresh"}],
+            "policies": [{"vhost": "fresh", "name": "bad", "pattern": "^x",
+                          "definition": {"max-length": "many"}}],
+        });
+        let (status, answer) = through
+            .request("POST", "/api/definitions", Some(&bad))
+            .await
+            .expect("an answer");
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("(vhost: \"fresh\" key: \"bad\")")),
+            "{answer}"
+        );
+        assert_eq!(status_of(&through, "GET", "/api/vhosts/fresh").await, 404);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn warrenctl_sets_lists_and_clears_policies_as_rabbitmqctl() {
+        let node = Broker::start_own(&[]).expect("warren starts");
+        let admin = guest_api(&node);
+        let run = |args: &[&str]| {
+            let out = warrenctl(&node, args).expect("warrenctl runs");
+            assert!(out.ok, "warrenctl {args:?}: {}", out.stderr);
+            out.stdout
+        };
+        let said = run(&[
+            "set-policy",
+            "ctl",
+            "^ctl\\.",
+            r#"{"max-length": 3}"#,
+            "--priority",
+            "7",
+            "--apply-to",
+            "queues",
+        ]);
+        assert!(said.starts_with("Setting policy \"ctl\""), "{said}");
+        run(&[
+            "set-operator-policy",
+            "cap",
+            "^ctl\\.",
+            r#"{"max-length": 1}"#,
+        ]);
+        admin
+            .call(
+                "PUT",
+                "/api/queues/%2F/ctl.q",
+                Some(&json!({"durable": true})),
+            )
+            .await
+            .expect("declare");
+        let q = wait_for_json(&admin, "/api/queues/%2F/ctl.q", WAIT, |q| {
+            q["policy"] == "ctl" && q["operator_policy"] == "cap"
+        })
+        .await
+        .expect("the queue follows both");
+        assert_eq!(q["effective_policy_definition"], json!({"max-length": 1}));
+
+        let table = run(&["list", "policies"]);
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "vhost",
+                "name",
+                "pattern",
+                "apply-to",
+                "definition",
+                "priority"
+            ]
+        );
+        let row: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            row,
+            ["/", "ctl", "^ctl\\.", "queues", "{\"max-length\":3}", "7"]
+        );
+        let listed: Value =
+            warren_tests::serde_json::from_str(&run(&["list", "policies", "--json"]))
+                .expect("JSON");
+        assert_eq!(listed[0]["definition"], json!({"max-length": 3}));
+        assert!(run(&["list", "operator_policies"]).contains("cap"));
+
+        assert!(run(&["clear-policy", "ctl"]).starts_with("Clearing policy \"ctl\""));
+        run(&["clear-operator-policy", "cap"]);
+        assert_eq!(
+            run(&["list", "policies"]).lines().count(),
+            1,
+            "the header only"
+        );
+        wait_for_json(&admin, "/api/queues/%2F/ctl.q", WAIT, |q| {
+            q["policy"].is_null()
+        })
+        .await
+        .expect("cleared");
+
+        // Failures: one line, exit status 1.
+        for (args, expected) in [
+            (vec!["clear-policy", "ctl"], "warrenctl: 404: Not Found"),
+            (
+                vec!["set-policy", "p", ".*", r#"{"no-such-key": 1}"#],
+                "warrenctl: 400: Validation failed: ",
+            ),
+            (
+                vec!["set-policy", "p", ".*", "max-length=1"],
+                "warrenctl: DEFINITION is not JSON",
+            ),
+        ] {
+            let out = warrenctl(&node, &args).expect("warrenctl runs");
+            assert!(!out.ok, "{args:?} fails");
+            assert_eq!(out.stderr.lines().count(), 1, "{:?}", out.stderr);
+            assert!(out.stderr.starts_with(expected), "{args:?}: {}", out.stderr);
+        }
+    }
+}

@@ -141,6 +141,28 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
             axum::routing::put(crate::limits::put_user_limit)
                 .delete(crate::limits::delete_user_limit),
         )
+        .route("/api/policies", get(crate::policies::policies))
+        .route("/api/policies/{vhost}", get(crate::policies::policies_in))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(crate::policies::policy)
+                .put(crate::policies::put_policy)
+                .delete(crate::policies::delete_policy),
+        )
+        .route(
+            "/api/operator-policies",
+            get(crate::policies::operator_policies),
+        )
+        .route(
+            "/api/operator-policies/{vhost}",
+            get(crate::policies::operator_policies_in),
+        )
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(crate::policies::operator_policy)
+                .put(crate::policies::put_operator_policy)
+                .delete(crate::policies::delete_operator_policy),
+        )
         .route(
             "/api/definitions",
             get(crate::definitions::export).post(crate::definitions::import),
@@ -483,7 +505,11 @@ async fn delete_vhost(
 }
 
 /// A listing restricted to `vhost` needs the vhost to exist and be visible to the caller.
-fn check_vhost(caller: &Caller, view: &BrokerView, vhost: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn check_vhost(
+    caller: &Caller,
+    view: &BrokerView,
+    vhost: Option<&str>,
+) -> Result<(), ApiError> {
     if let Some(v) = vhost {
         if !view.vhosts.iter().any(|x| x == v) || !caller.sees_vhost(view, v) {
             return Err(ApiError::not_found());

@@ -1,7 +1,8 @@
 //! HTTP basic authentication against the broker's users, and what each user tag lets a user see
 //! and do, as RabbitMQ's management plugin applies them: `administrator` everything;
 //! `monitoring` every vhost's objects and every connection, read-only; `management` (and
-//! `policymaker`) the vhosts it has permissions in and its own connections; no tag: no access.
+//! `policymaker`) the vhosts it has permissions in and its own connections; `policymaker` also the
+//! policies of those vhosts; no tag: no access.
 
 use axum::http::{header, HeaderMap};
 use base64::Engine;
@@ -52,6 +53,19 @@ impl Caller {
                 .permissions
                 .iter()
                 .any(|p| p.user == self.name && p.vhost == vhost)
+    }
+
+    /// Whether the user may read and change the policies of `vhost` (RabbitMQ's
+    /// `is_authorized_policies`): an administrator, or a `policymaker` with permissions in the
+    /// vhost (or when the vhost does not exist, which then answers 404).
+    pub(crate) fn makes_policies_in(&self, view: &BrokerView, vhost: &str) -> bool {
+        self.is_administrator()
+            || (self.has("policymaker")
+                && (!view.vhosts.iter().any(|v| v == vhost)
+                    || view
+                        .permissions
+                        .iter()
+                        .any(|p| p.user == self.name && p.vhost == vhost)))
     }
 
     /// Whether the user sees a connection (or its channels and consumers) of `user`.

@@ -1,13 +1,14 @@
 //! `GET/POST /api/definitions`: the cluster's users (with their limits), vhosts, permissions,
-//! topic permissions, vhost limits, exchanges, queues and bindings in RabbitMQ's definitions
-//! format, and importing such a file (RabbitMQ's own exports included). Vhost limits are
-//! exported where RabbitMQ 3.10 puts them (a `vhost-limits` runtime parameter) and where later
-//! versions also do (the vhost's `limits`); both are read on import. Users, vhosts, permissions
-//! and limits go through the Access service (committed through Raft); exchanges, queues and
-//! bindings are declared through a direct connection of the importing administrator in each
-//! vhost, so the administrator needs permissions there (given in the same file, as RabbitMQ's
-//! exports do for their users). Limits are set after the topology, so that they never refuse
-//! the import's own connections and queues.
+//! topic permissions, vhost limits, policies, exchanges, queues and bindings in RabbitMQ's
+//! definitions format, and importing such a file (RabbitMQ's own exports included). Operator
+//! policies travel where RabbitMQ puts them: `operator_policy` entries of `parameters`. Vhost
+//! limits are exported where RabbitMQ 3.10 puts them (a `vhost-limits` runtime parameter) and
+//! where later versions also do (the vhost's `limits`); both are read on import. Users, vhosts,
+//! permissions, policies and limits go through the Access service (committed through Raft);
+//! exchanges, queues and bindings are declared through a direct connection of the importing
+//! administrator in each vhost, so the administrator needs permissions there (given in the same
+//! file, as RabbitMQ's exports do for their users). Limits are set after the topology, so that
+//! they never refuse the import's own connections and queues.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +29,12 @@ use crate::api::{
 use crate::auth::Need;
 use crate::error::ApiError;
 use crate::names;
+use crate::policies;
 use crate::shapes;
 use crate::Ctx;
+
+/// The runtime parameter component of operator policies in RabbitMQ's definitions.
+const OPERATOR_POLICY: &str = "operator_policy";
 
 /// Exchanges every vhost has: never exported, skipped on import.
 fn predeclared(name: &str) -> bool {
@@ -104,9 +109,22 @@ pub(crate) async fn export(
         "parameters": view.vhost_limits.iter().map(|l| json!({
             "value": shapes::limits_value(&l.limits), "vhost": l.owner,
             "component": "vhost-limits", "name": "limits",
+        })).chain(view.policies.iter().filter(|p| p.operator).map(|p| {
+            // RabbitMQ keeps operator policies as runtime parameters and exports them so.
+            let mut value = shapes::policy(p);
+            if let Some(v) = value.as_object_mut() {
+                v.remove("vhost");
+                v.remove("name");
+            }
+            json!({"value": value, "vhost": p.vhost, "component": OPERATOR_POLICY, "name": p.name})
         })).collect::<Vec<_>>(),
         "global_parameters": [],
-        "policies": [],
+        "policies": view
+            .policies
+            .iter()
+            .filter(|p| !p.operator)
+            .map(shapes::policy)
+            .collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -146,6 +164,7 @@ pub(crate) async fn import(
         ));
     }
     check_names(&defs)?;
+    let policies = policies_of(&defs)?;
     for v in list(&defs, "vhosts") {
         access_change(
             &ctx,
@@ -199,6 +218,10 @@ pub(crate) async fn import(
             }),
         )
         .await?;
+    }
+    // Before the topology, as RabbitMQ imports them: a queue follows its policy from the start.
+    for policy in policies {
+        access_change(&ctx, Change::SetPolicy(policy)).await?;
     }
     // Topology, one direct connection per vhost, in RabbitMQ's order: exchanges, queues, bindings.
     let mut vhosts: Vec<&str> = Vec::new();
@@ -290,6 +313,30 @@ fn check_names(defs: &Value) -> Result<(), ApiError> {
         check_binding_names(text(b, "source"), text(b, "destination"), b)?;
     }
     Ok(())
+}
+
+/// The file's policies (`policies`) and operator policies (`operator_policy` entries of
+/// `parameters`, as RabbitMQ exports them), each checked before anything is imported, so a file
+/// with a bad one changes nothing; the reason names it as RabbitMQ's does.
+fn policies_of(defs: &Value) -> Result<Vec<pb::SetPolicy>, ApiError> {
+    let operator = list(defs, "parameters")
+        .filter(|p| text(p, "component") == OPERATOR_POLICY)
+        .map(|p| (p, p.get("value").unwrap_or(&Value::Null), true));
+    list(defs, "policies")
+        .map(|p| (p, p, false))
+        .chain(operator)
+        .map(|(entry, body, operator)| {
+            let (vhost, name) = (vhost_of(entry, "/"), text(entry, "name"));
+            if name.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "policy in virtual host '{vhost}' has undefined name"
+                )));
+            }
+            policies::from_json(vhost, name, body, operator).map_err(|e| {
+                ApiError::bad_request(format!("{} (vhost: \"{vhost}\" key: \"{name}\")", e.reason))
+            })
+        })
+        .collect()
 }
 
 /// A definitions file's limits object (`{"max-connections": 10}`) as Access limits; values must

@@ -21,6 +21,15 @@ impl ApiError {
         }
     }
 
+    /// RabbitMQ's 404 for a change in a vhost that does not exist.
+    pub(crate) fn vhost_not_found() -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: "not_found",
+            reason: "vhost_not_found".into(),
+        }
+    }
+
     pub(crate) fn bad_request(reason: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,

@@ -4,9 +4,9 @@
 //!
 //! Any node answers for the whole cluster: listings come from the deciding broker's view (the
 //! leader's, asked over gRPC by a node that does not lead), changes to users, vhosts,
-//! permissions, topic permissions and limits go through the Access service (committed through
-//! Raft), and publish, get, purge and delete go through a direct connection logged in as the
-//! HTTP user. This crate decides nothing about brokers: it translates.
+//! permissions, topic permissions, limits and policies go through the Access service (committed
+//! through Raft), and publish, get, purge and delete go through a direct connection logged in
+//! as the HTTP user. This crate decides nothing about brokers: it translates.
 
 mod aliveness;
 mod api;
@@ -19,6 +19,7 @@ mod limits;
 mod listing;
 mod metrics;
 mod names;
+mod policies;
 mod prometheus_plugin;
 mod rates;
 mod shapes;

@@ -5,7 +5,7 @@
 //! visible to whoever sees the vhost, user limits to administrators.
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
 use warren_proto::access as pb;
@@ -100,14 +100,6 @@ fn limit_value(body: &Bytes, name: &str) -> Result<i64, ApiError> {
     })
 }
 
-fn no_vhost() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        error: "not_found",
-        reason: "vhost_not_found".into(),
-    }
-}
-
 /// `PUT /api/vhost-limits/{vhost}/{name}` with `{"value": n}`.
 pub(crate) async fn put_vhost_limit(
     State(ctx): Shared,
@@ -118,7 +110,7 @@ pub(crate) async fn put_vhost_limit(
 ) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
     if !view.vhosts.contains(&vhost) {
-        return Err(no_vhost());
+        return Err(ApiError::vhost_not_found());
     }
     let value = limit_value(&body, &name)?;
     access_change(
@@ -142,7 +134,7 @@ pub(crate) async fn delete_vhost_limit(
 ) -> ApiResult {
     let (_, view) = session(&ctx, &headers, peer, Need::Administrator).await?;
     if !view.vhosts.contains(&vhost) {
-        return Err(no_vhost());
+        return Err(ApiError::vhost_not_found());
     }
     access_change(
         &ctx,

@@ -40,6 +40,8 @@ pub(crate) const BINDINGS: Listing = Listing::Sorted(&[
     "routing_key",
     "properties_key",
 ]);
+/// Policies and operator policies (`rabbit_mgmt_wm_policies`): by priority, not paged.
+pub(crate) const BY_PRIORITY: Listing = Listing::Sorted(&["priority"]);
 /// Consumers and permissions: no key of theirs is sorted on by default.
 pub(crate) const UNSORTED: Listing = Listing::Sorted(&[]);
 

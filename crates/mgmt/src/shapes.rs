@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use warren_core::view::{
     ArgValue, BindingView, BrokerView, ChannelView, ConnectionView, ConsumerView, ExchangeView,
-    LimitsView, PermissionView, QueueView, TopicPermissionView, UserView,
+    LimitsView, PermissionView, PolicyView, QueueView, TopicPermissionView, UserView,
 };
 
 use crate::node_name;
@@ -127,7 +127,12 @@ pub(crate) fn queue(q: &QueueView, rates: &RateTable, cluster: &Cluster) -> Valu
             obj.insert("online".into(), cluster.member_names());
         }
     }
-    obj.insert("policy".into(), Value::Null);
+    obj.insert("policy".into(), q.policy.clone().into());
+    obj.insert("operator_policy".into(), q.operator_policy.clone().into());
+    obj.insert(
+        "effective_policy_definition".into(),
+        args(&q.effective_policy_definition),
+    );
     obj.insert("consumers".into(), q.consumers.into());
     if is_single_active(q) {
         obj.insert(
@@ -182,8 +187,20 @@ pub(crate) fn exchange(x: &ExchangeView, rates: &RateTable) -> Value {
         "internal": x.internal,
         "arguments": args(&x.arguments),
         "user_who_performed_action": "",
-        "policy": null,
+        "policy": x.policy,
         "message_stats": stats,
+    })
+}
+
+/// A policy or operator policy as `/api/policies` and definitions files show it.
+pub(crate) fn policy(p: &PolicyView) -> Value {
+    json!({
+        "vhost": p.vhost,
+        "name": p.name,
+        "pattern": p.pattern,
+        "apply-to": p.apply_to,
+        "definition": args(&p.definition),
+        "priority": p.priority,
     })
 }
 

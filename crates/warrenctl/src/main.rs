@@ -1,6 +1,6 @@
 //! `warrenctl`: operate a Warren cluster from any node, as `rabbitmqctl`/`rabbitmqadmin` do for
 //! RabbitMQ. Talks to the management HTTP API (users, vhosts, permissions, topic permissions,
-//! limits, queues, listings, definitions, connections) and to the Admin gRPC service
+//! limits, policies, queues, listings, definitions, connections) and to the Admin gRPC service
 //! (membership). A failure is one line on stderr and exit status 1.
 
 use std::io::Write;
@@ -132,6 +132,48 @@ enum Cmd {
         username: String,
         limit: String,
     },
+    /// Set a policy of a vhost (rabbitmqctl set_policy): the queues and exchanges whose names
+    /// match PATTERN (a regular expression) follow DEFINITION, a JSON object of policy keys
+    /// (`{"max-length": 1000}`); of the policies that match, the highest priority wins.
+    SetPolicy {
+        name: String,
+        pattern: String,
+        definition: String,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// all, queues, classic_queues, quorum_queues, streams or exchanges.
+        #[arg(long, default_value = "all")]
+        apply_to: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Remove a policy of a vhost (rabbitmqctl clear_policy).
+    ClearPolicy {
+        name: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Set an operator policy (rabbitmqctl set_operator_policy): caps on message-ttl, expires,
+    /// max-length, max-length-bytes and delivery-limit (the lowest of it, the policy and the
+    /// queue's own argument applies) and overflow, which no user policy can lift.
+    SetOperatorPolicy {
+        name: String,
+        pattern: String,
+        definition: String,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// all, queues, classic_queues, quorum_queues or streams.
+        #[arg(long, default_value = "all")]
+        apply_to: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
+    /// Remove an operator policy (rabbitmqctl clear_operator_policy).
+    ClearOperatorPolicy {
+        name: String,
+        #[arg(long, short = 'p', default_value = "/")]
+        vhost: String,
+    },
     AddVhost {
         name: String,
     },
@@ -211,6 +253,9 @@ enum Listing {
     TopicPermissions,
     VhostLimits,
     UserLimits,
+    Policies,
+    #[value(alias = "operator_policies")]
+    OperatorPolicies,
 }
 
 fn main() {
@@ -221,7 +266,15 @@ fn main() {
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(args)));
     if let Err(e) = result {
-        let _ = writeln!(std::io::stderr().lock(), "warrenctl: {e:#}");
+        // One line, also for a reason of several (RabbitMQ's "Validation failed\n\n...").
+        let text = format!("{e:#}");
+        let line = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        let _ = writeln!(std::io::stderr().lock(), "warrenctl: {line}");
         std::process::exit(1);
     }
 }
@@ -370,12 +423,92 @@ fn columns(what: Listing) -> (&'static str, &'static [(&'static str, &'static st
                 ("max-channels", "value.max-channels"),
             ],
         ),
+        Listing::Policies => ("/api/policies", POLICY_COLUMNS),
+        Listing::OperatorPolicies => ("/api/operator-policies", POLICY_COLUMNS),
     }
 }
+
+/// rabbitmqctl list_policies' columns.
+const POLICY_COLUMNS: &[(&str, &str)] = &[
+    ("vhost", "vhost"),
+    ("name", "name"),
+    ("pattern", "pattern"),
+    ("apply-to", "apply-to"),
+    ("definition", "definition"),
+    ("priority", "priority"),
+];
 
 fn pick<'a>(v: &'a Value, path: &str) -> &'a Value {
     path.split('.')
         .fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
+}
+
+/// Sets a policy (`operator`: an operator policy) as `/api/policies` takes it; what was done,
+/// in rabbitmqctl's words.
+async fn set_policy(
+    api: &ApiClient,
+    operator: bool,
+    policy: (&str, &str, &str),
+    priority: i64,
+    apply_to: &str,
+    vhost: &str,
+) -> anyhow::Result<String> {
+    let (name, pattern, definition) = policy;
+    let parsed: Value = serde_json::from_str(definition)
+        .with_context(|| format!("DEFINITION is not JSON: {definition}"))?;
+    let kind = if operator {
+        "operator-policies"
+    } else {
+        "policies"
+    };
+    api.call(
+        "PUT",
+        &format!("/api/{kind}/{}/{}", segment(vhost), segment(name)),
+        Some(&json!({
+            "pattern": pattern,
+            "definition": parsed,
+            "priority": priority,
+            "apply-to": apply_to,
+        })),
+    )
+    .await?;
+    let what = if operator {
+        "operator policy"
+    } else {
+        "policy"
+    };
+    Ok(format!(
+        "Setting {what} \"{name}\" for pattern \"{pattern}\" to \"{definition}\" \
+         with priority \"{priority}\" for vhost \"{vhost}\" ..."
+    ))
+}
+
+/// Removes a policy (`operator`: an operator policy); what was done, in rabbitmqctl's words.
+async fn clear_policy(
+    api: &ApiClient,
+    operator: bool,
+    name: &str,
+    vhost: &str,
+) -> anyhow::Result<String> {
+    let kind = if operator {
+        "operator-policies"
+    } else {
+        "policies"
+    };
+    api.call(
+        "DELETE",
+        &format!("/api/{kind}/{}/{}", segment(vhost), segment(name)),
+        None,
+    )
+    .await?;
+    let what = if operator {
+        "operator policy"
+    } else {
+        "policy"
+    };
+    Ok(format!(
+        "Clearing {what} \"{name}\" on vhost \"{vhost}\" ..."
+    ))
 }
 
 /// Sets (`value`) or clears one limit of a vhost or a user (`kind`: "vhost" or "user"), as
@@ -587,6 +720,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
             &mut out,
             change_limit(&api, "user", &user, &limit, None).await?,
         )?,
+        Cmd::SetPolicy {
+            name,
+            pattern,
+            definition,
+            priority,
+            apply_to,
+            vhost,
+        } => done(
+            &mut out,
+            set_policy(
+                &api,
+                false,
+                (&name, &pattern, &definition),
+                priority,
+                &apply_to,
+                &vhost,
+            )
+            .await?,
+        )?,
+        Cmd::ClearPolicy { name, vhost } => {
+            done(&mut out, clear_policy(&api, false, &name, &vhost).await?)?
+        }
+        Cmd::SetOperatorPolicy {
+            name,
+            pattern,
+            definition,
+            priority,
+            apply_to,
+            vhost,
+        } => done(
+            &mut out,
+            set_policy(
+                &api,
+                true,
+                (&name, &pattern, &definition),
+                priority,
+                &apply_to,
+                &vhost,
+            )
+            .await?,
+        )?,
+        Cmd::ClearOperatorPolicy { name, vhost } => {
+            done(&mut out, clear_policy(&api, true, &name, &vhost).await?)?
+        }
         Cmd::AddVhost { name } => {
             api.call("PUT", &format!("/api/vhosts/{}", segment(&name)), None)
                 .await?;

@@ -70,8 +70,8 @@ function button(label, action) {
 
 async function queues() {
   const qs = await get("/api/queues");
-  table("queues-table", ["vhost", "name", "ready", "unacked", "total", "consumers", "publish/s", "deliver/s", "ack/s", "leader", ""],
-    qs.map(q => [q.vhost, q.name, q.messages_ready, q.messages_unacknowledged, q.messages, q.consumers,
+  table("queues-table", ["vhost", "name", "policy", "ready", "unacked", "total", "consumers", "publish/s", "deliver/s", "ack/s", "leader", ""],
+    qs.map(q => [q.vhost, q.name, [q.policy, q.operator_policy].filter(Boolean).join(", "), q.messages_ready, q.messages_unacknowledged, q.messages, q.consumers,
       rate(q.message_stats.publish_details), rate(q.message_stats.deliver_get_details), rate(q.message_stats.ack_details),
       q.leader, { html: button("Purge", `purge|${q.vhost}|${q.name}`).html + " " + button("Delete", `delete-queue|${q.vhost}|${q.name}`).html }]));
 }
@@ -101,6 +101,14 @@ async function users() {
   const [us, ps] = await Promise.all([get("/api/users"), get("/api/permissions")]);
   table("users-table", ["name", "tags", ""], us.map(u => [u.name, (u.tags || []).join(", "), button("Delete", `delete-user|${u.name}`)]));
   table("permissions-table", ["user", "vhost", "configure", "write", "read"], ps.map(p => [p.user, p.vhost, p.configure, p.write, p.read]));
+}
+
+async function policies() {
+  const [ps, ops] = await Promise.all([get("/api/policies"), get("/api/operator-policies")]);
+  const rows = list => list.map(p => [p.vhost, p.name, p.pattern, p["apply-to"], JSON.stringify(p.definition), p.priority]);
+  const headers = ["vhost", "name", "pattern", "apply to", "definition", "priority"];
+  table("policies-table", headers, rows(ps));
+  table("operator-policies-table", headers, rows(ops));
 }
 
 // --- the live topology ----------------------------------------------------------------------
@@ -254,7 +262,7 @@ document.getElementById("login-form").addEventListener("submit", async ev => {
 
 // --- navigation and refresh -----------------------------------------------------------------
 
-const pages = { overview, topology, queues, exchanges, connections, users, publish: async () => {} };
+const pages = { overview, topology, queues, exchanges, connections, users, policies, publish: async () => {} };
 let busy = false;
 
 async function refresh() {
