@@ -1,6 +1,7 @@
 //! One consumer: its own connection and channel, basic.qos and basic.consume on one queue,
-//! timing each delivery from the stamp in its body and acknowledging every delivery or every
-//! N-th with multiple=true (or not at all with no-ack).
+//! timing each delivery from the stamp in its body, noting whether its priority rose above the
+//! previous delivery's, and acknowledging every delivery or every N-th with multiple=true (or
+//! not at all with no-ack).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub(crate) struct ConsumerPlan {
     pub(crate) count: u64,
     /// Messages per second at most (0: as fast as they come).
     pub(crate) rate: f64,
+    /// The arguments of basic.consume (`x-stream-offset`, `x-priority`…).
+    pub(crate) arguments: FieldTable,
 }
 
 /// A queue's drain target shared by the consumers of that queue (`--exit-when empty`): how many
@@ -67,7 +70,7 @@ pub(crate) async fn run(
                 no_ack: plan.autoack,
                 ..Default::default()
             },
-            FieldTable::default(),
+            plan.arguments.clone(),
         )
         .await
         .with_context(|| format!("basic.consume on {}", plan.queue))?;
@@ -76,6 +79,9 @@ pub(crate) async fn run(
     let mut unacked: u64 = 0;
     // The acker of the newest delivery not yet acknowledged (multiple=true acks it and all before).
     let mut newest: Option<Acker> = None;
+    // The priority of the previous delivery (a message without one counts as 0, as a priority
+    // queue ranks it).
+    let mut previous_priority: Option<u8> = None;
     let drained = || drain.as_ref().is_some_and(|d| d.done());
     // Checks the drain target of a queue whose other consumer took the last message.
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -95,6 +101,15 @@ pub(crate) async fn run(
         };
         stats.e2e_latency(&delivery.data);
         stats.received.fetch_add(1, Ordering::Relaxed);
+        let priority = *delivery.properties.priority();
+        if priority.is_some() {
+            stats.priority_deliveries.fetch_add(1, Ordering::Relaxed);
+        }
+        let priority = priority.unwrap_or(0);
+        if previous_priority.is_some_and(|p| priority > p) {
+            stats.priority_rises.fetch_add(1, Ordering::Relaxed);
+        }
+        previous_priority = Some(priority);
         Stats::mark(&stats.last_received_us, start.elapsed());
         if let Some(d) = &drain {
             d.taken.fetch_add(1, Ordering::Relaxed);

@@ -2,9 +2,11 @@
 //! them until the time or the message counts are reached, prints progress each second and the
 //! summary at the end. Speaks AMQP through lapin only, so it measures RabbitMQ the same way.
 
+mod arguments;
 mod consumer;
 mod options;
 mod producer;
+mod properties;
 mod report;
 mod stats;
 
@@ -18,13 +20,12 @@ use anyhow::Context;
 use clap::Parser;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::tcp::OwnedTLSConfig;
-use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::consumer::{ConsumerPlan, Drain};
-use crate::options::{ExitWhen, Options, QueueType};
+use crate::options::{ExitWhen, Options};
 use crate::producer::ProducerPlan;
 use crate::report::{progress_line, Snapshot, Summary};
 use crate::stats::Stats;
@@ -70,6 +71,8 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
     let setup = connect(&opts.uris[0], &tls).await?;
     let setup_ch = setup.create_channel().await.context("channel.open")?;
     let drains = declare(opts, &setup_ch, &queues).await?;
+    let consumer_arguments = opts.consumer_arguments()?;
+    let properties = opts.message_properties()?;
 
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop) = watch::channel(false);
@@ -99,6 +102,7 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
             multi_ack_every: opts.multi_ack_every,
             count: opts.cmessages,
             rate: opts.consumer_rate,
+            arguments: consumer_arguments.clone(),
         };
         let conn = conns.remove(&j).context("every consumer was connected")?;
         let drain = drains.get(&queue).cloned();
@@ -111,7 +115,7 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
             queue: queues[i % queues.len()].clone(),
             size: opts.size,
             confirm: opts.confirm,
-            persistent: opts.persistent(),
+            properties: properties.for_producer(i),
             mandatory: opts.mandatory(),
             rate: opts.rate,
             count: opts.pmessages,
@@ -223,15 +227,9 @@ async fn declare(
     ch: &Channel,
     queues: &[String],
 ) -> anyhow::Result<HashMap<String, Arc<Drain>>> {
-    let mut args = FieldTable::default();
-    if opts.queue_type == QueueType::Quorum {
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-    }
+    let args = opts.queue_arguments()?;
     let options = QueueDeclareOptions {
-        durable: opts.durable || opts.queue_type == QueueType::Quorum,
+        durable: opts.durable || opts.replicated()?,
         auto_delete: opts.auto_delete,
         ..Default::default()
     };

@@ -1,10 +1,15 @@
-//! The command line, in rabbitmq-perf-test's vocabulary (`-x -y -s -c -f -u -q -A -a -r -z -C -D`),
-//! and the queue names it expands to. Parsing only: nothing here connects.
+//! The command line, in rabbitmq-perf-test's vocabulary (`-x -y -s -c -f -u -q -A -a -r -z -C -D`,
+//! `--queue-args`, `--consumer-args`, `--message-properties`), the queue names it expands to and
+//! the argument tables it declares and consumes with. Parsing only: nothing here connects.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{ArgAction, Parser, ValueEnum};
+use lapin::types::{AMQPValue, FieldTable};
+
+use crate::arguments;
+use crate::properties::MessageProperties;
 
 /// warren-perf: publishes and consumes through AMQP 0-9-1 (lapin) and reports rates and latency
 /// percentiles, like rabbitmq-perf-test. Works against Warren and RabbitMQ alike.
@@ -69,6 +74,27 @@ pub(crate) struct Options {
     /// Last number of --queue-pattern (when no range follows the pattern).
     #[arg(long, default_value_t = 1)]
     pub(crate) queue_pattern_to: u32,
+    /// Queue arguments of queue.declare as `KEY=VALUE` pairs separated by commas, as
+    /// rabbitmq-perf-test's -qa: `x-max-priority=10`, `x-queue-type=stream`; repeatable.
+    /// `true`/`false` are booleans, integers longs, anything else strings. With --queue-type
+    /// quorum, an x-queue-type here must be `quorum` too.
+    #[arg(long = "queue-args", value_name = "KEY=VALUE,...")]
+    pub(crate) queue_args: Vec<String>,
+    /// Arguments of basic.consume, typed as --queue-args, as rabbitmq-perf-test's -ca:
+    /// `x-stream-offset=first` (where a stream consumer starts), `x-priority=10`; repeatable.
+    #[arg(long = "consumer-args", value_name = "KEY=VALUE,...")]
+    pub(crate) consumer_args: Vec<String>,
+    /// Message properties as `KEY=VALUE` pairs, rabbitmq-perf-test's -mp names: contentType,
+    /// contentEncoding, deliveryMode, priority, correlationId, replyTo, expiration, messageId,
+    /// timestamp (seconds since the epoch), type, userId, appId, clusterId; any other key is
+    /// sent as a header (typed as --queue-args). Repeatable.
+    #[arg(long = "message-properties", value_name = "KEY=VALUE,...")]
+    pub(crate) message_properties: Vec<String>,
+    /// Give each message a priority drawn uniformly from 0..=N (for a queue declared with
+    /// `--queue-args x-max-priority=M`). With consumers, the summary counts deliveries that came
+    /// after one of lower priority on the same consumer.
+    #[arg(long, value_name = "N")]
+    pub(crate) random_priority: Option<u8>,
     /// Declare queues durable (quorum queues always are).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub(crate) durable: bool,
@@ -160,6 +186,48 @@ impl Options {
             .collect())
     }
 
+    /// The arguments of queue.declare: x-queue-type of --queue-type, then the --queue-args.
+    pub(crate) fn queue_arguments(&self) -> anyhow::Result<FieldTable> {
+        let mut base = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            base.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        arguments::table(base, &self.queue_args).context("--queue-args")
+    }
+
+    /// The arguments of basic.consume (--consumer-args).
+    pub(crate) fn consumer_arguments(&self) -> anyhow::Result<FieldTable> {
+        arguments::table(FieldTable::default(), &self.consumer_args).context("--consumer-args")
+    }
+
+    /// The x-queue-type the queues are declared with: `--queue-args x-queue-type=…`, else
+    /// `quorum` for --queue-type quorum; `None` for RabbitMQ's default, classic.
+    pub(crate) fn x_queue_type(&self) -> anyhow::Result<Option<String>> {
+        let given = arguments::last(&self.queue_args, "x-queue-type").context("--queue-args")?;
+        Ok(given.or_else(|| (self.queue_type == QueueType::Quorum).then(|| "quorum".into())))
+    }
+
+    /// Whether the queues are quorum queues or streams, which are always durable.
+    pub(crate) fn replicated(&self) -> anyhow::Result<bool> {
+        Ok(matches!(
+            self.x_queue_type()?.as_deref(),
+            Some("quorum" | "stream")
+        ))
+    }
+
+    /// The properties producers give their messages (-f persistent, --message-properties,
+    /// --random-priority).
+    pub(crate) fn message_properties(&self) -> anyhow::Result<MessageProperties> {
+        MessageProperties::new(
+            self.persistent(),
+            &self.message_properties,
+            self.random_priority,
+        )
+    }
+
     /// Whether messages are published with delivery-mode 2.
     pub(crate) fn persistent(&self) -> bool {
         self.flags.contains(&Flag::Persistent)
@@ -198,6 +266,27 @@ impl Options {
         if self.queue_type == QueueType::Quorum && (!self.durable || self.auto_delete) {
             bail!("quorum queues are durable and not auto-delete");
         }
+        let x_queue_type = self.x_queue_type()?;
+        if self.queue_type == QueueType::Quorum && x_queue_type.as_deref() != Some("quorum") {
+            bail!(
+                "--queue-type quorum and --queue-args x-queue-type={} disagree",
+                x_queue_type.unwrap_or_default()
+            );
+        }
+        if x_queue_type.as_deref() == Some("stream") {
+            if !self.durable || self.auto_delete {
+                bail!("streams are durable and not auto-delete");
+            }
+            if self.consumers > 0 && (self.qos == 0 || self.autoack) {
+                bail!("stream consumers need a prefetch (-q) and manual acks (no -a)");
+            }
+            if self.exit_when == ExitWhen::Empty {
+                bail!("a stream never empties: stop its consumers with -D (messages each)");
+            }
+        }
+        self.queue_arguments()?;
+        self.consumer_arguments()?;
+        self.message_properties()?;
         if self.time <= 0.0
             && self.pmessages == 0
             && self.cmessages == 0
@@ -278,6 +367,76 @@ mod tests {
     fn uris_repeat_and_h_is_the_uri() {
         let o = parse(&["-h", "amqp://a", "--uri", "amqp://b"]);
         assert_eq!(o.uris, ["amqp://a", "amqp://b"]);
+    }
+
+    #[test]
+    fn queue_args_come_after_the_queue_type_and_the_last_x_queue_type_wins() {
+        let o = parse(&[
+            "--queue-args",
+            "x-max-priority=10",
+            "--queue-type",
+            "quorum",
+        ]);
+        let t = o.queue_arguments().expect("valid arguments");
+        assert_eq!(
+            t.inner().get("x-max-priority"),
+            Some(&AMQPValue::LongLongInt(10))
+        );
+        assert_eq!(o.x_queue_type().expect("valid").as_deref(), Some("quorum"));
+        o.validate()
+            .expect("a quorum priority queue is a valid request");
+        let o = parse(&["--queue-args", "x-queue-type=stream", "-q100", "-D", "50"]);
+        assert_eq!(
+            o.queue_arguments()
+                .expect("valid")
+                .inner()
+                .get("x-queue-type"),
+            Some(&AMQPValue::LongString("stream".into()))
+        );
+        assert!(o.replicated().expect("valid"));
+        o.validate()
+            .expect("a stream with a prefetch is a valid request");
+        let c = parse(&["--consumer-args", "x-stream-offset=first,x-priority=3"]);
+        let t = c.consumer_arguments().expect("valid");
+        assert_eq!(
+            t.inner().get("x-stream-offset"),
+            Some(&AMQPValue::LongString("first".into()))
+        );
+    }
+
+    #[test]
+    fn stream_consumers_need_a_prefetch_manual_acks_and_a_count_not_exit_when_empty() {
+        let stream = ["--queue-args", "x-queue-type=stream"];
+        for extra in [
+            &["-q0"][..],
+            &["-q10", "-a"],
+            &["-q10", "--exit-when", "empty"],
+        ] {
+            let o = parse(&[&stream[..], extra].concat());
+            assert!(o.validate().is_err(), "{extra:?}");
+        }
+        let o = parse(&[&stream[..], &["--queue-type", "quorum", "-q10"]].concat());
+        assert!(o.validate().is_err(), "two queue types");
+    }
+
+    #[test]
+    fn random_priority_is_at_most_255_and_excludes_a_fixed_priority() {
+        assert!(Options::try_parse_from(["warren-perf", "--random-priority", "256"]).is_err());
+        let o = parse(&[
+            "--random-priority",
+            "9",
+            "--message-properties",
+            "priority=5",
+        ]);
+        assert!(o.validate().is_err());
+        let o = parse(&["--random-priority", "9", "-f", "persistent"]);
+        let p = o
+            .message_properties()
+            .expect("valid")
+            .for_producer(0)
+            .next();
+        assert!(p.priority().is_some_and(|p| p <= 9));
+        assert_eq!(*p.delivery_mode(), Some(2));
     }
 
     #[test]

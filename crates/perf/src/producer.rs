@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, PublisherConfirm};
+use lapin::{Connection, PublisherConfirm};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::properties::MessageProperties;
 use crate::stats::{stamp, Stats};
 
 /// What a producer is asked to do.
@@ -20,7 +21,8 @@ pub(crate) struct ProducerPlan {
     pub(crate) size: usize,
     /// Unconfirmed messages allowed (0: no publisher confirms).
     pub(crate) confirm: usize,
-    pub(crate) persistent: bool,
+    /// The properties of each message (delivery mode, priority, headers…).
+    pub(crate) properties: MessageProperties,
     pub(crate) mandatory: bool,
     /// Messages per second (0: unlimited).
     pub(crate) rate: f64,
@@ -49,11 +51,7 @@ pub(crate) async fn run(
     let (to_confirm, pending) = mpsc::channel(plan.confirm.max(1));
     let confirmer = tokio::spawn(await_confirms(pending, stats.clone()));
 
-    let props = if plan.persistent {
-        BasicProperties::default().with_delivery_mode(2)
-    } else {
-        BasicProperties::default()
-    };
+    let mut properties = plan.properties.clone();
     let options = BasicPublishOptions {
         mandatory: plan.mandatory,
         immediate: false,
@@ -91,7 +89,7 @@ pub(crate) async fn run(
                     plan.queue.as_str().into(),
                     options,
                     &body,
-                    props.clone(),
+                    properties.next(),
                 )
                 .await
                 .with_context(|| format!("basic.publish to {}", plan.queue))?;

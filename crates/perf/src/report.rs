@@ -70,6 +70,10 @@ pub(crate) struct Summary {
     pub(crate) nacked: u64,
     pub(crate) returned: u64,
     pub(crate) received: u64,
+    /// Deliveries that carried a priority, and how many of them came after a delivery of lower
+    /// priority on the same consumer (0 for a backlog drained highest priority first).
+    pub(crate) priority_deliveries: u64,
+    pub(crate) priority_rises: u64,
     /// Messages per second: sent over the time to the last publish, confirmed over the run, and
     /// received over the time to the last delivery.
     pub(crate) publish_rate: f64,
@@ -99,6 +103,8 @@ impl Summary {
             nacked: stats.nacked.load(Ordering::Relaxed),
             returned: stats.returned.load(Ordering::Relaxed),
             received,
+            priority_deliveries: stats.priority_deliveries.load(Ordering::Relaxed),
+            priority_rises: stats.priority_rises.load(Ordering::Relaxed),
             publish_rate: round1(sent as f64 / secs(stats.last_sent_us.load(Ordering::Relaxed))),
             confirm_rate: round1(confirmed as f64 / window),
             consume_rate: round1(
@@ -124,6 +130,13 @@ impl Summary {
             self.received,
             self.consume_rate,
         );
+        if self.priority_deliveries > 0 {
+            let _ = writeln!(
+                s,
+                "priorities: {} deliveries carried one; {} came after a delivery of lower priority",
+                self.priority_deliveries, self.priority_rises
+            );
+        }
         for (name, p) in [
             ("confirm latency", self.confirm_latency_us),
             ("end-to-end latency", self.e2e_latency_us),

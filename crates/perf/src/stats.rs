@@ -20,6 +20,11 @@ pub(crate) struct Stats {
     pub(crate) nacked: AtomicU64,
     pub(crate) returned: AtomicU64,
     pub(crate) received: AtomicU64,
+    /// Deliveries that carried a priority property.
+    pub(crate) priority_deliveries: AtomicU64,
+    /// Deliveries of a higher priority than the delivery before them on the same consumer: none
+    /// when a consumer drains a priority queue's backlog highest level first.
+    pub(crate) priority_rises: AtomicU64,
     /// Microseconds since the run started when a producer last published / a consumer last took
     /// a message (the end of the window their rates are computed over).
     pub(crate) last_sent_us: AtomicU64,

@@ -1,5 +1,6 @@
 //! warren-perf end to end against a real `warren` node on a free loopback port (started by the
-//! test kit): a timed run, a counted run, and a backlog filled by one run and drained by another.
+//! test kit): a timed run, a counted run, a backlog filled by one run and drained by another, a
+//! priority queue drained highest priority first, and a stream re-read from its first offset.
 //! Each run must exit 0 and print a JSON summary whose counts show messages went through.
 
 use std::process::Command;
@@ -116,4 +117,73 @@ fn a_backlog_filled_by_one_run_is_drained_by_the_next() {
     );
     assert_eq!(count(&drain, "received"), 500, "{drain}");
     assert_eq!(count(&drain, "sent"), 0, "{drain}");
+}
+
+#[test]
+fn a_priority_backlog_is_drained_highest_priority_first() {
+    let broker = Broker::start_own(&[]).expect("warren starts");
+    let q = unique("perf-priority");
+    let fill = perf(
+        &broker,
+        &[
+            "-x1",
+            "-y0",
+            "-s100",
+            "-f",
+            "persistent",
+            "--queue-args",
+            "x-max-priority=10",
+            "--random-priority",
+            "9",
+            "-c100",
+            "-C1000",
+            "-u",
+            &q,
+        ],
+    );
+    assert_eq!(count(&fill, "confirmed"), 1000, "{fill}");
+    let drain = perf(
+        &broker,
+        &[
+            "-x0",
+            "-y1",
+            "--queue-args",
+            "x-max-priority=10",
+            "-q100",
+            "-A10",
+            "--exit-when",
+            "empty",
+            "-u",
+            &q,
+            "--delete-queues",
+        ],
+    );
+    assert_eq!(count(&drain, "received"), 1000, "{drain}");
+    assert_eq!(count(&drain, "priority_deliveries"), 1000, "{drain}");
+    assert_eq!(count(&drain, "priority_rises"), 0, "{drain}");
+}
+
+#[test]
+fn a_stream_is_published_then_re_read_from_its_first_offset() {
+    let broker = Broker::start_own(&[]).expect("warren starts");
+    let q = unique("perf-stream");
+    let stream = ["--queue-args", "x-queue-type=stream", "-u", &q];
+    let publish = perf(
+        &broker,
+        &[&["-x1", "-y0", "-s100", "-c100", "-C1000"], &stream[..]].concat(),
+    );
+    assert_eq!(count(&publish, "confirmed"), 1000, "{publish}");
+    // Read twice: a stream keeps what its consumers took.
+    for _ in 0..2 {
+        let reread = perf(
+            &broker,
+            &[
+                &["-x0", "-y1", "-q100", "-A10", "-D1000"][..],
+                &["--consumer-args", "x-stream-offset=first"],
+                &stream[..],
+            ]
+            .concat(),
+        );
+        assert_eq!(count(&reread, "received"), 1000, "{reread}");
+    }
 }
