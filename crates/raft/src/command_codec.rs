@@ -864,17 +864,25 @@ mod tests {
             }),
             (".{0,12}", proptest::collection::vec(".{0,12}", 0..3))
                 .prop_map(|(user, names)| Op::ClearUserLimits { user, names }),
-            (s(), ".{0,12}", any::<bool>(), ".{0,12}", any::<i64>(), table()).prop_map(
-                |(vhost, name, operator, pattern, priority, definition)| Op::SetPolicy {
-                    vhost,
-                    name,
-                    operator,
-                    pattern,
-                    apply_to: "queues".into(),
-                    priority,
-                    definition,
-                }
-            ),
+            (
+                s(),
+                ".{0,12}",
+                any::<bool>(),
+                ".{0,12}",
+                any::<i64>(),
+                table()
+            )
+                .prop_map(|(vhost, name, operator, pattern, priority, definition)| {
+                    Op::SetPolicy {
+                        vhost,
+                        name,
+                        operator,
+                        pattern,
+                        apply_to: "queues".into(),
+                        priority,
+                        definition,
+                    }
+                }),
             (s(), ".{0,12}", any::<bool>()).prop_map(|(vhost, name, operator)| {
                 Op::ClearPolicy {
                     vhost,
