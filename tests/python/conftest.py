@@ -94,7 +94,7 @@ class Node:
     """One `warren` process on loopback with its own data directory and log file."""
 
     def __init__(self, binary, workdir, node_id, amqp_port, grpc_port, flags, certs=None,
-                 bind="127.0.0.1"):
+                 bind="127.0.0.1", management_port=0):
         self.id = node_id
         self.binary = binary
         # The cluster's certificates (mutual TLS between nodes): this node's directory, and the
@@ -105,6 +105,8 @@ class Node:
         self.grpc = f"127.0.0.1:{grpc_port}" if grpc_port else None
         host = f"[{bind}]" if ":" in bind else bind
         self.url = f"amqp://guest:guest@{host}:{amqp_port}/"
+        # The management API (HTTP, guest from loopback), when the node serves one.
+        self.management = f"http://{host}:{management_port}" if management_port else None
         self.host = bind
         self.port = amqp_port
         self.data_dir = Path(workdir) / f"node{node_id}"
@@ -112,7 +114,7 @@ class Node:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(binary), "--node-id", str(node_id), "--bind", bind, "--port", str(amqp_port),
-             "--data-dir", str(self.data_dir), "--management-port", "0", *flags],
+             "--data-dir", str(self.data_dir), "--management-port", str(management_port), *flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -203,8 +205,9 @@ def start_nodes(binary, workdir, count, members=None):
     members = count > 1 if members is None else members
     logs = ""
     for attempt in range(START_ATTEMPTS):
-        ports = _free_ports(2 * count)
-        amqp, grpc = ports[:count], (ports[count:] if members else [None] * count)
+        ports = _free_ports(3 * count)
+        amqp, grpc = ports[:count], (ports[count:2 * count] if members else [None] * count)
+        management = ports[2 * count:]
         flags = []
         if members:
             for i in range(count):
@@ -215,7 +218,8 @@ def start_nodes(binary, workdir, count, members=None):
         nodes = []
         try:
             for i in range(count):
-                nodes.append(Node(binary, attempt_dir, i + 1, amqp[i], grpc[i], flags, certs))
+                nodes.append(Node(binary, attempt_dir, i + 1, amqp[i], grpc[i], flags, certs,
+                                  management_port=management[i]))
             deadline = time.time() + START_TIMEOUT
             if all(n.listening(deadline) for n in nodes):
                 return nodes
@@ -303,6 +307,7 @@ def broker_urls(request):
     try:
         nodes = start_nodes(binary, workdir, count)
         wait_until_serving(nodes)
+        _management_urls[:] = [n.management for n in nodes]
         yield [n.url for n in nodes]
     finally:
         unclean = stop_nodes(nodes)
@@ -310,6 +315,20 @@ def broker_urls(request):
         _report(nodes, unclean, workdir if keep else None)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+# The management API of each node the session started (empty against an external broker).
+_management_urls = []
+
+
+@pytest.fixture
+def management_urls(broker_urls):
+    """The management API URL of every node this session started, in `broker_urls`' order."""
+    if not _management_urls:
+        pytest.fail("the nodes under test were not started by this session: no management "
+                    "API address is known (set WARREN_TEST_URL only for AMQP-only tests)",
+                    pytrace=False)
+    return list(_management_urls)
 
 
 def broker_address(url):
