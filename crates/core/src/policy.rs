@@ -48,18 +48,27 @@ impl ApplyTo {
         }
     }
 
-    fn queues(&self, quorum: bool) -> bool {
+    fn queues(&self, kind: QueueKind) -> bool {
         match self {
             ApplyTo::All | ApplyTo::Queues => true,
-            ApplyTo::ClassicQueues => !quorum,
-            ApplyTo::QuorumQueues => quorum,
-            ApplyTo::Streams | ApplyTo::Exchanges => false,
+            ApplyTo::ClassicQueues => kind == QueueKind::Classic,
+            ApplyTo::QuorumQueues => kind == QueueKind::Quorum,
+            ApplyTo::Streams => kind == QueueKind::Stream,
+            ApplyTo::Exchanges => false,
         }
     }
 
     fn exchanges(&self) -> bool {
         matches!(self, ApplyTo::All | ApplyTo::Exchanges)
     }
+}
+
+/// The type of a queue, as `apply-to` tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueKind {
+    Classic,
+    Quorum,
+    Stream,
 }
 
 /// One policy (or operator policy) of a vhost.
@@ -102,8 +111,8 @@ impl Policy {
         })
     }
 
-    fn matches_queue(&self, name: &str, quorum: bool) -> bool {
-        self.apply_to.queues(quorum) && self.regex.is_match(name)
+    fn matches_queue(&self, name: &str, kind: QueueKind) -> bool {
+        self.apply_to.queues(kind) && self.regex.is_match(name)
     }
 
     fn matches_exchange(&self, name: &str) -> bool {
@@ -181,9 +190,9 @@ pub fn validate_definition(definition: &FieldTable, operator: bool) -> Result<()
 pub(crate) fn for_queue<'a>(
     policies: impl Iterator<Item = &'a Policy>,
     name: &str,
-    quorum: bool,
+    kind: QueueKind,
 ) -> Option<&'a Policy> {
-    best(policies.filter(|p| p.matches_queue(name, quorum)))
+    best(policies.filter(|p| p.matches_queue(name, kind)))
 }
 
 /// The policy of highest priority among `policies` that matches exchange `name`.
@@ -305,7 +314,7 @@ mod tests {
             ),
             policy("d", "^x", 9, &[("max-length", FieldValue::I32(40))]),
         ];
-        let name = |q: &str| for_queue(ps.iter(), q, false).map(|p| p.name.clone());
+        let name = |q: &str| for_queue(ps.iter(), q, QueueKind::Classic).map(|p| p.name.clone());
         assert_eq!(name("orders.us"), Some("a".into()));
         assert_eq!(name("orders.eu"), Some("c".into()));
         assert_eq!(name("other"), None);
@@ -318,7 +327,23 @@ mod tests {
             false,
         )
         .expect("valid");
-        assert!(for_queue([exchanges_only.clone()].iter(), "orders", false).is_none());
+        assert!(for_queue(
+            [exchanges_only.clone()].iter(),
+            "orders",
+            QueueKind::Classic
+        )
+        .is_none());
+        let streams_only = Policy::new(
+            "s",
+            ".*",
+            "streams",
+            0,
+            table(&[("max-length-bytes", FieldValue::I32(10))]),
+            false,
+        )
+        .expect("valid");
+        assert!(for_queue([streams_only.clone()].iter(), "log", QueueKind::Stream).is_some());
+        assert!(for_queue([streams_only].iter(), "log", QueueKind::Quorum).is_none());
         assert!(for_exchange([exchanges_only].iter(), "orders").is_some());
     }
 

@@ -118,13 +118,20 @@ impl Broker {
             return;
         };
         let quorum = q.is_quorum();
+        let kind = if q.is_stream() {
+            policy::QueueKind::Stream
+        } else if quorum {
+            policy::QueueKind::Quorum
+        } else {
+            policy::QueueKind::Classic
+        };
         let of = |ps: &'_ Policies| {
             policy::for_queue(
                 ps.iter()
                     .filter(|((pv, _), _)| *pv == q.vhost)
                     .map(|(_, p)| p),
                 &q.name,
-                quorum,
+                kind,
             )
             .cloned()
         };
