@@ -24,6 +24,11 @@ struct Answered {
 
 impl Answered {
     fn answer(&mut self, tag: u64, multiple: bool) {
+        // The common case: the next tag, in order.
+        if !multiple && tag == self.upto + 1 && self.above.is_empty() {
+            self.upto = tag;
+            return;
+        }
         if multiple {
             self.upto = self.upto.max(tag);
         } else if tag > self.upto {
@@ -43,12 +48,13 @@ pub(crate) struct Confirms {
     channels: HashMap<ChannelId, Answered>,
 }
 
-/// A run of adjacent individual acks of one channel, the last `len` effects written.
+/// A run of adjacent individual acks of one channel: `len` effects from index `start`.
 struct Run {
+    start: usize,
+    len: usize,
     conn: ConnId,
     channel: ChannelId,
     highest: u64,
-    len: usize,
 }
 
 /// A confirm sent to the client.
@@ -68,17 +74,14 @@ impl Confirms {
 
     /// Rewrites `effects` in place: each run of adjacent individual acks for one channel that
     /// leaves all of that channel's tags up to the run's highest answered becomes one ack of
-    /// that tag with `multiple=true`. Nacks are answers too, never coalesced.
+    /// that tag with `multiple=true`. Nacks are answers too, never coalesced. A batch with
+    /// nothing to coalesce is only read.
     pub(crate) fn coalesce(&mut self, effects: &mut Vec<Effect>) {
-        if !effects.iter().any(|e| confirm_of(e).is_some()) {
-            return;
-        }
-        let mut out = Vec::with_capacity(effects.len());
+        let mut runs: Vec<Run> = Vec::new();
         let mut run: Option<Run> = None;
-        for e in effects.drain(..) {
-            let Some(c) = confirm_of(&e) else {
-                self.end_run(&mut out, run.take());
-                out.push(e);
+        for (i, e) in effects.iter().enumerate() {
+            let Some(c) = confirm_of(e) else {
+                self.end_run(run.take(), &mut runs);
                 continue;
             };
             let single_ack = !c.nack && !c.multiple;
@@ -90,12 +93,13 @@ impl Confirms {
                 _ => {
                     // The run ends before this confirm is counted: a coalesced ack must not
                     // answer a tag whose own answer comes after it.
-                    self.end_run(&mut out, run.take());
+                    self.end_run(run.take(), &mut runs);
                     run = single_ack.then_some(Run {
+                        start: i,
+                        len: 1,
                         conn: c.conn,
                         channel: c.channel,
                         highest: c.tag,
-                        len: 1,
                     });
                 }
             }
@@ -103,15 +107,37 @@ impl Confirms {
                 .entry(c.channel)
                 .or_default()
                 .answer(c.tag, c.multiple);
-            out.push(e);
         }
-        self.end_run(&mut out, run.take());
-        *effects = out;
+        self.end_run(run.take(), &mut runs);
+        if runs.is_empty() {
+            return;
+        }
+        // Each run's first effect becomes its multiple ack; the rest of the run goes.
+        for r in &runs {
+            effects[r.start] = Effect::Send {
+                conn: r.conn,
+                channel: r.channel,
+                method: Method::BasicAck(BasicAck {
+                    delivery_tag: r.highest,
+                    multiple: true,
+                }),
+            };
+        }
+        let mut index = 0;
+        let mut runs = runs.iter().peekable();
+        effects.retain(|_| {
+            while runs.peek().is_some_and(|r| index >= r.start + r.len) {
+                runs.next();
+            }
+            let keep = runs.peek().is_none_or(|r| index <= r.start);
+            index += 1;
+            keep
+        });
     }
 
-    /// A run of two acks or more after which every tag up to its highest is answered becomes
-    /// one ack with `multiple=true`.
-    fn end_run(&self, out: &mut Vec<Effect>, run: Option<Run>) {
+    /// Keeps `run` for coalescing if it has two acks or more and every tag up to its highest
+    /// is answered.
+    fn end_run(&self, run: Option<Run>, runs: &mut Vec<Run>) {
         let Some(r) = run else {
             return;
         };
@@ -120,15 +146,7 @@ impl Confirms {
             .get(&r.channel)
             .is_some_and(|a| a.upto >= r.highest);
         if r.len >= 2 && complete {
-            out.truncate(out.len() - r.len);
-            out.push(Effect::Send {
-                conn: r.conn,
-                channel: r.channel,
-                method: Method::BasicAck(BasicAck {
-                    delivery_tag: r.highest,
-                    multiple: true,
-                }),
-            });
+            runs.push(r);
         }
     }
 }
