@@ -23,12 +23,4 @@ mod types;
 pub use command_codec::{decode_command, encode_command, CodecError, LogCommand};
 pub use snapshot_codec::{decode_snapshot, encode_snapshot};
 
-/// The building blocks of Warren's byte encodings (log commands, snapshots, and the broker
-/// traffic between nodes): short strings, booleans, tables, destinations and properties.
-pub mod encoding {
-    pub use crate::command_codec::{
-        put_bool, put_dest, put_properties, put_str, put_table, read_bool, read_dest,
-        read_properties,
-    };
-}
 pub use types::{GroupId, NodeId, TypeConfig, WarrenNode, METADATA_GROUP};

@@ -10,10 +10,11 @@ use warren_core::snapshot::{
 use warren_core::{PackedEntries, Snapshot};
 use warren_wire::Reader;
 
-use crate::command_codec::{
-    put_bool, put_dest, put_limits, put_properties, put_str, put_table, put_text, read_bool,
-    read_dest, read_limits, read_properties, read_text,
+use warren_wire::record::{
+    put_bool, put_properties, put_short, put_table, put_text, read_bool, read_properties, read_text,
 };
+
+use crate::command_codec::{put_dest, put_limits, read_dest, read_limits};
 use crate::CodecError;
 
 const MAGIC: &[u8; 4] = b"WSNP";
@@ -47,11 +48,11 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
     w.put_u64(s.next_queue_id);
     put_len(&mut w, s.vhosts.len());
     for v in &s.vhosts {
-        put_str(&mut w, &v.name);
+        put_short(&mut w, &v.name);
         put_len(&mut w, v.exchanges.len());
         for x in &v.exchanges {
-            put_str(&mut w, &x.name);
-            put_str(&mut w, &x.kind);
+            put_short(&mut w, &x.name);
+            put_short(&mut w, &x.kind);
             put_bool(&mut w, x.durable);
             put_bool(&mut w, x.auto_delete);
             put_bool(&mut w, x.internal);
@@ -59,15 +60,15 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
             put_len(&mut w, x.bindings.len());
             for b in &x.bindings {
                 put_dest(&mut w, &b.destination);
-                put_str(&mut w, &b.routing_key);
+                put_short(&mut w, &b.routing_key);
                 put_table(&mut w, &b.arguments);
             }
         }
     }
     put_len(&mut w, s.messages.len());
     for m in &s.messages {
-        put_str(&mut w, &m.exchange);
-        put_str(&mut w, &m.routing_key);
+        put_short(&mut w, &m.exchange);
+        put_short(&mut w, &m.routing_key);
         put_properties(&mut w, &m.properties, m.body.len());
         put_len(&mut w, m.body.len());
         w.put_slice(&m.body);
@@ -75,8 +76,8 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
     put_len(&mut w, s.queues.len());
     for q in &s.queues {
         w.put_u64(q.id);
-        put_str(&mut w, &q.vhost);
-        put_str(&mut w, &q.name);
+        put_short(&mut w, &q.vhost);
+        put_short(&mut w, &q.name);
         put_bool(&mut w, q.durable);
         match q.exclusive_owner {
             Some(c) => {
@@ -143,7 +144,7 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
     put_len(&mut w, security.permissions.len());
     for p in &security.permissions {
         put_text(&mut w, &p.user);
-        put_str(&mut w, &p.vhost);
+        put_short(&mut w, &p.vhost);
         put_text(&mut w, &p.configure);
         put_text(&mut w, &p.write);
         put_text(&mut w, &p.read);
@@ -181,8 +182,8 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
     put_len(&mut w, security.topic_permissions.len());
     for p in &security.topic_permissions {
         put_text(&mut w, &p.user);
-        put_str(&mut w, &p.vhost);
-        put_str(&mut w, &p.exchange);
+        put_short(&mut w, &p.vhost);
+        put_short(&mut w, &p.exchange);
         put_text(&mut w, &p.write);
         put_text(&mut w, &p.read);
     }
@@ -196,7 +197,7 @@ fn encode_format(s: &Snapshot, format: u8) -> Vec<u8> {
     if format >= 11 {
         put_len(&mut w, s.policies.len());
         for p in &s.policies {
-            put_str(&mut w, &p.vhost);
+            put_short(&mut w, &p.vhost);
             put_text(&mut w, &p.name);
             put_bool(&mut w, p.operator);
             put_text(&mut w, &p.pattern);

@@ -13,6 +13,7 @@ mod frame;
 mod method;
 mod outbuf;
 mod properties;
+pub mod record;
 mod strings;
 mod table;
 

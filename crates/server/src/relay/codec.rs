@@ -10,8 +10,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use warren_core::{
     AmqpError, ConnId, Effect, Input, Message, ResumeChannel, ResumeConsumer, ResumeSession,
 };
-use warren_raft::encoding::{put_bool, put_properties, put_table, read_bool, read_properties};
 use warren_raft::CodecError;
+use warren_wire::record::{
+    put_bool, put_count, put_long, put_properties, put_table, read_bool, read_long,
+    read_properties, read_text,
+};
 use warren_wire::{BasicPublish, Method, Reader, ShortStr};
 
 /// One message from a node's connections to the leader's broker.
@@ -55,20 +58,6 @@ pub(crate) enum Down {
     },
 }
 
-fn put_long(w: &mut BytesMut, b: &[u8]) {
-    w.put_u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
-    w.put_slice(b);
-}
-
-fn read_long(r: &mut Reader) -> Result<Bytes, CodecError> {
-    let n = r.u32()? as usize;
-    Ok(r.bytes(n)?)
-}
-
-fn read_string(r: &mut Reader) -> Result<String, CodecError> {
-    String::from_utf8(read_long(r)?.to_vec()).map_err(|_| CodecError::new("bad utf-8"))
-}
-
 fn put_method(w: &mut BytesMut, m: &Method) {
     let mut b = BytesMut::new();
     m.encode(&mut b);
@@ -89,7 +78,7 @@ fn put_error(w: &mut BytesMut, e: &AmqpError) {
 fn read_error(r: &mut Reader) -> Result<AmqpError, CodecError> {
     Ok(AmqpError {
         code: r.u16()?,
-        text: read_string(r)?,
+        text: read_text(r)?,
         class_id: r.u16()?,
         method_id: r.u16()?,
     })
@@ -220,10 +209,6 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
     }
 }
 
-fn put_count(w: &mut BytesMut, n: usize) {
-    w.put_u32(u32::try_from(n).unwrap_or(u32::MAX));
-}
-
 fn put_resume(w: &mut BytesMut, s: &ResumeSession) {
     put_long(w, s.user.as_bytes());
     put_long(w, s.vhost.as_bytes());
@@ -271,12 +256,12 @@ fn read_message(r: &mut Reader) -> Result<Message, CodecError> {
 }
 
 fn read_short(r: &mut Reader) -> Result<ShortStr, CodecError> {
-    Ok(ShortStr::from(read_string(r)?))
+    Ok(ShortStr::from(read_text(r)?))
 }
 
 fn read_resume(r: &mut Reader) -> Result<ResumeSession, CodecError> {
-    let user = read_string(r)?;
-    let vhost = read_string(r)?;
+    let user = read_text(r)?;
+    let vhost = read_text(r)?;
     let client_properties = r.table()?;
     let mut channels = Vec::new();
     for _ in 0..r.u32()? {
@@ -331,15 +316,15 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
             1 => Up::Unregister(conn),
             2 => Up::Input(Input::Login {
                 conn,
-                mechanism: read_string(&mut r)?,
-                username: read_string(&mut r)?,
-                password: read_string(&mut r)?,
+                mechanism: read_text(&mut r)?,
+                username: read_text(&mut r)?,
+                password: read_text(&mut r)?,
                 peer_loopback: read_bool(&mut r)?,
                 client_properties: r.table()?,
             }),
             3 => Up::Input(Input::OpenVhost {
                 conn,
-                vhost: read_string(&mut r)?,
+                vhost: read_text(&mut r)?,
             }),
             4 => Up::Input(Input::Method {
                 conn,
@@ -383,8 +368,8 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
             12 => Up::Input(Input::OpenHome {
                 conn,
                 client: r.u64()?,
-                user: read_string(&mut r)?,
-                vhost: read_string(&mut r)?,
+                user: read_text(&mut r)?,
+                vhost: read_text(&mut r)?,
                 client_properties: r.table()?,
             }),
             13 => Up::Forward {
@@ -523,7 +508,7 @@ pub(crate) fn decode_downs(bytes: Bytes) -> Result<Vec<Down>, CodecError> {
             },
             2 => Effect::Authenticated {
                 conn,
-                user: read_string(&mut r)?,
+                user: read_text(&mut r)?,
             },
             3 => Effect::CloseChannel {
                 conn,
