@@ -1,33 +1,21 @@
-//! The `warren` broker binary: reads flags and an optional TOML file, starts the AMQP listener and
-//! stops cleanly on SIGINT/SIGTERM.
+//! The `warren` broker binary: reads flags and an optional TOML file, sets up logging, starts the
+//! node (wired in `warren::node`) and stops it cleanly on SIGINT/SIGTERM; and the operator
+//! subcommands (`status`, `member`, `user`, `vhost`, `permissions`, `cert`).
 
 mod access_cli;
 mod cert_cli;
 mod cluster_cli;
 mod settings;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use serde::Deserialize;
-use tracing::info;
-use warren_core::{Broker, BrokerConfig};
-use warren_raft::admin::AdminService;
-use warren_raft::service::RaftService;
-use warren_raft::state_machine::BrokerStateMachine;
-use warren_raft::{WarrenNode, METADATA_GROUP};
-use warren_server::access::AccessService;
-use warren_server::listener;
-use warren_server::management::ManagementService;
-use warren_server::relay::{spawn_leadership, spawn_member_addresses, Links, RelayService};
-use warren_server::{
-    first_conn_id, spawn_proposer, BrokerHandle, Replication, Server, ServerConfig,
-};
+use warren_raft::WarrenNode;
 
 /// Warren: a replicated AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 ///
@@ -329,394 +317,25 @@ fn main() -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
-    let listener_tls = settings::ListenerTls::from(&args, &file)?;
-    let resource_limits = settings::resource_limits(&args, &file)?;
     let log = args
         .log
-        .or(file.log)
+        .clone()
+        .or_else(|| file.log.clone())
         .unwrap_or_else(|| "info,openraft=warn".into());
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("bad --log filter")?)
         .init();
-
-    let defaults = ServerConfig::default();
-    let bind = args.bind.or(file.bind);
-    let port = args.port.or(file.port).unwrap_or(5672);
-    let management_port_given = args.management_port.or(file.management_port).is_some();
-    let management_port = args
-        .management_port
-        .or(file.management_port)
-        .unwrap_or(15672);
-    let frame_max = args
-        .frame_max
-        .or(file.frame_max)
-        .unwrap_or(defaults.frame_max);
-    anyhow::ensure!(frame_max >= 4096, "--frame-max must be at least 4096");
-    let server_config = ServerConfig {
-        listen: SocketAddr::new(bind.unwrap_or(defaults.listen.ip()), port),
-        channel_max: args
-            .channel_max
-            .or(file.channel_max)
-            .unwrap_or(defaults.channel_max),
-        frame_max,
-        heartbeat: args
-            .heartbeat
-            .or(file.heartbeat)
-            .unwrap_or(defaults.heartbeat),
-        handshake_timeout: args
-            .handshake_timeout_ms
-            .or(file.handshake_timeout_ms)
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.handshake_timeout),
-        max_message_size: args
-            .max_message_size
-            .or(file.max_message_size)
-            .unwrap_or(defaults.max_message_size),
-        ..defaults
-    };
-    let broker_defaults = BrokerConfig::default();
-    let loopback_users: Vec<String> = args
-        .loopback_users
-        .or(file.loopback_users)
-        .unwrap_or(broker_defaults.loopback_users.clone())
-        .into_iter()
-        .filter(|u| !u.is_empty())
-        .collect();
-    let mgmt_loopback_users = loopback_users.clone();
-    let broker_config = BrokerConfig {
-        default_user: args
-            .default_user
-            .or(file.default_user)
-            .unwrap_or(broker_defaults.default_user.clone()),
-        default_pass: args
-            .default_pass
-            .or(file.default_pass)
-            .unwrap_or(broker_defaults.default_pass.clone()),
-        loopback_users,
-        consumer_timeout: match args.consumer_timeout.or(file.consumer_timeout) {
-            Some(0) => None,
-            Some(ms) => Some(ms),
-            None => broker_defaults.consumer_timeout,
-        },
-        ..broker_defaults
-    };
-    let data_dir = args
-        .data_dir
-        .or(file.data_dir)
-        .unwrap_or_else(|| PathBuf::from("data"));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-
-    let node_id = args.node_id.or(file.node_id).unwrap_or(1);
-    let body_cache = match args.body_cache.as_ref().or(file.body_cache.as_ref()) {
-        Some(text) => usize::try_from(
-            warren_raft::resources::parse_bytes(text)
-                .map_err(|e| anyhow::anyhow!("--body-cache {text}: {e}"))?,
-        )
-        .context("--body-cache")?,
-        None => 64 << 20,
-    };
-    let mut raft_options = warren_raft::node::NodeOptions {
-        join: args.join || file.join,
-        ..Default::default()
-    };
-    if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
-        anyhow::ensure!(n > 0, "--snapshot-every must be at least 1");
-        raft_options.snapshot_every = n;
-        raft_options.keep_after_snapshot = raft_options.keep_after_snapshot.min(n);
-    }
-    let member_specs = if args.members.is_empty() {
-        file.members
-    } else {
-        args.members
-    };
-    let mut members = BTreeMap::new();
-    for spec in &member_specs {
-        let (id, node) = parse_member(spec)?;
-        anyhow::ensure!(
-            members.insert(id, node).is_none(),
-            "member {id} is listed twice"
-        );
-    }
-    let own_grpc = match members.get(&node_id) {
-        Some(me) => Some(me.grpc_addr.parse::<SocketAddr>().with_context(|| {
-            format!(
-                "member {node_id}: gRPC address {} is not host:port",
-                me.grpc_addr
-            )
-        })?),
-        None if members.is_empty() => None,
-        None => anyhow::bail!("--node-id {node_id} is not among the --member entries"),
-    };
-    let insecure = args.insecure || file.insecure;
-    let certs_dir = args.certs_dir.or(file.certs_dir).unwrap_or(certs_dir);
-    // gRPC between nodes: mutual TLS with the cluster's certificates unless --insecure. A node
-    // on its own has no gRPC port and needs no certificate.
-    let cluster_tls = match (&own_grpc, insecure) {
-        (None, _) => None,
-        (Some(addr), true) => {
-            tracing::warn!(grpc = %addr, "INSECURE: gRPC between nodes and from operators is plaintext and unauthenticated (--insecure): anyone who reaches this port can change the cluster, read its messages and forge Raft traffic");
-            None
-        }
-        (Some(_), false) => Some(settings::node_tls(&certs_dir, node_id, &members)?),
-    };
-    warren_raft::dial::set_tls(cluster_tls.clone());
-    let mut peer_addresses: std::collections::HashMap<String, String> = file
-        .peer_addresses
-        .iter()
-        .map(|s| warren_raft::dial::parse_override(s).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<_>>()?;
-    peer_addresses.extend(args.peer_addresses.iter().cloned());
-    warren_raft::dial::set_overrides(peer_addresses);
-    anyhow::ensure!(
-        !raft_options.join || own_grpc.is_some(),
-        "--join needs this node's own --member entry (its gRPC address)"
-    );
-    if members.is_empty() {
-        members.insert(
-            node_id,
-            WarrenNode {
-                grpc_addr: String::new(),
-                amqp_addr: server_config.listen.to_string(),
-                incarnation: 0,
-            },
-        );
-    }
-    anyhow::ensure!(node_id < 2048, "--node-id must be below 2048");
-    let server_config = ServerConfig {
-        node_id,
-        ..server_config
-    };
+    let config = settings::node_config(args, file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        // Every durable byte goes through this node's Raft group, logged in RocksDB under the
-        // data directory.
-        let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
-        let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
-        // The broker task runs first: a restarting node replays its log into it.
-        // The other nodes' brokers, for the messages routed to transient queues homed there
-        // and this node's clients' home sessions there; their addresses come from Raft.
-        let (addresses_tx, addresses_rx) = tokio::sync::watch::channel(BTreeMap::new());
-        // Resource alarms: this node measured every second, the others asked.
-        let (limits_tx, limits_rx) = tokio::sync::watch::channel(resource_limits);
-        let resources =
-            warren_server::alarm::spawn_monitor(node_id, data_dir.clone(), limits_rx);
-        let alarms = warren_server::alarm::spawn_cluster_alarms(
-            node_id,
-            resources.clone(),
-            addresses_rx.clone(),
-        );
-        let links = Links::new(node_id, addresses_rx);
-        // Queued messages of replicated queues rest in the log (see docs/architecture.md).
-        let db = warren_store::open(&data_dir.join("raft"))
-            .with_context(|| format!("opening the Raft log in {}", data_dir.display()))?;
-        let messages = warren_store::MessageStore::new(db);
-        let mut core = Broker::new(BrokerConfig {
-            node: node_id,
-            first_conn: first_conn_id(node_id),
-            ..broker_config
-        });
-        // A node that does not lead keeps a small share of the body cache.
-        let leading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        core.set_records(Box::new(
-            warren_raft::records::LogRecords::new(messages.clone(), body_cache)
-                .with_leading(leading.clone()),
-        ));
-        let broker = BrokerHandle::spawn(
-            core,
-            Replication::Raft { proposals: proposals_tx, applied: applied_rx },
-            links,
-        );
-        let state_machine =
-            BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
-                .context("creating the snapshot directory")?
-                .with_messages(messages.clone());
-        let messages_store = messages.clone();
-        let node = warren_raft::node::start(
-            node_id,
-            members,
-            state_machine.clone(),
-            &raft_options,
-            messages,
-        )
-        .await
-        .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;
-        let raft = node.raft.clone();
-        warren_raft::records::track_leadership(raft.clone(), node_id, leading);
-        spawn_proposer(raft.clone(), proposals_rx);
-        spawn_member_addresses(raft.clone(), addresses_tx);
-        // Serve clients once this node leads (after committing a take-over or, after a restart
-        // of the whole cluster, a recovery), or relay them to the node that does.
-        let route = spawn_leadership(raft.clone(), node_id, node.restarted, &broker);
-        if let Some(addr) = own_grpc {
-            let raft_service =
-                RaftService::new(node.incarnations.clone()).with_messages(messages_store.clone());
-            raft_service.add_group(METADATA_GROUP, raft.clone());
-            let relay = RelayService::new(&broker, route.clone()).with_raft(raft.clone());
-            let admin = AdminService::new(raft.clone(), node.incarnations.clone())
-                .with_state_digest(state_machine.clone())
-                .with_resources(resources.clone(), limits_tx.clone());
-            let access = AccessService::new(&broker, raft.clone(), route.clone());
-            let management = ManagementService::new(&broker, route.clone(), node_id);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the gRPC address {addr}"))?;
-            let services = GrpcServices {
-                raft: raft_service,
-                relay,
-                admin,
-                access,
-                management,
-            };
-            if let Some(tls) = &cluster_tls {
-                let config = tls
-                    .grpc_server_config()
-                    .context("the node's certificate")?;
-                let accepted = warren_tls::acceptor::spawn_accept_loop(
-                    listener,
-                    config,
-                    GRPC_HANDSHAKE_TIMEOUT,
-                    "grpc",
-                );
-                let incoming = tokio_stream::StreamExt::map(
-                    tokio_stream::wrappers::ReceiverStream::new(accepted),
-                    |a| Ok::<_, std::io::Error>(warren_tls::grpc::GrpcIo::from(a)),
-                );
-                let guard = warren_tls::grpc::GuardLayer::new(std::sync::Arc::new(
-                    warren_raft::trust::MemberCheck::new(raft.clone()),
-                ));
-                tokio::spawn(async move {
-                    let served = grpc_routes(tonic::transport::Server::builder().layer(guard), services)
-                        .serve_with_incoming(incoming)
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "the gRPC server failed");
-                    }
-                });
-                info!(%addr, "gRPC (Raft, relay, operators) listening, mutual TLS");
-            } else {
-                // Accepted sockets get TCP_NODELAY (tonic sets it only on sockets it binds
-                // itself): without it a relayed reply or confirm waits ~40 ms for a delayed ACK
-                // (benchmarked: 21-33 against 177-238 confirms/s through a follower).
-                let incoming = tokio_stream::StreamExt::map(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    |accepted| {
-                        accepted.inspect(|s| {
-                            if let Err(e) = s.set_nodelay(true) {
-                                tracing::debug!(error = %e, "TCP_NODELAY on a gRPC connection");
-                            }
-                        })
-                    },
-                );
-                tokio::spawn(async move {
-                    let served = grpc_routes(tonic::transport::Server::builder(), services)
-                        .serve_with_incoming(incoming)
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "the gRPC server failed");
-                    }
-                });
-                info!(%addr, "gRPC (Raft, relay, operators) listening, INSECURE plaintext");
-            }
-        }
-        let management = ManagementService::new(&broker, route.clone(), node_id);
-        let access = AccessService::new(&broker, raft.clone(), route.clone());
-        // Bound before the AMQP port, so a node whose AMQP port accepts has its management port.
-        // Several nodes on one host (test harnesses, a cluster on loopback) would all want the
-        // default ports: a node not told a port runs without that listener rather than not at
-        // all. A port that was asked for must be had.
-        let mut http_listeners = Vec::new();
-        if management_port != 0 {
-            let addrs = listener::addresses(bind, management_port);
-            match listener::bind_all(&addrs, "management") {
-                Ok(sockets) => http_listeners.extend(
-                    sockets
-                        .into_iter()
-                        .map(|socket| warren_mgmt::HttpListener { socket, tls: None }),
-                ),
-                Err(e) if !management_port_given => {
-                    tracing::warn!(error = %e, "the default management port is taken: running without the management API (give --management-port)");
-                }
-                Err(e) => return Err(anyhow::Error::new(e)),
-            }
-        }
-        if let (Some(tls), true) = (&listener_tls.https, listener_tls.https_port != 0) {
-            let addrs = listener::addresses(bind, listener_tls.https_port);
-            match listener::bind_all(&addrs, "management HTTPS") {
-                Ok(sockets) => {
-                    http_listeners.extend(sockets.into_iter().map(|socket| {
-                        warren_mgmt::HttpListener {
-                            socket,
-                            tls: Some(tls.clone()),
-                        }
-                    }))
-                }
-                Err(e) if !listener_tls.https_port_given => {
-                    tracing::warn!(error = %e, "the default management HTTPS port is taken: running without it (give --management-tls-port)");
-                }
-                Err(e) => return Err(anyhow::Error::new(e)),
-            }
-        }
-        let mut amqp_listeners: Vec<listener::Listener> =
-            listener::bind_all(&listener::addresses(bind, port), "AMQP")?
-                .into_iter()
-                .map(|socket| listener::Listener { socket, tls: None })
-                .collect();
-        if let (Some(amqps), true) = (&listener_tls.amqps, listener_tls.amqps_port != 0) {
-            let sockets =
-                listener::bind_all(&listener::addresses(bind, listener_tls.amqps_port), "AMQPS")?;
-            amqp_listeners.extend(sockets.into_iter().map(|socket| listener::Listener {
-                socket,
-                tls: Some(amqps.clone()),
-            }));
-        }
-        let server = Server::with_listeners(server_config, broker, amqp_listeners)
-            .route_through(route)
-            .with_alarms(alarms);
-        if !http_listeners.is_empty() {
-            let node = warren_mgmt::Node {
-                node_id,
-                amqp_addr: server.local_addr()?,
-                listeners: server.listening(),
-                management,
-                access,
-                direct: server.direct(),
-                admin: AdminService::new(raft.clone(), node.incarnations.clone())
-                    .with_resources(resources.clone(), limits_tx.clone()),
-                raft: raft.clone(),
-                loopback_users: mgmt_loopback_users,
-            };
-            // Ends with the runtime, after the AMQP server has closed its clients.
-            tokio::spawn(warren_mgmt::serve(http_listeners, node, std::future::pending()));
-        }
-        info!(addr = %server.local_addr()?, data_dir = %data_dir.display(), node_id, version = env!("CARGO_PKG_VERSION"), "warren started");
-        // Stop on a signal, or when Raft stopped on a fatal storage error: a node that can
-        // no longer write its log must say why and exit, not linger as a silent broker.
-        let fatal = std::sync::Arc::new(std::sync::OnceLock::new());
-        let stop = {
-            let fatal = fatal.clone();
-            let raft = raft.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown_signal() => {}
-                    e = warren_raft::node::stopped(&raft) => {
-                        tracing::error!(error = %e, "the Raft node stopped on a fatal error (is the disk full?); closing clients and exiting");
-                        let _ = fatal.set(e);
-                    }
-                }
-            }
-        };
-        server.run(stop).await?;
-        let _ = raft.shutdown().await;
-        if let Some(e) = fatal.get() {
-            anyhow::bail!("the Raft node stopped: {e}");
-        }
-        info!("warren stopped");
-        Ok(())
+        warren::node::start(config)
+            .await?
+            .run(shutdown_signal())
+            .await
     })
 }
 
@@ -733,31 +352,6 @@ fn one_line_errors(result: anyhow::Result<()>) -> anyhow::Result<()> {
 fn grpc_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
-
-/// The services of a node's gRPC port.
-struct GrpcServices {
-    raft: RaftService<BrokerStateMachine>,
-    relay: RelayService,
-    admin: AdminService<BrokerStateMachine>,
-    access: AccessService,
-    management: ManagementService,
-}
-
-/// Every service of the gRPC port on `builder` (with its layers: the TLS guard, or none).
-fn grpc_routes<L: Clone>(
-    mut builder: tonic::transport::Server<L>,
-    s: GrpcServices,
-) -> tonic::transport::server::Router<L> {
-    builder
-        .add_service(s.raft.into_server())
-        .add_service(s.relay.into_server())
-        .add_service(s.admin.into_server())
-        .add_service(s.access.into_server())
-        .add_service(s.management.into_server())
-}
-
-/// How long a peer has to finish the TLS handshake on the gRPC port.
-const GRPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A gRPC channel to the node at `addr` (host:port), with a 5 s connect timeout.
 async fn grpc_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
