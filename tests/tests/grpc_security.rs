@@ -139,9 +139,10 @@ fn outcome<T>(result: Result<T, tonic::Status>) -> Outcome {
     }
 }
 
-const METHODS: [&str; 14] = [
+const METHODS: [&str; 15] = [
     "Raft.Vote",
     "Raft.AppendEntries",
+    "Raft.AppendStream",
     "Raft.InstallSnapshot",
     "Raft.TransferLeader",
     "Relay.Attach",
@@ -171,6 +172,16 @@ async fn call(method: &str, channel: Channel, incarnation: u64) -> Outcome {
         "Raft.Vote" => outcome(RaftClient::new(channel).vote(raft()).await),
         "Raft.AppendEntries" => outcome(RaftClient::new(channel).append_entries(raft()).await),
         "Raft.TransferLeader" => outcome(RaftClient::new(channel).transfer_leader(raft()).await),
+        "Raft.AppendStream" => {
+            // The call is answered at once; the refusal or the bad payload ends the stream.
+            match RaftClient::new(channel)
+                .append_stream(tokio_stream::iter(vec![raft()]))
+                .await
+            {
+                Ok(replies) => outcome(replies.into_inner().message().await.map(|_| ())),
+                Err(status) => outcome::<()>(Err(status)),
+            }
+        }
         "Raft.InstallSnapshot" => {
             let chunk = SnapshotChunk {
                 group_id: 0,

@@ -7,14 +7,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
+use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -68,6 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.grpc_addr.clone(),
             client: None,
             messages: self.messages.clone(),
+            streams: true,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Network {
     addr: String,
     client: Option<RaftClient<Channel>>,
     messages: Option<MessageStore>,
+    /// Whether the peer takes `AppendStream` (until it answers that it does not).
+    streams: bool,
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Bytes, RPCError<TypeConfig>> {
@@ -181,6 +187,72 @@ impl RaftNetworkV2<TypeConfig> for Network {
             Ok(reply) => self.answered(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
+    }
+
+    /// Replication over one `AppendStream` call: openraft's requests go out as they come and
+    /// its answers come back in order, several in flight (`stream_append_sequential`, one at a
+    /// time, against a peer without the call). Like `append_entries`, no deadline: a peer that
+    /// stops answering holds the stream until it answers or the connection breaks.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if !self.streams {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let header = self.request(Bytes::new());
+            let target = self.target;
+            // Encoding openraft's own request cannot fail; if it ever did, the stream ends
+            // there and openraft starts a new one.
+            let requests = input.scan((), move |_, rpc| {
+                let request = match encode(&rpc) {
+                    Ok(payload) => Some(RaftRequest {
+                        payload,
+                        ..header.clone()
+                    }),
+                    Err(e) => {
+                        warn!(peer = target, error = %e, "an append request did not encode");
+                        None
+                    }
+                };
+                std::future::ready(request)
+            });
+            let mut client = self.client().await?;
+            let replies = match client.append_stream(requests).await {
+                Ok(replies) => replies.into_inner(),
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    warn!(peer = target, "the peer has no AppendStream (an older version): replicating to it one request at a time");
+                    self.streams = false;
+                    return Err(RPCError::Unreachable(Unreachable::new(&status)));
+                }
+                Err(status) => return Err(self.failed(status)),
+            };
+            let answers = futures_util::stream::unfold(Some((self, replies)), |state| async move {
+                let (network, mut replies) = state?;
+                match replies.message().await {
+                    Ok(Some(reply)) => {
+                        let answer = network.answered::<StreamAppendResult<TypeConfig>>(reply);
+                        // An error ends the stream, as openraft's own streams do.
+                        let more = matches!(answer, Ok(Ok(_)));
+                        Some((answer, more.then_some((network, replies))))
+                    }
+                    Ok(None) => None,
+                    Err(status) => Some((Err(network.failed(status)), None)),
+                }
+            });
+            Ok(Box::pin(answers) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(

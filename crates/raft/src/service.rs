@@ -3,10 +3,14 @@
 //! they name.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures_util::{Stream, StreamExt};
 
 use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::async_runtime::WatchReceiver;
+use openraft::raft::AppendEntriesRequest;
 use openraft::storage::RaftStateMachine;
 use openraft::Raft;
 use serde::Serialize;
@@ -163,6 +167,64 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftService<SM> {
     }
 }
 
+/// The replies of an `AppendStream` call.
+pub type AppendReplies = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send + 'static>>;
+
+/// The requests of an `AppendStream` call, each admitted (sender, incarnations) and decoded as
+/// it arrives; the first that is not, or a broken stream, ends them, its status kept in `ended`.
+struct AdmittedAppends<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> {
+    incoming: Streaming<RaftRequest>,
+    service: RaftService<SM>,
+    caller: Option<Caller>,
+    /// The group the first request named: every request of a stream belongs to it.
+    group: Option<GroupId>,
+    ended: Arc<Mutex<Option<Status>>>,
+}
+
+impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> AdmittedAppends<SM> {
+    /// The next request's group and body; `Err` ends the stream.
+    async fn next(&mut self) -> Result<(GroupId, AppendEntriesRequest<TypeConfig>), Status> {
+        let r = self
+            .incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::cancelled("the append stream ended"))?;
+        if *self.group.get_or_insert(r.group_id) != r.group_id {
+            return Err(Status::invalid_argument(
+                "an append stream's requests name different raft groups",
+            ));
+        }
+        self.service
+            .admit_request(self.caller.as_ref(), &r, false)?;
+        let request = decode(&r.payload)?;
+        self.service.book.accepted();
+        Ok((r.group_id, request))
+    }
+
+    /// The stream's group (after its first request).
+    fn group(&self) -> GroupId {
+        self.group.unwrap_or_default()
+    }
+
+    /// The rest of the requests, as a stream that ends at the first error (kept in `ended`,
+    /// unless the client simply finished).
+    fn into_stream(self) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut input| async move {
+            match input.next().await {
+                Ok((_, request)) => Some((request, input)),
+                Err(status) => {
+                    if status.code() != tonic::Code::Cancelled {
+                        if let Ok(mut ended) = input.ended.lock() {
+                            *ended = Some(status);
+                        }
+                    }
+                    None
+                }
+            }
+        })
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
     postcard::from_bytes(bytes)
         .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
@@ -186,6 +248,74 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
         let raft = self.admit_request(caller.as_ref(), &r, false)?;
         self.book.accepted();
         self.reply(r.group_id, raft.append_entries(decode(&r.payload)?).await)
+    }
+
+    type AppendStreamStream = AppendReplies;
+
+    /// Replication as a stream: each request admitted and decoded as it arrives, handed to
+    /// openraft's pipelined `Raft::stream_append`, answered in order. The first request
+    /// refused (or undecodable, or a broken stream) ends the input; the answers to the requests
+    /// before it go out, then the refusal's status.
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
+        let incoming = request.into_inner();
+        let service = self.clone();
+        let ended: Arc<Mutex<Option<Status>>> = Arc::default();
+        let setup = {
+            let ended = ended.clone();
+            async move {
+                let mut input = AdmittedAppends {
+                    incoming,
+                    service,
+                    caller,
+                    group: None,
+                    ended,
+                };
+                let first = input.next().await?;
+                let raft = input.service.group(first.0)?;
+                Ok::<_, Status>((raft, first.1, input))
+            }
+        };
+        let replies = futures_util::stream::once(setup).flat_map(move |setup| {
+            let ended = ended.clone();
+            match setup {
+                Err(status) => futures_util::stream::once(std::future::ready(Err(status))).boxed(),
+                Ok((raft, first, input)) => {
+                    let group = input.group();
+                    let incarnation = input.service.book.own();
+                    let requests = futures_util::stream::once(std::future::ready(first))
+                        .chain(input.into_stream());
+                    let answers = raft.stream_append(requests).map(move |result| {
+                        Ok(match result {
+                            Ok(answer) => match postcard::to_stdvec(&answer) {
+                                Ok(payload) => RaftReply {
+                                    group_id: group,
+                                    payload: payload.into(),
+                                    error: String::new(),
+                                    incarnation,
+                                },
+                                Err(e) => return Err(Status::internal(e.to_string())),
+                            },
+                            Err(fatal) => RaftReply {
+                                group_id: group,
+                                payload: Default::default(),
+                                error: fatal.to_string(),
+                                incarnation,
+                            },
+                        })
+                    });
+                    let refusal = futures_util::stream::once(async move {
+                        ended.lock().ok().and_then(|mut e| e.take())
+                    })
+                    .filter_map(|status| std::future::ready(status.map(Err)));
+                    answers.chain(refusal).boxed()
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn transfer_leader(
