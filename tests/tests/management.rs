@@ -2004,11 +2004,11 @@ async fn metrics_serve_rabbitmqs_names_and_types_with_warrens_figures() {
     assert!(sample(&after, "rabbitmq_process_open_fds") > Some(0.0));
     assert!(sample(&after, "rabbitmq_erlang_uptime_seconds") > Some(0.0));
     // A figure Warren does not keep is a family without a sample, never a made-up number.
-    assert!(after.contains("# TYPE rabbitmq_global_messages_confirmed_total counter\n"));
+    assert!(after.contains("# TYPE rabbitmq_global_messages_unroutable_dropped_total counter\n"));
     assert_eq!(
         sample(
             &after,
-            "rabbitmq_global_messages_confirmed_total{protocol=\"amqp091\"}"
+            "rabbitmq_global_messages_unroutable_dropped_total{protocol=\"amqp091\"}"
         ),
         None
     );
@@ -2100,17 +2100,27 @@ async fn each_node_serves_its_own_share_of_rabbitmqs_metrics_and_names_its_clien
         assert_eq!(
             of(
                 n,
-                "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"
+                "rabbitmq_global_messages_routed_total{protocol=\"amqp091\"}"
             ),
             None,
-            "counters are the leader's: node {n} serves the family without a sample"
+            "routing is counted by the leader: node {n} serves the family without a sample"
         );
     }
     assert!(
         of(
             leader,
-            "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"
+            "rabbitmq_global_messages_routed_total{protocol=\"amqp091\"}"
         ) >= Some(5.0)
+    );
+    // What a client did is counted where its socket is: the follower's client published.
+    let received = "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}";
+    assert_eq!(
+        (
+            of(leader, received),
+            of(follower, received),
+            of(other, received)
+        ),
+        (Some(0.0), Some(5.0), Some(0.0))
     );
     assert_eq!(
         (
@@ -2135,6 +2145,181 @@ async fn each_node_serves_its_own_share_of_rabbitmqs_metrics_and_names_its_clien
     }
     let terms: Vec<Option<f64>> = (1..=3).map(|n| of(n, "rabbitmq_raft_term")).collect();
     assert!(terms.iter().all(|t| *t >= Some(1.0)), "{terms:?}");
+}
+
+/// Waits until `/metrics` of `node` has every sample of `expected` at its value (or [`WAIT`]
+/// passes), then checks each: the counters move as the node handles frames, a moment after the
+/// client sent or got them.
+async fn assert_metrics_reach(node: &Broker, expected: &[(&str, f64)]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = metrics_text(node, "/metrics").await;
+        let reached = expected
+            .iter()
+            .all(|(series, value)| sample(&text, series) == Some(*value));
+        if reached || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (series, value) in expected {
+        assert_eq!(sample(&text, series), Some(*value), "{series} in:\n{text}");
+    }
+}
+
+/// RabbitMQ's counters of what clients do (`rabbit_global_counters`, churn, logins, message
+/// sizes), counted by the node that holds the client's socket, after a known workload through
+/// lapin: exact values.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nodes_clients_are_counted_as_rabbitmqs_channels_count_them() {
+    use warren_tests::lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+    let node = Broker::start_own(&[]).expect("warren starts");
+    // The kit's readiness probe, a TCP connection that never spoke AMQP, is a connection
+    // closed and never opened, as RabbitMQ's reader counts it.
+    assert_metrics_reach(
+        &node,
+        &[
+            ("rabbitmq_connections_closed_total", 1.0),
+            ("rabbitmq_connections_opened_total", 0.0),
+        ],
+    )
+    .await;
+
+    // A confirm channel: three messages (10, 500 and 20 000 bytes), one mandatory and
+    // unroutable (returned, and confirmed), two of 100 bytes for basic.get.
+    let conn = node.connect().await;
+    let ch = confirm_channel(&conn).await;
+    let (queue, polled, auto) = (unique("counted"), unique("polled"), unique("auto"));
+    for q in [&queue, &polled, &auto] {
+        warren_tests::declare_queue(&ch, q, QueueDeclareOptions::default()).await;
+    }
+    for size in [10, 500, 20_000] {
+        let c = publish(
+            &ch,
+            "",
+            &queue,
+            &vec![b'x'; size],
+            BasicProperties::default(),
+        )
+        .await;
+        assert!(c.is_ack());
+    }
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let confirm = within(ch.basic_publish(
+        "".into(),
+        unique("nowhere").as_str().into(),
+        mandatory,
+        b"r",
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("basic.publish");
+    let confirmation = within(confirm).await.expect("a confirm");
+    assert!(confirmation.is_ack() && confirmation.take_message().is_some());
+    for _ in 0..2 {
+        publish(&ch, "", &polled, &[b'g'; 100], BasicProperties::default()).await;
+    }
+
+    // A channel without confirms: one publish of 2 000 bytes, for an auto-ack consumer; three
+    // deliveries to a manual-ack consumer acked with one multiple ack; a get acked, a get with
+    // no-ack, an empty get.
+    let plain = warren_tests::channel(&conn).await;
+    publish(
+        &plain,
+        "",
+        &auto,
+        &[b'a'; 2_000],
+        BasicProperties::default(),
+    )
+    .await;
+    let mut manual = consume(&plain, &queue, "manual", BasicConsumeOptions::default()).await;
+    let mut last = 0;
+    for _ in 0..3 {
+        last = warren_tests::next_delivery(&mut manual).await.delivery_tag;
+    }
+    within(plain.basic_ack(last, BasicAckOptions { multiple: true }))
+        .await
+        .expect("basic.ack");
+    let got = within(plain.basic_get(polled.as_str().into(), BasicGetOptions::default()))
+        .await
+        .expect("basic.get")
+        .expect("a message");
+    within(plain.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default()))
+        .await
+        .expect("basic.ack");
+    let no_ack = BasicGetOptions { no_ack: true };
+    let got = within(plain.basic_get(polled.as_str().into(), no_ack))
+        .await
+        .expect("basic.get");
+    assert!(got.is_some());
+    let got = within(plain.basic_get(polled.as_str().into(), no_ack))
+        .await
+        .expect("basic.get");
+    assert!(got.is_none(), "get-empty");
+    let auto_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut automatic = consume(&plain, &auto, "", auto_ack).await;
+    warren_tests::next_delivery(&mut automatic).await;
+    within(plain.close(200, "bye".into()))
+        .await
+        .expect("channel.close");
+    within(conn.close(200, "bye".into()))
+        .await
+        .expect("connection.close");
+
+    // A login refused.
+    let bad = node.uri().replacen("guest:guest", "guest:wrong", 1);
+    within(warren_tests::lapin::Connection::connect(
+        &bad,
+        warren_tests::lapin::ConnectionProperties::default(),
+    ))
+    .await
+    .expect_err("login refused");
+
+    let amqp = |name: &str| format!("{name}{{protocol=\"amqp091\"}}");
+    let global = |name: &str| amqp(&format!("rabbitmq_global_messages_{name}_total"));
+    let size = |le: &str| {
+        format!("rabbitmq_message_size_bytes_bucket{{protocol=\"amqp091\",le=\"{le}\"}}")
+    };
+    let expected: Vec<(String, f64)> = vec![
+        (global("received"), 7.0),
+        (global("received_confirm"), 6.0),
+        (global("confirmed"), 6.0),
+        (global("unroutable_returned"), 1.0),
+        (global("delivered_consume_manual_ack"), 3.0),
+        (global("delivered_consume_auto_ack"), 1.0),
+        (global("delivered_get_manual_ack"), 1.0),
+        (global("delivered_get_auto_ack"), 1.0),
+        (global("get_empty"), 1.0),
+        (global("acknowledged"), 4.0),
+        ("rabbitmq_connections_opened_total".into(), 1.0),
+        // The probe, the client, the refused login.
+        ("rabbitmq_connections_closed_total".into(), 3.0),
+        ("rabbitmq_channels_opened_total".into(), 2.0),
+        ("rabbitmq_channels_closed_total".into(), 2.0),
+        (amqp("rabbitmq_auth_attempts_total"), 2.0),
+        (amqp("rabbitmq_auth_attempts_succeeded_total"), 1.0),
+        (amqp("rabbitmq_auth_attempts_failed_total"), 1.0),
+        // 1, 10, 100 and 100 bytes; 500; 2 000; 20 000.
+        (size("100"), 4.0),
+        (size("1000"), 5.0),
+        (size("10000"), 6.0),
+        (size("100000"), 7.0),
+        (size("100000000"), 7.0),
+        (size("+Inf"), 7.0),
+        (amqp("rabbitmq_message_size_bytes_count"), 7.0),
+        (
+            amqp("rabbitmq_message_size_bytes_sum"),
+            (1 + 10 + 100 + 100 + 500 + 2_000 + 20_000) as f64,
+        ),
+    ];
+    let expected: Vec<(&str, f64)> = expected.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+    assert_metrics_reach(&node, &expected).await;
 }
 
 /// A single-active-consumer queue names its active consumer, and its consumers say which one

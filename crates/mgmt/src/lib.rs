@@ -37,6 +37,7 @@ use warren_raft::admin::AdminService;
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::TypeConfig;
 use warren_server::access::AccessService;
+use warren_server::counters::ClientCounters;
 use warren_server::direct::DirectConnector;
 use warren_server::management::ManagementService;
 
@@ -55,6 +56,9 @@ pub struct Node {
     pub raft: Raft<TypeConfig, BrokerStateMachine>,
     /// Users that may log in only from a loopback address (as for AMQP).
     pub loopback_users: Vec<String>,
+    /// What this node's AMQP clients did (`/metrics`: RabbitMQ's global counters, churn, logins
+    /// and message sizes).
+    pub client_counters: Arc<ClientCounters>,
 }
 
 /// The largest request body accepted (a definitions file, a published payload).

@@ -244,6 +244,7 @@ async fn metrics(ctx: Arc<Ctx>, endpoint: Endpoint) -> impl IntoResponse {
             .as_ref()
             .map(|l| l.index),
         uptime: ctx.started.elapsed(),
+        clients: ctx.node.client_counters.read(),
     };
     prometheus_plugin::write(&mut out, &figures, endpoint);
     (

@@ -7,15 +7,27 @@
 //! The dashboards add every node's samples up, so each figure is served once in the cluster: a
 //! node serves its own clients (connections, channels, consumers), the queues it hosts (the
 //! transient queues homed on it; the replicated ones when it leads, as RabbitMQ reports a quorum
-//! queue on its leader's node) and its own process and Raft figures. The message counters are
-//! the deciding broker's (the Raft leader's, transient queues' numbers merged in), so the
-//! leader serves them and the other nodes serve the families without a sample; a new leader's
-//! counters then start a new series instead of jumping in an old one.
+//! queue on its leader's node) and its own process and Raft figures.
+//!
+//! What a client does is counted as RabbitMQ's channels and readers count it: on the node that
+//! holds the client's socket, from the frames its connection reads and writes
+//! (`warren_server::counters`), so every node serves its own clients' figures since it started:
+//! messages received (and in confirm or tx mode), confirmed, returned as unroutable, delivered
+//! to consumers and to `basic.get` with manual or automatic acks, empty gets, acks, connections
+//! and channels opened and closed, login attempts and the message size histogram. RabbitMQ
+//! labels the delivery and ack counters by queue type too; a socket does not know the queue's
+//! type, so Warren serves one sample labelled `protocol` only (the dashboards sum them anyway).
+//! Routing, enqueueing and redelivery are the deciding broker's counters (the Raft leader's,
+//! transient queues' numbers merged in), so the leader serves them and the other nodes serve the
+//! families without a sample; a new leader's counters then start a new series instead of
+//! jumping in an old one. Not counted yet, served without a sample: messages dropped as
+//! unroutable and queues declared, created and deleted.
 
 use std::time::Duration;
 
 use warren_core::view::{BrokerView, QueueView};
 use warren_proto::raft::StatusReply;
+use warren_server::counters::{ClientFigures, MESSAGE_SIZE_BUCKETS};
 use warren_server::management::ViewSource;
 
 use crate::metrics::Exposition;
@@ -53,6 +65,8 @@ pub(crate) struct Figures<'a> {
     /// The last log index in this node's latest Raft snapshot.
     pub(crate) snapshot_index: Option<u64>,
     pub(crate) uptime: Duration,
+    /// What this node's AMQP clients did.
+    pub(crate) clients: ClientFigures,
 }
 
 impl Figures<'_> {
@@ -76,7 +90,7 @@ pub(crate) fn write(out: &mut Exposition, f: &Figures, endpoint: Endpoint) {
     clients(out, f);
     queues(out, f, endpoint);
     global_counters(out, f);
-    churn(out);
+    churn(out, f);
     resources(out, f);
     raft(out, f);
 }
@@ -267,77 +281,86 @@ fn per_queue(
     }
 }
 
-/// RabbitMQ's global message counters (`rabbit_global_counters`), from the deciding broker.
+/// RabbitMQ's global message counters (`rabbit_global_counters`): what this node's clients did,
+/// and what the deciding broker routed and delivered (see the module docs).
 fn global_counters(out: &mut Exposition, f: &Figures) {
     let view = f.view.filter(|_| f.decides()).map(|(view, _)| view);
     let protocol = [("protocol", "amqp091")];
-    // Messages published, and queue deliveries they were routed to (RabbitMQ counts one per
-    // queue reached too).
-    for (name, help, figure) in [
+    let c = &f.clients;
+    // Counted at the client's socket, on every node.
+    for (name, help, value) in [
         (
             "rabbitmq_global_messages_received_total",
             "Total number of messages received from publishers",
-            (|v: &BrokerView| v.exchanges.iter().map(|x| x.publish_in).sum::<u64>())
-                as fn(&BrokerView) -> u64,
+            c.messages_received,
         ),
-        (
-            "rabbitmq_global_messages_routed_total",
-            "Total number of messages routed to queues or streams",
-            |v: &BrokerView| v.exchanges.iter().map(|x| x.publish_out).sum::<u64>(),
-        ),
-    ] {
-        out.family(name, "counter", help);
-        if let Some(view) = view {
-            out.sample(name, &protocol, figure(view));
-        }
-    }
-    // Not counted by Warren's broker (see docs/compatibility.md): no sample.
-    for (name, help) in [
         (
             "rabbitmq_global_messages_received_confirm_total",
             "Total number of messages received from publishers expecting confirmations",
+            c.messages_received_confirm,
         ),
         (
             "rabbitmq_global_messages_confirmed_total",
             "Total number of messages confirmed to publishers",
-        ),
-        (
-            "rabbitmq_global_messages_unroutable_dropped_total",
-            "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+            c.messages_confirmed,
         ),
         (
             "rabbitmq_global_messages_unroutable_returned_total",
             "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            c.messages_unroutable_returned,
         ),
+        // RabbitMQ labels these by queue type too (see the module docs).
         (
             "rabbitmq_global_messages_delivered_consume_manual_ack_total",
             "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+            c.delivered_consume_manual_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_consume_auto_ack_total",
             "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+            c.delivered_consume_auto_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_get_manual_ack_total",
             "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+            c.delivered_get_manual_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_get_auto_ack_total",
             "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+            c.delivered_get_auto_ack,
         ),
         (
             "rabbitmq_global_messages_get_empty_total",
             "Total number of times basic.get operations fetched no message",
+            c.get_empty,
         ),
-        // Warren's broker counts a message settled however it left (no-ack deliveries and
-        // rejects included), not the acknowledgements RabbitMQ counts.
         (
             "rabbitmq_global_messages_acknowledged_total",
             "Total number of messages acknowledged by consumers",
+            c.acknowledged,
         ),
     ] {
         out.family(name, "counter", help);
+        out.sample(name, &protocol, value);
     }
+    // The deciding broker's: one per queue reached, as RabbitMQ counts.
+    let name = "rabbitmq_global_messages_routed_total";
+    out.family(
+        name,
+        "counter",
+        "Total number of messages routed to queues or streams",
+    );
+    if let Some(view) = view {
+        let routed: u64 = view.exchanges.iter().map(|x| x.publish_out).sum();
+        out.sample(name, &protocol, routed);
+    }
+    // Not counted by Warren yet (see docs/compatibility.md): no sample.
+    out.family(
+        "rabbitmq_global_messages_unroutable_dropped_total",
+        "counter",
+        "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+    );
     // Deliveries per queue type, as RabbitMQ labels them.
     type Figure = fn(&QueueView) -> u64;
     let per_type: [(&str, &str, Figure); 2] = [
@@ -370,26 +393,36 @@ fn global_counters(out: &mut Exposition, f: &Figures) {
     }
 }
 
-/// Churn and the other counters Warren does not keep (see docs/compatibility.md): families
-/// without a sample.
-fn churn(out: &mut Exposition) {
-    for (name, help) in [
+/// Churn of this node's connections and channels, its login attempts and the sizes of the
+/// messages its clients published; the queue churn counters Warren does not keep yet (see
+/// docs/compatibility.md) are families without a sample.
+fn churn(out: &mut Exposition, f: &Figures) {
+    let c = &f.clients;
+    for (name, help, value) in [
         (
             "rabbitmq_connections_opened_total",
             "Total number of connections opened",
+            c.connections_opened,
         ),
         (
             "rabbitmq_connections_closed_total",
             "Total number of connections closed or terminated",
+            c.connections_closed,
         ),
         (
             "rabbitmq_channels_opened_total",
             "Total number of channels opened",
+            c.channels_opened,
         ),
         (
             "rabbitmq_channels_closed_total",
             "Total number of channels closed",
+            c.channels_closed,
         ),
+    ] {
+        out.metric(name, "counter", help, value);
+    }
+    for (name, help) in [
         (
             "rabbitmq_queues_declared_total",
             "Total number of queues declared",
@@ -402,21 +435,56 @@ fn churn(out: &mut Exposition) {
             "rabbitmq_queues_deleted_total",
             "Total number of queues deleted",
         ),
+    ] {
+        out.family(name, "counter", help);
+    }
+    let protocol = [("protocol", "amqp091")];
+    for (name, help, value) in [
         (
             "rabbitmq_auth_attempts_total",
             "Total number of authentication attempts",
+            c.auth_attempts_succeeded + c.auth_attempts_failed,
+        ),
+        (
+            "rabbitmq_auth_attempts_succeeded_total",
+            "Total number of successful authentication attempts",
+            c.auth_attempts_succeeded,
         ),
         (
             "rabbitmq_auth_attempts_failed_total",
             "Total number of failed authentication attempts",
+            c.auth_attempts_failed,
         ),
     ] {
         out.family(name, "counter", help);
+        out.sample(name, &protocol, value);
     }
+    message_sizes(out, f);
+}
+
+/// `rabbitmq_message_size_bytes`: RabbitMQ's histogram of the body sizes of the messages
+/// received (`rabbit_msg_size_metrics`), with its buckets.
+fn message_sizes(out: &mut Exposition, f: &Figures) {
+    let name = "rabbitmq_message_size_bytes";
+    let sizes = &f.clients.message_sizes;
     out.family(
-        "rabbitmq_message_size_bytes",
+        name,
         "histogram",
         "Size of messages received from publishers",
+    );
+    let bucket = format!("{name}_bucket");
+    for (i, count) in sizes.cumulative.iter().enumerate() {
+        let le = MESSAGE_SIZE_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        out.sample(&bucket, &[("protocol", "amqp091"), ("le", &le)], count);
+    }
+    let total = sizes.cumulative.last().copied().unwrap_or(0);
+    out.sample(&format!("{name}_count"), &[("protocol", "amqp091")], total);
+    out.sample(
+        &format!("{name}_sum"),
+        &[("protocol", "amqp091")],
+        sizes.sum,
     );
 }
 

@@ -23,22 +23,31 @@ struct Answered {
 }
 
 impl Answered {
-    fn answer(&mut self, tag: u64, multiple: bool) {
+    /// Records an answer; returns how many tags it answered that were not answered before.
+    fn answer(&mut self, tag: u64, multiple: bool) -> u64 {
         // The common case: the next tag, in order.
         if !multiple && tag == self.upto + 1 && self.above.is_empty() {
             self.upto = tag;
-            return;
+            return 1;
         }
-        if multiple {
-            self.upto = self.upto.max(tag);
-        } else if tag > self.upto {
-            self.above.insert(tag);
-        }
+        let answered = if tag <= self.upto {
+            0
+        } else if multiple {
+            let already = self.above.range(..=tag).count() as u64;
+            let answered = tag - self.upto - already;
+            self.upto = tag;
+            answered
+        } else if self.above.insert(tag) {
+            1
+        } else {
+            0
+        };
         while self.above.first().is_some_and(|&t| t <= self.upto + 1) {
             if let Some(t) = self.above.pop_first() {
                 self.upto = self.upto.max(t);
             }
         }
+        answered
     }
 }
 
@@ -75,8 +84,10 @@ impl Confirms {
     /// Rewrites `effects` in place: each run of adjacent individual acks for one channel that
     /// leaves all of that channel's tags up to the run's highest answered becomes one ack of
     /// that tag with `multiple=true`. Nacks are answers too, never coalesced. A batch with
-    /// nothing to coalesce is only read.
-    pub(crate) fn coalesce(&mut self, effects: &mut Vec<Effect>) {
+    /// nothing to coalesce is only read. Returns how many publishes the batch's acks confirm
+    /// (each once, however many acks or `multiple` acks name it; nacks not counted).
+    pub(crate) fn coalesce(&mut self, effects: &mut Vec<Effect>) -> u64 {
+        let mut confirmed = 0;
         let mut runs: Vec<Run> = Vec::new();
         let mut run: Option<Run> = None;
         for (i, e) in effects.iter().enumerate() {
@@ -103,14 +114,18 @@ impl Confirms {
                     });
                 }
             }
-            self.channels
+            let answered = self
+                .channels
                 .entry(c.channel)
                 .or_default()
                 .answer(c.tag, c.multiple);
+            if !c.nack {
+                confirmed += answered;
+            }
         }
         self.end_run(run.take(), &mut runs);
         if runs.is_empty() {
-            return;
+            return confirmed;
         }
         // Each run's first effect becomes its multiple ack; the rest of the run goes.
         for r in &runs {
@@ -133,6 +148,7 @@ impl Confirms {
             index += 1;
             keep
         });
+        confirmed
     }
 
     /// Keeps `run` for coalescing if it has two acks or more and every tag up to its highest
@@ -222,6 +238,24 @@ mod tests {
         let mut effects = effects;
         c.coalesce(&mut effects);
         effects
+    }
+
+    fn confirmed(c: &mut Confirms, effects: Vec<Effect>) -> u64 {
+        let mut effects = effects;
+        c.coalesce(&mut effects)
+    }
+
+    #[test]
+    fn each_publish_acked_counts_once_however_it_was_acked() {
+        let mut c = Confirms::default();
+        assert_eq!(confirmed(&mut c, vec![ack(1, 1), ack(1, 2), ack(1, 3)]), 3);
+        // 5 answered out of order, 4 nacked (not a confirm), then a multiple ack of 7 answers
+        // only 6 and 7; an ack of a tag already answered is nothing new.
+        assert_eq!(confirmed(&mut c, vec![ack(1, 5), nack(1, 4)]), 1);
+        assert_eq!(confirmed(&mut c, vec![multiple(1, 7), ack(1, 7)]), 2);
+        // A multiple ack skips the tags answered out of order: 9 alone, then 8 and 10.
+        assert_eq!(confirmed(&mut c, vec![ack(1, 9), multiple(1, 10)]), 3);
+        assert_eq!(confirmed(&mut c, vec![ack(2, 1)]), 1);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use warren_wire::FieldValue;
 use crate::alarm::ClusterAlarms;
 use crate::broker_task::{Batch, QueueDirectory, ToBroker};
 use crate::clock::now_ms;
+use crate::counters::ClientCounters;
 use crate::listener::AmqpsConfig;
 use crate::mux::{Mux, Out, Sub};
 use crate::relay::codec::Up;
@@ -48,6 +49,8 @@ pub(crate) struct Node {
     pub(crate) next_conn: Arc<AtomicU64>,
     /// The cluster's resource alarms: while one is on, a connection that publishes is blocked.
     pub(crate) alarms: watch::Receiver<ClusterAlarms>,
+    /// What the node's clients did, counted by each client's session.
+    pub(crate) counters: Arc<ClientCounters>,
 }
 
 /// The sessions of one client connection and where their effects come in.
@@ -340,7 +343,8 @@ pub(crate) async fn run_tcp(
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let (rd, wr) = stream.into_split();
-    let session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms());
+    let session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms())
+        .with_counters(node.counters.clone());
     run(rd, wr, session, peer, local, conn, config, node, shutdown).await;
 }
 
@@ -370,8 +374,9 @@ pub(crate) async fn run_tls(
         .as_ref()
         .and_then(|id| id.login_name(tls.login_from));
     let (rd, wr) = tokio::io::split(accepted.stream);
-    let session =
-        Session::new(conn, &config, peer.ip().is_loopback(), now_ms()).with_external_user(external);
+    let session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms())
+        .with_external_user(external)
+        .with_counters(node.counters.clone());
     run(rd, wr, session, peer, local, conn, config, node, shutdown).await;
 }
 

@@ -9,6 +9,7 @@ mod clock;
 mod config;
 mod confirms;
 mod connection;
+pub mod counters;
 pub mod direct;
 mod gate;
 pub mod listener;

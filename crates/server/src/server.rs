@@ -18,6 +18,7 @@ use warren_core::Broker;
 use crate::alarm::ClusterAlarms;
 use crate::broker_task::BrokerHandle;
 use crate::clock::now_ms;
+use crate::counters::ClientCounters;
 use crate::listener::{AmqpsConfig, Listener};
 use crate::{connection, ServerConfig};
 
@@ -42,6 +43,8 @@ pub struct Server {
     next_conn: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The cluster's resource alarms (none unless [`Server::with_alarms`]).
     alarms: watch::Receiver<ClusterAlarms>,
+    /// What this node's clients did (see [`crate::counters`]).
+    counters: Arc<ClientCounters>,
 }
 
 impl Server {
@@ -84,6 +87,7 @@ impl Server {
         Server {
             next_conn: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_conn)),
             alarms: watch::channel(ClusterAlarms::default()).1,
+            counters: Arc::default(),
             listeners,
             inputs: broker.tx.clone(),
             config,
@@ -126,7 +130,14 @@ impl Server {
             links: self.broker.links.clone(),
             next_conn: self.next_conn.clone(),
             alarms: self.alarms.clone(),
+            counters: self.counters.clone(),
         }
+    }
+
+    /// The counters of what this node's AMQP clients do, shared by all its connections (RabbitMQ's
+    /// global counters, churn, logins and message sizes: see [`crate::counters`]).
+    pub fn client_counters(&self) -> Arc<ClientCounters> {
+        self.counters.clone()
     }
 
     /// The address of the first (plain AMQP) listener.

@@ -3,11 +3,14 @@
 //! Owns the handshake (protocol header, start/start-ok with SASL PLAIN and AMQPLAIN, tune/tune-ok
 //! negotiated as RabbitMQ does, open), channel numbering and open/closing states, assembly of
 //! `basic.publish` content, heartbeats, the handshake timeout, the connection-level error paths,
-//! and blocking a publisher while a resource alarm is on (`connection.blocked`).
+//! blocking a publisher while a resource alarm is on (`connection.blocked`), and counting what
+//! the client does in the node's client counters (`crate::counters`) from the frames it reads
+//! and writes.
 //! Knows nothing of sockets or clocks: the driver (`connection.rs`) passes bytes and `now` in and
 //! writes [`Session::out`] to the socket. The broker model itself lives in `warren-core`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
@@ -23,6 +26,7 @@ use warren_wire::{
 };
 
 use crate::confirms::Confirms;
+use crate::counters::{ClientCounters, Tally};
 use crate::ServerConfig;
 
 /// How long we wait for `connection.close-ok` after sending `connection.close`.
@@ -149,6 +153,8 @@ pub struct Session {
     closed_by_client: bool,
     /// Publisher confirms answered so far, to coalesce runs of them (`crate::confirms`).
     confirms: Confirms,
+    /// What this connection adds to the node's client counters (`crate::counters`).
+    tally: Tally,
 }
 
 impl Session {
@@ -179,7 +185,15 @@ impl Session {
             blocked_sent: false,
             notify_blocked: false,
             confirms: Confirms::default(),
+            tally: Tally::new(Arc::default()),
         }
+    }
+
+    /// Counts what the client does in `counters`, the node's (see [`crate::counters`]); without
+    /// it, in counters of its own.
+    pub fn with_counters(mut self, counters: Arc<ClientCounters>) -> Session {
+        self.tally.set_counters(counters);
+        self
     }
 
     /// The cluster's resource alarms changed: `reason` is RabbitMQ's text (`low on memory`,
@@ -409,6 +423,7 @@ impl Session {
                         self.notify_blocked = announces_blocked(&m.client_properties);
                         self.known_to_core = true;
                         self.phase = Phase::AwaitLogin;
+                        self.tally.login_submitted();
                         inputs.push(Input::Login {
                             conn: self.conn,
                             mechanism: m.mechanism.to_string(),
@@ -418,7 +433,14 @@ impl Session {
                             client_properties: m.client_properties,
                         });
                     }
-                    Err(e) => self.connection_error(e.caused_by(10, 11), now, inputs),
+                    Err(e) => {
+                        // RabbitMQ counts a response it cannot read as a failed attempt, not
+                        // a mechanism it does not offer.
+                        if matches!(m.mechanism.as_str(), "PLAIN" | "AMQPLAIN") {
+                            self.tally.login_unreadable();
+                        }
+                        self.connection_error(e.caused_by(10, 11), now, inputs)
+                    }
                 },
                 _ => self.handshake_violation("connection.start-ok", now, inputs),
             },
@@ -529,6 +551,7 @@ impl Session {
                 } => {
                     self.channels
                         .insert(channel, ChannelState::Open(Content::Idle));
+                    self.tally.channel_opening(channel);
                     inputs.push(Input::Method {
                         conn,
                         channel,
@@ -555,6 +578,7 @@ impl Session {
                     ..
                 } => {
                     self.channels.remove(&channel);
+                    self.tally.channel_closed(channel);
                 }
                 Frame::Method {
                     method: Method::ChannelClose(_),
@@ -590,11 +614,14 @@ impl Session {
                             .caused_by(m.class_id(), m.method_id());
                             self.connection_error(e, now, inputs);
                         }
-                        method => inputs.push(Input::Method {
-                            conn,
-                            channel,
-                            method,
-                        }),
+                        method => {
+                            self.tally.received(channel, &method);
+                            inputs.push(Input::Method {
+                                conn,
+                                channel,
+                                method,
+                            })
+                        }
                     },
                     (Content::Idle, _) => {
                         let e = AmqpError::new(
@@ -627,6 +654,7 @@ impl Session {
                         }
                         body.push(payload);
                         if body.len() as u64 == size {
+                            self.tally.published(channel, Some(size));
                             inputs.push(Input::Publish {
                                 conn,
                                 channel,
@@ -687,6 +715,7 @@ impl Session {
                 ),
             )
             .caused_by(60, 40);
+            self.tally.published(channel, None);
             // The body frames that follow are discarded while the channel closes.
             self.channels.insert(channel, ChannelState::ServerClosing);
             inputs.push(Input::ChannelError {
@@ -697,6 +726,7 @@ impl Session {
             return;
         }
         if header.body_size == 0 {
+            self.tally.published(channel, Some(0));
             inputs.push(Input::Publish {
                 conn,
                 channel,
@@ -796,7 +826,8 @@ impl Session {
     /// Applies a batch of effects in order, a run of publisher confirms that answers every
     /// earlier publish of its channel going out as one `basic.ack` with `multiple=true`.
     pub fn apply_all(&mut self, effects: &mut Vec<Effect>, now: Millis, inputs: &mut Vec<Input>) {
-        self.confirms.coalesce(effects);
+        let confirmed = self.confirms.coalesce(effects);
+        self.tally.confirmed(confirmed);
         for e in effects.drain(..) {
             self.apply(e, now, inputs);
         }
@@ -831,6 +862,7 @@ impl Session {
                 {
                     return;
                 }
+                self.tally.sent(channel, &method);
                 self.out.push_method(channel, &method);
             }
             Effect::SendContent {
@@ -845,11 +877,13 @@ impl Session {
                 {
                     return;
                 }
+                self.tally.sent_content(channel, &method);
                 self.out
                     .push_delivery(channel, &method, &properties, body, self.frame_max);
             }
             Effect::Authenticated { user, .. } => {
                 debug!(conn = self.conn, %user, "authenticated");
+                self.tally.authenticated();
                 let tune = ConnectionTune {
                     channel_max: self.config.channel_max,
                     frame_max: self.config.frame_max,
@@ -871,10 +905,13 @@ impl Session {
                 };
                 self.out.push_method(channel, &Method::ChannelClose(close));
                 self.channels.insert(channel, ChannelState::ServerClosing);
+                // The core already dropped the channel: closed, as far as counting goes.
+                self.tally.channel_closed(channel);
             }
             Effect::CloseConnection { error, .. } => {
                 // The core already dropped the connection's state.
                 self.known_to_core = false;
+                self.tally.connection_closed_by_server();
                 if self.phase != Phase::Closing {
                     info!(conn = self.conn, code = error.code, text = %error.text, "closing connection");
                     self.send_connection_close(&error, now);

@@ -318,6 +318,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
                 .with_resources(resources.clone(), limits_tx.clone()),
             raft: raft.clone(),
             loopback_users: mgmt_loopback_users,
+            client_counters: server.client_counters(),
         };
         // Ends with the runtime, after the AMQP server has closed its clients.
         tokio::spawn(warren_mgmt::serve(

@@ -5,7 +5,10 @@ use proptest::prelude::*;
 use warren_core::{AmqpError, Effect, Input};
 use warren_wire::*;
 
+use std::sync::Arc;
+
 use super::Session;
+use crate::counters::{ClientCounters, ClientFigures, MessageSizes};
 use crate::ServerConfig;
 
 const CONN: u64 = 7;
@@ -81,7 +84,20 @@ impl Client {
 
     /// [`Client::open`] with these client properties in `start-ok`.
     fn open_with(config: ServerConfig, hb: u16, client_properties: FieldTable) -> Client {
-        let mut c = Client::new(config);
+        Client::new(config).handshake(hb, client_properties)
+    }
+
+    /// A client whose session counts in `counters`.
+    fn counted(counters: &Arc<ClientCounters>) -> Client {
+        let mut c = Client::new(ServerConfig::default());
+        c.session = Session::new(CONN, &ServerConfig::default(), true, 0)
+            .with_counters(Arc::clone(counters));
+        c
+    }
+
+    /// Runs the whole handshake (see [`Client::open`]).
+    fn handshake(mut self, hb: u16, client_properties: FieldTable) -> Client {
+        let c = &mut self;
         c.send_raw(PROTOCOL_HEADER);
         assert!(matches!(
             &c.server_frames()[..],
@@ -148,7 +164,7 @@ impl Client {
         });
         assert!(c.session.is_open());
         c.server_frames();
-        c
+        self
     }
 
     fn expect_connection_close(&mut self, code: u16) -> String {
@@ -723,4 +739,283 @@ fn a_client_without_the_capability_is_blocked_silently() {
     assert!(c.server_frames().is_empty(), "no connection.unblocked");
     c.send_raw(&[]);
     assert!(matches!(&c.take_inputs()[..], [Input::Publish { .. }]));
+}
+
+/// The core's effect `method` for the client on `channel`.
+fn reply(channel: u16, method: Method) -> Effect {
+    Effect::Send {
+        conn: CONN,
+        channel,
+        method,
+    }
+}
+
+/// The core's effect `method` with a one-byte content for the client on `channel`.
+fn content(channel: u16, method: Method) -> Effect {
+    Effect::SendContent {
+        conn: CONN,
+        channel,
+        method,
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"m"),
+    }
+}
+
+fn deliver(consumer_tag: &str, delivery_tag: u64) -> Method {
+    Method::BasicDeliver(BasicDeliver {
+        consumer_tag: consumer_tag.into(),
+        delivery_tag,
+        ..Default::default()
+    })
+}
+
+fn get_ok(delivery_tag: u64) -> Method {
+    Method::BasicGetOk(BasicGetOk {
+        delivery_tag,
+        ..Default::default()
+    })
+}
+
+impl Client {
+    /// A `basic.publish` of `size` bytes on `channel`, content and all.
+    fn publish(&mut self, channel: u16, mandatory: bool, size: usize) {
+        let publish = Method::BasicPublish(BasicPublish {
+            routing_key: "q".into(),
+            mandatory,
+            ..Default::default()
+        });
+        let mut out = OutBuf::new();
+        out.push_delivery(
+            channel,
+            &publish,
+            &BasicProperties::default(),
+            Bytes::from(vec![0u8; size]),
+            131_072,
+        );
+        let bytes = drain(&mut out);
+        self.send_raw(&bytes);
+    }
+
+    /// The core's effects, as the connection task hands them over (confirms coalesced).
+    fn apply_all(&mut self, effects: Vec<Effect>) {
+        let mut effects = effects;
+        self.session
+            .apply_all(&mut effects, self.now, &mut self.inputs);
+    }
+
+    /// Opens `channel` (the core answers at once).
+    fn open_channel(&mut self, channel: u16) {
+        self.send(channel, Method::ChannelOpen(ChannelOpen::default()));
+        self.take_inputs();
+        self.apply_all(vec![reply(
+            channel,
+            Method::ChannelOpenOk(Default::default()),
+        )]);
+    }
+}
+
+/// RabbitMQ's global counters, churn, logins and message sizes, counted from the frames a
+/// session reads and writes, exactly.
+#[test]
+fn what_a_client_does_is_counted_from_its_frames() {
+    let counters = Arc::new(ClientCounters::default());
+    let mut c = Client::counted(&counters).handshake(0, FieldTable::default());
+
+    // Channel 1 in confirm mode: three publishes, the last mandatory and returned; the core
+    // confirms each, the session sends one `basic.ack` with `multiple=true`.
+    c.open_channel(1);
+    c.send(1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+    c.apply_all(vec![reply(1, Method::ConfirmSelectOk(ConfirmSelectOk {}))]);
+    c.publish(1, false, 10);
+    c.publish(1, false, 500);
+    c.publish(1, true, 20_000);
+    assert_eq!(
+        c.take_inputs().len(),
+        3 + 1,
+        "confirm.select and three publishes"
+    );
+    let ack = |tag| {
+        reply(
+            1,
+            Method::BasicAck(BasicAck {
+                delivery_tag: tag,
+                multiple: false,
+            }),
+        )
+    };
+    c.server_frames();
+    c.apply_all(vec![
+        content(1, Method::BasicReturn(BasicReturn::default())),
+        ack(1),
+        ack(2),
+        ack(3),
+    ]);
+    let sent = c.server_frames();
+    assert!(
+        sent.contains(&Frame::Method {
+            channel: 1,
+            method: Method::BasicAck(BasicAck {
+                delivery_tag: 3,
+                multiple: true
+            })
+        }),
+        "one multiple ack: {sent:?}"
+    );
+
+    // Channel 2, no confirms: a publish of 100 bytes; a manual-ack consumer that gets two
+    // messages, acked with one multiple ack; an auto-ack consumer the server names; a get-ok
+    // with no-ack, a get-empty, a get-ok rejected (not an ack).
+    c.open_channel(2);
+    c.publish(2, false, 100);
+    c.send(
+        2,
+        Method::BasicConsume(BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "manual".into(),
+            ..Default::default()
+        }),
+    );
+    c.send(
+        2,
+        Method::BasicConsume(BasicConsume {
+            queue: "q".into(),
+            no_ack: true,
+            ..Default::default()
+        }),
+    );
+    c.apply_all(vec![
+        reply(
+            2,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "manual".into(),
+            }),
+        ),
+        reply(
+            2,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "amq.ctag-1".into(),
+            }),
+        ),
+        content(2, deliver("manual", 1)),
+        content(2, deliver("amq.ctag-1", 2)),
+        content(2, deliver("manual", 3)),
+    ]);
+    c.send(
+        2,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 3,
+            multiple: true,
+        }),
+    );
+    for no_ack in [true, false, false] {
+        c.send(
+            2,
+            Method::BasicGet(BasicGet {
+                queue: "q".into(),
+                no_ack,
+                ..Default::default()
+            }),
+        );
+    }
+    c.apply_all(vec![
+        content(2, get_ok(4)),
+        reply(2, Method::BasicGetEmpty(BasicGetEmpty::default())),
+        content(2, get_ok(5)),
+    ]);
+    c.send(
+        2,
+        Method::BasicReject(BasicReject {
+            delivery_tag: 5,
+            requeue: true,
+        }),
+    );
+    // The client closes channel 2.
+    c.send(2, Method::ChannelClose(ChannelClose::default()));
+    c.apply_all(vec![reply(2, Method::ChannelCloseOk(ChannelCloseOk {}))]);
+
+    // Channel 3 in a transaction: its ack counts when it commits.
+    c.open_channel(3);
+    c.send(3, Method::TxSelect(TxSelect {}));
+    c.send(
+        3,
+        Method::BasicGet(BasicGet {
+            queue: "q".into(),
+            ..Default::default()
+        }),
+    );
+    c.apply_all(vec![
+        reply(3, Method::TxSelectOk(TxSelectOk {})),
+        content(3, get_ok(1)),
+    ]);
+    c.send(
+        3,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
+    assert_eq!(counters.read().acknowledged, 2, "not before the commit");
+    c.send(3, Method::TxCommit(TxCommit {}));
+    c.apply_all(vec![reply(3, Method::TxCommitOk(TxCommitOk {}))]);
+
+    let open = ClientFigures {
+        messages_received: 4,
+        messages_received_confirm: 3,
+        messages_confirmed: 3,
+        messages_unroutable_returned: 1,
+        delivered_consume_manual_ack: 2,
+        delivered_consume_auto_ack: 1,
+        delivered_get_manual_ack: 2,
+        delivered_get_auto_ack: 1,
+        get_empty: 1,
+        acknowledged: 3,
+        connections_opened: 1,
+        connections_closed: 0,
+        channels_opened: 3,
+        channels_closed: 1,
+        auth_attempts_succeeded: 1,
+        auth_attempts_failed: 0,
+        message_sizes: MessageSizes {
+            // 10 and 100; 500; none; 20 000; nothing larger.
+            cumulative: [2, 3, 3, 4, 4, 4, 4, 4, 4],
+            sum: 10 + 500 + 20_000 + 100,
+        },
+    };
+    assert_eq!(counters.read(), open);
+
+    // The connection ends with channels 1 and 3 open: they close with it.
+    drop(c);
+    let ended = ClientFigures {
+        connections_closed: 1,
+        channels_closed: 3,
+        ..open.clone()
+    };
+    assert_eq!(counters.read(), ended);
+
+    // A refused login is a failed attempt; the connection was never opened, but it closed
+    // (as RabbitMQ's reader counts every connection it served).
+    let mut refused = Client::counted(&counters);
+    refused.send_raw(PROTOCOL_HEADER);
+    refused.send(
+        0,
+        Method::ConnectionStartOk(ConnectionStartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongStr::from(&b"\0guest\0wrong"[..]),
+            locale: "en_US".into(),
+        }),
+    );
+    refused.apply_all(vec![Effect::CloseConnection {
+        conn: CONN,
+        error: AmqpError::access_refused("Login was refused"),
+    }]);
+    drop(refused);
+    assert_eq!(
+        counters.read(),
+        ClientFigures {
+            auth_attempts_failed: 1,
+            connections_closed: 2,
+            ..ended
+        }
+    );
 }
