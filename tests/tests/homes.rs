@@ -378,3 +378,95 @@ async fn a_message_rejected_on_a_followers_transient_queue_is_dead_lettered_into
         .and_then(|h| h.inner().get("x-first-death-queue").cloned());
     assert_eq!(death, Some(AMQPValue::LongString("work".into())));
 }
+
+/// A publish that reaches a replicated queue and a transient queue homed on another node is
+/// confirmed when its log entry is applied on the publisher's node, and not before that other
+/// home took its copy: a home that refuses it (`reject-publish`) makes the confirm a nack,
+/// although the replicated queue has the message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confirm_waits_for_the_copy_forwarded_to_another_home_even_when_the_log_has_the_rest() {
+    let cluster = Cluster::start(3, &[]).expect("three nodes form a cluster");
+    let (_leader, a, b) = roles(&cluster);
+    // On b: a non-durable queue that takes nothing (homed on b), bound to a fanout.
+    let owner = connect(&cluster, b).await;
+    let och = within(owner.create_channel()).await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    within(och.queue_declare("full".into(), QueueDeclareOptions::default(), args))
+        .await
+        .unwrap();
+    within(och.exchange_declare(
+        "both".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    within(och.queue_bind(
+        "full".into(),
+        "both".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    // A durable (replicated) queue on the same fanout.
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    declare_queue(&och, "kept", durable).await;
+    within(och.queue_bind(
+        "kept".into(),
+        "both".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    // A publisher on a: its node logs the replicated part and forwards the copy to b.
+    let publisher = connect(&cluster, a).await;
+    let pch = confirm_channel(&publisher).await;
+    let confirm = within(pch.basic_publish(
+        "both".into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        b"m",
+        BasicProperties::default(),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        within(confirm).await.unwrap().is_nack(),
+        "b refused its copy: nacked"
+    );
+    // The replicated queue has it all the same (a nack says "publish again", not "lost").
+    let q = declare_passive(&pch, "kept").await.expect("kept exists");
+    assert_eq!(q.message_count(), 1);
+    // And one only the log holds is acked.
+    within(och.queue_unbind(
+        "full".into(),
+        "both".into(),
+        "".into(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    let confirm = within(pch.basic_publish(
+        "both".into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        b"n",
+        BasicProperties::default(),
+    ))
+    .await
+    .unwrap();
+    assert!(within(confirm).await.unwrap().is_ack());
+}

@@ -93,9 +93,12 @@ pub(crate) struct Channel {
     pub(crate) in_flight: u32,
     /// Of those, publishes: a publish waits only behind the channel's other commands.
     pub(crate) publishes_in_flight: u32,
-    /// Confirm numbers of publishes in flight whose local part a queue refused
+    /// Log numbers of publishes in flight whose local part a queue refused
     /// (`reject-publish`): nacked when the replicated part is applied.
     pub(crate) nack_when_applied: std::collections::BTreeSet<u64>,
+    /// The channel's publishes in the log and not yet applied: their log number (see
+    /// `Connection::log_numbers`) → the client's confirm number.
+    pub(crate) logged: BTreeMap<u64, u64>,
     /// Methods that arrived while commands were in flight: they run, in order, once those are
     /// applied, so a client reads its own writes (a passive declare after a publish counts it).
     pub(crate) deferred: std::collections::VecDeque<crate::Input>,
@@ -122,6 +125,7 @@ impl Channel {
             in_flight: 0,
             publishes_in_flight: 0,
             nack_when_applied: Default::default(),
+            logged: BTreeMap::new(),
             deferred: std::collections::VecDeque::new(),
             replies_when_applied: Vec::new(),
             reply_to_key: None,

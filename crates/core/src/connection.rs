@@ -31,9 +31,14 @@ pub(crate) struct Connection {
     pub(crate) client_properties: FieldTable,
     /// When the connection logged in (or was resumed here).
     pub(crate) connected_at: crate::Millis,
-    /// A home session (`Input::OpenHome`): the client connection it serves. Its publishes
-    /// send their replicated part back (`Effect::Bounce`) instead of proposing it.
+    /// A home session (`Input::OpenHome`): the client connection it serves.
     pub(crate) home_of: Option<crate::ConnId>,
+    /// Per channel id, the last number a publish of it carried into the log. A channel's
+    /// logged publishes are numbered 1, 2, 3 ... without gaps (its local-only publishes take
+    /// none) and go on across the channel's lives (closed and opened again), so the state
+    /// machine's publisher record (`resume::Publisher`) tells a re-sent publish from a new
+    /// one without a logged `confirm.select`.
+    pub(crate) log_numbers: std::collections::HashMap<crate::ChannelId, u64>,
 }
 
 impl Connection {
@@ -49,6 +54,7 @@ impl Connection {
             client_properties: FieldTable::default(),
             connected_at: 0,
             home_of: None,
+            log_numbers: std::collections::HashMap::new(),
         }
     }
 

@@ -14,18 +14,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use openraft::async_runtime::WatchReceiver;
-use openraft::Raft;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 use warren_core::{Broker, Command, ConnId, Effect, Input, Message};
 use warren_raft::lease::Lease;
-use warren_raft::state_machine::{BrokerRequest, BrokerStateMachine};
-use warren_raft::{LogCommand, TypeConfig};
+use warren_raft::state_machine::BrokerRequest;
 
 use crate::clock::now_ms;
 use crate::gate::{is_confirm, ConfirmGate, Need};
 use crate::mux::Location;
+use crate::proposer::Proposal;
 use crate::relay::codec::Down;
 use crate::relay::image::SharedImage;
 use crate::relay::links::Links;
@@ -121,7 +119,7 @@ pub enum Replication {
     /// when they come back committed on `applied`. The broker task must run before the Raft
     /// node starts: a restarting node replays its log into it from `Raft::new` on.
     Raft {
-        proposals: mpsc::UnboundedSender<Command>,
+        proposals: mpsc::UnboundedSender<Proposal>,
         applied: mpsc::Receiver<BrokerRequest>,
     },
 }
@@ -162,6 +160,9 @@ pub struct BrokerHandle {
     pub(crate) directory: QueueDirectory,
     pub(crate) links: Links,
     pub(crate) node: u64,
+    /// Where commands to propose go (the relay hands it other nodes' publishes): `None`
+    /// without Raft.
+    pub(crate) proposals: Option<mpsc::UnboundedSender<Proposal>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -174,6 +175,10 @@ impl BrokerHandle {
         let (applied_tx, applied) = watch::channel(0);
         let directory = QueueDirectory::default();
         let node = broker.node();
+        let proposals = match &replication {
+            Replication::Raft { proposals, .. } => Some(proposals.clone()),
+            Replication::Local => None,
+        };
         let task = tokio::spawn(run(
             broker,
             rx,
@@ -188,6 +193,7 @@ impl BrokerHandle {
             directory,
             links,
             node,
+            proposals,
             task,
         }
     }
@@ -224,8 +230,13 @@ struct Task {
     /// When confirms were last nacked for a home's sake (logged at most every 10 s).
     gate_warned: Option<std::time::Instant>,
     effects: Vec<Effect>,
-    proposals: Option<mpsc::UnboundedSender<Command>>,
+    proposals: Option<mpsc::UnboundedSender<Proposal>>,
     in_flight: usize,
+    /// This node's id: its logged publishes are tracked until applied (see `crate::proposer`).
+    node: u64,
+    /// Logged publishes that were also forwarded to other nodes' local queues: their confirm,
+    /// made when they are applied, waits for those forwards (see `crate::gate`).
+    awaiting: HashMap<(ConnId, warren_core::ChannelId, u64), Vec<Need>>,
     /// The log index applied so far, published for the connections that wait for it.
     applied_index: u64,
     applied_tx: watch::Sender<u64>,
@@ -243,15 +254,29 @@ impl Task {
     fn handle(&mut self, now: u64, input: Input) {
         let mut pending = vec![input];
         while let Some(input) = pending.pop() {
+            // The forwards this input made: its confirms wait for them. A logged publish's
+            // confirm leaves when it is applied: it waits for the forwards its publish made.
+            let mut needs: Vec<Need> = match &input {
+                Input::Applied { command, .. } => logged_publish(command)
+                    .and_then(|key| self.awaiting.remove(&key))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
             self.broker.handle(now, input, &mut self.effects);
-            // The forwards this input made: its confirms wait for them.
-            let mut needs: Vec<Need> = Vec::new();
             for effect in std::mem::take(&mut self.effects) {
                 match effect {
+                    Effect::Propose { command }
+                        if !needs.is_empty() && logged_publish(&command).is_some() =>
+                    {
+                        if let Some(key) = logged_publish(&command) {
+                            self.awaiting.insert(key, std::mem::take(&mut needs));
+                        }
+                        self.propose(command, &mut pending);
+                    }
                     Effect::Propose { command } => match &self.proposals {
                         Some(p) => {
                             self.in_flight += 1;
-                            if p.send(command).is_err() {
+                            if p.send(Proposal::Own(command)).is_err() {
                                 error!("the Raft proposer has stopped; a command is lost");
                             }
                         }
@@ -295,6 +320,7 @@ impl Task {
             }
             ToBroker::Unregister { conn } => {
                 self.connections.remove(&conn);
+                self.awaiting.retain(|key, _| key.0 != conn);
             }
             ToBroker::Barrier(_) => {}
             ToBroker::CheckSecurity { op, reply } => {
@@ -380,7 +406,7 @@ impl Task {
                 Effect::Propose { command } => {
                     if let Some(p) = &self.proposals {
                         self.in_flight += 1;
-                        let _ = p.send(command);
+                        let _ = p.send(Proposal::Own(command));
                     }
                 }
                 Effect::Forward {
@@ -403,12 +429,48 @@ impl Task {
         }
     }
 
+    /// Hands a command to the proposer (or, without Raft, applies it at once).
+    fn propose(&mut self, command: Command, pending: &mut Vec<Input>) {
+        match &self.proposals {
+            Some(p) => {
+                self.in_flight += 1;
+                if p.send(Proposal::Own(command)).is_err() {
+                    error!("the Raft proposer has stopped; a command is lost");
+                }
+            }
+            None => pending.push(Input::Applied { command, index: 0 }),
+        }
+    }
+
+    /// A logged publish of this node's broker is in the log: the proposer need not send it
+    /// again.
+    fn note_applied(&self, command: &Command) {
+        if let (
+            Some(p),
+            Some(o),
+            warren_core::Op::Publish {
+                confirm: Some(number),
+                ..
+            },
+        ) = (&self.proposals, command.origin, &command.op)
+        {
+            if warren_core::node_of(o.conn) == self.node {
+                let _ = p.send(Proposal::Applied {
+                    conn: o.conn,
+                    channel: o.channel,
+                    number: *number,
+                });
+            }
+        }
+    }
+
     fn state_machine_request(&mut self, request: BrokerRequest) {
         match request {
             BrokerRequest::Apply(batch) => {
                 let now = now_ms();
                 for (index, command) in batch.commands {
                     self.in_flight = self.in_flight.saturating_sub(1);
+                    self.note_applied(&command);
                     self.handle(now, Input::Applied { command, index });
                 }
                 self.applied_index = self.applied_index.max(batch.index);
@@ -522,6 +584,20 @@ impl Task {
     }
 }
 
+/// The origin and log number of a logged publish with a confirm.
+fn logged_publish(command: &Command) -> Option<(ConnId, warren_core::ChannelId, u64)> {
+    match (&command.op, command.origin) {
+        (
+            warren_core::Op::Publish {
+                confirm: Some(number),
+                ..
+            },
+            Some(o),
+        ) => Some((o.conn, o.channel, *number)),
+        _ => None,
+    }
+}
+
 async fn run(
     broker: Broker,
     mut rx: mpsc::Receiver<ToBroker>,
@@ -534,8 +610,11 @@ async fn run(
         Replication::Local => (None, None),
         Replication::Raft { proposals, applied } => (Some(proposals), Some(applied)),
     };
+    let node = broker.node();
     let mut task = Task {
         broker,
+        node,
+        awaiting: HashMap::new(),
         connections: HashMap::new(),
         by_conn: HashMap::new(),
         links,
@@ -583,162 +662,5 @@ async fn run(
             task.publish_applied();
         }
         task.flush();
-    }
-}
-
-/// Starts the task that hands the broker's proposals to Raft in order, without waiting for each
-/// to commit (so many are in flight and the log batches them).
-///
-/// openraft refuses a write, without appending it, when this node no longer leads, and also
-/// when it still leads but its lease has expired (no quorum acknowledged it within the election
-/// timeout: a slow link, a paused follower, a stalled disk). A refused command must not vanish:
-/// the broker waits for its outcome (a confirm, a declare-ok). So each proposal's outcome is
-/// watched, in log order, and a command refused before it was appended (`ForwardToLeader`)
-/// while this node still leads is proposed again (after 50 ms, until accepted). One refused
-/// once another node leads, or appended and then discarded at a leader change (it may still
-/// commit), is not: this node steps down and its clients resume on the new leader, re-sending
-/// what got no reply. A
-/// re-proposed command may land after commands proposed later; that is safe because confirms
-/// are never `multiple`, a channel has at most one non-publish command in flight, and the
-/// state machine recognises re-sent publishes by their exact confirm number (version 3).
-pub fn spawn_proposer(
-    raft: Raft<TypeConfig, BrokerStateMachine>,
-    mut proposals: mpsc::UnboundedReceiver<Command>,
-) {
-    type Outcome = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
-    let (pending_tx, mut pending) = mpsc::unbounded_channel::<(Command, Outcome)>();
-    let (retry_tx, mut retries) = mpsc::unbounded_channel::<Command>();
-    let watcher_raft = raft.clone();
-    tokio::spawn(async move {
-        let mut refused_logged = false;
-        while let Some((command, outcome)) = pending.recv().await {
-            let refused = match outcome.await {
-                Ok(Ok(_)) => {
-                    refused_logged = false;
-                    continue;
-                }
-                // Refused before it was appended: proposing it again cannot duplicate it.
-                Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(f))) => f.to_string(),
-                // Appended, then discarded at a leader change (it may still commit elsewhere),
-                // or anything else: not proposed again; the connections resume on the new
-                // leader and re-send what got no reply.
-                Ok(Err(e)) => {
-                    debug!(error = %e, "a proposal's fate is unknown after a leader change");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let leads = {
-                let metrics = watcher_raft.metrics();
-                let m = metrics.borrow_watched();
-                m.current_leader == Some(m.id)
-            };
-            if !leads {
-                // A broker that does not lead proposes only what it decides for the transient
-                // queues homed here: through the leader.
-                tokio::spawn(forward_to_leader(watcher_raft.clone(), command));
-                continue;
-            }
-            if !refused_logged {
-                warn!(reason = %refused, "Raft refused proposals of this leader (lease expired?); proposing them again");
-                refused_logged = true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if retry_tx.send(command).is_err() {
-                return;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        loop {
-            let command = tokio::select! {
-                biased;
-                Some(c) = retries.recv() => c,
-                c = proposals.recv() => match c {
-                    Some(c) => c,
-                    None => return,
-                },
-            };
-            // Only the outcome (once applied, or refused) is needed. `complete_only`: a commit
-            // notification nobody receives makes openraft log a warning per proposal.
-            let (responder, outcome) = openraft::impls::ProgressResponder::complete_only();
-            if let Err(e) = raft
-                .client_write_ff(LogCommand(command.clone()), Some(responder))
-                .await
-            {
-                warn!(error = %e, "Raft stopped; proposals are no longer accepted");
-                return;
-            }
-            if pending_tx.send((command, outcome)).is_err() {
-                return;
-            }
-        }
-    });
-}
-
-/// How long a follower keeps trying to hand one of its broker's proposals to a leader.
-const FORWARD_FOR: Duration = Duration::from_secs(30);
-
-/// Hands a command of this node's broker to the leader (`Relay.Propose`), trying again while no
-/// leader answers. A command whose fate is unknown (the call broke after it was sent) is sent
-/// again only if applying it twice does no harm (`RemoveQueue`); any other is dropped with a
-/// warning (a dead-lettered copy is lost, as a classic queue's dead-lettering is at most once).
-async fn forward_to_leader(raft: Raft<TypeConfig, BrokerStateMachine>, command: Command) {
-    use warren_proto::raft::relay_client::RelayClient;
-    use warren_proto::raft::ProposeRequest;
-    let idempotent = matches!(command.op, warren_core::Op::RemoveQueue { .. });
-    let encoded = warren_raft::encode_command(&command);
-    let deadline = tokio::time::Instant::now() + FORWARD_FOR;
-    loop {
-        let leader = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow_watched();
-            m.current_leader.and_then(|l| {
-                m.membership_config
-                    .membership()
-                    .get_node(&l)
-                    .map(|n| (l == m.id, n.grpc_addr.clone()))
-            })
-        };
-        let outcome = match leader {
-            // This node leads now: its own Raft takes it.
-            Some((true, _)) => match raft.client_write(LogCommand(command.clone())).await {
-                Ok(_) => return,
-                Err(e) => Err::<(), _>((false, e.to_string())),
-            },
-            Some((false, addr)) if !addr.is_empty() => {
-                match warren_raft::dial::connect(&addr).await {
-                    Ok(channel) => {
-                        let mut client = RelayClient::new(channel);
-                        let request = ProposeRequest {
-                            group_id: warren_raft::METADATA_GROUP,
-                            command: encoded.clone(),
-                        };
-                        match client.propose(request).await {
-                            Ok(_) => return,
-                            // Refused before anything was appended: safe to send again.
-                            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                                Err((false, s.message().to_owned()))
-                            }
-                            Err(s) => Err((true, s.message().to_owned())),
-                        }
-                    }
-                    Err(e) => Err((false, e.to_string())),
-                }
-            }
-            _ => Err((false, "no leader known".to_owned())),
-        };
-        if let Err((unknown, reason)) = outcome {
-            if unknown && !idempotent {
-                warn!(%reason, "a command forwarded to the leader may or may not have been committed; it is not sent again");
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                warn!(%reason, "no leader took a command of this node's broker in time; it is dropped");
-                return;
-            }
-            debug!(%reason, "forwarding a proposal to the leader; trying again");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -15,12 +15,14 @@ mod gate;
 pub mod listener;
 pub mod management;
 mod mux;
+mod proposer;
 pub mod relay;
 mod server;
 mod session;
 
-pub use broker_task::{spawn_proposer, BrokerHandle, Replication};
+pub use broker_task::{BrokerHandle, Replication};
 pub use clock::now_ms;
 pub use config::ServerConfig;
+pub use proposer::{spawn_proposer, Proposal};
 pub use server::{first_conn_id, Server};
 pub use session::Session;

@@ -159,7 +159,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
             proposals: proposals_tx,
             applied: applied_rx,
         },
-        links,
+        links.clone(),
     );
     let state_machine =
         BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
@@ -177,7 +177,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
     .with_context(|| format!("starting the Raft log in {}", data_dir.display()))?;
     let raft = node.raft.clone();
     warren_raft::records::track_leadership(raft.clone(), node_id, leading);
-    spawn_proposer(raft.clone(), proposals_rx);
+    spawn_proposer(raft.clone(), node_id, links, proposals_rx);
     spawn_member_addresses(raft.clone(), addresses_tx);
     // Serve clients once this node leads (after committing a take-over or, after a restart
     // of the whole cluster, a recovery), or relay them to the node that does.

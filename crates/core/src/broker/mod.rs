@@ -618,7 +618,7 @@ impl Broker {
                 if command.version >= 2
                     && self.is_resent(origin, confirm, now, command.version >= 3) =>
             {
-                Self::confirm_resent(origin, confirm, out);
+                self.confirm_resent(origin, confirm, out);
                 Ok(())
             }
             Op::Publish {

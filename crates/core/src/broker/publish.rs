@@ -125,11 +125,12 @@ impl Broker {
         Ok(())
     }
 
-    /// Routes a client's publish where this broker is: local queues it decides get the message
-    /// at once, local queues homed elsewhere get it forwarded, and the replicated queues through
-    /// the log (or, from a home session, by the client's leader session: `Effect::Bounce`).
-    /// The confirm leaves once every part is done; a mandatory message that reaches nothing is
-    /// returned.
+    /// Routes a client's publish where this broker is (the client's own node): local queues it
+    /// decides get the message at once, local queues homed elsewhere get it forwarded, and the
+    /// replicated queues through the log (`Op::Publish`, proposed from here, through the leader
+    /// when this node does not lead). The confirm leaves once every part is done (for a
+    /// replicated part, when this node applies it); a mandatory message that reaches nothing
+    /// is returned.
     #[allow(clippy::too_many_arguments)]
     fn route_publish(
         &mut self,
@@ -170,22 +171,10 @@ impl Broker {
                 !replicated.is_empty(),
             )
         };
-        if replicated && self.is_home_session(ctx.conn) {
-            out.push(Effect::Bounce {
-                conn: ctx.conn,
-                channel: ctx.channel,
-                confirm,
-                publish: BasicPublish {
-                    ticket: 0,
-                    exchange: message.exchange.clone(),
-                    routing_key: message.routing_key.clone(),
-                    mandatory: mandatory && !routed,
-                    immediate: false,
-                },
-                properties: message.properties.clone(),
-                body: message.body.clone(),
-            });
-        } else if replicated {
+        if replicated {
+            // The confirm leaves when the log has it: the channel's logged publishes carry
+            // their own gap-free numbers (see `Connection::log_numbers`).
+            let confirm = confirm.and_then(|client| self.number_for_log(ctx, client));
             if rejected {
                 if let (Some(seq), Some(ch)) = (confirm, self.channel_mut(ctx)) {
                     ch.nack_when_applied.insert(seq);
@@ -331,16 +320,44 @@ impl Broker {
         if !routed && mandatory {
             self.send_return(origin, &message, out);
         }
-        if let Some(delivery_tag) = confirm {
-            let refused_here = self
-                .channel_mut(Ctx {
-                    conn: origin.conn,
-                    channel: origin.channel,
-                })
-                .is_some_and(|ch| ch.nack_when_applied.remove(&delivery_tag));
-            Self::send_confirm(origin, delivery_tag, rejected || refused_here, out);
+        if let Some(logged) = confirm {
+            self.confirm_logged(origin, logged, rejected, out);
         }
         Ok(())
+    }
+
+    /// Numbers a publish of `ctx` for the log (see `Connection::log_numbers`) and remembers
+    /// the client's confirm number `client` for it; `None` without the channel.
+    fn number_for_log(&mut self, ctx: Ctx, client: u64) -> Option<u64> {
+        let c = self.connections.get_mut(&ctx.conn)?;
+        let ch = c.channels.get_mut(&ctx.channel)?;
+        let n = c.log_numbers.entry(ctx.channel).or_insert(0);
+        *n += 1;
+        ch.logged.insert(*n, client);
+        Some(*n)
+    }
+
+    /// The confirm of a logged publish, applied: sent with the client's number if the
+    /// channel that published it is here and still the same (an earlier life of the channel,
+    /// or another node's, gets nothing); a nack if a queue refused it.
+    pub(super) fn confirm_logged(
+        &mut self,
+        origin: Origin,
+        logged: u64,
+        refused: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(ch) = self.channel_mut(Ctx {
+            conn: origin.conn,
+            channel: origin.channel,
+        }) else {
+            return;
+        };
+        let Some(client) = ch.logged.remove(&logged) else {
+            return;
+        };
+        let refused_here = ch.nack_when_applied.remove(&logged);
+        Self::send_confirm(origin, client, refused || refused_here, out);
     }
 
     /// Appends a message to a queue, applying `x-max-length`/`x-overflow`, then delivers. Returns

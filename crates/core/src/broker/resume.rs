@@ -2,7 +2,7 @@
 //! state machine already holds so that a re-sent one is confirmed but not enqueued twice, and
 //! removing what the old leader's vanished connections left behind.
 
-use warren_wire::{BasicAck, BasicCancel, BasicConsume, Method};
+use warren_wire::{BasicCancel, BasicConsume, Method};
 
 use super::{Broker, Ctx};
 use crate::channel::{Channel, Mode};
@@ -82,8 +82,12 @@ impl Broker {
             if let Some(next_publish_seq) = rc.next_publish_seq {
                 ch.mode = Mode::Confirm { next_publish_seq };
             }
+            // Its publishes from now on are numbered above what the state machine holds for
+            // it, so none is taken for a re-send (see `Connection::log_numbers`).
+            let logged = self.publishers.get(&(conn, rc.id)).map_or(0, |p| p.seq);
             if let Some(c) = self.connections.get_mut(&conn) {
                 c.channels.insert(rc.id, ch);
+                c.log_numbers.insert(rc.id, logged);
             }
             let ctx = Ctx {
                 conn,
@@ -161,19 +165,13 @@ impl Broker {
 
     /// A re-sent publish is confirmed (its first copy was committed) and not routed again.
     pub(super) fn confirm_resent(
+        &mut self,
         origin: Option<Origin>,
         confirm: Option<u64>,
         out: &mut Vec<Effect>,
     ) {
-        if let Some(delivery_tag) = confirm {
-            Self::reply_origin(
-                origin,
-                Method::BasicAck(BasicAck {
-                    delivery_tag,
-                    multiple: false,
-                }),
-                out,
-            );
+        if let (Some(origin), Some(logged)) = (origin, confirm) {
+            self.confirm_logged(origin, logged, false, out);
         }
     }
 

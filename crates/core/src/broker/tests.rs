@@ -1930,7 +1930,8 @@ fn confirms(effects: &[Effect]) -> Vec<u64> {
 }
 
 #[test]
-fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_numbers() {
+fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_numbers_and_never_takes_a_publish_for_a_resend(
+) {
     // Leader A: C1 consumes from a durable queue and publishes with confirms; C1 and C2 each
     // own an exclusive queue.
     let mut a = Replicated::new();
@@ -2014,7 +2015,10 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
         !e.iter().any(|e| matches!(e, Effect::Send { .. })),
         "no reply to a resume: {e:?}"
     );
-    // The node re-sends publish 3 (its confirm was lost with A): confirmed, not enqueued twice.
+    // A publish on the resumed channel gets a log number above every one the state machine
+    // holds for it (publishes go through the client's home session now, so a leader session
+    // re-sends none): it is enqueued, never taken for a re-send, and confirmed with the
+    // client's number.
     let e = b.input(Input::Publish {
         conn: C1,
         channel: 1,
@@ -2023,16 +2027,15 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
             ..Default::default()
         },
         properties: BasicProperties::default(),
-        body: Bytes::from_static(b"3"),
+        body: Bytes::from_static(b"4"),
         replicated_only: false,
     });
     assert_eq!(confirms(&e), vec![3]);
     assert_eq!(
         deliveries(&e),
-        vec![],
-        "a re-sent publish is not delivered again"
+        vec![(next_tag + 3, false, "4".into())],
+        "enqueued and delivered"
     );
-    b.publish(C1, "q", "4");
     // An ack of a tag A gave does nothing (no error); acks of B's tags work.
     let e = b.method(
         C1,
@@ -2368,7 +2371,11 @@ fn a_publish_refused_then_proposed_again_after_a_later_one_is_enqueued_not_taken
     };
     let (bodies, acks) = replay(&p2, &p3);
     assert_eq!(bodies, ["1", "3", "2"], "each message once, 2 after 3");
-    assert_eq!(acks, [1, 3, 2, 2, 3], "every copy confirmed");
+    assert_eq!(
+        acks,
+        Vec::<u64>::new(),
+        "a broker without the publishing channel confirms nothing"
+    );
     // Under version 2 semantics the late 2 was taken for a re-send and lost.
     let old = |c: &Command| Command {
         version: 2,
@@ -2837,7 +2844,7 @@ fn node_two_with_a_home_session() -> (Replicated, ConnId, ConnId) {
 }
 
 #[test]
-fn a_home_session_serves_local_queues_here_forwards_others_and_bounces_the_replicated_part() {
+fn a_home_session_serves_local_queues_here_forwards_others_and_logs_the_replicated_part() {
     let (mut r, _c, h) = node_two_with_a_home_session();
     r.method(h, Method::ConfirmSelect(ConfirmSelect { nowait: true }));
     assert!(
@@ -2871,18 +2878,6 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_bounces_the_repli
                 queue: u,
                 message,
             },
-            Effect::Bounce {
-                conn: h,
-                channel: 1,
-                confirm: Some(1),
-                publish: BasicPublish {
-                    exchange: "amq.fanout".into(),
-                    mandatory: false,
-                    ..Default::default()
-                },
-                properties: BasicProperties::default(),
-                body: Bytes::from_static(b"m"),
-            },
             send(
                 h,
                 Method::BasicAck(BasicAck {
@@ -2891,10 +2886,36 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_bounces_the_repli
                 })
             ),
         ],
-        "u forwarded to node 3, the replicated part bounced (a local queue took it: not \
-         mandatory any more), the local part confirmed"
+        "u forwarded to node 3; the replicated part logged from here and confirmed when \
+         applied here (the harness applies at once)"
     );
-    assert!(r.log.is_empty(), "nothing in the log");
+    assert_eq!(
+        r.log,
+        vec![Command {
+            version: STATE_MACHINE_VERSION,
+            origin: Some(Origin {
+                conn: h,
+                channel: 1
+            }),
+            issued_at: r.now,
+            op: Op::Publish {
+                vhost: "/".into(),
+                exchange: "amq.fanout".into(),
+                routing_key: "".into(),
+                mandatory: false,
+                confirm: Some(1),
+                properties: BasicProperties::default(),
+                body: Bytes::from_static(b"m"),
+            },
+        }],
+        "one logged publish, numbered for the log, not mandatory any more (a local queue took it)"
+    );
+    let d = r.broker.queue_id(&"/".into(), "d").expect("d");
+    assert_eq!(
+        r.broker.queues[&d].ready_count(),
+        1,
+        "d has it from the log"
+    );
     assert_eq!(r.get_all(h, "t"), ["m"], "t holds it here");
     let get = Method::BasicGet(BasicGet {
         queue: "d".into(),
@@ -2909,6 +2930,61 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_bounces_the_repli
         }],
         "a replicated queue is not served by a home session: the client's node asks the leader"
     );
+}
+
+#[test]
+fn a_channels_logged_publishes_are_numbered_without_gaps_across_its_lives_and_confirmed_with_the_clients_numbers(
+) {
+    let (mut r, _c, h) = node_two_with_a_home_session();
+    let publish = |r: &mut Replicated, queue: &str| {
+        r.input(Input::Publish {
+            conn: h,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: queue.into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"m"),
+            replicated_only: false,
+        })
+    };
+    let logged_numbers = |r: &Replicated| -> Vec<Option<u64>> {
+        r.log
+            .iter()
+            .filter_map(|c| match c.op {
+                Op::Publish { confirm, .. } => Some(confirm),
+                _ => None,
+            })
+            .collect()
+    };
+    r.method(h, Method::ConfirmSelect(ConfirmSelect { nowait: true }));
+    // Client publishes 1 (local queue t: no log entry) and 2 (replicated d: log number 1).
+    assert_eq!(confirms(&publish(&mut r, "t")), vec![1]);
+    assert_eq!(confirms(&publish(&mut r, "d")), vec![2]);
+    assert_eq!(
+        logged_numbers(&r),
+        vec![Some(1)],
+        "no gap for the local one"
+    );
+    // A copy of log entry 1 applied again (the proposer sent it again after a leader change):
+    // recognised, neither enqueued nor confirmed a second time.
+    let again = r.log[r.log.len() - 1].clone();
+    let e = r.input(Input::Applied {
+        command: again,
+        index: 0,
+    });
+    assert_eq!(confirms(&e), Vec::<u64>::new());
+    let d = r.broker.queue_id(&"/".into(), "d").expect("d");
+    assert_eq!(r.broker.queues[&d].ready_count(), 1);
+    // The channel closes and opens again: the client numbers from 1, the log goes on from 2,
+    // so the new publish is not taken for a re-send of entry 1.
+    r.method(h, Method::ChannelClose(ChannelClose::default()));
+    r.method(h, Method::ChannelOpen(ChannelOpen::default()));
+    r.method(h, Method::ConfirmSelect(ConfirmSelect { nowait: true }));
+    assert_eq!(confirms(&publish(&mut r, "d")), vec![1]);
+    assert_eq!(logged_numbers(&r), vec![Some(1), Some(2)]);
+    assert_eq!(r.broker.queues[&d].ready_count(), 2, "enqueued");
 }
 
 #[test]

@@ -8,7 +8,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use warren_core::{
-    AmqpError, ConnId, Effect, Input, Message, ResumeChannel, ResumeConsumer, ResumeSession,
+    AmqpError, Command, ConnId, Effect, Input, Message, ResumeChannel, ResumeConsumer,
+    ResumeSession,
 };
 use warren_raft::CodecError;
 use warren_wire::record::{
@@ -44,6 +45,9 @@ pub(crate) enum Up {
         queue: u64,
         message: Message,
     },
+    /// A command of the sender's broker for the receiver, the leader, to propose (a logged
+    /// publish: see `crate::proposer`), in its log encoding.
+    Propose(Command),
 }
 
 /// One message back from a broker.
@@ -109,6 +113,11 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             w.put_u8(13);
             w.put_u64(*queue);
             put_message(w, message);
+        }
+        Up::Propose(command) => {
+            w.put_u8(14);
+            w.put_u64(0);
+            put_long(w, &warren_raft::encode_command(command));
         }
         Up::Input(input) => match input {
             Input::Login {
@@ -376,6 +385,7 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                 queue: conn,
                 message: read_message(&mut r)?,
             },
+            14 => Up::Propose(warren_raft::decode_command(read_long(&mut r)?)?),
             _ => return Err(CodecError::new("unknown relay message")),
         });
     }

@@ -31,6 +31,7 @@ use warren_raft::{LogCommand, TypeConfig, METADATA_GROUP};
 use super::codec::{decode_ups, encode_down, encode_effect, Down, Up};
 use super::Route;
 use crate::broker_task::{Batch, BrokerHandle, EffectSink, ToBroker};
+use crate::proposer::Proposal;
 
 /// The gRPC relay service of one node.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct RelayService {
     route: watch::Receiver<Route>,
     applied: watch::Receiver<u64>,
     raft: Option<Raft<TypeConfig, BrokerStateMachine>>,
+    /// This node's proposer: other nodes' logged publishes (`Up::Propose`) go there.
+    proposals: Option<mpsc::UnboundedSender<Proposal>>,
 }
 
 impl RelayService {
@@ -48,6 +51,7 @@ impl RelayService {
             route,
             applied: broker.applied(),
             raft: None,
+            proposals: broker.proposals.clone(),
         }
     }
 
@@ -113,6 +117,7 @@ impl Relay for RelayService {
             conns: HashMap::new(),
             acks: None,
             forwards: 0,
+            proposals: self.proposals.clone(),
         };
         let rest: Vec<Up> = first.collect();
         tokio::spawn(stream.serve(rest, up));
@@ -154,6 +159,7 @@ struct Stream_ {
     /// Where the broker acknowledges this stream's forwards, and how many came.
     acks: Option<mpsc::UnboundedSender<Vec<Down>>>,
     forwards: u64,
+    proposals: Option<mpsc::UnboundedSender<Proposal>>,
 }
 
 impl Stream_ {
@@ -223,6 +229,15 @@ impl Stream_ {
                         message,
                         acks: self.acks(),
                     }
+                }
+                Up::Propose(command) => {
+                    match &self.proposals {
+                        Some(p) => {
+                            let _ = p.send(Proposal::Relayed(command));
+                        }
+                        None => warn!("a proposal from another node, and no Raft here; dropped"),
+                    }
+                    continue;
                 }
                 Up::Hello { .. } => continue,
             };
