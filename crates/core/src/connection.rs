@@ -39,6 +39,8 @@ pub(crate) struct Connection {
     /// machine's publisher record (`resume::Publisher`) tells a re-sent publish from a new
     /// one without a logged `confirm.select`.
     pub(crate) log_numbers: std::collections::HashMap<crate::ChannelId, u64>,
+    /// `Input::Sync` tokens waiting for the connection's commands in flight.
+    pub(crate) syncs: Vec<u64>,
 }
 
 impl Connection {
@@ -55,6 +57,7 @@ impl Connection {
             connected_at: 0,
             home_of: None,
             log_numbers: std::collections::HashMap::new(),
+            syncs: Vec::new(),
         }
     }
 

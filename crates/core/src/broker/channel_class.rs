@@ -118,6 +118,7 @@ impl Broker {
         for q in touched {
             self.deliver(q, out);
         }
+        self.release_syncs(ctx.conn, out);
         deferred
     }
 }

@@ -273,9 +273,29 @@ impl Broker {
         }
     }
 
+    /// Answers the connection's syncs once none of its channels has a command in flight: a
+    /// home session's publishes are then in the log and applied here, so what the client asks
+    /// next (a passive declare through the leader, a get) sees them.
+    fn release_syncs(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if c.syncs.is_empty() || c.channels.values().any(|ch| ch.in_flight > 0) {
+            return;
+        }
+        for token in std::mem::take(&mut c.syncs) {
+            out.push(Effect::Synced { conn, token });
+        }
+    }
+
     /// A command a channel caused was applied: once none is in flight, its held replies go out
     /// and its deferred methods run.
     fn command_applied(&mut self, ctx: Ctx, publish: bool, out: &mut Vec<Effect>) {
+        self.command_applied_to_channel(ctx, publish, out);
+        self.release_syncs(ctx.conn, out);
+    }
+
+    fn command_applied_to_channel(&mut self, ctx: Ctx, publish: bool, out: &mut Vec<Effect>) {
         let mut replies = Vec::new();
         if let Some(ch) = self.channel_mut(ctx) {
             ch.in_flight = ch.in_flight.saturating_sub(1);
@@ -369,7 +389,14 @@ impl Broker {
             } => self.fail(Ctx { conn, channel }, error, effects),
             Input::Resume { conn, session } => self.resume(conn, *session, effects),
             Input::Tick => self.tick(effects),
-            Input::Sync { conn, token } => effects.push(Effect::Synced { conn, token }),
+            Input::Sync { conn, token } => {
+                if let Some(c) = self.connections.get_mut(&conn) {
+                    c.syncs.push(token);
+                    self.release_syncs(conn, effects);
+                } else {
+                    effects.push(Effect::Synced { conn, token });
+                }
+            }
             Input::NodeDown { node } => self.node_down(node, effects),
             Input::CloseConnection { conn, reason } => {
                 self.close_by_operator(conn, &reason, effects)

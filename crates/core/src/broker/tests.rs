@@ -2988,6 +2988,57 @@ fn a_channels_logged_publishes_are_numbered_without_gaps_across_its_lives_and_co
 }
 
 #[test]
+fn a_sync_is_answered_once_the_home_sessions_logged_publishes_are_applied() {
+    let (mut r, _c, h) = node_two_with_a_home_session();
+    r.method(h, Method::ConfirmSelect(ConfirmSelect { nowait: true }));
+    // The publish to the replicated queue d is proposed, not applied yet.
+    let mut out = Vec::new();
+    r.broker.handle(
+        r.now,
+        Input::Publish {
+            conn: h,
+            channel: 1,
+            publish: BasicPublish {
+                routing_key: "d".into(),
+                ..Default::default()
+            },
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"m"),
+            replicated_only: false,
+        },
+        &mut out,
+    );
+    let command = match &out[..] {
+        [Effect::Propose { command }] => command.clone(),
+        other => panic!("expected one proposal: {other:?}"),
+    };
+    let mut out = Vec::new();
+    r.broker
+        .handle(r.now, Input::Sync { conn: h, token: 7 }, &mut out);
+    assert_eq!(out, vec![], "the sync waits for the publish");
+    let e = r.input(Input::Applied { command, index: 0 });
+    assert_eq!(
+        e,
+        vec![
+            send(
+                h,
+                Method::BasicAck(BasicAck {
+                    delivery_tag: 1,
+                    multiple: false
+                })
+            ),
+            Effect::Synced { conn: h, token: 7 },
+        ],
+        "applied: confirmed, then the sync answered"
+    );
+    // With nothing in flight a sync is answered at once.
+    assert_eq!(
+        r.input(Input::Sync { conn: h, token: 8 }),
+        vec![Effect::Synced { conn: h, token: 8 }]
+    );
+}
+
+#[test]
 fn a_logged_publish_fills_only_replicated_queues_and_a_forwarded_one_its_local_queue() {
     let (mut r, c, h) = node_two_with_a_home_session();
     // The leader logged the replicated part of a publish to amq.fanout.
