@@ -450,8 +450,9 @@ async fn a_confirm_waits_for_the_copy_forwarded_to_another_home_even_when_the_lo
     // The replicated queue has it all the same (a nack says "publish again", not "lost").
     let q = declare_passive(&pch, "kept").await.expect("kept exists");
     assert_eq!(q.message_count(), 1);
-    // And one only the log holds is acked.
-    within(och.queue_unbind(
+    // And one only the log holds is acked (unbound through the publisher's own connection:
+    // its node routes the next publish with a replica that has seen the unbind).
+    within(pch.queue_unbind(
         "full".into(),
         "both".into(),
         "".into(),

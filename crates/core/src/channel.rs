@@ -45,7 +45,6 @@ pub(crate) enum TxOp {
         publish: BasicPublish,
         properties: BasicProperties,
         body: Bytes,
-        replicated_only: bool,
     },
     Ack {
         delivery_tag: u64,

@@ -59,19 +59,6 @@ pub enum Effect {
     /// Answer to [`crate::Input::Forwarded`]: queue refused the message (`x-overflow`
     /// `reject-publish`), so the sender nacks the publish it came from.
     ForwardRefused { to: u64, seq: u64 },
-    /// A home session routed a publish that also reaches replicated queues: the client's node
-    /// sends this to the leader's broker (on the client's leader session) as an
-    /// [`crate::Input::Publish`] with `replicated_only`. `confirm` is the home session's confirm
-    /// number of the publish, which the home session acks (or nacks) for its local part; the
-    /// client's confirm waits for both. `mandatory` is already cleared if a local queue took it.
-    Bounce {
-        conn: ConnId,
-        channel: ChannelId,
-        confirm: Option<u64>,
-        publish: warren_wire::BasicPublish,
-        properties: BasicProperties,
-        body: Bytes,
-    },
     /// The answer to [`crate::Input::Sync`].
     Synced { conn: ConnId, token: u64 },
     /// A home session got a queue method for a queue it does not hold (removed, going, or

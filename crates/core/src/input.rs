@@ -37,9 +37,6 @@ pub enum Input {
         publish: BasicPublish,
         properties: BasicProperties,
         body: Bytes,
-        /// The replicated part of a publish a home session routed ([`crate::Effect::Bounce`]):
-        /// only replicated queues are enqueued into; local queues were served by that session.
-        replicated_only: bool,
     },
     /// The connection's outbound buffer went above its high watermark (`false`), or is below its
     /// low watermark again (`true`, also the answer to `Effect::AwaitWritable`). While not
@@ -82,7 +79,7 @@ pub enum Input {
     /// (a refusal closes the session with 320). Channels are opened with `channel.open` as usual.
     /// A home session routes the publishes of its client: local queues homed here are enqueued
     /// at once, those homed elsewhere are forwarded ([`crate::Effect::Forward`]), and the
-    /// replicated part goes back to the client's node ([`crate::Effect::Bounce`]).
+    /// replicated part is proposed from here (`Op::Publish`, confirmed when applied here).
     OpenHome {
         conn: ConnId,
         client: ConnId,

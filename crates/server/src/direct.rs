@@ -264,7 +264,6 @@ impl DirectConnection {
             },
             properties,
             body,
-            replicated_only: false,
         })
         .await?;
         let mut routed = true;

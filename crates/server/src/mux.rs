@@ -8,8 +8,9 @@
 //! gets, purges, deletes or redeclares a queue homed there. [`Mux`] decides where each method
 //! goes, opens channels on a session when first needed (replaying qos and confirm/tx mode),
 //! hands the client exactly one reply per request, in request order, gives deliveries the
-//! client's own delivery tags and maps acks back, joins the confirms of a publish whose
-//! replicated part went to the leader, and fails what was pending on a home node that is lost.
+//! client's own delivery tags and maps acks back, passes on the own home session's publisher
+//! confirms (it routes every publish and logs its replicated part itself), and fails what was
+//! pending on a home node that is lost.
 //!
 //! It knows nothing of sockets, tasks or time; [`Directory`] tells it where a queue lives (this
 //! node's replica of the log, read only after the replica has applied what the client has
@@ -83,15 +84,6 @@ struct Request {
     then_close: bool,
 }
 
-/// How a client's publish is confirmed: by its own node's home session, and by the leader for
-/// its replicated part if it had one.
-#[derive(Debug, Default)]
-struct Confirm {
-    home: Option<bool>,
-    leader_needed: bool,
-    leader: Option<bool>,
-}
-
 #[derive(Debug, Default)]
 struct Chan {
     /// Sessions where the channel is open (or opening).
@@ -113,11 +105,10 @@ struct Chan {
     consumers: HashMap<ShortStr, (Sub, bool)>,
     /// Consumers whose `basic.consume` is on its way (the tag is known once consume-ok comes).
     consuming: VecDeque<(Sub, bool)>,
-    /// Client confirm numbers.
+    /// Client confirm numbers: the next one, and those not confirmed yet (the own home
+    /// session confirms every publish: it routes them all and logs their replicated part).
     next_seq: u64,
-    next_leader_seq: u64,
-    leader_seqs: BTreeMap<u64, u64>,
-    confirms: BTreeMap<u64, Confirm>,
+    confirms: BTreeSet<u64>,
     /// Tags acked or rejected in the open transaction: forgotten at its commit.
     tx_settled: Vec<u64>,
 }
@@ -127,7 +118,6 @@ impl Chan {
         Chan {
             next_tag: 1,
             next_seq: 1,
-            next_leader_seq: 1,
             ..Chan::default()
         }
     }
@@ -423,7 +413,6 @@ impl Mux {
                             publish,
                             properties,
                             body,
-                            replicated_only: false,
                         },
                     );
                     return;
@@ -432,7 +421,7 @@ impl Mux {
                     if c.confirm {
                         let seq = c.next_seq;
                         c.next_seq += 1;
-                        c.confirms.insert(seq, Confirm::default());
+                        c.confirms.insert(seq);
                     }
                 }
                 self.unsynced = true;
@@ -445,7 +434,6 @@ impl Mux {
                         publish,
                         properties,
                         body,
-                        replicated_only: false,
                     },
                 );
             }
@@ -871,31 +859,6 @@ impl Mux {
             // A connection error in any session (the client's fault, or a refused session)
             // ends the client's connection; the driver closes the other sessions with it.
             Effect::CloseConnection { .. } => self.out.push(Out::Client(effect)),
-            Effect::Bounce {
-                channel,
-                confirm,
-                publish,
-                properties,
-                body,
-                ..
-            } => {
-                let channel = *channel;
-                if let (Some(k), Some(c)) = (confirm, self.channels.get_mut(&channel)) {
-                    let j = c.next_leader_seq;
-                    c.next_leader_seq += 1;
-                    c.leader_seqs.insert(j, *k);
-                    c.confirms.entry(*k).or_default().leader_needed = true;
-                }
-                let input = Input::Publish {
-                    conn: client,
-                    channel,
-                    publish: publish.clone(),
-                    properties: properties.clone(),
-                    body: body.clone(),
-                    replicated_only: true,
-                };
-                self.emit(Sub::Leader, input);
-            }
             Effect::AwaitWritable { .. } => self.out.push(Out::Client(effect)),
             Effect::CloseChannel { channel, .. } => {
                 let ch = *channel;
@@ -1250,54 +1213,28 @@ impl Mux {
         }
     }
 
-    /// A confirm (`ack` or `nack`) from `sub` for its publish number `tag`.
+    /// A confirm (`ack` or `nack`) from `sub` for its publish number `tag`: only the client's
+    /// own home session confirms publishes (it numbers them as the client does).
     fn confirmed(&mut self, ch: ChannelId, sub: Sub, tag: u64, multiple: bool, ack: bool) {
-        let own = Sub::Home(self.node);
+        if sub != Sub::Home(self.node) {
+            return;
+        }
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        let seqs: Vec<u64> = if sub == own {
-            if multiple {
-                c.confirms
-                    .iter()
-                    .filter(|(s, st)| **s <= tag && st.home.is_none())
-                    .map(|(s, _)| *s)
-                    .collect()
-            } else {
-                vec![tag]
-            }
-        } else if sub == Sub::Leader {
-            if multiple {
-                let keep = c.leader_seqs.split_off(&tag.saturating_add(1));
-                std::mem::replace(&mut c.leader_seqs, keep)
-                    .into_values()
-                    .collect()
-            } else {
-                c.leader_seqs.remove(&tag).into_iter().collect()
-            }
+        let seqs: Vec<u64> = if multiple {
+            let keep = c.confirms.split_off(&tag.saturating_add(1));
+            std::mem::replace(&mut c.confirms, keep)
+                .into_iter()
+                .collect()
+        } else if c.confirms.remove(&tag) {
+            vec![tag]
         } else {
             Vec::new()
         };
-        let mut done = Vec::new();
-        for seq in seqs {
-            let Some(st) = c.confirms.get_mut(&seq) else {
-                continue;
-            };
-            if sub == Sub::Leader {
-                st.leader = Some(ack);
-            } else {
-                st.home = Some(ack);
-            }
-            let complete = st.home.is_some() && (!st.leader_needed || st.leader.is_some());
-            if complete {
-                let ok = st.home == Some(true) && st.leader != Some(false);
-                c.confirms.remove(&seq);
-                done.push((seq, ok));
-            }
-        }
         let client = self.client;
-        for (seq, ok) in done {
-            let method = if ok {
+        for seq in seqs {
+            let method = if ack {
                 Method::BasicAck(BasicAck {
                     delivery_tag: seq,
                     multiple: false,
@@ -1436,21 +1373,6 @@ fn with_conn(effect: Effect, conn: ConnId) -> Effect {
         },
         Effect::CloseConnection { error, .. } => Effect::CloseConnection { conn, error },
         Effect::AwaitWritable { .. } => Effect::AwaitWritable { conn },
-        Effect::Bounce {
-            channel,
-            confirm,
-            publish,
-            properties,
-            body,
-            ..
-        } => Effect::Bounce {
-            conn,
-            channel,
-            confirm,
-            publish,
-            properties,
-            body,
-        },
         other => other,
     }
 }
@@ -1461,8 +1383,7 @@ fn channel_of(e: &Effect) -> Option<ChannelId> {
         Effect::Send { channel, .. }
         | Effect::SendContent { channel, .. }
         | Effect::CloseChannel { channel, .. }
-        | Effect::Redirect { channel, .. }
-        | Effect::Bounce { channel, .. } => (*channel != 0).then_some(*channel),
+        | Effect::Redirect { channel, .. } => (*channel != 0).then_some(*channel),
         _ => None,
     }
 }

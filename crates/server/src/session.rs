@@ -661,7 +661,6 @@ impl Session {
                                 publish,
                                 properties,
                                 body: body.into_bytes(),
-                                replicated_only: false,
                             });
                         } else if let Some(ChannelState::Open(c)) = self.channels.get_mut(&channel)
                         {
@@ -733,7 +732,6 @@ impl Session {
                 publish,
                 properties: header.properties,
                 body: Bytes::new(),
-                replicated_only: false,
             });
             return;
         }
@@ -924,7 +922,6 @@ impl Session {
             Effect::Propose { .. }
             | Effect::Forward { .. }
             | Effect::ForwardRefused { .. }
-            | Effect::Bounce { .. }
             | Effect::Synced { .. }
             | Effect::Redirect { .. } => warn!(
                 conn = self.conn,

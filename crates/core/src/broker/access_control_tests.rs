@@ -143,7 +143,6 @@ impl Node {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(b"m"),
-            replicated_only: false,
         })
     }
 

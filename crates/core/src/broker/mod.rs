@@ -364,12 +364,9 @@ impl Broker {
                 publish,
                 properties,
                 body,
-                replicated_only,
             } => {
                 let ctx = Ctx { conn, channel };
-                if let Err(e) =
-                    self.publish(ctx, publish, properties, body, replicated_only, effects)
-                {
+                if let Err(e) = self.publish(ctx, publish, properties, body, effects) {
                     self.fail(ctx, e.caused_by(60, 40), effects);
                 }
             }

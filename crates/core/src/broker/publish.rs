@@ -33,7 +33,6 @@ impl Broker {
         publish: BasicPublish,
         mut properties: BasicProperties,
         body: Bytes,
-        replicated_only: bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
         let (vhost, user) = self.session(ctx.conn)?;
@@ -96,7 +95,6 @@ impl Broker {
                     publish,
                     properties,
                     body,
-                    replicated_only,
                 });
                 return Ok(());
             }
@@ -113,15 +111,7 @@ impl Broker {
             properties,
             body,
         });
-        self.route_publish(
-            ctx,
-            &vhost,
-            message,
-            publish.mandatory,
-            confirm,
-            replicated_only,
-            out,
-        );
+        self.route_publish(ctx, &vhost, message, publish.mandatory, confirm, out);
         Ok(())
     }
 
@@ -139,38 +129,30 @@ impl Broker {
         message: Arc<Message>,
         mandatory: bool,
         confirm: Option<u64>,
-        replicated_only: bool,
         out: &mut Vec<Effect>,
     ) {
         let now = self.now;
-        let (routed, rejected, replicated) = if message.exchange.is_empty()
-            && message.routing_key.starts_with(REPLY_TO_PREFIX)
-        {
-            let routed = !replicated_only && self.route_reply(&message, out);
-            (routed, false, false)
-        } else {
-            let queues = self.route(
-                vhost,
-                &message.exchange,
-                &message.routing_key,
-                message.properties.headers.as_ref(),
-            );
-            let (local, replicated): (Vec<QueueId>, Vec<QueueId>) =
-                queues.into_iter().partition(|id| self.is_local_queue(*id));
-            let mut rejected = false;
-            if !replicated_only {
+        let (routed, rejected, replicated) =
+            if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
+                let routed = self.route_reply(&message, out);
+                (routed, false, false)
+            } else {
+                let queues = self.route(
+                    vhost,
+                    &message.exchange,
+                    &message.routing_key,
+                    message.properties.headers.as_ref(),
+                );
+                let (local, replicated): (Vec<QueueId>, Vec<QueueId>) =
+                    queues.into_iter().partition(|id| self.is_local_queue(*id));
+                let mut rejected = false;
                 // A publish with a replicated part is counted in when that part is applied.
                 self.count_publish(vhost, &message.exchange, replicated.is_empty(), local.len());
                 for id in &local {
                     rejected |= !self.enqueue_local(*id, Arc::clone(&message), now, out);
                 }
-            }
-            (
-                !replicated_only && !local.is_empty(),
-                rejected,
-                !replicated.is_empty(),
-            )
-        };
+                (!local.is_empty(), rejected, !replicated.is_empty())
+            };
         if replicated {
             // The confirm leaves when the log has it: the channel's logged publishes carry
             // their own gap-free numbers (see `Connection::log_numbers`).
@@ -194,7 +176,7 @@ impl Broker {
                 out,
             );
             return;
-        } else if mandatory && !routed && !replicated_only {
+        } else if mandatory && !routed {
             self.send_return(ctx.origin(), &message, out);
         }
         if let Some(delivery_tag) = confirm {

@@ -129,7 +129,6 @@ impl World {
             },
             properties,
             body: Bytes::from_static(body.as_bytes()),
-            replicated_only: false,
         })
     }
 
@@ -926,7 +925,6 @@ fn delivery_credit_bounds_what_is_in_flight_to_a_connection() {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(&BODY),
-            replicated_only: false,
         });
     }
     let e = w.input(Input::Writable {
@@ -970,7 +968,6 @@ fn reserved_names_and_immediate_are_refused() {
         },
         properties: BasicProperties::default(),
         body: Bytes::new(),
-        replicated_only: false,
     });
     assert!(matches!(&e[..], [Effect::CloseConnection { error, .. }]
         if error.code == 540 && error.text == "NOT_IMPLEMENTED - immediate=true"));
@@ -1146,7 +1143,6 @@ impl Replicated {
                 ..Default::default()
             },
             body: Bytes::from_static(body.as_bytes()),
-            replicated_only: false,
         });
     }
 
@@ -1278,7 +1274,6 @@ impl Manual {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(body.as_bytes()),
-            replicated_only: false,
         })
     }
 
@@ -1816,7 +1811,6 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"shared"),
-        replicated_only: false,
     });
     for body in ["1", "2", "3"] {
         a.publish(C1, "work", body);
@@ -1879,7 +1873,6 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"after"),
-        replicated_only: false,
     });
     assert_eq!(restored.get_all(C2, "work"), ["after"]);
 }
@@ -2028,7 +2021,6 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"4"),
-        replicated_only: false,
     });
     assert_eq!(confirms(&e), vec![3]);
     assert_eq!(
@@ -2583,7 +2575,6 @@ fn a_local_queue_keeps_its_messages_out_of_the_log_and_out_of_the_replicas() {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(b"transient"),
-            replicated_only: false,
         });
         assert_eq!(
             e,
@@ -2861,7 +2852,6 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_logs_the_replicat
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"m"),
-        replicated_only: false,
     });
     let message = Arc::new(Message {
         exchange: "amq.fanout".into(),
@@ -2946,7 +2936,6 @@ fn a_channels_logged_publishes_are_numbered_without_gaps_across_its_lives_and_co
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(b"m"),
-            replicated_only: false,
         })
     };
     let logged_numbers = |r: &Replicated| -> Vec<Option<u64>> {
@@ -3004,7 +2993,6 @@ fn a_sync_is_answered_once_the_home_sessions_logged_publishes_are_applied() {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(b"m"),
-            replicated_only: false,
         },
         &mut out,
     );
@@ -3359,7 +3347,6 @@ fn a_priority_queue_delivers_by_priority_through_the_log_a_snapshot_and_an_older
                 ..Default::default()
             },
             body: Bytes::from_static(body.as_bytes()),
-            replicated_only: false,
         });
     }
     // A snapshot taken with the messages queued restores their levels (9 counts as 5).
@@ -3435,7 +3422,6 @@ fn the_highest_priority_consumer_with_credit_gets_the_message() {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(body.as_bytes()),
-            replicated_only: false,
         });
         effects
             .iter()
@@ -3668,7 +3654,6 @@ fn a_single_active_consumer_queue_delivers_to_its_first_consumer_until_it_goes()
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(body.as_bytes()),
-            replicated_only: false,
         })));
     }
     assert_eq!(
@@ -3986,7 +3971,6 @@ fn policies_survive_a_snapshot_and_a_policy_alternate_exchange_routes() {
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"m"),
-        replicated_only: false,
     });
     assert_eq!(restored.get_all(C1, "unrouted"), ["m"]);
 }
@@ -4082,7 +4066,6 @@ fn a_stream_keeps_its_messages_and_each_consumer_reads_from_its_own_offset() {
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"3"),
-        replicated_only: false,
     });
     // C2's window is full (offset 2 unacked... and 3 fits: prefetch 2); C3 reads on.
     let mut got = stream_deliveries(&e);

@@ -50,8 +50,7 @@ impl Broker {
                 publish,
                 properties,
                 body,
-                replicated_only,
-            } => self.publish(ctx, publish, properties, body, replicated_only, out),
+            } => self.publish(ctx, publish, properties, body, out),
             TxOp::Ack {
                 delivery_tag,
                 multiple,

@@ -179,7 +179,6 @@ fn publish(body: &'static str) -> Input {
         },
         properties: BasicProperties::default(),
         body: Bytes::from_static(body.as_bytes()),
-        replicated_only: false,
     }
 }
 
@@ -213,7 +212,7 @@ fn consume_ok(tag: &str) -> Method {
 }
 
 #[test]
-fn publishes_go_to_the_own_home_and_a_bounced_part_is_confirmed_with_the_leaders() {
+fn publishes_go_to_the_own_home_which_confirms_them() {
     let mut t = T::open();
     let out = t.method(1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
     assert_eq!(
@@ -241,66 +240,36 @@ fn publishes_go_to_the_own_home_and_a_bounced_part_is_confirmed_with_the_leaders
     assert!(
         matches!(
             &out[..],
-            [Out::Input(
-                Sub::Home(1),
-                Input::Publish {
-                    conn: 1001,
-                    replicated_only: false,
-                    ..
-                }
-            )]
+            [Out::Input(Sub::Home(1), Input::Publish { conn: 1001, .. })]
         ),
         "{out:?}"
     );
     t.client(publish("b"));
     t.client(publish("c"));
-    // 1: local only. 2: bounced, the leader acks. 3: bounced, the leader nacks.
+    // The own home confirms every publish (it logs the replicated part itself): 1 acked, then
+    // 2 nacked, then 3 acked with a multiple ack; a confirm from the leader session (it gets no
+    // publishes) is not the client's.
     assert_eq!(
         t.sub(Sub::Home(1), send(1001, 1, ack(1))),
         vec![Out::Client(send(CLIENT, 1, ack(1)))]
     );
-    for seq in [2, 3] {
-        let out = t.sub(
-            Sub::Home(1),
-            Effect::Bounce {
-                conn: 1001,
-                channel: 1,
-                confirm: Some(seq),
-                publish: BasicPublish {
-                    exchange: "x".into(),
-                    ..Default::default()
-                },
-                properties: BasicProperties::default(),
-                body: Bytes::from_static(b"b"),
-            },
-        );
-        assert_eq!(
-            out,
-            vec![Out::Input(
-                Sub::Leader,
-                Input::Publish {
-                    conn: CLIENT,
-                    channel: 1,
-                    publish: BasicPublish {
-                        exchange: "x".into(),
-                        ..Default::default()
-                    },
-                    properties: BasicProperties::default(),
-                    body: Bytes::from_static(b"b"),
-                    replicated_only: true,
-                }
-            )]
-        );
-        assert_eq!(t.sub(Sub::Home(1), send(1001, 1, ack(seq))), vec![]);
-    }
-    // The leader numbers the bounced publishes 1 and 2.
+    assert_eq!(t.sub(Sub::Leader, send(CLIENT, 1, ack(2))), vec![]);
     assert_eq!(
-        t.sub(Sub::Leader, send(CLIENT, 1, nack(2))),
-        vec![Out::Client(send(CLIENT, 1, nack(3)))]
+        t.sub(Sub::Home(1), send(1001, 1, nack(2))),
+        vec![Out::Client(send(CLIENT, 1, nack(2)))]
+    );
+    let multiple = Method::BasicAck(BasicAck {
+        delivery_tag: 3,
+        multiple: true,
+    });
+    assert_eq!(
+        t.sub(Sub::Home(1), send(1001, 1, multiple)),
+        vec![Out::Client(send(CLIENT, 1, ack(3)))]
     );
     assert_eq!(
-        t.sub(Sub::Leader, send(CLIENT, 1, ack(1))),
-        vec![Out::Client(send(CLIENT, 1, ack(2)))]
+        t.sub(Sub::Home(1), send(1001, 1, ack(3))),
+        vec![],
+        "confirmed once"
     );
 }
 
@@ -584,26 +553,7 @@ fn a_request_after_publishes_waits_until_the_own_home_has_handed_them_on() {
         "held until the own home is synced"
     );
     assert_eq!(t.method(1, ack(1)), vec![], "later inputs wait behind it");
-    // The own home bounces the publish's replicated part, then answers the sync.
-    let bounce = Effect::Bounce {
-        conn: 1001,
-        channel: 1,
-        confirm: None,
-        publish: BasicPublish::default(),
-        properties: BasicProperties::default(),
-        body: Bytes::from_static(b"a"),
-    };
-    let out = t.sub(Sub::Home(1), bounce);
-    assert!(matches!(
-        &out[..],
-        [Out::Input(
-            Sub::Leader,
-            Input::Publish {
-                replicated_only: true,
-                ..
-            }
-        )]
-    ));
+    // The own home answers the sync once the publish's replicated part is applied.
     assert_eq!(
         t.sub(
             Sub::Home(1),

@@ -157,7 +157,6 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 publish,
                 properties,
                 body,
-                replicated_only,
             } => {
                 w.put_u8(5);
                 w.put_u64(*conn);
@@ -165,7 +164,6 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
                 put_method(w, &Method::BasicPublish(publish.clone()));
                 put_properties(w, properties, body.len());
                 put_long(w, body);
-                put_bool(w, *replicated_only);
             }
             Input::Writable { conn, writable } => {
                 w.put_u8(6);
@@ -352,7 +350,6 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                     publish,
                     properties: read_properties(&mut r)?,
                     body: read_long(&mut r)?,
-                    replicated_only: read_bool(&mut r)?,
                 })
             }
             6 => Up::Input(Input::Writable {
@@ -455,28 +452,6 @@ pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
             w.put_u8(5);
             w.put_u64(*conn);
         }
-        Effect::Bounce {
-            conn,
-            channel,
-            confirm,
-            publish,
-            properties,
-            body,
-        } => {
-            w.put_u8(6);
-            w.put_u64(*conn);
-            w.put_u16(*channel);
-            match confirm {
-                Some(n) => {
-                    w.put_u8(1);
-                    w.put_u64(*n);
-                }
-                None => w.put_u8(0),
-            }
-            put_method(w, &Method::BasicPublish(publish.clone()));
-            put_properties(w, properties, body.len());
-            put_long(w, body);
-        }
         Effect::ForwardRefused { to, seq } => {
             w.put_u8(7);
             w.put_u64(*to);
@@ -530,26 +505,6 @@ pub(crate) fn decode_downs(bytes: Bytes) -> Result<Vec<Down>, CodecError> {
                 error: read_error(&mut r)?,
             },
             5 => Effect::AwaitWritable { conn },
-            6 => {
-                let channel = r.u16()?;
-                let confirm = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.u64()?),
-                    _ => return Err(CodecError::new("bad option flag")),
-                };
-                let publish = match read_method(&mut r)? {
-                    Method::BasicPublish(p) => p,
-                    _ => return Err(CodecError::new("bounce without basic.publish")),
-                };
-                Effect::Bounce {
-                    conn,
-                    channel,
-                    confirm,
-                    publish,
-                    properties: read_properties(&mut r)?,
-                    body: read_long(&mut r)?,
-                }
-            }
             7 => Effect::ForwardRefused {
                 to: conn,
                 seq: r.u64()?,
@@ -630,7 +585,6 @@ mod tests {
                     ..Default::default()
                 },
                 body: Bytes::from_static(b"body"),
-                replicated_only: true,
             }),
             Up::Input(Input::Writable {
                 conn: 7,
@@ -736,20 +690,6 @@ mod tests {
             Effect::CloseConnection {
                 conn: 9,
                 error: AmqpError::new(320, "bye"),
-            },
-            Effect::Bounce {
-                conn: 9,
-                channel: 2,
-                confirm: Some(17),
-                publish: BasicPublish {
-                    ticket: 0,
-                    exchange: "amq.fanout".into(),
-                    routing_key: "".into(),
-                    mandatory: false,
-                    immediate: false,
-                },
-                properties: BasicProperties::default(),
-                body: Bytes::from_static(b"m"),
             },
             Effect::ForwardRefused { to: 3, seq: 99 },
             Effect::Redirect {

@@ -376,7 +376,6 @@ impl SessionImage {
             | Effect::Propose { .. }
             | Effect::Forward { .. }
             | Effect::ForwardRefused { .. }
-            | Effect::Bounce { .. }
             | Effect::Synced { .. }
             | Effect::Redirect { .. } => true,
         }
@@ -513,7 +512,6 @@ mod tests {
             },
             properties: BasicProperties::default(),
             body: Bytes::from_static(body.as_bytes()),
-            replicated_only: true,
         }
     }
 

@@ -402,7 +402,6 @@ pub(crate) fn effect_conn(e: &Effect) -> ConnId {
         | Effect::CloseChannel { conn, .. }
         | Effect::CloseConnection { conn, .. }
         | Effect::AwaitWritable { conn }
-        | Effect::Bounce { conn, .. }
         | Effect::Synced { conn, .. }
         | Effect::Redirect { conn, .. } => *conn,
         Effect::Propose { .. } | Effect::Forward { .. } | Effect::ForwardRefused { .. } => 0,
