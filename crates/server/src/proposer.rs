@@ -118,8 +118,9 @@ impl Proposer {
         let mut resend = tokio::time::interval(Duration::from_secs(1));
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Not `biased`: under load proposals are always ready, and a leader change (a
+            // metrics change) must still be seen at once.
             tokio::select! {
-                biased;
                 Some((command, own)) = retries.recv() => {
                     if self.leader == Some(self.node) && !self.write_local(command, own).await {
                         return;
