@@ -145,11 +145,13 @@ pub enum Op {
         arguments: FieldTable,
         nowait: bool,
     },
-    /// Route and enqueue a message. `confirm` is the publisher-confirm sequence number to ack
-    /// once the message is enqueued everywhere it routes to. From version 2 on, a publish whose
-    /// confirm number is not above the last one applied for its origin channel is a re-send of a
-    /// message already held (a node re-sends unconfirmed publishes to a new leader): it is
-    /// confirmed and not enqueued again.
+    /// Route and enqueue a message. `confirm` is the publish's number in its origin channel's
+    /// logged publishes (named for its first use: the publisher-confirm sequence number); the
+    /// channel confirms it, if it is in confirm mode, once the message is enqueued everywhere
+    /// it routes to. From version 2 on, a publish whose number is not above the last one
+    /// applied for its origin channel is a re-send of a message already held (a node re-sends
+    /// the publishes a leader change left unapplied): it is not enqueued again. Since issue 19
+    /// every logged publish of a client carries a number, confirm mode or not.
     Publish {
         vhost: ShortStr,
         exchange: ShortStr,

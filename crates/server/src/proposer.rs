@@ -55,7 +55,8 @@ pub enum Proposal {
 /// A logged publish not applied here after this long is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
-/// A publish of this node's broker that must reach the log: a client waits for its confirm.
+/// A publish of this node's broker (numbered by its channel) that must reach the log: its
+/// client may wait for its confirm, and its channel's later methods wait until it is applied.
 fn tracked(node: u64, c: &Command) -> Option<(ConnId, ChannelId, u64)> {
     match (&c.op, c.origin) {
         (

@@ -154,9 +154,10 @@ impl Broker {
                 (!local.is_empty(), rejected, !replicated.is_empty())
             };
         if replicated {
-            // The confirm leaves when the log has it: the channel's logged publishes carry
-            // their own gap-free numbers (see `Connection::log_numbers`).
-            let confirm = confirm.and_then(|client| self.number_for_log(ctx, client));
+            // Every logged publish carries the channel's own gap-free number (see
+            // `Connection::log_numbers`), so a copy sent again after a leader change is known
+            // whether or not the channel confirms; a confirm leaves when this node applies it.
+            let confirm = self.number_for_log(ctx, confirm);
             if rejected {
                 if let (Some(seq), Some(ch)) = (confirm, self.channel_mut(ctx)) {
                     ch.nack_when_applied.insert(seq);
@@ -309,13 +310,16 @@ impl Broker {
     }
 
     /// Numbers a publish of `ctx` for the log (see `Connection::log_numbers`) and remembers
-    /// the client's confirm number `client` for it; `None` without the channel.
-    fn number_for_log(&mut self, ctx: Ctx, client: u64) -> Option<u64> {
+    /// the client's confirm number `client` for it, if the channel confirms; `None` without
+    /// the channel.
+    fn number_for_log(&mut self, ctx: Ctx, client: Option<u64>) -> Option<u64> {
         let c = self.connections.get_mut(&ctx.conn)?;
         let ch = c.channels.get_mut(&ctx.channel)?;
         let n = c.log_numbers.entry(ctx.channel).or_insert(0);
         *n += 1;
-        ch.logged.insert(*n, client);
+        if let Some(client) = client {
+            ch.logged.insert(*n, client);
+        }
         Some(*n)
     }
 

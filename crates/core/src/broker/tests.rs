@@ -2974,6 +2974,35 @@ fn a_channels_logged_publishes_are_numbered_without_gaps_across_its_lives_and_co
     assert_eq!(confirms(&publish(&mut r, "d")), vec![1]);
     assert_eq!(logged_numbers(&r), vec![Some(1), Some(2)]);
     assert_eq!(r.broker.queues[&d].ready_count(), 2, "enqueued");
+    // A channel without confirms numbers its logged publishes too (a copy sent again after a
+    // leader change must be known), and confirms nothing.
+    r.input(Input::Method {
+        conn: h,
+        channel: 2,
+        method: Method::ChannelOpen(ChannelOpen::default()),
+    });
+    let e = r.input(Input::Publish {
+        conn: h,
+        channel: 2,
+        publish: BasicPublish {
+            routing_key: "d".into(),
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"plain"),
+    });
+    assert_eq!(confirms(&e), Vec::<u64>::new());
+    assert_eq!(logged_numbers(&r), vec![Some(1), Some(2), Some(1)]);
+    let again = r.log[r.log.len() - 1].clone();
+    r.input(Input::Applied {
+        command: again,
+        index: 0,
+    });
+    assert_eq!(
+        r.broker.queues[&d].ready_count(),
+        3,
+        "the copy is not enqueued"
+    );
 }
 
 #[test]
