@@ -188,8 +188,17 @@ async fn three_nodes_serve_clients_anywhere_and_lose_nothing_confirmed_through_a
         1
     );
     drop((ch1, ch3));
-    let _ = c1.close(200, "bye".into()).await;
-    let _ = c3.close(200, "bye".into()).await;
+    // Cleanup, bounded: once (CI, 2026-12-06, ac1240e+1) the close of c3 was never answered
+    // and the test hung for 10 minutes; the server showed c3 open with no channel. Under
+    // investigation (issue 19's closing note); the rest of the test does not need them closed.
+    for (name, c) in [("c1", &c1), ("c3", &c3)] {
+        if tokio::time::timeout(Duration::from_secs(10), c.close(200, "bye".into()))
+            .await
+            .is_err()
+        {
+            eprintln!("WARNING: the close of {name} was not answered within 10 s");
+        }
+    }
 
     // 10 000 persistent messages with confirms through a follower; the leader is killed with
     // kill -9 after 3000 confirms.
