@@ -80,6 +80,23 @@ pub struct Command {
     pub op: Op,
 }
 
+impl Command {
+    /// A client's logged publish: its origin channel and its number there (see
+    /// `Connection::log_numbers`), which together name it wherever it is proposed or applied.
+    pub fn logged_publish(&self) -> Option<(ConnId, ChannelId, u64)> {
+        match (&self.op, self.origin) {
+            (
+                Op::Publish {
+                    confirm: Some(number),
+                    ..
+                },
+                Some(o),
+            ) => Some((o.conn, o.channel, *number)),
+            _ => None,
+        }
+    }
+}
+
 /// The target of a binding: a queue or (exchange-to-exchange) an exchange, by name in the vhost.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Destination {

@@ -257,7 +257,8 @@ impl Task {
             // The forwards this input made: its confirms wait for them. A logged publish's
             // confirm leaves when it is applied: it waits for the forwards its publish made.
             let mut needs: Vec<Need> = match &input {
-                Input::Applied { command, .. } => logged_publish(command)
+                Input::Applied { command, .. } if !self.awaiting.is_empty() => command
+                    .logged_publish()
                     .and_then(|key| self.awaiting.remove(&key))
                     .unwrap_or_default(),
                 _ => Vec::new(),
@@ -265,25 +266,18 @@ impl Task {
             self.broker.handle(now, input, &mut self.effects);
             for effect in std::mem::take(&mut self.effects) {
                 match effect {
-                    Effect::Propose { command }
-                        if !needs.is_empty() && logged_publish(&command).is_some() =>
-                    {
-                        if let Some(key) = logged_publish(&command) {
-                            self.awaiting.insert(key, std::mem::take(&mut needs));
-                        }
-                        self.propose(command, &mut pending);
-                    }
-                    Effect::Propose { command } => match &self.proposals {
-                        Some(p) => {
-                            self.in_flight += 1;
-                            if p.send(Proposal::Own(command)).is_err() {
-                                error!("the Raft proposer has stopped; a command is lost");
+                    Effect::Propose { command } => {
+                        if !needs.is_empty() {
+                            if let Some(key) = command.logged_publish() {
+                                self.awaiting.insert(key, std::mem::take(&mut needs));
                             }
                         }
                         // Local: committed as soon as proposed (no log entry: messages stay
                         // in memory).
-                        None => pending.push(Input::Applied { command, index: 0 }),
-                    },
+                        if let Some(command) = self.propose(command) {
+                            pending.push(Input::Applied { command, index: 0 });
+                        }
+                    }
                     Effect::Forward {
                         home,
                         queue,
@@ -404,10 +398,8 @@ impl Task {
         for effect in std::mem::take(&mut self.effects) {
             match effect {
                 Effect::Propose { command } => {
-                    if let Some(p) = &self.proposals {
-                        self.in_flight += 1;
-                        let _ = p.send(Proposal::Own(command));
-                    }
+                    // Without Raft (front-end tests) nothing proposes outside `handle`.
+                    let _ = self.propose(command);
                 }
                 Effect::Forward {
                     home,
@@ -429,36 +421,29 @@ impl Task {
         }
     }
 
-    /// Hands a command to the proposer (or, without Raft, applies it at once).
-    fn propose(&mut self, command: Command, pending: &mut Vec<Input>) {
-        match &self.proposals {
-            Some(p) => {
-                self.in_flight += 1;
-                if p.send(Proposal::Own(command)).is_err() {
-                    error!("the Raft proposer has stopped; a command is lost");
-                }
-            }
-            None => pending.push(Input::Applied { command, index: 0 }),
+    /// Hands a command to the proposer; without Raft, gives it back (to be applied at once).
+    fn propose(&mut self, command: Command) -> Option<Command> {
+        let Some(p) = &self.proposals else {
+            return Some(command);
+        };
+        self.in_flight += 1;
+        if p.send(Proposal::Own(command)).is_err() {
+            error!("the Raft proposer has stopped; a command is lost");
         }
+        None
     }
 
     /// A logged publish of this node's broker is in the log: the proposer need not send it
     /// again.
     fn note_applied(&self, command: &Command) {
-        if let (
-            Some(p),
-            Some(o),
-            warren_core::Op::Publish {
-                confirm: Some(number),
-                ..
-            },
-        ) = (&self.proposals, command.origin, &command.op)
+        if let (Some(p), Some((conn, channel, number))) =
+            (&self.proposals, command.logged_publish())
         {
-            if warren_core::node_of(o.conn) == self.node {
+            if warren_core::node_of(conn) == self.node {
                 let _ = p.send(Proposal::Applied {
-                    conn: o.conn,
-                    channel: o.channel,
-                    number: *number,
+                    conn,
+                    channel,
+                    number,
                 });
             }
         }
@@ -581,20 +566,6 @@ impl Task {
                 }
             }
         }
-    }
-}
-
-/// The origin and log number of a logged publish with a confirm.
-fn logged_publish(command: &Command) -> Option<(ConnId, warren_core::ChannelId, u64)> {
-    match (&command.op, command.origin) {
-        (
-            warren_core::Op::Publish {
-                confirm: Some(number),
-                ..
-            },
-            Some(o),
-        ) => Some((o.conn, o.channel, *number)),
-        _ => None,
     }
 }
 

@@ -58,16 +58,8 @@ const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// A publish of this node's broker (numbered by its channel) that must reach the log: its
 /// client may wait for its confirm, and its channel's later methods wait until it is applied.
 fn tracked(node: u64, c: &Command) -> Option<(ConnId, ChannelId, u64)> {
-    match (&c.op, c.origin) {
-        (
-            Op::Publish {
-                confirm: Some(number),
-                ..
-            },
-            Some(o),
-        ) if node_of(o.conn) == node => Some((o.conn, o.channel, *number)),
-        _ => None,
-    }
+    c.logged_publish()
+        .filter(|(conn, _, _)| node_of(*conn) == node)
 }
 
 type Outcome = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
@@ -80,6 +72,10 @@ pub fn spawn_proposer(
     links: Links,
     proposals: mpsc::UnboundedReceiver<Proposal>,
 ) {
+    // Unbounded, each bounded by what is in flight: `pending` holds one entry per command
+    // written to this node's Raft and not yet committed or refused; `retries` a subset of
+    // those. `proposals` (made by the caller) is bounded by the brokers' limits on proposals
+    // in flight (`MAX_IN_FLIGHT` per node, for its own and for what it relays here).
     let (pending_tx, pending) = mpsc::unbounded_channel::<(Command, bool, Outcome)>();
     let (retry_tx, retries) = mpsc::unbounded_channel::<(Command, bool)>();
     tokio::spawn(watch_outcomes(raft.clone(), node, pending, retry_tx));
