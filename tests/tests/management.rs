@@ -3090,3 +3090,112 @@ mod policies {
         }
     }
 }
+
+/// Credit flow: a publisher without confirms on a follower, with a credit of 4 publishes, is
+/// paused while its publishes travel into the log, and while they travel to a transient queue
+/// on another node (the API shows its connection in state `flow`, its node counts the pauses);
+/// it loses nothing, and is read again once they are in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_outruns_the_log_or_a_link_is_paused_by_credit_flow_and_loses_nothing() {
+    let cluster = Cluster::start(3, &["--publish-credit", "4"]).expect("three nodes");
+    let leader = cluster.leader().expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let node = cluster.node(follower);
+    let api = guest_api(node);
+    let conn = connect_retrying(node.uri()).await.expect("connect");
+    let ch = warren_tests::channel(&conn).await;
+    let durable = unique("flow");
+    let durable_options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    warren_tests::declare_queue(&ch, &durable, durable_options).await;
+    // A transient queue homed on the leader: the follower forwards what is published to it.
+    let there = connect_retrying(cluster.node(leader).uri())
+        .await
+        .expect("connect");
+    let transient = unique("flow-transient");
+    warren_tests::declare_queue(
+        &warren_tests::channel(&there).await,
+        &transient,
+        QueueDeclareOptions::default(),
+    )
+    .await;
+
+    let mut pauses = 0.0;
+    for queue in [&durable, &transient] {
+        let states = publish_watching_states(&api, &ch, queue, 3_000).await;
+        assert!(states.contains("flow"), "{queue}: states seen: {states:?}");
+        let text = metrics_text(node, "/metrics").await;
+        let now = sample(&text, "warren_connections_flow_paused_total").unwrap_or(0.0);
+        assert!(
+            now > pauses,
+            "{queue}: pauses counted: {now}, before: {pauses}"
+        );
+        pauses = now;
+    }
+    // Everything is in: the connection is read again and goes on.
+    wait_for_json(&api, "/api/connections", WAIT, |cs| {
+        cs.as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"] == "running"))
+    })
+    .await
+    .expect("running again");
+    let confirms = confirm_channel(&conn).await;
+    let c = publish(
+        &confirms,
+        "",
+        &durable,
+        b"after",
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(c.is_ack());
+}
+
+/// Publishes `count` messages of 1 kB without confirms on `ch` to `queue`, watching the
+/// connections' states (`/api/connections`) until all are in the queue: the states seen.
+async fn publish_watching_states(
+    api: &warren_tests::management::ApiClient,
+    ch: &warren_tests::lapin::Channel,
+    queue: &str,
+    count: usize,
+) -> std::collections::BTreeSet<String> {
+    use warren_tests::lapin::options::BasicPublishOptions;
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let watcher_api = api.clone();
+    let watcher = tokio::spawn(async move {
+        let mut states = std::collections::BTreeSet::new();
+        while !*stop.borrow() {
+            if let Ok(Value::Array(cs)) = watcher_api.get("/api/connections").await {
+                states.extend(
+                    cs.iter()
+                        .filter_map(|c| c["state"].as_str().map(str::to_owned)),
+                );
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        states
+    });
+    let body = vec![b'f'; 1024];
+    for _ in 0..count {
+        within(ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default().with_delivery_mode(2),
+        ))
+        .await
+        .expect("basic.publish");
+    }
+    let q_path = format!("/api/queues/%2F/{}", segment(queue));
+    wait_for_json(api, &q_path, WAIT, |q| q["messages"] == count)
+        .await
+        .expect("every message is in the queue");
+    let _ = stop_tx.send(true);
+    watcher.await.expect("the watcher")
+}

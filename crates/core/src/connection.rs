@@ -6,10 +6,17 @@ use std::collections::BTreeMap;
 use warren_wire::{FieldTable, FieldValue, ShortStr};
 
 use crate::channel::Channel;
-use crate::ChannelId;
+use crate::{ChannelId, Effect};
 
 /// Delivery credit granted per `Input::Writable { writable: true }`: 1 MiB.
 pub const DELIVERY_CREDIT_BYTES: i64 = 1 << 20;
+
+/// The default credit of a publishing connection (`BrokerConfig::publish_credit`): publishes
+/// on their way into the log (proposed, not yet applied by this broker) at which it is paused
+/// ([`crate::Effect::Flow`]); it is read again at half of that. RabbitMQ grants a publisher 400
+/// messages of credit per process hop (`credit_flow_default_credit`); a log that batches wants
+/// more in flight to keep its batches full (S1 keeps 1 000 confirms outstanding).
+pub const DEFAULT_PUBLISH_CREDIT: u32 = 2000;
 
 /// Bytes a delivery costs against the credit besides its body (method + header frames).
 pub(crate) const DELIVERY_OVERHEAD_BYTES: i64 = 256;
@@ -41,9 +48,42 @@ pub(crate) struct Connection {
     pub(crate) log_numbers: std::collections::HashMap<crate::ChannelId, u64>,
     /// `Input::Sync` tokens waiting for the connection's commands in flight.
     pub(crate) syncs: Vec<u64>,
+    /// The connection's publishes proposed to the log and not applied yet, over all its
+    /// channels (closed ones included), against the broker's `publish_credit`.
+    pub(crate) publishes_in_flight: u32,
+    /// [`crate::Effect::Flow`] paused the connection and has not resumed it.
+    pub(crate) paused: bool,
 }
 
 impl Connection {
+    /// One more publish of this connection is on its way into the log (`true`) or was applied
+    /// (`false`): the flow effect if that pauses or resumes it.
+    pub(crate) fn publish_in_flight(
+        &mut self,
+        conn: crate::ConnId,
+        more: bool,
+        credit: u32,
+    ) -> Option<Effect> {
+        if more {
+            self.publishes_in_flight += 1;
+            if !self.paused && self.publishes_in_flight >= credit {
+                self.paused = true;
+                return Some(Effect::Flow { conn, paused: true });
+            }
+        } else {
+            // Saturating: a publish sent again after a leader change may be applied twice.
+            self.publishes_in_flight = self.publishes_in_flight.saturating_sub(1);
+            if self.paused && self.publishes_in_flight <= credit / 2 {
+                self.paused = false;
+                return Some(Effect::Flow {
+                    conn,
+                    paused: false,
+                });
+            }
+        }
+        None
+    }
+
     pub(crate) fn new() -> Connection {
         Connection {
             user: None,
@@ -58,6 +98,8 @@ impl Connection {
             home_of: None,
             log_numbers: std::collections::HashMap::new(),
             syncs: Vec::new(),
+            publishes_in_flight: 0,
+            paused: false,
         }
     }
 

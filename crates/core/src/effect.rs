@@ -43,6 +43,12 @@ pub enum Effect {
     /// which it must do as soon as the connection's outbound buffer is below its low watermark
     /// (at once if it already is).
     AwaitWritable { conn: ConnId },
+    /// Credit flow (RabbitMQ's connection state `flow`): with `paused`, the connection has its
+    /// credit (`BrokerConfig::publish_credit`) of publishes on their way into the log, and
+    /// the runtime must stop reading its socket (TCP back-pressure slows the publisher to the
+    /// pace of the log); without, it has fallen back to half of that and is read again. Made
+    /// once per change; methods already read still come in and are handled.
+    Flow { conn: ConnId, paused: bool },
     /// Replicate this command; feed it back as [`crate::Input::Applied`] once committed.
     /// Only produced when the broker runs in replicated mode.
     Propose { command: Command },

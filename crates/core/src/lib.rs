@@ -28,7 +28,7 @@ pub mod view;
 
 pub use broker::{Broker, BrokerConfig, CONNECTION_NAME_PROPERTY, DEFAULT_CONSUMER_TIMEOUT};
 pub use command::{Command, Destination, Op, Origin, STATE_MACHINE_VERSION};
-pub use connection::DELIVERY_CREDIT_BYTES;
+pub use connection::{DEFAULT_PUBLISH_CREDIT, DELIVERY_CREDIT_BYTES};
 pub use effect::Effect;
 pub use error::{AmqpError, ErrorScope};
 pub use input::Input;

@@ -36,6 +36,11 @@ pub struct BrokerView {
     /// A cluster's view adds them to the leader's channels (see `warren_server::management`).
     #[serde(default)]
     pub home_channels: Vec<ChannelView>,
+    /// Client connections this broker paused for credit flow (see [`crate::Effect::Flow`]),
+    /// by client connection id: the cluster's view marks them `flow` (see
+    /// `warren_server::management`).
+    #[serde(default)]
+    pub in_flow: Vec<ConnId>,
     /// Policies and operator policies, sorted by (operator, vhost, name).
     #[serde(default)]
     pub policies: Vec<PolicyView>,
@@ -188,6 +193,9 @@ pub struct ConnectionView {
     pub channels: u32,
     pub connected_at: Millis,
     pub client_properties: Vec<(String, ArgValue)>,
+    /// Paused by credit flow on the client's node: RabbitMQ's connection state `flow`.
+    #[serde(default)]
+    pub flow: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

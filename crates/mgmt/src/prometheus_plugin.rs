@@ -459,6 +459,12 @@ fn churn(out: &mut Exposition, f: &Figures) {
         out.family(name, "counter", help);
         out.sample(name, &protocol, value);
     }
+    out.metric(
+        "warren_connections_flow_paused_total",
+        "counter",
+        "Times a client connection of this node was paused by credit flow (its publishes filled the log's pipeline, so its socket was not read until half of them were applied)",
+        c.flow_pauses,
+    );
     message_sizes(out, f);
 }
 

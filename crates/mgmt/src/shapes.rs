@@ -287,7 +287,8 @@ pub(crate) fn connection(c: &ConnectionView) -> Value {
         "user": c.user,
         "vhost": c.vhost,
         "channels": c.channels,
-        "state": "running",
+        // RabbitMQ's states: `flow` while credit flow holds the publisher back.
+        "state": if c.flow { "flow" } else { "running" },
         "protocol": if direct { "Direct 0-9-1" } else { "AMQP 0-9-1" },
         "type": if direct { "direct" } else { "network" },
         "auth_mechanism": "PLAIN",

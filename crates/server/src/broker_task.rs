@@ -21,6 +21,7 @@ use warren_raft::lease::Lease;
 use warren_raft::state_machine::BrokerRequest;
 
 use crate::clock::now_ms;
+use crate::flow::FlowGate;
 use crate::gate::{is_confirm, ConfirmGate, Need};
 use crate::mux::Location;
 use crate::proposer::Proposal;
@@ -227,6 +228,8 @@ struct Task {
     links: Links,
     /// Confirms waiting for forwarded messages to be taken by their homes.
     gate: ConfirmGate,
+    /// Credit flow of the publishing connections (see `crate::flow`).
+    flow: FlowGate,
     /// When confirms were last nacked for a home's sake (logged at most every 10 s).
     gate_warned: Option<std::time::Instant>,
     effects: Vec<Effect>,
@@ -254,6 +257,11 @@ impl Task {
     fn handle(&mut self, now: u64, input: Input) {
         let mut pending = vec![input];
         while let Some(input) = pending.pop() {
+            // Forwards made by a client's publish count against its credit.
+            let publisher = match &input {
+                Input::Publish { conn, .. } => Some(*conn),
+                _ => None,
+            };
             // The forwards this input made: its confirms wait for them. A logged publish's
             // confirm leaves when it is applied: it waits for the forwards its publish made.
             let mut needs: Vec<Need> = match &input {
@@ -285,12 +293,25 @@ impl Task {
                     } => {
                         let (seq, need) = self.gate.queued(home);
                         needs.push(need);
+                        if let Some(flow) =
+                            publisher.and_then(|c| self.flow.forwarded(c, home, seq))
+                        {
+                            self.by_conn
+                                .entry(effect_conn(&flow))
+                                .or_default()
+                                .push(flow);
+                        }
                         if !self.links.forward(home, seq, queue, &message) {
-                            self.gate.lost(home, seq);
+                            self.lost(home, seq);
                         }
                     }
                     Effect::ForwardRefused { .. } => {
                         debug!("a refusal outside a forwarded message's handling");
+                    }
+                    Effect::Flow { conn, paused } => {
+                        if let Some(flow) = self.flow.core_flow(conn, paused) {
+                            self.by_conn.entry(conn).or_default().push(flow);
+                        }
                     }
                     other => {
                         let conn = effect_conn(&other);
@@ -314,6 +335,7 @@ impl Task {
             }
             ToBroker::Unregister { conn } => {
                 self.connections.remove(&conn);
+                self.flow.forget(conn);
                 self.awaiting.retain(|key, _| key.0 != conn);
             }
             ToBroker::Barrier(_) => {}
@@ -331,7 +353,15 @@ impl Task {
                 }
             }
             ToBroker::View { reply } => {
-                let _ = reply.send(self.broker.view());
+                let mut view = self.broker.view();
+                // Paused for forwards too, not only for the log (the core's part).
+                for conn in self.flow.paused() {
+                    let client = self.broker.client_of(conn);
+                    if !view.in_flow.contains(&client) {
+                        view.in_flow.push(client);
+                    }
+                }
+                let _ = reply.send(view);
             }
             ToBroker::Input(input) => self.handle(now, input),
             ToBroker::Lead { lease } => {
@@ -368,9 +398,12 @@ impl Task {
                 // What the enqueue caused: deliveries to consumers here, proposals.
                 self.file_effects();
             }
-            ToBroker::LinkAcked { home, upto } => self.gate.acked(home, upto),
+            ToBroker::LinkAcked { home, upto } => {
+                self.gate.acked(home, upto);
+                self.settled(home, upto);
+            }
             ToBroker::LinkRefused { home, seq } => self.gate.refused(home, seq),
-            ToBroker::LinkLost { home, upto } => self.gate.lost(home, upto),
+            ToBroker::LinkLost { home, upto } => self.lost(home, upto),
             ToBroker::StepDown => {
                 self.lease = None;
                 // What waited for a lease that never came back is dropped: the connections are
@@ -408,10 +441,15 @@ impl Task {
                 } => {
                     let (seq, _) = self.gate.queued(home);
                     if !self.links.forward(home, seq, queue, &message) {
-                        self.gate.lost(home, seq);
+                        self.lost(home, seq);
                     }
                 }
                 Effect::ForwardRefused { .. } => {}
+                Effect::Flow { conn, paused } => {
+                    if let Some(flow) = self.flow.core_flow(conn, paused) {
+                        self.by_conn.entry(conn).or_default().push(flow);
+                    }
+                }
                 other => self
                     .by_conn
                     .entry(effect_conn(&other))
@@ -419,6 +457,21 @@ impl Task {
                     .push(other),
             }
         }
+    }
+
+    /// `home` took every forward up to `upto`: connections they held back may be read again.
+    fn settled(&mut self, home: u64, upto: u64) {
+        let mut resumed = Vec::new();
+        self.flow.settled(home, upto, &mut resumed);
+        for e in resumed {
+            self.by_conn.entry(effect_conn(&e)).or_default().push(e);
+        }
+    }
+
+    /// The link to `home` broke: the forwards up to `upto` it had not acknowledged are lost.
+    fn lost(&mut self, home: u64, upto: u64) {
+        self.gate.lost(home, upto);
+        self.settled(home, upto);
     }
 
     /// Hands a command to the proposer; without Raft, gives it back (to be applied at once).
@@ -582,6 +635,7 @@ async fn run(
         Replication::Raft { proposals, applied } => (Some(proposals), Some(applied)),
     };
     let node = broker.node();
+    let flow = FlowGate::new(broker.publish_credit());
     let mut task = Task {
         broker,
         node,
@@ -590,6 +644,7 @@ async fn run(
         by_conn: HashMap::new(),
         links,
         gate: ConfirmGate::default(),
+        flow,
         gate_warned: None,
         effects: Vec::new(),
         proposals,

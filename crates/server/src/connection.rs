@@ -5,7 +5,9 @@
 //! back.
 //!
 //! Back-pressure: the socket is not read while the outbound buffer is above the high watermark,
-//! so a client that does not read cannot make the server buffer without bound.
+//! so a client that does not read cannot make the server buffer without bound; nor while the
+//! core has paused the connection for credit flow (its publishes fill the log's pipeline,
+//! `warren_core::Effect::Flow`), nor while a resource alarm blocks it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -415,8 +417,10 @@ async fn run<R, W>(
         if session.is_finished() && session.out().is_empty() {
             break;
         }
-        let want_read =
-            !session.is_finished() && !session.is_blocked() && session.out().len() < high;
+        let want_read = !session.is_finished()
+            && !session.is_blocked()
+            && !session.in_flow()
+            && session.out().len() < high;
         let want_write = !session.out().is_empty();
         let alive = tokio::select! {
             r = rd.read_buf(&mut inbuf), if want_read => match r {

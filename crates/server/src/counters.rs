@@ -45,6 +45,7 @@ pub struct ClientCounters {
     channels_closed: AtomicU64,
     auth_succeeded: AtomicU64,
     auth_failed: AtomicU64,
+    flow_pauses: AtomicU64,
     /// Per bucket of [`MESSAGE_SIZE_BUCKETS`], then `+Inf` (not cumulative).
     message_sizes: [AtomicU64; MESSAGE_SIZE_BUCKETS.len() + 1],
     message_bytes: AtomicU64,
@@ -80,6 +81,9 @@ pub struct ClientFigures {
     pub channels_closed: u64,
     pub auth_attempts_succeeded: u64,
     pub auth_attempts_failed: u64,
+    /// Times a connection was paused by credit flow (`warren_core::Effect::Flow`): Warren's
+    /// own figure (RabbitMQ shows the state, not a count).
+    pub flow_pauses: u64,
     pub message_sizes: MessageSizes,
 }
 
@@ -122,6 +126,7 @@ impl ClientCounters {
             channels_closed: get(&self.channels_closed),
             auth_attempts_succeeded: get(&self.auth_succeeded),
             auth_attempts_failed: get(&self.auth_failed),
+            flow_pauses: get(&self.flow_pauses),
             message_sizes: MessageSizes {
                 cumulative,
                 sum: get(&self.message_bytes),
@@ -259,6 +264,11 @@ impl Tally {
         if std::mem::take(&mut self.login_pending) {
             add(&self.counters.auth_succeeded, 1);
         }
+    }
+
+    /// The core paused the connection for credit flow.
+    pub(crate) fn flow_paused(&mut self) {
+        add(&self.counters.flow_pauses, 1);
     }
 
     /// The core closed the connection: a refusal if it was deciding a login.

@@ -11,6 +11,7 @@ mod confirms;
 mod connection;
 pub mod counters;
 pub mod direct;
+mod flow;
 mod gate;
 pub mod listener;
 pub mod management;

@@ -227,6 +227,17 @@ impl Management for ManagementService {
 /// homed on each: their numbers, their consumers, and the consumers and unacked deliveries of
 /// the client channels that use them.
 pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerView)>) {
+    // Credit flow pauses a connection on its own node (the leader's included).
+    let own_flow = std::mem::take(&mut view.in_flow);
+    let in_flow: std::collections::HashSet<u64> = homes
+        .iter()
+        .filter(|(node, _)| *node != leader)
+        .flat_map(|(_, home)| home.in_flow.iter().copied())
+        .chain(own_flow)
+        .collect();
+    for c in &mut view.connections {
+        c.flow |= in_flow.contains(&c.conn);
+    }
     for (node, home) in homes {
         if node == leader {
             continue;

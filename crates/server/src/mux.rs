@@ -860,6 +860,11 @@ impl Mux {
             // ends the client's connection; the driver closes the other sessions with it.
             Effect::CloseConnection { .. } => self.out.push(Out::Client(effect)),
             Effect::AwaitWritable { .. } => self.out.push(Out::Client(effect)),
+            // Credit flow of the client's publishes, which only its own node's home takes.
+            Effect::Flow { .. } if sub == Sub::Home(self.node) => {
+                self.out.push(Out::Client(effect));
+            }
+            Effect::Flow { .. } => {}
             Effect::CloseChannel { channel, .. } => {
                 let ch = *channel;
                 if sub == Sub::Leader && self.failing.remove(&ch) {
@@ -1373,6 +1378,7 @@ fn with_conn(effect: Effect, conn: ConnId) -> Effect {
         },
         Effect::CloseConnection { error, .. } => Effect::CloseConnection { conn, error },
         Effect::AwaitWritable { .. } => Effect::AwaitWritable { conn },
+        Effect::Flow { paused, .. } => Effect::Flow { conn, paused },
         other => other,
     }
 }

@@ -147,6 +147,9 @@ pub struct Session {
     blocked: Option<Frame>,
     /// `connection.blocked` was sent for the current blocking (sent once per blocking).
     blocked_sent: bool,
+    /// Paused by credit flow ([`Effect::Flow`]): the client's publishes fill the log's pipeline,
+    /// so nothing more is read until the core resumes it (RabbitMQ's connection state `flow`).
+    in_flow: bool,
     /// The client announced the `connection.blocked` capability.
     notify_blocked: bool,
     /// The client sent connection.close and got close-ok: closing the socket is its turn.
@@ -183,6 +186,7 @@ impl Session {
             alarm: None,
             blocked: None,
             blocked_sent: false,
+            in_flow: false,
             notify_blocked: false,
             confirms: Confirms::default(),
             tally: Tally::new(Arc::default()),
@@ -222,6 +226,11 @@ impl Session {
     /// Blocked by a resource alarm: the driver must not read from the socket.
     pub fn is_blocked(&self) -> bool {
         self.blocked.is_some()
+    }
+
+    /// Paused by credit flow (see [`Effect::Flow`]): the driver must not read from the socket.
+    pub fn in_flow(&self) -> bool {
+        self.in_flow
     }
 
     /// The connection came over TLS with a verified client certificate naming `user`: SASL
@@ -919,6 +928,16 @@ impl Session {
                 self.awaiting_writable = true;
                 self.after_write(inputs);
             }
+            Effect::Flow { paused, .. } => {
+                if self.in_flow && !paused {
+                    // The client was not read while paused: its silence was ours.
+                    self.last_received = now;
+                }
+                if paused && !self.in_flow {
+                    self.tally.flow_paused();
+                }
+                self.in_flow = paused;
+            }
             Effect::Propose { .. }
             | Effect::Forward { .. }
             | Effect::ForwardRefused { .. }
@@ -970,6 +989,7 @@ impl Session {
         {
             // While blocked nothing is read: RabbitMQ pauses its heartbeat monitor then too.
             if self.blocked.is_none()
+                && !self.in_flow
                 && now.saturating_sub(self.last_received) >= 2 * self.heartbeat_ms
             {
                 warn!(

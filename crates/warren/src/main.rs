@@ -137,6 +137,11 @@ struct Args {
     /// (RabbitMQ's consumer_timeout) [default: 1800000, 30 minutes].
     #[arg(long)]
     consumer_timeout: Option<u64>,
+    /// Credit flow: publishes of one connection on their way into the log (or to another
+    /// node's transient queue) at which its socket is no longer read, until half of them are
+    /// through (RabbitMQ's credit_flow_default_credit) [default: 2000].
+    #[arg(long)]
+    publish_credit: Option<u32>,
     /// A member of the cluster, as ID@AMQP_HOST:PORT@GRPC_HOST:PORT; repeat for every member,
     /// this node included (the same list on every node). The member with the lowest id forms
     /// the cluster on first start. Without members the node is a cluster of one.
@@ -259,6 +264,7 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     body_cache: Option<String>,
     consumer_timeout: Option<u64>,
+    publish_credit: Option<u32>,
     #[serde(default)]
     members: Vec<String>,
     #[serde(default)]

@@ -78,6 +78,11 @@ pub(crate) fn node_config(args: Args, file: FileConfig) -> anyhow::Result<NodeCo
             Some(ms) => Some(ms),
             None => broker_defaults.consumer_timeout,
         },
+        publish_credit: args
+            .publish_credit
+            .or(file.publish_credit)
+            .unwrap_or(broker_defaults.publish_credit)
+            .max(2),
         ..broker_defaults
     };
     let data_dir = args

@@ -71,7 +71,7 @@ impl Broker {
 
     /// The client connection `conn` acts for: itself, or the client of a home session. Exclusive
     /// queues belong to client connections.
-    pub(crate) fn client_of(&self, conn: ConnId) -> ConnId {
+    pub fn client_of(&self, conn: ConnId) -> ConnId {
         self.connections
             .get(&conn)
             .and_then(|c| c.home_of)

@@ -61,6 +61,9 @@ pub struct BrokerConfig {
     /// closed (RabbitMQ's `consumer_timeout`; `None`: never). Queues and consumers may set
     /// their own (`x-consumer-timeout`).
     pub consumer_timeout: Option<Millis>,
+    /// Credit flow: a connection with this many publishes on their way into the log is not
+    /// read until half of them are applied (see [`crate::Effect::Flow`]); at least 2.
+    pub publish_credit: u32,
 }
 
 /// RabbitMQ's default `consumer_timeout`: 30 minutes.
@@ -76,6 +79,7 @@ impl Default for BrokerConfig {
             node: 0,
             first_conn: 0,
             consumer_timeout: Some(DEFAULT_CONSUMER_TIMEOUT),
+            publish_credit: crate::DEFAULT_PUBLISH_CREDIT,
         }
     }
 }
@@ -296,6 +300,13 @@ impl Broker {
     }
 
     fn command_applied_to_channel(&mut self, ctx: Ctx, publish: bool, out: &mut Vec<Effect>) {
+        if publish {
+            // Counted per connection: the channel may have closed since.
+            let credit = self.config.publish_credit.max(2);
+            if let Some(c) = self.connections.get_mut(&ctx.conn) {
+                out.extend(c.publish_in_flight(ctx.conn, false, credit));
+            }
+        }
         let mut replies = Vec::new();
         if let Some(ch) = self.channel_mut(ctx) {
             ch.in_flight = ch.in_flight.saturating_sub(1);
@@ -517,19 +528,22 @@ impl Broker {
             issued_at: self.now,
             op,
         };
+        let mut flow = None;
+        let credit = self.config.publish_credit.max(2);
         if let Some(o) = origin {
             let publish = matches!(command.op, Op::Publish { .. });
-            if let Some(ch) = self.channel_mut(Ctx {
-                conn: o.conn,
-                channel: o.channel,
-            }) {
-                ch.in_flight += 1;
-                if publish {
-                    ch.publishes_in_flight += 1;
+            if let Some(c) = self.connections.get_mut(&o.conn) {
+                if let Some(ch) = c.channels.get_mut(&o.channel) {
+                    ch.in_flight += 1;
+                    if publish {
+                        ch.publishes_in_flight += 1;
+                        flow = c.publish_in_flight(o.conn, true, credit);
+                    }
                 }
             }
         }
         out.push(Effect::Propose { command });
+        out.extend(flow);
     }
 
     /// Applies a committed command; replies and errors go to its origin. The replicated state
@@ -957,6 +971,11 @@ impl Broker {
     }
 
     /// This broker's node (see [`BrokerConfig::node`]).
+    /// A connection's credit for credit flow (see [`BrokerConfig::publish_credit`]).
+    pub fn publish_credit(&self) -> u32 {
+        self.config.publish_credit.max(2)
+    }
+
     pub fn node(&self) -> u64 {
         self.config.node
     }

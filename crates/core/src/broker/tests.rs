@@ -6,7 +6,10 @@ use warren_wire::*;
 use super::*;
 use std::sync::Arc;
 
-use crate::{Destination, Effect, Input, Message, DELIVERY_CREDIT_BYTES};
+use crate::{
+    Destination, Effect, Input, Message, DEFAULT_PUBLISH_CREDIT as PUBLISH_CREDIT,
+    DELIVERY_CREDIT_BYTES,
+};
 
 const C1: ConnId = 1;
 const C2: ConnId = 2;
@@ -4199,4 +4202,55 @@ fn a_consumer_timeout_set_by_policy_applies_to_the_queues_it_matches() {
         e.iter().any(|e| matches!(e, Effect::Send { method: Method::BasicCancel(c), .. } if c.consumer_tag.as_str() == "c")),
         "{e:?}"
     );
+}
+
+#[test]
+fn a_connection_with_its_publish_credit_in_the_log_is_paused_until_half_is_applied() {
+    let flows = |effects: &[Effect]| -> Vec<bool> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Flow { conn, paused } if *conn == C1 => Some(*paused),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut m = Manual::new();
+    m.open();
+    m.method(Method::QueueDeclare(QueueDeclare {
+        queue: "q".into(),
+        durable: true,
+        ..Default::default()
+    }));
+    m.commit_all();
+    let mut seen = Vec::new();
+    for _ in 1..PUBLISH_CREDIT {
+        seen.extend(flows(&m.publish("q", "m")));
+    }
+    assert_eq!(
+        seen,
+        Vec::<bool>::new(),
+        "paused before the credit was spent"
+    );
+    assert_eq!(flows(&m.publish("q", "m")), [true]);
+    assert!(m.broker.view().in_flow.contains(&C1));
+    // Publishes read meanwhile are still handled, and pause nothing more.
+    assert_eq!(flows(&m.publish("q", "m")), Vec::<bool>::new());
+    assert_eq!(m.proposed.len() as u32, PUBLISH_CREDIT + 1);
+    // The channel closes with its publishes in the log: they still count until applied.
+    m.method(Method::ChannelClose(ChannelClose::default()));
+    let mut resumed_after = None;
+    let mut applied = 0;
+    while !m.proposed.is_empty() {
+        let effects = m.commit_one();
+        applied += 1;
+        let f = flows(&effects);
+        if !f.is_empty() {
+            assert_eq!((f, resumed_after), (vec![false], None));
+            resumed_after = Some(applied);
+        }
+    }
+    // Resumed once half the credit is left in flight.
+    assert_eq!(resumed_after, Some(PUBLISH_CREDIT + 1 - PUBLISH_CREDIT / 2));
+    assert!(m.broker.view().in_flow.is_empty());
 }

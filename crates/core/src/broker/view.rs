@@ -121,6 +121,9 @@ impl Broker {
                 .get(CONNECTION_NAME_PROPERTY)
                 .and_then(|v| v.as_str())
                 .map_or_else(|| conn.to_string(), str::to_owned);
+            if c.paused {
+                view.in_flow.push(conn);
+            }
             let mut client_properties = args(&c.client_properties);
             client_properties.retain(|(k, _)| k != CONNECTION_NAME_PROPERTY);
             if !home_session {
@@ -132,6 +135,7 @@ impl Broker {
                     channels: u32::try_from(c.channels.len()).unwrap_or(u32::MAX),
                     connected_at: c.connected_at,
                     client_properties,
+                    flow: c.paused,
                 });
             }
             let vhost = c.vhost.as_ref().map(|v| v.to_string()).unwrap_or_default();

@@ -467,7 +467,12 @@ pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
             w.put_u16(*channel);
             put_method(w, method);
         }
-        Effect::Propose { .. } | Effect::Forward { .. } | Effect::Synced { .. } => {}
+        // A client's publishes go to the home session on its own node: one elsewhere never
+        // pauses it for credit flow.
+        Effect::Propose { .. }
+        | Effect::Forward { .. }
+        | Effect::Synced { .. }
+        | Effect::Flow { .. } => {}
     }
 }
 

@@ -373,6 +373,7 @@ impl SessionImage {
             }
             Effect::Authenticated { .. }
             | Effect::AwaitWritable { .. }
+            | Effect::Flow { .. }
             | Effect::Propose { .. }
             | Effect::Forward { .. }
             | Effect::ForwardRefused { .. }

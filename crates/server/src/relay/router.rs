@@ -402,6 +402,7 @@ pub(crate) fn effect_conn(e: &Effect) -> ConnId {
         | Effect::CloseChannel { conn, .. }
         | Effect::CloseConnection { conn, .. }
         | Effect::AwaitWritable { conn }
+        | Effect::Flow { conn, .. }
         | Effect::Synced { conn, .. }
         | Effect::Redirect { conn, .. } => *conn,
         Effect::Propose { .. } | Effect::Forward { .. } | Effect::ForwardRefused { .. } => 0,

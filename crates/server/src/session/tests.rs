@@ -407,6 +407,45 @@ fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
 }
 
 #[test]
+fn a_connection_paused_by_credit_flow_is_not_read_and_not_timed_out_until_resumed() {
+    let counters = Arc::new(ClientCounters::default());
+    let mut c = Client::counted(&counters).handshake(2, FieldTable::default());
+    assert!(!c.session.in_flow());
+    c.now = 1_000;
+    c.apply(Effect::Flow {
+        conn: CONN,
+        paused: true,
+    });
+    assert!(c.session.in_flow(), "the driver must stop reading");
+    // Paused twice in a row is one pause.
+    c.apply(Effect::Flow {
+        conn: CONN,
+        paused: true,
+    });
+    assert_eq!(counters.read().flow_pauses, 1);
+    // Not read, the client is silent: that is not a missed heartbeat.
+    c.now = 10_000;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(!c.session.is_finished(), "heartbeat monitoring paused");
+    assert_eq!(c.server_frames(), vec![Frame::Heartbeat { channel: 0 }]);
+    c.apply(Effect::Flow {
+        conn: CONN,
+        paused: false,
+    });
+    assert!(!c.session.in_flow());
+    // Its silence counts from the resume, not from before the pause.
+    c.now = 13_999;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(!c.session.is_finished());
+    c.now = 14_000;
+    c.session.tick(c.now, &mut c.inputs);
+    assert!(
+        c.session.is_finished(),
+        "4 s (2 heartbeats) of silence after the resume"
+    );
+}
+
+#[test]
 fn handshake_timeout_closes_a_client_that_never_opens() {
     let mut c = Client::new(ServerConfig::default());
     c.send_raw(PROTOCOL_HEADER);
@@ -975,6 +1014,7 @@ fn what_a_client_does_is_counted_from_its_frames() {
         channels_closed: 1,
         auth_attempts_succeeded: 1,
         auth_attempts_failed: 0,
+        flow_pauses: 0,
         message_sizes: MessageSizes {
             // 10 and 100; 500; none; 20 000; nothing larger.
             cumulative: [2, 3, 3, 4, 4, 4, 4, 4, 4],
