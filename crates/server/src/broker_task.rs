@@ -211,6 +211,38 @@ impl BrokerHandle {
     }
 }
 
+/// A wait for the log longer than this is logged (and again after each such period).
+const APPLY_WAIT_WARNING: Duration = Duration::from_secs(5);
+
+/// Waits until `applied` (a node's applied log index) reaches `index`; false if the broker is
+/// gone. The log brings it there; a wait longer than [`APPLY_WAIT_WARNING`] is logged with
+/// `who` waits, and again every such period, so that a stuck one shows.
+pub(crate) async fn wait_applied(
+    applied: &mut watch::Receiver<u64>,
+    index: u64,
+    who: impl Fn() -> String,
+) -> bool {
+    if *applied.borrow() >= index {
+        return true;
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        let reached = tokio::time::timeout(APPLY_WAIT_WARNING, applied.wait_for(|a| *a >= index))
+            .await
+            .map(|r| r.is_ok());
+        match reached {
+            Ok(reached) => return reached,
+            Err(_) => warn!(
+                index,
+                applied = *applied.borrow(),
+                waited_s = started.elapsed().as_secs(),
+                who = %who(),
+                "waiting for this node to apply the log"
+            ),
+        }
+    }
+}
+
 /// How many queued inputs the broker task takes per wake-up.
 const BATCH: usize = 256;
 /// Capacity of the input channel shared by all connections.

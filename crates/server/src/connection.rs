@@ -23,7 +23,7 @@ use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY};
 use warren_wire::FieldValue;
 
 use crate::alarm::ClusterAlarms;
-use crate::broker_task::{Batch, QueueDirectory, ToBroker};
+use crate::broker_task::{wait_applied, Batch, QueueDirectory, ToBroker};
 use crate::clock::now_ms;
 use crate::counters::ClientCounters;
 use crate::listener::AmqpsConfig;
@@ -134,7 +134,9 @@ impl Sessions {
     /// Feeds one client input through the mux and sends what it asks; effects for the client
     /// (the mux's own refusals) go to `out`. False if a broker is gone.
     pub(crate) async fn input(&mut self, input: Input, out: &mut Vec<Effect>) -> bool {
-        if !self.caught_up().await {
+        // A closing connection reads nothing more: it need not see its own writes.
+        let closing = matches!(input, Input::ConnectionClosed { .. });
+        if !closing && !self.caught_up().await {
             return false;
         }
         let directory = self.node.directory.snapshot();
@@ -147,10 +149,20 @@ impl Sessions {
     /// Waits until this node's replica has applied what the client has seen (the mux reads
     /// this node's directory); false if the broker is gone.
     async fn caught_up(&self) -> bool {
-        let seen = self.mux.seen();
+        self.applied_up_to(self.mux.seen(), "what the client has seen")
+            .await
+    }
+
+    /// Waits until this node's replica has applied the log up to `index`; false if the broker
+    /// is gone. The log brings it there; a wait of more than a few seconds is logged (with
+    /// what it waits for) every few seconds, so that a stuck one shows.
+    async fn applied_up_to(&self, index: u64, why: &str) -> bool {
         let mut applied = self.node.applied.clone();
-        let behind = *applied.borrow() < seen;
-        !behind || applied.wait_for(|a| *a >= seen).await.is_ok()
+        let client = self.client;
+        wait_applied(&mut applied, index, || {
+            format!("client connection {client}: {why}")
+        })
+        .await
     }
 
     /// Effects of the leader session (each first seen by the session image).
@@ -242,9 +254,8 @@ impl Sessions {
                 .await
                 .is_ok(),
             Out::Barrier(Sub::Home(n), index) if n == own => {
-                let mut applied = self.node.applied.clone();
-                let reached = applied.wait_for(|a| *a >= index).await.is_ok();
-                reached
+                self.applied_up_to(index, "a barrier before its home session")
+                    .await
             }
             Out::Barrier(Sub::Home(n), index) => {
                 // A broken link shows as the session's loss.

@@ -22,7 +22,7 @@ use warren_raft::METADATA_GROUP;
 use super::codec::{decode_downs, encode_up, Down, Up};
 use super::image::SharedImage;
 use super::Route;
-use crate::broker_task::{Batch, EffectSink, ToBroker};
+use crate::broker_task::{wait_applied, Batch, EffectSink, ToBroker};
 
 const BATCH: usize = 256;
 
@@ -348,7 +348,11 @@ async fn forward_local(
         }
         if let ToBroker::Barrier(index) = msg {
             // This node leads: it applies what it commits, at once or nearly.
-            if applied.wait_for(|a| *a >= index).await.is_err() {
+            if !wait_applied(applied, index, || {
+                "a barrier to the leader session".to_owned()
+            })
+            .await
+            {
                 return false;
             }
             continue;

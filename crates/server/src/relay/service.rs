@@ -30,7 +30,7 @@ use warren_raft::{LogCommand, TypeConfig, METADATA_GROUP};
 
 use super::codec::{decode_ups, encode_down, encode_effect, Down, Up};
 use super::Route;
-use crate::broker_task::{Batch, BrokerHandle, EffectSink, ToBroker};
+use crate::broker_task::{wait_applied, Batch, BrokerHandle, EffectSink, ToBroker};
 use crate::proposer::Proposal;
 
 /// The gRPC relay service of one node.
@@ -215,7 +215,9 @@ impl Stream_ {
                 Up::Input(input) => ToBroker::Input(input),
                 Up::Barrier(index) => {
                     // Bounded by the log: this node applies what the leader committed.
-                    if self.applied.wait_for(|a| *a >= index).await.is_err() {
+                    let from = self.node;
+                    let who = || format!("a barrier on node {from}'s home stream");
+                    if !wait_applied(&mut self.applied, index, who).await {
                         return false;
                     }
                     continue;
