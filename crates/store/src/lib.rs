@@ -11,6 +11,7 @@ mod db;
 mod fsync_latency;
 mod log_store;
 mod message_store;
+mod recent;
 mod syncer;
 mod write_failure;
 

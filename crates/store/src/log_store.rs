@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::compactor::Compactor;
 use crate::db::{CF_LOGS, CF_META};
 use crate::message_store::MessageStore;
+use crate::recent::{Recent, RECENT_BYTES};
 use crate::syncer::Syncer;
 use crate::write_failure::WriteFailure;
 
@@ -35,6 +36,8 @@ pub struct RocksLogStore<C: RaftTypeConfig> {
     /// Entries below this index are deleted (by this process): a purge that would delete
     /// nothing more (a queued message holds the log back) costs no flush and no compaction.
     deleted_below: Arc<std::sync::atomic::AtomicU64>,
+    /// The newest entries, decoded: openraft reads them back right after appending them.
+    recent: Arc<Recent<EntryOf<C>>>,
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
@@ -46,6 +49,7 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
             failure: self.failure.clone(),
             messages: self.messages.clone(),
             deleted_below: Arc::clone(&self.deleted_below),
+            recent: Arc::clone(&self.recent),
         }
     }
 }
@@ -80,7 +84,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 impl<C> RocksLogStore<C>
 where
     C: RaftTypeConfig,
-    EntryOf<C>: Serialize + DeserializeOwned,
+    EntryOf<C>: Serialize + DeserializeOwned + Clone,
     VoteOf<C>: Serialize + DeserializeOwned,
     LogIdOf<C>: Serialize + DeserializeOwned,
 {
@@ -100,6 +104,7 @@ where
             failure,
             messages: None,
             deleted_below: Arc::default(),
+            recent: Arc::new(Recent::new(RECENT_BYTES)),
         })
     }
 
@@ -164,7 +169,7 @@ where
 impl<C> RaftLogReader<C> for RocksLogStore<C>
 where
     C: RaftTypeConfig,
-    EntryOf<C>: Serialize + DeserializeOwned,
+    EntryOf<C>: Serialize + DeserializeOwned + Clone,
     VoteOf<C>: Serialize + DeserializeOwned,
     LogIdOf<C>: Serialize + DeserializeOwned,
 {
@@ -177,6 +182,14 @@ where
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = self.recent.read(start, end) {
+            return Ok(entries);
+        }
         let key = index_key(start);
         let mut entries = Vec::new();
         for item in self.db.iterator_cf(
@@ -208,7 +221,7 @@ where
 impl<C> RaftLogStorage<C> for RocksLogStore<C>
 where
     C: RaftTypeConfig,
-    EntryOf<C>: Serialize + DeserializeOwned,
+    EntryOf<C>: Serialize + DeserializeOwned + Clone,
     VoteOf<C>: Serialize + DeserializeOwned,
     LogIdOf<C>: Serialize + DeserializeOwned,
 {
@@ -258,16 +271,24 @@ where
     {
         let cf = self.cf(CF_LOGS)?;
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         for entry in entries {
-            batch.put_cf(cf, index_key(entry.index()), encode(&entry)?);
+            let encoded = encode(&entry)?;
+            batch.put_cf(cf, index_key(entry.index()), &encoded);
+            appended.push((encoded.len(), entry));
         }
         self.failure.check()?;
         self.failure.guard("append", self.db.write(batch))?;
+        // Readable from here too before this returns (see `crate::recent`).
+        for (size, entry) in appended {
+            self.recent.appended(entry.index(), size, entry);
+        }
         self.syncer.after_next_sync(callback)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
+        self.recent.truncated(from);
         self.failure.check()?;
         let cf = self.cf(CF_LOGS)?;
         self.failure.guard(
@@ -288,6 +309,7 @@ where
     /// does after each purge (purges follow snapshots, so they are rare).
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        self.recent.purged(log_id.index());
         // Entries below the purge point that queued messages rest in stay (openraft never
         // reads below it; the message store does).
         let end = match &self.messages {
