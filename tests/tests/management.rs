@@ -2004,13 +2004,18 @@ async fn metrics_serve_rabbitmqs_names_and_types_with_warrens_figures() {
     assert!(sample(&after, "rabbitmq_process_open_fds") > Some(0.0));
     assert!(sample(&after, "rabbitmq_erlang_uptime_seconds") > Some(0.0));
     // A figure Warren does not keep is a family without a sample, never a made-up number.
-    assert!(after.contains("# TYPE rabbitmq_global_messages_unroutable_dropped_total counter\n"));
+    assert!(after.contains("# TYPE rabbitmq_raft_entry_commit_latency_seconds gauge\n"));
+    assert_eq!(
+        sample(&after, "rabbitmq_raft_entry_commit_latency_seconds"),
+        None
+    );
+    // Every publish of this test was routed: none dropped.
     assert_eq!(
         sample(
             &after,
             "rabbitmq_global_messages_unroutable_dropped_total{protocol=\"amqp091\"}"
         ),
-        None
+        Some(0.0)
     );
 }
 
@@ -2259,6 +2264,19 @@ async fn a_nodes_clients_are_counted_as_rabbitmqs_channels_count_them() {
         .await
         .expect("basic.get");
     assert!(got.is_none(), "get-empty");
+    // Unroutable and not mandatory: dropped. The emptied queue deleted.
+    within(plain.basic_publish(
+        "".into(),
+        unique("nowhere").as_str().into(),
+        BasicPublishOptions::default(),
+        b"d",
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("basic.publish");
+    within(plain.queue_delete(polled.as_str().into(), Default::default()))
+        .await
+        .expect("queue.delete");
     let auto_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
@@ -2287,7 +2305,11 @@ async fn a_nodes_clients_are_counted_as_rabbitmqs_channels_count_them() {
         format!("rabbitmq_message_size_bytes_bucket{{protocol=\"amqp091\",le=\"{le}\"}}")
     };
     let expected: Vec<(String, f64)> = vec![
-        (global("received"), 7.0),
+        (global("received"), 8.0),
+        (global("unroutable_dropped"), 1.0),
+        ("rabbitmq_queues_declared_total".into(), 3.0),
+        ("rabbitmq_queues_created_total".into(), 3.0),
+        ("rabbitmq_queues_deleted_total".into(), 1.0),
         (global("received_confirm"), 6.0),
         (global("confirmed"), 6.0),
         (global("unroutable_returned"), 1.0),
@@ -2305,17 +2327,17 @@ async fn a_nodes_clients_are_counted_as_rabbitmqs_channels_count_them() {
         (amqp("rabbitmq_auth_attempts_total"), 2.0),
         (amqp("rabbitmq_auth_attempts_succeeded_total"), 1.0),
         (amqp("rabbitmq_auth_attempts_failed_total"), 1.0),
-        // 1, 10, 100 and 100 bytes; 500; 2 000; 20 000.
-        (size("100"), 4.0),
-        (size("1000"), 5.0),
-        (size("10000"), 6.0),
-        (size("100000"), 7.0),
-        (size("100000000"), 7.0),
-        (size("+Inf"), 7.0),
-        (amqp("rabbitmq_message_size_bytes_count"), 7.0),
+        // 1, 1, 10, 100 and 100 bytes; 500; 2 000; 20 000.
+        (size("100"), 5.0),
+        (size("1000"), 6.0),
+        (size("10000"), 7.0),
+        (size("100000"), 8.0),
+        (size("100000000"), 8.0),
+        (size("+Inf"), 8.0),
+        (amqp("rabbitmq_message_size_bytes_count"), 8.0),
         (
             amqp("rabbitmq_message_size_bytes_sum"),
-            (1 + 10 + 100 + 100 + 500 + 2_000 + 20_000) as f64,
+            (1 + 1 + 10 + 100 + 100 + 500 + 2_000 + 20_000) as f64,
         ),
     ];
     let expected: Vec<(&str, f64)> = expected.iter().map(|(s, v)| (s.as_str(), *v)).collect();

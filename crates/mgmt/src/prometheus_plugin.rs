@@ -20,8 +20,10 @@
 //! Routing, enqueueing and redelivery are the deciding broker's counters (the Raft leader's,
 //! transient queues' numbers merged in), so the leader serves them and the other nodes serve the
 //! families without a sample; a new leader's counters then start a new series instead of
-//! jumping in an old one. Not counted yet, served without a sample: messages dropped as
-//! unroutable and queues declared, created and deleted.
+//! jumping in an old one. Messages dropped as unroutable and queues created and deleted are the
+//! core's counts for this node's clients (`warren_core::Churn`: queues its clients declared,
+//! dropped publishes of its clients); queues declared are counted at the socket (non-passive
+//! `queue.declare`s).
 
 use std::time::Duration;
 
@@ -355,12 +357,13 @@ fn global_counters(out: &mut Exposition, f: &Figures) {
         let routed: u64 = view.exchanges.iter().map(|x| x.publish_out).sum();
         out.sample(name, &protocol, routed);
     }
-    // Not counted by Warren yet (see docs/compatibility.md): no sample.
+    let name = "rabbitmq_global_messages_unroutable_dropped_total";
     out.family(
-        "rabbitmq_global_messages_unroutable_dropped_total",
+        name,
         "counter",
         "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
     );
+    out.sample(name, &protocol, c.messages_unroutable_dropped);
     // Deliveries per queue type, as RabbitMQ labels them.
     type Figure = fn(&QueueView) -> u64;
     let per_type: [(&str, &str, Figure); 2] = [
@@ -393,9 +396,8 @@ fn global_counters(out: &mut Exposition, f: &Figures) {
     }
 }
 
-/// Churn of this node's connections and channels, its login attempts and the sizes of the
-/// messages its clients published; the queue churn counters Warren does not keep yet (see
-/// docs/compatibility.md) are families without a sample.
+/// Churn of this node's connections, channels and queues, its login attempts and the sizes of
+/// the messages its clients published.
 fn churn(out: &mut Exposition, f: &Figures) {
     let c = &f.clients;
     for (name, help, value) in [
@@ -422,21 +424,24 @@ fn churn(out: &mut Exposition, f: &Figures) {
     ] {
         out.metric(name, "counter", help, value);
     }
-    for (name, help) in [
+    for (name, help, value) in [
         (
             "rabbitmq_queues_declared_total",
             "Total number of queues declared",
+            c.queues_declared,
         ),
         (
             "rabbitmq_queues_created_total",
             "Total number of queues created",
+            c.queues_created,
         ),
         (
             "rabbitmq_queues_deleted_total",
             "Total number of queues deleted",
+            c.queues_deleted,
         ),
     ] {
-        out.family(name, "counter", help);
+        out.metric(name, "counter", help, value);
     }
     let protocol = [("protocol", "amqp091")];
     for (name, help, value) in [

@@ -21,6 +21,7 @@ use warren_raft::lease::Lease;
 use warren_raft::state_machine::BrokerRequest;
 
 use crate::clock::now_ms;
+use crate::counters::ClientCounters;
 use crate::flow::FlowGate;
 use crate::gate::{is_confirm, ConfirmGate, Need};
 use crate::mux::Location;
@@ -164,6 +165,9 @@ pub struct BrokerHandle {
     /// Where commands to propose go (the relay hands it other nodes' publishes): `None`
     /// without Raft.
     pub(crate) proposals: Option<mpsc::UnboundedSender<Proposal>>,
+    /// What the node's clients did: counted by their sessions and, for what only the core
+    /// sees, by the broker task (see [`crate::counters`]).
+    pub(crate) counters: Arc<ClientCounters>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -180,6 +184,7 @@ impl BrokerHandle {
             Replication::Raft { proposals, .. } => Some(proposals.clone()),
             Replication::Local => None,
         };
+        let counters = Arc::<ClientCounters>::default();
         let task = tokio::spawn(run(
             broker,
             rx,
@@ -187,6 +192,7 @@ impl BrokerHandle {
             applied_tx,
             directory.clone(),
             links.clone(),
+            counters.clone(),
         ));
         BrokerHandle {
             tx,
@@ -195,6 +201,7 @@ impl BrokerHandle {
             links,
             node,
             proposals,
+            counters,
             task,
         }
     }
@@ -262,6 +269,8 @@ struct Task {
     gate: ConfirmGate,
     /// Credit flow of the publishing connections (see `crate::flow`).
     flow: FlowGate,
+    /// The node's client counters: the core's part is added after each batch.
+    counters: Arc<ClientCounters>,
     /// When confirms were last nacked for a home's sake (logged at most every 10 s).
     gate_warned: Option<std::time::Instant>,
     effects: Vec<Effect>,
@@ -599,6 +608,10 @@ impl Task {
     /// link, a stalled disk) or it steps down (it was paused or cut off and another leader was
     /// elected; `StepDown` drops them).
     fn flush(&mut self) {
+        let churn = self.broker.take_churn();
+        if !churn.is_empty() {
+            self.counters.add_churn(churn);
+        }
         if self.by_conn.is_empty() && self.gate.is_empty() {
             return;
         }
@@ -661,6 +674,7 @@ async fn run(
     applied_tx: watch::Sender<u64>,
     directory: QueueDirectory,
     links: Links,
+    counters: Arc<ClientCounters>,
 ) {
     let (proposals, mut applied) = match replication {
         Replication::Local => (None, None),
@@ -677,6 +691,7 @@ async fn run(
         links,
         gate: ConfirmGate::default(),
         flow,
+        counters,
         gate_warned: None,
         effects: Vec::new(),
         proposals,

@@ -46,6 +46,10 @@ pub struct ClientCounters {
     auth_succeeded: AtomicU64,
     auth_failed: AtomicU64,
     flow_pauses: AtomicU64,
+    queues_declared: AtomicU64,
+    queues_created: AtomicU64,
+    queues_deleted: AtomicU64,
+    messages_unroutable_dropped: AtomicU64,
     /// Per bucket of [`MESSAGE_SIZE_BUCKETS`], then `+Inf` (not cumulative).
     message_sizes: [AtomicU64; MESSAGE_SIZE_BUCKETS.len() + 1],
     message_bytes: AtomicU64,
@@ -84,6 +88,14 @@ pub struct ClientFigures {
     /// Times a connection was paused by credit flow (`warren_core::Effect::Flow`): Warren's
     /// own figure (RabbitMQ shows the state, not a count).
     pub flow_pauses: u64,
+    /// `queue.declare`s (not passive) this node's clients sent.
+    pub queues_declared: u64,
+    /// Queues created, and removed, that this node's clients declared (the core's count:
+    /// `warren_core::Churn`).
+    pub queues_created: u64,
+    pub queues_deleted: u64,
+    /// Publishes, not mandatory, that no queue took (the core's count).
+    pub messages_unroutable_dropped: u64,
     pub message_sizes: MessageSizes,
 }
 
@@ -127,11 +139,22 @@ impl ClientCounters {
             auth_attempts_succeeded: get(&self.auth_succeeded),
             auth_attempts_failed: get(&self.auth_failed),
             flow_pauses: get(&self.flow_pauses),
+            queues_declared: get(&self.queues_declared),
+            queues_created: get(&self.queues_created),
+            queues_deleted: get(&self.queues_deleted),
+            messages_unroutable_dropped: get(&self.messages_unroutable_dropped),
             message_sizes: MessageSizes {
                 cumulative,
                 sum: get(&self.message_bytes),
             },
         }
+    }
+
+    /// Adds what the core counted (see `warren_core::Churn`).
+    pub(crate) fn add_churn(&self, churn: warren_core::Churn) {
+        add(&self.queues_created, churn.queues_created);
+        add(&self.queues_deleted, churn.queues_deleted);
+        add(&self.messages_unroutable_dropped, churn.unroutable_dropped);
     }
 
     fn message_size(&self, size: u64) {
@@ -308,6 +331,11 @@ impl Tally {
             Method::BasicNack(m) => return self.settle(channel, m.delivery_tag, m.multiple, false),
             Method::BasicReject(m) => return self.settle(channel, m.delivery_tag, false, false),
             _ => {}
+        }
+        if let Method::QueueDeclare(m) = method {
+            if !m.passive {
+                add(&self.counters.queues_declared, 1);
+            }
         }
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;

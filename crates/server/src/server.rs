@@ -87,7 +87,7 @@ impl Server {
         Server {
             next_conn: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_conn)),
             alarms: watch::channel(ClusterAlarms::default()).1,
-            counters: Arc::default(),
+            counters: broker.counters.clone(),
             listeners,
             inputs: broker.tx.clone(),
             config,

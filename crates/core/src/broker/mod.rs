@@ -66,6 +66,29 @@ pub struct BrokerConfig {
     pub publish_credit: u32,
 }
 
+/// What this node's clients caused, since the process started, that RabbitMQ counts per node
+/// and only the core sees (the rest is counted at the socket: `warren_server::counters`). The
+/// runtime takes it after each batch ([`Broker::take_churn`]) and adds it to the node's
+/// counters. Not replicated, not in snapshots: a replay of earlier runs' commands counts
+/// nothing (their connections are older than `BrokerConfig::first_conn`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Churn {
+    /// Queues created by a declare of one of this node's clients.
+    pub queues_created: u64,
+    /// Queues removed (by `queue.delete`, auto-delete, exclusivity, expiry) that one of this
+    /// node's clients had declared.
+    pub queues_deleted: u64,
+    /// Publishes of this node's clients, not mandatory, that no queue took (RabbitMQ's
+    /// `messages_unroutable_dropped`).
+    pub unroutable_dropped: u64,
+}
+
+impl Churn {
+    pub fn is_empty(&self) -> bool {
+        *self == Churn::default()
+    }
+}
+
 /// RabbitMQ's default `consumer_timeout`: 30 minutes.
 pub const DEFAULT_CONSUMER_TIMEOUT: Millis = 30 * 60 * 1000;
 
@@ -88,6 +111,8 @@ impl Default for BrokerConfig {
 #[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
+    /// Counted since the last [`Broker::take_churn`].
+    churn: Churn,
     vhosts: HashMap<ShortStr, Vhost>,
     users: HashMap<String, User>,
     permissions: HashMap<(String, ShortStr), Permission>,
@@ -184,6 +209,7 @@ impl Broker {
             applying_index: 0,
             applying_version: STATE_MACHINE_VERSION,
             config,
+            churn: Churn::default(),
         };
         let vhost = ShortStr::from(broker.config.default_vhost.as_str());
         broker.add_vhost(vhost.clone());
@@ -971,6 +997,17 @@ impl Broker {
     }
 
     /// This broker's node (see [`BrokerConfig::node`]).
+    /// What this node's clients caused since the last call (see [`Churn`]).
+    pub fn take_churn(&mut self) -> Churn {
+        std::mem::take(&mut self.churn)
+    }
+
+    /// Whether `conn` is a connection of this node's process (not of an earlier run, not of
+    /// another node).
+    pub(crate) fn is_live_here(&self, conn: ConnId) -> bool {
+        crate::node_of(conn) == self.config.node && conn >= self.config.first_conn
+    }
+
     /// A connection's credit for credit flow (see [`BrokerConfig::publish_credit`]).
     pub fn publish_credit(&self) -> u32 {
         self.config.publish_credit.max(2)

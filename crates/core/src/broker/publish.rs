@@ -179,6 +179,8 @@ impl Broker {
             return;
         } else if mandatory && !routed {
             self.send_return(ctx.origin(), &message, out);
+        } else if !routed {
+            self.churn.unroutable_dropped += 1;
         }
         if let Some(delivery_tag) = confirm {
             Self::send_confirm(ctx.origin(), delivery_tag, rejected, out);

@@ -261,6 +261,9 @@ impl Broker {
             queue.home = Self::home_of(origin);
         }
         queue.declared_by = origin.map_or(0, |o| o.conn);
+        if self.is_live_here(queue.declared_by) {
+            self.churn.queues_created += 1;
+        }
         self.queues.insert(id, queue);
         self.apply_policies_to_queue(id, out);
         self.queues_generation += 1;
@@ -559,6 +562,9 @@ impl Broker {
         let Some(queue) = self.queues.remove(&id) else {
             return;
         };
+        if self.is_live_here(queue.declared_by) {
+            self.churn.queues_deleted += 1;
+        }
         self.queues_generation += 1;
         let vhost = queue.vhost.clone();
         let mut emptied = Vec::new();

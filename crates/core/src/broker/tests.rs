@@ -4254,3 +4254,96 @@ fn a_connection_with_its_publish_credit_in_the_log_is_paused_until_half_is_appli
     assert_eq!(resumed_after, Some(PUBLISH_CREDIT + 1 - PUBLISH_CREDIT / 2));
     assert!(m.broker.view().in_flow.is_empty());
 }
+
+#[test]
+fn queue_churn_and_dropped_publishes_are_counted_for_this_nodes_clients_only() {
+    let mut a = Replicated::new();
+    a.open(C1);
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "kept".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    // Declared again: not created again.
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "kept".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "gone".into(),
+            ..Default::default()
+        }),
+    );
+    a.method(
+        C1,
+        Method::QueueDelete(QueueDelete {
+            queue: "gone".into(),
+            ..Default::default()
+        }),
+    );
+    // Unroutable: dropped if not mandatory (a mandatory one is returned, counted at the socket).
+    a.publish(C1, "nowhere", "dropped");
+    a.input(Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            routing_key: "nowhere".into(),
+            mandatory: true,
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"returned"),
+    });
+    a.publish(C1, "kept", "routed");
+    assert_eq!(
+        a.broker.take_churn(),
+        Churn {
+            queues_created: 2,
+            queues_deleted: 1,
+            unroutable_dropped: 1,
+        }
+    );
+    assert!(a.broker.take_churn().is_empty(), "taken once");
+
+    // Another replica of this process applying the log counts the queues (the control for
+    // what follows); dropped publishes are not in the log.
+    let replay = |config: BrokerConfig| {
+        let mut b = Broker::new(config);
+        let mut out = Vec::new();
+        for command in a.log.clone() {
+            b.handle(5_000, Input::Applied { command, index: 0 }, &mut out);
+        }
+        b.take_churn()
+    };
+    assert_eq!(
+        replay(BrokerConfig::default()),
+        Churn {
+            queues_created: 2,
+            queues_deleted: 1,
+            unroutable_dropped: 0,
+        }
+    );
+    // The same log replayed by the next run of the process (its connections start above C1)
+    // or by another node counts nothing.
+    for config in [
+        BrokerConfig {
+            first_conn: C1 + 1_000,
+            ..BrokerConfig::default()
+        },
+        BrokerConfig {
+            node: 2,
+            ..BrokerConfig::default()
+        },
+    ] {
+        assert!(replay(config).is_empty());
+    }
+}

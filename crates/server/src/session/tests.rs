@@ -1015,6 +1015,10 @@ fn what_a_client_does_is_counted_from_its_frames() {
         auth_attempts_succeeded: 1,
         auth_attempts_failed: 0,
         flow_pauses: 0,
+        queues_declared: 0,
+        queues_created: 0,
+        queues_deleted: 0,
+        messages_unroutable_dropped: 0,
         message_sizes: MessageSizes {
             // 10 and 100; 500; none; 20 000; nothing larger.
             cumulative: [2, 3, 3, 4, 4, 4, 4, 4, 4],
