@@ -4259,30 +4259,17 @@ fn a_connection_with_its_publish_credit_in_the_log_is_paused_until_half_is_appli
 fn queue_churn_and_dropped_publishes_are_counted_for_this_nodes_clients_only() {
     let mut a = Replicated::new();
     a.open(C1);
-    a.method(
-        C1,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "kept".into(),
-            durable: true,
-            ..Default::default()
-        }),
-    );
-    // Declared again: not created again.
-    a.method(
-        C1,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "kept".into(),
-            durable: true,
-            ..Default::default()
-        }),
-    );
-    a.method(
-        C1,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "gone".into(),
-            ..Default::default()
-        }),
-    );
+    // "kept" declared twice: created once.
+    for (queue, durable) in [("kept", true), ("kept", true), ("gone", false)] {
+        a.method(
+            C1,
+            Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                durable,
+                ..Default::default()
+            }),
+        );
+    }
     a.method(
         C1,
         Method::QueueDelete(QueueDelete {
