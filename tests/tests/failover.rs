@@ -541,5 +541,12 @@ async fn a_publisher_without_confirms_keeps_its_channel_through_a_leader_kill() 
             .expect("id");
         assert!(seen.insert(id), "message {id} delivered twice");
     }
-    assert_eq!(seen.len() as u32, count);
+    // Seen once in CI (2026-12-06): 3 000 counted, 2 928 got (issue 19's note); the nodes'
+    // logs say whether the session image dropped get-oks after the resume.
+    assert_eq!(
+        seen.len() as u32,
+        count,
+        "got fewer than counted; {}",
+        cluster.post_mortem(40)
+    );
 }

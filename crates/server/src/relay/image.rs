@@ -336,7 +336,20 @@ impl SessionImage {
                         return true;
                     }
                     if let Method::BasicGetOk(g) = method {
+                        // Requeued by a reject; a no-ack get's message is settled already and
+                        // cannot come back (seen once in CI: issue 19's note, 2026-12-06).
+                        tracing::warn!(
+                            channel,
+                            delivery_tag = g.delivery_tag,
+                            "a basic.get-ok with no get waiting on a resumed channel is dropped as the old leader's repeat; its message is requeued unless it was taken with no-ack"
+                        );
                         self.requeue.push((*channel, g.delivery_tag));
+                    } else {
+                        tracing::debug!(
+                            channel,
+                            reply = ?method,
+                            "a reply with no request waiting on a resumed channel is dropped as the old leader's repeat"
+                        );
                     }
                     return false;
                 };
