@@ -229,9 +229,13 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
         let last_purged_log_id: Option<LogIdOf<C>> = self.get_meta(KEY_LAST_PURGED)?;
-        let last_log_id = match self.last_entry()? {
-            Some(entry) => Some(entry.log_id()),
-            None => last_purged_log_id.clone(),
+        // Entries at or below the purge point that stay for queued messages (see `purge`) are
+        // not the log's any more: a node that installed a snapshot and stopped before appending
+        // after it has only those, and its log ends at the purge point.
+        let last_log_id = match (self.last_entry()?, &last_purged_log_id) {
+            (Some(entry), Some(purged)) if entry.index() <= purged.index() => Some(purged.clone()),
+            (Some(entry), _) => Some(entry.log_id()),
+            (None, purged) => purged.clone(),
         };
         Ok(LogState {
             last_purged_log_id,

@@ -211,3 +211,39 @@ async fn the_incarnation_is_kept_across_reopening_and_lost_with_a_wipe() {
         "a wiped store is a new incarnation"
     );
 }
+
+/// A node that installed a snapshot and was killed before appending after it keeps, below the
+/// purge point, only the entries queued messages rest in: its log ends at the purge point
+/// (seen in CI: openraft refused to start with "inverted log order", 2026-12-06).
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_kept_below_the_purge_point_for_messages_do_not_end_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).unwrap();
+    let messages = warren_store::MessageStore::new(db.clone());
+    let mut store = RocksLogStore::<Config>::new(db)
+        .unwrap()
+        .with_messages(messages.clone());
+    let entries: Vec<_> = (1..=5u64)
+        .map(|i| {
+            openraft::Entry::<_, _>::new_normal(openraft::testing::log_id::<Config>(2, 1, i), i)
+        })
+        .collect();
+    let (tx, flushed) = Config::oneshot();
+    store
+        .append(entries, IOFlushed::<Config>::signal(tx))
+        .await
+        .unwrap();
+    flushed.await.unwrap().unwrap();
+    // A queued message rests in entry 3; a snapshot up to 20 000 (another leader's) purges.
+    messages.keep_from(3);
+    let purged = openraft::testing::log_id::<Config>(3, 3, 20_000);
+    store.purge(purged).await.unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(purged));
+    assert_eq!(state.last_log_id, Some(purged));
+    // Reopened, the same.
+    drop((store, messages));
+    let mut store = RocksLogStore::<Config>::new(open(dir.path()).unwrap()).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(purged));
+}
