@@ -56,32 +56,30 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// One more publish of this connection is on its way into the log (`true`) or was applied
-    /// (`false`): the flow effect if that pauses or resumes it.
-    pub(crate) fn publish_in_flight(
-        &mut self,
-        conn: crate::ConnId,
-        more: bool,
-        credit: u32,
-    ) -> Option<Effect> {
-        if more {
-            self.publishes_in_flight += 1;
-            if !self.paused && self.publishes_in_flight >= credit {
-                self.paused = true;
-                return Some(Effect::Flow { conn, paused: true });
-            }
-        } else {
-            // Saturating: a publish sent again after a leader change may be applied twice.
-            self.publishes_in_flight = self.publishes_in_flight.saturating_sub(1);
-            if self.paused && self.publishes_in_flight <= credit / 2 {
-                self.paused = false;
-                return Some(Effect::Flow {
-                    conn,
-                    paused: false,
-                });
-            }
+    /// One more publish of this connection is on its way into the log: the flow effect if that
+    /// spends its `credit`.
+    pub(crate) fn publish_proposed(&mut self, conn: crate::ConnId, credit: u32) -> Option<Effect> {
+        self.publishes_in_flight += 1;
+        if self.paused || self.publishes_in_flight < credit {
+            return None;
         }
-        None
+        self.paused = true;
+        Some(Effect::Flow { conn, paused: true })
+    }
+
+    /// A publish of this connection was applied: the flow effect if that brings a paused one
+    /// back to half its `credit`.
+    pub(crate) fn publish_applied(&mut self, conn: crate::ConnId, credit: u32) -> Option<Effect> {
+        // Saturating: a publish sent again after a leader change may be applied twice.
+        self.publishes_in_flight = self.publishes_in_flight.saturating_sub(1);
+        if !self.paused || self.publishes_in_flight > credit / 2 {
+            return None;
+        }
+        self.paused = false;
+        Some(Effect::Flow {
+            conn,
+            paused: false,
+        })
     }
 
     pub(crate) fn new() -> Connection {

@@ -349,11 +349,7 @@ impl Task {
                     Effect::ForwardRefused { .. } => {
                         debug!("a refusal outside a forwarded message's handling");
                     }
-                    Effect::Flow { conn, paused } => {
-                        if let Some(flow) = self.flow.core_flow(conn, paused) {
-                            self.by_conn.entry(conn).or_default().push(flow);
-                        }
-                    }
+                    Effect::Flow { conn, paused } => self.core_flow(conn, paused),
                     other => {
                         let conn = effect_conn(&other);
                         if is_confirm(&other) && (!needs.is_empty() || self.gate.has_waiting(conn))
@@ -486,17 +482,21 @@ impl Task {
                     }
                 }
                 Effect::ForwardRefused { .. } => {}
-                Effect::Flow { conn, paused } => {
-                    if let Some(flow) = self.flow.core_flow(conn, paused) {
-                        self.by_conn.entry(conn).or_default().push(flow);
-                    }
-                }
+                Effect::Flow { conn, paused } => self.core_flow(conn, paused),
                 other => self
                     .by_conn
                     .entry(effect_conn(&other))
                     .or_default()
                     .push(other),
             }
+        }
+    }
+
+    /// The core paused or resumed `conn` for the log: what the connection hears is that combined
+    /// with its forwards (see `crate::flow`).
+    fn core_flow(&mut self, conn: ConnId, paused: bool) {
+        if let Some(flow) = self.flow.core_flow(conn, paused) {
+            self.by_conn.entry(conn).or_default().push(flow);
         }
     }
 

@@ -27,6 +27,11 @@ struct ConnFlow {
 }
 
 impl ConnFlow {
+    /// Nothing to remember: no forward out, not paused.
+    fn is_idle(&self) -> bool {
+        self.forwards == 0 && !self.log_paused && !self.paused
+    }
+
     /// The effect that tells the connection its combined state, if that changed.
     fn update(&mut self, conn: ConnId, credit: u32) -> Option<Effect> {
         let forwards_full = if self.paused && !self.log_paused {
@@ -79,7 +84,6 @@ impl FlowGate {
         let Some(queue) = self.forwards.get_mut(&home) else {
             return;
         };
-        let mut touched = Vec::new();
         while let Some(&(seq, conn)) = queue.front() {
             if seq > upto {
                 break;
@@ -87,25 +91,16 @@ impl FlowGate {
             queue.pop_front();
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.forwards = c.forwards.saturating_sub(1);
-                touched.push(conn);
+                // Forwards only fall here: at most one resume per connection.
+                out.extend(c.update(conn, self.credit));
+                if c.is_idle() {
+                    self.conns.remove(&conn);
+                }
             }
         }
         if queue.is_empty() {
             self.forwards.remove(&home);
         }
-        touched.dedup();
-        for conn in touched {
-            let credit = self.credit;
-            if let Some(effect) = self
-                .conns
-                .get_mut(&conn)
-                .and_then(|c| c.update(conn, credit))
-            {
-                out.push(effect);
-            }
-        }
-        self.conns
-            .retain(|_, c| c.forwards > 0 || c.log_paused || c.paused);
     }
 
     /// The core paused or resumed `conn` for the log: the effect for the connection, if its
@@ -114,7 +109,7 @@ impl FlowGate {
         let c = self.conns.entry(conn).or_default();
         c.log_paused = paused;
         let effect = c.update(conn, self.credit);
-        if !c.paused && c.forwards == 0 {
+        if c.is_idle() {
             self.conns.remove(&conn);
         }
         effect

@@ -279,14 +279,12 @@ where
         for entry in entries {
             let encoded = encode(&entry)?;
             batch.put_cf(cf, index_key(entry.index()), &encoded);
-            appended.push((encoded.len(), entry));
+            appended.push((entry.index(), encoded.len(), entry));
         }
         self.failure.check()?;
         self.failure.guard("append", self.db.write(batch))?;
         // Readable from here too before this returns (see `crate::recent`).
-        for (size, entry) in appended {
-            self.recent.appended(entry.index(), size, entry);
-        }
+        self.recent.appended(appended);
         self.syncer.after_next_sync(callback)
     }
 

@@ -47,22 +47,24 @@ impl<E: Clone> Recent<E> {
         }
     }
 
-    /// Entry `index` (of `size` encoded bytes) was appended to the log.
-    pub(crate) fn appended(&self, index: u64, size: usize, entry: E) {
+    /// Entries (index, encoded size, entry) were appended to the log, in order.
+    pub(crate) fn appended(&self, entries: impl IntoIterator<Item = (u64, usize, E)>) {
         let Ok(mut k) = self.kept.lock() else {
             return;
         };
-        let next = k.first + k.entries.len() as u64;
-        if k.entries.is_empty() || index != next {
-            // The first, or after a gap (a snapshot installed, a truncation not seen here):
-            // start again from this one.
-            k.entries.clear();
-            k.bytes = 0;
-            k.first = index;
+        for (index, size, entry) in entries {
+            let next = k.first + k.entries.len() as u64;
+            if k.entries.is_empty() || index != next {
+                // The first, or after a gap (a snapshot installed, a truncation not seen
+                // here): start again from this one.
+                k.entries.clear();
+                k.bytes = 0;
+                k.first = index;
+            }
+            let cost = size + OVERHEAD;
+            k.entries.push_back((entry, cost));
+            k.bytes += cost;
         }
-        let cost = size + OVERHEAD;
-        k.entries.push_back((entry, cost));
-        k.bytes += cost;
         while k.bytes > self.limit && k.entries.len() > 1 {
             if let Some((_, c)) = k.entries.pop_front() {
                 k.bytes -= c;
@@ -129,7 +131,7 @@ mod tests {
     fn reads_inside_the_kept_entries_are_served_and_others_are_not() {
         let r = Recent::new(10 * (OVERHEAD + 10));
         for i in 5..=9 {
-            r.appended(i, 10, i);
+            r.appended([(i, 10, i)]);
         }
         assert_eq!(r.read(5, Some(8)), Some(vec![5, 6, 7]));
         assert_eq!(r.read(7, None), Some(vec![7, 8, 9]));
@@ -143,21 +145,21 @@ mod tests {
     fn the_oldest_go_beyond_the_limit_and_a_truncation_or_a_gap_is_followed() {
         let r = Recent::new(3 * (OVERHEAD + 10));
         for i in 1..=5 {
-            r.appended(i, 10, i);
+            r.appended([(i, 10, i)]);
         }
         assert_eq!(r.read(3, None), Some(vec![3, 4, 5]));
         assert_eq!(r.read(2, None), None);
         // Truncated after 3, then 4 and 5 appended again (another term's entries).
         r.truncated(4);
         assert_eq!(r.read(3, None), Some(vec![3]));
-        r.appended(4, 10, 40);
-        r.appended(5, 10, 50);
+        r.appended([(4, 10, 40)]);
+        r.appended([(5, 10, 50)]);
         assert_eq!(r.read(3, None), Some(vec![3, 40, 50]));
         // A gap (a snapshot installed): only what follows it is kept.
-        r.appended(100, 10, 100);
+        r.appended([(100, 10, 100)]);
         assert_eq!(r.read(5, None), None);
         assert_eq!(r.read(100, None), Some(vec![100]));
-        r.appended(101, 10, 101);
+        r.appended([(101, 10, 101)]);
         r.purged(100);
         assert_eq!(r.read(100, None), None);
         assert_eq!(r.read(101, None), Some(vec![101]));

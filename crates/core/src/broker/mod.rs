@@ -328,9 +328,9 @@ impl Broker {
     fn command_applied_to_channel(&mut self, ctx: Ctx, publish: bool, out: &mut Vec<Effect>) {
         if publish {
             // Counted per connection: the channel may have closed since.
-            let credit = self.config.publish_credit.max(2);
+            let credit = self.publish_credit();
             if let Some(c) = self.connections.get_mut(&ctx.conn) {
-                out.extend(c.publish_in_flight(ctx.conn, false, credit));
+                out.extend(c.publish_applied(ctx.conn, credit));
             }
         }
         let mut replies = Vec::new();
@@ -555,7 +555,7 @@ impl Broker {
             op,
         };
         let mut flow = None;
-        let credit = self.config.publish_credit.max(2);
+        let credit = self.publish_credit();
         if let Some(o) = origin {
             let publish = matches!(command.op, Op::Publish { .. });
             if let Some(c) = self.connections.get_mut(&o.conn) {
@@ -563,7 +563,7 @@ impl Broker {
                     ch.in_flight += 1;
                     if publish {
                         ch.publishes_in_flight += 1;
-                        flow = c.publish_in_flight(o.conn, true, credit);
+                        flow = c.publish_proposed(o.conn, credit);
                     }
                 }
             }
