@@ -321,10 +321,13 @@ impl Broker {
         for key in EQUIVALENCE_ARGS {
             let (old, new) = (q.arguments.get(key), arguments.get(key));
             if !args_equivalent(old, new) {
+                // RabbitMQ names the types only when one side has no value.
+                let (received, current) = match (new, old) {
+                    (Some(n), Some(o)) => (format!("'{}'", shown(n)), format!("'{}'", shown(o))),
+                    _ => (describe(new), describe(old)),
+                };
                 return Err(AmqpError::precondition_failed(format!(
-                    "inequivalent arg '{key}' for queue '{name}' in vhost '{vhost}': received {} but current is {}",
-                    describe(new),
-                    describe(old)
+                    "inequivalent arg '{key}' for queue '{name}' in vhost '{vhost}': received {received} but current is {current}"
                 )));
             }
         }
@@ -624,20 +627,23 @@ fn args_equivalent(
     }
 }
 
+/// An argument's value as RabbitMQ's error texts show it.
+fn shown(v: &warren_wire::FieldValue) -> String {
+    match (v.as_str(), v.as_i64()) {
+        (Some(s), _) => s.to_owned(),
+        (None, Some(n)) => n.to_string(),
+        _ => format!("{v:?}"),
+    }
+}
+
 fn describe(v: Option<&warren_wire::FieldValue>) -> String {
     match v {
         None => "none".into(),
-        Some(v) => {
-            let shown = match (v.as_str(), v.as_i64()) {
-                (Some(s), _) => s.to_owned(),
-                (None, Some(n)) => n.to_string(),
-                _ => format!("{v:?}"),
-            };
-            format!(
-                "the value '{shown}' of type '{}'",
-                crate::queue::type_name(v)
-            )
-        }
+        Some(v) => format!(
+            "the value '{}' of type '{}'",
+            shown(v),
+            crate::queue::type_name(v)
+        ),
     }
 }
 

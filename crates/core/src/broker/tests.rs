@@ -361,6 +361,58 @@ fn declare_get_and_inequivalent_redeclare() {
 }
 
 #[test]
+fn an_inequivalent_argument_names_its_types_only_when_one_side_has_none() {
+    let mut w = World::new();
+    let declare = |args: &[(&str, FieldValue)]| {
+        Method::QueueDeclare(QueueDeclare {
+            queue: "limited".into(),
+            durable: true,
+            arguments: args.iter().cloned().collect(),
+            ..Default::default()
+        })
+    };
+    let e = w.method(C1, 1, declare(&[("x-max-length", FieldValue::I64(10))]));
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::Send {
+                method: Method::QueueDeclareOk(_),
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    // A signedint 10 is the long 10; an 11 is not, and RabbitMQ shows the values alone.
+    let e = w.method(C1, 1, declare(&[("x-max-length", FieldValue::I32(10))]));
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::Send {
+                method: Method::QueueDeclareOk(_),
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    let e = w.method(C1, 1, declare(&[("x-max-length", FieldValue::I32(11))]));
+    assert_eq!(
+        close_channel(&e),
+        Some((
+            406,
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'limited' in vhost '/': received '11' but current is '10'".into()
+        ))
+    );
+    let e = w.method(C2, 1, declare(&[]));
+    assert_eq!(
+        close_channel(&e),
+        Some((
+            406,
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'limited' in vhost '/': received none but current is the value '10' of type 'long'".into()
+        ))
+    );
+}
+
+#[test]
 fn passive_declare_of_missing_queue_is_not_found() {
     let mut w = World::new();
     let e = w.method(
