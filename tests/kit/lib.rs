@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cluster;
 pub mod management;
 pub mod raw;
+pub mod stomp;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -46,6 +47,9 @@ pub struct Broker {
     uri: String,
     /// The management API's port (a free one picked at start; 0 for an external broker).
     management_port: u16,
+    /// The STOMP port (a free one picked at start unless the extra flags give one; 0 for an
+    /// external broker).
+    stomp_port: u16,
 }
 
 /// The `warren` binary: `WARREN_BIN`, else `$CARGO_TARGET_DIR/debug/warren`, else the
@@ -110,6 +114,7 @@ impl Broker {
             addr,
             uri,
             management_port: 0,
+            stomp_port: 0,
         })
     }
 
@@ -144,6 +149,10 @@ impl Broker {
             .and_then(|ip| ip.parse().ok())
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let addr = SocketAddr::new(ip, port);
+        let stomp_port = match extra.iter().position(|a| a == "--stomp-port") {
+            Some(i) => extra.get(i + 1).and_then(|p| p.parse().ok()).unwrap_or(0),
+            None => free_port(),
+        };
         let mut broker = Broker {
             child: None,
             data_dir: Some(dir),
@@ -151,6 +160,7 @@ impl Broker {
             addr,
             uri: format!("amqp://guest:guest@{addr}/%2f"),
             management_port: free_port(),
+            stomp_port,
         };
         broker.launch()?;
         Ok(broker)
@@ -174,12 +184,23 @@ impl Broker {
         } else {
             &["--bind", "127.0.0.1"]
         };
+        // Every node its own STOMP port (the default, 61613, is one per host); no Web-STOMP
+        // unless a test asks (its default, 15674, too).
+        let stomp_port = self.stomp_port.to_string();
+        let mut stomp: Vec<&str> = Vec::new();
+        if !self.extra.iter().any(|a| a == "--stomp-port") {
+            stomp.extend(["--stomp-port", &stomp_port]);
+        }
+        if !self.extra.iter().any(|a| a == "--web-stomp-port") {
+            stomp.extend(["--web-stomp-port", "0"]);
+        }
         let child = Command::new(&bin)
             .args(bind)
             .args(["--port", &self.addr.port().to_string()])
             .arg("--data-dir")
             .arg(&dir)
             .args(["--management-port", &self.management_port.to_string()])
+            .args(&stomp)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -262,13 +283,18 @@ impl Broker {
         format!("{}/{vhost}", &base[..at])
     }
 
-    /// The AMQP listener's address.
     /// The management API's address (`127.0.0.1:PORT`); a later `--management-port` in the
     /// extra flags wins over it.
     pub fn management_addr(&self) -> String {
         format!("127.0.0.1:{}", self.management_port)
     }
 
+    /// The STOMP listener's address (0 as the port for an external broker).
+    pub fn stomp_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), self.stomp_port)
+    }
+
+    /// The AMQP listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -3,18 +3,21 @@
 The broker is one Warren node or a cluster of several, chosen by the environment:
 * `WARREN_TEST_URL`: a broker already running (e.g. the reference RabbitMQ), or a cluster already
   running as comma-separated URLs, one per node (e.g. the three of `cluster/local up`);
+* `WARREN_TEST_STOMP` with `WARREN_TEST_URL`: the STOMP address of each node of that broker,
+  `host:port[,host:port...]` (STOMP tests skip against an external broker without it);
 * otherwise `WARREN_TEST_NODES` (default 1) Warren nodes started for the session on free loopback
-  ports with fresh data directories, formed into one cluster when there are several (ids 1..N, the
-  same `--member` list on each, mutual TLS between them with certificates from `warren cert`),
-  ready once every node names the same leader and serves a declare;
+  ports (AMQP, management, STOMP) with fresh data directories, formed into one cluster when there
+  are several (ids 1..N, the same `--member` list on each, mutual TLS between them with
+  certificates from `warren cert`), ready once every node names the same leader and serves a
+  declare;
   stopped (SIGTERM, then SIGKILL) at the end of the session, also when tests fail, and sent
   SIGTERM by the kernel if the test process itself dies (PR_SET_PDEATHSIG).
 
 Client connections are spread over the nodes: each new connection a test opens (`connect()`,
-`node_url()`, every seed program it starts) goes to the next node, round-robin, and each test
-starts one node further than the one before. So in a cluster the publishers, consumers and RPC
-servers of one test sit on different nodes, and tests with a single connection use every node.
-Each connection's node is printed, which pytest shows with a failure.
+`node_url()`, `stomp_address()`, every seed program it starts) goes to the next node,
+round-robin, and each test starts one node further than the one before. So in a cluster the
+publishers, consumers and RPC servers of one test sit on different nodes, and tests with a single
+connection use every node. Each connection's node is printed, which pytest shows with a failure.
 """
 import ctypes
 import itertools
@@ -94,7 +97,7 @@ class Node:
     """One `warren` process on loopback with its own data directory and log file."""
 
     def __init__(self, binary, workdir, node_id, amqp_port, grpc_port, flags, certs=None,
-                 bind="127.0.0.1", management_port=0):
+                 bind="127.0.0.1", management_port=0, stomp_port=0):
         self.id = node_id
         self.binary = binary
         # The cluster's certificates (mutual TLS between nodes): this node's directory, and the
@@ -109,12 +112,15 @@ class Node:
         self.management = f"http://{host}:{management_port}" if management_port else None
         self.host = bind
         self.port = amqp_port
+        # The STOMP listener's port (0: none).
+        self.stomp_port = stomp_port
         self.data_dir = Path(workdir) / f"node{node_id}"
         self.log_path = Path(workdir) / f"node{node_id}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(binary), "--node-id", str(node_id), "--bind", bind, "--port", str(amqp_port),
-             "--data-dir", str(self.data_dir), "--management-port", str(management_port), *flags],
+             "--data-dir", str(self.data_dir), "--management-port", str(management_port),
+             "--stomp-port", str(stomp_port), *flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -199,15 +205,15 @@ def make_certs(binary, directory, count):
 
 
 def start_nodes(binary, workdir, count, members=None):
-    """`count` nodes listening on AMQP, formed into one cluster (with `--member` flags and a gRPC
-    port each) when `count` > 1 or `members` is true. Retries with other ports (and a fresh
-    directory) when a node exits before it listens."""
+    """`count` nodes listening on AMQP and STOMP, formed into one cluster (with `--member` flags
+    and a gRPC port each) when `count` > 1 or `members` is true. Retries with other ports (and a
+    fresh directory) when a node exits before it listens."""
     members = count > 1 if members is None else members
     logs = ""
     for attempt in range(START_ATTEMPTS):
-        ports = _free_ports(3 * count)
+        ports = _free_ports(4 * count)
         amqp, grpc = ports[:count], (ports[count:2 * count] if members else [None] * count)
-        management = ports[2 * count:]
+        management, stomp = ports[2 * count:3 * count], ports[3 * count:]
         flags = []
         if members:
             for i in range(count):
@@ -219,7 +225,7 @@ def start_nodes(binary, workdir, count, members=None):
         try:
             for i in range(count):
                 nodes.append(Node(binary, attempt_dir, i + 1, amqp[i], grpc[i], flags, certs,
-                                  management_port=management[i]))
+                                  management_port=management[i], stomp_port=stomp[i]))
             deadline = time.time() + START_TIMEOUT
             if all(n.listening(deadline) for n in nodes):
                 return nodes
@@ -297,6 +303,8 @@ def broker_urls(request):
     """The AMQP URL of every node of the broker under test (one for a single node)."""
     external = os.environ.get("WARREN_TEST_URL")
     if external:
+        _stomp_addresses[:] = [_host_port(a) for a in
+                               re.split(r"[,\s]+", os.environ.get("WARREN_TEST_STOMP", "")) if a]
         yield [u for u in re.split(r"[,\s]+", external) if u]
         return
     count = int(os.environ.get("WARREN_TEST_NODES", "1"))
@@ -308,6 +316,8 @@ def broker_urls(request):
         nodes = start_nodes(binary, workdir, count)
         wait_until_serving(nodes)
         _management_urls[:] = [n.management for n in nodes]
+        _stomp_addresses[:] = [(n.host, n.stomp_port) for n in nodes]
+        _started_nodes[:] = nodes
         yield [n.url for n in nodes]
     finally:
         unclean = stop_nodes(nodes)
@@ -319,6 +329,33 @@ def broker_urls(request):
 
 # The management API of each node the session started (empty against an external broker).
 _management_urls = []
+# The nodes the session started (empty against an external broker).
+_started_nodes = []
+
+
+@pytest.fixture
+def settle(broker_urls):
+    """settle() waits until every node has applied what the cluster had committed when it was
+    called. A node routes a publish from its own replica, so a binding made through one node
+    reaches a publisher on another once that node has applied it (within milliseconds; see
+    docs/compatibility.md, "Routing on every node"): a test whose publisher learns of a
+    binding outside the broker, as a test's code does, settles first. Nothing to wait for on
+    one node or an external broker."""
+    def wait(timeout=10):
+        if len(_started_nodes) < 2:
+            return
+        statuses = [n.status() for n in _started_nodes]
+        target = max((s["committed"] for s in statuses if s and s["committed"] is not None),
+                     default=0)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            applied = [(n.status() or {}).get("applied") or 0 for n in _started_nodes]
+            if all(a >= target for a in applied):
+                return
+            time.sleep(0.02)
+        pytest.fail(f"the nodes did not apply the log up to {target} within {timeout}s")
+
+    return wait
 
 
 @pytest.fixture
@@ -341,18 +378,55 @@ _tests_started = itertools.count()
 
 
 @pytest.fixture
-def node_url(broker_urls):
+def _turn():
+    """The round-robin position of a test's connections, AMQP and STOMP alike: each test starts
+    one node further than the test before."""
+    return itertools.count(next(_tests_started))
+
+
+@pytest.fixture
+def node_url(broker_urls, _turn):
     """node_url(what) -> the URL of the next node, round-robin over the broker's nodes; each test
     starts one node further than the test before. Prints where `what` goes."""
-    turn = itertools.count(next(_tests_started))
-
     def next_url(what="connection"):
-        i = next(turn) % len(broker_urls)
+        i = next(_turn) % len(broker_urls)
         if len(broker_urls) > 1:
             print(f"{what} -> node {i + 1} ({broker_urls[i]})")
         return broker_urls[i]
 
     return next_url
+
+
+# The STOMP address (host, port) of each node: those the session started, or WARREN_TEST_STOMP's.
+_stomp_addresses = []
+
+
+def _host_port(address):
+    """(host, port) of `host:port` (`[v6]:port` too)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@pytest.fixture
+def stomp_address(broker_urls, _turn):
+    """stomp_address(what) -> (host, port) of the next node's STOMP listener, round-robin over the
+    nodes in turn with `connect()` and `node_url()`; prints where `what` goes. Against a broker
+    already running (WARREN_TEST_URL), skips the test unless WARREN_TEST_STOMP names its STOMP
+    listeners."""
+    if not _stomp_addresses:
+        if os.environ.get("WARREN_TEST_URL"):
+            pytest.skip("WARREN_TEST_STOMP (host:port of each node's STOMP listener, "
+                        "comma-separated) is not set for the broker of WARREN_TEST_URL")
+        pytest.fail("the nodes this session started have no STOMP port", pytrace=False)
+    addresses = list(_stomp_addresses)
+
+    def next_address(what="STOMP connection"):
+        i = next(_turn) % len(addresses)
+        if len(addresses) > 1:
+            print(f"{what} -> node {i + 1} (STOMP {addresses[i][0]}:{addresses[i][1]})")
+        return addresses[i]
+
+    return next_address
 
 
 @pytest.fixture

@@ -196,6 +196,9 @@ pub struct ConnectionView {
     /// Paused by credit flow on the client's node: RabbitMQ's connection state `flow`.
     #[serde(default)]
     pub flow: bool,
+    /// The protocol of a client the node translates into AMQP (`STOMP 1.2`); `None`: AMQP 0-9-1.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -289,7 +289,11 @@ pub(crate) fn connection(c: &ConnectionView) -> Value {
         "channels": c.channels,
         // RabbitMQ's states: `flow` while credit flow holds the publisher back.
         "state": if c.flow { "flow" } else { "running" },
-        "protocol": if direct { "Direct 0-9-1" } else { "AMQP 0-9-1" },
+        "protocol": match &c.protocol {
+            Some(p) => p.as_str(),
+            None if direct => "Direct 0-9-1",
+            None => "AMQP 0-9-1",
+        },
         "type": if direct { "direct" } else { "network" },
         "auth_mechanism": "PLAIN",
         "ssl": false,

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
-use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY};
+use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY, CONNECTION_PROTOCOL_PROPERTY};
 use warren_wire::FieldValue;
 
 use crate::alarm::ClusterAlarms;
@@ -358,7 +358,12 @@ pub(crate) async fn run_tcp(
     let (rd, wr) = stream.into_split();
     let session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms())
         .with_counters(node.counters.clone());
-    run(rd, wr, session, peer, local, conn, config, node, shutdown).await;
+    let peer = Peer {
+        addr: peer,
+        local,
+        translated: false,
+    };
+    run(rd, wr, session, peer, conn, config, node, shutdown).await;
 }
 
 /// Serves an AMQPS connection: the TLS handshake first (within the handshake timeout; a
@@ -390,17 +395,32 @@ pub(crate) async fn run_tls(
     let session = Session::new(conn, &config, peer.ip().is_loopback(), now_ms())
         .with_external_user(external)
         .with_counters(node.counters.clone());
-    run(rd, wr, session, peer, local, conn, config, node, shutdown).await;
+    let peer = Peer {
+        addr: peer,
+        local,
+        translated: false,
+    };
+    run(rd, wr, session, peer, conn, config, node, shutdown).await;
+}
+
+/// Who is at the other end of a connection's socket.
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// The node's own address of the socket.
+    pub(crate) local: String,
+    /// The client speaks another protocol, translated into AMQP on this node (see
+    /// [`crate::stomp`]): its login names the protocol (`CONNECTION_PROTOCOL_PROPERTY`), which
+    /// an AMQP client's may not.
+    pub(crate) translated: bool,
 }
 
 /// The connection's loop over its socket halves, its sessions with the brokers and its ticks.
 #[allow(clippy::too_many_arguments)]
-async fn run<R, W>(
+pub(crate) async fn run<R, W>(
     mut rd: R,
     mut wr: W,
     mut session: Session,
-    peer: SocketAddr,
-    local: String,
+    peer: Peer,
     conn: ConnId,
     config: ServerConfig,
     node: Node,
@@ -501,8 +521,11 @@ async fn run<R, W>(
                     // `CONNECTION_NAME_PROPERTY`).
                     client_properties.insert(
                         CONNECTION_NAME_PROPERTY,
-                        FieldValue::LongStr(format!("{peer} -> {local}").into()),
+                        FieldValue::LongStr(format!("{} -> {}", peer.addr, peer.local).into()),
                     );
+                    if !peer.translated {
+                        client_properties.remove(CONNECTION_PROTOCOL_PROPERTY);
+                    }
                 }
                 if let Input::ConnectionClosed { .. } = input {
                     sessions.end(&mut incoming).await;
@@ -516,7 +539,7 @@ async fn run<R, W>(
     }
     // Ended by the client's connection.close, and close-ok has been written.
     let closed_by_client = session.closed_by_client() && session.out().is_empty();
-    debug!(conn, %peer, "connection ended");
+    debug!(conn, peer = %peer.addr, "connection ended");
     sessions.close(session.known_to_core(), &mut incoming).await;
     if closed_by_client && !shutting_down {
         await_client_close(&mut rd, &mut shutdown).await;

@@ -1,5 +1,5 @@
-//! Warren's AMQP 0-9-1 front end on tokio: the listener, one task per connection, and the task
-//! that owns the broker core. Protocol logic lives in the sans-io [`Session`] and in `warren-core`;
+//! Warren's AMQP 0-9-1 front end on tokio (and STOMP's, translated into AMQP): the listeners, one
+//! task per connection, and the task that owns the broker core. Protocol logic lives in the sans-io [`Session`] and in `warren-core`;
 //! this crate only moves bytes, inputs and effects between them.
 
 pub mod access;
@@ -20,6 +20,7 @@ mod proposer;
 pub mod relay;
 mod server;
 mod session;
+mod stomp;
 
 pub use broker_task::{BrokerHandle, Replication};
 pub use clock::now_ms;

@@ -1,4 +1,4 @@
-//! The sockets a node listens on for clients (AMQP, AMQPS, and the management HTTP(S) ports):
+//! The sockets a node listens on for clients (AMQP, AMQPS, STOMP, and the management HTTP(S) ports):
 //! every address asked for, IPv6 sockets `V6ONLY` so that `[::]` and `0.0.0.0` share a port as
 //! RabbitMQ's listeners do, and what is served on each.
 
@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tracing::warn;
 use warren_tls::identity::LoginFrom;
@@ -18,21 +18,44 @@ pub struct AmqpsConfig {
     pub login_from: LoginFrom,
 }
 
+/// The protocol a listener's clients speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Amqp,
+    /// STOMP 1.0-1.2, translated into AMQP by `warren_stomp::Session` (see `crate::stomp`).
+    Stomp,
+    /// STOMP over WebSocket at `/ws` (Web-STOMP).
+    WebStomp,
+}
+
 /// A bound client listener and what it serves.
 #[derive(Debug)]
 pub struct Listener {
     pub socket: TcpListener,
-    /// `None`: plain AMQP.
+    /// `None`: plain TCP.
     pub tls: Option<Arc<AmqpsConfig>>,
+    pub protocol: Protocol,
 }
 
 impl Listener {
+    /// A plain AMQP listener.
+    pub fn amqp(socket: TcpListener) -> Listener {
+        Listener {
+            socket,
+            tls: None,
+            protocol: Protocol::Amqp,
+        }
+    }
+
     /// RabbitMQ's name of the protocol served (`/api/overview`'s listeners).
     pub fn protocol(&self) -> &'static str {
-        if self.tls.is_some() {
-            "amqp/ssl"
-        } else {
-            "amqp"
+        match (self.protocol, self.tls.is_some()) {
+            (Protocol::Amqp, false) => "amqp",
+            (Protocol::Amqp, true) => "amqp/ssl",
+            (Protocol::Stomp, false) => "stomp",
+            (Protocol::Stomp, true) => "stomp/ssl",
+            (Protocol::WebStomp, false) => "http/web-stomp",
+            (Protocol::WebStomp, true) => "https/web-stomp",
         }
     }
 }
@@ -55,7 +78,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     } else {
         Domain::IPV4
     };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(domain, Type::STREAM, Some(socket2::Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }

@@ -19,8 +19,8 @@ use crate::alarm::ClusterAlarms;
 use crate::broker_task::BrokerHandle;
 use crate::clock::now_ms;
 use crate::counters::ClientCounters;
-use crate::listener::{AmqpsConfig, Listener};
-use crate::{connection, ServerConfig};
+use crate::listener::{AmqpsConfig, Listener, Protocol};
+use crate::{connection, stomp, ServerConfig};
 
 /// The connection ids a server of node `node_id` started now gives out begin here: the node id
 /// (below 2048) takes the top 11 bits, the start time in microseconds-ish the 52 below, so ids
@@ -69,7 +69,7 @@ impl Server {
         Ok(Server::with_listeners(
             config,
             broker,
-            vec![Listener { socket, tls: None }],
+            vec![Listener::amqp(socket)],
         ))
     }
 
@@ -168,19 +168,21 @@ impl Server {
         let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
         let mut acceptors = JoinSet::new();
         for listener in self.listeners {
-            info!(addr = %listener.socket.local_addr()?, protocol = listener.protocol(), "listening for AMQP 0-9-1 clients");
+            info!(addr = %listener.socket.local_addr()?, protocol = listener.protocol(), "listening for clients");
             acceptors.spawn(accept_loop(listener, accepted_tx.clone()));
         }
         drop(accepted_tx);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some((stream, peer, tls)) = accepted.recv() => {
+                Some((stream, peer, tls, protocol)) = accepted.recv() => {
                     let conn = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (config, node, stop) = (self.config.clone(), node.clone(), stop_rx.clone());
-                    match tls {
-                        None => tasks.spawn(connection::run_tcp(stream, peer, conn, config, node, stop)),
-                        Some(tls) => tasks.spawn(connection::run_tls(stream, peer, tls, conn, config, node, stop)),
+                    match (protocol, tls) {
+                        (Protocol::Amqp, None) => tasks.spawn(connection::run_tcp(stream, peer, conn, config, node, stop)),
+                        (Protocol::Amqp, Some(tls)) => tasks.spawn(connection::run_tls(stream, peer, tls, conn, config, node, stop)),
+                        (Protocol::Stomp, tls) => tasks.spawn(stomp::run(stream, peer, tls, conn, config, node, stop)),
+                        (Protocol::WebStomp, _) => tasks.spawn(stomp::run_websocket(stream, peer, conn, config, node, stop)),
                     };
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -207,16 +209,16 @@ impl Server {
     }
 }
 
+/// An accepted socket, its peer, and what its listener serves.
+type Accepted = (TcpStream, SocketAddr, Option<Arc<AmqpsConfig>>, Protocol);
+
 /// Accepts on `listener` until the server stops, handing each socket to the server's loop.
-async fn accept_loop(
-    listener: Listener,
-    accepted: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr, Option<Arc<AmqpsConfig>>)>,
-) {
+async fn accept_loop(listener: Listener, accepted: tokio::sync::mpsc::Sender<Accepted>) {
     loop {
         match listener.socket.accept().await {
             Ok((stream, peer)) => {
                 if accepted
-                    .send((stream, peer, listener.tls.clone()))
+                    .send((stream, peer, listener.tls.clone(), listener.protocol))
                     .await
                     .is_err()
                 {

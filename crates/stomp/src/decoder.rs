@@ -56,6 +56,8 @@ pub enum StompError {
     MissingNul,
     #[error("empty command line")]
     EmptyCommand,
+    #[error("a carriage return not followed by a line feed")]
+    BareCarriageReturn,
 }
 
 /// Reads frames from a client's bytes. Which version's escaping applies changes once the
@@ -181,7 +183,19 @@ impl Decoder {
         let mut lines = Vec::new();
         let mut start = 0;
         loop {
-            let Some(lf) = buf[start..].iter().position(|&b| b == b'\n') else {
+            let rest = &buf[start..];
+            let lf = rest.iter().position(|&b| b == b'\n');
+            // A CR ends a line only right before its LF: anywhere else the bytes are no frame,
+            // and waiting for more would not make them one.
+            let line = &rest[..lf.unwrap_or(rest.len())];
+            if line
+                .iter()
+                .position(|&b| b == b'\r')
+                .is_some_and(|cr| cr + 1 < line.len())
+            {
+                return Err(StompError::BareCarriageReturn);
+            }
+            let Some(lf) = lf else {
                 if buf.len() - start > self.limits.max_header_length {
                     return Err(StompError::HeaderTooLong(self.limits.max_header_length));
                 }

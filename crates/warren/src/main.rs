@@ -95,6 +95,20 @@ struct Args {
     /// AMQPS port, when --tls-cert and --tls-key are given; 0 turns it off [default: 5671].
     #[arg(long)]
     amqps_port: Option<u16>,
+    /// STOMP 1.0-1.2 port (RabbitMQ's STOMP plugin; on the --bind address); 0 turns it off. If
+    /// the default is taken the node runs without it (a port given here must be free)
+    /// [default: 61613].
+    #[arg(long)]
+    stomp_port: Option<u16>,
+    /// STOMP over TLS port, when --tls-cert and --tls-key are given; 0 turns it off. If the
+    /// default is taken the node runs without it [default: 61614].
+    #[arg(long)]
+    stomp_tls_port: Option<u16>,
+    /// Web-STOMP port: STOMP over WebSocket at ws://HOST:PORT/ws (RabbitMQ's web_stomp
+    /// plugin); 0 turns it off. If the default is taken the node runs without it
+    /// [default: 15674].
+    #[arg(long)]
+    web_stomp_port: Option<u16>,
     /// HTTPS port of the management API and console, when --tls-cert and --tls-key are given
     /// (RabbitMQ's 15671); 0 turns it off. If the default is taken the node runs without it
     /// [default: 15671].
@@ -283,6 +297,9 @@ struct FileConfig {
     tls_login_san_type: Option<String>,
     tls_login_san_index: Option<usize>,
     amqps_port: Option<u16>,
+    stomp_port: Option<u16>,
+    stomp_tls_port: Option<u16>,
+    web_stomp_port: Option<u16>,
     management_tls_port: Option<u16>,
     management_tls_client_auth: Option<String>,
     vm_memory_high_watermark: Option<f64>,

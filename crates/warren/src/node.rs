@@ -64,6 +64,15 @@ pub struct NodeConfig {
     /// Whether `management_port` was asked for: if so it must be free, else a node whose
     /// default port is taken runs without the management API.
     pub management_port_given: bool,
+    /// Port of the STOMP listener; 0 turns it off.
+    pub stomp_port: u16,
+    /// Whether `stomp_port` was asked for: if so it must be free, else a node whose default
+    /// port is taken runs without STOMP.
+    pub stomp_port_given: bool,
+    /// Port of the Web-STOMP listener (STOMP over WebSocket at `/ws`); 0 turns it off.
+    pub web_stomp_port: u16,
+    /// Whether `web_stomp_port` was asked for (see `stomp_port_given`).
+    pub web_stomp_port_given: bool,
     /// The limits of the resource alarms.
     pub resource_limits: ResourceLimits,
     /// Bytes of memory for the bodies of the replicated queues' most recent messages.
@@ -83,6 +92,10 @@ pub struct ListenerTls {
     /// Whether `https_port` was asked for: if so it must be free, else a node whose default
     /// port is taken runs without it.
     pub https_port_given: bool,
+    /// STOMP over TLS port (with AMQPS's certificate); 0 turns it off.
+    pub stomp_tls_port: u16,
+    /// Whether `stomp_tls_port` was asked for (see `https_port_given`).
+    pub stomp_tls_port_given: bool,
 }
 
 /// A started node: its listeners bound, its Raft group running; serves with [`Node::run`].
@@ -113,6 +126,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         listener_tls,
         management_port,
         management_port_given,
+        stomp_port,
+        stomp_port_given,
+        web_stomp_port,
+        web_stomp_port_given,
         resource_limits,
         body_cache,
     } = config;
@@ -293,7 +310,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         "AMQP",
     )?
     .into_iter()
-    .map(|socket| listener::Listener { socket, tls: None })
+    .map(listener::Listener::amqp)
     .collect();
     if let (Some(amqps), true) = (&listener_tls.amqps, listener_tls.amqps_port != 0) {
         let sockets =
@@ -301,7 +318,55 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         amqp_listeners.extend(sockets.into_iter().map(|socket| listener::Listener {
             socket,
             tls: Some(amqps.clone()),
+            protocol: listener::Protocol::Amqp,
         }));
+    }
+    // STOMP and Web-STOMP (RabbitMQ's plugins' ports), served by the same server: each client
+    // becomes an AMQP connection of this node (see `warren_server::stomp`).
+    let stomp_ports = [
+        (
+            stomp_port,
+            stomp_port_given,
+            None,
+            listener::Protocol::Stomp,
+            "STOMP",
+        ),
+        (
+            if listener_tls.amqps.is_some() {
+                listener_tls.stomp_tls_port
+            } else {
+                0
+            },
+            listener_tls.stomp_tls_port_given,
+            listener_tls.amqps.clone(),
+            listener::Protocol::Stomp,
+            "STOMP over TLS",
+        ),
+        (
+            web_stomp_port,
+            web_stomp_port_given,
+            None,
+            listener::Protocol::WebStomp,
+            "Web-STOMP",
+        ),
+    ];
+    for (port, given, tls, protocol, what) in stomp_ports {
+        if port == 0 {
+            continue;
+        }
+        match listener::bind_all(&listener::addresses(bind, port), what) {
+            Ok(sockets) => {
+                amqp_listeners.extend(sockets.into_iter().map(|socket| listener::Listener {
+                    socket,
+                    tls: tls.clone(),
+                    protocol,
+                }))
+            }
+            Err(e) if !given => {
+                tracing::warn!(error = %e, "the default {what} port is taken: running without it (give its port)");
+            }
+            Err(e) => return Err(anyhow::Error::new(e)),
+        }
     }
     let server = Server::with_listeners(server_config, broker, amqp_listeners)
         .route_through(route)

@@ -28,6 +28,10 @@ pub(crate) fn node_config(args: Args, file: FileConfig) -> anyhow::Result<NodeCo
         .management_port
         .or(file.management_port)
         .unwrap_or(15672);
+    let stomp_port_given = args.stomp_port.or(file.stomp_port).is_some();
+    let stomp_port = args.stomp_port.or(file.stomp_port).unwrap_or(61613);
+    let web_stomp_port_given = args.web_stomp_port.or(file.web_stomp_port).is_some();
+    let web_stomp_port = args.web_stomp_port.or(file.web_stomp_port).unwrap_or(15674);
     let frame_max = args
         .frame_max
         .or(file.frame_max)
@@ -184,6 +188,10 @@ pub(crate) fn node_config(args: Args, file: FileConfig) -> anyhow::Result<NodeCo
         listener_tls,
         management_port,
         management_port_given,
+        stomp_port,
+        stomp_port_given,
+        web_stomp_port,
+        web_stomp_port_given,
         resource_limits,
         body_cache,
     })
@@ -286,6 +294,8 @@ pub(crate) fn listener_tls(args: &Args, file: &FileConfig) -> anyhow::Result<Lis
             .or(file.management_tls_port)
             .unwrap_or(15671),
         https_port_given,
+        stomp_tls_port: args.stomp_tls_port.or(file.stomp_tls_port).unwrap_or(61614),
+        stomp_tls_port_given: args.stomp_tls_port.or(file.stomp_tls_port).is_some(),
     };
     let (cert, key) = match (cert, key) {
         (Some(c), Some(k)) => (c, k),

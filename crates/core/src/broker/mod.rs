@@ -21,7 +21,7 @@ mod topic_authorisation;
 mod tx_class;
 mod view;
 
-pub use view::CONNECTION_NAME_PROPERTY;
+pub use view::{CONNECTION_NAME_PROPERTY, CONNECTION_PROTOCOL_PROPERTY};
 
 use std::collections::HashMap;
 

@@ -16,6 +16,12 @@ use super::Broker;
 /// connection's name and left out of its client properties.
 pub const CONNECTION_NAME_PROPERTY: &str = "warren.connection_name";
 
+/// The client property a node adds to the login of a connection it opened for a client of
+/// another protocol (`STOMP 1.2`: see `warren-stomp`), removed from the login of an AMQP
+/// client that sends it. Shown as the connection's protocol and left out of its client
+/// properties.
+pub const CONNECTION_PROTOCOL_PROPERTY: &str = "warren.protocol";
+
 impl Broker {
     /// How many messages the replicated queues hold, ready or checked out: the size of the
     /// index a snapshot writes (the Raft layer spaces snapshots by it).
@@ -124,8 +130,15 @@ impl Broker {
             if c.paused {
                 view.in_flow.push(conn);
             }
+            let protocol = c
+                .client_properties
+                .get(CONNECTION_PROTOCOL_PROPERTY)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
             let mut client_properties = args(&c.client_properties);
-            client_properties.retain(|(k, _)| k != CONNECTION_NAME_PROPERTY);
+            client_properties.retain(|(k, _)| {
+                k != CONNECTION_NAME_PROPERTY && k != CONNECTION_PROTOCOL_PROPERTY
+            });
             if !home_session {
                 view.connections.push(ConnectionView {
                     conn,
@@ -136,6 +149,7 @@ impl Broker {
                     connected_at: c.connected_at,
                     client_properties,
                     flow: c.paused,
+                    protocol,
                 });
             }
             let vhost = c.vhost.as_ref().map(|v| v.to_string()).unwrap_or_default();
