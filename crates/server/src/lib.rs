@@ -21,6 +21,8 @@ pub mod relay;
 mod server;
 mod session;
 mod stomp;
+mod translated;
+mod websocket;
 
 pub use broker_task::{BrokerHandle, Replication};
 pub use clock::now_ms;

@@ -5,10 +5,10 @@
 //! failover, and shows in the management API as a connection like any other. No I/O here: the
 //! caller moves the bytes ([`Session::stomp_out`], [`Session::amqp_out`]) and the time.
 //!
-//! The AMQP side is one channel (1) in confirm mode. Work is done in the order the client sent
-//! its frames: each frame becomes a list of [`Action`]s — synchronous AMQP methods (declare,
-//! bind, qos, consume, cancel, delete) are sent one at a time and the next action waits for the
-//! reply — so a SEND after a SUBSCRIBE finds the queue the SUBSCRIBE declared. What each client
+//! The AMQP side is a [`warren_bridge::Bridge`]: one channel in confirm mode. Work is done in the
+//! order the client sent its frames: each frame becomes steps — synchronous AMQP methods
+//! (declare, bind, qos, consume, cancel, delete) go one at a time and the next step waits for
+//! the reply — so a SEND after a SUBSCRIBE finds the queue the SUBSCRIBE declared. What each client
 //! command does is in `commands.rs`; RabbitMQ 3.10's behaviour (its texts, header orders and
 //! queue names included) is the reference throughout:
 //!
@@ -24,14 +24,14 @@ mod commands;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+use warren_bridge::{reply_name, Bridge, Event, Login as AmqpLogin, Step};
 use warren_wire::constants;
 use warren_wire::{
-    BasicConsume, BasicProperties, BasicPublish, BasicReject, ChannelOpen, ConfirmSelect,
-    ConnectionClose, ConnectionCloseOk, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk,
-    FieldTable, FieldValue, Frame as AmqpFrame, FrameDecoder, Method, OutBuf, ShortStr,
+    BasicConsume, BasicDeliver, BasicProperties, BasicReject, FieldTable, FieldValue, Method,
+    OutBuf, ShortStr,
 };
 
 use crate::destination;
@@ -39,18 +39,14 @@ use crate::properties;
 use crate::queue_name::NameSource;
 use crate::{Command, Decoder, Frame, Item, Limits, Version};
 
-/// The AMQP channel a session works on.
-const CHANNEL: u16 = 1;
 /// Above this many bytes waiting for the broker, the client is not read.
 const AMQP_OUT_HIGH: usize = 1024 * 1024;
 /// Above this many bytes waiting for the client, the broker is not read.
 const STOMP_OUT_HIGH: usize = 1024 * 1024;
-/// Above this many actions waiting (synchronous replies outstanding), the client is not read.
+/// Above this many steps waiting (synchronous replies outstanding), the client is not read.
 const ACTIONS_HIGH: usize = 1024;
 /// Frames a client may send between CONNECT and CONNECTED.
 const HELD_MAX: usize = 256;
-/// The frame-max the session asks for before the broker's tune.
-const INITIAL_FRAME_MAX: u32 = 128 * 1024;
 /// A client that promised heart-beats every N ms is gone after this many N of silence.
 const MISSED_BEATS: u64 = 3;
 
@@ -104,49 +100,38 @@ struct Subscription {
     cancelled: bool,
 }
 
-/// What the reply to a synchronous method tells the session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum OnReply {
-    Nothing,
-    /// A declare-ok names the queue made for `/temp-queue/NAME`.
+/// What a step of the session's AMQP side is for, handed back by the bridge's events.
+#[derive(Debug)]
+enum Token {
+    /// Nothing waits for it.
+    None,
+    /// A SEND's receipt, sent once the broker confirms the message.
+    Receipt(String),
+    /// A declare-ok names the queue the broker made for `/temp-queue/NAME`.
     TempQueue(String),
-}
-
-/// A SEND's `reply-to`, resolved when the message is published.
-#[derive(Debug)]
-enum ReplyTo {
-    Text(String),
-    /// `/temp-queue/NAME`: the queue the broker named for it.
-    Temp(String),
-}
-
-/// One step of the work the client's frames asked for, done in order.
-#[derive(Debug)]
-enum Action {
-    /// A synchronous AMQP method: the next action waits for its reply.
-    Sync(Method, OnReply),
-    /// An asynchronous AMQP method (acks).
-    Async(Method),
-    /// A message to publish, and the receipt to send once the broker confirms it.
-    Publish {
-        exchange: String,
-        routing_key: String,
-        properties: Box<BasicProperties>,
-        reply_to: Option<ReplyTo>,
-        body: Bytes,
-        receipt: Option<String>,
-    },
     /// A frame for the client, once everything before it is done.
     Client(Frame),
-    /// Waits until every message published so far is confirmed.
-    AwaitConfirms,
-    /// Consumes (no-ack, with this consumer tag) from the queue the broker named for
-    /// `/temp-queue/NAME`, once its declare-ok has named it.
+    /// Consume (no-ack, with this consumer tag) from the queue the broker named for
+    /// `/temp-queue/NAME`, now that its declare-ok has named it.
     ConsumeTemp { name: String, tag: String },
-    /// Forgets a subscription (after the broker's cancel-ok).
+    /// Publish a SEND whose `reply-to` is a `/temp-queue/`, now that the queue is named.
+    PublishTemp(Box<Publish>),
+    /// Forget a subscription (after the broker's cancel-ok).
     Forget(String),
     /// DISCONNECT: close the AMQP connection and end.
     Finish,
+}
+
+/// A SEND waiting for its temporary reply queue's name.
+#[derive(Debug)]
+struct Publish {
+    exchange: String,
+    routing_key: String,
+    properties: BasicProperties,
+    /// The `/temp-queue/NAME` of its `reply-to`.
+    temp: String,
+    body: Bytes,
+    receipt: Option<String>,
 }
 
 /// Where the session is.
@@ -157,20 +142,10 @@ enum Phase {
         deadline: u64,
     },
     /// CONNECT arrived; the AMQP connection is being opened.
-    Handshake(Handshake),
+    Handshake,
     Open,
     /// Done: once [`Session::stomp_out`] is written, the socket closes.
     Closed,
-}
-
-/// The AMQP reply the handshake waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Handshake {
-    Start,
-    Tune,
-    OpenOk,
-    ChannelOpenOk,
-    SelectOk,
 }
 
 /// What CONNECT asked for.
@@ -179,18 +154,6 @@ struct Login {
     login: String,
     passcode: String,
     vhost: String,
-}
-
-/// A delivery (or a return) whose header and body frames are still coming.
-#[derive(Debug)]
-struct Content {
-    /// `None`: a returned message, dropped once whole.
-    deliver: Option<warren_wire::BasicDeliver>,
-    properties: BasicProperties,
-    size: u64,
-    body: BytesMut,
-    /// The header frame has arrived.
-    headed: bool,
 }
 
 /// A client frame refused: the ERROR's `message` and body, and whether the session ends.
@@ -226,22 +189,14 @@ impl Refusal {
 pub struct Session {
     config: Config,
     decoder: Decoder,
-    amqp: FrameDecoder,
+    /// The AMQP connection's client side.
+    bridge: Bridge<Token>,
     stomp_out: BytesMut,
-    amqp_out: OutBuf,
     phase: Phase,
     version: Version,
     login: Login,
     /// Frames that came between CONNECT and CONNECTED.
     held: VecDeque<Frame>,
-    actions: VecDeque<Action>,
-    /// A synchronous method was sent and its reply has not come.
-    awaiting: Option<OnReply>,
-    frame_max: u32,
-    /// The sequence number of the next publish (confirm mode numbers from 1).
-    next_publish: u64,
-    /// Publishes not yet confirmed, with their receipts.
-    unconfirmed: BTreeMap<u64, Option<String>>,
     /// By consumer tag (`T_<id>`, or `Q_<destination>` without an id).
     subscriptions: HashMap<String, Subscription>,
     /// `/queue/NAME`s this session has declared (each is declared once).
@@ -252,7 +207,6 @@ pub struct Session {
     transactions: HashMap<String, Vec<Frame>>,
     /// The prefetch of the channel's next consumers (basic.qos).
     prefetch: u16,
-    content: Option<Content>,
     names: NameSource,
     /// Heart-beats: send one after this many milliseconds of silence (0: never).
     send_every: u64,
@@ -270,24 +224,17 @@ impl Session {
             decoder: Decoder::new(config.limits),
             names: NameSource::new(config.seed),
             config,
-            amqp: FrameDecoder::new(INITIAL_FRAME_MAX),
+            bridge: Bridge::new(),
             stomp_out: BytesMut::new(),
-            amqp_out: OutBuf::new(),
             phase: Phase::AwaitConnect { deadline },
             version: Version::V1_0,
             login: Login::default(),
             held: VecDeque::new(),
-            actions: VecDeque::new(),
-            awaiting: None,
-            frame_max: INITIAL_FRAME_MAX,
-            next_publish: 1,
-            unconfirmed: BTreeMap::new(),
             subscriptions: HashMap::new(),
             declared: HashSet::new(),
             temp_queues: HashMap::new(),
             transactions: HashMap::new(),
             prefetch: 0,
-            content: None,
             send_every: 0,
             expect_every: 0,
             last_sent: now,
@@ -303,15 +250,15 @@ impl Session {
     /// Bytes for the broker's AMQP connection; empty until CONNECT arrives (the caller may open
     /// the broker's side of the connection only then).
     pub fn amqp_out(&mut self) -> &mut OutBuf {
-        &mut self.amqp_out
+        self.bridge.out()
     }
 
     /// Whether the client's bytes should be read now: not while the broker has much to take,
     /// nor once the session is closed.
     pub fn wants_stomp(&self) -> bool {
         !self.is_closed()
-            && self.amqp_out.len() < AMQP_OUT_HIGH
-            && self.actions.len() < ACTIONS_HIGH
+            && self.bridge.out_len() < AMQP_OUT_HIGH
+            && self.bridge.queued() < ACTIONS_HIGH
             && self.held.len() < HELD_MAX
     }
 
@@ -359,18 +306,14 @@ impl Session {
 
     /// The broker's bytes in `buf` (consumed).
     pub fn receive_amqp(&mut self, buf: &mut BytesMut, now: u64) {
-        while !self.is_closed() {
-            match self.amqp.decode(buf) {
-                Ok(None) => break,
-                Ok(Some(frame)) => self.on_broker_frame(frame),
-                Err(e) => {
-                    buf.clear();
-                    self.fail("Internal error", &format!("the broker's frames: {e}"), None);
-                }
+        loop {
+            let mut events = Vec::new();
+            self.bridge.receive(buf, &mut events);
+            if events.is_empty() {
+                break;
             }
-        }
-        if self.is_closed() {
-            buf.clear();
+            self.handle(events);
+            self.pump();
         }
         self.stamp_sent(now);
     }
@@ -435,10 +378,10 @@ impl Session {
                     frame.header("receipt"),
                 ),
             },
-            Phase::Handshake(_) => self.held.push_back(frame),
+            Phase::Handshake => self.held.push_back(frame),
             Phase::Open => {
                 self.on_frame(frame);
-                self.drive();
+                self.pump();
             }
             Phase::Closed => {}
         }
@@ -494,8 +437,14 @@ impl Session {
                 .unwrap_or(&self.config.default_vhost)
                 .to_owned(),
         };
-        self.amqp_out.push_protocol_header();
-        self.phase = Phase::Handshake(Handshake::Start);
+        let login = AmqpLogin {
+            user: self.login.login.clone(),
+            password: self.login.passcode.clone(),
+            vhost: self.login.vhost.clone(),
+            client_properties: self.client_properties(),
+        };
+        self.bridge.open(login);
+        self.phase = Phase::Handshake;
     }
 
     /// One frame of an open session: turned into actions, or refused.
@@ -527,14 +476,14 @@ impl Session {
             Command::Commit => self.commit(&frame),
             Command::Abort => self.abort(&frame),
             Command::Disconnect => {
-                self.actions.push_back(Action::AwaitConfirms);
+                self.bridge.push(Step::AwaitConfirms);
                 self.receipt(&frame);
-                self.actions.push_back(Action::Finish);
+                self.bridge.push(Step::Mark(Token::Finish));
                 return;
             }
             // A second CONNECT: RabbitMQ closes the connection without a word.
             Command::Connect | Command::Stomp => {
-                self.actions.clear();
+                self.bridge.close();
                 self.phase = Phase::Closed;
                 return;
             }
@@ -558,279 +507,125 @@ impl Session {
         }
         if let Some(id) = frame.header("receipt") {
             let receipt = Frame::new(Command::Receipt).with_header("receipt-id", id);
-            self.actions.push_back(Action::Client(receipt));
+            self.bridge.push(Step::Mark(Token::Client(receipt)));
         }
     }
 
-    /// Does the queued actions, up to the first synchronous one (whose reply the rest waits
-    /// for) or the first that must wait for confirms.
-    fn drive(&mut self) {
-        while self.awaiting.is_none() && !self.is_closed() {
-            let Some(action) = self.actions.pop_front() else {
+    /// Lets the bridge do the queued steps, acting on what they report, until it waits.
+    fn pump(&mut self) {
+        loop {
+            let mut events = Vec::new();
+            self.bridge.drive(&mut events);
+            if events.is_empty() {
                 return;
-            };
-            match action {
-                Action::Sync(method, on_reply) => {
-                    self.amqp_out.push_method(CHANNEL, &method);
-                    self.awaiting = Some(on_reply);
+            }
+            self.handle(events);
+        }
+    }
+
+    /// What the broker's side said.
+    fn handle(&mut self, events: Vec<Event<Token>>) {
+        for event in events {
+            if self.is_closed() {
+                return;
+            }
+            match event {
+                Event::Open => self.connected(),
+                Event::Refused { code, text } => self.login_refused(code, &text),
+                Event::Closed { code: 0, text } => self.fail("Internal error", &text, None),
+                Event::Closed { code, text } => self.fail(reply_name(code), &text, None),
+                Event::Reply {
+                    token: Token::TempQueue(name),
+                    method,
+                } => {
+                    if let Method::QueueDeclareOk(ok) = *method {
+                        self.temp_queues.insert(name, Some(ok.queue.to_string()));
+                    }
                 }
-                Action::Async(method) => self.amqp_out.push_method(CHANNEL, &method),
-                Action::Publish {
+                Event::Reply { .. } => {}
+                Event::Reached(token) => self.reached(token),
+                Event::Confirmed { token, ack } => self.confirmed(token, ack),
+                Event::Delivery {
+                    deliver,
+                    properties,
+                    body,
+                } => self.deliver(deliver, properties, body),
+                Event::Cancelled { consumer_tag } => {
+                    // The broker cancelled a consumer (its queue was deleted): RabbitMQ's
+                    // ERROR, and the session goes on.
+                    if let Some(sub) = self.subscriptions.remove(consumer_tag.as_str()) {
+                        let mut frame = Frame::new(Command::Error)
+                            .with_header("message", "Server cancelled subscription")
+                            .with_header("content-type", "text/plain")
+                            .with_header("version", "1.0,1.1,1.2");
+                        if let Some(id) = &sub.id {
+                            frame = frame.with_header("subscription", id.as_str());
+                        }
+                        let frame = frame.with_body(format!(
+                            "The server has cancelled a subscription to queue '{}'. No more \
+                             messages will be delivered for it.\n",
+                            sub.queue
+                        ));
+                        self.write(&frame);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A mark of the session's steps was reached: everything before it is done.
+    fn reached(&mut self, token: Token) {
+        match token {
+            Token::Client(frame) => self.write(&frame),
+            Token::ConsumeTemp { name, tag } => {
+                let queue = self
+                    .temp_queues
+                    .get(&name)
+                    .and_then(|q| q.as_deref())
+                    .unwrap_or_default();
+                let consume = Method::BasicConsume(BasicConsume {
+                    ticket: 0,
+                    queue: queue.into(),
+                    consumer_tag: tag.into(),
+                    no_local: false,
+                    no_ack: true,
+                    exclusive: false,
+                    nowait: false,
+                    arguments: FieldTable::default(),
+                });
+                self.bridge.push_front(Step::Sync(consume, Token::None));
+            }
+            Token::PublishTemp(publish) => {
+                let Publish {
                     exchange,
                     routing_key,
                     mut properties,
-                    reply_to,
+                    temp,
                     body,
                     receipt,
-                } => {
-                    properties.reply_to = match reply_to {
-                        None => None,
-                        Some(ReplyTo::Text(text)) => Some(text.into()),
-                        Some(ReplyTo::Temp(name)) => self
-                            .temp_queues
-                            .get(&name)
-                            .and_then(|q| q.as_deref())
-                            .map(ShortStr::from),
-                    };
-                    let method = Method::BasicPublish(BasicPublish {
-                        ticket: 0,
-                        exchange: exchange.into(),
-                        routing_key: routing_key.into(),
-                        mandatory: false,
-                        immediate: false,
-                    });
-                    self.amqp_out.push_delivery(
-                        CHANNEL,
-                        &method,
-                        &properties,
-                        body,
-                        self.frame_max,
-                    );
-                    self.unconfirmed.insert(self.next_publish, receipt);
-                    self.next_publish += 1;
-                }
-                Action::Client(frame) => self.write(&frame),
-                Action::AwaitConfirms => {
-                    if !self.unconfirmed.is_empty() {
-                        self.actions.push_front(Action::AwaitConfirms);
-                        return;
-                    }
-                }
-                Action::ConsumeTemp { name, tag } => {
-                    let queue = self
-                        .temp_queues
-                        .get(&name)
-                        .and_then(|q| q.as_deref())
-                        .unwrap_or_default();
-                    let method = Method::BasicConsume(BasicConsume {
-                        ticket: 0,
-                        queue: queue.into(),
-                        consumer_tag: tag.into(),
-                        no_local: false,
-                        no_ack: true,
-                        exclusive: false,
-                        nowait: false,
-                        arguments: FieldTable::default(),
-                    });
-                    self.amqp_out.push_method(CHANNEL, &method);
-                    self.awaiting = Some(OnReply::Nothing);
-                }
-                Action::Forget(tag) => {
-                    self.subscriptions.remove(&tag);
-                }
-                Action::Finish => {
-                    self.amqp_out.push_method(
-                        0,
-                        &Method::ConnectionClose(ConnectionClose {
-                            reply_code: constants::REPLY_SUCCESS,
-                            reply_text: "Goodbye".into(),
-                            class_id: 0,
-                            method_id: 0,
-                        }),
-                    );
-                    self.actions.clear();
-                    self.phase = Phase::Closed;
-                }
+                } = *publish;
+                properties.reply_to = self
+                    .temp_queues
+                    .get(&temp)
+                    .and_then(|q| q.as_deref())
+                    .map(ShortStr::from);
+                self.bridge.push_front(Step::Publish {
+                    exchange,
+                    routing_key,
+                    properties: Box::new(properties),
+                    body,
+                    token: receipt.map_or(Token::None, Token::Receipt),
+                });
             }
+            Token::Forget(tag) => {
+                self.subscriptions.remove(&tag);
+            }
+            Token::Finish => {
+                self.bridge.close();
+                self.phase = Phase::Closed;
+            }
+            Token::None | Token::Receipt(_) | Token::TempQueue(_) => {}
         }
-    }
-
-    // ---- the broker's frames ----
-
-    fn on_broker_frame(&mut self, frame: AmqpFrame) {
-        match frame {
-            AmqpFrame::Method { method, .. } => self.on_method(method),
-            AmqpFrame::Header { header, .. } => {
-                if let Some(c) = &mut self.content {
-                    c.properties = header.properties;
-                    c.size = header.body_size;
-                    c.headed = true;
-                }
-                self.content_progress();
-            }
-            AmqpFrame::Body { payload, .. } => {
-                if let Some(c) = &mut self.content {
-                    c.body.extend_from_slice(&payload);
-                }
-                self.content_progress();
-            }
-            AmqpFrame::Heartbeat { .. } => {}
-        }
-    }
-
-    fn on_method(&mut self, method: Method) {
-        if let Phase::Handshake(step) = self.phase {
-            self.handshake(step, method);
-            return;
-        }
-        match method {
-            Method::BasicDeliver(deliver) => self.content = Some(Content::of(Some(deliver))),
-            Method::BasicReturn(_) => self.content = Some(Content::of(None)),
-            Method::BasicAck(a) => self.confirmed(a.delivery_tag, a.multiple, true),
-            Method::BasicNack(n) => self.confirmed(n.delivery_tag, n.multiple, false),
-            Method::BasicCancel(c) => {
-                // The broker cancelled a consumer (its queue was deleted): RabbitMQ's ERROR,
-                // and the session goes on.
-                if let Some(sub) = self.subscriptions.remove(c.consumer_tag.as_str()) {
-                    let mut frame = Frame::new(Command::Error)
-                        .with_header("message", "Server cancelled subscription")
-                        .with_header("content-type", "text/plain")
-                        .with_header("version", "1.0,1.1,1.2");
-                    if let Some(id) = &sub.id {
-                        frame = frame.with_header("subscription", id.as_str());
-                    }
-                    let frame = frame.with_body(format!(
-                        "The server has cancelled a subscription to queue '{}'. No more \
-                         messages will be delivered for it.\n",
-                        sub.queue
-                    ));
-                    self.write(&frame);
-                }
-            }
-            Method::ChannelClose(c) => {
-                self.amqp_out.push_method(
-                    CHANNEL,
-                    &Method::ChannelCloseOk(warren_wire::ChannelCloseOk {}),
-                );
-                self.fail(reply_name(c.reply_code), c.reply_text.as_str(), None);
-            }
-            Method::ConnectionClose(c) => {
-                self.amqp_out
-                    .push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
-                self.fail(reply_name(c.reply_code), c.reply_text.as_str(), None);
-            }
-            Method::ConnectionBlocked(_)
-            | Method::ConnectionUnblocked(_)
-            | Method::ConnectionCloseOk(_)
-            | Method::ChannelFlow(_) => {}
-            reply => {
-                // Every other method the broker sends is a synchronous reply.
-                if let Some(on_reply) = self.awaiting.take() {
-                    if let (OnReply::TempQueue(name), Method::QueueDeclareOk(ok)) =
-                        (on_reply, &reply)
-                    {
-                        self.temp_queues.insert(name, Some(ok.queue.to_string()));
-                    }
-                    self.drive();
-                }
-            }
-        }
-    }
-
-    fn handshake(&mut self, step: Handshake, method: Method) {
-        let next = match (step, method) {
-            (Handshake::Start, Method::ConnectionStart(start)) => {
-                if !start
-                    .mechanisms
-                    .as_bytes()
-                    .split(|b| *b == b' ')
-                    .any(|m| m == b"PLAIN")
-                {
-                    self.fail("Internal error", "the broker does not offer PLAIN", None);
-                    return;
-                }
-                let mut response = Vec::new();
-                response.push(0);
-                response.extend_from_slice(self.login.login.as_bytes());
-                response.push(0);
-                response.extend_from_slice(self.login.passcode.as_bytes());
-                self.amqp_out.push_method(
-                    0,
-                    &Method::ConnectionStartOk(ConnectionStartOk {
-                        client_properties: self.client_properties(),
-                        mechanism: "PLAIN".into(),
-                        response: response.as_slice().into(),
-                        locale: "en_US".into(),
-                    }),
-                );
-                Handshake::Tune
-            }
-            (Handshake::Tune, Method::ConnectionTune(tune)) => {
-                let frame_max = if tune.frame_max == 0 {
-                    INITIAL_FRAME_MAX
-                } else {
-                    tune.frame_max.min(INITIAL_FRAME_MAX)
-                };
-                self.frame_max = frame_max;
-                self.amqp.set_frame_max(frame_max);
-                self.amqp_out.push_method(
-                    0,
-                    &Method::ConnectionTuneOk(ConnectionTuneOk {
-                        channel_max: tune.channel_max,
-                        frame_max,
-                        heartbeat: 0,
-                    }),
-                );
-                self.amqp_out.push_method(
-                    0,
-                    &Method::ConnectionOpen(ConnectionOpen {
-                        virtual_host: self.login.vhost.as_str().into(),
-                        capabilities: ShortStr::default(),
-                        insist: false,
-                    }),
-                );
-                Handshake::OpenOk
-            }
-            (Handshake::OpenOk, Method::ConnectionOpenOk(_)) => {
-                self.amqp_out.push_method(
-                    CHANNEL,
-                    &Method::ChannelOpen(ChannelOpen {
-                        out_of_band: ShortStr::default(),
-                    }),
-                );
-                Handshake::ChannelOpenOk
-            }
-            (Handshake::ChannelOpenOk, Method::ChannelOpenOk(_)) => {
-                self.amqp_out.push_method(
-                    CHANNEL,
-                    &Method::ConfirmSelect(ConfirmSelect { nowait: false }),
-                );
-                Handshake::SelectOk
-            }
-            (Handshake::SelectOk, Method::ConfirmSelectOk(_)) => {
-                self.connected();
-                return;
-            }
-            (_, Method::ConnectionClose(c)) => {
-                self.amqp_out
-                    .push_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
-                self.login_refused(c.reply_code, c.reply_text.as_str());
-                return;
-            }
-            (_, Method::ChannelClose(c)) => {
-                self.fail(reply_name(c.reply_code), c.reply_text.as_str(), None);
-                return;
-            }
-            (step, other) => {
-                self.fail(
-                    "Internal error",
-                    &format!("unexpected {other:?} from the broker while waiting for {step:?}"),
-                    None,
-                );
-                return;
-            }
-        };
-        self.phase = Phase::Handshake(next);
     }
 
     /// The AMQP client properties of the session's connection.
@@ -873,7 +668,6 @@ impl Session {
             }
             self.on_frame(frame);
         }
-        self.drive();
     }
 
     /// The broker refused the connection during the handshake: RabbitMQ's `Bad CONNECT`.
@@ -888,63 +682,36 @@ impl Session {
         self.fail("Bad CONNECT", &detail, None);
     }
 
-    /// Publishes confirmed up to `tag` (or just `tag`): receipts for the ones that asked.
-    fn confirmed(&mut self, tag: u64, multiple: bool, ack: bool) {
-        let settled: Vec<(u64, Option<String>)> = if multiple {
-            let later = self.unconfirmed.split_off(&(tag + 1));
-            std::mem::replace(&mut self.unconfirmed, later)
-                .into_iter()
-                .collect()
-        } else {
-            self.unconfirmed
-                .remove(&tag)
-                .map(|r| (tag, r))
-                .into_iter()
-                .collect()
+    /// A publish confirmed or refused: its receipt, if it asked for one.
+    fn confirmed(&mut self, token: Token, ack: bool) {
+        let Token::Receipt(receipt) = token else {
+            return;
         };
-        for (_, receipt) in settled {
-            let Some(receipt) = receipt else { continue };
-            if ack {
-                let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
-                self.write(&frame);
-            } else {
-                self.fail(
-                    "Message not published",
-                    "The broker refused the message (nack)\n",
-                    Some(&receipt),
-                );
-                return;
-            }
+        if ack {
+            let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
+            self.write(&frame);
+        } else {
+            self.fail(
+                "Message not published",
+                "The broker refused the message (nack)\n",
+                Some(&receipt),
+            );
         }
-        self.drive();
     }
 
-    /// A delivery's frames may be complete: if so, the MESSAGE.
-    fn content_progress(&mut self) {
-        let complete = self
-            .content
-            .as_ref()
-            .is_some_and(|c| c.headed && c.body.len() as u64 >= c.size);
-        if !complete {
-            return;
-        }
-        let Some(content) = self.content.take() else {
-            return;
-        };
-        let Some(deliver) = content.deliver else {
-            return;
-        };
+    /// A delivery of a subscription's consumer: its MESSAGE (or, once UNSUBSCRIBE was asked,
+    /// back to its queue).
+    fn deliver(&mut self, deliver: BasicDeliver, properties: Box<BasicProperties>, body: Bytes) {
         let Some(sub) = self.subscriptions.get_mut(deliver.consumer_tag.as_str()) else {
             return;
         };
         if sub.cancelled {
             if sub.ack != AckMode::Auto {
-                self.actions
-                    .push_back(Action::Async(Method::BasicReject(BasicReject {
+                self.bridge
+                    .push(Step::Async(Method::BasicReject(BasicReject {
                         delivery_tag: deliver.delivery_tag,
                         requeue: true,
                     })));
-                self.drive();
             }
             return;
         }
@@ -970,8 +737,7 @@ impl Session {
         if self.version >= Version::V1_2 && sub.ack != AckMode::Auto {
             headers.push(("ack".to_owned(), message_id));
         }
-        properties::to_headers(&content.properties, &mut headers);
-        let body = content.body.freeze();
+        properties::to_headers(&properties, &mut headers);
         if !body.is_empty() {
             headers.push(("content-length".to_owned(), body.len().to_string()));
         }
@@ -1017,20 +783,8 @@ impl Session {
         }
         let frame = Self::error_frame(message, detail, receipt);
         self.write(&frame);
-        self.actions.clear();
+        self.bridge.close();
         self.phase = Phase::Closed;
-    }
-}
-
-impl Content {
-    fn of(deliver: Option<warren_wire::BasicDeliver>) -> Content {
-        Content {
-            deliver,
-            properties: BasicProperties::default(),
-            size: 0,
-            body: BytesMut::new(),
-            headed: false,
-        }
     }
 }
 
@@ -1056,26 +810,4 @@ fn parse_message_id(id: &str) -> Option<(&str, u64)> {
     let _session = parts.next()?;
     let tag = parts.next()?;
     Some((tag, delivery))
-}
-
-/// RabbitMQ's name of an AMQP reply code, as its STOMP ERROR frames' `message` say it.
-fn reply_name(code: u16) -> &'static str {
-    match code {
-        constants::CONNECTION_FORCED => "connection_forced",
-        constants::INVALID_PATH => "invalid_path",
-        constants::ACCESS_REFUSED => "access_refused",
-        constants::NOT_FOUND => "not_found",
-        constants::RESOURCE_LOCKED => "resource_locked",
-        constants::PRECONDITION_FAILED => "precondition_failed",
-        constants::FRAME_ERROR => "frame_error",
-        constants::SYNTAX_ERROR => "syntax_error",
-        constants::COMMAND_INVALID => "command_invalid",
-        constants::CHANNEL_ERROR => "channel_error",
-        constants::UNEXPECTED_FRAME => "unexpected_frame",
-        constants::RESOURCE_ERROR => "resource_error",
-        constants::NOT_ALLOWED => "not_allowed",
-        constants::NOT_IMPLEMENTED => "not_implemented",
-        constants::INTERNAL_ERROR => "internal_error",
-        _ => "internal_error",
-    }
 }

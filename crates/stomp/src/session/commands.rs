@@ -1,4 +1,4 @@
-//! What each client command of an open session does, in AMQP actions (see the parent module),
+//! What each client command of an open session does, in AMQP steps (see the parent module),
 //! with RabbitMQ's STOMP plugin as the reference for every choice and every error text:
 //!
 //! - SEND: to the destination's exchange and routing key (see [`crate::destination`]);
@@ -24,7 +24,9 @@ use warren_wire::{
     QueueDeclare, QueueDelete,
 };
 
-use super::{parse_message_id, AckMode, Action, OnReply, Refusal, ReplyTo, Session, Subscription};
+use warren_bridge::Step;
+
+use super::{parse_message_id, AckMode, Publish, Refusal, Session, Subscription, Token};
 use crate::destination::Destination;
 use crate::queue_name;
 use crate::{Frame, Version};
@@ -93,8 +95,8 @@ impl Session {
         }
     }
 
-    fn declare(&mut self, queue: &str, how: Declare, on_reply: OnReply) {
-        self.actions.push_back(Action::Sync(
+    fn declare(&mut self, queue: &str, how: Declare, token: Token) {
+        self.bridge.push(Step::Sync(
             Method::QueueDeclare(QueueDeclare {
                 ticket: 0,
                 queue: queue.into(),
@@ -105,14 +107,14 @@ impl Session {
                 nowait: false,
                 arguments: how.arguments,
             }),
-            on_reply,
+            token,
         ));
     }
 
     /// Declares `/queue/NAME` the first time the connection names it.
     fn declare_once(&mut self, queue: &str, frame: &Frame) {
         if self.declared.insert(queue.to_owned()) {
-            self.declare(queue, Self::queue_declare(frame), OnReply::Nothing);
+            self.declare(queue, Self::queue_declare(frame), Token::None);
         }
     }
 
@@ -134,24 +136,35 @@ impl Session {
         if let Destination::Queue(queue) = &destination {
             self.declare_once(queue, frame);
         }
-        let reply_to = match frame.header("reply-to") {
-            None => None,
-            Some(text) => match Destination::parse(text) {
-                Ok(Destination::TempQueue(name)) => {
-                    self.temp_queue(&name);
-                    Some(ReplyTo::Temp(name))
-                }
-                _ => Some(ReplyTo::Text(text.to_owned())),
-            },
-        };
-        self.actions.push_back(Action::Publish {
-            exchange,
-            routing_key,
-            properties: Box::new(crate::properties::of_send(&frame.headers, None)),
-            reply_to,
-            body: frame.body.clone(),
-            receipt: frame.header("receipt").map(str::to_owned),
-        });
+        let properties = crate::properties::of_send(&frame.headers, None);
+        let body = frame.body.clone();
+        let reply_to = frame.header("reply-to").map(str::to_owned);
+        let receipt = frame.header("receipt").map(str::to_owned);
+        match reply_to.as_deref().map(Destination::parse) {
+            Some(Ok(Destination::TempQueue(name))) => {
+                self.temp_queue(&name);
+                let publish = Publish {
+                    exchange,
+                    routing_key,
+                    properties,
+                    temp: name,
+                    body,
+                    receipt,
+                };
+                self.bridge
+                    .push(Step::Mark(Token::PublishTemp(Box::new(publish))));
+            }
+            _ => {
+                let properties = crate::properties::of_send(&frame.headers, reply_to);
+                self.bridge.push(Step::Publish {
+                    exchange,
+                    routing_key,
+                    properties: Box::new(properties),
+                    body,
+                    token: receipt.map_or(Token::None, Token::Receipt),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -168,13 +181,13 @@ impl Session {
             auto_delete: true,
             arguments: FieldTable::default(),
         };
-        self.declare("", how, OnReply::TempQueue(name.to_owned()));
+        self.declare("", how, Token::TempQueue(name.to_owned()));
         let id = format!("/temp-queue/{name}");
         let tag = consumer_tag(Some(&id), &id);
-        self.actions.push_back(Action::ConsumeTemp {
+        self.bridge.push(Step::Mark(Token::ConsumeTemp {
             name: name.to_owned(),
             tag: tag.clone(),
-        });
+        }));
         self.subscriptions.insert(
             tag,
             Subscription {
@@ -248,8 +261,8 @@ impl Session {
                     auto_delete: flag(frame, "auto-delete").unwrap_or(true),
                     arguments: queue_name::queue_arguments(frame),
                 };
-                self.declare(&queue, how, OnReply::Nothing);
-                self.actions.push_back(Action::Sync(
+                self.declare(&queue, how, Token::None);
+                self.bridge.push(Step::Sync(
                     Method::QueueBind(QueueBind {
                         ticket: 0,
                         queue: queue.as_str().into(),
@@ -258,7 +271,7 @@ impl Session {
                         nowait: false,
                         arguments: FieldTable::default(),
                     }),
-                    OnReply::Nothing,
+                    Token::None,
                 ));
                 (queue, durable_subscription)
             }
@@ -271,16 +284,16 @@ impl Session {
         };
         if ack != AckMode::Auto && prefetch != self.prefetch {
             self.prefetch = prefetch;
-            self.actions.push_back(Action::Sync(
+            self.bridge.push(Step::Sync(
                 Method::BasicQos(BasicQos {
                     prefetch_size: 0,
                     prefetch_count: prefetch,
                     global: false,
                 }),
-                OnReply::Nothing,
+                Token::None,
             ));
         }
-        self.actions.push_back(Action::Sync(
+        self.bridge.push(Step::Sync(
             Method::BasicConsume(BasicConsume {
                 ticket: 0,
                 queue: queue.as_str().into(),
@@ -291,7 +304,7 @@ impl Session {
                 nowait: false,
                 arguments: queue_name::consumer_arguments(frame),
             }),
-            OnReply::Nothing,
+            Token::None,
         ));
         self.subscriptions.insert(
             tag,
@@ -337,16 +350,16 @@ impl Session {
         let delete = sub.own_durable_queue
             && (flag(frame, "durable") == Some(true) || flag(frame, "persistent") == Some(true));
         let queue = sub.queue.clone();
-        self.actions.push_back(Action::Sync(
+        self.bridge.push(Step::Sync(
             Method::BasicCancel(BasicCancel {
                 consumer_tag: tag.as_str().into(),
                 nowait: false,
             }),
-            OnReply::Nothing,
+            Token::None,
         ));
-        self.actions.push_back(Action::Forget(tag));
+        self.bridge.push(Step::Mark(Token::Forget(tag)));
         if delete {
-            self.actions.push_back(Action::Sync(
+            self.bridge.push(Step::Sync(
                 Method::QueueDelete(QueueDelete {
                     ticket: 0,
                     queue: queue.into(),
@@ -354,7 +367,7 @@ impl Session {
                     if_empty: false,
                     nowait: false,
                 }),
-                OnReply::Nothing,
+                Token::None,
             ));
         }
         Ok(())
@@ -411,7 +424,7 @@ impl Session {
                     requeue,
                 })
             };
-            self.actions.push_back(Action::Async(method));
+            self.bridge.push(Step::Async(method));
         }
         Ok(())
     }

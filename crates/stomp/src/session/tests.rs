@@ -3,10 +3,15 @@
 
 use super::*;
 use crate::{Decoder, Item};
+use warren_bridge::CHANNEL;
 use warren_wire::{
     BasicAck, BasicCancel, BasicConsume, BasicDeliver, BasicNack, BasicQos, ChannelClose,
     ChannelOpenOk, ConfirmSelectOk, ConnectionOpenOk, ConnectionStart, ConnectionTune, LongStr,
     QueueBind, QueueBindOk, QueueDeclare, QueueDeclareOk, QueueDelete,
+};
+use warren_wire::{
+    ChannelOpen, ConfirmSelect, ConnectionClose, ConnectionCloseOk, ConnectionOpen,
+    ConnectionTuneOk, Frame as AmqpFrame, FrameDecoder,
 };
 
 fn config() -> Config {
@@ -487,6 +492,37 @@ fn a_subscription_in_client_individual_mode_consumes_with_its_prefetch_and_acks_
             }),
         ]
     );
+}
+
+#[test]
+fn a_subscribe_s_receipt_comes_before_deliveries_read_with_its_consume_ok() {
+    let mut s = connected();
+    client(&mut s, "SUBSCRIBE\nid:r\ndestination:/amq/queue/q\nreceipt:sub\n\n\0");
+    let _ = methods(&mut s);
+    let mut out = OutBuf::new();
+    out.push_method(
+        CHANNEL,
+        &Method::BasicConsumeOk(warren_wire::BasicConsumeOk {
+            consumer_tag: "T_r".into(),
+        }),
+    );
+    out.push_delivery(
+        CHANNEL,
+        &Method::BasicDeliver(BasicDeliver {
+            consumer_tag: "T_r".into(),
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "q".into(),
+        }),
+        &BasicProperties::default(),
+        Bytes::from_static(b"waiting"),
+        4096,
+    );
+    broker_bytes(&mut s, out);
+    let frames = to_client(&mut s);
+    let commands: Vec<&Command> = frames.iter().map(|f| &f.command).collect();
+    assert_eq!(commands, vec![&Command::Receipt, &Command::Message]);
 }
 
 #[test]
