@@ -194,6 +194,12 @@ impl Broker {
         if !self.extra.iter().any(|a| a == "--web-stomp-port") {
             stomp.extend(["--web-stomp-port", "0"]);
         }
+        // MQTT's defaults (1883, 15675) are one per host too: off unless a test asks.
+        for flag in ["--mqtt-port", "--web-mqtt-port"] {
+            if !self.extra.iter().any(|a| a == flag) {
+                stomp.extend([flag, "0"]);
+            }
+        }
         let child = Command::new(&bin)
             .args(bind)
             .args(["--port", &self.addr.port().to_string()])

@@ -5,17 +5,21 @@ The broker is one Warren node or a cluster of several, chosen by the environment
   running as comma-separated URLs, one per node (e.g. the three of `cluster/local up`);
 * `WARREN_TEST_STOMP` with `WARREN_TEST_URL`: the STOMP address of each node of that broker,
   `host:port[,host:port...]` (STOMP tests skip against an external broker without it);
+* `WARREN_TEST_MQTT` with `WARREN_TEST_URL`: the MQTT address of each node of that broker, in the
+  same form (MQTT tests skip against an external broker without it). `WARREN_TEST_URL=none` with
+  `WARREN_TEST_MQTT` is a broker with no AMQP side (e.g. mosquitto as the MQTT 5 reference):
+  every test that asks for an AMQP connection (`connect`, `node_url`, `program`) is skipped;
 * otherwise `WARREN_TEST_NODES` (default 1) Warren nodes started for the session on free loopback
-  ports (AMQP, management, STOMP) with fresh data directories, formed into one cluster when there
-  are several (ids 1..N, the same `--member` list on each, mutual TLS between them with
+  ports (AMQP, management, STOMP, MQTT) with fresh data directories, formed into one cluster when
+  there are several (ids 1..N, the same `--member` list on each, mutual TLS between them with
   certificates from `warren cert`), ready once every node names the same leader and serves a
   declare;
   stopped (SIGTERM, then SIGKILL) at the end of the session, also when tests fail, and sent
   SIGTERM by the kernel if the test process itself dies (PR_SET_PDEATHSIG).
 
 Client connections are spread over the nodes: each new connection a test opens (`connect()`,
-`node_url()`, `stomp_address()`, every seed program it starts) goes to the next node,
-round-robin, and each test starts one node further than the one before. So in a cluster the
+`node_url()`, `stomp_address()`, `mqtt_address()`, every seed program it starts) goes to the next
+node, round-robin, and each test starts one node further than the one before. So in a cluster the
 publishers, consumers and RPC servers of one test sit on different nodes, and tests with a single
 connection use every node. Each connection's node is printed, which pytest shows with a failure.
 """
@@ -97,7 +101,7 @@ class Node:
     """One `warren` process on loopback with its own data directory and log file."""
 
     def __init__(self, binary, workdir, node_id, amqp_port, grpc_port, flags, certs=None,
-                 bind="127.0.0.1", management_port=0, stomp_port=0):
+                 bind="127.0.0.1", management_port=0, stomp_port=0, mqtt_port=0):
         self.id = node_id
         self.binary = binary
         # The cluster's certificates (mutual TLS between nodes): this node's directory, and the
@@ -114,13 +118,15 @@ class Node:
         self.port = amqp_port
         # The STOMP listener's port (0: none).
         self.stomp_port = stomp_port
+        # The MQTT listener's port (0: none).
+        self.mqtt_port = mqtt_port
         self.data_dir = Path(workdir) / f"node{node_id}"
         self.log_path = Path(workdir) / f"node{node_id}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(binary), "--node-id", str(node_id), "--bind", bind, "--port", str(amqp_port),
              "--data-dir", str(self.data_dir), "--management-port", str(management_port),
-             "--stomp-port", str(stomp_port), *flags],
+             "--stomp-port", str(stomp_port), "--mqtt-port", str(mqtt_port), *flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -205,15 +211,16 @@ def make_certs(binary, directory, count):
 
 
 def start_nodes(binary, workdir, count, members=None):
-    """`count` nodes listening on AMQP and STOMP, formed into one cluster (with `--member` flags
-    and a gRPC port each) when `count` > 1 or `members` is true. Retries with other ports (and a
-    fresh directory) when a node exits before it listens."""
+    """`count` nodes listening on AMQP, STOMP and MQTT, formed into one cluster (with `--member`
+    flags and a gRPC port each) when `count` > 1 or `members` is true. Retries with other ports
+    (and a fresh directory) when a node exits before it listens."""
     members = count > 1 if members is None else members
     logs = ""
     for attempt in range(START_ATTEMPTS):
-        ports = _free_ports(4 * count)
+        ports = _free_ports(5 * count)
         amqp, grpc = ports[:count], (ports[count:2 * count] if members else [None] * count)
-        management, stomp = ports[2 * count:3 * count], ports[3 * count:]
+        management, stomp = ports[2 * count:3 * count], ports[3 * count:4 * count]
+        mqtt = ports[4 * count:]
         flags = []
         if members:
             for i in range(count):
@@ -225,7 +232,8 @@ def start_nodes(binary, workdir, count, members=None):
         try:
             for i in range(count):
                 nodes.append(Node(binary, attempt_dir, i + 1, amqp[i], grpc[i], flags, certs,
-                                  management_port=management[i], stomp_port=stomp[i]))
+                                  management_port=management[i], stomp_port=stomp[i],
+                                  mqtt_port=mqtt[i]))
             deadline = time.time() + START_TIMEOUT
             if all(n.listening(deadline) for n in nodes):
                 return nodes
@@ -300,11 +308,17 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def broker_urls(request):
-    """The AMQP URL of every node of the broker under test (one for a single node)."""
+    """The AMQP URL of every node of the broker under test (one for a single node; none for a
+    broker without an AMQP side, WARREN_TEST_URL=none)."""
     external = os.environ.get("WARREN_TEST_URL")
     if external:
         _stomp_addresses[:] = [_host_port(a) for a in
                                re.split(r"[,\s]+", os.environ.get("WARREN_TEST_STOMP", "")) if a]
+        _mqtt_addresses[:] = [_host_port(a) for a in
+                              re.split(r"[,\s]+", os.environ.get("WARREN_TEST_MQTT", "")) if a]
+        if external.strip().lower() == "none":
+            yield []
+            return
         yield [u for u in re.split(r"[,\s]+", external) if u]
         return
     count = int(os.environ.get("WARREN_TEST_NODES", "1"))
@@ -317,6 +331,7 @@ def broker_urls(request):
         wait_until_serving(nodes)
         _management_urls[:] = [n.management for n in nodes]
         _stomp_addresses[:] = [(n.host, n.stomp_port) for n in nodes]
+        _mqtt_addresses[:] = [(n.host, n.mqtt_port) for n in nodes]
         _started_nodes[:] = nodes
         yield [n.url for n in nodes]
     finally:
@@ -379,15 +394,19 @@ _tests_started = itertools.count()
 
 @pytest.fixture
 def _turn():
-    """The round-robin position of a test's connections, AMQP and STOMP alike: each test starts
-    one node further than the test before."""
+    """The round-robin position of a test's connections, AMQP, STOMP and MQTT alike: each test
+    starts one node further than the test before."""
     return itertools.count(next(_tests_started))
 
 
 @pytest.fixture
 def node_url(broker_urls, _turn):
     """node_url(what) -> the URL of the next node, round-robin over the broker's nodes; each test
-    starts one node further than the test before. Prints where `what` goes."""
+    starts one node further than the test before. Prints where `what` goes. Skips the test
+    against a broker without an AMQP side (WARREN_TEST_URL=none)."""
+    if not broker_urls:
+        pytest.skip("the broker under test has no AMQP side (WARREN_TEST_URL=none)")
+
     def next_url(what="connection"):
         i = next(_turn) % len(broker_urls)
         if len(broker_urls) > 1:
@@ -407,26 +426,43 @@ def _host_port(address):
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-@pytest.fixture
-def stomp_address(broker_urls, _turn):
-    """stomp_address(what) -> (host, port) of the next node's STOMP listener, round-robin over the
-    nodes in turn with `connect()` and `node_url()`; prints where `what` goes. Against a broker
-    already running (WARREN_TEST_URL), skips the test unless WARREN_TEST_STOMP names its STOMP
-    listeners."""
-    if not _stomp_addresses:
+def _next_listener(protocol, addresses, turn):
+    """next(what) -> (host, port) of the next node's `protocol` listener (from `addresses`),
+    round-robin over the nodes in turn with `connect()` and `node_url()`; prints where `what`
+    goes. Against a broker already running (WARREN_TEST_URL), skips the test unless
+    WARREN_TEST_<PROTOCOL> names its listeners."""
+    if not addresses:
         if os.environ.get("WARREN_TEST_URL"):
-            pytest.skip("WARREN_TEST_STOMP (host:port of each node's STOMP listener, "
+            pytest.skip(f"WARREN_TEST_{protocol} (host:port of each node's {protocol} listener, "
                         "comma-separated) is not set for the broker of WARREN_TEST_URL")
-        pytest.fail("the nodes this session started have no STOMP port", pytrace=False)
-    addresses = list(_stomp_addresses)
+        pytest.fail(f"the nodes this session started have no {protocol} port", pytrace=False)
+    addresses = list(addresses)
 
-    def next_address(what="STOMP connection"):
-        i = next(_turn) % len(addresses)
+    def next_address(what=f"{protocol} connection"):
+        i = next(turn) % len(addresses)
         if len(addresses) > 1:
-            print(f"{what} -> node {i + 1} (STOMP {addresses[i][0]}:{addresses[i][1]})")
+            print(f"{what} -> node {i + 1} ({protocol} {addresses[i][0]}:{addresses[i][1]})")
         return addresses[i]
 
     return next_address
+
+
+@pytest.fixture
+def stomp_address(broker_urls, _turn):
+    """stomp_address(what) -> (host, port) of the next node's STOMP listener (see
+    `_next_listener`)."""
+    return _next_listener("STOMP", _stomp_addresses, _turn)
+
+
+# The MQTT address (host, port) of each node: those the session started, or WARREN_TEST_MQTT's.
+_mqtt_addresses = []
+
+
+@pytest.fixture
+def mqtt_address(broker_urls, _turn):
+    """mqtt_address(what) -> (host, port) of the next node's MQTT listener (see
+    `_next_listener`)."""
+    return _next_listener("MQTT", _mqtt_addresses, _turn)
 
 
 @pytest.fixture

@@ -18,11 +18,13 @@ use warren_wire::constants;
 use warren_wire::{
     BasicDeliver, BasicProperties, BasicPublish, ChannelCloseOk, ChannelOpen, ConfirmSelect,
     ConnectionClose, ConnectionCloseOk, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk,
-    FieldTable, Frame, FrameDecoder, Method, OutBuf, ShortStr, WireError,
+    FieldTable, Frame, FrameDecoder, Method, OutBuf, QueueDeclare, ShortStr, WireError,
 };
 
 /// The channel a bridge works on.
 pub const CHANNEL: u16 = 1;
+/// The channel of [`Step::Probe`]s (a passive declare of a missing queue closes it).
+const PROBE_CHANNEL: u16 = 2;
 /// The frame-max a bridge asks for (at most; the broker's tune may lower it).
 const FRAME_MAX: u32 = 128 * 1024;
 
@@ -55,6 +57,10 @@ pub enum Step<T> {
     Mark(T),
     /// Waits until every message published so far is confirmed.
     AwaitConfirms,
+    /// Whether queue `queue` exists ([`Event::Probed`] with `T`): a passive declare on a
+    /// second channel, whose 404 closes only that channel. Steps behind it wait for the
+    /// answer.
+    Probe { queue: String, token: T },
 }
 
 /// What the broker's side said.
@@ -82,6 +88,8 @@ pub enum Event<T> {
     },
     /// The broker cancelled a consumer (its queue went away).
     Cancelled { consumer_tag: ShortStr },
+    /// The answer to a [`Step::Probe`]: the queue's messages if it exists.
+    Probed { token: T, messages: Option<u32> },
 }
 
 /// Where the connection is.
@@ -124,6 +132,17 @@ pub struct Bridge<T> {
     next_publish: u64,
     unconfirmed: BTreeMap<u64, T>,
     content: Option<Content>,
+    /// The probe under way: its queue, its token, and whether the probe channel is open yet.
+    probing: Option<Probing<T>>,
+    /// The probe channel is open (it closes when a probed queue is missing).
+    probe_channel_open: bool,
+}
+
+/// A [`Step::Probe`] under way.
+#[derive(Debug)]
+struct Probing<T> {
+    queue: String,
+    token: T,
 }
 
 impl<T> Default for Bridge<T> {
@@ -145,6 +164,8 @@ impl<T> Bridge<T> {
             next_publish: 1,
             unconfirmed: BTreeMap::new(),
             content: None,
+            probing: None,
+            probe_channel_open: false,
         }
     }
 
@@ -209,7 +230,7 @@ impl<T> Bridge<T> {
     /// Does the queued steps up to the first synchronous one (whose reply the rest waits for),
     /// a wait for confirms, or the first mark (reported, and the rest waits for the next call).
     pub fn drive(&mut self, events: &mut Vec<Event<T>>) {
-        while self.phase == Phase::Open && self.awaiting.is_none() {
+        while self.phase == Phase::Open && self.awaiting.is_none() && self.probing.is_none() {
             let Some(step) = self.steps.pop_front() else {
                 return;
             };
@@ -248,7 +269,63 @@ impl<T> Bridge<T> {
                         return;
                     }
                 }
+                Step::Probe { queue, token } => {
+                    if self.probe_channel_open {
+                        self.send_probe(&queue);
+                    } else {
+                        self.out.push_method(
+                            PROBE_CHANNEL,
+                            &Method::ChannelOpen(ChannelOpen {
+                                out_of_band: ShortStr::default(),
+                            }),
+                        );
+                    }
+                    self.probing = Some(Probing { queue, token });
+                }
             }
+        }
+    }
+
+    fn send_probe(&mut self, queue: &str) {
+        self.out.push_method(
+            PROBE_CHANNEL,
+            &Method::QueueDeclare(QueueDeclare {
+                queue: queue.into(),
+                passive: true,
+                ..Default::default()
+            }),
+        );
+    }
+
+    /// A method on the probe channel: the channel opened, or the probe's answer.
+    fn on_probe_channel(&mut self, method: Method, events: &mut Vec<Event<T>>) {
+        let answer = match method {
+            Method::ChannelOpenOk(_) => {
+                self.probe_channel_open = true;
+                if let Some(p) = &self.probing {
+                    let queue = p.queue.clone();
+                    self.send_probe(&queue);
+                }
+                return;
+            }
+            Method::QueueDeclareOk(ok) => Some(ok.message_count),
+            Method::ChannelClose(c) => {
+                self.out
+                    .push_method(PROBE_CHANNEL, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                self.probe_channel_open = false;
+                if c.reply_code != constants::NOT_FOUND {
+                    self.closed_by_broker(c.reply_code, c.reply_text.to_string(), events);
+                    return;
+                }
+                None
+            }
+            _ => return,
+        };
+        if let Some(p) = self.probing.take() {
+            events.push(Event::Probed {
+                token: p.token,
+                messages: answer,
+            });
         }
     }
 
@@ -263,7 +340,10 @@ impl<T> Bridge<T> {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     self.on_frame(frame, events);
-                    if matches!(events.last(), Some(Event::Reply { .. })) {
+                    if matches!(
+                        events.last(),
+                        Some(Event::Reply { .. } | Event::Probed { .. })
+                    ) {
                         return;
                     }
                 }
@@ -286,6 +366,10 @@ impl<T> Bridge<T> {
 
     fn on_frame(&mut self, frame: Frame, events: &mut Vec<Event<T>>) {
         match frame {
+            Frame::Method {
+                channel: PROBE_CHANNEL,
+                method,
+            } if self.phase == Phase::Open => self.on_probe_channel(method, events),
             Frame::Method { method, .. } => self.on_method(method, events),
             Frame::Header { header, .. } => {
                 if let Some(c) = &mut self.content {
@@ -525,3 +609,48 @@ pub fn reply_name(code: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+/// Reading what a bridge (or any AMQP writer) sent, for the tests of adapters that play the
+/// broker's side: the bytes of an [`OutBuf`], its frames, its methods.
+pub mod script {
+    use bytes::{Buf, BytesMut};
+    use warren_wire::{Frame, FrameDecoder, Method, OutBuf, PROTOCOL_HEADER};
+
+    /// Everything in `out` (taken), the protocol header left out.
+    pub fn drain(out: &mut OutBuf) -> BytesMut {
+        let mut bytes = BytesMut::new();
+        while out.has_remaining() {
+            let chunk = out.chunk().to_vec();
+            bytes.extend_from_slice(&chunk);
+            out.advance(chunk.len());
+        }
+        if bytes.starts_with(PROTOCOL_HEADER) {
+            let _ = bytes.split_to(PROTOCOL_HEADER.len());
+        }
+        bytes
+    }
+
+    /// The frames in `out` (taken). Panics on bytes that are not whole frames: a test's
+    /// failure.
+    pub fn frames(out: &mut OutBuf) -> Vec<Frame> {
+        let mut bytes = drain(out);
+        let decoder = FrameDecoder::new(u32::MAX);
+        let mut frames = Vec::new();
+        while let Some(f) = decoder.decode(&mut bytes).expect("whole AMQP frames") {
+            frames.push(f);
+        }
+        assert!(bytes.is_empty(), "a partial frame: {bytes:?}");
+        frames
+    }
+
+    /// The methods in `out` (taken), content frames left out.
+    pub fn methods(out: &mut OutBuf) -> Vec<Method> {
+        frames(out)
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Method { method, .. } => Some(method),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -9,36 +9,11 @@ use warren_wire::{
 type B = Bridge<&'static str>;
 
 fn sent(b: &mut B) -> Vec<Method> {
-    let mut bytes = BytesMut::new();
-    while bytes::Buf::has_remaining(b.out()) {
-        let chunk = bytes::Buf::chunk(b.out()).to_vec();
-        bytes.extend_from_slice(&chunk);
-        bytes::Buf::advance(b.out(), chunk.len());
-    }
-    if bytes.starts_with(warren_wire::PROTOCOL_HEADER) {
-        let _ = bytes.split_to(8);
-    }
-    let decoder = FrameDecoder::new(1 << 20);
-    let mut methods = Vec::new();
-    while let Some(f) = decoder
-        .decode(&mut bytes)
-        .expect("the bridge writes frames")
-    {
-        if let Frame::Method { method, .. } = f {
-            methods.push(method);
-        }
-    }
-    methods
+    script::methods(b.out())
 }
 
-fn broker(b: &mut B, out: OutBuf) -> Vec<Event<&'static str>> {
-    let mut out = out;
-    let mut buf = BytesMut::new();
-    while bytes::Buf::has_remaining(&out) {
-        let chunk = bytes::Buf::chunk(&out).to_vec();
-        buf.extend_from_slice(&chunk);
-        bytes::Buf::advance(&mut out, chunk.len());
-    }
+fn broker(b: &mut B, mut out: OutBuf) -> Vec<Event<&'static str>> {
+    let mut buf = script::drain(&mut out);
     let mut events = Vec::new();
     b.receive(&mut buf, &mut events);
     events
@@ -343,4 +318,91 @@ fn a_channel_closed_by_the_broker_ends_the_bridge_with_its_code() {
         vec![Method::ChannelCloseOk(ChannelCloseOk {})]
     );
     assert_eq!(reply_name(404), "not_found");
+}
+
+#[test]
+fn a_probe_asks_on_a_second_channel_whose_404_closes_only_that_channel() {
+    let mut b = opened();
+    b.push(Step::Probe {
+        queue: "missing".into(),
+        token: "first",
+    });
+    b.push(Step::Probe {
+        queue: "there".into(),
+        token: "second",
+    });
+    let mut events = Vec::new();
+    b.drive(&mut events);
+    assert_eq!(
+        sent(&mut b),
+        vec![Method::ChannelOpen(ChannelOpen {
+            out_of_band: ShortStr::default()
+        })]
+    );
+    method(
+        &mut b,
+        PROBE_CHANNEL,
+        Method::ChannelOpenOk(ChannelOpenOk {
+            channel_id: LongStr::default(),
+        }),
+    );
+    let m = sent(&mut b);
+    assert!(
+        matches!(&m[..], [Method::QueueDeclare(d)] if d.passive && d.queue.as_str() == "missing"),
+        "{m:?}"
+    );
+    let e = method(
+        &mut b,
+        PROBE_CHANNEL,
+        Method::ChannelClose(ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND - no queue 'missing' in vhost '/'".into(),
+            class_id: 50,
+            method_id: 10,
+        }),
+    );
+    assert!(
+        matches!(
+            &e[..],
+            [Event::Probed {
+                token: "first",
+                messages: None
+            }]
+        ),
+        "{e:?}"
+    );
+    assert!(!b.is_closed());
+    b.drive(&mut events);
+    let m = sent(&mut b);
+    assert!(
+        matches!(&m[..], [Method::ChannelCloseOk(_), Method::ChannelOpen(_)]),
+        "the probe channel closed, and opens again: {m:?}"
+    );
+    method(
+        &mut b,
+        PROBE_CHANNEL,
+        Method::ChannelOpenOk(ChannelOpenOk {
+            channel_id: LongStr::default(),
+        }),
+    );
+    let _ = sent(&mut b);
+    let e = method(
+        &mut b,
+        PROBE_CHANNEL,
+        Method::QueueDeclareOk(QueueDeclareOk {
+            queue: "there".into(),
+            message_count: 3,
+            consumer_count: 0,
+        }),
+    );
+    assert!(
+        matches!(
+            &e[..],
+            [Event::Probed {
+                token: "second",
+                messages: Some(3)
+            }]
+        ),
+        "{e:?}"
+    );
 }

@@ -53,6 +53,8 @@ pub(crate) struct Node {
     pub(crate) alarms: watch::Receiver<ClusterAlarms>,
     /// What the node's clients did, counted by each client's session.
     pub(crate) counters: Arc<ClientCounters>,
+    /// The retained messages of the node's MQTT clients.
+    pub(crate) retained: Arc<dyn warren_mqtt::RetainedStore>,
 }
 
 /// The sessions of one client connection and where their effects come in.

@@ -15,6 +15,7 @@ mod flow;
 mod gate;
 pub mod listener;
 pub mod management;
+mod mqtt;
 mod mux;
 mod proposer;
 pub mod relay;

@@ -26,6 +26,11 @@ pub enum Protocol {
     Stomp,
     /// STOMP over WebSocket at `/ws` (Web-STOMP).
     WebStomp,
+    /// MQTT 3.1, 3.1.1 and 5.0, translated into AMQP by `warren_mqtt::Session` (see
+    /// `crate::mqtt`).
+    Mqtt,
+    /// MQTT over WebSocket at `/ws` (Web-MQTT).
+    WebMqtt,
 }
 
 /// A bound client listener and what it serves.
@@ -56,6 +61,10 @@ impl Listener {
             (Protocol::Stomp, true) => "stomp/ssl",
             (Protocol::WebStomp, false) => "http/web-stomp",
             (Protocol::WebStomp, true) => "https/web-stomp",
+            (Protocol::Mqtt, false) => "mqtt",
+            (Protocol::Mqtt, true) => "mqtt/ssl",
+            (Protocol::WebMqtt, false) => "http/web-mqtt",
+            (Protocol::WebMqtt, true) => "https/web-mqtt",
         }
     }
 }

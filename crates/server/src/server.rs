@@ -20,7 +20,7 @@ use crate::broker_task::BrokerHandle;
 use crate::clock::now_ms;
 use crate::counters::ClientCounters;
 use crate::listener::{AmqpsConfig, Listener, Protocol};
-use crate::{connection, stomp, ServerConfig};
+use crate::{connection, mqtt, stomp, ServerConfig};
 
 /// The connection ids a server of node `node_id` started now gives out begin here: the node id
 /// (below 2048) takes the top 11 bits, the start time in microseconds-ish the 52 below, so ids
@@ -45,6 +45,8 @@ pub struct Server {
     alarms: watch::Receiver<ClusterAlarms>,
     /// What this node's clients did (see [`crate::counters`]).
     counters: Arc<ClientCounters>,
+    /// The retained messages of this node's MQTT clients.
+    retained: Arc<mqtt::MemoryRetained>,
 }
 
 impl Server {
@@ -88,6 +90,7 @@ impl Server {
             next_conn: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_conn)),
             alarms: watch::channel(ClusterAlarms::default()).1,
             counters: broker.counters.clone(),
+            retained: Arc::default(),
             listeners,
             inputs: broker.tx.clone(),
             config,
@@ -131,6 +134,7 @@ impl Server {
             next_conn: self.next_conn.clone(),
             alarms: self.alarms.clone(),
             counters: self.counters.clone(),
+            retained: self.retained.clone(),
         }
     }
 
@@ -183,6 +187,8 @@ impl Server {
                         (Protocol::Amqp, Some(tls)) => tasks.spawn(connection::run_tls(stream, peer, tls, conn, config, node, stop)),
                         (Protocol::Stomp, tls) => tasks.spawn(stomp::run(stream, peer, tls, conn, config, node, stop)),
                         (Protocol::WebStomp, _) => tasks.spawn(stomp::run_websocket(stream, peer, conn, config, node, stop)),
+                        (Protocol::Mqtt, tls) => tasks.spawn(mqtt::run(stream, peer, tls, conn, config, node, stop)),
+                        (Protocol::WebMqtt, _) => tasks.spawn(mqtt::run_websocket(stream, peer, conn, config, node, stop)),
                     };
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::connection::Node;
 use crate::listener::AmqpsConfig;
 use crate::translated::{self, Translator};
-use crate::websocket::{self, Endpoint};
+use crate::websocket::Endpoint;
 use crate::ServerConfig;
 
 /// RabbitMQ's `stomp.default_user`, `stomp.default_pass` and `stomp.default_vhost`: who a
@@ -41,6 +41,10 @@ impl Translator for warren_stomp::Session {
 
     fn amqp_closed(&mut self) {
         warren_stomp::Session::amqp_closed(self);
+    }
+
+    fn client_closed(&mut self) {
+        warren_stomp::Session::client_closed(self);
     }
 
     fn tick(&mut self, now: u64) {
@@ -97,12 +101,6 @@ fn session(config: &ServerConfig) -> warren_stomp::Session {
     )
 }
 
-fn local_of(stream: &TcpStream) -> String {
-    stream
-        .local_addr()
-        .map_or_else(|_| "?".to_owned(), |a| a.to_string())
-}
-
 /// Serves a STOMP client (over TLS when `tls` is given: the handshake first).
 pub(crate) async fn run(
     stream: TcpStream,
@@ -113,33 +111,22 @@ pub(crate) async fn run(
     node: Node,
     shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let local = local_of(&stream);
     let stomp = session(&config);
-    match tls {
-        None => {
-            let (rd, wr) = stream.into_split();
-            translated::serve(stomp, rd, wr, peer, local, conn, config, node, shutdown).await;
-        }
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls.clone());
-            let handshake = warren_tls::acceptor::handshake(
-                stream,
-                peer,
-                &acceptor,
-                config.handshake_timeout,
-                "stomp/ssl",
-            );
-            let Some(accepted) = handshake.await else {
-                return;
-            };
-            let (rd, wr) = tokio::io::split(accepted.stream);
-            translated::serve(stomp, rd, wr, peer, local, conn, config, node, shutdown).await;
-        }
-    }
+    translated::run_socket(
+        stomp,
+        stream,
+        peer,
+        tls,
+        "stomp/ssl",
+        conn,
+        config,
+        node,
+        shutdown,
+    )
+    .await;
 }
 
-/// Serves a Web-STOMP client: the WebSocket handshake at `/ws`, then STOMP over its messages.
+/// Serves a STOMP client over a WebSocket at `/ws`.
 pub(crate) async fn run_websocket(
     stream: TcpStream,
     peer: SocketAddr,
@@ -148,16 +135,6 @@ pub(crate) async fn run_websocket(
     node: Node,
     shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let local = local_of(&stream);
-    let Some(ws) = websocket::accept(stream, peer, WEB_STOMP, config.handshake_timeout).await
-    else {
-        return;
-    };
     let stomp = session(&config);
-    translated::serve(
-        stomp, ws.reader, ws.writer, peer, local, conn, config, node, shutdown,
-    )
-    .await;
-    let _ = ws.task.await;
+    translated::run_websocket(stomp, stream, peer, WEB_STOMP, conn, config, node, shutdown).await;
 }

@@ -22,9 +22,15 @@ use tracing::debug;
 use warren_core::ConnId;
 use warren_wire::OutBuf;
 
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
 use crate::clock::now_ms;
 use crate::connection::{self, Node, Peer};
+use crate::listener::AmqpsConfig;
 use crate::session::Session;
+use crate::websocket::{self, Endpoint};
 use crate::ServerConfig;
 
 /// Bytes the pipe between a session and its AMQP connection holds each way.
@@ -35,6 +41,76 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long the AMQP connection has to finish once its client is gone.
 const AMQP_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The node's own address of a client's socket, for the connection's name.
+fn local_address(stream: &TcpStream) -> String {
+    stream
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+}
+
+/// Serves a translated client on its socket: over TLS when `tls` is given (the handshake
+/// first, logged as `listener`), else plain TCP.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_socket<T: Translator>(
+    session: T,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<AmqpsConfig>>,
+    listener: &'static str,
+    conn: ConnId,
+    config: ServerConfig,
+    node: Node,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = local_address(&stream);
+    match tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            serve(session, rd, wr, peer, local, conn, config, node, shutdown).await;
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls.clone());
+            let handshake = warren_tls::acceptor::handshake(
+                stream,
+                peer,
+                &acceptor,
+                config.handshake_timeout,
+                listener,
+            );
+            let Some(accepted) = handshake.await else {
+                return;
+            };
+            let (rd, wr) = tokio::io::split(accepted.stream);
+            serve(session, rd, wr, peer, local, conn, config, node, shutdown).await;
+        }
+    }
+}
+
+/// Serves a translated client over a WebSocket at `/ws` (the handshake first).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_websocket<T: Translator>(
+    session: T,
+    stream: TcpStream,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+    conn: ConnId,
+    config: ServerConfig,
+    node: Node,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = local_address(&stream);
+    let Some(ws) = websocket::accept(stream, peer, endpoint, config.handshake_timeout).await else {
+        return;
+    };
+    serve(
+        session, ws.reader, ws.writer, peer, local, conn, config, node, shutdown,
+    )
+    .await;
+    let _ = ws.task.await;
+}
+
 /// A protocol's sans-io session: the client's bytes in and out, the AMQP connection's bytes in
 /// and out, and time.
 pub(crate) trait Translator {
@@ -44,6 +120,9 @@ pub(crate) trait Translator {
     fn receive_amqp(&mut self, buf: &mut BytesMut, now: u64);
     /// The AMQP connection closed its side.
     fn amqp_closed(&mut self);
+    /// The client's socket closed (or broke): the session may still have work for the
+    /// broker (MQTT's will) before it closes.
+    fn client_closed(&mut self);
     fn tick(&mut self, now: u64);
     /// Bytes for the client (whole frames or packets, ready to be one WebSocket message).
     fn client_out(&mut self) -> &mut BytesMut;
@@ -115,6 +194,9 @@ pub(crate) async fn serve<T, R, W>(
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = *shutdown.borrow();
+    let mut client_open = true;
+    // Once the client is gone, how long the session may go on with the broker (a will).
+    let mut gone_deadline = tokio::time::Instant::now();
     // What is being written each way, taken from the session (which goes on filling its own
     // buffers, up to its watermarks, meanwhile).
     let mut to_client = BytesMut::new();
@@ -126,7 +208,7 @@ pub(crate) async fn serve<T, R, W>(
         if to_broker.is_empty() {
             std::mem::swap(&mut to_broker, session.amqp_out());
         }
-        if session.is_closed() && to_client.is_empty() {
+        if session.is_closed() && (to_client.is_empty() || !client_open) {
             break;
         }
         if amqp_task.is_none() && !to_broker.is_empty() {
@@ -145,17 +227,24 @@ pub(crate) async fn serve<T, R, W>(
             }
         }
         let started = amqp_task.is_some();
-        let read_client = session.wants_client();
+        let read_client = client_open && session.wants_client();
         let read_amqp = started && amqp_open && session.wants_amqp();
         let write_amqp = started && amqp_open && !to_broker.is_empty();
         tokio::select! {
             r = rd.read_into(&mut inbuf), if read_client => match r {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    client_open = false;
+                    gone_deadline = tokio::time::Instant::now() + AMQP_CLOSE_TIMEOUT;
+                    session.client_closed();
+                }
                 Ok(_) => session.receive_client(&mut inbuf, now_ms()),
             },
-            r = wr.write_from(&mut to_client), if !to_client.is_empty() => {
+            r = wr.write_from(&mut to_client), if client_open && !to_client.is_empty() => {
                 if matches!(r, Ok(0) | Err(_)) {
-                    break;
+                    client_open = false;
+                    gone_deadline = tokio::time::Instant::now() + AMQP_CLOSE_TIMEOUT;
+                    to_client.clear();
+                    session.client_closed();
                 }
             }
             r = pipe_rd.read_buf(&mut amqp_in), if read_amqp => match r {
@@ -172,6 +261,10 @@ pub(crate) async fn serve<T, R, W>(
                 }
             }
             _ = ticker.tick() => session.tick(now_ms()),
+            () = tokio::time::sleep_until(gone_deadline), if !client_open => {
+                debug!(conn, "a translated client's session did not finish in time");
+                break;
+            }
             r = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 // A client with an AMQP connection hears of the shutdown from it (an ERROR

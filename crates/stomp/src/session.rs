@@ -318,6 +318,13 @@ impl Session {
         self.stamp_sent(now);
     }
 
+    /// The client's socket closed: nothing more to do for it (unacknowledged messages go back
+    /// to their queues when the AMQP connection closes).
+    pub fn client_closed(&mut self) {
+        self.bridge.close();
+        self.phase = Phase::Closed;
+    }
+
     /// The broker closed its side of the connection.
     pub fn amqp_closed(&mut self) {
         if !self.is_closed() {
@@ -542,7 +549,7 @@ impl Session {
                         self.temp_queues.insert(name, Some(ok.queue.to_string()));
                     }
                 }
-                Event::Reply { .. } => {}
+                Event::Reply { .. } | Event::Probed { .. } => {}
                 Event::Reached(token) => self.reached(token),
                 Event::Confirmed { token, ack } => self.confirmed(token, ack),
                 Event::Delivery {

@@ -109,6 +109,18 @@ struct Args {
     /// [default: 15674].
     #[arg(long)]
     web_stomp_port: Option<u16>,
+    /// MQTT 3.1/3.1.1/5.0 port (RabbitMQ's MQTT plugin); 0 turns it off. If the default is
+    /// taken the node runs without it [default: 1883].
+    #[arg(long)]
+    mqtt_port: Option<u16>,
+    /// MQTT over TLS port, when --tls-cert and --tls-key are given; 0 turns it off. If the
+    /// default is taken the node runs without it [default: 8883].
+    #[arg(long)]
+    mqtt_tls_port: Option<u16>,
+    /// MQTT over WebSocket at ws://HOST:PORT/ws (RabbitMQ's web_mqtt plugin); 0 turns it off.
+    /// If the default is taken the node runs without it [default: 15675].
+    #[arg(long)]
+    web_mqtt_port: Option<u16>,
     /// HTTPS port of the management API and console, when --tls-cert and --tls-key are given
     /// (RabbitMQ's 15671); 0 turns it off. If the default is taken the node runs without it
     /// [default: 15671].
@@ -300,6 +312,9 @@ struct FileConfig {
     stomp_port: Option<u16>,
     stomp_tls_port: Option<u16>,
     web_stomp_port: Option<u16>,
+    mqtt_port: Option<u16>,
+    mqtt_tls_port: Option<u16>,
+    web_mqtt_port: Option<u16>,
     management_tls_port: Option<u16>,
     management_tls_client_auth: Option<String>,
     vm_memory_high_watermark: Option<f64>,

@@ -73,6 +73,14 @@ pub struct NodeConfig {
     pub web_stomp_port: u16,
     /// Whether `web_stomp_port` was asked for (see `stomp_port_given`).
     pub web_stomp_port_given: bool,
+    /// Port of the MQTT listener; 0 turns it off.
+    pub mqtt_port: u16,
+    /// Whether `mqtt_port` was asked for (see `stomp_port_given`).
+    pub mqtt_port_given: bool,
+    /// Port of the Web-MQTT listener (MQTT over WebSocket at `/ws`); 0 turns it off.
+    pub web_mqtt_port: u16,
+    /// Whether `web_mqtt_port` was asked for (see `stomp_port_given`).
+    pub web_mqtt_port_given: bool,
     /// The limits of the resource alarms.
     pub resource_limits: ResourceLimits,
     /// Bytes of memory for the bodies of the replicated queues' most recent messages.
@@ -96,6 +104,10 @@ pub struct ListenerTls {
     pub stomp_tls_port: u16,
     /// Whether `stomp_tls_port` was asked for (see `https_port_given`).
     pub stomp_tls_port_given: bool,
+    /// MQTT over TLS port (with AMQPS's certificate); 0 turns it off.
+    pub mqtt_tls_port: u16,
+    /// Whether `mqtt_tls_port` was asked for (see `https_port_given`).
+    pub mqtt_tls_port_given: bool,
 }
 
 /// A started node: its listeners bound, its Raft group running; serves with [`Node::run`].
@@ -130,6 +142,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         stomp_port_given,
         web_stomp_port,
         web_stomp_port_given,
+        mqtt_port,
+        mqtt_port_given,
+        web_mqtt_port,
+        web_mqtt_port_given,
         resource_limits,
         body_cache,
     } = config;
@@ -321,8 +337,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
             protocol: listener::Protocol::Amqp,
         }));
     }
-    // STOMP and Web-STOMP (RabbitMQ's plugins' ports), served by the same server: each client
-    // becomes an AMQP connection of this node (see `warren_server::stomp`).
+    // STOMP, MQTT and their WebSocket variants (RabbitMQ's plugins' ports), served by the same
+    // server: each client becomes an AMQP connection of this node (`warren_server::translated`).
     let stomp_ports = [
         (
             stomp_port,
@@ -348,6 +364,31 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
             None,
             listener::Protocol::WebStomp,
             "Web-STOMP",
+        ),
+        (
+            mqtt_port,
+            mqtt_port_given,
+            None,
+            listener::Protocol::Mqtt,
+            "MQTT",
+        ),
+        (
+            if listener_tls.amqps.is_some() {
+                listener_tls.mqtt_tls_port
+            } else {
+                0
+            },
+            listener_tls.mqtt_tls_port_given,
+            listener_tls.amqps.clone(),
+            listener::Protocol::Mqtt,
+            "MQTT over TLS",
+        ),
+        (
+            web_mqtt_port,
+            web_mqtt_port_given,
+            None,
+            listener::Protocol::WebMqtt,
+            "Web-MQTT",
         ),
     ];
     for (port, given, tls, protocol, what) in stomp_ports {

@@ -32,6 +32,10 @@ pub(crate) fn node_config(args: Args, file: FileConfig) -> anyhow::Result<NodeCo
     let stomp_port = args.stomp_port.or(file.stomp_port).unwrap_or(61613);
     let web_stomp_port_given = args.web_stomp_port.or(file.web_stomp_port).is_some();
     let web_stomp_port = args.web_stomp_port.or(file.web_stomp_port).unwrap_or(15674);
+    let mqtt_port_given = args.mqtt_port.or(file.mqtt_port).is_some();
+    let mqtt_port = args.mqtt_port.or(file.mqtt_port).unwrap_or(1883);
+    let web_mqtt_port_given = args.web_mqtt_port.or(file.web_mqtt_port).is_some();
+    let web_mqtt_port = args.web_mqtt_port.or(file.web_mqtt_port).unwrap_or(15675);
     let frame_max = args
         .frame_max
         .or(file.frame_max)
@@ -192,6 +196,10 @@ pub(crate) fn node_config(args: Args, file: FileConfig) -> anyhow::Result<NodeCo
         stomp_port_given,
         web_stomp_port,
         web_stomp_port_given,
+        mqtt_port,
+        mqtt_port_given,
+        web_mqtt_port,
+        web_mqtt_port_given,
         resource_limits,
         body_cache,
     })
@@ -296,6 +304,8 @@ pub(crate) fn listener_tls(args: &Args, file: &FileConfig) -> anyhow::Result<Lis
         https_port_given,
         stomp_tls_port: args.stomp_tls_port.or(file.stomp_tls_port).unwrap_or(61614),
         stomp_tls_port_given: args.stomp_tls_port.or(file.stomp_tls_port).is_some(),
+        mqtt_tls_port: args.mqtt_tls_port.or(file.mqtt_tls_port).unwrap_or(8883),
+        mqtt_tls_port_given: args.mqtt_tls_port.or(file.mqtt_tls_port).is_some(),
     };
     let (cert, key) = match (cert, key) {
         (Some(c), Some(k)) => (c, k),

@@ -11,7 +11,7 @@ use warren_wire::{
 };
 use warren_wire::{
     ChannelOpen, ConfirmSelect, ConnectionClose, ConnectionCloseOk, ConnectionOpen,
-    ConnectionTuneOk, Frame as AmqpFrame, FrameDecoder,
+    ConnectionTuneOk, Frame as AmqpFrame,
 };
 
 fn config() -> Config {
@@ -31,35 +31,11 @@ fn config() -> Config {
 /// What the session wrote to the broker since the last call: protocol header bytes dropped,
 /// frames decoded.
 fn to_broker(s: &mut Session) -> Vec<AmqpFrame> {
-    let mut bytes = BytesMut::new();
-    while bytes::Buf::has_remaining(s.amqp_out()) {
-        let chunk = bytes::Buf::chunk(s.amqp_out()).to_vec();
-        bytes.extend_from_slice(&chunk);
-        bytes::Buf::advance(s.amqp_out(), chunk.len());
-    }
-    if bytes.starts_with(warren_wire::PROTOCOL_HEADER) {
-        let _ = bytes.split_to(8);
-    }
-    let decoder = FrameDecoder::new(1 << 20);
-    let mut frames = Vec::new();
-    while let Some(f) = decoder
-        .decode(&mut bytes)
-        .expect("the session writes frames")
-    {
-        frames.push(f);
-    }
-    assert!(bytes.is_empty(), "a partial frame: {bytes:?}");
-    frames
+    warren_bridge::script::frames(s.amqp_out())
 }
 
 fn methods(s: &mut Session) -> Vec<Method> {
-    to_broker(s)
-        .into_iter()
-        .filter_map(|f| match f {
-            AmqpFrame::Method { method, .. } => Some(method),
-            _ => None,
-        })
-        .collect()
+    warren_bridge::script::methods(s.amqp_out())
 }
 
 /// What the session wrote to the client since the last call.
@@ -91,12 +67,7 @@ fn broker(s: &mut Session, method: Method) {
 }
 
 fn broker_bytes(s: &mut Session, mut out: OutBuf) {
-    let mut buf = BytesMut::new();
-    while bytes::Buf::has_remaining(&out) {
-        let chunk = bytes::Buf::chunk(&out).to_vec();
-        buf.extend_from_slice(&chunk);
-        bytes::Buf::advance(&mut out, chunk.len());
-    }
+    let mut buf = warren_bridge::script::drain(&mut out);
     s.receive_amqp(&mut buf, 0);
 }
 
@@ -497,7 +468,10 @@ fn a_subscription_in_client_individual_mode_consumes_with_its_prefetch_and_acks_
 #[test]
 fn a_subscribe_s_receipt_comes_before_deliveries_read_with_its_consume_ok() {
     let mut s = connected();
-    client(&mut s, "SUBSCRIBE\nid:r\ndestination:/amq/queue/q\nreceipt:sub\n\n\0");
+    client(
+        &mut s,
+        "SUBSCRIBE\nid:r\ndestination:/amq/queue/q\nreceipt:sub\n\n\0",
+    );
     let _ = methods(&mut s);
     let mut out = OutBuf::new();
     out.push_method(
