@@ -18,15 +18,19 @@ Which broker, and what runs against it:
   vhosts, QoS 2 acknowledged as QoS 1, one queue per QoS, topics as amq.topic routing keys, the
   unauthenticated packet limit) and are skipped there too.
 """
+import base64
+import json
 import os
 import socket
 import struct
 import threading
 import time
+import urllib.request
 
 import paho.mqtt.client as paho
 import pika
 import pytest
+import stomp
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -1101,3 +1105,52 @@ def test_persistent_session_resumes_on_another_node(mqtt, mqtt_address, name):
         again.quiet(1, seconds=0.2)
         again.disconnect()
     mqtt(client_id, clean=True).disconnect()
+
+
+# --- 12. MQTT, STOMP and AMQP together ----------------------------------------------------------
+
+@amqp
+@rabbitmq
+def test_mqtt_and_stomp_clients_meet_on_amq_topic(mqtt, stomp_address, settle, management_urls,
+                                                  name):
+    """An MQTT subscriber gets what a STOMP client sends to /topic/<key> and the reverse (both
+    protocols are amq.topic: MQTT `a/b` is STOMP `/topic/a.b`), each client on another node; the
+    management API lists both with their protocols."""
+    received, ready = [], threading.Event()
+
+    class Listener(stomp.ConnectionListener):
+        def on_message(self, frame):
+            received.append((frame.headers["destination"], frame.body))
+            ready.set()
+
+    sub = mqtt()
+    assert sub.subscribe((f"{name}/from-stomp", 1)) == [1]
+    host, port = stomp_address("STOMP client")
+    conn = stomp.Connection12([(host, port)], vhost="/", timeout=TIMEOUT)
+    conn.set_listener("", Listener())
+    conn.connect("guest", "guest", wait=True)
+    try:
+        conn.subscribe(f"/topic/{name}.from-mqtt", id="s", ack="auto",
+                       headers={"receipt": "subscribed"})
+        time.sleep(0.2)
+        settle()
+        conn.send(f"/topic/{name}.from-stomp", "hello mqtt", headers={"receipt": "sent"})
+        (m,) = sub.wait_messages(1)
+        assert (m.topic, m.payload, m.qos) == (f"{name}/from-stomp", b"hello mqtt", 1)
+        mqtt().publish(f"{name}/from-mqtt", b"hello stomp", qos=1)
+        assert ready.wait(TIMEOUT), "the STOMP subscriber got nothing"
+        assert received == [(f"/topic/{name}.from-mqtt", "hello stomp")]
+        # Both show in the management API (any node's /api/connections lists the cluster's).
+        request = urllib.request.Request(f"{management_urls[0]}/api/connections")
+        token = base64.b64encode(b"guest:guest").decode()
+        request.add_header("Authorization", f"Basic {token}")
+        deadline = time.time() + TIMEOUT
+        while True:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+                protocols = {c["protocol"] for c in json.load(answer)}
+            if {"MQTT 3.1.1", "STOMP 1.2"} <= protocols or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert {"MQTT 3.1.1", "STOMP 1.2"} <= protocols, protocols
+    finally:
+        conn.disconnect()
