@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod cluster;
 pub mod management;
+pub mod mqtt;
 pub mod raw;
 pub mod stomp;
 
@@ -50,6 +51,8 @@ pub struct Broker {
     /// The STOMP port (a free one picked at start unless the extra flags give one; 0 for an
     /// external broker).
     stomp_port: u16,
+    /// The MQTT port (as the STOMP one).
+    mqtt_port: u16,
 }
 
 /// The `warren` binary: `WARREN_BIN`, else `$CARGO_TARGET_DIR/debug/warren`, else the
@@ -115,6 +118,7 @@ impl Broker {
             uri,
             management_port: 0,
             stomp_port: 0,
+            mqtt_port: 0,
         })
     }
 
@@ -153,6 +157,10 @@ impl Broker {
             Some(i) => extra.get(i + 1).and_then(|p| p.parse().ok()).unwrap_or(0),
             None => free_port(),
         };
+        let mqtt_port = match extra.iter().position(|a| a == "--mqtt-port") {
+            Some(i) => extra.get(i + 1).and_then(|p| p.parse().ok()).unwrap_or(0),
+            None => free_port(),
+        };
         let mut broker = Broker {
             child: None,
             data_dir: Some(dir),
@@ -161,6 +169,7 @@ impl Broker {
             uri: format!("amqp://guest:guest@{addr}/%2f"),
             management_port: free_port(),
             stomp_port,
+            mqtt_port,
         };
         broker.launch()?;
         Ok(broker)
@@ -194,11 +203,13 @@ impl Broker {
         if !self.extra.iter().any(|a| a == "--web-stomp-port") {
             stomp.extend(["--web-stomp-port", "0"]);
         }
-        // MQTT's defaults (1883, 15675) are one per host too: off unless a test asks.
-        for flag in ["--mqtt-port", "--web-mqtt-port"] {
-            if !self.extra.iter().any(|a| a == flag) {
-                stomp.extend([flag, "0"]);
-            }
+        // Every node its own MQTT port too (1883 is one per host); no Web-MQTT unless asked.
+        let mqtt_port = self.mqtt_port.to_string();
+        if !self.extra.iter().any(|a| a == "--mqtt-port") {
+            stomp.extend(["--mqtt-port", &mqtt_port]);
+        }
+        if !self.extra.iter().any(|a| a == "--web-mqtt-port") {
+            stomp.extend(["--web-mqtt-port", "0"]);
         }
         let child = Command::new(&bin)
             .args(bind)
@@ -298,6 +309,11 @@ impl Broker {
     /// The STOMP listener's address (0 as the port for an external broker).
     pub fn stomp_addr(&self) -> SocketAddr {
         SocketAddr::new(self.addr.ip(), self.stomp_port)
+    }
+
+    /// The MQTT listener's address (0 as the port for an external broker).
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), self.mqtt_port)
     }
 
     /// The AMQP listener's address.

@@ -18,13 +18,13 @@ use warren_wire::constants;
 use warren_wire::{
     BasicDeliver, BasicProperties, BasicPublish, ChannelCloseOk, ChannelOpen, ConfirmSelect,
     ConnectionClose, ConnectionCloseOk, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk,
-    FieldTable, Frame, FrameDecoder, Method, OutBuf, QueueDeclare, ShortStr, WireError,
+    FieldTable, Frame, FrameDecoder, Method, OutBuf, ShortStr, WireError,
 };
 
 /// The channel a bridge works on.
 pub const CHANNEL: u16 = 1;
-/// The channel of [`Step::Probe`]s (a passive declare of a missing queue closes it).
-const PROBE_CHANNEL: u16 = 2;
+/// The channel of [`Step::Try`]s (a refusal closes it, not the bridge's channel).
+const TRY_CHANNEL: u16 = 2;
 /// The frame-max a bridge asks for (at most; the broker's tune may lower it).
 const FRAME_MAX: u32 = 128 * 1024;
 
@@ -57,10 +57,11 @@ pub enum Step<T> {
     Mark(T),
     /// Waits until every message published so far is confirmed.
     AwaitConfirms,
-    /// Whether queue `queue` exists ([`Event::Probed`] with `T`): a passive declare on a
-    /// second channel, whose 404 closes only that channel. Steps behind it wait for the
-    /// answer.
-    Probe { queue: String, token: T },
+    /// A synchronous method whose refusal must not end the bridge (a passive declare of a
+    /// queue that may not exist, the delete of a queue whose home node may be down): sent on a
+    /// second channel, whose channel error closes only that channel; [`Event::Tried`] with `T`
+    /// reports the reply or the refusal. Steps behind it wait for the answer.
+    Try { method: Method, token: T },
 }
 
 /// What the broker's side said.
@@ -88,8 +89,11 @@ pub enum Event<T> {
     },
     /// The broker cancelled a consumer (its queue went away).
     Cancelled { consumer_tag: ShortStr },
-    /// The answer to a [`Step::Probe`]: the queue's messages if it exists.
-    Probed { token: T, messages: Option<u32> },
+    /// The answer to a [`Step::Try`]: the reply, or the refusal's reply code.
+    Tried {
+        token: T,
+        reply: Result<Box<Method>, u16>,
+    },
 }
 
 /// Where the connection is.
@@ -132,16 +136,16 @@ pub struct Bridge<T> {
     next_publish: u64,
     unconfirmed: BTreeMap<u64, T>,
     content: Option<Content>,
-    /// The probe under way: its queue, its token, and whether the probe channel is open yet.
-    probing: Option<Probing<T>>,
-    /// The probe channel is open (it closes when a probed queue is missing).
-    probe_channel_open: bool,
+    /// The try under way.
+    trying: Option<Trying<T>>,
+    /// The second channel is open (a refusal closes it).
+    try_channel_open: bool,
 }
 
-/// A [`Step::Probe`] under way.
+/// A [`Step::Try`] under way.
 #[derive(Debug)]
-struct Probing<T> {
-    queue: String,
+struct Trying<T> {
+    method: Method,
     token: T,
 }
 
@@ -164,8 +168,8 @@ impl<T> Bridge<T> {
             next_publish: 1,
             unconfirmed: BTreeMap::new(),
             content: None,
-            probing: None,
-            probe_channel_open: false,
+            trying: None,
+            try_channel_open: false,
         }
     }
 
@@ -230,7 +234,7 @@ impl<T> Bridge<T> {
     /// Does the queued steps up to the first synchronous one (whose reply the rest waits for),
     /// a wait for confirms, or the first mark (reported, and the rest waits for the next call).
     pub fn drive(&mut self, events: &mut Vec<Event<T>>) {
-        while self.phase == Phase::Open && self.awaiting.is_none() && self.probing.is_none() {
+        while self.phase == Phase::Open && self.awaiting.is_none() && self.trying.is_none() {
             let Some(step) = self.steps.pop_front() else {
                 return;
             };
@@ -269,62 +273,47 @@ impl<T> Bridge<T> {
                         return;
                     }
                 }
-                Step::Probe { queue, token } => {
-                    if self.probe_channel_open {
-                        self.send_probe(&queue);
+                Step::Try { method, token } => {
+                    if self.try_channel_open {
+                        self.out.push_method(TRY_CHANNEL, &method);
                     } else {
                         self.out.push_method(
-                            PROBE_CHANNEL,
+                            TRY_CHANNEL,
                             &Method::ChannelOpen(ChannelOpen {
                                 out_of_band: ShortStr::default(),
                             }),
                         );
                     }
-                    self.probing = Some(Probing { queue, token });
+                    self.trying = Some(Trying { method, token });
                 }
             }
         }
     }
 
-    fn send_probe(&mut self, queue: &str) {
-        self.out.push_method(
-            PROBE_CHANNEL,
-            &Method::QueueDeclare(QueueDeclare {
-                queue: queue.into(),
-                passive: true,
-                ..Default::default()
-            }),
-        );
-    }
-
-    /// A method on the probe channel: the channel opened, or the probe's answer.
-    fn on_probe_channel(&mut self, method: Method, events: &mut Vec<Event<T>>) {
-        let answer = match method {
+    /// A method on the second channel: it opened, or the answer of the try under way.
+    fn on_try_channel(&mut self, method: Method, events: &mut Vec<Event<T>>) {
+        let reply = match method {
             Method::ChannelOpenOk(_) => {
-                self.probe_channel_open = true;
-                if let Some(p) = &self.probing {
-                    let queue = p.queue.clone();
-                    self.send_probe(&queue);
+                self.try_channel_open = true;
+                if let Some(t) = &self.trying {
+                    let method = t.method.clone();
+                    self.out.push_method(TRY_CHANNEL, &method);
                 }
                 return;
             }
-            Method::QueueDeclareOk(ok) => Some(ok.message_count),
             Method::ChannelClose(c) => {
                 self.out
-                    .push_method(PROBE_CHANNEL, &Method::ChannelCloseOk(ChannelCloseOk {}));
-                self.probe_channel_open = false;
-                if c.reply_code != constants::NOT_FOUND {
-                    self.closed_by_broker(c.reply_code, c.reply_text.to_string(), events);
-                    return;
-                }
-                None
+                    .push_method(TRY_CHANNEL, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                self.try_channel_open = false;
+                Err(c.reply_code)
             }
-            _ => return,
+            Method::ChannelCloseOk(_) => return,
+            reply => Ok(Box::new(reply)),
         };
-        if let Some(p) = self.probing.take() {
-            events.push(Event::Probed {
-                token: p.token,
-                messages: answer,
+        if let Some(t) = self.trying.take() {
+            events.push(Event::Tried {
+                token: t.token,
+                reply,
             });
         }
     }
@@ -342,7 +331,7 @@ impl<T> Bridge<T> {
                     self.on_frame(frame, events);
                     if matches!(
                         events.last(),
-                        Some(Event::Reply { .. } | Event::Probed { .. })
+                        Some(Event::Reply { .. } | Event::Tried { .. })
                     ) {
                         return;
                     }
@@ -367,9 +356,9 @@ impl<T> Bridge<T> {
     fn on_frame(&mut self, frame: Frame, events: &mut Vec<Event<T>>) {
         match frame {
             Frame::Method {
-                channel: PROBE_CHANNEL,
+                channel: TRY_CHANNEL,
                 method,
-            } if self.phase == Phase::Open => self.on_probe_channel(method, events),
+            } if self.phase == Phase::Open => self.on_try_channel(method, events),
             Frame::Method { method, .. } => self.on_method(method, events),
             Frame::Header { header, .. } => {
                 if let Some(c) = &mut self.content {

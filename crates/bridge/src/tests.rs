@@ -321,14 +321,21 @@ fn a_channel_closed_by_the_broker_ends_the_bridge_with_its_code() {
 }
 
 #[test]
-fn a_probe_asks_on_a_second_channel_whose_404_closes_only_that_channel() {
+fn a_try_goes_on_a_second_channel_whose_refusal_closes_only_that_channel() {
     let mut b = opened();
-    b.push(Step::Probe {
-        queue: "missing".into(),
+    let passive = |queue: &str| {
+        Method::QueueDeclare(QueueDeclare {
+            queue: queue.into(),
+            passive: true,
+            ..Default::default()
+        })
+    };
+    b.push(Step::Try {
+        method: passive("missing"),
         token: "first",
     });
-    b.push(Step::Probe {
-        queue: "there".into(),
+    b.push(Step::Try {
+        method: passive("there"),
         token: "second",
     });
     let mut events = Vec::new();
@@ -341,19 +348,15 @@ fn a_probe_asks_on_a_second_channel_whose_404_closes_only_that_channel() {
     );
     method(
         &mut b,
-        PROBE_CHANNEL,
+        TRY_CHANNEL,
         Method::ChannelOpenOk(ChannelOpenOk {
             channel_id: LongStr::default(),
         }),
     );
-    let m = sent(&mut b);
-    assert!(
-        matches!(&m[..], [Method::QueueDeclare(d)] if d.passive && d.queue.as_str() == "missing"),
-        "{m:?}"
-    );
+    assert_eq!(sent(&mut b), vec![passive("missing")]);
     let e = method(
         &mut b,
-        PROBE_CHANNEL,
+        TRY_CHANNEL,
         Method::ChannelClose(ChannelClose {
             reply_code: 404,
             reply_text: "NOT_FOUND - no queue 'missing' in vhost '/'".into(),
@@ -364,9 +367,9 @@ fn a_probe_asks_on_a_second_channel_whose_404_closes_only_that_channel() {
     assert!(
         matches!(
             &e[..],
-            [Event::Probed {
+            [Event::Tried {
                 token: "first",
-                messages: None
+                reply: Err(404)
             }]
         ),
         "{e:?}"
@@ -376,19 +379,19 @@ fn a_probe_asks_on_a_second_channel_whose_404_closes_only_that_channel() {
     let m = sent(&mut b);
     assert!(
         matches!(&m[..], [Method::ChannelCloseOk(_), Method::ChannelOpen(_)]),
-        "the probe channel closed, and opens again: {m:?}"
+        "the second channel closed, and opens again: {m:?}"
     );
     method(
         &mut b,
-        PROBE_CHANNEL,
+        TRY_CHANNEL,
         Method::ChannelOpenOk(ChannelOpenOk {
             channel_id: LongStr::default(),
         }),
     );
-    let _ = sent(&mut b);
+    assert_eq!(sent(&mut b), vec![passive("there")]);
     let e = method(
         &mut b,
-        PROBE_CHANNEL,
+        TRY_CHANNEL,
         Method::QueueDeclareOk(QueueDeclareOk {
             queue: "there".into(),
             message_count: 3,
@@ -396,13 +399,7 @@ fn a_probe_asks_on_a_second_channel_whose_404_closes_only_that_channel() {
         }),
     );
     assert!(
-        matches!(
-            &e[..],
-            [Event::Probed {
-                token: "second",
-                messages: Some(3)
-            }]
-        ),
+        matches!(&e[..], [Event::Tried { token: "second", reply: Ok(m) }] if matches!(**m, Method::QueueDeclareOk(_))),
         "{e:?}"
     );
 }

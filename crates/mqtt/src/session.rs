@@ -22,9 +22,10 @@
 //! - Deliveries: QoS = the lower of the subscription's and the message's; QoS 1 ones carry a
 //!   packet id and are acknowledged to the broker by the client's PUBACK.
 //! - Client id takeover works across nodes through the broker: a connection consumes from its
-//!   client's `mqtt-presence-<client id>` queue; the next connection with that id deletes the
-//!   queue (cancelling the consumer: the old connection closes, without its will, as RabbitMQ)
-//!   and makes it again for itself.
+//!   client's `mqtt-presence-<client id>` queue (durable, so replicated, and expiring a minute
+//!   after its last consumer); the next connection with that id deletes the queue (cancelling
+//!   the consumer: the old connection closes, without its will, as RabbitMQ) and makes it again
+//!   for itself.
 //! - The will message is published when the client goes without DISCONNECT (its socket closed,
 //!   its keep-alive expired, it broke the protocol). A client silent for 1.5 keep-alives is
 //!   disconnected.
@@ -73,6 +74,8 @@ const CORRELATION_HEADER: &str = "x-correlation-id";
 /// The queue whose consumer marks the connection that has a client id (see `opened`).
 const PRESENCE_PREFIX: &str = "mqtt-presence-";
 const PRESENCE_TAG: &str = "mqtt-presence";
+/// How long a presence queue outlives its connection.
+const PRESENCE_EXPIRES_MS: i64 = 60_000;
 /// Topic aliases a 5.0 client may set (RabbitMQ 4's `mqtt.topic_alias_maximum`).
 const TOPIC_ALIAS_MAXIMUM: u16 = 16;
 
@@ -746,15 +749,15 @@ impl Session {
                     }
                     self.phase = Phase::Closed;
                 }
-                Event::Probed {
+                Event::Tried {
                     token: Token::Resume(qos),
-                    messages,
+                    reply,
                 } => {
-                    if messages.is_some() {
+                    if reply.is_ok() {
                         self.resumed.push(qos);
                     }
                 }
-                Event::Probed { .. } | Event::Reply { .. } => {}
+                Event::Tried { .. } | Event::Reply { .. } => {}
                 Event::Reached(token) => self.reached(token),
                 Event::Confirmed {
                     token: Token::PubAck(id),
@@ -788,28 +791,25 @@ impl Session {
             .set_max_packet_size(MAX_PACKET_SIZE_AUTHENTICATED);
         // Client id takeover, on every node of a cluster: the client's presence queue is
         // deleted (which cancels the consumer of a connection that has the id, and that
-        // connection closes) and made again, consumed by this connection.
+        // connection closes) and made again, consumed by this connection. It is a replicated
+        // queue (durable), so that a node's death does not hold it; it expires once unused.
         let presence = format!("{PRESENCE_PREFIX}{}", self.client_id);
-        self.bridge.push(Step::Sync(
-            Method::QueueDelete(QueueDelete {
-                ticket: 0,
-                queue: presence.as_str().into(),
-                if_unused: false,
-                if_empty: false,
-                nowait: false,
-            }),
-            Token::None,
-        ));
+        self.bridge.push(Step::Try {
+            method: delete_queue(&presence),
+            token: Token::None,
+        });
+        let mut expires = FieldTable::default();
+        expires.insert("x-expires", FieldValue::I64(PRESENCE_EXPIRES_MS));
         self.bridge.push(Step::Sync(
             Method::QueueDeclare(QueueDeclare {
                 ticket: 0,
                 queue: presence.as_str().into(),
                 passive: false,
-                durable: false,
+                durable: true,
                 exclusive: false,
-                auto_delete: true,
+                auto_delete: false,
                 nowait: false,
-                arguments: FieldTable::default(),
+                arguments: expires,
             }),
             Token::None,
         ));
@@ -827,22 +827,22 @@ impl Session {
             Token::None,
         ));
         if self.fresh {
+            // What an earlier connection left goes (a queue whose home node is down cannot,
+            // until the cluster has declared it gone: that is not this connection's end).
             for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-                self.bridge.push(Step::Sync(
-                    Method::QueueDelete(QueueDelete {
-                        ticket: 0,
-                        queue: self.queue_name(qos).into(),
-                        if_unused: false,
-                        if_empty: false,
-                        nowait: false,
-                    }),
-                    Token::None,
-                ));
+                self.bridge.push(Step::Try {
+                    method: delete_queue(&self.queue_name(qos)),
+                    token: Token::None,
+                });
             }
         } else {
             // Only the QoS 1 queue outlives a connection.
-            self.bridge.push(Step::Probe {
-                queue: self.queue_name(QoS::AtLeastOnce),
+            self.bridge.push(Step::Try {
+                method: Method::QueueDeclare(QueueDeclare {
+                    queue: self.queue_name(QoS::AtLeastOnce).into(),
+                    passive: true,
+                    ..QueueDeclare::default()
+                }),
                 token: Token::Resume(QoS::AtLeastOnce),
             });
         }
@@ -1106,6 +1106,17 @@ impl Session {
         // A packet the encoder cannot write (a topic over 64 KiB from AMQP) is dropped.
         let _ = encode(packet, self.version, &mut self.mqtt_out);
     }
+}
+
+/// `queue.delete` of `queue`.
+fn delete_queue(queue: &str) -> Method {
+    Method::QueueDelete(QueueDelete {
+        ticket: 0,
+        queue: queue.into(),
+        if_unused: false,
+        if_empty: false,
+        nowait: false,
+    })
 }
 
 /// The consumer tag of this session's queue for `qos`.

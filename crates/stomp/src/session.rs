@@ -549,7 +549,7 @@ impl Session {
                         self.temp_queues.insert(name, Some(ok.queue.to_string()));
                     }
                 }
-                Event::Reply { .. } | Event::Probed { .. } => {}
+                Event::Reply { .. } | Event::Tried { .. } => {}
                 Event::Reached(token) => self.reached(token),
                 Event::Confirmed { token, ack } => self.confirmed(token, ack),
                 Event::Delivery {

@@ -129,17 +129,27 @@ fn amqp_open(s: &mut Session) {
     broker(s, CHANNEL, Method::ConfirmSelectOk(ConfirmSelectOk {}));
 }
 
-/// The presence queue's steps (takeover): delete, declare, consume.
+/// The presence queue's steps (takeover): delete (tried on the second channel, opened
+/// first), declare (durable: replicated), consume.
 fn presence(s: &mut Session, client_id: &str) {
+    let m = methods(s);
+    assert!(matches!(&m[..], [Method::ChannelOpen(_)]), "{m:?}");
+    broker(
+        s,
+        2,
+        Method::ChannelOpenOk(ChannelOpenOk {
+            channel_id: LongStr::default(),
+        }),
+    );
     let m = methods(s);
     assert!(
         matches!(&m[..], [Method::QueueDelete(d)] if d.queue.as_str() == format!("mqtt-presence-{client_id}")),
         "{m:?}"
     );
-    broker(s, CHANNEL, delete_ok());
+    broker(s, 2, delete_ok());
     let m = methods(s);
     assert!(
-        matches!(&m[..], [Method::QueueDeclare(d)] if d.auto_delete),
+        matches!(&m[..], [Method::QueueDeclare(d)] if d.durable && !d.auto_delete),
         "{m:?}"
     );
     broker(
@@ -175,16 +185,38 @@ fn connected(client_id: &str, will: Option<Will>) -> Session {
     );
     amqp_open(&mut s);
     presence(&mut s, client_id);
-    // A clean session drops what a persistent one left, then CONNACK.
+    // A clean session drops what a persistent one left (tried: a queue whose home node is
+    // down cannot go yet), then CONNACK.
     let m = methods(&mut s);
     assert!(
         matches!(&m[..], [Method::QueueDelete(d)] if d.queue.as_str() == format!("mqtt-subscription-{client_id}qos0")),
         "{m:?}"
     );
-    broker(&mut s, CHANNEL, delete_ok());
+    broker(
+        &mut s,
+        2,
+        Method::ChannelClose(warren_wire::ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND - home node 3 of a queue is down".into(),
+            class_id: 50,
+            method_id: 40,
+        }),
+    );
+    let m = methods(&mut s);
+    assert!(
+        matches!(&m[..], [Method::ChannelCloseOk(_), Method::ChannelOpen(_)]),
+        "{m:?}"
+    );
+    broker(
+        &mut s,
+        2,
+        Method::ChannelOpenOk(ChannelOpenOk {
+            channel_id: LongStr::default(),
+        }),
+    );
     let m = methods(&mut s);
     assert!(matches!(&m[..], [Method::QueueDelete(d)] if d.queue.as_str().ends_with("qos1")));
-    broker(&mut s, CHANNEL, delete_ok());
+    broker(&mut s, 2, delete_ok());
     assert_eq!(
         packets(&mut s, Version::V3_1_1),
         vec![Packet::ConnAck(ConnAck {
@@ -463,16 +495,7 @@ fn a_persistent_session_finds_its_queues_says_so_and_consumes_again() {
     client(&mut s, connect_packet("dev", false, None), Version::V3_1_1);
     amqp_open(&mut s);
     presence(&mut s, "dev");
-    // Its QoS 1 queue (the one a session keeps) is looked for on the probe channel.
-    let m = methods(&mut s);
-    assert!(matches!(&m[..], [Method::ChannelOpen(_)]), "{m:?}");
-    broker(
-        &mut s,
-        2,
-        Method::ChannelOpenOk(ChannelOpenOk {
-            channel_id: LongStr::default(),
-        }),
-    );
+    // Its QoS 1 queue (the one a session keeps) is looked for on the second channel.
     let m = methods(&mut s);
     assert!(
         matches!(&m[..], [Method::QueueDeclare(d)] if d.passive && d.queue.as_str() == "mqtt-subscription-devqos1"),
