@@ -321,6 +321,19 @@ def external(ws, amqp_port):
         files.close()
 
 
+def stop_cluster(local, env, data, ok):
+    """Stops the cluster/local nodes; prints the tail of each node's log if the test failed;
+    removes their data."""
+    subprocess.run(local + ["down"], env=env, stdout=subprocess.DEVNULL)
+    if not ok:
+        for n in (1, 2, 3):
+            log = Path(data) / f"node{n}.log"
+            if log.exists():
+                print(f"--- node {n} log (tail) ---")
+                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    subprocess.run(["rm", "-rf", data])
+
+
 def main():
     if sys.argv[1:2] == ["--external"]:
         return external(sys.argv[2], int(sys.argv[3]))
@@ -353,14 +366,7 @@ def main():
             if not ok:
                 dump_browser_log(driver)
             driver.quit()
-        subprocess.run(local + ["down"], env=env, stdout=subprocess.DEVNULL)
-        if not ok:
-            for n in (1, 2, 3):
-                log = Path(data) / f"node{n}.log"
-                if log.exists():
-                    print(f"--- node {n} log (tail) ---")
-                    print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-        subprocess.run(["rm", "-rf", data])
+        stop_cluster(local, env, data, ok)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from live_flow import (ROOT, SHOTS, TARGET, TIMEOUT, Files, api, browser, dump_browser_log,
-                       free_base, js, listening, wait_for)
+                       free_base, js, listening, stop_cluster, wait_for)
 
 MQTTJS = Path(os.environ.get("MQTTJS_DIR", TARGET / "npm-mqtt")) / \
     "node_modules" / "mqtt" / "dist" / "mqtt.min.js"
@@ -314,14 +314,7 @@ def main():
             if not ok:
                 dump_browser_log(driver)
             driver.quit()
-        subprocess.run(local + ["down"], env=env, stdout=subprocess.DEVNULL)
-        if not ok:
-            for n in (1, 2, 3):
-                log = Path(data) / f"node{n}.log"
-                if log.exists():
-                    print(f"--- node {n} log (tail) ---")
-                    print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-        subprocess.run(["rm", "-rf", data])
+        stop_cluster(local, env, data, ok)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@
 //!   its keep-alive expired, it broke the protocol). A client silent for 1.5 keep-alives is
 //!   disconnected.
 
+mod properties;
 #[cfg(test)]
 mod tests;
 
@@ -40,9 +41,10 @@ use bytes::{Bytes, BytesMut};
 use warren_bridge::{Bridge, Event, Login, Step};
 use warren_wire::{
     BasicAck, BasicConsume, BasicProperties, BasicQos, FieldTable, FieldValue, Method, OutBuf,
-    QueueBind, QueueDeclare, QueueDelete, QueueUnbind, ShortStr,
+    QueueBind, QueueDeclare, QueueDelete, QueueUnbind,
 };
 
+use self::properties::{amqp_properties, mqtt_properties};
 use crate::topic;
 use crate::{
     encode, ConnAck, Connect, Decoder, Disconnect, MqttError, Packet, Properties, PubResponse,
@@ -63,13 +65,6 @@ const HELD_MAX: usize = 256;
 const SUBSCRIPTION_TTL_MS: i64 = 86_400_000;
 /// The header that marks what a connection with `no_local` subscriptions publishes.
 const PUBLISHER_HEADER: &str = "x-mqtt-publisher";
-/// MQTT 5's user properties, in order and with repeated names, as an array of
-/// `{name, value}` tables (they are also headers of their own, the first of a name winning).
-const USER_PROPERTIES_HEADER: &str = "x-mqtt-user-properties";
-/// MQTT 5's payload format indicator.
-const PAYLOAD_FORMAT_HEADER: &str = "x-mqtt-payload-format-indicator";
-/// MQTT 5's correlation data when it is not UTF-8 text (RabbitMQ 4's header).
-const CORRELATION_HEADER: &str = "x-correlation-id";
 
 /// The queue whose consumer marks the connection that has a client id (see `opened`).
 const PRESENCE_PREFIX: &str = "mqtt-presence-";
@@ -109,7 +104,8 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// A client property of the AMQP connection set to e.g. `MQTT 3.1.1`; `None`: not set.
     pub protocol_property: Option<String>,
-    /// Random bits for client ids the session assigns.
+    /// Random bits: the client id the session assigns to a client that has none, and its mark
+    /// on what it publishes for `no_local`.
     pub seed: u64,
     /// Unacknowledged QoS 1 deliveries per client (RabbitMQ's `mqtt.prefetch`, 10).
     pub prefetch: u16,
@@ -191,7 +187,6 @@ pub struct Session {
     aliases: HashMap<u16, String>,
     /// Persistent session: queues found at CONNECT.
     resumed: Vec<QoS>,
-    seed: u64,
     /// The time of the last input (milliseconds).
     now: u64,
     /// This connection's mark on what it publishes while it has `no_local` subscriptions
@@ -229,7 +224,6 @@ impl Session {
             next_packet_id: 1,
             aliases: HashMap::new(),
             resumed: Vec::new(),
-            seed: config.seed,
             now,
             publisher_id: format!("{:016x}", config.seed),
             no_local: HashSet::new(),
@@ -393,7 +387,8 @@ impl Session {
                 self.connack_refusal(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
                 return;
             }
-            self.client_id = self.assign_client_id();
+            // The caller's random bits (RabbitMQ's ids are random too).
+            self.client_id = format!("mqtt-{:016x}", self.config.seed);
             self.assigned_id = true;
         } else {
             self.client_id = connect.client_id;
@@ -444,18 +439,6 @@ impl Session {
             client_properties,
         });
         self.phase = Phase::Connecting;
-    }
-
-    fn assign_client_id(&mut self) -> String {
-        // SplitMix64: unique ids, not secrets.
-        let mut next = || {
-            self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        format!("mqtt-{:016x}{:016x}", next(), next())
     }
 
     fn on_open_packet(&mut self, packet: Packet) {
@@ -1133,122 +1116,4 @@ fn version_name(v: Version) -> &'static str {
         Version::V3_1_1 => "3.1.1",
         Version::V5 => "5.0",
     }
-}
-
-/// The AMQP properties of an MQTT PUBLISH (or will) received at `now`, as RabbitMQ makes
-/// them: persistent for QoS 1 and 2, the `x-mqtt-publish-qos` (QoS 2 as 1) and `x-mqtt-dup`
-/// headers; from 5.0's properties, as RabbitMQ 4: the content type, correlation data (as
-/// `correlation_id`, or header `x-correlation-id` when it is not text), response topic (header
-/// `x-reply-to-topic`, as a routing key), message expiry (as `expiration`, ms, with the
-/// `timestamp` it counts from) and user properties (as headers).
-fn amqp_properties(qos: QoS, dup: bool, p: &Properties, now: u64) -> BasicProperties {
-    let qos = qos.min(QoS::AtLeastOnce);
-    let mut headers = FieldTable::default();
-    headers.insert("x-mqtt-publish-qos", FieldValue::U8(qos.as_u8()));
-    headers.insert("x-mqtt-dup", FieldValue::Bool(dup));
-    for (name, value) in p.user_properties.iter().rev() {
-        headers.insert(name.as_str(), FieldValue::LongStr(value.as_str().into()));
-    }
-    if !p.user_properties.is_empty() {
-        let all = p
-            .user_properties
-            .iter()
-            .map(|(name, value)| {
-                let mut pair = FieldTable::default();
-                pair.insert("name", FieldValue::LongStr(name.as_str().into()));
-                pair.insert("value", FieldValue::LongStr(value.as_str().into()));
-                FieldValue::Table(pair)
-            })
-            .collect();
-        headers.insert(USER_PROPERTIES_HEADER, FieldValue::Array(all));
-    }
-    if let Some(t) = &p.response_topic {
-        headers.insert(
-            "x-reply-to-topic",
-            FieldValue::LongStr(topic::topic_to_routing_key(t).into()),
-        );
-    }
-    if let Some(indicator) = p.payload_format_indicator {
-        headers.insert(PAYLOAD_FORMAT_HEADER, FieldValue::U8(u8::from(indicator)));
-    }
-    let correlation_id = match &p.correlation_data {
-        Some(c) => match std::str::from_utf8(c) {
-            Ok(text) => Some(ShortStr::from(text)),
-            Err(_) => {
-                headers.insert(CORRELATION_HEADER, FieldValue::ByteArray(c.clone()));
-                None
-            }
-        },
-        None => None,
-    };
-    BasicProperties {
-        delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
-        content_type: p.content_type.as_deref().map(ShortStr::from),
-        correlation_id,
-        expiration: p
-            .message_expiry_interval
-            .map(|s| ShortStr::from((u64::from(s) * 1000).to_string())),
-        timestamp: p.message_expiry_interval.map(|_| now / 1000),
-        headers: Some(headers),
-        ..BasicProperties::default()
-    }
-}
-
-/// 5.0 properties of a delivery at `now` from its AMQP properties (the reverse of
-/// [`amqp_properties`]; the message expiry is what is left of it).
-fn mqtt_properties(p: &BasicProperties, now: u64) -> Properties {
-    let header = |name: &str| p.headers.as_ref().and_then(|h| h.get(name));
-    let correlation_data = match header(CORRELATION_HEADER) {
-        Some(FieldValue::ByteArray(b)) => Some(b.clone()),
-        _ => p
-            .correlation_id
-            .as_ref()
-            .map(|c| Bytes::copy_from_slice(c.as_bytes())),
-    };
-    let message_expiry_interval = p
-        .expiration
-        .as_ref()
-        .and_then(|e| e.as_str().parse::<u64>().ok())
-        .map(|ms| {
-            let waited = p
-                .timestamp
-                .map_or(0, |t| (now / 1000).saturating_sub(t).saturating_mul(1000));
-            let left = ms.saturating_sub(waited).max(1000);
-            u32::try_from(left.div_ceil(1000)).unwrap_or(u32::MAX)
-        });
-    let mut out = Properties {
-        content_type: p.content_type.as_ref().map(|c| c.to_string()),
-        correlation_data,
-        response_topic: header("x-reply-to-topic")
-            .and_then(FieldValue::as_str)
-            .map(topic::routing_key_to_topic),
-        payload_format_indicator: header(PAYLOAD_FORMAT_HEADER)
-            .and_then(FieldValue::as_i64)
-            .map(|i| i != 0),
-        message_expiry_interval,
-        ..Properties::default()
-    };
-    if let Some(FieldValue::Array(all)) = header(USER_PROPERTIES_HEADER) {
-        for pair in all {
-            let Some(t) = pair.as_table() else { continue };
-            let field = |n: &str| t.get(n).and_then(FieldValue::as_str).map(str::to_owned);
-            if let (Some(name), Some(value)) = (field("name"), field("value")) {
-                out.user_properties.push((name, value));
-            }
-        }
-    } else if let Some(headers) = &p.headers {
-        // From AMQP: its string headers, but not the ones this mapping uses.
-        for (name, value) in headers.iter() {
-            if name.starts_with("x-mqtt-")
-                || name == "x-reply-to-topic"
-                || name == CORRELATION_HEADER
-            {
-                continue;
-            }
-            if let Some(text) = value.as_str() {
-                out.user_properties.push((name.to_owned(), text.to_owned()));
-            }
-        }
-    }
-    out
 }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::{Subscription, SubscriptionOptions};
 use warren_bridge::CHANNEL;
+use warren_wire::ShortStr;
 use warren_wire::{
     BasicConsumeOk, BasicDeliver, ChannelOpenOk, ConfirmSelectOk, ConnectionOpenOk,
     ConnectionStart, ConnectionTune, LongStr, QueueBindOk, QueueDeclareOk, QueueDeleteOk,
