@@ -41,7 +41,7 @@ pub(crate) struct Drain {
 }
 
 impl Drain {
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.taken.load(Ordering::Relaxed) >= self.target
     }
 }

@@ -1,14 +1,17 @@
 //! The `warren-perf` binary: declares the queues, connects every producer and consumer, runs
 //! them until the time or the message counts are reached, prints progress each second and the
-//! summary at the end. Speaks AMQP through lapin only, so it measures RabbitMQ the same way.
+//! summary at the end. Speaks AMQP through lapin, STOMP through its own small client and MQTT
+//! through rumqttc, never through Warren's crates, so it measures RabbitMQ the same way.
 
 mod arguments;
 mod consumer;
+mod mqtt;
 mod options;
 mod producer;
 mod properties;
 mod report;
 mod stats;
+mod stomp;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -25,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::consumer::{ConsumerPlan, Drain};
-use crate::options::{ExitWhen, Options};
+use crate::options::{ExitWhen, Options, Protocol, ProtocolUri};
 use crate::producer::ProducerPlan;
 use crate::report::{progress_line, Snapshot, Summary};
 use crate::stats::Stats;
@@ -68,9 +71,16 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
     opts.validate()?;
     let queues = opts.queues()?;
     let tls = opts.tls()?;
+    let protocol = opts.protocol()?;
+    let protocol_uris = opts.protocol_uris()?;
     let setup = connect(&opts.uris[0], &tls).await?;
     let setup_ch = setup.create_channel().await.context("channel.open")?;
-    let drains = declare(opts, &setup_ch, &queues).await?;
+    // MQTT consumers subscribe to topics: the broker makes their queues.
+    let drains = if protocol == Protocol::Mqtt {
+        HashMap::new()
+    } else {
+        declare(opts, &setup_ch, &queues).await?
+    };
     let consumer_arguments = opts.consumer_arguments()?;
     let properties = opts.message_properties()?;
 
@@ -78,14 +88,34 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
     let (stop_tx, stop) = watch::channel(false);
     let grace = Duration::from_secs_f64(opts.grace);
 
-    // Connect everyone first, so connecting is not part of the measured run.
+    // Connect everyone first, so connecting is not part of the measured run (an MQTT consumer
+    // also subscribes: its queue must exist before the first publish).
     let mut connecting = JoinSet::new();
     for i in 0..opts.consumers + opts.producers {
-        let uri = opts.uris[i % opts.uris.len()].clone();
-        let tls = tls.clone();
-        connecting.spawn(async move { (i, connect(&uri, &tls).await) });
+        let consumer = i < opts.consumers;
+        let queue = queues[if consumer { i } else { i - opts.consumers } % queues.len()].clone();
+        let how = match protocol_uris.get(i % protocol_uris.len().max(1)) {
+            Some(uri) => Dial::Protocol(uri.clone()),
+            None => Dial::Amqp(opts.uris[i % opts.uris.len()].clone(), tls.clone()),
+        };
+        let (autoack, window) = (opts.autoack, opts.confirm);
+        connecting.spawn(async move {
+            let client = match how {
+                Dial::Amqp(uri, tls) => connect(&uri, &tls).await.map(Client::Amqp),
+                Dial::Protocol(uri) => match uri.protocol {
+                    Protocol::Stomp => stomp::connect(&uri).await.map(Client::Stomp),
+                    Protocol::Mqtt if consumer => mqtt::connect_consumer(&uri, i, &queue, autoack)
+                        .await
+                        .map(|c| Client::Mqtt(Box::new(c))),
+                    _ => mqtt::connect_producer(&uri, i, window)
+                        .await
+                        .map(|c| Client::Mqtt(Box::new(c))),
+                },
+            };
+            (i, client)
+        });
     }
-    let mut conns: HashMap<usize, Connection> = HashMap::new();
+    let mut conns: HashMap<usize, Client> = HashMap::new();
     while let Some(joined) = connecting.join_next().await {
         let (i, conn) = joined.context("a connecting task panicked")?;
         conns.insert(i, conn?);
@@ -107,7 +137,11 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
         let conn = conns.remove(&j).context("every consumer was connected")?;
         let drain = drains.get(&queue).cloned();
         let (stats, stop) = (stats.clone(), stop.clone());
-        consumers.spawn(consumer::run(conn, plan, drain, stats, stop, start));
+        match conn {
+            Client::Amqp(c) => consumers.spawn(consumer::run(c, plan, drain, stats, stop, start)),
+            Client::Stomp(c) => consumers.spawn(stomp::consume(c, plan, drain, stats, stop, start)),
+            Client::Mqtt(c) => consumers.spawn(mqtt::consume(*c, plan, drain, stats, stop, start)),
+        };
     }
     let mut producers = JoinSet::new();
     for i in 0..opts.producers {
@@ -124,7 +158,19 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
             .remove(&(opts.consumers + i))
             .context("every producer was connected")?;
         let (stats, stop) = (stats.clone(), stop.clone());
-        producers.spawn(producer::run(conn, plan, stats, stop, start, grace));
+        match conn {
+            Client::Amqp(c) => producers.spawn(producer::run(c, plan, stats, stop, start, grace)),
+            Client::Stomp(c) => producers.spawn(stomp::produce(
+                c,
+                plan,
+                opts.persistent(),
+                stats,
+                stop,
+                start,
+                grace,
+            )),
+            Client::Mqtt(c) => producers.spawn(mqtt::produce(*c, plan, stats, stop, start, grace)),
+        };
     }
 
     let consumers_stop_themselves = opts.cmessages > 0 || opts.exit_when == ExitWhen::Empty;
@@ -194,7 +240,7 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
             set.abort_all();
         }
     }
-    if opts.delete_queues {
+    if opts.delete_queues && protocol != Protocol::Mqtt {
         for q in &queues {
             if let Err(e) = setup_ch
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
@@ -206,6 +252,20 @@ async fn run(opts: &Options) -> anyhow::Result<Summary> {
     }
     let _ = setup.close(200, "done".into()).await;
     Ok(Summary::of(&stats, duration, errors))
+}
+
+/// How one producer or consumer connects.
+enum Dial {
+    Amqp(String, OwnedTLSConfig),
+    Protocol(ProtocolUri),
+}
+
+/// One producer's or consumer's connection.
+enum Client {
+    Amqp(Connection),
+    Stomp(stomp::StompConnection),
+    /// Boxed: rumqttc's event loop is several times the size of the others.
+    Mqtt(Box<mqtt::MqttConnection>),
 }
 
 /// Connects to `uri` (TLS as `tls` says for `amqps://`), within [`SETUP_TIMEOUT`].

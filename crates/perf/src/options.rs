@@ -41,6 +41,15 @@ pub(crate) struct Options {
     /// [default: the Mozilla roots].
     #[arg(long, value_name = "PEM_FILE")]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// A STOMP or MQTT listener, `stomp://USER:PASS@HOST:PORT[/VHOST]` or
+    /// `mqtt://USER:PASS@HOST:PORT[/VHOST]`; repeat for the nodes of a cluster (all of one
+    /// protocol). Producers and consumers then speak that protocol, spread over these URIs as over
+    /// -h; queues are still declared and deleted over AMQP through -h. STOMP sends to and
+    /// subscribes to `/amq/queue/NAME`, with a receipt per SEND as its confirm (-c); MQTT
+    /// publishes to topic `perf/NAME` (QoS 1 with -c, else 0) and its consumers subscribe with a
+    /// persistent session before any producer starts (no queue is declared over AMQP then).
+    #[arg(long = "protocol-uri", value_name = "URI")]
+    pub(crate) protocol_uris: Vec<String>,
     /// Number of producers (0: consume only).
     #[arg(short = 'x', long, default_value_t = 1)]
     pub(crate) producers: usize,
@@ -139,6 +148,69 @@ pub(crate) struct Options {
     /// Seconds to wait for outstanding confirms and deliveries once the run ends.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) grace: f64,
+}
+
+/// The protocol producers and consumers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Amqp,
+    Stomp,
+    Mqtt,
+}
+
+/// A `--protocol-uri`: where a STOMP or MQTT client connects and who it logs in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProtocolUri {
+    pub(crate) protocol: Protocol,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) password: String,
+    pub(crate) vhost: String,
+}
+
+impl ProtocolUri {
+    /// `stomp://USER:PASS@HOST:PORT[/VHOST]` or `mqtt://…` (the vhost percent-encoded as in an
+    /// AMQP URI; `/` when absent; guest/guest when no user is given).
+    pub(crate) fn parse(uri: &str) -> anyhow::Result<ProtocolUri> {
+        let (scheme, rest) = uri
+            .split_once("://")
+            .with_context(|| format!("{uri}: no scheme"))?;
+        let protocol = match scheme {
+            "stomp" => Protocol::Stomp,
+            "mqtt" => Protocol::Mqtt,
+            other => bail!("{uri}: the scheme is stomp or mqtt, not {other}"),
+        };
+        let (authority, vhost) = match rest.split_once('/') {
+            Some((a, v)) if !v.is_empty() => (a, v.replace("%2f", "/").replace("%2F", "/")),
+            Some((a, _)) => (a, "/".to_owned()),
+            None => (rest, "/".to_owned()),
+        };
+        let (login, address) = match authority.rsplit_once('@') {
+            Some((l, a)) => (Some(l), a),
+            None => (None, authority),
+        };
+        let (user, password) = match login {
+            Some(l) => l
+                .split_once(':')
+                .map(|(u, p)| (u.to_owned(), p.to_owned()))
+                .unwrap_or((l.to_owned(), String::new())),
+            None => ("guest".to_owned(), "guest".to_owned()),
+        };
+        let (host, port) = address
+            .rsplit_once(':')
+            .with_context(|| format!("{uri}: no port"))?;
+        Ok(ProtocolUri {
+            protocol,
+            host: host.trim_matches(['[', ']']).to_owned(),
+            port: port
+                .parse()
+                .with_context(|| format!("{uri}: bad port {port}"))?,
+            user,
+            password,
+            vhost,
+        })
+    }
 }
 
 /// A `-f` flag.
@@ -258,8 +330,42 @@ impl Options {
         })
     }
 
+    /// The `--protocol-uri`s, parsed (empty: AMQP).
+    pub(crate) fn protocol_uris(&self) -> anyhow::Result<Vec<ProtocolUri>> {
+        self.protocol_uris
+            .iter()
+            .map(|u| ProtocolUri::parse(u))
+            .collect()
+    }
+
+    /// The protocol producers and consumers speak: that of the `--protocol-uri`s, else AMQP.
+    pub(crate) fn protocol(&self) -> anyhow::Result<Protocol> {
+        let uris = self.protocol_uris()?;
+        let Some(first) = uris.first() else {
+            return Ok(Protocol::Amqp);
+        };
+        if uris.iter().any(|u| u.protocol != first.protocol) {
+            bail!("every --protocol-uri is of one protocol");
+        }
+        Ok(first.protocol)
+    }
+
     /// Checks combinations that cannot work.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let protocol = self.protocol()?;
+        if protocol != Protocol::Amqp
+            && (self.mandatory()
+                || !self.message_properties.is_empty()
+                || self.random_priority.is_some()
+                || !self.consumer_args.is_empty())
+        {
+            bail!("-f mandatory, --message-properties, --random-priority and --consumer-args are AMQP's");
+        }
+        if protocol == Protocol::Mqtt && self.exit_when == ExitWhen::Empty {
+            bail!(
+                "--exit-when empty needs a queue declared over AMQP; MQTT consumers have their own"
+            );
+        }
         if self.producers == 0 && self.consumers == 0 {
             bail!("nothing to do: -x 0 and -y 0");
         }
@@ -321,6 +427,43 @@ mod tests {
     fn parse(args: &[&str]) -> Options {
         Options::try_parse_from(std::iter::once("warren-perf").chain(args.iter().copied()))
             .expect("valid options")
+    }
+
+    #[test]
+    fn protocol_uris_name_their_listener_login_and_vhost() {
+        let u = ProtocolUri::parse("stomp://bob:pw@127.0.0.1:61613/%2f").unwrap();
+        assert_eq!(
+            u,
+            ProtocolUri {
+                protocol: Protocol::Stomp,
+                host: "127.0.0.1".into(),
+                port: 61613,
+                user: "bob".into(),
+                password: "pw".into(),
+                vhost: "/".into(),
+            }
+        );
+        let u = ProtocolUri::parse("mqtt://[::1]:1883/perf").unwrap();
+        assert_eq!(
+            (
+                u.protocol,
+                u.host.as_str(),
+                u.port,
+                u.user.as_str(),
+                u.vhost.as_str()
+            ),
+            (Protocol::Mqtt, "::1", 1883, "guest", "perf")
+        );
+        assert!(ProtocolUri::parse("amqp://h:1").is_err());
+        assert!(ProtocolUri::parse("mqtt://h").is_err());
+        let o = parse(&[
+            "--protocol-uri",
+            "stomp://h:1",
+            "--protocol-uri",
+            "mqtt://h:2",
+        ]);
+        assert!(o.protocol().is_err(), "one protocol per run");
+        assert_eq!(parse(&[]).protocol().unwrap(), Protocol::Amqp);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! warren-perf end to end against a real `warren` node on a free loopback port (started by the
 //! test kit): a timed run, a counted run, a backlog filled by one run and drained by another, a
-//! priority queue drained highest priority first, and a stream re-read from its first offset.
-//! Each run must exit 0 and print a JSON summary whose counts show messages went through.
+//! priority queue drained highest priority first, a stream re-read from its first offset, and
+//! counted runs through the node's STOMP and MQTT listeners. Each run must exit 0 and print a
+//! JSON summary whose counts show messages went through.
 
 use std::process::Command;
 
@@ -186,4 +187,95 @@ fn a_stream_is_published_then_re_read_from_its_first_offset() {
         );
         assert_eq!(count(&reread, "received"), 1000, "{reread}");
     }
+}
+
+#[test]
+fn a_counted_run_over_stomp_gets_a_receipt_and_a_delivery_for_every_send() {
+    let broker = Broker::start_own(&[]).expect("warren starts");
+    let q = unique("perf-stomp");
+    let stomp = format!("stomp://guest:guest@{}", broker.stomp_addr());
+    // Cumulative `client` acks (-A 25), then individual ones.
+    for ack_every in ["-A25", "-A1"] {
+        let s = perf(
+            &broker,
+            &[
+                "--protocol-uri",
+                &stomp,
+                "-x2",
+                "-y1",
+                "-s64",
+                "--queue-type",
+                "quorum",
+                "-c50",
+                "-C300",
+                "-q100",
+                ack_every,
+                "-u",
+                &q,
+            ],
+        );
+        assert_eq!(count(&s, "sent"), 600, "{s}");
+        assert_eq!(count(&s, "confirmed"), 600, "{s}");
+        assert_eq!(count(&s, "received"), 600, "{s}");
+        assert!(s["e2e_latency_us"]["count"].as_u64() >= Some(600), "{s}");
+    }
+    // Everything was acknowledged: nothing is left in the queue.
+    let left = warren_tests::block_on(async {
+        let conn = lapin::Connection::connect(broker.uri(), Default::default())
+            .await
+            .expect("connects");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(
+            q.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("the queue is there")
+        .message_count()
+    });
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_counted_run_over_mqtt_gets_a_puback_and_a_delivery_for_every_publish() {
+    let broker = Broker::start_own(&[]).expect("warren starts");
+    let q = unique("perf-mqtt");
+    let mqtt = format!("mqtt://guest:guest@{}", broker.mqtt_addr());
+    let s = perf(
+        &broker,
+        &[
+            "--protocol-uri",
+            &mqtt,
+            "-x2",
+            "-y1",
+            "-s64",
+            "-c50",
+            "-C300",
+            "-u",
+            &q,
+        ],
+    );
+    assert_eq!(count(&s, "sent"), 600, "{s}");
+    assert_eq!(count(&s, "confirmed"), 600, "{s}");
+    assert_eq!(count(&s, "received"), 600, "{s}");
+    // The consumer's persistent session was ended: its queue (named after warren-perf's client
+    // id) is gone.
+    let queues = warren_tests::block_on(async {
+        warren_tests::management::guest_api(&broker)
+            .get("/api/queues")
+            .await
+            .expect("the management API answers")
+    });
+    let session_queues: Vec<&str> = queues
+        .as_array()
+        .expect("a list of queues")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .filter(|n| n.starts_with("mqtt-subscription-warren-perf-"))
+        .collect();
+    assert_eq!(session_queues, Vec::<&str>::new(), "{queues}");
 }
