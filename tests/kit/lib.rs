@@ -211,6 +211,18 @@ impl Broker {
         if !self.extra.iter().any(|a| a == "--web-mqtt-port") {
             stomp.extend(["--web-mqtt-port", "0"]);
         }
+        // A node with a certificate would also take the default ports of STOMP, MQTT and their
+        // WebSockets over TLS (one per host): none unless a test asks.
+        for flag in [
+            "--stomp-tls-port",
+            "--mqtt-tls-port",
+            "--web-stomp-tls-port",
+            "--web-mqtt-tls-port",
+        ] {
+            if !self.extra.iter().any(|a| a == flag) {
+                stomp.extend([flag, "0"]);
+            }
+        }
         let child = Command::new(&bin)
             .args(bind)
             .args(["--port", &self.addr.port().to_string()])

@@ -287,7 +287,19 @@ fn expired_client_dir() -> std::path::PathBuf {
 async fn the_management_api_over_https_lists_every_listener() {
     let https = free_port();
     let port = https.to_string();
-    let (broker, amqps) = node("none", &["--management-tls-port", &port]);
+    let (wss_stomp, wss_mqtt) = (free_port(), free_port());
+    let (web_stomp_tls, web_mqtt_tls) = (wss_stomp.to_string(), wss_mqtt.to_string());
+    let (broker, amqps) = node(
+        "none",
+        &[
+            "--management-tls-port",
+            &port,
+            "--web-stomp-tls-port",
+            &web_stomp_tls,
+            "--web-mqtt-tls-port",
+            &web_mqtt_tls,
+        ],
+    );
     let ca = std::fs::read_to_string(certs().ca_dir().join("ca.crt")).expect("the kit's CA");
     let api = warren_tests::management::ApiClient::new(
         &format!("https://localhost:{https}"),
@@ -312,6 +324,8 @@ async fn the_management_api_over_https_lists_every_listener() {
         ("amqp".to_owned(), u64::from(broker.addr().port())),
         ("amqp/ssl".to_owned(), u64::from(amqps)),
         ("https".to_owned(), u64::from(https)),
+        ("https/web-stomp".to_owned(), u64::from(wss_stomp)),
+        ("https/web-mqtt".to_owned(), u64::from(wss_mqtt)),
     ] {
         assert!(
             listeners.contains(&expected),

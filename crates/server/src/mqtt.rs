@@ -147,15 +147,28 @@ pub(crate) async fn run(
     .await;
 }
 
-/// Serves a MQTT client over a WebSocket at `/ws`.
+/// Serves a MQTT client over a WebSocket at `/ws` (`wss://` when `tls` is given).
 pub(crate) async fn run_websocket(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<Arc<AmqpsConfig>>,
     conn: ConnId,
     config: ServerConfig,
     node: Node,
     shutdown: watch::Receiver<bool>,
 ) {
     let mqtt = session(&config, node.retained.clone());
-    translated::run_websocket(mqtt, stream, peer, WEB_MQTT, conn, config, node, shutdown).await;
+    translated::run_websocket(
+        mqtt,
+        stream,
+        peer,
+        tls,
+        "https/web-mqtt",
+        WEB_MQTT,
+        conn,
+        config,
+        node,
+        shutdown,
+    )
+    .await;
 }

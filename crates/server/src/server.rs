@@ -186,9 +186,9 @@ impl Server {
                         (Protocol::Amqp, None) => tasks.spawn(connection::run_tcp(stream, peer, conn, config, node, stop)),
                         (Protocol::Amqp, Some(tls)) => tasks.spawn(connection::run_tls(stream, peer, tls, conn, config, node, stop)),
                         (Protocol::Stomp, tls) => tasks.spawn(stomp::run(stream, peer, tls, conn, config, node, stop)),
-                        (Protocol::WebStomp, _) => tasks.spawn(stomp::run_websocket(stream, peer, conn, config, node, stop)),
+                        (Protocol::WebStomp, tls) => tasks.spawn(stomp::run_websocket(stream, peer, tls, conn, config, node, stop)),
                         (Protocol::Mqtt, tls) => tasks.spawn(mqtt::run(stream, peer, tls, conn, config, node, stop)),
-                        (Protocol::WebMqtt, _) => tasks.spawn(mqtt::run_websocket(stream, peer, conn, config, node, stop)),
+                        (Protocol::WebMqtt, tls) => tasks.spawn(mqtt::run_websocket(stream, peer, tls, conn, config, node, stop)),
                     };
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

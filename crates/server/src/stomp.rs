@@ -126,15 +126,28 @@ pub(crate) async fn run(
     .await;
 }
 
-/// Serves a STOMP client over a WebSocket at `/ws`.
+/// Serves a STOMP client over a WebSocket at `/ws` (`wss://` when `tls` is given).
 pub(crate) async fn run_websocket(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<Arc<AmqpsConfig>>,
     conn: ConnId,
     config: ServerConfig,
     node: Node,
     shutdown: watch::Receiver<bool>,
 ) {
     let stomp = session(&config);
-    translated::run_websocket(stomp, stream, peer, WEB_STOMP, conn, config, node, shutdown).await;
+    translated::run_websocket(
+        stomp,
+        stream,
+        peer,
+        tls,
+        "https/web-stomp",
+        WEB_STOMP,
+        conn,
+        config,
+        node,
+        shutdown,
+    )
+    .await;
 }

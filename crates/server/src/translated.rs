@@ -87,12 +87,15 @@ pub(crate) async fn run_socket<T: Translator>(
     }
 }
 
-/// Serves a translated client over a WebSocket at `/ws` (the handshake first).
+/// Serves a translated client over a WebSocket at `/ws`: `ws://`, or `wss://` when `tls` is
+/// given (the TLS handshake first, logged as `listener`, then the WebSocket's).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_websocket<T: Translator>(
     session: T,
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<Arc<AmqpsConfig>>,
+    listener: &'static str,
     endpoint: Endpoint,
     conn: ConnId,
     config: ServerConfig,
@@ -101,6 +104,23 @@ pub(crate) async fn run_websocket<T: Translator>(
 ) {
     let _ = stream.set_nodelay(true);
     let local = local_address(&stream);
+    let stream: Box<dyn websocket::Io> = match tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls.clone());
+            let handshake = warren_tls::acceptor::handshake(
+                stream,
+                peer,
+                &acceptor,
+                config.handshake_timeout,
+                listener,
+            );
+            let Some(accepted) = handshake.await else {
+                return;
+            };
+            Box::new(accepted.stream)
+        }
+    };
     let Some(ws) = websocket::accept(stream, peer, endpoint, config.handshake_timeout).await else {
         return;
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -27,6 +27,11 @@ use crate::translated::{ClientRead, ClientWrite};
 const MAX_MESSAGE: usize = 64 << 20;
 /// Messages waiting for the client's socket.
 const QUEUE: usize = 16;
+
+/// The byte stream under a WebSocket: a TCP socket, or TLS over one (`wss://`).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type Stream = Box<dyn Io>;
 
 /// What a protocol's WebSocket endpoint speaks.
 #[derive(Clone, Copy, Debug)]
@@ -51,7 +56,7 @@ pub(crate) struct Accepted {
 
 /// The WebSocket handshake at `/ws` within `timeout`; `None` (logged) if it fails.
 pub(crate) async fn accept(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     endpoint: Endpoint,
     timeout: Duration,
@@ -116,7 +121,7 @@ fn choose(
 }
 
 /// Messages from the client, as bytes.
-pub(crate) struct Reader(SplitStream<WebSocketStream<TcpStream>>);
+pub(crate) struct Reader(SplitStream<WebSocketStream<Stream>>);
 
 impl ClientRead for Reader {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
@@ -170,7 +175,7 @@ impl ClientWrite for Writer {
 /// Writes the queued messages to the client's socket until the queue closes or a close has
 /// been sent.
 async fn write_messages(
-    mut sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut sink: SplitSink<WebSocketStream<Stream>, Message>,
     mut rx: mpsc::Receiver<Message>,
 ) {
     while let Some(message) = rx.recv().await {

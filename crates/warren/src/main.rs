@@ -109,6 +109,11 @@ struct Args {
     /// [default: 15674].
     #[arg(long)]
     web_stomp_port: Option<u16>,
+    /// Web-STOMP over TLS: wss://HOST:PORT/ws, when --tls-cert and --tls-key are given
+    /// (RabbitMQ's web_stomp.ssl.port); 0 turns it off. If the default is taken the node runs
+    /// without it [default: 15673].
+    #[arg(long)]
+    web_stomp_tls_port: Option<u16>,
     /// MQTT 3.1/3.1.1/5.0 port (RabbitMQ's MQTT plugin); 0 turns it off. If the default is
     /// taken the node runs without it [default: 1883].
     #[arg(long)]
@@ -121,6 +126,11 @@ struct Args {
     /// If the default is taken the node runs without it [default: 15675].
     #[arg(long)]
     web_mqtt_port: Option<u16>,
+    /// Web-MQTT over TLS: wss://HOST:PORT/ws, when --tls-cert and --tls-key are given
+    /// (RabbitMQ's web_mqtt.ssl.port); 0 turns it off. If the default is taken the node runs
+    /// without it [default: 15676].
+    #[arg(long)]
+    web_mqtt_tls_port: Option<u16>,
     /// HTTPS port of the management API and console, when --tls-cert and --tls-key are given
     /// (RabbitMQ's 15671); 0 turns it off. If the default is taken the node runs without it
     /// [default: 15671].
@@ -312,9 +322,11 @@ struct FileConfig {
     stomp_port: Option<u16>,
     stomp_tls_port: Option<u16>,
     web_stomp_port: Option<u16>,
+    web_stomp_tls_port: Option<u16>,
     mqtt_port: Option<u16>,
     mqtt_tls_port: Option<u16>,
     web_mqtt_port: Option<u16>,
+    web_mqtt_tls_port: Option<u16>,
     management_tls_port: Option<u16>,
     management_tls_client_auth: Option<String>,
     vm_memory_high_watermark: Option<f64>,

@@ -108,6 +108,14 @@ pub struct ListenerTls {
     pub mqtt_tls_port: u16,
     /// Whether `mqtt_tls_port` was asked for (see `https_port_given`).
     pub mqtt_tls_port_given: bool,
+    /// Web-STOMP over TLS port (`wss://`, with AMQPS's certificate); 0 turns it off.
+    pub web_stomp_tls_port: u16,
+    /// Whether `web_stomp_tls_port` was asked for (see `https_port_given`).
+    pub web_stomp_tls_port_given: bool,
+    /// Web-MQTT over TLS port (`wss://`, with AMQPS's certificate); 0 turns it off.
+    pub web_mqtt_tls_port: u16,
+    /// Whether `web_mqtt_tls_port` was asked for (see `https_port_given`).
+    pub web_mqtt_tls_port_given: bool,
 }
 
 /// A started node: its listeners bound, its Raft group running; serves with [`Node::run`].
@@ -366,6 +374,17 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
             "Web-STOMP",
         ),
         (
+            if listener_tls.amqps.is_some() {
+                listener_tls.web_stomp_tls_port
+            } else {
+                0
+            },
+            listener_tls.web_stomp_tls_port_given,
+            listener_tls.amqps.clone(),
+            listener::Protocol::WebStomp,
+            "Web-STOMP over TLS",
+        ),
+        (
             mqtt_port,
             mqtt_port_given,
             None,
@@ -389,6 +408,17 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
             None,
             listener::Protocol::WebMqtt,
             "Web-MQTT",
+        ),
+        (
+            if listener_tls.amqps.is_some() {
+                listener_tls.web_mqtt_tls_port
+            } else {
+                0
+            },
+            listener_tls.web_mqtt_tls_port_given,
+            listener_tls.amqps.clone(),
+            listener::Protocol::WebMqtt,
+            "Web-MQTT over TLS",
         ),
     ];
     for (port, given, tls, protocol, what) in stomp_ports {

@@ -306,6 +306,19 @@ pub(crate) fn listener_tls(args: &Args, file: &FileConfig) -> anyhow::Result<Lis
         stomp_tls_port_given: args.stomp_tls_port.or(file.stomp_tls_port).is_some(),
         mqtt_tls_port: args.mqtt_tls_port.or(file.mqtt_tls_port).unwrap_or(8883),
         mqtt_tls_port_given: args.mqtt_tls_port.or(file.mqtt_tls_port).is_some(),
+        web_stomp_tls_port: args
+            .web_stomp_tls_port
+            .or(file.web_stomp_tls_port)
+            .unwrap_or(15673),
+        web_stomp_tls_port_given: args
+            .web_stomp_tls_port
+            .or(file.web_stomp_tls_port)
+            .is_some(),
+        web_mqtt_tls_port: args
+            .web_mqtt_tls_port
+            .or(file.web_mqtt_tls_port)
+            .unwrap_or(15676),
+        web_mqtt_tls_port_given: args.web_mqtt_tls_port.or(file.web_mqtt_tls_port).is_some(),
     };
     let (cert, key) = match (cert, key) {
         (Some(c), Some(k)) => (c, k),
