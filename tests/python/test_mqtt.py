@@ -1006,6 +1006,171 @@ def test_v5_and_v311_clients_exchange_messages(mqtt, name):
     assert [(m.payload, m.qos) for m in v3.wait_messages(1)] == [(b"from 5", 1)]
 
 
+# 5.0 over a bare socket: what paho does not let a test control (its Receive Maximum, a will
+# that outlives a dropped connection).
+
+def _u16(n):
+    return struct.pack(">H", n)
+
+
+def _u32(n):
+    return struct.pack(">I", n)
+
+
+def connect5_packet(client_id, clean=True, session_expiry=None, receive_maximum=None,
+                    will=None):
+    """A 5.0 CONNECT as guest; `will` is (topic, payload, qos, delay in seconds or None)."""
+    props = b""
+    if session_expiry is not None:
+        props += b"\x11" + _u32(session_expiry)
+    if receive_maximum is not None:
+        props += b"\x21" + _u16(receive_maximum)
+    flags, payload = 0xC0 | (0x02 if clean else 0), _str(client_id)
+    if will:
+        topic, message, qos, delay = will
+        flags |= 0x04 | (qos << 3)
+        will_props = b"" if delay is None else b"\x18" + _u32(delay)
+        payload += _varint(len(will_props)) + will_props + _str(topic) + _str(message)
+    payload += _str("guest") + _str("guest")
+    header = _str("MQTT") + bytes([5, flags]) + _u16(60) + _varint(len(props)) + props
+    return packet(CONNECT, 0, header + payload)
+
+
+def connack5(conn):
+    """(session present, reason code) of the 5.0 CONNACK that must come next."""
+    kind, _, body = conn.read()
+    assert kind == CONNACK, (kind, body)
+    return bool(body[0] & 1), body[1]
+
+
+def publish5_payload(body):
+    """(packet id, payload) of a 5.0 QoS 1 PUBLISH."""
+    (length,) = struct.unpack(">H", body[:2])
+    rest = body[2 + length:]
+    packet_id, rest = struct.unpack(">H", rest[:2])[0], rest[2:]
+    props_length, shift, i = 0, 0, 0
+    while True:
+        props_length |= (rest[i] & 0x7F) << shift
+        shift, i = shift + 7, i + 1
+        if not rest[i - 1] & 0x80:
+            break
+    return packet_id, rest[i + props_length:]
+
+
+@mqtt5
+def test_v5_receive_maximum_limits_the_deliveries_awaiting_puback(mqtt, raw, name):
+    """A client whose CONNECT says Receive Maximum 2 has at most two QoS 1 PUBLISH
+    unacknowledged; each PUBACK lets one more come."""
+    client = raw()
+    client.send(connect5_packet(f"{name}-rm", receive_maximum=2))
+    assert connack5(client) == (False, 0)
+    client.send(packet(SUBSCRIBE, 2, _u16(1) + b"\x00" + _str(f"{name}/rm") + b"\x01"))
+    kind, _, body = client.read()
+    assert (kind, body[:2], body[-1:]) == (SUBACK, _u16(1), b"\x01"), body
+    publisher = mqtt(version=5)
+    for i in range(5):
+        publisher.publish(f"{name}/rm", str(i).encode(), qos=1)
+    got = []
+    for _ in range(2):
+        kind, _, body = client.read()
+        assert kind == PUBLISH
+        got.append(publish5_payload(body))
+    assert [payload for _, payload in got] == [b"0", b"1"]
+    assert client.still_open(0.7), "a third PUBLISH before any PUBACK"
+    for packet_id, _ in got:
+        client.send(packet(PUBACK, 0, _u16(packet_id)))
+    rest = []
+    for _ in range(3):
+        kind, _, body = client.read()
+        assert kind == PUBLISH
+        packet_id, payload = publish5_payload(body)
+        rest.append(payload)
+        client.send(packet(PUBACK, 0, _u16(packet_id)))
+    assert rest == [b"2", b"3", b"4"]
+
+
+@mqtt5
+def test_v5_subscription_identifiers_come_with_the_deliveries_they_match(mqtt, name):
+    """Each delivery carries the identifiers of the subscriptions it matches (one copy with all
+    of them for Warren and RabbitMQ; mosquitto may send a copy per subscription, so what is
+    compared is the identifiers of every copy); one subscribed again without an identifier
+    loses it."""
+    sub, pub = mqtt(version=5), mqtt(version=5)
+    assert getattr(sub.connack[2], "SubscriptionIdentifierAvailable", 1) == 1
+    assert sub.subscribe((f"{name}/si/+", SubscribeOptions(qos=1)),
+                         properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7)) == [1]
+    assert sub.subscribe((f"{name}/si/b", SubscribeOptions(qos=1)),
+                         properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=9)) == [1]
+    assert sub.subscribe((f"{name}/si/#", SubscribeOptions(qos=1))) == [1]
+
+    def delivered(topic, payload):
+        pub.publish(topic, payload, qos=1)
+        time.sleep(0.5)
+        with sub.cond:
+            copies = [m for m in sub.messages if m.payload == payload]
+        assert copies, f"nothing for {topic}"
+        if not PLAIN_MQTT:
+            assert len(copies) == 1, [m.properties for m in copies]
+        return sorted({i for m in copies
+                       for i in getattr(m.properties, "SubscriptionIdentifier", [])})
+
+    assert delivered(f"{name}/si/b", b"b") == [7, 9]
+    assert delivered(f"{name}/si/c", b"c") == [7]
+    assert delivered(f"{name}/si/c/d", b"cd") == []
+    assert sub.subscribe((f"{name}/si/b", SubscribeOptions(qos=1))) == [1]
+    assert delivered(f"{name}/si/b", b"b again") == [7]
+
+
+@mqtt5
+@rabbitmq
+def test_v5_shared_subscriptions_are_not_offered(mqtt, name):
+    """CONNACK says Shared Subscription Available 0 and a `$share/` filter gets SUBACK 0x9E, as
+    RabbitMQ 3.13 on (mosquitto offers them)."""
+    client = mqtt(version=5)
+    assert getattr(client.connack[2], "SharedSubscriptionAvailable", None) == 0
+    assert client.subscribe((f"$share/g/{name}/s", SubscribeOptions(qos=1)),
+                            (f"{name}/s", SubscribeOptions(qos=1))) == [0x9E, 1]
+
+
+@mqtt5
+def test_v5_a_will_with_a_delay_waits_for_it(mqtt, raw, name):
+    """A dropped client's will with Will Delay Interval 2 (its session outlives the connection
+    by 60 s) goes out after two seconds, not at once."""
+    watcher = mqtt(version=5)
+    assert watcher.subscribe((f"{name}/wd", SubscribeOptions(qos=1))) == [1]
+    client = raw()
+    client.send(connect5_packet(f"{name}-wd", clean=True, session_expiry=60,
+                                will=(f"{name}/wd", b"late", 1, 2)))
+    assert connack5(client) == (False, 0)
+    dropped = time.time()
+    client.drop()
+    watcher.quiet(0, seconds=1.2)
+    (m,) = watcher.wait_messages(1, timeout=10)
+    waited = time.time() - dropped
+    assert (m.topic, m.payload) == (f"{name}/wd", b"late")
+    assert 1.2 <= waited <= 8, f"the will came {waited:.1f}s after the drop"
+    # The session ends.
+    mqtt(f"{name}-wd", version=5, clean=True).disconnect()
+
+
+@mqtt5
+def test_v5_a_client_back_within_its_will_delay_cancels_the_will(mqtt, raw, name):
+    watcher = mqtt(version=5)
+    assert watcher.subscribe((f"{name}/wc", SubscribeOptions(qos=1))) == [1]
+    client = raw()
+    client.send(connect5_packet(f"{name}-wc", clean=True, session_expiry=60,
+                                will=(f"{name}/wc", b"never", 1, 2)))
+    assert connack5(client) == (False, 0)
+    client.drop()
+    time.sleep(0.3)
+    back = mqtt(f"{name}-wc", version=5, clean=False,
+                properties=props(PacketTypes.CONNECT, SessionExpiryInterval=60))
+    assert back.connack[1] == 0
+    watcher.quiet(0, seconds=3.5)
+    back.disconnect()
+    mqtt(f"{name}-wc", version=5, clean=True).disconnect()
+
+
 # --- 10. Bad input -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("garbage", [

@@ -73,6 +73,14 @@ const PRESENCE_TAG: &str = "mqtt-presence";
 const PRESENCE_EXPIRES_MS: i64 = 60_000;
 /// Topic aliases a 5.0 client may set (RabbitMQ 4's `mqtt.topic_alias_maximum`).
 const TOPIC_ALIAS_MAXIMUM: u16 = 16;
+/// A delayed will (5.0's will delay interval) waits in a queue of this prefix and the client
+/// id, with a message TTL of the delay and `amq.topic` as its dead-letter exchange (RabbitMQ
+/// 3.13's design); the client's next connection deletes it.
+const WILL_PREFIX: &str = "mqtt-will-";
+/// How long a delayed will's queue outlives its delay (it goes once the will went out).
+const WILL_QUEUE_SLACK_MS: i64 = 60_000;
+/// The prefix of a shared subscription's filter (5.0), which Warren does not offer.
+const SHARED_PREFIX: &str = "$share/";
 
 /// A retained message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +202,10 @@ pub struct Session {
     publisher_id: String,
     /// Filters subscribed with `no_local`.
     no_local: HashSet<String>,
+    /// 5.0: the subscription identifier of each filter subscribed with one.
+    subscription_ids: BTreeMap<String, u32>,
+    /// 5.0: QoS 1 deliveries the client takes unacknowledged (its Receive Maximum).
+    receive_maximum: Option<u16>,
 }
 
 impl Session {
@@ -227,6 +239,8 @@ impl Session {
             now,
             publisher_id: format!("{:016x}", config.seed),
             no_local: HashSet::new(),
+            subscription_ids: BTreeMap::new(),
+            receive_maximum: None,
             config,
         }
     }
@@ -381,6 +395,12 @@ impl Session {
             let expiry = connect.properties.session_expiry_interval.unwrap_or(0);
             self.clean = expiry == 0;
             self.session_expiry = (expiry != 0 && expiry != u32::MAX).then_some(expiry);
+            if connect.properties.receive_maximum == Some(0) {
+                // "a Protocol Error ... for it to have the value 0" (3.1.2.11.3).
+                self.connack_refusal(ReasonCode::PROTOCOL_ERROR);
+                return;
+            }
+            self.receive_maximum = connect.properties.receive_maximum;
         }
         if connect.client_id.is_empty() {
             if !connect.clean_start && !connect.version.is_v5() {
@@ -580,7 +600,11 @@ impl Session {
             self.bridge.push(Step::Sync(
                 Method::BasicQos(BasicQos {
                     prefetch_size: 0,
-                    prefetch_count: self.config.prefetch,
+                    // The client's Receive Maximum, if it is lower (as RabbitMQ 3.13 on).
+                    prefetch_count: self
+                        .config
+                        .prefetch
+                        .min(self.receive_maximum.unwrap_or(u16::MAX)),
                     global: false,
                 }),
                 Token::None,
@@ -626,11 +650,27 @@ impl Session {
     }
 
     fn subscribe(&mut self, s: Subscribe) {
+        let id = if self.version.is_v5() {
+            s.properties.subscription_identifiers.first().copied()
+        } else {
+            None
+        };
+        if id == Some(0) {
+            // "a Protocol Error if the Subscription Identifier has a value of 0" (3.8.2.1.2).
+            self.protocol_error(ReasonCode::PROTOCOL_ERROR);
+            return;
+        }
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut filters = Vec::new();
         for sub in s.subscriptions {
             if topic::validate_topic_filter(&sub.filter).is_err() {
                 codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            if self.version.is_v5() && sub.filter.starts_with(SHARED_PREFIX) {
+                // Not offered (CONNACK says so), as RabbitMQ; 3.1.1 knows no shared
+                // subscriptions and takes the filter as it is, as RabbitMQ 3.10 does.
+                codes.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
                 continue;
             }
             // QoS 2 is granted as 1, as RabbitMQ does.
@@ -652,6 +692,11 @@ impl Session {
             } else {
                 self.no_local.remove(&sub.filter);
             }
+            // Subscribed again: the new subscription's identifier, or none.
+            match id {
+                Some(id) => self.subscription_ids.insert(sub.filter.clone(), id),
+                None => self.subscription_ids.remove(&sub.filter),
+            };
             codes.push(ReasonCode::granted(qos));
             filters.push((sub.filter, qos));
         }
@@ -671,6 +716,7 @@ impl Session {
                 }
             }
             self.no_local.remove(&filter);
+            self.subscription_ids.remove(&filter);
             // 5.0: "no subscription existed" for a filter this connection never subscribed
             // (a resumed session's earlier subscriptions are not known: success).
             let known = self.subscriptions.remove(&filter).is_some() || !self.resumed.is_empty();
@@ -809,6 +855,12 @@ impl Session {
             }),
             Token::None,
         ));
+        // A will an earlier connection of this client left waiting (5.0's will delay) does not
+        // go out: the client is back.
+        self.bridge.push(Step::Try {
+            method: delete_queue(&format!("{WILL_PREFIX}{}", self.client_id)),
+            token: Token::None,
+        });
         if self.fresh {
             // What an earlier connection left goes (a queue whose home node is down cannot,
             // until the cluster has declared it gone: that is not this connection's end).
@@ -845,6 +897,8 @@ impl Session {
                 if self.version.is_v5() {
                     properties.maximum_qos = Some(QoS::AtLeastOnce);
                     properties.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
+                    properties.shared_subscription_available = Some(false);
+                    properties.subscription_identifier_available = Some(true);
                 }
                 self.send(&Packet::ConnAck(ConnAck {
                     session_present,
@@ -875,6 +929,7 @@ impl Session {
                     properties: Properties::default(),
                 }));
                 for (filter, granted) in filters {
+                    let id = self.subscription_ids.get(&filter).copied();
                     for r in self.config.retained.matching(&self.vhost, &filter) {
                         let qos = r.qos.min(granted);
                         let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
@@ -885,7 +940,10 @@ impl Session {
                             topic: r.topic,
                             packet_id,
                             properties: if self.version.is_v5() {
-                                r.properties
+                                Properties {
+                                    subscription_identifiers: id.into_iter().collect(),
+                                    ..r.properties
+                                }
                             } else {
                                 Properties::default()
                             },
@@ -977,7 +1035,17 @@ impl Session {
             Some(id)
         };
         let properties = if self.version.is_v5() {
-            mqtt_properties(properties, self.now)
+            let mut p = mqtt_properties(properties, self.now);
+            // One copy for every subscription it matches: the identifiers of all of them.
+            p.subscription_identifiers = self
+                .subscription_ids
+                .iter()
+                .filter(|(f, _)| topic::filter_matches(f, &topic))
+                .map(|(_, id)| *id)
+                .collect();
+            p.subscription_identifiers.sort_unstable();
+            p.subscription_identifiers.dedup();
+            p
         } else {
             Properties::default()
         };
@@ -1014,6 +1082,12 @@ impl Session {
         let open = self.phase == Phase::Open;
         self.phase = Phase::Leaving;
         match self.will.take() {
+            Some(will) if open && self.will_delay(&will) > 0 => {
+                self.delay_will(will);
+                self.bridge.push(Step::AwaitConfirms);
+                self.bridge.push(Step::Mark(Token::Finish));
+                self.pump();
+            }
             Some(will) if open => {
                 if will.retain {
                     let retained = (!will.payload.is_empty()).then(|| Retained {
@@ -1045,6 +1119,69 @@ impl Session {
                 self.phase = Phase::Closed;
             }
         }
+    }
+
+    /// How long `will` waits before it goes out, in seconds (5.0): its will delay interval, at
+    /// most until the session ends (at once for a session that ends with the connection). A
+    /// retained will is not delayed: its retained copy is kept by this node's store when it is
+    /// published, which a will waiting in the broker cannot reach.
+    fn will_delay(&self, will: &Will) -> u32 {
+        if !self.version.is_v5() || self.clean || will.retain {
+            return 0;
+        }
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        delay.min(self.session_expiry.unwrap_or(u32::MAX))
+    }
+
+    /// Leaves `will` in this client's will queue, which dead-letters it to `amq.topic` under
+    /// its topic once its delay has passed, unless the client's next connection deletes the
+    /// queue first.
+    fn delay_will(&mut self, will: Will) {
+        let queue = format!("{WILL_PREFIX}{}", self.client_id);
+        let delay_ms = i64::from(self.will_delay(&will)) * 1000;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-message-ttl", FieldValue::I64(delay_ms));
+        arguments.insert(
+            "x-dead-letter-exchange",
+            FieldValue::LongStr(EXCHANGE.into()),
+        );
+        arguments.insert(
+            "x-dead-letter-routing-key",
+            FieldValue::LongStr(topic::topic_to_routing_key(&will.topic).into()),
+        );
+        arguments.insert(
+            "x-expires",
+            FieldValue::I64(delay_ms.saturating_add(WILL_QUEUE_SLACK_MS)),
+        );
+        // A will left by an earlier connection is replaced.
+        self.bridge.push(Step::Try {
+            method: delete_queue(&queue),
+            token: Token::None,
+        });
+        self.bridge.push(Step::Sync(
+            Method::QueueDeclare(QueueDeclare {
+                ticket: 0,
+                queue: queue.as_str().into(),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                nowait: false,
+                arguments,
+            }),
+            Token::None,
+        ));
+        let mut properties = amqp_properties(will.qos, false, &will.properties, self.now);
+        // Its own expiry would dead-letter it before its delay; the will's expiry counts from
+        // when it goes out, which dead-lettering (which drops `expiration`) cannot carry.
+        properties.expiration = None;
+        self.bridge.push(Step::Publish {
+            exchange: "".into(),
+            routing_key: queue,
+            properties: Box::new(properties),
+            body: will.payload,
+            token: Token::None,
+        });
     }
 
     /// Bytes that are no packet, or a packet against the rules: the connection ends, with a

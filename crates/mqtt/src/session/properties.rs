@@ -119,7 +119,10 @@ pub(super) fn mqtt_properties(p: &BasicProperties, now: u64) -> Properties {
     } else if let Some(headers) = &p.headers {
         // From AMQP: its string headers, but not the ones this mapping uses.
         for (name, value) in headers.iter() {
+            // Dead-lettering's headers (a delayed will comes through it) are no user's.
             if name.starts_with("x-mqtt-")
+                || name.starts_with("x-first-death-")
+                || name.starts_with("x-last-death-")
                 || name == "x-reply-to-topic"
                 || name == CORRELATION_HEADER
             {

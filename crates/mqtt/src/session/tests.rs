@@ -131,7 +131,8 @@ fn amqp_open(s: &mut Session) {
 }
 
 /// The presence queue's steps (takeover): delete (tried on the second channel, opened
-/// first), declare (durable: replicated), consume.
+/// first), declare (durable: replicated), consume; then the delete of a will an earlier
+/// connection left waiting (tried).
 fn presence(s: &mut Session, client_id: &str) {
     let m = methods(s);
     assert!(matches!(&m[..], [Method::ChannelOpen(_)]), "{m:?}");
@@ -174,6 +175,12 @@ fn presence(s: &mut Session, client_id: &str) {
             consumer_tag: "mqtt-presence".into(),
         }),
     );
+    let m = methods(s);
+    assert!(
+        matches!(&m[..], [Method::QueueDelete(d)] if d.queue.as_str() == format!("mqtt-will-{client_id}")),
+        "{m:?}"
+    );
+    broker(s, 2, delete_ok());
 }
 
 /// A clean 3.1.1 session of `client_id`, CONNACK taken.
@@ -604,5 +611,308 @@ fn a_connection_whose_presence_consumer_is_cancelled_was_taken_over_and_goes_wit
     assert!(
         matches!(&m[..], [Method::ConnectionClose(_)]),
         "closed, no will published: {m:?}"
+    );
+}
+
+/// A clean 5.0 session of `client_id` with CONNECT `properties` and `will`; CONNACK taken.
+fn connected_v5(client_id: &str, properties: Properties, will: Option<Will>) -> Session {
+    let mut s = Session::new(config(), 0);
+    client(
+        &mut s,
+        Packet::Connect(Box::new(Connect {
+            version: Version::V5,
+            clean_start: true,
+            keep_alive: 10,
+            client_id: client_id.into(),
+            will,
+            username: Some("guest".into()),
+            password: Some(Bytes::from_static(b"guest")),
+            properties,
+        })),
+        Version::V5,
+    );
+    amqp_open(&mut s);
+    presence(&mut s, client_id);
+    for qos in ["qos0", "qos1"] {
+        let m = methods(&mut s);
+        assert!(
+            matches!(&m[..], [Method::QueueDelete(d)] if d.queue.as_str() == format!("mqtt-subscription-{client_id}{qos}")),
+            "{m:?}"
+        );
+        broker(&mut s, 2, delete_ok());
+    }
+    let p = packets(&mut s, Version::V5);
+    let [Packet::ConnAck(ack)] = &p[..] else {
+        panic!("{p:?}")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    // Shared subscriptions are not offered; subscription identifiers are.
+    assert_eq!(ack.properties.shared_subscription_available, Some(false));
+    assert_eq!(ack.properties.subscription_identifier_available, Some(true));
+    s
+}
+
+fn subscribe_v5(s: &mut Session, packet_id: u16, filters: &[&str], id: Option<u32>) {
+    client(
+        s,
+        Packet::Subscribe(Subscribe {
+            packet_id,
+            subscriptions: filters
+                .iter()
+                .map(|f| Subscription {
+                    filter: (*f).into(),
+                    options: SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        ..SubscriptionOptions::default()
+                    },
+                })
+                .collect(),
+            properties: Properties {
+                subscription_identifiers: id.into_iter().collect(),
+                ..Properties::default()
+            },
+        }),
+        Version::V5,
+    );
+}
+
+/// Answers every method the session sends on its channel with its `-ok` until it sends none.
+fn answer_all(s: &mut Session) -> Vec<Method> {
+    let mut sent = Vec::new();
+    loop {
+        let m = methods(s);
+        if m.is_empty() {
+            return sent;
+        }
+        for method in m {
+            let reply = match &method {
+                Method::QueueDeclare(d) => Method::QueueDeclareOk(QueueDeclareOk {
+                    queue: d.queue.clone(),
+                    message_count: 0,
+                    consumer_count: 0,
+                }),
+                Method::BasicQos(_) => Method::BasicQosOk(warren_wire::BasicQosOk {}),
+                Method::BasicConsume(c) => Method::BasicConsumeOk(BasicConsumeOk {
+                    consumer_tag: c.consumer_tag.clone(),
+                }),
+                Method::QueueBind(_) => Method::QueueBindOk(QueueBindOk {}),
+                Method::QueueUnbind(_) => Method::QueueUnbindOk(warren_wire::QueueUnbindOk {}),
+                other => panic!("unexpected {other:?}"),
+            };
+            broker(s, CHANNEL, reply);
+            sent.push(method);
+        }
+    }
+}
+
+fn deliver(s: &mut Session, tag: u64, routing_key: &str) {
+    let mut headers = FieldTable::default();
+    headers.insert("x-mqtt-publish-qos", FieldValue::U8(1));
+    let mut out = OutBuf::new();
+    out.push_delivery(
+        CHANNEL,
+        &Method::BasicDeliver(BasicDeliver {
+            consumer_tag: "mqtt-qos1".into(),
+            delivery_tag: tag,
+            redelivered: false,
+            exchange: "amq.topic".into(),
+            routing_key: routing_key.into(),
+        }),
+        &BasicProperties {
+            headers: Some(headers),
+            ..BasicProperties::default()
+        },
+        Bytes::from_static(b"m"),
+        4096,
+    );
+    broker_out(s, out);
+}
+
+#[test]
+fn a_v5_clients_receive_maximum_caps_its_prefetch_and_its_subscription_ids_come_with_deliveries() {
+    let mut s = connected_v5(
+        "v5",
+        Properties {
+            receive_maximum: Some(3),
+            ..Properties::default()
+        },
+        None,
+    );
+    subscribe_v5(&mut s, 1, &["a/+"], Some(7));
+    let sent = answer_all(&mut s);
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Method::BasicQos(q) if q.prefetch_count == 3)),
+        "the client's Receive Maximum (3) under mqtt.prefetch (10): {sent:?}"
+    );
+    subscribe_v5(&mut s, 2, &["a/b"], Some(9));
+    answer_all(&mut s);
+    subscribe_v5(&mut s, 3, &["a/#"], None);
+    answer_all(&mut s);
+    // A shared subscription is refused; the others of the SUBSCRIBE are granted.
+    subscribe_v5(&mut s, 4, &["$share/g/a/b", "z"], Some(11));
+    answer_all(&mut s);
+    let acks: Vec<(u16, Vec<ReasonCode>)> = packets(&mut s, Version::V5)
+        .into_iter()
+        .map(|p| match p {
+            Packet::SubAck(a) => (a.packet_id, a.reason_codes),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let granted = ReasonCode::granted(QoS::AtLeastOnce);
+    assert_eq!(
+        acks,
+        vec![
+            (1, vec![granted]),
+            (2, vec![granted]),
+            (3, vec![granted]),
+            (
+                4,
+                vec![ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, granted]
+            ),
+        ]
+    );
+    // One copy, with the identifiers of every subscription it matches (a/# has none).
+    for (tag, key, ids) in [
+        (1, "a.b", vec![7, 9]),
+        (2, "a.c", vec![7]),
+        (3, "a.c.d", vec![]),
+        (4, "z", vec![11]),
+    ] {
+        deliver(&mut s, tag, key);
+        let p = packets(&mut s, Version::V5);
+        let [Packet::Publish(publish)] = &p[..] else {
+            panic!("{key}: {p:?}")
+        };
+        assert_eq!(publish.properties.subscription_identifiers, ids, "{key}");
+    }
+    // Subscribed again without one: the filter's identifier goes.
+    subscribe_v5(&mut s, 5, &["a/b"], None);
+    answer_all(&mut s);
+    let _ = packets(&mut s, Version::V5);
+    deliver(&mut s, 5, "a.b");
+    let p = packets(&mut s, Version::V5);
+    let [Packet::Publish(publish)] = &p[..] else {
+        panic!("{p:?}")
+    };
+    assert_eq!(publish.properties.subscription_identifiers, vec![7]);
+}
+
+#[test]
+fn a_receive_maximum_or_subscription_identifier_of_zero_is_a_protocol_error() {
+    let mut s = Session::new(config(), 0);
+    client(
+        &mut s,
+        Packet::Connect(Box::new(Connect {
+            version: Version::V5,
+            clean_start: true,
+            keep_alive: 10,
+            client_id: "z".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties {
+                receive_maximum: Some(0),
+                ..Properties::default()
+            },
+        })),
+        Version::V5,
+    );
+    let p = packets(&mut s, Version::V5);
+    assert!(
+        matches!(&p[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::PROTOCOL_ERROR),
+        "{p:?}"
+    );
+    assert!(s.is_closed());
+
+    let mut s = connected_v5("z", Properties::default(), None);
+    subscribe_v5(&mut s, 1, &["a"], Some(0));
+    let p = packets(&mut s, Version::V5);
+    assert!(
+        matches!(&p[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PROTOCOL_ERROR),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_delayed_will_waits_in_a_queue_that_dead_letters_it_to_its_topic() {
+    let will = Will {
+        topic: "wills/d".into(),
+        payload: Bytes::from_static(b"late"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties {
+            will_delay_interval: Some(30),
+            message_expiry_interval: Some(5),
+            ..Properties::default()
+        },
+    };
+    // The session outlives the connection by 10 s: the will waits 10 s, not 30.
+    let mut s = connected_v5(
+        "d1",
+        Properties {
+            session_expiry_interval: Some(10),
+            ..Properties::default()
+        },
+        Some(will.clone()),
+    );
+    s.client_closed();
+    let m = methods(&mut s);
+    assert!(
+        matches!(&m[..], [Method::QueueDelete(d)] if d.queue.as_str() == "mqtt-will-d1"),
+        "a will left earlier is replaced: {m:?}"
+    );
+    broker(&mut s, 2, delete_ok());
+    let m = methods(&mut s);
+    let [Method::QueueDeclare(d)] = &m[..] else {
+        panic!("{m:?}")
+    };
+    assert_eq!(d.queue.as_str(), "mqtt-will-d1");
+    assert!(d.durable && !d.auto_delete && !d.exclusive);
+    let arg = |name: &str| d.arguments.get(name).cloned();
+    assert_eq!(arg("x-message-ttl"), Some(FieldValue::I64(10_000)));
+    assert_eq!(
+        arg("x-dead-letter-exchange"),
+        Some(FieldValue::LongStr("amq.topic".into()))
+    );
+    assert_eq!(
+        arg("x-dead-letter-routing-key"),
+        Some(FieldValue::LongStr("wills.d".into()))
+    );
+    assert_eq!(arg("x-expires"), Some(FieldValue::I64(70_000)));
+    broker(
+        &mut s,
+        CHANNEL,
+        Method::QueueDeclareOk(QueueDeclareOk {
+            queue: "mqtt-will-d1".into(),
+            message_count: 0,
+            consumer_count: 0,
+        }),
+    );
+    let m = methods(&mut s);
+    let [Method::BasicPublish(p)] = &m[..] else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        (p.exchange.as_str(), p.routing_key.as_str()),
+        ("", "mqtt-will-d1")
+    );
+    broker(
+        &mut s,
+        CHANNEL,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
+    assert!(s.is_closed());
+
+    // A clean session (expiry 0) ends with the connection: its will goes at once.
+    let mut s = connected_v5("d2", Properties::default(), Some(will));
+    s.client_closed();
+    let m = methods(&mut s);
+    assert!(
+        matches!(&m[..], [Method::BasicPublish(p)] if p.exchange.as_str() == "amq.topic" && p.routing_key.as_str() == "wills.d"),
+        "{m:?}"
     );
 }
