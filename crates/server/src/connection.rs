@@ -18,13 +18,14 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tracing::debug;
+use tracing::{debug, info, warn};
 use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY, CONNECTION_PROTOCOL_PROPERTY};
 use warren_wire::FieldValue;
 
 use crate::alarm::ClusterAlarms;
 use crate::broker_task::{wait_applied, Batch, QueueDirectory, ToBroker};
 use crate::clock::now_ms;
+use crate::connection_log::{ConnectionLog, Ending};
 use crate::counters::ClientCounters;
 use crate::listener::AmqpsConfig;
 use crate::mux::{Mux, Out, Sub};
@@ -433,9 +434,16 @@ pub(crate) async fn run<R, W>(
 {
     let mut alarms = node.alarms.clone();
     let mut alarms_open = true;
+    let mut log = ConnectionLog::new(peer.addr, &peer.local, peer.translated);
+    if !peer.translated {
+        // A translated client's own task says it was accepted, naming its protocol.
+        info!(conn, "{}", log.accepting());
+    }
     let Some((mut sessions, mut incoming)) = Sessions::open(node, conn, None).await else {
         return;
     };
+    // The socket ended (or broke) before the connection was closed.
+    let mut socket_ended = false;
     let high = config.high_watermark;
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut inputs: Vec<Input> = Vec::new();
@@ -457,14 +465,20 @@ pub(crate) async fn run<R, W>(
         let want_write = !session.out().is_empty();
         let alive = tokio::select! {
             r = rd.read_buf(&mut inbuf), if want_read => match r {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    socket_ended = true;
+                    break;
+                }
                 Ok(_) => {
                     session.receive(&mut inbuf, now_ms(), &mut inputs);
                     true
                 }
             },
             r = wr.write_buf(session.out()), if want_write => match r {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    socket_ended = true;
+                    break;
+                }
                 Ok(_) => {
                     session.after_write(&mut inputs);
                     true
@@ -515,6 +529,7 @@ pub(crate) async fn run<R, W>(
                 break;
             }
             for mut input in std::mem::take(&mut inputs) {
+                log.note(&input);
                 if let Input::Login {
                     client_properties, ..
                 } = &mut input
@@ -538,10 +553,32 @@ pub(crate) async fn run<R, W>(
                 }
             }
         }
+        if let Some(line) = log.opened(session.is_open()) {
+            info!(conn, "{line}");
+        }
     }
     // Ended by the client's connection.close, and close-ok has been written.
     let closed_by_client = session.closed_by_client() && session.out().is_empty();
     debug!(conn, peer = %peer.addr, "connection ended");
+    if log.was_open() {
+        // The client's connection.close counts even if its close-ok could not be written (a
+        // translated client's pipe may be gone by then).
+        let ending = if shutting_down {
+            Ending::Shutdown
+        } else if session.closed_by_client() {
+            Ending::ClosedByClient
+        } else if socket_ended {
+            Ending::SocketClosed
+        } else {
+            Ending::ClosedByServer
+        };
+        let line = log.closing(ending);
+        if ending == Ending::SocketClosed {
+            warn!(conn, "{line}");
+        } else {
+            info!(conn, "{line}");
+        }
+    }
     sessions.close(session.known_to_core(), &mut incoming).await;
     if closed_by_client && !shutting_down {
         await_client_close(&mut rd, &mut shutdown).await;

@@ -9,6 +9,7 @@ mod clock;
 mod config;
 mod confirms;
 mod connection;
+mod connection_log;
 pub mod counters;
 pub mod direct;
 mod flow;

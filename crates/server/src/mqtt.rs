@@ -71,6 +71,8 @@ impl RetainedStore for MemoryRetained {
 }
 
 impl Translator for warren_mqtt::Session {
+    const PROTOCOL: &'static str = "MQTT";
+
     fn receive_client(&mut self, buf: &mut BytesMut, now: u64) {
         self.receive_mqtt(buf, now);
     }

@@ -31,6 +31,8 @@ const WEB_STOMP: Endpoint = Endpoint {
 };
 
 impl Translator for warren_stomp::Session {
+    const PROTOCOL: &'static str = "STOMP";
+
     fn receive_client(&mut self, buf: &mut BytesMut, now: u64) {
         self.receive_stomp(buf, now);
     }

@@ -134,6 +134,8 @@ pub(crate) async fn run_websocket<T: Translator>(
 /// A protocol's sans-io session: the client's bytes in and out, the AMQP connection's bytes in
 /// and out, and time.
 pub(crate) trait Translator {
+    /// The protocol's name in the node's log (`STOMP`, `MQTT`).
+    const PROTOCOL: &'static str;
     /// The client's bytes in `buf` (consumed).
     fn receive_client(&mut self, buf: &mut BytesMut, now: u64);
     /// The AMQP connection's bytes in `buf` (consumed).
@@ -203,6 +205,12 @@ pub(crate) async fn serve<T, R, W>(
     R: ClientRead,
     W: ClientWrite,
 {
+    // As RabbitMQ's plugins log it; the AMQP connection logs the login and the close.
+    tracing::info!(
+        conn,
+        "accepting {} connection {peer} -> {local}",
+        T::PROTOCOL
+    );
     // The AMQP side: this end is the session's, the other the node's connection task.
     let (pipe, broker_end) = tokio::io::duplex(PIPE_BYTES);
     let (mut pipe_rd, mut pipe_wr) = tokio::io::split(pipe);

@@ -156,6 +156,11 @@ struct Args {
     /// Log filter in RUST_LOG syntax [default: info,openraft=warn].
     #[arg(long, env = "WARREN_LOG")]
     log: Option<String>,
+    /// Log lines as `text` (one line per event, for people and the journal) or `json` (one JSON
+    /// object per line: timestamp, level, target, the event's fields and its message, for log
+    /// shippers) [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// This node's id in its cluster; never reuse the id of a node whose data was wiped
     /// [default: 1].
     #[arg(long)]
@@ -296,6 +301,7 @@ struct FileConfig {
     loopback_users: Option<Vec<String>>,
     management_port: Option<u16>,
     log: Option<String>,
+    log_format: Option<LogFormat>,
     node_id: Option<u64>,
     snapshot_every: Option<u64>,
     body_cache: Option<String>,
@@ -332,6 +338,15 @@ struct FileConfig {
     vm_memory_high_watermark: Option<f64>,
     vm_memory_high_watermark_absolute: Option<String>,
     disk_free_limit: Option<String>,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -372,11 +387,16 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .or_else(|| file.log.clone())
         .unwrap_or_else(|| "info,openraft=warn".into());
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let filter = tracing_subscriber::EnvFilter::try_new(&log).context("bad --log filter")?;
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("bad --log filter")?)
-        .init();
+        .with_env_filter(filter);
+    match args.log_format.or(file.log_format).unwrap_or_default() {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let config = settings::node_config(args, file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
