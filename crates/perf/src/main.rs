@@ -39,6 +39,13 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let opts = Options::parse();
+    if opts.man_page {
+        let page = clap_mangen::Man::new(<Options as clap::CommandFactory>::command());
+        return match page.render(&mut std::io::stdout().lock()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(_) => std::process::ExitCode::FAILURE,
+        };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -148,6 +148,9 @@ pub(crate) struct Options {
     /// Seconds to wait for outstanding confirms and deliveries once the run ends.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) grace: f64,
+    /// Print this command's manual page (roff) and exit, for packaging.
+    #[arg(long, hide = true)]
+    pub(crate) man_page: bool,
 }
 
 /// The protocol producers and consumers speak.

@@ -3,3 +3,4 @@
 //! can start one. The operator subcommands stay in the binary.
 
 pub mod node;
+pub mod systemd;

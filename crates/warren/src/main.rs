@@ -251,6 +251,9 @@ enum Cmd {
         #[command(subcommand)]
         command: cert_cli::CertCmd,
     },
+    /// Print this command's manual page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -285,7 +288,7 @@ enum MemberCmd {
 }
 
 /// The same settings as read from a TOML file.
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Debug, Default, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     bind: Option<IpAddr>,
@@ -341,7 +344,17 @@ struct FileConfig {
 }
 
 /// How log lines are written (`--log-format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 enum LogFormat {
     #[default]
@@ -359,11 +372,19 @@ fn main() -> anyhow::Result<()> {
         if let Cmd::Cert { command } = command {
             return one_line_errors(cert_cli::run(command, &certs_dir));
         }
+        if let Cmd::Man = command {
+            let page = clap_mangen::Man::new(<Args as clap::CommandFactory>::command());
+            return match page.render(&mut std::io::stdout().lock()) {
+                // Read by `head`, say.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => Ok(other?),
+            };
+        }
         if let Err(e) = settings::operator_tls(&certs_dir, args.insecure) {
             return one_line_errors(Err(e));
         }
         return one_line_errors(match command {
-            Cmd::Cert { .. } => Ok(()),
+            Cmd::Cert { .. } | Cmd::Man => Ok(()),
             Cmd::Status { grpc, digest } => cluster_cli::status(grpc, *digest),
             Cmd::Member { change } => cluster_cli::member(change),
             Cmd::User { change } => access_cli::run(access_cli::AccessCmd::User(change.clone())),
@@ -402,10 +423,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        warren::node::start(config)
-            .await?
-            .run(shutdown_signal())
-            .await
+        let node = warren::node::start(config).await?;
+        // Listening: a service manager that waits for it (systemd's Type=notify) may go on.
+        if let Err(e) = warren::systemd::notify("READY=1\nSTATUS=serving clients") {
+            tracing::warn!(error = %e, "could not tell the service manager that the node is ready");
+        }
+        node.run(async {
+            shutdown_signal().await;
+            let _ = warren::systemd::notify("STOPPING=1");
+        })
+        .await
     })
 }
 
@@ -478,5 +505,45 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The package's /etc/warren/warren.toml (packaging/deb) names every key a file may set,
+    /// and each, uncommented, is one this binary reads with a value of the right type.
+    #[test]
+    fn the_packaged_configuration_names_every_key_and_each_parses() {
+        let packaged = include_str!("../../../packaging/deb/warren.toml");
+        let keys: Vec<String> = match serde_json::to_value(FileConfig::default()) {
+            Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+            other => panic!("FileConfig as JSON: {other:?}"),
+        };
+        assert!(keys.len() > 40, "{keys:?}");
+        // The key lines, commented or not, with the comment mark removed.
+        let settings: Vec<&str> = packaged
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter(|l| {
+                l.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+            })
+            .collect();
+        for key in &keys {
+            assert!(
+                settings.iter().any(|l| l.starts_with(&format!("{key} = "))),
+                "packaging/deb/warren.toml does not mention {key}"
+            );
+        }
+        let all = settings.join("\n");
+        let parsed: FileConfig = toml::from_str(&all)
+            .unwrap_or_else(|e| panic!("the packaged keys do not parse: {e}\n{all}"));
+        assert_eq!(
+            parsed.data_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/warren"))
+        );
     }
 }

@@ -53,6 +53,9 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Print this command's manual page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
     /// The cluster: members, leader, term, replication lag.
     Cluster {
         #[command(subcommand)]
@@ -260,6 +263,13 @@ enum Listing {
 
 fn main() {
     let args = Args::parse();
+    if let Cmd::Man = args.command {
+        let page = clap_mangen::Man::new(<Args as clap::CommandFactory>::command());
+        if page.render(&mut std::io::stdout().lock()).is_err() {
+            std::process::exit(1);
+        }
+        return;
+    }
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -553,6 +563,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Ok(())
     };
     match args.command {
+        // Handled in `main`.
+        Cmd::Man => {}
         Cmd::Cluster {
             what: ClusterCmd::Status,
         } => {
