@@ -218,6 +218,27 @@ def main():
         assert leader in text_of("overview-raft")
         wait.until(lambda d: "publish/s\n0\n" not in text_of("overview-totals") + "\n",
                    "the overview shows no publish rate")
+        # The charts of the last ten minutes: the publish line has points (the history holds a
+        # reading every 5 s) and rises above zero, and so does the ready line of the queues.
+        def series_points(chart, name):
+            return driver.execute_script(
+                "const p = document.querySelector(arguments[0] + ' polyline[data-series=\"' + "
+                "arguments[1] + '\"]'); return p ? p.getAttribute('points') : null", chart, name)
+
+        def risen(chart, name):
+            points = series_points(f"#{chart}", name)
+            if not points:
+                return False
+            ys = [float(p.split(",")[1]) for p in points.split()]
+            # SVG y grows downwards from the x axis at y = 176 (app.js `chart`: 200 high, 24 for
+            # the time labels): a point above it is a value above zero.
+            return len(ys) >= 2 and min(ys) < 175.5
+        wait.until(lambda d: risen("chart-rates", "publish"), "the rates chart draws no publish line")
+        wait.until(lambda d: series_points("#chart-queued", "ready"), "the queued chart draws nothing")
+        history = api(mgmt[1], "/api/overview?msg_rates_age=600&msg_rates_incr=5")
+        samples = history["message_stats"]["publish_details"]["samples"]
+        assert len(samples) >= 2 and samples[0]["timestamp"] > samples[1]["timestamp"], samples[:3]
+        assert samples[0]["sample"] >= samples[-1]["sample"], samples
         shot("overview")
 
         # The live topology: the flow along shop → emails and shop → reports.

@@ -214,7 +214,12 @@ pub(crate) fn created() -> ApiResult {
     Ok(StatusCode::CREATED.into_response())
 }
 
-async fn overview(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn overview(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     let rates = ctx.rates.snapshot();
     let queues: Vec<_> = view
@@ -222,7 +227,21 @@ async fn overview(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMa
         .iter()
         .filter(|q| caller.sees_vhost(&view, &q.vhost))
         .collect();
-    let (message_stats, queue_totals) = shapes::totals(&queues, &rates, caller.is_monitoring());
+    let (mut message_stats, mut queue_totals) =
+        shapes::totals(&queues, &rates, caller.is_monitoring());
+    // RabbitMQ's history of the totals (the console's charts): `msg_rates_age` seconds back,
+    // a sample every `msg_rates_incr`; for users who see the whole cluster's totals.
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    if let (Some(age), true) = (param("msg_rates_age"), caller.is_monitoring()) {
+        let incr = param("msg_rates_incr").unwrap_or(5).max(1);
+        let history = ctx.rates.history(age, incr);
+        shapes::add_samples(&mut message_stats, &mut queue_totals, &history);
+    }
     let status = ctx.node.admin.status();
     let exchange_types: Vec<Value> = ["direct", "fanout", "topic", "headers"]
         .iter()

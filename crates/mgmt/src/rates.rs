@@ -21,7 +21,18 @@ pub(crate) type Key = String;
 #[derive(Default)]
 pub(crate) struct Rates {
     samples: Mutex<VecDeque<(Instant, HashMap<Key, u64>)>>,
+    /// The cluster's totals every [`HISTORY_EVERY`] over the last [`HISTORY_AGE`] (the
+    /// console's charts; RabbitMQ's `samples`), newest last: (ms since the epoch, totals).
+    history: Mutex<VecDeque<(u64, HashMap<Key, u64>)>>,
 }
+
+/// How far apart the readings of the history are.
+pub(crate) const HISTORY_EVERY: Duration = Duration::from_secs(5);
+/// How far back the history goes (RabbitMQ's console shows the last ten minutes by default).
+pub(crate) const HISTORY_AGE: Duration = Duration::from_secs(600);
+
+/// One reading of the history: when (ms since the epoch) and the totals' values.
+pub(crate) type HistoryPoint = (u64, HashMap<Key, u64>);
 
 pub(crate) fn queue_key(vhost: &str, name: &str, counter: &str) -> Key {
     format!("queue\u{0}{vhost}\u{0}{name}\u{0}{counter}")
@@ -77,6 +88,59 @@ pub(crate) fn counters(view: &BrokerView) -> HashMap<Key, u64> {
 }
 
 impl Rates {
+    /// Keeps a reading of the totals taken at `at_ms` (ms since the epoch) in the history, if
+    /// the last one is [`HISTORY_EVERY`] old; drops what is older than [`HISTORY_AGE`].
+    pub(crate) fn record_history(&self, at_ms: u64, values: &HashMap<Key, u64>) {
+        let Ok(mut h) = self.history.lock() else {
+            return;
+        };
+        let every = u64::try_from(HISTORY_EVERY.as_millis()).unwrap_or(u64::MAX);
+        // A reading taken a little early (the sampler's ticks drift) still counts.
+        if h.back()
+            .is_some_and(|(last, _)| at_ms < last.saturating_add(every.saturating_sub(500)))
+        {
+            return;
+        }
+        let totals = values
+            .iter()
+            .filter(|(k, _)| k.starts_with("total\u{0}"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        h.push_back((at_ms, totals));
+        let age = u64::try_from(HISTORY_AGE.as_millis()).unwrap_or(u64::MAX);
+        while h
+            .front()
+            .is_some_and(|(t, _)| at_ms.saturating_sub(*t) > age)
+        {
+            h.pop_front();
+        }
+    }
+
+    /// The history's readings of the last `age` seconds, at least `incr` seconds apart, newest
+    /// first (as RabbitMQ lists `samples`).
+    pub(crate) fn history(&self, age: u64, incr: u64) -> Vec<HistoryPoint> {
+        let Ok(h) = self.history.lock() else {
+            return Vec::new();
+        };
+        let Some((newest, _)) = h.back() else {
+            return Vec::new();
+        };
+        let since = newest.saturating_sub(age.saturating_mul(1000));
+        let mut out: Vec<HistoryPoint> = Vec::new();
+        for (t, values) in h.iter().rev() {
+            if *t < since {
+                break;
+            }
+            let spaced = out.last().is_none_or(|(later, _)| {
+                later.saturating_sub(*t) + 500 >= incr.saturating_mul(1000)
+            });
+            if spaced {
+                out.push((*t, values.clone()));
+            }
+        }
+        out
+    }
+
     pub(crate) fn record(&self, at: Instant, values: HashMap<Key, u64>) {
         let Ok(mut s) = self.samples.lock() else {
             return;
@@ -132,27 +196,76 @@ impl RateTable {
 const WATCHED: Duration = Duration::from_secs(300);
 
 /// Samples the view every second while the API or /metrics was asked in the last five minutes
-/// (a console open, a Prometheus scraping): an unwatched node asks its leader nothing.
+/// (a console open, a Prometheus scraping), and every [`HISTORY_EVERY`] otherwise, so that the
+/// console's charts show the last ten minutes when it is opened.
 pub(crate) fn spawn_sampler(ctx: Arc<Ctx>) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Option<Instant> = None;
         loop {
             ticker.tick().await;
-            if !ctx.watched(WATCHED) {
+            let due =
+                last.is_none_or(|t| t.elapsed() + Duration::from_millis(500) >= HISTORY_EVERY);
+            if !ctx.watched(WATCHED) && !due {
                 continue;
             }
             match ctx.node.management.view().await {
-                Ok((view, _)) => ctx.rates.record(Instant::now(), counters(&view)),
+                Ok((view, _)) => {
+                    let now = Instant::now();
+                    last = Some(now);
+                    let values = counters(&view);
+                    ctx.rates.record_history(epoch_ms(), &values);
+                    ctx.rates.record(now, values);
+                }
                 Err(e) => debug!(error = %e, "rates: no view this second"),
             }
         }
     });
 }
 
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_keeps_the_totals_every_five_seconds_for_ten_minutes_newest_first() {
+        let r = Rates::default();
+        let reading = |v: u64| {
+            HashMap::from([
+                (total_key("published"), v),
+                (queue_key("/", "q", "published"), v),
+            ])
+        };
+        // A reading every second for 12 minutes.
+        for s in 0..720u64 {
+            r.record_history(1_000_000 + s * 1000, &reading(s));
+        }
+        let all = r.history(600, 5);
+        assert_eq!(all.len(), 121, "10 minutes every 5 s, both ends");
+        assert_eq!(all[0].0, 1_000_000 + 715_000, "newest first");
+        assert_eq!(all[0].1.get(&total_key("published")), Some(&715));
+        assert_eq!(all[1].0, 1_000_000 + 710_000);
+        assert!(
+            all.iter().all(|(_, v)| v.len() == 1),
+            "totals only, not every queue's counters"
+        );
+        let sparse = r.history(60, 30);
+        assert_eq!(
+            sparse
+                .iter()
+                .map(|(t, _)| (t - 1_000_000) / 1000)
+                .collect::<Vec<_>>(),
+            vec![715, 685, 655]
+        );
+        assert!(Rates::default().history(600, 5).is_empty());
+    }
 
     #[test]
     fn a_rate_is_the_change_per_second_and_a_drop_reads_as_zero() {

@@ -495,6 +495,45 @@ pub(crate) fn totals(queues: &[&QueueView], rates: &RateTable, all: bool) -> (Va
     (Value::Object(stats), Value::Object(qt))
 }
 
+/// Adds RabbitMQ's `samples` (`[{"sample": value, "timestamp": ms}]`, newest first) to the
+/// `*_details` of the cluster's totals, from the rates' history (`msg_rates_age` and
+/// `msg_rates_incr` asked them).
+pub(crate) fn add_samples(
+    message_stats: &mut Value,
+    queue_totals: &mut Value,
+    history: &[crate::rates::HistoryPoint],
+) {
+    let samples = |counter: &str| {
+        let key = total_key(counter);
+        Value::Array(
+            history
+                .iter()
+                .map(|(t, values)| {
+                    json!({"sample": values.get(&key).copied().unwrap_or(0), "timestamp": t})
+                })
+                .collect(),
+        )
+    };
+    let stats = [
+        ("publish", "published"),
+        ("deliver_get", "delivered"),
+        ("redeliver", "redelivered"),
+        ("ack", "acked"),
+    ];
+    let totals = [
+        ("messages", "messages"),
+        ("messages_ready", "messages_ready"),
+        ("messages_unacknowledged", "messages_unacknowledged"),
+    ];
+    for (obj, fields) in [(message_stats, &stats[..]), (queue_totals, &totals[..])] {
+        for (name, counter) in fields {
+            if let Some(details) = obj.get_mut(format!("{name}_details")) {
+                details["samples"] = samples(counter);
+            }
+        }
+    }
+}
+
 /// Declared with `x-single-active-consumer: true`.
 pub(crate) fn is_single_active(q: &QueueView) -> bool {
     q.arguments

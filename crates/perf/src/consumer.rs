@@ -46,6 +46,15 @@ impl Drain {
     }
 }
 
+/// A consumer limited to `rate` messages per second (0: none) waits until its `taken`-th
+/// message is due, `taken / rate` seconds after `start`.
+pub(crate) async fn keep_pace(start: Instant, taken: u64, rate: f64) {
+    if rate > 0.0 {
+        let due = start + std::time::Duration::from_secs_f64(taken as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
 /// Consumes on `conn` until `plan.count` deliveries are taken, the queue's `drain` target is
 /// reached, or `stop` turns true; acknowledges what it took before returning.
 pub(crate) async fn run(
@@ -115,11 +124,7 @@ pub(crate) async fn run(
             d.taken.fetch_add(1, Ordering::Relaxed);
         }
         taken += 1;
-        if plan.rate > 0.0 {
-            // The `taken`-th message is due at taken / rate seconds after the start.
-            let due = start + std::time::Duration::from_secs_f64(taken as f64 / plan.rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
+        keep_pace(start, taken, plan.rate).await;
         if plan.autoack {
             continue;
         }

@@ -20,9 +20,9 @@ use anyhow::{bail, Context};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::watch;
 
-use crate::consumer::{ConsumerPlan, Drain};
+use crate::consumer::{keep_pace, ConsumerPlan, Drain};
 use crate::options::ProtocolUri;
-use crate::producer::ProducerPlan;
+use crate::producer::{paced, ProducerPlan};
 use crate::stats::{stamp, Stats};
 
 /// How long connecting, subscribing and ending a session may take.
@@ -228,14 +228,8 @@ pub(crate) async fn produce(
             if *stop.borrow() || driver.is_finished() {
                 break;
             }
-            if plan.rate > 0.0 {
-                let due = started + Duration::from_secs_f64(sent as f64 / plan.rate);
-                if due > Instant::now() {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(due.into()) => {}
-                        _ = stop.changed() => continue,
-                    }
-                }
+            if !paced(started, sent, plan.rate, &mut stop).await {
+                continue;
             }
             stamp(&mut body);
             tokio::select! {
@@ -298,10 +292,7 @@ pub(crate) async fn consume(
             d.taken.fetch_add(1, Ordering::Relaxed);
         }
         taken += 1;
-        if plan.rate > 0.0 {
-            let due = start + Duration::from_secs_f64(taken as f64 / plan.rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
+        keep_pace(start, taken, plan.rate).await;
     }
     disconnect(&mut conn).await;
     // A clean session of the same client id discards the persistent one and its queue.

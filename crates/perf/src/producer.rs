@@ -64,14 +64,8 @@ pub(crate) async fn run(
             if *stop.borrow() {
                 break;
             }
-            if plan.rate > 0.0 {
-                let due = started + Duration::from_secs_f64(sent as f64 / plan.rate);
-                if due > Instant::now() {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(due.into()) => {}
-                        _ = stop.changed() => continue,
-                    }
-                }
+            if !paced(started, sent, plan.rate, &mut stop).await {
+                continue;
             }
             let permit = if confirming {
                 tokio::select! {
@@ -117,6 +111,27 @@ pub(crate) async fn run(
     let _ = ch.close(200, "done".into()).await;
     let _ = conn.close(200, "done".into()).await;
     Ok(())
+}
+
+/// Waits until the `sent`-th message of a producer that started at `started` is due at `rate`
+/// messages per second (at once without a rate); false if `stop` changed meanwhile (the caller
+/// looks at it again before publishing).
+pub(crate) async fn paced(
+    started: Instant,
+    sent: u64,
+    rate: f64,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    if rate > 0.0 {
+        let due = started + Duration::from_secs_f64(sent as f64 / rate);
+        if due > Instant::now() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = stop.changed() => return false,
+            }
+        }
+    }
+    true
 }
 
 /// A published message waiting for its confirm: when it was sent, the confirm, and its place in

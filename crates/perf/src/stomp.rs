@@ -21,9 +21,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Mutex, OwnedSemaphorePermit, Semaphore};
 
-use crate::consumer::{ConsumerPlan, Drain};
+use crate::consumer::{keep_pace, ConsumerPlan, Drain};
 use crate::options::ProtocolUri;
-use crate::producer::ProducerPlan;
+use crate::producer::{paced, ProducerPlan};
 use crate::stats::{stamp, Stats};
 
 /// Frames larger than this are refused (warren-perf's bodies are at most a few MiB).
@@ -254,14 +254,8 @@ pub(crate) async fn produce(
             if *stop.borrow() || receipts.is_finished() {
                 break;
             }
-            if plan.rate > 0.0 {
-                let due = started + Duration::from_secs_f64(sent as f64 / plan.rate);
-                if due > Instant::now() {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(due.into()) => {}
-                        _ = stop.changed() => continue,
-                    }
-                }
+            if !paced(started, sent, plan.rate, &mut stop).await {
+                continue;
             }
             let permit = if confirming {
                 tokio::select! {
@@ -402,10 +396,7 @@ pub(crate) async fn consume(
             d.taken.fetch_add(1, Ordering::Relaxed);
         }
         taken += 1;
-        if plan.rate > 0.0 {
-            let due = start + Duration::from_secs_f64(taken as f64 / plan.rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
+        keep_pace(start, taken, plan.rate).await;
         if plan.autoack {
             continue;
         }

@@ -211,6 +211,19 @@ async fn start(id: u64, listener: tokio::net::TcpListener, dir: &std::path::Path
     Node { raft, sm, server }
 }
 
+/// Forms the cluster of `members` through node 1 and returns the leader it elects.
+async fn form(nodes: &BTreeMap<u64, Node>, members: BTreeMap<u64, WarrenNode>) -> u64 {
+    nodes[&1].raft.initialize(members).await.unwrap();
+    nodes[&1]
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap()
+}
+
 /// Writes through whichever node leads, retrying while leadership settles (as a client would).
 async fn write(nodes: &BTreeMap<u64, Node>, cmd: LogCommand) {
     for _ in 0..100 {
@@ -261,15 +274,7 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_leader() {
     for ((id, l), dir) in listeners.into_iter().zip(&dirs) {
         nodes.insert(id, start(id, l, dir.path()).await);
     }
-    nodes[&1].raft.initialize(members).await.unwrap();
-    let leader = nodes[&1]
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .unwrap()
-        .current_leader
-        .unwrap();
+    let leader = form(&nodes, members).await;
     for i in 0..20 {
         write(&nodes, declare(&format!("q{i}"))).await;
     }
@@ -340,15 +345,7 @@ async fn a_leader_that_lost_its_unsynced_tail_does_not_lead_again_in_its_term() 
     for (id, l) in listeners {
         nodes.insert(id, start(id, l, dirs[&id].path()).await);
     }
-    nodes[&1].raft.initialize(members).await.unwrap();
-    let leader = nodes[&1]
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .unwrap()
-        .current_leader
-        .unwrap();
+    let leader = form(&nodes, members).await;
     let before: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
     for q in &before {
         write(&nodes, declare(q)).await;

@@ -48,6 +48,20 @@ fn local_address(stream: &TcpStream) -> String {
         .map_or_else(|_| "?".to_owned(), |a| a.to_string())
 }
 
+/// The TLS handshake of a translated client's socket (logged as `listener` when it fails).
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: &AmqpsConfig,
+    config: &ServerConfig,
+    listener: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls.clone());
+    warren_tls::acceptor::handshake(stream, peer, &acceptor, config.handshake_timeout, listener)
+        .await
+        .map(|accepted| accepted.stream)
+}
+
 /// Serves a translated client on its socket: over TLS when `tls` is given (the handshake
 /// first, logged as `listener`), else plain TCP.
 #[allow(clippy::too_many_arguments)]
@@ -70,18 +84,10 @@ pub(crate) async fn run_socket<T: Translator>(
             serve(session, rd, wr, peer, local, conn, config, node, shutdown).await;
         }
         Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls.clone());
-            let handshake = warren_tls::acceptor::handshake(
-                stream,
-                peer,
-                &acceptor,
-                config.handshake_timeout,
-                listener,
-            );
-            let Some(accepted) = handshake.await else {
+            let Some(stream) = handshake(stream, peer, &tls, &config, listener).await else {
                 return;
             };
-            let (rd, wr) = tokio::io::split(accepted.stream);
+            let (rd, wr) = tokio::io::split(stream);
             serve(session, rd, wr, peer, local, conn, config, node, shutdown).await;
         }
     }
@@ -106,20 +112,10 @@ pub(crate) async fn run_websocket<T: Translator>(
     let local = local_address(&stream);
     let stream: Box<dyn websocket::Io> = match tls {
         None => Box::new(stream),
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls.clone());
-            let handshake = warren_tls::acceptor::handshake(
-                stream,
-                peer,
-                &acceptor,
-                config.handshake_timeout,
-                listener,
-            );
-            let Some(accepted) = handshake.await else {
-                return;
-            };
-            Box::new(accepted.stream)
-        }
+        Some(tls) => match handshake(stream, peer, &tls, &config, listener).await {
+            Some(stream) => Box::new(stream),
+            None => return,
+        },
     };
     let Some(ws) = websocket::accept(stream, peer, endpoint, config.handshake_timeout).await else {
         return;

@@ -47,8 +47,69 @@ function status(msg) {
 
 // --- pages -------------------------------------------------------------------------------
 
+// --- charts: the totals' history (RabbitMQ's `samples`, newest first), drawn as SVG -----------
+
+const CHART_AGE = 600, CHART_INCR = 5;
+
+// Per-second rates between consecutive samples, oldest first: [[timestamp, rate], ...].
+function ratesOf(details) {
+  const s = (details && details.samples) || [];
+  const out = [];
+  for (let i = s.length - 1; i > 0; i--) {
+    const dt = (s[i - 1].timestamp - s[i].timestamp) / 1000;
+    if (dt > 0) out.push([s[i - 1].timestamp, Math.max(0, (s[i - 1].sample - s[i].sample) / dt)]);
+  }
+  return out;
+}
+
+// The values themselves, oldest first.
+function valuesOf(details) {
+  return ((details && details.samples) || []).map(x => [x.timestamp, x.sample]).reverse();
+}
+
+// Draws `series` ([{name, color, points: [[t, v]]}]) in the element `id`: time on x (the last
+// CHART_AGE seconds up to `now`), values on y from 0, a legend with each series' last value.
+function chart(id, series, now) {
+  const W = 760, H = 200, L = 56, R = 150, T = 10, B = 24;
+  const max = Math.max(1, ...series.flatMap(s => s.points.map(p => p[1])));
+  const top = niceCeil(max);
+  const x = t => L + (W - L - R) * Math.min(1, Math.max(0, 1 - (now - t) / (CHART_AGE * 1000)));
+  const y = v => T + (H - T - B) * (1 - v / top);
+  let svg = `<svg width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" data-max="${top}">`;
+  for (let i = 0; i <= 4; i++) {
+    const v = top * i / 4, yy = y(v).toFixed(1);
+    svg += `<line class="grid" x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}"/>` +
+      `<text x="${L - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle">${fmtAxis(v)}</text>`;
+  }
+  for (let m = 0; m <= 10; m += 2) {
+    const xx = x(now - m * 60000).toFixed(1);
+    svg += `<text x="${xx}" y="${H - 6}" text-anchor="middle">${m ? "-" + m + " min" : "now"}</text>`;
+  }
+  svg += `<line class="axis" x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/>`;
+  series.forEach((s, i) => {
+    const pts = s.points.map(p => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
+    if (pts) svg += `<polyline data-series="${esc(s.name)}" stroke="${s.color}" points="${pts}"/>`;
+    const last = s.points.length ? s.points[s.points.length - 1][1] : 0;
+    const ly = T + 14 + i * 18;
+    svg += `<g class="legend"><rect x="${W - R + 12}" y="${ly - 9}" width="10" height="10" fill="${s.color}"/>` +
+      `<text x="${W - R + 28}" y="${ly}">${esc(s.name)} ${fmtAxis(last)}</text></g>`;
+  });
+  document.getElementById(id).innerHTML = svg + "</svg>";
+}
+
+function niceCeil(v) {
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+  return 10 * p;
+}
+
+function fmtAxis(v) {
+  return v >= 10000 ? (v / 1000).toFixed(0) + "k" : v >= 100 ? v.toFixed(0) : v.toFixed(1).replace(/\.0$/, "");
+}
+
 async function overview() {
-  const [o, nodes] = await Promise.all([get("/api/overview"), get("/api/nodes").catch(() => [])]);
+  const [o, nodes] = await Promise.all([get(`/api/overview?msg_rates_age=${CHART_AGE}&msg_rates_incr=${CHART_INCR}`),
+    get("/api/nodes").catch(() => [])]);
   document.getElementById("overview-raft").innerHTML =
     card("leader", o.raft.leader || "none") + card("term", o.raft.term) +
     card("committed index", o.raft.committed_index ?? "-") + card("applied index", o.raft.applied_index ?? "-") +
@@ -62,6 +123,17 @@ async function overview() {
     card("publish/s", rate(ms.publish_details)) + card("deliver/s", rate(ms.deliver_get_details)) +
     card("ack/s", rate(ms.ack_details)) + card("connections", ot.connections) + card("channels", ot.channels) +
     card("queues", ot.queues) + card("exchanges", ot.exchanges) + card("consumers", ot.consumers);
+  const now = Date.now();
+  chart("chart-rates", [
+    { name: "publish", color: "#3d6bb3", points: ratesOf(ms.publish_details) },
+    { name: "deliver", color: "#2f9e44", points: ratesOf(ms.deliver_get_details) },
+    { name: "ack", color: "#d9822b", points: ratesOf(ms.ack_details) },
+    { name: "redeliver", color: "#b00020", points: ratesOf(ms.redeliver_details) },
+  ], now);
+  chart("chart-queued", [
+    { name: "ready", color: "#3d6bb3", points: valuesOf(qt.messages_ready_details) },
+    { name: "unacked", color: "#d9822b", points: valuesOf(qt.messages_unacknowledged_details) },
+  ], now);
 }
 
 function button(label, action) {
