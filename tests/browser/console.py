@@ -210,10 +210,19 @@ def main():
         driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
         page("overview")
         assert driver.execute_script("return location.protocol") == "https:", "served over HTTPS"
-        rows = wait.until(lambda d: d.execute_script(
-            "return [...document.querySelectorAll('#nodes-table tr')].slice(1).map(r => r.innerText)") or None)
-        assert len(rows) == 3, rows
-        assert [r.split("\t")[1] for r in rows].count("leader") == 1, rows
+        # A card per node, each with its resources read from that node (memory, disk, file
+        # descriptors) and its Raft position; one leader.
+        cards = wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#nodes-cards .node-card')].map(c => ({role: "
+            "c.dataset.role, memory: c.querySelector('[data-field=memory]').innerText, fds: "
+            "c.querySelector('[data-field=fds]').innerText, disk: "
+            "c.querySelector('[data-field=disk]').innerText}))") or None)
+        assert len(cards) == 3, cards
+        assert [c["role"] for c in cards].count("leader") == 1, cards
+        for c in cards:
+            assert c["memory"].split()[0] != "-" and "MB of" in c["memory"], cards
+            assert c["fds"].split()[0].isdigit(), cards
+            assert "GB" in c["disk"], cards
         leader = api(mgmt[1], "/api/overview")["raft"]["leader"]
         assert leader in text_of("overview-raft")
         wait.until(lambda d: "publish/s\n0\n" not in text_of("overview-totals") + "\n",
@@ -273,6 +282,28 @@ def main():
         text = wait.until(lambda d: (t := text_of("queues-table")) and "reports" in t and t)
         assert "emails" in text and "warren@node" in text, text
         shot("queues")
+
+        # A queue's page, reached from its link: its figures, its chart, its consumer (the
+        # acking one on "emails"), its binding from "shop", and a get that requeues.
+        # (Found and clicked in one script: the table is redrawn every second.)
+        wait.until(lambda d: d.execute_script(
+            "const a = document.querySelector(\"#queues-table a[href='#queue/%2F/emails']\");"
+            " if (a) { a.click(); return true; } return false;"), "no link to the emails queue")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "queue",
+                   "the queue page did not load")
+        wait.until(lambda d: "emails" in text_of("queue-title"))
+        wait.until(lambda d: "order.*" in text_of("queue-bindings") and "shop" in text_of("queue-bindings"),
+                   "the queue page shows no binding")
+        wait.until(lambda d: len(driver.find_elements(By.CSS_SELECTOR, "#queue-consumers tr")) == 2,
+                   "the queue page shows no consumer")
+        wait.until(lambda d: risen("chart-queue-rates", "publish"), "the queue's chart draws no publish line")
+        assert "durable" in text_of("queue-arguments"), text_of("queue-arguments")
+        # Reports has messages waiting (no consumer): get one back, requeued.
+        driver.get(console + "#queue/%2F/reports")
+        wait.until(lambda d: "reports" in text_of("queue-title"))
+        driver.execute_script("document.querySelector(\"button[data-action='queue-get']\").click()")
+        wait.until(lambda d: "order." in text_of("queue-got"), "get showed no message")
+        shot("queue")
 
         page("exchanges")
         text = wait.until(lambda d: (t := text_of("bindings-table")) and "order.*" in t and t)

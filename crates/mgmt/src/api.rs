@@ -385,6 +385,8 @@ async fn node_list(ctx: &Ctx) -> Vec<Value> {
                 "disk_free": own.and_then(|s| s.disk_free),
                 "disk_free_limit": own.map(|s| s.disk_free_limit),
                 "disk_free_alarm": own.map(|s| s.disk_free_alarm),
+                "fd_used": own.and_then(|s| s.fd_used),
+                "fd_total": own.and_then(|s| s.fd_total),
                 "raft": {
                     "id": m.id,
                     "role": role,
@@ -851,6 +853,7 @@ async fn queue(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
+    Query(params): Params,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     let Some(q) = view
@@ -871,6 +874,17 @@ async fn queue(
         })
         .collect();
     obj["consumer_details"] = Value::from(consumers);
+    // Its history (the console's queue page), as for /api/overview.
+    let param = |n: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == n)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    if let Some(age) = param("msg_rates_age") {
+        let incr = param("msg_rates_incr").unwrap_or(5).max(1);
+        shapes::add_queue_samples(&mut obj, &vhost, &name, &ctx.rates.history(age, incr));
+    }
     ok(obj)
 }
 

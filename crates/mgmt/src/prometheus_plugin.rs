@@ -534,7 +534,7 @@ fn resources(out: &mut Exposition, f: &Figures) {
         "gauge",
         "Open file descriptors",
     );
-    if let Some(n) = open_fds() {
+    if let Some(n) = warren_raft::resources::open_fds() {
         out.sample("rabbitmq_process_open_fds", &[], n);
     }
     out.family(
@@ -542,7 +542,7 @@ fn resources(out: &mut Exposition, f: &Figures) {
         "gauge",
         "Open file descriptors limit",
     );
-    if let Some(n) = max_fds() {
+    if let Some(n) = warren_raft::resources::max_fds() {
         out.sample("rabbitmq_process_max_fds", &[], n);
     }
     out.metric(
@@ -570,23 +570,6 @@ fn resources(out: &mut Exposition, f: &Figures) {
         "Memory in bytes used by quorum queue ETS tables (none in Warren)",
         0,
     );
-}
-
-/// The file descriptors this process has open (Linux: `/proc/self/fd`).
-fn open_fds() -> Option<usize> {
-    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
-}
-
-/// This process's soft limit of open files (Linux: `/proc/self/limits`); `None` if unlimited.
-fn max_fds() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// This node's Raft figures. Warren replicates every queue through one Raft group, so these are

@@ -31,6 +31,17 @@ pub(crate) const HISTORY_EVERY: Duration = Duration::from_secs(5);
 /// How far back the history goes (RabbitMQ's console shows the last ten minutes by default).
 pub(crate) const HISTORY_AGE: Duration = Duration::from_secs(600);
 
+/// Queues whose counters the history keeps (the others' pages show no chart).
+pub(crate) const HISTORY_QUEUES: usize = 500;
+/// The counters of a queue the history keeps.
+const HISTORY_COUNTERS: [&str; 5] = [
+    "\u{0}published",
+    "\u{0}delivered",
+    "\u{0}acked",
+    "\u{0}messages_ready",
+    "\u{0}messages_unacknowledged",
+];
+
 /// One reading of the history: when (ms since the epoch) and the totals' values.
 pub(crate) type HistoryPoint = (u64, HashMap<Key, u64>);
 
@@ -101,10 +112,26 @@ impl Rates {
         {
             return;
         }
+        // The totals, and the counters of the first HISTORY_QUEUES queues by name (a queue
+        // page's chart; the same queues in every reading): a reading stays small however many
+        // queues there are.
+        let mut queue_keys: Vec<&Key> = values
+            .keys()
+            .filter(|k| {
+                k.starts_with("queue\u{0}") && HISTORY_COUNTERS.iter().any(|c| k.ends_with(c))
+            })
+            .collect();
+        queue_keys.sort_unstable();
+        queue_keys.truncate(HISTORY_QUEUES * HISTORY_COUNTERS.len());
         let totals = values
             .iter()
             .filter(|(k, _)| k.starts_with("total\u{0}"))
             .map(|(k, v)| (k.clone(), *v))
+            .chain(
+                queue_keys
+                    .into_iter()
+                    .filter_map(|k| values.get(k).map(|v| (k.clone(), *v))),
+            )
             .collect();
         h.push_back((at_ms, totals));
         let age = u64::try_from(HISTORY_AGE.as_millis()).unwrap_or(u64::MAX);
@@ -252,9 +279,10 @@ mod tests {
         assert_eq!(all[0].0, 1_000_000 + 715_000, "newest first");
         assert_eq!(all[0].1.get(&total_key("published")), Some(&715));
         assert_eq!(all[1].0, 1_000_000 + 710_000);
-        assert!(
-            all.iter().all(|(_, v)| v.len() == 1),
-            "totals only, not every queue's counters"
+        assert_eq!(
+            all[0].1.get(&queue_key("/", "q", "published")),
+            Some(&715),
+            "a queue's counters too"
         );
         let sparse = r.history(60, 30);
         assert_eq!(

@@ -534,6 +534,41 @@ pub(crate) fn add_samples(
     }
 }
 
+/// Adds RabbitMQ's `samples` to a queue's `message_stats` and message counts (its page's
+/// chart), from the history.
+pub(crate) fn add_queue_samples(
+    queue: &mut Value,
+    vhost: &str,
+    name: &str,
+    history: &[crate::rates::HistoryPoint],
+) {
+    let samples = |counter: &str| {
+        let key = queue_key(vhost, name, counter);
+        Value::Array(
+            history
+                .iter()
+                .filter_map(|(t, values)| {
+                    values
+                        .get(&key)
+                        .map(|v| json!({"sample": v, "timestamp": t}))
+                })
+                .collect(),
+        )
+    };
+    for (name, counter) in [
+        ("publish", "published"),
+        ("deliver_get", "delivered"),
+        ("ack", "acked"),
+    ] {
+        if let Some(details) = queue["message_stats"].get_mut(format!("{name}_details")) {
+            details["samples"] = samples(counter);
+        }
+    }
+    for counter in ["messages_ready", "messages_unacknowledged"] {
+        queue[format!("{counter}_details")]["samples"] = samples(counter);
+    }
+}
+
 /// Declared with `x-single-active-consumer: true`.
 pub(crate) fn is_single_active(q: &QueueView) -> bool {
     q.arguments

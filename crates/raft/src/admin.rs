@@ -145,6 +145,8 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
             disk_free_limit: resources.disk_free_limit,
             mem_alarm: resources.mem_alarm,
             disk_free_alarm: resources.disk_free_alarm,
+            fd_used: crate::resources::open_fds(),
+            fd_total: crate::resources::max_fds(),
             // A node that leads is not refused, whatever it was told while campaigning.
             refused: if m.current_leader == Some(m.id) {
                 String::new()

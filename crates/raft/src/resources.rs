@@ -55,6 +55,25 @@ pub struct NodeResources {
     pub disk_free_alarm: bool,
 }
 
+/// The file descriptors this process has open (Linux: `/proc/self/fd`).
+pub fn open_fds() -> Option<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as u64)
+}
+
+/// This process's soft limit of open files (Linux: `/proc/self/limits`); `None` if unlimited.
+pub fn max_fds() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Parses a byte size as RabbitMQ's configuration writes it: `50000000`, `50MB`, `2GB`,
 /// `512MiB`, `1.5GB` (kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {

@@ -114,9 +114,7 @@ async function overview() {
     card("leader", o.raft.leader || "none") + card("term", o.raft.term) +
     card("committed index", o.raft.committed_index ?? "-") + card("applied index", o.raft.applied_index ?? "-") +
     card("answered by", o.node);
-  table("nodes-table", ["node", "role", "running", "AMQP", "gRPC", "matched index", "lag", "memory (MB)"],
-    nodes.map(n => [n.name, n.raft.role, n.running ? "yes" : "no", n.raft.amqp_address, n.raft.grpc_address,
-      n.raft.matched_index ?? "-", n.raft.lag ?? "-", n.mem_used ? Math.round(n.mem_used / 1048576) : "-"]));
+  document.getElementById("nodes-cards").innerHTML = nodes.map(nodeCard).join("");
   const qt = o.queue_totals, ms = o.message_stats, ot = o.object_totals;
   document.getElementById("overview-totals").innerHTML =
     card("messages", qt.messages) + card("ready", qt.messages_ready) + card("unacked", qt.messages_unacknowledged) +
@@ -136,16 +134,68 @@ async function overview() {
   ], now);
 }
 
+// One node of the cluster: its role and Raft position, and its resources against their limits
+// (every member answers the node serving the page; a member that does not is shown as such).
+function nodeCard(n) {
+  const mb = b => (b == null ? "-" : Math.round(b / 1048576).toLocaleString() + " MB");
+  const gb = b => (b == null ? "-" : (b / 1e9).toFixed(1) + " GB");
+  const alarm = on => (on ? ' <span class="alarm">alarm</span>' : "");
+  return `<div class="node-card${n.running ? "" : " down"}" data-node="${esc(n.name)}" data-role="${esc(n.raft.role)}">` +
+    `<h3>${esc(n.name)} <small>${esc(n.raft.role)}${n.running ? "" : " · not answering"}</small></h3><dl>` +
+    `<dt>memory</dt><dd data-field="memory">${mb(n.mem_used)} of ${mb(n.mem_limit)}${alarm(n.mem_alarm)}</dd>` +
+    `<dt>disk free</dt><dd data-field="disk">${gb(n.disk_free)} (limit ${gb(n.disk_free_limit)})${alarm(n.disk_free_alarm)}</dd>` +
+    `<dt>file descriptors</dt><dd data-field="fds">${n.fd_used ?? "-"} of ${n.fd_total ?? "unlimited"}</dd>` +
+    `<dt>Raft</dt><dd data-field="raft">term ${n.raft.term ?? "-"}, matched ${n.raft.matched_index ?? "-"}, lag ${n.raft.lag ?? "-"}</dd>` +
+    `<dt>AMQP, gRPC</dt><dd>${esc(n.raft.amqp_address)}, ${esc(n.raft.grpc_address)}</dd></dl></div>`;
+}
+
 function button(label, action) {
   return { html: `<button data-action="${esc(action)}">${esc(label)}</button>` };
 }
 
 async function queues() {
   const qs = await get("/api/queues");
+  const link = q => ({ html: `<a href="#queue/${seg(q.vhost)}/${seg(q.name)}">${esc(q.name)}</a>` });
   table("queues-table", ["vhost", "name", "policy", "ready", "unacked", "total", "consumers", "publish/s", "deliver/s", "ack/s", "leader", ""],
-    qs.map(q => [q.vhost, q.name, [q.policy, q.operator_policy].filter(Boolean).join(", "), q.messages_ready, q.messages_unacknowledged, q.messages, q.consumers,
+    qs.map(q => [q.vhost, link(q), [q.policy, q.operator_policy].filter(Boolean).join(", "), q.messages_ready, q.messages_unacknowledged, q.messages, q.consumers,
       rate(q.message_stats.publish_details), rate(q.message_stats.deliver_get_details), rate(q.message_stats.ack_details),
       q.leader, { html: button("Purge", `purge|${q.vhost}|${q.name}`).html + " " + button("Delete", `delete-queue|${q.vhost}|${q.name}`).html }]));
+}
+
+// One queue's page (#queue/VHOST/NAME): its figures and chart, consumers, bindings, arguments
+// and policy, and get, purge and delete.
+async function queue() {
+  const [vhost, name] = state.args;
+  const path = `/api/queues/${seg(vhost)}/${seg(name)}`;
+  const [q, bs] = await Promise.all([get(`${path}?msg_rates_age=${CHART_AGE}&msg_rates_incr=${CHART_INCR}`),
+    get(`${path}/bindings`)]);
+  document.getElementById("queue-title").textContent = `Queue ${q.name} (vhost ${q.vhost})`;
+  const ms = q.message_stats || {};
+  document.getElementById("queue-cards").innerHTML =
+    card("type", q.type) + card("messages", q.messages) + card("ready", q.messages_ready) +
+    card("unacked", q.messages_unacknowledged) + card("consumers", q.consumers) +
+    card("publish/s", rate(ms.publish_details)) + card("deliver/s", rate(ms.deliver_get_details)) +
+    card("ack/s", rate(ms.ack_details)) + card("leader", q.leader || q.node || "-");
+  const now = Date.now();
+  chart("chart-queue-rates", [
+    { name: "publish", color: "#3d6bb3", points: ratesOf(ms.publish_details) },
+    { name: "deliver", color: "#2f9e44", points: ratesOf(ms.deliver_get_details) },
+    { name: "ack", color: "#d9822b", points: ratesOf(ms.ack_details) },
+  ], now);
+  chart("chart-queue-queued", [
+    { name: "ready", color: "#3d6bb3", points: valuesOf(q.messages_ready_details) },
+    { name: "unacked", color: "#d9822b", points: valuesOf(q.messages_unacknowledged_details) },
+  ], now);
+  table("queue-consumers", ["tag", "channel", "ack required", "prefetch", "active"],
+    (q.consumer_details || []).map(k => [k.consumer_tag, k.channel_details.name, k.ack_required ? "yes" : "no",
+      k.prefetch_count, k.active === false ? "waiting" : "yes"]));
+  table("queue-bindings", ["source", "routing key", "arguments"],
+    bs.map(b => [b.source || "(AMQP default)", b.routing_key, JSON.stringify(b.arguments || {})]));
+  const args = Object.entries(q.arguments || {}).map(([k, v]) => ["argument", k, JSON.stringify(v)]);
+  const policy = Object.entries(q.effective_policy_definition || {}).map(([k, v]) => ["policy", k, JSON.stringify(v)]);
+  table("queue-arguments", ["from", "key", "value"],
+    [["flags", "durable, auto-delete, exclusive", [q.durable, q.auto_delete, q.exclusive].map(f => (f ? "yes" : "no")).join(", ")],
+      ["policy", "name", [q.policy, q.operator_policy].filter(Boolean).join(", ") || "none"], ...args, ...policy]);
 }
 
 async function exchanges() {
@@ -285,12 +335,32 @@ document.addEventListener("click", async ev => {
   const [what, a, b] = action.split("|");
   try {
     if (what === "purge") await api("DELETE", `/api/queues/${seg(a)}/${seg(b)}/contents`);
+    if (what.startsWith("queue-")) await queueAction(what);
     if (what === "delete-queue" && confirm(`Delete queue ${b}?`)) await api("DELETE", `/api/queues/${seg(a)}/${seg(b)}`);
     if (what === "close" && confirm(`Close connection ${a}?`)) await api("DELETE", `/api/connections/${seg(a)}`);
     if (what === "delete-user" && confirm(`Delete user ${a}?`)) await api("DELETE", `/api/users/${seg(a)}`);
     refresh();
   } catch (e) { status(e.message); }
 });
+
+// The queue page's buttons.
+async function queueAction(what) {
+  const [vhost, name] = state.args;
+  const path = `/api/queues/${seg(vhost)}/${seg(name)}`;
+  if (what === "queue-purge") await api("DELETE", `${path}/contents`);
+  if (what === "queue-delete" && confirm(`Delete queue ${name}?`)) {
+    await api("DELETE", path);
+    location.hash = "#queues";
+  }
+  if (what === "queue-get") {
+    const count = Number(document.getElementById("queue-get-count").value) || 1;
+    const requeue = document.getElementById("queue-get-requeue").checked;
+    const got = await api("POST", `${path}/get`,
+      { count, ackmode: requeue ? "ack_requeue_true" : "ack_requeue_false", encoding: "auto", truncate: 50000 });
+    table("queue-got", ["#", "routing key", "redelivered", "payload"],
+      got.map((m, i) => [i + 1, m.routing_key, m.redelivered ? "yes" : "no", m.payload]));
+  }
+}
 
 function form(id, handler) {
   document.getElementById(id).addEventListener("submit", async ev => {
@@ -334,7 +404,7 @@ document.getElementById("login-form").addEventListener("submit", async ev => {
 
 // --- navigation and refresh -----------------------------------------------------------------
 
-const pages = { overview, topology, queues, exchanges, connections, users, policies, publish: async () => {} };
+const pages = { overview, topology, queues, queue, exchanges, connections, users, policies, publish: async () => {} };
 let busy = false;
 
 async function refresh() {
@@ -357,11 +427,15 @@ async function refresh() {
 }
 
 function show() {
-  const page = (location.hash || "#overview").slice(1);
-  state.page = pages[page] ? page : "overview";
+  // `#page`, or `#queue/VHOST/NAME` (each part percent-encoded).
+  const [page, ...args] = (location.hash || "#overview").slice(1).split("/");
+  state.page = pages[page] && (page !== "queue" || args.length === 2) ? page : "overview";
+  state.args = args.map(decodeURIComponent);
+  document.getElementById("queue-got").innerHTML = "";
   document.getElementById("login").hidden = !!state.auth;
   for (const s of document.querySelectorAll("section.page")) s.hidden = !state.auth || s.id !== state.page;
-  for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.getAttribute("href") === "#" + state.page);
+  const tab = state.page === "queue" ? "queues" : state.page;
+  for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.getAttribute("href") === "#" + tab);
   refresh();
 }
 
