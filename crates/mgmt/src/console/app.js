@@ -121,16 +121,25 @@ async function overview() {
     card("publish/s", rate(ms.publish_details)) + card("deliver/s", rate(ms.deliver_get_details)) +
     card("ack/s", rate(ms.ack_details)) + card("connections", ot.connections) + card("channels", ot.channels) +
     card("queues", ot.queues) + card("exchanges", ot.exchanges) + card("consumers", ot.consumers);
+  charts("chart-rates", "chart-queued", ms, qt);
+}
+
+// The two charts of a page: message rates from `stats` (a `message_stats`) and queued messages
+// from `counts` (an object with `messages_ready_details` and `messages_unacknowledged_details`).
+function charts(ratesId, queuedId, stats, counts) {
   const now = Date.now();
-  chart("chart-rates", [
-    { name: "publish", color: "#3d6bb3", points: ratesOf(ms.publish_details) },
-    { name: "deliver", color: "#2f9e44", points: ratesOf(ms.deliver_get_details) },
-    { name: "ack", color: "#d9822b", points: ratesOf(ms.ack_details) },
-    { name: "redeliver", color: "#b00020", points: ratesOf(ms.redeliver_details) },
-  ], now);
-  chart("chart-queued", [
-    { name: "ready", color: "#3d6bb3", points: valuesOf(qt.messages_ready_details) },
-    { name: "unacked", color: "#d9822b", points: valuesOf(qt.messages_unacknowledged_details) },
+  const lines = [
+    { name: "publish", color: "#3d6bb3", points: ratesOf(stats.publish_details) },
+    { name: "deliver", color: "#2f9e44", points: ratesOf(stats.deliver_get_details) },
+    { name: "ack", color: "#d9822b", points: ratesOf(stats.ack_details) },
+  ];
+  if (stats.redeliver_details && stats.redeliver_details.samples) {
+    lines.push({ name: "redeliver", color: "#b00020", points: ratesOf(stats.redeliver_details) });
+  }
+  chart(ratesId, lines, now);
+  chart(queuedId, [
+    { name: "ready", color: "#3d6bb3", points: valuesOf(counts.messages_ready_details) },
+    { name: "unacked", color: "#d9822b", points: valuesOf(counts.messages_unacknowledged_details) },
   ], now);
 }
 
@@ -176,16 +185,7 @@ async function queue() {
     card("unacked", q.messages_unacknowledged) + card("consumers", q.consumers) +
     card("publish/s", rate(ms.publish_details)) + card("deliver/s", rate(ms.deliver_get_details)) +
     card("ack/s", rate(ms.ack_details)) + card("leader", q.leader || q.node || "-");
-  const now = Date.now();
-  chart("chart-queue-rates", [
-    { name: "publish", color: "#3d6bb3", points: ratesOf(ms.publish_details) },
-    { name: "deliver", color: "#2f9e44", points: ratesOf(ms.deliver_get_details) },
-    { name: "ack", color: "#d9822b", points: ratesOf(ms.ack_details) },
-  ], now);
-  chart("chart-queue-queued", [
-    { name: "ready", color: "#3d6bb3", points: valuesOf(q.messages_ready_details) },
-    { name: "unacked", color: "#d9822b", points: valuesOf(q.messages_unacknowledged_details) },
-  ], now);
+  charts("chart-queue-rates", "chart-queue-queued", ms, q);
   table("queue-consumers", ["tag", "channel", "ack required", "prefetch", "active"],
     (q.consumer_details || []).map(k => [k.consumer_tag, k.channel_details.name, k.ack_required ? "yes" : "no",
       k.prefetch_count, k.active === false ? "waiting" : "yes"]));
