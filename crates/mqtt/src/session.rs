@@ -829,19 +829,8 @@ impl Session {
         });
         let mut expires = FieldTable::default();
         expires.insert("x-expires", FieldValue::I64(PRESENCE_EXPIRES_MS));
-        self.bridge.push(Step::Sync(
-            Method::QueueDeclare(QueueDeclare {
-                ticket: 0,
-                queue: presence.as_str().into(),
-                passive: false,
-                durable: true,
-                exclusive: false,
-                auto_delete: false,
-                nowait: false,
-                arguments: expires,
-            }),
-            Token::None,
-        ));
+        self.bridge
+            .push(Step::Sync(durable_queue(&presence, expires), Token::None));
         self.bridge.push(Step::Sync(
             Method::BasicConsume(BasicConsume {
                 ticket: 0,
@@ -1158,19 +1147,8 @@ impl Session {
             method: delete_queue(&queue),
             token: Token::None,
         });
-        self.bridge.push(Step::Sync(
-            Method::QueueDeclare(QueueDeclare {
-                ticket: 0,
-                queue: queue.as_str().into(),
-                passive: false,
-                durable: true,
-                exclusive: false,
-                auto_delete: false,
-                nowait: false,
-                arguments,
-            }),
-            Token::None,
-        ));
+        self.bridge
+            .push(Step::Sync(durable_queue(&queue, arguments), Token::None));
         let mut properties = amqp_properties(will.qos, false, &will.properties, self.now);
         // Its own expiry would dead-letter it before its delay; the will's expiry counts from
         // when it goes out, which dead-lettering (which drops `expiration`) cannot carry.
@@ -1226,6 +1204,21 @@ impl Session {
         // A packet the encoder cannot write (a topic over 64 KiB from AMQP) is dropped.
         let _ = encode(packet, self.version, &mut self.mqtt_out);
     }
+}
+
+/// `queue.declare` of the durable (replicated) queue `queue`, neither exclusive nor
+/// auto-delete, with `arguments`: a client's presence queue and its delayed will's.
+fn durable_queue(queue: &str, arguments: FieldTable) -> Method {
+    Method::QueueDeclare(QueueDeclare {
+        ticket: 0,
+        queue: queue.into(),
+        passive: false,
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        nowait: false,
+        arguments,
+    })
 }
 
 /// `queue.delete` of `queue`.
