@@ -100,11 +100,8 @@ pub fn check(own: u64, request: &Incoming, sender: &SenderRecord) -> Result<(), 
             actual: own,
         });
     }
-    if request.from_incarnation == 0 {
-        // A sender that predates incarnations: nothing to compare.
-        return Ok(());
-    }
-    if let Some(recorded) = sender.incarnation {
+    // A sender that predates incarnations (0): nothing to compare.
+    if let Some(recorded) = sender.incarnation.filter(|_| request.from_incarnation != 0) {
         if recorded != 0 && recorded != request.from_incarnation {
             return Err(Refusal::SenderWiped {
                 recorded,
@@ -365,7 +362,12 @@ mod tests {
         // The sender does not know this node's incarnation yet; the membership does not record
         // the sender's yet; an old sender sends none.
         assert_eq!(check(OWN, &request(7, 0, false), &member(0, true)), Ok(()));
-        assert_eq!(check(OWN, &request(0, 0, true), &member(9, false)), Ok(()));
+        assert_eq!(check(OWN, &request(0, 0, true), &member(9, true)), Ok(()));
+        // ... but a vote is still only for a voter.
+        assert_eq!(
+            check(OWN, &request(0, 0, true), &member(9, false)),
+            Err(Refusal::NotAVoter)
+        );
     }
 
     #[test]

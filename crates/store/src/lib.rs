@@ -12,6 +12,7 @@ mod fsync_latency;
 mod log_store;
 mod message_store;
 mod recent;
+mod retired;
 mod syncer;
 mod write_failure;
 
@@ -19,3 +20,4 @@ pub use db::{open, StoreError, CF_BODIES, CF_LOGS, CF_META, CF_STATE};
 pub use fsync_latency::{fsync_latency, FsyncLatency, BUCKETS as FSYNC_BUCKETS};
 pub use log_store::RocksLogStore;
 pub use message_store::{MessageStore, ShippedWriter};
+pub use retired::{retired_nodes, save_retired_nodes};

@@ -113,10 +113,21 @@ pub trait Membership: Send + Sync + 'static {
     /// The member a node certificate names (by its node id, or by the host of a member's
     /// recorded gRPC address in its subject alternative names); `None` if it names none.
     fn member(&self, peer: &PeerIdentity) -> Option<u64>;
+
+    /// The node a node certificate names, for Raft traffic: a member, or a node this node has
+    /// not seen leave the membership. A node whose membership is behind (it was down, or it
+    /// installed a snapshot older than the latest membership change) cannot know the members
+    /// added since, and must take their leader's entries to learn of them; Raft itself then
+    /// decides (terms, and votes only from voters). By default, [`Membership::member`].
+    fn raft_peer(&self, peer: &PeerIdentity) -> Option<u64> {
+        self.member(peer)
+    }
 }
 
-/// The services between nodes: only members call them.
-const NODE_SERVICES: [&str; 2] = ["warren.raft.v1.Raft", "warren.raft.v1.Relay"];
+/// Raft between nodes: members, and nodes this node has not seen removed.
+const RAFT_SERVICE: &str = "warren.raft.v1.Raft";
+/// Relayed clients between nodes: members only.
+const RELAY_SERVICE: &str = "warren.raft.v1.Relay";
 /// The services operators call (and nodes, forwarding to the leader).
 const OPERATOR_SERVICES: [&str; 3] = [
     "warren.raft.v1.Admin",
@@ -136,8 +147,17 @@ pub fn admit(
             "a client certificate signed by the cluster's CA is required",
         ));
     };
+    if service == RAFT_SERVICE {
+        return membership.raft_peer(peer).map(Caller::Node).ok_or_else(|| {
+            tonic::Status::permission_denied(format!(
+                "the certificate of {} names a node removed from this cluster, or no node; \
+                 {service} is for members only",
+                peer.describe()
+            ))
+        });
+    }
     let member = membership.member(peer);
-    if NODE_SERVICES.contains(&service) {
+    if service == RELAY_SERVICE {
         return member.map(Caller::Node).ok_or_else(|| {
             tonic::Status::permission_denied(format!(
                 "the certificate of {} does not name a member of this cluster; {service} is for members only",
@@ -240,6 +260,51 @@ mod tests {
         fn member(&self, peer: &PeerIdentity) -> Option<u64> {
             peer.node.filter(|id| self.0.contains(id))
         }
+    }
+
+    /// Members 1, 2 and 3, node 4 seen removed.
+    struct Retired;
+
+    impl Membership for Retired {
+        fn member(&self, peer: &PeerIdentity) -> Option<u64> {
+            peer.node.filter(|id| [1, 2, 3].contains(id))
+        }
+
+        fn raft_peer(&self, peer: &PeerIdentity) -> Option<u64> {
+            peer.node.filter(|id| *id != 4)
+        }
+    }
+
+    #[test]
+    fn raft_takes_nodes_not_seen_removed_relay_and_operators_only_members() {
+        let raft = "/warren.raft.v1.Raft/AppendStream";
+        // Node 9, added after this node's membership: Raft only.
+        assert_eq!(
+            admit(raft, Some(&node(9)), &Retired).ok(),
+            Some(Caller::Node(9))
+        );
+        for path in [
+            "/warren.raft.v1.Relay/Attach",
+            "/warren.raft.v1.Admin/Status",
+            "/warren.access.Access/Change",
+        ] {
+            assert_eq!(
+                admit(path, Some(&node(9)), &Retired).map_err(|s| s.code()),
+                Err(tonic::Code::PermissionDenied)
+            );
+        }
+        // Node 4, seen removed: refused everywhere.
+        let refused = admit(raft, Some(&node(4)), &Retired).expect_err("node 4 was removed");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("removed"),
+            "{}",
+            refused.message()
+        );
+        assert_eq!(
+            admit(raft, Some(&node(2)), &Retired).ok(),
+            Some(Caller::Node(2))
+        );
     }
 
     fn node(id: u64) -> PeerIdentity {

@@ -255,9 +255,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
                 tokio_stream::wrappers::ReceiverStream::new(accepted),
                 |a| Ok::<_, std::io::Error>(warren_tls::grpc::GrpcIo::from(a)),
             );
-            let guard = warren_tls::grpc::GuardLayer::new(Arc::new(
-                warren_raft::trust::MemberCheck::new(raft.clone()),
-            ));
+            let members = warren_raft::trust::MemberCheck::new(raft.clone(), &messages_store)
+                .context("reading the retired node ids")?;
+            let guard = warren_tls::grpc::GuardLayer::new(Arc::new(members));
             tokio::spawn(async move {
                 let served =
                     grpc_routes(tonic::transport::Server::builder().layer(guard), services)

@@ -152,6 +152,9 @@ struct Chaos {
     /// Faults injected, by kind.
     injected: BTreeMap<String, usize>,
     recoveries: Vec<(String, Option<u64>)>,
+    /// Membership changes that failed. Each runs alone, the faults before it healed and the
+    /// cluster stable: a failure is a violation (a learner that never caught up, found so).
+    membership_failures: Vec<String>,
 }
 
 impl Chaos {
@@ -372,7 +375,11 @@ impl Chaos {
                     );
                     match self.nodes.add(slot, via) {
                         Ok(id) => self.history.note(format!("node {id} added in slot {slot}")),
-                        Err(e) => self.history.note(format!("adding a node failed: {e:#}")),
+                        Err(e) => {
+                            self.history.note(format!("adding a node failed: {e:#}"));
+                            self.membership_failures
+                                .push(format!("adding a node in slot {slot} failed: {e:#}"));
+                        }
                     }
                 } else {
                     let mut slots: Vec<usize> = self.nodes.nodes.keys().copied().collect();
@@ -383,7 +390,11 @@ impl Chaos {
                         Ok(id) => self
                             .history
                             .note(format!("node {id} removed from slot {slot}")),
-                        Err(e) => self.history.note(format!("removing a node failed: {e:#}")),
+                        Err(e) => {
+                            self.history.note(format!("removing a node failed: {e:#}"));
+                            self.membership_failures
+                                .push(format!("removing the node in slot {slot} failed: {e:#}"));
+                        }
                     }
                 }
                 self.publish_slots();
@@ -463,6 +474,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         slots: Arc::clone(&slots),
         injected: BTreeMap::new(),
         recoveries: Vec::new(),
+        membership_failures: Vec::new(),
     };
     let formed = chaos.wait_stable(Duration::from_secs(60)).await;
     anyhow::ensure!(formed.is_some(), "the cluster did not form within 60 s");
@@ -700,6 +712,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(b) = backlog_check {
         report.add_backlog(b);
     }
+    report
+        .violations
+        .extend(chaos.membership_failures.iter().cloned());
     let faults: usize = chaos.injected.values().sum();
     let filled_whole = standing.as_ref().is_none_or(|b| b.fill.complete);
     let passed = report.violations.is_empty() && faults >= args.min_faults && filled_whole;
