@@ -77,6 +77,9 @@ pub trait Records: Send + std::fmt::Debug {
     /// The message of log entry `index`, or `None` if it cannot be read (the implementation
     /// reports why).
     fn get(&mut self, index: u64) -> Option<Arc<Message>>;
+    /// Gives back what is held above the records' current bound (which shrinks while the
+    /// node's memory alarm is on). Called on every tick; by default nothing is held to give.
+    fn shed(&mut self) {}
 }
 
 /// Records kept in memory without bound: a broker whose messages all fit (tests).

@@ -27,8 +27,10 @@ const READ_AHEAD_BYTES: usize = 1 << 20;
 const AHEAD_KEPT: usize = 4 * READ_AHEAD;
 
 /// A node that does not lead keeps this share of the cache (1/16): it delivers nothing, and
-/// reads a message back only to dead-letter it. Once it leads the cache fills again.
-const FOLLOWER_SHARE: usize = 16;
+/// reads a message back only to dead-letter it. Once it leads the cache fills again. A node
+/// whose memory alarm is on keeps the same share: deliveries are read back from the log (with
+/// read-ahead) until the alarm clears.
+const SMALL_SHARE: usize = 16;
 
 /// Recently applied messages in memory, the rest read back from the log.
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub struct LogRecords {
     limit: usize,
     /// Whether this node leads (see [`track_leadership`]); without it the whole cache is used.
     leading: Option<Arc<AtomicBool>>,
+    /// Whether this node's memory alarm is on (the cache is cut to a small share meanwhile).
+    pressure: Option<Arc<AtomicBool>>,
     used: usize,
     cached: HashMap<u64, Arc<Message>>,
     /// Cached indices, oldest first (an index read back is not cached again).
@@ -53,6 +57,7 @@ impl LogRecords {
             store,
             limit: cache_bytes,
             leading: None,
+            pressure: None,
             used: 0,
             cached: HashMap::new(),
             order: VecDeque::new(),
@@ -67,10 +72,33 @@ impl LogRecords {
         self
     }
 
+    /// Cuts the cache to a small share while `pressure` is set (the node's memory alarm).
+    pub fn with_pressure(mut self, pressure: Arc<AtomicBool>) -> LogRecords {
+        self.pressure = Some(pressure);
+        self
+    }
+
     fn limit(&self) -> usize {
-        match &self.leading {
-            Some(l) if !l.load(Ordering::Relaxed) => self.limit / FOLLOWER_SHARE,
-            _ => self.limit,
+        let set = |flag: &Option<Arc<AtomicBool>>| flag.as_ref().map(|f| f.load(Ordering::Relaxed));
+        let follower = set(&self.leading) == Some(false);
+        let pressed = set(&self.pressure) == Some(true);
+        if follower || pressed {
+            self.limit / SMALL_SHARE
+        } else {
+            self.limit
+        }
+    }
+
+    /// Drops the oldest cached messages until the cache is within its current limit.
+    fn evict(&mut self) {
+        let limit = self.limit();
+        while self.used > limit {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.cached.remove(&oldest) {
+                self.used -= Self::cost(&m);
+            }
         }
     }
 
@@ -158,13 +186,16 @@ impl Records for LogRecords {
             self.used += Self::cost(message);
             self.order.push_back(index);
         }
-        let limit = self.limit();
-        while self.used > limit {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(m) = self.cached.remove(&oldest) {
-                self.used -= Self::cost(&m);
+        self.evict();
+    }
+
+    fn shed(&mut self) {
+        if self.used > self.limit() {
+            self.evict();
+            // The map and the queue keep their capacity otherwise.
+            if self.cached.len() * 4 < self.cached.capacity() {
+                self.cached.shrink_to_fit();
+                self.order.shrink_to_fit();
             }
         }
     }
@@ -286,5 +317,56 @@ mod tests {
             .expect("forget");
         assert!(there.get(3).is_none(), "forgotten");
         assert!(there.get(7).is_some(), "still named");
+    }
+
+    #[test]
+    fn under_memory_pressure_the_cache_is_cut_at_the_next_tick_and_messages_still_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MessageStore::new(warren_store::open(dir.path()).expect("open"));
+        let cost = OVERHEAD_BYTES + 8;
+        let pressure = Arc::new(AtomicBool::new(false));
+        let mut records =
+            LogRecords::new(store.clone(), 32 * cost).with_pressure(Arc::clone(&pressure));
+        for i in 1..=32u64 {
+            let body = format!("body-{i:03}");
+            put_entry(&store, i, &body);
+            let m = Arc::new(
+                message_of_entry(&store.entry(METADATA_GROUP, i).unwrap().unwrap()).unwrap(),
+            );
+            records.keep(i, &m);
+        }
+        assert_eq!(records.cached.len(), 32);
+        records.shed();
+        assert_eq!(
+            records.cached.len(),
+            32,
+            "within its bound: nothing to shed"
+        );
+
+        pressure.store(true, Ordering::Relaxed);
+        records.shed();
+        // A sixteenth of the bound: the two newest stay.
+        assert_eq!(records.used, 2 * cost);
+        assert!(records.cached.contains_key(&31) && records.cached.contains_key(&32));
+        assert!(
+            records.cached.capacity() < 32,
+            "{}",
+            records.cached.capacity()
+        );
+        for i in 1..=32u64 {
+            let m = records.get(i).expect("read back");
+            assert_eq!(m.body.as_ref(), format!("body-{i:03}").as_bytes());
+        }
+
+        // The alarm cleared: the cache fills to its whole bound again.
+        pressure.store(false, Ordering::Relaxed);
+        for i in 33..=40u64 {
+            put_entry(&store, i, "body-new");
+            let m = Arc::new(
+                message_of_entry(&store.entry(METADATA_GROUP, i).unwrap().unwrap()).unwrap(),
+            );
+            records.keep(i, &m);
+        }
+        assert_eq!(records.cached.len(), 10);
     }
 }

@@ -16,7 +16,7 @@ mod retired;
 mod syncer;
 mod write_failure;
 
-pub use db::{open, StoreError, CF_BODIES, CF_LOGS, CF_META, CF_STATE};
+pub use db::{flush_memtables, open, StoreError, CF_BODIES, CF_LOGS, CF_META, CF_STATE};
 pub use fsync_latency::{fsync_latency, FsyncLatency, BUCKETS as FSYNC_BUCKETS};
 pub use log_store::RocksLogStore;
 pub use message_store::{MessageStore, ShippedWriter};

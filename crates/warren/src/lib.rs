@@ -2,5 +2,6 @@
 //! [`node::NodeConfig`], so the `warren` binary (flags, TOML file, logging, signals) and tests
 //! can start one. The operator subcommands stay in the binary.
 
+mod memory_relief;
 pub mod node;
 pub mod systemd;

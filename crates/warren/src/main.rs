@@ -17,6 +17,12 @@ use clap::Parser;
 use serde::Deserialize;
 use warren_raft::WarrenNode;
 
+/// mimalloc gives freed memory back to the system within milliseconds; glibc's malloc kept it in
+/// its per-thread arenas, so a node whose memory alarm cut its body cache and flushed its
+/// memtables stayed at its peak RSS and the alarm never cleared (benches/overload).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Warren: a replicated AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 ///
 /// Every flag can also be set in the TOML file given with --config (same names, with

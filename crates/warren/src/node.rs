@@ -188,11 +188,15 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         first_conn: first_conn_id(node_id),
         ..broker_config
     });
-    // A node that does not lead keeps a small share of the body cache.
+    // A node that does not lead keeps a small share of the body cache, as does a node whose
+    // memory alarm is on.
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pressure = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    crate::memory_relief::spawn(resources.clone(), pressure.clone(), messages.clone());
     core.set_records(Box::new(
         warren_raft::records::LogRecords::new(messages.clone(), body_cache)
-            .with_leading(leading.clone()),
+            .with_leading(leading.clone())
+            .with_pressure(pressure),
     ));
     let broker = BrokerHandle::spawn(
         core,

@@ -13,6 +13,7 @@ use crate::{AmqpError, ConnId, Effect, Millis};
 
 impl Broker {
     pub(super) fn tick(&mut self, out: &mut Vec<Effect>) {
+        self.records.shed();
         self.tick_cleanup(out);
         self.enforce_consumer_timeouts(out);
         let mut ids: Vec<QueueId> = self.queues.keys().copied().collect();
