@@ -308,11 +308,11 @@ async fn status(operator: &Channel) -> warren_proto::raft::StatusReply {
 
 /// Who may call what: members everything; operators the operator services; a node certificate
 /// of the CA that names no member, Raft (where Raft itself then refuses its vote and its bad
-/// payloads); nobody else.
+/// payloads) and the read-only status; nobody else.
 fn allowed(method: &str, caller: Caller) -> bool {
     match caller {
         Caller::Member => true,
-        Caller::UnknownNode => method.starts_with("Raft."),
+        Caller::UnknownNode => method.starts_with("Raft.") || method == "Admin.Status",
         Caller::Operator => !(method.starts_with("Raft.") || method.starts_with("Relay.")),
         _ => false,
     }

@@ -106,10 +106,26 @@ async fn change<SM: RaftStateMachine<TypeConfig>>(
     changes: ChangeMembers<NodeId, WarrenNode>,
     retain: bool,
 ) -> Result<(), ChangeError> {
+    patiently(raft, || raft.change_membership(changes.clone(), retain))
+        .await
+        .map(|_| ())
+}
+
+/// Runs a membership change `op` until it is taken, waiting (up to 5 s) while another change
+/// is in progress (a learner being added, the leader recording incarnations) or this node,
+/// just elected, is not ready to lead yet.
+async fn patiently<SM, T, F, Fut>(raft: &Raft<TypeConfig, SM>, op: F) -> Result<T, ChangeError>
+where
+    SM: RaftStateMachine<TypeConfig>,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+    >,
+{
     let deadline = Instant::now() + IN_PROGRESS_WAIT;
     loop {
-        let retry = match raft.change_membership(changes.clone(), retain).await {
-            Ok(_) => return Ok(()),
+        let retry = match op().await {
+            Ok(done) => return Ok(done),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                 openraft::error::ChangeMembershipError::InProgress(_),
             ))) => true,
@@ -120,11 +136,7 @@ async fn change<SM: RaftStateMachine<TypeConfig>>(
         };
         if !retry || Instant::now() >= deadline {
             // Once more, to report what stands in the way now.
-            return raft
-                .change_membership(changes, retain)
-                .await
-                .map(|_| ())
-                .map_err(ChangeError::from);
+            return op().await.map_err(ChangeError::from);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -224,7 +236,7 @@ pub async fn add_learner<SM: RaftStateMachine<TypeConfig>>(
         amqp_addr: amqp_addr.to_string(),
         incarnation: status.incarnation,
     };
-    let added = raft.add_learner(id, node, false).await?;
+    let added = patiently(raft, || raft.add_learner(id, node.clone(), false)).await?;
     // Everything the leader had once the learner was in the membership.
     let target = current(raft)
         .last_log_index

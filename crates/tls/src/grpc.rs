@@ -126,6 +126,8 @@ pub trait Membership: Send + Sync + 'static {
 
 /// Raft between nodes: members, and nodes this node has not seen removed.
 const RAFT_SERVICE: &str = "warren.raft.v1.Raft";
+/// A node's status (read-only): also for nodes not seen removed, as Raft.
+const STATUS_METHOD: &str = "/warren.raft.v1.Admin/Status";
 /// Relayed clients between nodes: members only.
 const RELAY_SERVICE: &str = "warren.raft.v1.Relay";
 /// The services operators call (and nodes, forwarding to the leader).
@@ -156,7 +158,13 @@ pub fn admit(
             ))
         });
     }
-    let member = membership.member(peer);
+    // The status every node asks of every other (its alarms, its figures) is taken as Raft is:
+    // a node whose membership is behind must not refuse the members added since.
+    let member = if path == STATUS_METHOD {
+        membership.raft_peer(peer)
+    } else {
+        membership.member(peer)
+    };
     if service == RELAY_SERVICE {
         return member.map(Caller::Node).ok_or_else(|| {
             tonic::Status::permission_denied(format!(
@@ -276,16 +284,20 @@ mod tests {
     }
 
     #[test]
-    fn raft_takes_nodes_not_seen_removed_relay_and_operators_only_members() {
+    fn raft_and_status_take_nodes_not_seen_removed_relay_and_operators_only_members() {
         let raft = "/warren.raft.v1.Raft/AppendStream";
         // Node 9, added after this node's membership: Raft only.
         assert_eq!(
             admit(raft, Some(&node(9)), &Retired).ok(),
             Some(Caller::Node(9))
         );
+        assert_eq!(
+            admit("/warren.raft.v1.Admin/Status", Some(&node(9)), &Retired).ok(),
+            Some(Caller::Node(9))
+        );
         for path in [
             "/warren.raft.v1.Relay/Attach",
-            "/warren.raft.v1.Admin/Status",
+            "/warren.raft.v1.Admin/AddLearner",
             "/warren.access.Access/Change",
         ] {
             assert_eq!(
