@@ -239,16 +239,36 @@ def main():
             if not points:
                 return False
             ys = [float(p.split(",")[1]) for p in points.split()]
-            # SVG y grows downwards from the x axis at y = 176 (app.js `chart`: 200 high, 24 for
-            # the time labels): a point above it is a value above zero.
-            return len(ys) >= 2 and min(ys) < 175.5
+            # SVG y grows downwards from the x axis, 24 above the chart's bottom (app.js
+            # `chart`: the time labels): a point above it is a value above zero.
+            axis = driver.execute_script(
+                "return Number(document.querySelector(arguments[0] + ' svg').getAttribute('height'))",
+                f"#{chart}") - 24
+            return len(ys) >= 2 and min(ys) < axis - 0.5
         wait.until(lambda d: risen("chart-rates", "publish"), "the rates chart draws no publish line")
+        # Confirms are counted by the node whose client was confirmed (the publisher's, node 1).
+        wait.until(lambda d: risen("chart-rates", "confirm"), "the rates chart draws no confirm line")
+        # Each node's card charts what its own clients did and its memory: the publisher is on
+        # node 1, the consumer on node 3.
+        wait.until(lambda d: risen("node-rates-warren-node1", "publish"), "node 1's chart draws no publish line")
+        wait.until(lambda d: risen("node-rates-warren-node1", "confirm"), "node 1's chart draws no confirm line")
+        wait.until(lambda d: risen("node-rates-warren-node3", "deliver"), "node 3's chart draws no deliver line")
+        for n in (1, 2, 3):
+            wait.until(lambda d: risen(f"node-memory-warren-node{n}", "memory MiB"),
+                       f"node {n}'s memory chart draws nothing")
+        nodes_history = {n["name"]: n for n in api(mgmt[1], "/api/nodes?msg_rates_age=600&msg_rates_incr=5")}
+        confirms = nodes_history["warren@node1"]["message_stats"]["confirm_details"]["samples"]
+        assert len(confirms) >= 2 and confirms[0]["sample"] > confirms[-1]["sample"], confirms
+        assert nodes_history["warren@node3"]["message_stats"]["deliver_get"] > 0, nodes_history["warren@node3"]
         wait.until(lambda d: series_points("#chart-queued", "ready"), "the queued chart draws nothing")
         history = api(mgmt[1], "/api/overview?msg_rates_age=600&msg_rates_incr=5")
         samples = history["message_stats"]["publish_details"]["samples"]
         assert len(samples) >= 2 and samples[0]["timestamp"] > samples[1]["timestamp"], samples[:3]
         assert samples[0]["sample"] >= samples[-1]["sample"], samples
         shot("overview")
+        driver.execute_script("document.getElementById('nodes-cards').scrollIntoView()")
+        shot("nodes")
+        driver.execute_script("window.scrollTo(0, 0)")
 
         # The live topology: the flow along shop → emails and shop → reports.
         page("topology")

@@ -260,11 +260,34 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
         found.expect("a publish rate above 0 within 60 publishes")
     };
     assert!(q["message_stats"]["publish"].as_u64() > Some(20));
+    // Confirms are counted by the node whose client was confirmed (the follower's), and the
+    // overview adds up every node's.
+    let overview = wait_for_json(&api3, "/api/overview", WAIT, |o| {
+        o["message_stats"]["confirm"].as_u64() > Some(20)
+    })
+    .await
+    .expect("the overview counts the confirms");
+    assert!(overview["message_stats"]["confirm_details"]["rate"].is_f64());
 
     // Nodes, health, metrics.
-    let nodes = api3.get("/api/nodes").await.expect("nodes");
+    let nodes = api3
+        .get("/api/nodes?msg_rates_age=60&msg_rates_incr=5")
+        .await
+        .expect("nodes");
     let nodes = nodes.as_array().expect("a list");
     assert_eq!(nodes.len(), 3);
+    // Each node's own clients: the follower's published and had confirmed what this test sent.
+    let of = |n: usize| {
+        nodes
+            .iter()
+            .find(|x| x["name"] == format!("warren@node{n}"))
+            .unwrap_or_else(|| panic!("node {n} in {nodes:?}"))
+    };
+    let stats = &of(follower)["message_stats"];
+    assert!(stats["publish"].as_u64() > Some(20), "{stats}");
+    assert!(stats["confirm"].as_u64() > Some(20), "{stats}");
+    assert!(stats["publish_details"]["samples"].is_array(), "{stats}");
+    assert!(of(follower)["mem_used_details"]["samples"].is_array());
     assert_eq!(
         nodes
             .iter()

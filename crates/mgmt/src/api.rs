@@ -229,18 +229,14 @@ async fn overview(
         .collect();
     let (mut message_stats, mut queue_totals) =
         shapes::totals(&queues, &rates, caller.is_monitoring());
-    // RabbitMQ's history of the totals (the console's charts): `msg_rates_age` seconds back,
-    // a sample every `msg_rates_incr`; for users who see the whole cluster's totals.
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.parse::<u64>().ok())
-    };
-    if let (Some(age), true) = (param("msg_rates_age"), caller.is_monitoring()) {
-        let incr = param("msg_rates_incr").unwrap_or(5).max(1);
-        let history = ctx.rates.history(age, incr);
-        shapes::add_samples(&mut message_stats, &mut queue_totals, &history);
+    // Confirms are counted by each node for its clients (not by queues), and RabbitMQ's
+    // history of the totals (the console's charts): `msg_rates_age` seconds back, a sample every
+    // `msg_rates_incr`; for users who see the whole cluster's totals.
+    if caller.is_monitoring() {
+        shapes::add_confirms(&mut message_stats, &ctx.rates, &rates);
+        if let Some(history) = history_asked(&ctx, &params) {
+            shapes::add_samples(&mut message_stats, &mut queue_totals, &history);
+        }
     }
     let status = ctx.node.admin.status();
     let exchange_types: Vec<Value> = ["direct", "fanout", "topic", "headers"]
@@ -328,28 +324,11 @@ async fn cluster_name(
 
 /// Every member as RabbitMQ's node object, with Raft's view of it under `raft` (asked of the
 /// leader, which knows every member's replication progress).
-async fn node_list(ctx: &Ctx) -> Vec<Value> {
-    let me = ctx.node.admin.status();
+async fn node_list(ctx: &Ctx, history: Option<&[crate::rates::HistoryPoint]>) -> Vec<Value> {
     // Every other member's own status (its resources and alarms; the leader's also says how far
-    // each member has replicated), asked at once, a second at most.
-    let asks = me
-        .members
-        .iter()
-        .filter(|m| m.id != me.node_id && !m.grpc_addr.is_empty())
-        .map(|m| async move {
-            (
-                m.id,
-                warren_raft::admin::status_of(&m.grpc_addr, std::time::Duration::from_secs(1))
-                    .await,
-            )
-        });
-    let mut statuses: std::collections::HashMap<u64, warren_proto::raft::StatusReply> =
-        futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter_map(|(id, s)| Some((id, s?)))
-            .collect();
-    statuses.insert(me.node_id, me.clone());
+    // each member has replicated).
+    let (me, statuses) = crate::members::statuses(ctx).await;
+    let rates = ctx.rates.snapshot();
     let leader_status = me.leader.and_then(|l| statuses.get(&l));
     let last = leader_status.and_then(|s| s.last_log_index);
     me.members
@@ -387,6 +366,9 @@ async fn node_list(ctx: &Ctx) -> Vec<Value> {
                 "disk_free_alarm": own.map(|s| s.disk_free_alarm),
                 "fd_used": own.and_then(|s| s.fd_used),
                 "fd_total": own.and_then(|s| s.fd_total),
+                // What this node's clients did (rates; samples with `msg_rates_age`).
+                "message_stats": shapes::node_stats(m.id, own.and_then(|s| s.clients.as_ref()), &rates, history),
+                "mem_used_details": shapes::node_memory_details(m.id, &rates, history),
                 "raft": {
                     "id": m.id,
                     "role": role,
@@ -401,9 +383,31 @@ async fn node_list(ctx: &Ctx) -> Vec<Value> {
         .collect()
 }
 
-async fn nodes(State(ctx): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
+async fn nodes(
+    State(ctx): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     session(&ctx, &headers, peer, Need::Monitoring).await?;
-    ok(Value::from(node_list(&ctx).await))
+    let history = history_asked(&ctx, &params);
+    ok(Value::from(node_list(&ctx, history.as_deref()).await))
+}
+
+/// The rates' history RabbitMQ's `msg_rates_age` and `msg_rates_incr` (default 5 s) ask for.
+fn history_asked(
+    ctx: &Ctx,
+    params: &[(String, String)],
+) -> Option<Vec<crate::rates::HistoryPoint>> {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let age = param("msg_rates_age")?;
+    let incr = param("msg_rates_incr").unwrap_or(5).max(1);
+    Some(ctx.rates.history(age, incr))
 }
 
 async fn node(
@@ -413,7 +417,7 @@ async fn node(
     Path(name): Path<String>,
 ) -> ApiResult {
     session(&ctx, &headers, peer, Need::Monitoring).await?;
-    node_list(&ctx)
+    node_list(&ctx, None)
         .await
         .into_iter()
         .find(|n| n["name"] == name.as_str())
@@ -875,15 +879,8 @@ async fn queue(
         .collect();
     obj["consumer_details"] = Value::from(consumers);
     // Its history (the console's queue page), as for /api/overview.
-    let param = |n: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == n)
-            .and_then(|(_, v)| v.parse::<u64>().ok())
-    };
-    if let Some(age) = param("msg_rates_age") {
-        let incr = param("msg_rates_incr").unwrap_or(5).max(1);
-        shapes::add_queue_samples(&mut obj, &vhost, &name, &ctx.rates.history(age, incr));
+    if let Some(history) = history_asked(&ctx, &params) {
+        shapes::add_queue_samples(&mut obj, &vhost, &name, &history);
     }
     ok(obj)
 }

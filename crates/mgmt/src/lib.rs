@@ -17,6 +17,7 @@ mod error;
 mod https;
 mod limits;
 mod listing;
+mod members;
 mod metrics;
 mod names;
 mod policies;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 use warren_core::view::BrokerView;
+use warren_proto::raft::{ClientTotals, StatusReply};
 
 use crate::Ctx;
 
@@ -60,6 +61,43 @@ pub(crate) fn edge_key(vhost: &str, exchange: &str, queue: &str) -> Key {
 
 pub(crate) fn total_key(counter: &str) -> Key {
     format!("total\u{0}{counter}")
+}
+
+/// A counter of one node: what its clients did, and its memory.
+pub(crate) fn node_key(id: u64, counter: &str) -> Key {
+    format!("node\u{0}{id}\u{0}{counter}")
+}
+
+/// Each member's counts from its status, by key, and `total/confirmed` (confirms are counted by
+/// the node whose client was confirmed, not by queues). A member that did not answer this time
+/// keeps its last counts (`last`, updated here), so that its silence does not read as a drop.
+pub(crate) fn node_counters(
+    statuses: &HashMap<u64, StatusReply>,
+    members: &[u64],
+    last: &mut HashMap<u64, (ClientTotals, u64)>,
+) -> HashMap<Key, u64> {
+    last.retain(|id, _| members.contains(id));
+    for (id, s) in statuses {
+        if let Some(c) = &s.clients {
+            last.insert(*id, (*c, s.mem_used));
+        }
+    }
+    let mut out = HashMap::new();
+    let mut confirmed = 0;
+    for (id, (c, mem)) in last.iter() {
+        for (counter, v) in [
+            ("published", c.published),
+            ("confirmed", c.confirmed),
+            ("delivered", c.delivered),
+            ("acked", c.acked),
+            ("mem_used", *mem),
+        ] {
+            out.insert(node_key(*id, counter), v);
+        }
+        confirmed += c.confirmed;
+    }
+    out.insert(total_key("confirmed"), confirmed);
+    out
 }
 
 /// Every counter of a view, by key.
@@ -125,7 +163,7 @@ impl Rates {
         queue_keys.truncate(HISTORY_QUEUES * HISTORY_COUNTERS.len());
         let totals = values
             .iter()
-            .filter(|(k, _)| k.starts_with("total\u{0}"))
+            .filter(|(k, _)| k.starts_with("total\u{0}") || k.starts_with("node\u{0}"))
             .map(|(k, v)| (k.clone(), *v))
             .chain(
                 queue_keys
@@ -166,6 +204,12 @@ impl Rates {
             }
         }
         out
+    }
+
+    /// The newest reading of `key`, if it has one.
+    pub(crate) fn latest(&self, key: &str) -> Option<u64> {
+        let s = self.samples.lock().ok()?;
+        s.back().and_then(|(_, values)| values.get(key).copied())
     }
 
     pub(crate) fn record(&self, at: Instant, values: HashMap<Key, u64>) {
@@ -230,6 +274,7 @@ pub(crate) fn spawn_sampler(ctx: Arc<Ctx>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<Instant> = None;
+        let mut nodes = HashMap::new();
         loop {
             ticker.tick().await;
             let due =
@@ -241,7 +286,10 @@ pub(crate) fn spawn_sampler(ctx: Arc<Ctx>) {
                 Ok((view, _)) => {
                     let now = Instant::now();
                     last = Some(now);
-                    let values = counters(&view);
+                    let mut values = counters(&view);
+                    let (me, statuses) = crate::members::statuses(&ctx).await;
+                    let members: Vec<u64> = me.members.iter().map(|m| m.id).collect();
+                    values.extend(node_counters(&statuses, &members, &mut nodes));
                     ctx.rates.record_history(epoch_ms(), &values);
                     ctx.rates.record(now, values);
                 }
@@ -317,5 +365,38 @@ mod tests {
         assert_eq!(t.get("new"), 2.0, "from the first reading that has it");
         assert_eq!(t.get("b"), 0.0);
         assert_eq!(t.get("missing"), 0.0);
+    }
+
+    #[test]
+    fn each_node_keeps_its_counts_and_a_silent_member_its_last_ones() {
+        let status = |id: u64, confirmed: u64, mem: u64| StatusReply {
+            node_id: id,
+            mem_used: mem,
+            clients: Some(ClientTotals {
+                published: confirmed + 1,
+                confirmed,
+                delivered: 3,
+                acked: 2,
+            }),
+            ..StatusReply::default()
+        };
+        let mut last = HashMap::new();
+        let all = HashMap::from([(1, status(1, 10, 100)), (2, status(2, 5, 200))]);
+        let v = node_counters(&all, &[1, 2], &mut last);
+        assert_eq!(v[&total_key("confirmed")], 15);
+        assert_eq!(v[&node_key(1, "published")], 11);
+        assert_eq!(v[&node_key(2, "mem_used")], 200);
+        // Node 2 does not answer: its last counts stay (no drop in the total).
+        let v = node_counters(
+            &HashMap::from([(1, status(1, 12, 100))]),
+            &[1, 2],
+            &mut last,
+        );
+        assert_eq!(v[&total_key("confirmed")], 17);
+        assert_eq!(v[&node_key(2, "confirmed")], 5);
+        // Node 2 was removed: it goes.
+        let v = node_counters(&HashMap::from([(1, status(1, 12, 100))]), &[1], &mut last);
+        assert_eq!(v[&total_key("confirmed")], 12);
+        assert!(!v.contains_key(&node_key(2, "confirmed")));
     }
 }

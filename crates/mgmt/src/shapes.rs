@@ -9,7 +9,9 @@ use warren_core::view::{
 };
 
 use crate::node_name;
-use crate::rates::{edge_key, exchange_key, queue_key, total_key, RateTable};
+use crate::rates::{
+    edge_key, exchange_key, node_key, queue_key, total_key, HistoryPoint, RateTable, Rates,
+};
 
 /// Who leads and who is a member, for the queues' `leader`/`members` (every queue is replicated
 /// by the cluster's Raft group).
@@ -516,6 +518,7 @@ pub(crate) fn add_samples(
     };
     let stats = [
         ("publish", "published"),
+        ("confirm", "confirmed"),
         ("deliver_get", "delivered"),
         ("redeliver", "redelivered"),
         ("ack", "acked"),
@@ -534,6 +537,74 @@ pub(crate) fn add_samples(
     }
 }
 
+/// Adds `confirm` and its rate to the overview's `message_stats`: publishes confirmed to the
+/// clients of every node (each node counts its own; the sampler sums them).
+pub(crate) fn add_confirms(message_stats: &mut Value, rates: &Rates, now: &RateTable) {
+    let key = total_key("confirmed");
+    if let Value::Object(stats) = message_stats {
+        stat(
+            stats,
+            "confirm",
+            rates.latest(&key).unwrap_or(0),
+            now.get(&key),
+        );
+    }
+}
+
+/// The samples of `key` in `history`, as RabbitMQ lists them (newest first); readings without
+/// the key are left out.
+fn samples_of(key: &str, history: &[HistoryPoint]) -> Value {
+    Value::Array(
+        history
+            .iter()
+            .filter_map(|(t, values)| {
+                values
+                    .get(key)
+                    .map(|v| json!({"sample": v, "timestamp": t}))
+            })
+            .collect(),
+    )
+}
+
+/// What node `id`'s clients did, as a `message_stats` (RabbitMQ's names): counts from its
+/// status (`None`: it did not answer), rates from the sampler, and samples if `history` is given.
+pub(crate) fn node_stats(
+    id: u64,
+    counts: Option<&warren_proto::raft::ClientTotals>,
+    rates: &RateTable,
+    history: Option<&[HistoryPoint]>,
+) -> Value {
+    let mut stats = Map::new();
+    for (name, counter, value) in [
+        ("publish", "published", counts.map(|c| c.published)),
+        ("confirm", "confirmed", counts.map(|c| c.confirmed)),
+        ("deliver_get", "delivered", counts.map(|c| c.delivered)),
+        ("ack", "acked", counts.map(|c| c.acked)),
+    ] {
+        let key = node_key(id, counter);
+        stat(&mut stats, name, value.unwrap_or(0), rates.get(&key));
+        if let Some(h) = history {
+            stats[&format!("{name}_details")]["samples"] = samples_of(&key, h);
+        }
+    }
+    Value::Object(stats)
+}
+
+/// `mem_used_details` of node `id`: its samples if `history` is given (RabbitMQ's node object
+/// has them too).
+pub(crate) fn node_memory_details(
+    id: u64,
+    rates: &RateTable,
+    history: Option<&[HistoryPoint]>,
+) -> Value {
+    let key = node_key(id, "mem_used");
+    let mut details = details(rates.get(&key));
+    if let Some(h) = history {
+        details["samples"] = samples_of(&key, h);
+    }
+    details
+}
+
 /// Adds RabbitMQ's `samples` to a queue's `message_stats` and message counts (its page's
 /// chart), from the history.
 pub(crate) fn add_queue_samples(
@@ -542,19 +613,7 @@ pub(crate) fn add_queue_samples(
     name: &str,
     history: &[crate::rates::HistoryPoint],
 ) {
-    let samples = |counter: &str| {
-        let key = queue_key(vhost, name, counter);
-        Value::Array(
-            history
-                .iter()
-                .filter_map(|(t, values)| {
-                    values
-                        .get(&key)
-                        .map(|v| json!({"sample": v, "timestamp": t}))
-                })
-                .collect(),
-        )
-    };
+    let samples = |counter: &str| samples_of(&queue_key(vhost, name, counter), history);
     for (name, counter) in [
         ("publish", "published"),
         ("deliver_get", "delivered"),

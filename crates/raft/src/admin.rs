@@ -49,7 +49,13 @@ pub struct AdminService<SM: RaftStateMachine<TypeConfig>> {
         watch::Receiver<NodeResources>,
         watch::Sender<ResourceLimits>,
     )>,
+    /// What this node's clients did (none: not reported).
+    clients: Option<ClientTotalsReader>,
 }
+
+/// Reads the counts of what a node's clients did (the server's counters, which this crate does
+/// not know).
+pub type ClientTotalsReader = Arc<dyn Fn() -> warren_proto::raft::ClientTotals + Send + Sync>;
 
 impl From<ChangeError> for Status {
     fn from(e: ChangeError) -> Status {
@@ -70,6 +76,15 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
             book,
             state: None,
             resources: None,
+            clients: None,
+        }
+    }
+
+    /// Reports what this node's clients did, as `read` counts it.
+    pub fn with_client_totals(self, read: ClientTotalsReader) -> AdminService<SM> {
+        AdminService {
+            clients: Some(read),
+            ..self
         }
     }
 
@@ -147,6 +162,7 @@ impl<SM: RaftStateMachine<TypeConfig>> AdminService<SM> {
             disk_free_alarm: resources.disk_free_alarm,
             fd_used: crate::resources::open_fds(),
             fd_total: crate::resources::max_fds(),
+            clients: self.clients.as_ref().map(|read| read()),
             // A node that leads is not refused, whatever it was told while campaigning.
             refused: if m.current_leader == Some(m.id) {
                 String::new()

@@ -172,6 +172,11 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
+    /// The counters of what this node's clients do (see [`crate::counters`]).
+    pub fn client_counters(&self) -> Arc<ClientCounters> {
+        self.counters.clone()
+    }
+
     /// Starts the broker task. `links` reaches the other nodes' brokers (for the messages
     /// routed to local queues homed there).
     pub fn spawn(broker: Broker, replication: Replication, links: Links) -> BrokerHandle {

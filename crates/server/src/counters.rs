@@ -55,6 +55,21 @@ pub struct ClientCounters {
     message_bytes: AtomicU64,
 }
 
+impl ClientFigures {
+    /// The counts a node reports in its status (the console's charts per node).
+    pub fn totals(&self) -> warren_proto::raft::ClientTotals {
+        warren_proto::raft::ClientTotals {
+            published: self.messages_received,
+            confirmed: self.messages_confirmed,
+            delivered: self.delivered_consume_manual_ack
+                + self.delivered_consume_auto_ack
+                + self.delivered_get_manual_ack
+                + self.delivered_get_auto_ack,
+            acked: self.acknowledged,
+        }
+    }
+}
+
 /// A reading of [`ClientCounters`], named as RabbitMQ's metrics are (without `rabbitmq_global_`
 /// and `_total`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -206,6 +206,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         },
         links.clone(),
     );
+    // What this node's clients did, reported in its status (every node's, in the console).
+    let client_totals: warren_raft::admin::ClientTotalsReader = {
+        let counters = broker.client_counters();
+        Arc::new(move || counters.read().totals())
+    };
     let state_machine =
         BrokerStateMachine::new(applied_tx, &data_dir.join("raft").join("snapshots"))
             .context("creating the snapshot directory")?
@@ -233,6 +238,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         raft_service.add_group(METADATA_GROUP, raft.clone());
         let relay = RelayService::new(&broker, route.clone()).with_raft(raft.clone());
         let admin = AdminService::new(raft.clone(), node.incarnations.clone())
+            .with_client_totals(client_totals.clone())
             .with_state_digest(state_machine.clone())
             .with_resources(resources.clone(), limits_tx.clone());
         let access = AccessService::new(&broker, raft.clone(), route.clone());
@@ -455,7 +461,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
             access,
             direct: server.direct(),
             admin: AdminService::new(raft.clone(), node.incarnations.clone())
-                .with_resources(resources.clone(), limits_tx.clone()),
+                .with_resources(resources.clone(), limits_tx.clone())
+                .with_client_totals(client_totals),
             raft: raft.clone(),
             loopback_users: mgmt_loopback_users,
             client_counters: server.client_counters(),

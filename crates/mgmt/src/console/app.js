@@ -69,8 +69,9 @@ function valuesOf(details) {
 
 // Draws `series` ([{name, color, points: [[t, v]]}]) in the element `id`: time on x (the last
 // CHART_AGE seconds up to `now`), values on y from 0, a legend with each series' last value.
-function chart(id, series, now) {
-  const W = 760, H = 200, L = 56, R = 150, T = 10, B = 24;
+function chart(id, series, now, size) {
+  const { W, H } = size || { W: 760, H: 200 };
+  const L = 56, R = 150, T = 10, B = 24;
   const max = Math.max(1, ...series.flatMap(s => s.points.map(p => p[1])));
   const top = niceCeil(max);
   const x = t => L + (W - L - R) * Math.min(1, Math.max(0, 1 - (now - t) / (CHART_AGE * 1000)));
@@ -108,17 +109,20 @@ function fmtAxis(v) {
 }
 
 async function overview() {
-  const [o, nodes] = await Promise.all([get(`/api/overview?msg_rates_age=${CHART_AGE}&msg_rates_incr=${CHART_INCR}`),
-    get("/api/nodes").catch(() => [])]);
+  const history = `msg_rates_age=${CHART_AGE}&msg_rates_incr=${CHART_INCR}`;
+  const [o, nodes] = await Promise.all([get(`/api/overview?${history}`),
+    get(`/api/nodes?${history}`).catch(() => [])]);
   document.getElementById("overview-raft").innerHTML =
     card("leader", o.raft.leader || "none") + card("term", o.raft.term) +
     card("committed index", o.raft.committed_index ?? "-") + card("applied index", o.raft.applied_index ?? "-") +
     card("answered by", o.node);
   document.getElementById("nodes-cards").innerHTML = nodes.map(nodeCard).join("");
+  nodes.forEach(nodeCharts);
   const qt = o.queue_totals, ms = o.message_stats, ot = o.object_totals;
   document.getElementById("overview-totals").innerHTML =
     card("messages", qt.messages) + card("ready", qt.messages_ready) + card("unacked", qt.messages_unacknowledged) +
-    card("publish/s", rate(ms.publish_details)) + card("deliver/s", rate(ms.deliver_get_details)) +
+    card("publish/s", rate(ms.publish_details)) + card("confirm/s", rate(ms.confirm_details)) +
+    card("deliver/s", rate(ms.deliver_get_details)) +
     card("ack/s", rate(ms.ack_details)) + card("connections", ot.connections) + card("channels", ot.channels) +
     card("queues", ot.queues) + card("exchanges", ot.exchanges) + card("consumers", ot.consumers);
   charts("chart-rates", "chart-queued", ms, qt);
@@ -128,19 +132,33 @@ async function overview() {
 // from `counts` (an object with `messages_ready_details` and `messages_unacknowledged_details`).
 function charts(ratesId, queuedId, stats, counts) {
   const now = Date.now();
-  const lines = [
-    { name: "publish", color: "#3d6bb3", points: ratesOf(stats.publish_details) },
-    { name: "deliver", color: "#2f9e44", points: ratesOf(stats.deliver_get_details) },
-    { name: "ack", color: "#d9822b", points: ratesOf(stats.ack_details) },
-  ];
-  if (stats.redeliver_details && stats.redeliver_details.samples) {
-    lines.push({ name: "redeliver", color: "#b00020", points: ratesOf(stats.redeliver_details) });
-  }
-  chart(ratesId, lines, now);
+  chart(ratesId, rateLines(stats), now);
   chart(queuedId, [
     { name: "ready", color: "#3d6bb3", points: valuesOf(counts.messages_ready_details) },
     { name: "unacked", color: "#d9822b", points: valuesOf(counts.messages_unacknowledged_details) },
   ], now);
+}
+
+// The rate lines of a `message_stats`: each counter it has samples of.
+function rateLines(stats) {
+  return [
+    ["publish", "#3d6bb3", stats.publish_details],
+    ["confirm", "#7048e8", stats.confirm_details],
+    ["deliver", "#2f9e44", stats.deliver_get_details],
+    ["ack", "#d9822b", stats.ack_details],
+    ["redeliver", "#b00020", stats.redeliver_details],
+  ].filter(([, , d]) => d && d.samples).map(([name, color, d]) => ({ name, color, points: ratesOf(d) }));
+}
+
+// A node card's two charts: what its own clients did, and its memory.
+function nodeCharts(n) {
+  const id = n.name.replace(/[^a-z0-9]/gi, "-"), now = Date.now(), size = { W: 420, H: 140 };
+  if (!document.getElementById(`node-rates-${id}`)) return;
+  chart(`node-rates-${id}`, rateLines(n.message_stats || {}), now, size);
+  // The watermark is in the card's text: drawn here, a default one (60 % of the machine) would
+  // flatten the memory line against the axis.
+  const mib = valuesOf(n.mem_used_details).map(([t, v]) => [t, v / 1048576]);
+  chart(`node-memory-${id}`, [{ name: "memory MiB", color: "#3d6bb3", points: mib }], now, size);
 }
 
 // One node of the cluster: its role and Raft position, and its resources against their limits
@@ -155,7 +173,9 @@ function nodeCard(n) {
     `<dt>disk free</dt><dd data-field="disk">${gb(n.disk_free)} (limit ${gb(n.disk_free_limit)})${alarm(n.disk_free_alarm)}</dd>` +
     `<dt>file descriptors</dt><dd data-field="fds">${n.fd_used ?? "-"} of ${n.fd_total ?? "unlimited"}</dd>` +
     `<dt>Raft</dt><dd data-field="raft">term ${n.raft.term ?? "-"}, matched ${n.raft.matched_index ?? "-"}, lag ${n.raft.lag ?? "-"}</dd>` +
-    `<dt>AMQP, gRPC</dt><dd>${esc(n.raft.amqp_address)}, ${esc(n.raft.grpc_address)}</dd></dl></div>`;
+    `<dt>AMQP, gRPC</dt><dd>${esc(n.raft.amqp_address)}, ${esc(n.raft.grpc_address)}</dd></dl>` +
+    `<div class="chart node-chart" id="node-rates-${esc(n.name.replace(/[^a-z0-9]/gi, "-"))}"></div>` +
+    `<div class="chart node-chart" id="node-memory-${esc(n.name.replace(/[^a-z0-9]/gi, "-"))}"></div></div>`;
 }
 
 function button(label, action) {
