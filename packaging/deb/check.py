@@ -4,7 +4,9 @@ put where (the `warren` system user, /var/lib/warren, /etc/warren/warren.toml, t
 the man pages), start the packaged binary as that user with the packaged configuration (its
 ports moved to free ones, as flags: other brokers may run here), wait for its systemd readiness
 notification (Type=notify) on a socket of this script's, publish and get a message with pika,
-stop it with SIGTERM (STOPPING=1, exit 0), then purge the package and check that nothing is left.
+stop it with SIGTERM (STOPPING=1, exit 0); then three hosts from the package as
+docs/operations.md walks them (`three_hosts`); then purge the package and check that nothing is
+left.
 
 Needs root (dpkg). Run by scripts/test with the test venv's Python (pika):
     python packaging/deb/check.py
@@ -140,6 +142,176 @@ def serve_and_use():
         os.rmdir(notify_dir)
 
 
+SUBNET = "10.231.99"
+HOSTS = (1, 2, 3)
+
+
+def net_up():
+    """Three "hosts" on one bridge: network namespaces wr-host1..3 at SUBNET.1-3, the bridge at
+    SUBNET.254 in this namespace (where the operator and the clients are)."""
+    net_down()
+    run("ip", "link", "add", "wr-br0", "type", "bridge")
+    run("ip", "addr", "add", f"{SUBNET}.254/24", "dev", "wr-br0")
+    run("ip", "link", "set", "wr-br0", "up")
+    for n in HOSTS:
+        ns = f"wr-host{n}"
+        run("ip", "netns", "add", ns)
+        run("ip", "link", "add", f"wr-h{n}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "link", "set", f"wr-h{n}", "master", "wr-br0", "up")
+        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{SUBNET}.{n}/24", "dev", "eth0")
+        run("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+        run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+
+def net_down():
+    for n in HOSTS:
+        subprocess.run(["ip", "netns", "del", f"wr-host{n}"], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"wr-h{n}"], capture_output=True)
+    subprocess.run(["ip", "link", "del", "wr-br0"], capture_output=True)
+
+
+def kill_host(n):
+    """kill -9 of every process on host `n` (runuser forks: killing it leaves the broker)."""
+    pids = subprocess.run(["ip", "netns", "pids", f"wr-host{n}"], capture_output=True,
+                          text=True).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.1)
+    return len(pids)
+
+
+def operator(work, *args):
+    return run("/usr/bin/warren", *args, "--grpc", f"{SUBNET}.1:7100", "--certs-dir",
+               str(work / "operator")).stdout
+
+
+def three_hosts():
+    """docs/operations.md, "Three hosts from the package", step by step: certificates made with
+    the packaged `warren cert` naming each host's address, `cluster/nodeN.toml` with the
+    addresses edited as each host's configuration, the packaged binary run as the `warren` user
+    on each "host" (a network namespace: one machine, so each host's files sit under its own
+    name in /etc/warren and /var/lib/warren), then an operator adds a user over mutual TLS, a
+    client publishes through one host and consumes through another (AMQPS, verified against the
+    cluster's CA), the leader is killed, and the two left go on."""
+    work = Path(tempfile.mkdtemp(prefix="warren-hosts-"))
+    procs = {}
+    uid = pwd.getpwnam("warren")
+    try:
+        net_up()
+        run("/usr/bin/warren", "cert", "create-ca", "--certs-dir", str(work / "ca"))
+        ca = ["--ca-cert", str(work / "ca" / "ca.crt"), "--ca-key", str(work / "ca" / "ca.key")]
+        run("/usr/bin/warren", "cert", "create-client", "ops", "--certs-dir",
+            str(work / "operator"), *ca)
+        for n in HOSTS:
+            etc = Path(f"/etc/warren/host{n}")
+            run("/usr/bin/warren", "cert", "create-node", str(n), "--host", f"{SUBNET}.{n}",
+                "--certs-dir", str(etc / "certs"), *ca)
+            config = (ROOT / "cluster" / f"node{n}.toml").read_text()
+            config = (config.replace("10.0.0.", f"{SUBNET}.")
+                      .replace('"/etc/warren/certs', f'"{etc}/certs')
+                      .replace('data_dir = "/var/lib/warren"', f'data_dir = "/var/lib/warren/host{n}"'))
+            check(f'data_dir = "/var/lib/warren/host{n}"' in config, "cluster/nodeN.toml's data_dir")
+            (etc / "warren.toml").write_text(config)
+            for f in [etc, etc / "certs", *(etc / "certs").iterdir(), etc / "warren.toml"]:
+                os.chown(f, 0, uid.pw_gid)
+                os.chmod(f, 0o750 if f.is_dir() else 0o640)
+        for n in HOSTS:
+            procs[n] = subprocess.Popen(
+                ["ip", "netns", "exec", f"wr-host{n}", "runuser", "-u", "warren", "--",
+                 "/usr/bin/warren", "--config", f"/etc/warren/host{n}/warren.toml"],
+                stdout=open(work / f"host{n}.log", "wb"), stderr=subprocess.STDOUT, cwd="/")
+        deadline = time.time() + 60
+        status = ""
+        while time.time() < deadline:
+            r = subprocess.run(["/usr/bin/warren", "status", "--grpc", f"{SUBNET}.1:7100",
+                                "--certs-dir", str(work / "operator")],
+                               capture_output=True, text=True)
+            status = r.stdout
+            lines = status.splitlines()
+            header = next((i for i, l in enumerate(lines) if l.startswith("id ")), None)
+            roles = [l.split()[1] for l in lines[header + 1:] if len(l.split()) > 1] if header is not None else []
+            if r.returncode == 0 and sorted(roles) == ["leader", "voter", "voter"]:
+                break
+            time.sleep(0.5)
+        check(sorted(roles) == ["leader", "voter", "voter"], f"the three hosts formed a cluster:\n{status}")
+        leader = int(status.split(", leader ")[1].split(",")[0])
+        operator(work, "user", "add", "app", "--password", "app-secret", "--tags", "management")
+        operator(work, "permissions", "set", "app", "/", ".*", ".*", ".*")
+        creds = pika.PlainCredentials("app", "app-secret")
+        tls = __import__("ssl").create_default_context(cafile=str(work / "ca" / "ca.crt"))
+        on = lambda n: pika.ConnectionParameters(  # noqa: E731
+            f"{SUBNET}.{n}", 5671, credentials=creds,
+            ssl_options=pika.SSLOptions(tls, f"{SUBNET}.{n}"))
+        others = [n for n in HOSTS if n != leader]
+        sent = publish_confirmed(on(others[0]), "orders", 100)
+        check(consume(on(others[1]), "orders", 100) == sent, "consumed through another host")
+        # The leader's host goes down; the two others go on.
+        check(kill_host(leader) >= 1, f"host {leader} ran a process")
+        procs[leader].wait(10)
+        sent = publish_confirmed(on(others[0]), "orders", 100, retry_for=30)
+        check(consume(on(others[1]), "orders", 100) == sent, "consumed after the leader died")
+        print(f"three hosts from the package: ok (leader was host {leader})")
+    except BaseException:
+        for n in HOSTS:
+            log = work / f"host{n}.log"
+            if log.exists():
+                print(f"--- host {n}:\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        for n, p in procs.items():
+            kill_host(n)
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+        net_down()
+        for n in HOSTS:
+            subprocess.run(["rm", "-rf", f"/etc/warren/host{n}", f"/var/lib/warren/host{n}"])
+        subprocess.run(["rm", "-rf", str(work)])
+
+
+def publish_confirmed(params, queue, count, retry_for=0):
+    """Publishes `count` persistent messages with confirms; returns their bodies. Retries a
+    connection refused for up to `retry_for` seconds (a node choosing its new leader)."""
+    deadline = time.time() + retry_for
+    while True:
+        try:
+            conn = pika.BlockingConnection(params)
+            break
+        except pika.exceptions.AMQPConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(queue, durable=True)
+    bodies = {f"{queue}-{time.time_ns()}-{i}".encode() for i in range(count)}
+    for b in sorted(bodies):
+        ch.basic_publish("", queue, b, pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    return bodies
+
+
+def consume(params, queue, count):
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    got = set()
+    for method, _, body in ch.consume(queue, inactivity_timeout=10):
+        if method is None:
+            break
+        got.add(body)
+        ch.basic_ack(method.delivery_tag)
+        if len(got) == count:
+            break
+    ch.cancel()
+    conn.close()
+    return got
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("the package check needs root (dpkg -i)")
@@ -152,6 +324,7 @@ def main():
         run("dpkg", "-i", deb)
         check_installed_files()
         serve_and_use()
+        three_hosts()
     finally:
         if installed():
             run("dpkg", "--purge", "warren")
