@@ -256,6 +256,10 @@ def main():
         for n in (1, 2, 3):
             wait.until(lambda d: risen(f"node-memory-warren-node{n}", "memory MiB"),
                        f"node {n}'s memory chart draws nothing")
+        # The replicated queues' messages are the leader's to serve: its queued chart rises.
+        leader_name = api(mgmt[1], "/api/overview")["raft"]["leader"]
+        wait.until(lambda d: risen(f"node-queued-{leader_name.replace('@', '-')}", "ready"),
+                   "the leader's queued chart draws no ready line")
         nodes_history = {n["name"]: n for n in api(mgmt[1], "/api/nodes?msg_rates_age=600&msg_rates_incr=5")}
         confirms = nodes_history["warren@node1"]["message_stats"]["confirm_details"]["samples"]
         assert len(confirms) >= 2 and confirms[0]["sample"] > confirms[-1]["sample"], confirms

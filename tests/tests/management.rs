@@ -288,6 +288,17 @@ async fn every_node_shows_the_clusters_topology_traffic_and_clients_as_rabbitmq_
     assert!(stats["confirm"].as_u64() > Some(20), "{stats}");
     assert!(stats["publish_details"]["samples"].is_array(), "{stats}");
     assert!(of(follower)["mem_used_details"]["samples"].is_array());
+    // The replicated queues' messages are counted on the leader, which serves them.
+    let queued = |n: usize| {
+        of(n)["queue_totals"]["messages_ready"]
+            .as_u64()
+            .unwrap_or(0)
+            + of(n)["queue_totals"]["messages_unacknowledged"]
+                .as_u64()
+                .unwrap_or(0)
+    };
+    assert!(queued(leader) > 20, "{:?}", of(leader)["queue_totals"]);
+    assert_eq!(queued(follower), 0, "{:?}", of(follower)["queue_totals"]);
     assert_eq!(
         nodes
             .iter()

@@ -329,6 +329,7 @@ async fn node_list(ctx: &Ctx, history: Option<&[crate::rates::HistoryPoint]>) ->
     // each member has replicated).
     let (me, statuses) = crate::members::statuses(ctx).await;
     let rates = ctx.rates.snapshot();
+    let view = ctx.node.management.view().await.ok().map(|(v, _)| v);
     let leader_status = me.leader.and_then(|l| statuses.get(&l));
     let last = leader_status.and_then(|s| s.last_log_index);
     me.members
@@ -369,6 +370,9 @@ async fn node_list(ctx: &Ctx, history: Option<&[crate::rates::HistoryPoint]>) ->
                 // What this node's clients did (rates; samples with `msg_rates_age`).
                 "message_stats": shapes::node_stats(m.id, own.and_then(|s| s.clients.as_ref()), &rates, history),
                 "mem_used_details": shapes::node_memory_details(m.id, &rates, history),
+                // The messages in the queues it serves (its transient queues; the replicated
+                // ones if it leads).
+                "queue_totals": view.as_ref().map(|v| shapes::node_queue_totals(m.id, v, me.leader, &rates, history)),
                 "raft": {
                     "id": m.id,
                     "role": role,

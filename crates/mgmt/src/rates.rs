@@ -68,6 +68,24 @@ pub(crate) fn node_key(id: u64, counter: &str) -> Key {
     format!("node\u{0}{id}\u{0}{counter}")
 }
 
+/// The messages queued on each node — ready and unacknowledged — in the queues it serves: a
+/// transient queue's home, a replicated queue's leader (`leader`; none: counted nowhere).
+pub(crate) fn queued_by_node(view: &BrokerView, leader: Option<u64>) -> HashMap<Key, u64> {
+    let mut out = HashMap::new();
+    for q in &view.queues {
+        let Some(node) = crate::shapes::serving_node(q, leader) else {
+            continue;
+        };
+        for (counter, v) in [
+            ("messages_ready", q.messages_ready),
+            ("messages_unacknowledged", q.messages_unacknowledged),
+        ] {
+            *out.entry(node_key(node, counter)).or_default() += v;
+        }
+    }
+    out
+}
+
 /// Each member's counts from its status, by key, and `total/confirmed` (confirms are counted by
 /// the node whose client was confirmed, not by queues). A member that did not answer this time
 /// keeps its last counts (`last`, updated here), so that its silence does not read as a drop.
@@ -290,6 +308,12 @@ pub(crate) fn spawn_sampler(ctx: Arc<Ctx>) {
                     let (me, statuses) = crate::members::statuses(&ctx).await;
                     let members: Vec<u64> = me.members.iter().map(|m| m.id).collect();
                     values.extend(node_counters(&statuses, &members, &mut nodes));
+                    for id in &members {
+                        for counter in ["messages_ready", "messages_unacknowledged"] {
+                            values.insert(node_key(*id, counter), 0);
+                        }
+                    }
+                    values.extend(queued_by_node(&view, me.leader));
                     ctx.rates.record_history(epoch_ms(), &values);
                     ctx.rates.record(now, values);
                 }

@@ -590,6 +590,47 @@ pub(crate) fn node_stats(
     Value::Object(stats)
 }
 
+/// The node that serves a queue: a transient queue's home, else the leader (`None` if there is
+/// none).
+pub(crate) fn serving_node(q: &QueueView, leader: Option<u64>) -> Option<u64> {
+    q.home.filter(|h| *h != 0).or(leader)
+}
+
+/// The messages queued in the queues node `id` serves (transient queues homed there, the
+/// replicated ones if it leads), as RabbitMQ's `queue_totals`, with samples if `history` is
+/// given.
+pub(crate) fn node_queue_totals(
+    id: u64,
+    view: &warren_core::view::BrokerView,
+    leader: Option<u64>,
+    rates: &RateTable,
+    history: Option<&[HistoryPoint]>,
+) -> Value {
+    let mut totals = Map::new();
+    let here: Vec<&QueueView> = view
+        .queues
+        .iter()
+        .filter(|q| serving_node(q, leader) == Some(id))
+        .collect();
+    for (counter, value) in [
+        (
+            "messages_ready",
+            here.iter().map(|q| q.messages_ready).sum::<u64>(),
+        ),
+        (
+            "messages_unacknowledged",
+            here.iter().map(|q| q.messages_unacknowledged).sum(),
+        ),
+    ] {
+        let key = node_key(id, counter);
+        stat(&mut totals, counter, value, rates.get(&key));
+        if let Some(h) = history {
+            totals[&format!("{counter}_details")]["samples"] = samples_of(&key, h);
+        }
+    }
+    Value::Object(totals)
+}
+
 /// `mem_used_details` of node `id`: its samples if `history` is given (RabbitMQ's node object
 /// has them too).
 pub(crate) fn node_memory_details(

@@ -150,7 +150,8 @@ function rateLines(stats) {
   ].filter(([, , d]) => d && d.samples).map(([name, color, d]) => ({ name, color, points: ratesOf(d) }));
 }
 
-// A node card's two charts: what its own clients did, and its memory.
+// A node card's charts: what its own clients did, its memory, and the messages queued in the
+// queues it serves (its transient queues; the replicated ones if it leads).
 function nodeCharts(n) {
   const id = n.name.replace(/[^a-z0-9]/gi, "-"), now = Date.now(), size = { W: 420, H: 140 };
   if (!document.getElementById(`node-rates-${id}`)) return;
@@ -159,6 +160,11 @@ function nodeCharts(n) {
   // flatten the memory line against the axis.
   const mib = valuesOf(n.mem_used_details).map(([t, v]) => [t, v / 1048576]);
   chart(`node-memory-${id}`, [{ name: "memory MiB", color: "#3d6bb3", points: mib }], now, size);
+  const qt = n.queue_totals || {};
+  chart(`node-queued-${id}`, [
+    { name: "ready", color: "#3d6bb3", points: valuesOf(qt.messages_ready_details) },
+    { name: "unacked", color: "#d9822b", points: valuesOf(qt.messages_unacknowledged_details) },
+  ], now, size);
 }
 
 // One node of the cluster: its role and Raft position, and its resources against their limits
@@ -175,7 +181,8 @@ function nodeCard(n) {
     `<dt>Raft</dt><dd data-field="raft">term ${n.raft.term ?? "-"}, matched ${n.raft.matched_index ?? "-"}, lag ${n.raft.lag ?? "-"}</dd>` +
     `<dt>AMQP, gRPC</dt><dd>${esc(n.raft.amqp_address)}, ${esc(n.raft.grpc_address)}</dd></dl>` +
     `<div class="chart node-chart" id="node-rates-${esc(n.name.replace(/[^a-z0-9]/gi, "-"))}"></div>` +
-    `<div class="chart node-chart" id="node-memory-${esc(n.name.replace(/[^a-z0-9]/gi, "-"))}"></div></div>`;
+    `<div class="chart node-chart" id="node-memory-${esc(n.name.replace(/[^a-z0-9]/gi, "-"))}"></div>` +
+    `<div class="chart node-chart" id="node-queued-${esc(n.name.replace(/[^a-z0-9]/gi, "-"))}"></div></div>`;
 }
 
 function button(label, action) {
