@@ -33,6 +33,25 @@ async fn declare_durable(cluster: &Cluster, i: usize, name: &str) {
     let _ = conn.close(200, "bye".into()).await;
 }
 
+/// Starts publishing confirmed messages to `work` through node `i`, 50 unconfirmed at most,
+/// until `progress.stop`.
+fn publish_to_work(
+    cluster: &Cluster,
+    i: usize,
+) -> (
+    Arc<Progress>,
+    tokio::task::JoinHandle<anyhow::Result<std::collections::BTreeSet<u32>>>,
+) {
+    let progress = Arc::new(Progress::default());
+    let publishing = tokio::spawn(publish_until_stopped(
+        cluster.node(i).uri().to_string(),
+        "work".into(),
+        50,
+        progress.clone(),
+    ));
+    (progress, publishing)
+}
+
 /// The member lines of a `warren status` output: (id, role, incarnation).
 fn members(status: &str) -> Vec<(usize, String, String)> {
     status
@@ -102,13 +121,7 @@ async fn a_node_joins_under_traffic_and_a_follower_and_the_leader_leave_losing_n
     let (publisher, leaving) = (followers[0], followers[1]);
     declare_durable(&cluster, publisher, "work").await;
 
-    let progress = Arc::new(Progress::default());
-    let publishing = tokio::spawn(publish_until_stopped(
-        cluster.node(publisher).uri().to_string(),
-        "work".into(),
-        50,
-        progress.clone(),
-    ));
+    let (progress, publishing) = publish_to_work(&cluster, publisher);
     // Seen twice in CI (2026-12-05, 2026-12-06), never here: confirms stopped at 1025, right
     // after the first snapshot. The nodes' state and logs go into the failure message.
     if let Err(e) = progress.wait_for(2500, Duration::from_secs(30)).await {
@@ -396,13 +409,7 @@ async fn a_node_catches_up_from_a_leader_that_joined_after_the_snapshot_it_insta
 
     // Publish until the leader has written a snapshot (membership 1, 2, 3), then stop: no
     // snapshot is written after node 4 joins.
-    let progress = Arc::new(Progress::default());
-    let publishing = tokio::spawn(publish_until_stopped(
-        cluster.node(first).uri().to_string(),
-        "work".into(),
-        50,
-        progress.clone(),
-    ));
+    let (progress, publishing) = publish_to_work(&cluster, first);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cluster.node(first).log().contains("snapshot written") {
         assert!(

@@ -269,6 +269,13 @@ mod tests {
     use super::testing::put_entry;
     use super::*;
 
+    /// Writes log entry `index` (a publish of `body`) and keeps its message, as an apply does.
+    fn keep_published(store: &MessageStore, records: &mut LogRecords, index: u64, body: &str) {
+        put_entry(store, index, body);
+        let raw = store.entry(METADATA_GROUP, index).unwrap().unwrap();
+        records.keep(index, &Arc::new(message_of_entry(&raw).unwrap()));
+    }
+
     #[test]
     fn evicted_messages_are_read_back_from_the_log_and_shipped_ones_from_the_bodies() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -278,11 +285,7 @@ mod tests {
         let mut records = LogRecords::new(store.clone(), 2 * (OVERHEAD_BYTES + 8));
         for i in 1..=10u64 {
             let body = format!("body-{i:03}");
-            put_entry(&store, i, &body);
-            let m = Arc::new(
-                message_of_entry(&store.entry(METADATA_GROUP, i).unwrap().unwrap()).unwrap(),
-            );
-            records.keep(i, &m);
+            keep_published(&store, &mut records, i, &body);
         }
         assert!(records.cached.len() <= 2, "{}", records.cached.len());
         // The first read back brings the entries after it (one seek, then from memory).
@@ -329,11 +332,7 @@ mod tests {
             LogRecords::new(store.clone(), 32 * cost).with_pressure(Arc::clone(&pressure));
         for i in 1..=32u64 {
             let body = format!("body-{i:03}");
-            put_entry(&store, i, &body);
-            let m = Arc::new(
-                message_of_entry(&store.entry(METADATA_GROUP, i).unwrap().unwrap()).unwrap(),
-            );
-            records.keep(i, &m);
+            keep_published(&store, &mut records, i, &body);
         }
         assert_eq!(records.cached.len(), 32);
         records.shed();
@@ -361,11 +360,7 @@ mod tests {
         // The alarm cleared: the cache fills to its whole bound again.
         pressure.store(false, Ordering::Relaxed);
         for i in 33..=40u64 {
-            put_entry(&store, i, "body-new");
-            let m = Arc::new(
-                message_of_entry(&store.entry(METADATA_GROUP, i).unwrap().unwrap()).unwrap(),
-            );
-            records.keep(i, &m);
+            keep_published(&store, &mut records, i, "body-new");
         }
         assert_eq!(records.cached.len(), 10);
     }
