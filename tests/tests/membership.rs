@@ -52,6 +52,23 @@ fn publish_to_work(
     (progress, publishing)
 }
 
+/// Consumes `work` through node `i`, failing the test if a number of `confirmed` is missing.
+async fn assert_all_in_work(
+    cluster: &Cluster,
+    i: usize,
+    confirmed: &std::collections::BTreeSet<u32>,
+) {
+    let got = consume_numbers(cluster.node(i).uri(), "work", confirmed)
+        .await
+        .expect("consume");
+    let missing: Vec<&u32> = confirmed.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} confirmed messages lost: {missing:?}",
+        missing.len()
+    );
+}
+
 /// The member lines of a `warren status` output: (id, role, incarnation).
 fn members(status: &str) -> Vec<(usize, String, String)> {
     status
@@ -215,15 +232,7 @@ async fn a_node_joins_under_traffic_and_a_follower_and_the_leader_leave_losing_n
     }
 
     // Every confirmed message is there, consumed through the node that joined.
-    let got = consume_numbers(cluster.node(four).uri(), "work", &confirmed)
-        .await
-        .expect("consume");
-    let missing: Vec<&u32> = confirmed.difference(&got).collect();
-    assert!(
-        missing.is_empty(),
-        "{} confirmed messages lost: {missing:?}",
-        missing.len()
-    );
+    assert_all_in_work(&cluster, four, &confirmed).await;
 
     // Errors are one line and a failure exit.
     let out = warren_cli(&[
@@ -483,15 +492,7 @@ async fn a_node_catches_up_from_a_leader_that_joined_after_the_snapshot_it_insta
     member(&["promote", "5", "--grpc", &cluster.grpc_addr(four)]);
 
     // Every confirmed message is there, read through node 5.
-    let got = consume_numbers(cluster.node(five).uri(), "work", &confirmed)
-        .await
-        .expect("consume");
-    let missing: Vec<&u32> = confirmed.difference(&got).collect();
-    assert!(
-        missing.is_empty(),
-        "{} confirmed messages lost: {missing:?}",
-        missing.len()
-    );
+    assert_all_in_work(&cluster, five, &confirmed).await;
 
     // A removed node's certificate is refused by the nodes that saw it leave (node 4 did);
     // one that was never a member reaches Raft, which refuses its vote itself.

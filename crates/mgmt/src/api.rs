@@ -329,7 +329,14 @@ async fn node_list(ctx: &Ctx, history: Option<&[crate::rates::HistoryPoint]>) ->
     // each member has replicated).
     let (me, statuses) = crate::members::statuses(ctx).await;
     let rates = ctx.rates.snapshot();
-    let view = ctx.node.management.view().await.ok().map(|(v, _)| v);
+    // The messages of the queues each node serves, counted once for every node.
+    let queued = ctx
+        .node
+        .management
+        .view()
+        .await
+        .ok()
+        .map(|(v, _)| crate::rates::queued_by_node(&v, me.leader));
     let leader_status = me.leader.and_then(|l| statuses.get(&l));
     let last = leader_status.and_then(|s| s.last_log_index);
     me.members
@@ -372,7 +379,7 @@ async fn node_list(ctx: &Ctx, history: Option<&[crate::rates::HistoryPoint]>) ->
                 "mem_used_details": shapes::node_memory_details(m.id, &rates, history),
                 // The messages in the queues it serves (its transient queues; the replicated
                 // ones if it leads).
-                "queue_totals": view.as_ref().map(|v| shapes::node_queue_totals(m.id, v, me.leader, &rates, history)),
+                "queue_totals": queued.as_ref().map(|q| shapes::node_queue_totals(m.id, q, &rates, history)),
                 "raft": {
                     "id": m.id,
                     "role": role,

@@ -597,32 +597,18 @@ pub(crate) fn serving_node(q: &QueueView, leader: Option<u64>) -> Option<u64> {
 }
 
 /// The messages queued in the queues node `id` serves (transient queues homed there, the
-/// replicated ones if it leads), as RabbitMQ's `queue_totals`, with samples if `history` is
-/// given.
+/// replicated ones if it leads; `queued` from `rates::queued_by_node`), as RabbitMQ's
+/// `queue_totals`, with samples if `history` is given.
 pub(crate) fn node_queue_totals(
     id: u64,
-    view: &warren_core::view::BrokerView,
-    leader: Option<u64>,
+    queued: &std::collections::HashMap<String, u64>,
     rates: &RateTable,
     history: Option<&[HistoryPoint]>,
 ) -> Value {
     let mut totals = Map::new();
-    let here: Vec<&QueueView> = view
-        .queues
-        .iter()
-        .filter(|q| serving_node(q, leader) == Some(id))
-        .collect();
-    for (counter, value) in [
-        (
-            "messages_ready",
-            here.iter().map(|q| q.messages_ready).sum::<u64>(),
-        ),
-        (
-            "messages_unacknowledged",
-            here.iter().map(|q| q.messages_unacknowledged).sum(),
-        ),
-    ] {
+    for counter in ["messages_ready", "messages_unacknowledged"] {
         let key = node_key(id, counter);
+        let value = queued.get(&key).copied().unwrap_or(0);
         stat(&mut totals, counter, value, rates.get(&key));
         if let Some(h) = history {
             totals[&format!("{counter}_details")]["samples"] = samples_of(&key, h);
