@@ -22,10 +22,11 @@ use serde_json::{json, Value};
 use warren_proto::access as pb;
 use warren_proto::access::access_change::Change;
 
-use crate::api::{
-    access_change, bind, check_binding_names, declare_exchange, declare_queue, direct, session,
-    tags,
-};
+use crate::api::bindings::{bind, check_binding_names};
+use crate::api::exchanges::declare_exchange;
+use crate::api::queues::declare_queue;
+use crate::api::users::tags;
+use crate::api::{access_change, direct, session};
 use crate::auth::Need;
 use crate::error::ApiError;
 use crate::names;
