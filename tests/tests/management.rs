@@ -1613,6 +1613,146 @@ async fn a_name_longer_than_255_bytes_is_refused_and_nothing_is_stored() {
     );
 }
 
+// ---- Exchanges by URL name: `amq.default` is the default exchange for DELETE and PUT as for
+// ---- GET, a missing exchange is 404, and the exchanges RabbitMQ keeps are refused.
+
+/// RabbitMQ's 404 for an object (or its vhost) that does not exist.
+fn object_not_found() -> Value {
+    json!({"error": "Object Not Found", "reason": "Not Found"})
+}
+
+/// An AMQP `ACCESS_REFUSED` (403) as the API answers it: 401 with the AMQP reply text.
+fn access_refused(text: &str) -> (u16, Value) {
+    (401, json!({"error": "not_authorised", "reason": text}))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_exchange_answers_404_when_it_is_missing_and_refuses_the_ones_rabbitmq_keeps() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    let x = unique("gone");
+    let x_path = format!("/api/exchanges/%2F/{}", segment(&x));
+
+    // One that exists: 204, then it is gone, and a second DELETE is 404 as RabbitMQ's.
+    assert_eq!(
+        admin
+            .request("PUT", &x_path, Some(&json!({"type": "fanout"})))
+            .await
+            .expect("an answer"),
+        (201, Value::Null)
+    );
+    assert_eq!(
+        admin
+            .request("DELETE", &x_path, None)
+            .await
+            .expect("an answer"),
+        (204, Value::Null)
+    );
+    assert_eq!(
+        refused(&admin, "GET", &x_path, None).await,
+        (404, object_not_found())
+    );
+    assert_eq!(
+        refused(&admin, "DELETE", &x_path, None).await,
+        (404, object_not_found())
+    );
+    // An exchange in a vhost that does not exist.
+    assert_eq!(
+        refused(
+            &admin,
+            "DELETE",
+            &format!("/api/exchanges/{}/x", segment(&unique("no-vhost"))),
+            None
+        )
+        .await,
+        (404, object_not_found())
+    );
+
+    // `amq.default` names the default exchange, which `exchange.delete` refuses; so are the
+    // `amq.*` exchanges. Both stay.
+    assert_eq!(
+        refused(&admin, "DELETE", "/api/exchanges/%2F/amq.default", None).await,
+        access_refused("ACCESS_REFUSED - operation not permitted on the default exchange")
+    );
+    assert_eq!(
+        refused(&admin, "DELETE", "/api/exchanges/%2F/amq.direct", None).await,
+        access_refused(
+            "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed"
+        )
+    );
+    for name in ["amq.default", "amq.direct"] {
+        let path = format!("/api/exchanges/%2F/{name}");
+        assert_eq!(
+            admin
+                .request("GET", &path, None)
+                .await
+                .expect("an answer")
+                .0,
+            200,
+            "GET {path}"
+        );
+    }
+    // An `amq.*` name that no exchange has is missing before it is reserved.
+    assert_eq!(
+        refused(&admin, "DELETE", "/api/exchanges/%2F/amq.nothing", None).await,
+        (404, object_not_found())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn put_on_amq_default_is_a_declare_of_the_default_exchange_and_is_refused() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    let direct = json!({"type": "direct", "durable": true});
+    assert_eq!(
+        refused(
+            &admin,
+            "PUT",
+            "/api/exchanges/%2F/amq.default",
+            Some(&direct)
+        )
+        .await,
+        access_refused("ACCESS_REFUSED - operation not permitted on the default exchange")
+    );
+    // A predeclared `amq.*` exchange declared as it is: it existed, so 204.
+    assert_eq!(
+        admin
+            .request("PUT", "/api/exchanges/%2F/amq.direct", Some(&direct))
+            .await
+            .expect("an answer"),
+        (204, Value::Null)
+    );
+    // A new name with the reserved prefix is refused, as `exchange.declare` refuses it.
+    let reserved = unique("amq.mine");
+    assert_eq!(
+        refused(
+            &admin,
+            "PUT",
+            &format!("/api/exchanges/%2F/{}", segment(&reserved)),
+            Some(&direct)
+        )
+        .await,
+        access_refused(&format!(
+            "ACCESS_REFUSED - exchange name '{reserved}' contains reserved prefix 'amq.*'"
+        ))
+    );
+    // Nothing was declared: the default exchange is as it was, and no exchange is named
+    // `amq.default` or the reserved name.
+    let x = admin
+        .get("/api/exchanges/%2F/amq.default")
+        .await
+        .expect("the default exchange");
+    assert_eq!(
+        (x["name"].clone(), x["type"].clone(), x["durable"].clone()),
+        (json!(""), json!("direct"), json!(true))
+    );
+    let listed = names(&admin.get("/api/exchanges/%2F").await.expect("exchanges"));
+    assert!(
+        !listed.iter().any(|n| n == "amq.default" || *n == reserved),
+        "{listed:?}"
+    );
+}
+
 /// `path` (`/metrics`, `/metrics/per-object`) of a node, as text.
 async fn metrics_text(node: &Broker, path: &str) -> String {
     match guest_api(node).request("GET", path, None).await {

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use warren_core::view::BrokerView;
 use warren_server::direct::DirectConnection;
 use warren_wire::{BasicProperties, Method, ShortStr};
 
@@ -118,17 +119,33 @@ pub(super) async fn put_exchange(
     put_declared(ctx, peer, headers, path, body, Declared::Exchange).await
 }
 
+/// Whether `vhost` holds an exchange named `name` (a name already mapped by [`exchange_name`]).
+pub(super) fn exchange_exists(view: &BrokerView, vhost: &str, name: &str) -> bool {
+    view.exchanges
+        .iter()
+        .any(|x| x.vhost == vhost && x.name == name)
+}
+
+/// `DELETE /api/exchanges/{vhost}/{name}`: 204; 404 if the vhost or the exchange does not exist.
+/// The default exchange and `amq.*` exchanges are refused by `exchange.delete` itself (403,
+/// answered 401 as every AMQP access refusal).
 pub(super) async fn delete_exchange(
     State(ctx): Shared,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let (caller, _) = session(&ctx, &headers, peer, Need::Management).await?;
+    let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
+    let name = exchange_name(&name);
+    // `exchange.delete` of a missing exchange succeeds; RabbitMQ's API answers 404 before it
+    // sends one (its `resource_exists`).
+    if !exchange_exists(&view, &vhost, name) {
+        return Err(ApiError::not_found());
+    }
     let mut conn = direct(&ctx, &caller, &vhost).await?;
     let r = conn
         .call(Method::ExchangeDelete(warren_wire::ExchangeDelete {
-            exchange: ShortStr::from(name.as_str()),
+            exchange: ShortStr::from(name),
             ..Default::default()
         }))
         .await;

@@ -32,7 +32,7 @@ use warren_proto::access::AccessChange;
 use warren_server::direct::DirectConnection;
 use warren_wire::{FieldTable, FieldValue};
 
-use self::exchanges::declare_exchange;
+use self::exchanges::{declare_exchange, exchange_exists, exchange_name};
 use self::queues::declare_queue;
 use crate::auth::{self, Caller, Need};
 use crate::error::ApiError;
@@ -216,6 +216,7 @@ pub(crate) async fn session(
     Ok((caller, view))
 }
 
+/// 200 with `v` as the JSON body.
 pub(crate) fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
 }
@@ -225,10 +226,12 @@ pub(crate) fn list(items: Vec<Value>, params: &[(String, String)], listing: List
     ok(ListQuery::new(params).reply(items, listing)?)
 }
 
+/// 204 with no body: a change that was made (or a PUT of something that already existed).
 pub(crate) fn no_content() -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// 201 with no body: a PUT that made something new.
 pub(crate) fn created() -> ApiResult {
     Ok(StatusCode::CREATED.into_response())
 }
@@ -305,6 +308,7 @@ pub(crate) async fn direct(
         .await?)
 }
 
+/// A request body as JSON: `{}` when empty, 400 when it is not JSON.
 pub(crate) fn body_json(body: &Bytes) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(json!({}));
@@ -316,6 +320,7 @@ fn bool_field(v: &Value, key: &str, default: bool) -> bool {
     v.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
 
+/// `v[key]` if it is a string; `None` if it is missing or of another type.
 pub(crate) fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
@@ -369,10 +374,7 @@ async fn put_declared(
     }
     let body = body_json(&body)?;
     let existed = match what {
-        Declared::Exchange => view
-            .exchanges
-            .iter()
-            .any(|x| x.vhost == vhost && x.name == name),
+        Declared::Exchange => exchange_exists(&view, &vhost, exchange_name(&name)),
         Declared::Queue => view
             .queues
             .iter()
@@ -380,7 +382,9 @@ async fn put_declared(
     };
     let mut conn = direct(&ctx, &caller, &vhost).await?;
     let r = match what {
-        Declared::Exchange => declare_exchange(&mut conn, &name, &body).await,
+        // `amq.default` declares the default exchange, which `exchange.declare` refuses, as
+        // RabbitMQ's API does (it maps the name the same way).
+        Declared::Exchange => declare_exchange(&mut conn, exchange_name(&name), &body).await,
         Declared::Queue => declare_queue(&mut conn, &name, &body).await,
     };
     conn.close().await;
