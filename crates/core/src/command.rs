@@ -60,7 +60,13 @@ use crate::{ChannelId, ConnId, Millis};
 /// Queues may be streams (`x-queue-type: stream`, refused before): an ack settles nothing, and
 /// retention (`x-max-length-bytes`, `x-max-length`, `x-max-age` through `Op::Expire`) drops the
 /// oldest.
-pub const STATE_MACHINE_VERSION: u32 = 9;
+///
+/// 10: a client's publish is routed once, by the broker of the client's own node: the logged
+/// publish names the replicated queues it routed to ([`Op::Publish`]'s `queues`), and applying
+/// it enqueues into those that still exist without routing again (issue 19: a publish is routed
+/// once and its permissions are checked once). A publish without `queues` (earlier versions, a
+/// copy dead-lettered from a transient queue) is still routed when applied.
+pub const STATE_MACHINE_VERSION: u32 = 10;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.
@@ -177,6 +183,11 @@ pub enum Op {
         confirm: Option<u64>,
         properties: BasicProperties,
         body: Bytes,
+        /// The replicated queues the broker that took the client's publish routed it to
+        /// (version 10): applied, the message goes into those that still exist, without routing
+        /// again. `None`: routed when applied (earlier versions; a copy dead-lettered from a
+        /// transient queue).
+        queues: Option<Vec<u64>>,
     },
     /// Messages of a queue instance were acked, or delivered with no-ack: they leave the queue.
     /// Applying it where they are still ready (a replica, or a log replay after a restart) removes

@@ -11,8 +11,8 @@ use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use warren_core::{Command, Destination, Op, Origin};
 use warren_wire::record::{
-    put_bool, put_opt_u64, put_properties, put_short, put_table, put_text, put_texts, read_bool,
-    read_opt_u64, read_properties, read_text, read_texts,
+    put_bool, put_opt_u64, put_properties, put_short, put_table, put_text, put_texts, put_varints,
+    read_bool, read_opt_u64, read_properties, read_text, read_texts, read_varints,
 };
 use warren_wire::{Reader, WireError};
 
@@ -54,9 +54,13 @@ pub(crate) mod tag {
     pub(crate) const RETURN: u8 = 28;
     pub(crate) const SET_POLICY: u8 = 29;
     pub(crate) const CLEAR_POLICY: u8 = 30;
+    /// `Op::Publish` that names the replicated queues it was routed to (state machine
+    /// version 10): `PUBLISH`'s fields, with the queue ids (varints, after a varint count)
+    /// before the properties.
+    pub(crate) const PUBLISH_ROUTED: u8 = 31;
     /// Every tag, in order (the golden tests check they cover every `Op`).
     #[cfg(test)]
-    pub(crate) const ALL: [u8; 31] = [
+    pub(crate) const ALL: [u8; 32] = [
         DECLARE_EXCHANGE,
         DELETE_EXCHANGE,
         DECLARE_QUEUE,
@@ -88,6 +92,7 @@ pub(crate) mod tag {
         RETURN,
         SET_POLICY,
         CLEAR_POLICY,
+        PUBLISH_ROUTED,
     ];
 }
 
@@ -324,13 +329,21 @@ pub fn encode_command(c: &Command) -> Bytes {
             confirm,
             properties,
             body,
+            queues,
         } => {
-            w.put_u8(tag::PUBLISH);
+            w.put_u8(if queues.is_some() {
+                tag::PUBLISH_ROUTED
+            } else {
+                tag::PUBLISH
+            });
             put_short(&mut w, vhost);
             put_short(&mut w, exchange);
             put_short(&mut w, routing_key);
             put_bool(&mut w, *mandatory);
             put_opt_u64(&mut w, *confirm);
+            if let Some(queues) = queues {
+                put_varints(&mut w, queues);
+            }
             put_properties(&mut w, properties, body.len());
             w.put_u32(body.len() as u32);
             w.put_slice(body);
@@ -342,10 +355,7 @@ pub fn encode_command(c: &Command) -> Bytes {
                 _ => tag::RETURN,
             });
             w.put_u64(*queue);
-            w.put_u32(seqs.len() as u32);
-            for seq in seqs {
-                w.put_u64(*seq);
-            }
+            put_u64s(&mut w, seqs);
         }
         Op::Recover => w.put_u8(tag::RECOVER),
         Op::RemoveQueue { queue } => {
@@ -524,6 +534,23 @@ impl From<WireError> for CodecError {
     }
 }
 
+/// A count, then each number (8 bytes): message sequence numbers, queue ids.
+fn put_u64s(w: &mut BytesMut, values: &[u64]) {
+    w.put_u32(values.len() as u32);
+    for v in values {
+        w.put_u64(*v);
+    }
+}
+
+fn read_u64s(r: &mut Reader) -> Result<Vec<u64>, CodecError> {
+    let n = r.u32()? as usize;
+    // Each takes 8 bytes: refuse a count the payload cannot hold before allocating.
+    if r.remaining() < n.saturating_mul(8) {
+        return Err(CodecError("too short"));
+    }
+    (0..n).map(|_| Ok(r.u64()?)).collect()
+}
+
 pub(crate) fn read_dest(r: &mut Reader) -> Result<Destination, CodecError> {
     match r.u8()? {
         0 => Ok(Destination::Queue(r.short_str()?)),
@@ -632,7 +659,7 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 }
             }
         }
-        tag::PUBLISH => {
+        t @ (tag::PUBLISH | tag::PUBLISH_ROUTED) => {
             let (vhost, exchange, routing_key, mandatory) = (
                 r.short_str()?,
                 r.short_str()?,
@@ -640,6 +667,10 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 read_bool(&mut r)?,
             );
             let confirm = read_opt_u64(&mut r, "bad confirm flag")?;
+            let queues = match t {
+                tag::PUBLISH_ROUTED => Some(read_varints(&mut r)?),
+                _ => None,
+            };
             let properties = read_properties(&mut r)?;
             let n = r.u32()? as usize;
             let body = r.bytes(n)?;
@@ -651,16 +682,12 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
                 confirm,
                 properties,
                 body,
+                queues,
             }
         }
         t @ (tag::SETTLE | tag::REJECT | tag::RETURN) => {
             let queue = r.u64()?;
-            let n = r.u32()? as usize;
-            // Each seq takes 8 bytes: refuse a count the payload cannot hold before allocating.
-            if r.remaining() < n.saturating_mul(8) {
-                return Err(CodecError("too short"));
-            }
-            let seqs = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            let seqs = read_u64s(&mut r)?;
             match t {
                 tag::SETTLE => Op::Settle { queue, seqs },
                 tag::REJECT => Op::Reject { queue, seqs },
@@ -855,8 +882,9 @@ mod tests {
                 routing_key: sh("q"),
                 mandatory: true,
                 confirm: Some(7),
-                properties,
+                properties: properties.clone(),
                 body: Bytes::from_static(b"hello"),
+                queues: None,
             },
             Op::Settle {
                 queue: 3,
@@ -939,6 +967,16 @@ mod tests {
                 name: "p".into(),
                 operator: true,
             },
+            Op::Publish {
+                vhost: sh("/"),
+                exchange: sh("amq.fanout"),
+                routing_key: sh(""),
+                mandatory: false,
+                confirm: Some(8),
+                properties,
+                body: Bytes::from_static(b"hello"),
+                queues: Some(vec![3, 0x0102]),
+            },
         ];
         ops.into_iter()
             .map(|op| Command {
@@ -958,9 +996,10 @@ mod tests {
     }
 
     /// The log bytes of [`golden_commands`], one per op tag in tag order, as written by the
-    /// encoder of 44a4e65 (checked against it when the tags were named): a change to any of
-    /// them breaks every log and snapshot already on disk.
-    const GOLDEN: [&str; 31] = [
+    /// encoder of 44a4e65 (checked against it when the tags were named; tags added later, as
+    /// written when they were added): a change to any of them breaks every log and snapshot
+    /// already on disk.
+    const GOLDEN: [&str; 32] = [
         "010000000b01000000000000010200030000000000000a0b00012f017805746f70696301000000000000110e782d6d61782d7072696f726974794209",
         "010000000b01000000000000010200030000000000000a0b01012f01780100",
         "010000000b01000000000000010200030000000000000a0b02012f017101000000000000110e782d6d61782d7072696f726974794209",
@@ -992,6 +1031,7 @@ mod tests {
         "010000000b01000000000000010200030000000000000a0b1c0000000000000003000000010000000000000009",
         "010000000b01000000000000010200030000000000000a0b1d012f000000017000000000025e7100000006717565756573fffffffffffffffe000000110e782d6d61782d7072696f726974794209",
         "010000000b01000000000000010200030000000000000a0b1e012f000000017001",
+        "010000000b01000000000000010200030000000000000a0b1f012f0a616d712e66616e6f757400000100000000000000080203820200000012003c000000000000000000051400020263310000000568656c6c6f",
     ];
 
     #[test]
@@ -1001,6 +1041,11 @@ mod tests {
             commands.len(),
             tag::ALL.len(),
             "one golden command per op tag"
+        );
+        assert_eq!(
+            GOLDEN.len(),
+            tag::ALL.len(),
+            "golden bytes for every op tag"
         );
         // Format, version, origin flag and origin, issued_at: 24 bytes before the tag.
         const TAG_AT: usize = 1 + 4 + 1 + 8 + 2 + 8;
@@ -1195,10 +1240,11 @@ mod tests {
                 any::<bool>(),
                 proptest::option::of(any::<u64>()),
                 proptest::option::of(s()),
-                proptest::collection::vec(any::<u8>(), 0..100)
+                proptest::collection::vec(any::<u8>(), 0..100),
+                proptest::option::of(proptest::collection::vec(any::<u64>(), 0..4)),
             )
                 .prop_map(
-                    |(vhost, exchange, routing_key, mandatory, confirm, reply_to, body)| {
+                    |(vhost, exchange, routing_key, mandatory, confirm, reply_to, body, queues)| {
                         Op::Publish {
                             vhost,
                             exchange,
@@ -1211,6 +1257,7 @@ mod tests {
                                 ..Default::default()
                             },
                             body: Bytes::from(body),
+                            queues,
                         }
                     }
                 ),

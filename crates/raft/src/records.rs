@@ -242,6 +242,7 @@ pub(crate) mod testing {
                     ..Default::default()
                 },
                 body: Bytes::from(body.to_owned()),
+                queues: None,
             },
         }
     }

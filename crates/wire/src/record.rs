@@ -109,6 +109,49 @@ pub fn read_opt_u64(r: &mut Reader, what: &'static str) -> Result<Option<u64>, W
     }
 }
 
+/// An unsigned number in 7-bit groups, low first, the high bit set on all but the last byte
+/// (LEB128): 1 byte below 128, at most 10.
+pub fn put_varint(w: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        w.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    w.put_u8(v as u8);
+}
+
+/// Reads a number written by [`put_varint`]; refuses one longer than 10 bytes.
+pub fn read_varint(r: &mut Reader) -> Result<u64, WireError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = r.u8()?;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(WireError::Syntax {
+        what: "varint too long",
+    })
+}
+
+/// Numbers (queue ids, say) as a varint count, then each as a varint.
+pub fn put_varints(w: &mut BytesMut, values: &[u64]) {
+    put_varint(w, values.len() as u64);
+    for v in values {
+        put_varint(w, *v);
+    }
+}
+
+/// Reads numbers written by [`put_varints`].
+pub fn read_varints(r: &mut Reader) -> Result<Vec<u64>, WireError> {
+    let n = read_varint(r)?;
+    // Each takes at least a byte: refuse a count the record cannot hold before allocating.
+    if (r.remaining() as u64) < n {
+        return Err(WireError::Syntax { what: "too short" });
+    }
+    (0..n).map(|_| read_varint(r)).collect()
+}
+
 /// A field table in its AMQP encoding (u32 length, then the fields).
 pub fn put_table(w: &mut BytesMut, t: &FieldTable) {
     encode_table(w, t);
@@ -172,6 +215,31 @@ mod tests {
         assert_eq!(read_opt_u64(&mut r, "n").unwrap(), Some(7));
         assert_eq!(read_opt_u64(&mut r, "n").unwrap(), None);
         assert_eq!(r.remaining(), 0);
+    }
+
+    #[test]
+    fn varints_take_a_byte_per_seven_bits_and_read_back() {
+        let mut w = BytesMut::new();
+        put_varints(&mut w, &[0, 127, 128, 300, u64::MAX]);
+        let golden: &[u8] = &[
+            5, // count
+            0, 0x7f, 0x80, 0x01, 0xac, 0x02, // 0, 127, 128, 300
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, // u64::MAX
+        ];
+        assert_eq!(&w[..], golden);
+        let mut r = reader(w);
+        assert_eq!(read_varints(&mut r).unwrap(), [0, 127, 128, 300, u64::MAX]);
+        assert_eq!(r.remaining(), 0);
+        let refused = |bytes: &[u8]| {
+            read_varints(&mut Reader::new(Bytes::copy_from_slice(bytes))).unwrap_err()
+        };
+        assert_eq!(refused(&[3, 1]), WireError::Syntax { what: "too short" });
+        assert_eq!(
+            refused(&[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+            WireError::Syntax {
+                what: "varint too long"
+            }
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::command::{Command, Op, Origin, STATE_MACHINE_VERSION};
 use crate::connection::Connection;
 use crate::error::ErrorScope;
 use crate::limits::Limits;
-use crate::message::{MemoryRecords, Records};
+use crate::message::{MemoryRecords, Message, Records};
 use crate::queue::{Queue, QueueId};
 use crate::topic_permission::TopicPermission;
 use crate::user::{hash_password, Access, Permission, User};
@@ -693,15 +693,19 @@ impl Broker {
                 confirm,
                 properties,
                 body,
+                queues,
             } => self.apply_publish(
                 origin,
                 &vhost,
-                exchange,
-                routing_key,
+                Message {
+                    exchange,
+                    routing_key,
+                    properties,
+                    body,
+                },
+                queues,
                 mandatory,
                 confirm,
-                properties,
-                body,
                 now,
                 out,
             ),

@@ -135,7 +135,7 @@ impl Broker {
         let (routed, rejected, replicated) =
             if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
                 let routed = self.route_reply(&message, out);
-                (routed, false, false)
+                (routed, false, Vec::new())
             } else {
                 let queues = self.route(
                     vhost,
@@ -151,9 +151,9 @@ impl Broker {
                 for id in &local {
                     rejected |= !self.enqueue_local(*id, Arc::clone(&message), now, out);
                 }
-                (!local.is_empty(), rejected, !replicated.is_empty())
+                (!local.is_empty(), rejected, replicated)
             };
-        if replicated {
+        if !replicated.is_empty() {
             // Every logged publish carries the channel's own gap-free number (see
             // `Connection::log_numbers`), so a copy sent again after a leader change is known
             // whether or not the channel confirms; a confirm leaves when this node applies it.
@@ -173,6 +173,7 @@ impl Broker {
                     confirm,
                     properties: message.properties.clone(),
                     body: message.body.clone(),
+                    queues: Some(replicated),
                 },
                 out,
             );
@@ -232,46 +233,50 @@ impl Broker {
         Self::reply_origin(Some(origin), method, out);
     }
 
-    /// Applies a logged [`Op::Publish`]: the message goes into the replicated queues it routes
-    /// to (local queues never get messages from the log: the broker that routed the publish
-    /// served them), then the origin gets its return and confirm.
+    /// Applies a logged [`Op::Publish`]: the message goes into the replicated queues the
+    /// client's node routed it to (`queues`: those still there), or, for a publish that names
+    /// none (earlier versions, a dead-lettered copy), those it routes to now (local queues
+    /// never get messages from the log: the broker that routed the publish served them); then
+    /// the origin gets its return and confirm.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_publish(
         &mut self,
         origin: Option<Origin>,
         vhost: &ShortStr,
-        exchange: ShortStr,
-        routing_key: ShortStr,
+        message: Message,
+        queues: Option<Vec<QueueId>>,
         mandatory: bool,
         confirm: Option<u64>,
-        properties: BasicProperties,
-        body: Bytes,
         now: Millis,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
-        if !self
-            .vhosts
-            .get(vhost)
-            .is_some_and(|v| v.exchanges.contains_key(&exchange))
-        {
-            return Err(no_exchange(&exchange, vhost));
-        }
-        let message = Arc::new(Message {
-            exchange,
-            routing_key,
-            properties,
-            body,
-        });
-        let queues: Vec<QueueId> = self
-            .route(
-                vhost,
-                &message.exchange,
-                &message.routing_key,
-                message.properties.headers.as_ref(),
-            )
-            .into_iter()
-            .filter(|id| !self.is_local_queue(*id))
-            .collect();
+        let message = Arc::new(message);
+        let queues: Vec<QueueId> = match queues {
+            // Routed once, where the client published (a queue deleted since is skipped, as a
+            // message routed to a queue that dies on its way).
+            Some(queues) => queues
+                .into_iter()
+                .filter(|id| self.queues.get(id).is_some_and(|q| !q.is_local()))
+                .collect(),
+            None => {
+                if !self
+                    .vhosts
+                    .get(vhost)
+                    .is_some_and(|v| v.exchanges.contains_key(&message.exchange))
+                {
+                    return Err(no_exchange(&message.exchange, vhost));
+                }
+                self.route(
+                    vhost,
+                    &message.exchange,
+                    &message.routing_key,
+                    message.properties.headers.as_ref(),
+                )
+                .into_iter()
+                .filter(|id| !self.is_local_queue(*id))
+                .collect()
+            }
+        };
         let routed = !queues.is_empty();
         self.count_publish(vhost, &message.exchange, true, queues.len());
         // Read back from its log entry when it is delivered (see `Records`); without a log
@@ -612,6 +617,7 @@ impl Broker {
                     confirm: None,
                     properties: message.properties.clone(),
                     body: message.body.clone(),
+                    queues: None,
                 },
                 out,
             );

@@ -2934,6 +2934,7 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_logs_the_replicat
         "u forwarded to node 3; the replicated part logged from here and confirmed when \
          applied here (the harness applies at once)"
     );
+    let d = r.broker.queue_id(&"/".into(), "d").expect("d");
     assert_eq!(
         r.log,
         vec![Command {
@@ -2951,11 +2952,12 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_logs_the_replicat
                 confirm: Some(1),
                 properties: BasicProperties::default(),
                 body: Bytes::from_static(b"m"),
+                queues: Some(vec![d]),
             },
         }],
-        "one logged publish, numbered for the log, not mandatory any more (a local queue took it)"
+        "one logged publish, numbered for the log, naming the replicated queue it was routed \
+         to, not mandatory any more (a local queue took it)"
     );
-    let d = r.broker.queue_id(&"/".into(), "d").expect("d");
     assert_eq!(
         r.broker.queues[&d].ready_count(),
         1,
@@ -3124,6 +3126,7 @@ fn a_logged_publish_fills_only_replicated_queues_and_a_forwarded_one_its_local_q
             confirm: None,
             properties: BasicProperties::default(),
             body: Bytes::from_static(b"logged"),
+            queues: None,
         },
     ));
     let t = r.broker.queue_id(&"/".into(), "t").expect("t");
@@ -3247,6 +3250,7 @@ fn stepping_down_keeps_the_home_sessions_and_the_local_queues_homed_here() {
             confirm: None,
             properties: BasicProperties::default(),
             body: Bytes::from_static(b"durable"),
+            queues: None,
         },
     ));
     r.input(Input::Forwarded {
@@ -4385,4 +4389,157 @@ fn queue_churn_and_dropped_publishes_are_counted_for_this_nodes_clients_only() {
     ] {
         assert!(replay(config).is_empty());
     }
+}
+
+#[test]
+fn a_publish_is_routed_once_where_it_was_published_and_applied_into_the_queues_it_names() {
+    let mut m = Manual::new();
+    m.open();
+    for q in ["kept", "unbound", "deleted"] {
+        m.method(Method::QueueDeclare(QueueDeclare {
+            queue: q.into(),
+            durable: true,
+            ..Default::default()
+        }));
+        m.method(Method::QueueBind(QueueBind {
+            queue: q.into(),
+            exchange: "amq.fanout".into(),
+            ..Default::default()
+        }));
+    }
+    m.commit_all();
+    m.method(Method::ConfirmSelect(ConfirmSelect::default()));
+    m.commit_all();
+    let id = |m: &Manual, q: &str| m.broker.queue_id(&"/".into(), q).expect("declared");
+    let (kept, unbound, deleted) = (id(&m, "kept"), id(&m, "unbound"), id(&m, "deleted"));
+    let e = m.step(Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            exchange: "amq.fanout".into(),
+            mandatory: true,
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"m"),
+    });
+    assert_eq!(
+        e,
+        vec![],
+        "nothing for the client before the publish is applied"
+    );
+    match &m.proposed[..] {
+        [Command {
+            op: Op::Publish { queues, .. },
+            ..
+        }] => assert_eq!(
+            queues.as_deref(),
+            Some(&[kept, unbound, deleted][..]),
+            "the logged publish names the queues it was routed to"
+        ),
+        other => panic!("expected one logged publish, got {other:?}"),
+    }
+    // Before it is applied, another client unbinds one queue and deletes another.
+    let publish = m.proposed.remove(0);
+    for op in [
+        Op::Unbind {
+            vhost: "/".into(),
+            source: "amq.fanout".into(),
+            destination: Destination::Queue("unbound".into()),
+            routing_key: "".into(),
+            arguments: FieldTable::default(),
+            nowait: true,
+        },
+        Op::DeleteQueue {
+            vhost: "/".into(),
+            name: "deleted".into(),
+            if_unused: false,
+            if_empty: false,
+            nowait: true,
+        },
+    ] {
+        m.step(Input::Applied {
+            command: Command {
+                version: STATE_MACHINE_VERSION,
+                origin: None,
+                issued_at: 1_000,
+                op,
+            },
+            index: 0,
+        });
+    }
+    let e = m.step(Input::Applied {
+        command: publish,
+        index: 0,
+    });
+    assert_eq!(
+        e,
+        vec![send(
+            C1,
+            Method::BasicAck(BasicAck {
+                delivery_tag: 1,
+                multiple: false
+            })
+        )],
+        "confirmed, not returned: it reached queues"
+    );
+    assert_eq!(m.broker.queues[&kept].ready_count(), 1, "kept has it");
+    assert_eq!(
+        m.broker.queues[&unbound].ready_count(),
+        1,
+        "routed where it was published: the unbind that came later does not take it back"
+    );
+    assert!(!m.broker.queues.contains_key(&deleted), "deleted is gone");
+
+    // A mandatory publish whose every queue went before it was applied is returned.
+    m.step(Input::Publish {
+        conn: C1,
+        channel: 1,
+        publish: BasicPublish {
+            routing_key: "kept".into(),
+            mandatory: true,
+            ..Default::default()
+        },
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(b"late"),
+    });
+    let publish = m.proposed.remove(0);
+    m.step(Input::Applied {
+        command: Command {
+            version: STATE_MACHINE_VERSION,
+            origin: None,
+            issued_at: 1_000,
+            op: Op::DeleteQueue {
+                vhost: "/".into(),
+                name: "kept".into(),
+                if_unused: false,
+                if_empty: false,
+                nowait: true,
+            },
+        },
+        index: 0,
+    });
+    let e = m.step(Input::Applied {
+        command: publish,
+        index: 0,
+    });
+    assert!(
+        matches!(
+            &e[..],
+            [
+                Effect::SendContent {
+                    method: Method::BasicReturn(_),
+                    ..
+                },
+                Effect::Send {
+                    method: Method::BasicAck(BasicAck {
+                        delivery_tag: 2,
+                        ..
+                    }),
+                    ..
+                }
+            ]
+        ),
+        "returned, then confirmed: {e:?}"
+    );
 }
