@@ -66,6 +66,9 @@ struct Applied {
     /// A snapshot was asked for at this log index and has not been built yet (asked again
     /// after another spacing, should openraft have dropped the request).
     requested: Option<u64>,
+    /// The replicated backlog when the schedule last asked for a snapshot: the messages whose
+    /// log entries that snapshot keeps from being purged (see [`drained_since`]).
+    backlog_at_snapshot: u64,
 }
 
 /// Log entries between two snapshots at most, whatever the backlog: a restart replays up to
@@ -80,6 +83,27 @@ const MOST_BETWEEN_SNAPSHOTS: u64 = 1_000_000;
 /// square. Capped at [`MOST_BETWEEN_SNAPSHOTS`] so that a restart replays a bounded log.
 pub fn snapshot_due(since: u64, backlog: u64, every: u64) -> bool {
     since >= every.max((backlog / 16).min(MOST_BETWEEN_SNAPSHOTS))
+}
+
+/// Whether a snapshot is due early, `since` log entries after the last one, because the
+/// backlog that one kept in the log (`at_snapshot` messages) has drained to `backlog`: the
+/// log entries of the messages consumed since can then be purged. Without this a drained queue
+/// held its log on disk until `every` more entries came, and its consumers' acks, which share
+/// log entries (`warren_server`'s settles), make few. Asked for once a sixteenth of the spacing
+/// has passed, when the last snapshot kept at least a quarter of the spacing in messages and
+/// three quarters of them are gone: a cheap snapshot (it names what is left) that gives most of
+/// the log back. A backlog that stays below a quarter of the spacing (a queue with consumers
+/// keeping up) never asks for one: snapshots every few thousand entries cost more than the log
+/// they free.
+pub fn drained_since(since: u64, backlog: u64, at_snapshot: u64, every: u64) -> bool {
+    since >= (every / 16).max(1)
+        && at_snapshot >= drain_floor(every)
+        && backlog.saturating_mul(4) <= at_snapshot
+}
+
+/// The backlog a snapshot must have kept for its drain to be watched ([`drained_since`]).
+fn drain_floor(every: u64) -> u64 {
+    (every / 4).max(1)
 }
 
 /// Forwards committed commands to the broker task and keeps its snapshots.
@@ -136,21 +160,33 @@ impl BrokerStateMachine {
         let Some((every, due)) = &self.schedule else {
             return Ok(());
         };
-        let since = {
+        let step = (every / 16).max(1);
+        let (since, at_snapshot) = {
             let mut a = self.lock()?;
             let since = index.saturating_sub(a.snapshot_at);
             let waiting = a
                 .requested
                 .is_some_and(|at| index.saturating_sub(at) < *every);
-            if waiting || since < *every || index.saturating_sub(a.checked_at) < every / 4 {
+            // Spaced: a full spacing since the last snapshot, checked every quarter of it; or
+            // a drain of what the last one kept, checked every 256th of it (a drain makes few
+            // entries: its acks share them).
+            let spaced = since >= *every && index.saturating_sub(a.checked_at) >= every / 4;
+            let drain = a.backlog_at_snapshot >= drain_floor(*every)
+                && since >= step
+                && index.saturating_sub(a.checked_at) >= (step / 16).max(1);
+            if waiting || !(spaced || drain) {
                 return Ok(());
             }
             a.checked_at = index;
-            since
+            (since, a.backlog_at_snapshot)
         };
         let backlog = self.ask(|reply| BrokerRequest::Backlog { reply }).await?;
-        if snapshot_due(since, backlog, *every) {
-            self.lock()?.requested = Some(index);
+        if snapshot_due(since, backlog, *every)
+            || drained_since(since, backlog, at_snapshot, *every)
+        {
+            let mut a = self.lock()?;
+            a.requested = Some(index);
+            a.backlog_at_snapshot = backlog;
             due.notify_one();
         }
         Ok(())
@@ -484,6 +520,15 @@ mod tests {
             20_000
         ));
         assert!(snapshot_due(MOST_BETWEEN_SNAPSHOTS, 100_000_000, 20_000));
+        // Early, once three quarters of what the last snapshot kept are consumed ...
+        assert!(drained_since(1_250, 10_000, 40_000, 20_000));
+        assert!(drained_since(1_250, 0, 40_000, 20_000));
+        assert!(drained_since(1_250, 1_250, 5_000, 20_000));
+        assert!(!drained_since(1_250, 10_001, 40_000, 20_000));
+        // ... after a sixteenth of the spacing, and not for a last snapshot that kept less
+        // than a quarter of the spacing (consumers keeping up with a small backlog).
+        assert!(!drained_since(1_249, 0, 40_000, 20_000));
+        assert!(!drained_since(10_000, 0, 4_999, 20_000));
         // A configured spacing above the cap wins.
         assert!(!snapshot_due(2_000_000, 100_000_000, 3_000_000));
     }

@@ -30,6 +30,7 @@ use crate::relay::codec::Down;
 use crate::relay::image::SharedImage;
 use crate::relay::links::Links;
 use crate::relay::router::effect_conn;
+use crate::settles::Settles;
 
 /// Effects for one connection, with the log index the sending broker had applied when it sent
 /// them (a client that gets a reply has seen the state up to there: see `crate::mux`).
@@ -280,6 +281,8 @@ struct Task {
     gate_warned: Option<std::time::Instant>,
     effects: Vec<Effect>,
     proposals: Option<mpsc::UnboundedSender<Proposal>>,
+    /// Settle proposals held to share a log entry (see `crate::settles`).
+    settles: Settles,
     in_flight: usize,
     /// This node's id: its logged publishes are tracked until applied (see `crate::proposer`).
     node: u64,
@@ -521,15 +524,39 @@ impl Task {
     }
 
     /// Hands a command to the proposer; without Raft, gives it back (to be applied at once).
+    /// A settle may wait a few milliseconds to share its entry with others; any other command
+    /// first sends the settles held (see `crate::settles`).
     fn propose(&mut self, command: Command) -> Option<Command> {
-        let Some(p) = &self.proposals else {
+        if self.proposals.is_none() {
             return Some(command);
+        }
+        let now = std::time::Instant::now();
+        match self.settles.hold(command, now) {
+            None if self.settles.ready(now) => self.send_settles(),
+            None => {}
+            Some(command) => {
+                self.send_settles();
+                self.send_proposal(command);
+            }
+        }
+        None
+    }
+
+    /// Proposes the settles held, if any.
+    fn send_settles(&mut self) {
+        for command in self.settles.take() {
+            self.send_proposal(command);
+        }
+    }
+
+    fn send_proposal(&mut self, command: Command) {
+        let Some(p) = &self.proposals else {
+            return;
         };
         self.in_flight += 1;
         if p.send(Proposal::Own(command)).is_err() {
             error!("the Raft proposer has stopped; a command is lost");
         }
-        None
     }
 
     /// A logged publish of this node's broker is in the log: the proposer need not send it
@@ -700,6 +727,7 @@ async fn run(
         gate_warned: None,
         effects: Vec::new(),
         proposals,
+        settles: Settles::default(),
         in_flight: 0,
         applied_index: 0,
         applied_tx,
@@ -730,6 +758,10 @@ async fn run(
             // Effects held for the lease: look again soon.
             // ... and confirms waiting for forwarded messages (their time-out).
             _ = tokio::time::sleep(LEASE_RECHECK), if task.held_since.is_some() || !task.gate.is_empty() => {}
+            // Settles held to share a log entry are due.
+            _ = sleep_until_due(task.settles.due()), if task.settles.due().is_some() => {
+                task.send_settles();
+            }
         }
         let now = now_ms();
         for msg in batch.drain(..) {
@@ -740,5 +772,12 @@ async fn run(
             task.publish_applied();
         }
         task.flush();
+    }
+}
+
+/// Sleeps until `due` (at once without one).
+async fn sleep_until_due(due: Option<std::time::Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due.into()).await;
     }
 }

@@ -22,6 +22,7 @@ mod proposer;
 pub mod relay;
 mod server;
 mod session;
+mod settles;
 mod stomp;
 mod translated;
 mod websocket;

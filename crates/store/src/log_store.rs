@@ -307,8 +307,9 @@ where
     /// that follows is lost in a crash.
     ///
     /// A range delete only writes a tombstone; the space comes back when the memtable is flushed
-    /// (so old WAL files can go) and the purged range is compacted, which a background thread
-    /// does after each purge (purges follow snapshots, so they are rare).
+    /// (so old WAL files can go) and the purged range is dropped from the SST files, which a
+    /// background thread does after each purge (see `crate::compactor`; purges follow
+    /// snapshots, so they are rare).
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
         self.recent.purged(log_id.index());
@@ -323,13 +324,14 @@ where
         }
         self.deleted_below
             .store(end, std::sync::atomic::Ordering::SeqCst);
-        let end = index_key(end);
         self.failure.guard(
             "purge",
             self.db
-                .delete_range_cf(self.cf(CF_LOGS)?, index_key(0), end),
+                .delete_range_cf(self.cf(CF_LOGS)?, index_key(0), index_key(end)),
         )?;
-        self.compactor.reclaim(Arc::clone(&self.db), end);
+        // `end` is above `deleted_below`, so at least 1.
+        self.compactor
+            .reclaim(Arc::clone(&self.db), end.saturating_sub(1));
         Ok(())
     }
 }
