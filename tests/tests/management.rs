@@ -3478,3 +3478,79 @@ async fn acks_of_one_message_each_share_log_entries() {
         N / usize::from(WINDOW)
     );
 }
+
+/// RabbitMQ's `if-empty=true` and `if-unused=true` on DELETE: a queue with messages, and an
+/// exchange that is a binding's source, stay (400 with the AMQP reason); without them, deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_with_if_empty_or_if_unused_keeps_what_is_in_use() {
+    let node = Broker::start_own(&[]).expect("warren starts");
+    let admin = guest_api(&node);
+    let (q, x) = (unique("kept"), unique("source"));
+    let q_path = format!("/api/queues/%2F/{}", segment(&q));
+    let x_path = format!("/api/exchanges/%2F/{}", segment(&x));
+    for (path, body) in [
+        (&q_path, json!({"durable": true})),
+        (&x_path, json!({"type": "fanout"})),
+    ] {
+        let (status, _) = admin
+            .request("PUT", path, Some(&body))
+            .await
+            .expect("an answer");
+        assert_eq!(status, 201, "PUT {path}");
+    }
+    let (status, _) = admin
+        .request(
+            "POST",
+            &format!("/api/bindings/%2F/e/{}/q/{}", segment(&x), segment(&q)),
+            Some(&json!({"routing_key": ""})),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(status, 201, "bind");
+    let (status, routed) = admin
+        .request(
+            "POST",
+            &format!("{x_path}/publish"),
+            Some(&json!({"routing_key": "", "payload": "m", "payload_encoding": "string", "properties": {}})),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!((status, routed), (200, json!({"routed": true})));
+    wait_for_json(&admin, &q_path, WAIT, |v| v["messages"] == 1)
+        .await
+        .expect("the message is queued");
+
+    let bad = |reason: String| (400, json!({"error": "bad_request", "reason": reason}));
+    assert_eq!(
+        refused(&admin, "DELETE", &format!("{q_path}?if-empty=true"), None).await,
+        bad(format!(
+            "PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"
+        ))
+    );
+    assert_eq!(
+        refused(&admin, "DELETE", &format!("{x_path}?if-unused=true"), None).await,
+        bad(format!(
+            "PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use"
+        ))
+    );
+    for path in [&q_path, &x_path] {
+        let (status, _) = admin.request("GET", path, None).await.expect("an answer");
+        assert_eq!(status, 200, "{path} is still there");
+    }
+    // The queue has no consumer: `if-unused` lets it go; the exchange goes without the flag.
+    for path in [format!("{q_path}?if-unused=true"), x_path.clone()] {
+        assert_eq!(
+            admin
+                .request("DELETE", &path, None)
+                .await
+                .expect("an answer"),
+            (204, Value::Null),
+            "DELETE {path}"
+        );
+    }
+    assert_eq!(
+        refused(&admin, "GET", &q_path, None).await.0,
+        404,
+        "the queue is gone"
+    );
+}

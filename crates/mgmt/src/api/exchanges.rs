@@ -15,7 +15,7 @@ use warren_wire::{BasicProperties, Method, ShortStr};
 
 use super::{
     body_json, bool_field, check_vhost, direct, field_table, list, no_content, ok, put_declared,
-    session, str_field, ApiResult, Declared, Params, Peer, Shared,
+    query_flag, session, str_field, ApiResult, Declared, Params, Peer, Shared,
 };
 use crate::auth::Need;
 use crate::error::ApiError;
@@ -126,7 +126,8 @@ pub(super) fn exchange_exists(view: &BrokerView, vhost: &str, name: &str) -> boo
         .any(|x| x.vhost == vhost && x.name == name)
 }
 
-/// `DELETE /api/exchanges/{vhost}/{name}`: 204; 404 if the vhost or the exchange does not exist.
+/// `DELETE /api/exchanges/{vhost}/{name}`: 204; 404 if the vhost or the exchange does not exist;
+/// with `if-unused=true`, 400 if it is the source of a binding.
 /// The default exchange and `amq.*` exchanges are refused by `exchange.delete` itself (403,
 /// answered 401 as every AMQP access refusal).
 pub(super) async fn delete_exchange(
@@ -134,6 +135,7 @@ pub(super) async fn delete_exchange(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
+    Query(params): Params,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     let name = exchange_name(&name);
@@ -146,6 +148,8 @@ pub(super) async fn delete_exchange(
     let r = conn
         .call(Method::ExchangeDelete(warren_wire::ExchangeDelete {
             exchange: ShortStr::from(name),
+            // RabbitMQ's `if-unused=true`: an exchange that is a binding's source stays (400).
+            if_unused: query_flag(&params, "if-unused"),
             ..Default::default()
         }))
         .await;

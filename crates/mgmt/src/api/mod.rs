@@ -46,6 +46,11 @@ pub(crate) type ApiResult = Result<Response, ApiError>;
 /// A request's query parameters, decoded, in order.
 pub(crate) type Params = Query<Vec<(String, String)>>;
 
+/// A query-string flag such as RabbitMQ's `if-unused=true`: set when given as `true`.
+pub(crate) fn query_flag(params: &[(String, String)], name: &str) -> bool {
+    params.iter().any(|(k, v)| k == name && v == "true")
+}
+
 pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/api/overview", get(overview::overview))

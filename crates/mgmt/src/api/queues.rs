@@ -14,7 +14,7 @@ use warren_wire::{BasicProperties, Method, ShortStr};
 
 use super::{
     body_json, bool_field, check_vhost, direct, field_table, history_asked, list, no_content, ok,
-    put_declared, session, str_field, ApiResult, Declared, Params, Peer, Shared,
+    put_declared, query_flag, session, str_field, ApiResult, Declared, Params, Peer, Shared,
 };
 use crate::auth::Need;
 use crate::error::ApiError;
@@ -131,11 +131,14 @@ pub(super) async fn put_queue(
     put_declared(ctx, peer, headers, path, body, Declared::Queue).await
 }
 
+/// `DELETE /api/queues/{vhost}/{name}`, with RabbitMQ's `if-empty=true` and `if-unused=true`
+/// (a queue with messages, or with consumers, is then not deleted: 400 with the AMQP reason).
 pub(super) async fn delete_queue(
     State(ctx): Shared,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
+    Query(params): Params,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
     if !view
@@ -149,6 +152,8 @@ pub(super) async fn delete_queue(
     let r = conn
         .call(Method::QueueDelete(warren_wire::QueueDelete {
             queue: ShortStr::from(name.as_str()),
+            if_unused: query_flag(&params, "if-unused"),
+            if_empty: query_flag(&params, "if-empty"),
             ..Default::default()
         }))
         .await;
