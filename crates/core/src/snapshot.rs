@@ -8,6 +8,7 @@
 //! [`Snapshot::messages`] and is referenced by index, so its body is written once.
 
 use bytes::Bytes;
+use warren_wire::record::put_varint;
 use warren_wire::{BasicProperties, FieldTable, ShortStr};
 
 use crate::command::Destination;
@@ -203,14 +204,6 @@ const REDELIVERED: u8 = 4;
 const EXPIRES: u8 = 8;
 const PRIORITY: u8 = 16;
 const DELIVERY_COUNT: u8 = 32;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
 
 fn zigzag(from: u64, to: u64) -> u64 {
     let d = to.wrapping_sub(from) as i64;

@@ -111,7 +111,7 @@ pub fn read_opt_u64(r: &mut Reader, what: &'static str) -> Result<Option<u64>, W
 
 /// An unsigned number in 7-bit groups, low first, the high bit set on all but the last byte
 /// (LEB128): 1 byte below 128, at most 10.
-pub fn put_varint(w: &mut BytesMut, mut v: u64) {
+pub fn put_varint(w: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         w.put_u8((v as u8) | 0x80);
         v >>= 7;
