@@ -14,8 +14,8 @@ use warren_server::direct::DirectConnection;
 use warren_wire::{BasicProperties, Method, ShortStr};
 
 use super::{
-    body_json, bool_field, check_vhost, direct, field_table, list, no_content, ok, put_declared,
-    query_flag, session, str_field, ApiResult, Declared, Params, Peer, Shared,
+    body_json, bool_field, call_direct, check_vhost, direct, field_table, list, no_content, ok,
+    put_declared, query_flag, session, str_field, ApiResult, Declared, Params, Peer, Shared,
 };
 use crate::auth::Need;
 use crate::error::ApiError;
@@ -144,17 +144,18 @@ pub(super) async fn delete_exchange(
     if !exchange_exists(&view, &vhost, name) {
         return Err(ApiError::not_found());
     }
-    let mut conn = direct(&ctx, &caller, &vhost).await?;
-    let r = conn
-        .call(Method::ExchangeDelete(warren_wire::ExchangeDelete {
+    call_direct(
+        &ctx,
+        &caller,
+        &vhost,
+        Method::ExchangeDelete(warren_wire::ExchangeDelete {
             exchange: ShortStr::from(name),
             // RabbitMQ's `if-unused=true`: an exchange that is a binding's source stays (400).
             if_unused: query_flag(&params, "if-unused"),
             ..Default::default()
-        }))
-        .await;
-    conn.close().await;
-    r?;
+        }),
+    )
+    .await?;
     no_content()
 }
 

@@ -30,7 +30,7 @@ use warren_proto::access::access_change::Change;
 use warren_proto::access::access_server::Access;
 use warren_proto::access::AccessChange;
 use warren_server::direct::DirectConnection;
-use warren_wire::{FieldTable, FieldValue};
+use warren_wire::{FieldTable, FieldValue, Method};
 
 use self::exchanges::{declare_exchange, exchange_exists, exchange_name};
 use self::queues::declare_queue;
@@ -313,6 +313,20 @@ pub(crate) async fn direct(
         .await?)
 }
 
+/// Sends one method on a direct connection of the caller to `vhost` (opened and closed
+/// around it) and returns the reply: the API's operations that are one AMQP method.
+pub(crate) async fn call_direct(
+    ctx: &Ctx,
+    caller: &Caller,
+    vhost: &str,
+    method: Method,
+) -> Result<Method, ApiError> {
+    let mut conn = direct(ctx, caller, vhost).await?;
+    let reply = conn.call(method).await;
+    conn.close().await;
+    Ok(reply?)
+}
+
 /// A request body as JSON: `{}` when empty, 400 when it is not JSON.
 pub(crate) fn body_json(body: &Bytes) -> Result<Value, ApiError> {
     if body.is_empty() {
@@ -380,10 +394,7 @@ async fn put_declared(
     let body = body_json(&body)?;
     let existed = match what {
         Declared::Exchange => exchange_exists(&view, &vhost, exchange_name(&name)),
-        Declared::Queue => view
-            .queues
-            .iter()
-            .any(|q| q.vhost == vhost && q.name == name),
+        Declared::Queue => queues::queue_exists(&view, &vhost, &name),
     };
     let mut conn = direct(&ctx, &caller, &vhost).await?;
     let r = match what {

@@ -9,12 +9,14 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use warren_core::view::BrokerView;
 use warren_server::direct::DirectConnection;
 use warren_wire::{BasicProperties, Method, ShortStr};
 
 use super::{
-    body_json, bool_field, check_vhost, direct, field_table, history_asked, list, no_content, ok,
-    put_declared, query_flag, session, str_field, ApiResult, Declared, Params, Peer, Shared,
+    body_json, bool_field, call_direct, check_vhost, direct, field_table, history_asked, list,
+    no_content, ok, put_declared, query_flag, session, str_field, ApiResult, Declared, Params,
+    Peer, Shared,
 };
 use crate::auth::Need;
 use crate::error::ApiError;
@@ -141,24 +143,21 @@ pub(super) async fn delete_queue(
     Query(params): Params,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    if !view
-        .queues
-        .iter()
-        .any(|q| q.vhost == vhost && q.name == name)
-    {
+    if !queue_exists(&view, &vhost, &name) {
         return Err(ApiError::not_found());
     }
-    let mut conn = direct(&ctx, &caller, &vhost).await?;
-    let r = conn
-        .call(Method::QueueDelete(warren_wire::QueueDelete {
+    call_direct(
+        &ctx,
+        &caller,
+        &vhost,
+        Method::QueueDelete(warren_wire::QueueDelete {
             queue: ShortStr::from(name.as_str()),
             if_unused: query_flag(&params, "if-unused"),
             if_empty: query_flag(&params, "if-empty"),
             ..Default::default()
-        }))
-        .await;
-    conn.close().await;
-    r?;
+        }),
+    )
+    .await?;
     no_content()
 }
 
@@ -169,23 +168,27 @@ pub(super) async fn purge_queue(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
     let (caller, view) = session(&ctx, &headers, peer, Need::Management).await?;
-    if !view
-        .queues
-        .iter()
-        .any(|q| q.vhost == vhost && q.name == name)
-    {
+    if !queue_exists(&view, &vhost, &name) {
         return Err(ApiError::not_found());
     }
-    let mut conn = direct(&ctx, &caller, &vhost).await?;
-    let r = conn
-        .call(Method::QueuePurge(warren_wire::QueuePurge {
+    call_direct(
+        &ctx,
+        &caller,
+        &vhost,
+        Method::QueuePurge(warren_wire::QueuePurge {
             queue: ShortStr::from(name.as_str()),
             ..Default::default()
-        }))
-        .await;
-    conn.close().await;
-    r?;
+        }),
+    )
+    .await?;
     no_content()
+}
+
+/// Queue `name` of `vhost` exists in the broker's view.
+pub(crate) fn queue_exists(view: &BrokerView, vhost: &str, name: &str) -> bool {
+    view.queues
+        .iter()
+        .any(|q| q.vhost == vhost && q.name == name)
 }
 
 fn properties_json(p: &BasicProperties) -> Value {
