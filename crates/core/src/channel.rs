@@ -23,6 +23,20 @@ pub(crate) struct Consumer {
     pub(crate) timeout: Option<Millis>,
     /// A stream consumer's next sequence number to read (its offset plus one).
     pub(crate) stream_next: Option<u64>,
+    /// A consumer of a queue owned by another node's broker (queue commands).
+    pub(crate) remote: Option<RemoteConsumer>,
+}
+
+/// What a channel knows of its consumer of a queue owned by another node's broker.
+#[derive(Clone, Debug)]
+pub(crate) struct RemoteConsumer {
+    /// The owner's node.
+    pub(crate) owner: u64,
+    /// Its credit is a window refilled as its deliveries go out to the client (a no-ack
+    /// consumer, or one without any prefetch), not as they are settled.
+    pub(crate) window: bool,
+    /// Window credit not yet given back because the connection could not take more.
+    pub(crate) owed: u32,
 }
 
 /// A delivery awaiting ack: which queue message it is and which consumer got it (none for
@@ -107,6 +121,12 @@ pub(crate) struct Channel {
     pub(crate) reply_to_key: Option<ShortStr>,
     /// The last queue declared on this channel: an empty queue name in later methods means it.
     pub(crate) last_queue: Option<ShortStr>,
+    /// Consumers whose `basic.consume` (true) or `basic.cancel` (false) waits for the queue
+    /// owner's answer, by tag, with the method's nowait and the owner's node.
+    pub(crate) awaiting_owner: HashMap<ShortStr, (bool, bool, u64)>,
+    /// Delivery tags of messages whose queue's owner was lost (`Input::PeerLost`): acking,
+    /// nacking or rejecting one does nothing (the owner took the message back).
+    lost: std::collections::BTreeSet<u64>,
 }
 
 impl Channel {
@@ -129,6 +149,8 @@ impl Channel {
             replies_when_applied: Vec::new(),
             reply_to_key: None,
             last_queue: None,
+            awaiting_owner: HashMap::new(),
+            lost: Default::default(),
         }
     }
 
@@ -143,6 +165,21 @@ impl Channel {
     pub(crate) fn resume_at(&mut self, next: u64) {
         self.next_delivery_tag = next.max(1);
         self.resumed_below = next;
+    }
+
+    /// The unacked deliveries for which `forget` holds are forgotten: their tags stay known
+    /// to the client's acks, which do nothing.
+    pub(crate) fn forget_unacked(&mut self, forget: impl Fn(&Unacked) -> bool) {
+        let tags: Vec<u64> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| forget(u))
+            .map(|(&t, _)| t)
+            .collect();
+        for tag in tags {
+            self.unacked.remove(&tag);
+            self.lost.insert(tag);
+        }
     }
 
     /// Whether the channel-wide (global) prefetch limit leaves room for one more delivery.
@@ -161,8 +198,14 @@ impl Channel {
         if delivery_tag != 0 && delivery_tag < self.resumed_below {
             return Some(Vec::new());
         }
+        if !multiple && self.lost.remove(&delivery_tag) {
+            return Some(Vec::new());
+        }
         if multiple {
-            if delivery_tag != 0 && !self.unacked.contains_key(&delivery_tag) {
+            if delivery_tag != 0
+                && !self.unacked.contains_key(&delivery_tag)
+                && !self.lost.contains(&delivery_tag)
+            {
                 return None;
             }
             let upto = if delivery_tag == 0 {
@@ -170,6 +213,8 @@ impl Channel {
             } else {
                 delivery_tag
             };
+            let kept_lost = self.lost.split_off(&upto.saturating_add(1));
+            self.lost = kept_lost;
             let keep = self.unacked.split_off(&upto.saturating_add(1));
             let taken = std::mem::replace(&mut self.unacked, keep);
             Some(taken.into_iter().collect())

@@ -65,6 +65,16 @@ pub enum Effect {
     /// Answer to [`crate::Input::Forwarded`]: queue refused the message (`x-overflow`
     /// `reject-publish`), so the sender nacks the publish it came from.
     ForwardRefused { to: u64, seq: u64 },
+    /// A queue command for the broker of node `node`, which owns the queue (see
+    /// `crate::queue_command`); the runtime sends it there, in order, as
+    /// [`crate::Input::QueueCommand`].
+    ToOwner {
+        node: u64,
+        command: crate::QueueCommand,
+    },
+    /// An owner's answer for a channel on node `node`; the runtime sends it there, in order,
+    /// as [`crate::Input::QueueEvent`].
+    ToChannel { node: u64, event: crate::QueueEvent },
     /// The answer to [`crate::Input::Sync`].
     Synced { conn: ConnId, token: u64 },
     /// A home session got a queue method for a queue it does not hold (removed, going, or

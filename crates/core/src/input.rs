@@ -101,6 +101,21 @@ pub enum Input {
     /// handled (their effects come first). The client's node uses it to let the publishes a
     /// home session routed reach the leader before the client's next request does.
     Sync { conn: ConnId, token: u64 },
+    /// A queue command from a channel on node `from` for a queue this broker owns
+    /// ([`crate::Effect::ToOwner`] there).
+    QueueCommand {
+        from: u64,
+        command: crate::QueueCommand,
+    },
+    /// An owner's answer for one of this broker's channels ([`crate::Effect::ToChannel`] on
+    /// node `from`).
+    QueueEvent { from: u64, event: crate::QueueEvent },
+    /// The ordered stream of queue commands and events with node `node` broke (or the node
+    /// died): as owner, this broker detaches that node's consumers and takes back the
+    /// messages its channels held; as channel, it drops its consumers of queues owned there
+    /// (a server-side `basic.cancel` to clients that understand it) and forgets their unacked
+    /// deliveries, as when a classic queue's node goes down in RabbitMQ.
+    PeerLost { node: u64 },
     /// On the leader's broker: cluster node `node` has not answered for a while (or left the
     /// cluster). The local queues homed there are removed, as RabbitMQ removes a down node's
     /// transient queues, so that their names can be declared again elsewhere.

@@ -18,6 +18,8 @@ use std::num::NonZeroU64;
 
 use warren_wire::{FieldTable, FieldValue, ShortStr};
 
+use crate::consumers::QueueConsumers;
+
 use crate::message::Payload;
 use crate::{ChannelId, ConnId, Millis};
 
@@ -66,12 +68,13 @@ impl Entry {
     }
 }
 
-/// Identifies a consumer: the channel it lives on and its tag.
+/// Identifies a consumer anywhere in the cluster: the channel it lives on (a connection id
+/// names its node: [`crate::node_of`]) and its tag.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ConsumerRef {
-    pub(crate) conn: ConnId,
-    pub(crate) channel: ChannelId,
-    pub(crate) tag: ShortStr,
+pub struct ConsumerRef {
+    pub conn: ConnId,
+    pub channel: ChannelId,
+    pub tag: ShortStr,
 }
 
 /// What to do when `x-max-length`/`x-max-length-bytes` is reached (`x-overflow`).
@@ -506,14 +509,8 @@ pub(crate) struct Queue {
     ready_bytes: u64,
     checked_out: HashMap<u64, Entry>,
     next_seq: u64,
-    /// Consumers in round-robin order: the front is offered the next message.
-    pub(crate) consumers: VecDeque<ConsumerRef>,
-    /// The `x-priority` of the consumers that gave one other than 0 (RabbitMQ's consumer
-    /// priorities: the highest that can take a message gets it). Empty for most queues, whose
-    /// deliveries then take the plain round-robin path.
-    pub(crate) consumer_priorities: HashMap<ConsumerRef, i32>,
-    /// The consumer that holds this queue exclusively (`basic.consume` exclusive=true).
-    pub(crate) exclusive_consumer: Option<ConsumerRef>,
+    /// Its consumers, their order, priorities and credit (see [`QueueConsumers`]).
+    pub(crate) consumers: QueueConsumers,
     /// Set once a consumer has attached: auto-delete applies only after that.
     pub(crate) had_consumer: bool,
     /// When the queue was last used (declared, consumed from, got from), for `x-expires`.
@@ -564,9 +561,7 @@ impl Queue {
             ready_bytes: 0,
             checked_out: HashMap::new(),
             next_seq: 1,
-            consumers: VecDeque::new(),
-            consumer_priorities: HashMap::new(),
-            exclusive_consumer: None,
+            consumers: QueueConsumers::default(),
             had_consumer: false,
             last_used: now,
             counters: Default::default(),
@@ -907,11 +902,7 @@ impl Queue {
     }
 
     pub(crate) fn remove_consumer(&mut self, consumer: &ConsumerRef) {
-        self.consumers.retain(|c| c != consumer);
-        self.consumer_priorities.remove(consumer);
-        if self.exclusive_consumer.as_ref() == Some(consumer) {
-            self.exclusive_consumer = None;
-        }
+        self.consumers.remove(consumer);
     }
 }
 

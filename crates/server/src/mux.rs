@@ -939,7 +939,11 @@ impl Mux {
                 channel, method, ..
             } => self.redirect(sub, *channel, method.clone()),
             // Handled by the broker task of the node that made them; never addressed here.
-            Effect::Propose { .. } | Effect::Forward { .. } | Effect::ForwardRefused { .. } => {}
+            Effect::Propose { .. }
+            | Effect::Forward { .. }
+            | Effect::ForwardRefused { .. }
+            | Effect::ToOwner { .. }
+            | Effect::ToChannel { .. } => {}
         }
     }
 

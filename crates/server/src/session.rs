@@ -942,9 +942,11 @@ impl Session {
             | Effect::Forward { .. }
             | Effect::ForwardRefused { .. }
             | Effect::Synced { .. }
-            | Effect::Redirect { .. } => warn!(
+            | Effect::Redirect { .. }
+            | Effect::ToOwner { .. }
+            | Effect::ToChannel { .. } => warn!(
                 conn = self.conn,
-                "a command or a home copy's change was addressed to a connection"
+                "a command, a queue command or a home copy's change was addressed to a connection"
             ),
         }
     }

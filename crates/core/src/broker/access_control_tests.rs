@@ -61,6 +61,7 @@ impl Node {
         while let Some(input) = pending.pop_front() {
             let mut out = Vec::new();
             self.broker.handle(1_000, input, &mut out);
+            self.broker.check_credit();
             for e in out {
                 match e {
                     Effect::Propose { command } if self.commit_at_once => {

@@ -12,6 +12,7 @@ use super::queue_class::REPLY_TO_QUEUE;
 use super::{Broker, Ctx};
 use crate::channel::{Consumer, Mode, TxOp, Unacked};
 use crate::command::Op;
+use crate::consumers::{Attach, UNLIMITED};
 use crate::queue::{ConsumerRef, QueueId};
 use crate::user::Access;
 use crate::{AmqpError, Effect};
@@ -57,7 +58,13 @@ impl Broker {
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let priority = consumer_priority(&m.arguments, &name, &vhost)?;
         let timeout = consumer_timeout(&m.arguments, &name, &vhost)?;
-        let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
+        let id = match self.deciding_queue(ctx.conn, &vhost, &name) {
+            Ok(id) => id,
+            Err(error) => match self.usable_queue(ctx.conn, &vhost, &name).ok() {
+                Some(id) if self.owner_elsewhere(id).is_some() => id,
+                _ => return Err(error),
+            },
+        };
         let tag = if m.consumer_tag.is_empty() {
             self.generate_name("amq.ctag-", ctx.conn)
         } else {
@@ -75,6 +82,22 @@ impl Broker {
             ch.prefetch_consumer
         };
         let global_prefetch = self.channel_mut(ctx).map_or(0, |ch| ch.prefetch_global);
+        if let Some(owner) = self.owner_elsewhere(id) {
+            let consume = super::remote::RemoteConsume {
+                queue: id,
+                owner,
+                tag,
+                no_ack: m.no_ack,
+                exclusive: m.exclusive,
+                nowait: m.nowait,
+                prefetch,
+                global_prefetch,
+                priority,
+                timeout,
+            };
+            self.consume_remote(ctx, consume, out);
+            return Ok(());
+        }
         let now = self.now;
         let queue = self
             .queues
@@ -101,7 +124,7 @@ impl Broker {
         } else {
             None
         };
-        if queue.exclusive_consumer.is_some() || (m.exclusive && !queue.consumers.is_empty()) {
+        if queue.consumers.exclusive().is_some() || (m.exclusive && !queue.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!(
                 "queue '{name}' in vhost '{vhost}' in exclusive use"
             )));
@@ -111,13 +134,20 @@ impl Broker {
             channel: ctx.channel,
             tag: tag.clone(),
         };
-        queue.consumers.push_back(cref.clone());
-        if priority != 0 {
-            queue.consumer_priorities.insert(cref.clone(), priority);
-        }
-        if m.exclusive {
-            queue.exclusive_consumer = Some(cref);
-        }
+        // The channel's grant: its prefetch; the queue's owner spends one per delivery and
+        // gets one back for each delivery settled or returned (`grant_credit`).
+        let credit = if m.no_ack || prefetch == 0 || stream_next.is_some() {
+            UNLIMITED
+        } else {
+            u32::from(prefetch)
+        };
+        let attach = Attach {
+            priority,
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            remote: false,
+        };
+        queue.consumers.add(cref, credit, attach);
         queue.had_consumer = true;
         queue.last_used = self.now;
         if let Some(ch) = self.channel_mut(ctx) {
@@ -131,6 +161,7 @@ impl Broker {
                     unacked: 0,
                     timeout,
                     stream_next,
+                    remote: None,
                 },
             );
         }
@@ -205,6 +236,10 @@ impl Broker {
                 self.reply_to.remove(&key);
             }
         } else if let Some(consumer) = ch.consumers.remove(&m.consumer_tag) {
+            if consumer.remote.is_some() {
+                self.cancel_remote(ctx, m.consumer_tag, &consumer, m.nowait, out);
+                return Ok(());
+            }
             let cref = ConsumerRef {
                 conn: ctx.conn,
                 channel: ctx.channel,
@@ -240,6 +275,16 @@ impl Broker {
         consumer: &ConsumerRef,
         out: &mut Vec<Effect>,
     ) {
+        if let Some(node) = self.owner_elsewhere(id) {
+            out.push(Effect::ToOwner {
+                node,
+                command: crate::QueueCommand::Cancel {
+                    consumer: consumer.clone(),
+                    queue: id,
+                },
+            });
+            return;
+        }
         let Some(q) = self.queues.get_mut(&id) else {
             return;
         };
@@ -345,7 +390,7 @@ impl Broker {
             });
             return Ok(());
         }
-        let settled = self.take_unacked(ctx, delivery_tag, multiple)?;
+        let settled = self.take_unacked(ctx, delivery_tag, multiple, out)?;
         let mut by_queue: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         for u in settled {
             by_queue.entry(u.queue).or_default().push(u.seq);
@@ -382,7 +427,7 @@ impl Broker {
             });
             return Ok(());
         }
-        let taken = self.take_unacked(ctx, delivery_tag, multiple)?;
+        let taken = self.take_unacked(ctx, delivery_tag, multiple, out)?;
         let mut touched = BTreeSet::new();
         let mut rejected: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         let mut given_back = Vec::new();
@@ -420,7 +465,12 @@ impl Broker {
     ) -> BTreeSet<QueueId> {
         let mut touched = BTreeSet::new();
         let mut logged: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
+        let mut remote: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         for (queue, seq) in unacked {
+            if self.owner_elsewhere(queue).is_some() {
+                remote.entry(queue).or_default().push(seq);
+                continue;
+            }
             let Some(q) = self.queues.get_mut(&queue) else {
                 continue;
             };
@@ -432,6 +482,9 @@ impl Broker {
             } else if q.requeue(seq) {
                 touched.insert(queue);
             }
+        }
+        for (queue, seqs) in remote {
+            self.submit_for_queue(queue, Op::Return { queue, seqs }, out);
         }
         for (queue, seqs) in logged {
             let op = Op::Return { queue, seqs };
@@ -463,13 +516,42 @@ impl Broker {
             return Ok(());
         };
         let unacked = std::mem::take(&mut ch.unacked);
+        let mut grants = Vec::new();
         for c in ch.consumers.values_mut() {
-            c.unacked = 0;
+            grants.push((c.queue, c.tag.clone(), std::mem::take(&mut c.unacked)));
         }
+        self.grant_credit(ctx, grants, out);
         let unacked: Vec<(QueueId, u64)> =
             unacked.into_values().map(|u| (u.queue, u.seq)).collect();
         self.give_back(Some(ctx), unacked, out);
         Ok(())
+    }
+
+    /// The channel gives its consumers credit on their queues for deliveries they no longer
+    /// hold: (queue, consumer tag, how many).
+    fn grant_credit(
+        &mut self,
+        ctx: Ctx,
+        grants: Vec<(QueueId, ShortStr, u32)>,
+        out: &mut Vec<Effect>,
+    ) {
+        for (queue, tag, n) in grants {
+            if n == 0 {
+                continue;
+            }
+            if let Some(grant) = self.remote_grant(ctx, queue, &tag, n) {
+                out.push(grant);
+                continue;
+            }
+            if let Some(q) = self.queues.get_mut(&queue) {
+                let cref = ConsumerRef {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    tag,
+                };
+                q.consumers.grant(&cref, n);
+            }
+        }
     }
 
     /// Removes the deliveries an ack/nack covers and returns their credit to their consumers.
@@ -478,6 +560,7 @@ impl Broker {
         ctx: Ctx,
         delivery_tag: u64,
         multiple: bool,
+        out: &mut Vec<Effect>,
     ) -> Result<Vec<Unacked>, AmqpError> {
         let ch = self
             .channel_mut(ctx)
@@ -485,6 +568,7 @@ impl Broker {
         let taken = ch.take_unacked(delivery_tag, multiple).ok_or_else(|| {
             AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}"))
         })?;
+        let mut grants = Vec::new();
         for (_, u) in &taken {
             if let Some(c) = u
                 .consumer_tag
@@ -492,8 +576,10 @@ impl Broker {
                 .and_then(|t| ch.consumers.get_mut(t))
             {
                 c.unacked = c.unacked.saturating_sub(1);
+                grants.push((c.queue, c.tag.clone(), 1));
             }
         }
+        self.grant_credit(ctx, grants, out);
         Ok(taken.into_iter().map(|(_, u)| u).collect())
     }
 

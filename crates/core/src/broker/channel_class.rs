@@ -104,9 +104,21 @@ impl Broker {
             .map(|(tag, u)| (*tag, u.queue, u.seq))
             .collect();
         unacked.sort_unstable();
-        let touched = self.give_back(None, unacked.into_iter().map(|(_, q, s)| (q, s)), out);
         let mut consumers: Vec<_> = channel.consumers.values().collect();
         consumers.sort_by(|a, b| a.tag.cmp(&b.tag));
+        // A consumer of another node's queue is detached before its deliveries go back, so
+        // that the owner does not offer them to it again.
+        let (remote, consumers): (Vec<_>, Vec<_>) =
+            consumers.into_iter().partition(|c| c.remote.is_some());
+        for consumer in remote {
+            let cref = ConsumerRef {
+                conn: ctx.conn,
+                channel: ctx.channel,
+                tag: consumer.tag.clone(),
+            };
+            self.detach_consumer(consumer.queue, &cref, out);
+        }
+        let touched = self.give_back(None, unacked.into_iter().map(|(_, q, s)| (q, s)), out);
         for consumer in consumers {
             let cref = ConsumerRef {
                 conn: ctx.conn,

@@ -102,6 +102,10 @@ impl Broker {
         if writable {
             c.credit = crate::connection::DELIVERY_CREDIT_BYTES;
             c.awaiting_writable = false;
+            self.pay_owed_credit(conn, out);
+            let Some(c) = self.connections.get(&conn) else {
+                return;
+            };
             let queues: Vec<_> = c
                 .channels
                 .values()

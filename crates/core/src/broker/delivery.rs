@@ -2,7 +2,7 @@
 //! credit (per-consumer prefetch, per-channel global prefetch, channel flow, connection
 //! back-pressure).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use warren_wire::{BasicDeliver, BasicProperties, FieldValue, Method, ShortStr};
@@ -10,10 +10,11 @@ use warren_wire::{BasicDeliver, BasicProperties, FieldValue, Method, ShortStr};
 use super::{Broker, Ctx};
 use crate::channel::Unacked;
 use crate::command::Op;
-use crate::connection::DELIVERY_OVERHEAD_BYTES;
+use crate::connection::{Connection, DELIVERY_OVERHEAD_BYTES};
+use crate::consumers::Chosen;
 use crate::message::{Message, Payload};
-use crate::queue::{Entry, QueueId};
-use crate::Effect;
+use crate::queue::{ConsumerRef, Entry, QueueId};
+use crate::{node_of, ConnId, Effect, QueueEvent};
 
 impl Broker {
     /// Delivers ready messages of queue `id` to its consumers until the queue is empty or no
@@ -44,88 +45,58 @@ impl Broker {
             return;
         }
         loop {
+            // The owner's part: which consumer, with its credit (`QueueConsumers::next`).
             let Some(queue) = self.queues.get_mut(&id) else {
                 return;
             };
             if queue.is_empty() || queue.consumers.is_empty() {
                 return;
             }
-            // The first consumer, in round-robin order, that can take a message; with consumer
-            // priorities, the first of the highest priority among those that can.
-            let prioritised = !queue.consumer_priorities.is_empty();
-            // A single-active-consumer queue offers its messages to its first consumer only.
+            let connections = &mut self.connections;
             let single = queue.args.single_active_consumer;
-            let candidates = if single { 1 } else { queue.consumers.len() };
-            let mut chosen: Option<(usize, i32, bool)> = None;
-            for i in 0..candidates {
-                let candidate = &queue.consumers[i];
-                let Some(conn) = self.connections.get_mut(&candidate.conn) else {
-                    continue;
-                };
-                if !conn.writable {
-                    continue;
-                }
-                if conn.credit <= 0 {
-                    if !conn.awaiting_writable {
-                        conn.awaiting_writable = true;
-                        out.push(Effect::AwaitWritable {
-                            conn: candidate.conn,
-                        });
-                    }
-                    continue;
-                }
-                let Some(ch) = conn.channels.get(&candidate.channel) else {
-                    continue;
-                };
-                let Some(consumer) = ch.consumers.get(&candidate.tag) else {
-                    continue;
-                };
-                let has_credit = consumer.no_ack
-                    || ((consumer.prefetch == 0
-                        || consumer.unacked < u32::from(consumer.prefetch))
-                        && ch.global_credit());
-                if !(ch.flow_active && has_credit) {
-                    continue;
-                }
-                let priority = if prioritised {
-                    queue
-                        .consumer_priorities
-                        .get(candidate)
-                        .copied()
-                        .unwrap_or(0)
-                } else {
-                    0
-                };
-                if chosen.is_none_or(|(_, best, _)| priority > best) {
-                    chosen = Some((i, priority, consumer.no_ack));
-                }
-                if !prioritised {
-                    break;
-                }
-            }
-            let Some((i, _, no_ack)) = chosen else {
+            let Some(Chosen {
+                consumer,
+                no_ack,
+                remote,
+            }) = queue
+                .consumers
+                .next(single, |c| channel_can_take(connections, c, out))
+            else {
                 return;
-            };
-            let consumer = if single {
-                queue.consumers[i].clone()
-            } else {
-                // The chosen consumer goes to the back: the next message is offered to the
-                // others of its priority first.
-                let Some(consumer) = queue.consumers.remove(i) else {
-                    return;
-                };
-                queue.consumers.push_back(consumer.clone());
-                consumer
             };
             let Some((seq, entry)) = queue.checkout(no_ack) else {
+                // Unreachable (the queue is not empty); the credit goes back.
+                queue.consumers.grant(&consumer, 1);
                 return;
             };
+            if remote {
+                if no_ack {
+                    settled.push(seq);
+                } else {
+                    queue.consumers.hold(seq, consumer.clone());
+                }
+                let message = self.load_or_lost(&entry.message);
+                out.push(Effect::ToChannel {
+                    node: node_of(consumer.conn),
+                    event: QueueEvent::Deliver {
+                        consumer,
+                        queue: id,
+                        seq,
+                        redelivered: entry.redelivered,
+                        delivery_count: entry.delivery_count,
+                        message,
+                    },
+                });
+                continue;
+            }
+            // The channel's part: a delivery tag, the unacked map, the content.
             let Some(ch) = self
                 .connections
                 .get_mut(&consumer.conn)
                 .and_then(|c| c.channels.get_mut(&consumer.channel))
             else {
-                // Unreachable in practice (checked above); put the message back rather than lose it.
+                // Unreachable in practice (`channel_can_take` checked it); put the message back
+                // rather than lose it.
                 queue.requeue(seq);
                 return;
             };
@@ -287,6 +258,36 @@ impl Broker {
         });
     }
 
+    /// Checks that every consumer's credit on its queue is what its channel granted: its
+    /// prefetch less its deliveries not yet settled (unlimited for a no-ack consumer, one
+    /// without prefetch and a stream's). Core tests call it after every input.
+    #[cfg(test)]
+    pub(crate) fn check_credit(&self) {
+        for (&conn, c) in &self.connections {
+            for (&channel, ch) in &c.channels {
+                for k in ch.consumers.values() {
+                    let Some(q) = self.queues.get(&k.queue) else {
+                        continue;
+                    };
+                    let cref = ConsumerRef {
+                        conn,
+                        channel,
+                        tag: k.tag.clone(),
+                    };
+                    let Some(credit) = q.consumers.credit(&cref) else {
+                        continue;
+                    };
+                    let granted = if k.no_ack || k.prefetch == 0 || q.is_stream() {
+                        crate::consumers::UNLIMITED
+                    } else {
+                        u32::from(k.prefetch) - k.unacked
+                    };
+                    assert_eq!(credit, granted, "credit of consumer {cref:?} on {}", q.name);
+                }
+            }
+        }
+    }
+
     /// Offers every queue this channel consumes from to its consumers (after an ack freed credit,
     /// a qos change, a recover or a flow change).
     pub(crate) fn deliver_channel(&mut self, ctx: Ctx, out: &mut Vec<Effect>) {
@@ -298,6 +299,38 @@ impl Broker {
             self.deliver(q, out);
         }
     }
+}
+
+/// The channel's part of choosing a consumer: whether consumer `c`'s channel can take a
+/// delivery now — its connection is writable and has delivery credit (if not, the connection
+/// asks to be told when its socket drains), its channel is not stopped by `channel.flow`, and
+/// the channel's global prefetch has room (a no-ack consumer ignores prefetch). The consumer's
+/// own prefetch is its credit on the queue, which the queue's owner holds.
+fn channel_can_take(
+    connections: &mut HashMap<ConnId, Connection>,
+    c: &ConsumerRef,
+    out: &mut Vec<Effect>,
+) -> bool {
+    let Some(conn) = connections.get_mut(&c.conn) else {
+        return false;
+    };
+    if !conn.writable {
+        return false;
+    }
+    if conn.credit <= 0 {
+        if !conn.awaiting_writable {
+            conn.awaiting_writable = true;
+            out.push(Effect::AwaitWritable { conn: c.conn });
+        }
+        return false;
+    }
+    let Some(ch) = conn.channels.get(&c.channel) else {
+        return false;
+    };
+    let Some(consumer) = ch.consumers.get(&c.tag) else {
+        return false;
+    };
+    ch.flow_active && (consumer.no_ack || ch.global_credit())
 }
 
 /// A message's properties as delivered: a quorum queue's message that came back from a consumer

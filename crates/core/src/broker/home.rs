@@ -186,6 +186,10 @@ impl Broker {
     /// Queue `id` is gone: what waited for that goes on.
     pub(super) fn queue_removed(&mut self, id: QueueId, out: &mut Vec<Effect>) {
         self.removing.remove(&id);
+        for (node, event) in self.removal_events.remove(&id).unwrap_or_default() {
+            out.push(Effect::ToChannel { node, event });
+        }
+        self.cancel_remote_consumers_of(id, out);
         for (ctx, waiter) in self.removal_waiters.remove(&id).unwrap_or_default() {
             if self.channel_mut(ctx).is_none() {
                 continue;
@@ -236,6 +240,15 @@ impl Broker {
                 .get(id)
                 .is_some_and(|q| q.is_local() && self.decides(q))
         });
+        if let Method::BasicConsume(_) = &method {
+            // A consumer of a queue homed on another node attaches with queue commands.
+            if self
+                .queue_id(&vhost, &name)
+                .is_some_and(|id| self.owner_elsewhere(id).is_some())
+            {
+                return Some(method);
+            }
+        }
         match held {
             Some(id) if self.queues.get(&id).is_some_and(|q| q.dying) => {
                 self.wait_for_removal(ctx, id, Waiter::Redirect(method));

@@ -9,10 +9,12 @@ mod delivery;
 mod exchange_class;
 mod home;
 mod limit_checks;
+mod owner;
 mod policies;
 mod publish;
 mod queue_class;
 mod recovery;
+mod remote;
 mod resume;
 mod security;
 mod snapshot_io;
@@ -64,6 +66,11 @@ pub struct BrokerConfig {
     /// Credit flow: a connection with this many publishes on their way into the log is not
     /// read until half of them are applied (see [`crate::Effect::Flow`]); at least 2.
     pub publish_credit: u32,
+    /// Issue 19, step 2, not wired into the server yet: a channel consumes from a transient
+    /// queue homed on another node with queue commands ([`crate::QueueCommand`]) instead of
+    /// through a home session there. Off in production until the runtime carries the
+    /// commands; core tests turn it on.
+    pub remote_consumers: bool,
 }
 
 /// What this node's clients caused, since the process started, that RabbitMQ counts per node
@@ -103,6 +110,7 @@ impl Default for BrokerConfig {
             first_conn: 0,
             consumer_timeout: Some(DEFAULT_CONSUMER_TIMEOUT),
             publish_credit: crate::DEFAULT_PUBLISH_CREDIT,
+            remote_consumers: false,
         }
     }
 }
@@ -151,6 +159,9 @@ pub struct Broker {
     /// What waits for a queue's removal to be applied: replies (`queue.delete-ok`,
     /// `basic.cancel-ok`) and a home session's methods to send back (see `home.rs`).
     removal_waiters: HashMap<QueueId, Vec<(Ctx, home::Waiter)>>,
+    /// Answers to other nodes' channels that wait for a queue's removal to be applied
+    /// (`basic.cancel` of an auto-delete queue's last consumer: see `owner.rs`).
+    removal_events: HashMap<QueueId, Vec<(u64, crate::QueueEvent)>>,
     /// Counts changes to the set of queues (see [`Broker::queue_homes`]).
     queues_generation: u64,
     /// Where the messages of replicated queues rest (see [`Records`]).
@@ -204,6 +215,7 @@ impl Broker {
             leading: false,
             removing: HashMap::new(),
             removal_waiters: HashMap::new(),
+            removal_events: HashMap::new(),
             queues_generation: 0,
             records: Box::new(MemoryRecords::default()),
             applying_index: 0,
@@ -432,6 +444,12 @@ impl Broker {
                 }
             }
             Input::NodeDown { node } => self.node_down(node, effects),
+            Input::QueueCommand { from, command } => self.queue_command(from, command, effects),
+            Input::QueueEvent { from, event } => self.queue_event(from, event, effects),
+            Input::PeerLost { node } => {
+                self.owner_lost_peer(node, effects);
+                self.channels_lost_peer(node, effects);
+            }
             Input::CloseConnection { conn, reason } => {
                 self.close_by_operator(conn, &reason, effects)
             }
@@ -532,7 +550,9 @@ impl Broker {
     /// local queue, whose contents the log does not carry, otherwise submitted like any
     /// shared-state change.
     pub(crate) fn submit_for_queue(&mut self, queue: QueueId, op: Op, out: &mut Vec<Effect>) {
-        if self.is_local_queue(queue) {
+        if let Some(command) = self.remote_settlement(queue, &op) {
+            out.push(command);
+        } else if self.is_local_queue(queue) {
             let command = Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
@@ -1092,5 +1112,7 @@ fn op_method(op: &Op) -> (u16, u16) {
 
 #[cfg(test)]
 mod access_control_tests;
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;

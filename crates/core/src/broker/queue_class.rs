@@ -588,7 +588,7 @@ impl Broker {
         for x in emptied {
             self.remove_exchange(&vhost, &x);
         }
-        for consumer in &queue.consumers {
+        for consumer in queue.consumers.iter() {
             let Some(conn) = self.connections.get_mut(&consumer.conn) else {
                 continue;
             };

@@ -514,17 +514,9 @@ impl Broker {
         for q in self.queues.values_mut() {
             if q.is_local() {
                 q.consumers.retain(|c| !gone.contains(&c.conn));
-                q.consumer_priorities.retain(|c, _| !gone.contains(&c.conn));
-                if q.exclusive_consumer
-                    .as_ref()
-                    .is_some_and(|c| gone.contains(&c.conn))
-                {
-                    q.exclusive_consumer = None;
-                }
             } else {
                 q.release_checked_out();
                 q.consumers.clear();
-                q.exclusive_consumer = None;
             }
         }
         self.reply_to.retain(|_, (conn, _)| !gone.contains(conn));

@@ -53,6 +53,7 @@ impl World {
         while let Some(input) = pending.pop_front() {
             let mut out = Vec::new();
             self.broker.handle(self.now, input, &mut out);
+            self.broker.check_credit();
             for e in out {
                 match e {
                     Effect::Propose { command } => {
@@ -1139,6 +1140,7 @@ impl Replicated {
         while let Some(input) = pending.pop() {
             let mut out = Vec::new();
             self.broker.handle(self.now, input, &mut out);
+            self.broker.check_credit();
             for e in out {
                 match e {
                     Effect::Propose { command } => {
@@ -1286,6 +1288,7 @@ impl Manual {
     fn step(&mut self, input: Input) -> Vec<Effect> {
         let mut out = Vec::new();
         self.broker.handle(1_000, input, &mut out);
+        self.broker.check_credit();
         let mut client = Vec::new();
         for e in out {
             match e {
@@ -2161,6 +2164,7 @@ fn an_exclusive_queue_whose_connection_closed_mid_commit_is_created_everywhere_t
     let step = |broker: &mut Broker, now: Millis, input: Input, log: &mut Vec<Command>| {
         let mut out = Vec::new();
         broker.handle(now, input, &mut out);
+        broker.check_credit();
         for e in out {
             if let Effect::Propose { command } = e {
                 log.push(command);

@@ -178,8 +178,8 @@ impl Broker {
                         continue;
                     };
                     let exclusive = q
-                        .exclusive_consumer
-                        .as_ref()
+                        .consumers
+                        .exclusive()
                         .is_some_and(|e| e.conn == id && e.channel == number && e.tag == k.tag);
                     view.consumers.push(ConsumerView {
                         conn,

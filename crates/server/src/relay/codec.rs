@@ -212,6 +212,9 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             | Input::Forwarded { .. }
             | Input::Sync { .. }
             | Input::NodeDown { .. } => {}
+            // Queue commands are between nodes' brokers, not a session's (issue 19, step 2:
+            // not carried yet; the core makes none while `remote_consumers` is off).
+            Input::QueueCommand { .. } | Input::QueueEvent { .. } | Input::PeerLost { .. } => {}
         },
     }
 }
@@ -473,6 +476,8 @@ pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
         | Effect::Forward { .. }
         | Effect::Synced { .. }
         | Effect::Flow { .. } => {}
+        // Between nodes' brokers, not for a session (see `Input::QueueCommand` above).
+        Effect::ToOwner { .. } | Effect::ToChannel { .. } => {}
     }
 }
 

@@ -391,7 +391,9 @@ impl SessionImage {
             | Effect::Forward { .. }
             | Effect::ForwardRefused { .. }
             | Effect::Synced { .. }
-            | Effect::Redirect { .. } => true,
+            | Effect::Redirect { .. }
+            | Effect::ToOwner { .. }
+            | Effect::ToChannel { .. } => true,
         }
     }
 

@@ -290,9 +290,13 @@ fn conn_of(input: &Input) -> Option<ConnId> {
         | Input::OpenHome { conn, .. }
         | Input::Sync { conn, .. }
         | Input::CloseConnection { conn, .. } => Some(*conn),
-        Input::Applied { .. } | Input::Tick | Input::Forwarded { .. } | Input::NodeDown { .. } => {
-            None
-        }
+        Input::Applied { .. }
+        | Input::Tick
+        | Input::Forwarded { .. }
+        | Input::NodeDown { .. }
+        | Input::QueueCommand { .. }
+        | Input::QueueEvent { .. }
+        | Input::PeerLost { .. } => None,
     }
 }
 
@@ -409,6 +413,10 @@ pub(crate) fn effect_conn(e: &Effect) -> ConnId {
         | Effect::Flow { conn, .. }
         | Effect::Synced { conn, .. }
         | Effect::Redirect { conn, .. } => *conn,
-        Effect::Propose { .. } | Effect::Forward { .. } | Effect::ForwardRefused { .. } => 0,
+        Effect::Propose { .. }
+        | Effect::Forward { .. }
+        | Effect::ForwardRefused { .. }
+        | Effect::ToOwner { .. }
+        | Effect::ToChannel { .. } => 0,
     }
 }

@@ -1,0 +1,179 @@
+//! The owner's side of queue commands (`crate::queue_command`): channels on other nodes
+//! consuming from queues this broker decides. A remote consumer sits in the queue's consumer
+//! table like a local one, with the credit its channel granted; its deliveries leave as
+//! [`QueueEvent::Deliver`] (see `delivery.rs`), and the messages it holds are recorded
+//! (`QueueConsumers::hold`) until its channel settles or returns them, or its node is lost.
+
+use super::Broker;
+use crate::command::Op;
+use crate::consumers::Attach;
+use crate::queue::{ConsumerRef, QueueId};
+use crate::{node_of, AmqpError, Effect, QueueCommand, QueueEvent};
+
+impl Broker {
+    /// [`crate::Input::QueueCommand`] from a channel on node `from`.
+    pub(super) fn queue_command(
+        &mut self,
+        from: u64,
+        command: QueueCommand,
+        out: &mut Vec<Effect>,
+    ) {
+        match command {
+            QueueCommand::Consume {
+                consumer,
+                queue,
+                credit,
+                priority,
+                no_ack,
+                exclusive,
+            } => {
+                let attach = Attach {
+                    priority,
+                    no_ack,
+                    exclusive,
+                    remote: true,
+                };
+                let error = self
+                    .attach_remote(queue, consumer.clone(), credit, attach)
+                    .err();
+                let attached = error.is_none();
+                out.push(Effect::ToChannel {
+                    node: from,
+                    event: QueueEvent::Consumed {
+                        consumer,
+                        queue,
+                        error,
+                    },
+                });
+                if attached {
+                    self.deliver(queue, out);
+                }
+            }
+            QueueCommand::Credit {
+                consumer,
+                queue,
+                credit,
+            } => {
+                if let Some(q) = self.owned_queue(queue) {
+                    q.consumers.grant(&consumer, credit);
+                    self.deliver(queue, out);
+                }
+            }
+            QueueCommand::Settle { queue, seqs } => {
+                if self.release_held(queue, &seqs) {
+                    self.submit_for_queue(queue, Op::Settle { queue, seqs }, out);
+                }
+            }
+            QueueCommand::Discard { queue, seqs } => {
+                if self.release_held(queue, &seqs) {
+                    self.submit_for_queue(queue, Op::Reject { queue, seqs }, out);
+                }
+            }
+            QueueCommand::Return { queue, seqs } => {
+                if self.release_held(queue, &seqs) {
+                    let touched = self.give_back(None, seqs.into_iter().map(|s| (queue, s)), out);
+                    for q in touched {
+                        self.deliver(q, out);
+                    }
+                }
+            }
+            QueueCommand::Cancel { consumer, queue } => {
+                self.detach_consumer(queue, &consumer, out);
+                let ok = QueueEvent::CancelOk { consumer, queue };
+                if self.queues.contains_key(&queue) && self.removing.contains_key(&queue) {
+                    // An auto-delete queue's last consumer: answered once the queue is gone,
+                    // as `basic.cancel-ok` is for a channel of this broker.
+                    self.removal_events
+                        .entry(queue)
+                        .or_default()
+                        .push((from, ok));
+                } else {
+                    out.push(Effect::ToChannel {
+                        node: from,
+                        event: ok,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A queue this broker decides, for a command about it.
+    fn owned_queue(&mut self, id: QueueId) -> Option<&mut crate::queue::Queue> {
+        let decides = self.decides_queue(id);
+        self.queues.get_mut(&id).filter(|_| decides)
+    }
+
+    /// Messages of queue `id` a remote channel settles or returns are no longer held by it.
+    /// False if this broker does not decide the queue (it went meanwhile).
+    fn release_held(&mut self, id: QueueId, seqs: &[u64]) -> bool {
+        let Some(q) = self.owned_queue(id) else {
+            return false;
+        };
+        for &seq in seqs {
+            q.consumers.release(seq);
+        }
+        true
+    }
+
+    /// Attaches a consumer of a channel on another node, as `basic.consume` attaches one of
+    /// this broker's (the channel checked permissions and arguments).
+    fn attach_remote(
+        &mut self,
+        id: QueueId,
+        consumer: ConsumerRef,
+        credit: u32,
+        attach: Attach,
+    ) -> Result<(), AmqpError> {
+        let now = self.now;
+        let Some(q) = self.queues.get_mut(&id) else {
+            return Err(AmqpError::not_found(
+                "the queue was deleted while the consumer was attaching",
+            ));
+        };
+        if q.dying || !(q.is_local() && q.home == self.config.node) {
+            return Err(super::queue_class::not_here(&q.name, &q.vhost));
+        }
+        if q.consumers.exclusive().is_some() || (attach.exclusive && !q.consumers.is_empty()) {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                q.name, q.vhost
+            )));
+        }
+        q.consumers.add(consumer, credit, attach);
+        q.had_consumer = true;
+        q.last_used = now;
+        Ok(())
+    }
+
+    /// [`crate::Input::PeerLost`], the owner's side: the consumers of channels on `node` are
+    /// detached from the queues this broker decides, and the messages those channels held go
+    /// back to their places, marked redelivered (as when a channel closes).
+    pub(super) fn owner_lost_peer(&mut self, node: u64, out: &mut Vec<Effect>) {
+        let mut ids: Vec<QueueId> = self
+            .queues
+            .values()
+            .filter(|q| self.decides(q))
+            .map(|q| q.id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(q) = self.queues.get_mut(&id) else {
+                continue;
+            };
+            let gone: Vec<ConsumerRef> = q
+                .consumers
+                .iter()
+                .filter(|c| node_of(c.conn) == node)
+                .cloned()
+                .collect();
+            let held = q.consumers.take_held_by(node);
+            for consumer in &gone {
+                self.detach_consumer(id, consumer, out);
+            }
+            let touched = self.give_back(None, held.into_iter().map(|s| (id, s)), out);
+            if !touched.is_empty() {
+                self.deliver(id, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The channel's side of queue commands (`crate::queue_command`): this broker's channels
+//! consuming from queues another node's broker owns. The channel keeps what the client sees —
+//! delivery tags, the unacked map, prefetch — and sends the owner consume, credit, settle,
+//! return, discard and cancel; the owner answers with deliveries (`owner.rs`).
+//!
+//! Credit: a consumer with a prefetch (its own, or the channel's global one when it has none)
+//! gets that much when it attaches and one back per delivery settled or returned
+//! ([`Broker::grant_credit`]). A no-ack consumer, or one without any prefetch, gets a window of
+//! [`REMOTE_WINDOW`] deliveries, given back one by one as its deliveries go out to the client
+//! while its connection can take them, and held back while it cannot (back-pressure reaches
+//! the owner: at most a window is in flight). The global prefetch is not shared exactly
+//! across consumers of queues on other nodes (each such consumer may hold up to the limit);
+//! exact sharing needs absolute grants (`docs/architecture.md`, step 2).
+
+use std::sync::Arc;
+
+use warren_wire::{
+    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicDeliver, FieldValue, Method, ShortStr,
+};
+
+use super::{Broker, Ctx};
+use crate::channel::{Consumer, RemoteConsumer, Unacked};
+use crate::connection::DELIVERY_OVERHEAD_BYTES;
+use crate::queue::{ConsumerRef, QueueId};
+use crate::{AmqpError, Effect, Message, Millis, QueueCommand, QueueEvent};
+
+/// The credit window of a consumer of another node's queue without a prefetch.
+pub(crate) const REMOTE_WINDOW: u32 = 200;
+
+/// A `basic.consume` on a queue another node's broker owns, checked by the channel.
+pub(super) struct RemoteConsume {
+    pub(super) queue: QueueId,
+    pub(super) owner: u64,
+    pub(super) tag: ShortStr,
+    pub(super) no_ack: bool,
+    pub(super) exclusive: bool,
+    pub(super) nowait: bool,
+    pub(super) prefetch: u16,
+    pub(super) global_prefetch: u16,
+    pub(super) priority: i32,
+    pub(super) timeout: Option<Millis>,
+}
+
+impl Broker {
+    /// The node whose broker owns queue `id`, if not this one and the channel reaches it with
+    /// queue commands: a transient queue homed elsewhere (see `BrokerConfig::remote_consumers`).
+    pub(crate) fn owner_elsewhere(&self, id: QueueId) -> Option<u64> {
+        if !self.config.remote_consumers {
+            return None;
+        }
+        let q = self.queues.get(&id)?;
+        (q.is_local() && q.home != 0 && q.home != self.config.node).then_some(q.home)
+    }
+
+    /// Attaches a consumer of another node's queue: the channel records it and asks the owner,
+    /// whose answer ([`QueueEvent::Consumed`]) sends `basic.consume-ok` or closes the channel.
+    /// The channel's later methods wait for it, as for a command in flight.
+    pub(super) fn consume_remote(&mut self, ctx: Ctx, c: RemoteConsume, out: &mut Vec<Effect>) {
+        let limited = !c.no_ack && (c.prefetch > 0 || c.global_prefetch > 0);
+        let credit = match (limited, c.prefetch) {
+            (false, _) => REMOTE_WINDOW,
+            (true, 0) => u32::from(c.global_prefetch),
+            (true, p) => u32::from(p),
+        };
+        let consumer = ConsumerRef {
+            conn: ctx.conn,
+            channel: ctx.channel,
+            tag: c.tag.clone(),
+        };
+        let Some(ch) = self.channel_mut(ctx) else {
+            return;
+        };
+        ch.consumers.insert(
+            c.tag.clone(),
+            Consumer {
+                tag: c.tag.clone(),
+                queue: c.queue,
+                no_ack: c.no_ack,
+                prefetch: c.prefetch,
+                unacked: 0,
+                timeout: c.timeout,
+                stream_next: None,
+                remote: Some(RemoteConsumer {
+                    owner: c.owner,
+                    window: !limited,
+                    owed: 0,
+                }),
+            },
+        );
+        ch.awaiting_owner.insert(c.tag, (true, c.nowait, c.owner));
+        ch.in_flight += 1;
+        out.push(Effect::ToOwner {
+            node: c.owner,
+            command: QueueCommand::Consume {
+                consumer,
+                queue: c.queue,
+                credit,
+                priority: c.priority,
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+            },
+        });
+    }
+
+    /// `basic.cancel` of a consumer of another node's queue: the owner detaches it and answers
+    /// ([`QueueEvent::CancelOk`], after removing an auto-delete queue that lost its last
+    /// consumer); `basic.cancel-ok` waits for that.
+    pub(super) fn cancel_remote(
+        &mut self,
+        ctx: Ctx,
+        tag: ShortStr,
+        consumer: &Consumer,
+        nowait: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(remote) = &consumer.remote else {
+            return;
+        };
+        let owner = remote.owner;
+        if let Some(ch) = self.channel_mut(ctx) {
+            ch.awaiting_owner
+                .insert(tag.clone(), (false, nowait, owner));
+            ch.in_flight += 1;
+        }
+        out.push(Effect::ToOwner {
+            node: owner,
+            command: QueueCommand::Cancel {
+                consumer: ConsumerRef {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    tag,
+                },
+                queue: consumer.queue,
+            },
+        });
+    }
+
+    /// [`crate::Input::QueueEvent`].
+    pub(super) fn queue_event(&mut self, from: u64, event: QueueEvent, out: &mut Vec<Effect>) {
+        match event {
+            QueueEvent::Consumed {
+                consumer, error, ..
+            } => self.owner_answered(consumer, true, error, out),
+            QueueEvent::CancelOk { consumer, .. } => {
+                self.owner_answered(consumer, false, None, out)
+            }
+            deliver @ QueueEvent::Deliver { .. } => self.remote_deliver(from, deliver, out),
+        }
+    }
+
+    /// The owner answered a consume (`consume`) or a cancel of this channel's.
+    fn owner_answered(
+        &mut self,
+        consumer: ConsumerRef,
+        consume: bool,
+        error: Option<AmqpError>,
+        out: &mut Vec<Effect>,
+    ) {
+        let ctx = Ctx {
+            conn: consumer.conn,
+            channel: consumer.channel,
+        };
+        let Some(ch) = self.channel_mut(ctx) else {
+            return;
+        };
+        let Some((was_consume, nowait, _)) = ch.awaiting_owner.remove(&consumer.tag) else {
+            return;
+        };
+        if was_consume != consume {
+            return;
+        }
+        if let Some(error) = error {
+            ch.consumers.remove(&consumer.tag);
+            // The error of the client's `basic.consume`.
+            self.fail(ctx, error.caused_by(60, 20), out);
+            return;
+        }
+        if !nowait {
+            let reply = if consume {
+                Method::BasicConsumeOk(BasicConsumeOk {
+                    consumer_tag: consumer.tag,
+                })
+            } else {
+                Method::BasicCancelOk(BasicCancelOk {
+                    consumer_tag: consumer.tag,
+                })
+            };
+            self.reply(ctx, reply, out);
+        }
+        self.command_applied(ctx, false, out);
+    }
+
+    /// A delivery from another node's queue: the channel gives it a tag and sends it on (a
+    /// client cannot stop a channel with `channel.flow`, as in RabbitMQ). One for a consumer
+    /// that is gone goes back to its queue.
+    fn remote_deliver(&mut self, from: u64, event: QueueEvent, out: &mut Vec<Effect>) {
+        let QueueEvent::Deliver {
+            consumer,
+            queue,
+            seq,
+            redelivered,
+            delivery_count,
+            message,
+        } = event
+        else {
+            return;
+        };
+        let ctx = Ctx {
+            conn: consumer.conn,
+            channel: consumer.channel,
+        };
+        let now = self.now;
+        let Some(conn) = self.connections.get_mut(&ctx.conn) else {
+            return give_back_one(from, queue, seq, out);
+        };
+        let (writable, credit) = (conn.writable, conn.credit);
+        let Some(ch) = conn.channels.get_mut(&ctx.channel) else {
+            return give_back_one(from, queue, seq, out);
+        };
+        let Some(k) = ch
+            .consumers
+            .get_mut(&consumer.tag)
+            .filter(|k| k.queue == queue && k.remote.as_ref().is_some_and(|r| r.owner == from))
+        else {
+            return give_back_one(from, queue, seq, out);
+        };
+        let no_ack = k.no_ack;
+        let mut refill = false;
+        if let Some(r) = k.remote.as_mut().filter(|r| r.window) {
+            if writable && credit > 0 {
+                refill = true;
+            } else {
+                r.owed += 1;
+            }
+        }
+        if !no_ack {
+            k.unacked += 1;
+        }
+        let delivery_tag = ch.next_tag();
+        if !no_ack {
+            ch.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue,
+                    seq,
+                    consumer_tag: Some(consumer.tag.clone()),
+                    delivered_at: now,
+                },
+            );
+        }
+        conn.credit -= message.body.len() as i64 + DELIVERY_OVERHEAD_BYTES;
+        if refill {
+            out.push(Effect::ToOwner {
+                node: from,
+                command: QueueCommand::Credit {
+                    consumer: consumer.clone(),
+                    queue,
+                    credit: 1,
+                },
+            });
+        }
+        send_remote_delivery(
+            ctx,
+            consumer.tag,
+            delivery_tag,
+            redelivered,
+            delivery_count,
+            &message,
+            out,
+        );
+    }
+
+    /// The connection can take deliveries again: the window credit its consumers of other
+    /// nodes' queues held back goes to their owners.
+    pub(super) fn pay_owed_credit(&mut self, conn: crate::ConnId, out: &mut Vec<Effect>) {
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        for (&channel, ch) in c.channels.iter_mut() {
+            for k in ch.consumers.values_mut() {
+                let Some(r) = k.remote.as_mut().filter(|r| r.owed > 0) else {
+                    continue;
+                };
+                out.push(Effect::ToOwner {
+                    node: r.owner,
+                    command: QueueCommand::Credit {
+                        consumer: ConsumerRef {
+                            conn,
+                            channel,
+                            tag: k.tag.clone(),
+                        },
+                        queue: k.queue,
+                        credit: std::mem::take(&mut r.owed),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Credit for the consumer of another node's queue `queue` whose deliveries were settled or
+    /// returned: `None` if it is not such a consumer (or its credit is a window, refilled as
+    /// its deliveries go out instead).
+    pub(super) fn remote_grant(
+        &self,
+        ctx: Ctx,
+        queue: QueueId,
+        tag: &ShortStr,
+        n: u32,
+    ) -> Option<Effect> {
+        if !self.config.remote_consumers {
+            return None;
+        }
+        let k = self
+            .connections
+            .get(&ctx.conn)?
+            .channels
+            .get(&ctx.channel)?
+            .consumers
+            .get(tag)
+            .filter(|k| k.queue == queue)?;
+        let r = k.remote.as_ref().filter(|r| !r.window)?;
+        Some(Effect::ToOwner {
+            node: r.owner,
+            command: QueueCommand::Credit {
+                consumer: ConsumerRef {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    tag: tag.clone(),
+                },
+                queue,
+                credit: n,
+            },
+        })
+    }
+
+    /// Settle, return or discard of messages of another node's queue: the command for its
+    /// owner, or `None` if this broker owns `queue`.
+    pub(super) fn remote_settlement(&self, queue: QueueId, op: &crate::Op) -> Option<Effect> {
+        let node = self.owner_elsewhere(queue)?;
+        let command = match op {
+            crate::Op::Settle { seqs, .. } => QueueCommand::Settle {
+                queue,
+                seqs: seqs.clone(),
+            },
+            crate::Op::Return { seqs, .. } => QueueCommand::Return {
+                queue,
+                seqs: seqs.clone(),
+            },
+            crate::Op::Reject { seqs, .. } => QueueCommand::Discard {
+                queue,
+                seqs: seqs.clone(),
+            },
+            _ => return None,
+        };
+        Some(Effect::ToOwner { node, command })
+    }
+
+    /// Queue `id` was removed (applied from the log): this broker's consumers of it on
+    /// another node's broker are cancelled (told with `basic.cancel` if their clients
+    /// understand it). Their unacked deliveries stay until acked (acking them does nothing).
+    pub(super) fn cancel_remote_consumers_of(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        if !self.config.remote_consumers {
+            return;
+        }
+        for (&conn, c) in self.connections.iter_mut() {
+            let notify = c.consumer_cancel_notify;
+            for (&channel, ch) in c.channels.iter_mut() {
+                let gone: Vec<ShortStr> = ch
+                    .consumers
+                    .values()
+                    .filter(|k| k.queue == id && k.remote.is_some())
+                    .map(|k| k.tag.clone())
+                    .collect();
+                for tag in gone {
+                    ch.consumers.remove(&tag);
+                    if notify {
+                        out.push(cancel_to_client(conn, channel, tag));
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`crate::Input::PeerLost`], the channel's side: consumers of queues owned on `node` are
+    /// cancelled and their unacked deliveries forgotten; a consume or cancel waiting for that
+    /// owner is answered here (a consume fails with 404, as for a queue whose node is down).
+    pub(super) fn channels_lost_peer(&mut self, node: u64, out: &mut Vec<Effect>) {
+        let mut answers = Vec::new();
+        for (&conn, c) in self.connections.iter_mut() {
+            let notify = c.consumer_cancel_notify;
+            for (&channel, ch) in c.channels.iter_mut() {
+                let gone: Vec<(ShortStr, QueueId)> = ch
+                    .consumers
+                    .values()
+                    .filter(|k| k.remote.as_ref().is_some_and(|r| r.owner == node))
+                    .map(|k| (k.tag.clone(), k.queue))
+                    .collect();
+                for (tag, queue) in gone {
+                    ch.consumers.remove(&tag);
+                    ch.forget_unacked(|u| u.queue == queue);
+                    if notify && !ch.awaiting_owner.contains_key(&tag) {
+                        out.push(cancel_to_client(conn, channel, tag));
+                    }
+                }
+                for (tag, &(consume, _, owner)) in ch.awaiting_owner.iter() {
+                    if owner == node {
+                        let consumer = ConsumerRef {
+                            conn,
+                            channel,
+                            tag: tag.clone(),
+                        };
+                        answers.push((consumer, consume));
+                    }
+                }
+            }
+        }
+        answers.sort_by(|a, b| {
+            (a.0.conn, a.0.channel, &a.0.tag).cmp(&(b.0.conn, b.0.channel, &b.0.tag))
+        });
+        for (consumer, consume) in answers {
+            let error = consume.then(|| {
+                AmqpError::not_found(format!(
+                    "home node {node} of a queue used on this channel is down or inaccessible"
+                ))
+            });
+            self.owner_answered(consumer, consume, error, out);
+        }
+    }
+}
+
+/// A delivery that found no consumer goes back to its queue.
+fn give_back_one(from: u64, queue: QueueId, seq: u64, out: &mut Vec<Effect>) {
+    out.push(Effect::ToOwner {
+        node: from,
+        command: QueueCommand::Return {
+            queue,
+            seqs: vec![seq],
+        },
+    });
+}
+
+/// A server-side `basic.cancel`.
+fn cancel_to_client(conn: crate::ConnId, channel: crate::ChannelId, tag: ShortStr) -> Effect {
+    Effect::Send {
+        conn,
+        channel,
+        method: Method::BasicCancel(BasicCancel {
+            consumer_tag: tag,
+            nowait: true,
+        }),
+    }
+}
+
+/// The `basic.deliver` of a message from another node's queue, with `x-delivery-count` as
+/// [`super::delivery::delivered_properties`] adds it.
+fn send_remote_delivery(
+    ctx: Ctx,
+    consumer_tag: ShortStr,
+    delivery_tag: u64,
+    redelivered: bool,
+    delivery_count: u32,
+    message: &Arc<Message>,
+    out: &mut Vec<Effect>,
+) {
+    let mut properties = message.properties.clone();
+    if delivery_count > 0 {
+        let mut headers = properties.headers.take().unwrap_or_default();
+        headers.insert(
+            "x-delivery-count",
+            FieldValue::I64(i64::from(delivery_count)),
+        );
+        properties.headers = Some(headers);
+    }
+    out.push(Effect::SendContent {
+        conn: ctx.conn,
+        channel: ctx.channel,
+        method: Method::BasicDeliver(BasicDeliver {
+            consumer_tag,
+            delivery_tag,
+            redelivered,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+        }),
+        properties,
+        body: message.body.clone(),
+    });
+}

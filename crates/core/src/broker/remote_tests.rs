@@ -1,0 +1,571 @@
+//! Queue commands between two brokers (issue 19, step 2): a channel on node 1 consumes from a
+//! transient queue homed on node 2. Inputs in, the exact effects for clients out; the queue
+//! commands and events travel between the brokers in order, and what either proposes is
+//! applied on both, as one Raft log would.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use warren_wire::*;
+
+use super::*;
+use crate::{Effect, Input, QueueCommand};
+
+fn caps() -> FieldTable {
+    let mut caps = FieldTable::default();
+    caps.insert("consumer_cancel_notify", FieldValue::Bool(true));
+    let mut props = FieldTable::default();
+    props.insert("capabilities", FieldValue::Table(caps));
+    props
+}
+
+/// Brokers of nodes 1 (leading) and 2, a client connection on each with channel 1 open:
+/// `a` on node 1, `b` on node 2.
+struct Pair {
+    brokers: [Broker; 2],
+    /// Every queue command and event that crossed, in order: (from, to, what).
+    crossed: Vec<(u64, u64, String)>,
+    /// A broken link: what either sends to the other is dropped.
+    cut: bool,
+}
+
+const A: ConnId = 1 << 52 | 1;
+const B: ConnId = 2 << 52 | 1;
+
+impl Pair {
+    fn new() -> Pair {
+        let broker = |node| {
+            Broker::new(BrokerConfig {
+                node,
+                remote_consumers: true,
+                ..BrokerConfig::default()
+            })
+        };
+        let mut p = Pair {
+            brokers: [broker(1), broker(2)],
+            crossed: Vec::new(),
+            cut: false,
+        };
+        p.brokers[0].set_leading(true);
+        for (node, conn) in [(1, A), (2, B)] {
+            for input in [
+                Input::Login {
+                    conn,
+                    mechanism: "PLAIN".into(),
+                    username: "guest".into(),
+                    password: "guest".into(),
+                    peer_loopback: true,
+                    client_properties: caps(),
+                },
+                Input::OpenVhost {
+                    conn,
+                    vhost: "/".into(),
+                },
+                Input::Method {
+                    conn,
+                    channel: 1,
+                    method: Method::ChannelOpen(ChannelOpen::default()),
+                },
+            ] {
+                p.input(node, input);
+            }
+        }
+        p
+    }
+
+    /// Handles `input` on node `node`'s broker and everything it causes on both; the effects
+    /// for clients, in order.
+    fn input(&mut self, node: u64, input: Input) -> Vec<Effect> {
+        let mut pending = VecDeque::from([(node, input)]);
+        let mut client = Vec::new();
+        while let Some((node, input)) = pending.pop_front() {
+            let mut out = Vec::new();
+            let broker = &mut self.brokers[node as usize - 1];
+            broker.handle(1_000, input, &mut out);
+            broker.check_credit();
+            let other = 3 - node;
+            for e in out {
+                match e {
+                    Effect::Propose { command } => {
+                        for n in [1, 2] {
+                            let command = command.clone();
+                            pending.push_back((n, Input::Applied { command, index: 0 }));
+                        }
+                    }
+                    Effect::ToOwner { node: to, command } => {
+                        assert_eq!(to, other);
+                        self.crossed.push((node, to, command_name(&command)));
+                        if !self.cut {
+                            pending.push_back((
+                                to,
+                                Input::QueueCommand {
+                                    from: node,
+                                    command,
+                                },
+                            ));
+                        }
+                    }
+                    Effect::ToChannel { node: to, event } => {
+                        assert_eq!(to, other);
+                        self.crossed.push((node, to, event_name(&event)));
+                        if !self.cut {
+                            pending.push_back((to, Input::QueueEvent { from: node, event }));
+                        }
+                    }
+                    // A broker answers for its own connections (the other's replies to a
+                    // command it applied go nowhere, as the runtime drops them).
+                    other if effect_conn(&other).is_none_or(|c| crate::node_of(c) == node) => {
+                        client.push(other)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        client
+    }
+
+    fn method(&mut self, conn: ConnId, method: Method) -> Vec<Effect> {
+        let node = crate::node_of(conn);
+        self.input(
+            node,
+            Input::Method {
+                conn,
+                channel: 1,
+                method,
+            },
+        )
+    }
+
+    fn publish(&mut self, conn: ConnId, queue: &str, body: &'static str) -> Vec<Effect> {
+        self.input(
+            crate::node_of(conn),
+            Input::Publish {
+                conn,
+                channel: 1,
+                publish: BasicPublish {
+                    routing_key: queue.into(),
+                    ..Default::default()
+                },
+                properties: BasicProperties::default(),
+                body: Bytes::from_static(body.as_bytes()),
+            },
+        )
+    }
+
+    /// The owner's (node 2's) queue: (ready, checked out, consumers).
+    fn owner_queue(&self, name: &str) -> (u32, u64, u32) {
+        let b = &self.brokers[1];
+        let q = &b.queues[&b.queue_id(&"/".into(), name).expect("queue")];
+        (q.ready_count(), q.unacked_count(), q.consumer_count())
+    }
+
+    /// A non-durable queue declared by `b`: homed on node 2.
+    fn declare_on_two(&mut self, name: &str, arguments: FieldTable, auto_delete: bool) {
+        let e = self.method(
+            B,
+            Method::QueueDeclare(QueueDeclare {
+                queue: name.into(),
+                auto_delete,
+                arguments,
+                ..Default::default()
+            }),
+        );
+        assert!(
+            matches!(
+                &e[..],
+                [Effect::Send {
+                    method: Method::QueueDeclareOk(_),
+                    ..
+                }]
+            ),
+            "{e:?}"
+        );
+        let one = &self.brokers[0];
+        let id = one
+            .queue_id(&"/".into(), name)
+            .expect("replicated declaration");
+        assert_eq!(one.queues[&id].home, 2);
+    }
+
+    fn consume(&mut self, conn: ConnId, queue: &str, tag: &str, no_ack: bool) -> Vec<Effect> {
+        self.method(
+            conn,
+            Method::BasicConsume(BasicConsume {
+                queue: queue.into(),
+                consumer_tag: tag.into(),
+                no_ack,
+                ..Default::default()
+            }),
+        )
+    }
+}
+
+fn effect_conn(e: &Effect) -> Option<ConnId> {
+    match e {
+        Effect::Send { conn, .. }
+        | Effect::SendContent { conn, .. }
+        | Effect::CloseChannel { conn, .. }
+        | Effect::CloseConnection { conn, .. }
+        | Effect::AwaitWritable { conn }
+        | Effect::Flow { conn, .. }
+        | Effect::Synced { conn, .. }
+        | Effect::Redirect { conn, .. }
+        | Effect::Authenticated { conn, .. } => Some(*conn),
+        _ => None,
+    }
+}
+
+fn command_name(c: &QueueCommand) -> String {
+    match c {
+        QueueCommand::Consume { credit, .. } => format!("consume {credit}"),
+        QueueCommand::Credit { credit, .. } => format!("credit {credit}"),
+        QueueCommand::Settle { seqs, .. } => format!("settle {seqs:?}"),
+        QueueCommand::Return { seqs, .. } => format!("return {seqs:?}"),
+        QueueCommand::Discard { seqs, .. } => format!("discard {seqs:?}"),
+        QueueCommand::Cancel { .. } => "cancel".into(),
+    }
+}
+
+fn event_name(e: &crate::QueueEvent) -> String {
+    match e {
+        crate::QueueEvent::Consumed { error, .. } => format!("consumed {}", error.is_none()),
+        crate::QueueEvent::Deliver { seq, .. } => format!("deliver {seq}"),
+        crate::QueueEvent::CancelOk { .. } => "cancel-ok".into(),
+    }
+}
+
+/// (consumer tag, delivery tag, redelivered, body) of each `basic.deliver` in `effects`.
+fn deliveries(effects: &[Effect]) -> Vec<(String, u64, bool, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendContent {
+                method: Method::BasicDeliver(d),
+                body,
+                ..
+            } => Some((
+                d.consumer_tag.to_string(),
+                d.delivery_tag,
+                d.redelivered,
+                String::from_utf8_lossy(body).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn d(tag: &str, delivery_tag: u64, redelivered: bool, body: &str) -> (String, u64, bool, String) {
+    (tag.into(), delivery_tag, redelivered, body.into())
+}
+
+fn send(conn: ConnId, method: Method) -> Effect {
+    Effect::Send {
+        conn,
+        channel: 1,
+        method,
+    }
+}
+
+fn crossed(p: &mut Pair) -> Vec<String> {
+    std::mem::take(&mut p.crossed)
+        .into_iter()
+        .map(|(from, to, what)| format!("{from}→{to} {what}"))
+        .collect()
+}
+
+fn ack(tag: u64) -> Method {
+    Method::BasicAck(BasicAck {
+        delivery_tag: tag,
+        multiple: false,
+    })
+}
+
+#[test]
+fn a_channel_consumes_another_nodes_queue_with_credit_and_settles_with_queue_commands() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.method(
+        A,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 2,
+            ..Default::default()
+        }),
+    );
+    let e = p.consume(A, "t", "c", false);
+    assert_eq!(
+        e,
+        vec![send(
+            A,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "c".into()
+            })
+        )],
+        "consume-ok once the owner attached the consumer"
+    );
+    assert_eq!(crossed(&mut p), ["1→2 consume 2", "2→1 consumed true"]);
+    assert_eq!(p.owner_queue("t"), (0, 0, 1));
+
+    let mut e = Vec::new();
+    for body in ["m1", "m2", "m3"] {
+        e.extend(p.publish(B, "t", body));
+    }
+    assert_eq!(
+        deliveries(&e),
+        [d("c", 1, false, "m1"), d("c", 2, false, "m2")],
+        "two deliveries: the channel's prefetch is the consumer's credit on node 2"
+    );
+    assert_eq!(crossed(&mut p), ["2→1 deliver 1", "2→1 deliver 2"]);
+    assert_eq!(p.owner_queue("t"), (1, 2, 1));
+
+    let e = p.method(A, ack(1));
+    assert_eq!(deliveries(&e), [d("c", 3, false, "m3")]);
+    assert_eq!(
+        crossed(&mut p),
+        ["1→2 credit 1", "1→2 settle [1]", "2→1 deliver 3"],
+        "an ack gives credit back and settles; the owner delivers the next message"
+    );
+    assert_eq!(p.owner_queue("t"), (0, 2, 1));
+
+    let e = p.method(
+        A,
+        Method::BasicNack(BasicNack {
+            delivery_tag: 2,
+            multiple: false,
+            requeue: true,
+        }),
+    );
+    assert_eq!(
+        deliveries(&e),
+        [d("c", 4, true, "m2")],
+        "a requeued message comes back, redelivered, under a new tag"
+    );
+    assert_eq!(
+        crossed(&mut p),
+        ["1→2 credit 1", "1→2 return [2]", "2→1 deliver 2"]
+    );
+
+    let e = p.method(A, Method::ChannelClose(ChannelClose::default()));
+    assert_eq!(e, vec![send(A, Method::ChannelCloseOk(ChannelCloseOk {}))]);
+    assert_eq!(
+        crossed(&mut p),
+        ["1→2 cancel", "1→2 return [3, 2]", "2→1 cancel-ok"],
+        "a closed channel detaches its consumer first, then gives its messages back in \
+         delivery-tag order (each goes back to its place in the queue)"
+    );
+    assert_eq!(p.owner_queue("t"), (2, 0, 0));
+}
+
+#[test]
+fn a_no_ack_consumer_of_another_nodes_queue_gets_a_window_refilled_as_its_socket_takes_them() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.consume(A, "t", "c", true);
+    assert_eq!(
+        crossed(&mut p),
+        [
+            format!("1→2 consume {}", super::remote::REMOTE_WINDOW),
+            "2→1 consumed true".into()
+        ]
+    );
+    let e = p.publish(B, "t", "m1");
+    assert_eq!(deliveries(&e), [d("c", 1, false, "m1")]);
+    assert_eq!(
+        crossed(&mut p),
+        ["2→1 deliver 1", "1→2 credit 1"],
+        "settled by the owner when delivered; the window refilled as it went out"
+    );
+    assert_eq!(p.owner_queue("t"), (0, 0, 1));
+
+    // The client's socket is full: the window is not refilled until it drains.
+    p.input(
+        1,
+        Input::Writable {
+            conn: A,
+            writable: false,
+        },
+    );
+    let e = p.publish(B, "t", "m2");
+    assert_eq!(deliveries(&e), [d("c", 2, false, "m2")]);
+    assert_eq!(crossed(&mut p), ["2→1 deliver 2"]);
+    p.input(
+        1,
+        Input::Writable {
+            conn: A,
+            writable: true,
+        },
+    );
+    assert_eq!(crossed(&mut p), ["1→2 credit 1"], "paid when it drained");
+}
+
+#[test]
+fn the_owner_refuses_a_second_consumer_of_an_exclusively_consumed_queue() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    let e = p.method(
+        B,
+        Method::BasicConsume(BasicConsume {
+            queue: "t".into(),
+            consumer_tag: "first".into(),
+            exclusive: true,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(e.len(), 1, "consume-ok on node 2");
+    let e = p.consume(A, "t", "c", false);
+    assert_eq!(
+        e,
+        vec![Effect::CloseChannel {
+            conn: A,
+            channel: 1,
+            error: AmqpError::access_refused("queue 't' in vhost '/' in exclusive use")
+                .caused_by(60, 20),
+        }],
+        "the channel closes with the owner's answer, as RabbitMQ's does"
+    );
+    assert_eq!(p.owner_queue("t"), (0, 0, 1));
+}
+
+#[test]
+fn cancelling_the_last_consumer_of_an_auto_delete_queue_answers_once_the_queue_is_gone() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), true);
+    p.consume(A, "t", "c", false);
+    crossed(&mut p);
+    let e = p.method(
+        A,
+        Method::BasicCancel(BasicCancel {
+            consumer_tag: "c".into(),
+            nowait: false,
+        }),
+    );
+    assert_eq!(
+        e,
+        vec![send(
+            A,
+            Method::BasicCancelOk(BasicCancelOk {
+                consumer_tag: "c".into()
+            })
+        )]
+    );
+    assert_eq!(crossed(&mut p), ["1→2 cancel", "2→1 cancel-ok"]);
+    for b in &p.brokers {
+        assert_eq!(
+            b.queue_id(&"/".into(), "t"),
+            None,
+            "removed on every node first"
+        );
+    }
+}
+
+#[test]
+fn a_lost_peer_takes_back_what_its_channels_held_and_cancels_consumers_of_its_queues() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.method(
+        A,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 5,
+            ..Default::default()
+        }),
+    );
+    p.consume(A, "t", "c", false);
+    for body in ["m1", "m2"] {
+        p.publish(B, "t", body);
+    }
+    assert_eq!(p.owner_queue("t"), (0, 2, 1));
+    crossed(&mut p);
+
+    // The link breaks: each side drops what they shared.
+    p.cut = true;
+    let e = p.input(2, Input::PeerLost { node: 1 });
+    assert_eq!(e, vec![]);
+    assert_eq!(
+        p.owner_queue("t"),
+        (2, 0, 0),
+        "the owner detached the consumer and took its messages back"
+    );
+    let e = p.input(1, Input::PeerLost { node: 2 });
+    assert_eq!(
+        e,
+        vec![send(
+            A,
+            Method::BasicCancel(BasicCancel {
+                consumer_tag: "c".into(),
+                nowait: true
+            })
+        )],
+        "the client hears its consumer is gone"
+    );
+    assert_eq!(
+        p.method(A, ack(2)),
+        vec![],
+        "acking a delivery of the lost queue does nothing"
+    );
+    assert_eq!(
+        p.method(
+            A,
+            Method::BasicAck(BasicAck {
+                delivery_tag: 1,
+                multiple: true
+            })
+        ),
+        vec![]
+    );
+    assert_eq!(
+        crossed(&mut p),
+        Vec::<String>::new(),
+        "nothing sent for them"
+    );
+    let e = p.method(A, ack(1));
+    assert!(
+        matches!(&e[..], [Effect::CloseChannel { error, .. }] if error.code == 406),
+        "tag 1 is known no more: {e:?}"
+    );
+}
+
+#[test]
+fn a_consume_waiting_for_a_lost_owner_fails_with_rabbitmqs_node_down_text() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.cut = true;
+    let e = p.consume(A, "t", "c", false);
+    assert_eq!(e, vec![], "waiting for the owner");
+    let e = p.input(1, Input::PeerLost { node: 2 });
+    assert_eq!(
+        e,
+        vec![Effect::CloseChannel {
+            conn: A,
+            channel: 1,
+            error: AmqpError::not_found(
+                "home node 2 of a queue used on this channel is down or inaccessible"
+            )
+            .caused_by(60, 20),
+        }]
+    );
+}
+
+#[test]
+fn the_owner_delivers_back_in_queue_order_after_a_closed_channel_gives_messages_back() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.method(
+        A,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        }),
+    );
+    p.consume(A, "t", "c", false);
+    for body in ["m1", "m2"] {
+        p.publish(B, "t", body);
+    }
+    p.method(A, Method::ChannelClose(ChannelClose::default()));
+    p.method(A, Method::ChannelOpen(ChannelOpen::default()));
+    crossed(&mut p);
+    let e = p.consume(A, "t", "again", true);
+    assert_eq!(
+        deliveries(&e),
+        [d("again", 1, true, "m1"), d("again", 2, false, "m2")],
+        "m1 went back to its place, before m2, marked redelivered"
+    );
+}

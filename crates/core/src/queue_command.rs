@@ -1,0 +1,82 @@
+//! Queue commands: what a channel asks of a queue whose owner is another node's broker, and
+//! what that owner answers (issue 19, step 2; `docs/architecture.md`, "Next: consumers as queue
+//! commands"). RabbitMQ's shape: a channel process on the client's node holds delivery tags,
+//! the unacked map and prefetch; a queue (`rabbit_fifo`) is driven by consume / credit /
+//! settle / return / discard / cancel, wherever it lives, and answers with deliveries.
+//!
+//! The owner holds, per consumer, its place in the round-robin order, its priority and its
+//! credit ([`crate::consumers`]), and which of its checked-out messages each remote channel
+//! holds, so that it can take them back if that channel's node is lost. The channel holds
+//! everything the client sees. Credit is granted relative to what the owner has spent, over
+//! an ordered stream between the two nodes: a grant is never lost or reordered while the
+//! stream lives, and when it breaks both sides drop what they shared
+//! ([`crate::Input::PeerLost`]).
+//!
+//! The commands travel from the channel's broker ([`crate::Effect::ToOwner`]) to the owner's
+//! ([`crate::Input::QueueCommand`]); the events back ([`crate::Effect::ToChannel`],
+//! [`crate::Input::QueueEvent`]). Every command and event names its queue by id (the same on
+//! every replica: queue ids come from the log) and its consumer by [`ConsumerRef`], whose
+//! connection id names the channel's node.
+
+use std::sync::Arc;
+
+use crate::queue::ConsumerRef;
+use crate::{AmqpError, Message};
+
+/// What a channel asks of a queue's owner.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueueCommand {
+    /// Attach a consumer with `credit` deliveries (`crate::consumers::UNLIMITED` is not sent:
+    /// a consumer without a prefetch gets a window, refilled by [`QueueCommand::Credit`] as
+    /// its client's socket takes the deliveries). Answered by [`QueueEvent::Consumed`].
+    Consume {
+        consumer: ConsumerRef,
+        queue: u64,
+        credit: u32,
+        priority: i32,
+        no_ack: bool,
+        exclusive: bool,
+    },
+    /// `credit` more deliveries for the consumer.
+    Credit {
+        consumer: ConsumerRef,
+        queue: u64,
+        credit: u32,
+    },
+    /// Acked: the messages leave the queue.
+    Settle { queue: u64, seqs: Vec<u64> },
+    /// Requeued (`basic.nack`/`basic.reject` with requeue, `basic.recover`, a closed channel):
+    /// the messages go back to their places, marked redelivered.
+    Return { queue: u64, seqs: Vec<u64> },
+    /// Rejected without requeue: the messages leave the queue and are dead-lettered.
+    Discard { queue: u64, seqs: Vec<u64> },
+    /// Detach the consumer (its delivered messages stay with its channel until settled or
+    /// returned). Answered by [`QueueEvent::CancelOk`], after the queue is removed if it was
+    /// an auto-delete queue's last consumer.
+    Cancel { consumer: ConsumerRef, queue: u64 },
+}
+
+/// What a queue's owner tells a channel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueueEvent {
+    /// The answer to [`QueueCommand::Consume`]: `None`, or the error the channel closes with
+    /// (no such queue, in exclusive use).
+    Consumed {
+        consumer: ConsumerRef,
+        queue: u64,
+        error: Option<AmqpError>,
+    },
+    /// A message for the consumer; `seq` names it in later commands.
+    Deliver {
+        consumer: ConsumerRef,
+        queue: u64,
+        seq: u64,
+        redelivered: bool,
+        delivery_count: u32,
+        message: Arc<Message>,
+    },
+    /// The answer to [`QueueCommand::Cancel`]. (A queue deleted under its consumers needs no
+    /// event: every broker removes it when the removal is applied, and the channel's broker
+    /// cancels its consumers then.)
+    CancelOk { consumer: ConsumerRef, queue: u64 },
+}
