@@ -135,10 +135,40 @@ pub(crate) struct QueueDirectory(Arc<RwLock<Arc<QueueMap>>>);
 /// Queues by (vhost, name).
 pub(crate) type QueueMap = HashMap<(String, String), Location>;
 
+/// Where a queue whose home is `home` lives (see [`warren_core::QueueChange`]).
+fn location(home: Option<u64>) -> Location {
+    match home {
+        Some(node) => Location::Local(node),
+        None => Location::Replicated,
+    }
+}
+
 impl QueueDirectory {
     fn replace(&self, map: QueueMap) {
         if let Ok(mut w) = self.0.write() {
             *w = Arc::new(map);
+        }
+    }
+
+    /// Applies queues created and removed. In place unless a connection holds the current map
+    /// at this moment (then that one reader's copy is kept and the map is copied once).
+    fn update(&self, changes: Vec<warren_core::QueueChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Ok(mut w) = self.0.write() {
+            let map = Arc::make_mut(&mut w);
+            for c in changes {
+                let key = (c.vhost.to_string(), c.name.to_string());
+                match c.home {
+                    Some(home) => {
+                        map.insert(key, location(home));
+                    }
+                    None => {
+                        map.remove(&key);
+                    }
+                }
+            }
         }
     }
 
@@ -293,7 +323,6 @@ struct Task {
     applied_index: u64,
     applied_tx: watch::Sender<u64>,
     directory: QueueDirectory,
-    directory_generation: Option<u64>,
     /// The leader's lease; `None` where no Raft group is involved (front-end tests) and on
     /// a node that does not lead.
     lease: Option<Lease>,
@@ -615,22 +644,19 @@ impl Task {
     /// The directory first (a connection that sees the index reads the directory next), then
     /// the index.
     fn publish_applied(&mut self) {
-        let generation = self.broker.queues_generation();
-        if self.directory_generation != Some(generation) {
-            self.directory_generation = Some(generation);
-            let map = self
-                .broker
-                .queue_homes()
-                .into_iter()
-                .map(|(vhost, name, home)| {
-                    let location = match home {
-                        Some(node) => Location::Local(node),
-                        None => Location::Replicated,
-                    };
-                    ((vhost.to_string(), name.to_string()), location)
-                })
-                .collect();
-            self.directory.replace(map);
+        match self.broker.take_queue_changes() {
+            Some(changes) => self.directory.update(changes),
+            None => {
+                let map = self
+                    .broker
+                    .queue_homes()
+                    .into_iter()
+                    .map(|(vhost, name, home)| {
+                        ((vhost.to_string(), name.to_string()), location(home))
+                    })
+                    .collect();
+                self.directory.replace(map);
+            }
         }
         self.applied_tx.send_replace(self.applied_index);
     }
@@ -732,7 +758,6 @@ async fn run(
         applied_index: 0,
         applied_tx,
         directory,
-        directory_generation: None,
         lease: None,
         held_since: None,
     };

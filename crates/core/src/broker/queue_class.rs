@@ -264,9 +264,10 @@ impl Broker {
         if self.is_live_here(queue.declared_by) {
             self.churn.queues_created += 1;
         }
+        let home = queue.is_local().then_some(queue.home);
+        self.queue_changed(vhost, &name, Some(home));
         self.queues.insert(id, queue);
         self.apply_policies_to_queue(id, out);
-        self.queues_generation += 1;
         let v = self
             .vhosts
             .get_mut(vhost)
@@ -568,8 +569,8 @@ impl Broker {
         if self.is_live_here(queue.declared_by) {
             self.churn.queues_deleted += 1;
         }
-        self.queues_generation += 1;
         let vhost = queue.vhost.clone();
+        self.queue_changed(&vhost, &queue.name, None);
         let mut emptied = Vec::new();
         if let Some(v) = self.vhosts.get_mut(&vhost) {
             if v.queues.get(&queue.name) == Some(&id) {

@@ -4547,3 +4547,54 @@ fn a_publish_is_routed_once_where_it_was_published_and_applied_into_the_queues_i
         "returned, then confirmed: {e:?}"
     );
 }
+
+#[test]
+fn the_runtime_learns_queues_created_and_removed_one_by_one_and_everything_after_a_snapshot() {
+    let mut w = World::new();
+    assert_eq!(
+        w.broker.take_queue_changes(),
+        None,
+        "the first time, the runtime reads every queue"
+    );
+    w.method(
+        C1,
+        1,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "durable".into(),
+            durable: true,
+            ..Default::default()
+        }),
+    );
+    w.declare(C1, "transient");
+    w.method(
+        C1,
+        1,
+        Method::QueueDelete(QueueDelete {
+            queue: "durable".into(),
+            ..Default::default()
+        }),
+    );
+    let change = |name: &str, home| QueueChange {
+        vhost: "/".into(),
+        name: name.into(),
+        home,
+    };
+    assert_eq!(
+        w.broker.take_queue_changes(),
+        Some(vec![
+            change("durable", Some(None)),
+            change("transient", Some(Some(0))),
+            change("durable", None),
+        ])
+    );
+    assert_eq!(w.broker.take_queue_changes(), Some(vec![]));
+    let snapshot = w.broker.snapshot();
+    w.broker
+        .restore(snapshot, &mut Vec::new())
+        .expect("restore");
+    assert_eq!(
+        w.broker.take_queue_changes(),
+        None,
+        "replaced by a snapshot"
+    );
+}

@@ -5,6 +5,7 @@ mod direct;
 mod headers;
 mod topic;
 
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use warren_wire::{FieldTable, ShortStr};
@@ -55,11 +56,17 @@ pub struct Binding<D> {
 }
 
 /// The bindings of one exchange and the index its type routes with: a hash map for direct, a
-/// word trie for topic, the list itself for fanout and headers.
+/// word trie for topic, the bindings themselves for fanout and headers.
+///
+/// The bindings are grouped by destination, so that binding, unbinding and deleting a queue
+/// look only at that queue's bindings (with one list of all of them, a connection declaring
+/// 10 000 queues with 10 bindings each and deleting them spent a scan of every binding per
+/// operation). They are listed by destination, then in the order they were made.
 #[derive(Clone, Debug)]
 pub struct BindingTable<D> {
     kind: ExchangeKind,
-    bindings: Vec<Binding<D>>,
+    bindings: BTreeMap<D, Vec<Binding<D>>>,
+    len: usize,
     direct: DirectIndex<D>,
     topic: TopicTrie<D>,
 }
@@ -68,7 +75,8 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
     pub fn new(kind: ExchangeKind) -> BindingTable<D> {
         BindingTable {
             kind,
-            bindings: Vec::new(),
+            bindings: BTreeMap::new(),
+            len: 0,
             direct: DirectIndex::default(),
             topic: TopicTrie::default(),
         }
@@ -91,33 +99,40 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
             ExchangeKind::Topic => self.topic.insert(routing_key, destination.clone()),
             ExchangeKind::Fanout | ExchangeKind::Headers => {}
         }
-        self.bindings.push(Binding {
-            destination,
-            routing_key: ShortStr::from(routing_key),
-            arguments: arguments.clone(),
-        });
+        self.bindings
+            .entry(destination.clone())
+            .or_default()
+            .push(Binding {
+                destination,
+                routing_key: ShortStr::from(routing_key),
+                arguments: arguments.clone(),
+            });
+        self.len += 1;
         true
     }
 
     /// Removes a binding; returns whether it existed.
     pub fn unbind(&mut self, destination: &D, routing_key: &str, arguments: &FieldTable) -> bool {
-        match self.position(destination, routing_key, arguments) {
-            Some(at) => {
-                let b = self.bindings.swap_remove(at);
-                self.unindex(&b);
-                true
-            }
-            None => false,
+        let Some(at) = self.position(destination, routing_key, arguments) else {
+            return false;
+        };
+        let Some(list) = self.bindings.get_mut(destination) else {
+            return false;
+        };
+        let b = list.remove(at);
+        if list.is_empty() {
+            self.bindings.remove(destination);
         }
+        self.len -= 1;
+        self.unindex(&b);
+        true
     }
 
     /// Removes every binding to `destination` (the queue or exchange is being deleted); returns
     /// how many there were.
     pub fn remove_destination(&mut self, destination: &D) -> usize {
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.bindings)
-            .into_iter()
-            .partition(|b| &b.destination == destination);
-        self.bindings = kept;
+        let gone = self.bindings.remove(destination).unwrap_or_default();
+        self.len -= gone.len();
         for b in &gone {
             self.unindex(b);
         }
@@ -138,11 +153,10 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Option<usize> {
-        self.bindings.iter().position(|b| {
-            &b.destination == destination
-                && b.routing_key.as_str() == routing_key
-                && &b.arguments == arguments
-        })
+        self.bindings
+            .get(destination)?
+            .iter()
+            .position(|b| b.routing_key.as_str() == routing_key && &b.arguments == arguments)
     }
 
     /// Appends to `out` every destination the message matches, each once (sorted).
@@ -150,14 +164,13 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
         let start = out.len();
         match self.kind {
             ExchangeKind::Direct => self.direct.route(routing_key, out),
-            ExchangeKind::Fanout => out.extend(self.bindings.iter().map(|b| b.destination.clone())),
+            ExchangeKind::Fanout => out.extend(self.bindings.keys().cloned()),
             ExchangeKind::Topic => self.topic.route(routing_key, out),
             ExchangeKind::Headers => {
                 let empty = FieldTable::default();
                 let headers = headers.unwrap_or(&empty);
                 out.extend(
-                    self.bindings
-                        .iter()
+                    self.bindings()
                         .filter(|b| headers::matches(&b.arguments, headers))
                         .map(|b| b.destination.clone()),
                 );
@@ -174,15 +187,16 @@ impl<D: Clone + Eq + Hash + Ord> BindingTable<D> {
     }
 
     pub fn len(&self) -> usize {
-        self.bindings.len()
+        self.len
     }
 
+    /// Every binding, by destination, then in the order they were made.
     pub fn bindings(&self) -> impl Iterator<Item = &Binding<D>> {
-        self.bindings.iter()
+        self.bindings.values().flatten()
     }
 
     pub fn has_destination(&self, destination: &D) -> bool {
-        self.bindings.iter().any(|b| &b.destination == destination)
+        self.bindings.contains_key(destination)
     }
 }
 
