@@ -108,24 +108,23 @@ impl Broker {
         consumers.sort_by(|a, b| a.tag.cmp(&b.tag));
         // A consumer of another node's queue is detached before its deliveries go back, so
         // that the owner does not offer them to it again.
-        let (remote, consumers): (Vec<_>, Vec<_>) =
-            consumers.into_iter().partition(|c| c.remote.is_some());
-        for consumer in remote {
-            let cref = ConsumerRef {
-                conn: ctx.conn,
-                channel: ctx.channel,
-                tag: consumer.tag.clone(),
-            };
-            self.detach_consumer(consumer.queue, &cref, out);
+        let (remote, local): (Vec<_>, Vec<_>) = consumers
+            .into_iter()
+            .map(|c| {
+                let cref = ConsumerRef {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    tag: c.tag.clone(),
+                };
+                (c.remote.is_some(), c.queue, cref)
+            })
+            .partition(|(remote, _, _)| *remote);
+        for (_, queue, cref) in &remote {
+            self.detach_consumer(*queue, cref, out);
         }
         let touched = self.give_back(None, unacked.into_iter().map(|(_, q, s)| (q, s)), out);
-        for consumer in consumers {
-            let cref = ConsumerRef {
-                conn: ctx.conn,
-                channel: ctx.channel,
-                tag: consumer.tag.clone(),
-            };
-            self.detach_consumer(consumer.queue, &cref, out);
+        for (_, queue, cref) in &local {
+            self.detach_consumer(*queue, cref, out);
         }
         for q in touched {
             self.deliver(q, out);

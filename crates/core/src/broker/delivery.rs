@@ -243,19 +243,14 @@ impl Broker {
             conn.credit -= entry.message.body_len() as i64 + DELIVERY_OVERHEAD_BYTES;
         }
         let message = self.load_or_lost(&entry.message);
-        out.push(Effect::SendContent {
-            conn: ctx.conn,
-            channel: ctx.channel,
-            method: Method::BasicDeliver(BasicDeliver {
-                consumer_tag,
-                delivery_tag,
-                redelivered: entry.redelivered,
-                exchange: message.exchange.clone(),
-                routing_key: message.routing_key.clone(),
-            }),
-            properties: delivered_properties(&entry, &message),
-            body: message.body.clone(),
-        });
+        let tags = (consumer_tag, delivery_tag);
+        out.push(deliver_effect(
+            ctx,
+            tags,
+            entry.redelivered,
+            entry.delivery_count,
+            &message,
+        ));
     }
 
     /// Checks that every consumer's credit on its queue is what its channel granted: its
@@ -333,16 +328,42 @@ fn channel_can_take(
     ch.flow_active && (consumer.no_ack || ch.global_credit())
 }
 
+/// One `basic.deliver` of `message` on `ctx` with (consumer tag, delivery tag), its
+/// properties carrying `x-delivery-count` when it came back `delivery_count` times.
+pub(crate) fn deliver_effect(
+    ctx: Ctx,
+    (consumer_tag, delivery_tag): (ShortStr, u64),
+    redelivered: bool,
+    delivery_count: u32,
+    message: &Message,
+) -> Effect {
+    Effect::SendContent {
+        conn: ctx.conn,
+        channel: ctx.channel,
+        method: Method::BasicDeliver(BasicDeliver {
+            consumer_tag,
+            delivery_tag,
+            redelivered,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+        }),
+        properties: with_delivery_count(message, delivery_count),
+        body: message.body.clone(),
+    }
+}
+
 /// A message's properties as delivered: a quorum queue's message that came back from a consumer
 /// carries its delivery count in `x-delivery-count`, as RabbitMQ's quorum queues add it.
 pub(crate) fn delivered_properties(entry: &Entry, message: &Message) -> BasicProperties {
+    with_delivery_count(message, entry.delivery_count)
+}
+
+/// `message`'s properties, with `x-delivery-count` added when it came back `count` times.
+pub(crate) fn with_delivery_count(message: &Message, count: u32) -> BasicProperties {
     let mut properties = message.properties.clone();
-    if entry.delivery_count > 0 {
+    if count > 0 {
         let mut headers = properties.headers.take().unwrap_or_default();
-        headers.insert(
-            "x-delivery-count",
-            FieldValue::I64(i64::from(entry.delivery_count)),
-        );
+        headers.insert("x-delivery-count", FieldValue::I64(i64::from(count)));
         properties.headers = Some(headers);
     }
     properties

@@ -12,17 +12,14 @@
 //! across consumers of queues on other nodes (each such consumer may hold up to the limit);
 //! exact sharing needs absolute grants (`docs/architecture.md`, step 2).
 
-use std::sync::Arc;
+use warren_wire::{BasicCancel, BasicCancelOk, BasicConsumeOk, Method, ShortStr};
 
-use warren_wire::{
-    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicDeliver, FieldValue, Method, ShortStr,
-};
-
+use super::delivery::deliver_effect;
 use super::{Broker, Ctx};
 use crate::channel::{Consumer, RemoteConsumer, Unacked};
 use crate::connection::DELIVERY_OVERHEAD_BYTES;
 use crate::queue::{ConsumerRef, QueueId};
-use crate::{AmqpError, Effect, Message, Millis, QueueCommand, QueueEvent};
+use crate::{AmqpError, Effect, Millis, QueueCommand, QueueEvent};
 
 /// The credit window of a consumer of another node's queue without a prefetch.
 pub(crate) const REMOTE_WINDOW: u32 = 200;
@@ -259,15 +256,14 @@ impl Broker {
                 },
             });
         }
-        send_remote_delivery(
+        let tags = (consumer.tag, delivery_tag);
+        out.push(deliver_effect(
             ctx,
-            consumer.tag,
-            delivery_tag,
+            tags,
             redelivered,
             delivery_count,
             &message,
-            out,
-        );
+        ));
     }
 
     /// The connection can take deliveries again: the window credit its consumers of other
@@ -449,39 +445,4 @@ fn cancel_to_client(conn: crate::ConnId, channel: crate::ChannelId, tag: ShortSt
             nowait: true,
         }),
     }
-}
-
-/// The `basic.deliver` of a message from another node's queue, with `x-delivery-count` as
-/// [`super::delivery::delivered_properties`] adds it.
-fn send_remote_delivery(
-    ctx: Ctx,
-    consumer_tag: ShortStr,
-    delivery_tag: u64,
-    redelivered: bool,
-    delivery_count: u32,
-    message: &Arc<Message>,
-    out: &mut Vec<Effect>,
-) {
-    let mut properties = message.properties.clone();
-    if delivery_count > 0 {
-        let mut headers = properties.headers.take().unwrap_or_default();
-        headers.insert(
-            "x-delivery-count",
-            FieldValue::I64(i64::from(delivery_count)),
-        );
-        properties.headers = Some(headers);
-    }
-    out.push(Effect::SendContent {
-        conn: ctx.conn,
-        channel: ctx.channel,
-        method: Method::BasicDeliver(BasicDeliver {
-            consumer_tag,
-            delivery_tag,
-            redelivered,
-            exchange: message.exchange.clone(),
-            routing_key: message.routing_key.clone(),
-        }),
-        properties,
-        body: message.body.clone(),
-    });
 }

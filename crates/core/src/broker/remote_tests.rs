@@ -8,16 +8,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use warren_wire::*;
 
+use super::tests::{caps, send};
 use super::*;
 use crate::{Effect, Input, QueueCommand};
-
-fn caps() -> FieldTable {
-    let mut caps = FieldTable::default();
-    caps.insert("consumer_cancel_notify", FieldValue::Bool(true));
-    let mut props = FieldTable::default();
-    props.insert("capabilities", FieldValue::Table(caps));
-    props
-}
 
 /// Brokers of nodes 1 (leading) and 2, a client connection on each with channel 1 open:
 /// `a` on node 1, `b` on node 2.
@@ -256,14 +249,6 @@ fn deliveries(effects: &[Effect]) -> Vec<(String, u64, bool, String)> {
 
 fn d(tag: &str, delivery_tag: u64, redelivered: bool, body: &str) -> (String, u64, bool, String) {
     (tag.into(), delivery_tag, redelivered, body.into())
-}
-
-fn send(conn: ConnId, method: Method) -> Effect {
-    Effect::Send {
-        conn,
-        channel: 1,
-        method,
-    }
 }
 
 fn crossed(p: &mut Pair) -> Vec<String> {

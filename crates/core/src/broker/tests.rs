@@ -14,7 +14,7 @@ use crate::{
 const C1: ConnId = 1;
 const C2: ConnId = 2;
 
-fn caps() -> FieldTable {
+pub(super) fn caps() -> FieldTable {
     let mut caps = FieldTable::default();
     caps.insert("consumer_cancel_notify", FieldValue::Bool(true));
     let mut props = FieldTable::default();
@@ -161,7 +161,7 @@ impl World {
     }
 }
 
-fn send(conn: ConnId, method: Method) -> Effect {
+pub(super) fn send(conn: ConnId, method: Method) -> Effect {
     Effect::Send {
         conn,
         channel: 1,

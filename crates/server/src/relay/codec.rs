@@ -8,13 +8,13 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use warren_core::{
-    AmqpError, Command, ConnId, Effect, Input, Message, ResumeChannel, ResumeConsumer,
-    ResumeSession,
+    AmqpError, Command, ConnId, ConsumerRef, Effect, Input, Message, QueueCommand, QueueEvent,
+    ResumeChannel, ResumeConsumer, ResumeSession,
 };
 use warren_raft::CodecError;
 use warren_wire::record::{
-    put_bool, put_count, put_long, put_properties, put_table, read_bool, read_long,
-    read_properties, read_text,
+    put_bool, put_count, put_long, put_properties, put_table, put_varints, read_bool, read_long,
+    read_properties, read_text, read_varints,
 };
 use warren_wire::{BasicPublish, Method, Reader, ShortStr};
 
@@ -48,6 +48,12 @@ pub(crate) enum Up {
     /// A command of the sender's broker for the receiver, the leader, to propose (a logged
     /// publish: see `crate::proposer`), in its log encoding.
     Propose(Command),
+    /// A queue command of a channel on the sender for a queue the receiver owns
+    /// (`warren_core::Effect::ToOwner`; issue 19, step 2: encoded, not sent yet).
+    QueueCommand(QueueCommand),
+    /// A queue owner's answer for a channel on the receiver (`warren_core::Effect::ToChannel`;
+    /// not sent yet either).
+    QueueEvent(QueueEvent),
 }
 
 /// One message back from a broker.
@@ -119,6 +125,8 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             w.put_u64(0);
             put_long(w, &warren_raft::encode_command(command));
         }
+        Up::QueueCommand(command) => put_queue_command(w, command),
+        Up::QueueEvent(event) => put_queue_event(w, event),
         Up::Input(input) => match input {
             Input::Login {
                 conn,
@@ -265,6 +273,182 @@ fn read_message(r: &mut Reader) -> Result<Message, CodecError> {
     })
 }
 
+/// The tags of [`Up::QueueCommand`] and [`Up::QueueEvent`]; the queue id takes the place of
+/// the connection id that follows every tag, then a kind and its fields.
+const QUEUE_COMMAND: u8 = 15;
+const QUEUE_EVENT: u8 = 16;
+
+fn put_consumer(w: &mut BytesMut, c: &ConsumerRef) {
+    w.put_u64(c.conn);
+    w.put_u16(c.channel);
+    put_long(w, c.tag.as_bytes());
+}
+
+fn read_consumer(r: &mut Reader) -> Result<ConsumerRef, CodecError> {
+    Ok(ConsumerRef {
+        conn: r.u64()?,
+        channel: r.u16()?,
+        tag: read_short(r)?,
+    })
+}
+
+fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
+    w.put_u8(QUEUE_COMMAND);
+    match command {
+        QueueCommand::Consume {
+            consumer,
+            queue,
+            credit,
+            priority,
+            no_ack,
+            exclusive,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(0);
+            put_consumer(w, consumer);
+            w.put_u32(*credit);
+            w.put_i32(*priority);
+            put_bool(w, *no_ack);
+            put_bool(w, *exclusive);
+        }
+        QueueCommand::Credit {
+            consumer,
+            queue,
+            credit,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(1);
+            put_consumer(w, consumer);
+            w.put_u32(*credit);
+        }
+        QueueCommand::Settle { queue, seqs } => {
+            w.put_u64(*queue);
+            w.put_u8(2);
+            put_varints(w, seqs);
+        }
+        QueueCommand::Return { queue, seqs } => {
+            w.put_u64(*queue);
+            w.put_u8(3);
+            put_varints(w, seqs);
+        }
+        QueueCommand::Discard { queue, seqs } => {
+            w.put_u64(*queue);
+            w.put_u8(4);
+            put_varints(w, seqs);
+        }
+        QueueCommand::Cancel { consumer, queue } => {
+            w.put_u64(*queue);
+            w.put_u8(5);
+            put_consumer(w, consumer);
+        }
+    }
+}
+
+fn read_queue_command(r: &mut Reader, queue: u64) -> Result<QueueCommand, CodecError> {
+    Ok(match r.u8()? {
+        0 => QueueCommand::Consume {
+            consumer: read_consumer(r)?,
+            queue,
+            credit: r.u32()?,
+            priority: r.u32()? as i32,
+            no_ack: read_bool(r)?,
+            exclusive: read_bool(r)?,
+        },
+        1 => QueueCommand::Credit {
+            consumer: read_consumer(r)?,
+            queue,
+            credit: r.u32()?,
+        },
+        2 => QueueCommand::Settle {
+            queue,
+            seqs: read_varints(r)?,
+        },
+        3 => QueueCommand::Return {
+            queue,
+            seqs: read_varints(r)?,
+        },
+        4 => QueueCommand::Discard {
+            queue,
+            seqs: read_varints(r)?,
+        },
+        5 => QueueCommand::Cancel {
+            consumer: read_consumer(r)?,
+            queue,
+        },
+        _ => return Err(CodecError::new("unknown queue command")),
+    })
+}
+
+fn put_queue_event(w: &mut BytesMut, event: &QueueEvent) {
+    w.put_u8(QUEUE_EVENT);
+    match event {
+        QueueEvent::Consumed {
+            consumer,
+            queue,
+            error,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(0);
+            put_consumer(w, consumer);
+            match error {
+                None => put_bool(w, false),
+                Some(e) => {
+                    put_bool(w, true);
+                    put_error(w, e);
+                }
+            }
+        }
+        QueueEvent::Deliver {
+            consumer,
+            queue,
+            seq,
+            redelivered,
+            delivery_count,
+            message,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(1);
+            put_consumer(w, consumer);
+            w.put_u64(*seq);
+            put_bool(w, *redelivered);
+            w.put_u32(*delivery_count);
+            put_message(w, message);
+        }
+        QueueEvent::CancelOk { consumer, queue } => {
+            w.put_u64(*queue);
+            w.put_u8(2);
+            put_consumer(w, consumer);
+        }
+    }
+}
+
+fn read_queue_event(r: &mut Reader, queue: u64) -> Result<QueueEvent, CodecError> {
+    Ok(match r.u8()? {
+        0 => QueueEvent::Consumed {
+            consumer: read_consumer(r)?,
+            queue,
+            error: if read_bool(r)? {
+                Some(read_error(r)?)
+            } else {
+                None
+            },
+        },
+        1 => QueueEvent::Deliver {
+            consumer: read_consumer(r)?,
+            queue,
+            seq: r.u64()?,
+            redelivered: read_bool(r)?,
+            delivery_count: r.u32()?,
+            message: std::sync::Arc::new(read_message(r)?),
+        },
+        2 => QueueEvent::CancelOk {
+            consumer: read_consumer(r)?,
+            queue,
+        },
+        _ => return Err(CodecError::new("unknown queue event")),
+    })
+}
+
 fn read_short(r: &mut Reader) -> Result<ShortStr, CodecError> {
     Ok(ShortStr::from(read_text(r)?))
 }
@@ -386,6 +570,8 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
                 message: read_message(&mut r)?,
             },
             14 => Up::Propose(warren_raft::decode_command(read_long(&mut r)?)?),
+            QUEUE_COMMAND => Up::QueueCommand(read_queue_command(&mut r, conn)?),
+            QUEUE_EVENT => Up::QueueEvent(read_queue_event(&mut r, conn)?),
             _ => return Err(CodecError::new("unknown relay message")),
         });
     }
@@ -719,6 +905,90 @@ mod tests {
             encode_down(&mut w, d);
         }
         assert_eq!(decode_downs(w.freeze()), Ok(downs));
+    }
+
+    #[test]
+    fn queue_commands_and_events_have_these_bytes_and_round_trip() {
+        let consumer = ConsumerRef {
+            conn: 7,
+            channel: 1,
+            tag: "c".into(),
+        };
+        let golden: [(Up, &[u8]); 2] = [
+            (
+                Up::QueueCommand(QueueCommand::Settle {
+                    queue: 5,
+                    seqs: vec![1, 300],
+                }),
+                // tag 15, the queue, kind 2, two varints (300 takes two bytes).
+                &[15, 0, 0, 0, 0, 0, 0, 0, 5, 2, 2, 1, 0xac, 0x02],
+            ),
+            (
+                Up::QueueCommand(QueueCommand::Cancel {
+                    consumer: consumer.clone(),
+                    queue: 5,
+                }),
+                // tag 15, the queue, kind 5, the consumer: connection, channel, tag.
+                &[
+                    15, 0, 0, 0, 0, 0, 0, 0, 5, 5, 0, 0, 0, 0, 0, 0, 0, 7, 0, 1, 0, 0, 0, 1, b'c',
+                ],
+            ),
+        ];
+        for (up, bytes) in golden {
+            let mut w = BytesMut::new();
+            encode_up(&mut w, &up);
+            assert_eq!(&w[..], bytes, "{up:?}");
+            assert_eq!(decode_ups(w.freeze()), Ok(vec![up]));
+        }
+        let ups = vec![
+            Up::QueueCommand(QueueCommand::Consume {
+                consumer: consumer.clone(),
+                queue: 9,
+                credit: 200,
+                priority: -3,
+                no_ack: true,
+                exclusive: false,
+            }),
+            Up::QueueCommand(QueueCommand::Credit {
+                consumer: consumer.clone(),
+                queue: 9,
+                credit: 1,
+            }),
+            Up::QueueCommand(QueueCommand::Return {
+                queue: 9,
+                seqs: vec![4, 2],
+            }),
+            Up::QueueCommand(QueueCommand::Discard {
+                queue: 9,
+                seqs: vec![],
+            }),
+            Up::QueueEvent(QueueEvent::Consumed {
+                consumer: consumer.clone(),
+                queue: 9,
+                error: None,
+            }),
+            Up::QueueEvent(QueueEvent::Consumed {
+                consumer: consumer.clone(),
+                queue: 9,
+                error: Some(AmqpError::access_refused("in exclusive use").caused_by(60, 20)),
+            }),
+            Up::QueueEvent(QueueEvent::Deliver {
+                consumer: consumer.clone(),
+                queue: 9,
+                seq: 70_000,
+                redelivered: true,
+                delivery_count: 2,
+                message: std::sync::Arc::new(sample_message()),
+            }),
+            Up::QueueEvent(QueueEvent::CancelOk { consumer, queue: 9 }),
+        ];
+        let mut w = BytesMut::new();
+        for up in &ups {
+            encode_up(&mut w, up);
+        }
+        assert_eq!(decode_ups(w.freeze()), Ok(ups));
+        let unknown_kind = Bytes::from_static(&[16, 0, 0, 0, 0, 0, 0, 0, 9, 7]);
+        assert!(decode_ups(unknown_kind).is_err());
     }
 
     #[test]

@@ -242,6 +242,12 @@ impl Stream_ {
                     continue;
                 }
                 Up::Hello { .. } => continue,
+                // Issue 19, step 2: encoded, but no node of this version sends them yet
+                // (docs/architecture.md, "Step (2), the core's part").
+                Up::QueueCommand(_) | Up::QueueEvent(_) => {
+                    warn!("a queue command or event from another node: not carried by this version; dropped");
+                    continue;
+                }
             };
             if self.broker.send(msg).await.is_err() {
                 return false;
