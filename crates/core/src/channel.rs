@@ -213,8 +213,7 @@ impl Channel {
             } else {
                 delivery_tag
             };
-            let kept_lost = self.lost.split_off(&upto.saturating_add(1));
-            self.lost = kept_lost;
+            self.lost = self.lost.split_off(&upto.saturating_add(1));
             let keep = self.unacked.split_off(&upto.saturating_add(1));
             let taken = std::mem::replace(&mut self.unacked, keep);
             Some(taken.into_iter().collect())

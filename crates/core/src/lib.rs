@@ -40,7 +40,7 @@ pub use input::Input;
 pub use limits::Limits;
 pub use message::{MemoryRecords, Message, Records, StoredRef};
 pub use queue::ConsumerRef;
-pub use queue_command::{QueueCommand, QueueEvent};
+pub use queue_command::{Delivery, QueueCommand, QueueEvent};
 pub use resume::{ResumeChannel, ResumeConsumer, ResumeSession};
 pub use snapshot::{PackedEntries, Snapshot, SnapshotError};
 pub use topic_permission::TopicPermission;

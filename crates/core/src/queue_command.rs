@@ -56,6 +56,17 @@ pub enum QueueCommand {
     Cancel { consumer: ConsumerRef, queue: u64 },
 }
 
+/// A message an owner delivers to a consumer on another node; `seq` names it in later commands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub consumer: ConsumerRef,
+    pub queue: u64,
+    pub seq: u64,
+    pub redelivered: bool,
+    pub delivery_count: u32,
+    pub message: Arc<Message>,
+}
+
 /// What a queue's owner tells a channel.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QueueEvent {
@@ -66,15 +77,8 @@ pub enum QueueEvent {
         queue: u64,
         error: Option<AmqpError>,
     },
-    /// A message for the consumer; `seq` names it in later commands.
-    Deliver {
-        consumer: ConsumerRef,
-        queue: u64,
-        seq: u64,
-        redelivered: bool,
-        delivery_count: u32,
-        message: Arc<Message>,
-    },
+    /// A message for the consumer.
+    Deliver(Delivery),
     /// The answer to [`QueueCommand::Cancel`]. (A queue deleted under its consumers needs no
     /// event: every broker removes it when the removal is applied, and the channel's broker
     /// cancels its consumers then.)

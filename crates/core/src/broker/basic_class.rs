@@ -58,13 +58,11 @@ impl Broker {
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let priority = consumer_priority(&m.arguments, &name, &vhost)?;
         let timeout = consumer_timeout(&m.arguments, &name, &vhost)?;
-        let id = match self.deciding_queue(ctx.conn, &vhost, &name) {
-            Ok(id) => id,
-            Err(error) => match self.usable_queue(ctx.conn, &vhost, &name).ok() {
-                Some(id) if self.owner_elsewhere(id).is_some() => id,
-                _ => return Err(error),
-            },
-        };
+        // A queue this broker decides, or one another node's broker owns (queue commands).
+        let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        if !self.decides_queue(id) && self.owner_elsewhere(id).is_none() {
+            return Err(super::queue_class::not_here(&name, &vhost));
+        }
         let tag = if m.consumer_tag.is_empty() {
             self.generate_name("amq.ctag-", ctx.conn)
         } else {
@@ -370,7 +368,7 @@ impl Broker {
                 routing_key: message.routing_key.clone(),
                 message_count,
             }),
-            properties: super::delivery::delivered_properties(&entry, &message),
+            properties: super::delivery::with_delivery_count(&message, entry.delivery_count),
             body: message.body.clone(),
         });
         Ok(())

@@ -14,7 +14,7 @@ use crate::connection::{Connection, DELIVERY_OVERHEAD_BYTES};
 use crate::consumers::Chosen;
 use crate::message::{Message, Payload};
 use crate::queue::{ConsumerRef, Entry, QueueId};
-use crate::{node_of, ConnId, Effect, QueueEvent};
+use crate::{node_of, ConnId, Delivery, Effect, QueueEvent};
 
 impl Broker {
     /// Delivers ready messages of queue `id` to its consumers until the queue is empty or no
@@ -78,14 +78,14 @@ impl Broker {
                 let message = self.load_or_lost(&entry.message);
                 out.push(Effect::ToChannel {
                     node: node_of(consumer.conn),
-                    event: QueueEvent::Deliver {
+                    event: QueueEvent::Deliver(Delivery {
                         consumer,
                         queue: id,
                         seq,
                         redelivered: entry.redelivered,
                         delivery_count: entry.delivery_count,
                         message,
-                    },
+                    }),
                 });
                 continue;
             }
@@ -352,13 +352,8 @@ pub(crate) fn deliver_effect(
     }
 }
 
-/// A message's properties as delivered: a quorum queue's message that came back from a consumer
-/// carries its delivery count in `x-delivery-count`, as RabbitMQ's quorum queues add it.
-pub(crate) fn delivered_properties(entry: &Entry, message: &Message) -> BasicProperties {
-    with_delivery_count(message, entry.delivery_count)
-}
-
-/// `message`'s properties, with `x-delivery-count` added when it came back `count` times.
+/// `message`'s properties as delivered: a quorum queue's message that came back from a consumer
+/// `count` times carries it in `x-delivery-count`, as RabbitMQ's quorum queues add it.
 pub(crate) fn with_delivery_count(message: &Message, count: u32) -> BasicProperties {
     let mut properties = message.properties.clone();
     if count > 0 {

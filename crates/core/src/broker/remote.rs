@@ -19,7 +19,7 @@ use super::{Broker, Ctx};
 use crate::channel::{Consumer, RemoteConsumer, Unacked};
 use crate::connection::DELIVERY_OVERHEAD_BYTES;
 use crate::queue::{ConsumerRef, QueueId};
-use crate::{AmqpError, Effect, Millis, QueueCommand, QueueEvent};
+use crate::{AmqpError, Delivery, Effect, Millis, QueueCommand, QueueEvent};
 
 /// The credit window of a consumer of another node's queue without a prefetch.
 pub(crate) const REMOTE_WINDOW: u32 = 200;
@@ -141,7 +141,7 @@ impl Broker {
             QueueEvent::CancelOk { consumer, .. } => {
                 self.owner_answered(consumer, false, None, out)
             }
-            deliver @ QueueEvent::Deliver { .. } => self.remote_deliver(from, deliver, out),
+            QueueEvent::Deliver(delivery) => self.remote_deliver(from, delivery, out),
         }
     }
 
@@ -190,18 +190,15 @@ impl Broker {
     /// A delivery from another node's queue: the channel gives it a tag and sends it on (a
     /// client cannot stop a channel with `channel.flow`, as in RabbitMQ). One for a consumer
     /// that is gone goes back to its queue.
-    fn remote_deliver(&mut self, from: u64, event: QueueEvent, out: &mut Vec<Effect>) {
-        let QueueEvent::Deliver {
+    fn remote_deliver(&mut self, from: u64, delivery: Delivery, out: &mut Vec<Effect>) {
+        let Delivery {
             consumer,
             queue,
             seq,
             redelivered,
             delivery_count,
             message,
-        } = event
-        else {
-            return;
-        };
+        } = delivery;
         let ctx = Ctx {
             conn: consumer.conn,
             channel: consumer.channel,

@@ -222,7 +222,7 @@ fn command_name(c: &QueueCommand) -> String {
 fn event_name(e: &crate::QueueEvent) -> String {
     match e {
         crate::QueueEvent::Consumed { error, .. } => format!("consumed {}", error.is_none()),
-        crate::QueueEvent::Deliver { seq, .. } => format!("deliver {seq}"),
+        crate::QueueEvent::Deliver(d) => format!("deliver {}", d.seq),
         crate::QueueEvent::CancelOk { .. } => "cancel-ok".into(),
     }
 }

@@ -8,8 +8,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use warren_core::{
-    AmqpError, Command, ConnId, ConsumerRef, Effect, Input, Message, QueueCommand, QueueEvent,
-    ResumeChannel, ResumeConsumer, ResumeSession,
+    AmqpError, Command, ConnId, ConsumerRef, Delivery, Effect, Input, Message, QueueCommand,
+    QueueEvent, ResumeChannel, ResumeConsumer, ResumeSession,
 };
 use warren_raft::CodecError;
 use warren_wire::record::{
@@ -398,14 +398,14 @@ fn put_queue_event(w: &mut BytesMut, event: &QueueEvent) {
                 }
             }
         }
-        QueueEvent::Deliver {
+        QueueEvent::Deliver(Delivery {
             consumer,
             queue,
             seq,
             redelivered,
             delivery_count,
             message,
-        } => {
+        }) => {
             w.put_u64(*queue);
             w.put_u8(1);
             put_consumer(w, consumer);
@@ -433,14 +433,14 @@ fn read_queue_event(r: &mut Reader, queue: u64) -> Result<QueueEvent, CodecError
                 None
             },
         },
-        1 => QueueEvent::Deliver {
+        1 => QueueEvent::Deliver(Delivery {
             consumer: read_consumer(r)?,
             queue,
             seq: r.u64()?,
             redelivered: read_bool(r)?,
             delivery_count: r.u32()?,
             message: std::sync::Arc::new(read_message(r)?),
-        },
+        }),
         2 => QueueEvent::CancelOk {
             consumer: read_consumer(r)?,
             queue,
@@ -972,14 +972,14 @@ mod tests {
                 queue: 9,
                 error: Some(AmqpError::access_refused("in exclusive use").caused_by(60, 20)),
             }),
-            Up::QueueEvent(QueueEvent::Deliver {
+            Up::QueueEvent(QueueEvent::Deliver(Delivery {
                 consumer: consumer.clone(),
                 queue: 9,
                 seq: 70_000,
                 redelivered: true,
                 delivery_count: 2,
                 message: std::sync::Arc::new(sample_message()),
-            }),
+            })),
             Up::QueueEvent(QueueEvent::CancelOk { consumer, queue: 9 }),
         ];
         let mut w = BytesMut::new();
