@@ -118,9 +118,17 @@ impl QueueConsumers {
         self.held.insert(seq, consumer);
     }
 
-    /// Message `seq` is no longer held by another node's channel (settled or returned).
-    pub(crate) fn release(&mut self, seq: u64) {
-        self.held.remove(&seq);
+    /// Message `seq` is no longer held by a channel of node `node` (settled or returned); false
+    /// if no channel of that node holds it (a late command: the message went back to the queue
+    /// when that node was lost, and may be another consumer's now).
+    pub(crate) fn release(&mut self, seq: u64, node: u64) -> bool {
+        match self.held.get(&seq) {
+            Some(c) if crate::node_of(c.conn) == node => {
+                self.held.remove(&seq);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The messages held by channels of node `node`, in order, forgotten here.

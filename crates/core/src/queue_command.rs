@@ -56,6 +56,20 @@ pub enum QueueCommand {
     Cancel { consumer: ConsumerRef, queue: u64 },
 }
 
+impl QueueCommand {
+    /// The consumer the command is about, where it names one.
+    pub fn consumer(&self) -> Option<&ConsumerRef> {
+        match self {
+            QueueCommand::Consume { consumer, .. }
+            | QueueCommand::Credit { consumer, .. }
+            | QueueCommand::Cancel { consumer, .. } => Some(consumer),
+            QueueCommand::Settle { .. }
+            | QueueCommand::Return { .. }
+            | QueueCommand::Discard { .. } => None,
+        }
+    }
+}
+
 /// A message an owner delivers to a consumer on another node; `seq` names it in later commands.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Delivery {

@@ -26,7 +26,7 @@ use crate::flow::FlowGate;
 use crate::gate::{is_confirm, ConfirmGate, Need};
 use crate::mux::Location;
 use crate::proposer::Proposal;
-use crate::relay::codec::Down;
+use crate::relay::codec::{Down, Up};
 use crate::relay::image::SharedImage;
 use crate::relay::links::Links;
 use crate::relay::router::effect_conn;
@@ -112,6 +112,14 @@ pub(crate) enum ToBroker {
         home: u64,
         upto: u64,
     },
+    /// A stream between this node and `node` ended (this node's link, or `node`'s stream
+    /// here): what the two brokers shared through queue commands is dropped
+    /// (`Input::PeerLost`), and queue messages for `node` not sent yet are not sent
+    /// (`Links::peer_lost`). `done` hears when that is done.
+    PeerLost {
+        node: u64,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
 }
 
 /// How the broker's shared-state commands are made durable.
@@ -193,6 +201,9 @@ pub struct BrokerHandle {
     pub(crate) directory: QueueDirectory,
     pub(crate) links: Links,
     pub(crate) node: u64,
+    /// The broker consumes other nodes' queues with queue commands
+    /// (`BrokerConfig::remote_consumers`).
+    pub(crate) queue_commands: bool,
     /// Where commands to propose go (the relay hands it other nodes' publishes): `None`
     /// without Raft.
     pub(crate) proposals: Option<mpsc::UnboundedSender<Proposal>>,
@@ -216,6 +227,7 @@ impl BrokerHandle {
         let (applied_tx, applied) = watch::channel(0);
         let directory = QueueDirectory::default();
         let node = broker.node();
+        let queue_commands = broker.remote_consumers();
         let proposals = match &replication {
             Replication::Raft { proposals, .. } => Some(proposals.clone()),
             Replication::Local => None,
@@ -236,6 +248,7 @@ impl BrokerHandle {
             directory,
             links,
             node,
+            queue_commands,
             proposals,
             counters,
             task,
@@ -326,6 +339,8 @@ struct Task {
     /// The leader's lease; `None` where no Raft group is involved (front-end tests) and on
     /// a node that does not lead.
     lease: Option<Lease>,
+    /// Nodes a queue command or event could not be sent to (see `send_to_peer`).
+    unreachable: Vec<u64>,
     /// Effects in `by_conn` wait for the lease: this node still believes it leads, but no
     /// quorum has acknowledged it lately, so another leader may exist (see `flush`).
     held_since: Option<std::time::Instant>,
@@ -387,6 +402,12 @@ impl Task {
                         debug!("a refusal outside a forwarded message's handling");
                     }
                     Effect::Flow { conn, paused } => self.core_flow(conn, paused),
+                    Effect::ToOwner { node, command } => {
+                        self.send_to_peer(node, Up::QueueCommand(command))
+                    }
+                    Effect::ToChannel { node, event } => {
+                        self.send_to_peer(node, Up::QueueEvent(event))
+                    }
                     other => {
                         let conn = effect_conn(&other);
                         if is_confirm(&other) && (!needs.is_empty() || self.gate.has_waiting(conn))
@@ -478,6 +499,12 @@ impl Task {
             }
             ToBroker::LinkRefused { home, seq } => self.gate.refused(home, seq),
             ToBroker::LinkLost { home, upto } => self.lost(home, upto),
+            ToBroker::PeerLost { node, done } => {
+                self.peer_lost(now, node);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
             ToBroker::StepDown => {
                 self.lease = None;
                 // What waited for a lease that never came back is dropped: the connections are
@@ -520,12 +547,42 @@ impl Task {
                 }
                 Effect::ForwardRefused { .. } => {}
                 Effect::Flow { conn, paused } => self.core_flow(conn, paused),
+                Effect::ToOwner { node, command } => {
+                    self.send_to_peer(node, Up::QueueCommand(command))
+                }
+                Effect::ToChannel { node, event } => self.send_to_peer(node, Up::QueueEvent(event)),
                 other => self
                     .by_conn
                     .entry(effect_conn(&other))
                     .or_default()
                     .push(other),
             }
+        }
+    }
+
+    /// A queue command or event for node `node`'s broker, on this node's link there. With no
+    /// way there, what the two brokers share is dropped once this batch is done.
+    fn send_to_peer(&mut self, node: u64, up: Up) {
+        if !self.links.queue(node, up) && !self.unreachable.contains(&node) {
+            self.unreachable.push(node);
+        }
+    }
+
+    /// What this broker shares with `node` through queue commands is gone (`Input::PeerLost`):
+    /// the link's epoch first, so that what was made before is not sent.
+    fn peer_lost(&mut self, now: u64, node: u64) {
+        debug!(
+            node,
+            "dropping what this broker shares with the node's broker"
+        );
+        self.links.peer_lost(node);
+        self.handle(now, Input::PeerLost { node });
+    }
+
+    /// Nodes that queue commands or events could not reach in the last batch: dropped as lost.
+    fn unreachable_peers(&mut self, now: u64) {
+        for node in std::mem::take(&mut self.unreachable) {
+            self.peer_lost(now, node);
         }
     }
 
@@ -666,6 +723,9 @@ impl Task {
     /// link, a stalled disk) or it steps down (it was paused or cut off and another leader was
     /// elected; `StepDown` drops them).
     fn flush(&mut self) {
+        if !self.unreachable.is_empty() {
+            self.unreachable_peers(now_ms());
+        }
         let churn = self.broker.take_churn();
         if !churn.is_empty() {
             self.counters.add_churn(churn);
@@ -760,6 +820,7 @@ async fn run(
         directory,
         lease: None,
         held_since: None,
+        unreachable: Vec::new(),
     };
     task.publish_applied();
     let mut batch = Vec::with_capacity(BATCH);

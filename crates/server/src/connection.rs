@@ -46,6 +46,8 @@ pub(crate) struct Node {
     /// This node's broker task (home sessions here).
     pub(crate) local: mpsc::Sender<ToBroker>,
     pub(crate) node: u64,
+    /// The broker consumes other nodes' queues with queue commands (see `crate::mux`).
+    pub(crate) queue_commands: bool,
     pub(crate) applied: watch::Receiver<u64>,
     pub(crate) directory: QueueDirectory,
     pub(crate) links: Links,
@@ -110,7 +112,7 @@ impl Sessions {
             })
             .await
             .ok()?;
-        let mux = Mux::new(client, node.node);
+        let mux = Mux::new(client, node.node).with_queue_commands(node.queue_commands);
         Some((
             Sessions {
                 node,

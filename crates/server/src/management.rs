@@ -242,10 +242,12 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
         if node == leader {
             continue;
         }
-        let mine = |vhost: &str, name: &str| {
+        // Another node's connections are home sessions: their consumers are of transient
+        // queues, homed there or (queue commands) on another node, which lists none of them.
+        let local = |vhost: &str, name: &str| {
             home.queues
                 .iter()
-                .any(|q| q.home == Some(node) && q.vhost == vhost && q.name == name)
+                .any(|q| q.home.is_some() && q.vhost == vhost && q.name == name)
         };
         for q in &mut view.queues {
             if q.home != Some(node) {
@@ -262,7 +264,7 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
         view.consumers.extend(
             home.consumers
                 .iter()
-                .filter(|c| mine(&c.vhost, &c.queue))
+                .filter(|c| local(&c.vhost, &c.queue))
                 .cloned(),
         );
         for hc in &home.home_channels {
@@ -288,6 +290,98 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
             c.messages_unacknowledged += hc.messages_unacknowledged;
         }
     }
+    // Which consumer of a single-active-consumer transient queue is active, its owner knows
+    // (a channel on another node sees only its own).
+    for c in &mut view.consumers {
+        if let Some(q) = view
+            .queues
+            .iter()
+            .find(|q| q.home.is_some() && q.vhost == c.vhost && q.name == c.queue)
+        {
+            if let Some(active) = &q.single_active_consumer_tag {
+                c.active = *active == c.tag;
+            }
+        }
+    }
     view.consumers
         .sort_by(|a, b| (a.conn, a.channel, &a.tag).cmp(&(b.conn, b.channel, &b.tag)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_core::view::{ConsumerView, QueueView};
+
+    fn queue(name: &str, home: Option<u64>, consumers: u32, active: Option<&str>) -> QueueView {
+        QueueView {
+            vhost: "/".into(),
+            name: name.into(),
+            durable: false,
+            auto_delete: false,
+            exclusive_owner: None,
+            arguments: Vec::new(),
+            messages_ready: 0,
+            messages_unacknowledged: 0,
+            message_bytes_ready: 0,
+            consumers,
+            counters: Default::default(),
+            published_from: Vec::new(),
+            home,
+            single_active_consumer_tag: active.map(str::to_owned),
+            policy: None,
+            operator_policy: None,
+            effective_policy_definition: Vec::new(),
+        }
+    }
+
+    fn consumer(conn: u64, tag: &str, queue: &str) -> ConsumerView {
+        ConsumerView {
+            conn,
+            channel: 1,
+            tag: tag.into(),
+            vhost: "/".into(),
+            queue: queue.into(),
+            ack_required: true,
+            prefetch_count: 0,
+            exclusive: false,
+            active: true,
+        }
+    }
+
+    #[test]
+    fn consumers_of_a_queue_homed_on_another_node_are_listed_from_their_channels_node() {
+        // Leader 1; queue "t" homed on node 2, single active consumer, consumed by a client of
+        // node 3 ("c3", with queue commands) and by one of node 2 ("c2", the active one).
+        let mut leader = BrokerView {
+            queues: vec![queue("t", Some(2), 0, None), queue("r", None, 1, None)],
+            consumers: vec![consumer(10, "cr", "r")],
+            ..Default::default()
+        };
+        let two = BrokerView {
+            queues: vec![
+                queue("t", Some(2), 2, Some("c2")),
+                queue("r", None, 0, None),
+            ],
+            consumers: vec![consumer(20, "c2", "t")],
+            ..Default::default()
+        };
+        let three = BrokerView {
+            queues: vec![queue("t", Some(2), 0, None), queue("r", None, 0, None)],
+            consumers: vec![consumer(30, "c3", "t"), consumer(31, "stale", "r")],
+            ..Default::default()
+        };
+        merge_homes(&mut leader, 1, vec![(2, two), (3, three)]);
+        let listed: Vec<(u64, &str, bool)> = leader
+            .consumers
+            .iter()
+            .map(|c| (c.conn, c.tag.as_str(), c.active))
+            .collect();
+        assert_eq!(
+            listed,
+            [(10, "cr", true), (20, "c2", true), (30, "c3", false)],
+            "node 3's consumer of node 2's queue is listed, waiting its turn as the owner says; \
+             a replicated queue's consumers come from the leader only"
+        );
+        assert_eq!(leader.queues[0].consumers, 2, "the owner's numbers");
+    }
 }

@@ -127,6 +127,10 @@ impl Chan {
 pub(crate) struct Mux {
     client: ConnId,
     node: u64,
+    /// This node's broker consumes queues homed on other nodes with queue commands
+    /// (`BrokerConfig::remote_consumers`): a `basic.consume` of one goes to the own home
+    /// session, not to a home session there.
+    queue_commands: bool,
     user: Option<String>,
     vhost: Option<String>,
     client_properties: FieldTable,
@@ -166,6 +170,7 @@ impl Mux {
         Mux {
             client,
             node,
+            queue_commands: false,
             user: None,
             vhost: None,
             client_properties: FieldTable::default(),
@@ -185,6 +190,13 @@ impl Mux {
             held: VecDeque::new(),
             out: Vec::new(),
         }
+    }
+
+    /// Consumers of queues homed on other nodes go to the own home session (see
+    /// `Mux::queue_commands`).
+    pub(crate) fn with_queue_commands(mut self, on: bool) -> Mux {
+        self.queue_commands = on;
+        self
     }
 
     /// What the mux asks for since the last call.
@@ -678,7 +690,11 @@ impl Mux {
         dir: &dyn Directory,
         alloc: &mut dyn FnMut() -> ConnId,
     ) {
-        let sub = self.queue_sub(ch, &m.queue, dir);
+        let sub = match self.queue_sub(ch, &m.queue, dir) {
+            // The own broker's channel consumes it with queue commands to its owner.
+            Sub::Home(_) if self.queue_commands => Sub::Home(self.node),
+            sub => sub,
+        };
         if !m.consumer_tag.is_empty()
             && self
                 .channels

@@ -128,6 +128,7 @@ impl Server {
             leader: self.inputs.clone(),
             local: self.broker.tx.clone(),
             node: self.broker.node,
+            queue_commands: self.broker.queue_commands,
             applied: self.broker.applied(),
             directory: self.broker.directory.clone(),
             links: self.broker.links.clone(),

@@ -66,10 +66,10 @@ pub struct BrokerConfig {
     /// Credit flow: a connection with this many publishes on their way into the log is not
     /// read until half of them are applied (see [`crate::Effect::Flow`]); at least 2.
     pub publish_credit: u32,
-    /// Issue 19, step 2, not wired into the server yet: a channel consumes from a transient
-    /// queue homed on another node with queue commands ([`crate::QueueCommand`]) instead of
-    /// through a home session there. Off in production until the runtime carries the
-    /// commands; core tests turn it on.
+    /// A channel consumes from a transient queue homed on another node with queue commands
+    /// ([`crate::QueueCommand`]) instead of through a home session there (issue 19, step 2).
+    /// On in a node (`warren`'s settings); off by default, where the core tests of home
+    /// sessions expect the earlier shape.
     pub remote_consumers: bool,
 }
 
@@ -1051,6 +1051,12 @@ impl Broker {
 
     pub fn node(&self) -> u64 {
         self.config.node
+    }
+
+    /// Whether this broker's channels consume queues homed on other nodes with queue commands
+    /// (`BrokerConfig::remote_consumers`).
+    pub fn remote_consumers(&self) -> bool {
+        self.config.remote_consumers
     }
 
     /// The queues created and removed since the last call, in order, for the runtime's copy of

@@ -60,17 +60,20 @@ impl Broker {
                 }
             }
             QueueCommand::Settle { queue, seqs } => {
-                if self.release_held(queue, &seqs) {
+                let seqs = self.release_held(queue, from, seqs);
+                if !seqs.is_empty() {
                     self.submit_for_queue(queue, Op::Settle { queue, seqs }, out);
                 }
             }
             QueueCommand::Discard { queue, seqs } => {
-                if self.release_held(queue, &seqs) {
+                let seqs = self.release_held(queue, from, seqs);
+                if !seqs.is_empty() {
                     self.submit_for_queue(queue, Op::Reject { queue, seqs }, out);
                 }
             }
             QueueCommand::Return { queue, seqs } => {
-                if self.release_held(queue, &seqs) {
+                let seqs = self.release_held(queue, from, seqs);
+                if !seqs.is_empty() {
                     let touched = self.give_back(None, seqs.into_iter().map(|s| (queue, s)), out);
                     for q in touched {
                         self.deliver(q, out);
@@ -103,16 +106,16 @@ impl Broker {
         self.queues.get_mut(&id).filter(|_| decides)
     }
 
-    /// Messages of queue `id` a remote channel settles or returns are no longer held by it.
-    /// False if this broker does not decide the queue (it went meanwhile).
-    fn release_held(&mut self, id: QueueId, seqs: &[u64]) -> bool {
+    /// Messages of queue `id` a channel on node `from` settles or returns are no longer held
+    /// by it: those it did hold. None if this broker does not decide the queue (it went
+    /// meanwhile); a message that node no longer holds is left alone (the command is late: the
+    /// message went back to the queue when that node was lost, see [`Self::owner_lost_peer`]).
+    fn release_held(&mut self, id: QueueId, from: u64, mut seqs: Vec<u64>) -> Vec<u64> {
         let Some(q) = self.owned_queue(id) else {
-            return false;
+            return Vec::new();
         };
-        for &seq in seqs {
-            q.consumers.release(seq);
-        }
-        true
+        seqs.retain(|&seq| q.consumers.release(seq, from));
+        seqs
     }
 
     /// Attaches a consumer of a channel on another node, as `basic.consume` attaches one of

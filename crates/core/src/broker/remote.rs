@@ -205,18 +205,22 @@ impl Broker {
         };
         let now = self.now;
         let Some(conn) = self.connections.get_mut(&ctx.conn) else {
-            return give_back_one(from, queue, seq, out);
+            return give_back_one(from, consumer, queue, seq, true, out);
         };
         let (writable, credit) = (conn.writable, conn.credit);
         let Some(ch) = conn.channels.get_mut(&ctx.channel) else {
-            return give_back_one(from, queue, seq, out);
+            return give_back_one(from, consumer, queue, seq, true, out);
         };
+        let cancelling = ch
+            .awaiting_owner
+            .get(&consumer.tag)
+            .is_some_and(|&(consume, _, owner)| !consume && owner == from);
         let Some(k) = ch
             .consumers
             .get_mut(&consumer.tag)
             .filter(|k| k.queue == queue && k.remote.as_ref().is_some_and(|r| r.owner == from))
         else {
-            return give_back_one(from, queue, seq, out);
+            return give_back_one(from, consumer, queue, seq, !cancelling, out);
         };
         let no_ack = k.no_ack;
         let mut refill = false;
@@ -421,8 +425,25 @@ impl Broker {
     }
 }
 
-/// A delivery that found no consumer goes back to its queue.
-fn give_back_one(from: u64, queue: QueueId, seq: u64, out: &mut Vec<Effect>) {
+/// A delivery that found no consumer goes back to its queue; the owner is told to detach the
+/// consumer too (`cancel`) unless a cancel is on its way: a consume can reach the owner after
+/// this node dropped what it shared with it (`Input::PeerLost` while the consume was in
+/// flight), and the owner must not go on choosing a consumer nobody holds.
+fn give_back_one(
+    from: u64,
+    consumer: ConsumerRef,
+    queue: QueueId,
+    seq: u64,
+    cancel: bool,
+    out: &mut Vec<Effect>,
+) {
+    // The cancel first: the message must not go to the same consumer again.
+    if cancel {
+        out.push(Effect::ToOwner {
+            node: from,
+            command: QueueCommand::Cancel { consumer, queue },
+        });
+    }
     out.push(Effect::ToOwner {
         node: from,
         command: QueueCommand::Return {

@@ -10,7 +10,7 @@ use warren_wire::*;
 
 use super::tests::{caps, send};
 use super::*;
-use crate::{Effect, Input, QueueCommand};
+use crate::{ConsumerRef, Effect, Input, QueueCommand};
 
 /// Brokers of nodes 1 (leading) and 2, a client connection on each with channel 1 open:
 /// `a` on node 1, `b` on node 2.
@@ -552,5 +552,76 @@ fn the_owner_delivers_back_in_queue_order_after_a_closed_channel_gives_messages_
         deliveries(&e),
         [d("again", 1, true, "m1"), d("again", 2, false, "m2")],
         "m1 went back to its place, before m2, marked redelivered"
+    );
+}
+
+#[test]
+fn a_settle_that_arrives_after_the_owner_lost_its_channels_node_changes_nothing() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.consume(A, "t", "c", false);
+    p.publish(B, "t", "m1");
+    assert_eq!(p.owner_queue("t"), (0, 1, 1));
+    // The owner hears its peer is lost first; the channel's ack was already on its way.
+    p.cut = true;
+    p.input(2, Input::PeerLost { node: 1 });
+    assert_eq!(p.owner_queue("t"), (1, 0, 0), "m1 is back in the queue");
+    p.cut = false;
+    crossed(&mut p);
+    p.method(A, ack(1));
+    assert_eq!(crossed(&mut p), ["1→2 settle [1]"]);
+    assert_eq!(
+        p.owner_queue("t"),
+        (1, 0, 0),
+        "the late settle does not take m1 from the queue: no channel of node 1 holds it"
+    );
+    let e = p.consume(B, "t", "local", true);
+    assert_eq!(deliveries(&e), [d("local", 1, true, "m1")]);
+}
+
+#[test]
+fn a_delivery_to_a_consumer_the_channel_no_longer_has_goes_back_and_detaches_it() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    let id = p.brokers[1]
+        .queue_id(&"/".into(), "t")
+        .expect("queue on the owner");
+    // A consume that reached the owner after node 1 dropped what they shared (its channel
+    // answered the client already and knows no such consumer).
+    p.input(
+        2,
+        Input::QueueCommand {
+            from: 1,
+            command: QueueCommand::Consume {
+                consumer: ConsumerRef {
+                    conn: A,
+                    channel: 1,
+                    tag: "ghost".into(),
+                },
+                queue: id,
+                credit: 5,
+                priority: 0,
+                no_ack: false,
+                exclusive: false,
+            },
+        },
+    );
+    assert_eq!(p.owner_queue("t").2, 1);
+    crossed(&mut p);
+    let e = p.publish(B, "t", "m1");
+    assert_eq!(deliveries(&e), [], "no client gets it");
+    assert_eq!(
+        crossed(&mut p),
+        [
+            "2→1 deliver 1",
+            "1→2 cancel",
+            "1→2 return [1]",
+            "2→1 cancel-ok"
+        ]
+    );
+    assert_eq!(
+        p.owner_queue("t"),
+        (1, 0, 0),
+        "m1 is back and the consumer nobody holds is detached"
     );
 }

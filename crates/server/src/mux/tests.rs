@@ -394,6 +394,34 @@ fn a_queue_homed_elsewhere_is_used_through_a_home_session_there_with_the_clients
 }
 
 #[test]
+fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_on_the_own_home_session() {
+    let mut t = T::open();
+    t.mux = std::mem::replace(&mut t.mux, Mux::new(CLIENT, NODE)).with_queue_commands(true);
+    let out = t.method(1, consume("u", "cu"));
+    assert_eq!(
+        out,
+        vec![input(Sub::Home(1), 1001, consume("u", "cu"))],
+        "no home session on node 2: the own broker's channel consumes with queue commands"
+    );
+    assert_eq!(
+        t.sub(Sub::Home(1), send(1001, 1, consume_ok("cu"))),
+        vec![Out::Client(send(CLIENT, 1, consume_ok("cu")))]
+    );
+    assert_eq!(
+        t.sub(Sub::Home(1), deliver(1001, "cu", 1)),
+        vec![Out::Client(deliver(CLIENT, "cu", 1))]
+    );
+    assert_eq!(t.method(1, ack(1)), vec![input(Sub::Home(1), 1001, ack(1))]);
+    // Anything else about the queue still goes to its home (step 5 of issue 19 moves it).
+    let get = Method::BasicGet(BasicGet {
+        queue: "u".into(),
+        ..Default::default()
+    });
+    let out = t.method(1, get.clone());
+    assert_eq!(out.last(), Some(&input(Sub::Home(2), 1002, get)));
+}
+
+#[test]
 fn replies_reach_the_client_in_request_order() {
     let mut t = T::open();
     let bind = Method::QueueBind(QueueBind {

@@ -30,10 +30,15 @@ pub(crate) enum Up {
     Unregister(ConnId),
     /// The first message of a stream: the node it comes from, and what for: `home` false, it
     /// relays its clients' leader sessions to the leader; true, it opens home sessions on the
-    /// receiver and forwards messages to the local queues homed there.
+    /// receiver and forwards messages to the local queues homed there. `incarnation` grows
+    /// with each stream the sender opens (across its restarts too: see `relay::links`): a home
+    /// stream that says hello with a higher one replaces the sender's earlier stream, and what
+    /// the two nodes' brokers shared over that one is dropped first (`Input::PeerLost`). Tag 17;
+    /// tag 10, the hello of an earlier version, has no incarnation (read as 0).
     Hello {
         node: u64,
         home: bool,
+        incarnation: u64,
     },
     /// What follows waits until the receiver has applied the log up to `index` (a client saw
     /// a reply sent after that point: see `docs/architecture.md`, "Reading one's writes across
@@ -106,10 +111,15 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             w.put_u8(1);
             w.put_u64(*conn);
         }
-        Up::Hello { node, home } => {
-            w.put_u8(10);
+        Up::Hello {
+            node,
+            home,
+            incarnation,
+        } => {
+            w.put_u8(HELLO);
             w.put_u64(*node);
             put_bool(w, *home);
+            w.put_u64(*incarnation);
         }
         Up::Barrier(index) => {
             w.put_u8(11);
@@ -277,6 +287,8 @@ fn read_message(r: &mut Reader) -> Result<Message, CodecError> {
 /// the connection id that follows every tag, then a kind and its fields.
 const QUEUE_COMMAND: u8 = 15;
 const QUEUE_EVENT: u8 = 16;
+/// The tag of [`Up::Hello`] (with its incarnation).
+const HELLO: u8 = 17;
 
 fn put_consumer(w: &mut BytesMut, c: &ConsumerRef) {
     w.put_u64(c.conn);
@@ -556,6 +568,12 @@ pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
             10 => Up::Hello {
                 node: conn,
                 home: read_bool(&mut r)?,
+                incarnation: 0,
+            },
+            HELLO => Up::Hello {
+                node: conn,
+                home: read_bool(&mut r)?,
+                incarnation: r.u64()?,
             },
             11 => Up::Barrier(conn),
             12 => Up::Input(Input::OpenHome {
@@ -831,6 +849,7 @@ mod tests {
             Up::Hello {
                 node: 2,
                 home: true,
+                incarnation: 1 << 40 | 3,
             },
             Up::Barrier(12),
             Up::Input(Input::OpenHome {
@@ -914,7 +933,16 @@ mod tests {
             channel: 1,
             tag: "c".into(),
         };
-        let golden: [(Up, &[u8]); 2] = [
+        let golden: [(Up, &[u8]); 3] = [
+            (
+                Up::Hello {
+                    node: 2,
+                    home: true,
+                    incarnation: 258,
+                },
+                // tag 17, the node, home, the incarnation.
+                &[17, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 1, 2],
+            ),
             (
                 Up::QueueCommand(QueueCommand::Settle {
                     queue: 5,

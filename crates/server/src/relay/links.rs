@@ -3,15 +3,23 @@
 //! home sessions there and the messages this node's broker forwards to the local queues homed
 //! there, and brings back the sessions' effects and the forwards' acknowledgements.
 //!
-//! When a stream breaks, every session on it is told it is lost ([`HomeEvent::Lost`]) and the
-//! broker task learns which forwards went unacknowledged ([`ToBroker::LinkLost`]); the next
-//! use opens a new stream.
+//! It also carries the queue commands of this node's channels for queues owned there and the
+//! events of this node's queues for channels there (`Effect::ToOwner`/`ToChannel`, issue 19):
+//! each node sends on its own stream, so each direction is ordered.
+//!
+//! When a stream breaks, every session on it is told it is lost ([`HomeEvent::Lost`]), the
+//! broker task learns which forwards went unacknowledged ([`ToBroker::LinkLost`]) and that what
+//! the two brokers shared is gone ([`ToBroker::PeerLost`], handled before the link goes on);
+//! the next use opens a new stream. Queue commands and events made before the broker handled
+//! a `PeerLost` for that node (from this side or the receiver's) and not sent yet are dropped:
+//! they speak of consumers and deliveries both sides have dropped (each link's *epoch*).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::BytesMut;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info};
 use warren_core::{ConnId, Effect, Message};
@@ -47,6 +55,12 @@ enum LinkMsg {
         queue: u64,
         message: Message,
     },
+    /// A queue command or event (`Up::QueueCommand`/`Up::QueueEvent`), made in the link's
+    /// `epoch`.
+    Queue {
+        epoch: u64,
+        up: Up,
+    },
 }
 
 /// This node's links to the other nodes (cheap to clone).
@@ -61,6 +75,20 @@ struct Inner {
     addresses: watch::Receiver<BTreeMap<u64, String>>,
     broker: OnceLock<mpsc::Sender<ToBroker>>,
     tasks: Mutex<HashMap<u64, mpsc::UnboundedSender<LinkMsg>>>,
+    /// Per node, how many times the broker dropped what it shared with that node
+    /// ([`Links::peer_lost`]): queue messages of an older epoch are not sent.
+    epochs: Mutex<HashMap<u64, Arc<AtomicU64>>>,
+    /// The number the next stream's hello carries: it starts from this process's start time
+    /// (milliseconds, shifted left 16 bits), so that it grows across restarts too.
+    incarnation: AtomicU64,
+}
+
+impl Inner {
+    /// The epoch of the link to `node` (see [`Links::peer_lost`]).
+    fn epoch(&self, node: u64) -> Arc<AtomicU64> {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        epochs.entry(node).or_default().clone()
+    }
 }
 
 impl Links {
@@ -72,6 +100,8 @@ impl Links {
                 addresses,
                 broker: OnceLock::new(),
                 tasks: Mutex::new(HashMap::new()),
+                epochs: Mutex::new(HashMap::new()),
+                incarnation: AtomicU64::new(first_incarnation()),
             }),
         }
     }
@@ -137,6 +167,22 @@ impl Links {
         }
     }
 
+    /// The broker dropped what it shared with `node` (`Input::PeerLost`): queue commands and
+    /// events for it made before now and not sent yet are dropped.
+    pub(crate) fn peer_lost(&self, node: u64) {
+        self.inner.epoch(node).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Sends a queue command or event to `node`'s broker (`up` is `Up::QueueCommand` or
+    /// `Up::QueueEvent`); false if there is no way there (the caller treats it as lost).
+    pub(crate) fn queue(&self, node: u64, up: Up) -> bool {
+        let epoch = self.inner.epoch(node).load(Ordering::SeqCst);
+        match self.task(node) {
+            Some(tx) => tx.send(LinkMsg::Queue { epoch, up }).is_ok(),
+            None => false,
+        }
+    }
+
     /// Sends a home session's message to `node` (an input, a barrier, its unregistering).
     pub(crate) fn send(&self, node: u64, up: Up) -> bool {
         match self.task(node) {
@@ -149,6 +195,8 @@ impl Links {
 /// One stream's bookkeeping.
 #[derive(Default)]
 struct Open {
+    /// The link's epoch (see [`Links::peer_lost`]).
+    epoch: Arc<AtomicU64>,
     sessions: HashMap<ConnId, mpsc::UnboundedSender<HomeEvent>>,
     /// The broker's numbers of the forwards sent on this stream, in order (the stream numbers
     /// them from 1).
@@ -172,23 +220,33 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
             let _ = b.try_send(msg);
         }
     };
+    let epoch = inner.epoch(node);
     while let Some(first) = rx.recv().await {
         let addr = inner.addresses.borrow().get(&node).cloned();
+        let incarnation = inner.incarnation.fetch_add(1, Ordering::SeqCst);
         let stream = match addr {
-            Some(addr) if !addr.is_empty() => connect(&addr, inner.node).await,
+            Some(addr) if !addr.is_empty() => connect(&addr, inner.node, incarnation).await,
             _ => None,
         };
         let Some((up, mut down)) = stream else {
             // Nowhere to go: what was asked of this node fails now.
-            fail(&report, node, first);
-            while let Ok(m) = rx.try_recv() {
+            let mut shared = false;
+            for m in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                shared |= matches!(&m, LinkMsg::Queue { epoch: e, .. } if *e >= epoch.load(Ordering::SeqCst));
                 fail(&report, node, m);
+            }
+            if shared {
+                // Queue commands or events were lost: both brokers drop what they share.
+                peer_lost(&inner, node).await;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
         };
-        debug!(node, "home stream open");
-        let mut open = Open::default();
+        debug!(node, incarnation, "home stream open");
+        let mut open = Open {
+            epoch: epoch.clone(),
+            ..Open::default()
+        };
         let mut pending = Some(first);
         let ended = loop {
             let mut w = BytesMut::new();
@@ -234,7 +292,32 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
         if let Some(&upto) = open.forwards.back() {
             report(ToBroker::LinkLost { home: node, upto });
         }
+        peer_lost(&inner, node).await;
     }
+}
+
+/// Tells the broker task that what it shares with `node` is gone, and waits until it has
+/// handled that (and raised the link's epoch): nothing of the old epoch goes out after.
+async fn peer_lost(inner: &Inner, node: u64) {
+    let Some(broker) = inner.broker.get() else {
+        return;
+    };
+    let (done, handled) = oneshot::channel();
+    let lost = ToBroker::PeerLost {
+        node,
+        done: Some(done),
+    };
+    if broker.send(lost).await.is_ok() {
+        let _ = handled.await;
+    }
+}
+
+/// The first stream number of this process (see `Inner::incarnation`).
+fn first_incarnation() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms << 16
 }
 
 /// Adds a message to the batch being written, keeping the stream's books.
@@ -258,6 +341,11 @@ fn take(open: &mut Open, m: LinkMsg, w: &mut BytesMut) {
             open.forwards.push_back(seq);
             encode_up(w, &Up::Forward { queue, message });
         }
+        LinkMsg::Queue { epoch, up } => {
+            if epoch >= open.epoch.load(Ordering::SeqCst) {
+                encode_up(w, &up);
+            }
+        }
     }
 }
 
@@ -271,7 +359,7 @@ fn fail(report: &impl Fn(ToBroker), node: u64, m: LinkMsg) {
         LinkMsg::Register { events, .. } => {
             let _ = events.send(HomeEvent::Lost { node });
         }
-        LinkMsg::Up(_) => {}
+        LinkMsg::Up(_) | LinkMsg::Queue { .. } => {}
     }
 }
 
@@ -311,7 +399,11 @@ fn deliver(open: &mut Open, node: u64, index: u64, downs: Vec<Down>, report: &im
 type UpSender = mpsc::Sender<RelayBatch>;
 
 /// Opens a home stream to `addr` and says hello.
-async fn connect(addr: &str, me: u64) -> Option<(UpSender, tonic::Streaming<RelayBatch>)> {
+async fn connect(
+    addr: &str,
+    me: u64,
+    incarnation: u64,
+) -> Option<(UpSender, tonic::Streaming<RelayBatch>)> {
     let mut client = RelayClient::new(warren_raft::dial::connect(addr).await.ok()?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
@@ -322,6 +414,7 @@ async fn connect(addr: &str, me: u64) -> Option<(UpSender, tonic::Streaming<Rela
         &Up::Hello {
             node: me,
             home: true,
+            incarnation,
         },
     );
     tx.send(RelayBatch {

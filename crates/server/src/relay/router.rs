@@ -253,7 +253,14 @@ async fn connect(grpc_addr: &str, node: u64) -> Option<Link> {
     };
     let (up, up_rx) = mpsc::channel(64);
     let mut hello = BytesMut::new();
-    encode_up(&mut hello, &Up::Hello { node, home: false });
+    encode_up(
+        &mut hello,
+        &Up::Hello {
+            node,
+            home: false,
+            incarnation: 0,
+        },
+    );
     let hello = RelayBatch {
         group_id: METADATA_GROUP,
         batch: hello.freeze(),
@@ -336,6 +343,7 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
         | ToBroker::ForwardIn { .. }
         | ToBroker::LinkAcked { .. }
         | ToBroker::LinkRefused { .. }
+        | ToBroker::PeerLost { .. }
         | ToBroker::LinkLost { .. } => false,
     }
 }

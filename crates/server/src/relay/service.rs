@@ -9,11 +9,17 @@
 //!   ([`Up::Forward`], acknowledged with [`Down::Forwarded`]). Accepted whether or not this node
 //!   leads; when it ends, its sessions are closed.
 //!
+//!   A home stream also carries the sender's queue commands and events (issue 19), handed
+//!   to the broker in order. When it ends, or when a newer one from the same node says hello
+//!   (whichever comes first, and before anything of the newer one), the broker drops what it
+//!   shares with that node ([`ToBroker::PeerLost`]).
+//!
 //! [`Up::Barrier`] makes the rest of the stream wait until this node has applied the log up to
 //! its index. Also `Relay.Propose`: a follower's broker proposes through the leader.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_util::Stream;
@@ -22,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
-use warren_core::ConnId;
+use warren_core::{node_of, ConnId, Input};
 use warren_proto::raft::relay_server::{Relay, RelayServer};
 use warren_proto::raft::{ProposeReply, ProposeRequest, RelayBatch};
 use warren_raft::state_machine::BrokerStateMachine;
@@ -42,6 +48,8 @@ pub struct RelayService {
     raft: Option<Raft<TypeConfig, BrokerStateMachine>>,
     /// This node's proposer: other nodes' logged publishes (`Up::Propose`) go there.
     proposals: Option<mpsc::UnboundedSender<Proposal>>,
+    /// Per node, the incarnation of its current home stream here (see [`Up::Hello`]).
+    homes: Arc<tokio::sync::Mutex<HashMap<u64, u64>>>,
 }
 
 impl RelayService {
@@ -52,6 +60,7 @@ impl RelayService {
             applied: broker.applied(),
             raft: None,
             proposals: broker.proposals.clone(),
+            homes: Arc::default(),
         }
     }
 
@@ -59,6 +68,27 @@ impl RelayService {
     pub fn with_raft(mut self, raft: Raft<TypeConfig, BrokerStateMachine>) -> RelayService {
         self.raft = Some(raft);
         self
+    }
+
+    /// A home stream of `node` says hello: one that replaces an earlier stream first drops
+    /// what the brokers shared over it, before anything of the new one reaches the broker
+    /// (the lock is held across that). A stream older than the current one is refused.
+    async fn home_begins(&self, node: u64, incarnation: u64) -> Result<(), Status> {
+        let mut homes = self.homes.lock().await;
+        match homes.get(&node).copied() {
+            Some(current) if incarnation != 0 && incarnation < current => {
+                return Err(Status::aborted("a newer home stream of this node is open"));
+            }
+            Some(_) => {
+                let lost = ToBroker::PeerLost { node, done: None };
+                if self.broker.send(lost).await.is_err() {
+                    return Err(Status::unavailable("this node is stopping"));
+                }
+            }
+            None => {}
+        }
+        homes.insert(node, incarnation);
+        Ok(())
     }
 
     /// The tonic service to mount on the node's gRPC server.
@@ -93,8 +123,12 @@ impl Relay for RelayService {
             Err(e) => return Err(e),
         };
         let mut first = first.into_iter();
-        let (node, home) = match first.next() {
-            Some(Up::Hello { node, home }) => (node, home),
+        let (node, home, incarnation) = match first.next() {
+            Some(Up::Hello {
+                node,
+                home,
+                incarnation,
+            }) => (node, home, incarnation),
             _ => {
                 return Err(Status::invalid_argument(
                     "a relay stream starts with a hello",
@@ -105,6 +139,9 @@ impl Relay for RelayService {
         warren_raft::trust::check_sender(caller.as_ref(), node)?;
         if !home && *self.route.borrow() != Route::Local {
             return Err(Status::unavailable("this node does not lead the cluster"));
+        }
+        if home {
+            self.home_begins(node, incarnation).await?;
         }
         let (down_tx, down_rx) = mpsc::channel(256);
         let stream = Stream_ {
@@ -118,6 +155,8 @@ impl Relay for RelayService {
             acks: None,
             forwards: 0,
             proposals: self.proposals.clone(),
+            incarnation,
+            homes: self.homes.clone(),
         };
         let rest: Vec<Up> = first.collect();
         tokio::spawn(stream.serve(rest, up));
@@ -160,6 +199,9 @@ struct Stream_ {
     acks: Option<mpsc::UnboundedSender<Vec<Down>>>,
     forwards: u64,
     proposals: Option<mpsc::UnboundedSender<Proposal>>,
+    /// The hello's incarnation (home streams).
+    incarnation: u64,
+    homes: Arc<tokio::sync::Mutex<HashMap<u64, u64>>>,
 }
 
 impl Stream_ {
@@ -242,10 +284,29 @@ impl Stream_ {
                     continue;
                 }
                 Up::Hello { .. } => continue,
-                // Issue 19, step 2: encoded, but no node of this version sends them yet
-                // (docs/architecture.md, "Step (2), the core's part").
+                Up::QueueCommand(command) if self.home => {
+                    // A node speaks for its own channels only.
+                    if command
+                        .consumer()
+                        .is_some_and(|c| node_of(c.conn) != self.node)
+                    {
+                        warn!(
+                            node = self.node,
+                            "a queue command for another node's consumer; dropped"
+                        );
+                        continue;
+                    }
+                    ToBroker::Input(Input::QueueCommand {
+                        from: self.node,
+                        command,
+                    })
+                }
+                Up::QueueEvent(event) if self.home => ToBroker::Input(Input::QueueEvent {
+                    from: self.node,
+                    event,
+                }),
                 Up::QueueCommand(_) | Up::QueueEvent(_) => {
-                    warn!("a queue command or event from another node: not carried by this version; dropped");
+                    warn!("a queue command or event on a leader stream; dropped");
                     continue;
                 }
             };
@@ -276,6 +337,18 @@ impl Stream_ {
         );
         for (conn, effects) in self.conns {
             let _ = self.broker.send(ToBroker::Detach { conn, effects }).await;
+        }
+        if self.home {
+            // Unless a newer stream of the node replaced this one (and did this already).
+            let mut homes = self.homes.lock().await;
+            if homes.get(&self.node) == Some(&self.incarnation) {
+                homes.remove(&self.node);
+                let lost = ToBroker::PeerLost {
+                    node: self.node,
+                    done: None,
+                };
+                let _ = self.broker.send(lost).await;
+            }
         }
     }
 }
