@@ -124,6 +124,9 @@ pub(crate) struct Channel {
     /// Consumers whose `basic.consume` (true) or `basic.cancel` (false) waits for the queue
     /// owner's answer, by tag, with the method's nowait and the owner's node.
     pub(crate) awaiting_owner: HashMap<ShortStr, (bool, bool, u64)>,
+    /// A `basic.get` waiting for the answer of the queue's owner on that node, and whether it
+    /// was no-ack (one at most: the channel's later methods wait for it).
+    pub(crate) awaiting_get: Option<(u64, bool)>,
     /// Delivery tags of messages whose queue's owner was lost (`Input::PeerLost`): acking,
     /// nacking or rejecting one does nothing (the owner took the message back).
     lost: std::collections::BTreeSet<u64>,
@@ -150,6 +153,7 @@ impl Channel {
             reply_to_key: None,
             last_queue: None,
             awaiting_owner: HashMap::new(),
+            awaiting_get: None,
             lost: Default::default(),
         }
     }

@@ -54,6 +54,13 @@ pub enum QueueCommand {
     /// returned). Answered by [`QueueEvent::CancelOk`], after the queue is removed if it was
     /// an auto-delete queue's last consumer.
     Cancel { consumer: ConsumerRef, queue: u64 },
+    /// `basic.get` of the channel `consumer` names (its tag is empty). Answered by
+    /// [`QueueEvent::Got`] or [`QueueEvent::GotNothing`].
+    Get {
+        consumer: ConsumerRef,
+        queue: u64,
+        no_ack: bool,
+    },
 }
 
 impl QueueCommand {
@@ -62,7 +69,8 @@ impl QueueCommand {
         match self {
             QueueCommand::Consume { consumer, .. }
             | QueueCommand::Credit { consumer, .. }
-            | QueueCommand::Cancel { consumer, .. } => Some(consumer),
+            | QueueCommand::Cancel { consumer, .. }
+            | QueueCommand::Get { consumer, .. } => Some(consumer),
             QueueCommand::Settle { .. }
             | QueueCommand::Return { .. }
             | QueueCommand::Discard { .. } => None,
@@ -97,4 +105,17 @@ pub enum QueueEvent {
     /// event: every broker removes it when the removal is applied, and the channel's broker
     /// cancels its consumers then.)
     CancelOk { consumer: ConsumerRef, queue: u64 },
+    /// The answer to [`QueueCommand::Get`] with a message (its consumer's tag is empty), and
+    /// how many stay ready.
+    Got {
+        delivery: Delivery,
+        message_count: u32,
+    },
+    /// The answer to [`QueueCommand::Get`] without one: the queue is empty (`None`), or the
+    /// error the channel closes with (the queue went).
+    GotNothing {
+        consumer: ConsumerRef,
+        queue: u64,
+        error: Option<AmqpError>,
+    },
 }

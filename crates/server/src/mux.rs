@@ -4,8 +4,10 @@
 //! A client connection has a *leader session* on the leader's broker (relayed and resumed by the
 //! router as before) and a *home session* on the broker of each node whose local queues it uses
 //! (see `docs/architecture.md`, "Transient queues live on their home node"): its own node's from
-//! the start, since every publish is routed there first, and another node's when it consumes,
-//! gets, purges, deletes or redeclares a queue homed there. [`Mux`] decides where each method
+//! the start, since every publish is routed there first, and another node's when it purges,
+//! deletes or redeclares a queue homed there (with queue commands, `Mux::with_queue_commands`,
+//! the own home session consumes and gets from queues homed elsewhere: its broker drives their
+//! homes with queue commands; without, those go to a home session there too). [`Mux`] decides where each method
 //! goes, opens channels on a session when first needed (replaying qos and confirm/tx mode),
 //! hands the client exactly one reply per request, in request order, gives deliveries the
 //! client's own delivery tags and maps acks back, passes on the own home session's publisher
@@ -494,6 +496,15 @@ impl Mux {
         }
     }
 
+    /// The session that consumes or gets from queue `name`: with queue commands, a local
+    /// queue's is the own home session, whose channel drives the queue's home with them.
+    fn taking_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
+        match self.queue_sub(ch, name, dir) {
+            Sub::Home(_) if self.queue_commands => Sub::Home(self.node),
+            sub => sub,
+        }
+    }
+
     fn method(
         &mut self,
         ch: ChannelId,
@@ -626,7 +637,7 @@ impl Mux {
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::BasicGet(ref m) => {
-                let sub = self.queue_sub(ch, &m.queue, dir);
+                let sub = self.taking_sub(ch, &m.queue, dir);
                 let no_ack = m.no_ack;
                 self.send_to_queue(ch, sub, false, method, alloc);
                 if let Some(r) = self
@@ -690,11 +701,7 @@ impl Mux {
         dir: &dyn Directory,
         alloc: &mut dyn FnMut() -> ConnId,
     ) {
-        let sub = match self.queue_sub(ch, &m.queue, dir) {
-            // The own broker's channel consumes it with queue commands to its owner.
-            Sub::Home(_) if self.queue_commands => Sub::Home(self.node),
-            sub => sub,
-        };
+        let sub = self.taking_sub(ch, &m.queue, dir);
         if !m.consumer_tag.is_empty()
             && self
                 .channels

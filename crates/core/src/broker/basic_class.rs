@@ -302,6 +302,11 @@ impl Broker {
         let (vhost, _) = self.session(ctx.conn)?;
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
+        let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        if let Some(owner) = self.owner_elsewhere(id) {
+            // A transient queue homed on another node: its owner checks the message out.
+            return self.get_remote(ctx, id, owner, m.no_ack, out);
+        }
         let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
         if self.is_stream_queue(id) {
             return Err(AmqpError::precondition_failed(format!(

@@ -80,6 +80,14 @@ impl Broker {
                     }
                 }
             }
+            QueueCommand::Get {
+                consumer,
+                queue,
+                no_ack,
+            } => {
+                let event = self.get_for_remote(consumer, queue, no_ack, out);
+                out.push(Effect::ToChannel { node: from, event });
+            }
             QueueCommand::Cancel { consumer, queue } => {
                 self.detach_consumer(queue, &consumer, out);
                 let ok = QueueEvent::CancelOk { consumer, queue };
@@ -97,6 +105,57 @@ impl Broker {
                     });
                 }
             }
+        }
+    }
+
+    /// `basic.get` of a channel on another node: the message checked out to it (held by its
+    /// node until settled or returned; settled at once with `no_ack`), or nothing.
+    fn get_for_remote(
+        &mut self,
+        consumer: ConsumerRef,
+        id: QueueId,
+        no_ack: bool,
+        out: &mut Vec<Effect>,
+    ) -> QueueEvent {
+        // An expired head still waiting for its Op::Expire is never handed out.
+        let expiring = self.decides_queue(id) && self.expire_queue(id, out);
+        let now = self.now;
+        let Some(q) = self.owned_queue(id) else {
+            return QueueEvent::GotNothing {
+                consumer,
+                queue: id,
+                error: Some(AmqpError::not_found(
+                    "the queue was deleted while the channel was getting from it",
+                )),
+            };
+        };
+        q.last_used = now;
+        let checked_out = if expiring { None } else { q.checkout(no_ack) };
+        let Some((seq, entry)) = checked_out else {
+            return QueueEvent::GotNothing {
+                consumer,
+                queue: id,
+                error: None,
+            };
+        };
+        let message_count = q.ready_count();
+        if no_ack {
+            let seqs = vec![seq];
+            self.submit_for_queue(id, Op::Settle { queue: id, seqs }, out);
+        } else {
+            q.consumers.hold(seq, consumer.clone());
+        }
+        let message = self.load_or_lost(&entry.message);
+        QueueEvent::Got {
+            delivery: crate::Delivery {
+                consumer,
+                queue: id,
+                seq,
+                redelivered: entry.redelivered,
+                delivery_count: entry.delivery_count,
+                message,
+            },
+            message_count,
         }
     }
 

@@ -12,7 +12,9 @@
 //! across consumers of queues on other nodes (each such consumer may hold up to the limit);
 //! exact sharing needs absolute grants (`docs/architecture.md`, step 2).
 
-use warren_wire::{BasicCancel, BasicCancelOk, BasicConsumeOk, Method, ShortStr};
+use warren_wire::{
+    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicGetEmpty, BasicGetOk, Method, ShortStr,
+};
 
 use super::delivery::deliver_effect;
 use super::{Broker, Ctx};
@@ -142,6 +144,143 @@ impl Broker {
                 self.owner_answered(consumer, false, None, out)
             }
             QueueEvent::Deliver(delivery) => self.remote_deliver(from, delivery, out),
+            QueueEvent::Got {
+                delivery,
+                message_count,
+            } => self.remote_got(from, delivery, message_count, out),
+            QueueEvent::GotNothing {
+                consumer, error, ..
+            } => self.remote_got_nothing(from, &consumer, error, out),
+        }
+    }
+
+    /// `basic.get` of a queue another node's broker owns: the owner checks a message out to
+    /// the channel ([`QueueEvent::Got`]) or has none; the channel's later methods wait for it.
+    pub(super) fn get_remote(
+        &mut self,
+        ctx: Ctx,
+        queue: QueueId,
+        owner: u64,
+        no_ack: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        ch.awaiting_get = Some((owner, no_ack));
+        ch.in_flight += 1;
+        out.push(Effect::ToOwner {
+            node: owner,
+            command: QueueCommand::Get {
+                consumer: ConsumerRef {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    tag: ShortStr::default(),
+                },
+                queue,
+                no_ack,
+            },
+        });
+        Ok(())
+    }
+
+    /// The channel waiting for a `basic.get` answered by `from`, if it still waits, and
+    /// whether that get was no-ack.
+    fn take_get(&mut self, from: u64, consumer: &ConsumerRef) -> Option<(Ctx, bool)> {
+        let ctx = Ctx {
+            conn: consumer.conn,
+            channel: consumer.channel,
+        };
+        let ch = self.channel_mut(ctx)?;
+        match ch.awaiting_get {
+            Some((owner, no_ack)) if owner == from => {
+                ch.awaiting_get = None;
+                Some((ctx, no_ack))
+            }
+            _ => None,
+        }
+    }
+
+    /// A message for a channel's `basic.get`: `basic.get-ok` with the channel's tag (one
+    /// nobody waits for any more goes back).
+    fn remote_got(
+        &mut self,
+        from: u64,
+        delivery: Delivery,
+        message_count: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        let Delivery {
+            consumer,
+            queue,
+            seq,
+            redelivered,
+            delivery_count,
+            message,
+        } = delivery;
+        let now = self.now;
+        let taken = self.take_get(from, &consumer);
+        let Some(((ctx, no_ack), ch)) =
+            taken.and_then(|(ctx, no_ack)| Some(((ctx, no_ack), self.channel_mut(ctx)?)))
+        else {
+            out.push(Effect::ToOwner {
+                node: from,
+                command: QueueCommand::Return {
+                    queue,
+                    seqs: vec![seq],
+                },
+            });
+            return;
+        };
+        let delivery_tag = ch.next_tag();
+        if !no_ack {
+            ch.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue,
+                    seq,
+                    consumer_tag: None,
+                    delivered_at: now,
+                },
+            );
+        }
+        out.push(Effect::SendContent {
+            conn: ctx.conn,
+            channel: ctx.channel,
+            method: Method::BasicGetOk(BasicGetOk {
+                delivery_tag,
+                redelivered,
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+                message_count,
+            }),
+            properties: super::delivery::with_delivery_count(&message, delivery_count),
+            body: message.body.clone(),
+        });
+        self.command_applied(ctx, false, out);
+    }
+
+    /// No message for a channel's `basic.get`: `basic.get-empty`, or the channel closes with
+    /// the owner's error.
+    fn remote_got_nothing(
+        &mut self,
+        from: u64,
+        consumer: &ConsumerRef,
+        error: Option<AmqpError>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some((ctx, _)) = self.take_get(from, consumer) else {
+            return;
+        };
+        match error {
+            Some(error) => self.fail(ctx, error.caused_by(60, 70), out),
+            None => {
+                let empty = BasicGetEmpty {
+                    cluster_id: ShortStr::default(),
+                };
+                self.reply(ctx, Method::BasicGetEmpty(empty), out);
+                self.command_applied(ctx, false, out);
+            }
         }
     }
 
@@ -383,6 +522,7 @@ impl Broker {
     /// owner is answered here (a consume fails with 404, as for a queue whose node is down).
     pub(super) fn channels_lost_peer(&mut self, node: u64, out: &mut Vec<Effect>) {
         let mut answers = Vec::new();
+        let mut gets = Vec::new();
         for (&conn, c) in self.connections.iter_mut() {
             let notify = c.consumer_cancel_notify;
             for (&channel, ch) in c.channels.iter_mut() {
@@ -398,6 +538,9 @@ impl Broker {
                     if notify && !ch.awaiting_owner.contains_key(&tag) {
                         out.push(cancel_to_client(conn, channel, tag));
                     }
+                }
+                if ch.awaiting_get.is_some_and(|(owner, _)| owner == node) {
+                    gets.push(Ctx { conn, channel });
                 }
                 for (tag, &(consume, _, owner)) in ch.awaiting_owner.iter() {
                     if owner == node {
@@ -415,14 +558,26 @@ impl Broker {
             (a.0.conn, a.0.channel, &a.0.tag).cmp(&(b.0.conn, b.0.channel, &b.0.tag))
         });
         for (consumer, consume) in answers {
-            let error = consume.then(|| {
-                AmqpError::not_found(format!(
-                    "home node {node} of a queue used on this channel is down or inaccessible"
-                ))
-            });
+            let error = consume.then(|| node_down(node));
             self.owner_answered(consumer, consume, error, out);
         }
+        gets.sort_by_key(|ctx| (ctx.conn, ctx.channel));
+        for ctx in gets {
+            let consumer = ConsumerRef {
+                conn: ctx.conn,
+                channel: ctx.channel,
+                tag: ShortStr::default(),
+            };
+            self.remote_got_nothing(node, &consumer, Some(node_down(node)), out);
+        }
     }
+}
+
+/// RabbitMQ's 404 for a queue whose node is down.
+fn node_down(node: u64) -> AmqpError {
+    AmqpError::not_found(format!(
+        "home node {node} of a queue used on this channel is down or inaccessible"
+    ))
 }
 
 /// A delivery that found no consumer goes back to its queue; the owner is told to detach the

@@ -216,6 +216,7 @@ fn command_name(c: &QueueCommand) -> String {
         QueueCommand::Return { seqs, .. } => format!("return {seqs:?}"),
         QueueCommand::Discard { seqs, .. } => format!("discard {seqs:?}"),
         QueueCommand::Cancel { .. } => "cancel".into(),
+        QueueCommand::Get { .. } => "get".into(),
     }
 }
 
@@ -224,6 +225,8 @@ fn event_name(e: &crate::QueueEvent) -> String {
         crate::QueueEvent::Consumed { error, .. } => format!("consumed {}", error.is_none()),
         crate::QueueEvent::Deliver(d) => format!("deliver {}", d.seq),
         crate::QueueEvent::CancelOk { .. } => "cancel-ok".into(),
+        crate::QueueEvent::Got { delivery, .. } => format!("got {}", delivery.seq),
+        crate::QueueEvent::GotNothing { .. } => "got nothing".into(),
     }
 }
 
@@ -623,5 +626,95 @@ fn a_delivery_to_a_consumer_the_channel_no_longer_has_goes_back_and_detaches_it(
         p.owner_queue("t"),
         (1, 0, 0),
         "m1 is back and the consumer nobody holds is detached"
+    );
+}
+
+/// (delivery tag, message count, body) of the `basic.get-ok`s in `effects`, and how many
+/// `basic.get-empty`s.
+fn gets(effects: &[Effect]) -> (Vec<(u64, u32, String)>, usize) {
+    let mut ok = Vec::new();
+    let mut empty = 0;
+    for e in effects {
+        match e {
+            Effect::SendContent {
+                method: Method::BasicGetOk(g),
+                body,
+                ..
+            } => ok.push((
+                g.delivery_tag,
+                g.message_count,
+                String::from_utf8_lossy(body).into_owned(),
+            )),
+            Effect::Send {
+                method: Method::BasicGetEmpty(_),
+                ..
+            } => empty += 1,
+            _ => {}
+        }
+    }
+    (ok, empty)
+}
+
+fn get(no_ack: bool) -> Method {
+    Method::BasicGet(BasicGet {
+        queue: "t".into(),
+        no_ack,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_channel_gets_from_another_nodes_queue_with_a_queue_command() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    for body in ["m1", "m2"] {
+        p.publish(B, "t", body);
+    }
+    crossed(&mut p);
+    let e = p.method(A, get(false));
+    assert_eq!(gets(&e), (vec![(1, 1, "m1".into())], 0));
+    assert_eq!(crossed(&mut p), ["1→2 get", "2→1 got 1"]);
+    assert_eq!(p.owner_queue("t"), (1, 1, 0), "m1 checked out to node 1");
+    p.method(A, ack(1));
+    assert_eq!(crossed(&mut p), ["1→2 settle [1]"]);
+    assert_eq!(p.owner_queue("t"), (1, 0, 0));
+    let e = p.method(A, get(true));
+    assert_eq!(
+        gets(&e),
+        (vec![(2, 0, "m2".into())], 0),
+        "no-ack: settled by the owner at once"
+    );
+    assert_eq!(p.owner_queue("t"), (0, 0, 0));
+    let e = p.method(A, get(false));
+    assert_eq!(gets(&e), (vec![], 1));
+    assert_eq!(
+        crossed(&mut p),
+        ["1→2 get", "2→1 got 2", "1→2 get", "2→1 got nothing"]
+    );
+}
+
+#[test]
+fn a_get_waiting_for_a_lost_owner_fails_and_one_held_goes_back_to_the_queue() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.publish(B, "t", "m1");
+    let e = p.method(A, get(false));
+    assert_eq!(gets(&e), (vec![(1, 0, "m1".into())], 0));
+    p.cut = true;
+    let e = p.method(A, get(false));
+    assert_eq!(e, vec![], "waiting for the owner");
+    p.input(2, Input::PeerLost { node: 1 });
+    assert_eq!(p.owner_queue("t"), (1, 0, 0), "m1 back, redelivered");
+    let e = p.input(1, Input::PeerLost { node: 2 });
+    assert_eq!(
+        e,
+        vec![Effect::CloseChannel {
+            conn: A,
+            channel: 1,
+            error: AmqpError::not_found(
+                "home node 2 of a queue used on this channel is down or inaccessible"
+            )
+            .caused_by(60, 70),
+        }]
     );
 }

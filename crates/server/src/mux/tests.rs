@@ -394,7 +394,7 @@ fn a_queue_homed_elsewhere_is_used_through_a_home_session_there_with_the_clients
 }
 
 #[test]
-fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_on_the_own_home_session() {
+fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_and_got_on_the_own_home_session() {
     let mut t = T::open();
     t.mux = std::mem::replace(&mut t.mux, Mux::new(CLIENT, NODE)).with_queue_commands(true);
     let out = t.method(1, consume("u", "cu"));
@@ -412,13 +412,22 @@ fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_on_the_own_home_sessi
         vec![Out::Client(deliver(CLIENT, "cu", 1))]
     );
     assert_eq!(t.method(1, ack(1)), vec![input(Sub::Home(1), 1001, ack(1))]);
-    // Anything else about the queue still goes to its home (step 5 of issue 19 moves it).
     let get = Method::BasicGet(BasicGet {
         queue: "u".into(),
         ..Default::default()
     });
-    let out = t.method(1, get.clone());
-    assert_eq!(out.last(), Some(&input(Sub::Home(2), 1002, get)));
+    assert_eq!(
+        t.method(1, get.clone()),
+        vec![input(Sub::Home(1), 1001, get)],
+        "a get too"
+    );
+    // Purge, delete and redeclare still go to the queue's home (issue 19, step 2's rest).
+    let purge = Method::QueuePurge(QueuePurge {
+        queue: "u".into(),
+        ..Default::default()
+    });
+    let out = t.method(1, purge.clone());
+    assert_eq!(out.last(), Some(&input(Sub::Home(2), 1002, purge)));
 }
 
 #[test]

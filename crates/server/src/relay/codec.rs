@@ -353,6 +353,16 @@ fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
             w.put_u8(5);
             put_consumer(w, consumer);
         }
+        QueueCommand::Get {
+            consumer,
+            queue,
+            no_ack,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(6);
+            put_consumer(w, consumer);
+            put_bool(w, *no_ack);
+        }
     }
 }
 
@@ -387,6 +397,11 @@ fn read_queue_command(r: &mut Reader, queue: u64) -> Result<QueueCommand, CodecE
             consumer: read_consumer(r)?,
             queue,
         },
+        6 => QueueCommand::Get {
+            consumer: read_consumer(r)?,
+            queue,
+            no_ack: read_bool(r)?,
+        },
         _ => return Err(CodecError::new("unknown queue command")),
     })
 }
@@ -402,36 +417,76 @@ fn put_queue_event(w: &mut BytesMut, event: &QueueEvent) {
             w.put_u64(*queue);
             w.put_u8(0);
             put_consumer(w, consumer);
-            match error {
-                None => put_bool(w, false),
-                Some(e) => {
-                    put_bool(w, true);
-                    put_error(w, e);
-                }
-            }
+            put_optional_error(w, error.as_ref());
         }
-        QueueEvent::Deliver(Delivery {
-            consumer,
-            queue,
-            seq,
-            redelivered,
-            delivery_count,
-            message,
-        }) => {
-            w.put_u64(*queue);
+        QueueEvent::Deliver(delivery) => {
+            w.put_u64(delivery.queue);
             w.put_u8(1);
-            put_consumer(w, consumer);
-            w.put_u64(*seq);
-            put_bool(w, *redelivered);
-            w.put_u32(*delivery_count);
-            put_message(w, message);
+            put_delivery(w, delivery);
         }
         QueueEvent::CancelOk { consumer, queue } => {
             w.put_u64(*queue);
             w.put_u8(2);
             put_consumer(w, consumer);
         }
+        QueueEvent::Got {
+            delivery,
+            message_count,
+        } => {
+            w.put_u64(delivery.queue);
+            w.put_u8(3);
+            put_delivery(w, delivery);
+            w.put_u32(*message_count);
+        }
+        QueueEvent::GotNothing {
+            consumer,
+            queue,
+            error,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(4);
+            put_consumer(w, consumer);
+            put_optional_error(w, error.as_ref());
+        }
     }
+}
+
+fn put_optional_error(w: &mut BytesMut, error: Option<&AmqpError>) {
+    match error {
+        None => put_bool(w, false),
+        Some(e) => {
+            put_bool(w, true);
+            put_error(w, e);
+        }
+    }
+}
+
+fn read_optional_error(r: &mut Reader) -> Result<Option<AmqpError>, CodecError> {
+    Ok(if read_bool(r)? {
+        Some(read_error(r)?)
+    } else {
+        None
+    })
+}
+
+/// A delivery's fields after its queue id: consumer, number, redelivered, count, message.
+fn put_delivery(w: &mut BytesMut, d: &Delivery) {
+    put_consumer(w, &d.consumer);
+    w.put_u64(d.seq);
+    put_bool(w, d.redelivered);
+    w.put_u32(d.delivery_count);
+    put_message(w, &d.message);
+}
+
+fn read_delivery(r: &mut Reader, queue: u64) -> Result<Delivery, CodecError> {
+    Ok(Delivery {
+        consumer: read_consumer(r)?,
+        queue,
+        seq: r.u64()?,
+        redelivered: read_bool(r)?,
+        delivery_count: r.u32()?,
+        message: std::sync::Arc::new(read_message(r)?),
+    })
 }
 
 fn read_queue_event(r: &mut Reader, queue: u64) -> Result<QueueEvent, CodecError> {
@@ -439,23 +494,21 @@ fn read_queue_event(r: &mut Reader, queue: u64) -> Result<QueueEvent, CodecError
         0 => QueueEvent::Consumed {
             consumer: read_consumer(r)?,
             queue,
-            error: if read_bool(r)? {
-                Some(read_error(r)?)
-            } else {
-                None
-            },
+            error: read_optional_error(r)?,
         },
-        1 => QueueEvent::Deliver(Delivery {
-            consumer: read_consumer(r)?,
-            queue,
-            seq: r.u64()?,
-            redelivered: read_bool(r)?,
-            delivery_count: r.u32()?,
-            message: std::sync::Arc::new(read_message(r)?),
-        }),
+        1 => QueueEvent::Deliver(read_delivery(r, queue)?),
         2 => QueueEvent::CancelOk {
             consumer: read_consumer(r)?,
             queue,
+        },
+        3 => QueueEvent::Got {
+            delivery: read_delivery(r, queue)?,
+            message_count: r.u32()?,
+        },
+        4 => QueueEvent::GotNothing {
+            consumer: read_consumer(r)?,
+            queue,
+            error: read_optional_error(r)?,
         },
         _ => return Err(CodecError::new("unknown queue event")),
     })
@@ -933,6 +986,10 @@ mod tests {
             channel: 1,
             tag: "c".into(),
         };
+        let getter = ConsumerRef {
+            tag: "".into(),
+            ..consumer.clone()
+        };
         let golden: [(Up, &[u8]); 3] = [
             (
                 Up::Hello {
@@ -1008,7 +1065,36 @@ mod tests {
                 delivery_count: 2,
                 message: std::sync::Arc::new(sample_message()),
             })),
-            Up::QueueEvent(QueueEvent::CancelOk { consumer, queue: 9 }),
+            Up::QueueEvent(QueueEvent::CancelOk {
+                consumer: consumer.clone(),
+                queue: 9,
+            }),
+            Up::QueueCommand(QueueCommand::Get {
+                consumer: getter.clone(),
+                queue: 9,
+                no_ack: true,
+            }),
+            Up::QueueEvent(QueueEvent::Got {
+                delivery: Delivery {
+                    consumer: getter.clone(),
+                    queue: 9,
+                    seq: 3,
+                    redelivered: false,
+                    delivery_count: 0,
+                    message: std::sync::Arc::new(sample_message()),
+                },
+                message_count: 41,
+            }),
+            Up::QueueEvent(QueueEvent::GotNothing {
+                consumer: getter.clone(),
+                queue: 9,
+                error: None,
+            }),
+            Up::QueueEvent(QueueEvent::GotNothing {
+                consumer: getter,
+                queue: 9,
+                error: Some(AmqpError::not_found("gone").caused_by(60, 70)),
+            }),
         ];
         let mut w = BytesMut::new();
         for up in &ups {
