@@ -124,12 +124,19 @@ pub(crate) struct Channel {
     /// Consumers whose `basic.consume` (true) or `basic.cancel` (false) waits for the queue
     /// owner's answer, by tag, with the method's nowait and the owner's node.
     pub(crate) awaiting_owner: HashMap<ShortStr, (bool, bool, u64)>,
-    /// A `basic.get` waiting for the answer of the queue's owner on that node, and whether it
-    /// was no-ack (one at most: the channel's later methods wait for it).
-    pub(crate) awaiting_get: Option<(u64, bool)>,
+    /// A method waiting for the answer of a queue's owner on that node (one at most: the
+    /// channel's later methods wait for it).
+    pub(crate) awaiting_answer: Option<(u64, Awaiting)>,
     /// Delivery tags of messages whose queue's owner was lost (`Input::PeerLost`): acking,
     /// nacking or rejecting one does nothing (the owner took the message back).
     lost: std::collections::BTreeSet<u64>,
+}
+
+/// A channel's method that waits for the answer of a queue's owner on another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    Get { no_ack: bool },
+    Purge,
 }
 
 impl Channel {
@@ -153,7 +160,7 @@ impl Channel {
             reply_to_key: None,
             last_queue: None,
             awaiting_owner: HashMap::new(),
-            awaiting_get: None,
+            awaiting_answer: None,
             lost: Default::default(),
         }
     }

@@ -61,6 +61,13 @@ pub enum QueueCommand {
         queue: u64,
         no_ack: bool,
     },
+    /// `queue.purge` of the channel `consumer` names (its tag is empty): the ready messages
+    /// go. Answered by [`QueueEvent::Purged`] if `reply` (not for a `nowait` purge).
+    Purge {
+        consumer: ConsumerRef,
+        queue: u64,
+        reply: bool,
+    },
 }
 
 impl QueueCommand {
@@ -70,7 +77,8 @@ impl QueueCommand {
             QueueCommand::Consume { consumer, .. }
             | QueueCommand::Credit { consumer, .. }
             | QueueCommand::Cancel { consumer, .. }
-            | QueueCommand::Get { consumer, .. } => Some(consumer),
+            | QueueCommand::Get { consumer, .. }
+            | QueueCommand::Purge { consumer, .. } => Some(consumer),
             QueueCommand::Settle { .. }
             | QueueCommand::Return { .. }
             | QueueCommand::Discard { .. } => None,
@@ -116,6 +124,14 @@ pub enum QueueEvent {
     GotNothing {
         consumer: ConsumerRef,
         queue: u64,
+        error: Option<AmqpError>,
+    },
+    /// The answer to [`QueueCommand::Purge`]: how many messages went, or the error the
+    /// channel closes with (the queue went).
+    Purged {
+        consumer: ConsumerRef,
+        queue: u64,
+        message_count: u32,
         error: Option<AmqpError>,
     },
 }

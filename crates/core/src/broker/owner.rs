@@ -88,6 +88,26 @@ impl Broker {
                 let event = self.get_for_remote(consumer, queue, no_ack, out);
                 out.push(Effect::ToChannel { node: from, event });
             }
+            QueueCommand::Purge {
+                consumer,
+                queue,
+                reply,
+            } => {
+                let purged = self.owned_queue(queue).map(|q| q.purge());
+                if reply {
+                    let event = QueueEvent::Purged {
+                        consumer,
+                        queue,
+                        message_count: purged.unwrap_or(0),
+                        error: purged.is_none().then(|| {
+                            AmqpError::not_found(
+                                "the queue was deleted while the channel was purging it",
+                            )
+                        }),
+                    };
+                    out.push(Effect::ToChannel { node: from, event });
+                }
+            }
             QueueCommand::Cancel { consumer, queue } => {
                 self.detach_consumer(queue, &consumer, out);
                 let ok = QueueEvent::CancelOk { consumer, queue };

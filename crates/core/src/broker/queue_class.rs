@@ -410,6 +410,10 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+        if let Some(owner) = self.owner_elsewhere(id) {
+            // A transient queue homed on another node: its owner purges it.
+            return self.purge_remote(ctx, id, owner, m.nowait, out);
+        }
         if self.is_local_queue(id) {
             // A local queue's messages are only on its home: purged there, outside the log.
             if !self.decides_queue(id) {

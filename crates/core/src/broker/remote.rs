@@ -13,12 +13,13 @@
 //! exact sharing needs absolute grants (`docs/architecture.md`, step 2).
 
 use warren_wire::{
-    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicGetEmpty, BasicGetOk, Method, ShortStr,
+    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicGetEmpty, BasicGetOk, Method, QueuePurgeOk,
+    ShortStr,
 };
 
 use super::delivery::deliver_effect;
 use super::{Broker, Ctx};
-use crate::channel::{Consumer, RemoteConsumer, Unacked};
+use crate::channel::{Awaiting, Consumer, RemoteConsumer, Unacked};
 use crate::connection::DELIVERY_OVERHEAD_BYTES;
 use crate::queue::{ConsumerRef, QueueId};
 use crate::{AmqpError, Delivery, Effect, Millis, QueueCommand, QueueEvent};
@@ -151,6 +152,12 @@ impl Broker {
             QueueEvent::GotNothing {
                 consumer, error, ..
             } => self.remote_got_nothing(from, &consumer, error, out),
+            QueueEvent::Purged {
+                consumer,
+                message_count,
+                error,
+                ..
+            } => self.remote_purged(from, &consumer, message_count, error, out),
         }
     }
 
@@ -167,7 +174,7 @@ impl Broker {
         let ch = self
             .channel_mut(ctx)
             .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
-        ch.awaiting_get = Some((owner, no_ack));
+        ch.awaiting_answer = Some((owner, Awaiting::Get { no_ack }));
         ch.in_flight += 1;
         out.push(Effect::ToOwner {
             node: owner,
@@ -184,20 +191,80 @@ impl Broker {
         Ok(())
     }
 
-    /// The channel waiting for a `basic.get` answered by `from`, if it still waits, and
-    /// whether that get was no-ack.
-    fn take_get(&mut self, from: u64, consumer: &ConsumerRef) -> Option<(Ctx, bool)> {
+    /// `queue.purge` of a queue another node's broker owns: the owner purges it and answers
+    /// ([`QueueEvent::Purged`]) unless `nowait`; the channel's later methods wait for that.
+    pub(super) fn purge_remote(
+        &mut self,
+        ctx: Ctx,
+        queue: QueueId,
+        owner: u64,
+        nowait: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let ch = self
+            .channel_mut(ctx)
+            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
+        if !nowait {
+            ch.awaiting_answer = Some((owner, Awaiting::Purge));
+            ch.in_flight += 1;
+        }
+        out.push(Effect::ToOwner {
+            node: owner,
+            command: QueueCommand::Purge {
+                consumer: ConsumerRef {
+                    conn: ctx.conn,
+                    channel: ctx.channel,
+                    tag: ShortStr::default(),
+                },
+                queue,
+                reply: !nowait,
+            },
+        });
+        Ok(())
+    }
+
+    /// The channel `consumer` names, if it waits for `from`'s answer of kind `kind` (which
+    /// `matches` recognises): no longer waiting after this.
+    fn take_answer(
+        &mut self,
+        from: u64,
+        consumer: &ConsumerRef,
+        matches: impl Fn(Awaiting) -> bool,
+    ) -> Option<(Ctx, Awaiting)> {
         let ctx = Ctx {
             conn: consumer.conn,
             channel: consumer.channel,
         };
         let ch = self.channel_mut(ctx)?;
-        match ch.awaiting_get {
-            Some((owner, no_ack)) if owner == from => {
-                ch.awaiting_get = None;
-                Some((ctx, no_ack))
+        match ch.awaiting_answer {
+            Some((owner, kind)) if owner == from && matches(kind) => {
+                ch.awaiting_answer = None;
+                Some((ctx, kind))
             }
             _ => None,
+        }
+    }
+
+    /// The owner purged a queue for a channel: `queue.purge-ok`, or the channel closes with
+    /// the owner's error.
+    fn remote_purged(
+        &mut self,
+        from: u64,
+        consumer: &ConsumerRef,
+        message_count: u32,
+        error: Option<AmqpError>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some((ctx, _)) = self.take_answer(from, consumer, |k| k == Awaiting::Purge) else {
+            return;
+        };
+        match error {
+            Some(error) => self.fail(ctx, error.caused_by(50, 30), out),
+            None => {
+                let ok = QueuePurgeOk { message_count };
+                self.reply(ctx, Method::QueuePurgeOk(ok), out);
+                self.command_applied(ctx, false, out);
+            }
         }
     }
 
@@ -219,10 +286,11 @@ impl Broker {
             message,
         } = delivery;
         let now = self.now;
-        let taken = self.take_get(from, &consumer);
-        let Some(((ctx, no_ack), ch)) =
-            taken.and_then(|(ctx, no_ack)| Some(((ctx, no_ack), self.channel_mut(ctx)?)))
-        else {
+        let taken = self.take_answer(from, &consumer, |k| matches!(k, Awaiting::Get { .. }));
+        let Some(((ctx, no_ack), ch)) = taken.and_then(|(ctx, kind)| {
+            let no_ack = matches!(kind, Awaiting::Get { no_ack: true });
+            Some(((ctx, no_ack), self.channel_mut(ctx)?))
+        }) else {
             out.push(Effect::ToOwner {
                 node: from,
                 command: QueueCommand::Return {
@@ -269,7 +337,9 @@ impl Broker {
         error: Option<AmqpError>,
         out: &mut Vec<Effect>,
     ) {
-        let Some((ctx, _)) = self.take_get(from, consumer) else {
+        let Some((ctx, _)) =
+            self.take_answer(from, consumer, |k| matches!(k, Awaiting::Get { .. }))
+        else {
             return;
         };
         match error {
@@ -522,7 +592,7 @@ impl Broker {
     /// owner is answered here (a consume fails with 404, as for a queue whose node is down).
     pub(super) fn channels_lost_peer(&mut self, node: u64, out: &mut Vec<Effect>) {
         let mut answers = Vec::new();
-        let mut gets = Vec::new();
+        let mut waiting = Vec::new();
         for (&conn, c) in self.connections.iter_mut() {
             let notify = c.consumer_cancel_notify;
             for (&channel, ch) in c.channels.iter_mut() {
@@ -539,8 +609,10 @@ impl Broker {
                         out.push(cancel_to_client(conn, channel, tag));
                     }
                 }
-                if ch.awaiting_get.is_some_and(|(owner, _)| owner == node) {
-                    gets.push(Ctx { conn, channel });
+                if let Some((owner, kind)) = ch.awaiting_answer {
+                    if owner == node {
+                        waiting.push((Ctx { conn, channel }, kind));
+                    }
                 }
                 for (tag, &(consume, _, owner)) in ch.awaiting_owner.iter() {
                     if owner == node {
@@ -561,14 +633,18 @@ impl Broker {
             let error = consume.then(|| node_down(node));
             self.owner_answered(consumer, consume, error, out);
         }
-        gets.sort_by_key(|ctx| (ctx.conn, ctx.channel));
-        for ctx in gets {
+        waiting.sort_by_key(|(ctx, _)| (ctx.conn, ctx.channel));
+        for (ctx, kind) in waiting {
             let consumer = ConsumerRef {
                 conn: ctx.conn,
                 channel: ctx.channel,
                 tag: ShortStr::default(),
             };
-            self.remote_got_nothing(node, &consumer, Some(node_down(node)), out);
+            let error = Some(node_down(node));
+            match kind {
+                Awaiting::Get { .. } => self.remote_got_nothing(node, &consumer, error, out),
+                Awaiting::Purge => self.remote_purged(node, &consumer, 0, error, out),
+            }
         }
     }
 }

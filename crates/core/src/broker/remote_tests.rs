@@ -217,6 +217,7 @@ fn command_name(c: &QueueCommand) -> String {
         QueueCommand::Discard { seqs, .. } => format!("discard {seqs:?}"),
         QueueCommand::Cancel { .. } => "cancel".into(),
         QueueCommand::Get { .. } => "get".into(),
+        QueueCommand::Purge { reply, .. } => format!("purge {reply}"),
     }
 }
 
@@ -227,6 +228,7 @@ fn event_name(e: &crate::QueueEvent) -> String {
         crate::QueueEvent::CancelOk { .. } => "cancel-ok".into(),
         crate::QueueEvent::Got { delivery, .. } => format!("got {}", delivery.seq),
         crate::QueueEvent::GotNothing { .. } => "got nothing".into(),
+        crate::QueueEvent::Purged { message_count, .. } => format!("purged {message_count}"),
     }
 }
 
@@ -715,6 +717,56 @@ fn a_get_waiting_for_a_lost_owner_fails_and_one_held_goes_back_to_the_queue() {
                 "home node 2 of a queue used on this channel is down or inaccessible"
             )
             .caused_by(60, 70),
+        }]
+    );
+}
+
+#[test]
+fn a_channel_purges_another_nodes_queue_with_a_queue_command() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    for body in ["m1", "m2", "m3"] {
+        p.publish(B, "t", body);
+    }
+    let e = p.method(A, get(false));
+    assert_eq!(gets(&e).0.len(), 1);
+    crossed(&mut p);
+    let purge = |nowait| {
+        Method::QueuePurge(QueuePurge {
+            queue: "t".into(),
+            nowait,
+            ..Default::default()
+        })
+    };
+    let e = p.method(A, purge(false));
+    assert_eq!(
+        e,
+        vec![send(
+            A,
+            Method::QueuePurgeOk(QueuePurgeOk { message_count: 2 })
+        )],
+        "the ready messages; the one the channel holds stays"
+    );
+    assert_eq!(crossed(&mut p), ["1→2 purge true", "2→1 purged 2"]);
+    assert_eq!(p.owner_queue("t"), (0, 1, 0));
+    p.publish(B, "t", "m4");
+    crossed(&mut p);
+    assert_eq!(p.method(A, purge(true)), vec![], "nowait: no answer");
+    assert_eq!(crossed(&mut p), ["1→2 purge false"]);
+    assert_eq!(p.owner_queue("t"), (0, 1, 0));
+    // A purge waiting for a lost owner fails as a get does.
+    p.cut = true;
+    assert_eq!(p.method(A, purge(false)), vec![]);
+    let e = p.input(1, Input::PeerLost { node: 2 });
+    assert_eq!(
+        e,
+        vec![Effect::CloseChannel {
+            conn: A,
+            channel: 1,
+            error: AmqpError::not_found(
+                "home node 2 of a queue used on this channel is down or inaccessible"
+            )
+            .caused_by(50, 30),
         }]
     );
 }

@@ -363,6 +363,16 @@ fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
             put_consumer(w, consumer);
             put_bool(w, *no_ack);
         }
+        QueueCommand::Purge {
+            consumer,
+            queue,
+            reply,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(7);
+            put_consumer(w, consumer);
+            put_bool(w, *reply);
+        }
     }
 }
 
@@ -401,6 +411,11 @@ fn read_queue_command(r: &mut Reader, queue: u64) -> Result<QueueCommand, CodecE
             consumer: read_consumer(r)?,
             queue,
             no_ack: read_bool(r)?,
+        },
+        7 => QueueCommand::Purge {
+            consumer: read_consumer(r)?,
+            queue,
+            reply: read_bool(r)?,
         },
         _ => return Err(CodecError::new("unknown queue command")),
     })
@@ -446,6 +461,18 @@ fn put_queue_event(w: &mut BytesMut, event: &QueueEvent) {
             w.put_u64(*queue);
             w.put_u8(4);
             put_consumer(w, consumer);
+            put_optional_error(w, error.as_ref());
+        }
+        QueueEvent::Purged {
+            consumer,
+            queue,
+            message_count,
+            error,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(5);
+            put_consumer(w, consumer);
+            w.put_u32(*message_count);
             put_optional_error(w, error.as_ref());
         }
     }
@@ -508,6 +535,12 @@ fn read_queue_event(r: &mut Reader, queue: u64) -> Result<QueueEvent, CodecError
         4 => QueueEvent::GotNothing {
             consumer: read_consumer(r)?,
             queue,
+            error: read_optional_error(r)?,
+        },
+        5 => QueueEvent::Purged {
+            consumer: read_consumer(r)?,
+            queue,
+            message_count: r.u32()?,
             error: read_optional_error(r)?,
         },
         _ => return Err(CodecError::new("unknown queue event")),
@@ -1091,9 +1124,20 @@ mod tests {
                 error: None,
             }),
             Up::QueueEvent(QueueEvent::GotNothing {
-                consumer: getter,
+                consumer: getter.clone(),
                 queue: 9,
                 error: Some(AmqpError::not_found("gone").caused_by(60, 70)),
+            }),
+            Up::QueueCommand(QueueCommand::Purge {
+                consumer: getter.clone(),
+                queue: 9,
+                reply: false,
+            }),
+            Up::QueueEvent(QueueEvent::Purged {
+                consumer: getter,
+                queue: 9,
+                message_count: 12,
+                error: None,
             }),
         ];
         let mut w = BytesMut::new();
