@@ -137,6 +137,7 @@ pub(crate) struct Channel {
 pub(crate) enum Awaiting {
     Get { no_ack: bool },
     Purge,
+    Delete { nowait: bool },
 }
 
 impl Channel {

@@ -68,6 +68,14 @@ pub enum QueueCommand {
         queue: u64,
         reply: bool,
     },
+    /// `queue.delete` of the channel `consumer` names (its tag is empty), with its conditions:
+    /// the owner decides and proposes the removal. Answered by [`QueueEvent::Deleted`].
+    Delete {
+        consumer: ConsumerRef,
+        queue: u64,
+        if_unused: bool,
+        if_empty: bool,
+    },
 }
 
 impl QueueCommand {
@@ -78,7 +86,8 @@ impl QueueCommand {
             | QueueCommand::Credit { consumer, .. }
             | QueueCommand::Cancel { consumer, .. }
             | QueueCommand::Get { consumer, .. }
-            | QueueCommand::Purge { consumer, .. } => Some(consumer),
+            | QueueCommand::Purge { consumer, .. }
+            | QueueCommand::Delete { consumer, .. } => Some(consumer),
             QueueCommand::Settle { .. }
             | QueueCommand::Return { .. }
             | QueueCommand::Discard { .. } => None,
@@ -129,6 +138,15 @@ pub enum QueueEvent {
     /// The answer to [`QueueCommand::Purge`]: how many messages went, or the error the
     /// channel closes with (the queue went).
     Purged {
+        consumer: ConsumerRef,
+        queue: u64,
+        message_count: u32,
+        error: Option<AmqpError>,
+    },
+    /// The answer to [`QueueCommand::Delete`]: the removal is proposed, with the count of
+    /// ready messages it takes (the channel answers once its own broker has applied it), or
+    /// the error the channel closes with (in use, not empty).
+    Deleted {
         consumer: ConsumerRef,
         queue: u64,
         message_count: u32,

@@ -4,9 +4,9 @@
 //! A client connection has a *leader session* on the leader's broker (relayed and resumed by the
 //! router as before) and a *home session* on the broker of each node whose local queues it uses
 //! (see `docs/architecture.md`, "Transient queues live on their home node"): its own node's from
-//! the start, since every publish is routed there first, and another node's when it deletes or
-//! redeclares a queue homed there (with queue commands, `Mux::with_queue_commands`, the own
-//! home session consumes, gets from and purges queues homed elsewhere: its broker drives their
+//! the start, since every publish is routed there first, and another node's when it redeclares
+//! a queue homed there (with queue commands, `Mux::with_queue_commands`, the own home session
+//! consumes, gets from, purges and deletes queues homed elsewhere: its broker drives their
 //! homes with queue commands; without, those go to a home session there too). [`Mux`] decides where each method
 //! goes, opens channels on a session when first needed (replaying qos and confirm/tx mode),
 //! hands the client exactly one reply per request, in request order, gives deliveries the
@@ -496,8 +496,9 @@ impl Mux {
         }
     }
 
-    /// The session that consumes, gets from or purges queue `name`: with queue commands, a
-    /// local queue's is the own home session, whose channel drives the queue's home with them.
+    /// The session that consumes, gets from, purges or deletes queue `name`: with queue
+    /// commands, a local queue's is the own home session, whose channel drives the queue's
+    /// home with them.
     fn taking_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
         match self.queue_sub(ch, name, dir) {
             Sub::Home(_) if self.queue_commands => Sub::Home(self.node),
@@ -633,7 +634,7 @@ impl Mux {
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::QueueDelete(ref m) => {
-                let sub = self.queue_sub(ch, &m.queue, dir);
+                let sub = self.taking_sub(ch, &m.queue, dir);
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::BasicGet(ref m) => {

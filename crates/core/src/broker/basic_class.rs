@@ -60,7 +60,7 @@ impl Broker {
         let timeout = consumer_timeout(&m.arguments, &name, &vhost)?;
         // A queue this broker decides, or one another node's broker owns (queue commands).
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if !self.decides_queue(id) && self.owner_elsewhere(id).is_none() {
+        if !self.decides_queue(id) && self.owner_elsewhere(ctx.conn, id).is_none() {
             return Err(super::queue_class::not_here(&name, &vhost));
         }
         let tag = if m.consumer_tag.is_empty() {
@@ -80,7 +80,7 @@ impl Broker {
             ch.prefetch_consumer
         };
         let global_prefetch = self.channel_mut(ctx).map_or(0, |ch| ch.prefetch_global);
-        if let Some(owner) = self.owner_elsewhere(id) {
+        if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
             let consume = super::remote::RemoteConsume {
                 queue: id,
                 owner,
@@ -273,7 +273,7 @@ impl Broker {
         consumer: &ConsumerRef,
         out: &mut Vec<Effect>,
     ) {
-        if let Some(node) = self.owner_elsewhere(id) {
+        if let Some(node) = self.owner_elsewhere(consumer.conn, id) {
             out.push(Effect::ToOwner {
                 node,
                 command: crate::QueueCommand::Cancel {
@@ -303,7 +303,7 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if let Some(owner) = self.owner_elsewhere(id) {
+        if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
             // A transient queue homed on another node: its owner checks the message out.
             return self.get_remote(ctx, id, owner, m.no_ack, out);
         }
@@ -470,7 +470,7 @@ impl Broker {
         let mut logged: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         let mut remote: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         for (queue, seq) in unacked {
-            if self.owner_elsewhere(queue).is_some() {
+            if self.queue_owner_elsewhere(queue).is_some() {
                 remote.entry(queue).or_default().push(seq);
                 continue;
             }

@@ -240,11 +240,16 @@ impl Broker {
                 .get(id)
                 .is_some_and(|q| q.is_local() && self.decides(q))
         });
-        if let Method::BasicConsume(_) = &method {
-            // A consumer of a queue homed on another node attaches with queue commands.
+        if let Method::BasicConsume(_)
+        | Method::BasicGet(_)
+        | Method::QueuePurge(_)
+        | Method::QueueDelete(_) = &method
+        {
+            // A queue homed on another node: consumed, got from, purged and deleted with
+            // queue commands to its owner.
             if self
                 .queue_id(&vhost, &name)
-                .is_some_and(|id| self.owner_elsewhere(id).is_some())
+                .is_some_and(|id| self.owner_elsewhere(ctx.conn, id).is_some())
             {
                 return Some(method);
             }

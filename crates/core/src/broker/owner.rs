@@ -108,6 +108,25 @@ impl Broker {
                     out.push(Effect::ToChannel { node: from, event });
                 }
             }
+            QueueCommand::Delete {
+                consumer,
+                queue,
+                if_unused,
+                if_empty,
+            } => {
+                let outcome = self.delete_for_remote(queue, if_unused, if_empty, out);
+                let (message_count, error) = match outcome {
+                    Ok(n) => (n, None),
+                    Err(e) => (0, Some(e)),
+                };
+                let event = QueueEvent::Deleted {
+                    consumer,
+                    queue,
+                    message_count,
+                    error,
+                };
+                out.push(Effect::ToChannel { node: from, event });
+            }
             QueueCommand::Cancel { consumer, queue } => {
                 self.detach_consumer(queue, &consumer, out);
                 let ok = QueueEvent::CancelOk { consumer, queue };
@@ -177,6 +196,38 @@ impl Broker {
             },
             message_count,
         }
+    }
+
+    /// `queue.delete` of a channel on another node: decided here, where the consumers and
+    /// messages are (as for a channel of this broker, `queue_class::queue_delete`); the
+    /// removal is proposed and the ready count returned.
+    fn delete_for_remote(
+        &mut self,
+        id: QueueId,
+        if_unused: bool,
+        if_empty: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<u32, AmqpError> {
+        let Some(q) = self.owned_queue(id) else {
+            return Err(AmqpError::not_found(
+                "the queue was deleted while the channel was deleting it",
+            ));
+        };
+        if if_unused && q.consumer_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{}' in vhost '{}' in use",
+                q.name, q.vhost
+            )));
+        }
+        if if_empty && !q.is_empty() {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{}' in vhost '{}' not empty",
+                q.name, q.vhost
+            )));
+        }
+        let message_count = q.ready_count();
+        self.propose_removal(id, out);
+        Ok(message_count)
     }
 
     /// A queue this broker decides, for a command about it.

@@ -410,7 +410,7 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if let Some(owner) = self.owner_elsewhere(id) {
+        if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
             // A transient queue homed on another node: its owner purges it.
             return self.purge_remote(ctx, id, owner, m.nowait, out);
         }
@@ -478,6 +478,11 @@ impl Broker {
         self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
         if let Some(id) = self.queue_id(&vhost, &name) {
             self.usable_queue(ctx.conn, &vhost, &name)?;
+            if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
+                // A transient queue homed on another node: its owner decides.
+                let how = (m.if_unused, m.if_empty, m.nowait);
+                return self.delete_remote(ctx, how, id, owner, out);
+            }
             // Decided here, by the broker that has the consumers and the local queues'
             // messages: a replica applying the command has neither, so the command that goes
             // through the log is unconditional (a refused one is never logged).

@@ -218,6 +218,7 @@ fn command_name(c: &QueueCommand) -> String {
         QueueCommand::Cancel { .. } => "cancel".into(),
         QueueCommand::Get { .. } => "get".into(),
         QueueCommand::Purge { reply, .. } => format!("purge {reply}"),
+        QueueCommand::Delete { .. } => "delete".into(),
     }
 }
 
@@ -229,6 +230,7 @@ fn event_name(e: &crate::QueueEvent) -> String {
         crate::QueueEvent::Got { delivery, .. } => format!("got {}", delivery.seq),
         crate::QueueEvent::GotNothing { .. } => "got nothing".into(),
         crate::QueueEvent::Purged { message_count, .. } => format!("purged {message_count}"),
+        crate::QueueEvent::Deleted { error, .. } => format!("deleted {}", error.is_none()),
     }
 }
 
@@ -357,12 +359,20 @@ fn a_no_ack_consumer_of_another_nodes_queue_gets_a_window_refilled_as_its_socket
             "2→1 consumed true".into()
         ]
     );
-    let e = p.publish(B, "t", "m1");
-    assert_eq!(deliveries(&e), [d("c", 1, false, "m1")]);
+    let refill = super::remote::REMOTE_REFILL;
+    for n in 1..refill {
+        let e = p.publish(B, "t", "m");
+        assert_eq!(deliveries(&e), [d("c", u64::from(n), false, "m")]);
+    }
+    assert_eq!(crossed(&mut p).len() as u32, refill - 1, "deliveries only");
+    p.publish(B, "t", "m");
     assert_eq!(
         crossed(&mut p),
-        ["2→1 deliver 1", "1→2 credit 1"],
-        "settled by the owner when delivered; the window refilled as it went out"
+        [
+            format!("2→1 deliver {refill}"),
+            format!("1→2 credit {refill}")
+        ],
+        "settled by the owner when delivered; the window refilled in a batch as they went out"
     );
     assert_eq!(p.owner_queue("t"), (0, 0, 1));
 
@@ -375,8 +385,9 @@ fn a_no_ack_consumer_of_another_nodes_queue_gets_a_window_refilled_as_its_socket
         },
     );
     let e = p.publish(B, "t", "m2");
-    assert_eq!(deliveries(&e), [d("c", 2, false, "m2")]);
-    assert_eq!(crossed(&mut p), ["2→1 deliver 2"]);
+    let next = u64::from(refill) + 1;
+    assert_eq!(deliveries(&e), [d("c", next, false, "m2")]);
+    assert_eq!(crossed(&mut p), [format!("2→1 deliver {next}")]);
     p.input(
         1,
         Input::Writable {
@@ -769,4 +780,120 @@ fn a_channel_purges_another_nodes_queue_with_a_queue_command() {
             .caused_by(50, 30),
         }]
     );
+}
+
+#[test]
+fn a_channel_deletes_another_nodes_queue_its_owner_decides_and_the_reply_waits_for_the_removal() {
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.publish(B, "t", "m1");
+    p.consume(B, "t", "local", false);
+    crossed(&mut p);
+    let delete = |if_unused| {
+        Method::QueueDelete(QueueDelete {
+            queue: "t".into(),
+            if_unused,
+            ..Default::default()
+        })
+    };
+    let e = p.method(A, delete(true));
+    assert_eq!(
+        e,
+        vec![Effect::CloseChannel {
+            conn: A,
+            channel: 1,
+            error: AmqpError::precondition_failed("queue 't' in vhost '/' in use")
+                .caused_by(50, 40),
+        }],
+        "the owner knows it has a consumer"
+    );
+    assert_eq!(crossed(&mut p), ["1→2 delete", "2→1 deleted false"]);
+    p.method(A, Method::ChannelOpen(ChannelOpen::default()));
+    let e = p.method(A, delete(false));
+    let ok = send(A, Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 }));
+    assert!(e.contains(&ok), "{e:?}");
+    assert!(
+        p.brokers
+            .iter()
+            .all(|b| b.queue_id(&"/".into(), "t").is_none()),
+        "removed on both nodes when the delete-ok goes"
+    );
+}
+
+#[test]
+fn a_home_session_gets_purges_and_deletes_a_queue_homed_elsewhere_with_queue_commands() {
+    // A client's own home session (not redirected to the leader, whose answer would come back
+    // to the wrong node); a leader session relayed from another node's client uses none.
+    let mut p = Pair::new();
+    p.declare_on_two("t", FieldTable::default(), false);
+    p.publish(B, "t", "m1");
+    const HOME: ConnId = 1 << 52 | 7;
+    for input in [
+        Input::OpenHome {
+            conn: HOME,
+            client: A,
+            user: "guest".into(),
+            vhost: "/".into(),
+            client_properties: caps(),
+        },
+        Input::Method {
+            conn: HOME,
+            channel: 1,
+            method: Method::ChannelOpen(ChannelOpen::default()),
+        },
+    ] {
+        p.input(1, input);
+    }
+    crossed(&mut p);
+    let on_home = |p: &mut Pair, method| {
+        p.input(
+            1,
+            Input::Method {
+                conn: HOME,
+                channel: 1,
+                method,
+            },
+        )
+    };
+    let e = on_home(&mut p, get(true));
+    assert_eq!(gets(&e), (vec![(1, 0, "m1".into())], 0), "{e:?}");
+    let purge = Method::QueuePurge(QueuePurge {
+        queue: "t".into(),
+        ..Default::default()
+    });
+    on_home(&mut p, purge);
+    let delete = Method::QueueDelete(QueueDelete {
+        queue: "t".into(),
+        ..Default::default()
+    });
+    let e = on_home(&mut p, delete);
+    assert!(
+        e.iter().any(|e| matches!(
+            e,
+            Effect::Send {
+                method: Method::QueueDeleteOk(_),
+                ..
+            }
+        )),
+        "{e:?}"
+    );
+    assert_eq!(
+        crossed(&mut p),
+        [
+            "1→2 get",
+            "2→1 got 1",
+            "1→2 purge true",
+            "2→1 purged 0",
+            "1→2 delete",
+            "2→1 deleted true"
+        ]
+    );
+
+    // A leader session of a client of node 2, on node 1 (the leader): no queue command.
+    let mut p = Pair::new();
+    p.declare_on_two("u", FieldTable::default(), false);
+    let relayed: ConnId = 2 << 52 | 9;
+    let id = p.brokers[0].queue_id(&"/".into(), "u").expect("queue");
+    assert_eq!(p.brokers[0].owner_elsewhere(relayed, id), None);
+    assert_eq!(p.brokers[0].owner_elsewhere(A, id), Some(2));
 }

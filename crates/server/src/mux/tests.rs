@@ -394,8 +394,8 @@ fn a_queue_homed_elsewhere_is_used_through_a_home_session_there_with_the_clients
 }
 
 #[test]
-fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_got_and_purged_on_the_own_home_session()
-{
+fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_got_purged_and_deleted_on_the_own_home_session(
+) {
     let mut t = T::open();
     t.mux = std::mem::replace(&mut t.mux, Mux::new(CLIENT, NODE)).with_queue_commands(true);
     let out = t.method(1, consume("u", "cu"));
@@ -431,13 +431,23 @@ fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_got_and_purged_on_the
         vec![input(Sub::Home(1), 1001, purge)],
         "and a purge"
     );
-    // Delete and redeclare still go to the queue's home (issue 19, step 2's rest).
     let delete = Method::QueueDelete(QueueDelete {
         queue: "u".into(),
         ..Default::default()
     });
-    let out = t.method(1, delete.clone());
-    assert_eq!(out.last(), Some(&input(Sub::Home(2), 1002, delete)));
+    assert_eq!(
+        t.method(1, delete.clone()),
+        vec![input(Sub::Home(1), 1001, delete)],
+        "and a delete"
+    );
+    // A redeclare still goes to the queue's home (issue 19, step 2's rest).
+    let declare = Method::QueueDeclare(QueueDeclare {
+        queue: "u".into(),
+        passive: true,
+        ..Default::default()
+    });
+    let out = t.method(1, declare.clone());
+    assert_eq!(out.last(), Some(&input(Sub::Home(2), 1002, declare)));
 }
 
 #[test]

@@ -373,6 +373,18 @@ fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
             put_consumer(w, consumer);
             put_bool(w, *reply);
         }
+        QueueCommand::Delete {
+            consumer,
+            queue,
+            if_unused,
+            if_empty,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(8);
+            put_consumer(w, consumer);
+            put_bool(w, *if_unused);
+            put_bool(w, *if_empty);
+        }
     }
 }
 
@@ -416,6 +428,12 @@ fn read_queue_command(r: &mut Reader, queue: u64) -> Result<QueueCommand, CodecE
             consumer: read_consumer(r)?,
             queue,
             reply: read_bool(r)?,
+        },
+        8 => QueueCommand::Delete {
+            consumer: read_consumer(r)?,
+            queue,
+            if_unused: read_bool(r)?,
+            if_empty: read_bool(r)?,
         },
         _ => return Err(CodecError::new("unknown queue command")),
     })
@@ -468,14 +486,30 @@ fn put_queue_event(w: &mut BytesMut, event: &QueueEvent) {
             queue,
             message_count,
             error,
-        } => {
-            w.put_u64(*queue);
-            w.put_u8(5);
-            put_consumer(w, consumer);
-            w.put_u32(*message_count);
-            put_optional_error(w, error.as_ref());
-        }
+        } => put_count_answer(w, 5, consumer, *queue, *message_count, error.as_ref()),
+        QueueEvent::Deleted {
+            consumer,
+            queue,
+            message_count,
+            error,
+        } => put_count_answer(w, 6, consumer, *queue, *message_count, error.as_ref()),
     }
+}
+
+/// An owner's answer with a message count or an error (`Purged`, `Deleted`).
+fn put_count_answer(
+    w: &mut BytesMut,
+    kind: u8,
+    consumer: &ConsumerRef,
+    queue: u64,
+    message_count: u32,
+    error: Option<&AmqpError>,
+) {
+    w.put_u64(queue);
+    w.put_u8(kind);
+    put_consumer(w, consumer);
+    w.put_u32(message_count);
+    put_optional_error(w, error);
 }
 
 fn put_optional_error(w: &mut BytesMut, error: Option<&AmqpError>) {
@@ -538,6 +572,12 @@ fn read_queue_event(r: &mut Reader, queue: u64) -> Result<QueueEvent, CodecError
             error: read_optional_error(r)?,
         },
         5 => QueueEvent::Purged {
+            consumer: read_consumer(r)?,
+            queue,
+            message_count: r.u32()?,
+            error: read_optional_error(r)?,
+        },
+        6 => QueueEvent::Deleted {
             consumer: read_consumer(r)?,
             queue,
             message_count: r.u32()?,
@@ -1134,10 +1174,22 @@ mod tests {
                 reply: false,
             }),
             Up::QueueEvent(QueueEvent::Purged {
-                consumer: getter,
+                consumer: getter.clone(),
                 queue: 9,
                 message_count: 12,
                 error: None,
+            }),
+            Up::QueueCommand(QueueCommand::Delete {
+                consumer: getter.clone(),
+                queue: 9,
+                if_unused: true,
+                if_empty: false,
+            }),
+            Up::QueueEvent(QueueEvent::Deleted {
+                consumer: getter,
+                queue: 9,
+                message_count: 0,
+                error: Some(AmqpError::precondition_failed("in use").caused_by(50, 40)),
             }),
         ];
         let mut w = BytesMut::new();
