@@ -348,13 +348,27 @@ impl Broker {
         let Some((ctx, _)) = self.take_answer(from, consumer, |k| k == Awaiting::Purge) else {
             return;
         };
-        match error {
-            Some(error) => self.fail(ctx, error.caused_by(50, 30), out),
-            None => {
-                let ok = QueuePurgeOk { message_count };
-                self.reply(ctx, Method::QueuePurgeOk(ok), out);
+        let answer = match error {
+            Some(error) => Err(error.caused_by(50, 30)),
+            None => Ok(Method::QueuePurgeOk(QueuePurgeOk { message_count })),
+        };
+        self.owner_replied(ctx, answer, out);
+    }
+
+    /// The owner's answer to a channel's method that waited for it: the reply, and the
+    /// channel's later methods go on; or the channel closes with the error.
+    fn owner_replied(
+        &mut self,
+        ctx: Ctx,
+        answer: Result<Method, AmqpError>,
+        out: &mut Vec<Effect>,
+    ) {
+        match answer {
+            Ok(reply) => {
+                self.reply(ctx, reply, out);
                 self.command_applied(ctx, false, out);
             }
+            Err(error) => self.fail(ctx, error, out),
         }
     }
 
@@ -432,16 +446,13 @@ impl Broker {
         else {
             return;
         };
-        match error {
-            Some(error) => self.fail(ctx, error.caused_by(60, 70), out),
-            None => {
-                let empty = BasicGetEmpty {
-                    cluster_id: ShortStr::default(),
-                };
-                self.reply(ctx, Method::BasicGetEmpty(empty), out);
-                self.command_applied(ctx, false, out);
-            }
-        }
+        let answer = match error {
+            Some(error) => Err(error.caused_by(60, 70)),
+            None => Ok(Method::BasicGetEmpty(BasicGetEmpty {
+                cluster_id: ShortStr::default(),
+            })),
+        };
+        self.owner_replied(ctx, answer, out);
     }
 
     /// The owner answered a consume (`consume`) or a cancel of this channel's.

@@ -532,17 +532,7 @@ fn a_consume_waiting_for_a_lost_owner_fails_with_rabbitmqs_node_down_text() {
     let e = p.consume(A, "t", "c", false);
     assert_eq!(e, vec![], "waiting for the owner");
     let e = p.input(1, Input::PeerLost { node: 2 });
-    assert_eq!(
-        e,
-        vec![Effect::CloseChannel {
-            conn: A,
-            channel: 1,
-            error: AmqpError::not_found(
-                "home node 2 of a queue used on this channel is down or inaccessible"
-            )
-            .caused_by(60, 20),
-        }]
-    );
+    assert_eq!(e, vec![node_two_down(60, 20)]);
 }
 
 #[test]
@@ -719,17 +709,7 @@ fn a_get_waiting_for_a_lost_owner_fails_and_one_held_goes_back_to_the_queue() {
     p.input(2, Input::PeerLost { node: 1 });
     assert_eq!(p.owner_queue("t"), (1, 0, 0), "m1 back, redelivered");
     let e = p.input(1, Input::PeerLost { node: 2 });
-    assert_eq!(
-        e,
-        vec![Effect::CloseChannel {
-            conn: A,
-            channel: 1,
-            error: AmqpError::not_found(
-                "home node 2 of a queue used on this channel is down or inaccessible"
-            )
-            .caused_by(60, 70),
-        }]
-    );
+    assert_eq!(e, vec![node_two_down(60, 70)]);
 }
 
 #[test]
@@ -769,17 +749,7 @@ fn a_channel_purges_another_nodes_queue_with_a_queue_command() {
     p.cut = true;
     assert_eq!(p.method(A, purge(false)), vec![]);
     let e = p.input(1, Input::PeerLost { node: 2 });
-    assert_eq!(
-        e,
-        vec![Effect::CloseChannel {
-            conn: A,
-            channel: 1,
-            error: AmqpError::not_found(
-                "home node 2 of a queue used on this channel is down or inaccessible"
-            )
-            .caused_by(50, 30),
-        }]
-    );
+    assert_eq!(e, vec![node_two_down(50, 30)]);
 }
 
 #[test]
@@ -896,4 +866,17 @@ fn a_home_session_gets_purges_and_deletes_a_queue_homed_elsewhere_with_queue_com
     let id = p.brokers[0].queue_id(&"/".into(), "u").expect("queue");
     assert_eq!(p.brokers[0].owner_elsewhere(relayed, id), None);
     assert_eq!(p.brokers[0].owner_elsewhere(A, id), Some(2));
+}
+
+/// The channel of `A` closed with RabbitMQ's 404 for a queue whose node (2) is down, for the
+/// method `class`.`method`.
+fn node_two_down(class: u16, method: u16) -> Effect {
+    Effect::CloseChannel {
+        conn: A,
+        channel: 1,
+        error: AmqpError::not_found(
+            "home node 2 of a queue used on this channel is down or inaccessible",
+        )
+        .caused_by(class, method),
+    }
 }
