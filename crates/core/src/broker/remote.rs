@@ -195,24 +195,13 @@ impl Broker {
         no_ack: bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
-        let ch = self
-            .channel_mut(ctx)
-            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
-        ch.awaiting_answer = Some((owner, Awaiting::Get { no_ack }));
-        ch.in_flight += 1;
-        out.push(Effect::ToOwner {
-            node: owner,
-            command: QueueCommand::Get {
-                consumer: ConsumerRef {
-                    conn: ctx.conn,
-                    channel: ctx.channel,
-                    tag: ShortStr::default(),
-                },
-                queue,
-                no_ack,
-            },
-        });
-        Ok(())
+        let consumer = channel_ref(ctx);
+        let command = QueueCommand::Get {
+            consumer,
+            queue,
+            no_ack,
+        };
+        self.ask_owner(ctx, owner, Some(Awaiting::Get { no_ack }), command, out)
     }
 
     /// `queue.purge` of a queue another node's broker owns: the owner purges it and answers
@@ -225,26 +214,14 @@ impl Broker {
         nowait: bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
-        let ch = self
-            .channel_mut(ctx)
-            .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
-        if !nowait {
-            ch.awaiting_answer = Some((owner, Awaiting::Purge));
-            ch.in_flight += 1;
-        }
-        out.push(Effect::ToOwner {
-            node: owner,
-            command: QueueCommand::Purge {
-                consumer: ConsumerRef {
-                    conn: ctx.conn,
-                    channel: ctx.channel,
-                    tag: ShortStr::default(),
-                },
-                queue,
-                reply: !nowait,
-            },
-        });
-        Ok(())
+        let consumer = channel_ref(ctx);
+        let command = QueueCommand::Purge {
+            consumer,
+            queue,
+            reply: !nowait,
+        };
+        let awaiting = (!nowait).then_some(Awaiting::Purge);
+        self.ask_owner(ctx, owner, awaiting, command, out)
     }
 
     /// `queue.delete` of a queue another node's broker owns: the owner decides (it has the
@@ -259,24 +236,37 @@ impl Broker {
         owner: u64,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
+        let (if_unused, if_empty, nowait) = how;
+        let command = QueueCommand::Delete {
+            consumer: channel_ref(ctx),
+            queue,
+            if_unused,
+            if_empty,
+        };
+        let awaiting = Some(Awaiting::Delete { nowait });
+        self.ask_owner(ctx, owner, awaiting, command, out)
+    }
+
+    /// Sends a channel's `command` to the queue's owner; with `awaiting`, the channel's later
+    /// methods wait for the owner's answer.
+    fn ask_owner(
+        &mut self,
+        ctx: Ctx,
+        owner: u64,
+        awaiting: Option<Awaiting>,
+        command: QueueCommand,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
         let ch = self
             .channel_mut(ctx)
             .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
-        let (if_unused, if_empty, nowait) = how;
-        ch.awaiting_answer = Some((owner, Awaiting::Delete { nowait }));
-        ch.in_flight += 1;
+        if let Some(kind) = awaiting {
+            ch.awaiting_answer = Some((owner, kind));
+            ch.in_flight += 1;
+        }
         out.push(Effect::ToOwner {
             node: owner,
-            command: QueueCommand::Delete {
-                consumer: ConsumerRef {
-                    conn: ctx.conn,
-                    channel: ctx.channel,
-                    tag: ShortStr::default(),
-                },
-                queue,
-                if_unused,
-                if_empty,
-            },
+            command,
         });
         Ok(())
     }
@@ -736,11 +726,7 @@ impl Broker {
         }
         waiting.sort_by_key(|(ctx, _)| (ctx.conn, ctx.channel));
         for (ctx, kind) in waiting {
-            let consumer = ConsumerRef {
-                conn: ctx.conn,
-                channel: ctx.channel,
-                tag: ShortStr::default(),
-            };
+            let consumer = channel_ref(ctx);
             let error = Some(node_down(node));
             match kind {
                 Awaiting::Get { .. } => self.remote_got_nothing(node, &consumer, error, out),
@@ -748,6 +734,15 @@ impl Broker {
                 Awaiting::Delete { .. } => self.remote_deleted(node, &consumer, 0, 0, error, out),
             }
         }
+    }
+}
+
+/// A channel as a queue command names it for a get, purge or delete: an empty tag.
+fn channel_ref(ctx: Ctx) -> ConsumerRef {
+    ConsumerRef {
+        conn: ctx.conn,
+        channel: ctx.channel,
+        tag: ShortStr::default(),
     }
 }
 
