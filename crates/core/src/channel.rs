@@ -138,6 +138,7 @@ pub(crate) enum Awaiting {
     Get { no_ack: bool },
     Purge,
     Delete { nowait: bool },
+    Declare,
 }
 
 impl Channel {

@@ -76,6 +76,15 @@ pub enum QueueCommand {
         if_unused: bool,
         if_empty: bool,
     },
+    /// `queue.declare` (passive, or a redeclare the channel's broker has checked against the
+    /// replicated declaration) of the channel `consumer` names (its tag is empty): the queue
+    /// is used (`x-expires` starts again). Answered by [`QueueEvent::Declared`] if `reply`
+    /// (not for a `nowait` declare).
+    Declare {
+        consumer: ConsumerRef,
+        queue: u64,
+        reply: bool,
+    },
 }
 
 impl QueueCommand {
@@ -87,7 +96,8 @@ impl QueueCommand {
             | QueueCommand::Cancel { consumer, .. }
             | QueueCommand::Get { consumer, .. }
             | QueueCommand::Purge { consumer, .. }
-            | QueueCommand::Delete { consumer, .. } => Some(consumer),
+            | QueueCommand::Delete { consumer, .. }
+            | QueueCommand::Declare { consumer, .. } => Some(consumer),
             QueueCommand::Settle { .. }
             | QueueCommand::Return { .. }
             | QueueCommand::Discard { .. } => None,
@@ -150,6 +160,15 @@ pub enum QueueEvent {
         consumer: ConsumerRef,
         queue: u64,
         message_count: u32,
+        error: Option<AmqpError>,
+    },
+    /// The answer to [`QueueCommand::Declare`]: the owner's counts of ready messages and
+    /// consumers (remote ones included), or the error the channel closes with (the queue went).
+    Declared {
+        consumer: ConsumerRef,
+        queue: u64,
+        message_count: u32,
+        consumer_count: u32,
         error: Option<AmqpError>,
     },
 }

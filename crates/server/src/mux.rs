@@ -496,9 +496,9 @@ impl Mux {
         }
     }
 
-    /// The session that consumes, gets from, purges or deletes queue `name`: with queue
-    /// commands, a local queue's is the own home session, whose channel drives the queue's
-    /// home with them.
+    /// The session that declares, consumes, gets from, purges or deletes queue `name`: with
+    /// queue commands, a local queue's is the own home session, whose channel drives the
+    /// queue's home with them.
     fn taking_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
         match self.queue_sub(ch, name, dir) {
             Sub::Home(_) if self.queue_commands => Sub::Home(self.node),
@@ -615,7 +615,7 @@ impl Mux {
                 let sub = if m.queue.is_empty() && !m.passive {
                     Sub::Leader
                 } else {
-                    self.queue_sub(ch, &m.queue, dir)
+                    self.taking_sub(ch, &m.queue, dir)
                 };
                 self.ensure_channel(ch, sub, alloc);
                 if m.nowait {

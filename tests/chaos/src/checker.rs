@@ -79,7 +79,7 @@ pub struct Report {
     pub twice_not_redelivered: Vec<(u64, u64)>,
     /// (id, time) of deliveries with redelivered=false that arrived after a redelivered copy.
     pub late_first_deliveries: Vec<(u64, u64)>,
-    /// The transient workload (exclusive queues, not replicated).
+    /// The transient workload (queues of one node, not replicated).
     pub transient: TransientReport,
     pub meta_ops: usize,
     pub meta_ok: usize,

@@ -931,7 +931,7 @@ fn summary(
     ));
     let t = &r.transient;
     s.push_str(&format!(
-        "transient (exclusive queues, not replicated): published {}, confirmed {}, deliveries {}, distinct {}, duplicates {}, confirmed and not delivered {} (allowed: gone with their home node or their connection)\n",
+        "transient (queues of one node, not replicated): published {}, confirmed {}, deliveries {}, distinct {}, duplicates {}, confirmed and not delivered {} (allowed: gone with their home node or their connection)\n",
         t.published, t.confirmed, t.deliveries, t.delivered_distinct, t.duplicates, t.confirmed_not_delivered
     ));
     if let (Some(b), Some(c)) = (standing, &r.backlog) {

@@ -287,13 +287,15 @@ fn record_delivery(h: &History, slot: usize, get: bool, d: &lapin::message::Deli
 }
 
 /// Transient worker `w` (ids `w << 40 | seq`): the RPC pattern's private reply queue. On each
-/// connection it declares a server-named exclusive queue (which lives on that connection's
+/// connection it declares a server-named auto-delete queue (which lives on that connection's
 /// node), consumes it (prefetch `PREFETCH`, manual acks) and publishes to it through the default
-/// exchange with confirms, at half the publishers' rate, ten confirms outstanding at most: odd
-/// workers from a second connection on the next node (the message is forwarded from node to
-/// node, as an RPC server's reply is), even ones from the same connection. The queue's messages
-/// are not replicated (its node's death takes them: counted, not a violation); the queue goes
-/// with the connection, and the worker starts again with a new one on the next node.
+/// exchange with confirms, at half the publishers' rate, ten confirms outstanding at most. By
+/// `w % 4`: 1 publishes from a second connection on the next node (the message is forwarded
+/// from node to node, as an RPC server's reply is); 3 consumes from one (a consumer of another
+/// node's queue: queue commands between the nodes, so its queue is not exclusive); the others
+/// do everything on one connection with an exclusive queue. The queue's messages are not
+/// replicated (its node's death takes them: counted, not a violation); the queue goes with
+/// the connection or its consumer, and the worker starts again on the next node.
 pub async fn transient(w: u64, home: usize, ctx: Ctx) {
     let mut seq = 0u64;
     let mut slot = home;
@@ -306,8 +308,21 @@ pub async fn transient(w: u64, home: usize, ctx: Ctx) {
         } else {
             None
         };
-        let publisher = elsewhere.as_ref().unwrap_or(&conn);
-        let _ = transient_on(&conn, publisher, w, slot, &mut seq, &ctx).await;
+        let other = elsewhere.as_ref().unwrap_or(&conn);
+        let roles = if w % 4 == 3 {
+            Roles {
+                consumer: other,
+                publisher: &conn,
+                exclusive: false,
+            }
+        } else {
+            Roles {
+                consumer: &conn,
+                publisher: other,
+                exclusive: true,
+            }
+        };
+        let _ = transient_on(&conn, roles, w, slot, &mut seq, &ctx).await;
         if let Some(e) = elsewhere {
             close(e).await;
         }
@@ -317,23 +332,29 @@ pub async fn transient(w: u64, home: usize, ctx: Ctx) {
     }
 }
 
+/// Who consumes and who publishes a transient worker's queue, and whether it is exclusive.
+struct Roles<'a> {
+    consumer: &'a Connection,
+    publisher: &'a Connection,
+    exclusive: bool,
+}
+
 async fn transient_on(
     conn: &Connection,
-    publisher_conn: &Connection,
+    roles: Roles<'_>,
     w: u64,
     slot: usize,
     seq: &mut u64,
     ctx: &Ctx,
 ) -> anyhow::Result<()> {
     let h = &ctx.history;
-    let ch = within(5, conn.create_channel()).await?;
-    within(5, ch.basic_qos(PREFETCH, BasicQosOptions::default())).await?;
+    let declarer = within(5, conn.create_channel()).await?;
     let queue = within(
         5,
-        ch.queue_declare(
+        declarer.queue_declare(
             "".into(),
             QueueDeclareOptions {
-                exclusive: true,
+                exclusive: roles.exclusive,
                 auto_delete: true,
                 ..Default::default()
             },
@@ -341,6 +362,8 @@ async fn transient_on(
         ),
     )
     .await?;
+    let ch = within(5, roles.consumer.create_channel()).await?;
+    within(5, ch.basic_qos(PREFETCH, BasicQosOptions::default())).await?;
     let mut stream = within(
         5,
         ch.basic_consume(
@@ -373,7 +396,7 @@ async fn transient_on(
             }
         })
     };
-    let publisher = within(5, publisher_conn.create_channel()).await?;
+    let publisher = within(5, roles.publisher.create_channel()).await?;
     within(5, publisher.confirm_select(ConfirmSelectOptions::default())).await?;
     let interval = Duration::from_micros(2_000_000 / u64::from(ctx.rate.max(1)));
     let mut in_flight: VecDeque<(u64, lapin::PublisherConfirm)> = VecDeque::new();

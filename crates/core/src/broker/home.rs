@@ -208,8 +208,9 @@ impl Broker {
 
     /// A home session's queue method for a queue this broker does not hold goes back to the
     /// client's node, which sends it to the leader's broker ([`crate::Effect::Redirect`]):
-    /// at once if the queue is missing or homed elsewhere, once it is removed if its removal
-    /// is under way. Returns the method if it is for this broker.
+    /// at once if the queue is missing (or homed elsewhere, for a session relayed from another
+    /// node's client), once it is removed if its removal is under way. Returns the method if
+    /// it is for this broker.
     pub(super) fn home_redirect(
         &mut self,
         ctx: Ctx,
@@ -240,19 +241,13 @@ impl Broker {
                 .get(id)
                 .is_some_and(|q| q.is_local() && self.decides(q))
         });
-        if let Method::BasicConsume(_)
-        | Method::BasicGet(_)
-        | Method::QueuePurge(_)
-        | Method::QueueDelete(_) = &method
+        // A queue homed on another node: consumed, got from, purged, deleted and redeclared
+        // with queue commands to its owner.
+        if self
+            .queue_id(&vhost, &name)
+            .is_some_and(|id| self.owner_elsewhere(ctx.conn, id).is_some())
         {
-            // A queue homed on another node: consumed, got from, purged and deleted with
-            // queue commands to its owner.
-            if self
-                .queue_id(&vhost, &name)
-                .is_some_and(|id| self.owner_elsewhere(ctx.conn, id).is_some())
-            {
-                return Some(method);
-            }
+            return Some(method);
         }
         match held {
             Some(id) if self.queues.get(&id).is_some_and(|q| q.dying) => {

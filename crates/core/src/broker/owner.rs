@@ -127,6 +127,32 @@ impl Broker {
                 };
                 out.push(Effect::ToChannel { node: from, event });
             }
+            QueueCommand::Declare {
+                consumer,
+                queue,
+                reply,
+            } => {
+                let now = self.now;
+                let counts = self.owned_queue(queue).map(|q| {
+                    q.last_used = now;
+                    (q.ready_count(), q.consumer_count())
+                });
+                if reply {
+                    let (message_count, consumer_count) = counts.unwrap_or((0, 0));
+                    let event = QueueEvent::Declared {
+                        consumer,
+                        queue,
+                        message_count,
+                        consumer_count,
+                        error: counts.is_none().then(|| {
+                            AmqpError::not_found(
+                                "the queue was deleted while the channel was declaring it",
+                            )
+                        }),
+                    };
+                    out.push(Effect::ToChannel { node: from, event });
+                }
+            }
             QueueCommand::Cancel { consumer, queue } => {
                 self.detach_consumer(queue, &consumer, out);
                 let ok = QueueEvent::CancelOk { consumer, queue };

@@ -106,6 +106,13 @@ impl Broker {
         if m.passive {
             let name = self.resolve_queue_name(ctx, m.queue)?;
             let id = self.usable_queue(ctx.conn, &vhost, &name)?;
+            if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
+                // A transient queue homed on another node: its owner has the counts.
+                if let Some(ch) = self.channel_mut(ctx) {
+                    ch.last_queue = Some(name);
+                }
+                return self.declare_remote(ctx, id, owner, m.nowait, out);
+            }
             let q = self
                 .queues
                 .get_mut(&id)
@@ -165,8 +172,11 @@ impl Broker {
             if let Some(id) = self.queue_id(&vhost, &name) {
                 if self.queues.get(&id).is_some_and(|q| q.is_local()) {
                     // A local queue is redeclared where it lives: its home has the counts,
-                    // and nothing changes that the log must carry.
-                    if !self.decides_queue(id) {
+                    // and nothing changes that the log must carry. This broker checks the
+                    // declaration (every replica has it); a home on another node answers
+                    // with its counts to a queue command.
+                    let remote = self.owner_elsewhere(ctx.conn, id);
+                    if remote.is_none() && !self.decides_queue(id) {
                         return Err(not_here(&name, &vhost));
                     }
                     let owner = m.exclusive.then(|| self.client_of(ctx.conn));
@@ -178,6 +188,9 @@ impl Broker {
                         owner,
                         &m.arguments,
                     )?;
+                    if let Some(remote) = remote {
+                        return self.declare_remote(ctx, id, remote, m.nowait, out);
+                    }
                     if !m.nowait {
                         self.reply(ctx, Method::QueueDeclareOk(ok), out);
                     }

@@ -13,8 +13,8 @@
 //! exact sharing needs absolute grants (`docs/architecture.md`, step 2).
 
 use warren_wire::{
-    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicGetEmpty, BasicGetOk, Method, QueueDeleteOk,
-    QueuePurgeOk, ShortStr,
+    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicGetEmpty, BasicGetOk, Method, QueueDeclareOk,
+    QueueDeleteOk, QueuePurgeOk, ShortStr,
 };
 
 use super::delivery::deliver_effect;
@@ -182,6 +182,16 @@ impl Broker {
                 message_count,
                 error,
             } => self.remote_deleted(from, &consumer, queue, message_count, error, out),
+            QueueEvent::Declared {
+                consumer,
+                queue,
+                message_count,
+                consumer_count,
+                error,
+            } => {
+                let counts = (message_count, consumer_count);
+                self.remote_declared(from, &consumer, queue, counts, error, out)
+            }
         }
     }
 
@@ -245,6 +255,57 @@ impl Broker {
         };
         let awaiting = Some(Awaiting::Delete { nowait });
         self.ask_owner(ctx, owner, awaiting, command, out)
+    }
+
+    /// `queue.declare` of a queue another node's broker owns, passive or a redeclare this
+    /// broker has checked against the replicated declaration: the owner has the counts (and
+    /// the use, for `x-expires`); the channel's later methods wait for its answer unless
+    /// `nowait`.
+    pub(super) fn declare_remote(
+        &mut self,
+        ctx: Ctx,
+        queue: QueueId,
+        owner: u64,
+        nowait: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), AmqpError> {
+        let command = QueueCommand::Declare {
+            consumer: channel_ref(ctx),
+            queue,
+            reply: !nowait,
+        };
+        let awaiting = (!nowait).then_some(Awaiting::Declare);
+        self.ask_owner(ctx, owner, awaiting, command, out)
+    }
+
+    /// The owner's counts for a channel's `queue.declare`: `queue.declare-ok`, or the channel
+    /// closes with the owner's error (or 404 if the queue went here meanwhile).
+    fn remote_declared(
+        &mut self,
+        from: u64,
+        consumer: &ConsumerRef,
+        queue: QueueId,
+        (message_count, consumer_count): (u32, u32),
+        error: Option<AmqpError>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some((ctx, _)) = self.take_answer(from, consumer, |k| k == Awaiting::Declare) else {
+            return;
+        };
+        let name = self.queues.get(&queue).map(|q| q.name.clone());
+        let answer = match (error, name) {
+            (Some(error), _) => Err(error.caused_by(50, 10)),
+            (None, None) => Err(AmqpError::not_found(
+                "the queue was deleted while the channel was declaring it",
+            )
+            .caused_by(50, 10)),
+            (None, Some(name)) => Ok(Method::QueueDeclareOk(QueueDeclareOk {
+                queue: name,
+                message_count,
+                consumer_count,
+            })),
+        };
+        self.owner_replied(ctx, answer, out);
     }
 
     /// Sends a channel's `command` to the queue's owner; with `awaiting`, the channel's later
@@ -732,12 +793,13 @@ impl Broker {
                 Awaiting::Get { .. } => self.remote_got_nothing(node, &consumer, error, out),
                 Awaiting::Purge => self.remote_purged(node, &consumer, 0, error, out),
                 Awaiting::Delete { .. } => self.remote_deleted(node, &consumer, 0, 0, error, out),
+                Awaiting::Declare => self.remote_declared(node, &consumer, 0, (0, 0), error, out),
             }
         }
     }
 }
 
-/// A channel as a queue command names it for a get, purge or delete: an empty tag.
+/// A channel as a queue command names it for a get, purge, delete or declare: an empty tag.
 fn channel_ref(ctx: Ctx) -> ConsumerRef {
     ConsumerRef {
         conn: ctx.conn,

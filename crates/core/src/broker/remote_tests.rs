@@ -20,6 +20,8 @@ struct Pair {
     crossed: Vec<(u64, u64, String)>,
     /// A broken link: what either sends to the other is dropped.
     cut: bool,
+    /// Both brokers' clock.
+    now: Millis,
 }
 
 const A: ConnId = 1 << 52 | 1;
@@ -38,6 +40,7 @@ impl Pair {
             brokers: [broker(1), broker(2)],
             crossed: Vec::new(),
             cut: false,
+            now: 1_000,
         };
         p.brokers[0].set_leading(true);
         for (node, conn) in [(1, A), (2, B)] {
@@ -74,7 +77,7 @@ impl Pair {
         while let Some((node, input)) = pending.pop_front() {
             let mut out = Vec::new();
             let broker = &mut self.brokers[node as usize - 1];
-            broker.handle(1_000, input, &mut out);
+            broker.handle(self.now, input, &mut out);
             broker.check_credit();
             let other = 3 - node;
             for e in out {
@@ -219,6 +222,7 @@ fn command_name(c: &QueueCommand) -> String {
         QueueCommand::Get { .. } => "get".into(),
         QueueCommand::Purge { reply, .. } => format!("purge {reply}"),
         QueueCommand::Delete { .. } => "delete".into(),
+        QueueCommand::Declare { reply, .. } => format!("declare {reply}"),
     }
 }
 
@@ -231,6 +235,11 @@ fn event_name(e: &crate::QueueEvent) -> String {
         crate::QueueEvent::GotNothing { .. } => "got nothing".into(),
         crate::QueueEvent::Purged { message_count, .. } => format!("purged {message_count}"),
         crate::QueueEvent::Deleted { error, .. } => format!("deleted {}", error.is_none()),
+        crate::QueueEvent::Declared {
+            message_count,
+            consumer_count,
+            ..
+        } => format!("declared {message_count} {consumer_count}"),
     }
 }
 
@@ -788,6 +797,102 @@ fn a_channel_deletes_another_nodes_queue_its_owner_decides_and_the_reply_waits_f
             .all(|b| b.queue_id(&"/".into(), "t").is_none()),
         "removed on both nodes when the delete-ok goes"
     );
+}
+
+#[test]
+fn a_channel_declares_another_nodes_queue_checked_here_counted_and_kept_alive_by_its_owner() {
+    let mut p = Pair::new();
+    let mut args = FieldTable::default();
+    args.insert("x-expires", FieldValue::I32(10_000));
+    p.declare_on_two("t", args.clone(), false);
+    let qos = Method::BasicQos(BasicQos {
+        prefetch_count: 1,
+        ..Default::default()
+    });
+    p.method(B, qos);
+    p.consume(B, "t", "local", false);
+    for body in ["m1", "m2", "m3"] {
+        p.publish(B, "t", body);
+    }
+    crossed(&mut p);
+    let declare = |passive, durable, exclusive, nowait, arguments: &FieldTable| {
+        Method::QueueDeclare(QueueDeclare {
+            queue: "t".into(),
+            passive,
+            durable,
+            exclusive,
+            nowait,
+            arguments: arguments.clone(),
+            ..Default::default()
+        })
+    };
+    let ok = send(
+        A,
+        Method::QueueDeclareOk(QueueDeclareOk {
+            queue: "t".into(),
+            message_count: 2,
+            consumer_count: 1,
+        }),
+    );
+    let none = FieldTable::default();
+    let e = p.method(A, declare(true, false, false, false, &none));
+    assert_eq!(e, vec![ok.clone()], "the owner's counts, not this node's");
+    assert_eq!(crossed(&mut p), ["1→2 declare true", "2→1 declared 2 1"]);
+    let e = p.method(A, declare(false, false, false, false, &args));
+    assert_eq!(e, vec![ok], "a redeclare too");
+    assert_eq!(crossed(&mut p), ["1→2 declare true", "2→1 declared 2 1"]);
+    assert_eq!(
+        p.method(A, declare(true, false, false, true, &none)),
+        vec![]
+    );
+    assert_eq!(crossed(&mut p), ["1→2 declare false"], "nowait: no answer");
+
+    // The declaration is checked here: every node has it.
+    let e = p.method(A, declare(false, true, false, false, &args));
+    let inequivalent = "inequivalent arg 'durable' for queue 't' in vhost '/': received 'true' but current is 'false'";
+    assert_eq!(
+        e,
+        vec![Effect::CloseChannel {
+            conn: A,
+            channel: 1,
+            error: AmqpError::precondition_failed(inequivalent).caused_by(50, 10),
+        }]
+    );
+    assert_eq!(crossed(&mut p), Vec::<String>::new());
+    p.method(A, Method::ChannelOpen(ChannelOpen::default()));
+
+    // A declare is a use: the queue (expiring 10 s after its last use, its consumer gone at
+    // 1 s) declared at 9 s stays at 15 s and goes at 20 s.
+    p.method(
+        B,
+        Method::BasicCancel(BasicCancel {
+            consumer_tag: "local".into(),
+            ..Default::default()
+        }),
+    );
+    p.now = 9_000;
+    p.method(A, declare(true, false, false, false, &none));
+    p.now = 15_000;
+    p.input(2, Input::Tick);
+    assert!(p.brokers[0].queue_id(&"/".into(), "t").is_some());
+    p.now = 20_000;
+    p.input(2, Input::Tick);
+    assert!(p
+        .brokers
+        .iter()
+        .all(|b| b.queue_id(&"/".into(), "t").is_none()));
+
+    // A declare waiting for a lost owner fails as a get does.
+    p.declare_on_two("u", FieldTable::default(), false);
+    p.cut = true;
+    let passive = Method::QueueDeclare(QueueDeclare {
+        queue: "u".into(),
+        passive: true,
+        ..Default::default()
+    });
+    assert_eq!(p.method(A, passive), vec![]);
+    let e = p.input(1, Input::PeerLost { node: 2 });
+    assert_eq!(e, vec![node_two_down(50, 10)]);
 }
 
 #[test]

@@ -394,7 +394,7 @@ fn a_queue_homed_elsewhere_is_used_through_a_home_session_there_with_the_clients
 }
 
 #[test]
-fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_got_purged_and_deleted_on_the_own_home_session(
+fn with_queue_commands_a_queue_homed_elsewhere_is_declared_consumed_got_purged_and_deleted_on_the_own_home_session(
 ) {
     let mut t = T::open();
     t.mux = std::mem::replace(&mut t.mux, Mux::new(CLIENT, NODE)).with_queue_commands(true);
@@ -440,14 +440,18 @@ fn with_queue_commands_a_queue_homed_elsewhere_is_consumed_got_purged_and_delete
         vec![input(Sub::Home(1), 1001, delete)],
         "and a delete"
     );
-    // A redeclare still goes to the queue's home (issue 19, step 2's rest).
-    let declare = Method::QueueDeclare(QueueDeclare {
-        queue: "u".into(),
-        passive: true,
-        ..Default::default()
-    });
-    let out = t.method(1, declare.clone());
-    assert_eq!(out.last(), Some(&input(Sub::Home(2), 1002, declare)));
+    for passive in [true, false] {
+        let declare = Method::QueueDeclare(QueueDeclare {
+            queue: "u".into(),
+            passive,
+            ..Default::default()
+        });
+        assert_eq!(
+            t.method(1, declare.clone()),
+            vec![input(Sub::Home(1), 1001, declare)],
+            "and a declare, passive {passive}: no session on node 2 at all"
+        );
+    }
 }
 
 #[test]

@@ -385,6 +385,16 @@ fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
             put_bool(w, *if_unused);
             put_bool(w, *if_empty);
         }
+        QueueCommand::Declare {
+            consumer,
+            queue,
+            reply,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(9);
+            put_consumer(w, consumer);
+            put_bool(w, *reply);
+        }
     }
 }
 
@@ -434,6 +444,11 @@ fn read_queue_command(r: &mut Reader, queue: u64) -> Result<QueueCommand, CodecE
             queue,
             if_unused: read_bool(r)?,
             if_empty: read_bool(r)?,
+        },
+        9 => QueueCommand::Declare {
+            consumer: read_consumer(r)?,
+            queue,
+            reply: read_bool(r)?,
         },
         _ => return Err(CodecError::new("unknown queue command")),
     })
@@ -493,6 +508,20 @@ fn put_queue_event(w: &mut BytesMut, event: &QueueEvent) {
             message_count,
             error,
         } => put_count_answer(w, 6, consumer, *queue, *message_count, error.as_ref()),
+        QueueEvent::Declared {
+            consumer,
+            queue,
+            message_count,
+            consumer_count,
+            error,
+        } => {
+            w.put_u64(*queue);
+            w.put_u8(7);
+            put_consumer(w, consumer);
+            w.put_u32(*message_count);
+            w.put_u32(*consumer_count);
+            put_optional_error(w, error.as_ref());
+        }
     }
 }
 
@@ -581,6 +610,13 @@ fn read_queue_event(r: &mut Reader, queue: u64) -> Result<QueueEvent, CodecError
             consumer: read_consumer(r)?,
             queue,
             message_count: r.u32()?,
+            error: read_optional_error(r)?,
+        },
+        7 => QueueEvent::Declared {
+            consumer: read_consumer(r)?,
+            queue,
+            message_count: r.u32()?,
+            consumer_count: r.u32()?,
             error: read_optional_error(r)?,
         },
         _ => return Err(CodecError::new("unknown queue event")),
@@ -1186,10 +1222,22 @@ mod tests {
                 if_empty: false,
             }),
             Up::QueueEvent(QueueEvent::Deleted {
-                consumer: getter,
+                consumer: getter.clone(),
                 queue: 9,
                 message_count: 0,
                 error: Some(AmqpError::precondition_failed("in use").caused_by(50, 40)),
+            }),
+            Up::QueueCommand(QueueCommand::Declare {
+                consumer: getter.clone(),
+                queue: 9,
+                reply: true,
+            }),
+            Up::QueueEvent(QueueEvent::Declared {
+                consumer: getter,
+                queue: 9,
+                message_count: 3,
+                consumer_count: 2,
+                error: None,
             }),
         ];
         let mut w = BytesMut::new();
@@ -1197,7 +1245,7 @@ mod tests {
             encode_up(&mut w, up);
         }
         assert_eq!(decode_ups(w.freeze()), Ok(ups));
-        let unknown_kind = Bytes::from_static(&[16, 0, 0, 0, 0, 0, 0, 0, 9, 7]);
+        let unknown_kind = Bytes::from_static(&[16, 0, 0, 0, 0, 0, 0, 0, 9, 99]);
         assert!(decode_ups(unknown_kind).is_err());
     }
 
