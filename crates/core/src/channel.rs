@@ -121,6 +121,9 @@ pub(crate) struct Channel {
     pub(crate) reply_to_key: Option<ShortStr>,
     /// The last queue declared on this channel: an empty queue name in later methods means it.
     pub(crate) last_queue: Option<ShortStr>,
+    /// A non-passive `queue.declare` of a queue homed on another node, waiting for its owner:
+    /// created anew if the owner answers that the queue is gone.
+    pub(crate) remote_declare: Option<warren_wire::QueueDeclare>,
     /// Consumers whose `basic.consume` (true) or `basic.cancel` (false) waits for the queue
     /// owner's answer, by tag, with the method's nowait and the owner's node.
     pub(crate) awaiting_owner: HashMap<ShortStr, (bool, bool, u64)>,
@@ -138,7 +141,7 @@ pub(crate) enum Awaiting {
     Get { no_ack: bool },
     Purge,
     Delete { nowait: bool },
-    Declare,
+    Declare { nowait: bool },
 }
 
 impl Channel {
@@ -161,6 +164,7 @@ impl Channel {
             replies_when_applied: Vec::new(),
             reply_to_key: None,
             last_queue: None,
+            remote_declare: None,
             awaiting_owner: HashMap::new(),
             awaiting_answer: None,
             lost: Default::default(),

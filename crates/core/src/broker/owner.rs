@@ -132,23 +132,18 @@ impl Broker {
                 queue,
                 reply,
             } => {
-                let now = self.now;
-                let counts = self.owned_queue(queue).map(|q| {
-                    q.last_used = now;
-                    (q.ready_count(), q.consumer_count())
-                });
+                let outcome = self.declare_for_remote(queue);
                 if reply {
-                    let (message_count, consumer_count) = counts.unwrap_or((0, 0));
+                    let ((message_count, consumer_count), error) = match outcome {
+                        Ok(counts) => (counts, None),
+                        Err(e) => ((0, 0), Some(e)),
+                    };
                     let event = QueueEvent::Declared {
                         consumer,
                         queue,
                         message_count,
                         consumer_count,
-                        error: counts.is_none().then(|| {
-                            AmqpError::not_found(
-                                "the queue was deleted while the channel was declaring it",
-                            )
-                        }),
+                        error,
                     };
                     out.push(Effect::ToChannel { node: from, event });
                 }
@@ -254,6 +249,25 @@ impl Broker {
         let message_count = q.ready_count();
         self.propose_removal(id, out);
         Ok(message_count)
+    }
+
+    /// `queue.declare` of a channel on another node: the queue is used (`x-expires`), and its
+    /// counts of ready messages and consumers; 404 if it is gone or going (a non-passive
+    /// declare then creates it anew), 405 if it is exclusive (its owner is a connection of this
+    /// node, where exclusive queues live, so never the declaring one). The owner decides these
+    /// two: the channel's replica may not have applied the removal yet.
+    fn declare_for_remote(&mut self, id: QueueId) -> Result<(u32, u32), AmqpError> {
+        let now = self.now;
+        let Some(q) = self.owned_queue(id).filter(|q| !q.dying) else {
+            return Err(AmqpError::not_found(
+                "the queue was deleted while the channel was declaring it",
+            ));
+        };
+        if q.exclusive_owner.is_some() {
+            return Err(super::queue_class::locked(&q.name, &q.vhost));
+        }
+        q.last_used = now;
+        Ok((q.ready_count(), q.consumer_count()))
     }
 
     /// A queue this broker decides, for a command about it.

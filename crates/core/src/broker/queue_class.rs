@@ -105,14 +105,18 @@ impl Broker {
         }
         if m.passive {
             let name = self.resolve_queue_name(ctx, m.queue)?;
-            let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-            if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
-                // A transient queue homed on another node: its owner has the counts.
+            let remote = self
+                .queue_id(&vhost, &name)
+                .and_then(|id| Some((id, self.owner_elsewhere(ctx.conn, id)?)));
+            if let Some((id, owner)) = remote {
+                // A transient queue homed on another node: its owner has the counts, and
+                // decides whether it is still there and exclusive.
                 if let Some(ch) = self.channel_mut(ctx) {
                     ch.last_queue = Some(name);
                 }
-                return self.declare_remote(ctx, id, owner, m.nowait, out);
+                return self.declare_remote(ctx, id, owner, None, m.nowait, out);
             }
+            let id = self.usable_queue(ctx.conn, &vhost, &name)?;
             let q = self
                 .queues
                 .get_mut(&id)
@@ -179,7 +183,14 @@ impl Broker {
                     if remote.is_none() && !self.decides_queue(id) {
                         return Err(not_here(&name, &vhost));
                     }
-                    let owner = m.exclusive.then(|| self.client_of(ctx.conn));
+                    let mut owner = m.exclusive.then(|| self.client_of(ctx.conn));
+                    if remote.is_some() {
+                        // An exclusive queue's owner decides (this replica may not have
+                        // applied its removal yet).
+                        if let Some(held) = self.queues.get(&id).and_then(|q| q.exclusive_owner) {
+                            owner = Some(held);
+                        }
+                    }
                     let ok = self.redeclare(
                         id,
                         &vhost,
@@ -189,7 +200,9 @@ impl Broker {
                         &m.arguments,
                     )?;
                     if let Some(remote) = remote {
-                        return self.declare_remote(ctx, id, remote, m.nowait, out);
+                        let nowait = m.nowait;
+                        let m = QueueDeclare { queue: name, ..m };
+                        return self.declare_remote(ctx, id, remote, Some(m), nowait, out);
                     }
                     if !m.nowait {
                         self.reply(ctx, Method::QueueDeclareOk(ok), out);

@@ -13,8 +13,8 @@
 //! exact sharing needs absolute grants (`docs/architecture.md`, step 2).
 
 use warren_wire::{
-    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicGetEmpty, BasicGetOk, Method, QueueDeclareOk,
-    QueueDeleteOk, QueuePurgeOk, ShortStr,
+    BasicCancel, BasicCancelOk, BasicConsumeOk, BasicGetEmpty, BasicGetOk, Method, QueueDeclare,
+    QueueDeclareOk, QueueDeleteOk, QueuePurgeOk, ShortStr,
 };
 
 use super::delivery::deliver_effect;
@@ -22,7 +22,7 @@ use super::{Broker, Ctx};
 use crate::channel::{Awaiting, Consumer, RemoteConsumer, Unacked};
 use crate::connection::DELIVERY_OVERHEAD_BYTES;
 use crate::queue::{ConsumerRef, QueueId};
-use crate::{AmqpError, Delivery, Effect, Millis, QueueCommand, QueueEvent};
+use crate::{AmqpError, Delivery, Effect, Millis, Op, QueueCommand, QueueEvent};
 
 /// The credit window of a consumer of another node's queue without a prefetch.
 pub(crate) const REMOTE_WINDOW: u32 = 200;
@@ -257,29 +257,37 @@ impl Broker {
         self.ask_owner(ctx, owner, awaiting, command, out)
     }
 
-    /// `queue.declare` of a queue another node's broker owns, passive or a redeclare this
-    /// broker has checked against the replicated declaration: the owner has the counts (and
-    /// the use, for `x-expires`); the channel's later methods wait for its answer unless
-    /// `nowait`.
+    /// `queue.declare` of a queue another node's broker owns, passive or (`declare`) a
+    /// redeclare this broker has checked against the replicated declaration: the owner has
+    /// the counts (and the use, for `x-expires`) and decides whether the queue is still there
+    /// and exclusive; the channel's later methods wait for its answer. A passive `nowait`
+    /// declare waits for nothing. A redeclare the owner answers "gone" creates the queue anew.
     pub(super) fn declare_remote(
         &mut self,
         ctx: Ctx,
         queue: QueueId,
         owner: u64,
+        declare: Option<QueueDeclare>,
         nowait: bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
+        let reply = declare.is_some() || !nowait;
+        if let Some(ch) = self.channel_mut(ctx) {
+            ch.remote_declare = declare;
+        }
         let command = QueueCommand::Declare {
             consumer: channel_ref(ctx),
             queue,
-            reply: !nowait,
+            reply,
         };
-        let awaiting = (!nowait).then_some(Awaiting::Declare);
+        let awaiting = reply.then_some(Awaiting::Declare { nowait });
         self.ask_owner(ctx, owner, awaiting, command, out)
     }
 
-    /// The owner's counts for a channel's `queue.declare`: `queue.declare-ok`, or the channel
-    /// closes with the owner's error (or 404 if the queue went here meanwhile).
+    /// The owner's answer to a channel's `queue.declare`: `queue.declare-ok` with its counts
+    /// (none for `nowait`), the queue created anew for a redeclare of a queue the owner no
+    /// longer has, or the channel closes with the owner's error (or 404 if the queue went here
+    /// meanwhile).
     fn remote_declared(
         &mut self,
         from: u64,
@@ -289,23 +297,66 @@ impl Broker {
         error: Option<AmqpError>,
         out: &mut Vec<Effect>,
     ) {
-        let Some((ctx, _)) = self.take_answer(from, consumer, |k| k == Awaiting::Declare) else {
+        let Some((ctx, kind)) =
+            self.take_answer(from, consumer, |k| matches!(k, Awaiting::Declare { .. }))
+        else {
             return;
         };
+        let declare = self
+            .channel_mut(ctx)
+            .and_then(|ch| ch.remote_declare.take());
         let name = self.queues.get(&queue).map(|q| q.name.clone());
-        let answer = match (error, name) {
-            (Some(error), _) => Err(error.caused_by(50, 10)),
-            (None, None) => Err(AmqpError::not_found(
-                "the queue was deleted while the channel was declaring it",
-            )
-            .caused_by(50, 10)),
-            (None, Some(name)) => Ok(Method::QueueDeclareOk(QueueDeclareOk {
-                queue: name,
-                message_count,
-                consumer_count,
-            })),
-        };
-        self.owner_replied(ctx, answer, out);
+        match (error, declare) {
+            (Some(e), Some(m)) if e.code == warren_wire::constants::NOT_FOUND => {
+                let vhost = self.session(ctx.conn).map(|(v, _)| v);
+                if let Ok(vhost) = vhost {
+                    self.submit(
+                        Some(ctx.origin()),
+                        Op::DeclareQueue {
+                            vhost,
+                            name: m.queue,
+                            durable: m.durable,
+                            exclusive: m.exclusive,
+                            auto_delete: m.auto_delete,
+                            arguments: m.arguments,
+                            nowait: m.nowait,
+                        },
+                        out,
+                    );
+                }
+                self.command_applied(ctx, false, out);
+            }
+            (Some(error), _) => {
+                // RabbitMQ's text for a queue that is gone, where this replica knows its name.
+                let vhost = self.session(ctx.conn).map(|(v, _)| v).ok();
+                let error = match (&name, vhost) {
+                    (Some(name), Some(vhost))
+                        if error.code == warren_wire::constants::NOT_FOUND =>
+                    {
+                        super::queue_class::no_queue(name, &vhost)
+                    }
+                    _ => error,
+                };
+                self.fail(ctx, error.caused_by(50, 10), out)
+            }
+            (None, _) if kind == (Awaiting::Declare { nowait: true }) => {
+                self.command_applied(ctx, false, out)
+            }
+            (None, _) => {
+                let answer = match name {
+                    Some(name) => Ok(Method::QueueDeclareOk(QueueDeclareOk {
+                        queue: name,
+                        message_count,
+                        consumer_count,
+                    })),
+                    None => Err(AmqpError::not_found(
+                        "the queue was deleted while the channel was declaring it",
+                    )
+                    .caused_by(50, 10)),
+                };
+                self.owner_replied(ctx, answer, out);
+            }
+        }
     }
 
     /// Sends a channel's `command` to the queue's owner; with `awaiting`, the channel's later
@@ -793,7 +844,13 @@ impl Broker {
                 Awaiting::Get { .. } => self.remote_got_nothing(node, &consumer, error, out),
                 Awaiting::Purge => self.remote_purged(node, &consumer, 0, error, out),
                 Awaiting::Delete { .. } => self.remote_deleted(node, &consumer, 0, 0, error, out),
-                Awaiting::Declare => self.remote_declared(node, &consumer, 0, (0, 0), error, out),
+                Awaiting::Declare { .. } => {
+                    // The owner is lost, not the queue: no declaring it anew.
+                    if let Some(ch) = self.channel_mut(ctx) {
+                        ch.remote_declare = None;
+                    }
+                    self.remote_declared(node, &consumer, 0, (0, 0), error, out)
+                }
             }
         }
     }

@@ -22,6 +22,8 @@ struct Pair {
     cut: bool,
     /// Both brokers' clock.
     now: Millis,
+    /// Proposals wait here instead of being applied (a log that has not committed them yet).
+    hold: Option<Vec<crate::Command>>,
 }
 
 const A: ConnId = 1 << 52 | 1;
@@ -41,6 +43,7 @@ impl Pair {
             crossed: Vec::new(),
             cut: false,
             now: 1_000,
+            hold: None,
         };
         p.brokers[0].set_leading(true);
         for (node, conn) in [(1, A), (2, B)] {
@@ -82,6 +85,9 @@ impl Pair {
             let other = 3 - node;
             for e in out {
                 match e {
+                    Effect::Propose { command } if self.hold.is_some() => {
+                        self.hold.get_or_insert_with(Vec::new).push(command);
+                    }
                     Effect::Propose { command } => {
                         for n in [1, 2] {
                             let command = command.clone();
@@ -115,6 +121,22 @@ impl Pair {
                     }
                     _ => {}
                 }
+            }
+        }
+        client
+    }
+
+    /// Applies the held proposals on both brokers, in order, and stops holding; the effects
+    /// for clients.
+    fn commit_held(&mut self) -> Vec<Effect> {
+        let mut client = Vec::new();
+        for command in self.hold.take().unwrap_or_default() {
+            for n in [1, 2] {
+                let applied = Input::Applied {
+                    command: command.clone(),
+                    index: 0,
+                };
+                client.extend(self.input(n, applied));
             }
         }
         client
@@ -882,6 +904,41 @@ fn a_channel_declares_another_nodes_queue_checked_here_counted_and_kept_alive_by
         .iter()
         .all(|b| b.queue_id(&"/".into(), "t").is_none()));
 
+    // The owner decides whether the queue is still there: a redeclare of a queue whose
+    // removal is under way (this replica still has it) creates it anew, after the removal.
+    p.declare_on_two("gone", FieldTable::default(), false);
+    crossed(&mut p);
+    p.hold = Some(Vec::new());
+    let delete = Method::QueueDelete(QueueDelete {
+        queue: "gone".into(),
+        nowait: true,
+        ..Default::default()
+    });
+    p.method(B, delete);
+    let redeclare = Method::QueueDeclare(QueueDeclare {
+        queue: "gone".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.method(A, redeclare), vec![], "waits for the log");
+    assert_eq!(crossed(&mut p), ["1→2 declare true", "2→1 declared 0 0"]);
+    let e = p.commit_held();
+    let created = send(
+        A,
+        Method::QueueDeclareOk(QueueDeclareOk {
+            queue: "gone".into(),
+            message_count: 0,
+            consumer_count: 0,
+        }),
+    );
+    assert_eq!(e, vec![created]);
+    let id = p.brokers[1]
+        .queue_id(&"/".into(), "gone")
+        .expect("declared anew");
+    assert_eq!(
+        p.brokers[1].queues[&id].home, 1,
+        "on the declaring client's node"
+    );
+
     // A declare waiting for a lost owner fails as a get does.
     p.declare_on_two("u", FieldTable::default(), false);
     p.cut = true;
@@ -893,6 +950,51 @@ fn a_channel_declares_another_nodes_queue_checked_here_counted_and_kept_alive_by
     assert_eq!(p.method(A, passive), vec![]);
     let e = p.input(1, Input::PeerLost { node: 2 });
     assert_eq!(e, vec![node_two_down(50, 10)]);
+}
+
+#[test]
+fn the_owner_of_an_exclusive_queue_says_locked_or_gone_whatever_the_channels_replica_has() {
+    let mut p = Pair::new();
+    let exclusive = Method::QueueDeclare(QueueDeclare {
+        queue: "mine".into(),
+        exclusive: true,
+        ..Default::default()
+    });
+    p.method(B, exclusive);
+    let passive = || {
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            passive: true,
+            ..Default::default()
+        })
+    };
+    let e = p.method(A, passive());
+    let closed_with = |e: &[Effect]| match e {
+        [Effect::CloseChannel { error, .. }] => (error.code, error.class_id, error.method_id),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        closed_with(&e),
+        (405, 50, 10),
+        "a connection of node 2 holds it"
+    );
+    assert_eq!(crossed(&mut p), ["1→2 declare true", "2→1 declared 0 0"]);
+    p.method(A, Method::ChannelOpen(ChannelOpen::default()));
+    // Its connection closed: the removal is proposed, not yet applied anywhere. Node 1's
+    // replica still says "exclusive, someone else's"; the owner says gone.
+    p.hold = Some(Vec::new());
+    p.input(2, Input::ConnectionClosed { conn: B });
+    let e = p.method(A, passive());
+    assert_eq!(closed_with(&e), (404, 50, 10));
+    assert!(
+        matches!(&e[..], [Effect::CloseChannel { error, .. }] if error.text == "NOT_FOUND - no queue 'mine' in vhost '/'"),
+        "RabbitMQ's text: {e:?}"
+    );
+    p.commit_held();
+    assert!(p
+        .brokers
+        .iter()
+        .all(|b| b.queue_id(&"/".into(), "mine").is_none()));
 }
 
 #[test]
