@@ -541,12 +541,28 @@ async fn a_publisher_without_confirms_keeps_its_channel_through_a_leader_kill() 
             .expect("id");
         assert!(seen.insert(id), "message {id} delivered twice");
     }
-    // Seen once in CI (2026-12-06): 3 000 counted, 2 928 got (issue 19's note); the nodes'
-    // logs say whether the session image dropped get-oks after the resume.
-    assert_eq!(
-        seen.len() as u32,
-        count,
-        "got fewer than counted; {}",
-        cluster.post_mortem(40)
-    );
+    // Seen in CI (2026-12-06, 2026-12-07): 3 000 counted, 2 928 and 2 910 got; in a loop of
+    // this test, the other way round (2 944 counted, 3 000 got: a re-sent publish's second copy
+    // counted as the channel's command applied let the declare through early, fixed). Whether
+    // the rest are still there says which side is wrong.
+    if seen.len() as u32 != count {
+        let left = within(ch.queue_declare(
+            "plain".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await
+        .map(|d| d.message_count().to_string())
+        .unwrap_or_else(|e| e.to_string());
+        let missing: Vec<u32> = (0..N).filter(|i| !seen.contains(i)).take(100).collect();
+        panic!(
+            "got {} of {count} counted; a passive declare now counts {left}; missing (first \
+             100): {missing:?}; {}",
+            seen.len(),
+            cluster.post_mortem(60)
+        );
+    }
 }

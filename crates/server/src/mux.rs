@@ -1422,9 +1422,14 @@ fn channel_of(e: &Effect) -> Option<ChannelId> {
     }
 }
 
-/// Whether an effect is a reply (the client has seen the state it was sent from).
+/// Whether an effect is a reply (the client has seen the state it was sent from). A sync's
+/// answer counts: the request it held must see at least the state the own home had when its
+/// publishes were applied there — on a leader that lags that node's apply too (seen after a
+/// failover: a passive declare through the new leader counted 2 967 of 3 000 messages the
+/// client's node had applied).
 fn is_reply_effect(e: &Effect) -> bool {
     match e {
+        Effect::Synced { .. } => true,
         Effect::Send { method, .. } => is_reply(method),
         Effect::SendContent {
             method: Method::BasicGetOk(_),

@@ -620,6 +620,16 @@ impl Broker {
         let now = command.issued_at;
         let (class_id, method_id) = op_method(&command.op);
         let publish = matches!(command.op, Op::Publish { .. });
+        // A copy of a logged publish sent again after a leader change, whose first copy was
+        // applied (and counted as the channel's command then): confirmed, not enqueued, and
+        // not counted again — a second count let a sync, a held reply or a deferred method
+        // of the channel through before its later publishes were applied.
+        let resent = match &command.op {
+            Op::Publish { confirm, .. } => {
+                command.version >= 2 && self.is_resent(origin, *confirm, now, command.version >= 3)
+            }
+            _ => false,
+        };
         let result = match command.op {
             Op::DeclareExchange {
                 vhost,
@@ -710,10 +720,7 @@ impl Broker {
                 nowait,
                 out,
             ),
-            Op::Publish { confirm, .. }
-                if command.version >= 2
-                    && self.is_resent(origin, confirm, now, command.version >= 3) =>
-            {
+            Op::Publish { confirm, .. } if resent => {
                 self.confirm_resent(origin, confirm, out);
                 Ok(())
             }
@@ -901,7 +908,7 @@ impl Broker {
                 Ok(())
             }
         };
-        if let Some(o) = origin {
+        if let Some(o) = origin.filter(|_| !resent) {
             self.command_applied(
                 Ctx {
                     conn: o.conn,

@@ -778,13 +778,13 @@ fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_nex
     ));
     assert_eq!(t.client(publish("b")), vec![], "held behind the declare");
     assert_eq!(t.method(1, passive("t")), vec![], "held too");
-    t.sub(
-        Sub::Home(1),
-        Effect::Synced {
-            conn: 1001,
-            token: 1,
-        },
-    );
+    let synced = Effect::Synced {
+        conn: 1001,
+        token: 1,
+    };
+    // The own home had applied the log up to 42 when it answered.
+    t.mux.observe_index(42, std::slice::from_ref(&synced));
+    t.sub(Sub::Home(1), synced);
     let mut next = 2000;
     let mut alloc = || {
         next += 1;
@@ -792,19 +792,26 @@ fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_nex
     };
     t.mux.resume_held(&t.dir, &mut alloc);
     let out = t.mux.take();
-    assert_eq!(out[0], input(Sub::Leader, CLIENT, passive("d")));
+    assert_eq!(
+        out[0],
+        Out::Barrier(Sub::Leader, 42),
+        "the leader answers only once it has applied what the own home had"
+    );
+    assert_eq!(out[1], input(Sub::Leader, CLIENT, passive("d")));
+    // (The own home gets the barrier too: it has applied that far, so it costs nothing.)
+    assert_eq!(out[2], Out::Barrier(Sub::Home(1), 42));
     assert!(matches!(
-        &out[1],
+        &out[3],
         Out::Input(Sub::Home(1), Input::Publish { .. })
     ));
     assert!(
         matches!(
-            &out[2],
+            &out[4],
             Out::Input(Sub::Home(1), Input::Sync { token: 2, .. })
         ),
         "the second declare follows a publish: another sync first: {out:?}"
     );
-    assert_eq!(out.len(), 3);
+    assert_eq!(out.len(), 5);
     assert!(t.mux.is_holding());
 }
 
