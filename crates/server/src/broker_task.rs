@@ -200,10 +200,6 @@ pub struct BrokerHandle {
     pub(crate) applied: watch::Receiver<u64>,
     pub(crate) directory: QueueDirectory,
     pub(crate) links: Links,
-    pub(crate) node: u64,
-    /// The broker consumes other nodes' queues with queue commands
-    /// (`BrokerConfig::remote_consumers`).
-    pub(crate) queue_commands: bool,
     /// Where commands to propose go (the relay hands it other nodes' publishes): `None`
     /// without Raft.
     pub(crate) proposals: Option<mpsc::UnboundedSender<Proposal>>,
@@ -226,8 +222,6 @@ impl BrokerHandle {
         links.attach_broker(tx.clone());
         let (applied_tx, applied) = watch::channel(0);
         let directory = QueueDirectory::default();
-        let node = broker.node();
-        let queue_commands = broker.remote_consumers();
         let proposals = match &replication {
             Replication::Raft { proposals, .. } => Some(proposals.clone()),
             Replication::Local => None,
@@ -247,8 +241,6 @@ impl BrokerHandle {
             applied,
             directory,
             links,
-            node,
-            queue_commands,
             proposals,
             counters,
             task,

@@ -1,8 +1,7 @@
 //! The tokio task of one client connection: moves bytes between the socket and its [`Session`],
 //! spreads the session's inputs over the connection's sessions in the brokers (through its
 //! [`Mux`]: the leader session through the router, the home session on this node's broker
-//! directly, home sessions on other nodes through [`Links`]) and applies the effects that come
-//! back.
+//! directly) and applies the effects that come back.
 //!
 //! Back-pressure: the socket is not read while the outbound buffer is above the high watermark,
 //! so a client that does not read cannot make the server buffer without bound; nor while the
@@ -29,9 +28,7 @@ use crate::connection_log::{ConnectionLog, Ending};
 use crate::counters::ClientCounters;
 use crate::listener::AmqpsConfig;
 use crate::mux::{Mux, Out, Sub};
-use crate::relay::codec::Up;
 use crate::relay::image::SharedImage;
-use crate::relay::links::{HomeEvent, Links};
 use crate::session::Session;
 use crate::ServerConfig;
 
@@ -45,12 +42,8 @@ pub(crate) struct Node {
     pub(crate) leader: mpsc::Sender<ToBroker>,
     /// This node's broker task (home sessions here).
     pub(crate) local: mpsc::Sender<ToBroker>,
-    pub(crate) node: u64,
-    /// The broker consumes other nodes' queues with queue commands (see `crate::mux`).
-    pub(crate) queue_commands: bool,
     pub(crate) applied: watch::Receiver<u64>,
     pub(crate) directory: QueueDirectory,
-    pub(crate) links: Links,
     pub(crate) next_conn: Arc<AtomicU64>,
     /// The cluster's resource alarms: while one is on, a connection that publishes is blocked.
     pub(crate) alarms: watch::Receiver<ClusterAlarms>,
@@ -67,7 +60,6 @@ pub(crate) struct Sessions {
     pub(crate) image: SharedImage,
     client: ConnId,
     home_tx: mpsc::UnboundedSender<Batch>,
-    remote_tx: mpsc::UnboundedSender<HomeEvent>,
     /// The sessions were told the connection ended.
     ended: bool,
 }
@@ -76,7 +68,6 @@ pub(crate) struct Sessions {
 pub(crate) struct Incoming {
     pub(crate) leader: mpsc::UnboundedReceiver<Batch>,
     pub(crate) home: mpsc::UnboundedReceiver<Batch>,
-    pub(crate) remote: mpsc::UnboundedReceiver<HomeEvent>,
 }
 
 impl Incoming {
@@ -84,12 +75,7 @@ impl Incoming {
     pub(crate) fn none() -> Incoming {
         let (_, leader) = mpsc::unbounded_channel();
         let (_, home) = mpsc::unbounded_channel();
-        let (_, remote) = mpsc::unbounded_channel();
-        Incoming {
-            leader,
-            home,
-            remote,
-        }
+        Incoming { leader, home }
     }
 }
 
@@ -102,7 +88,6 @@ impl Sessions {
     ) -> Option<(Sessions, Incoming)> {
         let (leader_tx, leader) = mpsc::unbounded_channel();
         let (home_tx, home) = mpsc::unbounded_channel();
-        let (remote_tx, remote) = mpsc::unbounded_channel();
         let image = image.unwrap_or_default();
         node.leader
             .send(ToBroker::Register {
@@ -112,7 +97,7 @@ impl Sessions {
             })
             .await
             .ok()?;
-        let mux = Mux::new(client, node.node).with_queue_commands(node.queue_commands);
+        let mux = Mux::new(client);
         Some((
             Sessions {
                 node,
@@ -120,20 +105,10 @@ impl Sessions {
                 image,
                 client,
                 home_tx,
-                remote_tx,
                 ended: false,
             },
-            Incoming {
-                leader,
-                home,
-                remote,
-            },
+            Incoming { leader, home },
         ))
-    }
-
-    /// The node this connection is on.
-    pub(crate) fn own_node(&self) -> u64 {
-        self.node.node
     }
 
     /// Feeds one client input through the mux and sends what it asks; effects for the client
@@ -196,24 +171,13 @@ impl Sessions {
         self.pump(out).await
     }
 
-    /// Effects of a home session (this node's, or another's).
-    pub(crate) async fn home_effects(
-        &mut self,
-        node: u64,
-        batch: Batch,
-        out: &mut Vec<Effect>,
-    ) -> bool {
-        tracing::trace!(conn = self.client, node, effects = ?batch.effects, "from home");
+    /// Effects of the home session.
+    pub(crate) async fn home_effects(&mut self, batch: Batch, out: &mut Vec<Effect>) -> bool {
+        tracing::trace!(conn = self.client, effects = ?batch.effects, "from home");
         self.mux.observe_index(batch.index, &batch.effects);
         for e in batch.effects {
-            self.mux.session_effect(Sub::Home(node), e);
+            self.mux.session_effect(Sub::Home, e);
         }
-        self.pump(out).await
-    }
-
-    /// The stream to `node` broke: its home session is lost.
-    pub(crate) async fn home_lost(&mut self, node: u64, out: &mut Vec<Effect>) -> bool {
-        self.mux.home_lost(node);
         self.pump(out).await
     }
 
@@ -246,7 +210,6 @@ impl Sessions {
 
     async fn carry(&mut self, o: Out, out: &mut Vec<Effect>) -> bool {
         tracing::trace!(conn = self.client, out = ?o, "mux");
-        let own = self.node.node;
         match o {
             Out::Client(e) => {
                 out.push(e);
@@ -258,19 +221,14 @@ impl Sessions {
                 .send(ToBroker::Barrier(index))
                 .await
                 .is_ok(),
-            Out::Barrier(Sub::Home(n), index) if n == own => {
+            Out::Barrier(Sub::Home, index) => {
                 self.applied_up_to(index, "a barrier before its home session")
                     .await
-            }
-            Out::Barrier(Sub::Home(n), index) => {
-                // A broken link shows as the session's loss.
-                self.node.links.send(n, Up::Barrier(index));
-                true
             }
             Out::Input(Sub::Leader, input) => {
                 self.node.leader.send(ToBroker::Input(input)).await.is_ok()
             }
-            Out::Input(Sub::Home(n), input) if n == own => {
+            Out::Input(Sub::Home, input) => {
                 if let Input::OpenHome { conn, .. } = &input {
                     let register = ToBroker::Register {
                         conn: *conn,
@@ -282,16 +240,6 @@ impl Sessions {
                     }
                 }
                 self.node.local.send(ToBroker::Input(input)).await.is_ok()
-            }
-            Out::Input(Sub::Home(n), input) => {
-                if let Input::OpenHome { conn, .. } = &input {
-                    if !self.node.links.register(n, *conn, self.remote_tx.clone()) {
-                        self.mux.home_lost(n);
-                        return true;
-                    }
-                }
-                self.node.links.send(n, Up::Input(input));
-                true
             }
         }
     }
@@ -310,11 +258,10 @@ impl Sessions {
             .await;
         let deadline = tokio::time::Instant::now() + CLOSE_SYNC_TIMEOUT;
         while self.mux.is_holding() {
-            let own = self.node.node;
             let next = tokio::time::timeout_at(deadline, incoming.home.recv()).await;
             match next {
                 Ok(Some(batch)) => {
-                    if !self.home_effects(own, batch, &mut ignored).await {
+                    if !self.home_effects(batch, &mut ignored).await {
                         break;
                     }
                 }
@@ -336,13 +283,8 @@ impl Sessions {
             .leader
             .send(ToBroker::Unregister { conn: self.client })
             .await;
-        let homes: Vec<(u64, ConnId)> = self.mux.homes().collect();
-        for (n, conn) in homes {
-            if n == self.node.node {
-                let _ = self.node.local.send(ToBroker::Unregister { conn }).await;
-            } else {
-                self.node.links.send(n, Up::Unregister(conn));
-            }
+        if let Some(conn) = self.mux.home() {
+            let _ = self.node.local.send(ToBroker::Unregister { conn }).await;
         }
     }
 }
@@ -487,14 +429,7 @@ pub(crate) async fn run<R, W>(
                 }
             },
             Some(batch) = incoming.leader.recv() => sessions.leader_effects(batch, &mut effects).await,
-            Some(batch) = incoming.home.recv() => {
-                let own = sessions.node.node;
-                sessions.home_effects(own, batch, &mut effects).await
-            }
-            Some(event) = incoming.remote.recv() => match event {
-                HomeEvent::Effects { node, batch } => sessions.home_effects(node, batch, &mut effects).await,
-                HomeEvent::Lost { node } => sessions.home_lost(node, &mut effects).await,
-            },
+            Some(batch) = incoming.home.recv() => sessions.home_effects(batch, &mut effects).await,
             _ = ticker.tick() => {
                 session.tick(now_ms(), &mut inputs);
                 true

@@ -13,7 +13,6 @@ use warren_core::{AmqpError, ConnId, Effect, Input};
 use warren_wire::{BasicProperties, BasicPublish, ChannelOpen, FieldTable, Method, ShortStr};
 
 use crate::connection::{Incoming, Node, Sessions};
-use crate::relay::links::HomeEvent;
 
 /// How long a direct connection waits for any one reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,14 +149,7 @@ impl DirectConnection {
         let mut out = Vec::new();
         let alive = tokio::select! {
             Some(batch) = self.incoming.leader.recv() => sessions.leader_effects(batch, &mut out).await,
-            Some(batch) = self.incoming.home.recv() => {
-                let own = sessions.own_node();
-                sessions.home_effects(own, batch, &mut out).await
-            }
-            Some(event) = self.incoming.remote.recv() => match event {
-                HomeEvent::Effects { node, batch } => sessions.home_effects(node, batch, &mut out).await,
-                HomeEvent::Lost { node } => sessions.home_lost(node, &mut out).await,
-            },
+            Some(batch) = self.incoming.home.recv() => sessions.home_effects(batch, &mut out).await,
             else => false,
         };
         self.pending.extend(out);

@@ -1,18 +1,16 @@
-//! One client connection spread over the brokers that decide what it uses, as a sans-io state
-//! machine: client inputs in, inputs for its sessions and effects for the client out.
+//! One client connection spread over the two brokers that decide what it uses, as a sans-io
+//! state machine: client inputs in, inputs for its sessions and effects for the client out.
 //!
 //! A client connection has a *leader session* on the leader's broker (relayed and resumed by the
-//! router as before) and a *home session* on the broker of each node whose local queues it uses
-//! (see `docs/architecture.md`, "Transient queues live on their home node"): its own node's from
-//! the start, since every publish is routed there first, and another node's when it redeclares
-//! a queue homed there (with queue commands, `Mux::with_queue_commands`, the own home session
-//! consumes, gets from, purges and deletes queues homed elsewhere: its broker drives their
-//! homes with queue commands; without, those go to a home session there too). [`Mux`] decides where each method
-//! goes, opens channels on a session when first needed (replaying qos and confirm/tx mode),
-//! hands the client exactly one reply per request, in request order, gives deliveries the
-//! client's own delivery tags and maps acks back, passes on the own home session's publisher
-//! confirms (it routes every publish and logs its replicated part itself), and fails what was
-//! pending on a home node that is lost.
+//! router as before) and a *home session* on its own node's broker (see `docs/architecture.md`,
+//! "Transient queues live on their home node"): every publish is routed there first, and the
+//! queues local to a node — this one's or another's — are declared, consumed, got from, purged
+//! and deleted there (the home's broker drives another node's queue with queue commands, issue
+//! 19). [`Mux`] decides where each method goes, opens channels on a session when first needed
+//! (replaying qos and confirm/tx mode), hands the client exactly one reply per request, in
+//! request order, gives deliveries the client's own delivery tags and maps acks back, and
+//! passes on the home session's publisher confirms (it routes every publish and logs its
+//! replicated part itself).
 //!
 //! It knows nothing of sockets, tasks or time; [`Directory`] tells it where a queue lives (this
 //! node's replica of the log, read only after the replica has applied what the client has
@@ -24,8 +22,8 @@ use warren_core::{AmqpError, ChannelId, ConnId, Effect, Input};
 
 use crate::relay::image::{expects_reply, is_reply};
 use warren_wire::{
-    BasicAck, BasicCancel, BasicConsume, BasicNack, BasicQos, ChannelClose, ChannelOpen,
-    ConfirmSelect, FieldTable, FieldValue, Method, ShortStr, TxCommit, TxSelect,
+    BasicAck, BasicConsume, BasicNack, BasicQos, ChannelClose, ChannelOpen, ConfirmSelect,
+    FieldTable, FieldValue, Method, ShortStr, TxCommit, TxSelect,
 };
 
 /// The pseudo-queue of direct reply-to: served by the client's own node.
@@ -35,7 +33,7 @@ const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Sub {
     Leader,
-    Home(u64),
+    Home,
 }
 
 /// Where a queue lives, as this node's replica knows it.
@@ -128,19 +126,14 @@ impl Chan {
 /// One client connection's sessions (see the module docs).
 pub(crate) struct Mux {
     client: ConnId,
-    node: u64,
-    /// This node's broker consumes queues homed on other nodes with queue commands
-    /// (`BrokerConfig::remote_consumers`): a `basic.consume` of one goes to the own home
-    /// session, not to a home session there.
-    queue_commands: bool,
     user: Option<String>,
     vhost: Option<String>,
     client_properties: FieldTable,
     cancel_notify: bool,
     /// `connection.open-ok` came from the leader: home sessions can be opened.
     open: bool,
-    /// Home sessions by node: their connection ids.
-    homes: BTreeMap<u64, ConnId>,
+    /// The home session on this node's broker, once opened: its connection id.
+    home: Option<ConnId>,
     channels: BTreeMap<ChannelId, Chan>,
     /// `channel.close-ok`s the mux's own closes will bring, by session and channel; until it
     /// comes, what that session sends on the channel belongs to its closed incarnation.
@@ -167,18 +160,16 @@ pub(crate) struct Mux {
 }
 
 impl Mux {
-    /// A client connection `client` accepted on `node`.
-    pub(crate) fn new(client: ConnId, node: u64) -> Mux {
+    /// A client connection `client`.
+    pub(crate) fn new(client: ConnId) -> Mux {
         Mux {
             client,
-            node,
-            queue_commands: false,
             user: None,
             vhost: None,
             client_properties: FieldTable::default(),
             cancel_notify: false,
             open: false,
-            homes: BTreeMap::new(),
+            home: None,
             channels: BTreeMap::new(),
             closing: HashMap::new(),
             failing: BTreeSet::new(),
@@ -194,32 +185,19 @@ impl Mux {
         }
     }
 
-    /// Consumers of queues homed on other nodes go to the own home session (see
-    /// `Mux::queue_commands`).
-    pub(crate) fn with_queue_commands(mut self, on: bool) -> Mux {
-        self.queue_commands = on;
-        self
-    }
-
     /// What the mux asks for since the last call.
     pub(crate) fn take(&mut self) -> Vec<Out> {
         std::mem::take(&mut self.out)
     }
 
-    /// The home session ids opened so far, by node.
-    pub(crate) fn homes(&self) -> impl Iterator<Item = (u64, ConnId)> + '_ {
-        self.homes.iter().map(|(&n, &c)| (n, c))
+    /// The home session's connection id, once opened.
+    pub(crate) fn home(&self) -> Option<ConnId> {
+        self.home
     }
 
     /// The highest log index the client has seen a reply from.
     pub(crate) fn seen(&self) -> u64 {
         self.seen
-    }
-
-    /// The home session on this node, opened once the connection is open. `id` is its
-    /// connection id (the driver gives out ids).
-    fn home_conn(&self, node: u64) -> Option<ConnId> {
-        self.homes.get(&node).copied()
     }
 
     fn emit(&mut self, sub: Sub, input: Input) {
@@ -234,13 +212,14 @@ impl Mux {
     fn conn_for(&self, sub: Sub) -> ConnId {
         match sub {
             Sub::Leader => self.client,
-            Sub::Home(n) => self.home_conn(n).unwrap_or(self.client),
+            Sub::Home => self.home.unwrap_or(self.client),
         }
     }
 
-    /// Opens the home session on `node` if it is not open; `conn` is the id it gets.
-    pub(crate) fn ensure_home(&mut self, node: u64, alloc: &mut dyn FnMut() -> ConnId) -> bool {
-        if self.homes.contains_key(&node) {
+    /// Opens the home session if it is not open (once the connection is open); `alloc` gives
+    /// its connection id.
+    pub(crate) fn ensure_home(&mut self, alloc: &mut dyn FnMut() -> ConnId) -> bool {
+        if self.home.is_some() {
             return true;
         }
         let (Some(user), Some(vhost), true) = (self.user.clone(), self.vhost.clone(), self.open)
@@ -248,11 +227,11 @@ impl Mux {
             return false;
         };
         let conn = alloc();
-        self.homes.insert(node, conn);
+        self.home = Some(conn);
         let client = self.client;
         let client_properties = self.client_properties.clone();
         self.emit(
-            Sub::Home(node),
+            Sub::Home,
             Input::OpenHome {
                 conn,
                 client,
@@ -266,10 +245,8 @@ impl Mux {
 
     /// Opens channel `ch` on `sub` if it is not open there, replaying its settings.
     fn ensure_channel(&mut self, ch: ChannelId, sub: Sub, alloc: &mut dyn FnMut() -> ConnId) {
-        if let Sub::Home(n) = sub {
-            if !self.ensure_home(n, alloc) {
-                return;
-            }
+        if sub == Sub::Home && !self.ensure_home(alloc) {
+            return;
         }
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
@@ -359,13 +336,13 @@ impl Mux {
         if !self.unsynced || !needs_sync(input) {
             return false;
         }
-        let Some(own) = self.home_conn(self.node) else {
+        let Some(own) = self.home else {
             return false;
         };
         self.next_token += 1;
         let token = self.next_token;
         self.syncing = Some(token);
-        self.emit(Sub::Home(self.node), Input::Sync { conn: own, token });
+        self.emit(Sub::Home, Input::Sync { conn: own, token });
         true
     }
 
@@ -414,9 +391,9 @@ impl Mux {
                 body,
                 ..
             } => {
-                let own = Sub::Home(self.node);
+                let own = Sub::Home;
                 self.ensure_channel(channel, own, alloc);
-                if !self.homes.contains_key(&self.node) {
+                if self.home.is_none() {
                     // No home session (the connection is not open): the leader's broker refuses.
                     let conn = self.client;
                     self.emit(
@@ -469,14 +446,17 @@ impl Mux {
         }
     }
 
-    /// Every session: the leader's and the open home sessions.
+    /// Every session: the leader's and the home session if open.
     fn subs(&self) -> Vec<Sub> {
         std::iter::once(Sub::Leader)
-            .chain(self.homes.keys().map(|&n| Sub::Home(n)))
+            .chain(self.home.map(|_| Sub::Home))
             .collect()
     }
 
-    /// The session that decides queue `name` on channel `ch` (an empty name: the last declared).
+    /// The session that declares, consumes, gets from, purges or deletes queue `name` on
+    /// channel `ch` (an empty name: the last declared): for a queue local to a node, the home
+    /// session, whose broker drives the queue's home with queue commands if that is another
+    /// node; for a replicated queue (or one this node does not know), the leader's.
     fn queue_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
         let name = if name.is_empty() {
             match self.channels.get(&ch).and_then(|c| c.last_queue.clone()) {
@@ -487,22 +467,12 @@ impl Mux {
             name.clone()
         };
         if name.as_str() == REPLY_TO_QUEUE {
-            return Sub::Home(self.node);
+            return Sub::Home;
         }
         let vhost = self.vhost.as_deref().unwrap_or("/");
         match dir.locate(vhost, &name) {
-            Location::Local(home) if self.open => Sub::Home(home),
+            Location::Local(_) if self.open => Sub::Home,
             _ => Sub::Leader,
-        }
-    }
-
-    /// The session that declares, consumes, gets from, purges or deletes queue `name`: with
-    /// queue commands, a local queue's is the own home session, whose channel drives the
-    /// queue's home with them.
-    fn taking_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
-        match self.queue_sub(ch, name, dir) {
-            Sub::Home(_) if self.queue_commands => Sub::Home(self.node),
-            sub => sub,
         }
     }
 
@@ -518,7 +488,7 @@ impl Mux {
             c.open_on.insert(Sub::Leader);
             self.channels.insert(ch, c);
             self.request(ch, Sub::Leader, method, true);
-            let own = Sub::Home(self.node);
+            let own = Sub::Home;
             self.ensure_channel(ch, own, alloc);
             return;
         }
@@ -532,7 +502,7 @@ impl Mux {
             Method::ChannelClose(_) => {
                 // The own home first: what it routed goes to the leader before the leader's
                 // channel closes (see `answer`).
-                let own = Sub::Home(self.node);
+                let own = Sub::Home;
                 if self.open_subs(ch).contains(&own) {
                     self.request(ch, own, method, false);
                     if let Some(r) = self
@@ -577,7 +547,7 @@ impl Mux {
                 }
                 // The leader logs it (the channel's numbers start afresh); the client's own
                 // home, which numbers every publish, answers.
-                let own = Sub::Home(self.node);
+                let own = Sub::Home;
                 for sub in self.open_subs(ch) {
                     if sub == own && !m.nowait {
                         self.request(ch, sub, Method::ConfirmSelect(m.clone()), true);
@@ -601,7 +571,7 @@ impl Mux {
                 }
                 // The client's own home first: it routes what the transaction published and
                 // sends the replicated part to the leader, which must have it before its commit.
-                let own = Sub::Home(self.node);
+                let own = Sub::Home;
                 self.request(ch, own, Method::TxCommit(TxCommit {}), false);
                 if let Some(r) = self
                     .channels
@@ -615,7 +585,7 @@ impl Mux {
                 let sub = if m.queue.is_empty() && !m.passive {
                     Sub::Leader
                 } else {
-                    self.taking_sub(ch, &m.queue, dir)
+                    self.queue_sub(ch, &m.queue, dir)
                 };
                 self.ensure_channel(ch, sub, alloc);
                 if m.nowait {
@@ -630,15 +600,15 @@ impl Mux {
                 }
             }
             Method::QueuePurge(ref m) => {
-                let sub = self.taking_sub(ch, &m.queue, dir);
+                let sub = self.queue_sub(ch, &m.queue, dir);
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::QueueDelete(ref m) => {
-                let sub = self.taking_sub(ch, &m.queue, dir);
+                let sub = self.queue_sub(ch, &m.queue, dir);
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::BasicGet(ref m) => {
-                let sub = self.taking_sub(ch, &m.queue, dir);
+                let sub = self.queue_sub(ch, &m.queue, dir);
                 let no_ack = m.no_ack;
                 self.send_to_queue(ch, sub, false, method, alloc);
                 if let Some(r) = self
@@ -702,7 +672,7 @@ impl Mux {
         dir: &dyn Directory,
         alloc: &mut dyn FnMut() -> ConnId,
     ) {
-        let sub = self.taking_sub(ch, &m.queue, dir);
+        let sub = self.queue_sub(ch, &m.queue, dir);
         if !m.consumer_tag.is_empty()
             && self
                 .channels
@@ -885,7 +855,7 @@ impl Mux {
             Effect::CloseConnection { .. } => self.out.push(Out::Client(effect)),
             Effect::AwaitWritable { .. } => self.out.push(Out::Client(effect)),
             // Credit flow of the client's publishes, which only its own node's home takes.
-            Effect::Flow { .. } if sub == Sub::Home(self.node) => {
+            Effect::Flow { .. } if sub == Sub::Home => {
                 self.out.push(Out::Client(effect));
             }
             Effect::Flow { .. } => {}
@@ -1151,8 +1121,7 @@ impl Mux {
             return;
         }
         if then_commit {
-            // The own home's part is committed; now the leader's (which answers) and the
-            // other homes'.
+            // The home's part is committed; now the leader's, which answers.
             for other in self.open_subs(ch) {
                 if other != sub {
                     let commit = Method::TxCommit(TxCommit {});
@@ -1249,7 +1218,7 @@ impl Mux {
     /// A confirm (`ack` or `nack`) from `sub` for its publish number `tag`: only the client's
     /// own home session confirms publishes (it numbers them as the client does).
     fn confirmed(&mut self, ch: ChannelId, sub: Sub, tag: u64, multiple: bool, ack: bool) {
-        if sub != Sub::Home(self.node) {
+        if sub != Sub::Home {
             return;
         }
         let Some(c) = self.channels.get_mut(&ch) else {
@@ -1285,74 +1254,6 @@ impl Mux {
                 method,
             };
             self.unsolicited(ch, sub, effect);
-        }
-    }
-
-    /// The home session on node `n` is gone (its node is unreachable, or its broker closed
-    /// it): its consumers are cancelled, its deliveries can no longer be acked (an ack of one
-    /// is ignored), the requests waiting for it fail the channel with 404, as RabbitMQ answers
-    /// for a queue whose node is down.
-    pub(crate) fn home_lost(&mut self, n: u64) {
-        if self.homes.remove(&n).is_none() {
-            return;
-        }
-        let sub = Sub::Home(n);
-        self.barriers.remove(&sub);
-        self.closing.retain(|(s, _), _| *s != sub);
-        let client = self.client;
-        let notify = self.cancel_notify;
-        let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
-        for ch in ids {
-            let mut failed = false;
-            let mut cancels = Vec::new();
-            if let Some(c) = self.channels.get_mut(&ch) {
-                c.open_on.remove(&sub);
-                let lost: Vec<u64> = c
-                    .tags
-                    .iter()
-                    .filter(|(_, (s, _))| *s == sub)
-                    .map(|(t, _)| *t)
-                    .collect();
-                for t in lost {
-                    c.tags.remove(&t);
-                    c.stale.insert(t);
-                }
-                let tags: Vec<ShortStr> = c
-                    .consumers
-                    .iter()
-                    .filter(|(_, (s, _))| *s == sub)
-                    .map(|(t, _)| t.clone())
-                    .collect();
-                for t in tags {
-                    c.consumers.remove(&t);
-                    cancels.push(t);
-                }
-                failed = c
-                    .requests
-                    .iter()
-                    .any(|r| r.sub == sub && r.reply.is_none() && r.answer);
-                c.requests.retain(|r| r.sub != sub || r.reply.is_some());
-            }
-            if notify {
-                for consumer_tag in cancels {
-                    self.out.push(Out::Client(Effect::Send {
-                        conn: client,
-                        channel: ch,
-                        method: Method::BasicCancel(BasicCancel {
-                            consumer_tag,
-                            nowait: true,
-                        }),
-                    }));
-                }
-            }
-            if failed {
-                let error = AmqpError::not_found(format!(
-                    "home node {n} of a queue used on this channel is down or inaccessible"
-                ));
-                self.fail_channel(ch, error);
-            } else {
-                self.release(ch);
-            }
         }
     }
 }

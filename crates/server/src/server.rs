@@ -127,11 +127,8 @@ impl Server {
         connection::Node {
             leader: self.inputs.clone(),
             local: self.broker.tx.clone(),
-            node: self.broker.node,
-            queue_commands: self.broker.queue_commands,
             applied: self.broker.applied(),
             directory: self.broker.directory.clone(),
-            links: self.broker.links.clone(),
             next_conn: self.next_conn.clone(),
             alarms: self.alarms.clone(),
             counters: self.counters.clone(),

@@ -91,7 +91,6 @@ pub(crate) fn node_config(args: Args, file: FileConfig) -> anyhow::Result<NodeCo
             .or(file.publish_credit)
             .unwrap_or(broker_defaults.publish_credit)
             .max(2),
-        remote_consumers: true,
         ..broker_defaults
     };
     let data_dir = args

@@ -66,11 +66,6 @@ pub struct BrokerConfig {
     /// Credit flow: a connection with this many publishes on their way into the log is not
     /// read until half of them are applied (see [`crate::Effect::Flow`]); at least 2.
     pub publish_credit: u32,
-    /// A channel consumes from a transient queue homed on another node with queue commands
-    /// ([`crate::QueueCommand`]) instead of through a home session there (issue 19, step 2).
-    /// On in a node (`warren`'s settings); off by default, where the core tests of home
-    /// sessions expect the earlier shape.
-    pub remote_consumers: bool,
 }
 
 /// What this node's clients caused, since the process started, that RabbitMQ counts per node
@@ -110,7 +105,6 @@ impl Default for BrokerConfig {
             first_conn: 0,
             consumer_timeout: Some(DEFAULT_CONSUMER_TIMEOUT),
             publish_credit: crate::DEFAULT_PUBLISH_CREDIT,
-            remote_consumers: false,
         }
     }
 }
@@ -1058,12 +1052,6 @@ impl Broker {
 
     pub fn node(&self) -> u64 {
         self.config.node
-    }
-
-    /// Whether this broker's channels consume queues homed on other nodes with queue commands
-    /// (`BrokerConfig::remote_consumers`).
-    pub fn remote_consumers(&self) -> bool {
-        self.config.remote_consumers
     }
 
     /// The queues created and removed since the last call, in order, for the runtime's copy of

@@ -48,7 +48,7 @@ pub(super) struct RemoteConsume {
 
 impl Broker {
     /// The node whose broker owns queue `id`, if not this one and the channel reaches it with
-    /// queue commands: a transient queue homed elsewhere (see `BrokerConfig::remote_consumers`).
+    /// queue commands: a transient queue homed elsewhere.
     ///
     /// Only for a connection of this node (`conn`): a leader session relayed from another
     /// node's client is not, and the owner's answers would go to that node instead (such a
@@ -63,9 +63,6 @@ impl Broker {
     /// The node whose broker owns queue `id`, if not this one and queue commands reach it:
     /// where the settlements of a delivery from it go (only a channel of this node has one).
     pub(crate) fn queue_owner_elsewhere(&self, id: QueueId) -> Option<u64> {
-        if !self.config.remote_consumers {
-            return None;
-        }
         let q = self.queues.get(&id)?;
         (q.is_local() && q.home != 0 && q.home != self.config.node).then_some(q.home)
     }
@@ -716,9 +713,6 @@ impl Broker {
         tag: &ShortStr,
         n: u32,
     ) -> Option<Effect> {
-        if !self.config.remote_consumers {
-            return None;
-        }
         let k = self
             .connections
             .get(&ctx.conn)?
@@ -768,9 +762,6 @@ impl Broker {
     /// another node's broker are cancelled (told with `basic.cancel` if their clients
     /// understand it). Their unacked deliveries stay until acked (acking them does nothing).
     pub(super) fn cancel_remote_consumers_of(&mut self, id: QueueId, out: &mut Vec<Effect>) {
-        if !self.config.remote_consumers {
-            return;
-        }
         for (&conn, c) in self.connections.iter_mut() {
             let notify = c.consumer_cancel_notify;
             for (&channel, ch) in c.channels.iter_mut() {

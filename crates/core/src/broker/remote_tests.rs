@@ -34,7 +34,6 @@ impl Pair {
         let broker = |node| {
             Broker::new(BrokerConfig {
                 node,
-                remote_consumers: true,
                 ..BrokerConfig::default()
             })
         };

@@ -10,7 +10,6 @@ use warren_wire::*;
 use super::*;
 
 const CLIENT: ConnId = (1 << 52) | 100;
-const NODE: u64 = 1;
 
 /// Queues by name: `d` replicated, `t` homed here (node 1), `u` homed on node 2.
 struct Dir(HashMap<&'static str, Location>);
@@ -37,11 +36,11 @@ struct T {
     next: ConnId,
 }
 
-/// Home session ids given out: 1001, 1002, ...
+/// The home session id given out: 1001.
 impl T {
     fn new() -> T {
         T {
-            mux: Mux::new(CLIENT, NODE),
+            mux: Mux::new(CLIENT),
             dir: Dir::new(),
             next: 1000,
         }
@@ -100,7 +99,7 @@ impl T {
                     Method::ChannelOpen(ChannelOpen::default())
                 ),
                 Out::Input(
-                    Sub::Home(1),
+                    Sub::Home,
                     Input::OpenHome {
                         conn: 1001,
                         client: CLIENT,
@@ -109,15 +108,11 @@ impl T {
                         client_properties: caps(),
                     }
                 ),
-                input(
-                    Sub::Home(1),
-                    1001,
-                    Method::ChannelOpen(ChannelOpen::default())
-                ),
+                input(Sub::Home, 1001, Method::ChannelOpen(ChannelOpen::default())),
             ]
         );
         let open_ok = Method::ChannelOpenOk(Default::default());
-        assert_eq!(t.sub(Sub::Home(1), send(1001, 1, open_ok.clone())), vec![]);
+        assert_eq!(t.sub(Sub::Home, send(1001, 1, open_ok.clone())), vec![]);
         assert_eq!(
             t.sub(Sub::Leader, send(CLIENT, 1, open_ok.clone())),
             vec![Out::Client(send(CLIENT, 1, open_ok))]
@@ -224,7 +219,7 @@ fn publishes_go_to_the_own_home_which_confirms_them() {
                 Method::ConfirmSelect(ConfirmSelect { nowait: true })
             ),
             input(
-                Sub::Home(1),
+                Sub::Home,
                 1001,
                 Method::ConfirmSelect(ConfirmSelect { nowait: false })
             ),
@@ -233,14 +228,14 @@ fn publishes_go_to_the_own_home_which_confirms_them() {
     );
     let ok = Method::ConfirmSelectOk(ConfirmSelectOk {});
     assert_eq!(
-        t.sub(Sub::Home(1), send(1001, 1, ok.clone())),
+        t.sub(Sub::Home, send(1001, 1, ok.clone())),
         vec![Out::Client(send(CLIENT, 1, ok))]
     );
     let out = t.client(publish("a"));
     assert!(
         matches!(
             &out[..],
-            [Out::Input(Sub::Home(1), Input::Publish { conn: 1001, .. })]
+            [Out::Input(Sub::Home, Input::Publish { conn: 1001, .. })]
         ),
         "{out:?}"
     );
@@ -250,12 +245,12 @@ fn publishes_go_to_the_own_home_which_confirms_them() {
     // 2 nacked, then 3 acked with a multiple ack; a confirm from the leader session (it gets no
     // publishes) is not the client's.
     assert_eq!(
-        t.sub(Sub::Home(1), send(1001, 1, ack(1))),
+        t.sub(Sub::Home, send(1001, 1, ack(1))),
         vec![Out::Client(send(CLIENT, 1, ack(1)))]
     );
     assert_eq!(t.sub(Sub::Leader, send(CLIENT, 1, ack(2))), vec![]);
     assert_eq!(
-        t.sub(Sub::Home(1), send(1001, 1, nack(2))),
+        t.sub(Sub::Home, send(1001, 1, nack(2))),
         vec![Out::Client(send(CLIENT, 1, nack(2)))]
     );
     let multiple = Method::BasicAck(BasicAck {
@@ -263,163 +258,41 @@ fn publishes_go_to_the_own_home_which_confirms_them() {
         multiple: true,
     });
     assert_eq!(
-        t.sub(Sub::Home(1), send(1001, 1, multiple)),
+        t.sub(Sub::Home, send(1001, 1, multiple)),
         vec![Out::Client(send(CLIENT, 1, ack(3)))]
     );
     assert_eq!(
-        t.sub(Sub::Home(1), send(1001, 1, ack(3))),
+        t.sub(Sub::Home, send(1001, 1, ack(3))),
         vec![],
         "confirmed once"
     );
 }
 
 #[test]
-fn a_queue_homed_elsewhere_is_used_through_a_home_session_there_with_the_clients_tags() {
+fn a_queue_homed_elsewhere_is_declared_consumed_got_purged_and_deleted_on_the_own_home_session() {
     let mut t = T::open();
-    t.method(
-        1,
-        Method::BasicQos(BasicQos {
-            prefetch_count: 5,
-            ..Default::default()
-        }),
-    );
-    t.sub(
-        Sub::Leader,
-        send(CLIENT, 1, Method::BasicQosOk(BasicQosOk {})),
-    );
-    t.sub(
-        Sub::Home(1),
-        send(1001, 1, Method::BasicQosOk(BasicQosOk {})),
-    );
     let out = t.method(1, consume("u", "cu"));
     assert_eq!(
         out,
-        vec![
-            Out::Input(
-                Sub::Home(2),
-                Input::OpenHome {
-                    conn: 1002,
-                    client: CLIENT,
-                    user: "guest".into(),
-                    vhost: "/".into(),
-                    client_properties: caps(),
-                }
-            ),
-            input(
-                Sub::Home(2),
-                1002,
-                Method::ChannelOpen(ChannelOpen::default())
-            ),
-            input(
-                Sub::Home(2),
-                1002,
-                Method::BasicQos(BasicQos {
-                    prefetch_count: 5,
-                    ..Default::default()
-                })
-            ),
-            input(Sub::Home(2), 1002, consume("u", "cu")),
-        ],
-        "node 2's home session opens with the channel's prefetch"
-    );
-    t.method(1, consume("d", "cd"));
-    // Node 2 answers first (open-ok and qos-ok dropped), then its deliveries.
-    assert_eq!(
-        t.sub(
-            Sub::Home(2),
-            send(1002, 1, Method::ChannelOpenOk(Default::default()))
-        ),
-        vec![]
-    );
-    assert_eq!(
-        t.sub(
-            Sub::Home(2),
-            send(1002, 1, Method::BasicQosOk(BasicQosOk {}))
-        ),
-        vec![]
-    );
-    assert_eq!(
-        t.sub(Sub::Home(2), send(1002, 1, consume_ok("cu"))),
-        vec![Out::Client(send(CLIENT, 1, consume_ok("cu")))]
-    );
-    assert_eq!(
-        t.sub(Sub::Home(2), deliver(1002, "cu", 1)),
-        vec![Out::Client(deliver(CLIENT, "cu", 1))]
-    );
-    assert_eq!(
-        t.sub(Sub::Leader, send(CLIENT, 1, consume_ok("cd"))),
-        vec![Out::Client(send(CLIENT, 1, consume_ok("cd")))]
-    );
-    assert_eq!(
-        t.sub(Sub::Leader, deliver(CLIENT, "cd", 7)),
-        vec![Out::Client(deliver(CLIENT, "cd", 2))]
-    );
-    assert_eq!(
-        t.sub(Sub::Home(2), deliver(1002, "cu", 2)),
-        vec![Out::Client(deliver(CLIENT, "cu", 3))]
-    );
-    // Acks go back where the deliveries came from, with their own tags.
-    assert_eq!(
-        t.method(1, ack(2)),
-        vec![input(Sub::Leader, CLIENT, ack(7))]
-    );
-    assert_eq!(
-        t.method(
-            1,
-            Method::BasicAck(BasicAck {
-                delivery_tag: 3,
-                multiple: true
-            })
-        ),
-        vec![input(
-            Sub::Home(2),
-            1002,
-            Method::BasicAck(BasicAck {
-                delivery_tag: 2,
-                multiple: true
-            })
-        )]
-    );
-    // An unknown tag is the client's error: 406 through the leader, the channel closed
-    // everywhere else.
-    let out = t.method(1, ack(9));
-    assert!(out.contains(&Out::Input(
-        Sub::Leader,
-        Input::ChannelError {
-            conn: CLIENT,
-            channel: 1,
-            error: AmqpError::precondition_failed("unknown delivery tag 9").caused_by(60, 80),
-        }
-    )));
-}
-
-#[test]
-fn with_queue_commands_a_queue_homed_elsewhere_is_declared_consumed_got_purged_and_deleted_on_the_own_home_session(
-) {
-    let mut t = T::open();
-    t.mux = std::mem::replace(&mut t.mux, Mux::new(CLIENT, NODE)).with_queue_commands(true);
-    let out = t.method(1, consume("u", "cu"));
-    assert_eq!(
-        out,
-        vec![input(Sub::Home(1), 1001, consume("u", "cu"))],
+        vec![input(Sub::Home, 1001, consume("u", "cu"))],
         "no home session on node 2: the own broker's channel consumes with queue commands"
     );
     assert_eq!(
-        t.sub(Sub::Home(1), send(1001, 1, consume_ok("cu"))),
+        t.sub(Sub::Home, send(1001, 1, consume_ok("cu"))),
         vec![Out::Client(send(CLIENT, 1, consume_ok("cu")))]
     );
     assert_eq!(
-        t.sub(Sub::Home(1), deliver(1001, "cu", 1)),
+        t.sub(Sub::Home, deliver(1001, "cu", 1)),
         vec![Out::Client(deliver(CLIENT, "cu", 1))]
     );
-    assert_eq!(t.method(1, ack(1)), vec![input(Sub::Home(1), 1001, ack(1))]);
+    assert_eq!(t.method(1, ack(1)), vec![input(Sub::Home, 1001, ack(1))]);
     let get = Method::BasicGet(BasicGet {
         queue: "u".into(),
         ..Default::default()
     });
     assert_eq!(
         t.method(1, get.clone()),
-        vec![input(Sub::Home(1), 1001, get)],
+        vec![input(Sub::Home, 1001, get)],
         "a get too"
     );
     let purge = Method::QueuePurge(QueuePurge {
@@ -428,7 +301,7 @@ fn with_queue_commands_a_queue_homed_elsewhere_is_declared_consumed_got_purged_a
     });
     assert_eq!(
         t.method(1, purge.clone()),
-        vec![input(Sub::Home(1), 1001, purge)],
+        vec![input(Sub::Home, 1001, purge)],
         "and a purge"
     );
     let delete = Method::QueueDelete(QueueDelete {
@@ -437,7 +310,7 @@ fn with_queue_commands_a_queue_homed_elsewhere_is_declared_consumed_got_purged_a
     });
     assert_eq!(
         t.method(1, delete.clone()),
-        vec![input(Sub::Home(1), 1001, delete)],
+        vec![input(Sub::Home, 1001, delete)],
         "and a delete"
     );
     for passive in [true, false] {
@@ -448,7 +321,7 @@ fn with_queue_commands_a_queue_homed_elsewhere_is_declared_consumed_got_purged_a
         });
         assert_eq!(
             t.method(1, declare.clone()),
-            vec![input(Sub::Home(1), 1001, declare)],
+            vec![input(Sub::Home, 1001, declare)],
             "and a declare, passive {passive}: no session on node 2 at all"
         );
     }
@@ -481,7 +354,7 @@ fn replies_reach_the_client_in_request_order() {
     );
     assert_eq!(
         t.method(1, passive.clone()),
-        vec![input(Sub::Home(1), 1001, passive)]
+        vec![input(Sub::Home, 1001, passive)]
     );
     let declare_ok = Method::QueueDeclareOk(QueueDeclareOk {
         queue: "t".into(),
@@ -489,7 +362,7 @@ fn replies_reach_the_client_in_request_order() {
         consumer_count: 0,
     });
     assert_eq!(
-        t.sub(Sub::Home(1), send(1001, 1, declare_ok.clone())),
+        t.sub(Sub::Home, send(1001, 1, declare_ok.clone())),
         vec![],
         "held behind the bind's reply"
     );
@@ -506,67 +379,10 @@ fn replies_reach_the_client_in_request_order() {
 }
 
 #[test]
-fn a_lost_home_cancels_its_consumers_forgets_its_tags_and_fails_what_waited_for_it() {
+fn closing_a_channel_closes_it_on_the_own_home_first_then_on_the_leader_with_one_close_ok() {
     let mut t = T::open();
     t.method(1, consume("u", "cu"));
-    for m in [Method::ChannelOpenOk(Default::default()), consume_ok("cu")] {
-        t.sub(Sub::Home(2), send(1002, 1, m));
-    }
-    t.sub(Sub::Home(2), deliver(1002, "cu", 1));
-    t.mux.home_lost(2);
-    assert_eq!(
-        t.mux.take(),
-        vec![Out::Client(send(
-            CLIENT,
-            1,
-            Method::BasicCancel(BasicCancel {
-                consumer_tag: "cu".into(),
-                nowait: true
-            })
-        ))]
-    );
-    assert_eq!(
-        t.method(1, ack(1)),
-        vec![],
-        "an ack of a lost delivery is ignored"
-    );
-    // A get on u opens a new home session there; if it is lost before answering, the channel
-    // fails with 404.
-    let out = t.method(
-        1,
-        Method::BasicGet(BasicGet {
-            queue: "u".into(),
-            ..Default::default()
-        }),
-    );
-    assert!(matches!(
-        &out[0],
-        Out::Input(Sub::Home(2), Input::OpenHome { conn: 1003, .. })
-    ));
-    t.mux.home_lost(2);
-    let out = t.mux.take();
-    assert!(
-        out.iter().any(|o| matches!(o, Out::Input(Sub::Leader, Input::ChannelError { error, .. }) if error.code == 404)),
-        "{out:?}"
-    );
-    // The leader's close reaches the client.
-    let close = Effect::CloseChannel {
-        conn: CLIENT,
-        channel: 1,
-        error: AmqpError::not_found("home node 2 ..."),
-    };
-    assert_eq!(t.sub(Sub::Leader, close.clone()), vec![Out::Client(close)]);
-}
-
-#[test]
-fn closing_a_channel_closes_it_on_the_own_home_first_then_everywhere_with_one_close_ok() {
-    let mut t = T::open();
-    t.method(1, consume("u", "cu"));
-    t.sub(
-        Sub::Home(2),
-        send(1002, 1, Method::ChannelOpenOk(Default::default())),
-    );
-    t.sub(Sub::Home(2), send(1002, 1, consume_ok("cu")));
+    t.sub(Sub::Home, send(1001, 1, consume_ok("cu")));
     let close = Method::ChannelClose(ChannelClose {
         reply_code: 200,
         reply_text: "bye".into(),
@@ -575,18 +391,24 @@ fn closing_a_channel_closes_it_on_the_own_home_first_then_everywhere_with_one_cl
     });
     assert_eq!(
         t.method(1, close.clone()),
-        vec![input(Sub::Home(1), 1001, close)],
+        vec![input(Sub::Home, 1001, close)],
         "the own home first: what it routed must reach the leader before the leader's close"
     );
     let close_ok = Method::ChannelCloseOk(Default::default());
-    let out = t.sub(Sub::Home(1), send(1001, 1, close_ok.clone()));
-    assert_eq!(out.len(), 2, "then node 2 and the leader: {out:?}");
-    assert_eq!(
-        t.sub(Sub::Home(2), deliver(1002, "cu", 5)),
-        vec![],
-        "what comes from a closed incarnation is dropped"
+    let out = t.sub(Sub::Home, send(1001, 1, close_ok.clone()));
+    assert!(
+        matches!(
+            &out[..],
+            [Out::Input(
+                Sub::Leader,
+                Input::Method {
+                    method: Method::ChannelClose(_),
+                    ..
+                }
+            )]
+        ),
+        "then the leader: {out:?}"
     );
-    assert_eq!(t.sub(Sub::Home(2), send(1002, 1, close_ok.clone())), vec![]);
     assert_eq!(
         t.sub(Sub::Leader, send(CLIENT, 1, close_ok.clone())),
         vec![Out::Client(send(CLIENT, 1, close_ok))]
@@ -605,7 +427,7 @@ fn a_request_after_publishes_waits_until_the_own_home_has_handed_them_on() {
     assert_eq!(
         t.method(1, passive.clone()),
         vec![Out::Input(
-            Sub::Home(1),
+            Sub::Home,
             Input::Sync {
                 conn: 1001,
                 token: 1
@@ -617,7 +439,7 @@ fn a_request_after_publishes_waits_until_the_own_home_has_handed_them_on() {
     // The own home answers the sync once the publish's replicated part is applied.
     assert_eq!(
         t.sub(
-            Sub::Home(1),
+            Sub::Home,
             Effect::Synced {
                 conn: 1001,
                 token: 1
@@ -647,7 +469,7 @@ fn a_method_a_home_sends_back_goes_to_the_leader_in_its_place() {
     });
     assert_eq!(
         t.method(1, passive.clone()),
-        vec![input(Sub::Home(1), 1001, passive.clone())]
+        vec![input(Sub::Home, 1001, passive.clone())]
     );
     let bind = Method::QueueBind(QueueBind {
         queue: "d".into(),
@@ -662,7 +484,7 @@ fn a_method_a_home_sends_back_goes_to_the_leader_in_its_place() {
     };
     t.mux.observe_index(7, std::slice::from_ref(&redirect));
     assert_eq!(
-        t.sub(Sub::Home(1), redirect),
+        t.sub(Sub::Home, redirect),
         vec![
             Out::Barrier(Sub::Leader, 7),
             input(Sub::Leader, CLIENT, passive),
@@ -694,10 +516,7 @@ fn a_rolled_back_ack_leaves_the_delivery_unacked_for_a_later_ack() {
         Sub::Leader,
         send(CLIENT, 1, Method::TxSelectOk(TxSelectOk {})),
     );
-    t.sub(
-        Sub::Home(1),
-        send(1001, 1, Method::TxSelectOk(TxSelectOk {})),
-    );
+    t.sub(Sub::Home, send(1001, 1, Method::TxSelectOk(TxSelectOk {})));
     let get = Method::BasicGet(BasicGet {
         queue: "t".into(),
         ..Default::default()
@@ -713,12 +532,12 @@ fn a_rolled_back_ack_leaves_the_delivery_unacked_for_a_later_ack() {
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"a"),
     };
-    t.sub(Sub::Home(1), get_ok);
-    assert_eq!(t.method(1, ack(1)), vec![input(Sub::Home(1), 1001, ack(4))]);
+    t.sub(Sub::Home, get_ok);
+    assert_eq!(t.method(1, ack(1)), vec![input(Sub::Home, 1001, ack(4))]);
     t.method(1, Method::TxRollback(TxRollback {}));
     assert_eq!(
         t.method(1, ack(1)),
-        vec![input(Sub::Home(1), 1001, ack(4))],
+        vec![input(Sub::Home, 1001, ack(4))],
         "the rollback undid the ack: the tag is still the client's"
     );
     t.method(1, Method::TxCommit(TxCommit {}));
@@ -751,8 +570,8 @@ fn a_reply_after_which_the_client_saw_the_log_puts_a_barrier_before_the_next_inp
     assert_eq!(
         out,
         vec![
-            Out::Barrier(Sub::Home(1), 42),
-            input(Sub::Home(1), 1001, consume("new", "c")),
+            Out::Barrier(Sub::Home, 42),
+            input(Sub::Home, 1001, consume("new", "c")),
         ]
     );
     // A confirm is not a reply: it moves nothing.
@@ -774,7 +593,7 @@ fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_nex
     let out = t.method(1, passive("d"));
     assert!(matches!(
         &out[..],
-        [Out::Input(Sub::Home(1), Input::Sync { token: 1, .. })]
+        [Out::Input(Sub::Home, Input::Sync { token: 1, .. })]
     ));
     assert_eq!(t.client(publish("b")), vec![], "held behind the declare");
     assert_eq!(t.method(1, passive("t")), vec![], "held too");
@@ -784,7 +603,7 @@ fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_nex
     };
     // The own home had applied the log up to 42 when it answered.
     t.mux.observe_index(42, std::slice::from_ref(&synced));
-    t.sub(Sub::Home(1), synced);
+    t.sub(Sub::Home, synced);
     let mut next = 2000;
     let mut alloc = || {
         next += 1;
@@ -799,16 +618,13 @@ fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_nex
     );
     assert_eq!(out[1], input(Sub::Leader, CLIENT, passive("d")));
     // (The own home gets the barrier too: it has applied that far, so it costs nothing.)
-    assert_eq!(out[2], Out::Barrier(Sub::Home(1), 42));
+    assert_eq!(out[2], Out::Barrier(Sub::Home, 42));
     assert!(matches!(
         &out[3],
-        Out::Input(Sub::Home(1), Input::Publish { .. })
+        Out::Input(Sub::Home, Input::Publish { .. })
     ));
     assert!(
-        matches!(
-            &out[4],
-            Out::Input(Sub::Home(1), Input::Sync { token: 2, .. })
-        ),
+        matches!(&out[4], Out::Input(Sub::Home, Input::Sync { token: 2, .. })),
         "the second declare follows a publish: another sync first: {out:?}"
     );
     assert_eq!(out.len(), 5);
@@ -827,11 +643,9 @@ fn a_held_delivery_gets_its_tag_when_the_client_sees_it() {
     });
     t.method(1, bind);
     t.method(1, consume("u", "cu"));
-    for m in [Method::ChannelOpenOk(Default::default()), consume_ok("cu")] {
-        t.sub(Sub::Home(2), send(1002, 1, m));
-    }
+    t.sub(Sub::Home, send(1001, 1, consume_ok("cu")));
     assert_eq!(
-        t.sub(Sub::Home(2), deliver(1002, "cu", 1)),
+        t.sub(Sub::Home, deliver(1001, "cu", 1)),
         vec![],
         "held behind its consume-ok, itself behind the bind's reply"
     );

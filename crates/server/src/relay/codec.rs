@@ -230,8 +230,8 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             | Input::Forwarded { .. }
             | Input::Sync { .. }
             | Input::NodeDown { .. } => {}
-            // Queue commands are between nodes' brokers, not a session's (issue 19, step 2:
-            // not carried yet; the core makes none while `remote_consumers` is off).
+            // Queue commands are between nodes' brokers, not a session's: they travel as
+            // `Up::QueueCommand`/`Up::QueueEvent` on home streams.
             Input::QueueCommand { .. } | Input::QueueEvent { .. } | Input::PeerLost { .. } => {}
         },
     }

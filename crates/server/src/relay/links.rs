@@ -1,14 +1,13 @@
 //! The sending side of home streams: one `Relay.Attach` stream from this node to each other node
-//! whose transient queues it uses, opened when first needed. It carries this node's clients'
-//! home sessions there and the messages this node's broker forwards to the local queues homed
-//! there, and brings back the sessions' effects and the forwards' acknowledgements.
+//! whose transient queues it uses, opened when first needed. It carries the messages this
+//! node's broker forwards to the local queues homed there (bringing back their
+//! acknowledgements), this node's logged publishes for the leader (`Up::Propose`), the queue
+//! commands of this node's channels for queues owned there and the events of this node's queues
+//! for channels there (`Effect::ToOwner`/`ToChannel`, issue 19): each node sends on its own
+//! stream, so each direction is ordered.
 //!
-//! It also carries the queue commands of this node's channels for queues owned there and the
-//! events of this node's queues for channels there (`Effect::ToOwner`/`ToChannel`, issue 19):
-//! each node sends on its own stream, so each direction is ordered.
-//!
-//! When a stream breaks, every session on it is told it is lost ([`HomeEvent::Lost`]), the
-//! broker task learns which forwards went unacknowledged ([`ToBroker::LinkLost`]) and that what
+//! When a stream breaks, the broker task learns which forwards went unacknowledged
+//! ([`ToBroker::LinkLost`]) and that what
 //! the two brokers shared is gone ([`ToBroker::PeerLost`], handled before the link goes on);
 //! the next use opens a new stream. Queue commands and events made before the broker handled
 //! a `PeerLost` for that node (from this side or the receiver's) and not sent yet are dropped:
@@ -22,33 +21,15 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info};
-use warren_core::{ConnId, Effect, Message};
+use warren_core::{Effect, Message};
 use warren_proto::raft::relay_client::RelayClient;
 use warren_proto::raft::RelayBatch;
 use warren_raft::METADATA_GROUP;
 
 use super::codec::{decode_downs, encode_up, Down, Up};
-use super::router::effect_conn;
-use crate::broker_task::{Batch, ToBroker};
-
-/// What a home session's owner hears from its stream.
-#[derive(Debug)]
-pub(crate) enum HomeEvent {
-    Effects {
-        node: u64,
-        batch: Batch,
-    },
-    /// The stream to `node` broke: the session there is gone.
-    Lost {
-        node: u64,
-    },
-}
+use crate::broker_task::ToBroker;
 
 enum LinkMsg {
-    Register {
-        conn: ConnId,
-        events: mpsc::UnboundedSender<HomeEvent>,
-    },
     Up(Up),
     Forward {
         seq: u64,
@@ -153,20 +134,6 @@ impl Links {
         }
     }
 
-    /// Registers home session `conn` on `node`: its effects and loss come on `events`. False
-    /// if there is no way there.
-    pub(crate) fn register(
-        &self,
-        node: u64,
-        conn: ConnId,
-        events: mpsc::UnboundedSender<HomeEvent>,
-    ) -> bool {
-        match self.task(node) {
-            Some(tx) => tx.send(LinkMsg::Register { conn, events }).is_ok(),
-            None => false,
-        }
-    }
-
     /// The broker dropped what it shared with `node` (`Input::PeerLost`): queue commands and
     /// events for it made before now and not sent yet are dropped.
     pub(crate) fn peer_lost(&self, node: u64) {
@@ -183,7 +150,7 @@ impl Links {
         }
     }
 
-    /// Sends a home session's message to `node` (an input, a barrier, its unregistering).
+    /// Sends a message to `node` (a logged publish for the leader there).
     pub(crate) fn send(&self, node: u64, up: Up) -> bool {
         match self.task(node) {
             Some(tx) => tx.send(LinkMsg::Up(up)).is_ok(),
@@ -197,7 +164,6 @@ impl Links {
 struct Open {
     /// The link's epoch (see [`Links::peer_lost`]).
     epoch: Arc<AtomicU64>,
-    sessions: HashMap<ConnId, mpsc::UnboundedSender<HomeEvent>>,
     /// The broker's numbers of the forwards sent on this stream, in order (the stream numbers
     /// them from 1).
     forwards: VecDeque<u64>,
@@ -273,7 +239,7 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
                 },
                 d = down.message() => match d {
                     Ok(Some(b)) => match decode_downs(b.batch) {
-                        Ok(downs) => deliver(&mut open, node, b.applied, downs, &report),
+                        Ok(downs) => deliver(&mut open, node, downs, &report),
                         Err(_) => break "undecodable batch",
                     },
                     Ok(None) => break "closed",
@@ -281,14 +247,7 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
                 },
             }
         };
-        info!(
-            node,
-            why = ended,
-            "home stream to node ended; its sessions are lost"
-        );
-        for (_, events) in open.sessions.drain() {
-            let _ = events.send(HomeEvent::Lost { node });
-        }
+        info!(node, why = ended, "home stream to node ended");
         if let Some(&upto) = open.forwards.back() {
             report(ToBroker::LinkLost { home: node, upto });
         }
@@ -323,16 +282,7 @@ fn first_incarnation() -> u64 {
 /// Adds a message to the batch being written, keeping the stream's books.
 fn take(open: &mut Open, m: LinkMsg, w: &mut BytesMut) {
     match m {
-        LinkMsg::Register { conn, events } => {
-            open.sessions.insert(conn, events);
-            encode_up(w, &Up::Register(conn));
-        }
-        LinkMsg::Up(up) => {
-            if let Up::Unregister(conn) = &up {
-                open.sessions.remove(conn);
-            }
-            encode_up(w, &up);
-        }
+        LinkMsg::Up(up) => encode_up(w, &up),
         LinkMsg::Forward {
             seq,
             queue,
@@ -349,23 +299,19 @@ fn take(open: &mut Open, m: LinkMsg, w: &mut BytesMut) {
     }
 }
 
-/// A message that cannot be sent: a forward is lost, a session is told at once.
+/// A message that cannot be sent: a forward is lost.
 fn fail(report: &impl Fn(ToBroker), node: u64, m: LinkMsg) {
     match m {
         LinkMsg::Forward { seq, .. } => report(ToBroker::LinkLost {
             home: node,
             upto: seq,
         }),
-        LinkMsg::Register { events, .. } => {
-            let _ = events.send(HomeEvent::Lost { node });
-        }
         LinkMsg::Up(_) | LinkMsg::Queue { .. } => {}
     }
 }
 
-/// Hands what came back to the sessions and the broker task.
-fn deliver(open: &mut Open, node: u64, index: u64, downs: Vec<Down>, report: &impl Fn(ToBroker)) {
-    let mut by_conn: BTreeMap<ConnId, Vec<Effect>> = BTreeMap::new();
+/// Hands the forwards' acknowledgements and refusals to the broker task.
+fn deliver(open: &mut Open, node: u64, downs: Vec<Down>, report: &impl Fn(ToBroker)) {
     for d in downs {
         match d {
             Down::Effect(Effect::ForwardRefused { seq, .. }) => {
@@ -373,7 +319,8 @@ fn deliver(open: &mut Open, node: u64, index: u64, downs: Vec<Down>, report: &im
                     report(ToBroker::LinkRefused { home: node, seq });
                 }
             }
-            Down::Effect(e) => by_conn.entry(effect_conn(&e)).or_default().push(e),
+            // No home sessions on other nodes any more (issue 19): nothing else comes back.
+            Down::Effect(e) => debug!(node, effect = ?e, "an effect on a home stream, dropped"),
             Down::Forwarded { upto } => {
                 let mut last = None;
                 while open.acked < upto {
@@ -384,14 +331,6 @@ fn deliver(open: &mut Open, node: u64, index: u64, downs: Vec<Down>, report: &im
                     report(ToBroker::LinkAcked { home: node, upto });
                 }
             }
-        }
-    }
-    for (conn, effects) in by_conn {
-        if let Some(events) = open.sessions.get(&conn) {
-            let _ = events.send(HomeEvent::Effects {
-                node,
-                batch: Batch { index, effects },
-            });
         }
     }
 }

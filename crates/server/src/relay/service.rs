@@ -4,12 +4,12 @@
 //!   (refused otherwise). When the stream ends (that node died, or its route changed), every
 //!   connection on it that has not been resumed through another stream since is closed in the
 //!   broker, as if its socket had closed; stepping down ends every such stream.
-//! - *home*: another node's home sessions on this node's broker (its clients' use of the
-//!   transient queues homed here) and the messages its broker forwards to those queues
-//!   ([`Up::Forward`], acknowledged with [`Down::Forwarded`]). Accepted whether or not this node
-//!   leads; when it ends, its sessions are closed.
+//! - *home*: the messages another node's broker forwards to the transient queues homed here
+//!   ([`Up::Forward`], acknowledged with [`Down::Forwarded`]) and its logged publishes for this
+//!   node's Raft while it leads ([`Up::Propose`]). Accepted whether or not this node leads. No
+//!   sessions: a channel drives another node's queues with queue commands (issue 19).
 //!
-//!   A home stream also carries the sender's queue commands and events (issue 19), handed
+//!   A home stream carries the sender's queue commands and events, handed
 //!   to the broker in order. When it ends, or when a newer one from the same node says hello
 //!   (whichever comes first, and before anything of the newer one), the broker drops what it
 //!   shares with that node ([`ToBroker::PeerLost`]).
@@ -240,6 +240,15 @@ impl Stream_ {
     async fn handle(&mut self, ups: Vec<Up>) -> bool {
         for u in ups {
             let msg = match u {
+                Up::Register(_) | Up::Unregister(_) | Up::Input(_) if self.home => {
+                    // Sessions live on the client's node and the leader's since issue 19 (a
+                    // channel drives another node's queues with queue commands).
+                    warn!(
+                        node = self.node,
+                        "a session's message on a home stream; dropped"
+                    );
+                    continue;
+                }
                 Up::Register(conn) => {
                     let (etx, erx) = mpsc::unbounded_channel();
                     tokio::spawn(forward_effects(erx, self.down.clone()));
@@ -258,7 +267,7 @@ impl Stream_ {
                 Up::Barrier(index) => {
                     // Bounded by the log: this node applies what the leader committed.
                     let from = self.node;
-                    let who = || format!("a barrier on node {from}'s home stream");
+                    let who = || format!("a barrier on node {from}'s relay stream");
                     if !wait_applied(&mut self.applied, index, who).await {
                         return false;
                     }
