@@ -25,12 +25,18 @@ pub(crate) struct Consumer {
     pub(crate) stream_next: Option<u64>,
     /// A consumer of a queue owned by another node's broker (queue commands).
     pub(crate) remote: Option<RemoteConsumer>,
+    /// Its `x-priority` and `exclusive` flag: what it attaches with again when a replicated
+    /// queue's owner changes.
+    pub(crate) priority: i32,
+    pub(crate) exclusive: bool,
 }
 
 /// What a channel knows of its consumer of a queue owned by another node's broker.
 #[derive(Clone, Debug)]
 pub(crate) struct RemoteConsumer {
-    /// The owner's node.
+    /// The owner's node; 0 for a consumer of a replicated queue attached nowhere at the
+    /// moment (no leader known, or the stream to the leader broke): it attaches again when a
+    /// leader is known (`broker/follow.rs`).
     pub(crate) owner: u64,
     /// Its credit is a window refilled as its deliveries go out to the client (a no-ack
     /// consumer, or one without any prefetch), not as they are settled.
@@ -138,7 +144,7 @@ pub(crate) struct Channel {
 /// A channel's method that waits for the answer of a queue's owner on another node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Awaiting {
-    Get { no_ack: bool },
+    Get { no_ack: bool, queue: QueueId },
     Purge,
     Delete { nowait: bool },
     Declare { nowait: bool },

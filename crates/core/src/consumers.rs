@@ -131,6 +131,30 @@ impl QueueConsumers {
         }
     }
 
+    /// Message `seq` left the queue or went back to it (applied from the log): no channel
+    /// holds it any more.
+    pub(crate) fn forget_held(&mut self, seq: u64) {
+        self.held.remove(&seq);
+    }
+
+    /// No channel holds any message any more (this broker stopped deciding the queue).
+    pub(crate) fn clear_held(&mut self) {
+        self.held.clear();
+    }
+
+    /// The messages held by channels of node `node`, in order (tests).
+    #[cfg(test)]
+    pub(crate) fn held_by_node(&self, node: u64) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, c)| crate::node_of(c.conn) == node)
+            .map(|(&seq, _)| seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
     /// The messages held by channels of node `node`, in order, forgotten here.
     pub(crate) fn take_held_by(&mut self, node: u64) -> Vec<u64> {
         let mut seqs: Vec<u64> = self
@@ -169,7 +193,6 @@ impl QueueConsumers {
     }
 
     /// A consumer's credit, `None` if it is not attached.
-    #[cfg(test)]
     pub(crate) fn credit(&self, id: &ConsumerRef) -> Option<u32> {
         self.order.iter().find(|c| &c.id == id).map(|c| c.credit)
     }

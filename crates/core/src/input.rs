@@ -116,6 +116,12 @@ pub enum Input {
     /// (a server-side `basic.cancel` to clients that understand it) and forgets their unacked
     /// deliveries, as when a classic queue's node goes down in RabbitMQ.
     PeerLost { node: u64 },
+    /// The runtime's view of which node leads the Raft group changed (`None`: no leader
+    /// known): this broker's consumers of replicated queues attach to that node's broker
+    /// with queue commands (with what they hold unacked), and queue commands for replicated
+    /// queues this broker holds, waiting to lead, are dropped if another node leads.
+    /// The leader's own broker is told with [`crate::Broker::lead`] instead.
+    Leader { node: Option<u64> },
     /// On the leader's broker: cluster node `node` has not answered for a while (or left the
     /// cluster). The local queues homed there are removed, as RabbitMQ removes a down node's
     /// transient queues, so that their names can be declared again elsewhere.

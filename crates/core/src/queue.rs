@@ -696,6 +696,17 @@ impl Queue {
         Some((seq, entry))
     }
 
+    /// Checks out message `seq` if it is ready (a consumer attaching again with the deliveries
+    /// it holds from an earlier owner: see `QueueCommand::Consume`); false if it is not.
+    pub(crate) fn checkout_seq(&mut self, seq: u64) -> bool {
+        let Some(entry) = self.ready.remove(seq) else {
+            return false;
+        };
+        self.ready_bytes -= entry.message.body_len();
+        self.checked_out.insert(seq, entry);
+        true
+    }
+
     /// A message was acked (or rejected without requeue): it leaves the queue, whether this
     /// replica had it checked out or (replaying the log, or on a replica) still ready.
     pub(crate) fn settle(&mut self, seq: u64) -> Option<Entry> {

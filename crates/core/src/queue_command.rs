@@ -36,6 +36,11 @@ pub enum QueueCommand {
         priority: i32,
         no_ack: bool,
         exclusive: bool,
+        /// Messages of the queue the channel holds unacked for this consumer from an earlier
+        /// owner (a consumer of a replicated queue attaching again after a leader change or a
+        /// broken stream): checked out to it again where still ready, so that its acks of them
+        /// count. Empty for a new consumer.
+        held: Vec<u64>,
     },
     /// `credit` more deliveries for the consumer.
     Credit {
@@ -55,11 +60,14 @@ pub enum QueueCommand {
     /// an auto-delete queue's last consumer.
     Cancel { consumer: ConsumerRef, queue: u64 },
     /// `basic.get` of the channel `consumer` names (its tag is empty). Answered by
-    /// [`QueueEvent::Got`] or [`QueueEvent::GotNothing`].
+    /// [`QueueEvent::Got`] or [`QueueEvent::GotNothing`] once the owner has applied the log
+    /// up to `applied`, the index the channel's broker had applied when it sent the get (so
+    /// that what the channel's earlier methods logged, a requeue that dead-letters, counts).
     Get {
         consumer: ConsumerRef,
         queue: u64,
         no_ack: bool,
+        applied: u64,
     },
     /// `queue.purge` of the channel `consumer` names (its tag is empty): the ready messages
     /// go. Answered by [`QueueEvent::Purged`] if `reply` (not for a `nowait` purge).
@@ -88,6 +96,22 @@ pub enum QueueCommand {
 }
 
 impl QueueCommand {
+    /// The queue the command is about.
+    pub fn queue(&self) -> u64 {
+        match self {
+            QueueCommand::Consume { queue, .. }
+            | QueueCommand::Credit { queue, .. }
+            | QueueCommand::Settle { queue, .. }
+            | QueueCommand::Return { queue, .. }
+            | QueueCommand::Discard { queue, .. }
+            | QueueCommand::Cancel { queue, .. }
+            | QueueCommand::Get { queue, .. }
+            | QueueCommand::Purge { queue, .. }
+            | QueueCommand::Delete { queue, .. }
+            | QueueCommand::Declare { queue, .. } => *queue,
+        }
+    }
+
     /// The consumer the command is about, where it names one.
     pub fn consumer(&self) -> Option<&ConsumerRef> {
         match self {
@@ -171,4 +195,20 @@ pub enum QueueEvent {
         consumer_count: u32,
         error: Option<AmqpError>,
     },
+}
+
+impl QueueEvent {
+    /// The queue the event is about.
+    pub fn queue(&self) -> u64 {
+        match self {
+            QueueEvent::Deliver(d) => d.queue,
+            QueueEvent::Got { delivery, .. } => delivery.queue,
+            QueueEvent::Consumed { queue, .. }
+            | QueueEvent::CancelOk { queue, .. }
+            | QueueEvent::GotNothing { queue, .. }
+            | QueueEvent::Purged { queue, .. }
+            | QueueEvent::Deleted { queue, .. }
+            | QueueEvent::Declared { queue, .. } => *queue,
+        }
+    }
 }

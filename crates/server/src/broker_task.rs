@@ -78,6 +78,9 @@ pub(crate) enum ToBroker {
     View {
         reply: tokio::sync::oneshot::Sender<warren_core::view::BrokerView>,
     },
+    /// The node that leads the Raft group changed, as this node sees it (`None`: no leader
+    /// known; this node itself once it serves, after [`ToBroker::Lead`]).
+    Leader(Option<u64>),
     /// This node leads (and has applied its whole log): it may decide things on its own
     /// (expiries, queue expiry) from now on, and what it decides reaches clients while `lease`
     /// holds (see [`warren_raft::lease`]).
@@ -304,6 +307,9 @@ struct Task {
     broker: Broker,
     connections: HashMap<ConnId, EffectSink>,
     by_conn: HashMap<ConnId, Vec<Effect>>,
+    /// Queue events for other nodes' channels, in order: they leave with the connections'
+    /// effects, while this leader holds its lease (a delivery is a decision too).
+    to_channels: Vec<(u64, warren_core::QueueEvent)>,
     /// Reaches the other nodes' brokers; forwards are numbered per home by the gate.
     links: Links,
     /// Confirms waiting for forwarded messages to be taken by their homes.
@@ -397,9 +403,7 @@ impl Task {
                     Effect::ToOwner { node, command } => {
                         self.send_to_peer(node, Up::QueueCommand(command))
                     }
-                    Effect::ToChannel { node, event } => {
-                        self.send_to_peer(node, Up::QueueEvent(event))
-                    }
+                    Effect::ToChannel { node, event } => self.to_channels.push((node, event)),
                     other => {
                         let conn = effect_conn(&other);
                         if is_confirm(&other) && (!needs.is_empty() || self.gate.has_waiting(conn))
@@ -452,9 +456,13 @@ impl Task {
             }
             ToBroker::Input(input) => self.handle(now, input),
             ToBroker::Lead { lease } => {
-                self.broker.set_leading(true);
                 self.lease = Some(lease);
+                // This node's consumers of replicated queues attach here, and what other
+                // nodes' channels sent while this broker waited to lead is handled.
+                self.broker.lead(&mut self.effects);
+                self.file_effects();
             }
+            ToBroker::Leader(node) => self.handle(now, Input::Leader { node }),
             ToBroker::ForwardIn {
                 from,
                 seq,
@@ -508,6 +516,12 @@ impl Task {
                     );
                 }
                 self.by_conn.clear();
+                // What the replicated queues' owner told other nodes' channels and did not
+                // send goes too (their channels attach to the next leader); a transient
+                // queue's events still go (this node still owns it).
+                let broker = &self.broker;
+                self.to_channels
+                    .retain(|(_, e)| !broker.follows_leader(e.queue()));
                 self.held_since = None;
                 // Only the leader sessions' closes come out: those are resumed elsewhere instead.
                 let mut closes = Vec::new();
@@ -542,7 +556,7 @@ impl Task {
                 Effect::ToOwner { node, command } => {
                     self.send_to_peer(node, Up::QueueCommand(command))
                 }
-                Effect::ToChannel { node, event } => self.send_to_peer(node, Up::QueueEvent(event)),
+                Effect::ToChannel { node, event } => self.to_channels.push((node, event)),
                 other => self
                     .by_conn
                     .entry(effect_conn(&other))
@@ -568,6 +582,7 @@ impl Task {
             "dropping what this broker shares with the node's broker"
         );
         self.links.peer_lost(node);
+        self.to_channels.retain(|(n, _)| *n != node);
         self.handle(now, Input::PeerLost { node });
     }
 
@@ -715,6 +730,13 @@ impl Task {
     /// link, a stalled disk) or it steps down (it was paused or cut off and another leader was
     /// elected; `StepDown` drops them).
     fn flush(&mut self) {
+        // What the queues this broker owns tell other nodes' channels (deliveries above all)
+        // waits for the lease too.
+        if !self.to_channels.is_empty() && self.lease.as_ref().is_none_or(|l| l.holds()) {
+            for (node, event) in std::mem::take(&mut self.to_channels) {
+                self.send_to_peer(node, Up::QueueEvent(event));
+            }
+        }
         if !self.unreachable.is_empty() {
             self.unreachable_peers(now_ms());
         }
@@ -722,7 +744,7 @@ impl Task {
         if !churn.is_empty() {
             self.counters.add_churn(churn);
         }
-        if self.by_conn.is_empty() && self.gate.is_empty() {
+        if self.by_conn.is_empty() && self.gate.is_empty() && self.to_channels.is_empty() {
             return;
         }
         // Only a Raft leader has a lease (`Lead` gives it, `StepDown` takes it back).
@@ -798,6 +820,7 @@ async fn run(
         awaiting: HashMap::new(),
         connections: HashMap::new(),
         by_conn: HashMap::new(),
+        to_channels: Vec::new(),
         links,
         gate: ConfirmGate::default(),
         flow,

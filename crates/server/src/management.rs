@@ -242,13 +242,10 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
         if node == leader {
             continue;
         }
-        // Another node's connections are home sessions: their consumers are of transient
-        // queues, homed there or (queue commands) on another node, which lists none of them.
-        let local = |vhost: &str, name: &str| {
-            home.queues
-                .iter()
-                .any(|q| q.home.is_some() && q.vhost == vhost && q.name == name)
-        };
+        // Another node's connections are home sessions: their consumers are listed there
+        // only (of transient queues homed there or, with queue commands, elsewhere; of
+        // replicated queues, with queue commands to the leader's broker). The leader's view
+        // holds leader sessions' consumers: a stream's.
         for q in &mut view.queues {
             if q.home != Some(node) {
                 continue;
@@ -261,12 +258,7 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
                 *q = h.clone();
             }
         }
-        view.consumers.extend(
-            home.consumers
-                .iter()
-                .filter(|c| local(&c.vhost, &c.queue))
-                .cloned(),
-        );
+        view.consumers.extend(home.consumers.iter().cloned());
         for hc in &home.home_channels {
             if let Some(c) = view
                 .channels
@@ -290,13 +282,13 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
             c.messages_unacknowledged += hc.messages_unacknowledged;
         }
     }
-    // Which consumer of a single-active-consumer transient queue is active, its owner knows
-    // (a channel on another node sees only its own).
+    // Which consumer of a single-active-consumer queue is active, its owner knows (a channel
+    // on another node sees only its own).
     for c in &mut view.consumers {
         if let Some(q) = view
             .queues
             .iter()
-            .find(|q| q.home.is_some() && q.vhost == c.vhost && q.name == c.queue)
+            .find(|q| q.vhost == c.vhost && q.name == c.queue)
         {
             if let Some(active) = &q.single_active_consumer_tag {
                 c.active = *active == c.tag;
@@ -349,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn consumers_of_a_queue_homed_on_another_node_are_listed_from_their_channels_node() {
+    fn consumers_are_listed_from_their_channels_node_whoever_owns_the_queue() {
         // Leader 1; queue "t" homed on node 2, single active consumer, consumed by a client of
         // node 3 ("c3", with queue commands) and by one of node 2 ("c2", the active one).
         let mut leader = BrokerView {
@@ -367,7 +359,7 @@ mod tests {
         };
         let three = BrokerView {
             queues: vec![queue("t", Some(2), 0, None), queue("r", None, 0, None)],
-            consumers: vec![consumer(30, "c3", "t"), consumer(31, "stale", "r")],
+            consumers: vec![consumer(30, "c3", "t"), consumer(31, "c3r", "r")],
             ..Default::default()
         };
         merge_homes(&mut leader, 1, vec![(2, two), (3, three)]);
@@ -378,9 +370,14 @@ mod tests {
             .collect();
         assert_eq!(
             listed,
-            [(10, "cr", true), (20, "c2", true), (30, "c3", false)],
+            [
+                (10, "cr", true),
+                (20, "c2", true),
+                (30, "c3", false),
+                (31, "c3r", true)
+            ],
             "node 3's consumer of node 2's queue is listed, waiting its turn as the owner says; \
-             a replicated queue's consumers come from the leader only"
+             so is its consumer of the replicated queue (queue commands to the leader)"
         );
         assert_eq!(leader.queues[0].consumers, 2, "the owner's numbers");
     }

@@ -476,6 +476,27 @@ impl Mux {
         }
     }
 
+    /// The session that consumes or gets from queue `name` on channel `ch`: the own home
+    /// session for a queue local to a node (as [`Mux::queue_sub`]) and for a replicated one
+    /// too, whose owner (the leader's broker) the home's broker drives with queue commands
+    /// (issue 19, step 3; a stream's consume, or a get while no leader is known, comes back
+    /// from the home as a redirect to the leader session).
+    fn consume_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
+        let name = if name.is_empty() {
+            match self.channels.get(&ch).and_then(|c| c.last_queue.clone()) {
+                Some(n) => n,
+                None => return Sub::Leader,
+            }
+        } else {
+            name.clone()
+        };
+        let vhost = self.vhost.as_deref().unwrap_or("/");
+        match dir.locate(vhost, &name) {
+            Location::Replicated if self.open => Sub::Home,
+            _ => self.queue_sub(ch, &name, dir),
+        }
+    }
+
     fn method(
         &mut self,
         ch: ChannelId,
@@ -608,7 +629,7 @@ impl Mux {
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::BasicGet(ref m) => {
-                let sub = self.queue_sub(ch, &m.queue, dir);
+                let sub = self.consume_sub(ch, &m.queue, dir);
                 let no_ack = m.no_ack;
                 self.send_to_queue(ch, sub, false, method, alloc);
                 if let Some(r) = self
@@ -672,7 +693,7 @@ impl Mux {
         dir: &dyn Directory,
         alloc: &mut dyn FnMut() -> ConnId,
     ) {
-        let sub = self.queue_sub(ch, &m.queue, dir);
+        let sub = self.consume_sub(ch, &m.queue, dir);
         if !m.consumer_tag.is_empty()
             && self
                 .channels

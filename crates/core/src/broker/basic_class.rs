@@ -60,7 +60,20 @@ impl Broker {
         let timeout = consumer_timeout(&m.arguments, &name, &vhost)?;
         // A queue this broker decides, or one another node's broker owns (queue commands).
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if !self.decides_queue(id) && self.owner_elsewhere(ctx.conn, id).is_none() {
+        // A replicated queue consumed from this node while another node leads (or none is
+        // known yet): its owner is the leader's broker (`follow.rs`).
+        let follower = crate::node_of(ctx.conn) == self.config.node
+            && !self.leading
+            && self
+                .queues
+                .get(&id)
+                .is_some_and(super::follow::follows_leader);
+        let remote_owner = if follower {
+            Some(self.leader_elsewhere().unwrap_or(0))
+        } else {
+            self.owner_elsewhere(ctx.conn, id)
+        };
+        if !self.decides_queue(id) && remote_owner.is_none() {
             return Err(super::queue_class::not_here(&name, &vhost));
         }
         let tag = if m.consumer_tag.is_empty() {
@@ -80,7 +93,7 @@ impl Broker {
             ch.prefetch_consumer
         };
         let global_prefetch = self.channel_mut(ctx).map_or(0, |ch| ch.prefetch_global);
-        if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
+        if let Some(owner) = remote_owner {
             let consume = super::remote::RemoteConsume {
                 queue: id,
                 owner,
@@ -160,6 +173,8 @@ impl Broker {
                     timeout,
                     stream_next,
                     remote: None,
+                    priority,
+                    exclusive: m.exclusive,
                 },
             );
         }
@@ -273,7 +288,7 @@ impl Broker {
         consumer: &ConsumerRef,
         out: &mut Vec<Effect>,
     ) {
-        if let Some(node) = self.owner_elsewhere(consumer.conn, id) {
+        if let Some(node) = self.consumer_owner_elsewhere(consumer.conn, id) {
             out.push(Effect::ToOwner {
                 node,
                 command: crate::QueueCommand::Cancel {
@@ -303,8 +318,9 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
-            // A transient queue homed on another node: its owner checks the message out.
+        if let Some(owner) = self.consumer_owner_elsewhere(ctx.conn, id) {
+            // A transient queue homed on another node, or a replicated one while another
+            // node leads: its owner checks the message out.
             return self.get_remote(ctx, id, owner, m.no_ack, out);
         }
         let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
@@ -470,7 +486,15 @@ impl Broker {
         let mut logged: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         let mut remote: BTreeMap<QueueId, Vec<u64>> = BTreeMap::new();
         for (queue, seq) in unacked {
-            if self.queue_owner_elsewhere(queue).is_some() {
+            // A replicated queue that counts deliveries logs its returns from here (its
+            // owner's checked-out copy goes back when applied, and this channel's later
+            // methods wait for that); other queues' owners take them back themselves.
+            let counted = !self.is_local_queue(queue)
+                && self
+                    .queues
+                    .get(&queue)
+                    .is_some_and(|q| q.args.delivery_limit.is_some());
+            if self.queue_owner_elsewhere(queue).is_some() && !counted {
                 remote.entry(queue).or_default().push(seq);
                 continue;
             }
@@ -490,6 +514,10 @@ impl Broker {
             self.submit_for_queue(queue, Op::Return { queue, seqs }, out);
         }
         for (queue, seqs) in logged {
+            if self.decides_queue(queue) {
+                // Gets of other nodes' channels wait until these are applied (`owner.rs`).
+                *self.returns_in_flight.entry(queue).or_default() += seqs.len();
+            }
             let op = Op::Return { queue, seqs };
             match from {
                 Some(ctx) if !self.is_local_queue(queue) => {
@@ -591,6 +619,7 @@ impl Broker {
         if let Some(q) = self.queues.get_mut(&queue) {
             for seq in seqs {
                 q.settle(*seq);
+                q.consumers.forget_held(*seq);
             }
         }
     }
@@ -598,6 +627,9 @@ impl Broker {
     /// Applies a committed [`Op::Reject`]: the messages leave the queue and are dead-lettered.
     pub(super) fn apply_reject(&mut self, queue: QueueId, seqs: &[u64], out: &mut Vec<Effect>) {
         for seq in seqs {
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.consumers.forget_held(*seq);
+            }
             if let Some(entry) = self.queues.get_mut(&queue).and_then(|q| q.settle(*seq)) {
                 self.dead_letter(queue, entry, "rejected", out);
             }
@@ -607,12 +639,19 @@ impl Broker {
     /// Applies a committed [`Op::Return`]: each message goes back to its place with its
     /// delivery count one higher, or, past the queue's delivery limit, is dead-lettered.
     pub(super) fn apply_return(&mut self, queue: QueueId, seqs: &[u64], out: &mut Vec<Effect>) {
+        let gets = self.returned(queue, seqs.len());
         for seq in seqs {
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.consumers.forget_held(*seq);
+            }
             if let Some(entry) = self.queues.get_mut(&queue).and_then(|q| q.give_back(*seq)) {
                 self.dead_letter(queue, entry, "delivery_limit", out);
             }
         }
         self.deliver(queue, out);
+        for (from, get) in gets {
+            self.queue_command(from, get, out);
+        }
     }
 
     /// After acks or nacks: queues that got messages back and this channel's consumers (whose

@@ -116,11 +116,20 @@ impl Broker {
                     channel: ctx.channel,
                     tag: c.tag.clone(),
                 };
-                (c.remote.is_some(), c.queue, cref)
+                (c.remote.as_ref().map(|r| r.owner), c.queue, cref)
             })
-            .partition(|(remote, _, _)| *remote);
-        for (_, queue, cref) in &remote {
-            self.detach_consumer(*queue, cref, out);
+            .partition(|(owner, _, _)| owner.is_some());
+        for (owner, queue, cref) in remote {
+            // Owner 0: attached nowhere at the moment (a replicated queue between leaders).
+            if let Some(node) = owner.filter(|&n| n != 0) {
+                out.push(Effect::ToOwner {
+                    node,
+                    command: crate::QueueCommand::Cancel {
+                        consumer: cref,
+                        queue,
+                    },
+                });
+            }
         }
         let touched = self.give_back(None, unacked.into_iter().map(|(_, q, s)| (q, s)), out);
         for (_, queue, cref) in &local {

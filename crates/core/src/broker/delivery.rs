@@ -21,6 +21,9 @@ impl Broker {
     /// consumer has credit. Expired messages met at the head are dead-lettered first. Messages
     /// delivered to no-ack consumers are settled with one [`Op::Settle`].
     pub(crate) fn deliver(&mut self, id: QueueId, out: &mut Vec<Effect>) {
+        if self.holding_deliveries {
+            return;
+        }
         let mut settled = Vec::new();
         self.deliver_ready(id, &mut settled, out);
         if !settled.is_empty() {

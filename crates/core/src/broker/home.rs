@@ -249,6 +249,19 @@ impl Broker {
         {
             return Some(method);
         }
+        // A replicated queue's consumers are this channel's, whoever leads, and so are its
+        // gets while a leader is known (`follow.rs`).
+        let replicated = crate::node_of(ctx.conn) == self.config.node
+            && self
+                .queue_id(&vhost, &name)
+                .and_then(|id| self.queues.get(&id))
+                .is_some_and(super::follow::follows_leader);
+        let owner_known = self.leading || self.leader_elsewhere().is_some();
+        match method {
+            Method::BasicConsume(_) if replicated => return Some(method),
+            Method::BasicGet(_) if replicated && owner_known => return Some(method),
+            _ => {}
+        }
         match held {
             Some(id) if self.queues.get(&id).is_some_and(|q| q.dying) => {
                 self.wait_for_removal(ctx, id, Waiter::Redirect(method));

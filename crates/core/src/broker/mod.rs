@@ -7,6 +7,7 @@ mod channel_class;
 mod connection_class;
 mod delivery;
 mod exchange_class;
+mod follow;
 mod home;
 mod limit_checks;
 mod owner;
@@ -156,6 +157,25 @@ pub struct Broker {
     /// (deliveries, expiries, orphans). Local queues are decided by their home's broker,
     /// leading or not (see `home.rs`).
     leading: bool,
+    /// The node whose broker leads, as the runtime last said ([`Input::Leader`]); this node
+    /// while it leads. This node's consumers of replicated queues attach there (`follow.rs`).
+    leader: Option<u64>,
+    /// Queue commands for replicated queues that came while this broker did not lead yet:
+    /// (when, from which node, the command), handled when it leads (see `follow.rs`).
+    pending_owner: Vec<(Millis, u64, crate::QueueCommand)>,
+    /// Per queue this broker decides, how many returns it logged are not applied yet, and
+    /// the gets of other nodes' channels waiting for them (see `owner.rs`).
+    returns_in_flight: HashMap<QueueId, usize>,
+    gets_after_returns: HashMap<QueueId, Vec<(u64, crate::QueueCommand)>>,
+    /// The gets of other nodes' channels that wait for this broker to apply the log as far as
+    /// their node had (see `owner.rs`), and the highest log index applied.
+    gets_after_applied: Vec<(u64, crate::QueueCommand)>,
+    last_applied: u64,
+    /// When consumers attached nowhere next try to attach again.
+    next_reattach: Millis,
+    /// While [`Broker::lead`] attaches consumers: nothing is delivered before every consumer
+    /// has claimed what its channel holds.
+    holding_deliveries: bool,
     /// Removals this broker proposed for queues it decides (orphans, auto-delete, `x-expires`,
     /// `queue.delete` of a local queue), with when: not proposed again before a while, since
     /// the queue goes only when the command is applied.
@@ -219,6 +239,14 @@ impl Broker {
             publishers: HashMap::new(),
             next_publisher_check: 0,
             leading: false,
+            leader: None,
+            pending_owner: Vec::new(),
+            next_reattach: 0,
+            returns_in_flight: HashMap::new(),
+            gets_after_returns: HashMap::new(),
+            gets_after_applied: Vec::new(),
+            last_applied: 0,
+            holding_deliveries: false,
             removing: HashMap::new(),
             removal_waiters: HashMap::new(),
             removal_events: HashMap::new(),
@@ -433,6 +461,10 @@ impl Broker {
                 self.apply(command, effects);
                 self.applying_index = 0;
                 self.applying_version = STATE_MACHINE_VERSION;
+                if index > self.last_applied {
+                    self.last_applied = index;
+                    self.gets_now_applied(false, effects);
+                }
             }
             Input::ChannelError {
                 conn,
@@ -450,7 +482,12 @@ impl Broker {
                 }
             }
             Input::NodeDown { node } => self.node_down(node, effects),
-            Input::QueueCommand { from, command } => self.queue_command(from, command, effects),
+            Input::QueueCommand { from, command } => {
+                if !self.keep_until_leading(from, &command) {
+                    self.queue_command(from, command, effects)
+                }
+            }
+            Input::Leader { node } => self.leader_known(node, effects),
             Input::QueueEvent { from, event } => self.queue_event(from, event, effects),
             Input::PeerLost { node } => {
                 self.owner_lost_peer(node, effects);
@@ -772,10 +809,12 @@ impl Broker {
             } => self.apply_clear_policy(vhost, name, operator, out),
             Op::Recover => {
                 self.apply_recover(command.version, out);
+                self.follow_take_over(out);
                 Ok(())
             }
             Op::TakeOver => {
                 self.apply_take_over(command.version, out);
+                self.follow_take_over(out);
                 Ok(())
             }
             Op::RemoveQueue { queue } => {
@@ -1149,6 +1188,8 @@ fn op_method(op: &Op) -> (u16, u16) {
 
 #[cfg(test)]
 mod access_control_tests;
+#[cfg(test)]
+mod follow_tests;
 #[cfg(test)]
 mod remote_tests;
 #[cfg(test)]

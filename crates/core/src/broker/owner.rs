@@ -26,6 +26,7 @@ impl Broker {
                 priority,
                 no_ack,
                 exclusive,
+                held,
             } => {
                 let attach = Attach {
                     priority,
@@ -34,7 +35,7 @@ impl Broker {
                     remote: true,
                 };
                 let error = self
-                    .attach_remote(queue, consumer.clone(), credit, attach)
+                    .attach_remote(queue, consumer.clone(), credit, attach, &held)
                     .err();
                 let attached = error.is_none();
                 out.push(Effect::ToChannel {
@@ -84,7 +85,27 @@ impl Broker {
                 consumer,
                 queue,
                 no_ack,
+                applied,
             } => {
+                let returning = self.returns_in_flight.get(&queue).is_some_and(|&n| n > 0);
+                if returning || applied > self.last_applied {
+                    // Returns this owner logged are not applied yet (a quorum queue's), or
+                    // the channel's node had applied more of the log: the get waits, so a get
+                    // after a requeue finds the message (or its dead-lettered copy).
+                    let get = QueueCommand::Get {
+                        consumer,
+                        queue,
+                        no_ack,
+                        applied,
+                    };
+                    let waiting = if returning {
+                        self.gets_after_returns.entry(queue).or_default()
+                    } else {
+                        &mut self.gets_after_applied
+                    };
+                    waiting.push((from, get));
+                    return;
+                }
                 let event = self.get_for_remote(consumer, queue, no_ack, out);
                 out.push(Effect::ToChannel { node: from, event });
             }
@@ -270,6 +291,39 @@ impl Broker {
         Ok((q.ready_count(), q.consumer_count()))
     }
 
+    /// `n` returns of queue `id` were applied: the gets of other nodes' channels that waited
+    /// for this broker's returns to be applied, once none is left.
+    pub(super) fn returned(&mut self, id: QueueId, n: usize) -> Vec<(u64, QueueCommand)> {
+        let Some(left) = self.returns_in_flight.get_mut(&id) else {
+            return Vec::new();
+        };
+        *left = left.saturating_sub(n);
+        if *left > 0 {
+            return Vec::new();
+        }
+        self.returns_in_flight.remove(&id);
+        self.gets_after_returns.remove(&id).unwrap_or_default()
+    }
+
+    /// The gets of other nodes' channels that waited for this broker to apply the log as far
+    /// as their node had (`all`: every one, at a tick, in case the log moved on without this
+    /// broker seeing the index, after a snapshot).
+    pub(super) fn gets_now_applied(&mut self, all: bool, out: &mut Vec<Effect>) {
+        if self.gets_after_applied.is_empty() {
+            return;
+        }
+        let applied = self.last_applied;
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.gets_after_applied)
+            .into_iter()
+            .partition(|(_, get)| {
+                all || !matches!(get, QueueCommand::Get { applied: a, .. } if *a > applied)
+            });
+        self.gets_after_applied = wait;
+        for (from, get) in ready {
+            self.queue_command(from, get, out);
+        }
+    }
+
     /// A queue this broker decides, for a command about it.
     fn owned_queue(&mut self, id: QueueId) -> Option<&mut crate::queue::Queue> {
         let decides = self.decides_queue(id);
@@ -290,27 +344,49 @@ impl Broker {
 
     /// Attaches a consumer of a channel on another node, as `basic.consume` attaches one of
     /// this broker's (the channel checked permissions and arguments).
+    ///
+    /// `held`: messages the consumer's channel holds from an earlier owner of a replicated
+    /// queue (it attaches again after a leader change or a broken stream): checked out to it
+    /// again where still ready.
     fn attach_remote(
         &mut self,
         id: QueueId,
         consumer: ConsumerRef,
         credit: u32,
         attach: Attach,
+        held: &[u64],
     ) -> Result<(), AmqpError> {
         let now = self.now;
+        let decides = self.decides_queue(id);
         let Some(q) = self.queues.get_mut(&id) else {
             return Err(AmqpError::not_found(
                 "the queue was deleted while the consumer was attaching",
             ));
         };
-        if q.dying || !(q.is_local() && q.home == self.config.node) {
+        if q.dying || !decides || q.is_stream() {
             return Err(super::queue_class::not_here(&q.name, &q.vhost));
+        }
+        if q.consumers.credit(&consumer).is_some() {
+            // Attached already (its channel heard of a leader and of a take-over, and
+            // attached after each): its credit stands (the grant in this command does not
+            // count the deliveries on their way to the channel); what it holds is claimed.
+            for &seq in held {
+                if q.checkout_seq(seq) {
+                    q.consumers.hold(seq, consumer.clone());
+                }
+            }
+            return Ok(());
         }
         if q.consumers.exclusive().is_some() || (attach.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 q.name, q.vhost
             )));
+        }
+        for &seq in held {
+            if q.checkout_seq(seq) {
+                q.consumers.hold(seq, consumer.clone());
+            }
         }
         q.consumers.add(consumer, credit, attach);
         q.had_consumer = true;

@@ -48,7 +48,9 @@ pub(super) struct RemoteConsume {
 
 impl Broker {
     /// The node whose broker owns queue `id`, if not this one and the channel reaches it with
-    /// queue commands: a transient queue homed elsewhere.
+    /// queue commands for any queue method: a transient queue homed elsewhere. (A replicated
+    /// queue's consumers reach its owner too, but its other methods still go to the leader
+    /// session: [`Broker::consumer_owner_elsewhere`].)
     ///
     /// Only for a connection of this node (`conn`): a leader session relayed from another
     /// node's client is not, and the owner's answers would go to that node instead (such a
@@ -57,14 +59,34 @@ impl Broker {
         if crate::node_of(conn) != self.config.node {
             return None;
         }
+        self.home_elsewhere(id)
+    }
+
+    /// The home of transient queue `id`, if not this node.
+    fn home_elsewhere(&self, id: QueueId) -> Option<u64> {
+        let q = self.queues.get(&id)?;
+        (q.is_local() && q.home != 0 && q.home != self.config.node).then_some(q.home)
+    }
+
+    /// The node whose broker owns queue `id` for a consumer of connection `conn`, if not
+    /// this one: a transient queue's home, or the leader for a replicated queue (not a
+    /// stream) while this broker does not lead. Only for a connection of this node.
+    pub(crate) fn consumer_owner_elsewhere(&self, conn: crate::ConnId, id: QueueId) -> Option<u64> {
+        if crate::node_of(conn) != self.config.node {
+            return None;
+        }
         self.queue_owner_elsewhere(id)
     }
 
     /// The node whose broker owns queue `id`, if not this one and queue commands reach it:
-    /// where the settlements of a delivery from it go (only a channel of this node has one).
+    /// where the returns and credit of a delivery from it go (only a channel of this node
+    /// has one).
     pub(crate) fn queue_owner_elsewhere(&self, id: QueueId) -> Option<u64> {
         let q = self.queues.get(&id)?;
-        (q.is_local() && q.home != 0 && q.home != self.config.node).then_some(q.home)
+        if super::follow::follows_leader(q) {
+            return self.leader_elsewhere();
+        }
+        self.home_elsewhere(id)
     }
 
     /// Attaches a consumer of another node's queue: the channel records it and asks the owner,
@@ -100,10 +122,16 @@ impl Broker {
                     window: !limited,
                     owed: 0,
                 }),
+                priority: c.priority,
+                exclusive: c.exclusive,
             },
         );
         ch.awaiting_owner.insert(c.tag, (true, c.nowait, c.owner));
         ch.in_flight += 1;
+        if c.owner == 0 {
+            // A replicated queue while no leader is known: sent once one is (`follow.rs`).
+            return;
+        }
         out.push(Effect::ToOwner {
             node: c.owner,
             command: QueueCommand::Consume {
@@ -113,6 +141,7 @@ impl Broker {
                 priority: c.priority,
                 no_ack: c.no_ack,
                 exclusive: c.exclusive,
+                held: Vec::new(),
             },
         });
     }
@@ -132,6 +161,14 @@ impl Broker {
             return;
         };
         let owner = remote.owner;
+        if owner == 0 {
+            // Attached nowhere (a replicated queue between leaders): nothing to detach.
+            if !nowait {
+                let ok = BasicCancelOk { consumer_tag: tag };
+                self.reply(ctx, Method::BasicCancelOk(ok), out);
+            }
+            return;
+        }
         if let Some(ch) = self.channel_mut(ctx) {
             ch.awaiting_owner
                 .insert(tag.clone(), (false, nowait, owner));
@@ -155,9 +192,9 @@ impl Broker {
         match event {
             QueueEvent::Consumed {
                 consumer, error, ..
-            } => self.owner_answered(consumer, true, error, out),
+            } => self.owner_answered(from, consumer, true, error, out),
             QueueEvent::CancelOk { consumer, .. } => {
-                self.owner_answered(consumer, false, None, out)
+                self.owner_answered(from, consumer, false, None, out)
             }
             QueueEvent::Deliver(delivery) => self.remote_deliver(from, delivery, out),
             QueueEvent::Got {
@@ -207,8 +244,15 @@ impl Broker {
             consumer,
             queue,
             no_ack,
+            applied: self.last_applied,
         };
-        self.ask_owner(ctx, owner, Some(Awaiting::Get { no_ack }), command, out)
+        self.ask_owner(
+            ctx,
+            owner,
+            Some(Awaiting::Get { no_ack, queue }),
+            command,
+            out,
+        )
     }
 
     /// `queue.purge` of a queue another node's broker owns: the owner purges it and answers
@@ -491,7 +535,7 @@ impl Broker {
         let now = self.now;
         let taken = self.take_answer(from, &consumer, |k| matches!(k, Awaiting::Get { .. }));
         let Some(((ctx, no_ack), ch)) = taken.and_then(|(ctx, kind)| {
-            let no_ack = matches!(kind, Awaiting::Get { no_ack: true });
+            let no_ack = matches!(kind, Awaiting::Get { no_ack: true, .. });
             Some(((ctx, no_ack), self.channel_mut(ctx)?))
         }) else {
             out.push(Effect::ToOwner {
@@ -531,6 +575,12 @@ impl Broker {
         self.command_applied(ctx, false, out);
     }
 
+    /// A channel's `basic.get` waiting for owner `from`, which no longer decides the queue:
+    /// `basic.get-empty`.
+    pub(super) fn stale_get_answered(&mut self, ctx: Ctx, from: u64, out: &mut Vec<Effect>) {
+        self.remote_got_nothing(from, &channel_ref(ctx), None, out);
+    }
+
     /// No message for a channel's `basic.get`: `basic.get-empty`, or the channel closes with
     /// the owner's error.
     fn remote_got_nothing(
@@ -554,9 +604,10 @@ impl Broker {
         self.owner_replied(ctx, answer, out);
     }
 
-    /// The owner answered a consume (`consume`) or a cancel of this channel's.
+    /// Owner `from` answered a consume (`consume`) or a cancel of this channel's.
     fn owner_answered(
         &mut self,
+        from: u64,
         consumer: ConsumerRef,
         consume: bool,
         error: Option<AmqpError>,
@@ -566,12 +617,36 @@ impl Broker {
             conn: consumer.conn,
             channel: consumer.channel,
         };
+        let notify = self
+            .connections
+            .get(&ctx.conn)
+            .is_some_and(|c| c.consumer_cancel_notify);
         let Some(ch) = self.channel_mut(ctx) else {
             return;
         };
-        let Some((was_consume, nowait, _)) = ch.awaiting_owner.remove(&consumer.tag) else {
+        let waiting = ch.awaiting_owner.get(&consumer.tag).copied();
+        let Some((was_consume, nowait, _)) = waiting.filter(|w| w.2 == from) else {
+            // No client method waits: a consumer of a replicated queue attaching again to a
+            // new owner. Refused (the queue went, or another consumer holds it exclusively):
+            // the consumer ends here too.
+            if consume && error.is_some() {
+                let attached_there = ch
+                    .consumers
+                    .get(&consumer.tag)
+                    .and_then(|k| k.remote.as_ref())
+                    .is_some_and(|r| r.owner == from);
+                if attached_there {
+                    if let Some(k) = ch.consumers.remove(&consumer.tag) {
+                        ch.forget_unacked(|u| u.queue == k.queue);
+                    }
+                    if notify {
+                        out.push(cancel_to_client(ctx.conn, ctx.channel, consumer.tag));
+                    }
+                }
+            }
             return;
         };
+        ch.awaiting_owner.remove(&consumer.tag);
         if was_consume != consume {
             return;
         }
@@ -656,6 +731,12 @@ impl Broker {
             );
         }
         conn.credit -= message.body.len() as i64 + DELIVERY_OVERHEAD_BYTES;
+        let await_writable = conn.credit <= 0 && !conn.awaiting_writable;
+        if await_writable {
+            // The window's credit owed waits for the socket to drain: ask to be told
+            // (`pay_owed_credit`), as the delivery loop does for a local consumer.
+            conn.awaiting_writable = true;
+        }
         if refill > 0 {
             out.push(Effect::ToOwner {
                 node: from,
@@ -674,6 +755,9 @@ impl Broker {
             delivery_count,
             &message,
         ));
+        if await_writable {
+            out.push(Effect::AwaitWritable { conn: ctx.conn });
+        }
     }
 
     /// The connection can take deliveries again: the window credit its consumers of other
@@ -684,7 +768,7 @@ impl Broker {
         };
         for (&channel, ch) in c.channels.iter_mut() {
             for k in ch.consumers.values_mut() {
-                let Some(r) = k.remote.as_mut().filter(|r| r.owed > 0) else {
+                let Some(r) = k.remote.as_mut().filter(|r| r.owed > 0 && r.owner != 0) else {
                     continue;
                 };
                 out.push(Effect::ToOwner {
@@ -721,7 +805,7 @@ impl Broker {
             .consumers
             .get(tag)
             .filter(|k| k.queue == queue)?;
-        let r = k.remote.as_ref().filter(|r| !r.window)?;
+        let r = k.remote.as_ref().filter(|r| !r.window && r.owner != 0)?;
         Some(Effect::ToOwner {
             node: r.owner,
             command: QueueCommand::Credit {
@@ -738,8 +822,15 @@ impl Broker {
 
     /// Settle, return or discard of messages of another node's queue: the command for its
     /// owner, or `None` if this broker owns `queue`.
+    /// A replicated queue's acks and rejects are logged from here (every replica settles
+    /// them, its owner too, which then no longer holds them for this node): only its returns
+    /// go to the owner, which puts the message back where it checked it out.
     pub(super) fn remote_settlement(&self, queue: QueueId, op: &crate::Op) -> Option<Effect> {
         let node = self.queue_owner_elsewhere(queue)?;
+        let replicated = !self.is_local_queue(queue);
+        if replicated && !matches!(op, crate::Op::Return { .. }) {
+            return None;
+        }
         let command = match op {
             crate::Op::Settle { seqs, .. } => QueueCommand::Settle {
                 queue,
@@ -787,9 +878,26 @@ impl Broker {
     pub(super) fn channels_lost_peer(&mut self, node: u64, out: &mut Vec<Effect>) {
         let mut answers = Vec::new();
         let mut waiting = Vec::new();
+        let follows: std::collections::HashSet<QueueId> = self
+            .queues
+            .values()
+            .filter(|q| super::follow::follows_leader(q))
+            .map(|q| q.id)
+            .collect();
         for (&conn, c) in self.connections.iter_mut() {
             let notify = c.consumer_cancel_notify;
             for (&channel, ch) in c.channels.iter_mut() {
+                // A replicated queue's consumers stay, with their unacked deliveries, attached
+                // nowhere until they attach again (`follow.rs`): its messages are not lost
+                // with the stream, and its next owner checks them out to them again.
+                for k in ch.consumers.values_mut() {
+                    if let Some(r) = k.remote.as_mut().filter(|r| r.owner == node) {
+                        if follows.contains(&k.queue) {
+                            r.owner = 0;
+                            r.owed = 0;
+                        }
+                    }
+                }
                 let gone: Vec<(ShortStr, QueueId)> = ch
                     .consumers
                     .values()
@@ -808,7 +916,17 @@ impl Broker {
                         waiting.push((Ctx { conn, channel }, kind));
                     }
                 }
-                for (tag, &(consume, _, owner)) in ch.awaiting_owner.iter() {
+                for (tag, waiting) in ch.awaiting_owner.iter_mut() {
+                    let (consume, _, owner) = *waiting;
+                    let replicated = ch
+                        .consumers
+                        .get(tag)
+                        .is_some_and(|k| follows.contains(&k.queue));
+                    if owner == node && consume && replicated {
+                        // Answered by the next owner it attaches to.
+                        waiting.2 = 0;
+                        continue;
+                    }
                     if owner == node {
                         let consumer = ConsumerRef {
                             conn,
@@ -825,7 +943,7 @@ impl Broker {
         });
         for (consumer, consume) in answers {
             let error = consume.then(|| node_down(node));
-            self.owner_answered(consumer, consume, error, out);
+            self.owner_answered(node, consumer, consume, error, out);
         }
         waiting.sort_by_key(|(ctx, _)| (ctx.conn, ctx.channel));
         for (ctx, kind) in waiting {

@@ -14,23 +14,23 @@ use crate::{ConsumerRef, Effect, Input, QueueCommand};
 
 /// Brokers of nodes 1 (leading) and 2, a client connection on each with channel 1 open:
 /// `a` on node 1, `b` on node 2.
-struct Pair {
-    brokers: [Broker; 2],
+pub(super) struct Pair {
+    pub(super) brokers: [Broker; 2],
     /// Every queue command and event that crossed, in order: (from, to, what).
-    crossed: Vec<(u64, u64, String)>,
+    pub(super) crossed: Vec<(u64, u64, String)>,
     /// A broken link: what either sends to the other is dropped.
-    cut: bool,
+    pub(super) cut: bool,
     /// Both brokers' clock.
-    now: Millis,
+    pub(super) now: Millis,
     /// Proposals wait here instead of being applied (a log that has not committed them yet).
-    hold: Option<Vec<crate::Command>>,
+    pub(super) hold: Option<Vec<crate::Command>>,
 }
 
-const A: ConnId = 1 << 52 | 1;
-const B: ConnId = 2 << 52 | 1;
+pub(super) const A: ConnId = 1 << 52 | 1;
+pub(super) const B: ConnId = 2 << 52 | 1;
 
 impl Pair {
-    fn new() -> Pair {
+    pub(super) fn new() -> Pair {
         let broker = |node| {
             Broker::new(BrokerConfig {
                 node,
@@ -73,13 +73,36 @@ impl Pair {
 
     /// Handles `input` on node `node`'s broker and everything it causes on both; the effects
     /// for clients, in order.
-    fn input(&mut self, node: u64, input: Input) -> Vec<Effect> {
-        let mut pending = VecDeque::from([(node, input)]);
+    pub(super) fn input(&mut self, node: u64, input: Input) -> Vec<Effect> {
+        let now = self.now;
+        self.call(node, move |b, out| b.handle(now, input, out))
+    }
+
+    /// Calls `f` on node `node`'s broker and handles everything its effects cause on both;
+    /// the effects for clients, in order.
+    pub(super) fn call(
+        &mut self,
+        node: u64,
+        f: impl FnOnce(&mut Broker, &mut Vec<Effect>),
+    ) -> Vec<Effect> {
+        let mut pending = VecDeque::new();
         let mut client = Vec::new();
-        while let Some((node, input)) = pending.pop_front() {
+        let mut first = Some(f);
+        loop {
             let mut out = Vec::new();
+            let node = if let Some(f) = first.take() {
+                let broker = &mut self.brokers[node as usize - 1];
+                f(broker, &mut out);
+                node
+            } else {
+                let Some((node, input)) = pending.pop_front() else {
+                    break;
+                };
+                let broker = &mut self.brokers[node as usize - 1];
+                broker.handle(self.now, input, &mut out);
+                node
+            };
             let broker = &mut self.brokers[node as usize - 1];
-            broker.handle(self.now, input, &mut out);
             broker.check_credit();
             let other = 3 - node;
             for e in out {
@@ -127,7 +150,7 @@ impl Pair {
 
     /// Applies the held proposals on both brokers, in order, and stops holding; the effects
     /// for clients.
-    fn commit_held(&mut self) -> Vec<Effect> {
+    pub(super) fn commit_held(&mut self) -> Vec<Effect> {
         let mut client = Vec::new();
         for command in self.hold.take().unwrap_or_default() {
             for n in [1, 2] {
@@ -141,7 +164,7 @@ impl Pair {
         client
     }
 
-    fn method(&mut self, conn: ConnId, method: Method) -> Vec<Effect> {
+    pub(super) fn method(&mut self, conn: ConnId, method: Method) -> Vec<Effect> {
         let node = crate::node_of(conn);
         self.input(
             node,
@@ -153,7 +176,7 @@ impl Pair {
         )
     }
 
-    fn publish(&mut self, conn: ConnId, queue: &str, body: &'static str) -> Vec<Effect> {
+    pub(super) fn publish(&mut self, conn: ConnId, queue: &str, body: &'static str) -> Vec<Effect> {
         self.input(
             crate::node_of(conn),
             Input::Publish {
@@ -170,7 +193,7 @@ impl Pair {
     }
 
     /// The owner's (node 2's) queue: (ready, checked out, consumers).
-    fn owner_queue(&self, name: &str) -> (u32, u64, u32) {
+    pub(super) fn owner_queue(&self, name: &str) -> (u32, u64, u32) {
         let b = &self.brokers[1];
         let q = &b.queues[&b.queue_id(&"/".into(), name).expect("queue")];
         (q.ready_count(), q.unacked_count(), q.consumer_count())
@@ -204,7 +227,13 @@ impl Pair {
         assert_eq!(one.queues[&id].home, 2);
     }
 
-    fn consume(&mut self, conn: ConnId, queue: &str, tag: &str, no_ack: bool) -> Vec<Effect> {
+    pub(super) fn consume(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        tag: &str,
+        no_ack: bool,
+    ) -> Vec<Effect> {
         self.method(
             conn,
             Method::BasicConsume(BasicConsume {
@@ -265,7 +294,7 @@ fn event_name(e: &crate::QueueEvent) -> String {
 }
 
 /// (consumer tag, delivery tag, redelivered, body) of each `basic.deliver` in `effects`.
-fn deliveries(effects: &[Effect]) -> Vec<(String, u64, bool, String)> {
+pub(super) fn deliveries(effects: &[Effect]) -> Vec<(String, u64, bool, String)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -284,18 +313,23 @@ fn deliveries(effects: &[Effect]) -> Vec<(String, u64, bool, String)> {
         .collect()
 }
 
-fn d(tag: &str, delivery_tag: u64, redelivered: bool, body: &str) -> (String, u64, bool, String) {
+pub(super) fn d(
+    tag: &str,
+    delivery_tag: u64,
+    redelivered: bool,
+    body: &str,
+) -> (String, u64, bool, String) {
     (tag.into(), delivery_tag, redelivered, body.into())
 }
 
-fn crossed(p: &mut Pair) -> Vec<String> {
+pub(super) fn crossed(p: &mut Pair) -> Vec<String> {
     std::mem::take(&mut p.crossed)
         .into_iter()
         .map(|(from, to, what)| format!("{from}→{to} {what}"))
         .collect()
 }
 
-fn ack(tag: u64) -> Method {
+pub(super) fn ack(tag: u64) -> Method {
     Method::BasicAck(BasicAck {
         delivery_tag: tag,
         multiple: false,
@@ -639,6 +673,7 @@ fn a_delivery_to_a_consumer_the_channel_no_longer_has_goes_back_and_detaches_it(
                 priority: 0,
                 no_ack: false,
                 exclusive: false,
+                held: Vec::new(),
             },
         },
     );

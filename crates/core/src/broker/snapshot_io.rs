@@ -497,6 +497,7 @@ impl Broker {
     /// them.
     pub fn step_down(&mut self, reason: &str, out: &mut Vec<Effect>) {
         self.set_leading(false);
+        self.follow_step_down();
         let dropped: Vec<_> = self
             .connections
             .iter()

@@ -328,6 +328,41 @@ fn a_queue_homed_elsewhere_is_declared_consumed_got_purged_and_deleted_on_the_ow
 }
 
 #[test]
+fn a_replicated_queue_is_consumed_and_got_from_on_the_own_home_session_and_purged_on_the_leaders() {
+    let mut t = T::open();
+    let out = t.method(1, consume("d", "cd"));
+    assert_eq!(
+        out,
+        vec![input(Sub::Home, 1001, consume("d", "cd"))],
+        "the own broker's channel consumes with queue commands to the leader's broker"
+    );
+    t.sub(Sub::Home, send(1001, 1, consume_ok("cd")));
+    assert_eq!(
+        t.sub(Sub::Home, deliver(1001, "cd", 1)),
+        vec![Out::Client(deliver(CLIENT, "cd", 1))]
+    );
+    assert_eq!(t.method(1, ack(1)), vec![input(Sub::Home, 1001, ack(1))]);
+    let get = Method::BasicGet(BasicGet {
+        queue: "d".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        t.method(1, get.clone()),
+        vec![input(Sub::Home, 1001, get)],
+        "a get too"
+    );
+    let purge = Method::QueuePurge(QueuePurge {
+        queue: "d".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        t.method(1, purge.clone()),
+        vec![input(Sub::Leader, CLIENT, purge)],
+        "a purge still goes to the leader session (until step 4)"
+    );
+}
+
+#[test]
 fn replies_reach_the_client_in_request_order() {
     let mut t = T::open();
     let bind = Method::QueueBind(QueueBind {
@@ -634,7 +669,8 @@ fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_nex
 #[test]
 fn a_held_delivery_gets_its_tag_when_the_client_sees_it() {
     let mut t = T::open();
-    t.method(1, consume("d", "cd"));
+    // A queue this node's replica does not know yet: consumed on the leader session.
+    t.method(1, consume("s", "cd"));
     t.sub(Sub::Leader, send(CLIENT, 1, consume_ok("cd")));
     let bind = Method::QueueBind(QueueBind {
         queue: "d".into(),

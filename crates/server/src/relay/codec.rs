@@ -232,7 +232,10 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
             | Input::NodeDown { .. } => {}
             // Queue commands are between nodes' brokers, not a session's: they travel as
             // `Up::QueueCommand`/`Up::QueueEvent` on home streams.
-            Input::QueueCommand { .. } | Input::QueueEvent { .. } | Input::PeerLost { .. } => {}
+            Input::QueueCommand { .. }
+            | Input::QueueEvent { .. }
+            | Input::PeerLost { .. }
+            | Input::Leader { .. } => {}
         },
     }
 }
@@ -314,6 +317,7 @@ fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
             priority,
             no_ack,
             exclusive,
+            held,
         } => {
             w.put_u64(*queue);
             w.put_u8(0);
@@ -322,6 +326,7 @@ fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
             w.put_i32(*priority);
             put_bool(w, *no_ack);
             put_bool(w, *exclusive);
+            put_varints(w, held);
         }
         QueueCommand::Credit {
             consumer,
@@ -357,11 +362,13 @@ fn put_queue_command(w: &mut BytesMut, command: &QueueCommand) {
             consumer,
             queue,
             no_ack,
+            applied,
         } => {
             w.put_u64(*queue);
             w.put_u8(6);
             put_consumer(w, consumer);
             put_bool(w, *no_ack);
+            w.put_u64(*applied);
         }
         QueueCommand::Purge {
             consumer,
@@ -407,6 +414,7 @@ fn read_queue_command(r: &mut Reader, queue: u64) -> Result<QueueCommand, CodecE
             priority: r.u32()? as i32,
             no_ack: read_bool(r)?,
             exclusive: read_bool(r)?,
+            held: read_varints(r)?,
         },
         1 => QueueCommand::Credit {
             consumer: read_consumer(r)?,
@@ -433,6 +441,7 @@ fn read_queue_command(r: &mut Reader, queue: u64) -> Result<QueueCommand, CodecE
             consumer: read_consumer(r)?,
             queue,
             no_ack: read_bool(r)?,
+            applied: r.u64()?,
         },
         7 => QueueCommand::Purge {
             consumer: read_consumer(r)?,
@@ -1142,6 +1151,7 @@ mod tests {
                 priority: -3,
                 no_ack: true,
                 exclusive: false,
+                held: vec![3, 900, 70_000],
             }),
             Up::QueueCommand(QueueCommand::Credit {
                 consumer: consumer.clone(),
@@ -1182,6 +1192,7 @@ mod tests {
                 consumer: getter.clone(),
                 queue: 9,
                 no_ack: true,
+                applied: 1 << 40,
             }),
             Up::QueueEvent(QueueEvent::Got {
                 delivery: Delivery {

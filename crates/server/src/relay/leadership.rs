@@ -348,15 +348,26 @@ async fn run(
             down = DownNodes::default();
         }
         let now = if local { Route::Local } else { desired };
-        route.send_if_modified(|r| {
+        let changed = route.send_if_modified(|r| {
             if *r != now {
                 info!(node = id, route = ?now, "client route");
-                *r = now;
+                *r = now.clone();
                 true
             } else {
                 false
             }
         });
+        if changed {
+            // The broker's consumers of replicated queues attach to the leader's broker.
+            let leader = match &now {
+                Route::Local => Some(id),
+                Route::Remote { node, .. } => Some(*node),
+                Route::Unknown => None,
+            };
+            if to_broker.send(ToBroker::Leader(leader)).await.is_err() {
+                return;
+            }
+        }
         // Metrics change on events; a leader cut off from its quorum sees no event, so look
         // again every quarter second.
         tokio::select! {

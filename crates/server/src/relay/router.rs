@@ -303,7 +303,8 @@ fn conn_of(input: &Input) -> Option<ConnId> {
         | Input::NodeDown { .. }
         | Input::QueueCommand { .. }
         | Input::QueueEvent { .. }
-        | Input::PeerLost { .. } => None,
+        | Input::PeerLost { .. }
+        | Input::Leader { .. } => None,
     }
 }
 
@@ -339,6 +340,7 @@ fn admit(msg: &ToBroker, conns: &mut HashMap<ConnId, Conn>) -> bool {
         | ToBroker::CheckSecurity { .. }
         | ToBroker::View { .. }
         | ToBroker::Lead { .. }
+        | ToBroker::Leader(_)
         | ToBroker::StepDown
         | ToBroker::ForwardIn { .. }
         | ToBroker::LinkAcked { .. }
