@@ -142,8 +142,7 @@ impl QueueConsumers {
         self.held.clear();
     }
 
-    /// The messages held by channels of node `node`, in order (tests).
-    #[cfg(test)]
+    /// The messages held by channels of node `node`, in order.
     pub(crate) fn held_by_node(&self, node: u64) -> Vec<u64> {
         let mut seqs: Vec<u64> = self
             .held
@@ -157,13 +156,7 @@ impl QueueConsumers {
 
     /// The messages held by channels of node `node`, in order, forgotten here.
     pub(crate) fn take_held_by(&mut self, node: u64) -> Vec<u64> {
-        let mut seqs: Vec<u64> = self
-            .held
-            .iter()
-            .filter(|(_, c)| crate::node_of(c.conn) == node)
-            .map(|(&seq, _)| seq)
-            .collect();
-        seqs.sort_unstable();
+        let seqs = self.held_by_node(node);
         for seq in &seqs {
             self.held.remove(seq);
         }

@@ -453,18 +453,22 @@ impl Mux {
             .collect()
     }
 
+    /// The queue a method on channel `ch` names: `name`, or the channel's last declared
+    /// queue for an empty name (`None` if it declared none).
+    fn queue_name(&self, ch: ChannelId, name: &ShortStr) -> Option<ShortStr> {
+        if !name.is_empty() {
+            return Some(name.clone());
+        }
+        self.channels.get(&ch).and_then(|c| c.last_queue.clone())
+    }
+
     /// The session that declares, consumes, gets from, purges or deletes queue `name` on
     /// channel `ch` (an empty name: the last declared): for a queue local to a node, the home
     /// session, whose broker drives the queue's home with queue commands if that is another
     /// node; for a replicated queue (or one this node does not know), the leader's.
     fn queue_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
-        let name = if name.is_empty() {
-            match self.channels.get(&ch).and_then(|c| c.last_queue.clone()) {
-                Some(n) => n,
-                None => return Sub::Leader,
-            }
-        } else {
-            name.clone()
+        let Some(name) = self.queue_name(ch, name) else {
+            return Sub::Leader;
         };
         if name.as_str() == REPLY_TO_QUEUE {
             return Sub::Home;
@@ -482,13 +486,8 @@ impl Mux {
     /// (issue 19, step 3; a stream's consume, or a get while no leader is known, comes back
     /// from the home as a redirect to the leader session).
     fn consume_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
-        let name = if name.is_empty() {
-            match self.channels.get(&ch).and_then(|c| c.last_queue.clone()) {
-                Some(n) => n,
-                None => return Sub::Leader,
-            }
-        } else {
-            name.clone()
+        let Some(name) = self.queue_name(ch, name) else {
+            return Sub::Leader;
         };
         let vhost = self.vhost.as_deref().unwrap_or("/");
         match dir.locate(vhost, &name) {

@@ -259,15 +259,14 @@ impl Broker {
         }
     }
 
-    /// What channel `ctx` holds unacked for its consumer `tag` of queue `queue`, in order.
-    fn held_by(&self, ctx: Ctx, queue: u64, tag: &ShortStr) -> Vec<u64> {
-        let Some(ch) = self
+    /// Consumer `tag` of channel `ctx`: its queue, and what the channel holds unacked for it
+    /// (message numbers, in order).
+    fn consumer_holds(&self, ctx: Ctx, tag: &ShortStr) -> Option<(u64, Vec<u64>)> {
+        let ch = self
             .connections
             .get(&ctx.conn)
-            .and_then(|c| c.channels.get(&ctx.channel))
-        else {
-            return Vec::new();
-        };
+            .and_then(|c| c.channels.get(&ctx.channel))?;
+        let queue = ch.consumers.get(tag)?.queue;
         let mut seqs: Vec<u64> = ch
             .unacked
             .values()
@@ -275,19 +274,14 @@ impl Broker {
             .map(|u| u.seq)
             .collect();
         seqs.sort_unstable();
-        seqs
+        Some((queue, seqs))
     }
 
     /// Attaches consumer `tag` of channel `ctx` to the owner on node `owner`.
     fn attach_to(&mut self, ctx: Ctx, tag: ShortStr, owner: u64, out: &mut Vec<Effect>) {
-        let Some(queue) = self
-            .channel_mut(ctx)
-            .and_then(|ch| ch.consumers.get(&tag))
-            .map(|k| k.queue)
-        else {
+        let Some((queue, held)) = self.consumer_holds(ctx, &tag) else {
             return;
         };
-        let held = self.held_by(ctx, queue, &tag);
         let Some(ch) = self.channel_mut(ctx) else {
             return;
         };
@@ -332,14 +326,9 @@ impl Broker {
     /// Attaches consumer `tag` of channel `ctx` to its queue on this broker, which leads: as
     /// a local consumer, with the deliveries its channel holds checked out to it again.
     fn attach_here(&mut self, ctx: Ctx, tag: ShortStr, out: &mut Vec<Effect>) {
-        let Some(queue) = self
-            .channel_mut(ctx)
-            .and_then(|ch| ch.consumers.get(&tag))
-            .map(|k| k.queue)
-        else {
+        let Some((queue, held)) = self.consumer_holds(ctx, &tag) else {
             return;
         };
-        let held = self.held_by(ctx, queue, &tag);
         let Some(ch) = self.channel_mut(ctx) else {
             return;
         };

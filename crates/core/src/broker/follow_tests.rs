@@ -465,3 +465,57 @@ fn a_get_after_a_requeue_of_a_quorum_queue_finds_the_message_wherever_the_return
     assert!(got(&e, 1, true), "the get finds the message: {e:?}");
     assert_eq!(crossed(&mut p), ["1→2 got 1"]);
 }
+
+#[test]
+fn a_get_waits_until_the_owner_has_applied_the_log_as_far_as_the_channels_node_had() {
+    let mut p = Pair::new();
+    durable(&mut p, "d", 0);
+    p.publish(A, "d", "m1");
+    let id = p.brokers[0].queue_id(&"/".into(), "d").expect("d");
+    let get = |applied| Input::QueueCommand {
+        from: 2,
+        command: crate::QueueCommand::Get {
+            consumer: crate::ConsumerRef {
+                conn: B,
+                channel: 1,
+                tag: "".into(),
+            },
+            queue: id,
+            no_ack: true,
+            applied,
+        },
+    };
+    let applied = |index| Input::Applied {
+        command: crate::Command {
+            version: crate::STATE_MACHINE_VERSION,
+            origin: None,
+            issued_at: 0,
+            op: Op::ForgetPublishers { before: 0 },
+        },
+        index,
+    };
+    p.cut = true;
+    p.input(1, get(10));
+    assert_eq!(
+        crossed(&mut p),
+        [] as [String; 0],
+        "node 1 has applied nothing yet"
+    );
+    p.input(1, applied(9));
+    assert_eq!(crossed(&mut p), [] as [String; 0]);
+    p.input(1, applied(10));
+    assert_eq!(
+        crossed(&mut p),
+        ["1→2 got 1"],
+        "answered once index 10 is applied"
+    );
+
+    // Without the index ever seen (a snapshot moved the log on), it waits 5 s at most.
+    p.input(1, get(20));
+    p.now += 4_000;
+    p.input(1, Input::Tick);
+    assert_eq!(crossed(&mut p), [] as [String; 0]);
+    p.now += 1_001;
+    p.input(1, Input::Tick);
+    assert_eq!(crossed(&mut p), ["1→2 got nothing"]);
+}

@@ -169,7 +169,7 @@ pub struct Broker {
     gets_after_returns: HashMap<QueueId, Vec<(u64, crate::QueueCommand)>>,
     /// The gets of other nodes' channels that wait for this broker to apply the log as far as
     /// their node had (see `owner.rs`), and the highest log index applied.
-    gets_after_applied: Vec<(u64, crate::QueueCommand)>,
+    gets_after_applied: Vec<(Millis, u64, crate::QueueCommand)>,
     last_applied: u64,
     /// When consumers attached nowhere next try to attach again.
     next_reattach: Millis,
@@ -463,7 +463,7 @@ impl Broker {
                 self.applying_version = STATE_MACHINE_VERSION;
                 if index > self.last_applied {
                     self.last_applied = index;
-                    self.gets_now_applied(false, effects);
+                    self.gets_now_applied(effects);
                 }
             }
             Input::ChannelError {

@@ -10,6 +10,10 @@ use crate::consumers::Attach;
 use crate::queue::{ConsumerRef, QueueId};
 use crate::{node_of, AmqpError, Effect, QueueCommand, QueueEvent};
 
+/// How long a get waits at most for this broker to apply the log as far as the channel's
+/// node had (see [`Broker::gets_now_applied`]).
+const GET_WAIT_MAX_MS: crate::Millis = 5_000;
+
 impl Broker {
     /// [`crate::Input::QueueCommand`] from a channel on node `from`.
     pub(super) fn queue_command(
@@ -98,12 +102,12 @@ impl Broker {
                         no_ack,
                         applied,
                     };
-                    let waiting = if returning {
-                        self.gets_after_returns.entry(queue).or_default()
+                    if returning {
+                        let waiting = self.gets_after_returns.entry(queue).or_default();
+                        waiting.push((from, get));
                     } else {
-                        &mut self.gets_after_applied
-                    };
-                    waiting.push((from, get));
+                        self.gets_after_applied.push((self.now, from, get));
+                    }
                     return;
                 }
                 let event = self.get_for_remote(consumer, queue, no_ack, out);
@@ -306,20 +310,27 @@ impl Broker {
     }
 
     /// The gets of other nodes' channels that waited for this broker to apply the log as far
-    /// as their node had (`all`: every one, at a tick, in case the log moved on without this
-    /// broker seeing the index, after a snapshot).
-    pub(super) fn gets_now_applied(&mut self, all: bool, out: &mut Vec<Effect>) {
+    /// as their node had, now that it has; and, at a tick, those that waited
+    /// [`GET_WAIT_MAX_MS`] (the log moved on without this broker seeing the index: a
+    /// snapshot installed).
+    pub(super) fn gets_now_applied(&mut self, out: &mut Vec<Effect>) {
         if self.gets_after_applied.is_empty() {
             return;
         }
         let applied = self.last_applied;
+        let oldest = self.now.saturating_sub(GET_WAIT_MAX_MS);
         let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.gets_after_applied)
             .into_iter()
-            .partition(|(_, get)| {
-                all || !matches!(get, QueueCommand::Get { applied: a, .. } if *a > applied)
+            .partition(|(since, _, get)| {
+                *since < oldest
+                    || !matches!(get, QueueCommand::Get { applied: a, .. } if *a > applied)
             });
         self.gets_after_applied = wait;
-        for (from, get) in ready {
+        for (_, from, mut get) in ready {
+            if let QueueCommand::Get { applied, .. } = &mut get {
+                // Waited long enough (or applied): not again.
+                *applied = 0;
+            }
             self.queue_command(from, get, out);
         }
     }
