@@ -41,7 +41,8 @@ pub(crate) struct RemoteConsumer {
     /// Its credit is a window refilled as its deliveries go out to the client (a no-ack
     /// consumer, or one without any prefetch), not as they are settled.
     pub(crate) window: bool,
-    /// Window credit not yet given back because the connection could not take more.
+    /// Credit not yet given back: a window's, because the connection could not take more; a
+    /// prefetch's, until a quarter of the prefetch is owed (`Broker::remote_grant`).
     pub(crate) owed: u32,
 }
 

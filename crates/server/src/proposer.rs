@@ -11,8 +11,10 @@
 //!   as long as the node leads.
 //! * Another node leads: a logged publish travels on this node's home stream to the leader
 //!   (`Up::Propose`, one ordered stream per node pair), whose proposer writes it to its Raft as
-//!   above. Other commands (the removal of a transient queue homed here, a dead-lettered copy)
-//!   are handed over one by one (`Relay.Propose`, [`forward_to_leader`]).
+//!   above; so do its channels' settlements (acks, rejects and counted requeues of replicated
+//!   queues), which are not sent again if lost. Other commands (the removal of a transient
+//!   queue homed here, a dead-lettered copy) are handed over one by one (`Relay.Propose`,
+//!   [`forward_to_leader`]).
 //! * A logged publish is kept until this node applies it. When the leader changes, every
 //!   publish not applied yet is sent again, in order, to the new leader; one not applied five
 //!   seconds after it was last sent (its stream broke, the leader refused it) is sent again
@@ -60,6 +62,14 @@ const RESEND_AFTER: Duration = Duration::from_secs(5);
 fn tracked(node: u64, c: &Command) -> Option<(ConnId, ChannelId, u64)> {
     c.logged_publish()
         .filter(|(conn, _, _)| node_of(*conn) == node)
+}
+
+/// A settlement of delivered messages (`Op::Settle`, `Op::Reject`, `Op::Return`).
+fn settles(c: &Command) -> bool {
+    matches!(
+        c.op,
+        Op::Settle { .. } | Op::Reject { .. } | Op::Return { .. }
+    )
 }
 
 type Outcome = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
@@ -213,6 +223,13 @@ impl Proposer {
             Some(leader) if own => {
                 if tracked(self.node, &command).is_some() {
                     // A broken stream loses it: it is sent again (see `resend`).
+                    let _ = self.links.send(leader, Up::Propose(command));
+                } else if settles(&command) {
+                    // A channel's acks, rejects and counted requeues of a replicated queue
+                    // (issue 19, step 3): many, so on the stream, not a call each (a call
+                    // dials the leader anew: S4 of `benches/compare` spent a fifth of every
+                    // node's CPU in TLS handshakes). A broken stream loses them: those
+                    // messages are delivered again, as after any failover.
                     let _ = self.links.send(leader, Up::Propose(command));
                 } else {
                     tokio::spawn(forward_to_leader(self.raft.clone(), command));

@@ -571,7 +571,7 @@ impl Broker {
                 continue;
             }
             if let Some(grant) = self.remote_grant(ctx, queue, &tag, n) {
-                out.push(grant);
+                out.extend(grant);
                 continue;
             }
             if let Some(q) = self.queues.get_mut(&queue) {
