@@ -39,6 +39,15 @@ pub(super) const REATTACH_EVERY_MS: Millis = 1_000;
 /// At most this many queue commands wait for a broker to lead (the oldest go first).
 const PENDING_MAX: usize = 100_000;
 
+/// Which of this node's consumers of replicated queues [`Broker::detach_followers`] detaches.
+#[derive(Clone, Copy)]
+pub(super) enum Detach {
+    /// Every one: this broker stopped leading (its local consumers too).
+    All,
+    /// Those attached to another node's broker (`Some`: to that node's only).
+    Remote(Option<u64>),
+}
+
 /// Whether queue `q`'s consumers follow the leader: a replicated queue other than a stream
 /// (a stream's consumers read through the leader session until step 4).
 pub(crate) fn follows_leader(q: &Queue) -> bool {
@@ -106,9 +115,10 @@ impl Broker {
             return false;
         }
         if self.pending_owner.len() >= PENDING_MAX {
-            self.pending_owner.remove(0);
+            self.pending_owner.pop_front();
         }
-        self.pending_owner.push((self.now, from, command.clone()));
+        self.pending_owner
+            .push_back((self.now, from, command.clone()));
         true
     }
 
@@ -130,26 +140,7 @@ impl Broker {
     /// leader may not show as a change). They attach again to the leader this broker knows,
     /// or to the next one it hears of.
     pub(super) fn follow_take_over(&mut self, out: &mut Vec<Effect>) {
-        let node = self.config.node;
-        let follows: std::collections::HashSet<_> = self
-            .queues
-            .values()
-            .filter(|q| follows_leader(q))
-            .map(|q| q.id)
-            .collect();
-        for (&conn, c) in self.connections.iter_mut() {
-            if node_of(conn) != node {
-                continue;
-            }
-            for ch in c.channels.values_mut() {
-                for k in ch.consumers.values_mut() {
-                    if let Some(r) = k.remote.as_mut().filter(|_| follows.contains(&k.queue)) {
-                        r.owner = 0;
-                        r.owed = 0;
-                    }
-                }
-            }
-        }
+        self.detach_followers(Detach::Remote(None));
         self.reattach_consumers(out);
     }
 
@@ -163,30 +154,43 @@ impl Broker {
         self.returns_in_flight.clear();
         self.gets_after_returns.clear();
         self.gets_after_applied.clear();
+        for q in self.queues.values_mut().filter(|q| follows_leader(q)) {
+            q.consumers.clear_held();
+        }
+        self.detach_followers(Detach::All);
+    }
+
+    /// This node's consumers of replicated queues that `which` names are attached nowhere
+    /// (owner 0) until they attach again; they keep their unacked deliveries.
+    pub(super) fn detach_followers(&mut self, which: Detach) {
         let node = self.config.node;
-        let follows: std::collections::HashSet<_> = self
-            .queues
-            .values_mut()
-            .filter(|q| follows_leader(q))
-            .map(|q| {
-                q.consumers.clear_held();
-                q.id
-            })
-            .collect();
+        let queues = &self.queues;
+        let follows = |id: &u64| queues.get(id).is_some_and(follows_leader);
         for (&conn, c) in self.connections.iter_mut() {
             if node_of(conn) != node {
                 continue;
             }
             for ch in c.channels.values_mut() {
                 let prefetch_global = ch.prefetch_global;
-                for k in ch.consumers.values_mut() {
-                    if k.remote.is_none() && follows.contains(&k.queue) {
-                        let limited = !k.no_ack && (k.prefetch > 0 || prefetch_global > 0);
-                        k.remote = Some(RemoteConsumer {
-                            owner: 0,
-                            window: !limited,
-                            owed: 0,
-                        });
+                for k in ch.consumers.values_mut().filter(|k| follows(&k.queue)) {
+                    match (&mut k.remote, which) {
+                        (Some(r), Detach::All | Detach::Remote(None)) => {
+                            r.owner = 0;
+                            r.owed = 0;
+                        }
+                        (Some(r), Detach::Remote(Some(owner))) if r.owner == owner => {
+                            r.owner = 0;
+                            r.owed = 0;
+                        }
+                        (None, Detach::All) => {
+                            let limited = !k.no_ack && (k.prefetch > 0 || prefetch_global > 0);
+                            k.remote = Some(RemoteConsumer {
+                                owner: 0,
+                                window: !limited,
+                                owed: 0,
+                            });
+                        }
+                        _ => {}
                     }
                 }
             }

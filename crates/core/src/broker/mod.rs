@@ -162,7 +162,7 @@ pub struct Broker {
     leader: Option<u64>,
     /// Queue commands for replicated queues that came while this broker did not lead yet:
     /// (when, from which node, the command), handled when it leads (see `follow.rs`).
-    pending_owner: Vec<(Millis, u64, crate::QueueCommand)>,
+    pending_owner: std::collections::VecDeque<(Millis, u64, crate::QueueCommand)>,
     /// Per queue this broker decides, how many returns it logged are not applied yet, and
     /// the gets of other nodes' channels waiting for them (see `owner.rs`).
     returns_in_flight: HashMap<QueueId, usize>,
@@ -240,7 +240,7 @@ impl Broker {
             next_publisher_check: 0,
             leading: false,
             leader: None,
-            pending_owner: Vec::new(),
+            pending_owner: Default::default(),
             next_reattach: 0,
             returns_in_flight: HashMap::new(),
             gets_after_returns: HashMap::new(),

@@ -213,19 +213,8 @@ impl Broker {
                 return Err(not_here(&name, &vhost));
             }
         }
-        self.submit(
-            Some(ctx.origin()),
-            Op::DeclareQueue {
-                vhost,
-                name,
-                durable: m.durable,
-                exclusive: m.exclusive,
-                auto_delete: m.auto_delete,
-                arguments: m.arguments,
-                nowait: m.nowait,
-            },
-            out,
-        );
+        let m = QueueDeclare { queue: name, ..m };
+        self.submit(Some(ctx.origin()), declare_op(vhost, m), out);
         Ok(())
     }
 
@@ -691,4 +680,17 @@ fn invalid_argument(e: &str, name: &str, vhost: &str) -> AmqpError {
         &format!(" for queue '{name}' in vhost '{vhost}': "),
         1,
     ))
+}
+
+/// The log command that declares the queue `m` names in `vhost`, as `m` asks.
+pub(super) fn declare_op(vhost: ShortStr, m: QueueDeclare) -> Op {
+    Op::DeclareQueue {
+        vhost,
+        name: m.queue,
+        durable: m.durable,
+        exclusive: m.exclusive,
+        auto_delete: m.auto_delete,
+        arguments: m.arguments,
+        nowait: m.nowait,
+    }
 }

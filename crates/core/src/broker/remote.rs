@@ -22,7 +22,7 @@ use super::{Broker, Ctx};
 use crate::channel::{Awaiting, Consumer, RemoteConsumer, Unacked};
 use crate::connection::DELIVERY_OVERHEAD_BYTES;
 use crate::queue::{ConsumerRef, QueueId};
-use crate::{AmqpError, Delivery, Effect, Millis, Op, QueueCommand, QueueEvent};
+use crate::{AmqpError, Delivery, Effect, Millis, QueueCommand, QueueEvent};
 
 /// The credit window of a consumer of another node's queue without a prefetch.
 pub(crate) const REMOTE_WINDOW: u32 = 200;
@@ -351,19 +351,8 @@ impl Broker {
             (Some(e), Some(m)) if e.code == warren_wire::constants::NOT_FOUND => {
                 let vhost = self.session(ctx.conn).map(|(v, _)| v);
                 if let Ok(vhost) = vhost {
-                    self.submit(
-                        Some(ctx.origin()),
-                        Op::DeclareQueue {
-                            vhost,
-                            name: m.queue,
-                            durable: m.durable,
-                            exclusive: m.exclusive,
-                            auto_delete: m.auto_delete,
-                            arguments: m.arguments,
-                            nowait: m.nowait,
-                        },
-                        out,
-                    );
+                    let op = super::queue_class::declare_op(vhost, m);
+                    self.submit(Some(ctx.origin()), op, out);
                 }
                 self.command_applied(ctx, false, out);
             }
@@ -890,6 +879,10 @@ impl Broker {
     pub(super) fn channels_lost_peer(&mut self, node: u64, out: &mut Vec<Effect>) {
         let mut answers = Vec::new();
         let mut waiting = Vec::new();
+        // A replicated queue's consumers stay, with their unacked deliveries, attached
+        // nowhere until they attach again (`follow.rs`): its messages are not lost with the
+        // stream, and its next owner checks them out to them again.
+        self.detach_followers(super::follow::Detach::Remote(Some(node)));
         let follows: std::collections::HashSet<QueueId> = self
             .queues
             .values()
@@ -899,17 +892,6 @@ impl Broker {
         for (&conn, c) in self.connections.iter_mut() {
             let notify = c.consumer_cancel_notify;
             for (&channel, ch) in c.channels.iter_mut() {
-                // A replicated queue's consumers stay, with their unacked deliveries, attached
-                // nowhere until they attach again (`follow.rs`): its messages are not lost
-                // with the stream, and its next owner checks them out to them again.
-                for k in ch.consumers.values_mut() {
-                    if let Some(r) = k.remote.as_mut().filter(|r| r.owner == node) {
-                        if follows.contains(&k.queue) {
-                            r.owner = 0;
-                            r.owed = 0;
-                        }
-                    }
-                }
                 let gone: Vec<(ShortStr, QueueId)> = ch
                     .consumers
                     .values()
