@@ -137,6 +137,9 @@ pub(crate) struct Channel {
     /// A method waiting for the answer of a queue's owner on that node (one at most: the
     /// channel's later methods wait for it).
     pub(crate) awaiting_answer: Option<(u64, Awaiting)>,
+    /// The queue command whose answer `awaiting_answer` waits for: asked again of a new
+    /// owner when a replicated queue's leadership moves (see `follow.rs`).
+    pub(crate) asked: Option<crate::QueueCommand>,
     /// Delivery tags of messages whose queue's owner was lost (`Input::PeerLost`): acking,
     /// nacking or rejecting one does nothing (the owner took the message back).
     lost: std::collections::BTreeSet<u64>,
@@ -174,6 +177,7 @@ impl Channel {
             remote_declare: None,
             awaiting_owner: HashMap::new(),
             awaiting_answer: None,
+            asked: None,
             lost: Default::default(),
         }
     }

@@ -66,7 +66,12 @@ use crate::{ChannelId, ConnId, Millis};
 /// it enqueues into those that still exist without routing again (issue 19: a publish is routed
 /// once and its permissions are checked once). A publish without `queues` (earlier versions, a
 /// copy dead-lettered from a transient queue) is still routed when applied.
-pub const STATE_MACHINE_VERSION: u32 = 10;
+///
+/// 11: a client channel's topology commands (declares, deletes, purges, bindings) are proposed
+/// by the broker of the client's own node, and carry the channel's log number
+/// ([`Command::number`], from the same gap-free sequence as its logged publishes): a copy sent
+/// again after a leader change whose first copy was applied is skipped (no second reply).
+pub const STATE_MACHINE_VERSION: u32 = 11;
 
 /// Who asked for a command: replies (declare-ok, confirms, errors) go back there, and only on the
 /// node that owns that connection.
@@ -82,6 +87,10 @@ pub struct Origin {
 pub struct Command {
     pub version: u32,
     pub origin: Option<Origin>,
+    /// A client channel's topology command: its number in the channel's log sequence (see
+    /// `Connection::log_numbers`), which names it wherever it is proposed or applied, so that
+    /// the client's node can send it again after a leader change. Only with an origin.
+    pub number: Option<u64>,
     pub issued_at: Millis,
     pub op: Op,
 }
@@ -99,6 +108,16 @@ impl Command {
                 Some(o),
             ) => Some((o.conn, o.channel, *number)),
             _ => None,
+        }
+    }
+
+    /// A client channel's numbered command, a logged publish or a topology command: its
+    /// origin channel and its number there. The client's node keeps it until it is applied
+    /// and sends it again to a new leader; the state machine applies it once.
+    pub fn logged_number(&self) -> Option<(ConnId, ChannelId, u64)> {
+        match (self.number, self.origin) {
+            (Some(number), Some(o)) => Some((o.conn, o.channel, number)),
+            _ => self.logged_publish(),
         }
     }
 }

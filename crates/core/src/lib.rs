@@ -29,8 +29,8 @@ mod vhost;
 pub mod view;
 
 pub use broker::{
-    Broker, BrokerConfig, Churn, QueueChange, CONNECTION_NAME_PROPERTY,
-    CONNECTION_PROTOCOL_PROPERTY, DEFAULT_CONSUMER_TIMEOUT,
+    Broker, BrokerConfig, Churn, CONNECTION_NAME_PROPERTY, CONNECTION_PROTOCOL_PROPERTY,
+    DEFAULT_CONSUMER_TIMEOUT,
 };
 pub use command::{Command, Destination, Op, Origin, STATE_MACHINE_VERSION};
 pub use connection::{DEFAULT_PUBLISH_CREDIT, DELIVERY_CREDIT_BYTES};

@@ -211,13 +211,18 @@ pub fn encode_command(c: &Command) -> Bytes {
     let mut w = BytesMut::with_capacity(64);
     w.put_u8(FORMAT);
     w.put_u32(c.version);
-    match c.origin {
-        Some(o) => {
-            w.put_u8(1);
+    // The origin flag: 0 none, 1 a channel, 2 a channel and the command's number there
+    // (state machine version 11).
+    match (c.origin, c.number) {
+        (Some(o), number) => {
+            w.put_u8(if number.is_some() { 2 } else { 1 });
             w.put_u64(o.conn);
             w.put_u16(o.channel);
+            if let Some(n) = number {
+                w.put_u64(n);
+            }
         }
-        None => w.put_u8(0),
+        (None, _) => w.put_u8(0),
     }
     w.put_u64(c.issued_at);
     match &c.op {
@@ -566,14 +571,16 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
         return Err(CodecError("unknown format version"));
     }
     let version = r.u32()?;
-    let origin = match r.u8()? {
+    let flag = r.u8()?;
+    let origin = match flag {
         0 => None,
-        1 => Some(Origin {
+        1 | 2 => Some(Origin {
             conn: r.u64()?,
             channel: r.u16()?,
         }),
         _ => return Err(CodecError("bad origin flag")),
     };
+    let number = if flag == 2 { Some(r.u64()?) } else { None };
     let issued_at = r.u64()?;
     let op = match r.u8()? {
         tag::DECLARE_EXCHANGE => {
@@ -786,6 +793,7 @@ pub fn decode_command(bytes: Bytes) -> Result<Command, CodecError> {
     Ok(Command {
         version,
         origin,
+        number,
         issued_at,
         op,
     })
@@ -985,6 +993,7 @@ mod tests {
                     conn: 0x0102,
                     channel: 3,
                 }),
+                number: None,
                 issued_at: 0x0a0b,
                 op,
             })
@@ -1055,6 +1064,32 @@ mod tests {
             assert_eq!(bytes[TAG_AT], tag, "{}", LogCommand(command.clone()));
             assert_eq!(&decode_command(bytes).unwrap(), command);
         }
+    }
+
+    /// A channel's numbered topology command (origin flag 2, state machine version 11): the
+    /// number follows the origin.
+    #[test]
+    fn a_numbered_command_keeps_its_golden_bytes() {
+        let command = Command {
+            version: 11,
+            origin: Some(Origin {
+                conn: 0x0102,
+                channel: 3,
+            }),
+            number: Some(0x0405),
+            issued_at: 0x0a0b,
+            op: Op::PurgeQueue {
+                vhost: ShortStr::from("/"),
+                name: ShortStr::from("q"),
+                nowait: false,
+            },
+        };
+        let bytes = encode_command(&command);
+        assert_eq!(
+            hex(&bytes),
+            "010000000b020000000000000102000300000000000004050000000000000a0b04012f017100"
+        );
+        assert_eq!(decode_command(bytes).unwrap(), command);
     }
 
     fn s() -> impl Strategy<Value = ShortStr> {
@@ -1276,8 +1311,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn commands_round_trip(op in op(), conn in proptest::option::of(any::<(u64, u16)>()), at in any::<u64>()) {
-            let c = Command { version: 1, origin: conn.map(|(conn, channel)| Origin { conn, channel }), issued_at: at, op };
+        fn commands_round_trip(op in op(), conn in proptest::option::of(any::<(u64, u16, Option<u64>)>()), at in any::<u64>()) {
+            let c = Command {
+                version: 1,
+                number: conn.and_then(|(_, _, n)| n),
+                origin: conn.map(|(conn, channel, _)| Origin { conn, channel }),
+                issued_at: at,
+                op,
+            };
             let bytes = encode_command(&c);
             prop_assert_eq!(decode_command(bytes.clone()).unwrap(), c.clone());
             // And through serde/postcard, as the log store writes it.

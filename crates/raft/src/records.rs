@@ -230,6 +230,7 @@ pub(crate) mod testing {
         Command {
             version: STATE_MACHINE_VERSION,
             origin: None,
+            number: None,
             issued_at: 1,
             op: Op::Publish {
                 vhost: "/".into(),

@@ -153,6 +153,7 @@ fn declare(name: &str) -> LogCommand {
     let c = Command {
         version: 1,
         origin: None,
+        number: None,
         issued_at: 0,
         op: Op::DeclareQueue {
             vhost: "/".into(),

@@ -180,6 +180,7 @@ impl Access for AccessService {
                 let command = Command {
                     version: STATE_MACHINE_VERSION,
                     origin: None,
+                    number: None,
                     issued_at: now_ms(),
                     op,
                 };

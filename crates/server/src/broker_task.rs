@@ -11,7 +11,7 @@
 //! are in flight, so a slow disk slows publishers down instead of filling memory.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -24,7 +24,6 @@ use crate::clock::now_ms;
 use crate::counters::ClientCounters;
 use crate::flow::FlowGate;
 use crate::gate::{is_confirm, ConfirmGate, Need};
-use crate::mux::Location;
 use crate::proposer::Proposal;
 use crate::relay::codec::{Down, Up};
 use crate::relay::image::SharedImage;
@@ -138,70 +137,10 @@ pub enum Replication {
     },
 }
 
-/// Where this node's replica says each queue lives (see [`crate::mux::Directory`]): rebuilt by
-/// the broker task whenever the set of queues changes, before the applied index moves past it.
-#[derive(Clone, Default)]
-pub(crate) struct QueueDirectory(Arc<RwLock<Arc<QueueMap>>>);
-
-/// Queues by (vhost, name).
-pub(crate) type QueueMap = HashMap<(String, String), Location>;
-
-/// Where a queue whose home is `home` lives (see [`warren_core::QueueChange`]).
-fn location(home: Option<u64>) -> Location {
-    match home {
-        Some(node) => Location::Local(node),
-        None => Location::Replicated,
-    }
-}
-
-impl QueueDirectory {
-    fn replace(&self, map: QueueMap) {
-        if let Ok(mut w) = self.0.write() {
-            *w = Arc::new(map);
-        }
-    }
-
-    /// Applies queues created and removed. In place unless a connection holds the current map
-    /// at this moment (then that one reader's copy is kept and the map is copied once).
-    fn update(&self, changes: Vec<warren_core::QueueChange>) {
-        if changes.is_empty() {
-            return;
-        }
-        if let Ok(mut w) = self.0.write() {
-            let map = Arc::make_mut(&mut w);
-            for c in changes {
-                let key = (c.vhost.to_string(), c.name.to_string());
-                match c.home {
-                    Some(home) => {
-                        map.insert(key, location(home));
-                    }
-                    None => {
-                        map.remove(&key);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The current map (cheap: shared).
-    pub(crate) fn snapshot(&self) -> Arc<QueueMap> {
-        self.0.read().map(|r| Arc::clone(&r)).unwrap_or_default()
-    }
-}
-
-impl crate::mux::Directory for QueueMap {
-    fn locate(&self, vhost: &str, queue: &str) -> Location {
-        self.get(&(vhost.to_owned(), queue.to_owned()))
-            .copied()
-            .unwrap_or(Location::Unknown)
-    }
-}
-
 /// The running broker task; connections talk to it through [`BrokerHandle::sender`].
 pub struct BrokerHandle {
     pub(crate) tx: mpsc::Sender<ToBroker>,
     pub(crate) applied: watch::Receiver<u64>,
-    pub(crate) directory: QueueDirectory,
     pub(crate) links: Links,
     /// Where commands to propose go (the relay hands it other nodes' publishes): `None`
     /// without Raft.
@@ -224,7 +163,6 @@ impl BrokerHandle {
         let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
         links.attach_broker(tx.clone());
         let (applied_tx, applied) = watch::channel(0);
-        let directory = QueueDirectory::default();
         let proposals = match &replication {
             Replication::Raft { proposals, .. } => Some(proposals.clone()),
             Replication::Local => None,
@@ -235,14 +173,12 @@ impl BrokerHandle {
             rx,
             replication,
             applied_tx,
-            directory.clone(),
             links.clone(),
             counters.clone(),
         ));
         BrokerHandle {
             tx,
             applied,
-            directory,
             links,
             proposals,
             counters,
@@ -333,7 +269,6 @@ struct Task {
     /// The log index applied so far, published for the connections that wait for it.
     applied_index: u64,
     applied_tx: watch::Sender<u64>,
-    directory: QueueDirectory,
     /// The leader's lease; `None` where no Raft group is involved (front-end tests) and on
     /// a node that does not lead.
     lease: Option<Lease>,
@@ -652,11 +587,10 @@ impl Task {
         }
     }
 
-    /// A logged publish of this node's broker is in the log: the proposer need not send it
-    /// again.
+    /// A logged publish or topology command of this node's broker is in the log: the
+    /// proposer need not send it again.
     fn note_applied(&self, command: &Command) {
-        if let (Some(p), Some((conn, channel, number))) =
-            (&self.proposals, command.logged_publish())
+        if let (Some(p), Some((conn, channel, number))) = (&self.proposals, command.logged_number())
         {
             if warren_core::node_of(conn) == self.node {
                 let _ = p.send(Proposal::Applied {
@@ -705,23 +639,8 @@ impl Task {
         }
     }
 
-    /// The directory first (a connection that sees the index reads the directory next), then
-    /// the index.
+    /// Tells the connections how far this node's replica has applied the log.
     fn publish_applied(&mut self) {
-        match self.broker.take_queue_changes() {
-            Some(changes) => self.directory.update(changes),
-            None => {
-                let map = self
-                    .broker
-                    .queue_homes()
-                    .into_iter()
-                    .map(|(vhost, name, home)| {
-                        ((vhost.to_string(), name.to_string()), location(home))
-                    })
-                    .collect();
-                self.directory.replace(map);
-            }
-        }
         self.applied_tx.send_replace(self.applied_index);
     }
 
@@ -804,7 +723,6 @@ async fn run(
     mut rx: mpsc::Receiver<ToBroker>,
     replication: Replication,
     applied_tx: watch::Sender<u64>,
-    directory: QueueDirectory,
     links: Links,
     counters: Arc<ClientCounters>,
 ) {
@@ -832,7 +750,6 @@ async fn run(
         in_flight: 0,
         applied_index: 0,
         applied_tx,
-        directory,
         lease: None,
         held_since: None,
         unreachable: Vec::new(),
@@ -868,7 +785,7 @@ async fn run(
         for msg in batch.drain(..) {
             task.message(now, msg);
         }
-        // Without Raft, nothing else publishes the directory.
+        // Without Raft, nothing else publishes the applied index.
         if applied.is_none() {
             task.publish_applied();
         }

@@ -22,7 +22,7 @@ use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY, CONNECTION_PR
 use warren_wire::FieldValue;
 
 use crate::alarm::ClusterAlarms;
-use crate::broker_task::{wait_applied, Batch, QueueDirectory, ToBroker};
+use crate::broker_task::{wait_applied, Batch, ToBroker};
 use crate::clock::now_ms;
 use crate::connection_log::{ConnectionLog, Ending};
 use crate::counters::ClientCounters;
@@ -43,7 +43,6 @@ pub(crate) struct Node {
     /// This node's broker task (home sessions here).
     pub(crate) local: mpsc::Sender<ToBroker>,
     pub(crate) applied: watch::Receiver<u64>,
-    pub(crate) directory: QueueDirectory,
     pub(crate) next_conn: Arc<AtomicU64>,
     /// The cluster's resource alarms: while one is on, a connection that publishes is blocked.
     pub(crate) alarms: watch::Receiver<ClusterAlarms>,
@@ -114,23 +113,10 @@ impl Sessions {
     /// Feeds one client input through the mux and sends what it asks; effects for the client
     /// (the mux's own refusals) go to `out`. False if a broker is gone.
     pub(crate) async fn input(&mut self, input: Input, out: &mut Vec<Effect>) -> bool {
-        // A closing connection reads nothing more: it need not see its own writes.
-        let closing = matches!(input, Input::ConnectionClosed { .. });
-        if !closing && !self.caught_up().await {
-            return false;
-        }
-        let directory = self.node.directory.snapshot();
         let next = Arc::clone(&self.node.next_conn);
         let mut alloc = || next.fetch_add(1, Ordering::Relaxed);
-        self.mux.client_input(input, &*directory, &mut alloc);
+        self.mux.client_input(input, &mut alloc);
         self.pump(out).await
-    }
-
-    /// Waits until this node's replica has applied what the client has seen (the mux reads
-    /// this node's directory); false if the broker is gone.
-    async fn caught_up(&self) -> bool {
-        self.applied_up_to(self.mux.seen(), "what the client has seen")
-            .await
     }
 
     /// Waits until this node's replica has applied the log up to `index`; false if the broker
@@ -188,13 +174,9 @@ impl Sessions {
             let mut outs = self.mux.take();
             if outs.is_empty() && self.mux.is_holding() {
                 // A sync may have completed: the inputs it held go on.
-                if !self.caught_up().await {
-                    return false;
-                }
-                let directory = self.node.directory.snapshot();
                 let next = Arc::clone(&self.node.next_conn);
                 let mut alloc = || next.fetch_add(1, Ordering::Relaxed);
-                self.mux.resume_held(&*directory, &mut alloc);
+                self.mux.resume_held(&mut alloc);
                 outs = self.mux.take();
             }
             if outs.is_empty() {

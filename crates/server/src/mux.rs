@@ -3,18 +3,17 @@
 //!
 //! A client connection has a *leader session* on the leader's broker (relayed and resumed by the
 //! router as before) and a *home session* on its own node's broker (see `docs/architecture.md`,
-//! "Transient queues live on their home node"): every publish is routed there first, and the
-//! queues local to a node — this one's or another's — are declared, consumed, got from, purged
-//! and deleted there (the home's broker drives another node's queue with queue commands, issue
-//! 19). [`Mux`] decides where each method goes, opens channels on a session when first needed
-//! (replaying qos and confirm/tx mode), hands the client exactly one reply per request, in
-//! request order, gives deliveries the client's own delivery tags and maps acks back, and
-//! passes on the home session's publisher confirms (it routes every publish and logs its
-//! replicated part itself).
+//! "Transient queues live on their home node"). Since issue 19's step 4 the leader session
+//! keeps only the handshake, the channels' life and settings, and a stream's consumers: every
+//! publish, declare, binding, purge, delete, consume and get goes to the home session, whose
+//! broker proposes topology commands itself and drives the queues other brokers own with queue
+//! commands. [`Mux`] decides where each method goes, opens channels on a session when first
+//! needed (replaying qos and confirm/tx mode), hands the client exactly one reply per request,
+//! in request order, gives deliveries the client's own delivery tags and maps acks back, and
+//! passes on the home session's publisher confirms.
 //!
-//! It knows nothing of sockets, tasks or time; [`Directory`] tells it where a queue lives (this
-//! node's replica of the log, read only after the replica has applied what the client has
-//! seen: see [`Out::Barrier`]).
+//! It knows nothing of sockets, tasks or time. A session's next input waits until its broker
+//! has applied the log as far as the replies the client has seen ([`Out::Barrier`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -26,30 +25,11 @@ use warren_wire::{
     FieldTable, FieldValue, Method, ShortStr, TxCommit, TxSelect,
 };
 
-/// The pseudo-queue of direct reply-to: served by the client's own node.
-const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
-
 /// A session of the client connection: on the leader's broker, or a home session on a node's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Sub {
     Leader,
     Home,
-}
-
-/// Where a queue lives, as this node's replica knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Location {
-    /// A replicated queue: the leader's broker decides it.
-    Replicated,
-    /// A local queue, decided by the broker of this home node.
-    Local(u64),
-    /// No such queue here (the leader's broker answers: it creates it, or says 404).
-    Unknown,
-}
-
-/// Where queues live (this node's replica of the log).
-pub(crate) trait Directory {
-    fn locate(&self, vhost: &str, queue: &str) -> Location;
 }
 
 /// What the mux asks of its driver, in order.
@@ -92,8 +72,6 @@ struct Chan {
     prefetch_global: u16,
     confirm: bool,
     tx: bool,
-    /// The last queue declared (an empty queue name means it).
-    last_queue: Option<ShortStr>,
     requests: VecDeque<Request>,
     next_tag: u64,
     /// The client's delivery tags still unacked, and whose they are.
@@ -193,11 +171,6 @@ impl Mux {
     /// The home session's connection id, once opened.
     pub(crate) fn home(&self) -> Option<ConnId> {
         self.home
-    }
-
-    /// The highest log index the client has seen a reply from.
-    pub(crate) fn seen(&self) -> u64 {
-        self.seen
     }
 
     fn emit(&mut self, sub: Sub, input: Input) {
@@ -311,12 +284,7 @@ impl Mux {
 
     /// Handles one input from the client's session. `alloc` gives out connection ids for home
     /// sessions opened on the way.
-    pub(crate) fn client_input(
-        &mut self,
-        input: Input,
-        dir: &dyn Directory,
-        alloc: &mut dyn FnMut() -> ConnId,
-    ) {
+    pub(crate) fn client_input(&mut self, input: Input, alloc: &mut dyn FnMut() -> ConnId) {
         // Behind inputs already waiting, in order.
         if self.syncing.is_some() || !self.held.is_empty() {
             self.held.push_back(input);
@@ -326,7 +294,7 @@ impl Mux {
             self.held.push_back(input);
             return;
         }
-        self.dispatch(input, dir, alloc);
+        self.dispatch(input, alloc);
     }
 
     /// A request (or the end) after publishes: the own home must have handed their replicated
@@ -352,7 +320,7 @@ impl Mux {
     }
 
     /// After a sync completed: the held inputs go on (until one needs another sync).
-    pub(crate) fn resume_held(&mut self, dir: &dyn Directory, alloc: &mut dyn FnMut() -> ConnId) {
+    pub(crate) fn resume_held(&mut self, alloc: &mut dyn FnMut() -> ConnId) {
         while self.syncing.is_none() {
             let Some(input) = self.held.pop_front() else {
                 return;
@@ -361,11 +329,11 @@ impl Mux {
                 self.held.push_front(input);
                 return;
             }
-            self.dispatch(input, dir, alloc);
+            self.dispatch(input, alloc);
         }
     }
 
-    fn dispatch(&mut self, input: Input, dir: &dyn Directory, alloc: &mut dyn FnMut() -> ConnId) {
+    fn dispatch(&mut self, input: Input, alloc: &mut dyn FnMut() -> ConnId) {
         match input {
             Input::Login {
                 ref username,
@@ -383,7 +351,7 @@ impl Mux {
             }
             Input::Method {
                 channel, method, ..
-            } => self.method(channel, method, dir, alloc),
+            } => self.method(channel, method, alloc),
             Input::Publish {
                 channel,
                 publish,
@@ -453,56 +421,20 @@ impl Mux {
             .collect()
     }
 
-    /// The queue a method on channel `ch` names: `name`, or the channel's last declared
-    /// queue for an empty name (`None` if it declared none).
-    fn queue_name(&self, ch: ChannelId, name: &ShortStr) -> Option<ShortStr> {
-        if !name.is_empty() {
-            return Some(name.clone());
-        }
-        self.channels.get(&ch).and_then(|c| c.last_queue.clone())
-    }
-
-    /// The session that declares, consumes, gets from, purges or deletes queue `name` on
-    /// channel `ch` (an empty name: the last declared): for a queue local to a node, the home
-    /// session, whose broker drives the queue's home with queue commands if that is another
-    /// node; for a replicated queue (or one this node does not know), the leader's.
-    fn queue_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
-        let Some(name) = self.queue_name(ch, name) else {
-            return Sub::Leader;
-        };
-        if name.as_str() == REPLY_TO_QUEUE {
-            return Sub::Home;
-        }
-        let vhost = self.vhost.as_deref().unwrap_or("/");
-        match dir.locate(vhost, &name) {
-            Location::Local(_) if self.open => Sub::Home,
-            _ => Sub::Leader,
+    /// The session that serves the channel's exchange, queue, binding and consumer methods:
+    /// the client's own home session once the connection is open (issue 19, step 4: its
+    /// broker proposes topology commands itself and drives queues other brokers own with
+    /// queue commands; a stream's `basic.consume`, or a `basic.get` while no leader is known,
+    /// comes back from it as a redirect to the leader session).
+    fn own(&self) -> Sub {
+        if self.open {
+            Sub::Home
+        } else {
+            Sub::Leader
         }
     }
 
-    /// The session that consumes or gets from queue `name` on channel `ch`: the own home
-    /// session for a queue local to a node (as [`Mux::queue_sub`]) and for a replicated one
-    /// too, whose owner (the leader's broker) the home's broker drives with queue commands
-    /// (issue 19, step 3; a stream's consume, or a get while no leader is known, comes back
-    /// from the home as a redirect to the leader session).
-    fn consume_sub(&self, ch: ChannelId, name: &ShortStr, dir: &dyn Directory) -> Sub {
-        let Some(name) = self.queue_name(ch, name) else {
-            return Sub::Leader;
-        };
-        let vhost = self.vhost.as_deref().unwrap_or("/");
-        match dir.locate(vhost, &name) {
-            Location::Replicated if self.open => Sub::Home,
-            _ => self.queue_sub(ch, &name, dir),
-        }
-    }
-
-    fn method(
-        &mut self,
-        ch: ChannelId,
-        method: Method,
-        dir: &dyn Directory,
-        alloc: &mut dyn FnMut() -> ConnId,
-    ) {
+    fn method(&mut self, ch: ChannelId, method: Method, alloc: &mut dyn FnMut() -> ConnId) {
         if let Method::ChannelOpen(_) = method {
             let mut c = Chan::new();
             c.open_on.insert(Sub::Leader);
@@ -602,33 +534,24 @@ impl Mux {
                 }
             }
             Method::QueueDeclare(ref m) => {
-                let sub = if m.queue.is_empty() && !m.passive {
-                    Sub::Leader
-                } else {
-                    self.queue_sub(ch, &m.queue, dir)
-                };
+                let sub = self.own();
                 self.ensure_channel(ch, sub, alloc);
                 if m.nowait {
-                    if !m.queue.is_empty() {
-                        if let Some(c) = self.channels.get_mut(&ch) {
-                            c.last_queue = Some(m.queue.clone());
-                        }
-                    }
                     self.send_method(ch, sub, method);
                 } else {
                     self.request(ch, sub, method, true);
                 }
             }
             Method::QueuePurge(ref m) => {
-                let sub = self.queue_sub(ch, &m.queue, dir);
+                let sub = self.own();
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::QueueDelete(ref m) => {
-                let sub = self.queue_sub(ch, &m.queue, dir);
+                let sub = self.own();
                 self.send_to_queue(ch, sub, m.nowait, method, alloc);
             }
             Method::BasicGet(ref m) => {
-                let sub = self.consume_sub(ch, &m.queue, dir);
+                let sub = self.own();
                 let no_ack = m.no_ack;
                 self.send_to_queue(ch, sub, false, method, alloc);
                 if let Some(r) = self
@@ -639,7 +562,7 @@ impl Mux {
                     r.no_ack = no_ack;
                 }
             }
-            Method::BasicConsume(m) => self.consume(ch, m, dir, alloc),
+            Method::BasicConsume(m) => self.consume(ch, m, alloc),
             Method::BasicCancel(m) => {
                 let sub = self
                     .channels
@@ -658,12 +581,14 @@ impl Mux {
             Method::BasicAck(m) => self.settle(ch, m.delivery_tag, m.multiple, None),
             Method::BasicNack(m) => self.settle(ch, m.delivery_tag, m.multiple, Some(m.requeue)),
             Method::BasicReject(m) => self.settle(ch, m.delivery_tag, false, Some(m.requeue)),
-            // Exchanges, bindings, access.request and anything else: the leader's broker.
+            // Exchanges, bindings, access.request and anything else: the own home.
             other => {
+                let sub = self.own();
+                self.ensure_channel(ch, sub, alloc);
                 if expects_reply(&other) {
-                    self.request(ch, Sub::Leader, other, true);
+                    self.request(ch, sub, other, true);
                 } else {
-                    self.send_method(ch, Sub::Leader, other);
+                    self.send_method(ch, sub, other);
                 }
             }
         }
@@ -685,14 +610,8 @@ impl Mux {
         }
     }
 
-    fn consume(
-        &mut self,
-        ch: ChannelId,
-        m: BasicConsume,
-        dir: &dyn Directory,
-        alloc: &mut dyn FnMut() -> ConnId,
-    ) {
-        let sub = self.consume_sub(ch, &m.queue, dir);
+    fn consume(&mut self, ch: ChannelId, m: BasicConsume, alloc: &mut dyn FnMut() -> ConnId) {
+        let sub = self.own();
         if !m.consumer_tag.is_empty()
             && self
                 .channels
@@ -1087,14 +1006,6 @@ impl Mux {
         };
         match &reply {
             Effect::Send {
-                method: Method::QueueDeclareOk(ok),
-                ..
-            } if answer => {
-                if let Some(c) = self.channels.get_mut(&ch) {
-                    c.last_queue = Some(ok.queue.clone());
-                }
-            }
-            Effect::Send {
                 method: Method::BasicConsumeOk(ok),
                 ..
             } => {
@@ -1362,21 +1273,13 @@ fn is_reply_effect(e: &Effect) -> bool {
 }
 
 /// Whether a client input must not overtake the client's earlier publishes (see
-/// [`Mux::client_input`]): a request that expects a reply, or the connection's end.
+/// [`Mux::client_input`]): the connection's end (the leader session must have what the own
+/// home routed before it closes). Since issue 19's step 4 no request the leader session
+/// answers reads what a publish changed: declares, gets and consumes go to the own home,
+/// whose channel orders them after its publishes, and a method the home sends back to the
+/// leader ([`Effect::Redirect`]) carries the home's log index as a barrier.
 fn needs_sync(input: &Input) -> bool {
-    match input {
-        Input::Method { method, .. } => !matches!(
-            method,
-            Method::BasicAck(_)
-                | Method::BasicNack(_)
-                | Method::BasicReject(_)
-                | Method::BasicRecoverAsync(_)
-                | Method::ChannelCloseOk(_)
-                | Method::ChannelFlowOk(_)
-        ),
-        Input::ConnectionClosed { .. } => true,
-        _ => false,
-    }
+    matches!(input, Input::ConnectionClosed { .. })
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@
 //!   seconds after it was last sent (its stream broke, the leader refused it) is sent again
 //!   too. The state machine recognises a publish it already holds by its origin and number
 //!   (`Connection::log_numbers` in the core: a channel's logged publishes are numbered without
-//!   gaps, across its lives) and confirms it without enqueueing it twice.
+//!   gaps, across its lives) and confirms it without enqueueing it twice. A channel's topology
+//!   commands (declares, deletes, purges, bindings: `Command::number`) take numbers from the
+//!   same sequence and travel the same way; a copy whose first was applied is skipped.
 //!
 //! A leader that is sent another node's publish when it no longer leads drops it: that node
 //! sends it again to the leader it sees.
@@ -57,10 +59,11 @@ pub enum Proposal {
 /// A logged publish not applied here after this long is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
-/// A publish of this node's broker (numbered by its channel) that must reach the log: its
-/// client may wait for its confirm, and its channel's later methods wait until it is applied.
+/// A publish or a topology command of this node's broker (numbered by its channel) that must
+/// reach the log: its client may wait for its confirm or reply, and its channel's later
+/// methods wait until it is applied.
 fn tracked(node: u64, c: &Command) -> Option<(ConnId, ChannelId, u64)> {
-    c.logged_publish()
+    c.logged_number()
         .filter(|(conn, _, _)| node_of(*conn) == node)
 }
 

@@ -128,7 +128,6 @@ impl Server {
             leader: self.inputs.clone(),
             local: self.broker.tx.clone(),
             applied: self.broker.applied(),
-            directory: self.broker.directory.clone(),
             next_conn: self.next_conn.clone(),
             alarms: self.alarms.clone(),
             counters: self.counters.clone(),

@@ -46,6 +46,7 @@ impl Settles {
             origin: None,
             issued_at,
             op: Op::Settle { queue, seqs },
+            ..
         } = command
         else {
             return Some(command);
@@ -79,6 +80,7 @@ impl Settles {
             .map(|(queue, seqs)| Command {
                 version,
                 origin: None,
+                number: None,
                 issued_at,
                 op: Op::Settle { queue, seqs },
             })
@@ -95,6 +97,7 @@ mod tests {
         Command {
             version: 10,
             origin: None,
+            number: None,
             issued_at: at,
             op: Op::Settle {
                 queue,
@@ -139,6 +142,7 @@ mod tests {
         let purge = Command {
             version: 10,
             origin: None,
+            number: None,
             issued_at: 1,
             op: Op::RemoveQueue { queue: 3 },
         };

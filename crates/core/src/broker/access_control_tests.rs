@@ -84,6 +84,7 @@ impl Node {
             command: Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
+                number: None,
                 issued_at: 1_000,
                 op,
             },

@@ -129,10 +129,12 @@ impl Broker {
         }
         let client = self.client_of(conn);
         self.connections.remove(&conn);
+        // Owned by the client connection, or by this session of it (declared through it).
         let mut exclusive: Vec<_> = self
             .queues
             .values()
-            .filter(|q| q.exclusive_owner == Some(client) && self.decides(q))
+            .filter(|q| q.exclusive_owner.is_some_and(|o| o == client || o == conn))
+            .filter(|q| self.decides(q))
             .map(|q| q.id)
             .collect();
         exclusive.sort_unstable();

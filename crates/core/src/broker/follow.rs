@@ -142,6 +142,70 @@ impl Broker {
     pub(super) fn follow_take_over(&mut self, out: &mut Vec<Effect>) {
         self.detach_followers(Detach::Remote(None));
         self.reattach_consumers(out);
+        // The old leader's broker may have dropped a channel's question, or its answer, when
+        // it stepped down (a leader re-elected too): asked again.
+        if let Some(target) = self.owner_of_replicated() {
+            self.ask_again(target, true, out);
+        }
+    }
+
+    /// The broker that decides the replicated queues, if known: this one or the leader's.
+    fn owner_of_replicated(&self) -> Option<u64> {
+        if self.leading {
+            Some(self.config.node)
+        } else {
+            self.leader_elsewhere()
+        }
+    }
+
+    /// The channels of this node waiting for an answer about a replicated queue (a declare's
+    /// counts, a conditional delete) from another owner than `target` (or from any, with
+    /// `all`): the question goes to `target` now. A get is answered empty instead (see
+    /// [`Broker::end_stale_gets`]).
+    fn ask_again(&mut self, target: u64, all: bool, out: &mut Vec<Effect>) {
+        let node = self.config.node;
+        let mut again = Vec::new();
+        for (&conn, c) in &self.connections {
+            if node_of(conn) != node {
+                continue;
+            }
+            for (&channel, ch) in &c.channels {
+                let (Some((from, kind)), Some(asked)) = (ch.awaiting_answer, &ch.asked) else {
+                    continue;
+                };
+                if matches!(kind, crate::channel::Awaiting::Get { .. })
+                    || (from == target && !all)
+                    || !self.queues.get(&asked.queue()).is_some_and(follows_leader)
+                {
+                    continue;
+                }
+                again.push((Ctx { conn, channel }, kind, asked.clone()));
+            }
+        }
+        again.sort_by_key(|(ctx, _, _)| (ctx.conn, ctx.channel));
+        for (ctx, kind, command) in again {
+            if let Some(ch) = self.channel_mut(ctx) {
+                ch.awaiting_answer = Some((target, kind));
+            }
+            if target == node {
+                // This broker decides: its own answer, handled here.
+                let mut answers = Vec::new();
+                self.queue_command_now(node, command, &mut answers);
+                for e in answers {
+                    match e {
+                        Effect::ToChannel { node: to, event } if to == node => {
+                            self.queue_event(node, event, out)
+                        }
+                        other => out.push(other),
+                    }
+                }
+            } else {
+                out.push(Effect::ToOwner {
+                    node: target,
+                    command,
+                });
+            }
+        }
     }
 
     /// This node stopped leading: its channels' consumers of replicated queues are attached
@@ -153,7 +217,11 @@ impl Broker {
         // Their channels answer the gets themselves when they hear of the next leader.
         self.returns_in_flight.clear();
         self.gets_after_returns.clear();
-        self.gets_after_applied.clear();
+        // Those about replicated queues are asked again of the next leader; a transient
+        // queue's (its declaration not applied here yet) still wait.
+        let queues = &self.queues;
+        self.commands_after_applied
+            .retain(|(_, _, c)| !queues.get(&c.queue()).is_some_and(follows_leader));
         for q in self.queues.values_mut().filter(|q| follows_leader(q)) {
             q.consumers.clear_held();
         }
@@ -228,6 +296,7 @@ impl Broker {
         }
         moves.sort_by(|a, b| (a.0.conn, a.0.channel, &a.1).cmp(&(b.0.conn, b.0.channel, &b.1)));
         self.end_stale_gets(target, out);
+        self.ask_again(target, false, out);
         for (ctx, tag) in moves {
             if target == node {
                 self.attach_here(ctx, tag, out);

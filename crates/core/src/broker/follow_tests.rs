@@ -59,6 +59,7 @@ fn leader_moves_to_two(p: &mut Pair) -> Vec<Effect> {
     let take_over = crate::Command {
         version: crate::STATE_MACHINE_VERSION,
         origin: None,
+        number: None,
         issued_at: p.now,
         op: Op::TakeOver,
     };
@@ -489,6 +490,7 @@ fn a_get_waits_until_the_owner_has_applied_the_log_as_far_as_the_channels_node_h
         command: crate::Command {
             version: crate::STATE_MACHINE_VERSION,
             origin: None,
+            number: None,
             issued_at: 0,
             op: Op::ForgetPublishers { before: 0 },
         },

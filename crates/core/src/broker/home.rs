@@ -26,8 +26,8 @@ use crate::{node_of, AmqpError, ConnId, Effect, Message, Millis};
 pub(super) enum Waiter {
     /// A reply to send.
     Reply(Method),
-    /// A home session's method to send back (see [`Broker::home_redirect`]).
-    Redirect(Method),
+    /// A home session's method to handle again (see [`Broker::home_redirect`]).
+    Rerun(Method),
 }
 
 /// How long a proposed removal may take before the broker proposes it again (it is idempotent:
@@ -76,6 +76,23 @@ impl Broker {
             .get(&conn)
             .and_then(|c| c.home_of)
             .unwrap_or(conn)
+    }
+
+    /// Whether an exclusive queue owned by `owner` belongs to connection `conn`: the client
+    /// connection owns it, or the home session of it through which it was declared (a queue
+    /// declared through the client's own home session is owned by that session, the
+    /// declaring command's origin).
+    pub(crate) fn owned_by(&self, owner: Option<ConnId>, conn: ConnId) -> bool {
+        owner.is_some_and(|o| o == conn || o == self.client_of(conn))
+    }
+
+    /// The owner connection `conn` declares exclusive queue `id` as: the queue's owner if it
+    /// is `conn`'s (see [`Broker::owned_by`]), otherwise its client connection.
+    pub(crate) fn exclusive_id(&self, conn: ConnId, id: QueueId) -> ConnId {
+        match self.queues.get(&id).and_then(|q| q.exclusive_owner) {
+            Some(o) if self.owned_by(Some(o), conn) => o,
+            _ => self.client_of(conn),
+        }
     }
 
     /// [`crate::Input::OpenHome`].
@@ -195,22 +212,33 @@ impl Broker {
                 continue;
             }
             match waiter {
-                Waiter::Reply(reply) => self.reply(ctx, reply, out),
-                Waiter::Redirect(method) => out.push(Effect::Redirect {
-                    conn: ctx.conn,
-                    channel: ctx.channel,
-                    method,
-                }),
+                Waiter::Reply(reply) => {
+                    self.reply(ctx, reply, out);
+                    self.command_applied(ctx, false, out);
+                }
+                Waiter::Rerun(method) => {
+                    // Runs ahead of the channel's methods that waited behind it.
+                    if let Some(ch) = self.channel_mut(ctx) {
+                        ch.deferred.push_front(crate::Input::Method {
+                            conn: ctx.conn,
+                            channel: ctx.channel,
+                            method,
+                        });
+                    }
+                    self.command_applied(ctx, false, out);
+                }
             }
-            self.command_applied(ctx, false, out);
         }
     }
 
-    /// A home session's queue method for a queue this broker does not hold goes back to the
-    /// client's node, which sends it to the leader's broker ([`crate::Effect::Redirect`]):
-    /// at once if the queue is missing (or homed elsewhere, for a session relayed from another
-    /// node's client), once it is removed if its removal is under way. Returns the method if
-    /// it is for this broker.
+    /// A home session's queue method that this broker cannot serve yet: one for a local queue
+    /// of this node whose removal is under way runs again once it is removed (a declare then
+    /// creates the queue anew, anything else finds it gone); a stream's `basic.consume`, and a
+    /// `basic.get` of a replicated queue while no leader is known, go back to the client's
+    /// node, which sends them to the leader's broker ([`crate::Effect::Redirect`]). Returns
+    /// the method if it is for this broker now: every other queue method of the client is
+    /// served here (issue 19, step 4: declares, bindings, purges and deletes are proposed from
+    /// the client's node; a queue another broker owns is driven with queue commands).
     pub(super) fn home_redirect(
         &mut self,
         ctx: Ctx,
@@ -231,52 +259,40 @@ impl Broker {
         if name.as_str() == super::queue_class::REPLY_TO_QUEUE {
             return Some(method);
         }
-        let name = match self.resolve_queue_name(ctx, name) {
-            Ok(n) => n,
-            Err(_) => return Some(method),
+        let Ok(name) = self.resolve_queue_name(ctx, name) else {
+            return Some(method);
         };
         let vhost = self.connections.get(&ctx.conn)?.vhost.clone()?;
-        let held = self.queue_id(&vhost, &name).filter(|id| {
-            self.queues
-                .get(id)
-                .is_some_and(|q| q.is_local() && self.decides(q))
-        });
-        // A queue homed on another node: consumed, got from, purged, deleted and redeclared
-        // with queue commands to its owner.
-        if self
+        let Some(q) = self
             .queue_id(&vhost, &name)
-            .is_some_and(|id| self.owner_elsewhere(ctx.conn, id).is_some())
-        {
+            .and_then(|id| self.queues.get(&id))
+        else {
+            return Some(method);
+        };
+        let id = q.id;
+        if q.is_local() {
+            if q.dying && self.decides(q) {
+                self.wait_for_removal(ctx, id, Waiter::Rerun(method));
+                return None;
+            }
             return Some(method);
         }
-        // A replicated queue's consumers are this channel's, whoever leads, and so are its
-        // gets while a leader is known (`follow.rs`).
-        let replicated = crate::node_of(ctx.conn) == self.config.node
-            && self
-                .queue_id(&vhost, &name)
-                .and_then(|id| self.queues.get(&id))
-                .is_some_and(super::follow::follows_leader);
+        let follows = super::follow::follows_leader(q);
         let owner_known = self.leading || self.leader_elsewhere().is_some();
-        match method {
-            Method::BasicConsume(_) if replicated => return Some(method),
-            Method::BasicGet(_) if replicated && owner_known => return Some(method),
-            _ => {}
+        let redirect = match method {
+            Method::BasicConsume(_) => !follows,
+            Method::BasicGet(_) => !follows || !owner_known,
+            _ => false,
+        };
+        if !redirect {
+            return Some(method);
         }
-        match held {
-            Some(id) if self.queues.get(&id).is_some_and(|q| q.dying) => {
-                self.wait_for_removal(ctx, id, Waiter::Redirect(method));
-                None
-            }
-            Some(_) => Some(method),
-            None => {
-                out.push(Effect::Redirect {
-                    conn: ctx.conn,
-                    channel: ctx.channel,
-                    method,
-                });
-                None
-            }
-        }
+        out.push(Effect::Redirect {
+            conn: ctx.conn,
+            channel: ctx.channel,
+            method,
+        });
+        None
     }
 
     /// [`crate::Input::NodeDown`]: the leader removes the local queues homed on `node`.

@@ -110,16 +110,6 @@ impl Default for BrokerConfig {
     }
 }
 
-/// A queue created or removed (see [`Broker::take_queue_changes`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueChange {
-    pub vhost: ShortStr,
-    pub name: ShortStr,
-    /// `None`: removed. `Some(None)`: a replicated queue (the leader's broker decides it).
-    /// `Some(Some(node))`: a local queue homed on `node`.
-    pub home: Option<Option<u64>>,
-}
-
 /// The whole broker model. Deterministic: the same inputs with the same `now` give the same effects.
 #[derive(Debug)]
 pub struct Broker {
@@ -167,9 +157,10 @@ pub struct Broker {
     /// the gets of other nodes' channels waiting for them (see `owner.rs`).
     returns_in_flight: HashMap<QueueId, usize>,
     gets_after_returns: HashMap<QueueId, Vec<(u64, crate::QueueCommand)>>,
-    /// The gets of other nodes' channels that wait for this broker to apply the log as far as
-    /// their node had (see `owner.rs`), and the highest log index applied.
-    gets_after_applied: Vec<(Millis, u64, crate::QueueCommand)>,
+    /// The queue commands of other nodes' channels that wait for this broker to apply the log
+    /// as far as their node had (a get), or the declaration of their queue (see `owner.rs`),
+    /// and the highest log index applied.
+    commands_after_applied: Vec<(Millis, u64, crate::QueueCommand)>,
     last_applied: u64,
     /// When consumers attached nowhere next try to attach again.
     next_reattach: Millis,
@@ -186,10 +177,6 @@ pub struct Broker {
     /// Answers to other nodes' channels that wait for a queue's removal to be applied
     /// (`basic.cancel` of an auto-delete queue's last consumer: see `owner.rs`).
     removal_events: HashMap<QueueId, Vec<(u64, crate::QueueEvent)>>,
-    /// Queues created and removed since the runtime last asked ([`Broker::take_queue_changes`]);
-    /// `None` when it must read them all again ([`Broker::queue_homes`]): at start, after a
-    /// snapshot replaced the queues, or when too many changes piled up unread.
-    queue_changes: Option<Vec<QueueChange>>,
     /// Where the messages of replicated queues rest (see [`Records`]).
     records: Box<dyn Records>,
     /// The log index of the command being applied (0 outside `apply`, or without a log).
@@ -197,6 +184,21 @@ pub struct Broker {
     /// The state machine version of the command being applied ([`STATE_MACHINE_VERSION`]
     /// outside `apply`: what this broker decides alone follows its own version).
     applying_version: u32,
+}
+
+/// A channel's topology command: replied to when applied, numbered for the log (see
+/// [`Broker::submit`]).
+fn is_topology(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::DeclareExchange { .. }
+            | Op::DeleteExchange { .. }
+            | Op::DeclareQueue { .. }
+            | Op::DeleteQueue { .. }
+            | Op::PurgeQueue { .. }
+            | Op::Bind { .. }
+            | Op::Unbind { .. }
+    )
 }
 
 /// user → vhost → exchange → topic permission.
@@ -244,13 +246,12 @@ impl Broker {
             next_reattach: 0,
             returns_in_flight: HashMap::new(),
             gets_after_returns: HashMap::new(),
-            gets_after_applied: Vec::new(),
+            commands_after_applied: Vec::new(),
             last_applied: 0,
             holding_deliveries: false,
             removing: HashMap::new(),
             removal_waiters: HashMap::new(),
             removal_events: HashMap::new(),
-            queue_changes: None,
             records: Box::new(MemoryRecords::default()),
             applying_index: 0,
             applying_version: STATE_MACHINE_VERSION,
@@ -463,8 +464,8 @@ impl Broker {
                 self.applying_version = STATE_MACHINE_VERSION;
                 if index > self.last_applied {
                     self.last_applied = index;
-                    self.gets_now_applied(effects);
                 }
+                self.commands_now_applied(effects);
             }
             Input::ChannelError {
                 conn,
@@ -599,6 +600,7 @@ impl Broker {
             let command = Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
+                number: None,
                 issued_at: self.now,
                 op,
             };
@@ -611,9 +613,24 @@ impl Broker {
     /// Proposes a shared-state change to the log ([`Effect::Propose`]); it takes effect when it
     /// comes back as [`Input::Applied`] (on a single node too: a log of one).
     pub(crate) fn submit(&mut self, origin: Option<Origin>, op: Op, out: &mut Vec<Effect>) {
+        // A topology command of this node's client channel is numbered like its logged
+        // publishes: the client's node sends it again after a leader change until it is
+        // applied here, and the state machine applies it once.
+        let number = match (origin, &op) {
+            (Some(o), op) if is_topology(op) && crate::node_of(o.conn) == self.config.node => self
+                .number_for_log(
+                    Ctx {
+                        conn: o.conn,
+                        channel: o.channel,
+                    },
+                    None,
+                ),
+            _ => None,
+        };
         let command = Command {
             version: STATE_MACHINE_VERSION,
             origin,
+            number,
             issued_at: self.now,
             op,
         };
@@ -659,8 +676,14 @@ impl Broker {
             Op::Publish { confirm, .. } => {
                 command.version >= 2 && self.is_resent(origin, *confirm, now, command.version >= 3)
             }
+            // A topology command sent again whose first copy was applied: skipped whole (the
+            // first copy replied and was counted as the channel's command).
+            _ if command.number.is_some() => self.is_resent(origin, command.number, now, true),
             _ => false,
         };
+        if resent && command.number.is_some() {
+            return;
+        }
         let result = match command.op {
             Op::DeclareExchange {
                 vhost,
@@ -1093,48 +1116,6 @@ impl Broker {
         self.config.node
     }
 
-    /// The queues created and removed since the last call, in order, for the runtime's copy of
-    /// where each queue lives; `None` if it must read them all again with
-    /// [`Broker::queue_homes`] (the first call, after a snapshot, after many unread changes).
-    /// Each change costs the runtime one map update, where reading them all costs one entry per
-    /// queue: with 10 000 queues, rebuilding the copy at every declare took milliseconds.
-    pub fn take_queue_changes(&mut self) -> Option<Vec<QueueChange>> {
-        self.queue_changes.replace(Vec::new())
-    }
-
-    /// Records a queue created (`home`: `Some`) or removed (`None`) for the runtime.
-    pub(crate) fn queue_changed(
-        &mut self,
-        vhost: &ShortStr,
-        name: &ShortStr,
-        home: Option<Option<u64>>,
-    ) {
-        const MAX_UNREAD: usize = 100_000;
-        if let Some(changes) = &mut self.queue_changes {
-            if changes.len() >= MAX_UNREAD {
-                self.queue_changes = None;
-            } else {
-                changes.push(QueueChange {
-                    vhost: vhost.clone(),
-                    name: name.clone(),
-                    home,
-                });
-            }
-        }
-    }
-
-    /// Every queue as (vhost, name, home): the node whose broker decides a local queue, `None`
-    /// for a replicated queue (the leader's broker decides it).
-    pub fn queue_homes(&self) -> Vec<(ShortStr, ShortStr, Option<u64>)> {
-        self.queues
-            .values()
-            .map(|q| {
-                let home = q.is_local().then_some(q.home);
-                (q.vhost.clone(), q.name.clone(), home)
-            })
-            .collect()
-    }
-
     /// Looks up a queue by name in a vhost.
     pub(crate) fn queue_id(&self, vhost: &ShortStr, name: &str) -> Option<QueueId> {
         self.vhosts.get(vhost)?.queues.get(name).copied()
@@ -1194,3 +1175,5 @@ mod follow_tests;
 mod remote_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod topology_tests;

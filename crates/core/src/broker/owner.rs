@@ -22,6 +22,24 @@ impl Broker {
         command: QueueCommand,
         out: &mut Vec<Effect>,
     ) {
+        let id = command.queue();
+        if id >= self.next_queue_id && !self.queues.contains_key(&id) {
+            // A queue the channel's node has applied the declaration of and this broker not
+            // yet (queue ids are given in log order): the command waits until it has.
+            self.commands_after_applied.push((self.now, from, command));
+            return;
+        }
+        self.queue_command_now(from, command, out);
+    }
+
+    /// [`Broker::queue_command`], the queue's declaration applied here (or waited for long
+    /// enough).
+    pub(super) fn queue_command_now(
+        &mut self,
+        from: u64,
+        command: QueueCommand,
+        out: &mut Vec<Effect>,
+    ) {
         match command {
             QueueCommand::Consume {
                 consumer,
@@ -106,7 +124,7 @@ impl Broker {
                         let waiting = self.gets_after_returns.entry(queue).or_default();
                         waiting.push((from, get));
                     } else {
-                        self.gets_after_applied.push((self.now, from, get));
+                        self.commands_after_applied.push((self.now, from, get));
                     }
                     return;
                 }
@@ -255,9 +273,9 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) -> Result<u32, AmqpError> {
         let Some(q) = self.owned_queue(id) else {
-            return Err(AmqpError::not_found(
-                "the queue was deleted while the channel was deleting it",
-            ));
+            // Gone already (another delete, or this one asked again after a leader change):
+            // deleted, as RabbitMQ 3.x answers a delete of a missing queue.
+            return Ok(0);
         };
         if if_unused && q.consumer_count() > 0 {
             return Err(AmqpError::precondition_failed(format!(
@@ -309,29 +327,37 @@ impl Broker {
         self.gets_after_returns.remove(&id).unwrap_or_default()
     }
 
-    /// The gets of other nodes' channels that waited for this broker to apply the log as far
-    /// as their node had, now that it has; and, at a tick, those that waited
-    /// [`GET_WAIT_MAX_MS`] (the log moved on without this broker seeing the index: a
-    /// snapshot installed).
-    pub(super) fn gets_now_applied(&mut self, out: &mut Vec<Effect>) {
-        if self.gets_after_applied.is_empty() {
+    /// The commands of other nodes' channels that waited for this broker to apply the log as
+    /// far as their node had (a get), or up to the declaration of their queue, now that it
+    /// has; and, at a tick, those that waited [`GET_WAIT_MAX_MS`] (the log moved on without
+    /// this broker seeing the index: a snapshot installed).
+    pub(super) fn commands_now_applied(&mut self, out: &mut Vec<Effect>) {
+        if self.commands_after_applied.is_empty() {
             return;
         }
         let applied = self.last_applied;
+        let next_queue_id = self.next_queue_id;
         let oldest = self.now.saturating_sub(GET_WAIT_MAX_MS);
-        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.gets_after_applied)
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.commands_after_applied)
             .into_iter()
-            .partition(|(since, _, get)| {
-                *since < oldest
-                    || !matches!(get, QueueCommand::Get { applied: a, .. } if *a > applied)
+            .partition(|(since, _, command)| {
+                let id = command.queue();
+                let declared = id < next_queue_id || self.queues.contains_key(&id);
+                let caught_up =
+                    !matches!(command, QueueCommand::Get { applied: a, .. } if *a > applied);
+                *since < oldest || (declared && caught_up)
             });
-        self.gets_after_applied = wait;
-        for (_, from, mut get) in ready {
-            if let QueueCommand::Get { applied, .. } = &mut get {
+        self.commands_after_applied = wait;
+        for (_, from, mut command) in ready {
+            if let QueueCommand::Get { applied, .. } = &mut command {
                 // Waited long enough (or applied): not again.
                 *applied = 0;
             }
-            self.queue_command(from, get, out);
+            // (One that waited long enough for a declaration this broker never saw is
+            // answered as for a queue that is gone.)
+            if !self.keep_until_leading(from, &command) {
+                self.queue_command_now(from, command, out);
+            }
         }
     }
 

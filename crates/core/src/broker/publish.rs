@@ -319,7 +319,7 @@ impl Broker {
     /// Numbers a publish of `ctx` for the log (see `Connection::log_numbers`) and remembers
     /// the client's confirm number `client` for it, if the channel confirms; `None` without
     /// the channel.
-    fn number_for_log(&mut self, ctx: Ctx, client: Option<u64>) -> Option<u64> {
+    pub(super) fn number_for_log(&mut self, ctx: Ctx, client: Option<u64>) -> Option<u64> {
         let c = self.connections.get_mut(&ctx.conn)?;
         let ch = c.channels.get_mut(&ctx.channel)?;
         let n = c.log_numbers.entry(ctx.channel).or_insert(0);

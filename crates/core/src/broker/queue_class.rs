@@ -59,9 +59,8 @@ impl Broker {
         let id = self
             .queue_id(vhost, name)
             .ok_or_else(|| no_queue(name, vhost))?;
-        let client = self.client_of(conn);
         match self.queues.get(&id) {
-            Some(q) if q.exclusive_owner.is_some_and(|owner| owner != client) => {
+            Some(q) if q.exclusive_owner.is_some() && !self.owned_by(q.exclusive_owner, conn) => {
                 Err(locked(name, vhost))
             }
             Some(_) => Ok(id),
@@ -107,10 +106,11 @@ impl Broker {
             let name = self.resolve_queue_name(ctx, m.queue)?;
             let remote = self
                 .queue_id(&vhost, &name)
-                .and_then(|id| Some((id, self.owner_elsewhere(ctx.conn, id)?)));
+                .and_then(|id| Some((id, self.counts_owner(ctx.conn, id)?)));
             if let Some((id, owner)) = remote {
-                // A transient queue homed on another node: its owner has the counts, and
-                // decides whether it is still there and exclusive.
+                // A queue another node's broker owns: it has the counts (a replica does not
+                // know which messages are checked out), and decides whether the queue is
+                // still there and exclusive.
                 if let Some(ch) = self.channel_mut(ctx) {
                     ch.last_queue = Some(name);
                 }
@@ -183,7 +183,7 @@ impl Broker {
                     if remote.is_none() && !self.decides_queue(id) {
                         return Err(not_here(&name, &vhost));
                     }
-                    let mut owner = m.exclusive.then(|| self.client_of(ctx.conn));
+                    let mut owner = m.exclusive.then(|| self.exclusive_id(ctx.conn, id));
                     if remote.is_some() {
                         // An exclusive queue's owner decides (this replica may not have
                         // applied its removal yet).
@@ -209,8 +209,22 @@ impl Broker {
                     }
                     return Ok(());
                 }
-            } else if self.is_home_session(ctx.conn) {
-                return Err(not_here(&name, &vhost));
+                if let Some(owner) = self.counts_owner(ctx.conn, id) {
+                    // A replicated queue, redeclared on a node that does not lead: checked
+                    // against this replica, then the owner answers with its counts (or,
+                    // gone meanwhile, the declare creates it anew).
+                    self.redeclare(
+                        id,
+                        &vhost,
+                        &name,
+                        (m.durable, m.exclusive, m.auto_delete),
+                        m.exclusive.then(|| self.client_of(ctx.conn)),
+                        &m.arguments,
+                    )?;
+                    let nowait = m.nowait;
+                    let m = QueueDeclare { queue: name, ..m };
+                    return self.declare_remote(ctx, id, owner, Some(m), nowait, out);
+                }
             }
         }
         let m = QueueDeclare { queue: name, ..m };
@@ -279,8 +293,6 @@ impl Broker {
         if self.is_live_here(queue.declared_by) {
             self.churn.queues_created += 1;
         }
-        let home = queue.is_local().then_some(queue.home);
-        self.queue_changed(vhost, &name, Some(home));
         self.queues.insert(id, queue);
         self.apply_policies_to_queue(id, out);
         let v = self
@@ -493,8 +505,16 @@ impl Broker {
         self.check_access(ctx.conn, Access::Configure, "queue", &name)?;
         if let Some(id) = self.queue_id(&vhost, &name) {
             self.usable_queue(ctx.conn, &vhost, &name)?;
-            if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
-                // A transient queue homed on another node: its owner decides.
+            // A transient queue homed on another node, or (with a condition) a replicated
+            // queue while another node leads: its owner decides, having the consumers and
+            // knowing which messages are ready.
+            let conditional = m.if_unused || m.if_empty;
+            let owner = self.owner_elsewhere(ctx.conn, id).or_else(|| {
+                conditional
+                    .then(|| self.counts_owner(ctx.conn, id))
+                    .flatten()
+            });
+            if let Some(owner) = owner {
                 let how = (m.if_unused, m.if_empty, m.nowait);
                 return self.delete_remote(ctx, how, id, owner, out);
             }
@@ -594,7 +614,6 @@ impl Broker {
             self.churn.queues_deleted += 1;
         }
         let vhost = queue.vhost.clone();
-        self.queue_changed(&vhost, &queue.name, None);
         let mut emptied = Vec::new();
         if let Some(v) = self.vhosts.get_mut(&vhost) {
             if v.queues.get(&queue.name) == Some(&id) {

@@ -68,6 +68,14 @@ impl Broker {
         (q.is_local() && q.home != 0 && q.home != self.config.node).then_some(q.home)
     }
 
+    /// The node whose broker has queue `id`'s counts (ready messages, consumers) and decides
+    /// a conditional delete of it, for a channel of connection `conn`, if not this one: a
+    /// transient queue's home, or the leader for a replicated queue (not a stream: every
+    /// replica has a stream's messages, and its consumers are not the owner's).
+    pub(crate) fn counts_owner(&self, conn: crate::ConnId, id: QueueId) -> Option<u64> {
+        self.consumer_owner_elsewhere(conn, id)
+    }
+
     /// The node whose broker owns queue `id` for a consumer of connection `conn`, if not
     /// this one: a transient queue's home, or the leader for a replicated queue (not a
     /// stream) while this broker does not lead. Only for a connection of this node.
@@ -404,6 +412,7 @@ impl Broker {
             .ok_or_else(|| AmqpError::channel_error("channel closed"))?;
         if let Some(kind) = awaiting {
             ch.awaiting_answer = Some((owner, kind));
+            ch.asked = Some(command.clone());
             ch.in_flight += 1;
         }
         out.push(Effect::ToOwner {

@@ -194,11 +194,12 @@ impl Broker {
         // Exclusive queues whose client is gone (declared by a connection that closed while the
         // declare was being committed), used auto-delete queues without consumers, and local
         // queues declared before this node's broker started (RabbitMQ drops transient queues
-        // with their node).
+        // with their node). An exclusive queue's owner is a client connection or the home
+        // session it was declared through (see `Broker::owned_by`).
         let clients: std::collections::HashSet<ConnId> = self
             .connections
             .iter()
-            .map(|(&id, c)| c.home_of.unwrap_or(id))
+            .flat_map(|(&id, c)| [id, c.home_of.unwrap_or(id)])
             .collect();
         let first_conn = self.config.first_conn;
         let node = self.config.node;

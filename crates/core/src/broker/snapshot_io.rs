@@ -389,7 +389,6 @@ impl Broker {
         for vhost in names {
             self.refresh_policies(&vhost, &mut ignored);
         }
-        self.queue_changes = None;
         self.forget_missing_queues(out);
         self.next_queue_id = snapshot.next_queue_id;
         self.publishers = snapshot

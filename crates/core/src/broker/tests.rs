@@ -1214,6 +1214,7 @@ impl Replicated {
             command: Command {
                 version,
                 origin: None,
+                number: None,
                 issued_at: 2_000,
                 op: Op::Recover,
             },
@@ -2023,6 +2024,7 @@ fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_num
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: None,
+            number: None,
             issued_at: b.now,
             op: Op::TakeOver,
         },
@@ -2266,6 +2268,7 @@ fn users_vhosts_and_permissions_are_log_commands_and_travel_in_snapshots() {
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: None,
+            number: None,
             issued_at: 1_000,
             op,
         },
@@ -2839,6 +2842,7 @@ fn committed(origin: Option<(ConnId, ChannelId)>, op: Op) -> Input {
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: origin.map(|(conn, channel)| Origin { conn, channel }),
+            number: None,
             issued_at: 1_000,
             op,
         },
@@ -2891,6 +2895,96 @@ fn node_two_with_a_home_session() -> (Replicated, ConnId, ConnId) {
     let e = r.method(h, Method::ChannelOpen(ChannelOpen::default()));
     assert_eq!(e.len(), 1, "channel.open-ok");
     (r, c, h)
+}
+
+#[test]
+fn a_home_session_declares_an_exclusive_queue_it_owns_and_its_client_closing_removes_it() {
+    let (mut r, c, h) = node_two_with_a_home_session();
+    let e = r.method(
+        h,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "mine".into(),
+            exclusive: true,
+            ..Default::default()
+        }),
+    );
+    let name = match &e[..] {
+        [Effect::Send {
+            conn,
+            method: Method::QueueDeclareOk(ok),
+            ..
+        }] if *conn == h => ok.queue.clone(),
+        _ => panic!("declare-ok through the home session: {e:?}"),
+    };
+    let declare = r.log.last().expect("proposed by the home session");
+    assert_eq!(declare.origin.map(|o| o.conn), Some(h));
+    assert_eq!(declare.number, Some(1));
+    let id = r.broker.queue_id(&"/".into(), &name).expect("declared");
+    assert_eq!(r.broker.queues[&id].home, 2, "homed on the client's node");
+    // Its own: redeclared, consumed; another connection's channel is refused.
+    let e = r.method(
+        h,
+        Method::QueueDeclare(QueueDeclare {
+            queue: name.clone(),
+            exclusive: true,
+            ..Default::default()
+        }),
+    );
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::Send {
+                method: Method::QueueDeclareOk(_),
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    let e = r.method(
+        h,
+        Method::BasicConsume(BasicConsume {
+            queue: name.clone(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        }),
+    );
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::Send {
+                method: Method::BasicConsumeOk(_),
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    r.now += 10_000;
+    r.input(Input::Tick);
+    assert!(
+        r.broker.queue_id(&"/".into(), &name).is_some(),
+        "not taken for an orphan: its owner, the home session, is here"
+    );
+    let other = conn_on(2, 3);
+    r.open(other);
+    let e = r.method(
+        other,
+        Method::QueueDeclare(QueueDeclare {
+            queue: name.clone(),
+            passive: true,
+            ..Default::default()
+        }),
+    );
+    assert!(
+        matches!(&e[..], [Effect::CloseChannel { error, .. }] if error.code == 405),
+        "{e:?}"
+    );
+    // The client connection closes (its home session with it): the queue goes.
+    r.input(Input::ConnectionClosed { conn: c });
+    r.input(Input::ConnectionClosed { conn: h });
+    assert!(
+        r.broker.queue_id(&"/".into(), &name).is_none(),
+        "removed with its owner"
+    );
 }
 
 #[test]
@@ -2947,6 +3041,7 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_logs_the_replicat
                 conn: h,
                 channel: 1
             }),
+            number: None,
             issued_at: r.now,
             op: Op::Publish {
                 vhost: "/".into(),
@@ -3246,6 +3341,7 @@ fn a_local_queue_goes_when_its_removal_is_applied_and_its_delete_ok_with_it() {
             command: Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
+                number: None,
                 issued_at: r.now,
                 op: Op::RemoveQueue { queue: t },
             }
@@ -3278,19 +3374,19 @@ fn a_local_queue_goes_when_its_removal_is_applied_and_its_delete_ok_with_it() {
     }
     assert_eq!(later, vec![]);
     let e = r.input(committed(None, Op::RemoveQueue { queue: t }));
-    let redirect = |channel| Effect::Redirect {
+    let gone = |channel| Effect::CloseChannel {
         conn: h,
         channel,
-        method: passive.clone(),
+        error: AmqpError::not_found("no queue 't' in vhost '/'").caused_by(50, 10),
     };
     assert_eq!(
         e,
         vec![
             send(h, Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 })),
-            redirect(1),
-            redirect(2),
+            gone(1),
+            gone(2),
         ],
-        "delete-ok when applied; the passive declares go to the leader, which knows it gone"
+        "delete-ok when applied; the passive declares run again here and find it gone"
     );
 }
 
@@ -3936,6 +4032,7 @@ fn policy_command(op: Op) -> Command {
     Command {
         version: STATE_MACHINE_VERSION,
         origin: None,
+        number: None,
         issued_at: 1_000,
         op,
     }
@@ -4107,10 +4204,11 @@ fn policies_survive_a_snapshot_and_a_policy_alternate_exchange_routes() {
         .find(|x| x.name == "orders")
         .expect("orders");
     assert_eq!(x.policy.as_deref(), Some("ae"));
-    // The policy's alternate exchange takes what orders cannot route.
-    restored.open(C1);
+    // The policy's alternate exchange takes what orders cannot route. (Another connection:
+    // the snapshot remembers C1's channel 1 as a numbered publisher.)
+    restored.open(C2);
     restored.input(Input::Publish {
-        conn: C1,
+        conn: C2,
         channel: 1,
         publish: BasicPublish {
             exchange: "orders".into(),
@@ -4120,7 +4218,7 @@ fn policies_survive_a_snapshot_and_a_policy_alternate_exchange_routes() {
         properties: BasicProperties::default(),
         body: Bytes::from_static(b"m"),
     });
-    assert_eq!(restored.get_all(C1, "unrouted"), ["m"]);
+    assert_eq!(restored.get_all(C2, "unrouted"), ["m"]);
 }
 
 /// (consumer connection, x-stream-offset, body) of each delivery among `effects`.
@@ -4522,6 +4620,7 @@ fn a_publish_is_routed_once_where_it_was_published_and_applied_into_the_queues_i
             command: Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
+                number: None,
                 issued_at: 1_000,
                 op,
             },
@@ -4568,6 +4667,7 @@ fn a_publish_is_routed_once_where_it_was_published_and_applied_into_the_queues_i
         command: Command {
             version: STATE_MACHINE_VERSION,
             origin: None,
+            number: None,
             issued_at: 1_000,
             op: Op::DeleteQueue {
                 vhost: "/".into(),
@@ -4601,56 +4701,5 @@ fn a_publish_is_routed_once_where_it_was_published_and_applied_into_the_queues_i
             ]
         ),
         "returned, then confirmed: {e:?}"
-    );
-}
-
-#[test]
-fn the_runtime_learns_queues_created_and_removed_one_by_one_and_everything_after_a_snapshot() {
-    let mut w = World::new();
-    assert_eq!(
-        w.broker.take_queue_changes(),
-        None,
-        "the first time, the runtime reads every queue"
-    );
-    w.method(
-        C1,
-        1,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "durable".into(),
-            durable: true,
-            ..Default::default()
-        }),
-    );
-    w.declare(C1, "transient");
-    w.method(
-        C1,
-        1,
-        Method::QueueDelete(QueueDelete {
-            queue: "durable".into(),
-            ..Default::default()
-        }),
-    );
-    let change = |name: &str, home| QueueChange {
-        vhost: "/".into(),
-        name: name.into(),
-        home,
-    };
-    assert_eq!(
-        w.broker.take_queue_changes(),
-        Some(vec![
-            change("durable", Some(None)),
-            change("transient", Some(Some(0))),
-            change("durable", None),
-        ])
-    );
-    assert_eq!(w.broker.take_queue_changes(), Some(vec![]));
-    let snapshot = w.broker.snapshot();
-    w.broker
-        .restore(snapshot, &mut Vec::new())
-        .expect("restore");
-    assert_eq!(
-        w.broker.take_queue_changes(),
-        None,
-        "replaced by a snapshot"
     );
 }

@@ -17,7 +17,7 @@ impl Broker {
         self.tick_cleanup(out);
         self.enforce_consumer_timeouts(out);
         self.tick_follow(out);
-        self.gets_now_applied(out);
+        self.commands_now_applied(out);
         let mut ids: Vec<QueueId> = self.queues.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {

@@ -1,38 +1,16 @@
 //! The mux's routing, reply order, tag mapping, confirm joining and loss handling, without
 //! sockets: client inputs in, the exact outputs out.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
-use warren_core::{AmqpError, Effect, Input};
+use warren_core::{Effect, Input};
 use warren_wire::*;
 
 use super::*;
 
 const CLIENT: ConnId = (1 << 52) | 100;
 
-/// Queues by name: `d` replicated, `t` homed here (node 1), `u` homed on node 2.
-struct Dir(HashMap<&'static str, Location>);
-
-impl Dir {
-    fn new() -> Dir {
-        Dir(HashMap::from([
-            ("d", Location::Replicated),
-            ("t", Location::Local(1)),
-            ("u", Location::Local(2)),
-        ]))
-    }
-}
-
-impl Directory for Dir {
-    fn locate(&self, _vhost: &str, queue: &str) -> Location {
-        self.0.get(queue).copied().unwrap_or(Location::Unknown)
-    }
-}
-
 struct T {
     mux: Mux,
-    dir: Dir,
     next: ConnId,
 }
 
@@ -41,7 +19,6 @@ impl T {
     fn new() -> T {
         T {
             mux: Mux::new(CLIENT),
-            dir: Dir::new(),
             next: 1000,
         }
     }
@@ -52,7 +29,7 @@ impl T {
             next += 1;
             next
         };
-        self.mux.client_input(input, &self.dir, &mut alloc);
+        self.mux.client_input(input, &mut alloc);
         self.next = next;
         self.mux.take()
     }
@@ -328,7 +305,7 @@ fn a_queue_homed_elsewhere_is_declared_consumed_got_purged_and_deleted_on_the_ow
 }
 
 #[test]
-fn a_replicated_queue_is_consumed_and_got_from_on_the_own_home_session_and_purged_on_the_leaders() {
+fn a_replicated_queue_is_consumed_got_from_and_purged_on_the_own_home_session() {
     let mut t = T::open();
     let out = t.method(1, consume("d", "cd"));
     assert_eq!(
@@ -357,17 +334,39 @@ fn a_replicated_queue_is_consumed_and_got_from_on_the_own_home_session_and_purge
     });
     assert_eq!(
         t.method(1, purge.clone()),
-        vec![input(Sub::Leader, CLIENT, purge)],
-        "a purge still goes to the leader session (until step 4)"
+        vec![input(Sub::Home, 1001, purge)],
+        "a purge too: the own broker proposes it (step 4)"
     );
+    for method in [
+        Method::ExchangeDeclare(ExchangeDeclare {
+            exchange: "x".into(),
+            kind: "topic".into(),
+            ..Default::default()
+        }),
+        Method::QueueDeclare(QueueDeclare::default()),
+        Method::QueueBind(QueueBind {
+            queue: "d".into(),
+            exchange: "x".into(),
+            ..Default::default()
+        }),
+        Method::QueueDelete(QueueDelete {
+            queue: "d".into(),
+            ..Default::default()
+        }),
+    ] {
+        assert_eq!(
+            t.method(1, method.clone()),
+            vec![input(Sub::Home, 1001, method)],
+            "and every topology method"
+        );
+    }
 }
 
 #[test]
 fn replies_reach_the_client_in_request_order() {
     let mut t = T::open();
-    let bind = Method::QueueBind(QueueBind {
-        queue: "d".into(),
-        exchange: "x".into(),
+    let qos = Method::BasicQos(BasicQos {
+        prefetch_count: 10,
         ..Default::default()
     });
     let passive = Method::QueueDeclare(QueueDeclare {
@@ -376,21 +375,19 @@ fn replies_reach_the_client_in_request_order() {
         ..Default::default()
     });
     assert_eq!(
-        t.method(1, bind),
-        vec![input(
-            Sub::Leader,
-            CLIENT,
-            Method::QueueBind(QueueBind {
-                queue: "d".into(),
-                exchange: "x".into(),
-                ..Default::default()
-            })
-        )]
+        t.method(1, qos.clone()),
+        vec![
+            input(Sub::Leader, CLIENT, qos.clone()),
+            input(Sub::Home, 1001, qos)
+        ],
+        "qos on every session of the channel"
     );
     assert_eq!(
         t.method(1, passive.clone()),
         vec![input(Sub::Home, 1001, passive)]
     );
+    let qos_ok = Method::BasicQosOk(BasicQosOk {});
+    assert_eq!(t.sub(Sub::Home, send(1001, 1, qos_ok.clone())), vec![]);
     let declare_ok = Method::QueueDeclareOk(QueueDeclareOk {
         queue: "t".into(),
         message_count: 3,
@@ -399,15 +396,12 @@ fn replies_reach_the_client_in_request_order() {
     assert_eq!(
         t.sub(Sub::Home, send(1001, 1, declare_ok.clone())),
         vec![],
-        "held behind the bind's reply"
+        "held behind the leader's qos-ok"
     );
     assert_eq!(
-        t.sub(
-            Sub::Leader,
-            send(CLIENT, 1, Method::QueueBindOk(QueueBindOk {}))
-        ),
+        t.sub(Sub::Leader, send(CLIENT, 1, qos_ok.clone())),
         vec![
-            Out::Client(send(CLIENT, 1, Method::QueueBindOk(QueueBindOk {}))),
+            Out::Client(send(CLIENT, 1, qos_ok)),
             Out::Client(send(CLIENT, 1, declare_ok)),
         ]
     );
@@ -451,7 +445,7 @@ fn closing_a_channel_closes_it_on_the_own_home_first_then_on_the_leader_with_one
 }
 
 #[test]
-fn a_request_after_publishes_waits_until_the_own_home_has_handed_them_on() {
+fn a_request_after_publishes_goes_to_the_own_home_at_once_and_the_end_waits_for_a_sync() {
     let mut t = T::open();
     t.client(publish("a"));
     let passive = Method::QueueDeclare(QueueDeclare {
@@ -461,6 +455,11 @@ fn a_request_after_publishes_waits_until_the_own_home_has_handed_them_on() {
     });
     assert_eq!(
         t.method(1, passive.clone()),
+        vec![input(Sub::Home, 1001, passive)],
+        "the own home's channel orders it after the publish"
+    );
+    assert_eq!(
+        t.client(Input::ConnectionClosed { conn: CLIENT }),
         vec![Out::Input(
             Sub::Home,
             Input::Sync {
@@ -468,10 +467,9 @@ fn a_request_after_publishes_waits_until_the_own_home_has_handed_them_on() {
                 token: 1
             }
         )],
-        "held until the own home is synced"
+        "the end waits until the own home has handed the publish on"
     );
-    assert_eq!(t.method(1, ack(1)), vec![], "later inputs wait behind it");
-    // The own home answers the sync once the publish's replicated part is applied.
+    assert!(t.mux.is_holding());
     assert_eq!(
         t.sub(
             Sub::Home,
@@ -482,65 +480,53 @@ fn a_request_after_publishes_waits_until_the_own_home_has_handed_them_on() {
         ),
         vec![]
     );
-    assert!(t.mux.is_holding());
     let mut next = 2000;
     let mut alloc = || {
         next += 1;
         next
     };
-    t.mux.resume_held(&t.dir, &mut alloc);
+    t.mux.resume_held(&mut alloc);
     let out = t.mux.take();
-    assert_eq!(out[0], input(Sub::Leader, CLIENT, passive));
+    assert_eq!(
+        out,
+        vec![
+            Out::Input(Sub::Leader, Input::ConnectionClosed { conn: CLIENT }),
+            Out::Input(Sub::Home, Input::ConnectionClosed { conn: 1001 }),
+        ]
+    );
     assert!(!t.mux.is_holding());
 }
 
 #[test]
 fn a_method_a_home_sends_back_goes_to_the_leader_in_its_place() {
     let mut t = T::open();
-    let passive = Method::QueueDeclare(QueueDeclare {
-        queue: "t".into(),
-        passive: true,
-        ..Default::default()
-    });
     assert_eq!(
-        t.method(1, passive.clone()),
-        vec![input(Sub::Home, 1001, passive.clone())]
+        t.method(1, consume("s", "cs")),
+        vec![input(Sub::Home, 1001, consume("s", "cs"))]
     );
-    let bind = Method::QueueBind(QueueBind {
-        queue: "d".into(),
-        exchange: "x".into(),
-        ..Default::default()
-    });
-    t.method(1, bind);
+    // A stream's consume: the home sends it back, with the log index it had applied.
     let redirect = Effect::Redirect {
         conn: 1001,
         channel: 1,
-        method: passive.clone(),
+        method: consume("s", "cs"),
     };
     t.mux.observe_index(7, std::slice::from_ref(&redirect));
     assert_eq!(
         t.sub(Sub::Home, redirect),
         vec![
             Out::Barrier(Sub::Leader, 7),
-            input(Sub::Leader, CLIENT, passive),
+            input(Sub::Leader, CLIENT, consume("s", "cs")),
         ]
     );
-    // The leader answers both, in the client's order.
-    let not_found = Effect::CloseChannel {
-        conn: CLIENT,
-        channel: 1,
-        error: AmqpError::not_found("no queue 't' in vhost '/'"),
-    };
     assert_eq!(
-        t.sub(
-            Sub::Leader,
-            send(CLIENT, 1, Method::QueueBindOk(QueueBindOk {}))
-        ),
-        vec![],
-        "the declare, sent first, is answered first"
+        t.sub(Sub::Leader, send(CLIENT, 1, consume_ok("cs"))),
+        vec![Out::Client(send(CLIENT, 1, consume_ok("cs")))]
     );
-    let out = t.sub(Sub::Leader, not_found.clone());
-    assert_eq!(out.last(), Some(&Out::Client(not_found)));
+    assert_eq!(
+        t.sub(Sub::Leader, deliver(CLIENT, "cs", 5)),
+        vec![Out::Client(deliver(CLIENT, "cs", 1))],
+        "its deliveries get the client's tags"
+    );
 }
 
 #[test]
@@ -586,21 +572,16 @@ fn a_rolled_back_ack_leaves_the_delivery_unacked_for_a_later_ack() {
 #[test]
 fn a_reply_after_which_the_client_saw_the_log_puts_a_barrier_before_the_next_input() {
     let mut t = T::open();
-    let declare = Method::QueueDeclare(QueueDeclare {
-        queue: "new".into(),
-        exclusive: true,
+    let qos = Method::BasicQos(BasicQos {
+        prefetch_count: 10,
         ..Default::default()
     });
-    t.method(1, declare);
-    let ok = Method::QueueDeclareOk(QueueDeclareOk {
-        queue: "new".into(),
-        message_count: 0,
-        consumer_count: 0,
-    });
-    let reply = send(CLIENT, 1, ok);
+    t.method(1, qos);
+    let qos_ok = Method::BasicQosOk(BasicQosOk {});
+    t.sub(Sub::Home, send(1001, 1, qos_ok.clone()));
+    let reply = send(CLIENT, 1, qos_ok);
     t.mux.observe_index(42, std::slice::from_ref(&reply));
     t.sub(Sub::Leader, reply);
-    t.dir.0.insert("new", Location::Local(1));
     let out = t.method(1, consume("new", "c"));
     assert_eq!(
         out,
@@ -611,93 +592,50 @@ fn a_reply_after_which_the_client_saw_the_log_puts_a_barrier_before_the_next_inp
     );
     // A confirm is not a reply: it moves nothing.
     t.mux.observe_index(50, &[send(CLIENT, 1, ack(1))]);
-    assert_eq!(t.mux.seen(), 42);
-}
-
-#[test]
-fn inputs_held_for_a_sync_keep_their_order_and_a_later_request_waits_for_the_next_sync() {
-    let mut t = T::open();
-    let passive = |q: &str| {
-        Method::QueueDeclare(QueueDeclare {
-            queue: q.into(),
-            passive: true,
-            ..Default::default()
-        })
-    };
-    t.client(publish("a"));
-    let out = t.method(1, passive("d"));
-    assert!(matches!(
-        &out[..],
-        [Out::Input(Sub::Home, Input::Sync { token: 1, .. })]
-    ));
-    assert_eq!(t.client(publish("b")), vec![], "held behind the declare");
-    assert_eq!(t.method(1, passive("t")), vec![], "held too");
-    let synced = Effect::Synced {
-        conn: 1001,
-        token: 1,
-    };
-    // The own home had applied the log up to 42 when it answered.
-    t.mux.observe_index(42, std::slice::from_ref(&synced));
-    t.sub(Sub::Home, synced);
-    let mut next = 2000;
-    let mut alloc = || {
-        next += 1;
-        next
-    };
-    t.mux.resume_held(&t.dir, &mut alloc);
-    let out = t.mux.take();
     assert_eq!(
-        out[0],
-        Out::Barrier(Sub::Leader, 42),
-        "the leader answers only once it has applied what the own home had"
+        t.method(1, consume("other", "c2")),
+        vec![input(Sub::Home, 1001, consume("other", "c2"))]
     );
-    assert_eq!(out[1], input(Sub::Leader, CLIENT, passive("d")));
-    // (The own home gets the barrier too: it has applied that far, so it costs nothing.)
-    assert_eq!(out[2], Out::Barrier(Sub::Home, 42));
-    assert!(matches!(
-        &out[3],
-        Out::Input(Sub::Home, Input::Publish { .. })
-    ));
-    assert!(
-        matches!(&out[4], Out::Input(Sub::Home, Input::Sync { token: 2, .. })),
-        "the second declare follows a publish: another sync first: {out:?}"
-    );
-    assert_eq!(out.len(), 5);
-    assert!(t.mux.is_holding());
 }
 
 #[test]
 fn a_held_delivery_gets_its_tag_when_the_client_sees_it() {
     let mut t = T::open();
-    // A queue this node's replica does not know yet: consumed on the leader session.
+    // A stream's consumer: sent back by the home, consumed on the leader session.
     t.method(1, consume("s", "cd"));
+    t.sub(
+        Sub::Home,
+        Effect::Redirect {
+            conn: 1001,
+            channel: 1,
+            method: consume("s", "cd"),
+        },
+    );
     t.sub(Sub::Leader, send(CLIENT, 1, consume_ok("cd")));
-    let bind = Method::QueueBind(QueueBind {
-        queue: "d".into(),
-        exchange: "x".into(),
+    let qos = Method::BasicQos(BasicQos {
+        prefetch_count: 10,
         ..Default::default()
     });
-    t.method(1, bind);
+    t.method(1, qos);
+    let qos_ok = Method::BasicQosOk(BasicQosOk {});
+    t.sub(Sub::Home, send(1001, 1, qos_ok.clone()));
     t.method(1, consume("u", "cu"));
     t.sub(Sub::Home, send(1001, 1, consume_ok("cu")));
     assert_eq!(
         t.sub(Sub::Home, deliver(1001, "cu", 1)),
         vec![],
-        "held behind its consume-ok, itself behind the bind's reply"
+        "held behind its consume-ok, itself behind the leader's qos-ok"
     );
     assert_eq!(
         t.sub(Sub::Leader, deliver(CLIENT, "cd", 7)),
         vec![Out::Client(deliver(CLIENT, "cd", 1))],
         "the leader's delivery goes first, with the first tag"
     );
-    let out = t.sub(
-        Sub::Leader,
-        send(CLIENT, 1, Method::QueueBindOk(QueueBindOk {})),
-    );
+    let out = t.sub(Sub::Leader, send(CLIENT, 1, qos_ok.clone()));
     assert_eq!(
         out,
         vec![
-            Out::Client(send(CLIENT, 1, Method::QueueBindOk(QueueBindOk {}))),
+            Out::Client(send(CLIENT, 1, qos_ok)),
             Out::Client(send(CLIENT, 1, consume_ok("cu"))),
             Out::Client(deliver(CLIENT, "cu", 2)),
         ]

@@ -291,6 +291,7 @@ async fn run(
             let command = Command {
                 version: STATE_MACHINE_VERSION,
                 origin: None,
+                number: None,
                 issued_at: now_ms(),
                 op: op.clone(),
             };
