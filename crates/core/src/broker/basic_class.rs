@@ -73,7 +73,11 @@ impl Broker {
         } else {
             self.owner_elsewhere(ctx.conn, id)
         };
-        if !self.decides_queue(id) && remote_owner.is_none() {
+        // A stream's consumers read the replica of their channel's node (every replica has
+        // the whole stream; each consumer's offset is its channel's), as RabbitMQ's stream
+        // consumers read their local member.
+        let local_stream = crate::node_of(ctx.conn) == self.config.node && self.is_stream_queue(id);
+        if !self.decides_queue(id) && remote_owner.is_none() && !local_stream {
             return Err(super::queue_class::not_here(&name, &vhost));
         }
         let tag = if m.consumer_tag.is_empty() {
@@ -323,13 +327,13 @@ impl Broker {
             // node leads: its owner checks the message out.
             return self.get_remote(ctx, id, owner, m.no_ack, out);
         }
-        let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
         if self.is_stream_queue(id) {
             return Err(AmqpError::precondition_failed(format!(
                 "queue '{name}' in vhost '{vhost}' is a stream: basic.get is not supported, \
                  consume it with a prefetch"
             )));
         }
+        let id = self.deciding_queue(ctx.conn, &vhost, &name)?;
         // An expired head still waiting for its Op::Expire is never handed out.
         let expiring = self.expire_queue(id, out);
         let queue = self

@@ -39,12 +39,17 @@ impl Broker {
     }
 
     fn deliver_ready(&mut self, id: QueueId, settled: &mut Vec<u64>, out: &mut Vec<Effect>) {
-        if self.expire_queue(id, out) {
-            // The expired head goes first; apply_expire delivers again.
+        if self.queues.get(&id).is_some_and(|q| q.is_stream()) {
+            // Any node's broker serves its own channels' stream consumers; the leader's alone
+            // decides retention by age.
+            if self.decides_queue(id) && self.expire_queue(id, out) {
+                return;
+            }
+            self.deliver_stream(id, out);
             return;
         }
-        if self.queues.get(&id).is_some_and(|q| q.is_stream()) {
-            self.deliver_stream(id, out);
+        if self.expire_queue(id, out) {
+            // The expired head goes first; apply_expire delivers again.
             return;
         }
         loop {

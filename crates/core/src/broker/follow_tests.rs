@@ -49,6 +49,17 @@ fn durable(p: &mut Pair, name: &str, prefetch: u16) {
     }
 }
 
+/// A new leader's `Op::TakeOver`, issued at `now`.
+pub(super) fn take_over(now: crate::Millis) -> crate::Command {
+    crate::Command {
+        version: crate::STATE_MACHINE_VERSION,
+        origin: None,
+        number: None,
+        issued_at: now,
+        op: Op::TakeOver,
+    }
+}
+
 /// The leadership moves from node 1 to node 2: node 1 steps down, node 2's `TakeOver` is
 /// applied on both, and node 1 hears of the new leader before node 2's broker leads (its
 /// queue commands wait there). The effects for clients.
@@ -56,13 +67,7 @@ fn leader_moves_to_two(p: &mut Pair) -> Vec<Effect> {
     let mut e = Vec::new();
     let mut closes = Vec::new();
     p.brokers[0].step_down("moved", &mut closes);
-    let take_over = crate::Command {
-        version: crate::STATE_MACHINE_VERSION,
-        origin: None,
-        number: None,
-        issued_at: p.now,
-        op: Op::TakeOver,
-    };
+    let take_over = take_over(p.now);
     for node in [1, 2] {
         let command = take_over.clone();
         e.extend(p.input(node, Input::Applied { command, index: 0 }));
@@ -520,4 +525,64 @@ fn a_get_waits_until_the_owner_has_applied_the_log_as_far_as_the_channels_node_h
     p.now += 1_001;
     p.input(1, Input::Tick);
     assert_eq!(crossed(&mut p), ["1→2 got nothing"]);
+}
+
+#[test]
+fn a_streams_consumer_reads_its_own_nodes_replica_whoever_leads() {
+    let mut p = Pair::new();
+    p.input(2, Input::Leader { node: Some(1) });
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type", FieldValue::LongStr("stream".into()));
+    p.method(
+        A,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "s".into(),
+            durable: true,
+            arguments: args,
+            ..Default::default()
+        }),
+    );
+    for body in ["m1", "m2"] {
+        p.publish(A, "s", body);
+    }
+    p.method(
+        B,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        }),
+    );
+    let mut offset = FieldTable::default();
+    offset.insert("x-stream-offset", FieldValue::LongStr("first".into()));
+    let e = p.method(
+        B,
+        Method::BasicConsume(BasicConsume {
+            queue: "s".into(),
+            consumer_tag: "c".into(),
+            arguments: offset,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        deliveries(&e),
+        [d("c", 1, false, "m1"), d("c", 2, false, "m2")],
+        "from node 2's replica"
+    );
+    assert!(
+        crossed(&mut p).is_empty(),
+        "no queue command: the stream is read where the channel is"
+    );
+    let e = p.publish(A, "s", "m3");
+    assert_eq!(
+        deliveries(&e),
+        [d("c", 3, false, "m3")],
+        "a publish on the leader's node reaches it when node 2 applies it"
+    );
+    // The leadership moves to node 2: the consumer is not touched (node 1's connections
+    // are closed by its step-down, as a leader session's were; node 2's stay).
+    let e = leader_moves_to_two(&mut p);
+    assert!(deliveries(&e).is_empty(), "{e:?}");
+    let e = p.publish(B, "s", "m4");
+    assert_eq!(deliveries(&e), [d("c", 4, false, "m4")]);
+    assert!(crossed(&mut p).is_empty());
 }

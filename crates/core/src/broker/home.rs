@@ -233,9 +233,10 @@ impl Broker {
 
     /// A home session's queue method that this broker cannot serve yet: one for a local queue
     /// of this node whose removal is under way runs again once it is removed (a declare then
-    /// creates the queue anew, anything else finds it gone); a stream's `basic.consume`, and a
-    /// `basic.get` of a replicated queue while no leader is known, go back to the client's
-    /// node, which sends them to the leader's broker ([`crate::Effect::Redirect`]). Returns
+    /// creates the queue anew, anything else finds it gone); a `basic.get` of a replicated
+    /// queue while no leader is known goes back to the client's node, which sends it to the
+    /// leader's broker ([`crate::Effect::Redirect`]). A stream's consumers read this node's
+    /// replica. Returns
     /// the method if it is for this broker now: every other queue method of the client is
     /// served here (issue 19, step 4: declares, bindings, purges and deletes are proposed from
     /// the client's node; a queue another broker owns is driven with queue commands).
@@ -279,11 +280,7 @@ impl Broker {
         }
         let follows = super::follow::follows_leader(q);
         let owner_known = self.leading || self.leader_elsewhere().is_some();
-        let redirect = match method {
-            Method::BasicConsume(_) => !follows,
-            Method::BasicGet(_) => !follows || !owner_known,
-            _ => false,
-        };
+        let redirect = matches!(method, Method::BasicGet(_)) && follows && !owner_known;
         if !redirect {
             return Some(method);
         }

@@ -390,6 +390,7 @@ impl Broker {
             self.refresh_policies(&vhost, &mut ignored);
         }
         self.forget_missing_queues(out);
+        self.reattach_stream_consumers();
         self.next_queue_id = snapshot.next_queue_id;
         self.publishers = snapshot
             .publishers
@@ -454,6 +455,42 @@ impl Broker {
         Ok(())
     }
 
+    /// After the queues were replaced: the stream consumers of this node's channels sit in
+    /// their streams' consumer tables again (a stream's consumers read this node's replica;
+    /// their offsets are their channels').
+    fn reattach_stream_consumers(&mut self) {
+        let node = self.config.node;
+        let mut attach = Vec::new();
+        for (&conn, c) in &self.connections {
+            if crate::node_of(conn) != node {
+                continue;
+            }
+            for (&channel, ch) in &c.channels {
+                for k in ch.consumers.values().filter(|k| k.stream_next.is_some()) {
+                    let cref = crate::queue::ConsumerRef {
+                        conn,
+                        channel,
+                        tag: k.tag.clone(),
+                    };
+                    let how = crate::consumers::Attach {
+                        priority: k.priority,
+                        no_ack: k.no_ack,
+                        exclusive: k.exclusive,
+                        remote: false,
+                    };
+                    attach.push((k.queue, cref, how));
+                }
+            }
+        }
+        for (id, cref, how) in attach {
+            if let Some(q) = self.queues.get_mut(&id).filter(|q| q.is_stream()) {
+                if !q.consumers.iter().any(|c| *c == cref) {
+                    q.consumers.add(cref, crate::consumers::UNLIMITED, how);
+                }
+            }
+        }
+    }
+
     /// After the queues were replaced: consumers and unacked deliveries of the connections kept
     /// that refer to queues no longer there are dropped (the consumers told with `basic.cancel`).
     fn forget_missing_queues(&mut self, out: &mut Vec<Effect>) {
@@ -512,7 +549,9 @@ impl Broker {
         }
         let gone: std::collections::HashSet<_> = dropped.into_iter().collect();
         for q in self.queues.values_mut() {
-            if q.is_local() {
+            if q.is_local() || q.is_stream() {
+                // This node still decides these, or (a stream) serves its own channels'
+                // consumers from its replica.
                 q.consumers.retain(|c| !gone.contains(&c.conn));
             } else {
                 q.release_checked_out();

@@ -4703,3 +4703,71 @@ fn a_publish_is_routed_once_where_it_was_published_and_applied_into_the_queues_i
         "returned, then confirmed: {e:?}"
     );
 }
+
+#[test]
+fn a_home_sessions_stream_consumer_on_a_follower_survives_a_snapshot_install() {
+    let (mut r, c, h) = node_two_with_a_home_session();
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type", FieldValue::LongStr("stream".into()));
+    r.input(committed(
+        Some((c, 1)),
+        Op::DeclareQueue {
+            vhost: "/".into(),
+            name: "s".into(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: args,
+            nowait: true,
+        },
+    ));
+    let publish = |body: &'static str| {
+        committed(
+            None,
+            Op::Publish {
+                vhost: "/".into(),
+                exchange: "".into(),
+                routing_key: "s".into(),
+                mandatory: false,
+                confirm: None,
+                properties: BasicProperties::default(),
+                body: Bytes::from_static(body.as_bytes()),
+                queues: None,
+            },
+        )
+    };
+    r.input(publish("m1"));
+    r.method(
+        h,
+        Method::BasicQos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        }),
+    );
+    let mut offset = FieldTable::default();
+    offset.insert("x-stream-offset", FieldValue::LongStr("first".into()));
+    let e = r.method(
+        h,
+        Method::BasicConsume(BasicConsume {
+            queue: "s".into(),
+            consumer_tag: "c".into(),
+            arguments: offset,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        stream_deliveries(&e),
+        [(h, 0, "m1".to_owned())],
+        "served by this node's broker, which does not lead"
+    );
+    let snapshot = r.broker.snapshot();
+    r.broker
+        .restore(snapshot, &mut Vec::new())
+        .expect("restores");
+    let e = r.input(publish("m2"));
+    assert_eq!(
+        stream_deliveries(&e),
+        [(h, 1, "m2".to_owned())],
+        "still consuming, from where it was"
+    );
+}

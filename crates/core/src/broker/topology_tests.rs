@@ -8,7 +8,6 @@ use warren_wire::*;
 
 use super::remote_tests::{crossed, Pair, A, B};
 use super::tests::send;
-use crate::Op;
 use crate::{Effect, Input};
 
 fn declare_ok(queue: &str, message_count: u32, consumer_count: u32) -> Effect {
@@ -279,20 +278,8 @@ fn a_declare_waiting_for_an_owner_that_lost_the_leadership_is_asked_of_the_next_
     // Node 2 takes over: it answers the question itself.
     let mut closes = Vec::new();
     p.brokers[0].step_down("cut off", &mut closes);
-    let take_over = crate::Command {
-        version: crate::STATE_MACHINE_VERSION,
-        origin: None,
-        number: None,
-        issued_at: p.now,
-        op: Op::TakeOver,
-    };
-    p.input(
-        2,
-        Input::Applied {
-            command: take_over,
-            index: 0,
-        },
-    );
+    let command = super::follow_tests::take_over(p.now);
+    p.input(2, Input::Applied { command, index: 0 });
     let e = p.call(2, |b, out| b.lead(out));
     assert_eq!(e, vec![declare_ok("d", 1, 0)]);
 }
