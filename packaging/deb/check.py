@@ -104,7 +104,8 @@ def serve_and_use():
     try:
         ready = notify.recv(4096).decode()
         check("READY=1" in ready.split("\n"), f"readiness notification: {ready!r}")
-        owners = run("ps", "-o", "user=", "-C", "warren").stdout.split()
+        # The broker runuser started (other brokers on the machine are not ours to judge).
+        owners = run("ps", "-o", "user=", "--ppid", str(proc.pid)).stdout.split()
         check(owners == ["warren"], f"the broker runs as: {owners}")
         params = pika.ConnectionParameters("127.0.0.1", amqp,
                                            credentials=pika.PlainCredentials("guest", "guest"))
@@ -133,6 +134,8 @@ def serve_and_use():
     except BaseException:
         if proc.poll() is None:
             proc.kill()
+        # runuser forks: killing it leaves the broker, which holds the output pipe open.
+        subprocess.run(["pkill", "-KILL", "-u", "warren", "-x", "warren"], capture_output=True)
         out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
         print(f"the packaged node's output:\n{out}", file=sys.stderr)
         raise

@@ -838,6 +838,13 @@ impl Queue {
     }
 
     /// Drops every ready message; returns how many (checked-out messages stay, as in RabbitMQ).
+    /// The sequence numbers of the ready messages, in order.
+    pub(crate) fn ready_seqs(&self) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self.ready.by_seq().map(|(seq, _)| seq).collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
     pub(crate) fn purge(&mut self) -> u32 {
         let n = self.ready_count();
         self.ready.clear();

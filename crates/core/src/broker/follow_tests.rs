@@ -586,3 +586,67 @@ fn a_streams_consumer_reads_its_own_nodes_replica_whoever_leads() {
     assert_eq!(deliveries(&e), [d("c", 4, false, "m4")]);
     assert!(crossed(&mut p).is_empty());
 }
+
+#[test]
+fn a_purge_from_a_follower_is_decided_by_the_owner_and_leaves_checked_out_messages_everywhere() {
+    let mut p = Pair::new();
+    durable(&mut p, "d", 1);
+    for body in ["m1", "m2", "m3"] {
+        p.publish(A, "d", body);
+    }
+    // A consumer on the leader's node holds m1.
+    let e = p.consume(A, "d", "c", false);
+    assert_eq!(deliveries(&e), [d("c", 1, false, "m1")]);
+    crossed(&mut p);
+    let e = p.method(
+        B,
+        Method::QueuePurge(QueuePurge {
+            queue: "d".into(),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        e,
+        vec![super::tests::send(
+            B,
+            Method::QueuePurgeOk(QueuePurgeOk { message_count: 2 })
+        )],
+        "the ready ones: m1 is checked out"
+    );
+    assert_eq!(crossed(&mut p), ["2→1 purge true", "1→2 purged 2"]);
+    assert_eq!(queue_on(&p, 1, "d"), (0, 1, 1));
+    assert_eq!(
+        queue_on(&p, 2, "d"),
+        (1, 0, 0),
+        "node 2's replica keeps m1 too (it was settled by the log, not purged wholesale)"
+    );
+    // m1 comes back and is delivered again: both replicas still have it.
+    let e = p.method(
+        A,
+        Method::BasicNack(BasicNack {
+            delivery_tag: 1,
+            multiple: false,
+            requeue: true,
+        }),
+    );
+    assert_eq!(deliveries(&e), [d("c", 2, true, "m1")]);
+    assert_eq!(queue_on(&p, 2, "d"), (1, 0, 0));
+    // The same from a channel of the leader's node: its broker decides.
+    p.publish(A, "d", "m4");
+    let e = p.method(
+        A,
+        Method::QueuePurge(QueuePurge {
+            queue: "d".into(),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        e,
+        vec![super::tests::send(
+            A,
+            Method::QueuePurgeOk(QueuePurgeOk { message_count: 1 })
+        )]
+    );
+    assert_eq!(queue_on(&p, 1, "d"), (0, 1, 1));
+    assert_eq!(queue_on(&p, 2, "d"), (1, 0, 0), "m1 kept on node 2");
+}

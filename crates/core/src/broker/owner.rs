@@ -136,7 +136,10 @@ impl Broker {
                 queue,
                 reply,
             } => {
-                let purged = self.owned_queue(queue).map(|q| q.purge());
+                let purged = self
+                    .owned_queue(queue)
+                    .is_some()
+                    .then(|| self.purge_decided(queue, out));
                 if reply {
                     let event = QueueEvent::Purged {
                         consumer,
@@ -359,6 +362,25 @@ impl Broker {
                 self.queue_command_now(from, command, out);
             }
         }
+    }
+
+    /// Purges queue `id`, which this broker decides: its ready messages go, not those
+    /// checked out to consumers. A replicated queue's purge is logged as the settlement of
+    /// exactly those messages, so every replica (which does not know what the owner checked
+    /// out) removes the same ones; a local queue's is not logged. The count purged.
+    pub(super) fn purge_decided(&mut self, id: QueueId, out: &mut Vec<Effect>) -> u32 {
+        let Some(q) = self.queues.get_mut(&id) else {
+            return 0;
+        };
+        if q.is_local() {
+            return q.purge();
+        }
+        let seqs = q.ready_seqs();
+        let count = q.purge();
+        if !seqs.is_empty() {
+            self.submit_for_queue(id, Op::Settle { queue: id, seqs }, out);
+        }
+        count
     }
 
     /// A queue this broker decides, for a command about it.

@@ -437,16 +437,23 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if let Some(owner) = self.owner_elsewhere(ctx.conn, id) {
-            // A transient queue homed on another node: its owner purges it.
+        if let Some(owner) = self.counts_owner(ctx.conn, id) {
+            // A transient queue homed on another node, or a replicated one while another node
+            // leads: its owner purges it (it knows which messages are checked out).
             return self.purge_remote(ctx, id, owner, m.nowait, out);
         }
-        if self.is_local_queue(id) {
-            // A local queue's messages are only on its home: purged there, outside the log.
+        let replicated_here = self
+            .queues
+            .get(&id)
+            .is_some_and(super::follow::follows_leader)
+            && self.decides_queue(id);
+        if self.is_local_queue(id) || replicated_here {
+            // Decided here: a local queue's messages are only on its home (purged outside the
+            // log); a replicated queue's ready ones are settled through the log.
             if !self.decides_queue(id) {
                 return Err(not_here(&name, &vhost));
             }
-            let message_count = self.queues.get_mut(&id).map_or(0, |q| q.purge());
+            let message_count = self.purge_decided(id, out);
             if !m.nowait {
                 self.reply(
                     ctx,
