@@ -650,3 +650,59 @@ fn a_purge_from_a_follower_is_decided_by_the_owner_and_leaves_checked_out_messag
     assert_eq!(queue_on(&p, 1, "d"), (0, 1, 1));
     assert_eq!(queue_on(&p, 2, "d"), (1, 0, 0), "m1 kept on node 2");
 }
+
+#[test]
+fn a_get_that_waited_for_the_channels_requeue_tells_the_owner_the_requeues_index() {
+    let mut p = Pair::new();
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type", FieldValue::LongStr("quorum".into()));
+    p.method(
+        A,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            arguments,
+            ..Default::default()
+        }),
+    );
+    p.input(2, Input::Leader { node: Some(1) });
+    p.publish(A, "q", "m1");
+    let get = Method::BasicGet(BasicGet {
+        queue: "q".into(),
+        ..Default::default()
+    });
+    p.method(B, get.clone());
+    p.hold = Some(Vec::new());
+    p.method(
+        B,
+        Method::BasicNack(BasicNack {
+            delivery_tag: 1,
+            multiple: false,
+            requeue: true,
+        }),
+    );
+    assert_eq!(p.method(B, get), vec![], "waits for the requeue");
+    let requeue = p.hold.take().unwrap_or_default().remove(0);
+    // Node 2 applies the requeue at log index 7: the get goes out while it is applied.
+    let mut out = Vec::new();
+    p.brokers[1].handle(
+        p.now,
+        Input::Applied {
+            command: requeue,
+            index: 7,
+        },
+        &mut out,
+    );
+    let asked = out.iter().find_map(|e| match e {
+        Effect::ToOwner {
+            command: crate::QueueCommand::Get { applied, .. },
+            ..
+        } => Some(*applied),
+        _ => None,
+    });
+    assert_eq!(
+        asked,
+        Some(7),
+        "the owner answers once it has applied the requeue too: {out:?}"
+    );
+}

@@ -248,11 +248,14 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) -> Result<(), AmqpError> {
         let consumer = channel_ref(ctx);
+        // What this broker has applied, counting the entry being applied: a get that waited
+        // for the channel's requeue runs while that requeue is applied, before
+        // `last_applied` moves, and the owner must see the requeue too.
         let command = QueueCommand::Get {
             consumer,
             queue,
             no_ack,
-            applied: self.last_applied,
+            applied: self.last_applied.max(self.applying_index),
         };
         self.ask_owner(
             ctx,
