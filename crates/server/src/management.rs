@@ -223,6 +223,13 @@ impl Management for ManagementService {
     }
 }
 
+/// Whether `q` is a stream (`x-queue-type: stream`).
+fn is_stream(q: &warren_core::view::QueueView) -> bool {
+    q.arguments.iter().any(|(k, v)| {
+        k == "x-queue-type" && matches!(v, warren_core::view::ArgValue::Str(s) if s == "stream")
+    })
+}
+
 /// Puts into the leader's `view` what the views of `homes` (by node) say of the transient queues
 /// homed on each: their numbers, their consumers, and the consumers and unacked deliveries of
 /// the client channels that use them.
@@ -244,8 +251,8 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
         }
         // Another node's connections are home sessions: their consumers are listed there
         // only (of transient queues homed there or, with queue commands, elsewhere; of
-        // replicated queues, with queue commands to the leader's broker). The leader's view
-        // holds leader sessions' consumers: a stream's.
+        // replicated queues, with queue commands to the leader's broker; of streams, read
+        // from that node's replica).
         for q in &mut view.queues {
             if q.home != Some(node) {
                 continue;
@@ -281,6 +288,15 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
             c.consumers += hc.consumers;
             c.messages_unacknowledged += hc.messages_unacknowledged;
         }
+    }
+    // A stream's consumers sit on their own nodes (each reads its replica): its count is
+    // theirs, not the leader's alone.
+    for q in view.queues.iter_mut().filter(|q| is_stream(q)) {
+        q.consumers = view
+            .consumers
+            .iter()
+            .filter(|c| c.vhost == q.vhost && c.queue == q.name)
+            .count() as u32;
     }
     // Which consumer of a single-active-consumer queue is active, its owner knows (a channel
     // on another node sees only its own).
@@ -380,5 +396,32 @@ mod tests {
              so is its consumer of the replicated queue (queue commands to the leader)"
         );
         assert_eq!(leader.queues[0].consumers, 2, "the owner's numbers");
+    }
+
+    #[test]
+    fn a_streams_consumers_are_counted_on_every_node() {
+        let stream = || {
+            let mut q = queue("s", None, 0, None);
+            q.arguments = vec![(
+                "x-queue-type".into(),
+                warren_core::view::ArgValue::Str("stream".into()),
+            )];
+            q
+        };
+        let mut leader = BrokerView {
+            queues: vec![stream()],
+            consumers: vec![consumer(10, "a", "s")],
+            ..Default::default()
+        };
+        let two = BrokerView {
+            queues: vec![stream()],
+            consumers: vec![consumer(20, "b", "s"), consumer(21, "c", "s")],
+            ..Default::default()
+        };
+        merge_homes(&mut leader, 1, vec![(2, two)]);
+        assert_eq!(
+            leader.queues[0].consumers, 3,
+            "each node's readers of its replica"
+        );
     }
 }

@@ -424,8 +424,8 @@ impl Mux {
     /// The session that serves the channel's exchange, queue, binding and consumer methods:
     /// the client's own home session once the connection is open (issue 19, step 4: its
     /// broker proposes topology commands itself and drives queues other brokers own with
-    /// queue commands; a stream's `basic.consume`, or a `basic.get` while no leader is known,
-    /// comes back from it as a redirect to the leader session).
+    /// queue commands; a `basic.get` of a replicated queue while no leader is known comes back
+    /// from it as a redirect to the leader session).
     fn own(&self) -> Sub {
         if self.open {
             Sub::Home

@@ -292,7 +292,7 @@ impl Broker {
         consumer: &ConsumerRef,
         out: &mut Vec<Effect>,
     ) {
-        if let Some(node) = self.consumer_owner_elsewhere(consumer.conn, id) {
+        if let Some(node) = self.decider_elsewhere(consumer.conn, id) {
             out.push(Effect::ToOwner {
                 node,
                 command: crate::QueueCommand::Cancel {
@@ -322,7 +322,7 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if let Some(owner) = self.consumer_owner_elsewhere(ctx.conn, id) {
+        if let Some(owner) = self.decider_elsewhere(ctx.conn, id) {
             // A transient queue homed on another node, or a replicated one while another
             // node leads: its owner checks the message out.
             return self.get_remote(ctx, id, owner, m.no_ack, out);

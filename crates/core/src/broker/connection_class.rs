@@ -127,17 +127,14 @@ impl Broker {
         for channel in channels {
             self.close_channel_state(super::Ctx { conn, channel }, out);
         }
-        let client = self.client_of(conn);
-        self.connections.remove(&conn);
-        // Owned by the client connection, or by this session of it (declared through it).
         let mut exclusive: Vec<_> = self
             .queues
             .values()
-            .filter(|q| q.exclusive_owner.is_some_and(|o| o == client || o == conn))
-            .filter(|q| self.decides(q))
+            .filter(|q| self.owned_by(q.exclusive_owner, conn) && self.decides(q))
             .map(|q| q.id)
             .collect();
         exclusive.sort_unstable();
+        self.connections.remove(&conn);
         for id in exclusive {
             self.propose_removal(id, out);
         }

@@ -49,7 +49,7 @@ pub(super) enum Detach {
 }
 
 /// Whether queue `q`'s consumers follow the leader: a replicated queue other than a stream
-/// (a stream's consumers read through the leader session until step 4).
+/// (a stream's consumers read the replica of their own node).
 pub(crate) fn follows_leader(q: &Queue) -> bool {
     !q.is_local() && !q.is_stream()
 }
@@ -141,12 +141,13 @@ impl Broker {
     /// or to the next one it hears of.
     pub(super) fn follow_take_over(&mut self, out: &mut Vec<Effect>) {
         self.detach_followers(Detach::Remote(None));
-        self.reattach_consumers(out);
         // The old leader's broker may have dropped a channel's question, or its answer, when
-        // it stepped down (a leader re-elected too): asked again.
+        // it stepped down (a leader re-elected too): every one is asked again (so
+        // `reattach_consumers` finds none left to ask).
         if let Some(target) = self.owner_of_replicated() {
             self.ask_again(target, true, out);
         }
+        self.reattach_consumers(out);
     }
 
     /// The broker that decides the replicated queues, if known: this one or the leader's.
@@ -269,13 +270,8 @@ impl Broker {
     /// where they are not attached to it yet.
     fn reattach_consumers(&mut self, out: &mut Vec<Effect>) {
         let node = self.config.node;
-        let target = if self.leading {
-            node
-        } else {
-            match self.leader_elsewhere() {
-                Some(n) => n,
-                None => return,
-            }
+        let Some(target) = self.owner_of_replicated() else {
+            return;
         };
         let mut moves = Vec::new();
         for (&conn, c) in &self.connections {

@@ -235,11 +235,10 @@ impl Broker {
     /// of this node whose removal is under way runs again once it is removed (a declare then
     /// creates the queue anew, anything else finds it gone); a `basic.get` of a replicated
     /// queue while no leader is known goes back to the client's node, which sends it to the
-    /// leader's broker ([`crate::Effect::Redirect`]). A stream's consumers read this node's
-    /// replica. Returns
-    /// the method if it is for this broker now: every other queue method of the client is
-    /// served here (issue 19, step 4: declares, bindings, purges and deletes are proposed from
-    /// the client's node; a queue another broker owns is driven with queue commands).
+    /// leader's broker ([`crate::Effect::Redirect`]). Returns the method if it is for this
+    /// broker now: every other queue method of the client is served here (issue 19, step 4:
+    /// declares, bindings and deletes are proposed from the client's node, a stream is read
+    /// from its replica, a queue another broker owns is driven with queue commands).
     pub(super) fn home_redirect(
         &mut self,
         ctx: Ctx,

@@ -106,7 +106,7 @@ impl Broker {
             let name = self.resolve_queue_name(ctx, m.queue)?;
             let remote = self
                 .queue_id(&vhost, &name)
-                .and_then(|id| Some((id, self.counts_owner(ctx.conn, id)?)));
+                .and_then(|id| Some((id, self.decider_elsewhere(ctx.conn, id)?)));
             if let Some((id, owner)) = remote {
                 // A queue another node's broker owns: it has the counts (a replica does not
                 // know which messages are checked out), and decides whether the queue is
@@ -209,7 +209,7 @@ impl Broker {
                     }
                     return Ok(());
                 }
-                if let Some(owner) = self.counts_owner(ctx.conn, id) {
+                if let Some(owner) = self.decider_elsewhere(ctx.conn, id) {
                     // A replicated queue, redeclared on a node that does not lead: checked
                     // against this replica, then the owner answers with its counts (or,
                     // gone meanwhile, the declare creates it anew).
@@ -437,7 +437,7 @@ impl Broker {
         let name = self.resolve_queue_name(ctx, m.queue)?;
         self.check_access(ctx.conn, Access::Read, "queue", &name)?;
         let id = self.usable_queue(ctx.conn, &vhost, &name)?;
-        if let Some(owner) = self.counts_owner(ctx.conn, id) {
+        if let Some(owner) = self.decider_elsewhere(ctx.conn, id) {
             // A transient queue homed on another node, or a replicated one while another node
             // leads: its owner purges it (it knows which messages are checked out).
             return self.purge_remote(ctx, id, owner, m.nowait, out);
@@ -518,7 +518,7 @@ impl Broker {
             let conditional = m.if_unused || m.if_empty;
             let owner = self.owner_elsewhere(ctx.conn, id).or_else(|| {
                 conditional
-                    .then(|| self.counts_owner(ctx.conn, id))
+                    .then(|| self.decider_elsewhere(ctx.conn, id))
                     .flatten()
             });
             if let Some(owner) = owner {

@@ -49,8 +49,8 @@ pub(super) struct RemoteConsume {
 impl Broker {
     /// The node whose broker owns queue `id`, if not this one and the channel reaches it with
     /// queue commands for any queue method: a transient queue homed elsewhere. (A replicated
-    /// queue's consumers reach its owner too, but its other methods still go to the leader
-    /// session: [`Broker::consumer_owner_elsewhere`].)
+    /// queue's owner is asked only what a replica cannot answer:
+    /// [`Broker::decider_elsewhere`].)
     ///
     /// Only for a connection of this node (`conn`): a leader session relayed from another
     /// node's client is not, and the owner's answers would go to that node instead (such a
@@ -68,18 +68,14 @@ impl Broker {
         (q.is_local() && q.home != 0 && q.home != self.config.node).then_some(q.home)
     }
 
-    /// The node whose broker has queue `id`'s counts (ready messages, consumers) and decides
-    /// a conditional delete of it, for a channel of connection `conn`, if not this one: a
-    /// transient queue's home, or the leader for a replicated queue (not a stream: every
-    /// replica has a stream's messages, and its consumers are not the owner's).
-    pub(crate) fn counts_owner(&self, conn: crate::ConnId, id: QueueId) -> Option<u64> {
-        self.consumer_owner_elsewhere(conn, id)
-    }
-
-    /// The node whose broker owns queue `id` for a consumer of connection `conn`, if not
-    /// this one: a transient queue's home, or the leader for a replicated queue (not a
-    /// stream) while this broker does not lead. Only for a connection of this node.
-    pub(crate) fn consumer_owner_elsewhere(&self, conn: crate::ConnId, id: QueueId) -> Option<u64> {
+    /// The node whose broker owns queue `id` for a channel of connection `conn`, if not this
+    /// one: a transient queue's home, or the leader for a replicated queue (not a stream:
+    /// every replica has a stream's messages, and its consumers read their own node's) while
+    /// this broker does not lead. The owner holds the consumers and knows which messages are
+    /// ready (a replica does not know what the leader checked out): consumes, gets, a
+    /// declare's counts, purges and conditional deletes go there. Only for a connection of
+    /// this node.
+    pub(crate) fn decider_elsewhere(&self, conn: crate::ConnId, id: QueueId) -> Option<u64> {
         if crate::node_of(conn) != self.config.node {
             return None;
         }
