@@ -95,9 +95,6 @@ pub(crate) enum Mode {
 #[derive(Debug)]
 pub(crate) struct Channel {
     next_delivery_tag: u64,
-    /// Delivery tags below this were given by a previous leader (the channel was resumed):
-    /// acking one does nothing, its message was requeued when that leader went.
-    resumed_below: u64,
     pub(crate) unacked: BTreeMap<u64, Unacked>,
     pub(crate) consumers: HashMap<ShortStr, Consumer>,
     /// `basic.qos` global=false: the limit given to consumers created afterwards.
@@ -158,7 +155,6 @@ impl Channel {
     pub(crate) fn new() -> Channel {
         Channel {
             next_delivery_tag: 1,
-            resumed_below: 0,
             unacked: BTreeMap::new(),
             consumers: HashMap::new(),
             prefetch_consumer: 0,
@@ -189,12 +185,6 @@ impl Channel {
         tag
     }
 
-    /// A resumed channel: delivery tags go on from `next` (see `resumed_below`).
-    pub(crate) fn resume_at(&mut self, next: u64) {
-        self.next_delivery_tag = next.max(1);
-        self.resumed_below = next;
-    }
-
     /// The unacked deliveries for which `forget` holds are forgotten: their tags stay known
     /// to the client's acks, which do nothing.
     pub(crate) fn forget_unacked(&mut self, forget: impl Fn(&Unacked) -> bool) {
@@ -223,9 +213,6 @@ impl Channel {
         delivery_tag: u64,
         multiple: bool,
     ) -> Option<Vec<(u64, Unacked)>> {
-        if delivery_tag != 0 && delivery_tag < self.resumed_below {
-            return Some(Vec::new());
-        }
         if !multiple && self.lost.remove(&delivery_tag) {
             return Some(Vec::new());
         }

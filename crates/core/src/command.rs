@@ -236,7 +236,9 @@ pub enum Op {
     /// Non-durable queues and non-persistent messages stay (unlike [`Op::Recover`]).
     TakeOver,
     /// `confirm.select` on the origin channel: its confirm numbers start again at 1, so the last
-    /// number remembered for it (see [`Op::Publish`]) is forgotten.
+    /// number remembered for it (see [`Op::Publish`]) is forgotten. Applied from older logs
+    /// only: since a channel's logged commands carry its own gap-free log number across its
+    /// lives (`Command::number`), nothing proposes it.
     ConfirmSelect,
     /// Publishing channels whose last publish was issued before `before` are forgotten.
     ForgetPublishers { before: Millis },

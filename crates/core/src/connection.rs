@@ -38,8 +38,6 @@ pub(crate) struct Connection {
     pub(crate) client_properties: FieldTable,
     /// When the connection logged in (or was resumed here).
     pub(crate) connected_at: crate::Millis,
-    /// A home session (`Input::OpenHome`): the client connection it serves.
-    pub(crate) home_of: Option<crate::ConnId>,
     /// Per channel id, the last number a publish of it carried into the log. A channel's
     /// logged publishes are numbered 1, 2, 3 ... without gaps (its local-only publishes take
     /// none) and go on across the channel's lives (closed and opened again), so the state
@@ -93,7 +91,6 @@ impl Connection {
             consumer_cancel_notify: false,
             client_properties: FieldTable::default(),
             connected_at: 0,
-            home_of: None,
             log_numbers: std::collections::HashMap::new(),
             syncs: Vec::new(),
             publishes_in_flight: 0,

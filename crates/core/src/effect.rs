@@ -77,13 +77,4 @@ pub enum Effect {
     ToChannel { node: u64, event: crate::QueueEvent },
     /// The answer to [`crate::Input::Sync`].
     Synced { conn: ConnId, token: u64 },
-    /// A home session got a queue method for a queue it does not hold (removed, going, or
-    /// homed elsewhere since the client's node looked): the client's node sends `method` on
-    /// `channel` to the leader's broker instead, which answers for the log (it creates the
-    /// queue, or says 404). Sent once the queue is gone from this broker's replica.
-    Redirect {
-        conn: ConnId,
-        channel: ChannelId,
-        method: Method,
-    },
 }

@@ -58,35 +58,11 @@ pub enum Input {
         channel: ChannelId,
         error: crate::AmqpError,
     },
-    /// A connection whose node lost its leader is taken over by this broker (see
-    /// [`crate::ResumeSession`]). Nothing is sent to the client unless a consumer cannot be
-    /// re-created (its queue is gone): then it gets a server-side `basic.cancel` if it supports
-    /// those. A connection the broker still knows (its relay re-attached) is replaced: its
-    /// unacked messages are requeued first; its exclusive queues stay.
-    Resume {
-        conn: ConnId,
-        session: Box<crate::ResumeSession>,
-    },
     /// An operator closes the connection (management API): it gets `connection.close` 320
     /// CONNECTION_FORCED with `reason`, and its state is dropped as for a closed connection.
     CloseConnection { conn: ConnId, reason: String },
     /// Periodic tick: message TTLs and queue expiry are evaluated against `now`.
     Tick,
-    /// A *home session* of client connection `client` opens on this broker: the part of that
-    /// connection which uses the local queues homed on this node (see `docs/architecture.md`,
-    /// "Transient queues live on their home node"). No handshake: the client's own node
-    /// authenticated it; the user, vhost and permission are checked as for a resumed connection
-    /// (a refusal closes the session with 320). Channels are opened with `channel.open` as usual.
-    /// A home session routes the publishes of its client: local queues homed here are enqueued
-    /// at once, those homed elsewhere are forwarded ([`crate::Effect::Forward`]), and the
-    /// replicated part is proposed from here (`Op::Publish`, confirmed when applied here).
-    OpenHome {
-        conn: ConnId,
-        client: ConnId,
-        user: String,
-        vhost: String,
-        client_properties: FieldTable,
-    },
     /// A message another node's broker routed to a local queue homed here (or, with `queue` 0, to
     /// a direct reply-to address of this node): see [`crate::Effect::Forward`]. `from` and `seq`
     /// name it for the sender, which is told if the queue refused it
@@ -98,9 +74,15 @@ pub enum Input {
         message: crate::Message,
     },
     /// Answered with [`crate::Effect::Synced`] once every input of `conn` before it has been
-    /// handled (their effects come first). The client's node uses it to let the publishes a
-    /// home session routed reach the leader before the client's next request does.
+    /// handled (their effects come first). A closing client connection uses it to let the
+    /// publishes its broker routed reach the leader before its `connection.close-ok` goes.
     Sync { conn: ConnId, token: u64 },
+    /// Node `node`'s counts of its client connections and channels, for the limits (see
+    /// [`crate::ClientCounts`]); empty counts forget the node.
+    PeerCounts {
+        node: u64,
+        counts: crate::ClientCounts,
+    },
     /// A queue command from a channel on node `from` for a queue this broker owns
     /// ([`crate::Effect::ToOwner`] there).
     QueueCommand {

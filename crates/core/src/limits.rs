@@ -137,3 +137,23 @@ mod tests {
         assert!(check_names(&limits(&[(MAX_CHANNELS, 1)]), &USER_LIMITS, "user").is_ok());
     }
 }
+
+/// What one node's broker counts of its own client connections for the limits: connections
+/// per vhost and per user, channels per user. Each node shares its counts with the others (on
+/// its home streams); a limit is checked against the node's own count plus the last counts
+/// its peers sent ([`crate::Input::PeerCounts`]), as RabbitMQ's connection tracking sums the
+/// tracking tables of every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCounts {
+    pub vhost_connections: BTreeMap<String, u32>,
+    pub user_connections: BTreeMap<String, u32>,
+    pub user_channels: BTreeMap<String, u32>,
+}
+
+impl ClientCounts {
+    pub fn is_empty(&self) -> bool {
+        self.vhost_connections.is_empty()
+            && self.user_connections.is_empty()
+            && self.user_channels.is_empty()
+    }
+}

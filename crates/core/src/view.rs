@@ -31,11 +31,6 @@ pub struct BrokerView {
     /// The users that have limits, sorted by user.
     #[serde(default)]
     pub user_limits: Vec<LimitsView>,
-    /// The channels of this broker's home sessions, under their client connection's id: what
-    /// the client's channels do on the local queues homed here (consumers, unacked deliveries).
-    /// A cluster's view adds them to the leader's channels (see `warren_server::management`).
-    #[serde(default)]
-    pub home_channels: Vec<ChannelView>,
     /// Client connections this broker paused for credit flow (see [`crate::Effect::Flow`]),
     /// by client connection id: the cluster's view marks them `flow` (see
     /// `warren_server::management`).

@@ -26,16 +26,12 @@ use crate::flow::FlowGate;
 use crate::gate::{is_confirm, ConfirmGate, Need};
 use crate::proposer::Proposal;
 use crate::relay::codec::{Down, Up};
-use crate::relay::image::SharedImage;
 use crate::relay::links::Links;
-use crate::relay::router::effect_conn;
 use crate::settles::Settles;
 
-/// Effects for one connection, with the log index the sending broker had applied when it sent
-/// them (a client that gets a reply has seen the state up to there: see `crate::mux`).
+/// Effects for one connection, in order.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    pub(crate) index: u64,
     pub(crate) effects: Vec<Effect>,
 }
 
@@ -50,28 +46,16 @@ pub(crate) enum ToBroker {
     Register {
         conn: ConnId,
         effects: EffectSink,
-        /// The connection's session image, kept by the router (see `relay::image`); `None`
-        /// where no router is involved. The broker task ignores it.
-        image: Option<SharedImage>,
     },
     Input(Input),
     Unregister {
         conn: ConnId,
     },
-    /// For the router: the inputs that follow wait until the deciding broker has applied the
-    /// log up to this index. The broker task itself never gets one.
-    Barrier(u64),
     /// An operator's vhost/user/permission change, checked against the broker's state before it
     /// is proposed (see `access`).
     CheckSecurity {
         op: warren_core::Op,
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
-    },
-    /// A relay stream that carried the connection ended: the connection is closed, unless it
-    /// was registered again since (resumed through another stream) with other effects.
-    Detach {
-        conn: ConnId,
-        effects: EffectSink,
     },
     /// An operator's question (management API): the broker's read-only view.
     View {
@@ -86,9 +70,8 @@ pub(crate) enum ToBroker {
     Lead {
         lease: Lease,
     },
-    /// This node no longer leads: the broker drops its clients' leader sessions without a word
-    /// (their nodes resume them on the new leader) and gives up what it decided for the
-    /// replicated queues (see `Broker::step_down`). Home sessions and local queues stay.
+    /// This node no longer leads: the broker gives up what it decided for the replicated
+    /// queues (see `Broker::step_down`); its client connections and local queues stay.
     StepDown,
     /// Node `from` forwarded a message to a local queue homed here (`Up::Forward`): handled as
     /// `Input::Forwarded`; that it was handled (and whether refused) goes back on `acks`.
@@ -198,37 +181,9 @@ impl BrokerHandle {
     }
 }
 
-/// A wait for the log longer than this is logged (and again after each such period).
-const APPLY_WAIT_WARNING: Duration = Duration::from_secs(5);
-
-/// Waits until `applied` (a node's applied log index) reaches `index`; false if the broker is
-/// gone. The log brings it there; a wait longer than [`APPLY_WAIT_WARNING`] is logged with
-/// `who` waits, and again every such period, so that a stuck one shows.
-pub(crate) async fn wait_applied(
-    applied: &mut watch::Receiver<u64>,
-    index: u64,
-    who: impl Fn() -> String,
-) -> bool {
-    if *applied.borrow() >= index {
-        return true;
-    }
-    let started = tokio::time::Instant::now();
-    loop {
-        let reached = tokio::time::timeout(APPLY_WAIT_WARNING, applied.wait_for(|a| *a >= index))
-            .await
-            .map(|r| r.is_ok());
-        match reached {
-            Ok(reached) => return reached,
-            Err(_) => warn!(
-                index,
-                applied = *applied.borrow(),
-                waited_s = started.elapsed().as_secs(),
-                who = %who(),
-                "waiting for this node to apply the log"
-            ),
-        }
-    }
-}
+/// Every this many ticks (seconds) the node's client counts go to its peers again, changed
+/// or not (see `warren_core::ClientCounts`).
+const COUNTS_REFRESH_TICKS: u64 = 5;
 
 /// How many queued inputs the broker task takes per wake-up.
 const BATCH: usize = 256;
@@ -356,7 +311,7 @@ impl Task {
 
     fn message(&mut self, now: u64, msg: ToBroker) {
         match msg {
-            ToBroker::Register { conn, effects, .. } => {
+            ToBroker::Register { conn, effects } => {
                 self.connections.insert(conn, effects);
             }
             ToBroker::Unregister { conn } => {
@@ -364,27 +319,15 @@ impl Task {
                 self.flow.forget(conn);
                 self.awaiting.retain(|key, _| key.0 != conn);
             }
-            ToBroker::Barrier(_) => {}
             ToBroker::CheckSecurity { op, reply } => {
                 let _ = reply.send(self.broker.check_security_change(&op));
-            }
-            ToBroker::Detach { conn, effects } => {
-                if self
-                    .connections
-                    .get(&conn)
-                    .is_some_and(|e| e.same_channel(&effects))
-                {
-                    self.handle(now, Input::ConnectionClosed { conn });
-                    self.connections.remove(&conn);
-                }
             }
             ToBroker::View { reply } => {
                 let mut view = self.broker.view();
                 // Paused for forwards too, not only for the log (the core's part).
                 for conn in self.flow.paused() {
-                    let client = self.broker.client_of(conn);
-                    if !view.in_flow.contains(&client) {
-                        view.in_flow.push(client);
+                    if !view.in_flow.contains(&conn) {
+                        view.in_flow.push(conn);
                     }
                 }
                 let _ = reply.send(view);
@@ -419,7 +362,7 @@ impl Task {
                 let mut downs = Vec::new();
                 for e in out {
                     match e {
-                        Effect::ForwardRefused { .. } => downs.push(Down::Effect(e)),
+                        Effect::ForwardRefused { to, seq } => downs.push(Down::Refused { to, seq }),
                         other => self.effects.push(other),
                     }
                 }
@@ -442,12 +385,12 @@ impl Task {
             }
             ToBroker::StepDown => {
                 self.lease = None;
-                // What waited for a lease that never came back is dropped: the connections are
-                // resumed on the new leader, which answers what got no reply and redelivers.
+                // What waited for a lease that never came back is dropped: the deliveries a
+                // deposed leader decided are the next leader's to make again.
                 if !self.by_conn.is_empty() {
                     warn!(
                         connections = self.by_conn.len(),
-                        "stepping down: effects not sent are dropped; the connections resume on the new leader"
+                        "stepping down: effects not sent are dropped"
                     );
                 }
                 self.by_conn.clear();
@@ -458,12 +401,7 @@ impl Task {
                 self.to_channels
                     .retain(|(_, e)| !broker.follows_leader(e.queue()));
                 self.held_since = None;
-                // Only the leader sessions' closes come out: those are resumed elsewhere instead.
-                let mut closes = Vec::new();
-                self.broker.step_down(
-                    "this node stopped leading the cluster; reconnect",
-                    &mut closes,
-                );
+                self.broker.step_down();
             }
         }
     }
@@ -663,6 +601,9 @@ impl Task {
         if !churn.is_empty() {
             self.counters.add_churn(churn);
         }
+        if let Some(counts) = self.broker.take_changed_counts() {
+            self.links.share_counts(counts);
+        }
         if self.by_conn.is_empty() && self.gate.is_empty() && self.to_channels.is_empty() {
             return;
         }
@@ -680,11 +621,10 @@ impl Task {
                 "lease renewed: sending what was held"
             );
         }
-        let index = self.applied_index;
         for (conn, effects) in self.by_conn.drain() {
             match self.connections.get(&conn) {
                 Some(tx) => {
-                    if tx.send(Batch { index, effects }).is_err() {
+                    if tx.send(Batch { effects }).is_err() {
                         self.connections.remove(&conn);
                     }
                 }
@@ -710,7 +650,7 @@ impl Task {
         }
         for (conn, effects) in released {
             if let Some(tx) = self.connections.get(&conn) {
-                if tx.send(Batch { index, effects }).is_err() {
+                if tx.send(Batch { effects }).is_err() {
                     self.connections.remove(&conn);
                 }
             }
@@ -757,6 +697,7 @@ async fn run(
     task.publish_applied();
     let mut batch = Vec::with_capacity(BATCH);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accept_input = task.in_flight < MAX_IN_FLIGHT;
@@ -772,7 +713,15 @@ async fn run(
                     return;
                 }
             }
-            _ = ticker.tick() => batch.push(ToBroker::Input(Input::Tick)),
+            _ = ticker.tick() => {
+                batch.push(ToBroker::Input(Input::Tick));
+                ticks += 1;
+                if ticks.is_multiple_of(COUNTS_REFRESH_TICKS) {
+                    // The peers' view of this node's counts, refreshed (a member added since,
+                    // a stream that broke and was not needed again).
+                    task.links.share_counts(task.broker.client_counts());
+                }
+            }
             // Effects held for the lease: look again soon.
             // ... and confirms waiting for forwarded messages (their time-out).
             _ = tokio::time::sleep(LEASE_RECHECK), if task.held_since.is_some() || !task.gate.is_empty() => {}
@@ -797,5 +746,24 @@ async fn run(
 async fn sleep_until_due(due: Option<std::time::Instant>) {
     if let Some(due) = due {
         tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// The client connection an effect is for (0 for what is not a connection's).
+pub(crate) fn effect_conn(e: &Effect) -> ConnId {
+    match e {
+        Effect::Send { conn, .. }
+        | Effect::SendContent { conn, .. }
+        | Effect::Authenticated { conn, .. }
+        | Effect::CloseChannel { conn, .. }
+        | Effect::CloseConnection { conn, .. }
+        | Effect::AwaitWritable { conn }
+        | Effect::Flow { conn, .. }
+        | Effect::Synced { conn, .. } => *conn,
+        Effect::Propose { .. }
+        | Effect::Forward { .. }
+        | Effect::ForwardRefused { .. }
+        | Effect::ToOwner { .. }
+        | Effect::ToChannel { .. } => 0,
     }
 }

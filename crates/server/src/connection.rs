@@ -1,7 +1,5 @@
 //! The tokio task of one client connection: moves bytes between the socket and its [`Session`],
-//! spreads the session's inputs over the connection's sessions in the brokers (through its
-//! [`Mux`]: the leader session through the router, the home session on this node's broker
-//! directly) and applies the effects that come back.
+//! sends the session's inputs to this node's broker and applies the effects that come back.
 //!
 //! Back-pressure: the socket is not read while the outbound buffer is above the high watermark,
 //! so a client that does not read cannot make the server buffer without bound; nor while the
@@ -9,7 +7,7 @@
 //! `warren_core::Effect::Flow`), nor while a resource alarm blocks it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,27 +20,22 @@ use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY, CONNECTION_PR
 use warren_wire::FieldValue;
 
 use crate::alarm::ClusterAlarms;
-use crate::broker_task::{wait_applied, Batch, ToBroker};
+use crate::broker_task::{Batch, ToBroker};
 use crate::clock::now_ms;
 use crate::connection_log::{ConnectionLog, Ending};
 use crate::counters::ClientCounters;
 use crate::listener::AmqpsConfig;
-use crate::mux::{Mux, Out, Sub};
-use crate::relay::image::SharedImage;
 use crate::session::Session;
 use crate::ServerConfig;
 
-/// How long a closing connection waits for its own home to hand on what it routed.
+/// How long a closing connection waits for what its publishes proposed to be applied.
 const CLOSE_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every connection task of a node shares.
 #[derive(Clone)]
 pub(crate) struct Node {
-    /// Where leader sessions go: the router (or the broker task, without one).
-    pub(crate) leader: mpsc::Sender<ToBroker>,
-    /// This node's broker task (home sessions here).
+    /// This node's broker task: every client connection of the node talks to it.
     pub(crate) local: mpsc::Sender<ToBroker>,
-    pub(crate) applied: watch::Receiver<u64>,
     pub(crate) next_conn: Arc<AtomicU64>,
     /// The cluster's resource alarms: while one is on, a connection that publishes is blocked.
     pub(crate) alarms: watch::Receiver<ClusterAlarms>,
@@ -52,222 +45,100 @@ pub(crate) struct Node {
     pub(crate) retained: Arc<dyn warren_mqtt::RetainedStore>,
 }
 
-/// The sessions of one client connection and where their effects come in.
+/// A client connection's place in its node's broker: its inputs go to the broker task, and
+/// the effects for it come back on [`Incoming`].
 pub(crate) struct Sessions {
     node: Node,
-    pub(crate) mux: Mux,
-    pub(crate) image: SharedImage,
     client: ConnId,
-    home_tx: mpsc::UnboundedSender<Batch>,
-    /// The sessions were told the connection ended.
+    /// The broker was told the connection ended.
     ended: bool,
 }
 
-/// Receivers of the effects of a connection's sessions.
+/// Where the effects of a connection's broker come in.
 pub(crate) struct Incoming {
-    pub(crate) leader: mpsc::UnboundedReceiver<Batch>,
-    pub(crate) home: mpsc::UnboundedReceiver<Batch>,
+    pub(crate) effects: mpsc::UnboundedReceiver<Batch>,
 }
 
 impl Incoming {
-    /// Receivers that never get anything (to take the place of real ones moved out).
+    /// A receiver that never gets anything (to take the place of a real one moved out).
     pub(crate) fn none() -> Incoming {
-        let (_, leader) = mpsc::unbounded_channel();
-        let (_, home) = mpsc::unbounded_channel();
-        Incoming { leader, home }
+        let (_, effects) = mpsc::unbounded_channel();
+        Incoming { effects }
     }
 }
 
 impl Sessions {
-    /// Registers connection `client`'s leader session; false if the broker is gone.
-    pub(crate) async fn open(
-        node: Node,
-        client: ConnId,
-        image: Option<SharedImage>,
-    ) -> Option<(Sessions, Incoming)> {
-        let (leader_tx, leader) = mpsc::unbounded_channel();
-        let (home_tx, home) = mpsc::unbounded_channel();
-        let image = image.unwrap_or_default();
-        node.leader
+    /// Registers connection `client` with this node's broker; `None` if the broker is gone.
+    pub(crate) async fn open(node: Node, client: ConnId) -> Option<(Sessions, Incoming)> {
+        let (tx, effects) = mpsc::unbounded_channel();
+        node.local
             .send(ToBroker::Register {
                 conn: client,
-                effects: leader_tx,
-                image: Some(image.clone()),
+                effects: tx,
             })
             .await
             .ok()?;
-        let mux = Mux::new(client);
         Some((
             Sessions {
                 node,
-                mux,
-                image,
                 client,
-                home_tx,
                 ended: false,
             },
-            Incoming { leader, home },
+            Incoming { effects },
         ))
     }
 
-    /// Feeds one client input through the mux and sends what it asks; effects for the client
-    /// (the mux's own refusals) go to `out`. False if a broker is gone.
-    pub(crate) async fn input(&mut self, input: Input, out: &mut Vec<Effect>) -> bool {
-        let next = Arc::clone(&self.node.next_conn);
-        let mut alloc = || next.fetch_add(1, Ordering::Relaxed);
-        self.mux.client_input(input, &mut alloc);
-        self.pump(out).await
+    /// Sends one client input to the broker; false if the broker is gone.
+    pub(crate) async fn input(&mut self, input: Input) -> bool {
+        self.node.local.send(ToBroker::Input(input)).await.is_ok()
     }
 
-    /// Waits until this node's replica has applied the log up to `index`; false if the broker
-    /// is gone. The log brings it there; a wait of more than a few seconds is logged (with
-    /// what it waits for) every few seconds, so that a stuck one shows.
-    async fn applied_up_to(&self, index: u64, why: &str) -> bool {
-        let mut applied = self.node.applied.clone();
-        let client = self.client;
-        wait_applied(&mut applied, index, || {
-            format!("client connection {client}: {why}")
-        })
-        .await
-    }
-
-    /// Effects of the leader session (each first seen by the session image).
-    pub(crate) async fn leader_effects(&mut self, batch: Batch, out: &mut Vec<Effect>) -> bool {
-        tracing::trace!(conn = self.client, effects = ?batch.effects, "from leader");
-        let mut passed = Vec::with_capacity(batch.effects.len());
-        let requeues = {
-            let mut image = self.image.lock();
-            for e in batch.effects {
-                if image.observe(&e) {
-                    passed.push(e);
-                }
-            }
-            image.take_requeues(self.client)
-        };
-        self.mux.observe_index(batch.index, &passed);
-        for e in passed {
-            self.mux.session_effect(Sub::Leader, e);
-        }
-        // Dropped get-ok echoes are rejected with requeue: leader-session business.
-        for input in requeues {
-            if self.node.leader.send(ToBroker::Input(input)).await.is_err() {
-                return false;
-            }
-        }
-        self.pump(out).await
-    }
-
-    /// Effects of the home session.
-    pub(crate) async fn home_effects(&mut self, batch: Batch, out: &mut Vec<Effect>) -> bool {
-        tracing::trace!(conn = self.client, effects = ?batch.effects, "from home");
-        self.mux.observe_index(batch.index, &batch.effects);
-        for e in batch.effects {
-            self.mux.session_effect(Sub::Home, e);
-        }
-        self.pump(out).await
-    }
-
-    /// Carries out what the mux asks, until it asks nothing more: effects for the client go
-    /// to `out`, inputs and barriers to the sessions. False if a broker is gone.
-    async fn pump(&mut self, out: &mut Vec<Effect>) -> bool {
-        loop {
-            let mut outs = self.mux.take();
-            if outs.is_empty() && self.mux.is_holding() {
-                // A sync may have completed: the inputs it held go on.
-                let next = Arc::clone(&self.node.next_conn);
-                let mut alloc = || next.fetch_add(1, Ordering::Relaxed);
-                self.mux.resume_held(&mut alloc);
-                outs = self.mux.take();
-            }
-            if outs.is_empty() {
-                return true;
-            }
-            for o in outs {
-                if !self.carry(o, out).await {
-                    return false;
-                }
-            }
-        }
-    }
-
-    async fn carry(&mut self, o: Out, out: &mut Vec<Effect>) -> bool {
-        tracing::trace!(conn = self.client, out = ?o, "mux");
-        match o {
-            Out::Client(e) => {
-                out.push(e);
-                true
-            }
-            Out::Barrier(Sub::Leader, index) => self
-                .node
-                .leader
-                .send(ToBroker::Barrier(index))
-                .await
-                .is_ok(),
-            Out::Barrier(Sub::Home, index) => {
-                self.applied_up_to(index, "a barrier before its home session")
-                    .await
-            }
-            Out::Input(Sub::Leader, input) => {
-                self.node.leader.send(ToBroker::Input(input)).await.is_ok()
-            }
-            Out::Input(Sub::Home, input) => {
-                if let Input::OpenHome { conn, .. } = &input {
-                    let register = ToBroker::Register {
-                        conn: *conn,
-                        effects: self.home_tx.clone(),
-                        image: None,
-                    };
-                    if self.node.local.send(register).await.is_err() {
-                        return false;
-                    }
-                }
-                self.node.local.send(ToBroker::Input(input)).await.is_ok()
-            }
-        }
-    }
-
-    /// The client's connection ended (`Input::ConnectionClosed` from its session): every
-    /// session learns it, after what its own home routed has reached the leader (a bounded
-    /// wait, so that the client's `connection.close-ok`, written after this, follows it).
+    /// The client's connection ended (`Input::ConnectionClosed` from its session): the broker
+    /// learns it after what the connection's publishes proposed has been applied (a bounded
+    /// wait, `Input::Sync`, so that the client's `connection.close-ok`, written after this,
+    /// follows them and a client reading on another connection finds them).
     pub(crate) async fn end(&mut self, incoming: &mut Incoming) {
         if self.ended {
             return;
         }
         self.ended = true;
         let client = self.client;
-        let mut ignored = Vec::new();
-        self.input(Input::ConnectionClosed { conn: client }, &mut ignored)
-            .await;
-        let deadline = tokio::time::Instant::now() + CLOSE_SYNC_TIMEOUT;
-        while self.mux.is_holding() {
-            let next = tokio::time::timeout_at(deadline, incoming.home.recv()).await;
-            match next {
-                Ok(Some(batch)) => {
-                    if !self.home_effects(batch, &mut ignored).await {
-                        break;
-                    }
+        let token = 1;
+        if self
+            .input(Input::Sync {
+                conn: client,
+                token,
+            })
+            .await
+        {
+            let deadline = tokio::time::Instant::now() + CLOSE_SYNC_TIMEOUT;
+            // Nothing is for the client any more but the sync's answer.
+            while let Ok(Some(batch)) =
+                tokio::time::timeout_at(deadline, incoming.effects.recv()).await
+            {
+                let synced = batch
+                    .effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::Synced { token: t, .. } if *t == token));
+                if synced {
+                    break;
                 }
-                _ => break,
             }
-            // Leader effects are not for the client any more.
-            while incoming.leader.try_recv().is_ok() {}
         }
+        self.input(Input::ConnectionClosed { conn: client }).await;
     }
 
-    /// The connection is gone: every session is closed (unless it was already, see
-    /// [`Sessions::end`]) and forgotten.
+    /// The connection is gone: the broker is told (unless it was already, see
+    /// [`Sessions::end`]) and forgets it.
     pub(crate) async fn close(&mut self, known_to_core: bool, incoming: &mut Incoming) {
         if known_to_core {
             self.end(incoming).await;
         }
         let _ = self
             .node
-            .leader
+            .local
             .send(ToBroker::Unregister { conn: self.client })
             .await;
-        if let Some(conn) = self.mux.home() {
-            let _ = self.node.local.send(ToBroker::Unregister { conn }).await;
-        }
     }
 }
 
@@ -365,7 +236,7 @@ pub(crate) async fn run<R, W>(
         // A translated client's own task says it was accepted, naming its protocol.
         info!(conn, "{}", log.accepting());
     }
-    let Some((mut sessions, mut incoming)) = Sessions::open(node, conn, None).await else {
+    let Some((mut sessions, mut incoming)) = Sessions::open(node, conn).await else {
         return;
     };
     // The socket ended (or broke) before the connection was closed.
@@ -410,8 +281,10 @@ pub(crate) async fn run<R, W>(
                     true
                 }
             },
-            Some(batch) = incoming.leader.recv() => sessions.leader_effects(batch, &mut effects).await,
-            Some(batch) = incoming.home.recv() => sessions.home_effects(batch, &mut effects).await,
+            Some(batch) = incoming.effects.recv() => {
+                effects.extend(batch.effects);
+                true
+            }
             _ = ticker.tick() => {
                 session.tick(now_ms(), &mut inputs);
                 true
@@ -467,7 +340,7 @@ pub(crate) async fn run<R, W>(
                     sessions.end(&mut incoming).await;
                     continue;
                 }
-                if !sessions.input(input, &mut effects).await {
+                if !sessions.input(input).await {
                     return;
                 }
             }

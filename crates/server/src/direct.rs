@@ -1,8 +1,7 @@
 //! Connections the node makes itself on an operator's behalf (the management API's publish, get,
 //! purge and delete), like the direct connections of RabbitMQ's management plugin: no socket,
 //! but the same path as a client's — login with the operator's credentials (so permissions apply
-//! as to any client), and the same sessions (see `crate::mux`): the leader's broker, relayed if
-//! need be, and the home sessions of the queues it uses. One channel (1) per connection; each
+//! as to any client), and the same broker: this node's. One channel (1) per connection; each
 //! call waits for its reply.
 
 use std::sync::atomic::Ordering;
@@ -83,7 +82,7 @@ impl DirectConnector {
         vhost: &str,
     ) -> Result<DirectConnection, DirectError> {
         let conn = self.node.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (sessions, incoming) = Sessions::open(self.node.clone(), conn, None)
+        let (sessions, incoming) = Sessions::open(self.node.clone(), conn)
             .await
             .ok_or(DirectError::Stopped)?;
         let mut c = DirectConnection {
@@ -133,30 +132,23 @@ impl DirectConnection {
         let Some(sessions) = self.sessions.as_mut() else {
             return Err(DirectError::Stopped);
         };
-        let mut out = Vec::new();
-        if !sessions.input(input, &mut out).await {
+        if !sessions.input(input).await {
             return Err(DirectError::Stopped);
         }
-        self.pending.extend(out);
         Ok(())
     }
 
-    /// The next effects from any of the connection's sessions, through its mux.
+    /// The next effects from the broker.
     async fn receive(&mut self) -> Result<(), DirectError> {
-        let Some(sessions) = self.sessions.as_mut() else {
+        if self.sessions.is_none() {
             return Err(DirectError::Stopped);
-        };
-        let mut out = Vec::new();
-        let alive = tokio::select! {
-            Some(batch) = self.incoming.leader.recv() => sessions.leader_effects(batch, &mut out).await,
-            Some(batch) = self.incoming.home.recv() => sessions.home_effects(batch, &mut out).await,
-            else => false,
-        };
-        self.pending.extend(out);
-        if alive {
-            Ok(())
-        } else {
-            Err(DirectError::Stopped)
+        }
+        match self.incoming.effects.recv().await {
+            Some(batch) => {
+                self.pending.extend(batch.effects);
+                Ok(())
+            }
+            None => Err(DirectError::Stopped),
         }
     }
 

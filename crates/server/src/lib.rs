@@ -17,7 +17,6 @@ mod gate;
 pub mod listener;
 pub mod management;
 mod mqtt;
-mod mux;
 mod proposer;
 pub mod relay;
 mod server;

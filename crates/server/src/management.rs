@@ -1,11 +1,13 @@
 //! The management gRPC service (`proto/warren/management.proto`) and its in-process twin: the
-//! cluster's read-only view, and closing a client connection. A node that does not lead asks
-//! the leader; while no leader is known it answers from its own broker, whose replicated state
-//! (vhosts, exchanges, bindings, queues, users) is complete but which has no connections.
+//! cluster's read-only view, and closing a client connection.
 //!
-//! The leader's view has the connections, channels and replicated queues; the numbers and
-//! consumers of a transient queue are its home node's (see `docs/architecture.md`), so each
-//! node's own view is asked for too and merged in ([`merge_homes`]).
+//! The leader's view has the replicated queues with their numbers (a replica does not know
+//! which messages the leader checked out); while no leader is known a node answers from its own
+//! broker, whose replicated state (vhosts, exchanges, bindings, queues, users) is complete.
+//! Each node's broker holds its own client connections, their channels and consumers, and the
+//! numbers of the transient queues homed there (see `docs/architecture.md`), so every node's
+//! own view is asked for too and merged in ([`merge_homes`]). A connection is closed by its
+//! node (its id names it: `warren_core::node_of`).
 
 use std::collections::BTreeMap;
 
@@ -26,9 +28,10 @@ use crate::relay::Route;
 /// Which broker answered a view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewSource {
-    /// The leader's (this node's or, over gRPC, another's): connections of every node included.
+    /// The leader's (this node's or, over gRPC, another's), with every node's connections.
     Leader { node_id: u64 },
-    /// No leader is known: this node's own broker (no connections).
+    /// No leader is known: this node's own broker's replicated state, with every node's
+    /// connections that answered.
     Local,
 }
 
@@ -96,8 +99,9 @@ impl ManagementService {
         Ok((view, reply.node_id))
     }
 
-    /// Merges into `view` (the leader's) the other nodes' views of the transient queues homed
-    /// on them; a node that does not answer leaves its queues as the leader sees them.
+    /// Merges into `view` (the leader's) the other nodes' own views: their connections,
+    /// channels and consumers, and the transient queues homed on them. A node that does not
+    /// answer is missing its connections, and its queues are as the leader sees them.
     async fn with_homes(&self, mut view: BrokerView, leader: u64) -> BrokerView {
         let members = self.members.borrow().clone();
         let mut homes = Vec::new();
@@ -129,67 +133,71 @@ impl ManagementService {
             .map_err(|_| Status::unavailable("the broker has stopped"))
     }
 
-    /// The deciding broker's view, wherever it runs (see the module docs).
+    /// The cluster's view (see the module docs).
     pub async fn view(&self) -> Result<(BrokerView, ViewSource), Status> {
         let route = self.route.borrow().clone();
-        match route {
-            Route::Local => {
-                let view = self.local_view().await?;
-                let view = self.with_homes(view, self.node_id).await;
-                Ok((
-                    view,
-                    ViewSource::Leader {
-                        node_id: self.node_id,
-                    },
-                ))
-            }
-            Route::Unknown => Ok((self.local_view().await?, ViewSource::Local)),
+        let (view, source, leader) = match route {
+            Route::Local => (
+                self.local_view().await?,
+                ViewSource::Leader {
+                    node_id: self.node_id,
+                },
+                self.node_id,
+            ),
+            Route::Unknown => (self.local_view().await?, ViewSource::Local, self.node_id),
             Route::Remote { grpc_addr, node } => {
                 let (view, node_id) = self.remote_view(&grpc_addr, false).await?;
-                let view = self.with_homes(view, node).await;
-                Ok((view, ViewSource::Leader { node_id }))
+                (view, ViewSource::Leader { node_id }, node)
             }
-        }
+        };
+        Ok((self.with_homes(view, leader).await, source))
     }
 
-    /// Closes a connection of any node with 320 CONNECTION_FORCED; false if the deciding broker
+    /// Closes a client connection of any node with 320 CONNECTION_FORCED; false if its node
     /// does not know it.
     pub async fn close_connection(&self, conn: u64, reason: &str) -> Result<bool, Status> {
-        let route = self.route.borrow().clone();
-        match route {
-            Route::Unknown => Err(Status::unavailable(
-                "the cluster has no leader right now; try again",
-            )),
-            Route::Remote { grpc_addr, .. } => Ok(self
-                .leader(&grpc_addr)
-                .await?
-                .close_connection(CloseConnectionRequest {
-                    group_id: METADATA_GROUP,
+        let node = warren_core::node_of(conn);
+        if node == self.node_id {
+            return self.close_own(conn, reason).await;
+        }
+        let addr = self
+            .members
+            .borrow()
+            .get(&node)
+            .cloned()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Status::not_found(format!("no member node {node} holds it")))?;
+        Ok(self
+            .leader(&addr)
+            .await?
+            .close_connection(CloseConnectionRequest {
+                group_id: METADATA_GROUP,
+                conn,
+                reason: reason.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .closed)
+    }
+
+    /// Closes a connection of this node; false if its broker does not know it.
+    async fn close_own(&self, conn: u64, reason: &str) -> Result<bool, Status> {
+        let known = self
+            .local_view()
+            .await?
+            .connections
+            .iter()
+            .any(|c| c.conn == conn);
+        if known {
+            self.broker
+                .send(ToBroker::Input(Input::CloseConnection {
                     conn,
                     reason: reason.to_owned(),
-                })
-                .await?
-                .into_inner()
-                .closed),
-            Route::Local => {
-                let known = self
-                    .local_view()
-                    .await?
-                    .connections
-                    .iter()
-                    .any(|c| c.conn == conn);
-                if known {
-                    self.broker
-                        .send(ToBroker::Input(Input::CloseConnection {
-                            conn,
-                            reason: reason.to_owned(),
-                        }))
-                        .await
-                        .map_err(|_| Status::unavailable("the broker has stopped"))?;
-                }
-                Ok(known)
-            }
+                }))
+                .await
+                .map_err(|_| Status::unavailable("the broker has stopped"))?;
         }
+        Ok(known)
     }
 }
 
@@ -214,11 +222,10 @@ impl Management for ManagementService {
         &self,
         request: Request<CloseConnectionRequest>,
     ) -> Result<Response<CloseConnectionReply>, Status> {
-        if *self.route.borrow() != Route::Local {
-            return Err(Status::failed_precondition("this node does not lead"));
-        }
+        // Only this node's own connections: a caller asks the connection's node.
         let r = request.into_inner();
-        let closed = ManagementService::close_connection(self, r.conn, &r.reason).await?;
+        let closed = warren_core::node_of(r.conn) == self.node_id
+            && self.close_own(r.conn, &r.reason).await?;
         Ok(Response::new(CloseConnectionReply { closed }))
     }
 }
@@ -230,29 +237,14 @@ fn is_stream(q: &warren_core::view::QueueView) -> bool {
     })
 }
 
-/// Puts into the leader's `view` what the views of `homes` (by node) say of the transient queues
-/// homed on each: their numbers, their consumers, and the consumers and unacked deliveries of
-/// the client channels that use them.
+/// Puts into the leader's `view` what the own views of the other nodes (`homes`, by node) say:
+/// their client connections, channels and consumers, and the numbers and consumers of the
+/// transient queues homed on each.
 pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerView)>) {
-    // Credit flow pauses a connection on its own node (the leader's included).
-    let own_flow = std::mem::take(&mut view.in_flow);
-    let in_flow: std::collections::HashSet<u64> = homes
-        .iter()
-        .filter(|(node, _)| *node != leader)
-        .flat_map(|(_, home)| home.in_flow.iter().copied())
-        .chain(own_flow)
-        .collect();
-    for c in &mut view.connections {
-        c.flow |= in_flow.contains(&c.conn);
-    }
     for (node, home) in homes {
         if node == leader {
             continue;
         }
-        // Another node's connections are home sessions: their consumers are listed there
-        // only (of transient queues homed there or, with queue commands, elsewhere; of
-        // replicated queues, with queue commands to the leader's broker; of streams, read
-        // from that node's replica).
         for q in &mut view.queues {
             if q.home != Some(node) {
                 continue;
@@ -265,29 +257,15 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
                 *q = h.clone();
             }
         }
-        view.consumers.extend(home.consumers.iter().cloned());
-        for hc in &home.home_channels {
-            if let Some(c) = view
-                .channels
-                .iter_mut()
-                .find(|c| c.conn == hc.conn && c.number == hc.number)
-            {
-                c.consumers += hc.consumers;
-                c.messages_unacknowledged += hc.messages_unacknowledged;
-            }
-        }
+        view.connections.extend(home.connections);
+        view.channels.extend(home.channels);
+        view.consumers.extend(home.consumers);
+        view.in_flow.extend(home.in_flow);
     }
-    // The leader's own home sessions count too.
-    let own: Vec<_> = std::mem::take(&mut view.home_channels);
-    for hc in own {
-        if let Some(c) = view
-            .channels
-            .iter_mut()
-            .find(|c| c.conn == hc.conn && c.number == hc.number)
-        {
-            c.consumers += hc.consumers;
-            c.messages_unacknowledged += hc.messages_unacknowledged;
-        }
+    // Credit flow pauses a connection on its own node.
+    let in_flow: std::collections::HashSet<u64> = view.in_flow.iter().copied().collect();
+    for c in &mut view.connections {
+        c.flow |= in_flow.contains(&c.conn);
     }
     // A stream's consumers sit on their own nodes (each reads its replica): its count is
     // theirs, not the leader's alone.
@@ -311,6 +289,8 @@ pub fn merge_homes(view: &mut BrokerView, leader: u64, homes: Vec<(u64, BrokerVi
             }
         }
     }
+    view.connections.sort_by_key(|c| c.conn);
+    view.channels.sort_by_key(|c| (c.conn, c.number));
     view.consumers
         .sort_by(|a, b| (a.conn, a.channel, &a.tag).cmp(&(b.conn, b.channel, &b.tag)));
 }
@@ -423,5 +403,59 @@ mod tests {
             leader.queues[0].consumers, 3,
             "each node's readers of its replica"
         );
+    }
+
+    fn connection(conn: u64) -> warren_core::view::ConnectionView {
+        warren_core::view::ConnectionView {
+            conn,
+            name: conn.to_string(),
+            user: "guest".into(),
+            vhost: Some("/".into()),
+            channels: 1,
+            connected_at: 0,
+            client_properties: Vec::new(),
+            flow: false,
+            protocol: None,
+        }
+    }
+
+    fn channel(conn: u64) -> warren_core::view::ChannelView {
+        warren_core::view::ChannelView {
+            conn,
+            number: 1,
+            user: "guest".into(),
+            vhost: "/".into(),
+            consumers: 0,
+            messages_unacknowledged: 0,
+            prefetch_count: 0,
+            global_prefetch_count: 0,
+            confirm: false,
+            transactional: false,
+        }
+    }
+
+    #[test]
+    fn every_nodes_connections_and_channels_are_listed_with_their_flow() {
+        // Each node's broker holds its own clients' connections (issue 19, step 4).
+        let mut leader = BrokerView {
+            connections: vec![connection(30)],
+            channels: vec![channel(30)],
+            ..Default::default()
+        };
+        let two = BrokerView {
+            connections: vec![connection(20), connection(21)],
+            channels: vec![channel(21), channel(20)],
+            in_flow: vec![21],
+            ..Default::default()
+        };
+        merge_homes(&mut leader, 1, vec![(1, BrokerView::default()), (2, two)]);
+        let conns: Vec<(u64, bool)> = leader
+            .connections
+            .iter()
+            .map(|c| (c.conn, c.flow))
+            .collect();
+        assert_eq!(conns, [(20, false), (21, true), (30, false)]);
+        let chans: Vec<u64> = leader.channels.iter().map(|c| c.conn).collect();
+        assert_eq!(chans, [20, 21, 30]);
     }
 }

@@ -37,8 +37,6 @@ pub struct Server {
     listeners: Vec<Listener>,
     config: ServerConfig,
     broker: BrokerHandle,
-    /// Where connections send their input: the broker task, or the router in front of it.
-    inputs: tokio::sync::mpsc::Sender<crate::broker_task::ToBroker>,
     /// The next connection id (shared with the direct connections of [`Server::direct`]).
     next_conn: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The cluster's resource alarms (none unless [`Server::with_alarms`]).
@@ -92,22 +90,9 @@ impl Server {
             counters: broker.counters.clone(),
             retained: Arc::default(),
             listeners,
-            inputs: broker.tx.clone(),
             config,
             broker,
         }
-    }
-
-    /// Sends client input wherever `route` says the deciding broker is: this node's broker task
-    /// or, relayed, the leader's (see [`crate::relay`]).
-    pub fn route_through(mut self, route: watch::Receiver<crate::relay::Route>) -> Server {
-        self.inputs = crate::relay::router::spawn(
-            self.broker.tx.clone(),
-            route,
-            self.config.node_id,
-            self.broker.applied(),
-        );
-        self
     }
 
     /// Blocks publishing connections while `alarms` has an alarm on (see [`crate::alarm`]).
@@ -116,8 +101,8 @@ impl Server {
         self
     }
 
-    /// Opens connections on an operator's behalf, through the same route as clients' (see
-    /// [`crate::direct`]). Take it after [`Server::route_through`].
+    /// Opens connections on an operator's behalf, on this node's broker as clients' (see
+    /// [`crate::direct`]).
     pub fn direct(&self) -> crate::direct::DirectConnector {
         crate::direct::DirectConnector::new(self.node())
     }
@@ -125,9 +110,7 @@ impl Server {
     /// What the connections of this server share.
     fn node(&self) -> connection::Node {
         connection::Node {
-            leader: self.inputs.clone(),
             local: self.broker.tx.clone(),
-            applied: self.broker.applied(),
             next_conn: self.next_conn.clone(),
             alarms: self.alarms.clone(),
             counters: self.counters.clone(),
@@ -160,8 +143,6 @@ impl Server {
     /// Serves until `shutdown` completes, then closes every connection and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let node = self.node();
-        let to_broker = self.inputs.clone();
-        drop(self.inputs);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
@@ -205,7 +186,6 @@ impl Server {
             warn!("some connections did not close in time; dropping them");
             tasks.abort_all();
         }
-        drop(to_broker);
         drop(node);
         self.broker.stop().await;
         Ok(())

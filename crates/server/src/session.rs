@@ -942,7 +942,6 @@ impl Session {
             | Effect::Forward { .. }
             | Effect::ForwardRefused { .. }
             | Effect::Synced { .. }
-            | Effect::Redirect { .. }
             | Effect::ToOwner { .. }
             | Effect::ToChannel { .. } => warn!(
                 conn = self.conn,

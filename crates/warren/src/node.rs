@@ -167,8 +167,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
     let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
     let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
     // The broker task runs first: a restarting node replays its log into it.
-    // The other nodes' brokers, for the messages routed to transient queues homed there
-    // and this node's clients' home sessions there; their addresses come from Raft.
+    // The other nodes' brokers (queue commands, logged commands for the leader, messages
+    // routed to transient queues homed there, client counts); their addresses come from Raft.
     let (addresses_tx, addresses_rx) = tokio::sync::watch::channel(BTreeMap::new());
     // Resource alarms: this node measured every second, the others asked.
     let (limits_tx, limits_rx) = tokio::sync::watch::channel(resource_limits);
@@ -229,14 +229,14 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
     warren_raft::records::track_leadership(raft.clone(), node_id, leading);
     spawn_proposer(raft.clone(), node_id, links, proposals_rx);
     spawn_member_addresses(raft.clone(), addresses_tx);
-    // Serve clients once this node leads (after committing a take-over or, after a restart
-    // of the whole cluster, a recovery), or relay them to the node that does.
+    // Decide the replicated queues once this node leads (after committing a take-over or,
+    // after a restart of the whole cluster, a recovery).
     let route = spawn_leadership(raft.clone(), node_id, node.restarted, &broker);
     if let Some(addr) = own_grpc {
         let raft_service =
             RaftService::new(node.incarnations.clone()).with_messages(messages_store.clone());
         raft_service.add_group(METADATA_GROUP, raft.clone());
-        let relay = RelayService::new(&broker, route.clone()).with_raft(raft.clone());
+        let relay = RelayService::new(&broker).with_raft(raft.clone());
         let admin = AdminService::new(raft.clone(), node.incarnations.clone())
             .with_client_totals(client_totals.clone())
             .with_state_digest(state_machine.clone())
@@ -449,9 +449,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
             Err(e) => return Err(anyhow::Error::new(e)),
         }
     }
-    let server = Server::with_listeners(server_config, broker, amqp_listeners)
-        .route_through(route)
-        .with_alarms(alarms);
+    let server = Server::with_listeners(server_config, broker, amqp_listeners).with_alarms(alarms);
     if !http_listeners.is_empty() {
         let mgmt_node = warren_mgmt::Node {
             node_id,

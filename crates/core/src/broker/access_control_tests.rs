@@ -6,7 +6,7 @@ use warren_wire::*;
 
 use super::*;
 use crate::limits::{MAX_CHANNELS, MAX_CONNECTIONS, MAX_QUEUES};
-use crate::{Effect, Input, ResumeChannel, ResumeSession};
+use crate::{ClientCounts, Effect, Input};
 
 /// A broker, and the proposals it made waiting to be committed (unless it commits them at once).
 struct Node {
@@ -574,22 +574,31 @@ fn two_declares_racing_for_the_last_queue_are_decided_in_the_logs_order() {
 }
 
 #[test]
-fn home_sessions_are_not_connections_and_their_channels_are_not_counted() {
+fn the_limits_count_the_connections_and_channels_of_every_node() {
     let mut n = Node::leader();
-    n.apply(vhost_limit(MAX_CONNECTIONS, 1));
-    n.apply(user_limit(MAX_CHANNELS, 1));
+    n.apply(vhost_limit(MAX_CONNECTIONS, 2));
+    n.apply(user_limit(MAX_CHANNELS, 2));
     assert_eq!(n.connect(1, "u"), opened(1));
     assert_eq!(n.open_channel(1, 1), channel_opened(1, 1));
-    // The client's home session on this broker, with the same channel open.
-    let e = n.input(Input::OpenHome {
-        conn: 100,
-        client: 1,
-        user: "u".into(),
-        vhost: "/".into(),
-        client_properties: FieldTable::default(),
+    // This node's counts, to share with the others.
+    let counts = n.broker.take_changed_counts().expect("changed");
+    assert_eq!(counts.vhost_connections.get("/"), Some(&1));
+    assert_eq!(counts.user_connections.get("u"), Some(&1));
+    assert_eq!(counts.user_channels.get("u"), Some(&1));
+    assert_eq!(
+        n.broker.take_changed_counts(),
+        None,
+        "nothing changed since"
+    );
+    // Node 3 has one connection of user u with one channel open.
+    let mut theirs = ClientCounts::default();
+    theirs.vhost_connections.insert("/".into(), 1);
+    theirs.user_connections.insert("u".into(), 1);
+    theirs.user_channels.insert("u".into(), 1);
+    n.input(Input::PeerCounts {
+        node: 3,
+        counts: theirs,
     });
-    assert_eq!(e, vec![]);
-    assert_eq!(n.open_channel(100, 1), channel_opened(100, 1));
     let e = n.connect(2, "guest");
     assert_eq!(
         e,
@@ -597,69 +606,60 @@ fn home_sessions_are_not_connections_and_their_channels_are_not_counted() {
             2,
             error(
                 530,
-                "NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (1) is reached",
+                "NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (2) is reached",
                 10,
                 40
             )
         ),
-        "one client connection, not two"
+        "one connection here and one on node 3"
     );
-}
-
-#[test]
-fn connections_resumed_on_a_new_leader_count_against_the_limits_again() {
-    let mut n = Node::leader();
-    n.apply(vhost_limit(MAX_CONNECTIONS, 1));
-    n.apply(user_limit(MAX_CHANNELS, 1));
-    // A client of node 3, resumed here after a leader change, with one open channel.
-    let resumed = (3 << 52) | 7;
-    let e = n.input(Input::Resume {
-        conn: resumed,
-        session: Box::new(ResumeSession {
-            user: "u".into(),
-            vhost: "/".into(),
-            client_properties: FieldTable::default(),
-            channels: vec![ResumeChannel {
-                id: 1,
-                next_delivery_tag: 1,
-                prefetch_consumer: 0,
-                prefetch_global: 0,
-                flow_active: true,
-                next_publish_seq: None,
-                consumers: vec![],
-            }],
-        }),
-    });
-    assert_eq!(e, vec![], "resumed without a word, even at the limit");
     assert_eq!(
-        n.connect(1, "u"),
+        n.open_channel(1, 2),
         connection_closed(
             1,
             error(
                 530,
-                "NOT_ALLOWED - access to vhost '/' refused for user 'u': connection limit (1) is reached",
-                10,
-                40
-            )
-        )
-    );
-    n.apply(Op::ClearVhostLimits {
-        vhost: "/".into(),
-        names: vec![MAX_CONNECTIONS.into()],
-    });
-    n.connect(1, "u");
-    assert_eq!(
-        n.open_channel(1, 1),
-        connection_closed(
-            1,
-            error(
-                530,
-                "NOT_ALLOWED - number of channels opened for user 'u' has reached the maximum allowed user limit of (1)",
+                "NOT_ALLOWED - number of channels opened for user 'u' has reached the maximum allowed user limit of (2)",
                 0,
                 0
             )
         ),
-        "the resumed channel counts"
+        "node 3's channel counts"
+    );
+    // Node 3's stream broke: what it said is forgotten.
+    n.input(Input::PeerLost { node: 3 });
+    assert_eq!(n.connect(2, "guest"), opened(2));
+}
+
+#[test]
+fn a_peers_empty_counts_or_its_removal_forget_it() {
+    let mut n = Node::leader();
+    n.apply(user_limit(MAX_CONNECTIONS, 1));
+    let mut theirs = ClientCounts::default();
+    theirs.user_connections.insert("u".into(), 1);
+    n.input(Input::PeerCounts {
+        node: 2,
+        counts: theirs.clone(),
+    });
+    assert!(n
+        .connect(1, "u")
+        .iter()
+        .any(|e| matches!(e, Effect::CloseConnection { .. })));
+    n.input(Input::PeerCounts {
+        node: 2,
+        counts: ClientCounts::default(),
+    });
+    assert_eq!(n.connect(1, "u"), opened(1));
+    n.input(Input::ConnectionClosed { conn: 1 });
+    n.input(Input::PeerCounts {
+        node: 2,
+        counts: theirs,
+    });
+    n.input(Input::NodeDown { node: 2 });
+    assert_eq!(
+        n.connect(1, "u"),
+        opened(1),
+        "a removed node counts no more"
     );
 }
 

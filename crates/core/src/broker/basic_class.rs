@@ -327,6 +327,16 @@ impl Broker {
             // node leads: its owner checks the message out.
             return self.get_remote(ctx, id, owner, m.no_ack, out);
         }
+        if !self.leading && self.follows_leader(id) {
+            // A replicated queue while no leader is known: only the next leader knows which
+            // messages are ready, so there is none for now (as for a get that a leader change
+            // interrupts).
+            let empty = BasicGetEmpty {
+                cluster_id: ShortStr::default(),
+            };
+            self.reply(ctx, Method::BasicGetEmpty(empty), out);
+            return Ok(());
+        }
         if self.is_stream_queue(id) {
             return Err(AmqpError::precondition_failed(format!(
                 "queue '{name}' in vhost '{vhost}' is a stream: basic.get is not supported, \

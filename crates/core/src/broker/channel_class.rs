@@ -36,6 +36,7 @@ impl Broker {
             return Ok(());
         };
         conn.channels.insert(ctx.channel, Channel::new());
+        self.counts_changed = true;
         self.reply(ctx, Method::ChannelOpenOk(ChannelOpenOk::default()), out);
         Ok(())
     }
@@ -93,6 +94,7 @@ impl Broker {
         else {
             return Default::default();
         };
+        self.counts_changed = true;
         let deferred = std::mem::take(&mut channel.deferred);
         if let Some(key) = &channel.reply_to_key {
             self.reply_to.remove(key);

@@ -84,6 +84,7 @@ impl Broker {
         }
         if let Some(c) = self.connections.get_mut(&conn) {
             c.vhost = Some(name);
+            self.counts_changed = true;
         }
         out.push(Effect::Send {
             conn,
@@ -130,11 +131,17 @@ impl Broker {
         let mut exclusive: Vec<_> = self
             .queues
             .values()
-            .filter(|q| self.owned_by(q.exclusive_owner, conn) && self.decides(q))
+            .filter(|q| q.exclusive_owner == Some(conn) && self.decides(q))
             .map(|q| q.id)
             .collect();
         exclusive.sort_unstable();
-        self.connections.remove(&conn);
+        if self
+            .connections
+            .remove(&conn)
+            .is_some_and(|c| c.vhost.is_some())
+        {
+            self.counts_changed = true;
+        }
         for id in exclusive {
             self.propose_removal(id, out);
         }

@@ -65,8 +65,7 @@ pub(super) fn take_over(now: crate::Millis) -> crate::Command {
 /// queue commands wait there). The effects for clients.
 fn leader_moves_to_two(p: &mut Pair) -> Vec<Effect> {
     let mut e = Vec::new();
-    let mut closes = Vec::new();
-    p.brokers[0].step_down("moved", &mut closes);
+    p.brokers[0].step_down();
     let take_over = take_over(p.now);
     for node in [1, 2] {
         let command = take_over.clone();
@@ -143,19 +142,27 @@ fn a_channel_consumes_a_replicated_queue_from_the_leaders_broker_and_logs_its_ac
     );
 }
 
-/// A home session on node 1 (of a client of node 1) with channel 1 open and `prefetch`: a
-/// client connection's session that stays when node 1 stops leading.
+/// Another client connection of node 1 with channel 1 open and `prefetch`: it stays when node
+/// 1 stops leading.
 const H: ConnId = 1 << 52 | 2;
 
 fn open_home(p: &mut Pair, prefetch: u16) {
     p.input(
         1,
-        Input::OpenHome {
+        Input::Login {
             conn: H,
-            client: 1 << 52 | 3,
-            user: "guest".into(),
-            vhost: "/".into(),
+            mechanism: "PLAIN".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+            peer_loopback: true,
             client_properties: super::tests::caps(),
+        },
+    );
+    p.input(
+        1,
+        Input::OpenVhost {
+            conn: H,
+            vhost: "/".into(),
         },
     );
     for method in [
@@ -315,8 +322,7 @@ fn a_consume_while_no_leader_is_known_waits_and_is_answered_by_the_next_one() {
 fn queue_commands_kept_for_leading_are_dropped_when_another_node_leads() {
     let mut p = Pair::new();
     durable(&mut p, "d", 1);
-    let mut closes = Vec::new();
-    p.brokers[0].step_down("moved", &mut closes);
+    p.brokers[0].step_down();
     // Node 2 believes node 1 leads again; node 1 keeps its consume for when it leads.
     let e = p.consume(B, "d", "c", false);
     assert_eq!(e, vec![]);

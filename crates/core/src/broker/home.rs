@@ -5,28 +5,26 @@
 //! local queue's messages and consumers; every broker knows its declaration and bindings (they
 //! are logged), so any broker can route to it.
 //!
-//! A client reaches the local queues of a node through a *home session* on that node's broker
-//! ([`crate::Input::OpenHome`]). Messages for a local queue homed elsewhere travel as
-//! [`crate::Effect::Forward`]s. A queue this broker decides goes away only when its removal is
+//! A client talks to its own node's broker only: a local queue homed elsewhere is driven with
+//! queue commands, and messages published to one travel as [`crate::Effect::Forward`]s. A queue this broker decides goes away only when its removal is
 //! applied from the log (proposed by [`Broker::propose_removal`]), so every replica removes it at
 //! the same point and queue ids never diverge.
 
 use std::sync::Arc;
 
-use warren_wire::{FieldTable, Method, ShortStr};
+use warren_wire::Method;
 
 use super::{Broker, Ctx};
 use crate::command::{Op, Origin};
-use crate::connection::Connection;
 use crate::queue::{Queue, QueueId};
-use crate::{node_of, AmqpError, ConnId, Effect, Message, Millis};
+use crate::{node_of, Effect, Message, Millis};
 
 /// What waits for a queue's removal to be applied.
 #[derive(Debug)]
 pub(super) enum Waiter {
     /// A reply to send.
     Reply(Method),
-    /// A home session's method to handle again (see [`Broker::home_redirect`]).
+    /// A client's method to handle again (see [`Broker::wait_for_removal_first`]).
     Rerun(Method),
 }
 
@@ -60,80 +58,6 @@ impl Broker {
     /// The home of a local queue declared through `origin`: the node of its connection.
     pub(super) fn home_of(origin: Option<Origin>) -> u64 {
         origin.map_or(0, |o| node_of(o.conn))
-    }
-
-    /// Whether `conn` is a home session (see [`crate::Input::OpenHome`]).
-    pub(crate) fn is_home_session(&self, conn: ConnId) -> bool {
-        self.connections
-            .get(&conn)
-            .is_some_and(|c| c.home_of.is_some())
-    }
-
-    /// The client connection `conn` acts for: itself, or the client of a home session. Exclusive
-    /// queues belong to client connections.
-    pub fn client_of(&self, conn: ConnId) -> ConnId {
-        self.connections
-            .get(&conn)
-            .and_then(|c| c.home_of)
-            .unwrap_or(conn)
-    }
-
-    /// Whether an exclusive queue owned by `owner` belongs to connection `conn`: the client
-    /// connection owns it, or the home session of it through which it was declared (a queue
-    /// declared through the client's own home session is owned by that session, the
-    /// declaring command's origin).
-    pub(crate) fn owned_by(&self, owner: Option<ConnId>, conn: ConnId) -> bool {
-        owner.is_some_and(|o| o == conn || o == self.client_of(conn))
-    }
-
-    /// The owner connection `conn` declares exclusive queue `id` as: the queue's owner if it
-    /// is `conn`'s (see [`Broker::owned_by`]), otherwise its client connection.
-    pub(crate) fn exclusive_id(&self, conn: ConnId, id: QueueId) -> ConnId {
-        match self.queues.get(&id).and_then(|q| q.exclusive_owner) {
-            Some(o) if self.owned_by(Some(o), conn) => o,
-            _ => self.client_of(conn),
-        }
-    }
-
-    /// [`crate::Input::OpenHome`].
-    pub(super) fn open_home(
-        &mut self,
-        conn: ConnId,
-        client: ConnId,
-        user: String,
-        vhost: &str,
-        client_properties: &FieldTable,
-        out: &mut Vec<Effect>,
-    ) {
-        let name = ShortStr::from(vhost);
-        let refused = if !self.users.contains_key(&user) {
-            Some(format!("user '{user}' does not exist"))
-        } else if !self.vhosts.contains_key(&name) {
-            Some(format!("vhost '{vhost}' does not exist"))
-        } else if !self.permissions.contains_key(&(user.clone(), name.clone())) {
-            Some(format!(
-                "access to vhost '{vhost}' refused for user '{user}'"
-            ))
-        } else {
-            None
-        };
-        if let Some(text) = refused {
-            out.push(Effect::CloseConnection {
-                conn,
-                error: AmqpError::new(320, format!("cannot open a home session: {text}")),
-            });
-            return;
-        }
-        if self.connections.contains_key(&conn) {
-            self.close_connection_state(conn, out);
-        }
-        let mut c = Connection::new();
-        c.user = Some(user);
-        c.vhost = Some(name);
-        c.set_client_properties(client_properties);
-        c.connected_at = self.now;
-        c.home_of = Some(client);
-        self.connections.insert(conn, c);
     }
 
     /// [`crate::Input::Forwarded`]: a message another node routed to a local queue homed here.
@@ -231,23 +155,13 @@ impl Broker {
         }
     }
 
-    /// A home session's queue method that this broker cannot serve yet: one for a local queue
-    /// of this node whose removal is under way runs again once it is removed (a declare then
-    /// creates the queue anew, anything else finds it gone); a `basic.get` of a replicated
-    /// queue while no leader is known goes back to the client's node, which sends it to the
-    /// leader's broker ([`crate::Effect::Redirect`]). Returns the method if it is for this
-    /// broker now: every other queue method of the client is served here (issue 19, step 4:
-    /// declares, bindings and deletes are proposed from the client's node, a stream is read
-    /// from its replica, a queue another broker owns is driven with queue commands).
-    pub(super) fn home_redirect(
-        &mut self,
-        ctx: Ctx,
-        method: Method,
-        out: &mut Vec<Effect>,
-    ) -> Option<Method> {
-        if !self.is_home_session(ctx.conn) {
-            return Some(method);
-        }
+    /// A queue method this broker cannot serve yet: one for a local queue of this node whose
+    /// removal is under way runs again once it is removed (a declare then creates the queue
+    /// anew, anything else finds it gone). Returns the method if it is for now: every queue
+    /// method of a client is served by its own node's broker (issue 19, step 4: declares,
+    /// bindings and deletes are proposed from the client's node, a stream is read from its
+    /// replica, a queue another broker owns is driven with queue commands).
+    pub(super) fn wait_for_removal_first(&mut self, ctx: Ctx, method: Method) -> Option<Method> {
         let name = match &method {
             Method::QueueDeclare(m) if !m.queue.is_empty() => m.queue.clone(),
             Method::QueuePurge(m) => m.queue.clone(),
@@ -262,33 +176,25 @@ impl Broker {
         let Ok(name) = self.resolve_queue_name(ctx, name) else {
             return Some(method);
         };
-        let vhost = self.connections.get(&ctx.conn)?.vhost.clone()?;
+        let Some(vhost) = self
+            .connections
+            .get(&ctx.conn)
+            .and_then(|c| c.vhost.clone())
+        else {
+            return Some(method);
+        };
         let Some(q) = self
             .queue_id(&vhost, &name)
             .and_then(|id| self.queues.get(&id))
         else {
             return Some(method);
         };
-        let id = q.id;
-        if q.is_local() {
-            if q.dying && self.decides(q) {
-                self.wait_for_removal(ctx, id, Waiter::Rerun(method));
-                return None;
-            }
-            return Some(method);
+        if q.is_local() && q.dying && self.decides(q) {
+            let id = q.id;
+            self.wait_for_removal(ctx, id, Waiter::Rerun(method));
+            return None;
         }
-        let follows = super::follow::follows_leader(q);
-        let owner_known = self.leading || self.leader_elsewhere().is_some();
-        let redirect = matches!(method, Method::BasicGet(_)) && follows && !owner_known;
-        if !redirect {
-            return Some(method);
-        }
-        out.push(Effect::Redirect {
-            conn: ctx.conn,
-            channel: ctx.channel,
-            method,
-        });
-        None
+        Some(method)
     }
 
     /// [`crate::Input::NodeDown`]: the leader removes the local queues homed on `node`.

@@ -172,7 +172,7 @@ pub struct Broker {
     /// the queue goes only when the command is applied.
     removing: HashMap<QueueId, Millis>,
     /// What waits for a queue's removal to be applied: replies (`queue.delete-ok`,
-    /// `basic.cancel-ok`) and a home session's methods to send back (see `home.rs`).
+    /// `basic.cancel-ok`) and a client's methods to handle again (see `home.rs`).
     removal_waiters: HashMap<QueueId, Vec<(Ctx, home::Waiter)>>,
     /// Answers to other nodes' channels that wait for a queue's removal to be applied
     /// (`basic.cancel` of an auto-delete queue's last consumer: see `owner.rs`).
@@ -184,6 +184,11 @@ pub struct Broker {
     /// The state machine version of the command being applied ([`STATE_MACHINE_VERSION`]
     /// outside `apply`: what this broker decides alone follows its own version).
     applying_version: u32,
+    /// The last counts each peer node sent of its client connections (see `limit_checks.rs`).
+    peer_counts: HashMap<u64, crate::ClientCounts>,
+    /// This node's client connections or their channels changed since the counts were last
+    /// taken ([`Broker::take_changed_counts`]).
+    counts_changed: bool,
 }
 
 /// A channel's topology command: replied to when applied, numbered for the log (see
@@ -255,6 +260,8 @@ impl Broker {
             records: Box::new(MemoryRecords::default()),
             applying_index: 0,
             applying_version: STATE_MACHINE_VERSION,
+            peer_counts: HashMap::new(),
+            counts_changed: false,
             config,
             churn: Churn::default(),
         };
@@ -350,9 +357,9 @@ impl Broker {
         }
     }
 
-    /// Answers the connection's syncs once none of its channels has a command in flight: a
-    /// home session's publishes are then in the log and applied here, so what the client asks
-    /// next (a passive declare through the leader, a get) sees them.
+    /// Answers the connection's syncs once none of its channels has a command in flight: its
+    /// publishes are then in the log and applied here, so what a client asks next (through
+    /// another connection too) sees them.
     fn release_syncs(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
         let Some(c) = self.connections.get_mut(&conn) else {
             return;
@@ -472,7 +479,6 @@ impl Broker {
                 channel,
                 error,
             } => self.fail(Ctx { conn, channel }, error, effects),
-            Input::Resume { conn, session } => self.resume(conn, *session, effects),
             Input::Tick => self.tick(effects),
             Input::Sync { conn, token } => {
                 if let Some(c) = self.connections.get_mut(&conn) {
@@ -482,7 +488,10 @@ impl Broker {
                     effects.push(Effect::Synced { conn, token });
                 }
             }
-            Input::NodeDown { node } => self.node_down(node, effects),
+            Input::NodeDown { node } => {
+                self.peer_counts.remove(&node);
+                self.node_down(node, effects)
+            }
             Input::QueueCommand { from, command } => {
                 if !self.keep_until_leading(from, &command) {
                     self.queue_command(from, command, effects)
@@ -491,19 +500,15 @@ impl Broker {
             Input::Leader { node } => self.leader_known(node, effects),
             Input::QueueEvent { from, event } => self.queue_event(from, event, effects),
             Input::PeerLost { node } => {
+                // Its counts come again first thing on its next stream.
+                self.peer_counts.remove(&node);
                 self.owner_lost_peer(node, effects);
                 self.channels_lost_peer(node, effects);
             }
             Input::CloseConnection { conn, reason } => {
                 self.close_by_operator(conn, &reason, effects)
             }
-            Input::OpenHome {
-                conn,
-                client,
-                user,
-                vhost,
-                client_properties,
-            } => self.open_home(conn, client, user, &vhost, &client_properties, effects),
+            Input::PeerCounts { node, counts } => self.peer_counts(node, counts),
             Input::Forwarded {
                 from,
                 seq,
@@ -518,7 +523,7 @@ impl Broker {
         if let Method::ChannelOpen(_) = method {
             return self.channel_open(ctx, out);
         }
-        let method = match self.home_redirect(ctx, method, out) {
+        let method = match self.wait_for_removal_first(ctx, method) {
             Some(m) => m,
             None => return Ok(()),
         };

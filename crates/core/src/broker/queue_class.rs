@@ -60,9 +60,7 @@ impl Broker {
             .queue_id(vhost, name)
             .ok_or_else(|| no_queue(name, vhost))?;
         match self.queues.get(&id) {
-            Some(q) if q.exclusive_owner.is_some() && !self.owned_by(q.exclusive_owner, conn) => {
-                Err(locked(name, vhost))
-            }
+            Some(q) if q.exclusive_owner.is_some_and(|o| o != conn) => Err(locked(name, vhost)),
             Some(_) => Ok(id),
             None => Err(no_queue(name, vhost)),
         }
@@ -183,7 +181,7 @@ impl Broker {
                     if remote.is_none() && !self.decides_queue(id) {
                         return Err(not_here(&name, &vhost));
                     }
-                    let mut owner = m.exclusive.then(|| self.exclusive_id(ctx.conn, id));
+                    let mut owner = m.exclusive.then_some(ctx.conn);
                     if remote.is_some() {
                         // An exclusive queue's owner decides (this replica may not have
                         // applied its removal yet).
@@ -218,7 +216,7 @@ impl Broker {
                         &vhost,
                         &name,
                         (m.durable, m.exclusive, m.auto_delete),
-                        m.exclusive.then(|| self.client_of(ctx.conn)),
+                        m.exclusive.then_some(ctx.conn),
                         &m.arguments,
                     )?;
                     let nowait = m.nowait;

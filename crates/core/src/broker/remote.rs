@@ -50,11 +50,7 @@ impl Broker {
     /// The node whose broker owns queue `id`, if not this one and the channel reaches it with
     /// queue commands for any queue method: a transient queue homed elsewhere. (A replicated
     /// queue's owner is asked only what a replica cannot answer:
-    /// [`Broker::decider_elsewhere`].)
-    ///
-    /// Only for a connection of this node (`conn`): a leader session relayed from another
-    /// node's client is not, and the owner's answers would go to that node instead (such a
-    /// session's queue methods go back to the client's node, `Effect::Redirect`).
+    /// [`Broker::decider_elsewhere`].) Only for a connection of this node (`conn`).
     pub(crate) fn owner_elsewhere(&self, conn: crate::ConnId, id: QueueId) -> Option<u64> {
         if crate::node_of(conn) != self.config.node {
             return None;

@@ -255,7 +255,6 @@ fn effect_conn(e: &Effect) -> Option<ConnId> {
         | Effect::AwaitWritable { conn }
         | Effect::Flow { conn, .. }
         | Effect::Synced { conn, .. }
-        | Effect::Redirect { conn, .. }
         | Effect::Authenticated { conn, .. } => Some(*conn),
         _ => None,
     }
@@ -1032,20 +1031,23 @@ fn the_owner_of_an_exclusive_queue_says_locked_or_gone_whatever_the_channels_rep
 }
 
 #[test]
-fn a_home_session_gets_purges_and_deletes_a_queue_homed_elsewhere_with_queue_commands() {
-    // A client's own home session (not redirected to the leader, whose answer would come back
-    // to the wrong node); a leader session relayed from another node's client uses none.
+fn a_client_gets_purges_and_deletes_a_queue_homed_elsewhere_with_queue_commands() {
     let mut p = Pair::new();
     p.declare_on_two("t", FieldTable::default(), false);
     p.publish(B, "t", "m1");
     const HOME: ConnId = 1 << 52 | 7;
     for input in [
-        Input::OpenHome {
+        Input::Login {
             conn: HOME,
-            client: A,
-            user: "guest".into(),
-            vhost: "/".into(),
+            mechanism: "PLAIN".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+            peer_loopback: true,
             client_properties: caps(),
+        },
+        Input::OpenVhost {
+            conn: HOME,
+            vhost: "/".into(),
         },
         Input::Method {
             conn: HOME,

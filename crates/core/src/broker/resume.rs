@@ -1,14 +1,10 @@
-//! Taking over a connection after a failover ([`Input::Resume`]), remembering which publishes a
-//! state machine already holds so that a re-sent one is confirmed but not enqueued twice, and
-//! removing what the old leader's vanished connections left behind.
+//! Remembering which publishes a state machine already holds, so that a publish re-sent after
+//! a leader change is confirmed but not enqueued twice, and removing what vanished
+//! connections left behind.
 
-use warren_wire::{BasicCancel, BasicConsume, Method};
-
-use super::{Broker, Ctx};
-use crate::channel::{Channel, Mode};
+use super::Broker;
 use crate::command::{Op, Origin};
-use crate::connection::Connection;
-use crate::{AmqpError, ConnId, Effect, Millis, ResumeSession};
+use crate::{ConnId, Effect, Millis};
 
 /// A publisher (connection, channel) not heard from for this long is forgotten: a re-send of
 /// one of its messages after that would be enqueued again (a duplicate, never a loss).
@@ -34,98 +30,6 @@ pub(crate) struct Publisher {
 }
 
 impl Broker {
-    pub(super) fn resume(&mut self, conn: ConnId, session: ResumeSession, out: &mut Vec<Effect>) {
-        // The same leader again (the relay stream was re-attached): start from a clean slate,
-        // requeueing what the old incarnation had unacked. Exclusive queues stay: same owner.
-        if let Some(c) = self.connections.get(&conn) {
-            let channels: Vec<_> = c.channels.keys().copied().collect();
-            for channel in channels {
-                self.close_channel_state(Ctx { conn, channel }, out);
-            }
-            self.connections.remove(&conn);
-        }
-        let vhost = warren_wire::ShortStr::from(session.vhost.as_str());
-        let refused = if !self.users.contains_key(&session.user) {
-            Some(format!("user '{}' no longer exists", session.user))
-        } else if !self.vhosts.contains_key(&vhost) {
-            Some(format!("vhost '{}' no longer exists", session.vhost))
-        } else if !self
-            .permissions
-            .contains_key(&(session.user.clone(), vhost.clone()))
-        {
-            Some(format!(
-                "access to vhost '{}' refused for user '{}'",
-                session.vhost, session.user
-            ))
-        } else {
-            None
-        };
-        if let Some(text) = refused {
-            out.push(Effect::CloseConnection {
-                conn,
-                error: AmqpError::new(320, format!("cannot resume the connection: {text}")),
-            });
-            return;
-        }
-        let mut c = Connection::new();
-        c.user = Some(session.user);
-        c.vhost = Some(vhost);
-        c.set_client_properties(&session.client_properties);
-        c.connected_at = self.now;
-        let notify = c.consumer_cancel_notify;
-        self.connections.insert(conn, c);
-        for rc in session.channels {
-            let mut ch = Channel::new();
-            ch.resume_at(rc.next_delivery_tag);
-            ch.prefetch_global = rc.prefetch_global;
-            ch.flow_active = rc.flow_active;
-            if let Some(next_publish_seq) = rc.next_publish_seq {
-                ch.mode = Mode::Confirm { next_publish_seq };
-            }
-            // Its publishes from now on are numbered above what the state machine holds for
-            // it, so none is taken for a re-send (see `Connection::log_numbers`).
-            let logged = self.publishers.get(&(conn, rc.id)).map_or(0, |p| p.seq);
-            if let Some(c) = self.connections.get_mut(&conn) {
-                c.channels.insert(rc.id, ch);
-                c.log_numbers.insert(rc.id, logged);
-            }
-            let ctx = Ctx {
-                conn,
-                channel: rc.id,
-            };
-            for consumer in rc.consumers {
-                if let Some(ch) = self.channel_mut(ctx) {
-                    ch.prefetch_consumer = consumer.prefetch;
-                }
-                let tag = consumer.tag.clone();
-                let consume = BasicConsume {
-                    ticket: 0,
-                    queue: consumer.queue,
-                    consumer_tag: consumer.tag,
-                    no_local: false,
-                    no_ack: consumer.no_ack,
-                    exclusive: consumer.exclusive,
-                    nowait: true,
-                    arguments: consumer.arguments,
-                };
-                if self.basic_consume(ctx, consume, out).is_err() && notify {
-                    // Its queue went with the old leader (or was deleted meanwhile).
-                    out.push(Effect::Send {
-                        conn,
-                        channel: rc.id,
-                        method: Method::BasicCancel(BasicCancel {
-                            consumer_tag: tag,
-                            nowait: true,
-                        }),
-                    });
-                }
-            }
-            if let Some(ch) = self.channel_mut(ctx) {
-                ch.prefetch_consumer = rc.prefetch_consumer;
-            }
-        }
-    }
-
     /// Whether an applied publish is a re-send of one this state machine already holds (same
     /// origin channel, a confirm number already applied); records it if not. `exact` (state
     /// machine version 3): numbers skipped on the way up are remembered and are not re-sends;
@@ -194,13 +98,8 @@ impl Broker {
         // Exclusive queues whose client is gone (declared by a connection that closed while the
         // declare was being committed), used auto-delete queues without consumers, and local
         // queues declared before this node's broker started (RabbitMQ drops transient queues
-        // with their node). An exclusive queue's owner is a client connection or the home
-        // session it was declared through (see `Broker::owned_by`).
-        let clients: std::collections::HashSet<ConnId> = self
-            .connections
-            .iter()
-            .flat_map(|(&id, c)| [id, c.home_of.unwrap_or(id)])
-            .collect();
+        // with their node).
+        let clients: std::collections::HashSet<ConnId> = self.connections.keys().copied().collect();
         let first_conn = self.config.first_conn;
         let node = self.config.node;
         let mut orphans: Vec<_> = self

@@ -19,7 +19,7 @@ use crate::snapshot::{
 use crate::topic_permission::TopicPermission;
 use crate::user::{Permission, User};
 use crate::vhost::Vhost;
-use crate::{AmqpError, Effect, STATE_MACHINE_VERSION};
+use crate::{Effect, STATE_MACHINE_VERSION};
 
 impl Broker {
     /// The replicated state as plain data. Bodies are shared, not copied; a message in several
@@ -238,8 +238,9 @@ impl Broker {
         (vhosts, users)
     }
 
-    /// Replaces the replicated state with `snapshot`. Connections cannot outlive the state they
-    /// referred to: any the broker has are dropped and closed (320) in `out`. Users, permissions,
+    /// Replaces the replicated state with `snapshot`. This node's client connections stay;
+    /// their consumers of queues the snapshot does not have are cancelled in `out`, and those
+    /// whose user, vhost or permission it does not have are closed (320). Users, permissions,
     /// topic permissions and limits are replaced if the snapshot has them (format 3 on; topic
     /// permissions and limits from format 7, none before), kept otherwise; settings are kept. On
     /// error the broker is unchanged.
@@ -356,27 +357,13 @@ impl Broker {
             queues.insert(sq.id, q);
         }
         // What this broker decides outside the log stays: the local queues homed here that the
-        // snapshot still has (their messages and consumers), and the home sessions using them.
-        // Other connections are dropped without the close logic (requeues, auto-deletes): that
-        // would change state the snapshot already says everything about.
+        // snapshot still has (their messages and consumers), and this node's client
+        // connections using them.
         let node = self.config.node;
         for (id, q) in std::mem::take(&mut self.queues) {
             if q.is_local() && q.home == node && queues.contains_key(&id) {
                 queues.insert(id, q);
             }
-        }
-        let conns: Vec<_> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| c.home_of.is_none())
-            .map(|(&id, _)| id)
-            .collect();
-        for conn in conns {
-            self.connections.remove(&conn);
-            out.push(Effect::CloseConnection {
-                conn,
-                error: AmqpError::new(320, "node state replaced by a Raft snapshot"),
-            });
         }
         self.vhosts = vhosts;
         self.queues = queues;
@@ -390,6 +377,28 @@ impl Broker {
             self.refresh_policies(&vhost, &mut ignored);
         }
         self.forget_missing_queues(out);
+        // A connection whose user, vhost or permission the snapshot no longer has is closed,
+        // as if the change had been applied.
+        let orphans: Vec<_> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| {
+                let user = c.user.as_ref().is_some_and(|u| !self.users.contains_key(u));
+                let vhost = c.vhost.as_ref().is_some_and(|v| {
+                    !self.vhosts.contains_key(v)
+                        || c.user.as_ref().is_some_and(|u| {
+                            !self.permissions.contains_key(&(u.clone(), v.clone()))
+                        })
+                });
+                user || vhost
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        self.force_close(
+            orphans,
+            "node state replaced by a Raft snapshot without the connection's user, vhost or permission",
+            out,
+        );
         self.reattach_stream_consumers();
         self.next_queue_id = snapshot.next_queue_id;
         self.publishers = snapshot
@@ -525,39 +534,19 @@ impl Broker {
 
 impl Broker {
     /// This node stopped leading: what its broker decided for the replicated queues ends and
-    /// the new leader's decisions take over. Every connection that is not a home session (the
-    /// clients' leader sessions, which their nodes resume on the new leader) is dropped without
-    /// the close logic and closed with 320 and `reason` in `out`; the replicated queues' checked
-    /// out messages are ready again and their consumers gone. Local queues homed here, with
-    /// their messages, consumers and home sessions, are untouched: this node still decides
-    /// them.
-    pub fn step_down(&mut self, reason: &str, out: &mut Vec<Effect>) {
+    /// the new leader's decisions take over. The replicated queues' checked out messages are
+    /// ready again on this replica and their consumers gone (this node's channels keep their
+    /// consumers and unacked deliveries and attach to the next leader: `follow.rs`). This
+    /// node's client connections, local queues and streams' consumers are untouched: this node
+    /// still serves them.
+    pub fn step_down(&mut self) {
         self.set_leading(false);
         self.follow_step_down();
-        let dropped: Vec<_> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| c.home_of.is_none())
-            .map(|(&id, _)| id)
-            .collect();
-        for conn in &dropped {
-            self.connections.remove(conn);
-            out.push(Effect::CloseConnection {
-                conn: *conn,
-                error: AmqpError::new(320, reason),
-            });
-        }
-        let gone: std::collections::HashSet<_> = dropped.into_iter().collect();
         for q in self.queues.values_mut() {
-            if q.is_local() || q.is_stream() {
-                // This node still decides these, or (a stream) serves its own channels'
-                // consumers from its replica.
-                q.consumers.retain(|c| !gone.contains(&c.conn));
-            } else {
+            if !q.is_local() && !q.is_stream() {
                 q.release_checked_out();
                 q.consumers.clear();
             }
         }
-        self.reply_to.retain(|_, (conn, _)| !gone.contains(conn));
     }
 }

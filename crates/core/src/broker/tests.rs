@@ -1937,16 +1937,36 @@ fn a_snapshot_plus_the_log_after_it_rebuilds_the_same_state_as_the_whole_log() {
 }
 
 #[test]
-fn restoring_a_snapshot_closes_the_connections_it_would_orphan() {
+fn restoring_a_snapshot_keeps_the_connections_and_closes_those_it_would_orphan() {
     let mut a = Replicated::new();
     a.open(C1);
+    a.input(committed(None, Op::PutVhost { name: "v".into() }));
+    a.input(committed(
+        None,
+        Op::SetPermission {
+            user: "guest".into(),
+            vhost: "v".into(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        },
+    ));
+    a.broker.connections.get_mut(&C1).expect("open").vhost = Some("v".into());
+    a.open(C2);
     let snap = Broker::new(BrokerConfig::default()).snapshot();
     let mut out = Vec::new();
     a.broker.restore(snap, &mut out).expect("restores");
-    assert!(matches!(
-        &out[..],
-        [Effect::CloseConnection { conn: C1, error }] if error.code == 320
-    ));
+    assert!(
+        matches!(
+            &out[..],
+            [Effect::CloseConnection { conn: C1, error }] if error.code == 320
+        ),
+        "the one whose vhost the snapshot lacks: {out:?}"
+    );
+    assert!(
+        a.broker.connections.contains_key(&C2),
+        "the other one stays"
+    );
 }
 
 /// (delivery tag, redelivered, body) of each delivery among `effects`.
@@ -1979,154 +1999,6 @@ fn confirms(effects: &[Effect]) -> Vec<u64> {
             _ => None,
         })
         .collect()
-}
-
-#[test]
-fn a_connection_resumed_on_a_new_leader_keeps_its_consumers_tags_and_confirm_numbers_and_never_takes_a_publish_for_a_resend(
-) {
-    // Leader A: C1 consumes from a durable queue and publishes with confirms; C1 and C2 each
-    // own an exclusive queue.
-    let mut a = Replicated::new();
-    a.open(C1);
-    a.open(C2);
-    let declare = |name: &str, durable: bool, exclusive: bool| {
-        Method::QueueDeclare(QueueDeclare {
-            queue: name.into(),
-            durable,
-            exclusive,
-            ..Default::default()
-        })
-    };
-    a.method(C1, declare("q", true, false));
-    a.method(C1, declare("mine", false, true));
-    a.method(C2, declare("theirs", false, true));
-    a.method(C1, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
-    for body in ["1", "2", "3"] {
-        a.publish(C1, "q", body);
-    }
-    let e = a.method(
-        C1,
-        Method::BasicConsume(BasicConsume {
-            queue: "q".into(),
-            consumer_tag: "c".into(),
-            ..Default::default()
-        }),
-    );
-    assert_eq!(deliveries(&e).len(), 3, "A delivered all three (unacked)");
-
-    // Leader A dies. B has applied A's whole log and commits its take-over.
-    let mut b = Replicated::new();
-    for command in a.log.clone() {
-        b.input(Input::Applied { command, index: 0 });
-    }
-    b.input(Input::Applied {
-        index: 0,
-        command: Command {
-            version: STATE_MACHINE_VERSION,
-            origin: None,
-            number: None,
-            issued_at: b.now,
-            op: Op::TakeOver,
-        },
-    });
-    // C1's node resumes it: the client saw confirms 1 and 2 only, deliveries up to tag 3.
-    let next_tag = 3 + (1 << 20);
-    let e = b.input(Input::Resume {
-        conn: C1,
-        session: Box::new(crate::ResumeSession {
-            user: "guest".into(),
-            vhost: "/".into(),
-            client_properties: caps(),
-            channels: vec![crate::ResumeChannel {
-                id: 1,
-                next_delivery_tag: next_tag,
-                prefetch_consumer: 0,
-                prefetch_global: 0,
-                flow_active: true,
-                next_publish_seq: Some(3),
-                consumers: vec![crate::ResumeConsumer {
-                    tag: "c".into(),
-                    queue: "q".into(),
-                    no_ack: false,
-                    exclusive: false,
-                    arguments: FieldTable::default(),
-                    prefetch: 0,
-                }],
-            }],
-        }),
-    });
-    assert_eq!(
-        deliveries(&e),
-        vec![
-            (next_tag, true, "1".into()),
-            (next_tag + 1, true, "2".into()),
-            (next_tag + 2, true, "3".into()),
-        ],
-        "the unacked messages come back redelivered, with the new leader's tags"
-    );
-    assert!(
-        !e.iter().any(|e| matches!(e, Effect::Send { .. })),
-        "no reply to a resume: {e:?}"
-    );
-    // A publish on the resumed channel gets a log number above every one the state machine
-    // holds for it (publishes go through the client's home session now, so a leader session
-    // re-sends none): it is enqueued, never taken for a re-send, and confirmed with the
-    // client's number.
-    let e = b.input(Input::Publish {
-        conn: C1,
-        channel: 1,
-        publish: BasicPublish {
-            routing_key: "q".into(),
-            ..Default::default()
-        },
-        properties: BasicProperties::default(),
-        body: Bytes::from_static(b"4"),
-    });
-    assert_eq!(confirms(&e), vec![3]);
-    assert_eq!(
-        deliveries(&e),
-        vec![(next_tag + 3, false, "4".into())],
-        "enqueued and delivered"
-    );
-    // An ack of a tag A gave does nothing (no error); acks of B's tags work.
-    let e = b.method(
-        C1,
-        Method::BasicAck(BasicAck {
-            delivery_tag: 2,
-            multiple: false,
-        }),
-    );
-    assert_eq!(e, vec![], "an old leader's tag is ignored");
-    b.method(
-        C1,
-        Method::BasicAck(BasicAck {
-            delivery_tag: next_tag + 3,
-            multiple: true,
-        }),
-    );
-    b.open(C2 + 1);
-    assert_eq!(
-        b.get_all(C2 + 1, "q"),
-        Vec::<String>::new(),
-        "all four acked"
-    );
-
-    // The take-over keeps both exclusive queues; their home (here the same broker) removes the
-    // one whose connection never came back on its next tick; the resumed one's stays (and stays
-    // exclusive to it).
-    assert!(
-        b.broker.queue_id(&"/".into(), "mine").is_some(),
-        "kept by the take-over"
-    );
-    assert!(
-        b.broker.queue_id(&"/".into(), "theirs").is_some(),
-        "kept by the take-over"
-    );
-    b.input(Input::Tick);
-    assert!(b.broker.queue_id(&"/".into(), "theirs").is_none());
-    assert!(b.broker.queue_id(&"/".into(), "mine").is_some());
-    let e = b.method(C2 + 1, declare("mine", false, true));
-    assert_eq!(close_channel(&e).map(|c| c.0), Some(405));
 }
 
 #[test]
@@ -2873,8 +2745,8 @@ fn fanout_bind_op(queue: &str) -> Op {
 }
 
 /// Node 2's broker, not leading: a durable queue `d`, a non-durable queue `t` declared by a
-/// client of node 2 (homed here) and `u` declared by a client of node 3, all bound to
-/// `amq.fanout`; and a home session `h` of client `c` (a connection of node 2) with channel 1.
+/// client `c` of node 2 (homed here) and `u` declared by a client of node 3, all bound to
+/// `amq.fanout`; and a client connection `h` of node 2 with channel 1 open.
 fn node_two_with_a_home_session() -> (Replicated, ConnId, ConnId) {
     let mut r = Replicated::on_node(2);
     let (c, h, other) = (conn_on(2, 1), conn_on(2, 2), conn_on(3, 1));
@@ -2884,22 +2756,13 @@ fn node_two_with_a_home_session() -> (Replicated, ConnId, ConnId) {
     for q in ["d", "t", "u"] {
         r.input(committed(None, fanout_bind_op(q)));
     }
-    let e = r.input(Input::OpenHome {
-        conn: h,
-        client: c,
-        user: "guest".into(),
-        vhost: "/".into(),
-        client_properties: caps(),
-    });
-    assert_eq!(e, vec![], "a home session opens without a word");
-    let e = r.method(h, Method::ChannelOpen(ChannelOpen::default()));
-    assert_eq!(e.len(), 1, "channel.open-ok");
+    r.open(h);
     (r, c, h)
 }
 
 #[test]
 fn a_home_session_declares_an_exclusive_queue_it_owns_and_its_client_closing_removes_it() {
-    let (mut r, c, h) = node_two_with_a_home_session();
+    let (mut r, _c, h) = node_two_with_a_home_session();
     let e = r.method(
         h,
         Method::QueueDeclare(QueueDeclare {
@@ -2978,8 +2841,7 @@ fn a_home_session_declares_an_exclusive_queue_it_owns_and_its_client_closing_rem
         matches!(&e[..], [Effect::CloseChannel { error, .. }] if error.code == 405),
         "{e:?}"
     );
-    // The client connection closes (its home session with it): the queue goes.
-    r.input(Input::ConnectionClosed { conn: c });
+    // The connection closes: the queue goes.
     r.input(Input::ConnectionClosed { conn: h });
     assert!(
         r.broker.queue_id(&"/".into(), &name).is_none(),
@@ -3067,14 +2929,28 @@ fn a_home_session_serves_local_queues_here_forwards_others_and_logs_the_replicat
         queue: "d".into(),
         ..Default::default()
     });
-    assert_eq!(
-        r.method(h, get.clone()),
-        vec![Effect::Redirect {
-            conn: h,
-            channel: 1,
-            method: get
-        }],
-        "a replicated queue is not served by a home session: the client's node asks the leader"
+    let e = r.method(h, get.clone());
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::Send {
+                method: Method::BasicGetEmpty(_),
+                ..
+            }]
+        ),
+        "no leader known: only the next one knows what is ready, so nothing is: {e:?}"
+    );
+    r.input(Input::Leader { node: Some(1) });
+    let e = r.method(h, get);
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::ToOwner {
+                node: 1,
+                command: crate::QueueCommand::Get { .. }
+            }]
+        ),
+        "with a leader known, the get goes to it: {e:?}"
     );
 }
 
@@ -3429,15 +3305,10 @@ fn stepping_down_keeps_the_home_sessions_and_the_local_queues_homed_here() {
     };
     assert_eq!(deliveries(&r.method(c, consume("d"))).len(), 1);
     assert_eq!(deliveries(&r.method(h, consume("t"))).len(), 1);
-    let mut out = Vec::new();
-    r.broker.step_down("stepped down", &mut out);
-    assert_eq!(
-        out,
-        vec![Effect::CloseConnection {
-            conn: c,
-            error: AmqpError::new(320, "stepped down"),
-        }],
-        "only the leader session goes"
+    r.broker.step_down();
+    assert!(
+        r.broker.connections.contains_key(&c) && r.broker.connections.contains_key(&h),
+        "this node's client connections stay"
     );
     let d = r.broker.queue_id(&"/".into(), "d").expect("d");
     let t = r.broker.queue_id(&"/".into(), "t").expect("t");

@@ -276,8 +276,7 @@ fn a_declare_waiting_for_an_owner_that_lost_the_leadership_is_asked_of_the_next_
     assert_eq!(p.method(B, passive), vec![]);
     assert_eq!(crossed(&mut p), ["2→1 declare true"]);
     // Node 2 takes over: it answers the question itself.
-    let mut closes = Vec::new();
-    p.brokers[0].step_down("cut off", &mut closes);
+    p.brokers[0].step_down();
     let command = super::follow_tests::take_over(p.now);
     p.input(2, Input::Applied { command, index: 0 });
     let e = p.call(2, |b, out| b.lead(out));

@@ -6,7 +6,6 @@ use warren_wire::{ConfirmSelectOk, Method, TxCommitOk, TxRollbackOk, TxSelectOk}
 
 use super::{Broker, Ctx};
 use crate::channel::{Mode, TxOp};
-use crate::command::Op;
 use crate::{AmqpError, Effect};
 
 impl Broker {
@@ -104,11 +103,9 @@ impl Broker {
                 ch.mode = Mode::Confirm {
                     next_publish_seq: 1,
                 };
-                // The state machine forgets the numbers of this channel's earlier life (a home
-                // session logs no publishes of its own).
-                if !self.is_home_session(ctx.conn) {
-                    self.submit(Some(ctx.origin()), Op::ConfirmSelect, out);
-                }
+                // Nothing is logged: the channel's logged publishes are numbered across its
+                // lives (`Connection::log_numbers`), so the state machine has nothing to
+                // forget (`Op::ConfirmSelect` is only applied from older logs).
             }
             Mode::Confirm { .. } => {}
         }

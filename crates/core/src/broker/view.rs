@@ -116,12 +116,8 @@ impl Broker {
         }
         let mut conns: Vec<_> = self.connections.iter().collect();
         conns.sort_by_key(|(id, _)| **id);
-        for (&id, c) in conns {
+        for (&conn, c) in conns {
             let user = c.user.clone().unwrap_or_default();
-            // A home session is part of its client's connection, listed by the leader: only
-            // its channels and consumers show, under the client's id.
-            let home_session = c.home_of.is_some();
-            let conn = c.home_of.unwrap_or(id);
             let name = c
                 .client_properties
                 .get(CONNECTION_NAME_PROPERTY)
@@ -139,27 +135,20 @@ impl Broker {
             client_properties.retain(|(k, _)| {
                 k != CONNECTION_NAME_PROPERTY && k != CONNECTION_PROTOCOL_PROPERTY
             });
-            if !home_session {
-                view.connections.push(ConnectionView {
-                    conn,
-                    name,
-                    user: user.clone(),
-                    vhost: c.vhost.as_ref().map(|v| v.to_string()),
-                    channels: u32::try_from(c.channels.len()).unwrap_or(u32::MAX),
-                    connected_at: c.connected_at,
-                    client_properties,
-                    flow: c.paused,
-                    protocol,
-                });
-            }
+            view.connections.push(ConnectionView {
+                conn,
+                name,
+                user: user.clone(),
+                vhost: c.vhost.as_ref().map(|v| v.to_string()),
+                channels: u32::try_from(c.channels.len()).unwrap_or(u32::MAX),
+                connected_at: c.connected_at,
+                client_properties,
+                flow: c.paused,
+                protocol,
+            });
             let vhost = c.vhost.as_ref().map(|v| v.to_string()).unwrap_or_default();
             for (&number, ch) in &c.channels {
-                let channels = if home_session {
-                    &mut view.home_channels
-                } else {
-                    &mut view.channels
-                };
-                channels.push(ChannelView {
+                view.channels.push(ChannelView {
                     conn,
                     number,
                     user: user.clone(),
@@ -180,7 +169,7 @@ impl Broker {
                     let exclusive = q
                         .consumers
                         .exclusive()
-                        .is_some_and(|e| e.conn == id && e.channel == number && e.tag == k.tag);
+                        .is_some_and(|e| e.conn == conn && e.channel == number && e.tag == k.tag);
                     view.consumers.push(ConsumerView {
                         conn,
                         channel: number,
@@ -190,9 +179,9 @@ impl Broker {
                         ack_required: !k.no_ack,
                         prefetch_count: k.prefetch,
                         exclusive,
-                        active: q
-                            .single_active_consumer()
-                            .is_none_or(|a| a.conn == id && a.channel == number && a.tag == k.tag),
+                        active: q.single_active_consumer().is_none_or(|a| {
+                            a.conn == conn && a.channel == number && a.tag == k.tag
+                        }),
                     });
                 }
             }

@@ -1,86 +1,57 @@
-//! The byte encoding of the broker traffic between nodes: what a node sends another node's broker
-//! for its clients' sessions ([`Up`]: the leader sessions it relays to the leader, the home
-//! sessions it opens on a queue's home, messages forwarded to local queues) and what comes back
-//! ([`Down`]: effects, and how many forwards were taken). Methods travel as AMQP method-frame
-//! payloads and properties as AMQP content headers, so this encoding follows the wire codec
-//! wherever AMQP already defines the bytes.
+//! The byte encoding of the traffic between nodes' brokers on home streams: what a node sends
+//! another ([`Up`]: its hello, messages forwarded to local queues homed there, logged commands
+//! for the leader, queue commands and events, its client counts) and what comes back
+//! ([`Down`]: how many forwards were taken, and which were refused). Properties travel as AMQP
+//! content headers, so this encoding follows the wire codec wherever AMQP already defines the
+//! bytes. Every message starts with a tag byte and a u64 (a node, queue or connection id).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use warren_core::{
-    AmqpError, Command, ConnId, ConsumerRef, Delivery, Effect, Input, Message, QueueCommand,
-    QueueEvent, ResumeChannel, ResumeConsumer, ResumeSession,
+    AmqpError, ClientCounts, Command, ConsumerRef, Delivery, Message, QueueCommand, QueueEvent,
 };
 use warren_raft::CodecError;
 use warren_wire::record::{
-    put_bool, put_count, put_long, put_properties, put_table, put_varints, read_bool, read_long,
+    put_bool, put_count, put_long, put_properties, put_varints, read_bool, read_long,
     read_properties, read_text, read_varints,
 };
-use warren_wire::{BasicPublish, Method, Reader, ShortStr};
+use warren_wire::{Reader, ShortStr};
 
-/// One message from a node's connections to the leader's broker.
-// Inputs (mostly publishes) dominate, as in `ToBroker`: boxing would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
+/// One message from a node to another node's broker, on the sender's home stream.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Up {
-    /// A connection starts talking to the broker.
-    Register(ConnId),
-    Input(Input),
-    /// The connection is gone; the broker forgets where its effects go.
-    Unregister(ConnId),
-    /// The first message of a stream: the node it comes from, and what for: `home` false, it
-    /// relays its clients' leader sessions to the leader; true, it opens home sessions on the
-    /// receiver and forwards messages to the local queues homed there. `incarnation` grows
-    /// with each stream the sender opens (across its restarts too: see `relay::links`): a home
-    /// stream that says hello with a higher one replaces the sender's earlier stream, and what
-    /// the two nodes' brokers shared over that one is dropped first (`Input::PeerLost`). Tag 17;
-    /// tag 10, the hello of an earlier version, has no incarnation (read as 0).
-    Hello {
-        node: u64,
-        home: bool,
-        incarnation: u64,
-    },
-    /// What follows waits until the receiver has applied the log up to `index` (a client saw
-    /// a reply sent after that point: see `docs/architecture.md`, "Reading one's writes across
-    /// nodes").
-    Barrier(u64),
+    /// The first message of a stream: the node it comes from. `incarnation` grows with each
+    /// stream the sender opens (across its restarts too: see `relay::links`): a stream that
+    /// says hello with a higher one replaces the sender's earlier stream, and what the two
+    /// nodes' brokers shared over that one is dropped first (`Input::PeerLost`). Tag 17, with
+    /// a flag that is always set (a *home* stream: the clients' sessions relayed to the
+    /// leader before issue 19's step 4 had it clear, and are refused now).
+    Hello { node: u64, incarnation: u64 },
     /// A message for a local queue homed on the receiver (`warren_core::Effect::Forward`); the
-    /// stream numbers them from 1.
-    Forward {
-        queue: u64,
-        message: Message,
-    },
+    /// stream numbers them from 1. Tag 13.
+    Forward { queue: u64, message: Message },
     /// A command of the sender's broker for the receiver, the leader, to propose (a logged
-    /// publish: see `crate::proposer`), in its log encoding.
+    /// publish or topology command: see `crate::proposer`), in its log encoding. Tag 14.
     Propose(Command),
     /// A queue command of a channel on the sender for a queue the receiver owns
-    /// (`warren_core::Effect::ToOwner`; issue 19, step 2: encoded, not sent yet).
+    /// (`warren_core::Effect::ToOwner`). Tag 15.
     QueueCommand(QueueCommand),
-    /// A queue owner's answer for a channel on the receiver (`warren_core::Effect::ToChannel`;
-    /// not sent yet either).
+    /// A queue owner's answer for a channel on the receiver (`warren_core::Effect::ToChannel`).
+    /// Tag 16.
     QueueEvent(QueueEvent),
+    /// The sender's counts of its client connections and channels, for the limits
+    /// (`warren_core::Input::PeerCounts`). Tag 18.
+    Counts(ClientCounts),
 }
 
-/// One message back from a broker.
-// Effects (deliveries, replies) are nearly all of them: boxing would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
+/// One message back on a home stream.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Down {
-    Effect(Effect),
-    /// The receiver has handled the first `upto` forwards of the stream.
-    Forwarded {
-        upto: u64,
-    },
-}
-
-fn put_method(w: &mut BytesMut, m: &Method) {
-    let mut b = BytesMut::new();
-    m.encode(&mut b);
-    put_long(w, &b);
-}
-
-fn read_method(r: &mut Reader) -> Result<Method, CodecError> {
-    Method::decode(read_long(r)?).map_err(|_| CodecError::new("bad method"))
+    /// The receiver refused forward `seq` of the stream (`x-overflow` `reject-publish`):
+    /// `warren_core::Effect::ForwardRefused` of node `to`. Tag 7.
+    Refused { to: u64, seq: u64 },
+    /// The receiver has handled the first `upto` forwards of the stream. Tag 8.
+    Forwarded { upto: u64 },
 }
 
 fn put_error(w: &mut BytesMut, e: &AmqpError) {
@@ -99,31 +70,14 @@ fn read_error(r: &mut Reader) -> Result<AmqpError, CodecError> {
     })
 }
 
-/// Appends one [`Up`] message to `w`. `Applied` and `Tick` are the node's own business and never
-/// travel: they are encoded as nothing.
+/// Appends one [`Up`] message to `w`.
 pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
     match up {
-        Up::Register(conn) => {
-            w.put_u8(0);
-            w.put_u64(*conn);
-        }
-        Up::Unregister(conn) => {
-            w.put_u8(1);
-            w.put_u64(*conn);
-        }
-        Up::Hello {
-            node,
-            home,
-            incarnation,
-        } => {
+        Up::Hello { node, incarnation } => {
             w.put_u8(HELLO);
             w.put_u64(*node);
-            put_bool(w, *home);
+            put_bool(w, true);
             w.put_u64(*incarnation);
-        }
-        Up::Barrier(index) => {
-            w.put_u8(11);
-            w.put_u64(*index);
         }
         Up::Forward { queue, message } => {
             w.put_u8(13);
@@ -137,137 +91,38 @@ pub(crate) fn encode_up(w: &mut BytesMut, up: &Up) {
         }
         Up::QueueCommand(command) => put_queue_command(w, command),
         Up::QueueEvent(event) => put_queue_event(w, event),
-        Up::Input(input) => match input {
-            Input::Login {
-                conn,
-                mechanism,
-                username,
-                password,
-                peer_loopback,
-                client_properties,
-            } => {
-                w.put_u8(2);
-                w.put_u64(*conn);
-                put_long(w, mechanism.as_bytes());
-                put_long(w, username.as_bytes());
-                put_long(w, password.as_bytes());
-                put_bool(w, *peer_loopback);
-                put_table(w, client_properties);
+        Up::Counts(counts) => {
+            w.put_u8(COUNTS);
+            w.put_u64(0);
+            for table in [
+                &counts.vhost_connections,
+                &counts.user_connections,
+                &counts.user_channels,
+            ] {
+                put_count(w, table.len());
+                for (name, n) in table {
+                    put_long(w, name.as_bytes());
+                    w.put_u32(*n);
+                }
             }
-            Input::OpenVhost { conn, vhost } => {
-                w.put_u8(3);
-                w.put_u64(*conn);
-                put_long(w, vhost.as_bytes());
-            }
-            Input::Method {
-                conn,
-                channel,
-                method,
-            } => {
-                w.put_u8(4);
-                w.put_u64(*conn);
-                w.put_u16(*channel);
-                put_method(w, method);
-            }
-            Input::Publish {
-                conn,
-                channel,
-                publish,
-                properties,
-                body,
-            } => {
-                w.put_u8(5);
-                w.put_u64(*conn);
-                w.put_u16(*channel);
-                put_method(w, &Method::BasicPublish(publish.clone()));
-                put_properties(w, properties, body.len());
-                put_long(w, body);
-            }
-            Input::Writable { conn, writable } => {
-                w.put_u8(6);
-                w.put_u64(*conn);
-                put_bool(w, *writable);
-            }
-            Input::ConnectionClosed { conn } => {
-                w.put_u8(7);
-                w.put_u64(*conn);
-            }
-            Input::ChannelError {
-                conn,
-                channel,
-                error,
-            } => {
-                w.put_u8(8);
-                w.put_u64(*conn);
-                w.put_u16(*channel);
-                put_error(w, error);
-            }
-            Input::Resume { conn, session } => {
-                w.put_u8(9);
-                w.put_u64(*conn);
-                put_resume(w, session);
-            }
-            Input::OpenHome {
-                conn,
-                client,
-                user,
-                vhost,
-                client_properties,
-            } => {
-                w.put_u8(12);
-                w.put_u64(*conn);
-                w.put_u64(*client);
-                put_long(w, user.as_bytes());
-                put_long(w, vhost.as_bytes());
-                put_table(w, client_properties);
-            }
-            // An operator's close is sent to the leader's broker directly (management gRPC); a
-            // forwarded message travels as `Up::Forward`.
-            // A sync is for the node's own broker only.
-            Input::Applied { .. }
-            | Input::Tick
-            | Input::CloseConnection { .. }
-            | Input::Forwarded { .. }
-            | Input::Sync { .. }
-            | Input::NodeDown { .. } => {}
-            // Queue commands are between nodes' brokers, not a session's: they travel as
-            // `Up::QueueCommand`/`Up::QueueEvent` on home streams.
-            Input::QueueCommand { .. }
-            | Input::QueueEvent { .. }
-            | Input::PeerLost { .. }
-            | Input::Leader { .. } => {}
-        },
+        }
     }
 }
 
-fn put_resume(w: &mut BytesMut, s: &ResumeSession) {
-    put_long(w, s.user.as_bytes());
-    put_long(w, s.vhost.as_bytes());
-    put_table(w, &s.client_properties);
-    put_count(w, s.channels.len());
-    for c in &s.channels {
-        w.put_u16(c.id);
-        w.put_u64(c.next_delivery_tag);
-        w.put_u16(c.prefetch_consumer);
-        w.put_u16(c.prefetch_global);
-        put_bool(w, c.flow_active);
-        match c.next_publish_seq {
-            Some(n) => {
-                w.put_u8(1);
-                w.put_u64(n);
-            }
-            None => w.put_u8(0),
-        }
-        put_count(w, c.consumers.len());
-        for k in &c.consumers {
-            put_long(w, k.tag.as_bytes());
-            put_long(w, k.queue.as_bytes());
-            put_bool(w, k.no_ack);
-            put_bool(w, k.exclusive);
-            put_table(w, &k.arguments);
-            w.put_u16(k.prefetch);
+fn read_counts(r: &mut Reader) -> Result<ClientCounts, CodecError> {
+    let mut counts = ClientCounts::default();
+    for table in [
+        &mut counts.vhost_connections,
+        &mut counts.user_connections,
+        &mut counts.user_channels,
+    ] {
+        let n = r.u32()?;
+        for _ in 0..n {
+            let name = read_text(r)?;
+            table.insert(name, r.u32()?);
         }
     }
+    Ok(counts)
 }
 
 fn put_message(w: &mut BytesMut, m: &Message) {
@@ -292,6 +147,8 @@ const QUEUE_COMMAND: u8 = 15;
 const QUEUE_EVENT: u8 = 16;
 /// The tag of [`Up::Hello`] (with its incarnation).
 const HELLO: u8 = 17;
+/// The tag of [`Up::Counts`].
+const COUNTS: u8 = 18;
 
 fn put_consumer(w: &mut BytesMut, c: &ConsumerRef) {
     w.put_u64(c.conn);
@@ -636,223 +493,51 @@ fn read_short(r: &mut Reader) -> Result<ShortStr, CodecError> {
     Ok(ShortStr::from(read_text(r)?))
 }
 
-fn read_resume(r: &mut Reader) -> Result<ResumeSession, CodecError> {
-    let user = read_text(r)?;
-    let vhost = read_text(r)?;
-    let client_properties = r.table()?;
-    let mut channels = Vec::new();
-    for _ in 0..r.u32()? {
-        let id = r.u16()?;
-        let next_delivery_tag = r.u64()?;
-        let prefetch_consumer = r.u16()?;
-        let prefetch_global = r.u16()?;
-        let flow_active = read_bool(r)?;
-        let next_publish_seq = match r.u8()? {
-            0 => None,
-            1 => Some(r.u64()?),
-            _ => return Err(CodecError::new("bad option flag")),
-        };
-        let mut consumers = Vec::new();
-        for _ in 0..r.u32()? {
-            consumers.push(ResumeConsumer {
-                tag: read_short(r)?,
-                queue: read_short(r)?,
-                no_ack: read_bool(r)?,
-                exclusive: read_bool(r)?,
-                arguments: r.table()?,
-                prefetch: r.u16()?,
-            });
-        }
-        channels.push(ResumeChannel {
-            id,
-            next_delivery_tag,
-            prefetch_consumer,
-            prefetch_global,
-            flow_active,
-            next_publish_seq,
-            consumers,
-        });
-    }
-    Ok(ResumeSession {
-        user,
-        vhost,
-        client_properties,
-        channels,
-    })
-}
-
 /// Decodes every [`Up`] message in `bytes`.
 pub(crate) fn decode_ups(bytes: Bytes) -> Result<Vec<Up>, CodecError> {
     let mut r = Reader::new(bytes);
     let mut out = Vec::new();
     while r.remaining() > 0 {
         let tag = r.u8()?;
-        let conn = r.u64()?;
+        let id = r.u64()?;
         out.push(match tag {
-            0 => Up::Register(conn),
-            1 => Up::Unregister(conn),
-            2 => Up::Input(Input::Login {
-                conn,
-                mechanism: read_text(&mut r)?,
-                username: read_text(&mut r)?,
-                password: read_text(&mut r)?,
-                peer_loopback: read_bool(&mut r)?,
-                client_properties: r.table()?,
-            }),
-            3 => Up::Input(Input::OpenVhost {
-                conn,
-                vhost: read_text(&mut r)?,
-            }),
-            4 => Up::Input(Input::Method {
-                conn,
-                channel: r.u16()?,
-                method: read_method(&mut r)?,
-            }),
-            5 => {
-                let channel = r.u16()?;
-                let publish: BasicPublish = match read_method(&mut r)? {
-                    Method::BasicPublish(p) => p,
-                    _ => return Err(CodecError::new("publish without basic.publish")),
-                };
-                Up::Input(Input::Publish {
-                    conn,
-                    channel,
-                    publish,
-                    properties: read_properties(&mut r)?,
-                    body: read_long(&mut r)?,
-                })
+            HELLO => {
+                if !read_bool(&mut r)? {
+                    return Err(CodecError::new(
+                        "a stream of relayed client sessions (a node older than issue 19's step 4)",
+                    ));
+                }
+                Up::Hello {
+                    node: id,
+                    incarnation: r.u64()?,
+                }
             }
-            6 => Up::Input(Input::Writable {
-                conn,
-                writable: read_bool(&mut r)?,
-            }),
-            7 => Up::Input(Input::ConnectionClosed { conn }),
-            8 => Up::Input(Input::ChannelError {
-                conn,
-                channel: r.u16()?,
-                error: read_error(&mut r)?,
-            }),
-            9 => Up::Input(Input::Resume {
-                conn,
-                session: Box::new(read_resume(&mut r)?),
-            }),
-            10 => Up::Hello {
-                node: conn,
-                home: read_bool(&mut r)?,
-                incarnation: 0,
-            },
-            HELLO => Up::Hello {
-                node: conn,
-                home: read_bool(&mut r)?,
-                incarnation: r.u64()?,
-            },
-            11 => Up::Barrier(conn),
-            12 => Up::Input(Input::OpenHome {
-                conn,
-                client: r.u64()?,
-                user: read_text(&mut r)?,
-                vhost: read_text(&mut r)?,
-                client_properties: r.table()?,
-            }),
             13 => Up::Forward {
-                queue: conn,
+                queue: id,
                 message: read_message(&mut r)?,
             },
             14 => Up::Propose(warren_raft::decode_command(read_long(&mut r)?)?),
-            QUEUE_COMMAND => Up::QueueCommand(read_queue_command(&mut r, conn)?),
-            QUEUE_EVENT => Up::QueueEvent(read_queue_event(&mut r, conn)?),
+            QUEUE_COMMAND => Up::QueueCommand(read_queue_command(&mut r, id)?),
+            QUEUE_EVENT => Up::QueueEvent(read_queue_event(&mut r, id)?),
+            COUNTS => Up::Counts(read_counts(&mut r)?),
             _ => return Err(CodecError::new("unknown relay message")),
         });
     }
     Ok(out)
 }
 
-/// Appends one [`Down`] message to `w`. Effects that are the sending node's own business
-/// (`Propose`, `Forward`) never travel: they are encoded as nothing.
+/// Appends one [`Down`] message to `w`.
 pub(crate) fn encode_down(w: &mut BytesMut, d: &Down) {
     match d {
-        Down::Effect(e) => encode_effect(w, e),
-        Down::Forwarded { upto } => {
-            w.put_u8(8);
-            w.put_u64(*upto);
-        }
-    }
-}
-
-/// Appends one effect to `w` (see [`encode_down`]).
-pub(crate) fn encode_effect(w: &mut BytesMut, e: &Effect) {
-    match e {
-        Effect::Send {
-            conn,
-            channel,
-            method,
-        } => {
-            w.put_u8(0);
-            w.put_u64(*conn);
-            w.put_u16(*channel);
-            put_method(w, method);
-        }
-        Effect::SendContent {
-            conn,
-            channel,
-            method,
-            properties,
-            body,
-        } => {
-            w.put_u8(1);
-            w.put_u64(*conn);
-            w.put_u16(*channel);
-            put_method(w, method);
-            put_properties(w, properties, body.len());
-            put_long(w, body);
-        }
-        Effect::Authenticated { conn, user } => {
-            w.put_u8(2);
-            w.put_u64(*conn);
-            put_long(w, user.as_bytes());
-        }
-        Effect::CloseChannel {
-            conn,
-            channel,
-            error,
-        } => {
-            w.put_u8(3);
-            w.put_u64(*conn);
-            w.put_u16(*channel);
-            put_error(w, error);
-        }
-        Effect::CloseConnection { conn, error } => {
-            w.put_u8(4);
-            w.put_u64(*conn);
-            put_error(w, error);
-        }
-        Effect::AwaitWritable { conn } => {
-            w.put_u8(5);
-            w.put_u64(*conn);
-        }
-        Effect::ForwardRefused { to, seq } => {
+        Down::Refused { to, seq } => {
             w.put_u8(7);
             w.put_u64(*to);
             w.put_u64(*seq);
         }
-        Effect::Redirect {
-            conn,
-            channel,
-            method,
-        } => {
-            w.put_u8(9);
-            w.put_u64(*conn);
-            w.put_u16(*channel);
-            put_method(w, method);
+        Down::Forwarded { upto } => {
+            w.put_u8(8);
+            w.put_u64(*upto);
         }
-        // A client's publishes go to the home session on its own node: one elsewhere never
-        // pauses it for credit flow.
-        Effect::Propose { .. }
-        | Effect::Forward { .. }
-        | Effect::Synced { .. }
-        | Effect::Flow { .. } => {}
-        // Between nodes' brokers, not for a session (see `Input::QueueCommand` above).
-        Effect::ToOwner { .. } | Effect::ToChannel { .. } => {}
     }
 }
 
@@ -862,49 +547,15 @@ pub(crate) fn decode_downs(bytes: Bytes) -> Result<Vec<Down>, CodecError> {
     let mut out = Vec::new();
     while r.remaining() > 0 {
         let tag = r.u8()?;
-        let conn = r.u64()?;
-        out.push(Down::Effect(match tag {
-            0 => Effect::Send {
-                conn,
-                channel: r.u16()?,
-                method: read_method(&mut r)?,
-            },
-            1 => Effect::SendContent {
-                conn,
-                channel: r.u16()?,
-                method: read_method(&mut r)?,
-                properties: read_properties(&mut r)?,
-                body: read_long(&mut r)?,
-            },
-            2 => Effect::Authenticated {
-                conn,
-                user: read_text(&mut r)?,
-            },
-            3 => Effect::CloseChannel {
-                conn,
-                channel: r.u16()?,
-                error: read_error(&mut r)?,
-            },
-            4 => Effect::CloseConnection {
-                conn,
-                error: read_error(&mut r)?,
-            },
-            5 => Effect::AwaitWritable { conn },
-            7 => Effect::ForwardRefused {
-                to: conn,
+        let id = r.u64()?;
+        out.push(match tag {
+            7 => Down::Refused {
+                to: id,
                 seq: r.u64()?,
             },
-            8 => {
-                out.push(Down::Forwarded { upto: conn });
-                continue;
-            }
-            9 => Effect::Redirect {
-                conn,
-                channel: r.u16()?,
-                method: read_method(&mut r)?,
-            },
-            _ => return Err(CodecError::new("unknown relay effect")),
-        }));
+            8 => Down::Forwarded { upto: id },
+            _ => return Err(CodecError::new("unknown relay answer")),
+        });
     }
     Ok(out)
 }
@@ -912,9 +563,7 @@ pub(crate) fn decode_downs(bytes: Bytes) -> Result<Vec<Down>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_wire::{
-        BasicDeliver, BasicProperties, FieldTable, FieldValue, QueueDeclare, ShortStr,
-    };
+    use warren_wire::BasicProperties;
 
     fn sample_message() -> Message {
         Message {
@@ -930,110 +579,22 @@ mod tests {
 
     #[test]
     fn every_kind_of_up_message_round_trips() {
-        let mut props = FieldTable::default();
-        props.insert("product", FieldValue::from("pika"));
+        let mut counts = ClientCounts::default();
+        counts.vhost_connections.insert("/".into(), 3);
+        counts.user_connections.insert("guest".into(), 2);
+        counts.user_connections.insert("bob".into(), 1);
+        counts.user_channels.insert("guest".into(), 70_000);
         let ups = vec![
-            Up::Register(7),
-            Up::Input(Input::Login {
-                conn: 7,
-                mechanism: "PLAIN".into(),
-                username: "guest".into(),
-                password: "guest".into(),
-                peer_loopback: true,
-                client_properties: props,
-            }),
-            Up::Input(Input::OpenVhost {
-                conn: 7,
-                vhost: "/".into(),
-            }),
-            Up::Input(Input::Method {
-                conn: 7,
-                channel: 3,
-                method: Method::QueueDeclare(QueueDeclare {
-                    queue: "q".into(),
-                    durable: true,
-                    ..Default::default()
-                }),
-            }),
-            Up::Input(Input::Publish {
-                conn: 7,
-                channel: 3,
-                publish: BasicPublish {
-                    ticket: 0,
-                    exchange: "x".into(),
-                    routing_key: "k".into(),
-                    mandatory: true,
-                    immediate: false,
-                },
-                properties: BasicProperties {
-                    delivery_mode: Some(2),
-                    ..Default::default()
-                },
-                body: Bytes::from_static(b"body"),
-            }),
-            Up::Input(Input::Writable {
-                conn: 7,
-                writable: false,
-            }),
-            Up::Input(Input::ChannelError {
-                conn: 7,
-                channel: 3,
-                error: AmqpError::new(406, "too big"),
-            }),
-            Up::Input(Input::ConnectionClosed { conn: 7 }),
-            Up::Input(Input::Resume {
-                conn: 7,
-                session: Box::new(ResumeSession {
-                    user: "guest".into(),
-                    vhost: "/".into(),
-                    client_properties: FieldTable::default(),
-                    channels: vec![
-                        ResumeChannel {
-                            id: 1,
-                            next_delivery_tag: 1 << 20,
-                            prefetch_consumer: 10,
-                            prefetch_global: 0,
-                            flow_active: true,
-                            next_publish_seq: Some(42),
-                            consumers: vec![ResumeConsumer {
-                                tag: "ctag".into(),
-                                queue: "q".into(),
-                                no_ack: false,
-                                exclusive: true,
-                                arguments: FieldTable::default(),
-                                prefetch: 10,
-                            }],
-                        },
-                        ResumeChannel {
-                            id: 2,
-                            next_delivery_tag: 5,
-                            prefetch_consumer: 0,
-                            prefetch_global: 3,
-                            flow_active: false,
-                            next_publish_seq: None,
-                            consumers: vec![],
-                        },
-                    ],
-                }),
-            }),
-            Up::Unregister(7),
             Up::Hello {
                 node: 2,
-                home: true,
                 incarnation: 1 << 40 | 3,
             },
-            Up::Barrier(12),
-            Up::Input(Input::OpenHome {
-                conn: 8,
-                client: 7,
-                user: "guest".into(),
-                vhost: "/".into(),
-                client_properties: FieldTable::default(),
-            }),
             Up::Forward {
                 queue: 4,
                 message: sample_message(),
             },
+            Up::Counts(counts),
+            Up::Counts(ClientCounts::default()),
         ];
         let mut w = BytesMut::new();
         for u in &ups {
@@ -1043,53 +604,42 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_of_effect_round_trips() {
-        let effects = vec![
-            Effect::Authenticated {
-                conn: 9,
-                user: "guest".into(),
+    fn counts_and_hello_have_these_bytes() {
+        let mut counts = ClientCounts::default();
+        counts.user_channels.insert("g".into(), 5);
+        let mut w = BytesMut::new();
+        encode_up(&mut w, &Up::Counts(counts));
+        encode_up(
+            &mut w,
+            &Up::Hello {
+                node: 3,
+                incarnation: 9,
             },
-            Effect::Send {
-                conn: 9,
-                channel: 1,
-                method: Method::ChannelOpenOk(Default::default()),
-            },
-            Effect::SendContent {
-                conn: 9,
-                channel: 1,
-                method: Method::BasicDeliver(BasicDeliver {
-                    consumer_tag: ShortStr::from("c"),
-                    delivery_tag: 5,
-                    redelivered: true,
-                    exchange: "".into(),
-                    routing_key: "q".into(),
-                }),
-                properties: BasicProperties::default(),
-                body: Bytes::from_static(b"hi"),
-            },
-            Effect::CloseChannel {
-                conn: 9,
-                channel: 1,
-                error: AmqpError::new(404, "no queue"),
-            },
-            Effect::AwaitWritable { conn: 9 },
-            Effect::CloseConnection {
-                conn: 9,
-                error: AmqpError::new(320, "bye"),
-            },
-            Effect::ForwardRefused { to: 3, seq: 99 },
-            Effect::Redirect {
-                conn: 9,
-                channel: 4,
-                method: Method::QueueDeclare(QueueDeclare {
-                    queue: "q".into(),
-                    passive: true,
-                    ..Default::default()
-                }),
-            },
+        );
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            18, 0, 0, 0, 0, 0, 0, 0, 0, // tag, unused id
+            0, 0, 0, 0, // no vhost connections
+            0, 0, 0, 0, // no user connections
+            0, 0, 0, 1, 0, 0, 0, 1, b'g', 0, 0, 0, 5, // one user's channels
+            17, 0, 0, 0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 0, 0, 0, 0, 9, // hello
         ];
-        let mut downs: Vec<Down> = effects.into_iter().map(Down::Effect).collect();
-        downs.push(Down::Forwarded { upto: 41 });
+        assert_eq!(&w[..], expected);
+    }
+
+    #[test]
+    fn a_relayed_session_stream_is_refused() {
+        // The hello of a node older than issue 19's step 4 relaying its clients' sessions.
+        let old: &[u8] = &[17, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        assert!(decode_ups(Bytes::copy_from_slice(old)).is_err());
+    }
+
+    #[test]
+    fn every_kind_of_down_message_round_trips() {
+        let downs = vec![
+            Down::Refused { to: 3, seq: 99 },
+            Down::Forwarded { upto: 41 },
+        ];
         let mut w = BytesMut::new();
         for d in &downs {
             encode_down(&mut w, d);
@@ -1112,10 +662,9 @@ mod tests {
             (
                 Up::Hello {
                     node: 2,
-                    home: true,
                     incarnation: 258,
                 },
-                // tag 17, the node, home, the incarnation.
+                // tag 17, the node, the home flag (always set), the incarnation.
                 &[17, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 1, 2],
             ),
             (
@@ -1262,14 +811,16 @@ mod tests {
 
     #[test]
     fn truncated_batches_are_errors() {
+        let mut counts = ClientCounts::default();
+        counts.vhost_connections.insert("/".into(), 3);
         let mut w = BytesMut::new();
-        encode_effect(
-            &mut w,
-            &Effect::CloseConnection {
-                conn: 1,
-                error: AmqpError::new(320, "bye"),
-            },
-        );
+        encode_up(&mut w, &Up::Counts(counts));
+        let b = w.freeze();
+        for cut in 1..b.len() {
+            assert!(decode_ups(b.slice(..cut)).is_err());
+        }
+        let mut w = BytesMut::new();
+        encode_down(&mut w, &Down::Refused { to: 1, seq: 2 });
         let b = w.freeze();
         for cut in 1..b.len() {
             assert!(decode_downs(b.slice(..cut)).is_err());

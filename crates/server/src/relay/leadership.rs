@@ -264,7 +264,7 @@ async fn run(
         if local && desired != Route::Local {
             info!(
                 node = id,
-                term, "stopped leading: client connections move to the new leader"
+                term, "stopped leading: the replicated queues are the new leader's to decide"
             );
             local = false;
             if to_broker.send(ToBroker::StepDown).await.is_err() {

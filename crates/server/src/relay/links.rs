@@ -3,8 +3,8 @@
 //! node's broker forwards to the local queues homed there (bringing back their
 //! acknowledgements), this node's logged publishes for the leader (`Up::Propose`), the queue
 //! commands of this node's channels for queues owned there and the events of this node's queues
-//! for channels there (`Effect::ToOwner`/`ToChannel`, issue 19): each node sends on its own
-//! stream, so each direction is ordered.
+//! for channels there (`Effect::ToOwner`/`ToChannel`, issue 19), and this node's client counts
+//! (for the limits): each node sends on its own stream, so each direction is ordered.
 //!
 //! When a stream breaks, the broker task learns which forwards went unacknowledged
 //! ([`ToBroker::LinkLost`]) and that what
@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info};
-use warren_core::{Effect, Message};
+use warren_core::{ClientCounts, Message};
 use warren_proto::raft::relay_client::RelayClient;
 use warren_proto::raft::RelayBatch;
 use warren_raft::METADATA_GROUP;
@@ -62,6 +62,9 @@ struct Inner {
     /// The number the next stream's hello carries: it starts from this process's start time
     /// (milliseconds, shifted left 16 bits), so that it grows across restarts too.
     incarnation: AtomicU64,
+    /// This node's client counts as last shared ([`Links::share_counts`]): every new stream
+    /// starts with them (the receiver dropped the earlier stream's).
+    counts: Mutex<Option<ClientCounts>>,
 }
 
 impl Inner {
@@ -83,6 +86,7 @@ impl Links {
                 tasks: Mutex::new(HashMap::new()),
                 epochs: Mutex::new(HashMap::new()),
                 incarnation: AtomicU64::new(first_incarnation()),
+                counts: Mutex::new(None),
             }),
         }
     }
@@ -150,6 +154,17 @@ impl Links {
         }
     }
 
+    /// Sends this node's client counts to every other member (see `warren_core::ClientCounts`).
+    pub(crate) fn share_counts(&self, counts: ClientCounts) {
+        let members: Vec<u64> = self.inner.addresses.borrow().keys().copied().collect();
+        for node in members {
+            if node != self.inner.node {
+                self.send(node, Up::Counts(counts.clone()));
+            }
+        }
+        *self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()) = Some(counts);
+    }
+
     /// Sends a message to `node` (a logged publish for the leader there).
     pub(crate) fn send(&self, node: u64, up: Up) -> bool {
         match self.task(node) {
@@ -214,8 +229,16 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
             ..Open::default()
         };
         let mut pending = Some(first);
+        let counts = inner
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut w = BytesMut::new();
+        if let Some(counts) = counts {
+            encode_up(&mut w, &Up::Counts(counts));
+        }
         let ended = loop {
-            let mut w = BytesMut::new();
             if let Some(m) = pending.take() {
                 take(&mut open, m, &mut w);
             }
@@ -225,7 +248,7 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
             if !w.is_empty() {
                 let batch = RelayBatch {
                     group_id: METADATA_GROUP,
-                    batch: w.freeze(),
+                    batch: std::mem::take(&mut w).freeze(),
                     applied: 0,
                 };
                 if up.send(batch).await.is_err() {
@@ -314,13 +337,11 @@ fn fail(report: &impl Fn(ToBroker), node: u64, m: LinkMsg) {
 fn deliver(open: &mut Open, node: u64, downs: Vec<Down>, report: &impl Fn(ToBroker)) {
     for d in downs {
         match d {
-            Down::Effect(Effect::ForwardRefused { seq, .. }) => {
+            Down::Refused { seq, .. } => {
                 if let Some(seq) = open.seq_of(seq) {
                     report(ToBroker::LinkRefused { home: node, seq });
                 }
             }
-            // No home sessions on other nodes any more (issue 19): nothing else comes back.
-            Down::Effect(e) => debug!(node, effect = ?e, "an effect on a home stream, dropped"),
             Down::Forwarded { upto } => {
                 let mut last = None;
                 while open.acked < upto {
@@ -352,7 +373,6 @@ async fn connect(
         &mut w,
         &Up::Hello {
             node: me,
-            home: true,
             incarnation,
         },
     );

@@ -1,21 +1,12 @@
-//! The receiving side of the relay (`Relay.Attach`), in two kinds of stream, as the first
-//! message ([`Up::Hello`]) says:
-//! - *leader*: the connections of another node, relayed to this node's broker while it leads
-//!   (refused otherwise). When the stream ends (that node died, or its route changed), every
-//!   connection on it that has not been resumed through another stream since is closed in the
-//!   broker, as if its socket had closed; stepping down ends every such stream.
-//! - *home*: the messages another node's broker forwards to the transient queues homed here
-//!   ([`Up::Forward`], acknowledged with [`Down::Forwarded`]) and its logged publishes for this
-//!   node's Raft while it leads ([`Up::Propose`]). Accepted whether or not this node leads. No
-//!   sessions: a channel drives another node's queues with queue commands (issue 19).
+//! The receiving side of home streams (`Relay.Attach`): the messages another node's broker
+//! forwards to the transient queues homed here ([`Up::Forward`], acknowledged with
+//! [`Down::Forwarded`]), its logged commands for this node's Raft while it leads
+//! ([`Up::Propose`]), its queue commands and events, handed to the broker in order, and its
+//! client counts. Accepted whether or not this node leads. When a stream ends, or when a newer
+//! one from the same node says hello (whichever comes first, and before anything of the newer
+//! one), the broker drops what it shares with that node ([`ToBroker::PeerLost`]).
 //!
-//!   A home stream carries the sender's queue commands and events, handed
-//!   to the broker in order. When it ends, or when a newer one from the same node says hello
-//!   (whichever comes first, and before anything of the newer one), the broker drops what it
-//!   shares with that node ([`ToBroker::PeerLost`]).
-//!
-//! [`Up::Barrier`] makes the rest of the stream wait until this node has applied the log up to
-//! its index. Also `Relay.Propose`: a follower's broker proposes through the leader.
+//! Also `Relay.Propose`: a follower's broker proposes through the leader.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -24,27 +15,24 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_util::Stream;
 use openraft::Raft;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
-use warren_core::{node_of, ConnId, Input};
+use warren_core::{node_of, Input};
 use warren_proto::raft::relay_server::{Relay, RelayServer};
 use warren_proto::raft::{ProposeReply, ProposeRequest, RelayBatch};
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{LogCommand, TypeConfig, METADATA_GROUP};
 
-use super::codec::{decode_ups, encode_down, encode_effect, Down, Up};
-use super::Route;
-use crate::broker_task::{wait_applied, Batch, BrokerHandle, EffectSink, ToBroker};
+use super::codec::{decode_ups, encode_down, Down, Up};
+use crate::broker_task::{BrokerHandle, ToBroker};
 use crate::proposer::Proposal;
 
 /// The gRPC relay service of one node.
 #[derive(Clone)]
 pub struct RelayService {
     broker: mpsc::Sender<ToBroker>,
-    route: watch::Receiver<Route>,
-    applied: watch::Receiver<u64>,
     raft: Option<Raft<TypeConfig, BrokerStateMachine>>,
     /// This node's proposer: other nodes' logged publishes (`Up::Propose`) go there.
     proposals: Option<mpsc::UnboundedSender<Proposal>>,
@@ -53,11 +41,9 @@ pub struct RelayService {
 }
 
 impl RelayService {
-    pub fn new(broker: &BrokerHandle, route: watch::Receiver<Route>) -> RelayService {
+    pub fn new(broker: &BrokerHandle) -> RelayService {
         RelayService {
             broker: broker.tx.clone(),
-            route,
-            applied: broker.applied(),
             raft: None,
             proposals: broker.proposals.clone(),
             homes: Arc::default(),
@@ -123,12 +109,8 @@ impl Relay for RelayService {
             Err(e) => return Err(e),
         };
         let mut first = first.into_iter();
-        let (node, home, incarnation) = match first.next() {
-            Some(Up::Hello {
-                node,
-                home,
-                incarnation,
-            }) => (node, home, incarnation),
+        let (node, incarnation) = match first.next() {
+            Some(Up::Hello { node, incarnation }) => (node, incarnation),
             _ => {
                 return Err(Status::invalid_argument(
                     "a relay stream starts with a hello",
@@ -137,21 +119,12 @@ impl Relay for RelayService {
         };
         // Only in the name of the node whose certificate called.
         warren_raft::trust::check_sender(caller.as_ref(), node)?;
-        if !home && *self.route.borrow() != Route::Local {
-            return Err(Status::unavailable("this node does not lead the cluster"));
-        }
-        if home {
-            self.home_begins(node, incarnation).await?;
-        }
+        self.home_begins(node, incarnation).await?;
         let (down_tx, down_rx) = mpsc::channel(256);
         let stream = Stream_ {
             broker: self.broker.clone(),
-            route: self.route.clone(),
-            applied: self.applied.clone(),
             down: down_tx,
-            home,
             node,
-            conns: HashMap::new(),
             acks: None,
             forwards: 0,
             proposals: self.proposals.clone(),
@@ -189,17 +162,13 @@ impl Relay for RelayService {
 /// One attached stream.
 struct Stream_ {
     broker: mpsc::Sender<ToBroker>,
-    route: watch::Receiver<Route>,
-    applied: watch::Receiver<u64>,
     down: mpsc::Sender<Result<RelayBatch, Status>>,
-    home: bool,
     node: u64,
-    conns: HashMap<ConnId, EffectSink>,
     /// Where the broker acknowledges this stream's forwards, and how many came.
     acks: Option<mpsc::UnboundedSender<Vec<Down>>>,
     forwards: u64,
     proposals: Option<mpsc::UnboundedSender<Proposal>>,
-    /// The hello's incarnation (home streams).
+    /// The hello's incarnation.
     incarnation: u64,
     homes: Arc<tokio::sync::Mutex<HashMap<u64, u64>>>,
 }
@@ -209,28 +178,17 @@ impl Stream_ {
         if !self.handle(first).await {
             return self.end().await;
         }
-        loop {
-            tokio::select! {
-                // Stepping down ends every leader stream: the other nodes reroute.
-                r = self.route.changed(), if !self.home => {
-                    if r.is_err() || *self.route.borrow() != Route::Local {
+        while let Ok(Some(b)) = up.message().await {
+            match decode_ups(b.batch) {
+                Ok(ups) => {
+                    if !self.handle(ups).await {
                         break;
                     }
                 }
-                msg = up.message() => match msg {
-                    Ok(Some(b)) => match decode_ups(b.batch) {
-                        Ok(ups) => {
-                            if !self.handle(ups).await {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "undecodable relay batch; dropping the stream");
-                            break;
-                        }
-                    },
-                    Ok(None) | Err(_) => break,
-                },
+                Err(e) => {
+                    warn!(error = %e, "undecodable relay batch; dropping the stream");
+                    break;
+                }
             }
         }
         self.end().await;
@@ -240,39 +198,6 @@ impl Stream_ {
     async fn handle(&mut self, ups: Vec<Up>) -> bool {
         for u in ups {
             let msg = match u {
-                Up::Register(_) | Up::Unregister(_) | Up::Input(_) if self.home => {
-                    // Sessions live on the client's node and the leader's since issue 19 (a
-                    // channel drives another node's queues with queue commands).
-                    warn!(
-                        node = self.node,
-                        "a session's message on a home stream; dropped"
-                    );
-                    continue;
-                }
-                Up::Register(conn) => {
-                    let (etx, erx) = mpsc::unbounded_channel();
-                    tokio::spawn(forward_effects(erx, self.down.clone()));
-                    self.conns.insert(conn, etx.clone());
-                    ToBroker::Register {
-                        conn,
-                        effects: etx,
-                        image: None,
-                    }
-                }
-                Up::Unregister(conn) => {
-                    self.conns.remove(&conn);
-                    ToBroker::Unregister { conn }
-                }
-                Up::Input(input) => ToBroker::Input(input),
-                Up::Barrier(index) => {
-                    // Bounded by the log: this node applies what the leader committed.
-                    let from = self.node;
-                    let who = || format!("a barrier on node {from}'s relay stream");
-                    if !wait_applied(&mut self.applied, index, who).await {
-                        return false;
-                    }
-                    continue;
-                }
                 Up::Forward { queue, message } => {
                     self.forwards += 1;
                     ToBroker::ForwardIn {
@@ -293,7 +218,7 @@ impl Stream_ {
                     continue;
                 }
                 Up::Hello { .. } => continue,
-                Up::QueueCommand(command) if self.home => {
+                Up::QueueCommand(command) => {
                     // A node speaks for its own channels only.
                     if command
                         .consumer()
@@ -310,14 +235,14 @@ impl Stream_ {
                         command,
                     })
                 }
-                Up::QueueEvent(event) if self.home => ToBroker::Input(Input::QueueEvent {
+                Up::QueueEvent(event) => ToBroker::Input(Input::QueueEvent {
                     from: self.node,
                     event,
                 }),
-                Up::QueueCommand(_) | Up::QueueEvent(_) => {
-                    warn!("a queue command or event on a leader stream; dropped");
-                    continue;
-                }
+                Up::Counts(counts) => ToBroker::Input(Input::PeerCounts {
+                    node: self.node,
+                    counts,
+                }),
             };
             if self.broker.send(msg).await.is_err() {
                 return false;
@@ -338,47 +263,16 @@ impl Stream_ {
     }
 
     async fn end(self) {
-        debug!(
-            node = self.node,
-            home = self.home,
-            connections = self.conns.len(),
-            "relay stream ended"
-        );
-        for (conn, effects) in self.conns {
-            let _ = self.broker.send(ToBroker::Detach { conn, effects }).await;
-        }
-        if self.home {
-            // Unless a newer stream of the node replaced this one (and did this already).
-            let mut homes = self.homes.lock().await;
-            if homes.get(&self.node) == Some(&self.incarnation) {
-                homes.remove(&self.node);
-                let lost = ToBroker::PeerLost {
-                    node: self.node,
-                    done: None,
-                };
-                let _ = self.broker.send(lost).await;
-            }
-        }
-    }
-}
-
-/// Streams one connection's effects back, a broker flush per batch.
-async fn forward_effects(
-    mut effects: mpsc::UnboundedReceiver<Batch>,
-    down: mpsc::Sender<Result<RelayBatch, Status>>,
-) {
-    while let Some(batch) = effects.recv().await {
-        let mut w = BytesMut::new();
-        for e in &batch.effects {
-            encode_effect(&mut w, e);
-        }
-        let batch = RelayBatch {
-            group_id: METADATA_GROUP,
-            batch: w.freeze(),
-            applied: batch.index,
-        };
-        if down.send(Ok(batch)).await.is_err() {
-            return;
+        debug!(node = self.node, "home stream ended");
+        // Unless a newer stream of the node replaced this one (and did this already).
+        let mut homes = self.homes.lock().await;
+        if homes.get(&self.node) == Some(&self.incarnation) {
+            homes.remove(&self.node);
+            let lost = ToBroker::PeerLost {
+                node: self.node,
+                done: None,
+            };
+            let _ = self.broker.send(lost).await;
         }
     }
 }
