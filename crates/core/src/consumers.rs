@@ -101,6 +101,16 @@ impl QueueConsumers {
         }
     }
 
+    /// Moves consumer `id` to the front of the order (a single-active-consumer queue's active
+    /// one); nothing if it is not attached.
+    pub(crate) fn promote(&mut self, id: &ConsumerRef) {
+        if let Some(i) = self.order.iter().position(|c| &c.id == id) {
+            if let Some(c) = self.order.remove(i) {
+                self.order.push_front(c);
+            }
+        }
+    }
+
     /// Detaches one consumer.
     pub(crate) fn remove(&mut self, id: &ConsumerRef) {
         self.retain(|c| c != id);

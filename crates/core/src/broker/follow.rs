@@ -425,11 +425,17 @@ impl Broker {
         let now = self.now;
         if let Some(q) = self.queues.get_mut(&queue) {
             q.consumers.remove(&cref);
-            q.consumers.add(cref, credit, attach);
+            q.consumers.add(cref.clone(), credit, attach);
             q.had_consumer = true;
             q.last_used = now;
+            let mut claimed = false;
             for seq in held {
-                q.checkout_seq(seq);
+                claimed |= q.checkout_seq(seq);
+            }
+            if claimed && q.args.single_active_consumer {
+                // It holds deliveries from the earlier owner: it was the active one (see
+                // `Broker::attach_remote`).
+                q.consumers.promote(&cref);
             }
         }
         if let Some((true, nowait, _)) = waiting {

@@ -712,3 +712,48 @@ fn a_get_that_waited_for_the_channels_requeue_tells_the_owner_the_requeues_index
         "the owner answers once it has applied the requeue too: {out:?}"
     );
 }
+
+#[test]
+fn a_single_active_consumer_holding_deliveries_stays_active_when_the_leadership_moves() {
+    let mut p = Pair::new();
+    let mut args = FieldTable::default();
+    args.insert("x-single-active-consumer", FieldValue::Bool(true));
+    p.method(
+        A,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "s".into(),
+            durable: true,
+            arguments: args,
+            ..Default::default()
+        }),
+    );
+    p.input(2, Input::Leader { node: Some(1) });
+    for conn in [A, B] {
+        p.method(
+            conn,
+            Method::BasicQos(BasicQos {
+                prefetch_count: 5,
+                ..Default::default()
+            }),
+        );
+    }
+    // A's consumer (node 1) came first: active; B's (node 2) waits.
+    p.consume(A, "s", "a", false);
+    p.consume(B, "s", "w", false);
+    crossed(&mut p);
+    let e = p.publish(A, "s", "m1");
+    assert_eq!(deliveries(&e), [d("a", 1, false, "m1")]);
+    // Node 2 takes over. Its own consumer attaches first (no deliveries held); A's comes
+    // with m1, which its channel holds unacked: it was the active one, and stays.
+    leader_moves_to_two(&mut p);
+    crossed(&mut p);
+    let b = &p.brokers[1];
+    let q = &b.queues[&b.queue_id(&"/".into(), "s").expect("s")];
+    assert_eq!(
+        q.single_active_consumer().map(|c| (c.conn, c.tag.as_str())),
+        Some((A, "a")),
+        "the consumer that held deliveries is still the active one"
+    );
+    let e = p.publish(A, "s", "m2");
+    assert_eq!(deliveries(&e), [d("a", 2, false, "m2")], "{e:?}");
+}

@@ -406,7 +406,8 @@ impl Broker {
     ///
     /// `held`: messages the consumer's channel holds from an earlier owner of a replicated
     /// queue (it attaches again after a leader change or a broken stream): checked out to it
-    /// again where still ready.
+    /// again where still ready. A consumer of a single-active-consumer queue that holds any was
+    /// the active one: it goes to the front of the order (stays active).
     fn attach_remote(
         &mut self,
         id: QueueId,
@@ -442,12 +443,18 @@ impl Broker {
                 q.name, q.vhost
             )));
         }
+        let mut claimed = false;
         for &seq in held {
             if q.checkout_seq(seq) {
                 q.consumers.hold(seq, consumer.clone());
+                claimed = true;
             }
         }
-        q.consumers.add(consumer, credit, attach);
+        q.consumers.add(consumer.clone(), credit, attach);
+        if claimed && q.args.single_active_consumer {
+            // It holds deliveries from the earlier owner: it was the active one, and stays.
+            q.consumers.promote(&consumer);
+        }
         q.had_consumer = true;
         q.last_used = now;
         Ok(())
