@@ -41,7 +41,7 @@ pub(crate) struct Connection {
     /// Per channel id, the last number a publish of it carried into the log. A channel's
     /// logged publishes are numbered 1, 2, 3 ... without gaps (its local-only publishes take
     /// none) and go on across the channel's lives (closed and opened again), so the state
-    /// machine's publisher record (`resume::Publisher`) tells a re-sent publish from a new
+    /// machine's publisher record (`broker::publishers::Publisher`) tells a re-sent publish from a new
     /// one without a logged `confirm.select`.
     pub(crate) log_numbers: std::collections::HashMap<crate::ChannelId, u64>,
     /// `Input::Sync` tokens waiting for the connection's commands in flight.

@@ -13,10 +13,10 @@ mod limit_checks;
 mod owner;
 mod policies;
 mod publish;
+mod publishers;
 mod queue_class;
 mod recovery;
 mod remote;
-mod resume;
 mod security;
 mod snapshot_io;
 mod tick;
@@ -140,7 +140,7 @@ pub struct Broker {
     now: Millis,
     /// Per publishing channel, the last confirm number applied (replicated: re-sent publishes
     /// after a failover are recognised by it).
-    publishers: HashMap<(ConnId, ChannelId), resume::Publisher>,
+    publishers: HashMap<(ConnId, ChannelId), publishers::Publisher>,
     /// Leader only: when to look for publishers to forget next.
     next_publisher_check: Millis,
     /// This broker is the leader's (or a single node's): it decides the replicated queues

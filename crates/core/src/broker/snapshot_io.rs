@@ -407,7 +407,7 @@ impl Broker {
             .map(|p| {
                 (
                     (p.conn, p.channel),
-                    super::resume::Publisher {
+                    super::publishers::Publisher {
                         seq: p.seq,
                         missing: p.missing.iter().copied().collect(),
                         at: p.at,
