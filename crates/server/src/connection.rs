@@ -47,7 +47,7 @@ pub(crate) struct Node {
 
 /// A client connection's place in its node's broker: its inputs go to the broker task, and
 /// the effects for it come back on [`Incoming`].
-pub(crate) struct Sessions {
+pub(crate) struct Registration {
     node: Node,
     client: ConnId,
     /// The broker was told the connection ended.
@@ -67,9 +67,9 @@ impl Incoming {
     }
 }
 
-impl Sessions {
+impl Registration {
     /// Registers connection `client` with this node's broker; `None` if the broker is gone.
-    pub(crate) async fn open(node: Node, client: ConnId) -> Option<(Sessions, Incoming)> {
+    pub(crate) async fn open(node: Node, client: ConnId) -> Option<(Registration, Incoming)> {
         let (tx, effects) = mpsc::unbounded_channel();
         node.local
             .send(ToBroker::Register {
@@ -79,7 +79,7 @@ impl Sessions {
             .await
             .ok()?;
         Some((
-            Sessions {
+            Registration {
                 node,
                 client,
                 ended: false,
@@ -129,7 +129,7 @@ impl Sessions {
     }
 
     /// The connection is gone: the broker is told (unless it was already, see
-    /// [`Sessions::end`]) and forgets it.
+    /// [`Registration::end`]) and forgets it.
     pub(crate) async fn close(&mut self, known_to_core: bool, incoming: &mut Incoming) {
         if known_to_core {
             self.end(incoming).await;
@@ -214,7 +214,7 @@ pub(crate) struct Peer {
     pub(crate) translated: bool,
 }
 
-/// The connection's loop over its socket halves, its sessions with the brokers and its ticks.
+/// The connection's loop over its socket halves, its broker and its ticks.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<R, W>(
     mut rd: R,
@@ -236,7 +236,7 @@ pub(crate) async fn run<R, W>(
         // A translated client's own task says it was accepted, naming its protocol.
         info!(conn, "{}", log.accepting());
     }
-    let Some((mut sessions, mut incoming)) = Sessions::open(node, conn).await else {
+    let Some((mut registration, mut incoming)) = Registration::open(node, conn).await else {
         return;
     };
     // The socket ended (or broke) before the connection was closed.
@@ -337,10 +337,10 @@ pub(crate) async fn run<R, W>(
                     }
                 }
                 if let Input::ConnectionClosed { .. } = input {
-                    sessions.end(&mut incoming).await;
+                    registration.end(&mut incoming).await;
                     continue;
                 }
-                if !sessions.input(input).await {
+                if !registration.input(input).await {
                     return;
                 }
             }
@@ -371,7 +371,9 @@ pub(crate) async fn run<R, W>(
             info!(conn, "{line}");
         }
     }
-    sessions.close(session.known_to_core(), &mut incoming).await;
+    registration
+        .close(session.known_to_core(), &mut incoming)
+        .await;
     if closed_by_client && !shutting_down {
         await_client_close(&mut rd, &mut shutdown).await;
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use warren_core::{AmqpError, ConnId, Effect, Input};
 use warren_wire::{BasicProperties, BasicPublish, ChannelOpen, FieldTable, Method, ShortStr};
 
-use crate::connection::{Incoming, Node, Sessions};
+use crate::connection::{Incoming, Node, Registration};
 
 /// How long a direct connection waits for any one reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,7 +51,7 @@ pub struct GotMessage {
 pub struct DirectConnection {
     conn: ConnId,
     /// `None` once closed.
-    sessions: Option<Sessions>,
+    registration: Option<Registration>,
     incoming: Incoming,
     pending: std::collections::VecDeque<Effect>,
     /// The broker closed the connection.
@@ -82,12 +82,12 @@ impl DirectConnector {
         vhost: &str,
     ) -> Result<DirectConnection, DirectError> {
         let conn = self.node.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (sessions, incoming) = Sessions::open(self.node.clone(), conn)
+        let (registration, incoming) = Registration::open(self.node.clone(), conn)
             .await
             .ok_or(DirectError::Stopped)?;
         let mut c = DirectConnection {
             conn,
-            sessions: Some(sessions),
+            registration: Some(registration),
             incoming,
             pending: Default::default(),
             closed: false,
@@ -129,10 +129,10 @@ impl DirectConnector {
 
 impl DirectConnection {
     async fn send(&mut self, input: Input) -> Result<(), DirectError> {
-        let Some(sessions) = self.sessions.as_mut() else {
+        let Some(registration) = self.registration.as_mut() else {
             return Err(DirectError::Stopped);
         };
-        if !sessions.input(input).await {
+        if !registration.input(input).await {
             return Err(DirectError::Stopped);
         }
         Ok(())
@@ -140,7 +140,7 @@ impl DirectConnection {
 
     /// The next effects from the broker.
     async fn receive(&mut self) -> Result<(), DirectError> {
-        if self.sessions.is_none() {
+        if self.registration.is_none() {
             return Err(DirectError::Stopped);
         }
         match self.incoming.effects.recv().await {
@@ -322,8 +322,8 @@ impl DirectConnection {
 
     /// Closes the connection (requeueing anything unacked) and forgets it.
     pub async fn close(mut self) {
-        if let Some(mut sessions) = self.sessions.take() {
-            sessions.close(!self.closed, &mut self.incoming).await;
+        if let Some(mut registration) = self.registration.take() {
+            registration.close(!self.closed, &mut self.incoming).await;
         }
         self.finished = true;
     }
@@ -337,11 +337,12 @@ impl Drop for DirectConnection {
             return;
         }
         let known = !self.closed;
-        if let (Some(mut sessions), Ok(runtime)) =
-            (self.sessions.take(), tokio::runtime::Handle::try_current())
-        {
+        if let (Some(mut registration), Ok(runtime)) = (
+            self.registration.take(),
+            tokio::runtime::Handle::try_current(),
+        ) {
             let mut incoming = std::mem::replace(&mut self.incoming, Incoming::none());
-            runtime.spawn(async move { sessions.close(known, &mut incoming).await });
+            runtime.spawn(async move { registration.close(known, &mut incoming).await });
         }
     }
 }

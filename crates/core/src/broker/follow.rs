@@ -28,7 +28,7 @@ use super::{Broker, Ctx};
 use crate::channel::RemoteConsumer;
 use crate::consumers::{Attach, UNLIMITED};
 use crate::queue::{ConsumerRef, Queue};
-use crate::{node_of, Effect, Millis, QueueCommand};
+use crate::{Effect, Millis, QueueCommand};
 
 /// How long queue commands for replicated queues wait at a broker that does not lead.
 pub(super) const PENDING_MAX_MS: Millis = 30_000;
@@ -167,9 +167,6 @@ impl Broker {
         let node = self.config.node;
         let mut again = Vec::new();
         for (&conn, c) in &self.connections {
-            if node_of(conn) != node {
-                continue;
-            }
             for (&channel, ch) in &c.channels {
                 let (Some((from, kind)), Some(asked)) = (ch.awaiting_answer, &ch.asked) else {
                     continue;
@@ -232,13 +229,9 @@ impl Broker {
     /// This node's consumers of replicated queues that `which` names are attached nowhere
     /// (owner 0) until they attach again; they keep their unacked deliveries.
     pub(super) fn detach_followers(&mut self, which: Detach) {
-        let node = self.config.node;
         let queues = &self.queues;
         let follows = |id: &u64| queues.get(id).is_some_and(follows_leader);
-        for (&conn, c) in self.connections.iter_mut() {
-            if node_of(conn) != node {
-                continue;
-            }
+        for c in self.connections.values_mut() {
             for ch in c.channels.values_mut() {
                 let prefetch_global = ch.prefetch_global;
                 for k in ch.consumers.values_mut().filter(|k| follows(&k.queue)) {
@@ -275,9 +268,6 @@ impl Broker {
         };
         let mut moves = Vec::new();
         for (&conn, c) in &self.connections {
-            if node_of(conn) != node {
-                continue;
-            }
             for (&channel, ch) in &c.channels {
                 for k in ch.consumers.values() {
                     if !self.queues.get(&k.queue).is_some_and(follows_leader) {
@@ -306,12 +296,8 @@ impl Broker {
     /// decides now: answered `basic.get-empty` (the old owner let it go; the client asks
     /// again).
     fn end_stale_gets(&mut self, owner: u64, out: &mut Vec<Effect>) {
-        let node = self.config.node;
         let mut stale = Vec::new();
         for (&conn, c) in &self.connections {
-            if node_of(conn) != node {
-                continue;
-            }
             for (&channel, ch) in &c.channels {
                 if let Some((from, crate::channel::Awaiting::Get { queue, .. })) =
                     ch.awaiting_answer

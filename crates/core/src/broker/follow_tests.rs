@@ -19,11 +19,31 @@ fn queue_on(p: &Pair, node: u64, name: &str) -> (u32, u64, u32) {
 /// A durable queue `name` declared by `a` (node 1 leads), node 2 told so, and `prefetch` on
 /// both clients' channel 1.
 fn durable(p: &mut Pair, name: &str, prefetch: u16) {
+    durable_with(p, name, FieldTable::default());
+    qos(p, prefetch);
+}
+
+/// `prefetch` on both clients' channel 1.
+fn qos(p: &mut Pair, prefetch: u16) {
+    for conn in [A, B] {
+        p.method(
+            conn,
+            Method::BasicQos(BasicQos {
+                prefetch_count: prefetch,
+                ..Default::default()
+            }),
+        );
+    }
+}
+
+/// A durable queue `name` with `arguments`, declared by `a` (node 1 leads), node 2 told so.
+fn durable_with(p: &mut Pair, name: &str, arguments: FieldTable) {
     let e = p.method(
         A,
         Method::QueueDeclare(QueueDeclare {
             queue: name.into(),
             durable: true,
+            arguments,
             ..Default::default()
         }),
     );
@@ -38,15 +58,6 @@ fn durable(p: &mut Pair, name: &str, prefetch: u16) {
         "{e:?}"
     );
     p.input(2, Input::Leader { node: Some(1) });
-    for conn in [A, B] {
-        p.method(
-            conn,
-            Method::BasicQos(BasicQos {
-                prefetch_count: prefetch,
-                ..Default::default()
-            }),
-        );
-    }
 }
 
 /// A new leader's `Op::TakeOver`, issued at `now`.
@@ -410,16 +421,7 @@ fn a_get_after_a_requeue_of_a_quorum_queue_finds_the_message_wherever_the_return
     let mut p = Pair::new();
     let mut arguments = FieldTable::default();
     arguments.insert("x-queue-type", FieldValue::LongStr("quorum".into()));
-    p.method(
-        A,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "q".into(),
-            durable: true,
-            arguments,
-            ..Default::default()
-        }),
-    );
-    p.input(2, Input::Leader { node: Some(1) });
+    durable_with(&mut p, "q", arguments);
     p.publish(A, "q", "m1");
     let get = |channel| Input::Method {
         conn: B,
@@ -662,16 +664,7 @@ fn a_get_that_waited_for_the_channels_requeue_tells_the_owner_the_requeues_index
     let mut p = Pair::new();
     let mut arguments = FieldTable::default();
     arguments.insert("x-queue-type", FieldValue::LongStr("quorum".into()));
-    p.method(
-        A,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "q".into(),
-            durable: true,
-            arguments,
-            ..Default::default()
-        }),
-    );
-    p.input(2, Input::Leader { node: Some(1) });
+    durable_with(&mut p, "q", arguments);
     p.publish(A, "q", "m1");
     let get = Method::BasicGet(BasicGet {
         queue: "q".into(),
@@ -718,25 +711,8 @@ fn a_single_active_consumer_holding_deliveries_stays_active_when_the_leadership_
     let mut p = Pair::new();
     let mut args = FieldTable::default();
     args.insert("x-single-active-consumer", FieldValue::Bool(true));
-    p.method(
-        A,
-        Method::QueueDeclare(QueueDeclare {
-            queue: "s".into(),
-            durable: true,
-            arguments: args,
-            ..Default::default()
-        }),
-    );
-    p.input(2, Input::Leader { node: Some(1) });
-    for conn in [A, B] {
-        p.method(
-            conn,
-            Method::BasicQos(BasicQos {
-                prefetch_count: 5,
-                ..Default::default()
-            }),
-        );
-    }
+    durable_with(&mut p, "s", args);
+    qos(&mut p, 5);
     // A's consumer (node 1) came first: active; B's (node 2) waits.
     p.consume(A, "s", "a", false);
     p.consume(B, "s", "w", false);

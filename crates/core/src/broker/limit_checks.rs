@@ -59,10 +59,15 @@ impl Broker {
         }
     }
 
-    /// The peers' counts of `which` for `key`, summed.
-    fn peers_count(&self, which: fn(&ClientCounts) -> &BTreeMap<String, u32>, key: &str) -> usize {
-        self.peer_counts
-            .values()
+    /// The cluster's count of `which` for `key`: this node's and its peers' last ones.
+    fn cluster_count(
+        &self,
+        which: fn(&ClientCounts) -> &BTreeMap<String, u32>,
+        key: &str,
+    ) -> usize {
+        let own = self.client_counts();
+        std::iter::once(&own)
+            .chain(self.peer_counts.values())
             .filter_map(|c| which(c).get(key))
             .map(|&n| n as usize)
             .sum()
@@ -81,12 +86,7 @@ impl Broker {
             .get(vhost)
             .and_then(|l| l.get(MAX_CONNECTIONS))
         {
-            let own = self
-                .connections
-                .values()
-                .filter(|c| c.vhost.as_ref() == Some(vhost))
-                .count();
-            let count = own + self.peers_count(|c| &c.vhost_connections, vhost.as_str());
+            let count = self.cluster_count(|c| &c.vhost_connections, vhost.as_str());
             if reached(Some(limit), count) {
                 return Err(AmqpError::not_allowed(format!(
                     "access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached"
@@ -98,12 +98,7 @@ impl Broker {
             .get(user)
             .and_then(|l| l.get(MAX_CONNECTIONS))
         {
-            let own = self
-                .connections
-                .values()
-                .filter(|c| c.vhost.is_some() && c.user.as_deref() == Some(user))
-                .count();
-            let count = own + self.peers_count(|c| &c.user_connections, user);
+            let count = self.cluster_count(|c| &c.user_connections, user);
             if reached(Some(limit), count) {
                 return Err(AmqpError::not_allowed(format!(
                     "connection refused for user '{user}': user connection limit ({limit}) is reached"
@@ -127,13 +122,7 @@ impl Broker {
         let Some(limit) = self.user_limits.get(user).and_then(|l| l.get(MAX_CHANNELS)) else {
             return Ok(());
         };
-        let own: usize = self
-            .connections
-            .values()
-            .filter(|c| c.vhost.is_some() && c.user.as_deref() == Some(user))
-            .map(|c| c.channels.len())
-            .sum();
-        let count = own + self.peers_count(|c| &c.user_channels, user);
+        let count = self.cluster_count(|c| &c.user_channels, user);
         if reached(Some(limit), count) {
             return Err(AmqpError::not_allowed(format!(
                 "number of channels opened for user '{user}' has reached the maximum allowed user limit of ({limit})"

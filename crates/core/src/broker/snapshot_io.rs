@@ -468,12 +468,8 @@ impl Broker {
     /// their streams' consumer tables again (a stream's consumers read this node's replica;
     /// their offsets are their channels').
     fn reattach_stream_consumers(&mut self) {
-        let node = self.config.node;
         let mut attach = Vec::new();
         for (&conn, c) in &self.connections {
-            if crate::node_of(conn) != node {
-                continue;
-            }
             for (&channel, ch) in &c.channels {
                 for k in ch.consumers.values().filter(|k| k.stream_next.is_some()) {
                     let cref = crate::queue::ConsumerRef {

@@ -13,7 +13,7 @@
 //! a `PeerLost` for that node (from this side or the receiver's) and not sent yet are dropped:
 //! they speak of consumers and deliveries both sides have dropped (each link's *epoch*).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -42,6 +42,9 @@ enum LinkMsg {
         epoch: u64,
         up: Up,
     },
+    /// This node's client counts as they are when it is sent (`Inner::counts`): at most one
+    /// is queued per link (`Inner::counts_queued`), however often they change meanwhile.
+    Counts,
 }
 
 /// This node's links to the other nodes (cheap to clone).
@@ -65,9 +68,28 @@ struct Inner {
     /// This node's client counts as last shared ([`Links::share_counts`]): every new stream
     /// starts with them (the receiver dropped the earlier stream's).
     counts: Mutex<Option<ClientCounts>>,
+    /// The nodes whose link has a [`LinkMsg::Counts`] queued.
+    counts_queued: Mutex<HashSet<u64>>,
 }
 
 impl Inner {
+    /// This node's client counts as last shared.
+    fn counts(&self) -> Option<ClientCounts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The link to `node` takes its queued [`LinkMsg::Counts`]: the counts to send now.
+    fn take_counts(&self, node: u64) -> Option<ClientCounts> {
+        self.counts_queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node);
+        self.counts()
+    }
+
     /// The epoch of the link to `node` (see [`Links::peer_lost`]).
     fn epoch(&self, node: u64) -> Arc<AtomicU64> {
         let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,6 +109,7 @@ impl Links {
                 epochs: Mutex::new(HashMap::new()),
                 incarnation: AtomicU64::new(first_incarnation()),
                 counts: Mutex::new(None),
+                counts_queued: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -154,15 +177,27 @@ impl Links {
         }
     }
 
-    /// Sends this node's client counts to every other member (see `warren_core::ClientCounts`).
+    /// Sends this node's client counts to every other member (see `warren_core::ClientCounts`):
+    /// a link that has counts queued already sends these instead.
     pub(crate) fn share_counts(&self, counts: ClientCounts) {
+        *self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()) = Some(counts);
         let members: Vec<u64> = self.inner.addresses.borrow().keys().copied().collect();
-        for node in members {
-            if node != self.inner.node {
-                self.send(node, Up::Counts(counts.clone()));
+        for node in members.into_iter().filter(|&n| n != self.inner.node) {
+            let mut queued = self
+                .inner
+                .counts_queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !queued.insert(node) {
+                continue;
+            }
+            let sent = self
+                .task(node)
+                .is_some_and(|tx| tx.send(LinkMsg::Counts).is_ok());
+            if !sent {
+                queued.remove(&node);
             }
         }
-        *self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()) = Some(counts);
     }
 
     /// Sends a message to `node` (a logged publish for the leader there).
@@ -214,6 +249,9 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
             let mut shared = false;
             for m in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 shared |= matches!(&m, LinkMsg::Queue { epoch: e, .. } if *e >= epoch.load(Ordering::SeqCst));
+                if matches!(m, LinkMsg::Counts) {
+                    inner.take_counts(node);
+                }
                 fail(&report, node, m);
             }
             if shared {
@@ -229,21 +267,16 @@ async fn run(inner: Arc<Inner>, node: u64, mut rx: mpsc::UnboundedReceiver<LinkM
             ..Open::default()
         };
         let mut pending = Some(first);
-        let counts = inner
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         let mut w = BytesMut::new();
-        if let Some(counts) = counts {
+        if let Some(counts) = inner.counts() {
             encode_up(&mut w, &Up::Counts(counts));
         }
         let ended = loop {
             if let Some(m) = pending.take() {
-                take(&mut open, m, &mut w);
+                take(&inner, node, &mut open, m, &mut w);
             }
             while let Ok(m) = rx.try_recv() {
-                take(&mut open, m, &mut w);
+                take(&inner, node, &mut open, m, &mut w);
             }
             if !w.is_empty() {
                 let batch = RelayBatch {
@@ -303,9 +336,14 @@ fn first_incarnation() -> u64 {
 }
 
 /// Adds a message to the batch being written, keeping the stream's books.
-fn take(open: &mut Open, m: LinkMsg, w: &mut BytesMut) {
+fn take(inner: &Inner, node: u64, open: &mut Open, m: LinkMsg, w: &mut BytesMut) {
     match m {
         LinkMsg::Up(up) => encode_up(w, &up),
+        LinkMsg::Counts => {
+            if let Some(counts) = inner.take_counts(node) {
+                encode_up(w, &Up::Counts(counts));
+            }
+        }
         LinkMsg::Forward {
             seq,
             queue,
@@ -329,7 +367,7 @@ fn fail(report: &impl Fn(ToBroker), node: u64, m: LinkMsg) {
             home: node,
             upto: seq,
         }),
-        LinkMsg::Up(_) | LinkMsg::Queue { .. } => {}
+        LinkMsg::Up(_) | LinkMsg::Queue { .. } | LinkMsg::Counts => {}
     }
 }
 
