@@ -121,7 +121,7 @@ pub async fn start(
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let trigger = raft.clone();
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -204,13 +204,24 @@ async fn member_with_a_cluster(
 /// whose Raft has stopped can neither confirm nor deliver anything replicated.
 pub async fn stopped(raft: &Raft<TypeConfig, BrokerStateMachine>) -> String {
     use openraft::async_runtime::WatchReceiver;
-    let mut metrics = raft.metrics();
+    // Not woken by every change of `metrics()` (openraft sends it on every turn of its loop):
+    // looked at when the server metrics change or end, and every 200 ms.
+    let metrics = raft.metrics();
+    let mut server = raft.server_metrics();
     loop {
-        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+        if let Err(fatal) = &metrics.borrow_watched().running_state {
             return fatal.to_string();
         }
-        if metrics.changed().await.is_err() {
-            return "the Raft node ended".to_owned();
+        tokio::select! {
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return match &metrics.borrow_watched().running_state {
+                        Err(fatal) => fatal.to_string(),
+                        Ok(()) => "the Raft node ended".to_owned(),
+                    };
+                }
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
         }
     }
 }

@@ -145,7 +145,7 @@ pub fn track_leadership(
     leading: Arc<AtomicBool>,
 ) {
     use openraft::async_runtime::WatchReceiver;
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     tokio::spawn(async move {
         loop {
             let leads = metrics.borrow_watched().current_leader == Some(id);

@@ -98,7 +98,8 @@ fn spawn_retirement_recorder<SM: RaftStateMachine<TypeConfig>>(
     store: MessageStore,
 ) {
     tokio::spawn(async move {
-        let mut metrics = raft.metrics();
+        // Membership changes show in the server metrics (sent only when they change).
+        let mut metrics = raft.server_metrics();
         let (mut seen_at, mut seen) = node_ids(&raft);
         loop {
             if metrics.changed().await.is_err() {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 use openraft::Raft;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 use warren_core::{node_of, ChannelId, Command, ConnId, Op};
 use warren_raft::state_machine::BrokerStateMachine;
 use warren_raft::{LogCommand, TypeConfig};
@@ -123,7 +123,9 @@ impl Proposer {
         mut proposals: mpsc::UnboundedReceiver<Proposal>,
         mut retries: mpsc::UnboundedReceiver<(Command, bool)>,
     ) {
-        let mut metrics = self.raft.metrics();
+        // The server metrics change with the leader, the vote and the membership only (the
+        // whole `metrics()` is sent again on every turn of openraft's loop).
+        let mut metrics = self.raft.server_metrics();
         self.leader = metrics.borrow_watched().current_leader;
         let mut resend = tokio::time::interval(Duration::from_secs(1));
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,6 +260,7 @@ impl Proposer {
         // Only the outcome (once applied, or refused) is needed. `complete_only`: a commit
         // notification nobody receives makes openraft log a warning per proposal.
         let (responder, outcome) = openraft::impls::ProgressResponder::complete_only();
+        trace!(target: "warren_latency", "client_write_ff");
         if let Err(e) = self
             .raft
             .client_write_ff(LogCommand(command.clone()), Some(responder))

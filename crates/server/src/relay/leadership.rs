@@ -104,7 +104,7 @@ pub fn spawn_member_addresses(
     addresses: watch::Sender<std::collections::BTreeMap<u64, String>>,
 ) {
     tokio::spawn(async move {
-        let mut metrics = raft.metrics();
+        let mut metrics = raft.server_metrics();
         loop {
             let now: std::collections::BTreeMap<u64, String> = metrics
                 .borrow_and_update()
@@ -206,7 +206,14 @@ async fn run(
     to_broker: mpsc::Sender<ToBroker>,
     route: watch::Sender<Route>,
 ) {
+    // Read from the whole metrics, woken by the server metrics (leader, vote, membership: sent
+    // only when they change; `metrics()` is sent on every turn of openraft's loop, and a task
+    // woken by it would run several times per log entry), by the data metrics only while this
+    // node leads and waits to have applied its term's first entry, and by a timer (a leader cut
+    // off from its quorum sees no event).
     let mut metrics = raft.metrics();
+    let mut server = raft.server_metrics();
+    let mut data = raft.data_metrics();
     let startup_term = metrics.borrow_watched().current_term;
     let startup_log_term = log_term_before(&raft, u64::MAX).await;
     let mut first_leader: Option<NodeId> = None;
@@ -216,7 +223,7 @@ async fn run(
     let mut take_over_refused = false;
     let mut down = DownNodes::default();
     loop {
-        let (desired, term) = {
+        let (desired, term, leads) = {
             let m = metrics.borrow_and_update();
             if first_leader.is_none() {
                 first_leader = leader_seen(
@@ -259,7 +266,7 @@ async fn run(
                 },
                 None => Route::Unknown,
             };
-            (desired, m.current_term)
+            (desired, m.current_term, m.current_leader == Some(id))
         };
         if local && desired != Route::Local {
             info!(
@@ -329,7 +336,7 @@ async fn run(
                     // event when it comes back: look again after a quarter second too.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     tokio::select! {
-                        r = metrics.changed() => if r.is_err() { return },
+                        r = server.changed() => if r.is_err() { return },
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     }
                     continue;
@@ -369,11 +376,14 @@ async fn run(
                 return;
             }
         }
-        // Metrics change on events; a leader cut off from its quorum sees no event, so look
-        // again every quarter second.
+        // A leader looks again every 100 ms (a quorum lost, a member down: what heartbeats
+        // told before), any other node every quarter second.
+        let awaiting_apply = leads && !local;
+        let tick = Duration::from_millis(if local { 100 } else { 250 });
         tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            r = server.changed() => if r.is_err() { return },
+            r = data.changed(), if awaiting_apply => if r.is_err() { return },
+            _ = tokio::time::sleep(tick) => {}
         }
     }
 }
