@@ -2177,12 +2177,18 @@ async fn metrics_serve_rabbitmqs_names_and_types_with_warrens_figures() {
     assert!(sample(&after, "rabbitmq_process_resident_memory_bytes") > Some(0.0));
     assert!(sample(&after, "rabbitmq_process_open_fds") > Some(0.0));
     assert!(sample(&after, "rabbitmq_erlang_uptime_seconds") > Some(0.0));
-    // A figure Warren does not keep is a family without a sample, never a made-up number.
+    // The commit latency is measured: from the node's append of an entry to its apply, the
+    // latest entry's and the largest of the last seconds, and as a histogram.
     assert!(after.contains("# TYPE rabbitmq_raft_entry_commit_latency_seconds gauge\n"));
+    let latest = sample(&after, "rabbitmq_raft_commit_latency_seconds").expect("a commit latency");
+    let largest = sample(&after, "rabbitmq_raft_max_commit_latency_seconds").expect("a maximum");
+    assert!(latest > 0.0 && latest < 10.0, "{latest}");
+    assert!(largest >= latest, "{largest} < {latest}");
     assert_eq!(
         sample(&after, "rabbitmq_raft_entry_commit_latency_seconds"),
-        None
+        Some(latest)
     );
+    assert!(sample(&after, "warren_raft_commit_seconds_count") >= Some(1.0));
     // Every publish of this test was routed: none dropped.
     assert_eq!(
         sample(

@@ -85,6 +85,24 @@ impl Exposition {
         let _ = writeln!(self.0, " {value}");
     }
 
+    /// A histogram over [`warren_store::FSYNC_BUCKETS`]: `cumulative` counts per bucket, then
+    /// `+Inf` (the total).
+    pub(crate) fn histogram(&mut self, name: &str, help: &str, cumulative: &[u64], sum: f64) {
+        self.family(name, "histogram", help);
+        for (i, count) in cumulative.iter().enumerate() {
+            let le = warren_store::FSYNC_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(self.0, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(self.0, "{name}_sum {sum}");
+        let _ = writeln!(
+            self.0,
+            "{name}_count {}",
+            cumulative.last().copied().unwrap_or(0)
+        );
+    }
+
     /// A family with one sample and no labels.
     pub(crate) fn metric(
         &mut self,
@@ -208,22 +226,18 @@ async fn metrics(ctx: Arc<Ctx>, endpoint: Endpoint) -> impl IntoResponse {
         ctx.leader_changes.load(Ordering::Relaxed),
     );
     let fsync = warren_store::fsync_latency();
-    let name = "warren_wal_fsync_seconds";
-    let _ = writeln!(
-        out.0,
-        "# HELP {name} Duration of the Raft log's WAL fsyncs (one per group commit).\n# TYPE {name} histogram"
+    out.histogram(
+        "warren_wal_fsync_seconds",
+        "Duration of the Raft log's WAL fsyncs (one per group commit).",
+        &fsync.cumulative,
+        fsync.sum_seconds,
     );
-    for (i, count) in fsync.cumulative.iter().enumerate() {
-        let le = warren_store::FSYNC_BUCKETS
-            .get(i)
-            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-        let _ = writeln!(out.0, "{name}_bucket{{le=\"{le}\"}} {count}");
-    }
-    let _ = writeln!(out.0, "{name}_sum {}", fsync.sum_seconds);
-    let _ = writeln!(
-        out.0,
-        "{name}_count {}",
-        fsync.cumulative.last().copied().unwrap_or(0)
+    let commit = warren_store::commit_latency();
+    out.histogram(
+        "warren_raft_commit_seconds",
+        "Time from this node's append of a log entry to its application here (on the leader: its commit latency).",
+        &commit.cumulative,
+        commit.sum_seconds,
     );
     out.metric(
         "warren_process_resident_memory_bytes",
@@ -245,6 +259,7 @@ async fn metrics(ctx: Arc<Ctx>, endpoint: Endpoint) -> impl IntoResponse {
             .map(|l| l.index),
         uptime: ctx.started.elapsed(),
         clients: ctx.node.client_counters.read(),
+        commit,
     };
     prometheus_plugin::write(&mut out, &figures, endpoint);
     (

@@ -69,6 +69,8 @@ pub(crate) struct Figures<'a> {
     pub(crate) uptime: Duration,
     /// What this node's AMQP clients did.
     pub(crate) clients: ClientFigures,
+    /// How long this node's log entries took from append to apply.
+    pub(crate) commit: warren_store::CommitLatencyReading,
 }
 
 impl Figures<'_> {
@@ -632,16 +634,24 @@ fn raft(out: &mut Exposition, f: &Figures) {
         "Largest number of Raft log segment files (none: Warren's log is in RocksDB)",
         0,
     );
-    // Not measured by Warren (see docs/compatibility.md): no sample.
+    // From this node's append of an entry to its apply here (`warren_store::commit_latency`):
+    // the latest entry's, and the largest of the last 5 to 10 seconds. No sample before the
+    // node has applied an entry it appended.
     for name in [
         "rabbitmq_raft_commit_latency_seconds",
         "rabbitmq_raft_entry_commit_latency_seconds",
     ] {
         out.family(name, "gauge", "Time taken for a log entry to be committed");
+        if let Some(last) = f.commit.last_seconds {
+            out.sample(name, &[], last);
+        }
     }
     out.family(
         "rabbitmq_raft_max_commit_latency_seconds",
         "gauge",
         "Largest time taken for a log entry to be committed",
     );
+    if let Some(max) = f.commit.max_seconds {
+        out.sample("rabbitmq_raft_max_commit_latency_seconds", &[], max);
+    }
 }

@@ -216,6 +216,14 @@ impl RaftNetworkV2<TypeConfig> for Network {
             // Encoding openraft's own request cannot fail; if it ever did, the stream ends
             // there and openraft starts a new one.
             let requests = input.scan((), move |_, rpc| {
+                tracing::trace!(
+                    target: "warren_latency",
+                    peer = target,
+                    first = rpc.entries.first().map(|e| e.log_id.index),
+                    last = rpc.entries.last().map(|e| e.log_id.index),
+                    commit = rpc.leader_commit.map(|c| c.index),
+                    "append request out"
+                );
                 let request = match encode(&rpc) {
                     Ok(payload) => Some(RaftRequest {
                         payload,
@@ -243,6 +251,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
                 match replies.message().await {
                     Ok(Some(reply)) => {
                         let answer = network.answered::<StreamAppendResult<TypeConfig>>(reply);
+                        tracing::trace!(target: "warren_latency", peer = network.target, answer = ?answer.as_ref().ok().and_then(|a| a.as_ref().ok()).and_then(|m| m.map(|l| l.index)), "append answer in");
                         // An error ends the stream, as openraft's own streams do.
                         let more = matches!(answer, Ok(Ok(_)));
                         Some((answer, more.then_some((network, replies))))

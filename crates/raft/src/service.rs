@@ -196,7 +196,14 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> AdmittedAppends<S
         }
         self.service
             .admit_request(self.caller.as_ref(), &r, false)?;
-        let request = decode(&r.payload)?;
+        let request: AppendEntriesRequest<TypeConfig> = decode(&r.payload)?;
+        tracing::trace!(
+            target: "warren_latency",
+            first = request.entries.first().map(|e| e.log_id.index),
+            last = request.entries.last().map(|e| e.log_id.index),
+            commit = request.leader_commit.map(|c| c.index),
+            "append request in"
+        );
         self.service.book.accepted();
         Ok((r.group_id, request))
     }
@@ -289,6 +296,7 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = Vec<u8>>> RaftRpc for RaftS
                     let requests = futures_util::stream::once(std::future::ready(first))
                         .chain(input.into_stream());
                     let answers = raft.stream_append(requests).map(move |result| {
+                        tracing::trace!(target: "warren_latency", "append answer out");
                         Ok(match result {
                             Ok(answer) => match postcard::to_stdvec(&answer) {
                                 Ok(payload) => RaftReply {

@@ -305,6 +305,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
             + Unpin
             + OptionalSend,
     {
+        tracing::trace!(target: "warren_latency", "state machine apply");
         let mut commands = Vec::new();
         let mut responders = Vec::new();
         let mut last = None;
@@ -339,6 +340,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
             applied
                 .await
                 .map_err(|_| io::Error::other("the broker task stopped while applying"))?;
+            warren_store::note_applied(index);
         }
         {
             let mut a = self.lock()?;

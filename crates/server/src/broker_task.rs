@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 use warren_core::{Broker, Command, ConnId, Effect, Input, Message};
 use warren_raft::lease::Lease;
 use warren_raft::state_machine::BrokerRequest;
@@ -520,6 +520,7 @@ impl Task {
             return;
         };
         self.in_flight += 1;
+        trace!(target: "warren_latency", "proposal sent to the proposer");
         if p.send(Proposal::Own(command)).is_err() {
             error!("the Raft proposer has stopped; a command is lost");
         }
@@ -543,6 +544,7 @@ impl Task {
     fn state_machine_request(&mut self, request: BrokerRequest) {
         match request {
             BrokerRequest::Apply(batch) => {
+                trace!(target: "warren_latency", index = batch.index, "broker applies");
                 let now = now_ms();
                 for (index, command) in batch.commands {
                     self.in_flight = self.in_flight.saturating_sub(1);
@@ -552,6 +554,7 @@ impl Task {
                 self.applied_index = self.applied_index.max(batch.index);
                 self.publish_applied();
                 self.flush();
+                trace!(target: "warren_latency", index = batch.index, "broker applied and flushed");
                 let _ = batch.done.send(());
             }
             BrokerRequest::TakeSnapshot { reply } => {
@@ -731,6 +734,7 @@ async fn run(
             }
         }
         let now = now_ms();
+        trace!(target: "warren_latency", messages = batch.len(), "broker input");
         for msg in batch.drain(..) {
             task.message(now, msg);
         }

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 use warren_core::{ConnId, Effect, Input, CONNECTION_NAME_PROPERTY, CONNECTION_PROTOCOL_PROPERTY};
 use warren_wire::FieldValue;
 
@@ -266,7 +266,8 @@ pub(crate) async fn run<R, W>(
                     socket_ended = true;
                     break;
                 }
-                Ok(_) => {
+                Ok(n) => {
+                    trace!(target: "warren_latency", conn, n, "socket read");
                     session.receive(&mut inbuf, now_ms(), &mut inputs);
                     true
                 }
@@ -276,12 +277,14 @@ pub(crate) async fn run<R, W>(
                     socket_ended = true;
                     break;
                 }
-                Ok(_) => {
+                Ok(n) => {
+                    trace!(target: "warren_latency", conn, n, "socket written");
                     session.after_write(&mut inputs);
                     true
                 }
             },
             Some(batch) = incoming.effects.recv() => {
+                trace!(target: "warren_latency", conn, effects = batch.effects.len(), "effects received");
                 effects.extend(batch.effects);
                 true
             }

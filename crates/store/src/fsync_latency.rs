@@ -10,21 +10,21 @@ pub const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-struct Histogram {
+pub(crate) struct Histogram {
     /// Per bucket (not cumulative); the last one is `+Inf`.
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
-    const fn new() -> Histogram {
+    pub(crate) const fn new() -> Histogram {
         Histogram {
             counts: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
             sum_micros: AtomicU64::new(0),
         }
     }
 
-    fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = BUCKETS
             .iter()
@@ -37,7 +37,7 @@ impl Histogram {
         );
     }
 
-    fn read(&self) -> FsyncLatency {
+    pub(crate) fn read(&self) -> FsyncLatency {
         let mut total = 0;
         let cumulative = self
             .counts

@@ -258,6 +258,7 @@ where
 
     /// Written without fsync: losing it only makes a restart re-apply from the snapshot.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        tracing::trace!(target: "warren_latency", "save committed");
         self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
@@ -282,7 +283,12 @@ where
             appended.push((entry.index(), encoded.len(), entry));
         }
         self.failure.check()?;
+        tracing::trace!(target: "warren_latency", first = appended.first().map(|a| a.0), last = appended.last().map(|a| a.0), "log append");
         self.failure.guard("append", self.db.write(batch))?;
+        tracing::trace!(target: "warren_latency", "log appended");
+        if let (Some(first), Some(last)) = (appended.first(), appended.last()) {
+            crate::commit_latency::appended(first.0, last.0);
+        }
         // Readable from here too before this returns (see `crate::recent`).
         self.recent.appended(appended);
         self.syncer.after_next_sync(callback)

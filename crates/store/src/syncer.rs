@@ -53,8 +53,10 @@ impl<C: RaftTypeConfig> Syncer<C> {
                     // Never fsync after a failed write (see `WriteFailure`).
                     let result = failure.check().and_then(|()| {
                         let started = std::time::Instant::now();
+                        tracing::trace!(target: "warren_latency", appends = waiting.len(), "fsync");
                         let synced = failure.guard("WAL fsync", db.flush_wal(true));
                         crate::fsync_latency::record(started.elapsed());
+                        tracing::trace!(target: "warren_latency", "fsynced");
                         synced
                     });
                     if let Err(e) = &result {
