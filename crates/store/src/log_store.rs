@@ -21,7 +21,7 @@ use crate::syncer::Syncer;
 use crate::write_failure::WriteFailure;
 
 const KEY_VOTE: &[u8] = b"vote";
-pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_INCARNATION: &[u8] = b"incarnation";
 
@@ -256,14 +256,10 @@ where
             .map_err(other)?
     }
 
-    /// Written by the sync thread before its next fsync (see `crate::syncer`), not here: the
-    /// core goes from a commit to the apply without a RocksDB write. Losing it (a crash before
-    /// that write, or an idle node's last one) only makes a restart re-apply less before it
-    /// hears from a leader.
+    /// Written without fsync: losing it only makes a restart re-apply from the snapshot.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         tracing::trace!(target: "warren_latency", "save committed");
-        self.syncer.save_committed(encode(&committed)?);
-        Ok(())
+        self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {

@@ -1,12 +1,9 @@
 //! Group commit: one thread fsyncs the WAL for every append that arrived since its last fsync,
-//! then completes all their callbacks. It also writes the committed log id openraft saves: the
-//! latest one is left here and written (unsynced, as before) after the thread's next fsync and
-//! its callbacks, and when the store closes, so neither the core's step from a commit to the
-//! apply nor the appends waiting for an fsync wait for that RocksDB write.
+//! then completes all their callbacks.
 
 use std::io;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openraft::storage::IOFlushed;
 use openraft::RaftTypeConfig;
@@ -24,8 +21,6 @@ pub(crate) struct Syncer<C: RaftTypeConfig> {
 struct Inner<C: RaftTypeConfig> {
     tx: Option<mpsc::Sender<IOFlushed<C>>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// The latest committed log id to write, encoded (see the module doc).
-    committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl<C: RaftTypeConfig> Drop for Inner<C> {
@@ -48,8 +43,6 @@ impl<C: RaftTypeConfig> Clone for Syncer<C> {
 impl<C: RaftTypeConfig> Syncer<C> {
     pub(crate) fn start(db: Arc<DB>, failure: WriteFailure) -> io::Result<Syncer<C>> {
         let (tx, rx) = mpsc::channel::<IOFlushed<C>>();
-        let committed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
-        let to_write = Arc::clone(&committed);
         let thread = std::thread::Builder::new()
             .name("warren-wal-sync".into())
             .spawn(move || {
@@ -76,29 +69,14 @@ impl<C: RaftTypeConfig> Syncer<C> {
                         };
                         callback.io_completed(r);
                     }
-                    // After the callbacks, off the path of the appends that waited (the next
-                    // fsync makes it durable).
-                    write_latest_committed(&db, &failure, &to_write);
                 }
-                // The store is closed: the last committed log id left goes to disk with it.
-                write_latest_committed(&db, &failure, &to_write);
             })?;
         Ok(Syncer {
             inner: Arc::new(Inner {
                 tx: Some(tx),
                 thread: Some(thread),
-                committed,
             }),
         })
-    }
-
-    /// Leaves the encoded committed log id to be written before the next fsync (a later one
-    /// replaces it). Until then a restart reads an older one, which openraft allows: it only
-    /// re-applies less before it hears from a leader.
-    pub(crate) fn save_committed(&self, encoded: Vec<u8>) {
-        if let Ok(mut c) = self.inner.committed.lock() {
-            *c = Some(encoded);
-        }
     }
 
     /// Completes `callback` after the next WAL fsync.
@@ -109,24 +87,5 @@ impl<C: RaftTypeConfig> Syncer<C> {
             .ok_or_else(|| io::Error::other("the WAL sync thread has stopped"))?
             .send(callback)
             .map_err(|_| io::Error::other("the WAL sync thread has stopped"))
-    }
-}
-
-/// Writes the committed log id left in `latest`, if any (unsynced: the next fsync covers it).
-fn write_latest_committed(db: &DB, failure: &WriteFailure, latest: &Mutex<Option<Vec<u8>>>) {
-    let Some(encoded) = latest.lock().ok().and_then(|mut c| c.take()) else {
-        return;
-    };
-    let written = failure.check().and_then(|()| {
-        let cf = db
-            .cf_handle(crate::db::CF_META)
-            .ok_or_else(|| io::Error::other("column family meta is missing"))?;
-        failure.guard(
-            "metadata write",
-            db.put_cf(cf, crate::log_store::KEY_COMMITTED, encoded),
-        )
-    });
-    if let Err(e) = written {
-        error!(error = %e, "the committed log id was not written");
     }
 }

@@ -185,44 +185,6 @@ async fn flushed_entries_and_the_vote_survive_reopening() {
     assert_eq!(payloads, [400, 410, 420]);
 }
 
-/// The committed log id is written by the sync thread after its next fsync, and at close:
-/// never lost by a store that is closed, and it goes with the next flushed append.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_committed_log_id_is_written_with_the_next_fsync_and_at_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = |i| openraft::testing::log_id::<Config>(3, 1, i);
-    let append = |store: &mut RocksLogStore<Config>, i: u64| {
-        let entry = openraft::Entry::<_, _>::new_normal(id(i), i);
-        let (tx, flushed) = Config::oneshot();
-        let mut store = store.clone();
-        async move {
-            store
-                .append([entry], IOFlushed::<Config>::signal(tx))
-                .await
-                .unwrap();
-            flushed.await.unwrap().unwrap();
-        }
-    };
-    {
-        let mut store = RocksLogStore::<Config>::new(open(dir.path()).unwrap()).unwrap();
-        append(&mut store, 1).await;
-        store.save_committed(Some(id(1))).await.unwrap();
-        // Left for the sync thread: written after the next fsync, so surely once the one
-        // after it is done (the thread does one thing at a time).
-        append(&mut store, 2).await;
-        append(&mut store, 3).await;
-        assert_eq!(
-            store.read_committed().await.unwrap(),
-            Some(id(1)),
-            "written after an fsync"
-        );
-        // A later one, never followed by an append, is written when the store closes.
-        store.save_committed(Some(id(2))).await.unwrap();
-    }
-    let mut store = RocksLogStore::<Config>::new(open(dir.path()).unwrap()).unwrap();
-    assert_eq!(store.read_committed().await.unwrap(), Some(id(2)));
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_incarnation_is_kept_across_reopening_and_lost_with_a_wipe() {
     let dir = tempfile::tempdir().unwrap();
