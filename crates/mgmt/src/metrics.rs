@@ -85,17 +85,17 @@ impl Exposition {
         let _ = writeln!(self.0, " {value}");
     }
 
-    /// A histogram over [`warren_store::FSYNC_BUCKETS`]: `cumulative` counts per bucket, then
-    /// `+Inf` (the total).
-    pub(crate) fn histogram(&mut self, name: &str, help: &str, cumulative: &[u64], sum: f64) {
+    /// A latency histogram over [`warren_store::LATENCY_BUCKETS`].
+    pub(crate) fn histogram(&mut self, name: &str, help: &str, h: &warren_store::LatencyHistogram) {
         self.family(name, "histogram", help);
+        let cumulative = &h.cumulative;
         for (i, count) in cumulative.iter().enumerate() {
-            let le = warren_store::FSYNC_BUCKETS
+            let le = warren_store::LATENCY_BUCKETS
                 .get(i)
                 .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
             let _ = writeln!(self.0, "{name}_bucket{{le=\"{le}\"}} {count}");
         }
-        let _ = writeln!(self.0, "{name}_sum {sum}");
+        let _ = writeln!(self.0, "{name}_sum {}", h.sum_seconds);
         let _ = writeln!(
             self.0,
             "{name}_count {}",
@@ -225,19 +225,16 @@ async fn metrics(ctx: Arc<Ctx>, endpoint: Endpoint) -> impl IntoResponse {
         "Leaders this node has seen elected since it started.",
         ctx.leader_changes.load(Ordering::Relaxed),
     );
-    let fsync = warren_store::fsync_latency();
     out.histogram(
         "warren_wal_fsync_seconds",
         "Duration of the Raft log's WAL fsyncs (one per group commit).",
-        &fsync.cumulative,
-        fsync.sum_seconds,
+        &warren_store::fsync_latency(),
     );
     let commit = warren_store::commit_latency();
     out.histogram(
         "warren_raft_commit_seconds",
         "Time from this node's append of a log entry to its application here (on the leader: its commit latency).",
-        &commit.cumulative,
-        commit.sum_seconds,
+        &commit.histogram,
     );
     out.metric(
         "warren_process_resident_memory_bytes",

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::fsync_latency::Histogram;
+use crate::fsync_latency::{Histogram, LatencyHistogram};
 
 /// Appends remembered at most (the state machine applies soon after; a node that applies
 /// nothing, being cut off, must not grow this).
@@ -103,12 +103,10 @@ impl CommitLatency {
                 },
             )
         });
-        let histogram = self.histogram.read();
         CommitLatencyReading {
             last_seconds: (last != u64::MAX).then(|| last as f64 / 1e6),
             max_seconds: max.map(|m| m as f64 / 1e6),
-            cumulative: histogram.cumulative,
-            sum_seconds: histogram.sum_seconds,
+            histogram: self.histogram.read(),
         }
     }
 }
@@ -133,9 +131,8 @@ pub struct CommitLatencyReading {
     /// The largest sample of the last 5 to 10 seconds (0 when there was none); `None` before
     /// the first sample.
     pub max_seconds: Option<f64>,
-    /// Cumulative counts per bucket of [`crate::FSYNC_BUCKETS`], then `+Inf` (the total).
-    pub cumulative: Vec<u64>,
-    pub sum_seconds: f64,
+    /// Every sample so far.
+    pub histogram: LatencyHistogram,
 }
 
 /// This process's commit latency so far.
@@ -158,17 +155,20 @@ mod tests {
         let r = c.read(t0 + Duration::from_millis(1));
         assert_eq!(r.last_seconds, Some(0.0008));
         assert_eq!(r.max_seconds, Some(0.0008));
-        assert_eq!(r.cumulative.last(), Some(&1));
+        assert_eq!(r.histogram.cumulative.last(), Some(&1));
         // Entry 4 (appended at 500 µs) applied at 1.7 ms: 1.2 ms; the max follows.
         c.applied(4, t0 + Duration::from_micros(1700));
         let r = c.read(t0 + Duration::from_millis(2));
         assert_eq!(r.last_seconds, Some(0.0012));
         assert_eq!(r.max_seconds, Some(0.0012));
-        assert_eq!(r.cumulative.last(), Some(&2));
+        assert_eq!(r.histogram.cumulative.last(), Some(&2));
         // Nothing remembered for entry 5 (replayed, not appended here): no sample.
         c.applied(5, t0 + Duration::from_millis(3));
         assert_eq!(
-            c.read(t0 + Duration::from_millis(3)).cumulative.last(),
+            c.read(t0 + Duration::from_millis(3))
+                .histogram
+                .cumulative
+                .last(),
             Some(&2)
         );
     }

@@ -37,7 +37,7 @@ impl Histogram {
         );
     }
 
-    pub(crate) fn read(&self) -> FsyncLatency {
+    pub(crate) fn read(&self) -> LatencyHistogram {
         let mut total = 0;
         let cumulative = self
             .counts
@@ -47,7 +47,7 @@ impl Histogram {
                 total
             })
             .collect();
-        FsyncLatency {
+        LatencyHistogram {
             cumulative,
             sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
         }
@@ -61,16 +61,17 @@ pub(crate) fn record(d: Duration) {
     FSYNC.record(d);
 }
 
-/// A reading of the histogram: cumulative counts per bucket of [`BUCKETS`] then `+Inf` (the
-/// total), and the sum of the durations in seconds.
+/// A reading of a latency histogram (the WAL fsyncs', the commits': `crate::commit_latency`):
+/// cumulative counts per bucket of [`BUCKETS`] then `+Inf` (the total), and the sum of the
+/// durations in seconds.
 #[derive(Clone, Debug, PartialEq)]
-pub struct FsyncLatency {
+pub struct LatencyHistogram {
     pub cumulative: Vec<u64>,
     pub sum_seconds: f64,
 }
 
 /// The WAL fsyncs of this process so far.
-pub fn fsync_latency() -> FsyncLatency {
+pub fn fsync_latency() -> LatencyHistogram {
     FSYNC.read()
 }
 

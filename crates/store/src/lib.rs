@@ -19,7 +19,7 @@ mod write_failure;
 
 pub use commit_latency::{commit_latency, CommitLatencyReading};
 pub use db::{flush_memtables, open, StoreError, CF_BODIES, CF_LOGS, CF_META, CF_STATE};
-pub use fsync_latency::{fsync_latency, FsyncLatency, BUCKETS as FSYNC_BUCKETS};
+pub use fsync_latency::{fsync_latency, LatencyHistogram, BUCKETS as LATENCY_BUCKETS};
 pub use log_store::RocksLogStore;
 pub use message_store::{MessageStore, ShippedWriter};
 pub use retired::{retired_nodes, save_retired_nodes};
